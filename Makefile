@@ -1,0 +1,46 @@
+# genai-fleet entry points. `make demo` and `make test` set up everything they need themselves.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+FLAVOR ?= cuda
+PYTEST_ARGS ?=
+
+.PHONY: install test lint unit preview local demo bench ami docs help
+
+help:
+	@echo "make demo | test | install | preview STACK=dev|prod | local | bench | ami FLAVOR=cuda|neuron | docs"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt runtime-requirements.txt policies/requirements.txt
+	tools/install_system_deps.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) tools/config_docs.py --check
+
+test: install lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+docs: install
+	$(PY) tools/config_docs.py
+
+preview: install
+	@echo "make preview: the offline preview with the policy pack has not landed yet (issue 5)" >&2; exit 2
+
+local: install
+	@echo "make local: local mode has not landed yet (issue 9)" >&2; exit 2
+
+demo: install
+	@echo "make demo: the demo has not landed yet (issue 9)" >&2; exit 2
+
+bench: install
+	@echo "make bench: the benchmark suite has not landed yet (issue 9)" >&2; exit 2
+
+ami:
+	@echo "make ami: the AMI build driver has not landed yet (issue 6)" >&2; exit 2

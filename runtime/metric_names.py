@@ -1,0 +1,34 @@
+"""Metric names shared by the runtime (which emits them) and the monitoring component (which graphs,
+alarms and scales on them). Change a name here and both sides follow.
+"""
+
+NAMESPACE = "GenAIFleet"
+
+# Dimensions every worker metric carries (EMF dimension sets).
+DIM_STACK = "Stack"
+DIM_GROUP = "AutoScalingGroupName"
+DIM_BACKEND = "Backend"
+
+# Worker agent (per job)
+JOB_LATENCY = "JobLatency"              # ms, enqueue -> final record
+QUEUE_WAIT = "QueueWait"                # ms, enqueue -> picked up
+MODEL_LOAD_TIME = "ModelLoadTime"       # ms
+INFERENCE_TIME = "InferenceTime"        # ms
+UPLOAD_TIME = "UploadTime"              # ms
+JOBS_SUCCEEDED = "JobsSucceeded"        # count
+JOBS_FAILED = "JobsFailed"              # count
+JOB_ERRORS = "JobErrors"                # count (attempt failed, may be retried)
+JOBS_HANDED_BACK = "JobsHandedBack"     # count (visibility reset on drain / interruption)
+MODEL_CACHE_HITS = "ModelCacheHits"     # count
+MODEL_CACHE_MISSES = "ModelCacheMisses"  # count
+SPOT_INTERRUPTIONS = "SpotInterruptions"  # count (notice seen by an agent)
+REBALANCE_RECOMMENDATIONS = "RebalanceRecommendations"  # count
+BOOT_TO_READY = "BootToReady"           # ms, instance boot -> launching lifecycle action completed
+BACKEND_BUSY = "BackendBusy"            # percent of wall time the backend was working
+
+# Queue backlog published for Kafka (SQS publishes ApproximateNumberOfMessagesVisible itself).
+KAFKA_BACKLOG = "KafkaBacklog"          # messages, consumer-group lag summed over partitions
+
+ALL = (JOB_LATENCY, QUEUE_WAIT, MODEL_LOAD_TIME, INFERENCE_TIME, UPLOAD_TIME, JOBS_SUCCEEDED, JOBS_FAILED,
+       JOB_ERRORS, JOBS_HANDED_BACK, MODEL_CACHE_HITS, MODEL_CACHE_MISSES, SPOT_INTERRUPTIONS,
+       REBALANCE_RECOMMENDATIONS, BOOT_TO_READY, BACKEND_BUSY, KAFKA_BACKLOG)

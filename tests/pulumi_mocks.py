@@ -1,0 +1,364 @@
+"""Run the whole Pulumi program under recording mocks: the offline stand-in for ``pulumi preview``.
+
+``RecordingMocks`` records every resource (type, name, parent, inputs) and answers the provider
+functions the program calls (availability zones, AMI lookup, caller identity, region, partition,
+SSM parameters, IAM policy documents). Unknown functions fail loudly, so a new invoke gets a mock
+on purpose instead of an empty answer.
+
+``run_stack("dev")`` runs ``__main__.py`` with ``Pulumi.dev.yaml`` in a fresh interpreter (Pulumi's
+runtime is process-global) and returns a ``Recording`` to query. ``python -m tests.pulumi_mocks
+--stack dev`` prints the same recording as JSON, which ``tools/preview.py`` uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import runpy
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "genai-fleet"
+ACCOUNT_ID = "123456789012"
+MOCK_AMI_ID = "ami-0123456789abcdef0"
+
+
+class ProgramError(RuntimeError):
+    """The program failed under mocks; ``message`` is what it printed as the cause."""
+
+
+@dataclass
+class RecordedResource:
+    urn: str
+    type: str
+    name: str
+    parent: str | None
+    custom: bool
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def parent_name(self) -> str | None:
+        return self.parent.rsplit("::", 1)[-1] if self.parent else None
+
+
+@dataclass
+class Recording:
+    """What one program run declared; query it in tests."""
+
+    resources: list[RecordedResource]
+    exports: dict[str, Any]
+    calls: list[dict[str, Any]]
+
+    def of_type(self, type_token: str) -> list[RecordedResource]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def one(self, type_token: str, name: str | None = None) -> RecordedResource:
+        found = [r for r in self.of_type(type_token) if name is None or r.name == name]
+        if len(found) != 1:
+            names = [r.name for r in self.of_type(type_token)]
+            raise AssertionError(f"expected one {type_token} named {name!r}, found {len(found)} among {names}")
+        return found[0]
+
+    def named(self, name: str) -> RecordedResource:
+        found = [r for r in self.resources if r.name == name]
+        if len(found) != 1:
+            raise AssertionError(f"expected one resource named {name!r}, found {len(found)}")
+        return found[0]
+
+    def children_of(self, urn: str) -> list[RecordedResource]:
+        return [r for r in self.resources if r.parent == urn]
+
+    def types(self) -> set[str]:
+        return {r.type for r in self.resources}
+
+    def to_json(self) -> str:
+        return json.dumps({"resources": [r.__dict__ for r in self.resources], "exports": self.exports,
+                           "calls": self.calls}, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> Recording:
+        data = json.loads(text)
+        return cls(resources=[RecordedResource(**r) for r in data["resources"]], exports=data["exports"],
+                   calls=data["calls"])
+
+
+def _service_of(type_token: str) -> str:
+    module = type_token.split(":")[1].split("/")[0]
+    return {"cloudwatch": "cloudwatch", "apigatewayv2": "apigateway", "msk": "kafka", "autoscaling": "autoscaling",
+            "cloudfront": "cloudfront", "lambda": "lambda", "iam": "iam", "s3": "s3", "sqs": "sqs",
+            "dynamodb": "dynamodb", "sns": "sns", "ssm": "ssm", "ec2": "ec2", "kms": "kms"}.get(module, module)
+
+
+def _policy_document(args: dict[str, Any]) -> dict[str, Any]:
+    """Render ``aws.iam.get_policy_document`` the way the provider does, for the fields we use."""
+    statements = []
+    for st in args.get("statements", []):
+        out: dict[str, Any] = {"Effect": st.get("effect", "Allow")}
+        if st.get("sid"):
+            out["Sid"] = st["sid"]
+        for src, dst in (("actions", "Action"), ("notActions", "NotAction"), ("resources", "Resource"),
+                         ("notResources", "NotResource")):
+            if st.get(src):
+                vals = st[src]
+                out[dst] = vals[0] if len(vals) == 1 else sorted(vals)
+        for p_key, dst in (("principals", "Principal"), ("notPrincipals", "NotPrincipal")):
+            if st.get(p_key):
+                out[dst] = {p["type"]: p["identifiers"][0] if len(p["identifiers"]) == 1 else p["identifiers"]
+                            for p in st[p_key]}
+        if st.get("conditions"):
+            cond: dict[str, dict[str, Any]] = {}
+            for c in st["conditions"]:
+                vals = c["values"]
+                cond.setdefault(c["test"], {})[c["variable"]] = vals[0] if len(vals) == 1 else vals
+            out["Condition"] = cond
+        statements.append(out)
+    doc = {"Version": "2012-10-17", "Statement": statements}
+    return {"json": json.dumps(doc), "minifiedJson": json.dumps(doc, separators=(",", ":")), "id": "doc"}
+
+
+class RecordingMocks:
+    """Pulumi ``Mocks`` that record resources and answer provider functions deterministically."""
+
+    def __init__(self, region: str):
+        self.region = region
+        self.resources: dict[str, RecordedResource] = {}
+        self.order: list[str] = []
+        self.calls: list[dict[str, Any]] = []
+        self.parents: dict[tuple[str, str], str] = {}
+
+    # --- resources -----------------------------------------------------------------------------
+    def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        physical = outputs.get("name") or args.name
+        service = _service_of(args.typ)
+        region, acct = self.region, ACCOUNT_ID
+        rid = f"{args.name}-id"
+        outputs.setdefault("arn", f"arn:aws:{service}:{region}:{acct}:{args.typ.split(':')[-1].lower()}/{physical}")
+        extra: dict[str, Any] = {}
+        t = args.typ
+        if t in ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"):
+            bucket = outputs.get("bucket") or f"{args.name}-bucket"
+            rid = bucket
+            extra = {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}",
+                     "bucketRegionalDomainName": f"{bucket}.s3.{region}.amazonaws.com",
+                     "bucketDomainName": f"{bucket}.s3.amazonaws.com"}
+        elif t == "aws:sqs/queue:Queue":
+            qname = outputs.get("name") or args.name
+            extra = {"name": qname, "arn": f"arn:aws:sqs:{region}:{acct}:{qname}",
+                     "url": f"https://sqs.{region}.amazonaws.com/{acct}/{qname}"}
+            rid = extra["url"]
+        elif t == "aws:dynamodb/table:Table":
+            extra = {"arn": f"arn:aws:dynamodb:{region}:{acct}:table/{physical}",
+                     "streamArn": f"arn:aws:dynamodb:{region}:{acct}:table/{physical}/stream/2026-01-01T00:00:00.000"}
+        elif t == "aws:cloudfront/distribution:Distribution":
+            extra = {"domainName": "d111111abcdef8.cloudfront.net", "hostedZoneId": "Z2FDTNDATAQYW2",
+                     "arn": f"arn:aws:cloudfront::{acct}:distribution/EDFDVBD632BHDS5"}
+            rid = "EDFDVBD632BHDS5"
+        elif t == "aws:iam/role:Role":
+            extra = {"arn": f"arn:aws:iam::{acct}:role/{physical}", "name": physical}
+        elif t == "aws:iam/instanceProfile:InstanceProfile":
+            extra = {"arn": f"arn:aws:iam::{acct}:instance-profile/{physical}", "name": physical}
+        elif t == "aws:iam/policy:Policy":
+            extra = {"arn": f"arn:aws:iam::{acct}:policy/{physical}"}
+        elif t == "aws:autoscaling/group:Group":
+            extra = {"name": physical,
+                     "arn": f"arn:aws:autoscaling:{region}:{acct}:autoScalingGroup:uuid:autoScalingGroupName/{physical}"}
+            rid = physical
+        elif t == "aws:apigatewayv2/api:Api":
+            extra = {"apiEndpoint": f"https://abc123.execute-api.{region}.amazonaws.com",
+                     "executionArn": f"arn:aws:execute-api:{region}:{acct}:abc123"}
+            rid = "abc123"
+        elif t == "aws:apigatewayv2/stage:Stage":
+            extra = {"invokeUrl": f"https://abc123.execute-api.{region}.amazonaws.com/{outputs.get('name', '$default')}"}
+        elif t == "aws:lambda/function:Function":
+            extra = {"arn": f"arn:aws:lambda:{region}:{acct}:function:{physical}",
+                     "invokeArn": f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/"
+                                  f"arn:aws:lambda:{region}:{acct}:function:{physical}/invocations",
+                     "name": physical}
+        elif t == "aws:ec2/vpc:Vpc":
+            rid = "vpc-0a1b2c3d4e5f67890"
+        elif t == "aws:ec2/subnet:Subnet":
+            rid = f"subnet-{abs(hash(args.name)) % 16**12:012x}"
+        elif t == "aws:ec2/securityGroup:SecurityGroup":
+            rid = f"sg-{abs(hash(args.name)) % 16**12:012x}"
+        elif t == "aws:ec2/launchTemplate:LaunchTemplate":
+            rid = "lt-0a1b2c3d4e5f67890"
+            extra = {"latestVersion": 1}
+        elif t == "aws:msk/serverlessCluster:ServerlessCluster":
+            extra = {"arn": f"arn:aws:kafka:{region}:{acct}:cluster/{physical}/uuid",
+                     "bootstrapBrokersSaslIam": f"boot-abc.c1.kafka-serverless.{region}.amazonaws.com:9098",
+                     "clusterUuid": "uuid"}
+        elif t == "aws:sns/topic:Topic":
+            extra = {"arn": f"arn:aws:sns:{region}:{acct}:{physical}"}
+        elif t == "aws:cloudwatch/logGroup:LogGroup":
+            extra = {"arn": f"arn:aws:logs:{region}:{acct}:log-group:{physical}"}
+        elif t == "aws:ssm/parameter:Parameter":
+            extra = {"arn": f"arn:aws:ssm:{region}:{acct}:parameter/{physical.lstrip('/')}"}
+        outputs.update(extra)
+        outputs.setdefault("id", rid)
+        return rid, outputs
+
+    # --- provider functions ----------------------------------------------------------------------
+    def call(self, args: Any) -> tuple[dict[str, Any], list[Any] | None] | dict[str, Any]:
+        token = args.token
+        self.calls.append({"token": token, "args": args.args})
+        region = self.region
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            names = [f"{region}{s}" for s in "abcdef"]
+            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 7)], "id": region}
+        if token == "aws:ec2/getAmi:getAmi":
+            return {"id": MOCK_AMI_ID, "imageId": MOCK_AMI_ID, "architecture": "x86_64",
+                    "name": "genai-fleet-mock", "tags": {}}
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci", "userId": "AIDAMOCK",
+                    "id": ACCOUNT_ID}
+        if token == "aws:index/getRegion:getRegion":
+            return {"name": region, "region": region, "id": region, "description": region,
+                    "endpoint": f"ec2.{region}.amazonaws.com"}
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws", "reverseDnsPrefix": "com.amazonaws"}
+        if token == "aws:ssm/getParameter:getParameter":
+            return {"name": args.args.get("name"), "value": MOCK_AMI_ID, "insecureValue": MOCK_AMI_ID,
+                    "type": "String", "id": args.args.get("name"), "arn": "arn:aws:ssm:::parameter/mock",
+                    "version": 1}
+        if token == "aws:iam/getPolicyDocument:getPolicyDocument":
+            return _policy_document(args.args)
+        if token == "aws:ec2/getInstanceTypes:getInstanceTypes" or token == "aws:ec2/getInstanceType:getInstanceType":
+            return {"id": "it", "instanceStorageSupported": True}
+        raise NotImplementedError(f"no mock for provider function {token}; add one to tests/pulumi_mocks.py")
+
+
+def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> tuple[dict[str, str], str]:
+    """Read ``Pulumi.<stack>.yaml`` as the engine passes it (strings; structured values as JSON)."""
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    data = yaml.safe_load(path.read_text()) if path.exists() else {}
+    config = dict((data or {}).get("config", {}) or {})
+    for key, value in (overrides or {}).items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if value is None:
+            config.pop(full, None)
+        else:
+            config[full] = value
+    flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+    region = flat.get("aws:region", "us-east-1")
+    return flat, region
+
+
+def record_in_process(stack: str, overrides: dict[str, Any] | None = None,
+                      program: Path | None = None) -> Recording:
+    """Run the program in this interpreter. Use once per process (the Pulumi runtime is global)."""
+    import pulumi
+    from pulumi.runtime import mocks as pmocks
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    config, region = stack_config(stack, overrides)
+    recorder = RecordingMocks(region)
+
+    current = threading.local()
+
+    class _Mocks(pmocks.Mocks):
+        def new_resource(self, args):  # noqa: D102 - delegate, attaching inputs to the record
+            rid, outputs = recorder.new_resource(args)
+            rec = getattr(current, "record", None)
+            if rec is not None and rec.name == args.name and rec.type == args.typ:
+                rec.inputs, rec.outputs = _plain(args.inputs), _plain(outputs)
+            return rid, outputs
+
+        def call(self, args):  # noqa: D102 - delegate
+            return recorder.call(args)
+
+    class _Monitor(pmocks.MockMonitor):
+        def RegisterResource(self, request):  # noqa: N802 - gRPC method name
+            if request.type == "pulumi:pulumi:Stack":
+                return super().RegisterResource(request)
+            urn = self.make_urn(request.parent, request.type, request.name)
+            current.record = RecordedResource(urn=urn, type=request.type, name=request.name,
+                                              parent=_parent_or_none(request.parent), custom=bool(request.custom),
+                                              inputs={})
+            with lock:
+                recorder.resources[urn] = current.record
+                recorder.order.append(urn)
+            try:
+                return super().RegisterResource(request)
+            finally:
+                current.record = None
+
+    lock = threading.Lock()
+    mocks = _Mocks()
+    monitor = _Monitor(mocks)
+    os.environ.setdefault("PULUMI_TEST_MODE", "true")
+    pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config(config)
+    program_path = program or ROOT / "__main__.py"
+    sys.path.insert(0, str(program_path.parent))
+    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program_path), run_name="__main__")))
+
+    root = pulumi.runtime.get_root_resource()
+    exports = {}
+    for key, value in getattr(root, "outputs", {}).items():
+        exports[key] = _plain(_sync_await(pulumi.Output.from_input(value).future()))
+    return Recording(resources=[recorder.resources[u] for u in recorder.order], exports=exports,
+                     calls=_plain(recorder.calls))
+
+
+def _parent_or_none(parent: str) -> str | None:
+    """Top-level resources hang off the root stack; record them as having no parent."""
+    return None if not parent or parent.split("::")[-2].endswith("pulumi:pulumi:Stack") else parent
+
+
+def _plain(value: Any) -> Any:
+    """Make mock inputs JSON-friendly (unknowns and resource references become strings)."""
+    return json.loads(json.dumps(value, default=lambda o: getattr(o, "urn", None) and str(o) or repr(o)))
+
+
+@functools.lru_cache(maxsize=32)
+def _run_cached(stack: str, overrides_json: str) -> Recording:
+    cmd = [sys.executable, "-m", "tests.pulumi_mocks", "--stack", stack, "--overrides", overrides_json]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise ProgramError(_cause(proc.stderr) or proc.stdout[-2000:])
+    return Recording.from_json(proc.stdout)
+
+
+def _cause(stderr: str) -> str:
+    marker = "RECORDING-ERROR: "
+    lines = [line[len(marker):] for line in stderr.splitlines() if line.startswith(marker)]
+    return json.loads(lines[-1]) if lines else stderr[-4000:]
+
+
+def run_stack(stack: str, overrides: dict[str, Any] | None = None) -> Recording:
+    """Run ``__main__.py`` for ``Pulumi.<stack>.yaml`` (plus overrides) under mocks in a fresh interpreter.
+
+    Raises ``ProgramError`` carrying the program's error message (for example a ``ConfigError``).
+    """
+    return _run_cached(stack, json.dumps(overrides or {}, sort_keys=True))
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", required=True)
+    parser.add_argument("--overrides", default="{}", help="JSON object of config keys to set (null unsets)")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        recording = record_in_process(args.stack, json.loads(args.overrides))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent process, then exit non-zero
+        print("RECORDING-ERROR: " + json.dumps(f"{type(exc).__name__}: {exc}"), file=sys.stderr)
+        return 1
+    print(recording.to_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
