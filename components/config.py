@@ -119,7 +119,8 @@ SETTINGS: tuple[Setting, ...] = (
        choices=("api-key", "iam")),
     _s("apiRateLimit", "int", 100, "Steady-state requests per second the API accepts (stage throttling).",
        minimum=1, maximum=10000),
-    _s("apiBurstLimit", "int", 200, "Burst of requests the API accepts above the rate limit.", minimum=1, maximum=20000),
+    _s("apiBurstLimit", "int", 200, "Burst of requests the API accepts above the rate limit.",
+       minimum=1, maximum=20000),
     _s("apiKeyQuotaPerDay", "int", None, "Optional jobs per API key per day.", minimum=1, maximum=10_000_000),
     _s("privateOutputs", "bool", False, "Serve outputs only through CloudFront signed URLs (key group)."),
     _s("pointInTimeRecovery", "bool", False, "Point-in-time recovery on the job table."),
@@ -271,45 +272,56 @@ def _bad(setting: Setting, value: Any, rule: str | None = None) -> str:
     return f"{setting.full_key} = {shown}: must be {rule or _allowed(setting)}"
 
 
+def _parse_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError
+    return value.strip()
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError
+    return int(value.strip()) if isinstance(value, str) else int(value)
+
+
+def _parse_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError
+    return float(value)
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false"):
+        raise ValueError
+    return text == "true"
+
+
+def _parse_list(value: Any) -> tuple[str, ...]:
+    parsed = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(parsed, list | tuple) or not all(isinstance(v, str) for v in parsed):
+        raise ValueError
+    return tuple(v.strip() for v in parsed)
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {"str": _parse_str, "int": _parse_int, "float": _parse_float,
+                                             "bool": _parse_bool, "list": _parse_list}
+
+
 def _coerce(setting: Setting, value: Any, problems: list[str]) -> Any:
     """Turn a raw config value (Pulumi gives strings; structured values as JSON) into its type."""
-    kind = setting.kind
     try:
-        if kind == "str":
-            if not isinstance(value, str):
-                raise ValueError
-            out: Any = value.strip()
-        elif kind == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            out = int(str(value).strip()) if isinstance(value, str) else int(value)
-        elif kind == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            out = float(value)
-        elif kind == "bool":
-            if isinstance(value, bool):
-                out = value
-            elif str(value).strip().lower() in ("true", "false"):
-                out = str(value).strip().lower() == "true"
-            else:
-                raise ValueError
-        else:  # list
-            parsed = json.loads(value) if isinstance(value, str) else value
-            if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
-                raise ValueError
-            out = tuple(v.strip() for v in parsed)
-    except (ValueError, TypeError, json.JSONDecodeError):
-        expected = {"list": "a list of strings, e.g. [\"a\", \"b\"]"}.get(kind, _allowed(setting))
+        out = _PARSERS[setting.kind](value)
+    except (ValueError, TypeError):  # JSONDecodeError is a ValueError
+        expected = {"list": "a list of strings, e.g. [\"a\", \"b\"]"}.get(setting.kind, _allowed(setting))
         problems.append(_bad(setting, value, expected))
         return None
-    if setting.choices is not None and out not in setting.choices:
-        problems.append(_bad(setting, value))
-        return None
-    if setting.minimum is not None and out < setting.minimum or setting.maximum is not None and out > setting.maximum:
-        problems.append(_bad(setting, value))
-        return None
-    if setting.pattern is not None and not setting.pattern.match(out):
+    out_of_range = (setting.minimum is not None and out < setting.minimum) or (
+        setting.maximum is not None and out > setting.maximum)
+    if ((setting.choices is not None and out not in setting.choices) or out_of_range
+            or (setting.pattern is not None and not setting.pattern.match(out))):
         problems.append(_bad(setting, value))
         return None
     return out

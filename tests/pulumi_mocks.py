@@ -172,15 +172,16 @@ class RecordingMocks:
         elif t == "aws:iam/policy:Policy":
             extra = {"arn": f"arn:aws:iam::{acct}:policy/{physical}"}
         elif t == "aws:autoscaling/group:Group":
-            extra = {"name": physical,
-                     "arn": f"arn:aws:autoscaling:{region}:{acct}:autoScalingGroup:uuid:autoScalingGroupName/{physical}"}
+            extra = {"name": physical, "arn": f"arn:aws:autoscaling:{region}:{acct}:autoScalingGroup:uuid:"
+                                              f"autoScalingGroupName/{physical}"}
             rid = physical
         elif t == "aws:apigatewayv2/api:Api":
             extra = {"apiEndpoint": f"https://abc123.execute-api.{region}.amazonaws.com",
                      "executionArn": f"arn:aws:execute-api:{region}:{acct}:abc123"}
             rid = "abc123"
         elif t == "aws:apigatewayv2/stage:Stage":
-            extra = {"invokeUrl": f"https://abc123.execute-api.{region}.amazonaws.com/{outputs.get('name', '$default')}"}
+            stage = outputs.get("name", "$default")
+            extra = {"invokeUrl": f"https://abc123.execute-api.{region}.amazonaws.com/{stage}"}
         elif t == "aws:lambda/function:Function":
             extra = {"arn": f"arn:aws:lambda:{region}:{acct}:function:{physical}",
                      "invokeArn": f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/"
@@ -269,18 +270,18 @@ def record_in_process(stack: str, overrides: dict[str, Any] | None = None,
     current = threading.local()
 
     class _Mocks(pmocks.Mocks):
-        def new_resource(self, args):  # noqa: D102 - delegate, attaching inputs to the record
+        def new_resource(self, args):
             rid, outputs = recorder.new_resource(args)
             rec = getattr(current, "record", None)
             if rec is not None and rec.name == args.name and rec.type == args.typ:
                 rec.inputs, rec.outputs = _plain(args.inputs), _plain(outputs)
             return rid, outputs
 
-        def call(self, args):  # noqa: D102 - delegate
+        def call(self, args):
             return recorder.call(args)
 
     class _Monitor(pmocks.MockMonitor):
-        def RegisterResource(self, request):  # noqa: N802 - gRPC method name
+        def RegisterResource(self, request):
             if request.type == "pulumi:pulumi:Stack":
                 return super().RegisterResource(request)
             urn = self.make_urn(request.parent, request.type, request.name)
@@ -320,7 +321,7 @@ def _parent_or_none(parent: str) -> str | None:
 
 def _plain(value: Any) -> Any:
     """Make mock inputs JSON-friendly (unknowns and resource references become strings)."""
-    return json.loads(json.dumps(value, default=lambda o: getattr(o, "urn", None) and str(o) or repr(o)))
+    return json.loads(json.dumps(value, default=lambda o: (getattr(o, "urn", None) and str(o)) or repr(o)))
 
 
 @functools.lru_cache(maxsize=32)

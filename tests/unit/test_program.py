@@ -1,0 +1,30 @@
+"""The whole program under the recording mocks, for each stack file."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.pulumi_mocks import ProgramError, run_stack
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_program_runs_for_each_stack_file(stack):
+    rec = run_stack(stack)
+    provider = rec.one("pulumi:providers:aws", "aws")
+    assert f'"Environment": "{stack}"' in provider.inputs["defaultTags"]
+    assert rec.exports["environment"] == stack
+
+
+def test_bad_config_fails_before_any_resource_is_declared():
+    with pytest.raises(ProgramError) as err:
+        run_stack("dev", {"spotShare": 1.5, "queueKind": "rabbitmq"})
+    text = str(err.value)
+    assert "genai-fleet:spotShare = 1.5: must be a number from 0 to 1" in text
+    assert "genai-fleet:queueKind = rabbitmq: must be one of sqs, kafka" in text
+
+
+def test_every_resource_is_recorded_with_its_parent():
+    rec = run_stack("prod")
+    urns = {r.urn for r in rec.resources}
+    for resource in rec.resources:
+        assert resource.parent is None or resource.parent in urns, resource.urn
