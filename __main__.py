@@ -7,6 +7,11 @@ import pulumi
 import pulumi_aws as aws
 
 from components import config as fleet_config
+from components.cdn_storage import CdnStorage, CdnStorageArgs
+from components.job_store import JobStore, JobStoreArgs
+from components.model_store import ModelStore, ModelStoreArgs
+from components.network import Network, NetworkArgs
+from components.request_queue import RequestQueue, RequestQueueArgs
 
 # Fails with every bad key listed before any resource is declared.
 cfg = fleet_config.from_pulumi()
@@ -20,5 +25,25 @@ provider = aws.Provider(
 )
 opts = pulumi.ResourceOptions(providers=[provider])
 
+network = Network("network", NetworkArgs(config=cfg), opts=opts)
+models = ModelStore("models", ModelStoreArgs(config=cfg), opts=opts)
+outputs = CdnStorage("outputs", CdnStorageArgs(config=cfg,
+                                               signing_public_key_pem=cfg.storage.outputs_signing_public_key),
+                     opts=opts)
+jobs = JobStore("jobs", JobStoreArgs(config=cfg), opts=opts)
+queue = RequestQueue("queue", RequestQueueArgs(config=cfg, vpc_id=network.vpc_id,
+                                               subnet_ids=network.private_subnet_ids), opts=opts)
+
 pulumi.export("environment", cfg.environment)
 pulumi.export("region", cfg.region)
+pulumi.export("vpcId", network.vpc_id)
+pulumi.export("modelStoreBucket", models.bucket_name)
+pulumi.export("outputsBucket", outputs.bucket_name)
+pulumi.export("cdnDomain", outputs.cdn_domain)
+pulumi.export("jobTable", jobs.table_name)
+pulumi.export("queueKind", cfg.queue.kind)
+if cfg.queue.kind == "sqs":
+    pulumi.export("queueUrl", queue.queue_url)
+    pulumi.export("deadLetterQueueUrl", queue.dlq_url)
+else:
+    pulumi.export("kafkaBootstrapBrokers", queue.bootstrap_brokers)

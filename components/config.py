@@ -123,6 +123,10 @@ SETTINGS: tuple[Setting, ...] = (
        minimum=1, maximum=20000),
     _s("apiKeyQuotaPerDay", "int", None, "Optional jobs per API key per day.", minimum=1, maximum=10_000_000),
     _s("privateOutputs", "bool", False, "Serve outputs only through CloudFront signed URLs (key group)."),
+    _s("outputsSigningPublicKey", "str", None, "PEM of the RSA public key that verifies signed output URLs "
+       "(required when privateOutputs is true).",
+       pattern=re.compile(r"^-----BEGIN PUBLIC KEY-----[A-Za-z0-9+/=\s]+-----END PUBLIC KEY-----$"),
+       pattern_help="a PEM public key (-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----)"),
     _s("pointInTimeRecovery", "bool", False, "Point-in-time recovery on the job table."),
     _s("alarmsEnabled", "bool", False, "Create CloudWatch alarms and their SNS topic."),
     _s("alarmEmail", "str", None, "E-mail address subscribed to the alarm topic.",
@@ -199,6 +203,7 @@ class StorageSettings:
     log_retention_days: int
     private_outputs: bool
     point_in_time_recovery: bool
+    outputs_signing_public_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -424,6 +429,10 @@ def _check_misc(v: dict[str, Any]) -> list[str]:
     if v["alarmEmail"] and v["alarmsEnabled"] is False:
         problems.append(f"{NAMESPACE}:alarmEmail is set but {NAMESPACE}:alarmsEnabled is false: "
                         f"set alarmsEnabled: true or remove alarmEmail")
+    if v["privateOutputs"] and not v["outputsSigningPublicKey"]:
+        problems.append(f"{NAMESPACE}:privateOutputs is true but {NAMESPACE}:outputsSigningPublicKey is not set: "
+                        f"set it to the PEM public key whose private key signs output URLs, or set "
+                        f"privateOutputs: false")
     for key in ("owner", "costCenter"):
         if v[key] is None and key not in v.get("_invalid", ()):
             problems.append(f"{NAMESPACE}:{key} is not set: it is required for the {key[0].upper() + key[1:]} "
@@ -469,7 +478,8 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
                             max_job_seconds=v["maxJobSeconds"]),
         storage=StorageSettings(output_retention_days=v["outputRetentionDays"],
                                 log_retention_days=v["logRetentionDays"], private_outputs=v["privateOutputs"],
-                                point_in_time_recovery=v["pointInTimeRecovery"]),
+                                point_in_time_recovery=v["pointInTimeRecovery"],
+                                outputs_signing_public_key=v["outputsSigningPublicKey"]),
         api=ApiSettings(auth=v["apiAuth"], rate_limit=v["apiRateLimit"], burst_limit=v["apiBurstLimit"],
                         key_quota_per_day=v["apiKeyQuotaPerDay"]),
         network=NetworkSettings(nat_gateways=v["natGateways"], vpc_cidr=v["vpcCidr"],

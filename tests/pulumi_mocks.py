@@ -148,7 +148,7 @@ class RecordingMocks:
         extra: dict[str, Any] = {}
         t = args.typ
         if t in ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"):
-            bucket = outputs.get("bucket") or f"{args.name}-bucket"
+            bucket = outputs.get("bucket") or args.name
             rid = bucket
             extra = {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}",
                      "bucketRegionalDomainName": f"{bucket}.s3.{region}.amazonaws.com",

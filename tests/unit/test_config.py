@@ -43,7 +43,9 @@ def test_neuron_flavour_defaults_to_inf2_and_the_neuron_backend():
 
 
 def test_values_arrive_as_strings_from_the_engine_and_are_typed():
+    pem = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC KEY-----"
     cfg = load({**BASE, "minSize": "1", "maxSize": "5", "spotShare": "0.5", "privateOutputs": "true",
+                "outputsSigningPublicKey": pem,
                 "instanceTypes": '["g5.xlarge"]', "hotModels": '["sdxl/base-1.0"]'}, stack="prod")
     assert (cfg.cluster.min_size, cfg.cluster.max_size, cfg.cluster.spot_share) == (1, 5, 0.5)
     assert cfg.storage.private_outputs is True
@@ -130,6 +132,12 @@ def test_backlog_target_is_acceptable_wait_over_job_time():
          "alarmEmail"),
         ({"alarmEmail": "not-an-address", "alarmsEnabled": True},
          "genai-fleet:alarmEmail = not-an-address: must be an e-mail address"),
+        ({"privateOutputs": True},
+         "genai-fleet:privateOutputs is true but genai-fleet:outputsSigningPublicKey is not set: set it to the PEM "
+         "public key whose private key signs output URLs, or set privateOutputs: false"),
+        ({"outputsSigningPublicKey": "ssh-rsa AAAA"},
+         "genai-fleet:outputsSigningPublicKey = ssh-rsa AAAA: must be a PEM public key (-----BEGIN PUBLIC KEY----- "
+         "... -----END PUBLIC KEY-----)"),
         ({"gpuUtilizationTarget": 5}, "genai-fleet:gpuUtilizationTarget = 5: must be an integer from 10 to 100"),
         ({"availabilityZoneCount": 1}, "genai-fleet:availabilityZoneCount = 1: must be an integer from 2 to 6"),
         ({"maxReceiveCount": 0}, "genai-fleet:maxReceiveCount = 0: must be an integer from 1 to 20"),

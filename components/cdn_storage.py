@@ -1,0 +1,141 @@
+"""CDN storage: the outputs bucket, reachable only through a CloudFront distribution.
+
+Workers write generated files under ``outputs/`` (``OUTPUTS_PREFIX``) and hand back
+``https://<cdn_domain>/outputs/<key>``. The bucket stays private: CloudFront signs its origin requests
+with an origin access control (SigV4, always) and the bucket policy admits the CloudFront service
+principal only for this distribution's ARN. Outputs expire after ``outputRetentionDays``. With
+``privateOutputs`` the behaviour trusts a key group built from a public key you provide, so only signed
+URLs work (see docs/components-storage.md for making the key pair).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components._s3 import create_private_bucket, deny_insecure_transport, policy_json
+from components.config import FleetConfig
+
+OUTPUTS_PREFIX = "outputs"
+# AWS managed cache policy "Managed-CachingOptimized": long TTLs, gzip/brotli, no cookies or query strings.
+CACHING_OPTIMIZED_POLICY_ID = "658327ea-f89d-4fab-a63d-7e88639e58f6"
+_ORIGIN_ID = "outputs-bucket"
+
+
+@dataclass
+class CdnStorageArgs:
+    config: FleetConfig
+    """Stack config: ``storage.output_retention_days``, ``storage.private_outputs``, names, destroy safety."""
+
+    signing_public_key_pem: pulumi.Input[str] | None = None
+    """PEM of the RSA public key that verifies signed URLs; required when ``privateOutputs`` is true."""
+
+    price_class: str = "PriceClass_100"
+    """CloudFront price class (edge locations served); PriceClass_All for worldwide low latency."""
+
+
+class CdnStorage(pulumi.ComponentResource):
+    """Private, encrypted outputs bucket behind CloudFront with OAC, HTTPS only, expiring outputs."""
+
+    bucket_name: pulumi.Output[str]
+    bucket_arn: pulumi.Output[str]
+    cdn_domain: pulumi.Output[str]
+    distribution_arn: pulumi.Output[str]
+    key_group_id: pulumi.Output[str | None]
+    public_key_id: pulumi.Output[str | None]
+
+    def __init__(self, name: str, args: CdnStorageArgs, opts: pulumi.ResourceOptions | None = None):
+        cfg = args.config
+        if cfg.storage.private_outputs and args.signing_public_key_pem is None:
+            raise ValueError("genai-fleet:privateOutputs is true but no signing public key was given: pass "
+                             "CdnStorageArgs.signing_public_key_pem (the PEM of the key pair whose private key "
+                             "signs output URLs); see docs/components-storage.md")
+        super().__init__("genai:storage:CdnStorage", name, None, opts)
+        self._name = name
+        private = create_private_bucket(name, self, bucket_prefix=f"{cfg.resource_prefix()}-outputs-",
+                                        versioned=False, force_destroy=not cfg.is_production)
+        bucket = private.bucket
+        self._create_lifecycle(bucket, cfg.storage.output_retention_days)
+        key_group, public_key = (self._create_key_group(args.signing_public_key_pem)
+                                 if cfg.storage.private_outputs else (None, None))
+        distribution = self._create_distribution(bucket, key_group, args.price_class, cfg.resource_prefix())
+        self._create_policy(bucket, distribution, private.public_access_block)
+        self.bucket_name = bucket.bucket
+        self.bucket_arn = bucket.arn
+        self.cdn_domain = distribution.domain_name
+        self.distribution_arn = distribution.arn
+        self.key_group_id = key_group.id if key_group else pulumi.Output.from_input(None)
+        self.public_key_id = public_key.id if public_key else pulumi.Output.from_input(None)
+        self.register_outputs({"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn,
+                               "cdn_domain": self.cdn_domain, "distribution_arn": self.distribution_arn,
+                               "key_group_id": self.key_group_id, "public_key_id": self.public_key_id})
+
+    def _opts(self, **kwargs) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, **kwargs)
+
+    def _create_lifecycle(self, bucket: aws.s3.Bucket, retention_days: int) -> None:
+        aws.s3.BucketLifecycleConfiguration(
+            f"{self._name}-lifecycle", bucket=bucket.id,
+            rules=[
+                {"id": "expire-outputs", "status": "Enabled", "filter": {"prefix": f"{OUTPUTS_PREFIX}/"},
+                 "expiration": {"days": retention_days}},
+                {"id": "abort-incomplete-uploads", "status": "Enabled", "filter": {},
+                 "abort_incomplete_multipart_upload": {"days_after_initiation": 1}},
+            ],
+            opts=self._opts())
+
+    def _create_key_group(self, pem: pulumi.Input[str]) -> tuple[aws.cloudfront.KeyGroup, aws.cloudfront.PublicKey]:
+        public_key = aws.cloudfront.PublicKey(f"{self._name}-signing-key", encoded_key=pem,
+                                              comment="verifies signed output URLs", opts=self._opts())
+        key_group = aws.cloudfront.KeyGroup(f"{self._name}-signers", items=[public_key.id],
+                                            comment="signers of output URLs", opts=self._opts())
+        return key_group, public_key
+
+    def _create_distribution(self, bucket: aws.s3.Bucket, key_group: aws.cloudfront.KeyGroup | None,
+                             price_class: str, prefix: str) -> aws.cloudfront.Distribution:
+        oac = aws.cloudfront.OriginAccessControl(
+            f"{self._name}-oac", name=f"{prefix}-outputs", description="CloudFront reads the outputs bucket",
+            origin_access_control_origin_type="s3", signing_behavior="always", signing_protocol="sigv4",
+            opts=self._opts())
+        behavior = {
+            "target_origin_id": _ORIGIN_ID,
+            "viewer_protocol_policy": "https-only",
+            "allowed_methods": ["GET", "HEAD", "OPTIONS"],
+            "cached_methods": ["GET", "HEAD"],
+            "cache_policy_id": CACHING_OPTIMIZED_POLICY_ID,
+            "compress": True,
+        }
+        if key_group is not None:
+            behavior["trusted_key_groups"] = [key_group.id]
+        return aws.cloudfront.Distribution(
+            f"{self._name}-cdn",
+            enabled=True,
+            comment=f"{prefix} generated outputs",
+            is_ipv6_enabled=True,
+            http_version="http2and3",
+            price_class=price_class,
+            origins=[{"origin_id": _ORIGIN_ID, "domain_name": bucket.bucket_regional_domain_name,
+                      "origin_access_control_id": oac.id}],
+            default_cache_behavior=behavior,
+            restrictions={"geo_restriction": {"restriction_type": "none"}},
+            viewer_certificate={"cloudfront_default_certificate": True},
+            tags={"Name": f"{self._name}-cdn"},
+            opts=self._opts())
+
+    def _create_policy(self, bucket: aws.s3.Bucket, distribution: aws.cloudfront.Distribution,
+                       pab: aws.s3.BucketPublicAccessBlock) -> None:
+        """Only this distribution (through OAC) may read, and only the outputs prefix."""
+
+        def render(arns: list[str]) -> str:
+            bucket_arn, distribution_arn = arns
+            allow = {"Sid": "AllowCloudFrontOutputsRead", "Effect": "Allow",
+                     "Principal": {"Service": "cloudfront.amazonaws.com"}, "Action": "s3:GetObject",
+                     "Resource": f"{bucket_arn}/{OUTPUTS_PREFIX}/*",
+                     "Condition": {"StringEquals": {"AWS:SourceArn": distribution_arn}}}
+            return policy_json(allow, deny_insecure_transport(bucket_arn))
+
+        aws.s3.BucketPolicy(f"{self._name}-policy", bucket=bucket.id,
+                            policy=pulumi.Output.all(bucket.arn, distribution.arn).apply(render),
+                            opts=self._opts(depends_on=[pab]))

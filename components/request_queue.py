@@ -1,0 +1,171 @@
+"""Request queue between the job API and the workers; the kind comes from ``genai-fleet:queueKind``.
+
+``sqs`` (default): a standard queue with SQS-managed encryption, long polling and a visibility timeout
+that outlasts the longest job (the agent's heartbeat extends it while work runs); a receive past
+``maxReceiveCount`` moves the message to the dead-letter queue, kept 14 days for inspection and redrive.
+
+``kafka``: an MSK Serverless cluster in the private subnets, IAM (SASL/OAUTHBEARER) client auth only,
+port 9098 open only to the ``kafka-clients`` security group this component creates (workers and the API
+attach it to their instances / function) plus any extra client groups passed in. MSK Serverless has no
+public access. Topics are created by the clients (see ``KAFKA_TOPIC`` and docs/components-storage.md).
+
+Both kinds expose ``backlog_metric`` (what the cluster's scaling policy divides by in-service instances)
+and the identifiers IAM policies need.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import FleetConfig
+from runtime import metric_names
+
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: time to look at poison jobs and redrive them
+QUEUE_RETENTION_SECONDS = 4 * 24 * 3600  # SQS default; a job waiting this long is stale anyway
+LONG_POLL_SECONDS = 20  # SQS maximum
+KAFKA_PORT_IAM = 9098
+# Topic settings the clients use when they create the topics (MSK Serverless has no topic API here).
+KAFKA_TOPIC = "genai-jobs"
+KAFKA_DLQ_TOPIC = "genai-jobs-dlq"
+KAFKA_GROUP = "genai-workers"
+KAFKA_RETENTION_MS = 7 * 24 * 3600 * 1000
+KAFKA_MIN_PARTITIONS = 6
+KAFKA_DLQ_PARTITIONS = 1
+
+
+@dataclass
+class RequestQueueArgs:
+    config: FleetConfig
+    """Stack config: ``queue`` (kind, max receive count, max job seconds), ``cluster.max_size``, names."""
+
+    vpc_id: pulumi.Input[str] | None = None
+    """VPC of the Kafka cluster's security groups (kafka only)."""
+
+    subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
+    """Private subnets the MSK Serverless cluster places its endpoints in (kafka only; 2 or more AZs)."""
+
+    client_security_group_ids: Sequence[pulumi.Input[str]] = field(default_factory=list)
+    """Extra security groups allowed to reach the brokers on 9098, beside the ``kafka-clients`` group."""
+
+
+def kafka_partitions(cfg: FleetConfig) -> int:
+    """One partition per possible worker at least, so every instance can own a partition at full size."""
+    return max(KAFKA_MIN_PARTITIONS, cfg.cluster.max_size)
+
+
+class RequestQueue(pulumi.ComponentResource):
+    """SQS queue + DLQ, or MSK Serverless with IAM auth; exposes the backlog metric and IAM identifiers."""
+
+    kind: str
+    backlog_metric: pulumi.Output[dict]
+    queue_url: pulumi.Output[str | None]
+    queue_name: pulumi.Output[str | None]
+    queue_arn: pulumi.Output[str | None]
+    dlq_arn: pulumi.Output[str | None]
+    dlq_url: pulumi.Output[str | None]
+    cluster_arn: pulumi.Output[str | None]
+    bootstrap_brokers: pulumi.Output[str | None]
+    topic_arn: pulumi.Output[str | None]
+    dlq_topic_arn: pulumi.Output[str | None]
+    group_arn: pulumi.Output[str | None]
+    client_security_group_id: pulumi.Output[str | None]
+
+    def __init__(self, name: str, args: RequestQueueArgs, opts: pulumi.ResourceOptions | None = None):
+        cfg = args.config
+        if cfg.queue.kind == "kafka" and (args.vpc_id is None or args.subnet_ids is None):
+            raise ValueError("queueKind kafka needs RequestQueueArgs.vpc_id and subnet_ids (private subnets)")
+        super().__init__("genai:queue:RequestQueue", name, None, opts)
+        self._name = name
+        self.kind = cfg.queue.kind
+        none = pulumi.Output.from_input(None)
+        for attr in ("queue_url", "queue_name", "queue_arn", "dlq_arn", "dlq_url", "cluster_arn",
+                     "bootstrap_brokers", "topic_arn", "dlq_topic_arn", "group_arn", "client_security_group_id"):
+            setattr(self, attr, none)
+        if self.kind == "sqs":
+            self._create_sqs(cfg)
+        else:
+            self._create_kafka(cfg, args)
+        self.register_outputs({
+            "backlog_metric": self.backlog_metric, "queue_url": self.queue_url, "queue_name": self.queue_name,
+            "queue_arn": self.queue_arn, "dlq_arn": self.dlq_arn, "dlq_url": self.dlq_url,
+            "cluster_arn": self.cluster_arn, "bootstrap_brokers": self.bootstrap_brokers,
+            "topic_arn": self.topic_arn, "dlq_topic_arn": self.dlq_topic_arn, "group_arn": self.group_arn,
+            "client_security_group_id": self.client_security_group_id,
+        })
+
+    def _opts(self, **kwargs) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, **kwargs)
+
+    # --- sqs ---------------------------------------------------------------------------------------
+    def _create_sqs(self, cfg: FleetConfig) -> None:
+        prefix = cfg.resource_prefix()
+        dlq = aws.sqs.Queue(f"{self._name}-dlq", name=f"{prefix}-jobs-dlq", sqs_managed_sse_enabled=True,
+                            message_retention_seconds=DLQ_RETENTION_SECONDS,
+                            receive_wait_time_seconds=LONG_POLL_SECONDS, opts=self._opts())
+        redrive = dlq.arn.apply(lambda arn: json.dumps(
+            {"deadLetterTargetArn": arn, "maxReceiveCount": cfg.queue.max_receive_count}))
+        queue = aws.sqs.Queue(f"{self._name}-queue", name=f"{prefix}-jobs", sqs_managed_sse_enabled=True,
+                              visibility_timeout_seconds=cfg.queue.visibility_timeout_seconds,
+                              receive_wait_time_seconds=LONG_POLL_SECONDS,
+                              message_retention_seconds=QUEUE_RETENTION_SECONDS, redrive_policy=redrive,
+                              opts=self._opts())
+        # Only the jobs queue may send to the DLQ (redrive), so nothing else lands there by mistake.
+        aws.sqs.RedriveAllowPolicy(f"{self._name}-dlq-allow", queue_url=dlq.url,
+                                   redrive_allow_policy=queue.arn.apply(lambda arn: json.dumps(
+                                       {"redrivePermission": "byQueue", "sourceQueueArns": [arn]})),
+                                   opts=self._opts())
+        self.queue_url, self.queue_name, self.queue_arn = queue.url, queue.name, queue.arn
+        self.dlq_arn, self.dlq_url = dlq.arn, dlq.url
+        self.backlog_metric = queue.name.apply(lambda qname: {
+            "namespace": "AWS/SQS", "metric_name": "ApproximateNumberOfMessagesVisible",
+            "dimensions": {"QueueName": qname}})
+
+    # --- kafka -------------------------------------------------------------------------------------
+    def _create_kafka(self, cfg: FleetConfig, args: RequestQueueArgs) -> None:
+        cluster_sg, client_sg = self._create_kafka_security_groups(args)
+        cluster = aws.msk.ServerlessCluster(
+            f"{self._name}-kafka", cluster_name=f"{cfg.resource_prefix()}-jobs",
+            client_authentication={"sasl": {"iam": {"enabled": True}}},
+            vpc_configs=[{"subnet_ids": args.subnet_ids, "security_group_ids": [cluster_sg.id]}],
+            tags={"Name": f"{self._name}-kafka"}, opts=self._opts())
+        self.cluster_arn = cluster.arn
+        self.bootstrap_brokers = cluster.bootstrap_brokers_sasl_iam
+        # arn:aws:kafka:<region>:<acct>:cluster/<name>/<uuid> -> .../topic/<name>/<uuid>/<topic>
+        self.topic_arn = cluster.arn.apply(lambda arn: _sibling_arn(arn, "topic", KAFKA_TOPIC))
+        self.dlq_topic_arn = cluster.arn.apply(lambda arn: _sibling_arn(arn, "topic", KAFKA_DLQ_TOPIC))
+        self.group_arn = cluster.arn.apply(lambda arn: _sibling_arn(arn, "group", KAFKA_GROUP))
+        self.client_security_group_id = client_sg.id
+        self.backlog_metric = pulumi.Output.from_input({
+            "namespace": metric_names.NAMESPACE, "metric_name": metric_names.KAFKA_BACKLOG,
+            "dimensions": {metric_names.DIM_STACK: cfg.stack}})
+
+    def _create_kafka_security_groups(
+            self, args: RequestQueueArgs) -> tuple[aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]:
+        """Brokers accept 9098 from the client group (and given groups) only; no CIDR sources at all."""
+        cluster_sg = aws.ec2.SecurityGroup(f"{self._name}-kafka", vpc_id=args.vpc_id,
+                                           description="MSK Serverless brokers: IAM-auth Kafka from clients only",
+                                           tags={"Name": f"{self._name}-kafka"}, opts=self._opts())
+        client_sg = aws.ec2.SecurityGroup(f"{self._name}-kafka-clients", vpc_id=args.vpc_id,
+                                          description="Attach to workers and the API to reach the Kafka brokers",
+                                          tags={"Name": f"{self._name}-kafka-clients"}, opts=self._opts())
+        sources = [client_sg.id, *args.client_security_group_ids]
+        for i, source in enumerate(sources):
+            aws.vpc.SecurityGroupIngressRule(f"{self._name}-kafka-from-{i}", security_group_id=cluster_sg.id,
+                                             referenced_security_group_id=source, ip_protocol="tcp",
+                                             from_port=KAFKA_PORT_IAM, to_port=KAFKA_PORT_IAM,
+                                             description="Kafka over IAM auth", opts=self._opts())
+        aws.vpc.SecurityGroupEgressRule(f"{self._name}-kafka-clients-out", security_group_id=client_sg.id,
+                                        referenced_security_group_id=cluster_sg.id, ip_protocol="tcp",
+                                        from_port=KAFKA_PORT_IAM, to_port=KAFKA_PORT_IAM,
+                                        description="to the Kafka brokers", opts=self._opts())
+        return cluster_sg, client_sg
+
+
+def _sibling_arn(cluster_arn: str, resource: str, name: str) -> str:
+    head, _, rest = cluster_arn.partition(":cluster/")
+    return f"{head}:{resource}/{rest}/{name}"

@@ -1,0 +1,115 @@
+"""Build one component in-process under the recording mocks and return what it declared.
+
+``build(lambda: Network("net", NetworkArgs(cfg)), "vpc_id")`` sets fresh mocks, runs the factory inside
+the Pulumi runtime, waits for every registration, resolves the named outputs and returns a
+``Built`` with the recorded resources (type, name, parent, camelCase inputs). Each call resets the
+runtime, so tests stay independent. Provider functions are answered by ``RecordingMocks.call``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from components import config as fleet_config
+from tests.pulumi_mocks import (
+    PROJECT,
+    RecordedResource,
+    Recording,
+    RecordingMocks,
+    _parent_or_none,
+    _plain,
+    stack_config,
+)
+
+BASE = {"owner": "platform-team", "costCenter": "genai-test"}
+
+
+def fleet(stack: str = "dev", **values: Any) -> fleet_config.FleetConfig:
+    """A validated FleetConfig with the required tags filled in."""
+    return fleet_config.load({**BASE, **values}, stack=stack)
+
+
+def stack_fleet(stack: str, **overrides: Any) -> fleet_config.FleetConfig:
+    """The FleetConfig of ``Pulumi.<stack>.yaml`` (plus overrides), as the program would read it."""
+    flat, region = stack_config(stack, overrides)
+    prefix = fleet_config.NAMESPACE + ":"
+    values = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+    return fleet_config.load(values, stack=stack, region=region)
+
+
+@dataclass
+class Built:
+    recording: Recording
+    outputs: dict[str, Any]
+    component: Any
+
+    def of_type(self, type_token: str) -> list[RecordedResource]:
+        return self.recording.of_type(type_token)
+
+    def one(self, type_token: str, name: str | None = None) -> RecordedResource:
+        return self.recording.one(type_token, name)
+
+
+def build(factory: Callable[[], pulumi.ComponentResource], *outputs: str, region: str = "us-east-1",
+          stack: str = "dev") -> Built:
+    recorder = RecordingMocks(region)
+    current = threading.local()
+    lock = threading.Lock()
+
+    class _Mocks(pmocks.Mocks):
+        def new_resource(self, args):
+            rid, state = recorder.new_resource(args)
+            rec = getattr(current, "record", None)
+            if rec is not None and rec.name == args.name and rec.type == args.typ:
+                rec.inputs, rec.outputs = _plain(args.inputs), _plain(state)
+            return rid, state
+
+        def call(self, args):
+            return recorder.call(args)
+
+    class _Monitor(pmocks.MockMonitor):
+        def RegisterResource(self, request):
+            if request.type == "pulumi:pulumi:Stack":
+                return super().RegisterResource(request)
+            urn = self.make_urn(request.parent, request.type, request.name)
+            current.record = RecordedResource(urn=urn, type=request.type, name=request.name,
+                                              parent=_parent_or_none(request.parent), custom=bool(request.custom),
+                                              inputs={})
+            with lock:
+                recorder.resources[urn] = current.record
+                recorder.order.append(urn)
+            try:
+                return super().RegisterResource(request)
+            finally:
+                current.record = None
+
+    os.environ.setdefault("PULUMI_TEST_MODE", "true")
+    mocks = _Mocks()
+    pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=_Monitor(mocks))
+    holder: dict[str, Any] = {}
+
+    def program():
+        holder["component"] = factory()
+
+    _sync_await(run_pulumi_func(program))
+    component = holder["component"]
+    resolved = {name: _plain(_sync_await(pulumi.Output.from_input(getattr(component, name)).future()))
+                for name in outputs}
+    recording = Recording(resources=[recorder.resources[u] for u in recorder.order], exports={},
+                          calls=_plain(recorder.calls))
+    return Built(recording=recording, outputs=resolved, component=component)
+
+
+def children(built: Built, component_type: str) -> list[RecordedResource]:
+    """Every resource declared under the (single) component of ``component_type``."""
+    parent = built.one(component_type)
+    return [r for r in built.recording.resources if r.parent == parent.urn]

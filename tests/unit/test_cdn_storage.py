@@ -1,0 +1,109 @@
+"""CDN storage: private outputs bucket readable only by its CloudFront distribution, expiring outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from components.cdn_storage import CACHING_OPTIMIZED_POLICY_ID, CdnStorage, CdnStorageArgs
+from tests.unit.component_harness import build, children, fleet, stack_fleet
+
+TOKEN = "genai:storage:CdnStorage"
+DIST = "aws:cloudfront/distribution:Distribution"
+OUTPUTS = ("bucket_name", "bucket_arn", "cdn_domain", "distribution_arn", "key_group_id", "public_key_id")
+PEM = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAtest\n-----END PUBLIC KEY-----\n"
+
+
+def cdn(cfg, pem=None):
+    return build(lambda: CdnStorage("outputs", CdnStorageArgs(config=cfg, signing_public_key_pem=pem)), *OUTPUTS)
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return cdn(stack_fleet("dev"))
+
+
+@pytest.fixture(scope="module")
+def prod():
+    return cdn(stack_fleet("prod"))
+
+
+def test_bucket_policy_allows_only_this_distribution(dev):
+    doc = json.loads(dev.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
+    allows = [s for s in doc["Statement"] if s["Effect"] == "Allow"]
+    assert len(allows) == 1
+    allow = allows[0]
+    assert allow["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert allow["Action"] == "s3:GetObject"
+    assert allow["Resource"] == f"{dev.outputs['bucket_arn']}/outputs/*"
+    assert allow["Condition"] == {"StringEquals": {"AWS:SourceArn": dev.outputs["distribution_arn"]}}
+    denies = [s for s in doc["Statement"] if s["Effect"] == "Deny"]
+    assert denies and denies[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_bucket_is_encrypted_private_and_acl_free(dev):
+    rule = dev.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+                   ).inputs["rules"][0]
+    assert rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
+    pab = dev.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    assert all(pab[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
+                                        "restrictPublicBuckets"))
+    assert dev.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls").inputs["rule"] == {
+        "objectOwnership": "BucketOwnerEnforced"}
+
+
+def test_distribution_uses_oac_https_and_a_cache_policy(dev):
+    oac = dev.one("aws:cloudfront/originAccessControl:OriginAccessControl").inputs
+    assert (oac["originAccessControlOriginType"], oac["signingBehavior"], oac["signingProtocol"]) == (
+        "s3", "always", "sigv4")
+    dist = dev.one(DIST).inputs
+    assert dist["enabled"] is True
+    origin = dist["origins"][0]
+    assert origin["originAccessControlId"] == "outputs-oac-id"
+    assert origin["domainName"].endswith(".s3.us-east-1.amazonaws.com")
+    assert "s3OriginConfig" not in origin  # no legacy origin access identity
+    behavior = dist["defaultCacheBehavior"]
+    assert behavior["viewerProtocolPolicy"] in ("https-only", "redirect-to-https")
+    assert behavior["cachePolicyId"] == CACHING_OPTIMIZED_POLICY_ID
+    assert set(behavior["allowedMethods"]) <= {"GET", "HEAD", "OPTIONS"}
+    assert not behavior.get("trustedKeyGroups")
+
+
+def test_lifecycle_expires_outputs_after_the_configured_days(dev, prod):
+    for built, days in ((dev, 3), (prod, 30)):
+        rules = {r["id"]: r for r in built.one(
+            "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]}
+        assert rules["expire-outputs"]["expiration"]["days"] == days
+        assert rules["expire-outputs"]["filter"]["prefix"] == "outputs/"
+        assert rules["expire-outputs"]["status"] == "Enabled"
+
+
+def test_public_outputs_have_no_key_group(dev):
+    assert not dev.of_type("aws:cloudfront/keyGroup:KeyGroup")
+    assert dev.outputs["key_group_id"] is None
+
+
+def test_private_outputs_trust_a_key_group_built_from_the_given_key():
+    built = cdn(fleet(privateOutputs=True, outputsSigningPublicKey=PEM), pem=PEM)
+    assert built.one("aws:cloudfront/publicKey:PublicKey").inputs["encodedKey"] == PEM
+    group = built.one("aws:cloudfront/keyGroup:KeyGroup")
+    assert group.inputs["items"] == ["outputs-signing-key-id"]
+    assert built.one(DIST).inputs["defaultCacheBehavior"]["trustedKeyGroups"] == ["outputs-signers-id"]
+    assert built.outputs["key_group_id"] == "outputs-signers-id"
+    assert built.outputs["public_key_id"] == "outputs-signing-key-id"
+
+
+def test_private_outputs_without_a_key_fail_clearly():
+    # Stack config already refuses this combination; the component stays defensive for direct use.
+    cfg = fleet()
+    cfg = dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage, private_outputs=True))
+    with pytest.raises(ValueError, match="privateOutputs is true but no signing public key"):
+        CdnStorage("outputs", CdnStorageArgs(config=cfg))
+
+
+def test_outputs_and_children(dev):
+    assert dev.outputs["cdn_domain"] == "d111111abcdef8.cloudfront.net"
+    kids = children(dev, TOKEN)
+    assert len(kids) == len(dev.recording.resources) - 1 and all(k.name.startswith("outputs-") for k in kids)

@@ -1,0 +1,126 @@
+"""Request queue: SQS (DLQ, SSE, visibility, long polling) and Kafka on MSK Serverless (IAM auth, private)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.request_queue import RequestQueue, RequestQueueArgs, kafka_partitions
+from runtime import metric_names
+from tests.unit.component_harness import build, children, fleet, stack_fleet
+
+TOKEN = "genai:queue:RequestQueue"
+QUEUE = "aws:sqs/queue:Queue"
+MSK = "aws:msk/serverlessCluster:ServerlessCluster"
+OUTPUTS = ("backlog_metric", "queue_url", "queue_name", "queue_arn", "dlq_arn", "cluster_arn", "bootstrap_brokers",
+           "topic_arn", "dlq_topic_arn", "group_arn", "client_security_group_id")
+SUBNETS = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
+
+
+def queue(cfg, **kwargs):
+    return build(lambda: RequestQueue("queue", RequestQueueArgs(config=cfg, **kwargs)), *OUTPUTS)
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return queue(stack_fleet("dev"))
+
+
+@pytest.fixture(scope="module")
+def prod():
+    return queue(stack_fleet("prod"))
+
+
+@pytest.fixture(scope="module")
+def kafka():
+    return queue(fleet(queueKind="kafka", maxSize=12), vpc_id="vpc-0123456789abcdef0", subnet_ids=SUBNETS,
+                 client_security_group_ids=["sg-0api"])
+
+
+def test_dlq_is_wired_with_the_configured_receive_count(dev):
+    main = dev.one(QUEUE, "queue-queue").inputs
+    redrive = json.loads(main["redrivePolicy"])
+    assert redrive == {"deadLetterTargetArn": dev.outputs["dlq_arn"], "maxReceiveCount": 3}
+    custom = queue(fleet(maxReceiveCount=7)).one(QUEUE, "queue-queue").inputs
+    assert json.loads(custom["redrivePolicy"])["maxReceiveCount"] == 7
+    allow = json.loads(dev.one("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy").inputs["redriveAllowPolicy"])
+    assert allow == {"redrivePermission": "byQueue", "sourceQueueArns": [dev.outputs["queue_arn"]]}
+
+
+def test_dlq_keeps_messages_fourteen_days(dev):
+    assert dev.one(QUEUE, "queue-dlq").inputs["messageRetentionSeconds"] == 14 * 24 * 3600
+
+
+def test_visibility_timeout_outlasts_the_longest_job(dev, prod):
+    for built, max_job in ((dev, 300), (prod, 600)):
+        visibility = built.one(QUEUE, "queue-queue").inputs["visibilityTimeoutSeconds"]
+        assert visibility >= max_job
+    assert dev.one(QUEUE, "queue-queue").inputs["visibilityTimeoutSeconds"] != prod.one(
+        QUEUE, "queue-queue").inputs["visibilityTimeoutSeconds"]
+
+
+def test_queues_are_encrypted_and_long_polled(dev):
+    for q in dev.of_type(QUEUE):
+        assert q.inputs.get("sqsManagedSseEnabled") is True or q.inputs.get("kmsMasterKeyId")
+        assert q.inputs["receiveWaitTimeSeconds"] == 20
+        assert not q.inputs.get("fifoQueue")
+
+
+def test_sqs_backlog_metric_and_identifiers(dev):
+    assert dev.outputs["backlog_metric"] == {"namespace": "AWS/SQS",
+                                             "metric_name": "ApproximateNumberOfMessagesVisible",
+                                             "dimensions": {"QueueName": "genai-dev-jobs"}}
+    assert dev.outputs["queue_url"].endswith("/genai-dev-jobs")
+    assert dev.outputs["queue_arn"].endswith(":genai-dev-jobs")
+    assert dev.outputs["cluster_arn"] is None and not dev.of_type(MSK)
+
+
+def test_msk_uses_iam_auth_in_private_subnets(kafka):
+    cluster = kafka.one(MSK).inputs
+    assert cluster["clientAuthentication"] == {"sasl": {"iam": {"enabled": True}}}
+    assert cluster["vpcConfigs"][0]["subnetIds"] == SUBNETS
+    assert not kafka.of_type(QUEUE)
+
+
+def test_msk_is_reachable_only_from_client_security_groups(kafka):
+    cluster_sg = kafka.one(MSK).inputs["vpcConfigs"][0]["securityGroupIds"]
+    assert len(cluster_sg) == 1 and cluster_sg[0] != kafka.outputs["client_security_group_id"]
+    ingress = kafka.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    assert ingress, "the brokers need ingress from their clients"
+    for rule in ingress:
+        assert (rule.inputs["fromPort"], rule.inputs["toPort"], rule.inputs["ipProtocol"]) == (9098, 9098, "tcp")
+        assert rule.inputs.get("referencedSecurityGroupId")
+        assert not rule.inputs.get("cidrIpv4") and not rule.inputs.get("cidrIpv6")
+    sources = {r.inputs["referencedSecurityGroupId"] for r in ingress}
+    assert sources == {kafka.outputs["client_security_group_id"], "sg-0api"}
+    sgs = kafka.of_type("aws:ec2/securityGroup:SecurityGroup")
+    assert len(sgs) == 2 and all(not sg.inputs.get("ingress") for sg in sgs)  # no inline (CIDR) rules
+
+
+def test_kafka_backlog_metric_and_iam_identifiers(kafka):
+    assert kafka.outputs["backlog_metric"] == {"namespace": metric_names.NAMESPACE,
+                                               "metric_name": metric_names.KAFKA_BACKLOG,
+                                               "dimensions": {metric_names.DIM_STACK: "dev"}}
+    cluster_arn = kafka.outputs["cluster_arn"]
+    assert cluster_arn.startswith("arn:aws:kafka:us-east-1:123456789012:cluster/")
+    assert kafka.outputs["topic_arn"] == cluster_arn.replace(":cluster/", ":topic/") + "/genai-jobs"
+    assert kafka.outputs["group_arn"] == cluster_arn.replace(":cluster/", ":group/") + "/genai-workers"
+    assert kafka.outputs["bootstrap_brokers"].endswith(":9098")
+    assert kafka.outputs["queue_url"] is None
+
+
+def test_kafka_needs_the_network():
+    with pytest.raises(ValueError, match="vpc_id and subnet_ids"):
+        RequestQueue("queue", RequestQueueArgs(config=fleet(queueKind="kafka")))
+
+
+def test_partitions_cover_the_largest_fleet():
+    assert kafka_partitions(fleet(maxSize=3)) == 6
+    assert kafka_partitions(stack_fleet("prod")) == 40
+
+
+def test_children_are_parented(dev, kafka):
+    for built in (dev, kafka):
+        kids = children(built, TOKEN)
+        assert len(kids) == len(built.recording.resources) - 1 and all(k.name.startswith("queue-") for k in kids)
