@@ -42,5 +42,5 @@ demo: install
 bench: install
 	@echo "make bench: the benchmark suite has not landed yet (issue 9)" >&2; exit 2
 
-ami:
-	@echo "make ami: the AMI build driver has not landed yet (issue 6)" >&2; exit 2
+ami: install
+	$(PY) tools/ami_build.py --flavor $(FLAVOR) $(if $(REGION),--region $(REGION)) $(AMI_ARGS)

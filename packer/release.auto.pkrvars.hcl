@@ -1,0 +1,16 @@
+// Pinned release values for the genai-fleet AMIs. Bump deliberately, in one commit, and rebuild.
+ami_version = "0.1.0"
+
+// Source AMIs (owner amazon). The newest image that matches is used; the Version tag and
+// the manifest record which one it was.
+cuda_source_ami_name   = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
+neuron_source_ami_name = "Deep Learning AMI Neuron (Ubuntu 22.04) *"
+
+// CUDA flavour backends.
+comfyui_version = "v0.3.76"
+a1111_version   = "v1.10.1"
+torch_version   = "2.5.1"
+torch_index_url = "https://download.pytorch.org/whl/cu124"
+
+// Neuron flavour: the agent's diffusers / optimum-neuron backend.
+neuron_pip_packages = ["optimum-neuron[neuronx]==0.0.28"]
