@@ -8,10 +8,12 @@ import pulumi_aws as aws
 
 from components import config as fleet_config
 from components.cdn_storage import CdnStorage, CdnStorageArgs
+from components.inference_cluster import InferenceCluster, InferenceClusterArgs
 from components.job_store import JobStore, JobStoreArgs
 from components.model_store import ModelStore, ModelStoreArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
-from components.request_queue import RequestQueue, RequestQueueArgs
+from components.request_queue import KAFKA_DLQ_TOPIC, RequestQueue, RequestQueueArgs
 
 # Fails with every bad key listed before any resource is declared.
 cfg = fleet_config.from_pulumi()
@@ -33,6 +35,26 @@ outputs = CdnStorage("outputs", CdnStorageArgs(config=cfg,
 jobs = JobStore("jobs", JobStoreArgs(config=cfg), opts=opts)
 queue = RequestQueue("queue", RequestQueueArgs(config=cfg, vpc_id=network.vpc_id,
                                                subnet_ids=network.private_subnet_ids), opts=opts)
+is_sqs = cfg.queue.kind == "sqs"
+cluster = InferenceCluster("cluster", InferenceClusterArgs(
+    config=cfg, vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids,
+    backlog_metric=queue.backlog_metric,
+    model_store_bucket_name=models.bucket_name, model_store_bucket_arn=models.bucket_arn,
+    outputs_bucket_name=outputs.bucket_name, outputs_bucket_arn=outputs.bucket_arn, cdn_domain=outputs.cdn_domain,
+    job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
+    queue_url=queue.queue_url if is_sqs else None, queue_arn=queue.queue_arn if is_sqs else None,
+    kafka_cluster_arn=None if is_sqs else queue.cluster_arn,
+    kafka_bootstrap_brokers=None if is_sqs else queue.bootstrap_brokers,
+    kafka_dlq_topic=None if is_sqs else KAFKA_DLQ_TOPIC,
+    kafka_client_security_group_id=None if is_sqs else queue.client_security_group_id,
+), opts=opts)
+monitoring = Monitoring("monitoring", MonitoringArgs(
+    config=cfg, backlog_metric=queue.backlog_metric, spot_group_name=cluster.spot_group_name,
+    on_demand_group_name=cluster.on_demand_group_name if cfg.cluster.on_demand_base > 0 else None,
+    queue_name=queue.queue_name if is_sqs else None,
+    dlq_name=queue.dlq_arn.apply(lambda arn: arn.split(":")[-1] if arn else None) if is_sqs else None,
+    api_id=None,
+), opts=opts)
 
 pulumi.export("environment", cfg.environment)
 pulumi.export("region", cfg.region)
@@ -47,3 +69,9 @@ if cfg.queue.kind == "sqs":
     pulumi.export("deadLetterQueueUrl", queue.dlq_url)
 else:
     pulumi.export("kafkaBootstrapBrokers", queue.bootstrap_brokers)
+pulumi.export("spotGroupName", cluster.spot_group_name)
+pulumi.export("onDemandGroupName", cluster.on_demand_group_name)
+pulumi.export("workerRoleArn", cluster.role_arn)
+pulumi.export("amiId", cluster.ami_id)
+pulumi.export("dashboardUrl", monitoring.dashboard_url)
+pulumi.export("alarmTopicArn", monitoring.alarm_topic_arn)

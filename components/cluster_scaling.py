@@ -1,0 +1,151 @@
+"""Lifecycle hooks and scaling policies of the worker groups.
+
+Scaling (AWS's "scaling based on Amazon SQS" guide): the metric is *backlog per instance*, computed with
+metric math as queue depth (or Kafka consumer lag) divided by the InService instances of both groups,
+and target tracking keeps it at ``acceptableWaitSeconds / averageJobSeconds``. Only the spot (mixed)
+group scales; the on-demand base group has a fixed size and counts in the denominator.
+
+Target tracking cannot leave zero (capacity 0 times any ratio is 0, and the division has no value),
+so a step policy takes the spot group from zero to one when the backlog exceeds what the on-demand
+base can absorb. An optional second target keeps average GPU (or NeuronCore) utilisation near a
+target; with two targets the group scales out when either asks and in only when both agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import FleetConfig
+
+LAUNCHING_HOOK = "genai-launching"
+TERMINATING_HOOK = "genai-terminating"
+MAX_HEARTBEAT_SECONDS = 7200  # Auto Scaling's limit for a lifecycle hook's heartbeat timeout
+BOOT_SECONDS = 600  # boot, backend start and checks before hot models load
+PRELOAD_SECONDS_PER_MODEL = 180  # one hot model from S3 to local disk and into the backend
+DRAIN_MARGIN_SECONDS = 120  # upload, record update and handing back after the longest job
+METRIC_PERIOD = 60
+ENABLED_METRICS = ("GroupMinSize", "GroupMaxSize", "GroupDesiredCapacity", "GroupInServiceInstances",
+                   "GroupPendingInstances", "GroupStandbyInstances", "GroupTerminatingInstances",
+                   "GroupTotalInstances", "WarmPoolWarmedCapacity", "WarmPoolPendingCapacity")
+# Accelerator utilisation per flavour: (namespace, metric) aggregated by AutoScalingGroupName.
+# cuda: the CloudWatch agent's nvidia_gpu plugin publishes nvidia_smi_<measurement>.
+# neuron: neuron-monitor's neuroncore_counters.neuroncore_utilization (percent, averaged over cores),
+#         published by the AMI's neuron-monitor.service in its namespace GenAIFleet/Neuron with the
+#         AutoScalingGroupName dimension (docs/amis.md; contract with packer/).
+ACCELERATOR_METRIC = {"cuda": ("CWAgent", "nvidia_smi_utilization_gpu"),
+                      "neuron": ("GenAIFleet/Neuron", "neuroncore_utilization")}
+
+
+def launching_heartbeat(cfg: FleetConfig) -> int:
+    return min(MAX_HEARTBEAT_SECONDS, BOOT_SECONDS + PRELOAD_SECONDS_PER_MODEL * len(cfg.cluster.hot_models))
+
+
+def terminating_heartbeat(cfg: FleetConfig) -> int:
+    return min(MAX_HEARTBEAT_SECONDS, cfg.queue.max_job_seconds + DRAIN_MARGIN_SECONDS)
+
+
+def lifecycle_hooks(cfg: FleetConfig) -> list[dict]:
+    """Hooks declared with the group, so even the first instances wait for them.
+
+    Launching: the agent completes it (CONTINUE) once the backend answers and hot models are loaded;
+    an instance that never gets ready is abandoned (terminated) when the heartbeat runs out.
+    Terminating: the agent stops pulling, finishes or hands back its job, then completes it; if the
+    agent is gone, Auto Scaling continues the termination after the heartbeat.
+    """
+    return [
+        {"name": LAUNCHING_HOOK, "lifecycle_transition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+         "heartbeat_timeout": launching_heartbeat(cfg), "default_result": "ABANDON"},
+        {"name": TERMINATING_HOOK, "lifecycle_transition": "autoscaling:EC2_INSTANCE_TERMINATING",
+         "heartbeat_timeout": terminating_heartbeat(cfg), "default_result": "CONTINUE"},
+    ]
+
+
+def _dimensions(raw: Any) -> list[dict]:
+    """``{"QueueName": "q"}`` or ``[{"name": .., "value": ..}]`` -> ``[{"name": .., "value": ..}]``."""
+    if isinstance(raw, Mapping):
+        return [{"name": k, "value": v} for k, v in raw.items()]
+    return [{"name": d["name"], "value": d["value"]} for d in raw or ()]
+
+
+def backlog_per_instance_queries(backlog: Mapping[str, Any], group_names: Sequence[str]) -> list[dict]:
+    """Metric-math queries: ``backlog / (InService of every group)``; only the expression returns data."""
+    queries = [{"id": "backlog", "return_data": False, "metric_stat": {
+        "stat": "Sum", "metric": {"namespace": backlog["namespace"], "metric_name": backlog["metric_name"],
+                                  "dimensions": _dimensions(backlog.get("dimensions"))}}}]
+    ids = []
+    for i, group in enumerate(group_names):
+        ids.append(f"inservice{i}")
+        queries.append({"id": ids[-1], "return_data": False, "metric_stat": {
+            "stat": "Average", "metric": {"namespace": "AWS/AutoScaling", "metric_name": "GroupInServiceInstances",
+                                          "dimensions": [{"name": "AutoScalingGroupName", "value": group}]}}})
+    queries.append({"id": "backlog_per_instance", "label": "Backlog per InService instance", "return_data": True,
+                    "expression": f"backlog / ({' + '.join(ids)})"})
+    return queries
+
+
+def scale_from_zero_threshold(cfg: FleetConfig) -> int:
+    """Backlog at which the spot group leaves zero: any job, or more than the on-demand base absorbs."""
+    base = cfg.cluster.on_demand_base
+    return max(1, math.ceil(cfg.cluster.backlog_per_instance_target * base)) if base else 1
+
+
+def _wake_queries(b: Mapping[str, Any], group_name: str, threshold: int) -> list[dict]:
+    """1 while the backlog reaches ``threshold`` and the group's desired capacity is 0, else 0."""
+    return [
+        {"id": "backlog", "return_data": False, "metric": {
+            "namespace": b["namespace"], "metric_name": b["metric_name"], "stat": "Maximum",
+            "period": METRIC_PERIOD, "dimensions": {d["name"]: d["value"] for d in _dimensions(b.get("dimensions"))}}},
+        {"id": "desired", "return_data": False, "metric": {
+            "namespace": "AWS/AutoScaling", "metric_name": "GroupDesiredCapacity", "stat": "Maximum",
+            "period": METRIC_PERIOD, "dimensions": {"AutoScalingGroupName": group_name}}},
+        {"id": "wake", "return_data": True, "label": "Backlog waiting on an empty spot group",
+         "expression": f"IF(FILL(desired, 0) == 0 AND backlog >= {threshold}, 1, 0)"},
+    ]
+
+
+def create_scaling_policies(name: str, cfg: FleetConfig, group: aws.autoscaling.Group,
+                            group_names: Sequence[pulumi.Input[str]], backlog_metric: pulumi.Input[Mapping[str, Any]],
+                            parent: pulumi.Resource) -> dict[str, pulumi.Resource]:
+    """Target tracking on backlog per instance, the zero-to-one step and the optional utilisation target."""
+    opts = pulumi.ResourceOptions(parent=parent)
+    backlog = pulumi.Output.from_input(backlog_metric)
+    queries = pulumi.Output.all(backlog, pulumi.Output.all(*group_names)).apply(
+        lambda r: backlog_per_instance_queries(r[0], r[1]))
+    made: dict[str, pulumi.Resource] = {}
+    made["backlog"] = aws.autoscaling.Policy(
+        f"{name}-backlog-target", autoscaling_group_name=group.name, policy_type="TargetTrackingScaling",
+        target_tracking_configuration={"target_value": cfg.cluster.backlog_per_instance_target,
+                                       "customized_metric_specification": {"metrics": queries}},
+        opts=opts)
+
+    step = aws.autoscaling.Policy(
+        f"{name}-from-zero", autoscaling_group_name=group.name, policy_type="StepScaling",
+        adjustment_type="ChangeInCapacity", metric_aggregation_type="Maximum",
+        step_adjustments=[{"metric_interval_lower_bound": "0", "scaling_adjustment": 1}], opts=opts)
+    threshold = scale_from_zero_threshold(cfg)
+    made["from_zero"] = step
+    made["from_zero_alarm"] = aws.cloudwatch.MetricAlarm(
+        f"{name}-from-zero", alarm_description=(
+            f"Work is waiting (backlog >= {threshold}) and the spot group wants 0 instances: add one. "
+            "Target tracking takes over once an instance is InService."),
+        comparison_operator="GreaterThanOrEqualToThreshold", threshold=1, evaluation_periods=1,
+        datapoints_to_alarm=1, treat_missing_data="notBreaching", alarm_actions=[step.arn],
+        metric_queries=pulumi.Output.all(backlog, group.name).apply(lambda r: _wake_queries(r[0], r[1], threshold)),
+        opts=opts)
+
+    if cfg.cluster.gpu_utilization_target is not None:
+        namespace, metric = ACCELERATOR_METRIC[cfg.cluster.flavor]
+        made["utilization"] = aws.autoscaling.Policy(
+            f"{name}-utilization-target", autoscaling_group_name=group.name, policy_type="TargetTrackingScaling",
+            target_tracking_configuration={
+                "target_value": float(cfg.cluster.gpu_utilization_target),
+                "customized_metric_specification": {
+                    "namespace": namespace, "metric_name": metric, "statistic": "Average",
+                    "metric_dimensions": [{"name": "AutoScalingGroupName", "value": group.name}]}},
+            opts=opts)
+    return made

@@ -1,0 +1,255 @@
+"""The elastic worker fleet: a spot (mixed instances) group and an optional on-demand base group.
+
+- Spot group: every configured instance type as an override, ``spotAllocationStrategy``, capacity
+  rebalancing, ``round((1 - spotShare) * 100)`` percent on-demand above a base of 0; sized
+  ``minSize - onDemandBase`` .. ``maxSize - onDemandBase``; scaled by ``cluster_scaling``.
+- On-demand base group (``onDemandBase > 0``): one launch template with the first (preferred) type,
+  fixed at ``onDemandBase`` instances, with a warm pool of stopped instances when ``warmPoolSize > 0``
+  (AWS allows warm pools only on groups without a mixed instances policy). A warm-pool group keeps
+  its model cache on EBS: a stopped instance loses its instance store.
+- Both groups: launching and terminating lifecycle hooks (see ``cluster_scaling.lifecycle_hooks``),
+  group metrics every minute (backlog per instance divides by GroupInServiceInstances), the
+  stack's tags propagated to instances (provider default tags do not reach ASG-launched instances),
+  and rolling instance refresh when the launch template changes.
+
+See docs/fleet.md for the user's view and the scaling arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components import cluster_iam, cluster_scaling, launch_template, monitoring, user_data
+from components.config import FleetConfig
+from runtime import metric_names
+
+GIB = 1024**3
+CACHE_BYTES = 100 * GIB  # fits the smallest instance-store NVMe of the default types and the root fallback
+WARM_POOL_CACHE_BYTES = 250 * GIB  # on the larger EBS root of warm-pool instances
+HEALTH_CHECK_GRACE_SECONDS = 120  # counted once the launching hook completes (instance InService)
+INSTANCE_WARMUP_SECONDS = 60  # InService already means ready; metrics settle within a minute
+
+
+@dataclass
+class InferenceClusterArgs:
+    config: FleetConfig
+    """Stack config: ``cluster`` (types, sizes, spot, warm pool, scaling targets), ``queue``, ``tags``."""
+    vpc_id: pulumi.Input[str]
+    """VPC of the workers' security group."""
+    private_subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
+    """Private subnets (two or more AZs) the groups launch into."""
+    backlog_metric: pulumi.Input[Mapping[str, Any]]
+    """Queue depth metric: ``{"namespace", "metric_name", "dimensions": {name: value}}`` (RequestQueue)."""
+    model_store_bucket_name: pulumi.Input[str]
+    """Model store bucket the workers read models from."""
+    model_store_bucket_arn: pulumi.Input[str]
+    """Its ARN (read-only access)."""
+    outputs_bucket_name: pulumi.Input[str]
+    """Bucket the workers upload outputs to, under ``outputs_prefix``."""
+    outputs_bucket_arn: pulumi.Input[str]
+    """Its ARN (PutObject under the prefix only)."""
+    cdn_domain: pulumi.Input[str]
+    """CloudFront domain serving the outputs bucket; output links are ``https://<domain>/<key>``."""
+    job_table_name: pulumi.Input[str]
+    """DynamoDB job table (docs/CONTRACTS.md)."""
+    job_table_arn: pulumi.Input[str]
+    """Its ARN (GetItem, PutItem, UpdateItem)."""
+    queue_url: pulumi.Input[str] | None = None
+    """SQS queue URL (queue kind sqs)."""
+    queue_arn: pulumi.Input[str] | None = None
+    """SQS queue ARN (queue kind sqs)."""
+    kafka_cluster_arn: pulumi.Input[str] | None = None
+    """MSK cluster ARN (queue kind kafka); topic and group ARNs are derived from it."""
+    kafka_bootstrap_brokers: pulumi.Input[str] | None = None
+    """SASL/IAM bootstrap brokers (queue kind kafka)."""
+    kafka_topic: str = "genai-jobs"
+    """Jobs topic (queue kind kafka)."""
+    kafka_dlq_topic: str | None = None
+    """Dead-letter topic the workers write poison jobs to (queue kind kafka), if any."""
+    kafka_group: str = "genai-workers"
+    """Consumer group of the workers (queue kind kafka)."""
+    kafka_client_security_group_id: pulumi.Input[str] | None = None
+    """Security group the brokers accept clients from; attached to the workers (queue kind kafka)."""
+    webhook_secret_parameter_name: pulumi.Input[str] | None = None
+    """SSM parameter holding the webhook signing secret, readable by the workers, if any."""
+    outputs_prefix: str = "outputs"
+    """Key prefix of outputs in the outputs bucket; the only place workers may write."""
+
+
+def on_demand_percentage(spot_share: float) -> int:
+    """Percent of capacity above the base that runs on demand."""
+    return round((1 - spot_share) * 100)
+
+
+class InferenceCluster(pulumi.ComponentResource):
+    """Worker groups, their role, security group, launch templates, lifecycle hooks and scaling."""
+
+    spot_group_name: pulumi.Output[str]
+    on_demand_group_name: pulumi.Output[str | None]
+    group_names: pulumi.Output[list[str]]
+    role_arn: pulumi.Output[str]
+    role_name: pulumi.Output[str]
+    instance_profile_arn: pulumi.Output[str]
+    security_group_id: pulumi.Output[str]
+    ami_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: InferenceClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("genai:cluster:InferenceCluster", name, None, opts)
+        self._name, self._args, cfg = name, args, args.config
+        _check_queue_inputs(args)
+        role, profile = cluster_iam.create_instance_role(name, self)
+        sg = launch_template.create_security_group(name, args.vpc_id, self)
+        self._image_id, self._root_device = launch_template.find_ami(cfg, self)
+        self._profile_arn = profile.arn
+        self._sg_ids = [sg.id] + ([args.kafka_client_security_group_id] if args.kafka_client_security_group_id else [])
+
+        spot = self._create_spot_group()
+        groups = [spot]
+        if cfg.cluster.on_demand_base > 0:
+            groups.append(self._create_on_demand_group())
+        names = [g.name for g in groups]
+        if cfg.cluster.spot_max_size > 0:
+            cluster_scaling.create_scaling_policies(f"{name}-spot", cfg, spot, names, args.backlog_metric, self)
+        cluster_iam.attach_instance_policy(name, role, self._policy_json(names), self)
+
+        self.spot_group_name = spot.name
+        self.on_demand_group_name = groups[1].name if len(groups) > 1 else pulumi.Output.from_input(None)
+        self.group_names = pulumi.Output.all(*names)
+        self.role_arn, self.role_name = role.arn, role.name
+        self.instance_profile_arn = profile.arn
+        self.security_group_id = sg.id
+        self.ami_id = self._image_id
+        self.register_outputs({
+            "spot_group_name": self.spot_group_name, "on_demand_group_name": self.on_demand_group_name,
+            "group_names": self.group_names, "role_arn": self.role_arn, "role_name": self.role_name,
+            "instance_profile_arn": self.instance_profile_arn, "security_group_id": self.security_group_id,
+            "ami_id": self.ami_id,
+        })
+
+    # --- launch templates ----------------------------------------------------------------------------
+    def _user_data(self, cache_dir: str, cache_bytes: int) -> pulumi.Output[str]:
+        a, cfg = self._args, self._args.config
+        values = pulumi.Output.all(
+            queue_url=a.queue_url, bootstrap_servers=a.kafka_bootstrap_brokers, job_table=a.job_table_name,
+            outputs_bucket=a.outputs_bucket_name, cdn_domain=a.cdn_domain, model_store_bucket=a.model_store_bucket_name,
+            webhook_secret_parameter=a.webhook_secret_parameter_name)
+        settings = values.apply(lambda v: user_data.AgentSettings(
+            stack=cfg.stack, region=cfg.region, queue_kind=cfg.queue.kind, backend=cfg.cluster.backends[0],
+            launching_hook=cluster_scaling.LAUNCHING_HOOK, terminating_hook=cluster_scaling.TERMINATING_HOOK,
+            cache_dir=cache_dir, max_cache_bytes=cache_bytes, max_job_seconds=cfg.queue.max_job_seconds,
+            max_receive_count=cfg.queue.max_receive_count,
+            visibility_timeout_seconds=cfg.queue.visibility_timeout_seconds, hot_models=cfg.cluster.hot_models,
+            kafka_topic=a.kafka_topic, kafka_group=a.kafka_group, outputs_prefix=a.outputs_prefix, **v))
+        parameter = monitoring.agent_parameter_name(cfg)
+        return settings.apply(lambda s: user_data.encode(
+            user_data.user_data_script(user_data.agent_config_json(s), parameter)))
+
+    def _launch_template(self, suffix: str, *, cache_dir: str, cache_bytes: int, root_gib: int,
+                         instance_type: str | None = None) -> aws.ec2.LaunchTemplate:
+        return launch_template.create_launch_template(
+            f"{self._name}-{suffix}", image_id=self._image_id, root_device=self._root_device,
+            instance_profile_arn=self._profile_arn, security_group_ids=self._sg_ids,
+            user_data=self._user_data(cache_dir, cache_bytes), tags=self._args.config.tags.as_dict(),
+            root_volume_gib=root_gib, instance_type=instance_type, parent=self)
+
+    # --- groups --------------------------------------------------------------------------------------
+    def _group_tags(self, suffix: str) -> list[dict]:
+        tags = {**self._args.config.tags.as_dict(), "Name": f"{self._name}-{suffix}"}
+        return [{"key": k, "value": v, "propagate_at_launch": True} for k, v in tags.items()]
+
+    def _common(self, suffix: str, warm_pool: bool = False) -> dict[str, Any]:
+        metrics = [m for m in cluster_scaling.ENABLED_METRICS if warm_pool or not m.startswith("WarmPool")]
+        return {
+            "vpc_zone_identifiers": self._args.private_subnet_ids,
+            "initial_lifecycle_hooks": cluster_scaling.lifecycle_hooks(self._args.config),
+            "health_check_type": "EC2", "health_check_grace_period": HEALTH_CHECK_GRACE_SECONDS,
+            "default_instance_warmup": INSTANCE_WARMUP_SECONDS,
+            "metrics_granularity": "1Minute", "enabled_metrics": metrics,
+            # Do not block `pulumi up` on capacity: instances join only after the launching hook.
+            "wait_for_capacity_timeout": "0",
+            "tags": self._group_tags(suffix),
+        }
+
+    def _create_spot_group(self) -> aws.autoscaling.Group:
+        c = self._args.config.cluster
+        lt = self._launch_template("spot", cache_dir=user_data.NVME_CACHE_DIR, cache_bytes=CACHE_BYTES,
+                                   root_gib=launch_template.ROOT_VOLUME_GIB)
+        return aws.autoscaling.Group(
+            f"{self._name}-spot",
+            min_size=max(0, c.min_size - c.on_demand_base), max_size=c.spot_max_size,
+            capacity_rebalance=True,
+            mixed_instances_policy={
+                "instances_distribution": {
+                    "on_demand_base_capacity": 0,
+                    "on_demand_percentage_above_base_capacity": on_demand_percentage(c.spot_share),
+                    "on_demand_allocation_strategy": "prioritized",  # instanceTypes are in order of preference
+                    "spot_allocation_strategy": c.spot_allocation_strategy,
+                },
+                "launch_template": {
+                    "launch_template_specification": {"launch_template_id": lt.id,
+                                                      "version": lt.latest_version.apply(str)},
+                    "overrides": [{"instance_type": t} for t in c.instance_types],
+                },
+            },
+            instance_refresh={"strategy": "Rolling", "preferences": {
+                "min_healthy_percentage": 100, "max_healthy_percentage": 200, "scale_in_protected_instances": "Wait"}},
+            **self._common("spot"),
+            # Scaling policies own the desired capacity.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desired_capacity"]))
+
+    def _create_on_demand_group(self) -> aws.autoscaling.Group:
+        c = self._args.config.cluster
+        warm = c.warm_pool_size > 0
+        lt = self._launch_template(
+            "ondemand", instance_type=c.instance_types[0],
+            cache_dir=user_data.EBS_CACHE_DIR if warm else user_data.NVME_CACHE_DIR,
+            cache_bytes=WARM_POOL_CACHE_BYTES if warm else CACHE_BYTES,
+            root_gib=launch_template.WARM_POOL_ROOT_VOLUME_GIB if warm else launch_template.ROOT_VOLUME_GIB)
+        warm_pool = {"pool_state": "Stopped", "min_size": c.warm_pool_size,
+                     "max_group_prepared_capacity": c.on_demand_base + c.warm_pool_size,
+                     "instance_reuse_policy": {"reuse_on_scale_in": True}} if warm else None
+        return aws.autoscaling.Group(
+            f"{self._name}-ondemand",
+            min_size=c.on_demand_base, max_size=c.on_demand_base, desired_capacity=c.on_demand_base,
+            launch_template={"id": lt.id, "version": lt.latest_version.apply(str)},
+            warm_pool=warm_pool,
+            instance_refresh={"strategy": "Rolling", "preferences": {
+                "min_healthy_percentage": 50, "scale_in_protected_instances": "Wait"}},
+            **self._common("ondemand", warm_pool=warm),
+            opts=pulumi.ResourceOptions(parent=self))
+
+    # --- IAM -----------------------------------------------------------------------------------------
+    def _policy_json(self, group_names: Sequence[pulumi.Output[str]]) -> pulumi.Output[str]:
+        a, cfg = self._args, self._args.config
+        values: dict[str, pulumi.Input] = {
+            "model_store_bucket_arn": a.model_store_bucket_arn, "outputs_bucket_arn": a.outputs_bucket_arn,
+            "job_table_arn": a.job_table_arn, "queue_arn": a.queue_arn, "kafka_cluster_arn": a.kafka_cluster_arn}
+        params = [monitoring.agent_parameter_name(cfg)]
+        if a.webhook_secret_parameter_name is not None:
+            params.append(a.webhook_secret_parameter_name)
+        scope = cluster_iam.scope_output(
+            cfg_region=cfg.region, queue_kind=cfg.queue.kind, values=values, group_names=group_names,
+            log_group_names=list(monitoring.log_group_names(cfg).values()), parameter_names=params, parent=self,
+            kafka_topic=a.kafka_topic, kafka_dlq_topic=a.kafka_dlq_topic, kafka_group=a.kafka_group,
+            outputs_prefix=a.outputs_prefix, metric_namespaces=_metric_namespaces(cfg))
+        return scope.apply(lambda s: json.dumps(cluster_iam.instance_policy_document(s)))
+
+
+def _metric_namespaces(cfg: FleetConfig) -> tuple[str, ...]:
+    """The worker's EMF namespace, the CloudWatch agent's, and the accelerator metric's (neuron-monitor)."""
+    accelerator = cluster_scaling.ACCELERATOR_METRIC[cfg.cluster.flavor][0]
+    return tuple(dict.fromkeys((metric_names.NAMESPACE, cluster_iam.CLOUDWATCH_AGENT_NAMESPACE, accelerator)))
+
+
+def _check_queue_inputs(args: InferenceClusterArgs) -> None:
+    kind = args.config.queue.kind
+    if kind == "sqs" and (args.queue_url is None or args.queue_arn is None):
+        raise ValueError("queueKind sqs: InferenceClusterArgs needs queue_url and queue_arn")
+    if kind == "kafka" and (args.kafka_cluster_arn is None or args.kafka_bootstrap_brokers is None):
+        raise ValueError("queueKind kafka: InferenceClusterArgs needs kafka_cluster_arn and kafka_bootstrap_brokers")
