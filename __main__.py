@@ -7,6 +7,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import config as fleet_config
+from components.api import Api, ApiArgs
 from components.cdn_storage import CdnStorage, CdnStorageArgs
 from components.inference_cluster import InferenceCluster, InferenceClusterArgs
 from components.job_store import JobStore, JobStoreArgs
@@ -36,6 +37,18 @@ jobs = JobStore("jobs", JobStoreArgs(config=cfg), opts=opts)
 queue = RequestQueue("queue", RequestQueueArgs(config=cfg, vpc_id=network.vpc_id,
                                                subnet_ids=network.private_subnet_ids), opts=opts)
 is_sqs = cfg.queue.kind == "sqs"
+# A SecureString the operator creates once per environment (README: "Webhook signing secret").
+webhook_secret_parameter = f"/genai-fleet/{cfg.environment}/webhook-secret"
+api = Api("api", ApiArgs(
+    config=cfg, job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
+    queue_url=queue.queue_url if is_sqs else None, queue_arn=queue.queue_arn if is_sqs else None,
+    kafka_bootstrap_brokers=None if is_sqs else queue.bootstrap_brokers,
+    kafka_cluster_arn=None if is_sqs else queue.cluster_arn, kafka_topic_arn=None if is_sqs else queue.topic_arn,
+    kafka_client_security_group_id=None if is_sqs else queue.client_security_group_id,
+    subnet_ids=None if is_sqs else network.private_subnet_ids,
+    model_bucket_name=models.bucket_name, model_bucket_arn=models.bucket_arn,
+    webhook_secret_parameter_name=webhook_secret_parameter,
+), opts=opts)
 cluster = InferenceCluster("cluster", InferenceClusterArgs(
     config=cfg, vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids,
     backlog_metric=queue.backlog_metric,
@@ -47,15 +60,18 @@ cluster = InferenceCluster("cluster", InferenceClusterArgs(
     kafka_bootstrap_brokers=None if is_sqs else queue.bootstrap_brokers,
     kafka_dlq_topic=None if is_sqs else KAFKA_DLQ_TOPIC,
     kafka_client_security_group_id=None if is_sqs else queue.client_security_group_id,
+    webhook_secret_parameter_name=webhook_secret_parameter,
 ), opts=opts)
 monitoring = Monitoring("monitoring", MonitoringArgs(
     config=cfg, backlog_metric=queue.backlog_metric, spot_group_name=cluster.spot_group_name,
     on_demand_group_name=cluster.on_demand_group_name if cfg.cluster.on_demand_base > 0 else None,
     queue_name=queue.queue_name if is_sqs else None,
     dlq_name=queue.dlq_arn.apply(lambda arn: arn.split(":")[-1] if arn else None) if is_sqs else None,
-    api_id=None,
+    api_id=api.api_id,
 ), opts=opts)
 
+pulumi.export("apiUrl", api.api_url)
+pulumi.export("apiKeysPrefix", api.api_keys_prefix)
 pulumi.export("environment", cfg.environment)
 pulumi.export("region", cfg.region)
 pulumi.export("vpcId", network.vpc_id)

@@ -1,0 +1,308 @@
+"""Job API: API Gateway HTTP API -> Lambda (arm64, python3.12) running ``runtime.api.handler``.
+
+Packaging needs no build step: the Lambda code is an ``AssetArchive`` of the runtime modules the API
+imports plus the pure-Python packages it needs from the deploying environment (httpx and friends,
+installed by ``make install``). With ``queueKind: kafka`` the function runs in the private subnets with
+the Kafka client security group and a layer holding the manylinux aarch64 wheels of confluent-kafka and
+the MSK IAM signer; the layer is fetched with ``pip install --platform`` into ``.build/`` the first time
+the program runs (then cached), or taken from ``ApiArgs.kafka_layer_dir``.
+
+Auth by ``apiAuth``: ``api-key`` -> a Lambda REQUEST authorizer (simple responses, no cache) on every
+route but ``GET /v1/health``; keys are SSM SecureString parameters under ``/genai-fleet/<env>/api-keys/``.
+``iam`` -> ``AWS_IAM`` authorization (SigV4, ``execute-api:Invoke``). A ``$default`` route sends
+unknown paths to the handler so clients get its 404/405 problem details.
+Stage throttling from ``apiRateLimit`` / ``apiBurstLimit``; JSON access logs with the stack's retention.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import FleetConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME_PACKAGES = ("runtime/api", "runtime/jobs", "runtime/queues", "runtime/model_store")
+RUNTIME_FILES = ("runtime/__init__.py", "runtime/net_safety.py", "runtime/webhooks.py")
+PURE_PYTHON_DEPS = ("httpx", "httpcore", "h11", "anyio", "certifi", "idna", "typing_extensions")
+KAFKA_LAYER_REQUIREMENTS = ("confluent-kafka==2.16.1", "aws-msk-iam-sasl-signer-python==1.0.2")
+PUBLIC_ROUTES = ("GET /v1/health",)
+AUTH_ROUTES = ("POST /v1/jobs", "GET /v1/jobs/{id}", "POST /v1/jobs/{id}/cancel", "GET /v1/models",
+               "GET /v1/openapi.json", "$default")
+LAMBDA_TIMEOUT_S = 29  # API Gateway HTTP APIs stop waiting at 30 s; Prefer: wait is capped at 25 s
+ACCESS_LOG_FORMAT = json.dumps({k: f"$context.{v}" for k, v in {
+    "requestId": "requestId", "ip": "identity.sourceIp", "method": "httpMethod", "route": "routeKey",
+    "status": "status", "latencyMs": "responseLatency", "integrationError": "integrationErrorMessage",
+    "authorizerError": "authorizer.error", "keyId": "authorizer.key_id"}.items()})
+
+
+@dataclass
+class ApiArgs:
+    config: FleetConfig
+    """Stack config: ``api`` (auth, rate, burst, quota), ``queue.kind``, hot models, log retention, names."""
+
+    job_table_name: pulumi.Input[str]
+    """The job table (components/job_store.py)."""
+
+    job_table_arn: pulumi.Input[str]
+    """Its ARN, for the function's least-privilege policy."""
+
+    queue_url: pulumi.Input[str] | None = None
+    """SQS queue URL (queueKind sqs)."""
+
+    queue_arn: pulumi.Input[str] | None = None
+    """SQS queue ARN (queueKind sqs)."""
+
+    kafka_bootstrap_brokers: pulumi.Input[str] | None = None
+    """MSK Serverless IAM bootstrap brokers (queueKind kafka)."""
+
+    kafka_cluster_arn: pulumi.Input[str] | None = None
+    """MSK cluster ARN (queueKind kafka)."""
+
+    kafka_topic_arn: pulumi.Input[str] | None = None
+    """ARN of the ``genai-jobs`` topic (queueKind kafka)."""
+
+    kafka_client_security_group_id: pulumi.Input[str] | None = None
+    """Security group allowed to reach the brokers (queueKind kafka)."""
+
+    subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
+    """Private subnets (with NAT) the function runs in when it must reach MSK (queueKind kafka)."""
+
+    model_bucket_name: pulumi.Input[str] | None = None
+    """Model store bucket: ``GET /v1/models`` reads its manifest; without it, the hot models are listed."""
+
+    model_bucket_arn: pulumi.Input[str] | None = None
+    """Model store bucket ARN (read access to the manifest only)."""
+
+    webhook_secret_parameter_name: pulumi.Input[str] | None = None
+    """SSM SecureString with the webhook signing secret (the API signs cancel events with it)."""
+
+    kafka_layer_dir: str | None = None
+    """Pre-built layer directory (``python/...``) for Kafka; default: built into ``.build/`` by pip."""
+
+
+class Api(pulumi.ComponentResource):
+    api_url: pulumi.Output[str]
+    api_id: pulumi.Output[str]
+    function_name: pulumi.Output[str]
+    access_log_group_name: pulumi.Output[str]
+    api_keys_prefix: str
+
+    def __init__(self, name: str, args: ApiArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("genai:api:Api", name, None, opts)
+        self._name, self._args, self._cfg = name, args, args.config
+        cfg = args.config
+        if cfg.queue.kind == "sqs" and (args.queue_url is None or args.queue_arn is None):
+            raise ValueError("ApiArgs: queue_url and queue_arn are required when queueKind is sqs")
+        if cfg.queue.kind == "kafka" and (args.kafka_bootstrap_brokers is None or args.subnet_ids is None):
+            raise ValueError("ApiArgs: kafka_bootstrap_brokers and subnet_ids are required when queueKind is kafka")
+        self.api_keys_prefix = f"/genai-fleet/{cfg.environment}/api-keys"
+        self._account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
+        self._param_arn = self._account.apply(
+            lambda acct: f"arn:aws:ssm:{cfg.region}:{acct}:parameter{self.api_keys_prefix}/*")
+        code = _code_archive()
+        handler_fn, handler_log = self._create_function(
+            "handler", "runtime.api.handler.lambda_handler", code, self._handler_statements(), 512,
+            self._environment(), kafka=cfg.queue.kind == "kafka")
+        api = aws.apigatewayv2.Api(f"{name}-http", name=f"{cfg.resource_prefix()}-api", protocol_type="HTTP",
+                                   description="genai-fleet job API", opts=self._opts())
+        integration = aws.apigatewayv2.Integration(
+            f"{name}-integration", api_id=api.id, integration_type="AWS_PROXY",
+            integration_uri=handler_fn.invoke_arn, payload_format_version="2.0", timeout_milliseconds=30000,
+            opts=self._opts())
+        self._allow_invoke("handler", handler_fn, api)
+        authorizer = self._create_authorizer(api, code) if cfg.api.auth == "api-key" else None
+        self._create_routes(api, integration, authorizer)
+        access_logs = self._create_stage(api)
+        self.api_url = api.api_endpoint
+        self.api_id = api.id
+        self.function_name = handler_fn.name
+        self.function_log_group_name = handler_log.name
+        self.access_log_group_name = access_logs.name
+        self.register_outputs({"api_url": self.api_url, "api_id": self.api_id, "function_name": self.function_name,
+                               "access_log_group_name": self.access_log_group_name,
+                               "api_keys_prefix": self.api_keys_prefix})
+
+    def _opts(self, **kwargs) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, **kwargs)
+
+    # --- configuration ---------------------------------------------------------------------------
+    def _environment(self) -> dict[str, pulumi.Input[str]]:
+        a, cfg = self._args, self._cfg
+        env: dict[str, pulumi.Input[str]] = {
+            "GENAI_JOB_TABLE": a.job_table_name, "GENAI_QUEUE_KIND": cfg.queue.kind,
+            "GENAI_AUTH_MODE": cfg.api.auth, "GENAI_HOT_MODELS": json.dumps(list(cfg.cluster.hot_models)),
+            "GENAI_AVERAGE_JOB_SECONDS": str(cfg.cluster.average_job_seconds), "GENAI_MAX_WAIT_SECONDS": "25"}
+        if cfg.api.auth == "api-key":
+            env["GENAI_API_KEYS_PREFIX"] = self.api_keys_prefix
+        if cfg.api.key_quota_per_day:
+            env["GENAI_KEY_QUOTA_PER_DAY"] = str(cfg.api.key_quota_per_day)
+        if cfg.queue.kind == "sqs":
+            env["GENAI_QUEUE_URL"] = a.queue_url
+        else:
+            env.update({"GENAI_KAFKA_BOOTSTRAP": a.kafka_bootstrap_brokers, "GENAI_KAFKA_IAM": "true"})
+        if a.model_bucket_name is not None:
+            env["GENAI_MODEL_BUCKET"] = a.model_bucket_name
+        if a.webhook_secret_parameter_name is not None:
+            env["GENAI_WEBHOOK_SECRET_PARAMETER"] = a.webhook_secret_parameter_name
+        return env
+
+    def _handler_statements(self) -> list[dict[str, pulumi.Input]]:
+        a, cfg = self._args, self._cfg
+        statements: list[dict[str, pulumi.Input]] = [
+            {"sid": "JobTable", "actions": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                            "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"],
+             "resources": [a.job_table_arn]}]
+        if cfg.queue.kind == "sqs":
+            statements.append({"sid": "Queue", "actions": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
+                               "resources": [a.queue_arn]})
+        else:
+            statements.append({"sid": "KafkaConnect", "actions": ["kafka-cluster:Connect"],
+                               "resources": [a.kafka_cluster_arn]})
+            statements.append({"sid": "KafkaTopic", "actions": [
+                "kafka-cluster:DescribeTopic", "kafka-cluster:WriteData", "kafka-cluster:CreateTopic"],
+                               "resources": [a.kafka_topic_arn]})
+        params: list[pulumi.Input[str]] = [self._param_arn] if cfg.api.auth == "api-key" else []
+        if a.webhook_secret_parameter_name is not None:
+            params.append(pulumi.Output.all(self._account, a.webhook_secret_parameter_name).apply(
+                lambda v: f"arn:aws:ssm:{cfg.region}:{v[0]}:parameter/{v[1].lstrip('/')}"))
+        if params:
+            statements.append({"sid": "Parameters", "actions": ["ssm:GetParameter"], "resources": params})
+        if a.model_bucket_arn is not None:
+            statements.append({"sid": "ModelManifest", "actions": ["s3:GetObject"],
+                               "resources": [pulumi.Output.concat(a.model_bucket_arn, "/manifest.json")]})
+        return statements
+
+    # --- functions -------------------------------------------------------------------------------
+    def _create_function(self, suffix: str, handler: str, code: pulumi.Archive,
+                         statements: list[dict[str, pulumi.Input]], memory: int,
+                         environment: dict[str, pulumi.Input[str]], kafka: bool = False,
+                         timeout: int = LAMBDA_TIMEOUT_S) -> tuple[aws.lambda_.Function, aws.cloudwatch.LogGroup]:
+        name, cfg = f"{self._name}-{suffix}", self._cfg
+        fn_name = f"{cfg.resource_prefix()}-api-{suffix}"
+        log_group = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/aws/lambda/{fn_name}",
+                                            retention_in_days=cfg.storage.log_retention_days, opts=self._opts())
+        statements = [*statements, {"sid": "Logs", "actions": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                                    "resources": [pulumi.Output.concat(log_group.arn, ":*")]}]
+        role = aws.iam.Role(f"{name}-role", assume_role_policy=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                    "Principal": {"Service": "lambda.amazonaws.com"}}]}),
+            inline_policies=[{"name": "least-privilege", "policy": _policy_json(statements)}], opts=self._opts())
+        extra: dict = {}
+        if kafka:
+            aws.iam.RolePolicyAttachment(f"{name}-vpc", role=role.name, policy_arn=(
+                "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"), opts=self._opts())
+            layer = aws.lambda_.LayerVersion(
+                f"{name}-kafka-layer", layer_name=f"{cfg.resource_prefix()}-api-kafka",
+                code=pulumi.FileArchive(self._args.kafka_layer_dir or str(_kafka_layer_dir())),
+                compatible_runtimes=["python3.12"], compatible_architectures=["arm64"], opts=self._opts())
+            extra = {"layers": [layer.arn], "vpc_config": {
+                "subnet_ids": self._args.subnet_ids,
+                "security_group_ids": [self._args.kafka_client_security_group_id]}}
+        fn = aws.lambda_.Function(
+            f"{name}-fn", name=fn_name, role=role.arn, runtime="python3.12", architectures=["arm64"],
+            handler=handler, code=code, memory_size=memory, timeout=timeout,
+            environment={"variables": environment},
+            logging_config={"log_format": "JSON", "log_group": log_group.name, "application_log_level": "INFO",
+                            "system_log_level": "WARN"},
+            opts=self._opts(depends_on=[log_group]), **extra)
+        return fn, log_group
+
+    def _allow_invoke(self, suffix: str, fn: aws.lambda_.Function, api: aws.apigatewayv2.Api) -> None:
+        aws.lambda_.Permission(f"{self._name}-{suffix}-invoke", action="lambda:InvokeFunction", function=fn.name,
+                               principal="apigateway.amazonaws.com",
+                               source_arn=pulumi.Output.concat(api.execution_arn, "/*"), opts=self._opts())
+
+    def _create_authorizer(self, api: aws.apigatewayv2.Api, code: pulumi.Archive) -> aws.apigatewayv2.Authorizer:
+        fn, _ = self._create_function(
+            "authorizer", "runtime.api.authorizer.handler", code,
+            [{"sid": "ApiKeys", "actions": ["ssm:GetParameter"], "resources": [self._param_arn]}], 256,
+            {"GENAI_API_KEYS_PREFIX": self.api_keys_prefix}, timeout=5)
+        self._allow_invoke("authorizer", fn, api)
+        return aws.apigatewayv2.Authorizer(
+            f"{self._name}-authorizer", api_id=api.id, authorizer_type="REQUEST", name="api-key",
+            authorizer_uri=fn.invoke_arn, authorizer_payload_format_version="2.0", enable_simple_responses=True,
+            authorizer_result_ttl_in_seconds=0, opts=self._opts())
+
+    # --- routes and stage ------------------------------------------------------------------------
+    def _create_routes(self, api: aws.apigatewayv2.Api, integration: aws.apigatewayv2.Integration,
+                       authorizer: aws.apigatewayv2.Authorizer | None) -> None:
+        target = pulumi.Output.concat("integrations/", integration.id)
+        for key in (*PUBLIC_ROUTES, *AUTH_ROUTES):
+            auth: dict = {"authorization_type": "NONE"}
+            if key not in PUBLIC_ROUTES:
+                auth = ({"authorization_type": "CUSTOM", "authorizer_id": authorizer.id} if authorizer is not None
+                        else {"authorization_type": "AWS_IAM"})
+            slug = re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")
+            aws.apigatewayv2.Route(f"{self._name}-route-{slug}", api_id=api.id,
+                                   route_key=key, target=target, opts=self._opts(), **auth)
+
+    def _create_stage(self, api: aws.apigatewayv2.Api) -> aws.cloudwatch.LogGroup:
+        cfg = self._cfg
+        logs = aws.cloudwatch.LogGroup(f"{self._name}-access-logs", name=f"/aws/apigateway/{cfg.resource_prefix()}-api",
+                                       retention_in_days=cfg.storage.log_retention_days, opts=self._opts())
+        aws.apigatewayv2.Stage(
+            f"{self._name}-stage", api_id=api.id, name="$default", auto_deploy=True,
+            default_route_settings={"throttling_rate_limit": cfg.api.rate_limit,
+                                    "throttling_burst_limit": cfg.api.burst_limit},
+            access_log_settings={"destination_arn": logs.arn, "format": ACCESS_LOG_FORMAT}, opts=self._opts())
+        return logs
+
+
+def _policy_json(statements: list[dict[str, pulumi.Input]]) -> pulumi.Output[str]:
+    def render(resolved: list[list[str]]) -> str:
+        out = []
+        for st, resources in zip(statements, resolved, strict=True):
+            out.append({"Sid": st["sid"], "Effect": "Allow", "Action": sorted(st["actions"]),
+                        "Resource": resources[0] if len(resources) == 1 else resources})
+        return json.dumps({"Version": "2012-10-17", "Statement": out})
+
+    return pulumi.Output.all(*[pulumi.Output.all(*st["resources"]) for st in statements]).apply(render)
+
+
+def _code_archive() -> pulumi.AssetArchive:
+    """The API's runtime modules plus pure-Python dependencies, file by file (no caches, deterministic)."""
+    assets: dict[str, pulumi.Asset | pulumi.Archive] = {}
+    for rel in RUNTIME_FILES:
+        assets[rel] = pulumi.FileAsset(str(ROOT / rel))
+    for package in RUNTIME_PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            assets[str(path.relative_to(ROOT))] = pulumi.FileAsset(str(path))
+    for dep in PURE_PYTHON_DEPS:
+        spec = importlib.util.find_spec(dep)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(f"the API Lambda needs the {dep} package: run `make install` first")
+        if not spec.submodule_search_locations:  # a single-module distribution
+            assets[Path(spec.origin).name] = pulumi.FileAsset(spec.origin)
+            continue
+        pkg_dir = Path(next(iter(spec.submodule_search_locations)))
+        for path in sorted(pkg_dir.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".so"):
+                assets[f"{dep}/{path.relative_to(pkg_dir)}"] = pulumi.FileAsset(str(path))
+    return pulumi.AssetArchive(assets)
+
+
+def _kafka_layer_dir() -> Path:
+    """``.build/kafka-layer-<hash>/python``: arm64 wheels for Lambda python3.12, fetched once with pip."""
+    digest = hashlib.sha256("\n".join(KAFKA_LAYER_REQUIREMENTS).encode()).hexdigest()[:12]
+    layer = ROOT / ".build" / f"kafka-layer-{digest}"
+    if (layer / ".complete").exists():
+        return layer
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(layer / "python"), "--no-deps",
+           "--only-binary=:all:", "--platform", "manylinux_2_28_aarch64", "--platform", "manylinux2014_aarch64",
+           "--python-version", "3.12", "--implementation", "cp", *KAFKA_LAYER_REQUIREMENTS]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building the Kafka Lambda layer failed (needs access to PyPI):\n{proc.stderr[-2000:]}")
+    (layer / ".complete").write_text("\n".join(KAFKA_LAYER_REQUIREMENTS) + "\n")
+    return layer

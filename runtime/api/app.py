@@ -1,0 +1,337 @@
+"""Routing and the work of the job API, free of any transport (Lambda event, local HTTP server, tests).
+
+Routes (all JSON; errors are problem details, see ``problems``):
+
+====  ===========================  ============================================================  =====
+POST  /v1/jobs                     create a job; ``Prefer: wait=N`` waits up to N s (max 25)     auth
+GET   /v1/jobs/{id}                the job, with queue info while queued                         auth
+POST  /v1/jobs/{id}/cancel         cancel (queued: at once; running: the worker stops it)        auth
+GET   /v1/models                   models this fleet serves                                      auth
+GET   /v1/health                   liveness (no dependency calls)                                none
+GET   /v1/openapi.json             the OpenAPI 3.1 document                                      none
+====  ===========================  ============================================================  =====
+
+Status codes: 200, 202 (accepted / still running after the wait), 400 (malformed JSON, bad header),
+401/403 (auth), 404 (unknown route or job; jobs of other keys look unknown), 405 (wrong method, with
+``Allow``), 413 (body too large), 415 (not JSON), 422 (a rule broken, or an Idempotency-Key reused
+with another body), 429 (rate limit or daily quota, with ``Retry-After``), 503 (store or queue down,
+with ``Retry-After``). A 500 means a bug: client input never causes one (tests/integration/test_api_fuzz.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.api.auth import KeyStore, Principal, TokenBucket, authenticate
+from runtime.api.models import ModelsSource, StaticModels
+from runtime.api.problems import ApiError
+from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavailableError, ValidationError
+from runtime.jobs.ids import is_job_id
+from runtime.jobs.schema import MAX_BODY_BYTES, fingerprint, parse_json_body, validate_job
+from runtime.jobs.store import FINAL, QUEUED, JobStore, new_record
+from runtime.jobs.views import public_view
+from runtime.queues.base import JobQueueProducer, QueueError, QueueMessage
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.0.0"
+MAX_WAIT_SECONDS = 25.0  # API Gateway HTTP APIs end integrations at 30 s
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?", re.IGNORECASE)
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    query: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    principal: Principal | None = None  # set by the transport when an upstream authorizer vouched
+    base_url: str = ""
+    request_id: str = ""
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+
+
+@dataclass
+class ApiOptions:
+    auth_mode: str = "api-key"  # api-key | iam | none (local mode only)
+    quota_per_day: int | None = None
+    rate_per_second: float | None = None
+    burst: float | None = None
+    allow_loopback: bool = False
+    enforce_known_models: bool = False
+    max_wait_seconds: float = MAX_WAIT_SECONDS
+    poll_interval_seconds: float = 0.25
+    average_job_seconds: float = 3.0
+
+
+class ApiApp:
+    """The job API. Dependencies are injected; nothing happens at import or construction."""
+
+    def __init__(self, store: JobStore, producer: JobQueueProducer, options: ApiOptions | None = None,
+                 keys: KeyStore | None = None, models: ModelsSource | None = None, webhooks: Any = None,
+                 openapi: Callable[[], dict[str, Any]] | None = None, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.store, self.producer = store, producer
+        self.options = options or ApiOptions()
+        self.keys, self.models = keys, models or StaticModels(())
+        self.webhooks, self._openapi = webhooks, openapi
+        self._clock, self._sleep = clock, sleep
+        o = self.options
+        self.limiter = TokenBucket(o.rate_per_second, o.burst or o.rate_per_second) if o.rate_per_second else None
+        self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
+            (re.compile(r"^/v1/health$"), {"GET": self.health}),
+            (re.compile(r"^/v1/openapi\.json$"), {"GET": self.openapi}),
+            (re.compile(r"^/v1/models$"), {"GET": self.list_models}),
+            (re.compile(r"^/v1/jobs$"), {"POST": self.create_job}),
+            (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)$"), {"GET": self.get_job}),
+            (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)/cancel$"), {"POST": self.cancel_job}),
+        ]
+
+    # --- dispatch ------------------------------------------------------------------------------------
+    def handle(self, req: Request) -> Response:
+        started = time.monotonic()
+        try:
+            resp = self._dispatch(req)
+        except ApiError as exc:
+            resp = _problem(exc)
+        except ValidationError as exc:
+            resp = _problem(_validation_error(exc))
+        except (StoreUnavailableError, QueueError) as exc:
+            log.warning("dependency unavailable: %s", exc)
+            resp = _problem(ApiError(503, "unavailable", "Service Unavailable", "try again shortly",
+                                     headers={"Retry-After": "2"}))
+        except Exception:  # last line: log the bug, answer 500 without internals
+            log.exception("unhandled error in %s %s", req.method, req.path)
+            resp = _problem(ApiError(500, "internal", "Internal Server Error", "an unexpected error occurred"))
+        log.info("request", extra={"request_id": req.request_id, "method": req.method, "path": req.path,
+                                   "status": resp.status, "ms": round((time.monotonic() - started) * 1000, 1)})
+        return resp
+
+    def _dispatch(self, req: Request) -> Response:
+        path = req.path.rstrip("/") if req.path != "/" else req.path
+        for pattern, methods in self._routes:
+            m = pattern.match(path)
+            if not m:
+                continue
+            method = req.method.upper()
+            if method not in methods:
+                raise ApiError(405, "method-not-allowed", "Method Not Allowed",
+                               f"{method} is not allowed on {path}", headers={"Allow": ", ".join(sorted(methods))})
+            return methods[method](req, **m.groupdict())
+        raise ApiError(404, "not-found", "Not Found", "no such route; see /v1/openapi.json")
+
+    # --- auth and limits -----------------------------------------------------------------------------
+    def _principal(self, req: Request) -> Principal:
+        mode = self.options.auth_mode
+        if req.principal is not None:
+            return req.principal
+        if mode == "none":
+            return Principal(id="anonymous", kind="anonymous")
+        if mode == "iam":
+            raise ApiError(401, "unauthorized", "Unauthorized", "sign the request with AWS SigV4 (IAM auth)")
+        if self.keys is None:
+            raise ApiError(503, "auth-unavailable", "Service Unavailable", "API key store is not configured")
+        return authenticate(req.headers, self.keys)
+
+    def _rate_limit(self, principal: Principal) -> None:
+        if self.limiter is None and principal.rate_per_second is None:
+            return
+        limiter = self.limiter or TokenBucket(principal.rate_per_second or 1.0, principal.rate_per_second or 1.0)
+        self.limiter = limiter
+        ok, wait = limiter.allow(principal.id, principal.rate_per_second)
+        if not ok:
+            raise ApiError(429, "rate-limited", "Too Many Requests", "request rate limit for this key exceeded",
+                           headers={"Retry-After": str(max(1, round(wait + 0.5)))})
+
+    # --- routes --------------------------------------------------------------------------------------
+    def health(self, req: Request) -> Response:
+        return Response(200, {"status": "ok", "version": API_VERSION, "time": self._clock()})
+
+    def openapi(self, req: Request) -> Response:
+        if self._openapi is None:
+            from runtime.api.openapi import document
+
+            return Response(200, document())
+        return Response(200, self._openapi())
+
+    def list_models(self, req: Request) -> Response:
+        self._principal(req)
+        source, models = self.models.list_models()
+        return Response(200, {"source": source, "models": models})
+
+    def create_job(self, req: Request) -> Response:
+        principal = self._principal(req)
+        self._rate_limit(principal)
+        _check_content_type(req.headers)
+        if len(req.body) > MAX_BODY_BYTES:
+            raise ApiError(413, "too-large", "Payload Too Large", f"the body must be at most {MAX_BODY_BYTES} bytes")
+        idem_key = _idempotency_key(req.headers)
+        wait = _prefer_wait(req.headers, self.options.max_wait_seconds)
+        body = parse_json_body(req.body)
+        known = None
+        if self.options.enforce_known_models:
+            known = {m["id"] for m in self.models.list_models()[1]} or None
+        spec = validate_job(body, allow_loopback=self.options.allow_loopback, known_models=known)
+        quota = principal.quota_per_day or self.options.quota_per_day
+        if quota and not self.store.consume_daily_quota(principal.id, quota):
+            raise ApiError(429, "quota-exceeded", "Too Many Requests", f"daily quota of {quota} jobs used up",
+                           headers={"Retry-After": str(_seconds_to_utc_midnight(self._clock()))})
+        record, created = self._create(spec, principal, idem_key, quota)
+        headers = {"Location": f"/v1/jobs/{record['job_id']}"}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
+        if wait > 0 and record["status"] not in FINAL:
+            headers["Preference-Applied"] = f"wait={wait:g}"
+            record = self._wait_for(record["job_id"], wait) or record
+        status = 200 if record["status"] in FINAL else 202
+        if status == 202:
+            headers["Retry-After"] = str(max(1, round(self.options.average_job_seconds)))
+        return Response(status, self._view(record, req), headers)
+
+    def _create(self, spec: dict[str, Any], principal: Principal, idem_key: str | None,
+                quota: int | None) -> tuple[dict[str, Any], bool]:
+        try:
+            record, created = self.store.create(new_record(spec, owner=principal.id, now=self._clock()),
+                                                idempotency_key=idem_key,
+                                                fingerprint=fingerprint(spec) if idem_key else None)
+        except IdempotencyConflictError as exc:
+            raise ApiError(422, "idempotency-key-reused", "Unprocessable Content",
+                           "this Idempotency-Key was already used with a different request body",
+                           extra={"job_id": exc.job_id}) from exc
+        if not created:
+            if quota:
+                self.store.refund_daily_quota(principal.id)
+            return record, False
+        try:
+            self.producer.send(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=self._clock()))
+        except QueueError:
+            self.store.abandon(record, idempotency_key=idem_key)
+            raise
+        return record, True
+
+    def _wait_for(self, job_id: str, wait: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + wait
+        interval = self.options.poll_interval_seconds
+        record = None
+        while time.monotonic() < deadline:
+            self._sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            record = self.store.get(job_id)
+            if record is None or record["status"] in FINAL:
+                break
+            interval = min(interval * 1.5, 1.0)  # poll fast first: most sync jobs are short
+        return record
+
+    def _owned(self, req: Request, job_id: str) -> tuple[Principal, dict[str, Any]]:
+        principal = self._principal(req)
+        record = self.store.get(job_id) if is_job_id(job_id) else None
+        if record is None or record.get("owner") != principal.id:
+            raise ApiError(404, "job-not-found", "Not Found", f"no job {job_id[:40]!r}")
+        return principal, record
+
+    def get_job(self, req: Request, job_id: str) -> Response:
+        _, record = self._owned(req, job_id)
+        return Response(200, self._view(record, req))
+
+    def cancel_job(self, req: Request, job_id: str) -> Response:
+        principal, record = self._owned(req, job_id)
+        self._rate_limit(principal)
+        was_final = record["status"] in FINAL
+        updated = self.store.request_cancel(job_id) or record
+        if not was_final and updated["status"] in FINAL and self.webhooks is not None:
+            try:  # the worker never sees a job canceled while queued: the API sends its 'completed' event
+                self.webhooks.notify(updated, "completed", base_url=req.base_url)
+            except Exception:  # last line: log the bug, answer 500 without internals
+                log.exception("cancel webhook for %s failed", job_id)
+        return Response(200, self._view(updated, req))
+
+    # --- views ---------------------------------------------------------------------------------------
+    def _view(self, record: Mapping[str, Any], req: Request) -> dict[str, Any]:
+        view = public_view(record, req.base_url)
+        if record["status"] == QUEUED:
+            view["queue"] = self._queue_info(record)
+        return view
+
+    def _queue_info(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        info: dict[str, Any] = {"waiting_seconds": round(max(0.0, self._clock() - float(record["created_at"])), 3)}
+        try:
+            depth = self.producer.approximate_depth()
+        except QueueError:
+            depth = None
+        if depth is not None:
+            info["queue_depth"] = depth.waiting
+            info["in_progress"] = depth.in_flight
+            if depth.in_flight:
+                info["estimated_wait_seconds"] = round(depth.waiting * self.options.average_job_seconds
+                                                       / depth.in_flight, 1)
+        return info
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+def _problem(exc: ApiError) -> Response:
+    return Response(exc.status, exc.body(), dict(exc.headers), content_type="application/problem+json")
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    errors = [p.as_dict() for p in exc.problems]
+    if exc.malformed:
+        return ApiError(400, "malformed-request", "Bad Request", str(exc), errors=errors)
+    return ApiError(422, "validation-failed", "Unprocessable Content", f"{len(errors)} rule(s) broken: {exc}",
+                    errors=errors)
+
+
+def _check_content_type(headers: Mapping[str, str]) -> None:
+    ctype = headers.get("content-type")
+    if ctype is None:
+        return
+    mime = ctype.split(";", 1)[0].strip().lower()
+    if mime != "application/json" and not (mime.startswith("application/") and mime.endswith("+json")):
+        raise ApiError(415, "unsupported-media-type", "Unsupported Media Type",
+                       "send the job as Content-Type: application/json")
+
+
+def _idempotency_key(headers: Mapping[str, str]) -> str | None:
+    raw = headers.get("idempotency-key")
+    if raw is None:
+        return None
+    key = raw.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':  # the draft's sf-string form: "abc"
+        key = key[1:-1]
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise ApiError(400, "bad-idempotency-key", "Bad Request", "Idempotency-Key must be 1-255 visible ASCII chars",
+                       errors=[{"field": "Idempotency-Key", "rule": "pattern",
+                                "message": "must be 1-255 visible ASCII characters"}])
+    return key
+
+
+def _prefer_wait(headers: Mapping[str, str], cap: float) -> float:
+    """Seconds from ``Prefer: wait=N`` (RFC 7240), capped; unknown or odd preferences are ignored."""
+    prefer = headers.get("prefer") or ""
+    m = _PREFER_WAIT.search(prefer)
+    if not m or "respond-async" in prefer.lower():
+        return 0.0
+    return min(float(m.group(1)), cap)
+
+
+def _seconds_to_utc_midnight(now: float) -> int:
+    return max(1, int(86400 - (now % 86400)))
+
+
+def error_for(exc: JobError) -> ApiError:
+    """Map a jobs error to an API error (exposed for other entry points)."""
+    if isinstance(exc, ValidationError):
+        return _validation_error(exc)
+    return ApiError(503, "unavailable", "Service Unavailable", str(exc), headers={"Retry-After": "2"})

@@ -1,0 +1,54 @@
+"""Lambda REQUEST authorizer for api-key mode (HTTP API, payload 2.0, simple responses, no caching).
+
+It runs the same ``authenticate`` as local mode and hands the key id to the handler in the authorizer
+context. To keep 401 (no credentials) apart from 403 (bad credentials) -- API Gateway answers every
+denial with 403 -- a request *without* credentials is let through with an empty ``key_id``; the handler
+then answers 401 without touching any data. A wrong, unknown or disabled key is denied here (403).
+When the key store cannot be read the request is denied (fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from runtime.api.auth import KeyStore, SsmKeyStore, authenticate, credentials_from_headers
+from runtime.api.problems import ApiError
+
+log = logging.getLogger(__name__)
+_KEYS: KeyStore | None = None
+_LOCK = threading.Lock()
+
+
+def _key_store() -> KeyStore:
+    global _KEYS
+    with _LOCK:
+        if _KEYS is None:
+            import boto3
+
+            prefix = os.environ["GENAI_API_KEYS_PREFIX"]
+            _KEYS = SsmKeyStore(boto3.client("ssm", endpoint_url=os.environ.get("GENAI_AWS_ENDPOINT_URL") or None),
+                                prefix)
+        return _KEYS
+
+
+def authorize(event: Mapping[str, Any], keys: KeyStore) -> dict[str, Any]:
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    if credentials_from_headers(headers) is None:
+        return {"isAuthorized": True, "context": {"key_id": ""}}
+    try:
+        principal = authenticate(headers, keys)
+    except ApiError as exc:
+        if exc.status >= 500:
+            log.warning("key store unavailable; denying: %s", exc)
+        return {"isAuthorized": False}
+    return {"isAuthorized": True, "context": {"key_id": principal.id,
+                                              "quota_per_day": principal.quota_per_day or 0,
+                                              "rate_per_second": principal.rate_per_second or 0}}
+
+
+def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+    return authorize(event, _key_store())

@@ -1,0 +1,369 @@
+"""DynamoDB job store: the one module that reads and writes job records (table design: docs/CONTRACTS.md).
+
+Contract used by the API and the worker agent
+---------------------------------------------
+``JobStore(table_name, client)``; ``client`` is a boto3 DynamoDB *client* (endpoint swapped for moto or
+local mode). Every method maps botocore failures to ``StoreUnavailableError`` (chained).
+
+=====================================================  =================================================
+``create(record, idempotency_key=None,                 write a new job (``new_record`` builds one). With a
+fingerprint=None) -> (record, created)``               key: one transaction writes the job and
+                                                       ``idem#<owner>#sha256(key)``; a replay with the same
+                                                       fingerprint returns ``(existing, False)``, another
+                                                       fingerprint raises ``IdempotencyConflictError``.
+``get(job_id) -> record | None``                       strongly consistent read; ``require`` raises
+                                                       ``JobNotFoundError`` instead of returning None.
+``mark_running(job_id, worker_id, attempt)             queued|running -> running (a redelivery after a
+-> record | None``                                     worker died re-enters running). None when the job
+                                                       is final or cancel was requested (then it is marked
+                                                       canceled here): the worker skips the message.
+                                                       ``JobNotFoundError`` when there is no such job.
+``mark_succeeded(job_id, outputs, timings) -> bool``   -> succeeded unless already final; True when this
+``mark_failed(job_id, error, timings=None) -> bool``   call made it final (a redelivered job finishing
+``mark_canceled(job_id) -> bool``                      twice is recorded once).
+``record_attempt_error(job_id, attempt, error)``       append {attempt, error, at} to ``attempt_errors``.
+``request_cancel(job_id) -> record | None``            queued -> canceled at once; running -> sets
+                                                       ``cancel_requested``; final -> unchanged record.
+``is_cancel_requested(job_id) -> bool``                the worker polls it between phases.
+=====================================================  =================================================
+
+Status transitions (final statuses never change)::
+
+    queued ──> running ──> succeeded
+      │          │  └────> failed
+      │          └───────> canceled   (worker saw cancel_requested, or mark_running found it set)
+      └──────────────────> canceled   (request_cancel while queued)
+      └──────────────────> failed     (e.g. the API could not enqueue it)
+
+Record (a plain dict; numbers come back as int or float):
+``job_id, status, model, task, spec`` (the normalized job spec, runtime.jobs.schema), ``owner`` (API key
+id or IAM principal that created it), ``created_at, started_at, completed_at, updated_at`` (epoch
+seconds, float; None until reached), ``attempts`` (int), ``worker_id``, ``outputs`` (list of
+``{"url", "content_type"}``), ``timings`` (``queue_wait_ms, model_load_ms, inference_ms, upload_ms,
+total_ms``), ``error`` (``{"code", "message"}`` or None), ``attempt_errors``, ``cancel_requested``
+(bool), ``expires_at`` (TTL, epoch seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from runtime.jobs.errors import IdempotencyConflictError, JobNotFoundError, StoreUnavailableError
+from runtime.jobs.ids import new_job_id
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
+FINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
+JOB_TTL_SECONDS = 30 * 86400
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+MAX_ERROR_CHARS = 2000
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def job_pk(job_id: str) -> str:
+    return f"job#{job_id}"
+
+
+def idempotency_pk(owner: str, key: str) -> str:
+    return f"idem#{owner}#{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def _to_ddb(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, Mapping):
+        return {str(k): _to_ddb(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_to_ddb(v) for v in value]
+    return value
+
+
+def _from_ddb(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_ddb(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_ddb(v) for v in value]
+    return value
+
+
+def serialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(_to_ddb(v)) for k, v in item.items() if v is not None}
+
+
+def deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _from_ddb(_de.deserialize(v)) for k, v in item.items()}
+
+
+def normalize_error(error: Any) -> dict[str, str]:
+    """``"text"`` or ``{"code", "message"}`` or an exception -> ``{"code", "message"}`` (bounded)."""
+    if isinstance(error, BaseException):
+        error = {"code": type(error).__name__, "message": str(error)}
+    if isinstance(error, Mapping):
+        code, message = str(error.get("code") or "error"), str(error.get("message") or "")
+    else:
+        code, message = "error", str(error)
+    return {"code": code[:100], "message": message[:MAX_ERROR_CHARS]}
+
+
+def new_record(spec: Mapping[str, Any], owner: str, now: float | None = None, job_id: str | None = None,
+               ttl_seconds: int = JOB_TTL_SECONDS) -> dict[str, Any]:
+    """A fresh ``queued`` record for a normalized spec."""
+    now = time.time() if now is None else now
+    return {"job_id": job_id or new_job_id(now), "status": QUEUED, "model": spec["model"], "task": spec["task"],
+            "spec": dict(spec), "owner": owner, "created_at": now, "updated_at": now, "started_at": None,
+            "completed_at": None, "attempts": 0, "worker_id": None, "outputs": [], "timings": {}, "error": None,
+            "attempt_errors": [], "cancel_requested": False, "expires_at": int(now + ttl_seconds)}
+
+
+def _record_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    record = deserialize(item)
+    record.pop("pk", None)
+    if isinstance(record.get("spec"), str):
+        record["spec"] = json.loads(record["spec"])
+    for key in ("started_at", "completed_at", "worker_id", "error"):
+        record.setdefault(key, None)
+    record.setdefault("outputs", [])
+    record.setdefault("timings", {})
+    record.setdefault("attempt_errors", [])
+    record.setdefault("cancel_requested", False)
+    record.setdefault("attempts", 0)
+    return record
+
+
+def _is_condition_failure(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class JobStore:
+    """Job records in one DynamoDB table (see the module docstring for the contract)."""
+
+    def __init__(self, table_name: str, client: Any, clock: Any = time.time):
+        self.table_name = table_name
+        self.client = client
+        self._clock = clock
+
+    # --- reads ---------------------------------------------------------------------------------------
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            resp = self.client.get_item(TableName=self.table_name, Key={"pk": {"S": job_pk(job_id)}},
+                                        ConsistentRead=True)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreUnavailableError(f"reading job {job_id} failed: {exc}") from exc
+        item = resp.get("Item")
+        return _record_from_item(item) if item else None
+
+    def require(self, job_id: str) -> dict[str, Any]:
+        record = self.get(job_id)
+        if record is None:
+            raise JobNotFoundError(job_id)
+        return record
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        record = self.get(job_id)
+        return bool(record and (record.get("cancel_requested") or record["status"] == CANCELED))
+
+    # --- create --------------------------------------------------------------------------------------
+    def create(self, record: Mapping[str, Any], idempotency_key: str | None = None,
+               fingerprint: str | None = None) -> tuple[dict[str, Any], bool]:
+        item = dict(record)
+        item["pk"] = job_pk(record["job_id"])
+        item["spec"] = json.dumps(record["spec"], separators=(",", ":"), sort_keys=True)
+        put_job = {"TableName": self.table_name, "Item": serialize(item),
+                   "ConditionExpression": "attribute_not_exists(pk)"}
+        if idempotency_key is None:
+            self._call("put_item", **put_job)
+            return dict(record), True
+        now = self._clock()
+        ipk = idempotency_pk(str(record.get("owner", "")), idempotency_key)
+        idem = serialize({"pk": ipk, "job_id": record["job_id"], "fingerprint": fingerprint or "",
+                          "created_at": now, "expires_at": int(now + IDEMPOTENCY_TTL_SECONDS)})
+        put_idem = {"TableName": self.table_name, "Item": idem,
+                    # An expired item may linger until DynamoDB's TTL sweeper deletes it: treat it as absent.
+                    "ConditionExpression": "attribute_not_exists(pk) OR expires_at < :now",
+                    "ExpressionAttributeValues": {":now": {"N": str(int(now))}}}
+        try:
+            self.client.transact_write_items(TransactItems=[{"Put": put_job}, {"Put": put_idem}])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise StoreUnavailableError(f"creating job failed: {exc}") from exc
+            return self._replay(ipk, fingerprint, exc)
+        except BotoCoreError as exc:
+            raise StoreUnavailableError(f"creating job failed: {exc}") from exc
+        return dict(record), True
+
+    def _replay(self, ipk: str, fingerprint: str | None, exc: ClientError) -> tuple[dict[str, Any], bool]:
+        resp = self._call("get_item", TableName=self.table_name, Key={"pk": {"S": ipk}}, ConsistentRead=True)
+        if "Item" not in resp:
+            raise StoreUnavailableError(f"creating job failed (transaction canceled): {exc}") from exc
+        idem = deserialize(resp["Item"])
+        if (idem.get("fingerprint") or "") != (fingerprint or ""):
+            raise IdempotencyConflictError(idem["job_id"]) from None
+        existing = self.get(idem["job_id"])
+        if existing is None:  # the job item expired before the key did
+            raise StoreUnavailableError(f"idempotent replay found no job {idem['job_id']}") from exc
+        return existing, False
+
+    def abandon(self, record: Mapping[str, Any], idempotency_key: str | None = None) -> None:
+        """Delete a job the API could not enqueue (and its idempotency item) so a retry starts fresh."""
+        self._call("delete_item", TableName=self.table_name, Key={"pk": {"S": job_pk(record["job_id"])}})
+        if idempotency_key is not None:
+            ipk = idempotency_pk(str(record.get("owner", "")), idempotency_key)
+            self._call("delete_item", TableName=self.table_name, Key={"pk": {"S": ipk}})
+
+    # --- transitions ---------------------------------------------------------------------------------
+    def _update(self, job_id: str, sets: Mapping[str, Any], condition: str,
+                values: Mapping[str, Any] | None = None, extra_set: str = "") -> dict[str, Any] | None:
+        """SET ``sets`` when ``condition`` holds; the new record, or None when the condition failed."""
+        names = {"#s": "status"} if "#s" in condition else {}
+        exprs, attr_values = [], {k: _ser.serialize(_to_ddb(v)) for k, v in (values or {}).items()}
+        for i, (key, value) in enumerate(sets.items()):
+            names[f"#a{i}"] = key
+            attr_values[f":a{i}"] = _ser.serialize(_to_ddb(value))
+            exprs.append(f"#a{i} = :a{i}")
+        if extra_set:
+            exprs.append(extra_set)
+        try:
+            resp = self.client.update_item(
+                TableName=self.table_name, Key={"pk": {"S": job_pk(job_id)}},
+                UpdateExpression="SET " + ", ".join(exprs), ConditionExpression=condition,
+                ExpressionAttributeNames=names, ExpressionAttributeValues=attr_values, ReturnValues="ALL_NEW")
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return None
+            raise StoreUnavailableError(f"updating job {job_id} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreUnavailableError(f"updating job {job_id} failed: {exc}") from exc
+        return _record_from_item(resp["Attributes"])
+
+    _NOT_FINAL = "#s IN (:queued, :running)"
+    _STATUS_VALUES = {":queued": QUEUED, ":running": RUNNING}
+
+    def mark_running(self, job_id: str, worker_id: str, attempt: int) -> dict[str, Any] | None:
+        now = self._clock()
+        record = self._update(
+            job_id, {"status": RUNNING, "worker_id": worker_id, "attempts": int(attempt), "updated_at": now,
+                     "last_started_at": now},
+            condition=f"{self._NOT_FINAL} AND (attribute_not_exists(cancel_requested) OR cancel_requested = :f)",
+            values={**self._STATUS_VALUES, ":f": False, ":now": now},
+            extra_set="started_at = if_not_exists(started_at, :now)")
+        if record is not None:
+            return record
+        current = self.get(job_id)
+        if current is None:
+            raise JobNotFoundError(job_id)
+        if current["status"] not in FINAL and current.get("cancel_requested"):
+            self.mark_canceled(job_id)
+        log.info("job %s not started: status %s, cancel_requested %s", job_id, current["status"],
+                 current.get("cancel_requested"))
+        return None
+
+    def _finish(self, job_id: str, status: str, fields: Mapping[str, Any]) -> bool:
+        now = self._clock()
+        record = self._update(job_id, {"status": status, "completed_at": now, "updated_at": now, **fields},
+                              condition=self._NOT_FINAL, values=self._STATUS_VALUES)
+        return record is not None
+
+    def mark_succeeded(self, job_id: str, outputs: Sequence[Mapping[str, Any]],
+                       timings: Mapping[str, Any] | None = None) -> bool:
+        outs = [{"url": str(o["url"]), "content_type": str(o.get("content_type") or "application/octet-stream")}
+                for o in outputs]
+        return self._finish(job_id, SUCCEEDED, {"outputs": outs, "timings": dict(timings or {})})
+
+    def mark_failed(self, job_id: str, error: Any, timings: Mapping[str, Any] | None = None) -> bool:
+        fields: dict[str, Any] = {"error": normalize_error(error)}
+        if timings:
+            fields["timings"] = dict(timings)
+        return self._finish(job_id, FAILED, fields)
+
+    def mark_canceled(self, job_id: str) -> bool:
+        return self._finish(job_id, CANCELED, {"cancel_requested": True})
+
+    def record_attempt_error(self, job_id: str, attempt: int, error: Any) -> None:
+        now = self._clock()
+        entry = {"attempt": int(attempt), "at": now, **normalize_error(error)}
+        self._update(job_id, {"updated_at": now}, condition="attribute_exists(pk)",
+                     values={":e": [entry], ":empty": []},
+                     extra_set="attempt_errors = list_append(if_not_exists(attempt_errors, :empty), :e)")
+
+    def request_cancel(self, job_id: str) -> dict[str, Any] | None:
+        """Cancel now if queued, flag if running; None when there is no such job."""
+        for _ in range(5):  # bounded: each retry means the status moved under us
+            current = self.get(job_id)
+            if current is None or current["status"] in FINAL:
+                return current
+            now = self._clock()
+            if current["status"] == QUEUED:
+                done = self._update(job_id, {"status": CANCELED, "cancel_requested": True, "completed_at": now,
+                                             "updated_at": now}, condition="#s = :queued",
+                                    values={":queued": QUEUED})
+            else:
+                done = self._update(job_id, {"cancel_requested": True, "updated_at": now},
+                                    condition="#s = :running", values={":running": RUNNING})
+            if done is not None:
+                return done
+        return self.get(job_id)
+
+    # --- quota ---------------------------------------------------------------------------------------
+    def consume_daily_quota(self, owner: str, limit: int, now: float | None = None) -> bool:
+        """Count one job against ``owner``'s quota for today (UTC); False when the quota is used up."""
+        now = self._clock() if now is None else now
+        day = time.strftime("%Y-%m-%d", time.gmtime(now))
+        try:
+            self.client.update_item(
+                TableName=self.table_name, Key={"pk": {"S": f"quota#{owner}#{day}"}},
+                UpdateExpression="ADD used :one SET expires_at = :exp",
+                ConditionExpression="attribute_not_exists(used) OR used < :limit",
+                ExpressionAttributeValues={":one": {"N": "1"}, ":limit": {"N": str(int(limit))},
+                                           ":exp": {"N": str(int(now) + 2 * 86400)}})
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise StoreUnavailableError(f"quota update failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreUnavailableError(f"quota update failed: {exc}") from exc
+        return True
+
+    def refund_daily_quota(self, owner: str, now: float | None = None) -> None:
+        """Give back one unit (an idempotent replay created no job)."""
+        now = self._clock() if now is None else now
+        day = time.strftime("%Y-%m-%d", time.gmtime(now))
+        self._call("update_item", TableName=self.table_name, Key={"pk": {"S": f"quota#{owner}#{day}"}},
+                   UpdateExpression="ADD used :minus", ConditionExpression="used > :zero",
+                   ExpressionAttributeValues={":minus": {"N": "-1"}, ":zero": {"N": "0"}})
+
+    def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return getattr(self.client, method)(**kwargs)
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                raise StoreUnavailableError(f"job already exists ({method})") from exc
+            raise StoreUnavailableError(f"{method} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StoreUnavailableError(f"{method} failed: {exc}") from exc
+
+
+def create_table(client: Any, table_name: str) -> None:
+    """Create a table shaped like components/job_store.py declares it (tests and local mode only)."""
+    client.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    try:
+        client.update_time_to_live(TableName=table_name,
+                                   TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+    except ClientError:  # TTL is a nicety in local mode; the real table declares it in Pulumi
+        log.debug("could not enable TTL on %s", table_name)

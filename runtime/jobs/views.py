@@ -1,0 +1,42 @@
+"""The public JSON view of a job record: what ``GET /v1/jobs/{id}`` returns and what webhooks carry.
+
+Internal fields (owner, worker id, attempt error details, TTL) stay out of it. Timestamps are
+RFC 3339 UTC strings (``2026-01-01T12:00:00.123Z``), like the job APIs users know.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(float(ts), tz=dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def public_view(record: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
+    """The job as clients see it. ``base_url`` (e.g. ``https://api.example.com``) prefixes the links."""
+    job_id = record["job_id"]
+    spec = record.get("spec") or {}
+    view: dict[str, Any] = {
+        "id": job_id,
+        "status": record["status"],
+        "model": record.get("model"),
+        "task": record.get("task"),
+        "inputs": spec.get("inputs", {}),
+        "created_at": iso(record.get("created_at")),
+        "started_at": iso(record.get("started_at")),
+        "completed_at": iso(record.get("completed_at")),
+        "attempts": int(record.get("attempts") or 0),
+        "cancel_requested": bool(record.get("cancel_requested")),
+        "outputs": [{"url": o["url"], "content_type": o.get("content_type")} for o in record.get("outputs") or []],
+        "timings": dict(record.get("timings") or {}),
+        "error": record.get("error"),
+        "webhook": spec.get("webhook"),
+        "webhook_events_filter": spec.get("webhook_events_filter", []),
+        "urls": {"get": f"{base_url}/v1/jobs/{job_id}", "cancel": f"{base_url}/v1/jobs/{job_id}/cancel"},
+    }
+    return view

@@ -1,0 +1,127 @@
+"""API component under mocks: Lambda on arm64, routes all authorised but health, throttling, logs, IAM."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.api import AUTH_ROUTES, Api, ApiArgs
+from policies.genai_policies import security
+from tests.unit.component_harness import build, fleet
+
+TOKEN = "genai:api:Api"
+FN = "aws:lambda/function:Function"
+ROUTE = "aws:apigatewayv2/route:Route"
+TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/genai-dev-jobs"
+QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:genai-dev-jobs"
+
+
+def api(cfg, **kwargs):
+    base = {"job_table_name": "genai-dev-jobs", "job_table_arn": TABLE_ARN,
+            "queue_url": "https://sqs.us-east-1.amazonaws.com/123456789012/genai-dev-jobs", "queue_arn": QUEUE_ARN}
+    return build(lambda: Api("api", ApiArgs(config=cfg, **{**base, **kwargs})), "api_url", "function_name")
+
+
+@pytest.fixture(scope="module")
+def keyed():
+    return api(fleet(apiRateLimit=50, apiBurstLimit=80, apiKeyQuotaPerDay=1000, hotModels='["sdxl-base-1.0"]'),
+               model_bucket_name="models", model_bucket_arn="arn:aws:s3:::models")
+
+
+@pytest.fixture(scope="module")
+def iam():
+    return api(fleet(apiAuth="iam"))
+
+
+def _policy(built, role_name):
+    role = built.one("aws:iam/role:Role", role_name)
+    return json.loads(role.inputs["inlinePolicies"][0]["policy"])
+
+
+def test_lambda_is_arm64_python312_with_packaged_code(keyed):
+    fn = keyed.one(FN, "api-handler-fn").inputs
+    assert fn["architectures"] == ["arm64"] and fn["runtime"] == "python3.12"
+    assert fn["handler"] == "runtime.api.handler.lambda_handler" and fn["timeout"] <= 29
+    env = fn["environment"]["variables"]
+    assert env["GENAI_JOB_TABLE"] == "genai-dev-jobs" and env["GENAI_AUTH_MODE"] == "api-key"
+    assert env["GENAI_API_KEYS_PREFIX"] == "/genai-fleet/dev/api-keys" and env["GENAI_KEY_QUOTA_PER_DAY"] == "1000"
+    assert json.loads(env["GENAI_HOT_MODELS"]) == ["sdxl-base-1.0"] and env["GENAI_MODEL_BUCKET"] == "models"
+    assert fn["loggingConfig"]["logFormat"] == "JSON"
+
+
+def test_code_archive_holds_handler_and_pure_python_deps():
+    from components.api import _code_archive
+
+    assets = _code_archive().assets
+    for needed in ("runtime/api/handler.py", "runtime/api/authorizer.py", "runtime/jobs/store.py",
+                   "runtime/queues/sqs_producer.py", "runtime/net_safety.py", "httpx/__init__.py",
+                   "certifi/cacert.pem"):
+        assert needed in assets, needed
+    assert not any("__pycache__" in k or k.startswith("tests/") for k in assets)
+
+
+def test_api_key_mode_uses_request_authorizer_on_all_but_health(keyed):
+    authorizer = keyed.one("aws:apigatewayv2/authorizer:Authorizer").inputs
+    assert authorizer["authorizerType"] == "REQUEST" and authorizer["enableSimpleResponses"] is True
+    assert authorizer["authorizerResultTtlInSeconds"] == 0
+    routes = {r.inputs["routeKey"]: r.inputs for r in keyed.of_type(ROUTE)}
+    assert set(routes) == {"GET /v1/health", *AUTH_ROUTES}
+    assert routes["GET /v1/health"]["authorizationType"] == "NONE"
+    for key in AUTH_ROUTES:
+        assert routes[key]["authorizationType"] == "CUSTOM" and routes[key]["authorizerId"]
+
+
+def test_iam_mode_uses_aws_iam_and_no_authorizer(iam):
+    assert iam.of_type("aws:apigatewayv2/authorizer:Authorizer") == []
+    routes = {r.inputs["routeKey"]: r.inputs["authorizationType"] for r in iam.of_type(ROUTE)}
+    assert {k for k, v in routes.items() if v == "AWS_IAM"} == set(AUTH_ROUTES)
+
+
+def test_stage_throttling_and_access_logs(keyed):
+    stage = keyed.one("aws:apigatewayv2/stage:Stage").inputs
+    assert stage["defaultRouteSettings"] == {"throttlingRateLimit": 50, "throttlingBurstLimit": 80}
+    assert stage["autoDeploy"] is True and "$context.requestId" in stage["accessLogSettings"]["format"]
+    groups = {g.name: g.inputs for g in keyed.of_type("aws:cloudwatch/logGroup:LogGroup")}
+    assert all(g["retentionInDays"] == 14 for g in groups.values()) and len(groups) == 3
+
+
+def test_handler_policy_is_least_privilege(keyed):
+    doc = _policy(keyed, "api-handler-role")
+    by_sid = {s["Sid"]: s for s in doc["Statement"]}
+    assert by_sid["JobTable"]["Resource"] == TABLE_ARN and "dynamodb:Scan" not in by_sid["JobTable"]["Action"]
+    assert by_sid["Queue"]["Action"] == ["sqs:GetQueueAttributes", "sqs:SendMessage"]
+    assert by_sid["Parameters"]["Resource"] == \
+        "arn:aws:ssm:us-east-1:123456789012:parameter/genai-fleet/dev/api-keys/*"
+    assert by_sid["ModelManifest"]["Resource"] == "arn:aws:s3:::models/manifest.json"
+    assert all(s["Resource"] != "*" for s in doc["Statement"])
+    auth_doc = _policy(keyed, "api-authorizer-role")
+    assert {s["Sid"] for s in auth_doc["Statement"]} == {"ApiKeys", "Logs"}
+
+
+def test_routes_satisfy_the_policy_pack_rule(keyed):
+    for route in keyed.of_type(ROUTE):
+        assert route.inputs["routeKey"] in security.ROUTES_SCHEMA.properties["publicRoutes"]["default"] \
+            or route.inputs["authorizationType"] != "NONE"
+
+
+def test_kafka_mode_runs_in_vpc_with_layer(tmp_path):
+    layer = tmp_path / "layer"
+    (layer / "python").mkdir(parents=True)
+    built = api(fleet(queueKind="kafka"), queue_url=None, queue_arn=None,
+                kafka_bootstrap_brokers="boot:9098", kafka_cluster_arn="arn:aws:kafka:us-east-1:1:cluster/c/u",
+                kafka_topic_arn="arn:aws:kafka:us-east-1:1:topic/c/u/genai-jobs",
+                kafka_client_security_group_id="sg-0kafka", subnet_ids=["subnet-a", "subnet-b"],
+                kafka_layer_dir=str(layer))
+    fn = built.one(FN, "api-handler-fn").inputs
+    assert fn["vpcConfig"]["subnetIds"] == ["subnet-a", "subnet-b"] and fn["layers"]
+    assert fn["environment"]["variables"]["GENAI_KAFKA_BOOTSTRAP"] == "boot:9098"
+    layer_res = built.one("aws:lambda/layerVersion:LayerVersion").inputs
+    assert layer_res["compatibleArchitectures"] == ["arm64"]
+    sids = {s["Sid"] for s in _policy(built, "api-handler-role")["Statement"]}
+    assert {"KafkaConnect", "KafkaTopic"} <= sids and "Queue" not in sids
+
+
+def test_missing_queue_inputs_fail_clearly():
+    with pytest.raises(Exception, match="queue_url"):
+        api(fleet(), queue_url=None, queue_arn=None)
