@@ -31,16 +31,16 @@ docs: install
 	$(PY) tools/config_docs.py
 
 preview: install
-	@echo "make preview: the offline preview with the policy pack has not landed yet (issue 5)" >&2; exit 2
+	$(PY) tools/preview.py --stack $(STACK)
 
 local: install
-	@echo "make local: local mode has not landed yet (issue 9)" >&2; exit 2
+	$(PY) -m runtime.local $(LOCAL_ARGS)
 
 demo: install
-	@echo "make demo: the demo has not landed yet (issue 9)" >&2; exit 2
+	$(PY) tools/demo.py $(DEMO_ARGS)
 
 bench: install
-	@echo "make bench: the benchmark suite has not landed yet (issue 9)" >&2; exit 2
+	$(PY) tools/bench.py $(BENCH_ARGS)
 
 ami: install
 	$(PY) tools/ami_build.py --flavor $(FLAVOR) $(if $(REGION),--region $(REGION)) $(AMI_ARGS)

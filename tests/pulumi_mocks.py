@@ -46,6 +46,7 @@ class RecordedResource:
     custom: bool
     inputs: dict[str, Any]
     outputs: dict[str, Any] = field(default_factory=dict)
+    provider: str | None = None  # "<provider urn>::<id>"; a default provider's urn names "default_<version>"
 
     @property
     def parent_name(self) -> str | None:
@@ -194,7 +195,7 @@ class RecordingMocks:
         elif t == "aws:ec2/securityGroup:SecurityGroup":
             rid = f"sg-{abs(hash(args.name)) % 16**12:012x}"
         elif t == "aws:ec2/launchTemplate:LaunchTemplate":
-            rid = "lt-0a1b2c3d4e5f67890"
+            rid = f"lt-{abs(hash(args.name)) % 16**12:012x}"
             extra = {"latestVersion": 1}
         elif t == "aws:msk/serverlessCluster:ServerlessCluster":
             extra = {"arn": f"arn:aws:kafka:{region}:{acct}:cluster/{physical}/uuid",
@@ -287,7 +288,7 @@ def record_in_process(stack: str, overrides: dict[str, Any] | None = None,
             urn = self.make_urn(request.parent, request.type, request.name)
             current.record = RecordedResource(urn=urn, type=request.type, name=request.name,
                                               parent=_parent_or_none(request.parent), custom=bool(request.custom),
-                                              inputs={})
+                                              inputs={}, provider=request.provider or None)
             with lock:
                 recorder.resources[urn] = current.record
                 recorder.order.append(urn)

@@ -1,0 +1,17 @@
+"""Rules of the genai-fleet CrossGuard policy pack, importable without starting a policy server.
+
+``policies/__main__.py`` hands ``POLICIES`` to ``PolicyPack``; tests and ``tools/preview.py`` call each
+policy's ``validate`` directly. Modules: ``tagging`` (required tags), ``cost`` (instance types, group
+sizes, spot share, retention, monthly budget), ``security`` (IMDSv2, encryption, public access,
+HTTPS, ingress, IAM, API auth) and ``pricing`` (the estimate behind the budget rule).
+"""
+
+from pulumi_policy import Policy
+
+from . import cost, security, tagging
+
+PACK_NAME = "genai-fleet"
+POLICIES: list[Policy] = [*tagging.POLICIES, *cost.POLICIES, *security.POLICIES]
+POLICIES_BY_NAME: dict[str, Policy] = {p.name: p for p in POLICIES}
+
+__all__ = ["PACK_NAME", "POLICIES", "POLICIES_BY_NAME", "cost", "security", "tagging"]
