@@ -32,6 +32,7 @@ class QueueConfig:
     topic: str = "genai-jobs"
     group_id: str = "genai-workers"
     kafka_iam_auth: bool = True  # MSK IAM (SASL/OAUTHBEARER); false for the local mock cluster
+    kafka_session_timeout_ms: int = 45000  # static members keep their partitions this long after a crash
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class LifecycleConfig:
     terminating_hook: str | None = None
     imds_url: str = "http://169.254.169.254"
     poll_seconds: float = 5.0
+    imds_enabled: bool = True  # false: no IMDS (local mode without the fake IMDS); worker_id must be set
+    auto_scaling_group: str | None = None  # else read from IMDS tags, else DescribeAutoScalingInstances
+    drain_margin_seconds: float = 15.0  # kept free before a spot deadline for upload, record and hook
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,12 @@ class AgentConfig:
     allow_loopback_urls: bool = False  # local mode only; never on AWS
     endpoints: dict[str, str] = field(default_factory=dict)  # service name -> endpoint URL (moto, local)
     test_pattern_delay_seconds: float = 0.5
+    backend_model_dir: str | None = None  # where ComfyUI / A1111 load checkpoints from (cache links there)
+    backend_ready_timeout_seconds: int = 600  # readiness wait at boot and after a backend crash
+    retry_delay_seconds: int = 5  # a failed attempt becomes visible again after this long
+    cancel_poll_seconds: float = 2.0  # how often a running job's cancel flag is read
+    metrics_sink: str = "agent"  # agent (CloudWatch agent EMF socket) | stdout | memory | off
+    worker_id: str | None = None  # default: the EC2 instance id from IMDS
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -127,9 +137,31 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             allow_loopback_urls=bool(data.get("allow_loopback_urls", False)),
             endpoints=dict(data.get("endpoints", {})),
             test_pattern_delay_seconds=float(data.get("test_pattern_delay_seconds", 0.5)),
+            **_worker_options(data),
         )
     except TypeError as exc:  # unknown key in a nested section
         raise AgentConfigError(f"agent config has an unknown or misspelt key: {exc}") from exc
+
+
+_WORKER_OPTIONS: dict[str, Any] = {
+    "backend_model_dir": None, "backend_ready_timeout_seconds": int, "retry_delay_seconds": int,
+    "cancel_poll_seconds": float, "metrics_sink": str, "worker_id": None,
+}
+METRICS_SINKS = ("agent", "stdout", "memory", "off")
+
+
+def _worker_options(data: dict[str, Any]) -> dict[str, Any]:
+    """The optional agent-behaviour keys, converted; absent keys keep their defaults."""
+    out: dict[str, Any] = {}
+    for key, convert in _WORKER_OPTIONS.items():
+        if data.get(key) is not None:
+            try:
+                out[key] = convert(data[key]) if convert else str(data[key])
+            except (TypeError, ValueError) as exc:
+                raise AgentConfigError(f"{key} = {data[key]!r}: {exc}") from exc
+    if out.get("metrics_sink", "agent") not in METRICS_SINKS:
+        raise AgentConfigError(f"metrics_sink = {out['metrics_sink']!r}: must be one of {', '.join(METRICS_SINKS)}")
+    return out
 
 
 def load(path: str | os.PathLike[str] | None = None) -> AgentConfig:

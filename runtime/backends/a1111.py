@@ -1,0 +1,162 @@
+"""AUTOMATIC1111 Stable Diffusion WebUI adapter (its ``--api`` HTTP API).
+
+Model switch: the cached checkpoint is linked into ``models/Stable-diffusion``, POST
+/sdapi/v1/refresh-checkpoints, the title looked up in GET /sdapi/v1/sd-models, then POST
+/sdapi/v1/options ``{"sd_model_checkpoint": title}`` (skipped when it is already active). Jobs call
+POST /sdapi/v1/txt2img or /sdapi/v1/img2img (base64 images in and out); a side thread reads GET
+/sdapi/v1/progress while the blocking call runs (logged, and it notices cancellation, which POSTs
+/sdapi/v1/interrupt). The WebUI processes one request at a time, as does the agent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from runtime.backends import _http
+from runtime.backends.base import (
+    Backend,
+    BackendError,
+    BackendResult,
+    BackendUnavailable,
+    JobContext,
+    JobInputError,
+    JobInterrupted,
+    OutputFile,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = "/opt/stable-diffusion-webui/models/Stable-diffusion"
+_PASSTHROUGH = ("prompt", "negative_prompt", "seed", "width", "height", "steps")
+
+
+def payload(ctx: JobContext) -> tuple[str, dict[str, Any]]:
+    """The WebUI request for a job: (endpoint path, JSON body)."""
+    inputs = ctx.inputs
+    body: dict[str, Any] = {k: inputs[k] for k in _PASSTHROUGH if k in inputs}
+    body = {k: v for k, v in body.items() if v is not None}
+    body["cfg_scale"] = inputs.get("guidance", 7.0)
+    if inputs.get("scheduler"):
+        body["sampler_name"] = inputs["scheduler"]
+    body["batch_size"] = int(inputs.get("num_outputs") or 1)
+    body["send_images"] = True
+    body["save_images"] = False
+    if ctx.input_images:
+        body["init_images"] = [base64.b64encode(ctx.input_images.get("image") or next(iter(ctx.input_images.values())))
+                               .decode()]
+        if "mask" in ctx.input_images:
+            body["mask"] = base64.b64encode(ctx.input_images["mask"]).decode()
+        body["denoising_strength"] = inputs.get("strength", 0.75)
+        return "/sdapi/v1/img2img", body
+    return "/sdapi/v1/txt2img", body
+
+
+class A1111Backend(Backend):
+    name = "a1111"
+
+    def __init__(self, config: Any = None, *, base_url: str | None = None, model_dir: str | None = None,
+                 is_alive: Any = None, progress_seconds: float = 1.0, **_: Any) -> None:
+        self.base_url = (base_url or getattr(config, "backend_url", None) or "http://127.0.0.1:7860").rstrip("/")
+        self.model_dir = Path(model_dir or getattr(config, "backend_model_dir", None) or DEFAULT_MODEL_DIR)
+        self.is_alive = is_alive
+        self.progress_seconds = progress_seconds
+        max_job = float(getattr(config, "max_job_seconds", 300))
+        self._client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(max_job, connect=5.0))
+        self._side = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(5.0))
+        self.last_progress: float | None = None
+
+    def wait_ready(self, timeout: float) -> None:
+        _http.wait_until(lambda: _http.request(self._side, "GET", "/sdapi/v1/options").status_code == 200,
+                         timeout, "A1111 WebUI", self.is_alive)
+
+    def check(self) -> dict[str, Any]:
+        options = _http.request(self._side, "GET", "/sdapi/v1/options").json()
+        return {"backend": self.name, "ready": True, "model": options.get("sd_model_checkpoint")}
+
+    def load_model(self, model_id: str, path: Path | None) -> None:
+        if path is None:
+            return
+        filename = _http.link_model(path, self.model_dir)
+        _http.request(self._client, "POST", "/sdapi/v1/refresh-checkpoints")
+        models = _http.request(self._client, "GET", "/sdapi/v1/sd-models").json()
+        match = next((m for m in models if Path(m.get("filename", "")).name == filename
+                      or m.get("model_name") == Path(filename).stem), None)
+        if match is None:
+            raise JobInputError(f"A1111 does not list model {filename} after refreshing checkpoints")
+        current = _http.request(self._client, "GET", "/sdapi/v1/options").json().get("sd_model_checkpoint")
+        if current == match["title"]:
+            return
+        body = {"sd_model_checkpoint": match["title"]}
+        response = _http.request(self._client, "POST", "/sdapi/v1/options", json=body)
+        if response.status_code != 200:
+            raise BackendUnavailable(f"A1111 model switch to {match['title']}: HTTP {response.status_code}")
+
+    def run(self, ctx: JobContext) -> BackendResult:
+        path, body = payload(ctx)
+        done = threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(ctx, done), name="a1111-progress", daemon=True)
+        watcher.start()
+        try:
+            response = _http.request(self._client, "POST", path, json=body)
+        finally:
+            done.set()
+            watcher.join(timeout=5)
+        if ctx.cancel.is_set():
+            raise JobInterrupted(f"job {ctx.job_id} interrupted")
+        if response.status_code in (400, 404, 422):
+            raise JobInputError(f"A1111 rejected the job: HTTP {response.status_code}: {response.text[:300]}")
+        if response.status_code != 200:
+            raise BackendError(f"{path}: HTTP {response.status_code}")
+        return self._result(response)
+
+    def interrupt(self, ctx: JobContext) -> None:
+        try:
+            self._side.post("/sdapi/v1/interrupt")
+        except httpx.HTTPError as exc:
+            log.warning("A1111 interrupt failed for %s: %s", ctx.job_id, exc)
+        ctx.cancel.set()
+
+    def close(self) -> None:
+        self._client.close()
+        self._side.close()
+
+    def _watch(self, ctx: JobContext, done: threading.Event) -> None:
+        interrupted = False
+        while not done.wait(self.progress_seconds):
+            if ctx.cancel.is_set() and not interrupted:
+                self.interrupt(ctx)
+                interrupted = True
+            try:
+                progress = self._side.get("/sdapi/v1/progress", params={"skip_current_image": "true"}).json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            self.last_progress = float(progress.get("progress", 0.0))
+            log.debug("a1111 job %s progress %.2f eta %.1fs", ctx.job_id, self.last_progress,
+                      float(progress.get("eta_relative", 0.0)))
+
+    def _result(self, response: httpx.Response) -> BackendResult:
+        body = response.json()
+        outputs = []
+        for i, b64 in enumerate(body.get("images") or []):
+            try:
+                data = base64.b64decode(b64.split(",", 1)[-1])
+            except (binascii.Error, ValueError) as exc:
+                raise BackendError(f"A1111 returned an undecodable image: {exc}") from exc
+            outputs.append(OutputFile(f"image-{i}.png", data, "image/png"))
+        if not outputs:
+            raise BackendError("A1111 returned no images")
+        info = body.get("info")
+        try:
+            info = json.loads(info) if isinstance(info, str) else (info or {})
+        except ValueError:
+            info = {}
+        meta = {"backend": self.name, "seed": info.get("seed"), "model": info.get("sd_model_name")}
+        return BackendResult(outputs=outputs, metadata={k: v for k, v in meta.items() if v is not None})

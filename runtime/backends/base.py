@@ -1,0 +1,131 @@
+"""The backend interface every adapter implements, and the registry that picks one from config.
+
+Error hierarchy (foreign exceptions are mapped at each adapter's boundary, chained with ``from``)::
+
+    BackendError                 any failure inside a backend adapter
+    ├── BackendUnavailable       the backend is down, crashed or answered 5xx: retry (another attempt)
+    ├── JobInputError            the job cannot succeed as given (bad workflow, unknown node): fail now
+    └── JobInterrupted           the job was interrupted on request (cancel or drain)
+
+Backends are chosen by name through ``REGISTRY`` (name -> "module:Class"), imported lazily so that a
+GPU-only backend's heavy imports never happen on an instance that runs another backend.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class BackendError(Exception):
+    """A failure inside a backend adapter."""
+
+
+class BackendUnavailable(BackendError):  # noqa: N818 - reads as a state, like ConnectionRefused
+    """The backend is down, crashed or answered with a server error; the job may be retried."""
+
+
+class JobInputError(BackendError):
+    """The job can never succeed as given (bad workflow, unknown model, rejected input URL)."""
+
+
+class JobInterrupted(BackendError):  # noqa: N818
+    """The job was interrupted on request (cancellation or drain)."""
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One produced file, ready to upload."""
+
+    name: str  # file name under outputs/<job_id>/
+    data: bytes
+    content_type: str
+
+
+@dataclass
+class BackendResult:
+    outputs: list[OutputFile]
+    metadata: dict[str, Any] = field(default_factory=dict)  # merged into the job record's outputs metadata
+
+
+@dataclass
+class JobContext:
+    """What a backend needs to run one job."""
+
+    job_id: str
+    spec: dict[str, Any]  # the validated job spec (model, task, inputs, ...)
+    model_path: Path | None = None  # local file (or directory) of the job's model, from the model cache
+    input_images: dict[str, bytes] = field(default_factory=dict)  # name -> bytes, fetched and checked by the agent
+    cancel: threading.Event = field(default_factory=threading.Event)
+    deadline: float | None = None  # time.monotonic() value after which the backend should give up
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        return dict(self.spec.get("inputs") or {})
+
+    @property
+    def model(self) -> str | None:
+        return self.spec.get("model")
+
+    @property
+    def task(self) -> str:
+        return str(self.spec.get("task") or ("img2img" if self.input_images else "txt2img"))
+
+
+class Backend(abc.ABC):
+    """One inference backend. The agent calls ``wait_ready`` once, then ``load_model``/``run`` per job."""
+
+    name: str = "backend"
+
+    @abc.abstractmethod
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the backend answers; raise BackendUnavailable after ``timeout`` seconds."""
+
+    def check(self) -> dict[str, Any]:
+        """A cheap health probe; raise BackendUnavailable when the backend is not usable."""
+        self.wait_ready(timeout=5.0)
+        return {"backend": self.name, "ready": True}
+
+    def load_model(self, model_id: str, path: Path | None) -> None:  # noqa: B027 - optional hook
+        """Make ``model_id`` (local ``path``) the active model. Default: nothing to do."""
+
+    @abc.abstractmethod
+    def run(self, ctx: JobContext) -> BackendResult:
+        """Run one job; observe ``ctx.cancel`` and raise JobInterrupted when it is set."""
+
+    def interrupt(self, ctx: JobContext) -> None:
+        """Ask the backend to stop the running job (called from another thread)."""
+        ctx.cancel.set()
+
+    def close(self) -> None:  # noqa: B027
+        """Release clients and in-process models."""
+
+
+# name -> "module:Class". Each class takes (config, **deps) where deps are keyword-only services.
+REGISTRY: dict[str, str] = {
+    "comfyui": "runtime.backends.comfyui:ComfyUIBackend",
+    "a1111": "runtime.backends.a1111:A1111Backend",
+    "diffusers": "runtime.backends.diffusers:DiffusersBackend",
+    "neuron": "runtime.backends.neuron:NeuronBackend",
+    "test-pattern": "runtime.backends.test_pattern:TestPatternBackend",
+}
+
+
+def backend_class(name: str) -> Callable[..., Backend]:
+    """Resolve a backend name to its class (imports the module on first use)."""
+    try:
+        target = REGISTRY[name]
+    except KeyError as exc:
+        raise BackendError(f"unknown backend {name!r}; known: {', '.join(sorted(REGISTRY))}") from exc
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def create(config: Any, **deps: Any) -> Backend:
+    """Build the backend the agent config names."""
+    return backend_class(config.backend)(config, **deps)

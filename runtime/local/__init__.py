@@ -1,0 +1,1 @@
+"""Local mode: the whole platform on one machine with the real code paths (moto, local API, agents)."""

@@ -1,0 +1,15 @@
+"""The worker's model cache (S3 model store -> local LRU folder -> backend); see cache.py."""
+
+from runtime.model_cache.cache import (
+    CachedModel,
+    CacheFull,
+    ModelCache,
+    ModelCacheError,
+    ModelUnavailable,
+    RemoteFile,
+    RemoteModel,
+    manifest_resolver,
+)
+
+__all__ = ["CacheFull", "CachedModel", "ModelCache", "ModelCacheError", "ModelUnavailable", "RemoteFile",
+           "RemoteModel", "manifest_resolver"]

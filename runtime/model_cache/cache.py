@@ -1,0 +1,275 @@
+"""Model cache: S3 model store -> local folder (instance-store NVMe) with LRU eviction under a size cap.
+
+Error hierarchy::
+
+    ModelCacheError        any cache failure
+    ├── ModelUnavailable   the model is not in the manifest, or its download failed (job input or store)
+    └── CacheFull          the model does not fit even after evicting everything evictable
+
+Layout: ``<cache_dir>/<model id with '/' as '--'>@<version>/<file paths from the manifest>`` plus a
+``.complete`` marker written last (an entry without it is a torn download and is removed). The
+marker's mtime is the entry's last use (LRU clock), so the order survives agent restarts. Entries in
+use by a running job are pinned and never evicted; hot models go last.
+
+Downloads use parallel ranged GETs (``part_size`` chunks, ``concurrency`` threads) written with
+``os.pwrite`` into a preallocated temporary file, checked against the manifest's sha256, then renamed
+into place. The manifest comes from runtime.model_store (the model-store engineer's reader).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+_MARKER = ".complete"
+_PRIMARY_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+class ModelCacheError(Exception):
+    """A model could not be made available locally."""
+
+
+class ModelUnavailable(ModelCacheError):  # noqa: N818
+    """The model is unknown to the store or could not be downloaded."""
+
+
+class CacheFull(ModelCacheError):  # noqa: N818
+    """The model does not fit in the cache even after evicting every unpinned entry."""
+
+
+class RangeReader(Protocol):
+    def get_range(self, key: str, start: int, end: int) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str  # relative path inside the model folder
+    key: str
+    size: int
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    model_id: str
+    version: str
+    kind: str
+    files: tuple[RemoteFile, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    model_id: str
+    kind: str
+    folder: Path  # the entry folder
+    path: Path  # what a backend loads: the single weights file, or the folder for multi-file models
+    size: int
+    hit: bool
+    load_ms: float
+
+
+def manifest_resolver(s3_client: Any, bucket: str, key: str = "manifest.json",
+                      ttl_seconds: float = 60.0) -> Callable[[str], RemoteModel]:
+    """model id -> RemoteModel through runtime.model_store's manifest (re-read at most every ``ttl``)."""
+    from runtime.model_store.errors import ModelStoreError
+    from runtime.model_store.manifest import ManifestStore
+
+    store = ManifestStore(s3_client, bucket, key)
+    state: dict[str, Any] = {"manifest": None, "at": 0.0}
+    lock = threading.Lock()
+
+    def resolve(model_id: str) -> RemoteModel:
+        with lock:
+            try:
+                fresh = state["manifest"] is not None and time.monotonic() - state["at"] < ttl_seconds
+                if not fresh or model_id not in state["manifest"].models:
+                    state["manifest"], state["at"] = store.load(), time.monotonic()
+                entry = state["manifest"].get(model_id)
+            except ModelStoreError as exc:
+                raise ModelUnavailable(f"model {model_id!r}: {exc}") from exc
+        return RemoteModel(model_id, entry.version, entry.kind,
+                           tuple(RemoteFile(f.path, f.key, f.size, f.sha256) for f in entry.files))
+
+    return resolve
+
+
+class ModelCache:
+    def __init__(self, reader: RangeReader, resolve: Callable[[str], RemoteModel], cache_dir: str | Path,
+                 max_bytes: int, *, part_size: int = 16 * MiB, concurrency: int = 8,
+                 hot_models: tuple[str, ...] = ()) -> None:
+        self.reader = reader
+        self.resolve = resolve
+        self.cache_dir = Path(cache_dir)
+        self.max_bytes = max_bytes
+        self.part_size = part_size
+        self.concurrency = concurrency
+        self.hot_models = set(hot_models)
+        self._pins: dict[Path, int] = {}
+        self._lock = threading.RLock()
+        self.hits = 0
+        self.misses = 0
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_torn()
+
+    # -- public --------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def use(self, model_id: str) -> Iterator[CachedModel]:
+        """Make the model local and keep it pinned (not evictable) for the ``with`` block."""
+        cached = self.ensure(model_id)
+        with self._lock:
+            self._pins[cached.folder] = self._pins.get(cached.folder, 0) + 1
+        try:
+            yield cached
+        finally:
+            with self._lock:
+                self._pins[cached.folder] -= 1
+                if not self._pins[cached.folder]:
+                    del self._pins[cached.folder]
+
+    def ensure(self, model_id: str) -> CachedModel:
+        started = time.monotonic()
+        remote = self.resolve(model_id)
+        folder = self.cache_dir / f"{remote.model_id.replace('/', '--')}@{remote.version}"
+        with self._lock:
+            marker = folder / _MARKER
+            hit = marker.exists()
+            if hit:
+                os.utime(marker)
+                self.hits += 1
+            else:
+                self.misses += 1
+                self._make_room(remote.size, keep=folder)
+                self._pins[folder] = self._pins.get(folder, 0) + 1  # not evictable while downloading
+        if not hit:
+            try:
+                self._download(remote, folder)
+            finally:
+                with self._lock:
+                    self._pins[folder] -= 1
+                    if not self._pins[folder]:
+                        del self._pins[folder]
+        return CachedModel(remote.model_id, remote.kind, folder, _primary(folder, remote), remote.size, hit,
+                           round((time.monotonic() - started) * 1000, 1))
+
+    def preload(self, model_ids: tuple[str, ...] | list[str]) -> list[CachedModel]:
+        """Fetch the hot models (at boot, before the launching lifecycle action completes)."""
+        self.hot_models.update(model_ids)
+        return [self.ensure(m) for m in model_ids]
+
+    def entries(self) -> list[tuple[Path, int, float]]:
+        """(folder, bytes, last use) of every complete entry."""
+        out = []
+        for folder in self.cache_dir.iterdir():
+            marker = folder / _MARKER
+            if folder.is_dir() and marker.exists():
+                size = int(json.loads(marker.read_text() or "{}").get("size", 0))
+                out.append((folder, size, marker.stat().st_mtime))
+        return out
+
+    def used_bytes(self) -> int:
+        return sum(size for _, size, _ in self.entries())
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _remove_torn(self) -> None:
+        for folder in self.cache_dir.iterdir():
+            if folder.is_dir() and not (folder / _MARKER).exists():
+                log.info("removing incomplete cache entry %s", folder.name)
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _make_room(self, needed: int, keep: Path) -> None:
+        if needed > self.max_bytes:
+            raise CacheFull(f"model needs {needed} bytes, the cache holds at most {self.max_bytes}")
+        entries = [e for e in self.entries() if e[0] != keep]
+        used = sum(size for _, size, _ in entries)
+
+        def order(entry: tuple[Path, int, float]) -> tuple[bool, float]:
+            model_id = entry[0].name.rsplit("@", 1)[0].replace("--", "/")
+            return (model_id in self.hot_models, entry[2])
+
+        for folder, size, _ in sorted(entries, key=order):
+            if used + needed <= self.max_bytes:
+                return
+            if folder in self._pins:
+                continue
+            log.info("evicting %s (%d bytes) from the model cache", folder.name, size)
+            (folder / _MARKER).unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            used -= size
+        if used + needed > self.max_bytes:
+            raise CacheFull(f"model needs {needed} bytes; {used} of {self.max_bytes} are pinned by running jobs")
+
+    def _download(self, remote: RemoteModel, folder: Path) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        try:
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="model-dl") as pool:
+                for f in remote.files:
+                    self._download_file(pool, f, folder)
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        (folder / _MARKER).write_text(json.dumps({"model_id": remote.model_id, "version": remote.version,
+                                                  "size": remote.size, "at": time.time()}))
+        log.info("model %s@%s downloaded (%d bytes)", remote.model_id, remote.version, remote.size)
+
+    def _download_file(self, pool: ThreadPoolExecutor, f: RemoteFile, folder: Path) -> None:
+        target = folder / f.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, f.size)
+            ranges = [(start, min(start + self.part_size, f.size) - 1) for start in range(0, f.size, self.part_size)]
+
+            def fetch(span: tuple[int, int]) -> None:
+                data = self.reader.get_range(f.key, span[0], span[1])
+                if len(data) != span[1] - span[0] + 1:
+                    raise ModelUnavailable(f"{f.key}: short read at {span[0]} ({len(data)} bytes)")
+                os.pwrite(fd, data, span[0])
+
+            try:
+                list(pool.map(fetch, ranges))
+            except ModelUnavailable:
+                raise
+            except Exception as exc:
+                raise ModelUnavailable(f"downloading {f.key} failed: {exc}") from exc
+        finally:
+            os.close(fd)
+        if f.sha256 and _sha256(tmp) != f.sha256:
+            tmp.unlink(missing_ok=True)
+            raise ModelUnavailable(f"{f.key}: sha256 does not match the manifest")
+        tmp.rename(target)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(4 * MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _primary(folder: Path, remote: RemoteModel) -> Path:
+    """The single weights file of a one-checkpoint model; otherwise the folder (diffusers, neuron)."""
+    weights = [f for f in remote.files if f.path.endswith(_PRIMARY_SUFFIXES)]
+    if len(remote.files) == 1 or (len(weights) == 1 and remote.kind in ("checkpoint", "lora", "vae")):
+        return folder / (weights[0].path if weights else remote.files[0].path)
+    return folder

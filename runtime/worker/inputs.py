@@ -1,0 +1,69 @@
+"""Input images of a job: inline ``data:`` URIs are decoded; URLs are fetched only after
+runtime.net_safety resolved and checked them (no private, loopback or metadata addresses), with the
+request pinned to the checked address, no redirects and a size cap.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from runtime.backends.base import BackendUnavailable, JobInputError
+from runtime.net_safety import UnsafeURLError, pinned_request, resolve_and_check
+
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+
+def image_refs(spec: dict[str, Any]) -> dict[str, str]:
+    """name -> reference (URL or data URI) of every image the job names."""
+    inputs = spec.get("inputs") or {}
+    refs = {k: inputs[k] for k in ("image", "mask") if isinstance(inputs.get(k), str)}
+    refs.update({str(k): v for k, v in (inputs.get("images") or {}).items() if isinstance(v, str)})
+    return refs
+
+
+def decode_data_uri(ref: str) -> bytes:
+    try:
+        return base64.b64decode(ref.split(",", 1)[1], validate=False)
+    except (IndexError, binascii.Error) as exc:
+        raise JobInputError(f"inline image is not valid base64: {exc}") from exc
+
+
+class ImageFetcher:
+    def __init__(self, allow_loopback: bool = False, timeout: float = 20.0,
+                 resolver: Callable[[str, int], list[str]] | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.allow_loopback = allow_loopback
+        self.resolver = resolver
+        self._client = httpx.Client(timeout=timeout, follow_redirects=False, transport=transport)
+
+    def fetch_all(self, spec: dict[str, Any]) -> dict[str, bytes]:
+        return {name: self.fetch(ref) for name, ref in image_refs(spec).items()}
+
+    def fetch(self, ref: str) -> bytes:
+        if ref.startswith("data:"):
+            return decode_data_uri(ref)
+        try:
+            checked = resolve_and_check(ref, allow_loopback=self.allow_loopback, resolver=self.resolver)
+        except UnsafeURLError as exc:
+            raise JobInputError(f"input image URL refused ({exc.rule}): {exc}") from exc
+        url, headers, extensions = pinned_request(checked)
+        try:
+            with self._client.stream("GET", url, headers=headers, extensions=extensions) as response:
+                if response.status_code != 200:
+                    raise JobInputError(f"input image {checked.host}: HTTP {response.status_code}")
+                data = bytearray()
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if len(data) > MAX_IMAGE_BYTES:
+                        raise JobInputError(f"input image larger than {MAX_IMAGE_BYTES} bytes")
+                return bytes(data)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(f"fetching input image from {checked.host} failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,192 @@
+"""The worker agent on SQS (moto server): queue -> backend -> S3/CDN URL -> record -> webhook -> delete."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from runtime import metric_names as m
+from runtime.backends.base import BackendError
+from runtime.backends.comfyui import ComfyUIBackend
+from runtime.backends.test_pattern import TestPatternBackend
+from runtime.queues.base import QueueMessage
+from runtime.queues.sqs_consumer import SQSConsumer
+from runtime.webhooks import WebhookSender
+from runtime.worker.aws import RecordingAutoScaling
+from runtime.worker.inputs import ImageFetcher
+from tests.fakes.fake_comfyui import FakeComfyUI
+from tests.integration.worker_support import CDN, Stack, WebhookReceiver, eventually, make_agent, run_in_thread
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(moto_endpoint):
+    return Stack(moto_endpoint)
+
+
+def test_job_goes_from_queue_to_cdn_url(stack):
+    hooks = WebhookReceiver()
+    recorder = RecordingAutoScaling(group="workers")
+    agent = make_agent(stack, stack.config(), recorder=recorder,
+                       webhooks=WebhookSender("s3cret", allow_loopback=True, max_attempts=2))
+    job_id = stack.submit(webhook=hooks.url)
+    try:
+        agent.boot()
+        assert agent.run(max_jobs=1) == 1
+        record = stack.store.get(job_id)
+        assert record["status"] == "succeeded" and record["attempts"] == 1 and record["worker_id"] == "i-test"
+        url = record["outputs"][0]["url"]
+        assert url == f"{CDN}/outputs/{job_id}/image-0.png" and record["outputs"][0]["content_type"] == "image/png"
+        head = stack.s3.head_object(Bucket=stack.bucket, Key=f"outputs/{job_id}/image-0.png")
+        assert head["ContentType"] == "image/png" and head["Metadata"]["generator"] == "test-pattern"
+        assert {"queue_wait_ms", "model_load_ms", "inference_ms", "upload_ms", "total_ms"} <= set(record["timings"])
+        assert stack.counts() == (0, 0)  # deleted after the record was final
+        eventually(lambda: hooks.events() == ["start", "completed"], what="webhooks")
+        headers, body = hooks.received[-1]
+        assert body["job"]["status"] == "succeeded"
+        assert "Webhook-Signature" in headers
+        ops = [(c["op"], c.get("hook"), c.get("protected")) for c in recorder.calls]
+        assert ops[0] == ("complete_lifecycle_action", "launch-hook", None)
+        assert ("set_instance_protection", None, True) in ops and ops[-1] == ("set_instance_protection", None, False)
+        names = {name for rec in agent.metrics.records for name in rec if name in m.ALL}
+        assert {m.JOBS_SUCCEEDED, m.JOB_LATENCY, m.QUEUE_WAIT, m.INFERENCE_TIME, m.UPLOAD_TIME,
+                m.BOOT_TO_READY} <= names
+        assert all(rec["_aws"]["CloudWatchMetrics"][0]["Namespace"] == m.NAMESPACE for rec in agent.metrics.records)
+    finally:
+        hooks.close()
+
+
+def test_heartbeat_keeps_a_long_job_invisible(stack):
+    config = stack.config(queue={"visibility_timeout_seconds": 2}, test_pattern_delay_seconds=3.5)
+    agent = make_agent(stack, config)
+    job_id = stack.submit()
+    thread = run_in_thread(agent, max_jobs=1)
+    eventually(lambda: stack.store.get(job_id)["status"] == "running", what="job running")
+    other = SQSConsumer(stack.sqs, stack.queue_url, 2)
+    stolen = []
+    deadline = time.monotonic() + 4.5
+    while time.monotonic() < deadline and thread.is_alive():
+        stolen += other.receive(1, 1)
+    thread.join(10)
+    assert stolen == []
+    assert stack.store.get(job_id)["status"] == "succeeded"
+    assert stack.counts() == (0, 0)
+
+
+class AlwaysFails(TestPatternBackend):
+    def run(self, ctx):
+        raise BackendError("poison: this job always crashes the backend")
+
+
+def test_poison_job_ends_in_dlq_and_failed_after_the_attempt_limit(stack):
+    agent = make_agent(stack, stack.config(), backend=AlwaysFails(delay_seconds=0))
+    job_id = stack.submit()
+    agent.run(idle_exit_seconds=1.5)
+    record = stack.store.get(job_id)
+    assert record["status"] == "failed" and record["error"]["code"] == "attempts-exhausted"
+    assert [e["attempt"] for e in record["attempt_errors"]] == [1, 2]
+    stack.sqs.receive_message(QueueUrl=stack.queue_url, WaitTimeSeconds=0)  # moto redrives on receive
+    eventually(lambda: stack.counts(stack.dlq_url)[0] == 1, what="message in the DLQ")
+    assert sum(1 for r in agent.metrics.records if m.JOB_ERRORS in r) == 2
+    assert any(m.JOBS_FAILED in r for r in agent.metrics.records)
+
+
+@pytest.fixture
+def comfy(tmp_path):
+    fake = FakeComfyUI(tmp_path / "comfy-models", delay=0.1).start()
+    yield fake
+    fake.stop()
+
+
+def test_backend_crash_is_retried_and_model_comes_from_the_cache(stack, comfy, tmp_path):
+    stack.put_model("sd15", b"weights" * 1000)
+    config = stack.config(backend="comfyui", backend_url=comfy.url, backend_model_dir=str(comfy.models_dir))
+    backend = ComfyUIBackend(config, poll_seconds=0.05)
+    agent = make_agent(stack, config, backend=backend, cache_dir=tmp_path / "cache")
+    comfy.fail_executions = 1
+    job_id = stack.submit()
+    agent.run(max_jobs=2)
+    record = stack.store.get(job_id)
+    assert record["status"] == "succeeded" and record["attempts"] == 2
+    assert "illegal memory access" in record["attempt_errors"][0]["message"]
+    assert (comfy.models_dir / "model.safetensors").resolve().read_bytes() == b"weights" * 1000
+    assert [p["prompt_id"] for p in comfy.prompts] == [job_id, job_id]
+    hits = [r for r in agent.metrics.records if m.MODEL_CACHE_HITS in r or m.MODEL_CACHE_MISSES in r]
+    assert m.MODEL_CACHE_MISSES in hits[0] and m.MODEL_CACHE_HITS in hits[1]
+
+
+def test_dead_backend_process_is_retried_after_it_comes_back(stack, comfy, tmp_path):
+    stack.put_model("sd15", b"w")
+    config = stack.config(backend="comfyui", backend_url=comfy.url, backend_model_dir=str(comfy.models_dir),
+                          backend_ready_timeout_seconds=10)
+    agent = make_agent(stack, config, backend=ComfyUIBackend(config, poll_seconds=0.05), cache_dir=tmp_path / "c")
+    comfy.die_on_execute = True
+    job_id = stack.submit()
+    thread = run_in_thread(agent, max_jobs=2)
+    eventually(lambda: stack.store.get(job_id)["attempt_errors"], what="first attempt to fail")
+    comfy.start()  # systemd restarted ComfyUI on the same port
+    thread.join(20)
+    assert stack.store.get(job_id)["status"] == "succeeded"
+
+
+def test_cancel_is_observed_and_passed_to_the_backend(stack, comfy, tmp_path):
+    stack.put_model("sd15", b"w")
+    comfy.delay = 10
+    config = stack.config(backend="comfyui", backend_url=comfy.url, backend_model_dir=str(comfy.models_dir))
+    agent = make_agent(stack, config, backend=ComfyUIBackend(config, poll_seconds=0.05), cache_dir=tmp_path / "c")
+    job_id = stack.submit()
+    thread = run_in_thread(agent, max_jobs=1)
+    eventually(lambda: comfy.prompts, what="prompt submitted")
+    stack.store.request_cancel(job_id)
+    thread.join(10)
+    assert stack.store.get(job_id)["status"] == "canceled"
+    assert comfy.interrupts >= 1
+    assert stack.counts() == (0, 0)
+
+
+def test_cancel_before_pickup_skips_the_job(stack):
+    agent = make_agent(stack, stack.config())
+    job_id = stack.submit()
+    stack.store.request_cancel(job_id)
+    agent.run(max_jobs=1)
+    assert stack.store.get(job_id)["status"] == "canceled"
+    assert agent.stats[0].outcome == "skipped" and stack.counts() == (0, 0)
+
+
+def test_stop_hands_the_running_job_back_at_once(stack):
+    agent = make_agent(stack, stack.config(test_pattern_delay_seconds=10))
+    job_id = stack.submit()
+    thread = run_in_thread(agent)
+    eventually(lambda: stack.store.get(job_id)["status"] == "running", what="job running")
+    agent.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    again = SQSConsumer(stack.sqs, stack.queue_url).receive(1, 1)
+    assert [j.message.job_id for j in again] == [job_id]  # visible at once, not after 30 s
+    assert stack.store.get(job_id)["status"] == "running"
+    assert any(m.JOBS_HANDED_BACK in r for r in agent.metrics.records)
+
+
+def test_redelivered_finished_job_is_recorded_once(stack):
+    agent = make_agent(stack, stack.config())
+    job_id = stack.submit()
+    agent.run(max_jobs=1)
+    first = stack.store.get(job_id)
+    stack.sqs.send_message(QueueUrl=stack.queue_url,
+                           MessageBody=QueueMessage(job_id=job_id, job=first["spec"]).to_json())
+    agent2 = make_agent(stack, stack.config())
+    agent2.run(max_jobs=1)
+    assert agent2.stats[0].outcome == "skipped"
+    assert stack.store.get(job_id)["completed_at"] == first["completed_at"]
+
+
+def test_input_error_fails_at_once_without_retry(stack):
+    agent = make_agent(stack, stack.config())
+    agent.fetcher = ImageFetcher(resolver=lambda host, port: ["10.0.0.1"])  # DNS answers a private address
+    job_id = stack.submit(task="img2img", prompt="x", image="http://images.example.com/a.png", width=64, height=64)
+    agent.run(max_jobs=1)
+    record = stack.store.get(job_id)
+    assert record["status"] == "failed" and record["error"]["code"] == "invalid-input"
+    assert "refused" in record["error"]["message"] and stack.counts() == (0, 0)
