@@ -13,11 +13,12 @@ help:
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt runtime-requirements.txt policies/requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt runtime-requirements.txt policies/requirements.txt pyproject.toml
 	tools/install_system_deps.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 lint: install

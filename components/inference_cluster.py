@@ -145,7 +145,8 @@ class InferenceCluster(pulumi.ComponentResource):
             cache_dir=cache_dir, max_cache_bytes=cache_bytes, max_job_seconds=cfg.queue.max_job_seconds,
             max_receive_count=cfg.queue.max_receive_count,
             visibility_timeout_seconds=cfg.queue.visibility_timeout_seconds, hot_models=cfg.cluster.hot_models,
-            kafka_topic=a.kafka_topic, kafka_group=a.kafka_group, outputs_prefix=a.outputs_prefix, **v))
+            kafka_topic=a.kafka_topic, kafka_group=a.kafka_group, outputs_prefix=a.outputs_prefix,
+            metrics_log_group=monitoring.log_group_names(cfg)["metrics"], **v))
         parameter = monitoring.agent_parameter_name(cfg)
         return settings.apply(lambda s: user_data.encode(
             user_data.user_data_script(user_data.agent_config_json(s), parameter)))

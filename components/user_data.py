@@ -61,6 +61,7 @@ class AgentSettings:
     kafka_group: str = "genai-workers"
     outputs_prefix: str = "outputs"
     webhook_secret_parameter: str | None = None
+    metrics_log_group: str = "/genai-fleet/worker"
 
 
 def agent_config_json(s: AgentSettings) -> str:
@@ -79,7 +80,8 @@ def agent_config_json(s: AgentSettings) -> str:
                                                   max_cache_bytes=s.max_cache_bytes),
         lifecycle=agent_config.LifecycleConfig(launching_hook=s.launching_hook, terminating_hook=s.terminating_hook),
         hot_models=tuple(s.hot_models), max_job_seconds=s.max_job_seconds,
-        metrics_namespace=metric_names.NAMESPACE, webhook_secret_parameter=s.webhook_secret_parameter)
+        metrics_namespace=metric_names.NAMESPACE, webhook_secret_parameter=s.webhook_secret_parameter,
+        metrics_log_group=s.metrics_log_group)
     text = config.to_json()
     agent_config.parse(json.loads(text))  # the agent's own validation, at preview time
     return text

@@ -84,6 +84,7 @@ class AgentConfig:
     retry_delay_seconds: int = 5  # a failed attempt becomes visible again after this long
     cancel_poll_seconds: float = 2.0  # how often a running job's cancel flag is read
     metrics_sink: str = "agent"  # agent (CloudWatch agent EMF socket) | stdout | memory | off
+    metrics_log_group: str = "/genai-fleet/worker"  # log group the CloudWatch agent writes EMF records to
     worker_id: str | None = None  # default: the EC2 instance id from IMDS
 
     def to_json(self) -> str:
@@ -145,7 +146,7 @@ def parse(data: dict[str, Any]) -> AgentConfig:
 
 _WORKER_OPTIONS: dict[str, Any] = {
     "backend_model_dir": None, "backend_ready_timeout_seconds": int, "retry_delay_seconds": int,
-    "cancel_poll_seconds": float, "metrics_sink": str, "worker_id": None,
+    "cancel_poll_seconds": float, "metrics_sink": str, "worker_id": None, "metrics_log_group": str,
 }
 METRICS_SINKS = ("agent", "stdout", "memory", "off")
 

@@ -124,7 +124,8 @@ def build(config: AgentConfig) -> tuple[Any, Any]:
         store=JobStore(config.job_table, aws.client("dynamodb", config.region, config.endpoints)),
         backend=create(config), uploader=OutputUploader(aws.ObjectStore(s3, config.outputs.bucket),
                                                         config.outputs.cdn_base_url, config.outputs.prefix),
-        metrics=Metrics(config.metrics_namespace, config.stack, group or "none", config.backend, config.metrics_sink),
+        metrics=Metrics(config.metrics_namespace, config.stack, group or "none", config.backend, config.metrics_sink,
+                        log_group=config.metrics_log_group),
         lifecycle=lifecycle, worker_id=worker_id, model_cache=cache, webhooks=webhooks)
     watcher = LifecycleWatcher(imds, agent.on_notice, config.lifecycle.poll_seconds) if imds else None
     return agent, watcher

@@ -132,6 +132,8 @@ def test_user_data_only_writes_agent_config_and_starts_it(mixed):
     assert parsed.lifecycle.launching_hook == cluster_scaling.LAUNCHING_HOOK
     assert parsed.lifecycle.terminating_hook == cluster_scaling.TERMINATING_HOOK
     assert parsed.hot_models == ("sdxl/base-1.0", "flux/schnell")
+    # EMF records go to the log group the monitoring component creates (and the role may write to).
+    assert parsed.metrics_log_group == "/genai-fleet/dev/metrics"
     assert parsed.max_job_seconds == 600 and parsed.backend == "comfyui" and parsed.backend_url
 
 
