@@ -257,18 +257,12 @@ def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> tuple[d
     return flat, region
 
 
-def record_in_process(stack: str, overrides: dict[str, Any] | None = None,
-                      program: Path | None = None) -> Recording:
-    """Run the program in this interpreter. Use once per process (the Pulumi runtime is global)."""
-    import pulumi
+def install_recorder(recorder: RecordingMocks) -> tuple[Any, Any]:
+    """Pulumi ``Mocks`` and ``MockMonitor`` that fill ``recorder`` (type, name, parent, provider, inputs)."""
     from pulumi.runtime import mocks as pmocks
-    from pulumi.runtime.stack import run_pulumi_func
-    from pulumi.runtime.sync_await import _sync_await
-
-    config, region = stack_config(stack, overrides)
-    recorder = RecordingMocks(region)
 
     current = threading.local()
+    lock = threading.Lock()
 
     class _Mocks(pmocks.Mocks):
         def new_resource(self, args):
@@ -297,10 +291,23 @@ def record_in_process(stack: str, overrides: dict[str, Any] | None = None,
             finally:
                 current.record = None
 
-    lock = threading.Lock()
-    mocks = _Mocks()
-    monitor = _Monitor(mocks)
     os.environ.setdefault("PULUMI_TEST_MODE", "true")
+    mocks = _Mocks()
+    return mocks, _Monitor(mocks)
+
+
+def record_in_process(stack: str, overrides: dict[str, Any] | None = None,
+                      program: Path | None = None) -> Recording:
+    """Run the program in this interpreter. Use once per process (the Pulumi runtime is global)."""
+    import pulumi
+    from pulumi.runtime import mocks as pmocks
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    config, region = stack_config(stack, overrides)
+    recorder = RecordingMocks(region)
+
+    mocks, monitor = install_recorder(recorder)
     pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(config)
     program_path = program or ROOT / "__main__.py"

@@ -8,8 +8,6 @@ runtime, so tests stay independent. Provider functions are answered by ``Recordi
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +23,8 @@ from tests.pulumi_mocks import (
     RecordedResource,
     Recording,
     RecordingMocks,
-    _parent_or_none,
     _plain,
+    install_recorder,
     stack_config,
 )
 
@@ -62,39 +60,8 @@ class Built:
 def build(factory: Callable[[], pulumi.ComponentResource], *outputs: str, region: str = "us-east-1",
           stack: str = "dev") -> Built:
     recorder = RecordingMocks(region)
-    current = threading.local()
-    lock = threading.Lock()
-
-    class _Mocks(pmocks.Mocks):
-        def new_resource(self, args):
-            rid, state = recorder.new_resource(args)
-            rec = getattr(current, "record", None)
-            if rec is not None and rec.name == args.name and rec.type == args.typ:
-                rec.inputs, rec.outputs = _plain(args.inputs), _plain(state)
-            return rid, state
-
-        def call(self, args):
-            return recorder.call(args)
-
-    class _Monitor(pmocks.MockMonitor):
-        def RegisterResource(self, request):
-            if request.type == "pulumi:pulumi:Stack":
-                return super().RegisterResource(request)
-            urn = self.make_urn(request.parent, request.type, request.name)
-            current.record = RecordedResource(urn=urn, type=request.type, name=request.name,
-                                              parent=_parent_or_none(request.parent), custom=bool(request.custom),
-                                              inputs={})
-            with lock:
-                recorder.resources[urn] = current.record
-                recorder.order.append(urn)
-            try:
-                return super().RegisterResource(request)
-            finally:
-                current.record = None
-
-    os.environ.setdefault("PULUMI_TEST_MODE", "true")
-    mocks = _Mocks()
-    pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=_Monitor(mocks))
+    mocks, monitor = install_recorder(recorder)
+    pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     holder: dict[str, Any] = {}
 
     def program():
