@@ -71,7 +71,9 @@ def _schemas() -> dict[str, Any]:
             "completed_at": {"type": ["string", "null"], "format": "date-time"},
             "attempts": {"type": "integer"}, "cancel_requested": {"type": "boolean"},
             "outputs": {"type": "array", "items": {"type": "object", "properties": {
-                "url": {"type": "string", "format": "uri"}, "content_type": {"type": "string"}}}},
+                "url": {"type": "string", "format": "uri"}, "content_type": {"type": "string"},
+                "generator": {"type": ["string", "null"],
+                              "description": "backend that made the file; test-pattern is not a model output"}}}},
             "timings": {"type": "object", "properties": {k: {"type": "number"} for k in (
                 "queue_wait_ms", "model_load_ms", "inference_ms", "upload_ms", "total_ms")}},
             "error": {"type": ["object", "null"], "properties": {"code": {"type": "string"},

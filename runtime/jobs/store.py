@@ -280,7 +280,8 @@ class JobStore:
 
     def mark_succeeded(self, job_id: str, outputs: Sequence[Mapping[str, Any]],
                        timings: Mapping[str, Any] | None = None) -> bool:
-        outs = [{"url": str(o["url"]), "content_type": str(o.get("content_type") or "application/octet-stream")}
+        outs = [{"url": str(o["url"]), "content_type": str(o.get("content_type") or "application/octet-stream"),
+                 **({"generator": str(o["generator"])} if o.get("generator") else {})}
                 for o in outputs]
         return self._finish(job_id, SUCCEEDED, {"outputs": outs, "timings": dict(timings or {})})
 

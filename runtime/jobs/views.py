@@ -32,7 +32,9 @@ def public_view(record: Mapping[str, Any], base_url: str = "") -> dict[str, Any]
         "completed_at": iso(record.get("completed_at")),
         "attempts": int(record.get("attempts") or 0),
         "cancel_requested": bool(record.get("cancel_requested")),
-        "outputs": [{"url": o["url"], "content_type": o.get("content_type")} for o in record.get("outputs") or []],
+        # ``generator`` names what made the file (the backend; ``test-pattern`` outputs are not model outputs).
+        "outputs": [{"url": o["url"], "content_type": o.get("content_type"), "generator": o.get("generator")}
+                    for o in record.get("outputs") or []],
         "timings": dict(record.get("timings") or {}),
         "error": record.get("error"),
         "webhook": spec.get("webhook"),

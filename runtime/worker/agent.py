@@ -325,7 +325,9 @@ class Agent:
     def _succeed(self, job: RunningJob, result: Any, timings: dict[str, float], cache_hit: bool | None) -> str:
         ctx = job.ctx
         timings["total_ms"] = _ms(job.started)
-        outputs = [{"url": o["url"], "content_type": o["content_type"]} for o in result.metadata["uploaded"]]
+        generator = result.metadata.get("generator") or self.backend.name
+        outputs = [{"url": o["url"], "content_type": o["content_type"], "generator": generator}
+                   for o in result.metadata["uploaded"]]
         written = self.store.mark_succeeded(ctx.job_id, outputs, timings)
         self.consumer.ack(job.received)
         values = {m.QUEUE_WAIT: timings["queue_wait_ms"], m.MODEL_LOAD_TIME: timings["model_load_ms"],

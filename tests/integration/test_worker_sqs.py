@@ -39,6 +39,7 @@ def test_job_goes_from_queue_to_cdn_url(stack):
         assert record["status"] == "succeeded" and record["attempts"] == 1 and record["worker_id"] == "i-test"
         url = record["outputs"][0]["url"]
         assert url == f"{CDN}/outputs/{job_id}/image-0.png" and record["outputs"][0]["content_type"] == "image/png"
+        assert record["outputs"][0]["generator"] == "test-pattern"  # labelled in the record, not only on S3
         head = stack.s3.head_object(Bucket=stack.bucket, Key=f"outputs/{job_id}/image-0.png")
         assert head["ContentType"] == "image/png" and head["Metadata"]["generator"] == "test-pattern"
         assert {"queue_wait_ms", "model_load_ms", "inference_ms", "upload_ms", "total_ms"} <= set(record["timings"])
