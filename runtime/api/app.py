@@ -215,13 +215,24 @@ class ApiApp:
         if not created:
             if quota:
                 self.store.refund_daily_quota(principal.id)
+            if record["status"] == QUEUED and record.get("enqueued") is False:
+                # The request that created it died between the write and the send: send it now. A duplicate
+                # message is harmless (the worker records a job once); a job never sent would wait forever.
+                self._enqueue(record, spec)
             return record, False
         try:
-            self.producer.send(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=self._clock()))
+            self._enqueue(record, spec)
         except QueueError:
             self.store.abandon(record, idempotency_key=idem_key)
             raise
         return record, True
+
+    def _enqueue(self, record: dict[str, Any], spec: dict[str, Any]) -> None:
+        self.producer.send(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=self._clock()))
+        try:
+            self.store.mark_enqueued(record["job_id"])
+        except StoreUnavailableError:  # the message is out; at worst a replay sends it once more
+            log.warning("could not mark job %s as enqueued", record["job_id"])
 
     def _wait_for(self, job_id: str, wait: float) -> dict[str, Any] | None:
         deadline = time.monotonic() + wait

@@ -127,7 +127,8 @@ def new_record(spec: Mapping[str, Any], owner: str, now: float | None = None, jo
     return {"job_id": job_id or new_job_id(now), "status": QUEUED, "model": spec["model"], "task": spec["task"],
             "spec": dict(spec), "owner": owner, "created_at": now, "updated_at": now, "started_at": None,
             "completed_at": None, "attempts": 0, "worker_id": None, "outputs": [], "timings": {}, "error": None,
-            "attempt_errors": [], "cancel_requested": False, "expires_at": int(now + ttl_seconds)}
+            "attempt_errors": [], "cancel_requested": False, "enqueued": False,
+            "expires_at": int(now + ttl_seconds)}
 
 
 def _record_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -186,7 +187,17 @@ class JobStore:
         put_job = {"TableName": self.table_name, "Item": serialize(item),
                    "ConditionExpression": "attribute_not_exists(pk)"}
         if idempotency_key is None:
-            self._call("put_item", **put_job)
+            try:
+                self.client.put_item(**put_job)
+            except ClientError as exc:
+                # Job ids are unique: a failed "not exists" check means an earlier attempt of this very call
+                # succeeded and botocore retried it (e.g. after a read timeout). The job is ours.
+                mine = self.get(record["job_id"]) if _is_condition_failure(exc) else None
+                if mine is None:
+                    raise StoreUnavailableError(f"creating job failed: {exc}") from exc
+                return mine, True
+            except BotoCoreError as exc:
+                raise StoreUnavailableError(f"creating job failed: {exc}") from exc
             return dict(record), True
         now = self._clock()
         ipk = idempotency_pk(str(record.get("owner", "")), idempotency_key)
@@ -201,7 +212,9 @@ class JobStore:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
                 raise StoreUnavailableError(f"creating job failed: {exc}") from exc
-            return self._replay(ipk, fingerprint, exc)
+            existing, _ = self._replay(ipk, fingerprint, exc)
+            # Our own job id behind the key: botocore retried a transaction whose first attempt succeeded.
+            return existing, existing["job_id"] == record["job_id"]
         except BotoCoreError as exc:
             raise StoreUnavailableError(f"creating job failed: {exc}") from exc
         return dict(record), True
@@ -217,6 +230,10 @@ class JobStore:
         if existing is None:  # the job item expired before the key did
             raise StoreUnavailableError(f"idempotent replay found no job {idem['job_id']}") from exc
         return existing, False
+
+    def mark_enqueued(self, job_id: str) -> None:
+        """Note that the job's queue message was sent, so an idempotent replay need not send it again."""
+        self._update(job_id, {"enqueued": True}, condition="attribute_exists(pk)")
 
     def abandon(self, record: Mapping[str, Any], idempotency_key: str | None = None) -> None:
         """Delete a job the API could not enqueue (and its idempotency item) so a retry starts fresh."""

@@ -144,6 +144,29 @@ def test_idempotency_key(api, aws_clients, sqs_queue):
     assert bad.status_code == 400
 
 
+def test_replay_of_a_job_that_was_never_sent_enqueues_it(api, aws_clients, sqs_queue):
+    """A create that died between the job write and the queue send must not leave the job waiting forever."""
+    from runtime.api.auth import parse_key
+    from runtime.jobs.schema import fingerprint, validate_job
+    from runtime.jobs.store import new_record
+
+    client, app = api
+    spec = validate_job(JOB, allow_loopback=True)
+    orphan, created = app.store.create(new_record(spec, owner=parse_key(KEY)), idempotency_key="order-7",
+                                       fingerprint=fingerprint(spec))
+    assert created and orphan["enqueued"] is False  # written, never sent: what a crashed API leaves
+    again = client.post("/v1/jobs", json=JOB, headers={"Idempotency-Key": "order-7"})
+    assert again.status_code == 202 and again.json()["id"] == orphan["job_id"]
+    msgs = aws_clients("sqs").receive_message(QueueUrl=sqs_queue, MaxNumberOfMessages=10).get("Messages", [])
+    assert [QueueMessage.from_json(m["Body"]).job_id for m in msgs] == [orphan["job_id"]]
+    assert app.store.get(orphan["job_id"])["enqueued"] is True
+    third = client.post("/v1/jobs", json=JOB, headers={"Idempotency-Key": "order-7"})
+    assert third.json()["id"] == orphan["job_id"]
+    attrs = aws_clients("sqs").get_queue_attributes(QueueUrl=sqs_queue, AttributeNames=["ApproximateNumberOfMessages",
+                                                                                        "ApproximateNumberOfMessagesNotVisible"])
+    assert sum(int(v) for v in attrs["Attributes"].values()) == 1  # sent once, not on every replay
+
+
 def test_cancel_queued_sends_signed_webhook(api, hook_receiver):
     client, _ = api
     url, got = hook_receiver

@@ -29,7 +29,8 @@ def _app(mode="api-key"):
 
 def test_authorizer_separates_missing_from_wrong_credentials():
     assert authorize({"headers": {}}, KEYS) == {"isAuthorized": True, "context": {"key_id": ""}}
-    assert authorize({"headers": {"x-api-key": KEY[:-1] + "A"}}, KEYS) == {"isAuthorized": False}
+    wrong = KEY[:-1] + ("B" if KEY.endswith("A") else "A")  # always differs from the real key
+    assert authorize({"headers": {"x-api-key": wrong}}, KEYS) == {"isAuthorized": False}
     ok = authorize({"headers": {"Authorization": f"Bearer {KEY}"}}, KEYS)
     assert ok["isAuthorized"] and ok["context"]["key_id"] == RECORD.key_id
 

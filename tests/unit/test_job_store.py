@@ -85,6 +85,27 @@ def test_idempotency(store):
     assert created_fresh and fresh["job_id"] != first["job_id"]
 
 
+def test_a_retried_write_whose_first_attempt_succeeded_is_still_ours(store):
+    """botocore retries a put or transaction after a read timeout even when the first attempt went through."""
+    record = new_record(SPEC, owner="k1")
+    assert store.create(record) == (record, True)
+    again, created = store.create(record)  # same job id: the retry of our own write
+    assert created and again["job_id"] == record["job_id"]
+    keyed = new_record(SPEC, owner="k1")
+    assert store.create(keyed, idempotency_key="k", fingerprint="f")[1]
+    replayed, created = store.create(keyed, idempotency_key="k", fingerprint="f")
+    assert created and replayed["job_id"] == keyed["job_id"]  # not mistaken for another request's replay
+    other, created = store.create(new_record(SPEC, owner="k1"), idempotency_key="k", fingerprint="f")
+    assert not created and other["job_id"] == keyed["job_id"]  # a genuine replay
+
+
+def test_enqueued_flag(store):
+    record, _ = store.create(new_record(SPEC, owner="k1"))
+    assert store.get(record["job_id"])["enqueued"] is False
+    store.mark_enqueued(record["job_id"])
+    assert store.get(record["job_id"])["enqueued"] is True
+
+
 def test_daily_quota(store):
     assert [store.consume_daily_quota("k1", 2, now=1_700_000_000) for _ in range(3)] == [True, True, False]
     assert store.consume_daily_quota("k1", 2, now=1_700_000_000 + 86400)
