@@ -218,17 +218,20 @@ class ApiApp:
             if record["status"] == QUEUED and record.get("enqueued") is False:
                 # The request that created it died between the write and the send: send it now. A duplicate
                 # message is harmless (the worker records a job once); a job never sent would wait forever.
-                self._enqueue(record, spec)
+                self._enqueue(record, spec, mark=True)
             return record, False
         try:
-            self._enqueue(record, spec)
+            # Only a job with an Idempotency-Key can be replayed, so only those need the "sent" mark.
+            self._enqueue(record, spec, mark=idem_key is not None)
         except QueueError:
             self.store.abandon(record, idempotency_key=idem_key)
             raise
         return record, True
 
-    def _enqueue(self, record: dict[str, Any], spec: dict[str, Any]) -> None:
+    def _enqueue(self, record: dict[str, Any], spec: dict[str, Any], mark: bool) -> None:
         self.producer.send(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=self._clock()))
+        if not mark:
+            return
         try:
             self.store.mark_enqueued(record["job_id"])
         except StoreUnavailableError:  # the message is out; at worst a replay sends it once more

@@ -232,7 +232,11 @@ class JobStore:
         return existing, False
 
     def mark_enqueued(self, job_id: str) -> None:
-        """Note that the job's queue message was sent, so an idempotent replay need not send it again."""
+        """Note that the job's queue message was sent, so an idempotent replay need not send it again.
+
+        Tracked for jobs created with an Idempotency-Key only (nothing else can replay a create); the
+        ``enqueued`` attribute of other jobs stays false.
+        """
         self._update(job_id, {"enqueued": True}, condition="attribute_exists(pk)")
 
     def abandon(self, record: Mapping[str, Any], idempotency_key: str | None = None) -> None:

@@ -1,0 +1,112 @@
+"""Benchmark: the whole platform in local mode (API, queue, two agents, S3, CDN) against the bare backend.
+
+Two phases on one local-mode platform (SQS, test-pattern backend), each next to a baseline measured in
+the same run on the same machine:
+
+- latency: sequential sync jobs (``Prefer: wait=20``), client-observed submit -> final answer, against
+  the bare test-pattern render (``backend.run`` called directly, same size and delay);
+- throughput: a burst of async jobs until all are final, against the ideal the agents could reach if
+  they added nothing (workers / bare render time).
+
+Figures are printed and written as JSON (``--out``), never asserted. Everything runs on loopback with
+moto standing in for AWS, so the platform's figures include moto's own cost; they are not a
+prediction of latency on AWS. Bounded: about half a minute.
+
+    .venv/bin/python bench/bench_local.py [--jobs 40] [--sync 10] [--delay 0.2] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def bare_render_ms(delay: float, size: int, runs: int) -> list[float]:
+    from runtime.backends.base import JobContext
+    from runtime.backends.test_pattern import TestPatternBackend
+
+    backend = TestPatternBackend(delay_seconds=delay)
+    spec = {"model": "bench", "inputs": {"prompt": "bench", "width": size, "height": size, "seed": 1}}
+    out = []
+    for i in range(runs):
+        t = time.perf_counter()
+        backend.run(JobContext(f"j_bare{i}", spec))
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=40, help="async jobs in the throughput burst")
+    parser.add_argument("--sync", type=int, default=10, help="sequential sync jobs for latency")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--delay", type=float, default=0.2, help="test-pattern seconds per image")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--out", help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    from runtime.local.platform import LocalOptions, LocalPlatform
+
+    bare = bare_render_ms(args.delay, args.size, max(5, args.sync))
+    bare_p50 = _pct(bare, 50)
+    options = LocalOptions(workers=args.workers, test_pattern_delay_seconds=args.delay, versioned_outputs=False)
+    with LocalPlatform(options) as platform:
+        ledger = platform.ledger
+        ledger.submit(prompt="warm-up", width=args.size, height=args.size, wait=20)
+        latencies = []
+        for i in range(args.sync):
+            t = time.perf_counter()
+            view = ledger.submit(prompt=f"sync {i}", width=args.size, height=args.size, seed=i, wait=20)
+            latencies.append((time.perf_counter() - t) * 1000)
+            if view["status"] != "succeeded":
+                raise SystemExit(f"sync job {view['id']} ended {view['status']}")
+        t0 = time.monotonic()
+        ids = [ledger.submit(prompt=f"burst {i}", width=args.size, height=args.size, seed=i)["id"]
+               for i in range(args.jobs)]
+        views = ledger.wait_final(ids, timeout=120)
+        burst_s = time.monotonic() - t0
+        done = sum(v["status"] == "succeeded" for v in views.values())
+        worker_ms = [v["timings"].get("total_ms", 0.0) for v in views.values() if v["status"] == "succeeded"]
+    throughput = done / burst_s if burst_s else 0.0
+    ideal = args.workers / (bare_p50 / 1000)
+    figures = [
+        {"metric": "sync job, submit to answer, p50", "value": round(_pct(latencies, 50), 1), "unit": "ms",
+         "baseline_metric": "bare render p50", "baseline_value": round(bare_p50, 1)},
+        {"metric": "sync job, submit to answer, p99", "value": round(_pct(latencies, 99), 1), "unit": "ms",
+         "baseline_metric": "bare render p99", "baseline_value": round(_pct(bare, 99), 1)},
+        {"metric": "platform overhead per sync job, p50", "value": round(_pct(latencies, 50) - bare_p50, 1),
+         "unit": "ms"},
+        {"metric": "agent time per job (pick-up to final), p50", "value": round(_pct(worker_ms, 50), 1),
+         "unit": "ms", "baseline_metric": "bare render p50", "baseline_value": round(bare_p50, 1)},
+        {"metric": f"burst of {args.jobs}: throughput", "value": round(throughput, 2), "unit": "jobs/s",
+         "baseline_metric": f"ideal ({args.workers} workers / bare render)", "baseline_value": round(ideal, 2)},
+    ]
+    result = {"name": "local", "workers": args.workers, "jobs": args.jobs, "backend_delay_s": args.delay,
+              "figures": figures, "succeeded": done, "mean_sync_ms": round(statistics.fmean(latencies), 1),
+              "note": "whole platform on loopback (moto for AWS, test-pattern backend); not a prediction of AWS"}
+    for f in figures:
+        base = f" (baseline {f['baseline_metric']}: {f['baseline_value']})" if "baseline_value" in f else ""
+        print(f"{f['metric']}: {f['value']} {f['unit']}{base}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0 if done == args.jobs else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""``python -m runtime.local``: run the whole platform on this machine until Ctrl-C (``make local``).
+
+    python -m runtime.local [--kafka] [--workers N] [--comfyui-url URL | --a1111-url URL]
+                            [--model ID=FILE ... --backend-model-dir DIR] [--api-port 8080] [--cdn-port 8090]
+                            [--delay SECONDS] [--keep-logs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+from runtime.local.platform import KAFKA_TOPIC, LocalOptions, LocalPlatform
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m runtime.local", description=__doc__.splitlines()[0])
+    parser.add_argument("--kafka", action="store_true", help="use the Kafka mock cluster instead of SQS")
+    parser.add_argument("--workers", type=int, default=2, help="worker agents to run (default 2)")
+    backend = parser.add_mutually_exclusive_group()
+    backend.add_argument("--comfyui-url", help="a running ComfyUI (e.g. http://127.0.0.1:8188) instead of test-pattern")
+    backend.add_argument("--a1111-url", help="a running A1111 WebUI with --api (e.g. http://127.0.0.1:7860)")
+    parser.add_argument("--model", action="append", default=[], metavar="ID=FILE",
+                        help="upload a checkpoint to the local model store as model ID (repeatable); the agents "
+                             "then fetch it through their model cache and link it into --backend-model-dir")
+    parser.add_argument("--backend-model-dir", help="the backend's checkpoint folder (ComfyUI models/checkpoints, "
+                                                    "A1111 models/Stable-diffusion)")
+    parser.add_argument("--api-port", type=int, default=0, help="job API port (default: a free port)")
+    parser.add_argument("--cdn-port", type=int, default=0, help="CDN stand-in port (default: a free port)")
+    parser.add_argument("--delay", type=float, default=1.0, help="test-pattern seconds per image (default 1.0)")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the run directory (logs, configs) on exit")
+    args = parser.parse_args(argv)
+    if not 1 <= args.workers <= 16:
+        parser.error("--workers must be from 1 to 16")
+    if any("=" not in m for m in args.model):
+        parser.error("--model takes ID=FILE, e.g. --model sdxl-base-1.0=/models/sd_xl_base_1.0.safetensors")
+    return args
+
+
+def curl_example(platform: LocalPlatform) -> str:
+    model = next(iter(sorted(platform.options.models)), "sdxl-base-1.0")
+    body = json.dumps({"model": model, "inputs": {"prompt": "a lighthouse at dusk",
+                                                            "width": 512, "height": 512}})
+    return (f"curl -s -X POST {platform.api_url}/v1/jobs -H 'Authorization: Bearer {platform.api_key}' "
+            f"-H 'Content-Type: application/json' -H 'Prefer: wait=20' -d '{body}'")
+
+
+def describe(platform: LocalPlatform) -> str:
+    """Where everything is, for the terminal."""
+    o, res = platform.options, platform.resources
+    queue = (f"Kafka mock cluster {platform.kafka_bootstrap} topic {KAFKA_TOPIC}" if o.queue_kind == "kafka"
+             else f"SQS {res.queue_url} (DLQ {res.dlq_url})")
+    lines = [
+        "genai-fleet local mode is up",
+        f"  job API      {platform.api_url}   (API key: {platform.api_key})",
+        f"  AWS (moto)   {platform.moto_url}   buckets {res.outputs_bucket}, {res.models_bucket}; "
+        f"table {res.job_table}",
+        f"  queue        {queue}",
+        f"  CDN          {platform.cdn.base_url}/outputs/<job id>/image-0.png",
+    ]
+    if o.models:
+        lines.append(f"  model store  s3://{res.models_bucket}: {', '.join(sorted(o.models))}")
+    for w in platform.workers:
+        backend = o.backend + (f" at {w_url}" if (w_url := _backend_url(platform, w.index)) else "")
+        lines.append(f"  {w.name}     pid {w.process.pid}, {w.instance_id}, {backend}, IMDS {w.imds.url}")
+    kept = "kept on exit" if o.keep_run_dir else "removed on exit unless --keep-logs"
+    lines += [f"  logs         {platform.run_dir}/*.log ({kept})", "", "Try it:", "  " + curl_example(platform), "",
+              "Spot notice to worker-0:  curl -s -X POST " + (platform.workers[0].imds.url if platform.workers else "")
+              + "/_control -d '{\"spot_in_seconds\": 120}'", "", "Ctrl-C stops everything."]
+    return "\n".join(lines)
+
+
+def _backend_url(platform: LocalPlatform, index: int) -> str | None:
+    o = platform.options
+    if o.backend == "test-pattern":
+        return None
+    return o.backend_urls[index] if index < len(o.backend_urls) else o.backend_url
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    backend, url = "test-pattern", None
+    if args.comfyui_url:
+        backend, url = "comfyui", args.comfyui_url
+    elif args.a1111_url:
+        backend, url = "a1111", args.a1111_url
+    options = LocalOptions(queue_kind="kafka" if args.kafka else "sqs", workers=args.workers, backend=backend,
+                           backend_url=url, api_port=args.api_port, cdn_port=args.cdn_port,
+                           test_pattern_delay_seconds=args.delay, keep_run_dir=args.keep_logs,
+                           models=dict(m.split("=", 1) for m in args.model),
+                           backend_model_dirs=[args.backend_model_dir] * args.workers if args.backend_model_dir else [])
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    platform = LocalPlatform(options)
+    try:
+        platform.start()
+        print(describe(platform), flush=True)
+        reported: set[str] = set()
+        while not stop.wait(1.0):
+            if platform.api is not None and not platform.api.alive():
+                print(f"stopping: the job API exited (log: {platform.api.log_path})", file=sys.stderr)
+                return 1
+            for w in platform.workers:
+                if not w.process.alive() and w.name not in reported:  # e.g. drained after a spot notice
+                    reported.add(w.name)
+                    print(f"{w.name} exited with code {w.process.proc.returncode} (log: {w.process.log_path})",
+                          file=sys.stderr, flush=True)
+        print("\nstopping local mode ...", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        platform.stop()
+        print("local mode stopped" + (f"; logs kept in {platform.run_dir}" if args.keep_logs else ""),
+              file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

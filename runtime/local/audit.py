@@ -1,0 +1,222 @@
+"""Submit jobs to the local API, wait for them, and count what happened to each one.
+
+``Ledger`` is the client side of the demo and the drills: it submits with an ``Idempotency-Key`` per
+job and retries transport errors, 5xx and 429 with backoff under the same key (so a retried submit
+never creates a second job), polls with bounded loops, then audits the jobs against the platform's
+own state (moto keeps it in memory, so it is queried, not inferred)::
+
+    submitted   jobs the API accepted (distinct job ids)
+    succeeded / failed / canceled   final status in the job table
+    lost        not final by the deadline, or no record at all
+    duplicated  work done twice for one job: an output written again after the job was already
+                final (the outputs bucket is versioned in local mode, so every write leaves a version),
+                more differing versions of an output than recorded attempts (SQS only: Kafka
+                redeliveries after a crash are not counted in attempts; a transport retry of the same
+                PUT leaves identical bytes and counts once), or a second job record for one
+                submission (counted as ``extra_jobs``)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from runtime.jobs.store import FINAL, JobStore
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+@dataclass
+class Report:
+    submitted: int
+    succeeded: int
+    failed: int
+    canceled: int
+    lost: int
+    duplicated: int
+    extra_jobs: int
+    dlq: int | None
+    redelivered: int  # jobs with more than one attempt (expected after a kill or hand-back)
+    problems: list[str] = field(default_factory=list)
+
+    def line(self, title: str = "") -> str:
+        head = f"{title}: " if title else ""
+        return (f"{head}jobs submitted {self.submitted} / succeeded {self.succeeded} / failed {self.failed} / "
+                f"duplicated {self.duplicated}  (lost {self.lost}, canceled {self.canceled}, redelivered "
+                f"{self.redelivered}, extra job records {self.extra_jobs}, DLQ {self.dlq})")
+
+    @property
+    def clean(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0 and self.extra_jobs == 0
+
+
+class Ledger:
+    def __init__(self, api_url: str, api_key: str, s3: Any, dynamodb: Any, sqs: Any, resources: Any,
+                 request_timeout: float = 35.0, attempts_counted: bool = True) -> None:
+        self.http = httpx.Client(base_url=api_url, timeout=request_timeout,
+                                 headers={"Authorization": f"Bearer {api_key}"})
+        self.s3, self.dynamodb, self.sqs, self.resources = s3, dynamodb, sqs, resources
+        # SQS counts deliveries (ApproximateReceiveCount -> the record's attempts); a Kafka consumer that
+        # re-reads an uncommitted offset after a crash starts again at 1, so attempts cannot bound writes.
+        self.attempts_counted = attempts_counted
+        self.submitted: dict[str, dict[str, Any]] = {}  # job id -> {"inputs", "submitted_at", "response"}
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- submit and poll -------------------------------------------------------------------------------
+    def submit(self, prompt: str = "a lighthouse at dusk", width: int = 512, height: int = 512, seed: int | None = None,
+               wait: int | None = None, retry_for: float = 60.0, model: str = "sdxl-base-1.0",
+               webhook: str | None = None, webhook_events: list[str] | None = None) -> dict[str, Any]:
+        """POST /v1/jobs (``Prefer: wait=N`` when ``wait``); returns the job view. Retries for ``retry_for`` s."""
+        inputs: dict[str, Any] = {"prompt": prompt, "width": width, "height": height}
+        if seed is not None:
+            inputs["seed"] = seed
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        if wait:
+            headers["Prefer"] = f"wait={wait}"
+        body: dict[str, Any] = {"model": model, "task": "txt2img", "inputs": inputs}
+        if webhook:
+            body["webhook"] = webhook
+            if webhook_events:
+                body["webhook_events_filter"] = webhook_events
+        started = time.time()
+        response = self._request("POST", "/v1/jobs", retry_for, json=body, headers=headers)
+        view = response.json()
+        if response.status_code not in (200, 202):
+            raise RuntimeError(f"submit failed: HTTP {response.status_code}: {view}")
+        self.submitted[view["id"]] = {"inputs": inputs, "submitted_at": started, "response": response.status_code,
+                                      "answered_s": time.time() - started}
+        return view
+
+    def submit_batch(self, count: int, width: int = 512, height: int = 512, retry_for: float = 60.0) -> list[str]:
+        return [self.submit(prompt=f"batch job {i}", width=width, height=height, seed=i, retry_for=retry_for)["id"]
+                for i in range(count)]
+
+    def get(self, job_id: str, retry_for: float = 30.0) -> dict[str, Any]:
+        response = self._request("GET", f"/v1/jobs/{job_id}", retry_for)
+        if response.status_code != 200:
+            raise RuntimeError(f"GET job {job_id}: HTTP {response.status_code}: {response.text[:200]}")
+        return response.json()
+
+    def wait_final(self, job_ids: list[str], timeout: float, interval: float = 0.25) -> dict[str, dict[str, Any]]:
+        """Poll until every job is final or ``timeout`` passes; returns the latest view of each."""
+        views: dict[str, dict[str, Any]] = {}
+        pending = list(job_ids)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            still = []
+            for job_id in pending:
+                try:
+                    views[job_id] = self.get(job_id, retry_for=max(0.0, min(5.0, deadline - time.monotonic())))
+                except (RuntimeError, httpx.HTTPError) as exc:
+                    log.info("poll of %s failed (will retry): %s", job_id, exc)
+                    still.append(job_id)
+                    continue
+                if views[job_id]["status"] not in FINAL:
+                    still.append(job_id)
+            pending = still
+            if pending:
+                time.sleep(interval)
+        return views
+
+    def _request(self, method: str, path: str, retry_for: float, **kwargs: Any) -> httpx.Response:
+        deadline = time.monotonic() + retry_for
+        delay = 0.2
+        while True:
+            try:
+                response = self.http.request(method, path, **kwargs)
+                if response.status_code not in _RETRY_STATUS:
+                    return response
+                reason = f"HTTP {response.status_code}"
+            except httpx.TransportError as exc:
+                response, reason = None, f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + delay > deadline:
+                if response is not None:
+                    return response
+                raise httpx.TransportError(f"{method} {path}: no answer within {retry_for:.0f}s ({reason})")
+            log.info("%s %s: %s; retrying in %.1fs", method, path, reason, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 3.0)
+
+    # -- audit -----------------------------------------------------------------------------------------
+    def report(self, job_ids: list[str] | None = None) -> Report:
+        """Count outcomes from the job table, the outputs bucket's versions and the DLQ.
+
+        ``job_ids`` defaults to every job this ledger submitted; pass all the jobs of the run, since
+        ``extra_jobs`` counts the table's job records beyond them."""
+        ids = list(job_ids if job_ids is not None else self.submitted)
+        store = JobStore(self.resources.job_table, self.dynamodb)
+        statuses: Counter[str] = Counter()
+        duplicated, redelivered, problems = 0, 0, []
+        for job_id in ids:
+            record = store.get(job_id)
+            if record is None or record["status"] not in FINAL:
+                statuses["lost"] += 1
+                problems.append(f"{job_id}: {'no record' if record is None else record['status']}")
+                continue
+            statuses[record["status"]] += 1
+            if int(record.get("attempts") or 0) > 1:
+                redelivered += 1
+            why = self._duplicate(job_id, record)
+            if why:
+                duplicated += 1
+                problems.append(f"{job_id}: {why}")
+        extra = self._job_items() - len(set(ids))
+        return Report(submitted=len(set(ids)), succeeded=statuses["succeeded"], failed=statuses["failed"],
+                      canceled=statuses["canceled"], lost=statuses["lost"], duplicated=duplicated,
+                      extra_jobs=max(0, extra), dlq=self._dlq_depth(), redelivered=redelivered, problems=problems)
+
+    def output_versions(self, job_id: str) -> list[dict[str, Any]]:
+        versions: list[dict[str, Any]] = []
+        kwargs = {"Bucket": self.resources.outputs_bucket, "Prefix": f"outputs/{job_id}/"}
+        for _ in range(100):  # bounded pagination
+            page = self.s3.list_object_versions(**kwargs)
+            versions += page.get("Versions", [])
+            if not page.get("IsTruncated"):
+                break
+            kwargs.update(KeyMarker=page["NextKeyMarker"], VersionIdMarker=page["NextVersionIdMarker"])
+        return versions
+
+    def _duplicate(self, job_id: str, record: dict[str, Any]) -> str | None:
+        versions = self.output_versions(job_id)
+        completed = float(record.get("completed_at") or 0)
+        late = [v for v in versions if v["LastModified"].timestamp() > completed + 1.0]
+        if late:
+            return f"{len(late)} output write(s) after the job was final"
+        per_key = Counter(v["Key"] for v in versions)
+        # A PUT that botocore retried after a read timeout writes the same bytes twice: one write.
+        distinct = Counter(key for key, _etag in {(v["Key"], v.get("ETag")) for v in versions})
+        attempts = max(1, int(record.get("attempts") or 1))
+        over = {k: n for k, n in distinct.items() if n > attempts}
+        if over and self.attempts_counted:
+            return f"outputs written with different content more often than attempts ({attempts}): {over}"
+        if record["status"] == "succeeded" and len(record.get("outputs") or []) != len(per_key):
+            return f"record lists {len(record.get('outputs') or [])} outputs, bucket holds {len(per_key)} keys"
+        return None
+
+    def _job_items(self) -> int:
+        count, kwargs = 0, {"TableName": self.resources.job_table, "FilterExpression": "begins_with(pk, :j)",
+                            "ExpressionAttributeValues": {":j": {"S": "job#"}}, "Select": "COUNT"}
+        for _ in range(1000):  # bounded pagination
+            page = self.dynamodb.scan(**kwargs)
+            count += int(page.get("Count", 0))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return count
+
+    def _dlq_depth(self) -> int | None:
+        dlq = getattr(self.resources, "dlq_url", None)
+        if not dlq:
+            return None
+        attrs = self.sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attrs["Attributes"].get("ApproximateNumberOfMessages", 0))

@@ -1,0 +1,325 @@
+"""The local-mode orchestrator: the whole platform on one machine, with the real code paths.
+
+What ``LocalPlatform.start()`` brings up, in order (``stop()`` takes it down in reverse)::
+
+    moto server          subprocess  python -m moto.server (S3, SQS, DynamoDB, SSM); SIGSTOP-able
+    stack resources      bootstrap   outputs + models buckets, queue + DLQ (redrive), job table, webhook
+                                     secret in SSM, checkpoints in the model store (``models``)
+    Kafka (optional)     in-process  librdkafka mock cluster, held by this process
+    CDN stand-in         in-process  serves the outputs bucket over HTTP (runtime.local.cdn)
+    fake IMDS per worker in-process  so a spot notice can target one worker (runtime.local.fake_imds)
+    job API              subprocess  python -m runtime.api.local_server (the Lambda handler)
+    worker agents        subprocess  python -m runtime.worker run --config <run dir>/worker-N.json
+
+Every child runs in its own process group and is stopped with SIGTERM, then SIGKILL after a grace
+period (runtime.local.processes); logs and agent configs live in the run directory. The same class
+serves ``make local`` (``python -m runtime.local``), ``make demo`` (tools/demo.py) and tests/e2e.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from runtime.api.auth import generate_key
+from runtime.local import bootstrap
+from runtime.local.audit import Ledger
+from runtime.local.cdn import CdnServer
+from runtime.local.fake_imds import FakeIMDS
+from runtime.local.processes import ManagedProcess, free_port, stop_all, wait_for
+from runtime.model_store import upload
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+KAFKA_TOPIC = "genai-jobs"
+WEBHOOK_SECRET_PARAMETER = "/genai-fleet/local/webhook-secret"  # noqa: S105 - a parameter name
+BACKENDS = ("test-pattern", "comfyui", "a1111")
+
+
+@dataclass
+class LocalOptions:
+    """How to run local mode. Defaults suit ``make local``; drills shorten the timeouts."""
+
+    queue_kind: str = "sqs"  # sqs | kafka
+    workers: int = 2
+    backend: str = "test-pattern"  # test-pattern | comfyui | a1111
+    backend_url: str | None = None  # ComfyUI / A1111 base URL (one for every worker, or see backend_urls)
+    backend_urls: list[str] = field(default_factory=list)  # one per worker (drills: a fake backend each)
+    models: dict[str, str] = field(default_factory=dict)  # model id -> local checkpoint file for the model store
+    backend_model_dirs: list[str] = field(default_factory=list)  # per worker: where the backend loads checkpoints
+    test_pattern_delay_seconds: float = 0.3  # stands in for inference time
+    visibility_timeout_seconds: int = 30  # per receive; the agent's heartbeat extends it while a job runs
+    max_receive_count: int = 3
+    receive_wait_seconds: int = 2  # long poll (SQS) / poll (Kafka); also bounds how long an agent takes to see SIGTERM
+    retry_delay_seconds: int = 1
+    kafka_session_timeout_ms: int = 6000
+    lifecycle_poll_seconds: float = 0.5
+    drain_margin_seconds: float = 2.0
+    api_port: int = 0  # 0: a free port
+    cdn_port: int = 0
+    moto_port: int = 0
+    prefix: str = "genai-local"
+    region: str = "us-east-1"
+    run_dir: Path | None = None  # default: a fresh temporary directory, removed on stop unless keep_run_dir
+    keep_run_dir: bool = False
+    versioned_outputs: bool = True  # S3 versioning on the outputs bucket: every write is countable (drills)
+    log_level: str = "INFO"
+    stop_grace_seconds: float = 10.0
+    worker_overrides: dict[str, Any] = field(default_factory=dict)  # extra agent config keys (top level)
+    api_env: dict[str, str] = field(default_factory=dict)  # extra GENAI_* variables for the API
+
+
+@dataclass
+class Worker:
+    index: int
+    instance_id: str
+    imds: FakeIMDS
+    config_path: Path
+    autoscaling_log: Path
+    process: ManagedProcess
+
+    @property
+    def name(self) -> str:
+        return f"worker-{self.index}"
+
+
+class LocalPlatform:
+    """``with LocalPlatform(LocalOptions()) as p: p.api_url, p.api_key, p.ledger.submit(...)``."""
+
+    def __init__(self, options: LocalOptions | None = None) -> None:
+        self.options = options or LocalOptions()
+        if self.options.queue_kind not in ("sqs", "kafka"):
+            raise ValueError(f"queue kind {self.options.queue_kind!r}: must be sqs or kafka")
+        if self.options.backend not in BACKENDS:
+            raise ValueError(f"backend {self.options.backend!r}: must be one of {', '.join(BACKENDS)}")
+        if self.options.backend != "test-pattern" and not (self.options.backend_url or self.options.backend_urls):
+            raise ValueError(f"backend {self.options.backend} needs a backend URL")
+        self._own_run_dir = self.options.run_dir is None
+        self.run_dir = Path(self.options.run_dir or tempfile.mkdtemp(prefix="genai-local-"))
+        self.moto: ManagedProcess | None = None
+        self.moto_url = ""
+        self.api: ManagedProcess | None = None
+        self.api_url = ""
+        self.api_key = ""
+        self.cdn: CdnServer | None = None
+        self.resources: bootstrap.LocalResources | None = None
+        self.kafka_bootstrap: str | None = None
+        self._kafka_holder: Any = None
+        self.workers: list[Worker] = []
+        self._env = self._child_env()
+        self._stopped = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def __enter__(self) -> LocalPlatform:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalPlatform:
+        t0 = time.monotonic()
+        self.start_aws()
+        if self.options.queue_kind == "kafka":
+            self._start_kafka()
+        self.cdn = CdnServer(self.aws("s3"), self.resources.outputs_bucket, port=self.options.cdn_port).start()
+        self._start_api()
+        for i in range(self.options.workers):
+            self.workers.append(self._start_worker(i))
+        self._wait_workers_ready()
+        log.info("local mode up in %.1fs (run dir %s)", time.monotonic() - t0, self.run_dir)
+        return self
+
+    def stop(self) -> None:
+        """API first (no new jobs), then the agents (they hand back running jobs), then the rest. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.moto is not None:
+            self.thaw_aws()  # a drill that failed mid-freeze must not leave the others hanging on AWS calls
+        if hasattr(self, "_ledger"):
+            self._ledger.close()
+        if self.api is not None:
+            self.api.stop(grace=self.options.stop_grace_seconds)
+        stop_all([w.process for w in self.workers], grace=self.options.stop_grace_seconds)
+        for w in self.workers:
+            w.imds.stop()
+        if self.cdn is not None:
+            self.cdn.stop()
+            self.cdn = None
+        if self.moto is not None:
+            self.moto.stop(grace=5)
+        if self._kafka_holder is not None:
+            self._kafka_holder.flush(1)
+            self._kafka_holder = None
+        if self._own_run_dir and not self.options.keep_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def start_aws(self) -> LocalPlatform:
+        """Only the moto server and the stack's resources (tests that drive the API in-process use it)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._start_moto()
+        self._create_resources()
+        return self
+
+    # -- pieces ----------------------------------------------------------------------------------------
+    def _child_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GENAI_"))}
+        env.update({"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",  # moto's dummy credentials
+                    "AWS_DEFAULT_REGION": self.options.region, "AWS_REGION": self.options.region,
+                    "AWS_EC2_METADATA_DISABLED": "true", "PYTHONUNBUFFERED": "1",
+                    "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+                    "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+                    "GENAI_LOG_LEVEL": self.options.log_level})
+        return env
+
+    def _start_moto(self) -> None:
+        port = self.options.moto_port or free_port()
+        self.moto_url = f"http://127.0.0.1:{port}"
+        self.moto = ManagedProcess("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                   self.run_dir / "moto.log", self._env, cwd=ROOT).start()
+        wait_for(lambda: httpx.get(f"{self.moto_url}/moto-api/", timeout=2).status_code == 200, 30, "moto server",
+                 self.moto.alive)
+
+    def aws(self, service: str) -> Any:
+        """A boto3 client on the local endpoint (for the orchestrator, the CDN and test assertions)."""
+        return bootstrap.client(service, self.moto_url, self.options.region)
+
+    def _create_resources(self) -> None:
+        o = self.options
+        self.resources = bootstrap.create(self.moto_url, prefix=o.prefix, max_receive_count=o.max_receive_count,
+                                          visibility_timeout=o.visibility_timeout_seconds, region=o.region)
+        if o.versioned_outputs:
+            self.aws("s3").put_bucket_versioning(Bucket=self.resources.outputs_bucket,
+                                                 VersioningConfiguration={"Status": "Enabled"})
+        for model_id, path in o.models.items():  # the real upload path: multipart, sha256, manifest entry
+            upload.upload(self.aws("s3"), self.resources.models_bucket,
+                          upload.plan(model_id, "checkpoint", [path]), source=f"local:{path}")
+        self.webhook_secret = os.urandom(24).hex()
+        self.aws("ssm").put_parameter(Name=WEBHOOK_SECRET_PARAMETER, Value=self.webhook_secret, Type="SecureString")
+
+    def _start_kafka(self) -> None:
+        from confluent_kafka import Producer
+
+        self._kafka_holder = Producer({"test.mock.num.brokers": 1})  # the mock cluster lives as long as this
+        brokers = self._kafka_holder.list_topics(timeout=10).brokers
+        self.kafka_bootstrap = ",".join(f"{b.host}:{b.port}" for b in brokers.values())
+        # A metadata request for the topic makes the mock cluster auto-create it (4 partitions). The admin
+        # API's CreateTopics does not complete against the mock cluster (librdkafka 2.16: it never answers).
+        topic = self._kafka_holder.list_topics(topic=KAFKA_TOPIC, timeout=10).topics.get(KAFKA_TOPIC)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise RuntimeError(f"Kafka mock cluster did not create topic {KAFKA_TOPIC}: {topic and topic.error}")
+
+    def _start_api(self) -> None:
+        o, res = self.options, self.resources
+        port = o.api_port or free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        self.api_key, _ = generate_key("local")
+        env = {**self._env, "GENAI_JOB_TABLE": res.job_table, "GENAI_QUEUE_KIND": o.queue_kind,
+               "GENAI_AUTH_MODE": "api-key", "GENAI_API_KEYS": self.api_key, "GENAI_AWS_ENDPOINT_URL": self.moto_url,
+               "GENAI_ALLOW_LOOPBACK_URLS": "true", "GENAI_WEBHOOK_SECRET": self.webhook_secret,
+               "GENAI_AVERAGE_JOB_SECONDS": str(max(0.1, o.test_pattern_delay_seconds))}
+        if o.queue_kind == "kafka":
+            env.update({"GENAI_KAFKA_BOOTSTRAP": self.kafka_bootstrap or "", "GENAI_KAFKA_TOPIC": KAFKA_TOPIC,
+                        "GENAI_KAFKA_IAM": "false"})
+        else:
+            env["GENAI_QUEUE_URL"] = res.queue_url
+        if o.models:
+            env["GENAI_MODEL_BUCKET"] = res.models_bucket  # GET /v1/models lists the store's manifest
+        env.update(o.api_env)
+        self.api = ManagedProcess("api", [sys.executable, "-m", "runtime.api.local_server", "--host", "127.0.0.1",
+                                          "--port", str(port)], self.run_dir / "api.log", env, cwd=ROOT).start()
+        wait_for(lambda: httpx.get(f"{self.api_url}/v1/health", timeout=2).status_code == 200, 30, "job API",
+                 self.api.alive)
+
+    def agent_config(self, index: int, imds_url: str, instance_id: str) -> dict[str, Any]:
+        """The agent config document of worker ``index`` (runtime.agent_config's schema)."""
+        o, res = self.options, self.resources
+        if o.queue_kind == "kafka":
+            queue = {"kind": "kafka", "bootstrap_servers": self.kafka_bootstrap, "topic": KAFKA_TOPIC,
+                     "kafka_iam_auth": False, "kafka_session_timeout_ms": o.kafka_session_timeout_ms}
+        else:
+            queue = {"kind": "sqs", "url": res.queue_url}
+        queue.update({"max_receive_count": o.max_receive_count, "wait_time_seconds": o.receive_wait_seconds,
+                      "visibility_timeout_seconds": o.visibility_timeout_seconds})
+        backend_url = o.backend_urls[index] if index < len(o.backend_urls) else o.backend_url
+        doc: dict[str, Any] = {
+            "stack": "local", "region": o.region, "queue": queue, "job_table": res.job_table,
+            "outputs": {"bucket": res.outputs_bucket, "cdn_base_url": self.cdn.base_url, "prefix": "outputs"},
+            "backend": o.backend, "backend_url": backend_url if o.backend != "test-pattern" else None,
+            "model_cache": {"cache_dir": str(self.run_dir / f"worker-{index}-models"),
+                            "max_cache_bytes": 2 * 1024**3,
+                            "store_bucket": res.models_bucket if o.models else None},
+            "backend_model_dir": o.backend_model_dirs[index] if index < len(o.backend_model_dirs) else None,
+            "lifecycle": {"imds_url": imds_url, "poll_seconds": o.lifecycle_poll_seconds,
+                          "drain_margin_seconds": o.drain_margin_seconds,
+                          "auto_scaling_group": f"{o.prefix}-workers",
+                          "launching_hook": f"{o.prefix}-launching", "terminating_hook": f"{o.prefix}-terminating"},
+            "max_job_seconds": 60, "metrics_sink": "off", "allow_loopback_urls": True,
+            "webhook_secret_parameter": WEBHOOK_SECRET_PARAMETER,
+            "endpoints": {"s3": self.moto_url, "sqs": self.moto_url, "dynamodb": self.moto_url,
+                          "ssm": self.moto_url,
+                          # moto answers CompleteLifecycleAction with a 500; the agent's recorder stands in
+                          "autoscaling": f"record:{self.run_dir / f'worker-{index}-autoscaling.jsonl'}"},
+            "test_pattern_delay_seconds": o.test_pattern_delay_seconds,
+            "retry_delay_seconds": o.retry_delay_seconds, "backend_ready_timeout_seconds": 30,
+            "cancel_poll_seconds": 1.0,
+        }
+        doc.update(o.worker_overrides)
+        return {k: v for k, v in doc.items() if v is not None}
+
+    def _start_worker(self, index: int) -> Worker:
+        instance_id = f"i-0local{index:010d}"
+        imds = FakeIMDS(instance_id=instance_id, region=self.options.region,
+                        group_name=f"{self.options.prefix}-workers").start()
+        config_path = self.run_dir / f"worker-{index}.json"
+        config_path.write_text(json.dumps(self.agent_config(index, imds.url, instance_id), indent=2) + "\n")
+        process = ManagedProcess(f"worker-{index}", [sys.executable, "-m", "runtime.worker", "run", "--config",
+                                                     str(config_path)],
+                                 self.run_dir / f"worker-{index}.log", self._env, cwd=ROOT).start()
+        return Worker(index, instance_id, imds, config_path,
+                      self.run_dir / f"worker-{index}-autoscaling.jsonl", process)
+
+    def _wait_workers_ready(self, timeout: float = 30.0) -> None:
+        """Each agent logs ``backend ready`` once booted; wait for that (or fail with its log tail)."""
+        for w in self.workers:
+            try:
+                wait_for(lambda w=w: "backend ready" in w.process.log_path.read_text(errors="replace"), timeout,
+                         w.name, w.process.alive)
+            except (RuntimeError, TimeoutError) as exc:
+                raise RuntimeError(f"{exc}\n--- {w.process.log_path} ---\n{w.process.tail()}") from exc
+
+    # -- drills ----------------------------------------------------------------------------------------
+    def freeze_aws(self) -> None:
+        """SIGSTOP the moto server: every AWS call from the API and the agents hangs until ``thaw_aws``."""
+        assert self.moto is not None
+        self.moto.signal(signal.SIGSTOP)
+
+    def thaw_aws(self) -> None:
+        assert self.moto is not None
+        self.moto.signal(signal.SIGCONT)
+
+    # -- clients ---------------------------------------------------------------------------------------
+    @property
+    def ledger(self) -> Ledger:
+        """Submit jobs, poll them, and count what happened to each (runtime.local.audit)."""
+        if not hasattr(self, "_ledger"):
+            self._ledger = Ledger(self.api_url, self.api_key, self.aws("s3"), self.aws("dynamodb"),
+                                  self.aws("sqs"), self.resources,
+                                  attempts_counted=self.options.queue_kind == "sqs")
+        return self._ledger

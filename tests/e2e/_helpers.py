@@ -1,0 +1,62 @@
+"""Helpers shared by the end-to-end tests: drill reports and waiting on job records."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from runtime.jobs.store import JobStore
+from runtime.local.audit import Report
+from runtime.local.platform import LocalPlatform
+
+REPORTS: list[str] = []  # printed in the terminal summary by conftest.py
+
+
+def record(title: str, report: Report) -> None:
+    line = report.line(title)
+    print(line)
+    REPORTS.append(line)
+    for problem in report.problems:
+        print(f"  {problem}")
+
+
+def store(platform: LocalPlatform) -> JobStore:
+    return JobStore(platform.resources.job_table, platform.aws("dynamodb"))
+
+
+def wait_until(probe: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def running_on(platform: LocalPlatform, job_ids: list[str], instance_id: str,
+               started_within: float | None = None) -> str | None:
+    """A job id running on the worker with ``instance_id`` right now (and, with ``started_within``, one
+    that started at most that many seconds ago, so it is sure to be still running a moment later)."""
+    s = store(platform)
+    now = time.time()
+    for job_id in job_ids:
+        rec = s.get(job_id)
+        if not rec or rec["status"] != "running" or rec.get("worker_id") != instance_id:
+            continue
+        started = rec.get("last_started_at") or rec.get("started_at") or 0
+        if started_within is None or now - float(started) <= started_within:
+            return job_id
+    return None
+
+
+def assert_clean(report: Report, submitted: int) -> None:
+    assert report.submitted == submitted, report.line()
+    assert report.lost == 0, report.problems
+    assert report.duplicated == 0, report.problems
+    assert report.extra_jobs == 0, report.line()
+    assert report.failed == 0, report.problems
+    assert report.succeeded == submitted, report.line()
+    assert not report.dlq, report.line()
