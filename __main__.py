@@ -66,7 +66,7 @@ monitoring = Monitoring("monitoring", MonitoringArgs(
     config=cfg, backlog_metric=queue.backlog_metric, spot_group_name=cluster.spot_group_name,
     on_demand_group_name=cluster.on_demand_group_name if cfg.cluster.on_demand_base > 0 else None,
     queue_name=queue.queue_name if is_sqs else None,
-    dlq_name=queue.dlq_arn.apply(lambda arn: arn.split(":")[-1] if arn else None) if is_sqs else None,
+    dlq_name=queue.dlq_name if is_sqs else None,
     api_id=api.api_id,
 ), opts=opts)
 

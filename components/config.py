@@ -499,12 +499,12 @@ def from_pulumi() -> FleetConfig:
     cfg = pulumi.Config(NAMESPACE)
     values = {s.key: cfg.get(s.key) for s in SETTINGS if cfg.get(s.key) is not None}
     # Keys set in the stack file but unknown to SETTINGS are reported too (typos must not pass silently).
-    values.update({k: v for k, v in _namespace_values(pulumi).items() if k not in SETTINGS_BY_KEY})
+    values.update({k: v for k, v in _namespace_values().items() if k not in SETTINGS_BY_KEY})
     region = pulumi.Config("aws").get("region")
     return load(values, stack=pulumi.get_stack(), region=region)
 
 
-def _namespace_values(pulumi_module: Any) -> dict[str, str]:
+def _namespace_values() -> dict[str, str]:
     """All keys of our namespace, whether the engine passed them by environment or they were set in code."""
     from pulumi.runtime import config as runtime_config
 

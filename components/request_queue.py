@@ -83,7 +83,7 @@ class RequestQueue(pulumi.ComponentResource):
         self._name = name
         self.kind = cfg.queue.kind
         none = pulumi.Output.from_input(None)
-        for attr in ("queue_url", "queue_name", "queue_arn", "dlq_arn", "dlq_url", "cluster_arn",
+        for attr in ("queue_url", "queue_name", "queue_arn", "dlq_arn", "dlq_url", "dlq_name", "cluster_arn",
                      "bootstrap_brokers", "topic_arn", "dlq_topic_arn", "group_arn", "client_security_group_id"):
             setattr(self, attr, none)
         if self.kind == "sqs":
@@ -92,7 +92,7 @@ class RequestQueue(pulumi.ComponentResource):
             self._create_kafka(cfg, args)
         self.register_outputs({
             "backlog_metric": self.backlog_metric, "queue_url": self.queue_url, "queue_name": self.queue_name,
-            "queue_arn": self.queue_arn, "dlq_arn": self.dlq_arn, "dlq_url": self.dlq_url,
+            "queue_arn": self.queue_arn, "dlq_arn": self.dlq_arn, "dlq_url": self.dlq_url, "dlq_name": self.dlq_name,
             "cluster_arn": self.cluster_arn, "bootstrap_brokers": self.bootstrap_brokers,
             "topic_arn": self.topic_arn, "dlq_topic_arn": self.dlq_topic_arn, "group_arn": self.group_arn,
             "client_security_group_id": self.client_security_group_id,
@@ -120,7 +120,7 @@ class RequestQueue(pulumi.ComponentResource):
                                        {"redrivePermission": "byQueue", "sourceQueueArns": [arn]})),
                                    opts=self._opts())
         self.queue_url, self.queue_name, self.queue_arn = queue.url, queue.name, queue.arn
-        self.dlq_arn, self.dlq_url = dlq.arn, dlq.url
+        self.dlq_arn, self.dlq_url, self.dlq_name = dlq.arn, dlq.url, dlq.name
         self.backlog_metric = queue.name.apply(lambda qname: {
             "namespace": "AWS/SQS", "metric_name": "ApproximateNumberOfMessagesVisible",
             "dimensions": {"QueueName": qname}})

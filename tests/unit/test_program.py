@@ -28,3 +28,13 @@ def test_every_resource_is_recorded_with_its_parent():
     urns = {r.urn for r in rec.resources}
     for resource in rec.resources:
         assert resource.parent is None or resource.parent in urns, resource.urn
+
+
+def test_components_are_wired_to_each_other():
+    """Cross-component references in __main__.py point at the right resources."""
+    rec = run_stack("prod")
+    dlq = rec.one("aws:sqs/queue:Queue", "queue-dlq")
+    alarm = rec.one("aws:cloudwatch/metricAlarm:MetricAlarm", "monitoring-dlq-not-empty")
+    assert alarm.inputs["dimensions"] == {"QueueName": dlq.outputs["name"]}
+    assert rec.exports["deadLetterQueueUrl"] == dlq.outputs["url"]
+    assert rec.exports["apiUrl"].startswith("https://") and rec.exports["onDemandGroupName"]
