@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import io
 import json
 import socket
@@ -75,7 +76,7 @@ class Server(ThreadingHTTPServer):
     fake: FakeServer
 
 
-class FakeServer:
+class FakeServer(abc.ABC):
     """Start/stop on 127.0.0.1; subclasses implement ``dispatch(handler, method)``."""
 
     def __init__(self) -> None:
@@ -110,5 +111,6 @@ class FakeServer:
                 pass
         self.connections.clear()
 
+    @abc.abstractmethod
     def dispatch(self, h: Handler, method: str) -> None:
-        raise NotImplementedError
+        """Answer one request; each fake (ComfyUI, A1111) speaks its own documented API here."""
