@@ -235,5 +235,6 @@ class FakeComfyUI(FakeServer):
             return
         try:
             self._send_frame(*target, {"type": kind, "data": data})
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the client's handler already closed the socket's file
+            # Like ComfyUI, a client that went away is dropped; the executor carries on with the queue.
             self._sockets.pop(client_id or "", None)

@@ -131,3 +131,15 @@ def test_readiness_wait_gives_up(tmp_path):
         backend.wait_ready(0.3)
     with pytest.raises(BackendUnavailable, match="process exited"):
         ComfyUIBackend(base_url="http://127.0.0.1:9", model_dir=str(tmp_path), is_alive=lambda: False).wait_ready(30)
+
+
+def test_fake_comfyui_drops_a_websocket_client_whose_file_is_closed(tmp_path):
+    """The drills rely on the fake's executor surviving a client that went away (as ComfyUI's does)."""
+    import io
+
+    fake = FakeComfyUI(tmp_path / "models")
+    closed = io.BytesIO()
+    closed.close()
+    fake._sockets["gone"] = (closed, threading.Lock())
+    fake._emit("gone", "executing", {"node": None, "prompt_id": "p"})  # must not raise
+    assert "gone" not in fake._sockets
