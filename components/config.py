@@ -185,6 +185,10 @@ class ClusterSettings:
         return self.max_size - self.on_demand_base
 
 
+LEASE_SECONDS = 30
+HANDBACK_ALLOWANCE = 5
+
+
 @dataclass(frozen=True)
 class QueueSettings:
     kind: str
@@ -193,8 +197,16 @@ class QueueSettings:
 
     @property
     def visibility_timeout_seconds(self) -> int:
-        """Visibility outlasts the longest job plus upload slack; the agent's heartbeat extends it too."""
-        return min(43200, self.max_job_seconds + 60)
+        """The lease: short, renewed by the agent's heartbeat every third of it, so a dead worker's job
+        is retried within a minute whatever the job time limit (runtime.jobs.attempts)."""
+        return LEASE_SECONDS
+
+    @property
+    def redrive_receive_count(self) -> int:
+        """SQS receives before the DLQ: the record counts attempts (maxReceiveCount); hand-backs and
+        crashed receives also use up receives, so redrive leaves room for them. The DLQ consumer makes
+        whatever lands there final."""
+        return self.max_receive_count + HANDBACK_ALLOWANCE
 
 
 @dataclass(frozen=True)

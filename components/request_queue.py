@@ -108,7 +108,7 @@ class RequestQueue(pulumi.ComponentResource):
                             message_retention_seconds=DLQ_RETENTION_SECONDS,
                             receive_wait_time_seconds=LONG_POLL_SECONDS, opts=self._opts())
         redrive = dlq.arn.apply(lambda arn: json.dumps(
-            {"deadLetterTargetArn": arn, "maxReceiveCount": cfg.queue.max_receive_count}))
+            {"deadLetterTargetArn": arn, "maxReceiveCount": cfg.queue.redrive_receive_count}))
         queue = aws.sqs.Queue(f"{self._name}-queue", name=f"{prefix}-jobs", sqs_managed_sse_enabled=True,
                               visibility_timeout_seconds=cfg.queue.visibility_timeout_seconds,
                               receive_wait_time_seconds=LONG_POLL_SECONDS,

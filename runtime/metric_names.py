@@ -19,6 +19,9 @@ JOBS_SUCCEEDED = "JobsSucceeded"        # count
 JOBS_FAILED = "JobsFailed"              # count
 JOB_ERRORS = "JobErrors"                # count (attempt failed, may be retried)
 JOBS_HANDED_BACK = "JobsHandedBack"     # count (visibility reset on drain / interruption)
+LEASES_LOST = "LeasesLost"              # count (an attempt fenced out: another attempt owns the job)
+DEAD_LETTERS_RECONCILED = "DeadLettersReconciled"  # count (DLQ consumer made a job final)
+LEASES_EXPIRED = "LeasesExpired"        # count (sweeper found a dead worker's lease)
 MODEL_CACHE_HITS = "ModelCacheHits"     # count
 MODEL_CACHE_MISSES = "ModelCacheMisses"  # count
 SPOT_INTERRUPTIONS = "SpotInterruptions"  # count (notice seen by an agent)
@@ -30,5 +33,5 @@ BACKEND_BUSY = "BackendBusy"            # percent of wall time the backend was w
 KAFKA_BACKLOG = "KafkaBacklog"          # messages, consumer-group lag summed over partitions
 
 ALL = (JOB_LATENCY, QUEUE_WAIT, MODEL_LOAD_TIME, INFERENCE_TIME, UPLOAD_TIME, JOBS_SUCCEEDED, JOBS_FAILED,
-       JOB_ERRORS, JOBS_HANDED_BACK, MODEL_CACHE_HITS, MODEL_CACHE_MISSES, SPOT_INTERRUPTIONS,
-       REBALANCE_RECOMMENDATIONS, BOOT_TO_READY, BACKEND_BUSY, KAFKA_BACKLOG)
+       JOB_ERRORS, JOBS_HANDED_BACK, LEASES_LOST, DEAD_LETTERS_RECONCILED, LEASES_EXPIRED, MODEL_CACHE_HITS,
+       MODEL_CACHE_MISSES, SPOT_INTERRUPTIONS, REBALANCE_RECOMMENDATIONS, BOOT_TO_READY, BACKEND_BUSY, KAFKA_BACKLOG)

@@ -1,4 +1,4 @@
-"""Signed webhooks: the worker calls them when a job starts, produces output or ends; the API on cancel.
+"""Signed webhooks, sent by the webhook dispatcher (runtime.webhook_dispatch) as a job starts, outputs, ends.
 
 Wire format (documented for receivers in docs/api.md)::
 
@@ -137,6 +137,19 @@ class WebhookSender:
         log.log(level, "webhook %s to %s: delivered=%s after %d attempt(s) status=%s error=%s", wid,
                 _redact(url), last.delivered, last.attempts, last.status_code, last.error)
         return last
+
+    def try_once(self, url: str, event: str, job: Mapping[str, Any], webhook_id: str,
+                 attempt: int = 1) -> tuple[DeliveryResult, bool]:
+        """One try, no sleeping: (result, whether a later try may succeed). The webhook dispatcher's
+        queue does the waiting between tries (runtime.webhook_dispatch)."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown webhook event {event!r}; use one of {', '.join(EVENTS)}")
+        body = json.dumps({"event": event, "job": dict(job)}, separators=(",", ":"), default=str).encode()
+        result, retry, _ = self._try_once(url, event, body, webhook_id, attempt)
+        level = logging.INFO if result.delivered else logging.WARNING
+        log.log(level, "webhook %s to %s: delivered=%s status=%s error=%s retry=%s", webhook_id, _redact(url),
+                result.delivered, result.status_code, result.error, retry)
+        return result, retry
 
     def _try_once(self, url: str, event: str, body: bytes, wid: str, attempt: int
                   ) -> tuple[DeliveryResult, bool, float | None]:

@@ -13,14 +13,13 @@ fingerprint=None) -> (record, created)``               key: one transaction writ
                                                        fingerprint raises ``IdempotencyConflictError``.
 ``get(job_id) -> record | None``                       strongly consistent read; ``require`` raises
                                                        ``JobNotFoundError`` instead of returning None.
-``mark_running(job_id, worker_id, attempt)             queued|running -> running (a redelivery after a
--> record | None``                                     worker died re-enters running). None when the job
-                                                       is final or cancel was requested (then it is marked
-                                                       canceled here): the worker skips the message.
-                                                       ``JobNotFoundError`` when there is no such job.
-``mark_succeeded(job_id, outputs, timings) -> bool``   -> succeeded unless already final; True when this
-``mark_failed(job_id, error, timings=None) -> bool``   call made it final (a redelivered job finishing
-``mark_canceled(job_id) -> bool``                      twice is recorded once).
+``start_attempt(job_id, worker_id, max_attempts,      count an attempt and take the lease (fencing token)
+lease_seconds) -> Attempt``                            or say why not: final already, canceled now,
+                                                       attempts exhausted (then failed here). Renewal,
+                                                       hand-back and sweeping: runtime/jobs/attempts.py.
+``mark_succeeded(job_id, outputs, timings, lease)``    -> final unless already final; with ``lease`` only
+``mark_failed(job_id, error, timings, lease)``         while that attempt still owns the job. True when
+``mark_canceled(job_id, lease) -> bool``               this call made it final (recorded once).
 ``record_attempt_error(job_id, attempt, error)``       append {attempt, error, at} to ``attempt_errors``.
 ``request_cancel(job_id) -> record | None``            queued -> canceled at once; running -> sets
                                                        ``cancel_requested``; final -> unchanged record.
@@ -31,14 +30,16 @@ Status transitions (final statuses never change)::
 
     queued ──> running ──> succeeded
       │          │  └────> failed
-      │          └───────> canceled   (worker saw cancel_requested, or mark_running found it set)
+      │          └───────> canceled   (worker saw cancel_requested, or start_attempt found it set)
       └──────────────────> canceled   (request_cancel while queued)
       └──────────────────> failed     (e.g. the API could not enqueue it)
+    running ──> queued                (hand-back, a failed attempt to retry, a lease the sweeper expired)
 
 Record (a plain dict; numbers come back as int or float):
 ``job_id, status, model, task, spec`` (the normalized job spec, runtime.jobs.schema), ``owner`` (API key
 id or IAM principal that created it), ``created_at, started_at, completed_at, updated_at`` (epoch
-seconds, float; None until reached), ``attempts`` (int), ``worker_id``, ``outputs`` (list of
+seconds, float; None until reached), ``attempts`` (int, counted attempts), ``lease`` (fencing token),
+``worker_id``, ``outputs`` (list of
 ``{"url", "content_type"}``), ``timings`` (``queue_wait_ms, model_load_ms, inference_ms, upload_ms,
 total_ms``), ``error`` (``{"code", "message"}`` or None), ``attempt_errors``, ``cancel_requested``
 (bool), ``expires_at`` (TTL, epoch seconds).
@@ -57,6 +58,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
+from runtime.jobs.attempts import LEASE_EXPIRES, RUNNING_INDEX, RUNNING_INDEX_KEY, AttemptTransitions
 from runtime.jobs.errors import IdempotencyConflictError, JobNotFoundError, StoreUnavailableError
 from runtime.jobs.ids import new_job_id
 
@@ -150,7 +152,7 @@ def _is_condition_failure(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
-class JobStore:
+class JobStore(AttemptTransitions):
     """Job records in one DynamoDB table (see the module docstring for the contract)."""
 
     def __init__(self, table_name: str, client: Any, clock: Any = time.time):
@@ -248,7 +250,8 @@ class JobStore:
 
     # --- transitions ---------------------------------------------------------------------------------
     def _update(self, job_id: str, sets: Mapping[str, Any], condition: str,
-                values: Mapping[str, Any] | None = None, extra_set: str = "") -> dict[str, Any] | None:
+                values: Mapping[str, Any] | None = None, extra_set: str = "",
+                remove: Sequence[str] = ()) -> dict[str, Any] | None:
         """SET ``sets`` when ``condition`` holds; the new record, or None when the condition failed."""
         names = {"#s": "status"} if "#s" in condition else {}
         exprs, attr_values = [], {k: _ser.serialize(_to_ddb(v)) for k, v in (values or {}).items()}
@@ -258,10 +261,13 @@ class JobStore:
             exprs.append(f"#a{i} = :a{i}")
         if extra_set:
             exprs.append(extra_set)
+        expression = "SET " + ", ".join(exprs)
+        if remove:
+            expression += " REMOVE " + ", ".join(remove)
         try:
             resp = self.client.update_item(
                 TableName=self.table_name, Key={"pk": {"S": job_pk(job_id)}},
-                UpdateExpression="SET " + ", ".join(exprs), ConditionExpression=condition,
+                UpdateExpression=expression, ConditionExpression=condition,
                 ExpressionAttributeNames=names, ExpressionAttributeValues=attr_values, ReturnValues="ALL_NEW")
         except ClientError as exc:
             if _is_condition_failure(exc):
@@ -274,46 +280,22 @@ class JobStore:
     _NOT_FINAL = "#s IN (:queued, :running)"
     _STATUS_VALUES = {":queued": QUEUED, ":running": RUNNING}
 
-    def mark_running(self, job_id: str, worker_id: str, attempt: int) -> dict[str, Any] | None:
-        now = self._clock()
-        record = self._update(
-            job_id, {"status": RUNNING, "worker_id": worker_id, "attempts": int(attempt), "updated_at": now,
-                     "last_started_at": now},
-            condition=f"{self._NOT_FINAL} AND (attribute_not_exists(cancel_requested) OR cancel_requested = :f)",
-            values={**self._STATUS_VALUES, ":f": False, ":now": now},
-            extra_set="started_at = if_not_exists(started_at, :now)")
-        if record is not None:
-            return record
-        current = self.get(job_id)
-        if current is None:
-            raise JobNotFoundError(job_id)
-        if current["status"] not in FINAL and current.get("cancel_requested"):
-            self.mark_canceled(job_id)
-        log.info("job %s not started: status %s, cancel_requested %s", job_id, current["status"],
-                 current.get("cancel_requested"))
-        return None
-
-    def _finish(self, job_id: str, status: str, fields: Mapping[str, Any]) -> bool:
-        now = self._clock()
-        record = self._update(job_id, {"status": status, "completed_at": now, "updated_at": now, **fields},
-                              condition=self._NOT_FINAL, values=self._STATUS_VALUES)
-        return record is not None
-
     def mark_succeeded(self, job_id: str, outputs: Sequence[Mapping[str, Any]],
-                       timings: Mapping[str, Any] | None = None) -> bool:
+                       timings: Mapping[str, Any] | None = None, lease: int | None = None) -> bool:
         outs = [{"url": str(o["url"]), "content_type": str(o.get("content_type") or "application/octet-stream"),
                  **({"generator": str(o["generator"])} if o.get("generator") else {})}
                 for o in outputs]
-        return self._finish(job_id, SUCCEEDED, {"outputs": outs, "timings": dict(timings or {})})
+        return self.finish(job_id, SUCCEEDED, {"outputs": outs, "timings": dict(timings or {})}, lease=lease)
 
-    def mark_failed(self, job_id: str, error: Any, timings: Mapping[str, Any] | None = None) -> bool:
+    def mark_failed(self, job_id: str, error: Any, timings: Mapping[str, Any] | None = None,
+                    lease: int | None = None) -> bool:
         fields: dict[str, Any] = {"error": normalize_error(error)}
         if timings:
             fields["timings"] = dict(timings)
-        return self._finish(job_id, FAILED, fields)
+        return self.finish(job_id, FAILED, fields, lease=lease)
 
-    def mark_canceled(self, job_id: str) -> bool:
-        return self._finish(job_id, CANCELED, {"cancel_requested": True})
+    def mark_canceled(self, job_id: str, lease: int | None = None) -> bool:
+        return self.finish(job_id, CANCELED, {"cancel_requested": True}, lease=lease)
 
     def record_attempt_error(self, job_id: str, attempt: int, error: Any) -> None:
         now = self._clock()
@@ -381,9 +363,16 @@ class JobStore:
 
 def create_table(client: Any, table_name: str) -> None:
     """Create a table shaped like components/job_store.py declares it (tests and local mode only)."""
-    client.create_table(TableName=table_name, BillingMode="PAY_PER_REQUEST",
-                        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    client.create_table(
+        TableName=table_name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": RUNNING_INDEX_KEY, "AttributeType": "S"},
+                              {"AttributeName": LEASE_EXPIRES, "AttributeType": "N"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[{"IndexName": RUNNING_INDEX, "Projection": {"ProjectionType": "KEYS_ONLY"},
+                                 "KeySchema": [{"AttributeName": RUNNING_INDEX_KEY, "KeyType": "HASH"},
+                                               {"AttributeName": LEASE_EXPIRES, "KeyType": "RANGE"}]}],
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
     try:
         client.update_time_to_live(TableName=table_name,
                                    TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})

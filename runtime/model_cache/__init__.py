@@ -5,11 +5,12 @@ from runtime.model_cache.cache import (
     CacheFull,
     ModelCache,
     ModelCacheError,
+    ModelNotFound,
     ModelUnavailable,
     RemoteFile,
     RemoteModel,
     manifest_resolver,
 )
 
-__all__ = ["CacheFull", "CachedModel", "ModelCache", "ModelCacheError", "ModelUnavailable", "RemoteFile",
-           "RemoteModel", "manifest_resolver"]
+__all__ = ["CacheFull", "CachedModel", "ModelCache", "ModelCacheError", "ModelNotFound", "ModelUnavailable",
+           "RemoteFile", "RemoteModel", "manifest_resolver"]

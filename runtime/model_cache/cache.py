@@ -3,7 +3,8 @@
 Error hierarchy::
 
     ModelCacheError        any cache failure
-    ├── ModelUnavailable   the model is not in the manifest, or its download failed (job input or store)
+    ├── ModelUnavailable   the manifest could not be read or a download failed (retried)
+    │    └── ModelNotFound  the manifest has no such model (the job's input is wrong; not retried)
     └── CacheFull          the model does not fit even after evicting everything evictable
 
 Layout: ``<cache_dir>/<model id with '/' as '--'>@<version>/<file paths from the manifest>`` plus a
@@ -45,6 +46,10 @@ class ModelCacheError(Exception):
 
 class ModelUnavailable(ModelCacheError):  # noqa: N818
     """The model is unknown to the store or could not be downloaded."""
+
+
+class ModelNotFound(ModelUnavailable):
+    """The manifest has no such model: the job asks for something that does not exist (no retry)."""
 
 
 class CacheFull(ModelCacheError):  # noqa: N818
@@ -89,7 +94,7 @@ class CachedModel:
 def manifest_resolver(s3_client: Any, bucket: str, key: str = "manifest.json",
                       ttl_seconds: float = 60.0) -> Callable[[str], RemoteModel]:
     """model id -> RemoteModel through runtime.model_store's manifest (re-read at most every ``ttl``)."""
-    from runtime.model_store.errors import ModelStoreError
+    from runtime.model_store.errors import ModelNotFoundError, ModelStoreError
     from runtime.model_store.manifest import ManifestStore
 
     store = ManifestStore(s3_client, bucket, key)
@@ -103,6 +108,8 @@ def manifest_resolver(s3_client: Any, bucket: str, key: str = "manifest.json",
                 if not fresh or model_id not in state["manifest"].models:
                     state["manifest"], state["at"] = store.load(), time.monotonic()
                 entry = state["manifest"].get(model_id)
+            except ModelNotFoundError as exc:
+                raise ModelNotFound(f"model {model_id!r}: {exc}") from exc
             except ModelStoreError as exc:
                 raise ModelUnavailable(f"model {model_id!r}: {exc}") from exc
         return RemoteModel(model_id, entry.version, entry.kind,

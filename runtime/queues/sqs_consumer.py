@@ -3,9 +3,10 @@
 Long polling (``WaitTimeSeconds``); each received message stays invisible for ``visibility_timeout``
 and the agent's heartbeat extends it (ChangeMessageVisibility) while the job runs; ``ack`` deletes it
 (only after the job record is final); ``release`` hands it back (visibility 0 = at once). The DLQ is
-SQS's own redrive: a message received more than ``maxReceiveCount`` times moves there on its next
-receive, so ``dead_letter`` only makes the message visible again to get there quickly. Bodies that
-are not v1 job messages are made visible again and reach the DLQ the same way.
+SQS's own redrive: a message received more than the redrive count (attempts + hand-back allowance)
+moves there on its next receive, and the DLQ consumer (runtime.reconciler) makes its record final. A
+job the agent failed for good is simply acknowledged: its record holds the error. Bodies that are not
+v1 job messages are made visible again and reach the DLQ through redrive.
 """
 
 from __future__ import annotations
@@ -59,8 +60,3 @@ class SQSConsumer(JobQueueConsumer):
 
     def extend(self, job: ReceivedJob, visibility_seconds: int) -> None:
         self._call("change_message_visibility", ReceiptHandle=job.handle, VisibilityTimeout=int(visibility_seconds))
-
-    def dead_letter(self, job: ReceivedJob, reason: str) -> None:
-        """The job is final-failed: make it visible so SQS's redrive moves it to the DLQ on next receive."""
-        log.warning("job %s left for the DLQ: %s", job.message.job_id, reason)
-        self.release(job, 0)

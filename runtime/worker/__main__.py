@@ -26,11 +26,12 @@ from runtime.agent_config import AgentConfig, AgentConfigError, load
 log = logging.getLogger(__name__)
 
 MODULES = (
-    "runtime.agent_config", "runtime.metric_names", "runtime.net_safety", "runtime.webhooks",
+    "runtime.agent_config", "runtime.metric_names", "runtime.net_safety", "runtime.jobs.attempts",
     "runtime.jobs.schema", "runtime.jobs.store", "runtime.queues.base", "runtime.queues.sqs_consumer",
     "runtime.queues.kafka_consumer", "runtime.model_store.manifest", "runtime.model_cache.cache",
     "runtime.backends.base", "runtime.backends.comfyui", "runtime.backends.a1111", "runtime.backends.diffusers",
     "runtime.backends.neuron", "runtime.backends.test_pattern", "runtime.worker.agent", "runtime.worker.aws",
+    "runtime.worker.job_runner", "runtime.worker.guard", "runtime.worker.failures",
     "runtime.worker.imds", "runtime.worker.lifecycle", "runtime.worker.metrics", "runtime.worker.outputs",
     "runtime.worker.inputs", "runtime.worker.logs", "confluent_kafka", "aws_msk_iam_sasl_signer",
     "aws_embedded_metrics", "PIL", "httpx", "boto3",
@@ -93,7 +94,6 @@ def build(config: AgentConfig) -> tuple[Any, Any]:
     from runtime.backends.base import create
     from runtime.jobs.store import JobStore
     from runtime.model_cache import ModelCache, manifest_resolver
-    from runtime.webhooks import WebhookSender, load_secret_from_ssm
     from runtime.worker import aws
     from runtime.worker.agent import Agent
     from runtime.worker.lifecycle import Lifecycle, LifecycleWatcher
@@ -114,11 +114,6 @@ def build(config: AgentConfig) -> tuple[Any, Any]:
         resolver = manifest_resolver(s3, mc.store_bucket, mc.manifest_key)
         cache = ModelCache(aws.ObjectStore(s3, mc.store_bucket), resolver, mc.cache_dir, mc.max_cache_bytes,
                            hot_models=config.hot_models)
-    webhooks = None
-    if config.webhook_secret_parameter:
-        secret = load_secret_from_ssm(aws.client("ssm", config.region, config.endpoints),
-                                      config.webhook_secret_parameter)
-        webhooks = WebhookSender(secret, allow_loopback=config.allow_loopback_urls)
     agent = Agent(
         config, consumer=_consumer(config, worker_id),
         store=JobStore(config.job_table, aws.client("dynamodb", config.region, config.endpoints)),
@@ -126,7 +121,7 @@ def build(config: AgentConfig) -> tuple[Any, Any]:
                                                         config.outputs.cdn_base_url, config.outputs.prefix),
         metrics=Metrics(config.metrics_namespace, config.stack, group or "none", config.backend, config.metrics_sink,
                         log_group=config.metrics_log_group),
-        lifecycle=lifecycle, worker_id=worker_id, model_cache=cache, webhooks=webhooks)
+        lifecycle=lifecycle, worker_id=worker_id, model_cache=cache)
     watcher = LifecycleWatcher(imds, agent.on_notice, config.lifecycle.poll_seconds) if imds else None
     return agent, watcher
 

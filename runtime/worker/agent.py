@@ -1,51 +1,40 @@
-"""The agent's main loop: pull a job, run it through the backend, upload, record, notify, acknowledge.
+"""The agent's main loop: claim a job, run it through the backend, settle it (runtime.worker.job_runner).
 
-One job at a time (one accelerator per instance). Threads: the main loop; per running job a
-``_JobGuard`` thread that heartbeats the queue message and polls the cancel flag; the lifecycle
-watcher (lifecycle.py); one webhook thread so slow receivers never delay jobs.
+One job at a time (one accelerator per instance). Threads: the main loop; per running job a lease
+guard (runtime.worker.guard) that renews the queue message and the record's lease and watches for
+cancel requests and lost leases; the lifecycle watcher (lifecycle.py). Webhooks are not sent by the
+agent: the webhook dispatcher derives them from the job table's stream.
 
-Outcome of an attempt, and what happens to its message::
-
-    succeeded / canceled / input error  -> record final, message acknowledged
-    backend or other error              -> attempt error recorded; message visible again after
-                                           retry_delay_seconds; on the last attempt (receive count >=
-                                           max_receive_count): record failed, message to the DLQ
-    interrupted by drain or stop        -> message handed back at once (visibility 0), record untouched
-    worker killed (SIGKILL, spot)       -> the lease runs out; another worker redoes it; the record's
-                                           conditional transitions keep it recorded once
+Attempts are counted in the job record at pick-up (``start_attempt``), not in the queue's receive
+count, and every write of an attempt is fenced on its lease (runtime.jobs.attempts). Errors map to an
+outcome by cause in one table (runtime.worker.failures); no exception escapes the loop.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from runtime import metric_names as m
 from runtime.agent_config import AgentConfig
-from runtime.backends.base import Backend, BackendError, BackendUnavailable, JobContext, JobInputError, JobInterrupted
+from runtime.backends.base import Backend, BackendError, BackendUnavailable, JobContext
+from runtime.jobs.attempts import EXHAUSTED, MISSING
 from runtime.jobs.errors import JobNotFoundError, StoreUnavailableError
-from runtime.model_cache import ModelCache, ModelCacheError, ModelUnavailable
+from runtime.model_cache import ModelCache
 from runtime.queues.base import JobQueueConsumer, QueueError, ReceivedJob
+from runtime.worker.guard import LeaseGuard
 from runtime.worker.inputs import ImageFetcher
+from runtime.worker.job_runner import JobRunner, RunningJob
 from runtime.worker.lifecycle import SPOT, Lifecycle, Notice
 from runtime.worker.metrics import Metrics
 from runtime.worker.outputs import OutputUploader
 
+INFRA_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 20.0)  # pause after consecutive infrastructure failures
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunningJob:
-    received: ReceivedJob
-    ctx: JobContext
-    started: float = field(default_factory=time.monotonic)
-    reason: str | None = None  # why it was interrupted: cancel | drain | stop
 
 
 @dataclass
@@ -56,49 +45,10 @@ class JobStat:
     backend_s: float  # time inside backend.run
 
 
-class _JobGuard:
-    """Heartbeats the message and polls the job's cancel flag while it runs."""
-
-    def __init__(self, agent: Agent, job: RunningJob) -> None:
-        self.agent, self.job = agent, job
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"guard-{job.ctx.job_id}", daemon=True)
-
-    def __enter__(self) -> _JobGuard:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        cfg = self.agent.config
-        visibility = cfg.queue.visibility_timeout_seconds
-        beat = max(1.0, visibility / 3)
-        tick = max(0.2, min(beat, cfg.cancel_poll_seconds))
-        next_beat = time.monotonic() + beat
-        while not self._stop.wait(tick):
-            if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + beat
-                try:
-                    self.agent.consumer.extend(self.job.received, visibility)
-                except QueueError as exc:
-                    log.warning("heartbeat for %s failed: %s", self.job.ctx.job_id, exc)
-                if self.agent.notice is not None:
-                    self.agent.lifecycle.heartbeat_terminating()
-            try:
-                if self.agent.store.is_cancel_requested(self.job.ctx.job_id):
-                    self.agent.interrupt(self.job, "cancel")
-            except StoreUnavailableError as exc:
-                log.warning("cancel check for %s failed: %s", self.job.ctx.job_id, exc)
-
-
 class Agent:
     def __init__(self, config: AgentConfig, *, consumer: JobQueueConsumer, store: Any, backend: Backend,
                  uploader: OutputUploader, metrics: Metrics, lifecycle: Lifecycle, worker_id: str,
-                 model_cache: ModelCache | None = None, webhooks: Any = None,
-                 fetcher: ImageFetcher | None = None) -> None:
+                 model_cache: ModelCache | None = None, fetcher: ImageFetcher | None = None) -> None:
         self.config = config
         self.consumer = consumer
         self.store = store
@@ -108,15 +58,16 @@ class Agent:
         self.lifecycle = lifecycle
         self.worker_id = worker_id
         self.model_cache = model_cache
-        self.webhooks = webhooks
         self.fetcher = fetcher or ImageFetcher(allow_loopback=config.allow_loopback_urls)
+        self.runner = JobRunner(self)
         self.notice: Notice | None = None
         self.stats: list[JobStat] = []
         self.current: RunningJob | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._notify_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook")
         self._backend_ok = True
+        self._infra_failures = 0
+        self._pause_s = INFRA_BACKOFF_S[0]
         self._busy_s = 0.0
         self._busy_since = time.monotonic()
         self._ewma_job_s: float | None = None
@@ -163,7 +114,7 @@ class Agent:
 
     def interrupt(self, job: RunningJob, reason: str) -> None:
         with self._lock:
-            if job.reason is None or reason == "cancel":
+            if job.reason is None or reason in ("cancel", "lost-lease"):
                 job.reason = reason
         try:
             self.backend.interrupt(job.ctx)
@@ -203,7 +154,7 @@ class Agent:
                 continue
             for received in jobs:
                 if self._stopping.is_set():
-                    self._release(received, 0, "stopping")
+                    self.runner.release(received, 0, "stopping")
                     continue
                 self.handle(received)
                 done += 1
@@ -215,7 +166,6 @@ class Agent:
         self.lifecycle.protect(False)
         if self.notice is not None:
             self.lifecycle.complete_terminating()
-        self._notify_pool.shutdown(wait=True)
         self._emit_busy(force=True)
 
     def _ensure_backend(self) -> None:
@@ -228,185 +178,92 @@ class Agent:
             log.error("backend still unavailable: %s", exc)
             self._stopping.wait(5.0)
 
+    def backend_lost(self) -> None:
+        self._backend_ok = False
+
+    def infrastructure_trouble(self) -> float:
+        """Note one more infrastructure failure in a row; the loop pauses for the returned seconds."""
+        delay = INFRA_BACKOFF_S[min(self._infra_failures, len(INFRA_BACKOFF_S) - 1)]
+        self._infra_failures += 1
+        self._pause_s = delay
+        return delay
+
     # -- one job ---------------------------------------------------------------------------------------
     def handle(self, received: ReceivedJob) -> str:
-        picked = time.time()
+        """Claim, run and settle one received job; never raises (invariant 5)."""
         t0 = time.monotonic()
-        message = received.message
-        job_id, attempt = message.job_id, received.receive_count
-        ctx = JobContext(job_id=job_id, spec=dict(message.job), deadline=t0 + self.config.max_job_seconds)
-        job = RunningJob(received, ctx)
-        timings = {"queue_wait_ms": round(max(0.0, picked - message.enqueued_at) * 1000, 1)}
+        job_id = received.message.job_id
         backend_s = [0.0]
         try:
-            outcome = self._attempt(job, attempt, timings, backend_s)
-        except (BackendUnavailable, BackendError, ModelCacheError, StoreUnavailableError, QueueError, OSError,
-                ValueError) as exc:
-            outcome = self._attempt_failed(job, attempt, exc, timings)
+            outcome = self._handle(received, backend_s)
+        except Exception:  # the runner settles every failure; this is the last line of defence
+            log.exception("job %s: unexpected error outside an attempt; handing the message back", job_id)
+            self.runner.release(received, self.config.retry_delay_seconds, "unexpected")
+            outcome = "unsettled"
         finally:
             self.current = None
         elapsed = time.monotonic() - t0
         if outcome == "succeeded":
             self._ewma_job_s = elapsed if self._ewma_job_s is None else 0.8 * self._ewma_job_s + 0.2 * elapsed
+        if outcome in ("deferred", "unsettled"):
+            self._stopping.wait(self._pause_s)  # AWS or the disk is in trouble: do not hammer it
+        else:
+            self._infra_failures = 0
         self._busy_s += backend_s[0]
         self.stats.append(JobStat(job_id, outcome, elapsed, backend_s[0]))
-        log.info("job %s %s", job_id, outcome, extra={"job_id": job_id, "attempt": attempt, "outcome": outcome,
-                                                     "timings": timings})
         return outcome
 
-    def _attempt(self, job: RunningJob, attempt: int, timings: dict[str, float], backend_s: list[float]) -> str:
-        ctx, received = job.ctx, job.received
-        if attempt > self.config.queue.max_receive_count:
-            return self._give_up(job, attempt, "attempts-exhausted",
-                                 f"received {attempt} times, limit {self.config.queue.max_receive_count}", timings)
+    def _handle(self, received: ReceivedJob, backend_s: list[float]) -> str:
+        message = received.message
+        job_id = message.job_id
+        timings = {"queue_wait_ms": round(max(0.0, time.time() - message.enqueued_at) * 1000, 1)}
+        lease_s = self.config.queue.visibility_timeout_seconds
         try:
-            record = self.store.mark_running(ctx.job_id, self.worker_id, attempt)
+            attempt = self.store.start_attempt(job_id, self.worker_id, self.config.queue.max_receive_count, lease_s)
         except JobNotFoundError:
-            log.error("job %s has no record; dropping its message", ctx.job_id)
-            self.consumer.ack(received)
+            log.error("job %s has no record; dropping its message", job_id)
+            self.runner._ack(received)
             return "orphaned"
-        if record is None:  # final already (a redelivery) or canceled while queued
-            self.consumer.ack(received)
-            self._notify(ctx.job_id, "completed")
-            return "skipped"
+        except StoreUnavailableError as exc:
+            log.error("job %s: could not claim it (%s); handing it back", job_id, exc)
+            self.runner.release(received, self.infrastructure_trouble(), "store unavailable")
+            return "deferred"
+        if not attempt.started:  # final already (a redelivery), canceled while queued, or out of attempts
+            self.runner._ack(received)
+            if attempt.outcome == EXHAUSTED:
+                self.metrics.emit({m.JOBS_FAILED: 1}, {"job_id": job_id, "worker_id": self.worker_id,
+                                                        "code": "attempts-exhausted"})
+            return "skipped" if attempt.outcome != MISSING else "orphaned"
+        ctx = JobContext(job_id=job_id, spec=dict(message.job),
+                         deadline=time.monotonic() + self.config.max_job_seconds)
+        job = RunningJob(received, ctx, attempt)
         self.current = job
         self.lifecycle.protect(True)
-        self._notify(ctx.job_id, "start")
-        if ctx.inputs.get("seed", 0) is None:
-            ctx.spec["inputs"] = {**ctx.inputs, "seed": random.randrange(2**32)}
-        with _JobGuard(self, job):
-            try:
-                result, cache_hit = self._phases(job, timings, backend_s)
-            except JobInterrupted:
-                return self._interrupted(job, timings)
-            except (JobInputError, ModelUnavailable) as exc:
-                return self._give_up(job, attempt, "invalid-input", str(exc), timings)
-        return self._succeed(job, result, timings, cache_hit)
-
-    def _checkpoint(self, job: RunningJob) -> None:
-        """Between phases: stop when interrupted or when a cancel was requested."""
-        if job.reason is None and self.store.is_cancel_requested(job.ctx.job_id):
-            job.reason = "cancel"
-        if job.reason is not None:
-            raise JobInterrupted(f"job {job.ctx.job_id} interrupted ({job.reason})")
-
-    def _phases(self, job: RunningJob, timings: dict[str, float], backend_s: list[float]) -> tuple[Any, bool | None]:
-        ctx = job.ctx
-        self._checkpoint(job)
-        ctx.input_images = self.fetcher.fetch_all(ctx.spec)
-        t = time.monotonic()
-        cache_hit: bool | None = None
-        with contextlib.ExitStack() as stack:
-            if self.model_cache is not None and ctx.model and self.backend.name != "test-pattern":
-                cached = stack.enter_context(self.model_cache.use(ctx.model))
-                cache_hit = cached.hit
-                ctx.model_path = cached.path
-                self.metrics.count(m.MODEL_CACHE_HITS if cache_hit else m.MODEL_CACHE_MISSES, model=ctx.model,
-                                   job_id=ctx.job_id, load_ms=cached.load_ms)
-            self.backend.load_model(ctx.model or "", ctx.model_path)
-            timings["model_load_ms"] = _ms(t)
-            self._checkpoint(job)
-            t = time.monotonic()
-            try:
-                result = self.backend.run(ctx)
-            except BackendUnavailable:
-                self._backend_ok = False
-                raise
-            finally:
-                backend_s[0] = time.monotonic() - t
-                timings["inference_ms"] = _ms(t)
-        self._checkpoint(job)
-        t = time.monotonic()
-        uploaded = self.uploader.upload(ctx.job_id, result.outputs, result.metadata)
-        timings["upload_ms"] = _ms(t)
-        result.metadata["uploaded"] = uploaded
-        return result, cache_hit
-
-    def _succeed(self, job: RunningJob, result: Any, timings: dict[str, float], cache_hit: bool | None) -> str:
-        ctx = job.ctx
-        timings["total_ms"] = _ms(job.started)
-        generator = result.metadata.get("generator") or self.backend.name
-        outputs = [{"url": o["url"], "content_type": o["content_type"], "generator": generator}
-                   for o in result.metadata["uploaded"]]
-        written = self.store.mark_succeeded(ctx.job_id, outputs, timings)
-        self.consumer.ack(job.received)
-        values = {m.QUEUE_WAIT: timings["queue_wait_ms"], m.MODEL_LOAD_TIME: timings["model_load_ms"],
-                  m.INFERENCE_TIME: timings["inference_ms"], m.UPLOAD_TIME: timings["upload_ms"],
-                  m.JOB_LATENCY: timings["queue_wait_ms"] + timings["total_ms"], m.JOBS_SUCCEEDED: 1}
-        self.metrics.emit(values, {"job_id": ctx.job_id, "worker_id": self.worker_id, "model": ctx.model,
-                                   "attempt": job.received.receive_count, "recorded": written,
-                                   "model_cache_hit": cache_hit})
-        if written:
-            self._notify(ctx.job_id, "completed")
-        return "succeeded"
-
-    def _interrupted(self, job: RunningJob, timings: dict[str, float]) -> str:
-        if job.reason == "cancel":
-            self.store.mark_canceled(job.ctx.job_id)
-            self.consumer.ack(job.received)
-            self._notify(job.ctx.job_id, "completed")
-            return "canceled"
-        self._release(job.received, 0, job.reason or "interrupted")
-        self.metrics.count(m.JOBS_HANDED_BACK, job_id=job.ctx.job_id, reason=job.reason)
-        return "handed-back"
-
-    def _give_up(self, job: RunningJob, attempt: int, code: str, message: str, timings: dict[str, float]) -> str:
-        """Record the job failed for good; its message is acknowledged (input error) or dead-lettered."""
-        ctx = job.ctx
-        timings["total_ms"] = _ms(job.started)
-        written = self.store.mark_failed(ctx.job_id, {"code": code, "message": message[:1000]}, timings)
-        if code == "invalid-input":
-            self.consumer.ack(job.received)
+        guard = LeaseGuard(consumer=self.consumer, store=self.store, received=received, job_id=job_id,
+                           lease=attempt.lease, lease_seconds=lease_s, poll_seconds=self.config.cancel_poll_seconds,
+                           on_cancel=lambda: self.interrupt(job, "cancel"),
+                           on_lost=lambda why: self._lost(job, why), on_beat=self._beat_lifecycle)
+        try:
+            with guard:
+                result, cache_hit = self.runner.run_phases(job, timings, backend_s)
+        except Exception as exc:  # noqa: BLE001 - every cause is mapped in runtime.worker.failures
+            outcome = self.runner.settle_exception(job, exc, timings)
         else:
-            dead_letter = getattr(self.consumer, "dead_letter", None)
-            if dead_letter is not None:
-                dead_letter(job.received, message)
-            else:
-                self._release(job.received, 0, "dead-letter")
-        self.metrics.emit({m.JOBS_FAILED: 1}, {"job_id": ctx.job_id, "worker_id": self.worker_id, "code": code,
-                                                "attempt": attempt})
-        if written:
-            self._notify(ctx.job_id, "completed")
-        log.warning("job %s failed for good (%s): %s", ctx.job_id, code, message)
-        return "failed"
-
-    def _attempt_failed(self, job: RunningJob, attempt: int, exc: Exception, timings: dict[str, float]) -> str:
-        ctx = job.ctx
-        error = f"{type(exc).__name__}: {exc}"
-        log.warning("job %s attempt %d failed: %s", ctx.job_id, attempt, error)
-        self.metrics.count(m.JOB_ERRORS, job_id=ctx.job_id, attempt=attempt, error=error[:300])
-        if isinstance(exc, BackendUnavailable):
-            self._backend_ok = False
-        try:
-            self.store.record_attempt_error(ctx.job_id, attempt, {"code": "attempt-failed", "message": error[:1000]})
-            if attempt >= self.config.queue.max_receive_count and not isinstance(exc, StoreUnavailableError):
-                return self._give_up(job, attempt, "attempts-exhausted", error, timings)
-        except (StoreUnavailableError, QueueError) as store_exc:
-            log.error("could not record the failure of %s: %s", ctx.job_id, store_exc)
-        self._release(job.received, self.config.retry_delay_seconds, "retry")
-        return "retrying"
-
-    def _release(self, received: ReceivedJob, delay: int, why: str) -> None:
-        try:
-            self.consumer.release(received, delay)
-            log.info("job %s handed back (%s, visible in %ss)", received.message.job_id, why, delay)
-        except QueueError as exc:
-            log.error("hand back of %s failed (its lease will run out instead): %s", received.message.job_id, exc)
-
-    # -- side effects ----------------------------------------------------------------------------------
-    def _notify(self, job_id: str, event: str) -> None:
-        if self.webhooks is None:
-            return
-
-        def send() -> None:
             try:
-                record = self.store.get(job_id)
-                if record is not None:
-                    self.webhooks.notify(record, event)
-            except (StoreUnavailableError, ValueError) as exc:
-                log.warning("webhook %s for %s not sent: %s", event, job_id, exc)
+                outcome = self.runner.settle_success(job, result, timings, cache_hit)
+            except Exception as exc:  # noqa: BLE001 - e.g. the store failed on the final write
+                outcome = self.runner.settle_exception(job, exc, timings)
+        log.info("job %s %s", job_id, outcome, extra={"job_id": job_id, "attempt": attempt.number,
+                                                     "lease": attempt.lease, "outcome": outcome, "timings": timings})
+        return outcome
 
-        self._notify_pool.submit(send)
+    def _lost(self, job: RunningJob, why: str) -> None:
+        log.warning("job %s: lease lost (%s); stopping the attempt", job.ctx.job_id, why)
+        self.interrupt(job, "lost-lease")
+
+    def _beat_lifecycle(self) -> None:
+        if self.notice is not None:
+            self.lifecycle.heartbeat_terminating()
 
     def _emit_busy(self, force: bool = False) -> None:
         window = time.monotonic() - self._busy_since
@@ -416,10 +273,6 @@ class Agent:
             self.metrics.emit({m.BACKEND_BUSY: min(100.0, 100.0 * self._busy_s / window)},
                               {"worker_id": self.worker_id})
         self._busy_s, self._busy_since = 0.0, time.monotonic()
-
-
-def _ms(since: float) -> float:
-    return round((time.monotonic() - since) * 1000, 1)
 
 
 def _uptime_ms() -> float:

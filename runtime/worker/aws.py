@@ -141,6 +141,12 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise AWSCallError(f"s3 put {self.bucket}/{key}: {exc}") from exc
 
+    def delete(self, key: str) -> None:
+        try:
+            self._c.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise AWSCallError(f"s3 delete {self.bucket}/{key}: {exc}") from exc
+
     def size(self, key: str) -> int:
         try:
             return int(self._c.head_object(Bucket=self.bucket, Key=key)["ContentLength"])

@@ -21,7 +21,9 @@ def test_create_get_and_run_to_success(store):
     assert created
     got = store.get(record["job_id"])
     assert got["status"] == QUEUED and got["spec"] == SPEC and got["started_at"] is None
-    running = store.mark_running(record["job_id"], "w-1", 1)
+    attempt = store.start_attempt(record["job_id"], "w-1", 3, 30)
+    running = attempt.record
+    assert attempt.started and attempt.number == 1 and attempt.lease == 1
     assert running["status"] == RUNNING and running["attempts"] == 1 and running["started_at"]
     outputs = [{"url": "https://cdn.example.com/o/1.png", "content_type": "image/png"}]
     timings = {"queue_wait_ms": 12, "inference_ms": 1500.5, "total_ms": 1600}
@@ -30,14 +32,14 @@ def test_create_get_and_run_to_success(store):
     assert store.mark_failed(record["job_id"], "late failure") is False
     final = store.get(record["job_id"])
     assert final["status"] == SUCCEEDED and final["outputs"] == outputs and final["timings"] == timings
-    assert store.mark_running(record["job_id"], "w-2", 2) is None
+    assert store.start_attempt(record["job_id"], "w-2", 3, 30).outcome == "final"
 
 
 def test_failure_and_attempt_errors(store):
     record, _ = store.create(new_record(SPEC, owner="k1"))
-    store.mark_running(record["job_id"], "w-1", 1)
+    store.start_attempt(record["job_id"], "w-1", 3, 30)
     store.record_attempt_error(record["job_id"], 1, RuntimeError("CUDA out of memory"))
-    store.mark_running(record["job_id"], "w-2", 2)  # redelivered after a crash: running again
+    store.start_attempt(record["job_id"], "w-2", 3, 30)  # redelivered after a crash: running again
     assert store.mark_failed(record["job_id"], {"code": "backend", "message": "boom"}) is True
     final = store.get(record["job_id"])
     assert final["status"] == FAILED and final["error"] == {"code": "backend", "message": "boom"}
@@ -47,9 +49,9 @@ def test_failure_and_attempt_errors(store):
 def test_cancel_queued_and_running(store):
     queued, _ = store.create(new_record(SPEC, owner="k1"))
     assert store.request_cancel(queued["job_id"])["status"] == CANCELED
-    assert store.mark_running(queued["job_id"], "w", 1) is None
+    assert store.start_attempt(queued["job_id"], "w", 3, 30).outcome == "final"
     running, _ = store.create(new_record(SPEC, owner="k1"))
-    store.mark_running(running["job_id"], "w", 1)
+    store.start_attempt(running["job_id"], "w", 3, 30)
     flagged = store.request_cancel(running["job_id"])
     assert flagged["status"] == RUNNING and flagged["cancel_requested"] is True
     assert store.is_cancel_requested(running["job_id"])
@@ -60,15 +62,15 @@ def test_cancel_queued_and_running(store):
 
 def test_redelivery_with_cancel_requested_is_canceled(store):
     record, _ = store.create(new_record(SPEC, owner="k1"))
-    store.mark_running(record["job_id"], "w", 1)
+    store.start_attempt(record["job_id"], "w", 3, 30)
     store.request_cancel(record["job_id"])
-    assert store.mark_running(record["job_id"], "w2", 2) is None
+    assert store.start_attempt(record["job_id"], "w2", 3, 30).outcome == "canceled"
     assert store.get(record["job_id"])["status"] == CANCELED
 
 
-def test_mark_running_unknown_job_raises(store):
+def test_start_attempt_unknown_job_raises(store):
     with pytest.raises(JobNotFoundError):
-        store.mark_running("j_00000000000000000000000000", "w", 1)
+        store.start_attempt("j_00000000000000000000000000", "w", 3, 30)
     assert store.mark_succeeded("j_00000000000000000000000000", [], {}) is False
 
 

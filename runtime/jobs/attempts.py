@@ -1,0 +1,176 @@
+"""Attempts and leases on a job record: counting, fencing and reconciliation (invariants 1-3).
+
+Why here and not in the queue: SQS counts receives (hand-backs included, crashed receives too) and
+Kafka counts nothing, so the record is the only place where "how many times did this job really
+run" and "who owns it now" can be decided once, by a conditional write.
+
+Fields this module owns on a ``job#`` item::
+
+    attempts          counted attempts (a hand-back or an infrastructure failure gives its count back)
+    lease             fencing token: +1 at every pick-up, never reused; outputs go under it
+    lease_expires_at  epoch seconds; renewed by the worker's heartbeat while status is running
+    running_index     "running" while a lease is held (sparse GSI ``running-by-lease``), removed otherwise
+    handbacks         pick-ups that ended with the job handed back (drain, stop, infrastructure)
+
+Transitions (conditions in brackets)::
+
+    start_attempt   queued|running -> running, attempts+1, lease+1 [not final, no cancel, attempts < max]
+    renew_lease     lease_expires_at = now + lease                 [lease = mine, running]
+    release_attempt running -> queued, attempts-1 when not counted [lease = mine, running]
+    fail_attempt    running -> queued, error appended              [lease = mine, running]
+    finish          running -> succeeded|failed|canceled           [not final (, lease = mine)]
+    expire_lease    running -> queued or failed (sweeper)          [lease = seen, expired before cutoff]
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.jobs.errors import JobNotFoundError
+
+log = logging.getLogger(__name__)
+
+RUNNING_INDEX = "running-by-lease"
+RUNNING_INDEX_KEY = "running_index"
+RUNNING_INDEX_VALUE = "running"
+LEASE_EXPIRES = "lease_expires_at"
+
+# Pick-up outcomes
+STARTED, FINAL_ALREADY, CANCELED_NOW, EXHAUSTED, MISSING = "started", "final", "canceled", "exhausted", "missing"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What ``start_attempt`` decided. ``lease`` is the fencing token every later write of this
+    attempt carries; ``number`` the counted attempt (1-based)."""
+
+    outcome: str
+    record: dict[str, Any] | None
+    number: int = 0
+    lease: int = 0
+
+    @property
+    def started(self) -> bool:
+        return self.outcome == STARTED
+
+
+def attempt_history(record: dict[str, Any], limit: int = 5) -> str:
+    """A short human summary of the attempt errors, for a final error message."""
+    errors = record.get("attempt_errors") or []
+    parts = [f"#{e.get('attempt')}: {e.get('code')}: {str(e.get('message', ''))[:200]}" for e in errors[-limit:]]
+    head = f"{record.get('attempts', 0)} attempt(s), {record.get('handbacks', 0)} hand-back(s)"
+    return head + ("; " + " | ".join(parts) if parts else "")
+
+
+class AttemptTransitions:
+    """Mixed into ``JobStore``: needs ``_update``, ``get``, ``_clock`` and the status constants."""
+
+    _update: Any
+    get: Any
+    _clock: Any
+    _NOT_FINAL: str
+    _STATUS_VALUES: dict[str, str]
+
+    def start_attempt(self, job_id: str, worker_id: str, max_attempts: int, lease_seconds: float) -> Attempt:
+        """Count one attempt and take the lease, or say why not (and make the record final if it must be)."""
+        now = self._clock()
+        record = self._update(
+            job_id,
+            {"status": "running", "worker_id": worker_id, "updated_at": now, "last_started_at": now,
+             LEASE_EXPIRES: now + lease_seconds, RUNNING_INDEX_KEY: RUNNING_INDEX_VALUE},
+            condition=(f"{self._NOT_FINAL} AND (attribute_not_exists(cancel_requested) OR cancel_requested = :f)"
+                       " AND (attribute_not_exists(attempts) OR attempts < :max)"),
+            values={**self._STATUS_VALUES, ":f": False, ":now": now, ":max": int(max_attempts), ":one": 1,
+                    ":zero": 0},
+            extra_set=("started_at = if_not_exists(started_at, :now), "
+                       "attempts = if_not_exists(attempts, :zero) + :one, lease = if_not_exists(lease, :zero) + :one"))
+        if record is not None:
+            return Attempt(STARTED, record, int(record["attempts"]), int(record["lease"]))
+        current = self.get(job_id)
+        if current is None:
+            raise JobNotFoundError(job_id)
+        if current["status"] in ("succeeded", "failed", "canceled"):
+            return Attempt(FINAL_ALREADY, current)
+        if current.get("cancel_requested"):
+            self.finish(job_id, "canceled", {"cancel_requested": True})
+            return Attempt(CANCELED_NOW, self.get(job_id))
+        message = f"attempt limit {max_attempts} reached ({attempt_history(current)})"
+        self.finish(job_id, "failed", {"error": {"code": "attempts-exhausted", "message": message[:2000]}})
+        log.warning("job %s: %s", job_id, message)
+        return Attempt(EXHAUSTED, self.get(job_id))
+
+    def renew_lease(self, job_id: str, lease: int, lease_seconds: float) -> bool:
+        """Heartbeat: False when the lease is no longer ours (taken over, final, handed back)."""
+        now = self._clock()
+        return self._update(job_id, {LEASE_EXPIRES: now + lease_seconds, "updated_at": now},
+                            condition="lease = :lease AND #s = :running",
+                            values={":lease": int(lease), ":running": "running"}) is not None
+
+    def release_attempt(self, job_id: str, lease: int, counted: bool = False) -> bool:
+        """Hand the job back to the queue (drain, stop, infrastructure trouble)."""
+        now = self._clock()
+        extra = "handbacks = if_not_exists(handbacks, :zero) + :one"
+        if not counted:
+            extra += ", attempts = attempts - :one"
+        return self._update(job_id, {"status": "queued", "updated_at": now}, remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY),
+                            condition="lease = :lease AND #s = :running",
+                            values={":lease": int(lease), ":running": "running", ":zero": 0, ":one": 1},
+                            extra_set=extra) is not None
+
+    def fail_attempt(self, job_id: str, lease: int, attempt: int, error: dict[str, str]) -> bool:
+        """A counted attempt failed and will be retried: note why and give the job back to the queue."""
+        now = self._clock()
+        entry = {"attempt": int(attempt), "at": now, **error}
+        return self._update(job_id, {"status": "queued", "updated_at": now}, remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY),
+                            condition="lease = :lease AND #s = :running",
+                            values={":lease": int(lease), ":running": "running", ":e": [entry], ":empty": []},
+                            extra_set="attempt_errors = list_append(if_not_exists(attempt_errors, :empty), :e)"
+                            ) is not None
+
+    def finish(self, job_id: str, status: str, fields: dict[str, Any], lease: int | None = None) -> bool:
+        """Make the job final; with ``lease`` only when that attempt still owns it. True when this call did."""
+        now = self._clock()
+        condition, values = self._NOT_FINAL, dict(self._STATUS_VALUES)
+        if lease is not None:
+            condition += " AND lease = :lease"
+            values[":lease"] = int(lease)
+        return self._update(job_id, {"status": status, "completed_at": now, "updated_at": now, **fields},
+                            condition=condition, values=values, remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY)) is not None
+
+    def expire_lease(self, record: dict[str, Any], cutoff: float, max_attempts: int) -> str | None:
+        """Sweeper: a lease that ran out before ``cutoff`` belongs to a dead worker. Give the job back to
+        the queue (its message is redelivered) or, when no attempt is left, fail it. Fenced on the lease
+        that was read, so a worker that picked it up meanwhile wins."""
+        job_id, lease = record["job_id"], int(record.get("lease") or 0)
+        worker = record.get("worker_id")
+        now = self._clock()
+        condition = f"lease = :lease AND #s = :running AND {LEASE_EXPIRES} < :cutoff"
+        values = {":lease": lease, ":running": "running", ":cutoff": cutoff}
+        if int(record.get("attempts") or 0) >= max_attempts:
+            message = f"worker {worker} stopped renewing its lease on the last attempt ({attempt_history(record)})"
+            done = self._update(job_id, {"status": "failed", "completed_at": now, "updated_at": now,
+                                         "error": {"code": "lease-expired", "message": message[:2000]}},
+                                remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY), condition=condition, values=values)
+            return "failed" if done is not None else None
+        entry = {"attempt": int(record.get("attempts") or 0), "at": now, "code": "lease-expired",
+                 "message": f"worker {worker} stopped renewing its lease"}
+        done = self._update(job_id, {"status": "queued", "updated_at": now},
+                            remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY), condition=condition,
+                            values={**values, ":e": [entry], ":empty": []},
+                            extra_set="attempt_errors = list_append(if_not_exists(attempt_errors, :empty), :e)")
+        return "queued" if done is not None else None
+
+    def expired_leases(self, cutoff: float, limit: int = 100) -> list[dict[str, Any]]:
+        """Records whose lease ran out before ``cutoff`` (sparse index query; only running jobs are in it)."""
+        resp = self._call("query", TableName=self.table_name, IndexName=RUNNING_INDEX,
+                          KeyConditionExpression="running_index = :r AND lease_expires_at < :cutoff",
+                          ExpressionAttributeValues={":r": {"S": RUNNING_INDEX_VALUE},
+                                                     ":cutoff": {"N": repr(float(cutoff))}},
+                          Limit=limit)
+        ids = [item["pk"]["S"].split("#", 1)[1] for item in resp.get("Items", [])]
+        return [r for r in (self.get(i) for i in ids) if r is not None]
+
+    _call: Any
+    table_name: str

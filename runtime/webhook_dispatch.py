@@ -1,0 +1,127 @@
+"""Webhook delivery, decoupled from workers and API calls (invariant 4): two small Lambda handlers.
+
+::
+
+    job table stream ──> stream_handler ──> deliveries queue (one message per webhook, payload captured)
+                                                 │
+                                                 ▼
+                                          sender_handler ──> receiver
+                                                 │ retryable failure: visible again after a backoff
+                                                 ▼ (after the queue's maxReceiveCount)
+                                          deliveries DLQ (kept 14 days)
+
+Per-endpoint isolation: every delivery is its own message and its own short try (``timeout_s``), so a
+hanging receiver holds one sender for a few seconds and never delays another customer's webhooks or
+a job. Retries and backoff live in the queue (ChangeMessageVisibility), not in a sleeping process.
+Receivers deduplicate on ``Webhook-Id`` (delivery is at least once).
+
+Environment: GENAI_WEBHOOK_QUEUE_URL (deliveries queue), GENAI_API_URL (links in payloads),
+GENAI_WEBHOOK_SECRET_PARAMETER (SSM SecureString; GENAI_WEBHOOK_SECRET in local mode),
+GENAI_AWS_ENDPOINT_URL (moto / local mode), GENAI_ALLOW_LOOPBACK_URLS (local mode only).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from runtime.webhook_events import Delivery, deliveries
+from runtime.webhooks import WebhookSender, load_secret_from_ssm
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 5.0
+BACKOFF_S = (2, 10, 30, 60, 120, 300, 600, 900)  # by receive count; SQS caps visibility at 12 h
+
+
+class StreamHandler:
+    """Turns stream records into delivery messages (batched SendMessageBatch, at most 10 per call)."""
+
+    def __init__(self, sqs: Any, queue_url: str, base_url: str = "") -> None:
+        self.sqs, self.queue_url, self.base_url = sqs, queue_url, base_url
+
+    def handle(self, event: Mapping[str, Any]) -> int:
+        batch: list[Delivery] = []
+        for record in event.get("Records", []):
+            change = record.get("dynamodb") or {}
+            batch.extend(deliveries(change.get("OldImage"), change.get("NewImage"), self.base_url))
+        for start in range(0, len(batch), 10):
+            chunk = batch[start:start + 10]
+            resp = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=[
+                {"Id": str(i), "MessageBody": d.to_json()} for i, d in enumerate(chunk)])
+            if resp.get("Failed"):  # raise: the stream batch is retried (deliveries deduplicate on Webhook-Id)
+                raise RuntimeError(f"could not queue {len(resp['Failed'])} webhook deliveries: {resp['Failed']}")
+        return len(batch)
+
+
+class SenderHandler:
+    """Sends one try per delivery message; reports the retryable failures back to the queue."""
+
+    def __init__(self, sender: WebhookSender, sqs: Any, queue_url: str) -> None:
+        self.sender, self.sqs, self.queue_url = sender, sqs, queue_url
+
+    def handle(self, event: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
+        failures = []
+        for record in event.get("Records", []):
+            if not self._send(record):
+                failures.append({"itemIdentifier": record["messageId"]})
+        return {"batchItemFailures": failures}
+
+    def _send(self, record: Mapping[str, Any]) -> bool:
+        """True when the message is done with (delivered, or a final refusal); False to retry it."""
+        try:
+            delivery = Delivery.from_json(record["body"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("dropping a malformed delivery message %s: %s", record.get("messageId"), exc)
+            return True
+        result, retry = self.sender.try_once(delivery.url, delivery.event, delivery.job, delivery.webhook_id)
+        if result.delivered or not retry:
+            return True
+        receives = int((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
+        delay = BACKOFF_S[min(receives, len(BACKOFF_S)) - 1]
+        try:
+            self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=record["receiptHandle"],
+                                               VisibilityTimeout=delay)
+        except Exception as exc:  # noqa: BLE001 - the queue's own visibility timeout retries it anyway
+            log.warning("could not delay the retry of %s: %s", delivery.webhook_id, exc)
+        return False
+
+
+def _clients() -> tuple[Any, str]:
+    from runtime.worker.aws import client
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    endpoint = os.environ.get("GENAI_AWS_ENDPOINT_URL")
+    endpoints = {"sqs": endpoint, "ssm": endpoint} if endpoint else {}
+    return client("sqs", region, endpoints, read_timeout=10), region
+
+
+_cached: dict[str, Any] = {}
+
+
+def stream_handler(event: Mapping[str, Any], _context: Any = None) -> dict[str, Any]:
+    """Lambda entry: DynamoDB stream of the job table -> deliveries queue."""
+    if "stream" not in _cached:
+        sqs, _ = _clients()
+        _cached["stream"] = StreamHandler(sqs, os.environ["GENAI_WEBHOOK_QUEUE_URL"],
+                                          os.environ.get("GENAI_API_URL", "").rstrip("/"))
+    return {"queued": _cached["stream"].handle(event)}
+
+
+def sender_handler(event: Mapping[str, Any], _context: Any = None) -> dict[str, Any]:
+    """Lambda entry: deliveries queue -> receivers (ReportBatchItemFailures)."""
+    if "sender" not in _cached:
+        sqs, region = _clients()
+        secret = os.environ.get("GENAI_WEBHOOK_SECRET")
+        if not secret:
+            from runtime.worker.aws import client
+
+            endpoint = os.environ.get("GENAI_AWS_ENDPOINT_URL")
+            secret = load_secret_from_ssm(client("ssm", region, {"ssm": endpoint} if endpoint else {}),
+                                          os.environ["GENAI_WEBHOOK_SECRET_PARAMETER"]).decode()
+        allow_loopback = os.environ.get("GENAI_ALLOW_LOOPBACK_URLS", "").lower() == "true"
+        sender = WebhookSender(secret, allow_loopback=allow_loopback, max_attempts=1, timeout_s=SEND_TIMEOUT_S)
+        _cached["sender"] = SenderHandler(sender, sqs, os.environ["GENAI_WEBHOOK_QUEUE_URL"])
+    return _cached["sender"].handle(event)

@@ -1,0 +1,67 @@
+"""What an attempt's exception means for its job: the one table that maps errors by cause.
+
+=========================  =====================================  ===========================================
+cause                      examples                               what happens
+=========================  =====================================  ===========================================
+permanent (input)          JobInputError, ModelNotFound,          job failed for good, message acknowledged,
+                           MessageFormatError                     no retry
+transient (counted)        BackendError, BackendUnavailable,      attempt error recorded and counted; retried
+                           an interruption nobody asked for,      after ``retry_delay_seconds``; the last
+                           ModelUnavailable (download failed),    attempt fails the job
+                           any unexpected exception
+infrastructure (not        AWSCallError (S3), StoreUnavailable,   job handed back (attempt not counted) after
+counted)                   QueueError, OSError (disk)             a backoff; the agent stays up and slows
+                                                                  its loop while the failures go on
+=========================  =====================================  ===========================================
+
+Nothing escapes the agent's loop: an exception not in the table is transient (and logged with its
+traceback), so a new failure mode costs an attempt, never the process (invariant 5). Infrastructure
+failures are bounded too: the queue's redrive (attempts + hand-back allowance) sends a job that keeps
+meeting them to the DLQ, whose consumer makes it final.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runtime.backends.base import BackendError, BackendUnavailable, JobInputError, JobInterrupted
+from runtime.jobs.errors import StoreUnavailableError
+from runtime.model_cache import ModelNotFound, ModelUnavailable
+from runtime.queues.base import MessageFormatError, QueueError
+from runtime.worker.aws import AWSCallError
+
+PERMANENT, TRANSIENT, INFRASTRUCTURE = "permanent", "transient", "infrastructure"
+
+
+@dataclass(frozen=True)
+class Disposition:
+    cause: str  # permanent | transient | infrastructure
+    code: str  # stable short code for the record and metrics
+
+    @property
+    def counted(self) -> bool:
+        return self.cause != INFRASTRUCTURE
+
+
+# Order matters: the first matching class wins (subclasses before their bases).
+TABLE: tuple[tuple[type[BaseException], Disposition], ...] = (
+    (JobInputError, Disposition(PERMANENT, "invalid-input")),
+    (ModelNotFound, Disposition(PERMANENT, "invalid-input")),
+    (MessageFormatError, Disposition(PERMANENT, "invalid-message")),
+    (JobInterrupted, Disposition(TRANSIENT, "interrupted")),
+    (BackendUnavailable, Disposition(TRANSIENT, "backend-unavailable")),
+    (BackendError, Disposition(TRANSIENT, "backend-error")),
+    (ModelUnavailable, Disposition(TRANSIENT, "model-unavailable")),
+    (AWSCallError, Disposition(INFRASTRUCTURE, "aws-unavailable")),
+    (StoreUnavailableError, Disposition(INFRASTRUCTURE, "store-unavailable")),
+    (QueueError, Disposition(INFRASTRUCTURE, "queue-unavailable")),
+    (OSError, Disposition(INFRASTRUCTURE, "local-io")),
+)
+UNEXPECTED = Disposition(TRANSIENT, "unexpected-error")
+
+
+def classify(exc: BaseException) -> Disposition:
+    for kind, disposition in TABLE:
+        if isinstance(exc, kind):
+            return disposition
+    return UNEXPECTED

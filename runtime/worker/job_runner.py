@@ -1,0 +1,227 @@
+"""One attempt of one job: claim it in the record, run its phases, settle it exactly once.
+
+Settling, by what happened (the causes come from runtime.worker.failures)::
+
+    succeeded                     outputs under outputs/<job>/<lease>/, final write fenced on the lease,
+                                  message acknowledged; a fenced-out write discards the outputs
+    canceled (requested)          record canceled (fenced), message acknowledged
+    handed back (drain / stop)    attempt given back (not counted), message visible again at once
+    lost lease                    outputs discarded, nothing recorded: another attempt owns the job
+    permanent error               record failed, message acknowledged
+    transient error               attempt error recorded (counted), retried after retry_delay_seconds;
+                                  on the last attempt: record failed, message to the DLQ
+    infrastructure error          attempt given back (not counted), message retried after a backoff
+
+Webhooks are not sent here: the webhook dispatcher derives them from the job table's stream, so a
+worker never waits on a receiver (invariant 4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runtime import metric_names as m
+from runtime.backends.base import BackendUnavailable, JobContext, JobInterrupted
+from runtime.jobs.attempts import Attempt, attempt_history
+from runtime.jobs.errors import StoreUnavailableError
+from runtime.queues.base import QueueError, ReceivedJob
+from runtime.worker.failures import INFRASTRUCTURE, PERMANENT, Disposition, classify
+
+if TYPE_CHECKING:
+    from runtime.worker.agent import Agent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningJob:
+    received: ReceivedJob
+    ctx: JobContext
+    attempt: Attempt
+    started: float = field(default_factory=time.monotonic)
+    reason: str | None = None  # why the agent interrupted it: cancel | drain | stop | lost-lease
+    uploaded_keys: list[str] = field(default_factory=list)
+
+
+class JobRunner:
+    """Runs one claimed attempt for the agent; every outcome goes through ``settle_*``."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.cfg = agent.config
+
+    # -- phases --------------------------------------------------------------------------------------
+    def checkpoint(self, job: RunningJob) -> None:
+        """Between phases: stop when interrupted or when a cancel was requested."""
+        if job.reason is None and self.agent.store.is_cancel_requested(job.ctx.job_id):
+            job.reason = "cancel"
+        if job.reason is not None:
+            raise JobInterrupted(f"job {job.ctx.job_id} interrupted ({job.reason})")
+
+    def run_phases(self, job: RunningJob, timings: dict[str, float], backend_s: list[float]) -> tuple[Any, bool | None]:
+        agent, ctx = self.agent, job.ctx
+        if ctx.inputs.get("seed", 0) is None:
+            ctx.spec["inputs"] = {**ctx.inputs, "seed": random.randrange(2**32)}
+        self.checkpoint(job)
+        t = time.monotonic()
+        ctx.input_images = agent.fetcher.fetch_all(ctx.spec)
+        timings["inputs_ms"] = _ms(t)
+        t = time.monotonic()
+        cache_hit: bool | None = None
+        with contextlib.ExitStack() as stack:
+            if agent.model_cache is not None and ctx.model and agent.backend.name != "test-pattern":
+                cached = stack.enter_context(agent.model_cache.use(ctx.model))
+                cache_hit = cached.hit
+                ctx.model_path = cached.path
+                agent.metrics.count(m.MODEL_CACHE_HITS if cache_hit else m.MODEL_CACHE_MISSES, model=ctx.model,
+                                    job_id=ctx.job_id, load_ms=cached.load_ms)
+            agent.backend.load_model(ctx.model or "", ctx.model_path)
+            timings["model_load_ms"] = _ms(t)
+            self.checkpoint(job)
+            t = time.monotonic()
+            try:
+                result = agent.backend.run(ctx)
+            except BackendUnavailable:
+                agent.backend_lost()
+                raise
+            finally:
+                backend_s[0] = time.monotonic() - t
+                timings["inference_ms"] = _ms(t)
+        self.checkpoint(job)
+        t = time.monotonic()
+        uploaded = agent.uploader.upload(ctx.job_id, result.outputs, result.metadata, attempt=job.attempt.lease,
+                                         on_key=job.uploaded_keys.append)
+        timings["upload_ms"] = _ms(t)
+        result.metadata["uploaded"] = uploaded
+        return result, cache_hit
+
+    # -- settling ------------------------------------------------------------------------------------
+    def settle_success(self, job: RunningJob, result: Any, timings: dict[str, float], cache_hit: bool | None) -> str:
+        agent, ctx = self.agent, job.ctx
+        timings["total_ms"] = _ms(job.started)
+        generator = result.metadata.get("generator") or agent.backend.name
+        outputs = [{"url": o["url"], "content_type": o["content_type"], "generator": generator}
+                   for o in result.metadata["uploaded"]]
+        t = time.monotonic()
+        written = agent.store.mark_succeeded(ctx.job_id, outputs, timings, lease=job.attempt.lease)
+        timings["record_ms"] = _ms(t)
+        if not written:
+            return self._fenced_out(job)
+        t = time.monotonic()
+        self._ack(job.received)
+        timings["ack_ms"] = _ms(t)
+        values = {m.QUEUE_WAIT: timings["queue_wait_ms"], m.MODEL_LOAD_TIME: timings["model_load_ms"],
+                  m.INFERENCE_TIME: timings["inference_ms"], m.UPLOAD_TIME: timings["upload_ms"],
+                  m.JOB_LATENCY: timings["queue_wait_ms"] + timings["total_ms"], m.JOBS_SUCCEEDED: 1}
+        agent.metrics.emit(values, {"job_id": ctx.job_id, "worker_id": agent.worker_id, "model": ctx.model,
+                                    "attempt": job.attempt.number, "model_cache_hit": cache_hit})
+        return "succeeded"
+
+    def settle_exception(self, job: RunningJob, exc: Exception, timings: dict[str, float]) -> str:
+        """Every failure of a claimed attempt ends here; store or queue trouble while settling is
+        logged and left to the lease (it runs out and the job is retried), never raised."""
+        try:
+            return self._settle_exception(job, exc, timings)
+        except (StoreUnavailableError, QueueError) as settle_exc:
+            log.error("job %s: could not settle (%s); its lease will run out and it will be retried",
+                      job.ctx.job_id, settle_exc)
+            self.agent.infrastructure_trouble()
+            return "unsettled"
+
+    def _settle_exception(self, job: RunningJob, exc: Exception, timings: dict[str, float]) -> str:
+        agent, ctx, lease = self.agent, job.ctx, job.attempt.lease
+        if isinstance(exc, JobInterrupted) and job.reason is not None:
+            if job.reason == "cancel":
+                self.discard(job)
+                agent.store.mark_canceled(ctx.job_id, lease=lease)
+                self._ack(job.received)
+                return "canceled"
+            if job.reason == "lost-lease":
+                return self._fenced_out(job)
+            self.discard(job)  # drain or stop: another worker redoes the whole job
+            agent.store.release_attempt(ctx.job_id, lease)
+            self.release(job.received, 0, job.reason)
+            agent.metrics.count(m.JOBS_HANDED_BACK, job_id=ctx.job_id, reason=job.reason)
+            return "handed-back"
+        disposition = classify(exc)
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("job %s attempt %d failed (%s): %s", ctx.job_id, job.attempt.number, disposition.cause, error,
+                    exc_info=disposition.code == "unexpected-error")
+        agent.metrics.count(m.JOB_ERRORS, job_id=ctx.job_id, attempt=job.attempt.number, error=error[:300],
+                            cause=disposition.cause)
+        self.discard(job)
+        if disposition.cause == PERMANENT:
+            return self.give_up(job, disposition.code, str(exc), timings)
+        if disposition.cause == INFRASTRUCTURE:
+            agent.store.release_attempt(ctx.job_id, lease)
+            self.release(job.received, agent.infrastructure_trouble(), "infrastructure")
+            return "deferred"
+        return self._retry_or_fail(job, disposition, error, timings)
+
+    def _retry_or_fail(self, job: RunningJob, disposition: Disposition, error: str, timings: dict[str, float]) -> str:
+        ctx, agent = job.ctx, self.agent
+        entry = {"code": disposition.code, "message": error[:1000]}
+        if job.attempt.number >= self.cfg.queue.max_receive_count:
+            record = dict(job.attempt.record or {})
+            record["attempt_errors"] = [*record.get("attempt_errors", []), {"attempt": job.attempt.number, **entry}]
+            return self.give_up(job, "attempts-exhausted", f"{error} ({attempt_history(record)})", timings)
+        if not agent.store.fail_attempt(ctx.job_id, job.attempt.lease, job.attempt.number, entry):
+            return self._fenced_out(job)
+        self.release(job.received, self.cfg.retry_delay_seconds, "retry")
+        return "retrying"
+
+    def give_up(self, job: RunningJob, code: str, message: str, timings: dict[str, float]) -> str:
+        """Record the job failed for good; its message is acknowledged (input error) or dead-lettered."""
+        agent, ctx = self.agent, job.ctx
+        timings["total_ms"] = _ms(job.started)
+        written = agent.store.mark_failed(ctx.job_id, {"code": code, "message": message[:2000]}, timings,
+                                          lease=job.attempt.lease)
+        if not written:
+            return self._fenced_out(job)
+        if code == "attempts-exhausted" and getattr(agent.consumer, "dead_letter", None) is not None:
+            agent.consumer.dead_letter(job.received, message)
+        else:
+            self._ack(job.received)
+        agent.metrics.emit({m.JOBS_FAILED: 1}, {"job_id": ctx.job_id, "worker_id": agent.worker_id, "code": code,
+                                                 "attempt": job.attempt.number})
+        log.warning("job %s failed for good (%s): %s", ctx.job_id, code, message)
+        return "failed"
+
+    def _fenced_out(self, job: RunningJob) -> str:
+        """Another attempt owns the job, or it became final meanwhile: our work is not the record's."""
+        self.discard(job)
+        record = self.agent.store.get(job.ctx.job_id)
+        if record is not None and record.get("status") in ("succeeded", "failed", "canceled"):
+            self._ack(job.received)  # the job is done; a stale receipt handle is harmless to SQS
+        log.warning("job %s: attempt %d (lease %d) lost its lease; outputs discarded", job.ctx.job_id,
+                    job.attempt.number, job.attempt.lease)
+        self.agent.metrics.count(m.LEASES_LOST, job_id=job.ctx.job_id, worker_id=self.agent.worker_id)
+        return "lost-lease"
+
+    def discard(self, job: RunningJob) -> None:
+        """Delete what this attempt uploaded (it will never be referenced by the record)."""
+        keys, job.uploaded_keys = job.uploaded_keys, []
+        if keys:
+            self.agent.uploader.discard(keys)
+
+    def _ack(self, received: ReceivedJob) -> None:
+        try:
+            self.agent.consumer.ack(received)
+        except QueueError as exc:  # the record is final: a redelivery finds it so and is acknowledged then
+            log.warning("ack of %s failed (a redelivery will be skipped): %s", received.message.job_id, exc)
+
+    def release(self, received: ReceivedJob, delay: float, why: str) -> None:
+        try:
+            self.agent.consumer.release(received, int(delay))
+            log.info("job %s handed back (%s, visible in %ss)", received.message.job_id, why, int(delay))
+        except QueueError as exc:
+            log.error("hand back of %s failed (its lease will run out instead): %s", received.message.job_id, exc)
+
+
+def _ms(since: float) -> float:
+    return round((time.monotonic() - since) * 1000, 1)
