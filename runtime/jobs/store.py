@@ -300,8 +300,8 @@ class JobStore(AttemptTransitions):
     def record_attempt_error(self, job_id: str, attempt: int, error: Any) -> None:
         now = self._clock()
         entry = {"attempt": int(attempt), "at": now, **normalize_error(error)}
-        self._update(job_id, {"updated_at": now}, condition="attribute_exists(pk)",
-                     values={":e": [entry], ":empty": []},
+        self._update(job_id, {"updated_at": now}, condition=self._NOT_FINAL,  # a final record never changes
+                     values={**self._STATUS_VALUES, ":e": [entry], ":empty": []},
                      extra_set="attempt_errors = list_append(if_not_exists(attempt_errors, :empty), :e)")
 
     def request_cancel(self, job_id: str) -> dict[str, Any] | None:

@@ -60,7 +60,7 @@ def describe(platform: LocalPlatform) -> str:
         f"  AWS (moto)   {platform.moto_url}   buckets {res.outputs_bucket}, {res.models_bucket}; "
         f"table {res.job_table}",
         f"  queue        {queue}",
-        f"  CDN          {platform.cdn.base_url}/outputs/<job id>/image-0.png",
+        f"  CDN          {platform.cdn.base_url}/outputs/<job id>/<attempt>/image-0.png",
     ]
     if o.models:
         lines.append(f"  model store  s3://{res.models_bucket}: {', '.join(sorted(o.models))}")

@@ -8,12 +8,11 @@ own state (moto keeps it in memory, so it is queried, not inferred)::
     submitted   jobs the API accepted (distinct job ids)
     succeeded / failed / canceled   final status in the job table
     lost        not final by the deadline, or no record at all
-    duplicated  work done twice for one job: an output written again after the job was already
-                final (the outputs bucket is versioned in local mode, so every write leaves a version),
-                more differing versions of an output than recorded attempts (SQS only: Kafka
-                redeliveries after a crash are not counted in attempts; a transport retry of the same
-                PUT leaves identical bytes and counts once), or a second job record for one
-                submission (counted as ``extra_jobs``)
+    duplicated  a final record whose results are not exactly one attempt's: an object it points at
+                written more than once (the outputs bucket is versioned in local mode, so every write
+                leaves a version), any output write under the job after it became final (a fenced-out
+                attempt must not write, and discards what it wrote before), a record changed after
+                it became final, or a second job record for one submission (``extra_jobs``)
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -60,13 +60,10 @@ class Report:
 
 class Ledger:
     def __init__(self, api_url: str, api_key: str, s3: Any, dynamodb: Any, sqs: Any, resources: Any,
-                 request_timeout: float = 35.0, attempts_counted: bool = True) -> None:
+                 request_timeout: float = 35.0) -> None:
         self.http = httpx.Client(base_url=api_url, timeout=request_timeout,
                                  headers={"Authorization": f"Bearer {api_key}"})
         self.s3, self.dynamodb, self.sqs, self.resources = s3, dynamodb, sqs, resources
-        # SQS counts deliveries (ApproximateReceiveCount -> the record's attempts); a Kafka consumer that
-        # re-reads an uncommitted offset after a crash starts again at 1, so attempts cannot bound writes.
-        self.attempts_counted = attempts_counted
         self.submitted: dict[str, dict[str, Any]] = {}  # job id -> {"inputs", "submitted_at", "response"}
 
     def close(self) -> None:
@@ -187,20 +184,26 @@ class Ledger:
         return versions
 
     def _duplicate(self, job_id: str, record: dict[str, Any]) -> str | None:
+        """Invariant 2 from the bucket's versions: the objects a final record points at were written once,
+        before it became final, and never replaced; no other attempt left a live object after that."""
         versions = self.output_versions(job_id)
         completed = float(record.get("completed_at") or 0)
-        late = [v for v in versions if v["LastModified"].timestamp() > completed + 1.0]
-        if late:
-            return f"{len(late)} output write(s) after the job was final"
+        if float(record.get("updated_at") or 0) > completed + 1e-6:
+            return "the record changed after it became final"
+        referenced = {urlsplit(o["url"]).path.lstrip("/") for o in record.get("outputs") or []}
         per_key = Counter(v["Key"] for v in versions)
-        # A PUT that botocore retried after a read timeout writes the same bytes twice: one write.
-        distinct = Counter(key for key, _etag in {(v["Key"], v.get("ETag")) for v in versions})
-        attempts = max(1, int(record.get("attempts") or 1))
-        over = {k: n for k, n in distinct.items() if n > attempts}
-        if over and self.attempts_counted:
-            return f"outputs written with different content more often than attempts ({attempts}): {over}"
-        if record["status"] == "succeeded" and len(record.get("outputs") or []) != len(per_key):
-            return f"record lists {len(record.get('outputs') or [])} outputs, bucket holds {len(per_key)} keys"
+        replaced = {k: n for k, n in per_key.items() if k in referenced and n > 1}
+        if replaced:
+            return f"outputs behind the final record were written more than once: {replaced}"
+        # A fenced-out attempt may have written under its own key before it learnt it lost; it must have
+        # deleted that object since (its latest version is a delete marker, so no live version is latest).
+        late = [v["Key"] for v in versions if v["LastModified"].timestamp() > completed + 1.0
+                and (v["Key"] in referenced or v.get("IsLatest"))]
+        if late:
+            return f"{len(late)} output write(s) after the job was final: {sorted(set(late))[:3]}"
+        missing = referenced - set(per_key)
+        if missing:
+            return f"record points at outputs that do not exist: {sorted(missing)[:3]}"
         return None
 
     def _job_items(self) -> int:

@@ -1,7 +1,8 @@
 """Create the stack's stateful resources on a local AWS endpoint (moto server).
 
 Mirrors what the Pulumi components declare (docs/CONTRACTS.md): an outputs bucket, a model store
-bucket, a standard queue with a DLQ and redrive, and the job table with its key design and TTL.
+bucket, a standard queue with a DLQ and redrive (attempts + hand-back allowance), the job table with its
+key design, TTL, stream and running-lease index, and the webhook deliveries queue with its DLQ.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from typing import Any
 
 import boto3
 
+from runtime.jobs.store import create_table
+
+SQS_MAX_MESSAGE_BYTES = 262_144
+
 
 @dataclass(frozen=True)
 class LocalResources:
@@ -20,6 +25,8 @@ class LocalResources:
     queue_url: str
     dlq_url: str
     job_table: str
+    webhook_queue_url: str
+    webhook_dlq_url: str
 
 
 def client(service: str, endpoint: str, region: str = "us-east-1") -> Any:
@@ -29,7 +36,7 @@ def client(service: str, endpoint: str, region: str = "us-east-1") -> Any:
 
 
 def create(endpoint: str, prefix: str = "genai-local", max_receive_count: int = 3,
-           visibility_timeout: int = 60, region: str = "us-east-1") -> LocalResources:
+           visibility_timeout: int = 60, region: str = "us-east-1", handback_allowance: int = 5) -> LocalResources:
     s3, sqs, ddb = (client(s, endpoint, region) for s in ("s3", "sqs", "dynamodb"))
     outputs_bucket, models_bucket = f"{prefix}-outputs", f"{prefix}-models"
     for bucket in (outputs_bucket, models_bucket):
@@ -42,13 +49,19 @@ def create(endpoint: str, prefix: str = "genai-local", max_receive_count: int = 
     queue_url = sqs.create_queue(QueueName=f"{prefix}-jobs", Attributes={
         "VisibilityTimeout": str(visibility_timeout),
         "ReceiveMessageWaitTimeSeconds": "20",
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
+        "MaximumMessageSize": str(SQS_MAX_MESSAGE_BYTES),  # moto's default is 1 MiB; AWS's is 256 KiB
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                     "maxReceiveCount": str(max_receive_count + handback_allowance)}),
     })["QueueUrl"]
     table = f"{prefix}-jobs"
-    ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
-    ddb.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True,
-                                                                      "AttributeName": "expires_at"})
+    create_table(ddb, table)
+    hook_dlq_url = sqs.create_queue(QueueName=f"{prefix}-webhooks-dlq")["QueueUrl"]
+    hook_dlq_arn = sqs.get_queue_attributes(QueueUrl=hook_dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"]
+    hook_queue_url = sqs.create_queue(QueueName=f"{prefix}-webhooks", Attributes={
+        "VisibilityTimeout": "30",
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": hook_dlq_arn, "maxReceiveCount": "8"}),
+    })["QueueUrl"]
     return LocalResources(outputs_bucket=outputs_bucket, models_bucket=models_bucket, queue_url=queue_url,
-                          dlq_url=dlq_url, job_table=table)
+                          dlq_url=dlq_url, job_table=table, webhook_queue_url=hook_queue_url,
+                          webhook_dlq_url=hook_dlq_url)

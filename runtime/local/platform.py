@@ -9,6 +9,8 @@ What ``LocalPlatform.start()`` brings up, in order (``stop()`` takes it down in 
     CDN stand-in         in-process  serves the outputs bucket over HTTP (runtime.local.cdn)
     fake IMDS per worker in-process  so a spot notice can target one worker (runtime.local.fake_imds)
     job API              subprocess  python -m runtime.api.local_server (the Lambda handler)
+    functions            subprocess  python -m runtime.local.functions: DLQ consumer, lease sweeper and
+                                     webhook dispatcher (the stack's Lambdas, same handler code)
     worker agents        subprocess  python -m runtime.worker run --config <run dir>/worker-N.json
 
 Every child runs in its own process group and is stopped with SIGTERM, then SIGKILL after a grace
@@ -61,7 +63,9 @@ class LocalOptions:
     backend_model_dirs: list[str] = field(default_factory=list)  # per worker: where the backend loads checkpoints
     test_pattern_delay_seconds: float = 0.3  # stands in for inference time
     visibility_timeout_seconds: int = 30  # per receive; the agent's heartbeat extends it while a job runs
-    max_receive_count: int = 3
+    max_receive_count: int = 3  # counted attempts per job (the record's limit)
+    stale_lease_seconds: float = 20.0  # the sweeper reconciles leases that ran out this long ago
+    webhook_timeout_seconds: float = 2.0  # one delivery try (a hanging receiver holds one sender this long)
     receive_wait_seconds: int = 2  # long poll (SQS) / poll (Kafka); also bounds how long an agent takes to see SIGTERM
     retry_delay_seconds: int = 1
     kafka_session_timeout_ms: int = 6000
@@ -111,6 +115,7 @@ class LocalPlatform:
         self.moto: ManagedProcess | None = None
         self.moto_url = ""
         self.api: ManagedProcess | None = None
+        self.functions: ManagedProcess | None = None
         self.api_url = ""
         self.api_key = ""
         self.cdn: CdnServer | None = None
@@ -139,6 +144,7 @@ class LocalPlatform:
             self._start_kafka()
         self.cdn = CdnServer(self.aws("s3"), self.resources.outputs_bucket, port=self.options.cdn_port).start()
         self._start_api()
+        self._start_functions()
         for i in range(self.options.workers):
             self.workers.append(self._start_worker(i))
         self._wait_workers_ready()
@@ -157,6 +163,8 @@ class LocalPlatform:
         if self.api is not None:
             self.api.stop(grace=self.options.stop_grace_seconds)
         stop_all([w.process for w in self.workers], grace=self.options.stop_grace_seconds)
+        if self.functions is not None:
+            self.functions.stop(grace=5)
         for w in self.workers:
             w.imds.stop()
         if self.cdn is not None:
@@ -247,6 +255,21 @@ class LocalPlatform:
         wait_for(lambda: httpx.get(f"{self.api_url}/v1/health", timeout=2).status_code == 200, 30, "job API",
                  self.api.alive)
 
+    def _start_functions(self) -> None:
+        o, res = self.options, self.resources
+        path = self.run_dir / "functions.json"
+        path.write_text(json.dumps({
+            "endpoint": self.moto_url, "region": o.region, "job_table": res.job_table, "dlq_url": res.dlq_url,
+            "webhook_queue_url": res.webhook_queue_url, "webhook_secret": self.webhook_secret,
+            "api_url": self.api_url, "max_attempts": o.max_receive_count,
+            "stale_lease_seconds": o.stale_lease_seconds, "sweep_every_seconds": 1.0,
+            "log_level": o.log_level, "webhook_timeout_s": o.webhook_timeout_seconds}, indent=2))
+        self.functions = ManagedProcess("functions", [sys.executable, "-m", "runtime.local.functions", "--config",
+                                                      str(path)], self.run_dir / "functions.log", self._env,
+                                        cwd=ROOT).start()
+        wait_for(lambda: "functions ready" in (self.run_dir / "functions.log").read_text(errors="replace"), 30,
+                 "functions", self.functions.alive)
+
     def agent_config(self, index: int, imds_url: str, instance_id: str) -> dict[str, Any]:
         """The agent config document of worker ``index`` (runtime.agent_config's schema)."""
         o, res = self.options, self.resources
@@ -271,7 +294,6 @@ class LocalPlatform:
                           "auto_scaling_group": f"{o.prefix}-workers",
                           "launching_hook": f"{o.prefix}-launching", "terminating_hook": f"{o.prefix}-terminating"},
             "max_job_seconds": 60, "metrics_sink": "off", "allow_loopback_urls": True,
-            "webhook_secret_parameter": WEBHOOK_SECRET_PARAMETER,
             "endpoints": {"s3": self.moto_url, "sqs": self.moto_url, "dynamodb": self.moto_url,
                           "ssm": self.moto_url,
                           # moto answers CompleteLifecycleAction with a 500; the agent's recorder stands in
@@ -320,6 +342,5 @@ class LocalPlatform:
         """Submit jobs, poll them, and count what happened to each (runtime.local.audit)."""
         if not hasattr(self, "_ledger"):
             self._ledger = Ledger(self.api_url, self.api_key, self.aws("s3"), self.aws("dynamodb"),
-                                  self.aws("sqs"), self.resources,
-                                  attempts_counted=self.options.queue_kind == "sqs")
+                                  self.aws("sqs"), self.resources)
         return self._ledger

@@ -57,9 +57,15 @@ class JobRunner:
 
     # -- phases --------------------------------------------------------------------------------------
     def checkpoint(self, job: RunningJob) -> None:
-        """Between phases: stop when interrupted or when a cancel was requested."""
-        if job.reason is None and self.agent.store.is_cancel_requested(job.ctx.job_id):
-            job.reason = "cancel"
+        """Between phases: stop when interrupted, when a cancel was requested, or when the record no longer
+        names this attempt (checked right before the upload too, so a worker that was frozen past its lease
+        does not write once it wakes)."""
+        record = self.agent.store.get(job.ctx.job_id) if job.reason is None else None
+        if record is not None:
+            if int(record.get("lease") or 0) != job.attempt.lease or record.get("status") != "running":
+                job.reason = "cancel" if record.get("status") == "canceled" else "lost-lease"
+            elif record.get("cancel_requested"):
+                job.reason = "cancel"
         if job.reason is not None:
             raise JobInterrupted(f"job {job.ctx.job_id} interrupted ({job.reason})")
 
@@ -167,8 +173,8 @@ class JobRunner:
         ctx, agent = job.ctx, self.agent
         entry = {"code": disposition.code, "message": error[:1000]}
         if job.attempt.number >= self.cfg.queue.max_receive_count:
-            record = dict(job.attempt.record or {})
-            record["attempt_errors"] = [*record.get("attempt_errors", []), {"attempt": job.attempt.number, **entry}]
+            agent.store.record_attempt_error(ctx.job_id, job.attempt.number, entry)
+            record = agent.store.get(ctx.job_id) or {}
             return self.give_up(job, "attempts-exhausted", f"{error} ({attempt_history(record)})", timings)
         if not agent.store.fail_attempt(ctx.job_id, job.attempt.lease, job.attempt.number, entry):
             return self._fenced_out(job)

@@ -1,4 +1,5 @@
-"""The worker agent on SQS (moto server): queue -> backend -> S3/CDN URL -> record -> webhook -> delete."""
+"""The worker agent on SQS (moto server): queue -> backend -> S3/CDN URL -> record -> delete; webhooks from the
+table stream (the local stand-in of the webhook Lambdas)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from runtime.backends.comfyui import ComfyUIBackend
 from runtime.backends.test_pattern import TestPatternBackend
 from runtime.queues.base import QueueMessage
 from runtime.queues.sqs_consumer import SQSConsumer
-from runtime.webhooks import WebhookSender
 from runtime.worker.aws import RecordingAutoScaling
 from runtime.worker.inputs import ImageFetcher
 from tests.fakes.fake_comfyui import FakeComfyUI
@@ -29,8 +29,8 @@ def stack(moto_endpoint):
 def test_job_goes_from_queue_to_cdn_url(stack):
     hooks = WebhookReceiver()
     recorder = RecordingAutoScaling(group="workers")
-    agent = make_agent(stack, stack.config(), recorder=recorder,
-                       webhooks=WebhookSender("s3cret", allow_loopback=True, max_attempts=2))
+    agent = make_agent(stack, stack.config(), recorder=recorder)
+    dispatcher = stack.webhook_dispatcher("s3cret")
     job_id = stack.submit(webhook=hooks.url)
     try:
         agent.boot()
@@ -38,16 +38,19 @@ def test_job_goes_from_queue_to_cdn_url(stack):
         record = stack.store.get(job_id)
         assert record["status"] == "succeeded" and record["attempts"] == 1 and record["worker_id"] == "i-test"
         url = record["outputs"][0]["url"]
-        assert url == f"{CDN}/outputs/{job_id}/image-0.png" and record["outputs"][0]["content_type"] == "image/png"
+        # attempt-scoped key: lease 1 made it
+        assert url == f"{CDN}/outputs/{job_id}/1/image-0.png" and record["outputs"][0]["content_type"] == "image/png"
         assert record["outputs"][0]["generator"] == "test-pattern"  # labelled in the record, not only on S3
-        head = stack.s3.head_object(Bucket=stack.bucket, Key=f"outputs/{job_id}/image-0.png")
+        head = stack.s3.head_object(Bucket=stack.bucket, Key=f"outputs/{job_id}/1/image-0.png")
         assert head["ContentType"] == "image/png" and head["Metadata"]["generator"] == "test-pattern"
         assert {"queue_wait_ms", "model_load_ms", "inference_ms", "upload_ms", "total_ms"} <= set(record["timings"])
         assert stack.counts() == (0, 0)  # deleted after the record was final
-        eventually(lambda: hooks.events() == ["start", "completed"], what="webhooks")
-        headers, body = hooks.received[-1]
-        assert body["job"]["status"] == "succeeded"
-        assert "Webhook-Signature" in headers
+        eventually(lambda: sorted(hooks.events()) == ["completed", "start"], what="webhooks")
+        by_event = {body["event"]: (headers, body) for headers, body in hooks.received}
+        assert by_event["completed"][1]["job"]["status"] == "succeeded"
+        assert by_event["start"][1]["job"]["status"] == "running"  # captured when it happened, not when sent
+        assert by_event["completed"][0]["Webhook-Id"] == f"{job_id}.completed"
+        assert "Webhook-Signature" in by_event["completed"][0]
         ops = [(c["op"], c.get("hook"), c.get("protected")) for c in recorder.calls]
         assert ops[0] == ("complete_lifecycle_action", "launch-hook", None)
         assert ("set_instance_protection", None, True) in ops and ops[-1] == ("set_instance_protection", None, False)
@@ -56,6 +59,7 @@ def test_job_goes_from_queue_to_cdn_url(stack):
                 m.BOOT_TO_READY} <= names
         assert all(rec["_aws"]["CloudWatchMetrics"][0]["Namespace"] == m.NAMESPACE for rec in agent.metrics.records)
     finally:
+        dispatcher.stop()
         hooks.close()
 
 
@@ -81,15 +85,16 @@ class AlwaysFails(TestPatternBackend):
         raise BackendError("poison: this job always crashes the backend")
 
 
-def test_poison_job_ends_in_dlq_and_failed_after_the_attempt_limit(stack):
+def test_poison_job_is_failed_after_the_attempt_limit_counted_in_its_record(stack):
     agent = make_agent(stack, stack.config(), backend=AlwaysFails(delay_seconds=0))
     job_id = stack.submit()
     agent.run(idle_exit_seconds=1.5)
     record = stack.store.get(job_id)
     assert record["status"] == "failed" and record["error"]["code"] == "attempts-exhausted"
-    assert [e["attempt"] for e in record["attempt_errors"]] == [1, 2]
-    stack.sqs.receive_message(QueueUrl=stack.queue_url, WaitTimeSeconds=0)  # moto redrives on receive
-    eventually(lambda: stack.counts(stack.dlq_url)[0] == 1, what="message in the DLQ")
+    assert [e["attempt"] for e in record["attempt_errors"]] == [1, 2] and record["attempts"] == 2
+    assert "2 attempt(s)" in record["error"]["message"]  # the history travels with the final error
+    # The agent settled it: the message is gone, and the DLQ is left for what no worker could settle.
+    assert stack.counts() == (0, 0) and stack.counts(stack.dlq_url) == (0, 0)
     assert sum(1 for r in agent.metrics.records if m.JOB_ERRORS in r) == 2
     assert any(m.JOBS_FAILED in r for r in agent.metrics.records)
 
@@ -166,7 +171,8 @@ def test_stop_hands_the_running_job_back_at_once(stack):
     assert not thread.is_alive()
     again = SQSConsumer(stack.sqs, stack.queue_url).receive(1, 1)
     assert [j.message.job_id for j in again] == [job_id]  # visible at once, not after 30 s
-    assert stack.store.get(job_id)["status"] == "running"
+    record = stack.store.get(job_id)
+    assert record["status"] == "queued" and record["attempts"] == 0 and record["handbacks"] == 1  # not counted
     assert any(m.JOBS_HANDED_BACK in r for r in agent.metrics.records)
 
 

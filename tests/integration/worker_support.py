@@ -19,9 +19,11 @@ from runtime.backends.base import Backend
 from runtime.backends.test_pattern import TestPatternBackend
 from runtime.jobs.schema import validate_job
 from runtime.jobs.store import JobStore, create_table, new_record
+from runtime.local.webhook_dispatcher import LocalWebhookDispatcher
 from runtime.model_cache import ModelCache, manifest_resolver
 from runtime.queues.base import QueueMessage
 from runtime.queues.sqs_consumer import SQSConsumer
+from runtime.webhooks import WebhookSender
 from runtime.worker.agent import Agent
 from runtime.worker.aws import ObjectStore, RecordingAutoScaling
 from runtime.worker.lifecycle import Lifecycle
@@ -84,6 +86,13 @@ class Stack:
                               MessageBody=QueueMessage(job_id=record["job_id"], job=spec).to_json())
         return record["job_id"]
 
+    def webhook_dispatcher(self, secret: str) -> LocalWebhookDispatcher:
+        """The local stand-in of the webhook Lambdas on this stack's table stream (started)."""
+        queue_url = self.sqs.create_queue(QueueName=f"hooks-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        sender = WebhookSender(secret, allow_loopback=True, max_attempts=1, timeout_s=2.0)
+        return LocalWebhookDispatcher(dynamodb=self.ddb, streams=client(self.endpoint, "dynamodbstreams"),
+                                      sqs=self.sqs, table=self.table, queue_url=queue_url, sender=sender).start()
+
     def put_model(self, model_id: str, data: bytes, filename: str = "model.safetensors") -> None:
         from runtime.model_store.layout import artifact_key
         from runtime.model_store.manifest import ManifestStore, ModelEntry, ModelFile, utc_now
@@ -111,8 +120,7 @@ class Stack:
 
 
 def make_agent(stack: Stack, config: AgentConfig, backend: Backend | None = None,
-               recorder: RecordingAutoScaling | None = None, cache_dir: Path | None = None,
-               webhooks: Any = None) -> Agent:
+               recorder: RecordingAutoScaling | None = None, cache_dir: Path | None = None) -> Agent:
     s3 = stack.s3
     cache = None
     if cache_dir is not None:
@@ -125,7 +133,7 @@ def make_agent(stack: Stack, config: AgentConfig, backend: Backend | None = None
         uploader=OutputUploader(ObjectStore(s3, stack.bucket), CDN), metrics=Metrics(sink="memory"),
         lifecycle=Lifecycle(recorder, config.worker_id or "i-test", "workers", config.lifecycle.launching_hook,
                             config.lifecycle.terminating_hook),
-        worker_id=config.worker_id or "i-test", model_cache=cache, webhooks=webhooks)
+        worker_id=config.worker_id or "i-test", model_cache=cache)
 
 
 def run_in_thread(agent: Agent, **kwargs: Any) -> threading.Thread:
