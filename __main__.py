@@ -10,6 +10,7 @@ from components import config as fleet_config
 from components.api import Api, ApiArgs
 from components.cdn_storage import CdnStorage, CdnStorageArgs
 from components.inference_cluster import InferenceCluster, InferenceClusterArgs
+from components.job_events import JobEvents, JobEventsArgs
 from components.job_store import JobStore, JobStoreArgs
 from components.model_store import ModelStore, ModelStoreArgs
 from components.monitoring import Monitoring, MonitoringArgs
@@ -60,7 +61,12 @@ cluster = InferenceCluster("cluster", InferenceClusterArgs(
     kafka_bootstrap_brokers=None if is_sqs else queue.bootstrap_brokers,
     kafka_dlq_topic=None if is_sqs else KAFKA_DLQ_TOPIC,
     kafka_client_security_group_id=None if is_sqs else queue.client_security_group_id,
-    webhook_secret_parameter_name=webhook_secret_parameter,
+), opts=opts)
+# Dead letters and dead workers end final; webhooks come from the table's stream, never from a worker.
+events = JobEvents("events", JobEventsArgs(
+    config=cfg, job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
+    job_table_stream_arn=jobs.stream_arn, webhook_secret_parameter_name=webhook_secret_parameter,
+    api_url=api.api_url, jobs_dlq_arn=queue.dlq_arn if is_sqs else None,
 ), opts=opts)
 monitoring = Monitoring("monitoring", MonitoringArgs(
     config=cfg, backlog_metric=queue.backlog_metric, spot_group_name=cluster.spot_group_name,
@@ -85,6 +91,7 @@ if cfg.queue.kind == "sqs":
     pulumi.export("deadLetterQueueUrl", queue.dlq_url)
 else:
     pulumi.export("kafkaBootstrapBrokers", queue.bootstrap_brokers)
+pulumi.export("webhookDeadLetterQueueUrl", events.webhook_dlq_url)
 pulumi.export("spotGroupName", cluster.spot_group_name)
 pulumi.export("onDemandGroupName", cluster.on_demand_group_name)
 pulumi.export("workerRoleArn", cluster.role_arn)

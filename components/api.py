@@ -33,7 +33,9 @@ from components.config import FleetConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_PACKAGES = ("runtime/api", "runtime/jobs", "runtime/queues", "runtime/model_store")
-RUNTIME_FILES = ("runtime/__init__.py", "runtime/net_safety.py", "runtime/webhooks.py")
+RUNTIME_FILES = ("runtime/__init__.py", "runtime/net_safety.py", "runtime/webhooks.py", "runtime/webhook_events.py",
+                 "runtime/webhook_dispatch.py", "runtime/reconciler.py", "runtime/worker/__init__.py",
+                 "runtime/worker/aws.py")  # the job-events functions (components/job_events.py) share this code
 PURE_PYTHON_DEPS = ("httpx", "httpcore", "h11", "anyio", "certifi", "idna", "typing_extensions")
 KAFKA_LAYER_REQUIREMENTS = ("confluent-kafka==2.16.1", "aws-msk-iam-sasl-signer-python==1.0.2")
 PUBLIC_ROUTES = ("GET /v1/health",)

@@ -102,7 +102,8 @@ def instance_policy_document(s: PolicyScope) -> dict:
         {"Sid": "ReadModelStore", "Effect": "Allow", "Action": ["s3:GetObject"],
          "Resource": f"{s.model_store_bucket_arn}/*"},
         {"Sid": "ListModelStore", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": s.model_store_bucket_arn},
-        {"Sid": "WriteOutputs", "Effect": "Allow", "Action": ["s3:AbortMultipartUpload", "s3:PutObject"],
+        {"Sid": "WriteOutputs", "Effect": "Allow",  # DeleteObject: a fenced-out attempt discards its own outputs
+         "Action": ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:PutObject"],
          "Resource": f"{s.outputs_bucket_arn}/{prefix}/*"},
         {"Sid": "UpdateJobRecords", "Effect": "Allow",
          "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], "Resource": s.job_table_arn},

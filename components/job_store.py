@@ -2,8 +2,10 @@
 
 One table, partition key ``pk`` (string), no sort key: ``job#<job_id>`` items are read by id and
 ``idem#<api_key_id>#<sha256(Idempotency-Key)>`` items are checked with a conditional put in the same
-transaction, so neither access path needs an index. Items carry ``expires_at`` (epoch seconds) and
-DynamoDB's TTL removes them after that.
+transaction. The sparse index ``running-by-lease`` (``running_index``, ``lease_expires_at``) holds only
+jobs whose lease a worker holds, so the lease sweeper finds dead workers' jobs without a scan; the
+stream (new and old images) feeds the webhook dispatcher (components/job_events.py). Items carry
+``expires_at`` (epoch seconds) and DynamoDB's TTL removes them after that.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import FleetConfig
+from runtime.jobs.attempts import LEASE_EXPIRES, RUNNING_INDEX, RUNNING_INDEX_KEY
 
 PARTITION_KEY = "pk"
 TTL_ATTRIBUTE = "expires_at"
@@ -30,13 +33,16 @@ class JobStore(pulumi.ComponentResource):
 
     table_name: pulumi.Output[str]
     table_arn: pulumi.Output[str]
+    stream_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: JobStoreArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("genai:storage:JobStore", name, None, opts)
         table = self._create_table(name, args.config)
         self.table_name = table.name
         self.table_arn = table.arn
-        self.register_outputs({"table_name": self.table_name, "table_arn": self.table_arn})
+        self.stream_arn = table.stream_arn
+        self.register_outputs({"table_name": self.table_name, "table_arn": self.table_arn,
+                               "stream_arn": self.stream_arn})
 
     def _create_table(self, name: str, cfg: FleetConfig) -> aws.dynamodb.Table:
         return aws.dynamodb.Table(
@@ -44,7 +50,11 @@ class JobStore(pulumi.ComponentResource):
             name=f"{cfg.resource_prefix()}-jobs",
             billing_mode="PAY_PER_REQUEST",
             hash_key=PARTITION_KEY,
-            attributes=[{"name": PARTITION_KEY, "type": "S"}],
+            attributes=[{"name": PARTITION_KEY, "type": "S"}, {"name": RUNNING_INDEX_KEY, "type": "S"},
+                        {"name": LEASE_EXPIRES, "type": "N"}],
+            global_secondary_indexes=[{"name": RUNNING_INDEX, "hash_key": RUNNING_INDEX_KEY,
+                                       "range_key": LEASE_EXPIRES, "projection_type": "KEYS_ONLY"}],
+            stream_enabled=True, stream_view_type="NEW_AND_OLD_IMAGES",
             ttl={"attribute_name": TTL_ATTRIBUTE, "enabled": True},
             point_in_time_recovery={"enabled": cfg.storage.point_in_time_recovery},
             server_side_encryption={"enabled": True},

@@ -1,8 +1,9 @@
 """Request queue between the job API and the workers; the kind comes from ``genai-fleet:queueKind``.
 
-``sqs`` (default): a standard queue with SQS-managed encryption, long polling and a visibility timeout
-that outlasts the longest job (the agent's heartbeat extends it while work runs); a receive past
-``maxReceiveCount`` moves the message to the dead-letter queue, kept 14 days for inspection and redrive.
+``sqs`` (default): a standard queue with SQS-managed encryption, long polling and a short visibility
+timeout (the lease, 30 s, renewed by the agent's heartbeat while work runs, so a dead worker's job is
+retried within a minute); a receive past ``maxReceiveCount`` plus a hand-back allowance moves the message
+to the dead-letter queue, whose consumer (components/job_events.py) makes the job final.
 
 ``kafka``: an MSK Serverless cluster in the private subnets, IAM (SASL/OAUTHBEARER) client auth only,
 port 9098 open only to the ``kafka-clients`` security group this component creates (workers and the API

@@ -1,0 +1,146 @@
+"""Job events: the functions that make every accepted job end final and tell its webhook, off the workers.
+
+- ``dead-letters``: SQS event source on the jobs DLQ -> ``runtime.reconciler.dead_letter_handler`` marks
+  each dead-lettered job failed with its attempt history (queueKind sqs; the Kafka agent fails a job
+  before it writes the DLQ topic, and the sweeper covers crashes).
+- ``sweeper``: every ``SWEEP_MINUTES`` -> ``runtime.reconciler.sweep_handler`` requeues or fails jobs whose
+  worker stopped renewing its lease (sparse index on the job table).
+- ``webhook-stream``: the job table's stream -> ``runtime.webhook_dispatch.stream_handler`` writes one
+  message per webhook (payload captured at the change) to the deliveries queue.
+- ``webhook-sender``: deliveries queue -> ``runtime.webhook_dispatch.sender_handler``: one short try per
+  message, backoff through the queue, a DLQ after ``WEBHOOK_MAX_RECEIVES`` tries. Each delivery is its
+  own message, so a hanging receiver costs one invocation's few seconds and delays nobody else.
+
+The functions run outside the VPC (the sender must reach the internet; the others only call AWS APIs).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.api import _code_archive, _policy_json
+from components.config import FleetConfig
+
+SWEEP_MINUTES = 5
+STALE_LEASE_SECONDS = 300  # ten lease lengths: a live worker renews every 10 s
+WEBHOOK_MAX_RECEIVES = 8  # tries before the deliveries DLQ (backoff reaches 15 minutes)
+WEBHOOK_TIMEOUT_S = 30  # function timeout; one try is capped at 5 s inside it
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+
+
+@dataclass
+class JobEventsArgs:
+    config: FleetConfig
+    """Stack config: names, region, ``queue.max_receive_count`` (attempts), log retention."""
+
+    job_table_name: pulumi.Input[str]
+    job_table_arn: pulumi.Input[str]
+    job_table_stream_arn: pulumi.Input[str]
+    """The job table and its stream (components/job_store.py)."""
+
+    webhook_secret_parameter_name: str
+    """SSM SecureString holding the webhook signing secret (created by the operator, see the README)."""
+
+    api_url: pulumi.Input[str]
+    """Links in webhook payloads (``urls.get`` / ``urls.cancel``)."""
+
+    jobs_dlq_arn: pulumi.Input[str] | None = None
+    """The jobs DLQ (queueKind sqs); None with Kafka."""
+
+
+class JobEvents(pulumi.ComponentResource):
+    webhook_queue_url: pulumi.Output[str]
+    webhook_dlq_url: pulumi.Output[str]
+
+    def __init__(self, name: str, args: JobEventsArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("genai:events:JobEvents", name, None, opts)
+        self._name, self._args, self._cfg = name, args, args.config
+        self._code = _code_archive()
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
+        self._secret_arn = account.apply(lambda acct: (
+            f"arn:aws:ssm:{self._cfg.region}:{acct}:parameter/{args.webhook_secret_parameter_name.lstrip('/')}"))
+        table_env = {"GENAI_JOB_TABLE": args.job_table_name,
+                     "GENAI_MAX_ATTEMPTS": str(self._cfg.queue.max_receive_count)}
+        table_rw = {"sid": "JobTable", "actions": ["dynamodb:GetItem", "dynamodb:UpdateItem"],
+                    "resources": [args.job_table_arn]}
+        if args.jobs_dlq_arn is not None:
+            fn = self._function("dead-letters", "runtime.reconciler.dead_letter_handler", [table_rw, {
+                "sid": "JobsDlq", "actions": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                "resources": [args.jobs_dlq_arn]}], table_env)
+            aws.lambda_.EventSourceMapping(f"{name}-dead-letters-source", event_source_arn=args.jobs_dlq_arn,
+                                           function_name=fn.arn, batch_size=10,
+                                           function_response_types=["ReportBatchItemFailures"], opts=self._opts())
+        self._create_sweeper(table_rw, table_env)
+        self.webhook_queue_url, self.webhook_dlq_url = self._create_webhooks()
+        self.register_outputs({"webhook_queue_url": self.webhook_queue_url, "webhook_dlq_url": self.webhook_dlq_url})
+
+    def _opts(self, **kwargs) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, **kwargs)
+
+    def _create_sweeper(self, table_rw: dict, env: dict[str, pulumi.Input[str]]) -> None:
+        index_arn = pulumi.Output.concat(self._args.job_table_arn, "/index/*")
+        fn = self._function("sweeper", "runtime.reconciler.sweep_handler", [table_rw, {
+            "sid": "RunningIndex", "actions": ["dynamodb:Query"], "resources": [index_arn]}],
+            {**env, "GENAI_STALE_LEASE_SECONDS": str(STALE_LEASE_SECONDS)})
+        rule = aws.cloudwatch.EventRule(f"{self._name}-sweep-schedule",
+                                        schedule_expression=f"rate({SWEEP_MINUTES} minutes)", opts=self._opts())
+        aws.cloudwatch.EventTarget(f"{self._name}-sweep-target", rule=rule.name, arn=fn.arn, opts=self._opts())
+        aws.lambda_.Permission(f"{self._name}-sweep-invoke", action="lambda:InvokeFunction", function=fn.name,
+                               principal="events.amazonaws.com", source_arn=rule.arn, opts=self._opts())
+
+    def _create_webhooks(self) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+        a, prefix = self._args, self._cfg.resource_prefix()
+        dlq = aws.sqs.Queue(f"{self._name}-webhooks-dlq", name=f"{prefix}-webhooks-dlq", sqs_managed_sse_enabled=True,
+                            message_retention_seconds=DLQ_RETENTION_SECONDS, opts=self._opts())
+        queue = aws.sqs.Queue(
+            f"{self._name}-webhooks", name=f"{prefix}-webhooks", sqs_managed_sse_enabled=True,
+            visibility_timeout_seconds=6 * WEBHOOK_TIMEOUT_S,  # AWS asks for 6x the function timeout
+            redrive_policy=dlq.arn.apply(lambda arn: json.dumps(
+                {"deadLetterTargetArn": arn, "maxReceiveCount": WEBHOOK_MAX_RECEIVES})), opts=self._opts())
+        stream_fn = self._function("webhook-stream", "runtime.webhook_dispatch.stream_handler", [
+            {"sid": "ReadStream", "actions": ["dynamodb:DescribeStream", "dynamodb:GetRecords",
+                                              "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
+             "resources": [a.job_table_stream_arn]},
+            {"sid": "QueueDeliveries", "actions": ["sqs:SendMessage"], "resources": [queue.arn]}],
+            {"GENAI_WEBHOOK_QUEUE_URL": queue.url, "GENAI_API_URL": a.api_url})
+        aws.lambda_.EventSourceMapping(
+            f"{self._name}-webhook-stream-source", event_source_arn=a.job_table_stream_arn,
+            function_name=stream_fn.arn, starting_position="LATEST", batch_size=100,
+            maximum_retry_attempts=10, bisect_batch_on_function_error=True,
+            # only writes that can be an event: the first start, outputs, a final status
+            filter_criteria={"filters": [{"pattern": json.dumps({"eventName": ["INSERT", "MODIFY"]})}]},
+            opts=self._opts())
+        sender_fn = self._function("webhook-sender", "runtime.webhook_dispatch.sender_handler", [
+            {"sid": "Deliveries", "actions": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                                              "sqs:ChangeMessageVisibility"], "resources": [queue.arn]},
+            {"sid": "WebhookSecret", "actions": ["ssm:GetParameter"], "resources": [self._secret_arn]}],
+            {"GENAI_WEBHOOK_QUEUE_URL": queue.url,
+             "GENAI_WEBHOOK_SECRET_PARAMETER": a.webhook_secret_parameter_name}, timeout=WEBHOOK_TIMEOUT_S)
+        aws.lambda_.EventSourceMapping(f"{self._name}-webhook-sender-source", event_source_arn=queue.arn,
+                                       function_name=sender_fn.arn, batch_size=1,
+                                       function_response_types=["ReportBatchItemFailures"], opts=self._opts())
+        return queue.url, dlq.url
+
+    def _function(self, suffix: str, handler: str, statements: list[dict], env: dict[str, pulumi.Input[str]],
+                  timeout: int = 60) -> aws.lambda_.Function:
+        cfg, name = self._cfg, f"{self._name}-{suffix}"
+        fn_name = f"{cfg.resource_prefix()}-{suffix}"
+        log_group = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/aws/lambda/{fn_name}",
+                                            retention_in_days=cfg.storage.log_retention_days, opts=self._opts())
+        statements = [*statements, {"sid": "Logs", "actions": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                                    "resources": [pulumi.Output.concat(log_group.arn, ":*")]}]
+        role = aws.iam.Role(f"{name}-role", assume_role_policy=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                    "Principal": {"Service": "lambda.amazonaws.com"}}]}),
+            inline_policies=[{"name": "least-privilege", "policy": _policy_json(statements)}], opts=self._opts())
+        return aws.lambda_.Function(
+            f"{name}-fn", name=fn_name, role=role.arn, runtime="python3.12", architectures=["arm64"],
+            handler=handler, code=self._code, memory_size=256, timeout=timeout,
+            environment={"variables": env},
+            logging_config={"log_format": "JSON", "log_group": log_group.name, "application_log_level": "INFO",
+                            "system_log_level": "WARN"},
+            opts=self._opts(depends_on=[log_group]))

@@ -1,0 +1,71 @@
+"""Job events component under mocks: DLQ consumer, sweeper, webhook stream and sender, least privilege."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.job_events import STALE_LEASE_SECONDS, WEBHOOK_MAX_RECEIVES, JobEvents, JobEventsArgs
+from tests.unit.component_harness import build, fleet
+
+FN = "aws:lambda/function:Function"
+SOURCE = "aws:lambda/eventSourceMapping:EventSourceMapping"
+TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/genai-dev-jobs"
+STREAM_ARN = TABLE_ARN + "/stream/2026-01-01T00:00:00.000"
+DLQ_ARN = "arn:aws:sqs:us-east-1:123456789012:genai-dev-jobs-dlq"
+
+
+def events(cfg, **kwargs):
+    args = JobEventsArgs(config=cfg, job_table_name="genai-dev-jobs", job_table_arn=TABLE_ARN,
+                         job_table_stream_arn=STREAM_ARN, api_url="https://api.example.com",
+                         webhook_secret_parameter_name="/genai-fleet/dev/webhook-secret", **kwargs)
+    return build(lambda: JobEvents("events", args), "webhook_queue_url", "webhook_dlq_url")
+
+
+@pytest.fixture(scope="module")
+def sqs():
+    return events(fleet(), jobs_dlq_arn=DLQ_ARN)
+
+
+def _policy(built, suffix):
+    role = built.one("aws:iam/role:Role", f"events-{suffix}-role").inputs
+    return {st["Sid"]: st for st in json.loads(role["inlinePolicies"][0]["policy"])["Statement"]}
+
+
+def test_every_function_runs_the_runtime_handler(sqs):
+    handlers = {r.name: r.inputs["handler"] for r in sqs.of_type(FN)}
+    assert handlers == {"events-dead-letters-fn": "runtime.reconciler.dead_letter_handler",
+                        "events-sweeper-fn": "runtime.reconciler.sweep_handler",
+                        "events-webhook-stream-fn": "runtime.webhook_dispatch.stream_handler",
+                        "events-webhook-sender-fn": "runtime.webhook_dispatch.sender_handler"}
+    sweeper = sqs.one(FN, "events-sweeper-fn").inputs["environment"]["variables"]
+    assert sweeper["GENAI_MAX_ATTEMPTS"] == "3" and sweeper["GENAI_STALE_LEASE_SECONDS"] == str(STALE_LEASE_SECONDS)
+
+
+def test_event_sources_feed_dlq_stream_and_deliveries(sqs):
+    sources = {r.name: r.inputs for r in sqs.of_type(SOURCE)}
+    assert sources["events-dead-letters-source"]["eventSourceArn"] == DLQ_ARN
+    assert sources["events-dead-letters-source"]["functionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert sources["events-webhook-stream-source"]["eventSourceArn"] == STREAM_ARN
+    assert sources["events-webhook-sender-source"]["batchSize"] == 1  # one receiver per invocation: isolation
+    queue = sqs.one("aws:sqs/queue:Queue", "events-webhooks").inputs
+    assert json.loads(queue["redrivePolicy"])["maxReceiveCount"] == WEBHOOK_MAX_RECEIVES
+    assert queue["sqsManagedSseEnabled"] is True
+
+
+def test_functions_get_only_what_they_call(sqs):
+    dead = _policy(sqs, "dead-letters")
+    assert sorted(dead["JobTable"]["Action"]) == ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+    assert dead["JobsDlq"]["Resource"] == DLQ_ARN
+    assert _policy(sqs, "sweeper")["RunningIndex"]["Resource"] == TABLE_ARN + "/index/*"
+    sender = _policy(sqs, "webhook-sender")
+    assert sender["WebhookSecret"]["Resource"].endswith(":parameter/genai-fleet/dev/webhook-secret")
+    assert "JobTable" not in sender  # the sender never touches job records
+    assert _policy(sqs, "webhook-stream")["ReadStream"]["Resource"] == STREAM_ARN
+
+
+def test_kafka_stacks_have_no_dlq_consumer():
+    built = events(fleet(queueKind="kafka"))
+    assert "events-dead-letters-fn" not in {r.name for r in built.of_type(FN)}
+    assert {r.name for r in built.of_type(FN)} >= {"events-sweeper-fn", "events-webhook-sender-fn"}
