@@ -6,10 +6,10 @@ STACK ?= dev
 FLAVOR ?= cuda
 PYTEST_ARGS ?=
 
-.PHONY: install test lint unit preview local demo bench ami docs help
+.PHONY: install test lint unit preview local demo bench chaos ami docs help
 
 help:
-	@echo "make demo | test | install | preview STACK=dev|prod | local | bench | ami FLAVOR=cuda|neuron | docs"
+	@echo "make demo | test | install | preview STACK=dev|prod | local | bench | chaos | ami FLAVOR=cuda|neuron | docs"
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,9 @@ local: install
 
 demo: install
 	$(PY) tools/demo.py $(DEMO_ARGS)
+
+chaos: install
+	$(PY) tools/chaos.py $(CHAOS_ARGS)
 
 bench: install
 	$(PY) tools/bench.py $(BENCH_ARGS)

@@ -10,10 +10,11 @@
                                                  ▼ (after the queue's maxReceiveCount)
                                           deliveries DLQ (kept 14 days)
 
-Per-endpoint isolation: every delivery is its own message and its own short try (``timeout_s``), so a
-hanging receiver holds one sender for a few seconds and never delays another customer's webhooks or
-a job. Retries and backoff live in the queue (ChangeMessageVisibility), not in a sleeping process.
-Receivers deduplicate on ``Webhook-Id`` (delivery is at least once).
+Per-endpoint isolation: every delivery is its own message and its own short try (``SEND_TIMEOUT_S``),
+and a host whose last try timed out is not tried again for a while (``EndpointBreaker``): its
+deliveries wait in the queue, so a hanging receiver costs a sender one timeout and never delays
+another customer's webhooks or a job. Retries and backoff live in the queue (ChangeMessageVisibility),
+not in a sleeping process. Receivers deduplicate on ``Webhook-Id`` (delivery is at least once).
 
 Environment: GENAI_WEBHOOK_QUEUE_URL (deliveries queue), GENAI_API_URL (links in payloads),
 GENAI_WEBHOOK_SECRET_PARAMETER (SSM SecureString; GENAI_WEBHOOK_SECRET in local mode),
@@ -24,8 +25,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from runtime.webhook_events import Delivery, deliveries
 from runtime.webhooks import WebhookSender, load_secret_from_ssm
@@ -56,11 +60,37 @@ class StreamHandler:
         return len(batch)
 
 
+class EndpointBreaker:
+    """Per receiver host: after a try that timed out or could not connect, further deliveries to that host
+    wait (through the queue) instead of holding a sender for another timeout. Per process, so each Lambda
+    instance learns on its own; that bounds the damage of a hanging receiver to about one timeout each."""
+
+    def __init__(self, open_s: float = 30.0, clock: Any = time.monotonic) -> None:
+        self.open_s, self._clock, self._open_until = open_s, clock, {}
+        self._lock = threading.Lock()
+
+    def allows(self, url: str) -> bool:
+        with self._lock:
+            return self._open_until.get(_host(url), 0.0) <= self._clock()
+
+    def record(self, url: str, transport_failure: bool) -> None:
+        with self._lock:
+            if transport_failure:
+                self._open_until[_host(url)] = self._clock() + self.open_s
+            else:
+                self._open_until.pop(_host(url), None)
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc.lower()
+
+
 class SenderHandler:
     """Sends one try per delivery message; reports the retryable failures back to the queue."""
 
-    def __init__(self, sender: WebhookSender, sqs: Any, queue_url: str) -> None:
+    def __init__(self, sender: WebhookSender, sqs: Any, queue_url: str, breaker: EndpointBreaker | None = None) -> None:
         self.sender, self.sqs, self.queue_url = sender, sqs, queue_url
+        self.breaker = breaker or EndpointBreaker()
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
         failures = []
@@ -76,9 +106,12 @@ class SenderHandler:
         except (ValueError, KeyError, TypeError) as exc:
             log.error("dropping a malformed delivery message %s: %s", record.get("messageId"), exc)
             return True
-        result, retry = self.sender.try_once(delivery.url, delivery.event, delivery.job, delivery.webhook_id)
-        if result.delivered or not retry:
-            return True
+        if self.breaker.allows(delivery.url):
+            result, retry = self.sender.try_once(delivery.url, delivery.event, delivery.job, delivery.webhook_id)
+            if result.delivered or not retry:
+                self.breaker.record(delivery.url, transport_failure=False)
+                return True
+            self.breaker.record(delivery.url, transport_failure=result.status_code is None)
         receives = int((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
         delay = BACKOFF_S[min(receives, len(BACKOFF_S)) - 1]
         try:

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                            timeout_s=float(cfg.get("webhook_timeout_s", 5.0)))
     dispatcher = LocalWebhookDispatcher(dynamodb=ddb, streams=client("dynamodbstreams", endpoint, region), sqs=sqs,
                                         table=cfg["job_table"], queue_url=cfg["webhook_queue_url"], sender=sender,
-                                        base_url=cfg.get("api_url", ""), concurrency=int(cfg.get("senders", 4)))
+                                        base_url=cfg.get("api_url", ""), concurrency=int(cfg.get("senders", 16)))
     dispatcher.start()
     threads = [threading.Thread(target=DeadLetterPoller(sqs, cfg["dlq_url"], store).run, args=(stop,), daemon=True),
                threading.Thread(target=run_sweeper, args=(store, int(cfg["max_attempts"]),

@@ -64,6 +64,7 @@ class LocalOptions:
     test_pattern_delay_seconds: float = 0.3  # stands in for inference time
     visibility_timeout_seconds: int = 30  # per receive; the agent's heartbeat extends it while a job runs
     max_receive_count: int = 3  # counted attempts per job (the record's limit)
+    handback_allowance: int = 5  # SQS receives beyond the attempts before redrive to the DLQ
     stale_lease_seconds: float = 20.0  # the sweeper reconciles leases that ran out this long ago
     webhook_timeout_seconds: float = 2.0  # one delivery try (a hanging receiver holds one sender this long)
     receive_wait_seconds: int = 2  # long poll (SQS) / poll (Kafka); also bounds how long an agent takes to see SIGTERM
@@ -211,7 +212,8 @@ class LocalPlatform:
     def _create_resources(self) -> None:
         o = self.options
         self.resources = bootstrap.create(self.moto_url, prefix=o.prefix, max_receive_count=o.max_receive_count,
-                                          visibility_timeout=o.visibility_timeout_seconds, region=o.region)
+                                          visibility_timeout=o.visibility_timeout_seconds, region=o.region,
+                                          handback_allowance=o.handback_allowance)
         if o.versioned_outputs:
             self.aws("s3").put_bucket_versioning(Bucket=self.resources.outputs_bucket,
                                                  VersioningConfiguration={"Status": "Enabled"})
@@ -316,6 +318,21 @@ class LocalPlatform:
                                  self.run_dir / f"worker-{index}.log", self._env, cwd=ROOT).start()
         return Worker(index, instance_id, imds, config_path,
                       self.run_dir / f"worker-{index}-autoscaling.jsonl", process)
+
+    def restart_worker(self, index: int) -> Worker:
+        """Start worker ``index`` again on its config and fake IMDS, as systemd's Restart= would."""
+        old = self.workers[index]
+        old.process.stop(grace=1)
+        old.imds.clear()
+        restarts = getattr(self, "_restarts", {})
+        restarts[index] = restarts.get(index, 0) + 1
+        self._restarts = restarts
+        process = ManagedProcess(f"worker-{index}", [sys.executable, "-m", "runtime.worker", "run", "--config",
+                                                     str(old.config_path)],
+                                 self.run_dir / f"worker-{index}.restart-{restarts[index]}.log", self._env,
+                                 cwd=ROOT).start()
+        self.workers[index] = Worker(index, old.instance_id, old.imds, old.config_path, old.autoscaling_log, process)
+        return self.workers[index]
 
     def _wait_workers_ready(self, timeout: float = 30.0) -> None:
         """Each agent logs ``backend ready`` once booted; wait for that (or fail with its log tail)."""

@@ -58,7 +58,7 @@ class StreamPoller:
 
 
 class SenderPool:
-    def __init__(self, sqs: Any, queue_url: str, handler: SenderHandler, concurrency: int = 4) -> None:
+    def __init__(self, sqs: Any, queue_url: str, handler: SenderHandler, concurrency: int = 16) -> None:
         self.sqs, self.queue_url, self.handler = sqs, queue_url, handler
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, name=f"webhook-sender-{i}", daemon=True)
@@ -93,7 +93,7 @@ class LocalWebhookDispatcher:
     """Both halves, wired to the local endpoint; ``start()`` / ``stop()``."""
 
     def __init__(self, *, dynamodb: Any, streams: Any, sqs: Any, table: str, queue_url: str, sender: Any,
-                 base_url: str = "", concurrency: int = 4) -> None:
+                 base_url: str = "", concurrency: int = 16) -> None:
         self.poller = StreamPoller(dynamodb, streams, table, StreamHandler(sqs, queue_url, base_url))
         self.pool = SenderPool(sqs, queue_url, SenderHandler(sender, sqs, queue_url), concurrency)
 

@@ -7,7 +7,7 @@ import json
 import httpx
 
 from runtime.jobs.store import new_record, serialize
-from runtime.webhook_dispatch import BACKOFF_S, SenderHandler, StreamHandler
+from runtime.webhook_dispatch import BACKOFF_S, EndpointBreaker, SenderHandler, StreamHandler
 from runtime.webhook_events import Delivery, deliveries, transitions
 from runtime.webhooks import WebhookSender
 
@@ -97,3 +97,24 @@ def test_sender_refuses_private_addresses_for_good():
     handler = SenderHandler(_sender({}, resolver=lambda host, port: ["169.254.169.254"]), sqs, "q")
     assert handler.handle({"Records": [_record("/x")]}) == {"batchItemFailures": []}  # final refusal, no retry
     assert sqs.visibility == []
+
+
+def test_a_host_that_timed_out_is_not_tried_again_while_its_breaker_is_open():
+    tries = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        tries.append(request.url.path)
+        if request.url.path == "/hang":
+            raise httpx.ReadTimeout("receiver hangs", request=request)
+        return httpx.Response(204)
+
+    now = [0.0]
+    sender = WebhookSender("secret", max_attempts=1, transport=httpx.MockTransport(handler),
+                           resolver=lambda host, port: ["93.184.216.34"])
+    handler_ = SenderHandler(sender, FakeSQS(), "q", breaker=EndpointBreaker(open_s=30, clock=lambda: now[0]))
+    first = handler_.handle({"Records": [_record("/hang", mid="a"), _record("/hang", mid="b")]})
+    assert first["batchItemFailures"] == [{"itemIdentifier": "a"}, {"itemIdentifier": "b"}]
+    assert tries == ["/hang"]  # the second delivery to the hanging host waited instead of timing out too
+    now[0] = 31.0
+    handler_.handle({"Records": [_record("/hang", mid="c")]})
+    assert tries == ["/hang", "/hang"]  # tried again once the breaker closed
