@@ -7,7 +7,7 @@ Message body (docs/CONTRACTS.md), UTF-8 JSON::
 SQS: a standard queue, redrive to the DLQ after ``maxReceiveCount``; message attributes ``model`` and
 ``task`` (strings) are added for future per-model routing. Kafka: topic ``genai-jobs``, key = job id,
 header ``v`` = ``1``. Delivery is at least once on both: the worker makes redelivery harmless through
-the job store's conditional transitions (``mark_running`` / ``mark_succeeded`` are final-once).
+the job store's conditional transitions (``start_attempt`` counts and fences, ``mark_succeeded`` is final-once).
 
 Errors::
 
