@@ -14,8 +14,9 @@ from runtime.api.auth import generate_key
 from runtime.api.handler import ApiConfig, build_app
 from runtime.api.local_server import LocalApiServer
 from runtime.jobs.store import JobStore
+from runtime.local.webhook_dispatcher import LocalWebhookDispatcher
 from runtime.queues import QueueMessage
-from runtime.webhooks import verify_signature
+from runtime.webhooks import WebhookSender, verify_signature
 
 pytestmark = pytest.mark.integration
 KEY, _ = generate_key("alice")
@@ -167,17 +168,41 @@ def test_replay_of_a_job_that_was_never_sent_enqueues_it(api, aws_clients, sqs_q
     assert sum(int(v) for v in attrs["Attributes"].values()) == 1  # sent once, not on every replay
 
 
-def test_cancel_queued_sends_signed_webhook(api, hook_receiver):
-    client, _ = api
+def test_cancel_sends_one_signed_webhook_from_the_table_stream(api, hook_receiver, aws_clients, moto_endpoint):
+    """The API never sends webhooks itself: the cancel's one 'completed' event comes from the job table's
+    stream (the local stand-in of the webhook functions), however many cancels race."""
+    client, app = api
     url, got = hook_receiver
-    job = client.post("/v1/jobs", json={**JOB, "webhook": url}).json()
-    canceled = client.post(f"/v1/jobs/{job['id']}/cancel")
-    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
-    assert len(got) == 1
-    headers, body = got[0]
-    assert verify_signature(SECRET, headers["webhook-signature"], body)
-    assert json.loads(body)["job"]["status"] == "canceled" and headers["webhook-event"] == "completed"
-    assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "canceled"  # idempotent
+    sqs = aws_clients("sqs")
+    deliveries = sqs.create_queue(QueueName=f"hooks-{time.time_ns()}")["QueueUrl"]
+    dispatcher = LocalWebhookDispatcher(
+        dynamodb=aws_clients("dynamodb"), streams=aws_clients("dynamodbstreams"), sqs=sqs,
+        table=app.store.table_name, queue_url=deliveries, base_url=moto_endpoint,
+        sender=WebhookSender(SECRET, allow_loopback=True, max_attempts=1)).start()
+    try:
+        job = client.post("/v1/jobs", json={**JOB, "webhook": url}).json()
+        statuses: list[int] = []
+
+        def cancel() -> None:
+            with httpx.Client(base_url=str(client.base_url), headers=dict(client.headers), timeout=30) as c:
+                statuses.append(c.post(f"/v1/jobs/{job['id']}/cancel").status_code)
+
+        threads = [threading.Thread(target=cancel) for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert statuses == [200] * 10 and client.get(f"/v1/jobs/{job['id']}").json()["status"] == "canceled"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not got:
+            time.sleep(0.05)
+        time.sleep(1.0)  # a duplicate, if any, would arrive within this
+        assert len(got) == 1, [h for h, _ in got]
+        headers, body = got[0]
+        assert verify_signature(SECRET, headers["webhook-signature"], body)
+        assert json.loads(body)["job"]["status"] == "canceled" and headers["webhook-event"] == "completed"
+    finally:
+        dispatcher.stop()
 
 
 def test_validation_and_routing_errors(api):
