@@ -221,10 +221,11 @@ def evaluate(recording: Recording, policy_config: Mapping[str, Mapping[str, Any]
                 _run(policy, args, level, lambda urn, r=r: r, result)
         elif isinstance(policy, StackValidationPolicy):
             _run(policy, StackValidationArgs(resources, config), level, by_urn.get, result)
-    budget_cfg = {**{k: v["default"] for k, v in BUDGET_SCHEMA.properties.items()},
+    budget_cfg = {**{k: v["default"] for k, v in BUDGET_SCHEMA.properties.items() if "default" in v},
                   **policy_config.get("monthly-cost-budget", {})}
     result.estimate = estimate(resources, budget_cfg)
-    result.budget_usd = float(budget_cfg["monthlyBudgetUsd"])
+    budget = budget_cfg.get("monthlyBudgetUsd")
+    result.budget_usd = float(budget) if budget is not None else None
     return result
 
 
