@@ -144,8 +144,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("alarmsEnabled", "bool", False, "Create CloudWatch alarms and their SNS topic."),
     _s("alarmEmail", "str", None, "E-mail address subscribed to the alarm topic.",
        pattern=re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), pattern_help="an e-mail address"),
-    _s("natGateways", "str", "single", "NAT gateways: one for the VPC (single) or one per availability zone (per-az).",
-       choices=("single", "per-az")),
+    _s("natGateways", "str", "single", "Worker egress: one NAT gateway (single), one per availability zone (per-az), "
+       "or none: workers in public subnets with a public IPv4 each and no inbound rule (no NAT hours while idle; "
+       "not with queueKind kafka).", choices=("none", "single", "per-az")),
     _s("vpcCidr", "str", "10.40.0.0/16", "CIDR block of the VPC the stack creates.",
        pattern=re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}/(1[6-9]|2[0-4])$"),
        pattern_help="an IPv4 CIDR with a prefix length from /16 to /24"),
@@ -450,6 +451,13 @@ def _check_job_times(v: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _check_egress(v: dict[str, Any]) -> list[str]:
+    if v["natGateways"] == "none" and v["queueKind"] == "kafka" and not v["existingVpcId"]:
+        return [f"{NAMESPACE}:natGateways = none does not work with {NAMESPACE}:queueKind = kafka: the API "
+                f"function runs in the VPC to reach MSK and needs a NAT gateway for SSM; set natGateways: single"]
+    return []
+
+
 def _check_misc(v: dict[str, Any]) -> list[str]:
     problems = []
     for model in v["hotModels"] or ():
@@ -503,7 +511,7 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
         problems.append(f"stack name {stack!r} cannot be the environment name: set {NAMESPACE}:environment "
                         f"(2-16 characters: lowercase letters, digits, '-', starting with a letter)")
     for check in (_check_instance_types, _check_backends, _check_sizes, _check_job_times, _check_misc,
-                  capacity.check):
+                  _check_egress, capacity.check):
         problems.extend(check(v))
     if problems:
         raise ConfigError(problems)

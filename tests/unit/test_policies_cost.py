@@ -91,9 +91,9 @@ def test_budget_within():
 
 
 def test_budget_exceeded():
-    # 10 spot g5.xlarge: 730 * 10 * 1.006 * 0.4 = 2937.52
+    # 10 spot g5.xlarge: 730 * 10 * 1.006 * 0.4 = 2937.52, plus CloudWatch Logs 10 * 3 GB * $0.53 = 15.90
     assert run_policy(cost.monthly_cost_budget, stack_args(_fleet(10), {"monthlyBudgetUsd": 1500})) == [
-        "estimated monthly cost at maximum capacity is $2,937.52 (minimum capacity: $0.00), above the budget of "
+        "estimated monthly cost at maximum capacity is $2,953.42 (minimum capacity: $0.00), above the budget of "
         "$1,500.00: lower maxSize, raise the spot share, choose cheaper instance types, or raise monthlyBudgetUsd."]
 
 
