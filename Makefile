@@ -57,8 +57,14 @@ ami: install
 	$(PY) tools/ami_build.py --flavor $(FLAVOR) $(if $(REGION),--region $(REGION)) $(AMI_ARGS)
 
 # --- deploy (README "Deploying to AWS"); the pulumi commands get the stack's policy config every time ---
-policy-config: install
+policy-config: install policies/venv/.installed
 	$(PY) tools/preview.py --stack $(STACK) --emit-policy-config $(POLICY_CONFIG)
+
+# The policy pack's own virtualenv (policies/PulumiPolicy.yaml: virtualenv venv).
+policies/venv/.installed: policies/requirements.txt
+	test -x policies/venv/bin/python || python3 -m venv policies/venv
+	policies/venv/bin/python -m pip install -q -r policies/requirements.txt
+	touch $@
 
 preview-aws: policy-config
 	$(PULUMI) preview --stack $(STACK) --policy-pack policies --policy-pack-config $(POLICY_CONFIG) $(PULUMI_ARGS)
