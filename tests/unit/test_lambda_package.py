@@ -86,3 +86,30 @@ def test_comment_and_order_changes_do_not_force_a_rebuild(tmp_path):
     first = DepsTarget("x", requirements, tmp_path, tmp_path).digest()
     requirements.write_text("a==1\n\nb==2  \n")
     assert DepsTarget("x", requirements, tmp_path, tmp_path).digest() == first
+
+
+def test_the_unpacked_archive_imports_the_handler_with_only_what_lambda_provides(tmp_path):
+    """Unpack the archive, then import the entry points in a Python that sees only it, the standard library
+    and boto3 with its dependencies (what the Lambda runtime provides): nothing leaks from the venv."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    assert API_DEPS.is_current(), "run `make lambda-deps` (part of `make install`)"
+    code = tmp_path / "code"
+    for key, asset in api_component._code_archive().assets.items():
+        (code / key).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(asset.path, code / key)
+    provided = tmp_path / "provided"
+    provided.mkdir()
+    for name in ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six"):
+        spec = importlib.util.find_spec(name)
+        origin = Path(next(iter(spec.submodule_search_locations))) if spec.submodule_search_locations else Path(
+            spec.origin)
+        (provided / origin.name).symlink_to(origin)
+    script = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; "
+              "import runtime.api.handler, runtime.api.authorizer, httpx; "
+              "assert httpx.__file__.startswith(sys.argv[1]), httpx.__file__; print('ok')")
+    proc = subprocess.run([sys.executable, "-S", "-c", script, str(code), str(provided)], capture_output=True,
+                          text=True, timeout=120, env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
