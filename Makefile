@@ -4,14 +4,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 FLAVOR ?= cuda
+CHANNEL ?= prod
 PYTEST_ARGS ?=
+PULUMI ?= pulumi
+POLICY_CONFIG = .build/policy-config.$(STACK).json
+LAMBDA_STAMPS = .build/lambda/api/.complete .build/lambda/kafka-layer/.complete
 
-.PHONY: install test lint unit preview local demo bench chaos ami docs help
+.PHONY: install test lint unit preview local demo bench ami docs help lambda-deps policy-config preview-aws up \
+	promote-ami webhook-secret api-key chaos
 
 help:
 	@echo "make demo | test | install | preview STACK=dev|prod | local | bench | chaos | ami FLAVOR=cuda|neuron | docs"
+	@echo "deploy (README 'Deploying to AWS'): ami | promote-ami | webhook-secret | api-key | preview-aws | up"
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(LAMBDA_STAMPS)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt runtime-requirements.txt policies/requirements.txt pyproject.toml
 	tools/install_system_deps.sh
@@ -20,6 +26,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt runtime-requirements.t
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
+
+# The job API's Lambda dependencies, built for arm64 / python3.12 from pinned requirements (no pip at deploy).
+lambda-deps $(LAMBDA_STAMPS): $(VENV)/.installed runtime/api/lambda-requirements.txt runtime/api/kafka-layer-requirements.txt
+	$(PY) tools/build_lambda.py
 
 lint: install
 	$(PY) -m ruff check .
@@ -48,3 +58,29 @@ bench: install
 
 ami: install
 	$(PY) tools/ami_build.py --flavor $(FLAVOR) $(if $(REGION),--region $(REGION)) $(AMI_ARGS)
+
+# --- deploy (README "Deploying to AWS"); the pulumi commands get the stack's policy config every time ---
+policy-config: install policies/venv/.installed
+	$(PY) tools/preview.py --stack $(STACK) --emit-policy-config $(POLICY_CONFIG)
+
+# The policy pack's own virtualenv (policies/PulumiPolicy.yaml: virtualenv venv).
+policies/venv/.installed: policies/requirements.txt
+	test -x policies/venv/bin/python || python3 -m venv policies/venv
+	policies/venv/bin/python -m pip install -q -r policies/requirements.txt
+	touch $@
+
+preview-aws: policy-config
+	$(PULUMI) preview --stack $(STACK) --policy-pack policies --policy-pack-config $(POLICY_CONFIG) $(PULUMI_ARGS)
+
+up: policy-config
+	$(PULUMI) up --stack $(STACK) --policy-pack policies --policy-pack-config $(POLICY_CONFIG) $(PULUMI_ARGS)
+
+promote-ami: install
+	$(PY) tools/stack_setup.py promote-ami --flavor $(FLAVOR) --channel $(CHANNEL) $(if $(AMI),--ami $(AMI)) \
+		$(if $(ROLLBACK),--rollback) $(if $(REGION),--region $(REGION))
+
+webhook-secret: install
+	$(PY) tools/stack_setup.py webhook-secret --stack $(STACK)
+
+api-key: install
+	$(PY) tools/stack_setup.py api-key --stack $(STACK) --name "$(NAME)" $(if $(QUOTA),--quota-per-day $(QUOTA))

@@ -15,6 +15,8 @@ from components.job_store import JobStore, JobStoreArgs
 from components.model_store import ModelStore, ModelStoreArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
+from components.prerequisites import require as require_prerequisites
+from components.prerequisites import webhook_secret_parameter as webhook_secret_name
 from components.request_queue import KAFKA_DLQ_TOPIC, RequestQueue, RequestQueueArgs
 
 # Fails with every bad key listed before any resource is declared.
@@ -28,6 +30,8 @@ provider = aws.Provider(
     default_tags=aws.ProviderDefaultTagsArgs(tags=cfg.tags.as_dict()),
 )
 opts = pulumi.ResourceOptions(providers=[provider])
+# AMI, webhook secret, API key, Lambda quota: a missing one fails the preview naming the command that makes it.
+require_prerequisites(cfg, provider)
 
 network = Network("network", NetworkArgs(config=cfg), opts=opts)
 models = ModelStore("models", ModelStoreArgs(config=cfg), opts=opts)
@@ -39,7 +43,7 @@ queue = RequestQueue("queue", RequestQueueArgs(config=cfg, vpc_id=network.vpc_id
                                                subnet_ids=network.private_subnet_ids), opts=opts)
 is_sqs = cfg.queue.kind == "sqs"
 # A SecureString the operator creates once per environment (README: "Webhook signing secret").
-webhook_secret_parameter = f"/genai-fleet/{cfg.environment}/webhook-secret"
+webhook_secret_parameter = webhook_secret_name(cfg)
 api = Api("api", ApiArgs(
     config=cfg, job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
     queue_url=queue.queue_url if is_sqs else None, queue_arn=queue.queue_arn if is_sqs else None,

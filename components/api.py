@@ -1,11 +1,14 @@
 """Job API: API Gateway HTTP API -> Lambda (arm64, python3.12) running ``runtime.api.handler``.
 
-Packaging needs no build step: the Lambda code is an ``AssetArchive`` of the runtime modules the API
-imports plus the pure-Python packages it needs from the deploying environment (httpx and friends,
-installed by ``make install``). With ``queueKind: kafka`` the function runs in the private subnets with
-the Kafka client security group and a layer holding the manylinux aarch64 wheels of confluent-kafka and
-the MSK IAM signer; the layer is fetched with ``pip install --platform`` into ``.build/`` the first time
-the program runs (then cached), or taken from ``ApiArgs.kafka_layer_dir``.
+Packaging reads files only (no pip, no network during preview): the Lambda code is an ``AssetArchive`` of
+the runtime modules the API imports plus ``.build/lambda/api``, the pinned dependencies of
+``runtime/api/lambda-requirements.txt`` built for arm64 / python3.12 by ``make lambda-deps`` (part of
+``make install``; see ``components/lambda_package.py``). With ``queueKind: kafka`` the function runs in the
+private subnets with the Kafka client security group and a layer made of ``.build/lambda/kafka-layer``
+(confluent-kafka and the MSK IAM signer, same step), or of ``ApiArgs.kafka_layer_dir``.
+
+Both functions get reserved concurrency (``components/capacity.py``): the handler what rate, burst and
+``apiMaxWaitSeconds`` can hold at once, the authorizer the burst, so neither starves the other.
 
 Auth by ``apiAuth``: ``api-key`` -> a Lambda REQUEST authorizer (simple responses, no cache) on every
 route but ``GET /v1/health``; keys are SSM SecureString parameters under ``/genai-fleet/<env>/api-keys/``.
@@ -16,12 +19,8 @@ Stage throttling from ``apiRateLimit`` / ``apiBurstLimit``; JSON access logs wit
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from components import lambda_package
 from components.config import FleetConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +36,6 @@ RUNTIME_PACKAGES = ("runtime/api", "runtime/jobs", "runtime/queues", "runtime/mo
 RUNTIME_FILES = ("runtime/__init__.py", "runtime/net_safety.py", "runtime/webhooks.py", "runtime/webhook_events.py",
                  "runtime/webhook_dispatch.py", "runtime/reconciler.py", "runtime/worker/__init__.py",
                  "runtime/worker/aws.py")  # the job-events functions (components/job_events.py) share this code
-PURE_PYTHON_DEPS = ("httpx", "httpcore", "h11", "anyio", "certifi", "idna", "typing_extensions")
-KAFKA_LAYER_REQUIREMENTS = ("confluent-kafka==2.16.1", "aws-msk-iam-sasl-signer-python==1.0.2")
 PUBLIC_ROUTES = ("GET /v1/health",)
 AUTH_ROUTES = ("POST /v1/jobs", "GET /v1/jobs/{id}", "POST /v1/jobs/{id}/cancel", "GET /v1/models",
                "GET /v1/openapi.json", "$default")
@@ -90,7 +88,7 @@ class ApiArgs:
     """SSM SecureString with the webhook signing secret (the API signs cancel events with it)."""
 
     kafka_layer_dir: str | None = None
-    """Pre-built layer directory (``python/...``) for Kafka; default: built into ``.build/`` by pip."""
+    """Pre-built layer directory (``python/...``) for Kafka; default: ``.build/lambda/kafka-layer``."""
 
 
 class Api(pulumi.ComponentResource):
@@ -115,7 +113,7 @@ class Api(pulumi.ComponentResource):
         code = _code_archive()
         handler_fn, handler_log = self._create_function(
             "handler", "runtime.api.handler.lambda_handler", code, self._handler_statements(), 512,
-            self._environment(), kafka=cfg.queue.kind == "kafka")
+            self._environment(), kafka=cfg.queue.kind == "kafka", reserved=cfg.api.reserved_handler)
         api = aws.apigatewayv2.Api(f"{name}-http", name=f"{cfg.resource_prefix()}-api", protocol_type="HTTP",
                                    description="genai-fleet job API", opts=self._opts())
         integration = aws.apigatewayv2.Integration(
@@ -144,7 +142,8 @@ class Api(pulumi.ComponentResource):
         env: dict[str, pulumi.Input[str]] = {
             "GENAI_JOB_TABLE": a.job_table_name, "GENAI_QUEUE_KIND": cfg.queue.kind,
             "GENAI_AUTH_MODE": cfg.api.auth, "GENAI_HOT_MODELS": json.dumps(list(cfg.cluster.hot_models)),
-            "GENAI_AVERAGE_JOB_SECONDS": str(cfg.cluster.average_job_seconds), "GENAI_MAX_WAIT_SECONDS": "25"}
+            "GENAI_AVERAGE_JOB_SECONDS": str(cfg.cluster.average_job_seconds),
+            "GENAI_MAX_WAIT_SECONDS": str(cfg.api.max_wait_seconds)}
         if cfg.api.auth == "api-key":
             env["GENAI_API_KEYS_PREFIX"] = self.api_keys_prefix
         if cfg.api.key_quota_per_day:
@@ -189,7 +188,8 @@ class Api(pulumi.ComponentResource):
     def _create_function(self, suffix: str, handler: str, code: pulumi.Archive,
                          statements: list[dict[str, pulumi.Input]], memory: int,
                          environment: dict[str, pulumi.Input[str]], kafka: bool = False,
-                         timeout: int = LAMBDA_TIMEOUT_S) -> tuple[aws.lambda_.Function, aws.cloudwatch.LogGroup]:
+                         timeout: int = LAMBDA_TIMEOUT_S,
+                         reserved: int | None = None) -> tuple[aws.lambda_.Function, aws.cloudwatch.LogGroup]:
         name, cfg = f"{self._name}-{suffix}", self._cfg
         fn_name = f"{cfg.resource_prefix()}-api-{suffix}"
         log_group = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/aws/lambda/{fn_name}",
@@ -206,7 +206,8 @@ class Api(pulumi.ComponentResource):
                 "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"), opts=self._opts())
             layer = aws.lambda_.LayerVersion(
                 f"{name}-kafka-layer", layer_name=f"{cfg.resource_prefix()}-api-kafka",
-                code=pulumi.FileArchive(self._args.kafka_layer_dir or str(_kafka_layer_dir())),
+                code=(pulumi.FileArchive(self._args.kafka_layer_dir) if self._args.kafka_layer_dir
+                      else _files_archive(lambda_package.KAFKA_LAYER.require())),
                 compatible_runtimes=["python3.12"], compatible_architectures=["arm64"], opts=self._opts())
             extra = {"layers": [layer.arn], "vpc_config": {
                 "subnet_ids": self._args.subnet_ids,
@@ -214,7 +215,7 @@ class Api(pulumi.ComponentResource):
         fn = aws.lambda_.Function(
             f"{name}-fn", name=fn_name, role=role.arn, runtime="python3.12", architectures=["arm64"],
             handler=handler, code=code, memory_size=memory, timeout=timeout,
-            environment={"variables": environment},
+            reserved_concurrent_executions=reserved, environment={"variables": environment},
             logging_config={"log_format": "JSON", "log_group": log_group.name, "application_log_level": "INFO",
                             "system_log_level": "WARN"},
             opts=self._opts(depends_on=[log_group]), **extra)
@@ -229,7 +230,7 @@ class Api(pulumi.ComponentResource):
         fn, _ = self._create_function(
             "authorizer", "runtime.api.authorizer.handler", code,
             [{"sid": "ApiKeys", "actions": ["ssm:GetParameter"], "resources": [self._param_arn]}], 256,
-            {"GENAI_API_KEYS_PREFIX": self.api_keys_prefix}, timeout=5)
+            {"GENAI_API_KEYS_PREFIX": self.api_keys_prefix}, timeout=5, reserved=self._cfg.api.reserved_authorizer)
         self._allow_invoke("authorizer", fn, api)
         return aws.apigatewayv2.Authorizer(
             f"{self._name}-authorizer", api_id=api.id, authorizer_type="REQUEST", name="api-key",
@@ -273,38 +274,18 @@ def _policy_json(statements: list[dict[str, pulumi.Input]]) -> pulumi.Output[str
 
 
 def _code_archive() -> pulumi.AssetArchive:
-    """The API's runtime modules plus pure-Python dependencies, file by file (no caches, deterministic)."""
+    """The API's runtime modules plus the built dependencies, file by file (no caches, deterministic)."""
     assets: dict[str, pulumi.Asset | pulumi.Archive] = {}
     for rel in RUNTIME_FILES:
         assets[rel] = pulumi.FileAsset(str(ROOT / rel))
     for package in RUNTIME_PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
             assets[str(path.relative_to(ROOT))] = pulumi.FileAsset(str(path))
-    for dep in PURE_PYTHON_DEPS:
-        spec = importlib.util.find_spec(dep)
-        if spec is None or spec.origin is None:
-            raise RuntimeError(f"the API Lambda needs the {dep} package: run `make install` first")
-        if not spec.submodule_search_locations:  # a single-module distribution
-            assets[Path(spec.origin).name] = pulumi.FileAsset(spec.origin)
-            continue
-        pkg_dir = Path(next(iter(spec.submodule_search_locations)))
-        for path in sorted(pkg_dir.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".so"):
-                assets[f"{dep}/{path.relative_to(pkg_dir)}"] = pulumi.FileAsset(str(path))
+    for rel, path in lambda_package.archive_files(lambda_package.API_DEPS.require()):
+        assets.setdefault(rel, pulumi.FileAsset(str(path)))
     return pulumi.AssetArchive(assets)
 
 
-def _kafka_layer_dir() -> Path:
-    """``.build/kafka-layer-<hash>/python``: arm64 wheels for Lambda python3.12, fetched once with pip."""
-    digest = hashlib.sha256("\n".join(KAFKA_LAYER_REQUIREMENTS).encode()).hexdigest()[:12]
-    layer = ROOT / ".build" / f"kafka-layer-{digest}"
-    if (layer / ".complete").exists():
-        return layer
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(layer / "python"), "--no-deps",
-           "--only-binary=:all:", "--platform", "manylinux_2_28_aarch64", "--platform", "manylinux2014_aarch64",
-           "--python-version", "3.12", "--implementation", "cp", *KAFKA_LAYER_REQUIREMENTS]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"building the Kafka Lambda layer failed (needs access to PyPI):\n{proc.stderr[-2000:]}")
-    (layer / ".complete").write_text("\n".join(KAFKA_LAYER_REQUIREMENTS) + "\n")
-    return layer
+def _files_archive(directory: Path) -> pulumi.AssetArchive:
+    return pulumi.AssetArchive({rel: pulumi.FileAsset(str(path))
+                                for rel, path in lambda_package.archive_files(directory)})

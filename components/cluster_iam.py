@@ -7,11 +7,15 @@ resource-level permission for their actions:
 - ``cloudwatch:PutMetricData``, restricted by the ``cloudwatch:namespace`` condition key to the
   fleet's own namespace and the CloudWatch agent's;
 - ``ec2:DescribeTags``, which the CloudWatch agent needs to resolve ``${aws:AutoScalingGroupName}``
-  (the dimension GPU-utilisation scaling aggregates on).
+  (the dimension GPU-utilisation scaling aggregates on);
+- Session Manager (``SESSION_MANAGER_ACTIONS``): the minimal instance policy of AWS's "Create a custom
+  IAM role for Session Manager" page: registering the instance and opening the session channels.
 
-Session Manager comes from the AWS managed policy ``AmazonSSMManagedInstanceCore`` (note: it also
-grants ``ssm:GetParameter(s)`` on every parameter; swap it for a custom Session Manager policy if
-parameters in the account hold secrets other stacks must not read).
+No AWS managed policy is attached. ``AmazonSSMManagedInstanceCore`` used to give Session Manager, but it
+also grants ``ssm:GetParameter``/``GetParameters``/``GetParametersByPath`` on every parameter of the
+account: any worker could have read the API-key records and other environments' webhook secrets. The
+only parameters a worker reads are its own (``ReadOwnParameters``: the CloudWatch agent config and the
+environment's webhook secret), by name.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import pulumi_aws as aws
 from runtime import metric_names
 
 CLOUDWATCH_AGENT_NAMESPACE = "CWAgent"
-SSM_CORE_POLICY = "AmazonSSMManagedInstanceCore"
-STAR_ACTIONS = frozenset({"cloudwatch:PutMetricData", "ec2:DescribeTags"})
+SESSION_MANAGER_ACTIONS = ("ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel",
+                           "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
+                           "ssmmessages:OpenDataChannel")
+STAR_ACTIONS = frozenset({"cloudwatch:PutMetricData", "ec2:DescribeTags", *SESSION_MANAGER_ACTIONS})
 """Actions without resource-level permissions: the only ones that may use ``Resource: "*"``."""
 
 _ASSUME_EC2 = json.dumps({"Version": "2012-10-17", "Statement": [{
@@ -110,6 +116,7 @@ def instance_policy_document(s: PolicyScope) -> dict:
         {"Sid": "PutFleetMetrics", "Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*",
          "Condition": {"StringEquals": {"cloudwatch:namespace": list(s.metric_namespaces)}}},
         {"Sid": "ResolveGroupDimension", "Effect": "Allow", "Action": ["ec2:DescribeTags"], "Resource": "*"},
+        {"Sid": "SessionManager", "Effect": "Allow", "Action": list(SESSION_MANAGER_ACTIONS), "Resource": "*"},
         {"Sid": "ShipLogs", "Effect": "Allow",
          "Action": ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
          "Resource": sorted(s.arn("logs", f"log-group:{n}:*") for n in s.log_group_names)},
@@ -126,14 +133,10 @@ def instance_policy_document(s: PolicyScope) -> dict:
 
 
 def create_instance_role(name: str, parent: pulumi.Resource) -> tuple[aws.iam.Role, aws.iam.InstanceProfile]:
-    """The role EC2 assumes, Session Manager attached, wrapped in an instance profile."""
+    """The role EC2 assumes (no managed policies: everything is in the inline policy), in an instance profile."""
     opts = pulumi.ResourceOptions(parent=parent)
     role = aws.iam.Role(f"{name}-role", assume_role_policy=_ASSUME_EC2,
                         description="genai-fleet worker instances (queue, model store, outputs, job table)", opts=opts)
-    partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=parent)).partition
-    aws.iam.RolePolicyAttachment(f"{name}-ssm-core", role=role.name,
-                                 policy_arn=partition.apply(lambda p: f"arn:{p}:iam::aws:policy/{SSM_CORE_POLICY}"),
-                                 opts=opts)
     profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, opts=opts)
     return role, profile
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from components import capacity
+
 NAMESPACE = "genai-fleet"
 
 # Instance families per AMI flavour. The CUDA AMI is x86_64 with NVIDIA drivers; the Neuron AMI
@@ -83,8 +85,13 @@ SETTINGS: tuple[Setting, ...] = (
        pattern=re.compile(r"^\S.{0,127}$"), pattern_help="1-128 characters"),
     _s("amiFlavor", "str", "cuda", "AMI and instance family: NVIDIA GPUs (cuda) or AWS Inferentia2 (neuron).",
        choices=("cuda", "neuron")),
-    _s("amiId", "str", None, "Pin an AMI id instead of looking up the newest one built by `make ami`.",
+    _s("amiId", "str", None, "Pin an AMI id instead of reading it from the stack's AMI channel (amiChannel).",
        pattern=re.compile(r"^ami-[0-9a-f]{8,17}$"), pattern_help="an AMI id like ami-0123456789abcdef0"),
+    _s("amiChannel", "str", None, "SSM channel the AMI id is read from, /genai-fleet/ami/<flavour>/<channel>: "
+       "defaults to latest (what `make ami` publishes after its checks) outside production and to the "
+       "environment name in production (set by `make promote-ami`).",
+       pattern=re.compile(r"^[a-z][a-z0-9-]{1,31}$"),
+       pattern_help="2-32 characters: lowercase letters, digits, '-', starting with a letter"),
     _s("instanceTypes", "list", None, "Instance types for the fleet, in order of preference; defaults per flavour "
        "(cuda: g6.xlarge, g5.xlarge, g6.2xlarge, g5.2xlarge; neuron: inf2.xlarge, inf2.8xlarge)."),
     _s("minSize", "int", 0, "Smallest number of instances (0 lets the fleet scale to zero).", minimum=0, maximum=1000),
@@ -122,6 +129,12 @@ SETTINGS: tuple[Setting, ...] = (
     _s("apiBurstLimit", "int", 200, "Burst of requests the API accepts above the rate limit.",
        minimum=1, maximum=20000),
     _s("apiKeyQuotaPerDay", "int", None, "Optional jobs per API key per day.", minimum=1, maximum=10_000_000),
+    _s("apiMaxWaitSeconds", "int", 20, "Longest `Prefer: wait` the API honours (0 turns sync waits off); a waiting "
+       "request holds one Lambda execution.", minimum=0, maximum=25),
+    _s("apiHandlerConcurrency", "int", None, "Reserved concurrency of the API function; defaults to what the rate "
+       "allows: apiBurstLimit + apiRateLimit x max(apiMaxWaitSeconds, 1).", minimum=1, maximum=100_000),
+    _s("apiAuthorizerConcurrency", "int", None, "Reserved concurrency of the API-key authorizer (apiAuth api-key); "
+       "defaults to apiBurstLimit.", minimum=1, maximum=100_000),
     _s("privateOutputs", "bool", False, "Serve outputs only through CloudFront signed URLs (key group)."),
     _s("outputsSigningPublicKey", "str", None, "PEM of the RSA public key that verifies signed output URLs "
        "(required when privateOutputs is true).",
@@ -131,8 +144,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("alarmsEnabled", "bool", False, "Create CloudWatch alarms and their SNS topic."),
     _s("alarmEmail", "str", None, "E-mail address subscribed to the alarm topic.",
        pattern=re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), pattern_help="an e-mail address"),
-    _s("natGateways", "str", "single", "NAT gateways: one for the VPC (single) or one per availability zone (per-az).",
-       choices=("single", "per-az")),
+    _s("natGateways", "str", "single", "Worker egress: one NAT gateway (single), one per availability zone (per-az), "
+       "or none: workers in public subnets with a public IPv4 each and no inbound rule (no NAT hours while idle; "
+       "not with queueKind kafka).", choices=("none", "single", "per-az")),
     _s("vpcCidr", "str", "10.40.0.0/16", "CIDR block of the VPC the stack creates.",
        pattern=re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}/(1[6-9]|2[0-4])$"),
        pattern_help="an IPv4 CIDR with a prefix length from /16 to /24"),
@@ -173,6 +187,12 @@ class ClusterSettings:
     average_job_seconds: float
     acceptable_wait_seconds: float
     gpu_utilization_target: int | None
+    ami_channel: str = "latest"
+
+    @property
+    def ami_parameter(self) -> str:
+        """SSM parameter holding the AMI id: ``make ami`` writes ``latest``, ``make promote-ami`` the others."""
+        return ami_parameter_name(self.flavor, self.ami_channel)
 
     @property
     def backlog_per_instance_target(self) -> float:
@@ -224,6 +244,26 @@ class ApiSettings:
     rate_limit: int
     burst_limit: int
     key_quota_per_day: int | None
+    max_wait_seconds: int = 20
+    handler_concurrency: int | None = None
+    authorizer_concurrency: int | None = None
+
+    @property
+    def reserved_handler(self) -> int:
+        """Reserved concurrency of the API function (explicit, else what rate, burst and wait need)."""
+        return self.handler_concurrency or capacity.handler_needed(self.rate_limit, self.burst_limit,
+                                                                   self.max_wait_seconds)
+
+    @property
+    def reserved_authorizer(self) -> int | None:
+        """Reserved concurrency of the authorizer; ``None`` when there is none (apiAuth iam)."""
+        if self.auth != "api-key":
+            return None
+        return self.authorizer_concurrency or capacity.authorizer_needed(self.burst_limit)
+
+    @property
+    def account_concurrency_needed(self) -> int:
+        return capacity.account_needed(self.reserved_handler, self.reserved_authorizer)
 
 
 @dataclass(frozen=True)
@@ -268,6 +308,10 @@ class FleetConfig:
     def resource_prefix(self) -> str:
         """Short prefix for physical names (buckets add a random suffix of their own)."""
         return f"genai-{self.environment}"
+
+
+def ami_parameter_name(flavor: str, channel: str) -> str:
+    return f"/genai-fleet/ami/{flavor}/{channel}"
 
 
 def _allowed(setting: Setting) -> str:
@@ -419,6 +463,13 @@ def _check_job_times(v: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _check_egress(v: dict[str, Any]) -> list[str]:
+    if v["natGateways"] == "none" and v["queueKind"] == "kafka" and not v["existingVpcId"]:
+        return [f"{NAMESPACE}:natGateways = none does not work with {NAMESPACE}:queueKind = kafka: the API "
+                f"function runs in the VPC to reach MSK and needs a NAT gateway for SSM; set natGateways: single"]
+    return []
+
+
 def _check_misc(v: dict[str, Any]) -> list[str]:
     problems = []
     for model in v["hotModels"] or ():
@@ -471,7 +522,8 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
     if v["environment"] is None and "environment" not in v["_invalid"] and not _ENV_NAME.match(stack):
         problems.append(f"stack name {stack!r} cannot be the environment name: set {NAMESPACE}:environment "
                         f"(2-16 characters: lowercase letters, digits, '-', starting with a letter)")
-    for check in (_check_instance_types, _check_backends, _check_sizes, _check_job_times, _check_misc):
+    for check in (_check_instance_types, _check_backends, _check_sizes, _check_job_times, _check_misc,
+                  _check_egress, capacity.check):
         problems.extend(check(v))
     if problems:
         raise ConfigError(problems)
@@ -485,7 +537,8 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
             spot_allocation_strategy=v["spotAllocationStrategy"], warm_pool_size=v["warmPoolSize"],
             backends=tuple(v["backends"]), hot_models=tuple(v["hotModels"]),
             average_job_seconds=v["averageJobSeconds"], acceptable_wait_seconds=v["acceptableWaitSeconds"],
-            gpu_utilization_target=v["gpuUtilizationTarget"]),
+            gpu_utilization_target=v["gpuUtilizationTarget"],
+            ami_channel=v["amiChannel"] or ("latest" if not environment.startswith("prod") else environment)),
         queue=QueueSettings(kind=v["queueKind"], max_receive_count=v["maxReceiveCount"],
                             max_job_seconds=v["maxJobSeconds"]),
         storage=StorageSettings(output_retention_days=v["outputRetentionDays"],
@@ -493,7 +546,9 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
                                 point_in_time_recovery=v["pointInTimeRecovery"],
                                 outputs_signing_public_key=v["outputsSigningPublicKey"]),
         api=ApiSettings(auth=v["apiAuth"], rate_limit=v["apiRateLimit"], burst_limit=v["apiBurstLimit"],
-                        key_quota_per_day=v["apiKeyQuotaPerDay"]),
+                        key_quota_per_day=v["apiKeyQuotaPerDay"], max_wait_seconds=v["apiMaxWaitSeconds"],
+                        handler_concurrency=v["apiHandlerConcurrency"],
+                        authorizer_concurrency=v["apiAuthorizerConcurrency"]),
         network=NetworkSettings(nat_gateways=v["natGateways"], vpc_cidr=v["vpcCidr"],
                                 availability_zone_count=v["availabilityZoneCount"],
                                 existing_vpc_id=v["existingVpcId"],

@@ -1,8 +1,11 @@
 """How a worker instance is launched: AMI lookup, security group and launch template.
 
-The AMI is ``genai-fleet:amiId`` when set, else the newest image this account built with ``make ami``
-for the flavour: owner ``self``, tags ``Project=genai-fleet`` and ``Flavor=<cuda|neuron>`` (the Packer
-build also tags ``Version`` and ``GitRevision``).
+The AMI is ``genai-fleet:amiId`` when set, else the value of the SSM parameter of the stack's AMI channel,
+``/genai-fleet/ami/<flavour>/<channel>``: ``make ami`` writes ``latest`` only after the image passed its
+checks (tags, encryption, IMDSv2), and ``make promote-ami`` copies a checked image to another channel
+(``prod`` by default for production stacks). So no untested or dev build reaches production through
+instance refresh, and rolling back is setting the parameter back (then ``make up``). The image's root
+device name is read from the image itself.
 
 Instances take no inbound traffic at all (Session Manager replaces SSH; backends listen on loopback),
 use IMDSv2 only with a hop limit of 1 (the agent runs on the host, not in a container), boot from an
@@ -24,9 +27,10 @@ WARM_POOL_ROOT_VOLUME_GIB = 400  # hot models live on EBS when the group has a w
 HTTPS = 443
 
 
-def ami_filters(flavor: str) -> list[dict]:
-    """EC2 DescribeImages filters matching the images the Packer build tags."""
+def ami_filters(flavor: str, image_id: str) -> list[dict]:
+    """EC2 DescribeImages filters: exactly the published image, and only if it carries the build's tags."""
     return [
+        {"name": "image-id", "values": [image_id]},
         {"name": "tag:Project", "values": [NAMESPACE]},
         {"name": "tag:Flavor", "values": [flavor]},
         {"name": "state", "values": ["available"]},
@@ -34,11 +38,14 @@ def ami_filters(flavor: str) -> list[dict]:
 
 
 def find_ami(cfg: FleetConfig, parent: pulumi.Resource) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
-    """(image id, root device name): the pinned ``amiId``, or the newest Packer-built image for the flavour."""
+    """(image id, root device name): the pinned ``amiId``, or the image the AMI channel's parameter names."""
     if cfg.cluster.ami_id:
         return pulumi.Output.from_input(cfg.cluster.ami_id), pulumi.Output.from_input(DEFAULT_ROOT_DEVICE)
-    ami = aws.ec2.get_ami_output(most_recent=True, owners=["self"], filters=ami_filters(cfg.cluster.flavor),
-                                 opts=pulumi.InvokeOutputOptions(parent=parent))
+    invoke = pulumi.InvokeOutputOptions(parent=parent)
+    image_id = aws.ssm.get_parameter_output(name=cfg.cluster.ami_parameter, opts=invoke).value
+    ami = aws.ec2.get_ami_output(
+        most_recent=True, owners=["self"],
+        filters=image_id.apply(lambda i: ami_filters(cfg.cluster.flavor, i)), opts=invoke)
     return ami.id, ami.root_device_name.apply(lambda d: d or DEFAULT_ROOT_DEVICE)
 
 

@@ -2,7 +2,10 @@
 
 Either creates a VPC (private subnets for workloads, small public subnets that only hold the NAT
 gateways, gateway endpoints for S3 and DynamoDB on every private route table so model downloads and
-job-record updates do not pay NAT charges) or adopts an existing VPC from config and creates nothing:
+job-record updates do not pay NAT charges), or, with ``natGateways: none``, a VPC without NAT whose
+workload subnets route to the internet gateway and give each instance a public IPv4 address (security
+groups still admit nothing inbound; no NAT hour is paid while the fleet is at zero: the dev default,
+see docs/fleet.md "Egress and what it costs"), or adopts an existing VPC from config and creates nothing:
 the owner of an existing VPC owns its routing, so its endpoints are theirs to add (see
 docs/components-storage.md).
 """
@@ -59,6 +62,18 @@ class Network(pulumi.ComponentResource):
             self.vpc_id = pulumi.Output.from_input(s.existing_vpc_id)
             self.private_subnet_ids = pulumi.Output.from_input(list(s.existing_private_subnet_ids))
             self.vpc_cidr = pulumi.Output.from_input(None)
+        elif s.nat_gateways == "none":
+            cidrs, _ = plan_subnets(s.vpc_cidr, s.availability_zone_count, 0)
+            zones = aws.get_availability_zones_output(state="available",
+                                                      opts=pulumi.InvokeOptions(parent=self)).names
+            vpc = self._create_vpc(s.vpc_cidr)
+            _, table = self._create_internet_route(vpc)
+            subnets = [self._create_subnet(vpc, zones, i, cidr, "public", table, public_ips=True)
+                       for i, cidr in enumerate(cidrs)]
+            self._create_gateway_endpoints(vpc, [table], args.config.region)
+            self.vpc_id = vpc.id
+            self.private_subnet_ids = pulumi.Output.all(*[sn.id for sn in subnets])
+            self.vpc_cidr = vpc.cidr_block
         else:
             nat_count = 1 if s.nat_gateways == "single" else s.availability_zone_count
             private_cidrs, public_cidrs = plan_subnets(s.vpc_cidr, s.availability_zone_count, nat_count)
@@ -84,21 +99,30 @@ class Network(pulumi.ComponentResource):
         return aws.ec2.Vpc(f"{self._name}-vpc", cidr_block=cidr, enable_dns_hostnames=True, enable_dns_support=True,
                            tags=self._tag("vpc"), opts=self._opts())
 
-    def _create_public_side(self, vpc: aws.ec2.Vpc, zones: pulumi.Output[list[str]],
-                            cidrs: list[str]) -> list[pulumi.Output[str]]:
-        """Internet gateway, one public subnet per NAT gateway, and the NAT gateways themselves."""
+    def _create_internet_route(self, vpc: aws.ec2.Vpc) -> tuple[aws.ec2.InternetGateway, aws.ec2.RouteTable]:
         igw = aws.ec2.InternetGateway(f"{self._name}-igw", vpc_id=vpc.id, tags=self._tag("igw"), opts=self._opts())
         table = aws.ec2.RouteTable(f"{self._name}-public-rt", vpc_id=vpc.id, tags=self._tag("public"),
                                    opts=self._opts())
         aws.ec2.Route(f"{self._name}-public-default", route_table_id=table.id, destination_cidr_block="0.0.0.0/0",
                       gateway_id=igw.id, opts=self._opts())
+        return igw, table
+
+    def _create_subnet(self, vpc: aws.ec2.Vpc, zones: pulumi.Output[list[str]], i: int, cidr: str, kind: str,
+                       table: aws.ec2.RouteTable, public_ips: bool = False) -> aws.ec2.Subnet:
+        subnet = aws.ec2.Subnet(f"{self._name}-{kind}-{i}", vpc_id=vpc.id, cidr_block=cidr,
+                                availability_zone=zones[i], map_public_ip_on_launch=public_ips,
+                                tags=self._tag(f"{kind}-{i}"), opts=self._opts())
+        aws.ec2.RouteTableAssociation(f"{self._name}-{kind}-{i}", subnet_id=subnet.id, route_table_id=table.id,
+                                      opts=self._opts())
+        return subnet
+
+    def _create_public_side(self, vpc: aws.ec2.Vpc, zones: pulumi.Output[list[str]],
+                            cidrs: list[str]) -> list[pulumi.Output[str]]:
+        """Internet gateway, one public subnet per NAT gateway, and the NAT gateways themselves."""
+        igw, table = self._create_internet_route(vpc)
         nat_ids = []
         for i, cidr in enumerate(cidrs):
-            subnet = aws.ec2.Subnet(f"{self._name}-public-{i}", vpc_id=vpc.id, cidr_block=cidr,
-                                    availability_zone=zones[i], map_public_ip_on_launch=False,
-                                    tags=self._tag(f"public-{i}"), opts=self._opts())
-            aws.ec2.RouteTableAssociation(f"{self._name}-public-{i}", subnet_id=subnet.id, route_table_id=table.id,
-                                          opts=self._opts())
+            subnet = self._create_subnet(vpc, zones, i, cidr, "public", table)
             eip = aws.ec2.Eip(f"{self._name}-nat-{i}", domain="vpc", tags=self._tag(f"nat-{i}"), opts=self._opts())
             nat = aws.ec2.NatGateway(f"{self._name}-nat-{i}", allocation_id=eip.id, subnet_id=subnet.id,
                                      tags=self._tag(f"nat-{i}"), opts=self._opts(depends_on=[igw]))

@@ -5,6 +5,10 @@ functions the program calls (availability zones, AMI lookup, caller identity, re
 SSM parameters, IAM policy documents). Unknown functions fail loudly, so a new invoke gets a mock
 on purpose instead of an empty answer.
 
+The account the provider functions see is a ``MockAccount``: by default a *prepared* one (every SSM
+parameter the program asks for exists, a large Lambda quota); ``MockAccount.fresh()`` is an empty account
+(no AMI, no secret, no key, the default quota) to which tests add what the README's steps create.
+
 ``run_stack("dev")`` runs ``__main__.py`` with ``Pulumi.dev.yaml`` in a fresh interpreter (Pulumi's
 runtime is process-global) and returns a ``Recording`` to query. ``python -m tests.pulumi_mocks
 --stack dev`` prints the same recording as JSON, which ``tools/preview.py`` uses.
@@ -31,6 +35,38 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "genai-fleet"
 ACCOUNT_ID = "123456789012"
 MOCK_AMI_ID = "ami-0123456789abcdef0"
+
+
+@dataclass
+class MockAccount:
+    """SSM parameters (name -> value) and the Lambda concurrency quota the mocked AWS account holds.
+
+    ``parameters=None`` is a prepared account: every parameter exists (AMI parameters hold ``MOCK_AMI_ID``)
+    and every path lists one parameter.
+    """
+
+    parameters: dict[str, str] | None = None
+    lambda_concurrency_quota: float = 10_000.0
+
+    @classmethod
+    def fresh(cls) -> MockAccount:
+        """A new account: no parameters, the default regional quota of 1,000 concurrent executions."""
+        return cls(parameters={}, lambda_concurrency_quota=1_000.0)
+
+    def get(self, name: str) -> str | None:
+        if self.parameters is None:
+            return MOCK_AMI_ID if name.startswith("/genai-fleet/ami/") else "mock-value"
+        return self.parameters.get(name)
+
+    def by_path(self, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+        if self.parameters is None:
+            return [prefix + "mock"]
+        return sorted(n for n in self.parameters if n.startswith(prefix) and "/" not in n[len(prefix):])
+
+    def to_json(self) -> str:
+        return json.dumps({"parameters": self.parameters, "lambda_concurrency_quota": self.lambda_concurrency_quota},
+                          sort_keys=True)
 
 
 class ProgramError(RuntimeError):
@@ -131,8 +167,9 @@ def _policy_document(args: dict[str, Any]) -> dict[str, Any]:
 class RecordingMocks:
     """Pulumi ``Mocks`` that record resources and answer provider functions deterministically."""
 
-    def __init__(self, region: str):
+    def __init__(self, region: str, account: MockAccount | None = None):
         self.region = region
+        self.account = account or MockAccount()
         self.resources: dict[str, RecordedResource] = {}
         self.order: list[str] = []
         self.calls: list[dict[str, Any]] = []
@@ -220,8 +257,10 @@ class RecordingMocks:
             names = [f"{region}{s}" for s in "abcdef"]
             return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 7)], "id": region}
         if token == "aws:ec2/getAmi:getAmi":
-            return {"id": MOCK_AMI_ID, "imageId": MOCK_AMI_ID, "architecture": "x86_64",
-                    "name": "genai-fleet-mock", "tags": {}}
+            wanted = [f["values"][0] for f in args.args.get("filters") or [] if f.get("name") == "image-id"]
+            image = wanted[0] if wanted else MOCK_AMI_ID
+            return {"id": image, "imageId": image, "architecture": "x86_64", "name": "genai-fleet-mock", "tags": {},
+                    "rootDeviceName": "/dev/sda1"}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci", "userId": "AIDAMOCK",
                     "id": ACCOUNT_ID}
@@ -231,9 +270,24 @@ class RecordingMocks:
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws", "reverseDnsPrefix": "com.amazonaws"}
         if token == "aws:ssm/getParameter:getParameter":
-            return {"name": args.args.get("name"), "value": MOCK_AMI_ID, "insecureValue": MOCK_AMI_ID,
-                    "type": "String", "id": args.args.get("name"), "arn": "arn:aws:ssm:::parameter/mock",
-                    "version": 1}
+            name = args.args.get("name")
+            value = self.account.get(name)
+            if value is None:  # what the provider reports for a missing parameter
+                return {}, [("name", f"reading SSM Parameter ({name}): operation error SSM: GetParameter, "
+                                     f"https response error StatusCode: 400, ParameterNotFound")]
+            return {"name": name, "value": value, "insecureValue": value, "type": "String", "id": name,
+                    "arn": f"arn:aws:ssm:{region}:{ACCOUNT_ID}:parameter/{name.lstrip('/')}", "version": 1}
+        if token == "aws:ssm/getParametersByPath:getParametersByPath":
+            names = self.account.by_path(args.args.get("path", "/"))
+            return {"id": args.args.get("path"), "path": args.args.get("path"), "names": names,
+                    "arns": [f"arn:aws:ssm:{region}:{ACCOUNT_ID}:parameter/{n.lstrip('/')}" for n in names],
+                    "types": ["SecureString"] * len(names), "values": ["ciphertext"] * len(names),
+                    "insecureValues": ["ciphertext"] * len(names)}
+        if token == "aws:servicequotas/getServiceQuota:getServiceQuota":
+            return {"id": args.args.get("quotaCode"), "quotaCode": args.args.get("quotaCode"),
+                    "serviceCode": args.args.get("serviceCode"), "value": self.account.lambda_concurrency_quota,
+                    "defaultValue": 1000.0, "adjustable": True, "globalQuota": False,
+                    "quotaName": "Concurrent executions", "serviceName": "AWS Lambda"}
         if token == "aws:iam/getPolicyDocument:getPolicyDocument":
             return _policy_document(args.args)
         if token == "aws:ec2/getInstanceTypes:getInstanceTypes" or token == "aws:ec2/getInstanceType:getInstanceType":
@@ -297,7 +351,7 @@ def install_recorder(recorder: RecordingMocks) -> tuple[Any, Any]:
 
 
 def record_in_process(stack: str, overrides: dict[str, Any] | None = None,
-                      program: Path | None = None) -> Recording:
+                      program: Path | None = None, account: MockAccount | None = None) -> Recording:
     """Run the program in this interpreter. Use once per process (the Pulumi runtime is global)."""
     import pulumi
     from pulumi.runtime import mocks as pmocks
@@ -305,7 +359,7 @@ def record_in_process(stack: str, overrides: dict[str, Any] | None = None,
     from pulumi.runtime.sync_await import _sync_await
 
     config, region = stack_config(stack, overrides)
-    recorder = RecordingMocks(region)
+    recorder = RecordingMocks(region, account)
 
     mocks, monitor = install_recorder(recorder)
     pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
@@ -333,8 +387,10 @@ def _plain(value: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=32)
-def _run_cached(stack: str, overrides_json: str) -> Recording:
+def _run_cached(stack: str, overrides_json: str, account_json: str | None = None) -> Recording:
     cmd = [sys.executable, "-m", "tests.pulumi_mocks", "--stack", stack, "--overrides", overrides_json]
+    if account_json:
+        cmd += ["--account", account_json]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise ProgramError(_cause(proc.stderr) or proc.stdout[-2000:])
@@ -347,21 +403,24 @@ def _cause(stderr: str) -> str:
     return json.loads(lines[-1]) if lines else stderr[-4000:]
 
 
-def run_stack(stack: str, overrides: dict[str, Any] | None = None) -> Recording:
+def run_stack(stack: str, overrides: dict[str, Any] | None = None, account: MockAccount | None = None) -> Recording:
     """Run ``__main__.py`` for ``Pulumi.<stack>.yaml`` (plus overrides) under mocks in a fresh interpreter.
 
-    Raises ``ProgramError`` carrying the program's error message (for example a ``ConfigError``).
+    ``account`` is what the provider functions see (default: a prepared account). Raises ``ProgramError``
+    carrying the program's error message (for example a ``ConfigError`` or a ``PrerequisiteError``).
     """
-    return _run_cached(stack, json.dumps(overrides or {}, sort_keys=True))
+    return _run_cached(stack, json.dumps(overrides or {}, sort_keys=True), account.to_json() if account else None)
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", required=True)
     parser.add_argument("--overrides", default="{}", help="JSON object of config keys to set (null unsets)")
+    parser.add_argument("--account", help="JSON of a MockAccount (default: a prepared account)")
     args = parser.parse_args(list(argv) if argv is not None else None)
+    account = MockAccount(**json.loads(args.account)) if args.account else None
     try:
-        recording = record_in_process(args.stack, json.loads(args.overrides))
+        recording = record_in_process(args.stack, json.loads(args.overrides), account=account)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent process, then exit non-zero
         print("RECORDING-ERROR: " + json.dumps(f"{type(exc).__name__}: {exc}"), file=sys.stderr)
         return 1

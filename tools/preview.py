@@ -56,7 +56,14 @@ from components import config as fleet_config  # noqa: E402
 from policies.genai_policies import POLICIES  # noqa: E402
 from policies.genai_policies.cost import BUDGET_SCHEMA  # noqa: E402
 from policies.genai_policies.pricing import Estimate, estimate  # noqa: E402
-from tests.pulumi_mocks import ProgramError, RecordedResource, Recording, run_stack, stack_config  # noqa: E402
+from tests.pulumi_mocks import (  # noqa: E402
+    MockAccount,
+    ProgramError,
+    RecordedResource,
+    Recording,
+    run_stack,
+    stack_config,
+)
 
 PACK_ENFORCEMENT = EnforcementLevel.MANDATORY  # policies/__main__.py builds the pack with this level
 IDENTITY_OUTPUTS = ("id", "arn", "bucket")  # outputs other resources refer to (rebuilds dependencies)
@@ -221,10 +228,11 @@ def evaluate(recording: Recording, policy_config: Mapping[str, Mapping[str, Any]
                 _run(policy, args, level, lambda urn, r=r: r, result)
         elif isinstance(policy, StackValidationPolicy):
             _run(policy, StackValidationArgs(resources, config), level, by_urn.get, result)
-    budget_cfg = {**{k: v["default"] for k, v in BUDGET_SCHEMA.properties.items()},
+    budget_cfg = {**{k: v["default"] for k, v in BUDGET_SCHEMA.properties.items() if "default" in v},
                   **policy_config.get("monthly-cost-budget", {})}
     result.estimate = estimate(resources, budget_cfg)
-    result.budget_usd = float(budget_cfg["monthlyBudgetUsd"])
+    budget = budget_cfg.get("monthlyBudgetUsd")
+    result.budget_usd = float(budget) if budget is not None else None
     return result
 
 
@@ -311,9 +319,12 @@ def parse_sets(items: Iterable[str]) -> dict[str, Any]:
 
 
 def preview(stack: str, overrides: Mapping[str, Any] | None = None,
-            policy_config: Mapping[str, Any] | None = None) -> PreviewResult:
-    """Run the program for the stack and evaluate the pack. Raises ``ProgramError`` on program/config errors."""
-    recording = run_stack(stack, dict(overrides or {}))
+            policy_config: Mapping[str, Any] | None = None, account: MockAccount | None = None) -> PreviewResult:
+    """Run the program for the stack and evaluate the pack. Raises ``ProgramError`` on program/config errors.
+
+    ``account`` is what the mocked AWS account holds (default: prepared, every prerequisite present).
+    """
+    recording = run_stack(stack, dict(overrides or {}), account)
     config = merge_policy_config(stack_policy_config(stack, overrides), policy_config)
     return evaluate(recording, config)
 

@@ -66,12 +66,18 @@ OUTPUT_RETENTION_SCHEMA = PolicyConfigSchema(properties={
                                "description": "Longest expiration an S3 lifecycle rule may set (days)."},
 })
 BUDGET_SCHEMA = PolicyConfigSchema(properties={
-    "monthlyBudgetUsd": {"type": "number", "minimum": 1, "default": 1000,
-                         "description": "Monthly budget (USD) the estimate at maximum capacity must stay within."},
+    # No default on purpose: a forgotten --policy-pack-config must fail, not check against someone else's number.
+    "monthlyBudgetUsd": {"type": "number", "minimum": 1,
+                         "description": "Monthly budget (USD) the estimate at maximum capacity must stay within: the "
+                                        "stack's genai-fleet:monthlyBudgetUsd, passed by `make preview-aws` / "
+                                        "`make up` (tools/preview.py --emit-policy-config)."},
     "region": {"type": "string", "default": ASSUMPTION_DEFAULTS["region"],
                "description": "Region to price resources whose provider sets none."},
-    "natDataGbPerMonth": {"type": "number", "minimum": 0, "default": ASSUMPTION_DEFAULTS["natDataGbPerMonth"],
-                          "description": "GB a month processed by the NAT gateways (flat assumption)."},
+    "natDataGbPerInstanceMonth": {"type": "number", "minimum": 0,
+                                  "default": ASSUMPTION_DEFAULTS["natDataGbPerInstanceMonth"],
+                                  "description": "GB a running worker sends through the NAT gateways a month."},
+    "logGbPerInstanceMonth": {"type": "number", "minimum": 0, "default": ASSUMPTION_DEFAULTS["logGbPerInstanceMonth"],
+                              "description": "GB of CloudWatch Logs a running worker writes a month."},
     "cloudfrontGbPerInstanceMonth": {"type": "number", "minimum": 0,
                                      "default": ASSUMPTION_DEFAULTS["cloudfrontGbPerInstanceMonth"],
                                      "description": "CloudFront egress GB per running worker instance a month."},
@@ -182,6 +188,12 @@ def _validate_budget(args: StackValidationArgs, report_violation: ReportViolatio
     for message, urn in result.unpriced:
         report_violation(f"cannot price {message}: add the price to policies/prices.json or choose a priced "
                          f"instance type, so the budget check sees every cost.", urn)
+    if cfg.get("monthlyBudgetUsd") is None:
+        report_violation(f"no monthlyBudgetUsd in the policy config, so the estimate (${result.max_usd:,.2f} at "
+                         f"maximum capacity) is checked against nothing: run `make preview-aws STACK=<stack>` or "
+                         f"`make up STACK=<stack>`, which pass the stack's genai-fleet:monthlyBudgetUsd "
+                         f"(`make policy-config` writes the file for --policy-pack-config).", None)
+        return
     budget = float(cfg["monthlyBudgetUsd"])
     if result.max_usd > budget:
         report_violation(f"estimated monthly cost at maximum capacity is ${result.max_usd:,.2f} (minimum capacity: "

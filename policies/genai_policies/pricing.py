@@ -8,18 +8,19 @@ What is priced (730 hours a month), and how:
   any listed type, so the budget check takes the upper bound. A group without a mixed instances
   policy is all on-demand. A mixed group runs ``onDemandBaseCapacity`` on-demand instances, then
   ``onDemandPercentageAboveBaseCapacity`` percent (AWS default 100) of the rest on-demand and the
-  remainder on spot at the family's typical spot discount. Weighted capacity, warm pools (stopped
-  instances pay only for EBS) and EBS volumes are left out.
+  remainder on spot at the family's typical spot discount. Weighted capacity is left out.
+* EBS (root volumes, warm pool), public IPv4 addresses, VPC endpoints and CloudWatch (alarms,
+  dashboards, agent metrics, logs): ``pricing_extras.py``.
 * NAT gateways: each ``aws:ec2/natGateway:NatGateway`` (or the count an ``awsx:ec2:Vpc`` strategy
-  implies) x hourly price, plus ``natDataGbPerMonth`` GB of processed data (a flat assumption: model
-  downloads from S3 should use a gateway endpoint and not cross the NAT).
+  implies) x hourly price, plus ``natDataGbPerInstanceMonth`` GB of processed data per running worker
+  (AWS API calls, logs and metrics; S3 and DynamoDB use the free gateway endpoints and do not cross it).
 * MSK Serverless: each cluster x (cluster-hour + ``mskPartitions`` x partition-hour).
 * CloudFront: when the stack has a distribution, ``cloudfrontGbPerInstanceMonth`` GB of egress per
   running worker instance (a busy worker making a 1.5 MB image every 3 s writes about 1.3 TB a month;
   the default 500 GB assumes about 40 % of that is fetched through the CDN).
 
-API Gateway, Lambda, DynamoDB, SQS, S3 storage and CloudWatch are usage-priced and small next to GPU
-hours at the fleet sizes this project targets; they are not estimated.
+API Gateway, Lambda, DynamoDB, SQS and S3 storage are usage-priced (no charge while idle) and small next
+to GPU hours at the fleet sizes this project targets; they are listed at $0 with that basis.
 """
 
 from __future__ import annotations
@@ -44,11 +45,14 @@ NAT_GATEWAY = "aws:ec2/natGateway:NatGateway"
 AWSX_VPC = "awsx:ec2:Vpc"
 MSK_SERVERLESS = "aws:msk/serverlessCluster:ServerlessCluster"
 CLOUDFRONT = "aws:cloudfront/distribution:Distribution"
+USAGE_PRICED = ("aws:lambda/function:Function", "aws:apigatewayv2/api:Api", "aws:dynamodb/table:Table",
+                "aws:sqs/queue:Queue")
 
 # Defaults of the estimate's assumptions; the cost policy's config schema exposes each one.
 ASSUMPTION_DEFAULTS: dict[str, Any] = {
     "region": DEFAULT_REGION,
-    "natDataGbPerMonth": 100,
+    "natDataGbPerInstanceMonth": 20,
+    "logGbPerInstanceMonth": 3,
     "cloudfrontGbPerInstanceMonth": 500,
     "mskPartitions": 10,
 }
@@ -215,7 +219,10 @@ def estimate(resources: Iterable[PolicyResource], assumptions: Mapping[str, Any]
     out = Estimate()
     hours = table.hours
     instances_min = instances_max = 0
+    priced_groups = []
+    region = a["region"]
     for group in by_type.get(ASG, []):
+        templates = _launch_template_of(group, by_type.get(LAUNCH_TEMPLATE, []))
         shape = group_shape(group, by_type.get(LAUNCH_TEMPLATE, []))
         region = _region(group, a["region"])
         lo, at, problem = group_cost(shape, shape.min_size, region, table)
@@ -225,11 +232,26 @@ def estimate(resources: Iterable[PolicyResource], assumptions: Mapping[str, Any]
             continue
         instances_min += shape.min_size
         instances_max += shape.max_size
+        priced_groups.append((group, shape, templates))
         od, spot = shape.split(shape.max_size)
         out.items.append(LineItem(f"EC2 {group.name}", round(lo, 2), round(hi, 2),
                                   f"{shape.min_size}-{shape.max_size} x {at}; at max {od:g} on-demand + {spot:g} spot",
                                   group.urn))
-    _network_items(by_type, a, table, hours, out)
+    from . import pricing_extras  # imports this module's LineItem; imported here to avoid a cycle
+
+    instances = (instances_min, instances_max)
+    extras: list[LineItem] = []
+    pricing_extras.ebs_items(priced_groups, region, table, extras)
+    out.items += extras
+    _network_items(by_type, a, table, hours, out, instances)
+    extras = []
+    pricing_extras.public_ipv4_items(by_type, instances, region, table, extras)
+    pricing_extras.endpoint_items(by_type, region, table, extras)
+    pricing_extras.cloudwatch_items(by_type, instances, len(priced_groups), a, table, extras)
+    out.items += extras
+    if any(by_type.get(t) for t in USAGE_PRICED):
+        out.items.append(LineItem("API, Lambda, DynamoDB, SQS, S3 requests", 0.0, 0.0,
+                                  "usage-priced: nothing while idle; small next to GPU hours (not estimated)"))
     if by_type.get(CLOUDFRONT):
         gb = float(a["cloudfrontGbPerInstanceMonth"])
         per = gb * table.cloudfront_per_gb
@@ -239,7 +261,7 @@ def estimate(resources: Iterable[PolicyResource], assumptions: Mapping[str, Any]
 
 
 def _network_items(by_type: Mapping[str, list[PolicyResource]], a: Mapping[str, Any], table: PriceTable,
-                   hours: float, out: Estimate) -> None:
+                   hours: float, out: Estimate, instances: tuple[int, int] = (0, 0)) -> None:
     nats = by_type.get(NAT_GATEWAY, [])
     count = len(nats) + sum(_awsx_nat_count(v) for v in by_type.get(AWSX_VPC, []))
     if count:
@@ -248,10 +270,12 @@ def _network_items(by_type: Mapping[str, list[PolicyResource]], a: Mapping[str, 
         if price is None:
             out.unpriced.append((f"NAT gateway: no {region} price in policies/prices.json", None))
         else:
-            gb = float(a["natDataGbPerMonth"])
-            usd = count * price["hourly"] * hours + gb * price["perGb"]
-            out.items.append(LineItem("NAT gateways", round(usd, 2), round(usd, 2),
-                                      f"{count} x {hours:g} h + {gb:g} GB processed"))
+            gb = float(a["natDataGbPerInstanceMonth"])
+            fixed = count * price["hourly"] * hours
+            lo, hi = (fixed + n * gb * price["perGb"] for n in instances)
+            out.items.append(LineItem("NAT gateways", round(lo, 2), round(hi, 2),
+                                      f"{count} x {hours:g} h x ${price['hourly']} + {gb:g} GB processed per running "
+                                      f"instance x ${price['perGb']}"))
     for cluster in by_type.get(MSK_SERVERLESS, []):
         region = _region(cluster, a["region"])
         price = table.msk(region)

@@ -125,3 +125,17 @@ def test_kafka_mode_runs_in_vpc_with_layer(tmp_path):
 def test_missing_queue_inputs_fail_clearly():
     with pytest.raises(Exception, match="queue_url"):
         api(fleet(), queue_url=None, queue_arn=None)
+
+
+def test_both_functions_reserve_what_rate_burst_and_wait_need(keyed, iam):
+    # keyed: rate 50, burst 80, default apiMaxWaitSeconds 20 -> handler 80 + 50 x 20, authorizer 80.
+    handler, authorizer = keyed.one(FN, "api-handler-fn").inputs, keyed.one(FN, "api-authorizer-fn").inputs
+    assert handler["reservedConcurrentExecutions"] == 80 + 50 * 20
+    assert authorizer["reservedConcurrentExecutions"] == 80
+    assert handler["environment"]["variables"]["GENAI_MAX_WAIT_SECONDS"] == "20"
+    assert iam.one(FN, "api-handler-fn").inputs["reservedConcurrentExecutions"] == 200 + 100 * 20
+    short = api(fleet(apiMaxWaitSeconds=5, apiHandlerConcurrency=900, apiAuthorizerConcurrency=250))
+    fn = short.one(FN, "api-handler-fn").inputs
+    assert fn["reservedConcurrentExecutions"] == 900
+    assert fn["environment"]["variables"]["GENAI_MAX_WAIT_SECONDS"] == "5"
+    assert short.one(FN, "api-authorizer-fn").inputs["reservedConcurrentExecutions"] == 250

@@ -142,12 +142,74 @@ def test_recorded_role_policy_is_scoped_and_clean(recorded, kind):
     assert f"arn:aws:ssm:{REGION}:{ACCT}:parameter/genai-fleet/dev/webhook-secret" in params["Resource"]
 
 
-def test_role_trusts_ec2_and_has_session_manager(recorded):
+def test_role_trusts_ec2_and_has_session_manager_without_managed_policies(recorded):
     built = recorded["sqs"]
     trust = json.loads(built.one("aws:iam/role:Role").inputs["assumeRolePolicy"])
     assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
                                    "Action": "sts:AssumeRole"}]
-    (attachment,) = built.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-    assert attachment.inputs["policyArn"] == f"arn:aws:iam::aws:policy/{cluster_iam.SSM_CORE_POLICY}"
+    # AmazonSSMManagedInstanceCore grants ssm:GetParameter* on every parameter: nothing managed is attached.
+    assert built.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") == []
+    assert "managedPolicyArns" not in built.one("aws:iam/role:Role").inputs
+    document = json.loads(built.one(ROLE_POLICY).inputs["policy"])
+    session = next(st for st in document["Statement"] if st["Sid"] == "SessionManager")
+    assert session["Action"] == list(cluster_iam.SESSION_MANAGER_ACTIONS)
+    assert not any(a.startswith("ssm:GetParameter") for a in session["Action"])
     profile = built.one("aws:iam/instanceProfile:InstanceProfile")
     assert profile.inputs["role"] == "cluster-role"
+
+
+# --- what a worker can read: never API keys, never another environment's secrets -------------------
+SSM_READS = ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:GetParameterHistory",
+             "ssm:DescribeParameters")
+
+
+def _iam_match(pattern: str, value: str) -> bool:
+    """IAM wildcard matching (``*`` any run of characters, ``?`` one), case-insensitive for actions."""
+    import fnmatch
+
+    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+
+
+def _grants(document: dict, action: str, resource: str) -> list[str]:
+    """Sids of the Allow statements that give ``action`` on ``resource``."""
+    found = []
+    for st in document["Statement"]:
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        if st["Effect"] == "Allow" and any(_iam_match(a.lower(), action.lower()) for a in actions) and any(
+                _iam_match(r, resource) for r in resources):
+            found.append(st.get("Sid", "?"))
+    return found
+
+
+def test_the_matcher_finds_what_a_broad_statement_would_grant():
+    broad = {"Statement": [{"Sid": "Core", "Effect": "Allow", "Action": ["ssm:GetParameter*"], "Resource": "*"}]}
+    assert _grants(broad, "ssm:GetParametersByPath", f"arn:aws:ssm:{REGION}:{ACCT}:parameter/genai-fleet/dev") == [
+        "Core"]
+    star = {"Statement": [{"Sid": "All", "Effect": "Allow", "Action": "ssm:*",
+                           "Resource": f"arn:aws:ssm:*:{ACCT}:parameter/genai-fleet/*"}]}
+    assert _grants(star, "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCT}:parameter/genai-fleet/prod/x") == ["All"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_no_worker_statement_reaches_api_keys_or_other_environments_secrets(stack):
+    from tests.pulumi_mocks import ACCOUNT_ID, run_stack
+
+    recording = run_stack(stack)
+    role = next(r for r in recording.of_type("aws:iam/role:Role") if r.name == "cluster-role")
+    attached = [r for r in recording.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+                if r.inputs.get("role") == role.outputs["name"]]
+    assert attached == [], "a managed policy on the worker role escapes this check"
+    (inline,) = [r for r in recording.of_type(ROLE_POLICY) if r.inputs.get("role") == role.outputs["id"]]
+    document = json.loads(inline.inputs["policy"])
+    other = "prod" if stack == "dev" else "dev"
+    arn = f"arn:aws:ssm:us-east-1:{ACCOUNT_ID}:parameter"
+    forbidden = [f"{arn}/genai-fleet/{stack}/api-keys/k3y1d", f"{arn}/genai-fleet/{stack}/api-keys",
+                 f"{arn}/genai-fleet/{other}/api-keys/k3y1d", f"{arn}/genai-fleet/{other}/webhook-secret",
+                 f"{arn}/genai-fleet/{other}/cloudwatch-agent", f"{arn}/genai-fleet/{stack}", f"{arn}/genai-fleet"]
+    for resource in forbidden:
+        for action in SSM_READS:
+            assert _grants(document, action, resource) == [], f"{action} on {resource}"
+    # What it may read: its own environment's webhook secret, by name, and nothing by path.
+    assert _grants(document, "ssm:GetParameter", f"{arn}/genai-fleet/{stack}/webhook-secret") == ["ReadOwnParameters"]
+    assert not any(_grants(document, "ssm:GetParametersByPath", r) for r in (f"{arn}/genai-fleet/{stack}/x", "*"))

@@ -115,7 +115,21 @@ def test_backlog_target_is_acceptable_wait_over_job_time():
         ({"spotAllocationStrategy": "lowest-price"},
          "genai-fleet:spotAllocationStrategy = lowest-price: must be one of price-capacity-optimized, "
          "capacity-optimized"),
-        ({"natGateways": "none"}, "genai-fleet:natGateways = none: must be one of single, per-az"),
+        ({"natGateways": "both"}, "genai-fleet:natGateways = both: must be one of none, single, per-az"),
+        ({"natGateways": "none", "queueKind": "kafka"},
+         "genai-fleet:natGateways = none does not work with genai-fleet:queueKind = kafka: the API function runs in "
+         "the VPC to reach MSK and needs a NAT gateway for SSM; set natGateways: single"),
+        ({"apiHandlerConcurrency": 500},
+         "genai-fleet:apiHandlerConcurrency = 500 is below what the API can hold at once: apiBurstLimit + "
+         "apiRateLimit x apiMaxWaitSeconds = 200 + 100 x 20 = 2200: raise apiHandlerConcurrency to 2200, or lower "
+         "apiMaxWaitSeconds to 3 (longer waits get 202 and a status URL), or lower apiRateLimit / apiBurstLimit"),
+        ({"apiAuthorizerConcurrency": 50},
+         "genai-fleet:apiAuthorizerConcurrency = 50 is below apiBurstLimit = 200, the requests API Gateway admits "
+         "at once: raise apiAuthorizerConcurrency to 200 or lower apiBurstLimit"),
+        ({"apiMaxWaitSeconds": 30}, "genai-fleet:apiMaxWaitSeconds = 30: must be an integer from 0 to 25"),
+        ({"amiChannel": "Prod!"},
+         "genai-fleet:amiChannel = Prod!: must be 2-32 characters: lowercase letters, digits, '-', starting with "
+         "a letter"),
         ({"vpcCidr": "10.0.0.0/8"},
          "genai-fleet:vpcCidr = 10.0.0.0/8: must be an IPv4 CIDR with a prefix length from /16 to /24"),
         ({"amiId": "ubuntu"}, "genai-fleet:amiId = ubuntu: must be an AMI id like ami-0123456789abcdef0"),
@@ -194,12 +208,37 @@ def test_dev_is_small_and_spot_only_and_prod_has_a_protected_base():
 
     dev, prod = cfg_of("dev"), cfg_of("prod")
     assert dev.cluster.min_size == 0 and dev.cluster.on_demand_base == 0 and dev.cluster.spot_share == 1.0
-    assert prod.cluster.on_demand_base >= 1 and prod.cluster.warm_pool_size >= 1
+    # Prod's base group is fixed-size: a warm pool there never serves a scale-out (docs/fleet.md, "Warm pool").
+    assert prod.cluster.on_demand_base >= 1 and prod.cluster.warm_pool_size == 0
     assert prod.cluster.max_size > dev.cluster.max_size
     assert prod.storage.output_retention_days > dev.storage.output_retention_days
     assert prod.storage.point_in_time_recovery and not dev.storage.point_in_time_recovery
     assert prod.monitoring.alarms_enabled and not dev.monitoring.alarms_enabled
-    assert prod.network.nat_gateways == "per-az" and dev.network.nat_gateways == "single"
+    # Dev has no NAT gateway (its idle cost); prod keeps its workers private behind one NAT per zone.
+    assert prod.network.nat_gateways == "per-az" and dev.network.nat_gateways == "none"
+    # Dev follows the AMI every checked build publishes; prod only what `make promote-ami` promoted.
+    assert dev.cluster.ami_parameter == "/genai-fleet/ami/cuda/latest"
+    assert prod.cluster.ami_parameter == "/genai-fleet/ami/cuda/prod"
+
+
+def test_api_concurrency_defaults_to_what_rate_burst_and_wait_need():
+    cfg = load({"owner": "o", "costCenter": "c", "apiRateLimit": 20, "apiBurstLimit": 40, "apiMaxWaitSeconds": 20},
+               stack="dev")
+    assert (cfg.api.reserved_handler, cfg.api.reserved_authorizer) == (40 + 20 * 20, 40)
+    assert cfg.api.account_concurrency_needed == 440 + 40 + 100
+    iam = load({"owner": "o", "costCenter": "c", "apiAuth": "iam", "apiMaxWaitSeconds": 0}, stack="dev")
+    assert (iam.api.reserved_handler, iam.api.reserved_authorizer) == (200 + 100 * 1, None)
+    explicit = load({"owner": "o", "costCenter": "c", "apiMaxWaitSeconds": 3, "apiHandlerConcurrency": 500},
+                    stack="dev")
+    assert explicit.api.reserved_handler == 500  # 200 + 100 x 3 fits exactly
+
+
+def test_ami_channel_defaults_by_environment_and_can_be_set():
+    base = {"owner": "o", "costCenter": "c"}
+    assert load(base, stack="staging").cluster.ami_parameter == "/genai-fleet/ami/cuda/latest"
+    assert load(base, stack="prod-eu").cluster.ami_parameter == "/genai-fleet/ami/cuda/prod-eu"
+    assert load({**base, "amiChannel": "canary", "amiFlavor": "neuron"}, stack="dev").cluster.ami_parameter == (
+        "/genai-fleet/ami/neuron/canary")
 
 
 def test_config_reference_and_pulumi_yaml_are_in_sync_with_the_code():

@@ -19,6 +19,12 @@ def network(cfg):
 
 @pytest.fixture(scope="module")
 def dev():
+    """The dev stack's network with one NAT gateway (the stack file itself has none: see ``no_nat``)."""
+    return network(stack_fleet("dev", natGateways="single"))
+
+
+@pytest.fixture(scope="module")
+def no_nat():
     return network(stack_fleet("dev"))
 
 
@@ -102,3 +108,20 @@ def test_plan_subnets(cidr, azs, public, private_prefix, public_prefix):
 def test_plan_subnets_refuses_a_block_too_small():
     with pytest.raises(ValueError, match="too small"):
         plan_subnets("10.0.0.0/24", 3, 3)
+
+
+def test_without_nat_the_workers_get_public_subnets_and_no_nat_or_elastic_ip(no_nat):
+    assert stack_fleet("dev").network.nat_gateways == "none"
+    assert no_nat.of_type("aws:ec2/natGateway:NatGateway") == [] and no_nat.of_type("aws:ec2/eip:Eip") == []
+    subnets = _subnets(no_nat, "public")
+    assert len(subnets) == 2 and _subnets(no_nat, "private") == []
+    assert all(s.inputs["mapPublicIpOnLaunch"] is True for s in subnets)
+    assert no_nat.outputs["private_subnet_ids"] == [s.outputs["id"] for s in subnets]
+    (route,) = no_nat.of_type("aws:ec2/route:Route")
+    assert route.inputs["destinationCidrBlock"] == "0.0.0.0/0" and route.inputs["gatewayId"] == "net-igw-id"
+    table = no_nat.one("aws:ec2/routeTable:RouteTable").outputs["id"]
+    assert {a.inputs["routeTableId"] for a in no_nat.of_type("aws:ec2/routeTableAssociation:RouteTableAssociation")} \
+        == {table}
+    endpoints = no_nat.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    assert {e.inputs["serviceName"].rsplit(".", 1)[-1] for e in endpoints} == {"s3", "dynamodb"}
+    assert all(e.inputs["routeTableIds"] == [table] for e in endpoints)

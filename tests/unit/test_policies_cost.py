@@ -91,17 +91,20 @@ def test_budget_within():
 
 
 def test_budget_exceeded():
-    # 10 spot g5.xlarge: 730 * 10 * 1.006 * 0.4 = 2937.52
+    # 10 spot g5.xlarge: 730 * 10 * 1.006 * 0.4 = 2937.52, plus CloudWatch Logs 10 * 3 GB * $0.53 = 15.90
     assert run_policy(cost.monthly_cost_budget, stack_args(_fleet(10), {"monthlyBudgetUsd": 1500})) == [
-        "estimated monthly cost at maximum capacity is $2,937.52 (minimum capacity: $0.00), above the budget of "
+        "estimated monthly cost at maximum capacity is $2,953.42 (minimum capacity: $0.00), above the budget of "
         "$1,500.00: lower maxSize, raise the spot share, choose cheaper instance types, or raise monthlyBudgetUsd."]
 
 
-def test_budget_default_applies_without_config():
-    # Without policy config the schema default (1000 USD) applies in code, as the CLI would apply it.
-    assert run_policy(cost.monthly_cost_budget, stack_args(_fleet(4))) == [
-        "estimated monthly cost at maximum capacity is $1,175.01 (minimum capacity: $0.00), above the budget of "
-        "$1,000.00: lower maxSize, raise the spot share, choose cheaper instance types, or raise monthlyBudgetUsd."]
+def test_budget_missing_from_the_policy_config_fails_naming_the_make_target():
+    # The CLI passes no budget unless told to (issue 13: plain `pulumi preview --policy-pack` checked every stack
+    # against a silent $1,000 default). A missing budget is a violation that says how to pass the stack's own.
+    (message,) = run_policy(cost.monthly_cost_budget, stack_args(_fleet(4)))
+    assert message.startswith("no monthlyBudgetUsd in the policy config, so the estimate ($")
+    assert "run `make preview-aws STACK=<stack>` or `make up STACK=<stack>`" in message
+    assert "genai-fleet:monthlyBudgetUsd" in message
+    assert "default" not in cost.BUDGET_SCHEMA.properties["monthlyBudgetUsd"]
 
 
 def test_budget_reports_unpriced_types():

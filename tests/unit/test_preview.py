@@ -11,10 +11,11 @@ import copy
 import json
 
 import pytest
+import yaml
 from pulumi_policy import EnforcementLevel
 
 from policies.genai_policies.cost import DEFAULT_ALLOWED_TYPES
-from tests.pulumi_mocks import RecordedResource, Recording, run_stack
+from tests.pulumi_mocks import ROOT, RecordedResource, Recording, run_stack
 from tests.unit._policy_helpers import synthetic_fleet
 from tools import preview
 
@@ -59,6 +60,38 @@ def test_preview_prints_tree_policies_and_estimate(capsys):
     for heading in ("Resources (", "pulumi:providers:aws aws", "Policies:", "Monthly cost estimate", "total"):
         assert heading in out
     assert "budget 1,500.00" in out
+
+
+def test_dev_idles_under_40_dollars_every_line_has_a_basis_and_the_readme_quotes_it():
+    est = preview.preview("dev").estimate
+    assert est.min_usd <= 40.0
+    assert all(item.note for item in est.items)
+    lines = {item.item for item in est.items}
+    assert {"EBS cluster-spot", "Public IPv4 (worker instances)", "VPC gateway endpoints", "CloudWatch Logs",
+            "CloudWatch custom metrics", "CloudWatch alarms + dashboards"} <= lines
+    readme = (ROOT / "README.md").read_text()
+    assert f"idles at about\n**${est.min_usd:,.2f} a month**" in readme
+
+
+def test_prod_estimate_counts_nat_gateways_and_their_addresses():
+    est = {i.item: i for i in preview.preview("prod").estimate.items}
+    assert est["NAT gateways"].note.startswith("3 x 730 h")
+    assert est["Public IPv4 (Elastic IPs)"].min_usd == round(3 * 0.005 * 730, 2)
+    assert "EBS warm pool cluster-ondemand" not in est  # removed from prod: docs/fleet.md "Warm pool"
+
+
+def test_the_pr_workflow_installs_and_previews_as_the_readme_says():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "preview.yml").read_text())
+    steps = workflow["jobs"]["preview"]["steps"]
+    runs = [step.get("run", "").strip() for step in steps]
+    assert runs.index("make install") < runs.index("make preview STACK=${{ matrix.stack }}") < runs.index(
+        "make policy-config STACK=${{ matrix.stack }}")
+    assert not any("pip install" in run for run in runs), "the README's install step, nothing else"
+    (action,) = [step for step in steps if str(step.get("uses", "")).startswith("pulumi/actions")]
+    assert action["with"]["policyPacks"] == "policies/"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "POLICY_CONFIG = .build/policy-config.$(STACK).json" in makefile
+    assert action["with"]["policyPackConfigs"] == ".build/policy-config.${{ matrix.stack }}.json"
 
 
 def test_program_error_is_printed_and_exits_2(capsys):

@@ -1,0 +1,121 @@
+"""What the account must hold before the stack deploys, checked by the program at preview time.
+
+A new user follows README "Deploying to AWS" in order; each prerequisite there has a command that makes
+it, and this module fails ``pulumi preview`` (and ``make preview-aws``) with that command when the thing
+is missing, instead of letting an instance find out an hour later:
+
+1. the AMI: the SSM parameter ``/genai-fleet/ami/<flavour>/<channel>`` (``make ami`` publishes ``latest``
+   after its checks; ``make promote-ami`` sets a production channel), unless ``amiId`` pins one;
+2. the webhook signing secret ``/genai-fleet/<env>/webhook-secret`` (``make webhook-secret``);
+3. with ``apiAuth: api-key``, at least one key under ``/genai-fleet/<env>/api-keys`` (``make api-key``);
+4. a Lambda "Concurrent executions" quota that covers the API's reserved concurrency (components/capacity.py).
+
+``missing`` is pure (facts in, messages out) so tests cover every case; ``read_facts`` asks AWS through the
+stack's provider with read-only calls (no parameter value is decrypted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from components import capacity
+from components.config import FleetConfig
+
+
+class PrerequisiteError(RuntimeError):
+    """The account lacks something the stack needs; the message names the command that makes each."""
+
+    def __init__(self, stack: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"the AWS account is not ready for stack {stack} (README: Deploying to AWS):\n  - "
+                         + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True)
+class AccountFacts:
+    """What the read-only lookups found."""
+
+    ami_parameter_exists: bool
+    webhook_secret_exists: bool
+    api_key_count: int
+    lambda_concurrency_quota: float | None  # None: could not be read (the check is skipped with a warning)
+
+
+def webhook_secret_parameter(cfg: FleetConfig) -> str:
+    return f"/genai-fleet/{cfg.environment}/webhook-secret"
+
+
+def api_keys_prefix(cfg: FleetConfig) -> str:
+    return f"/genai-fleet/{cfg.environment}/api-keys"
+
+
+def _ami_command(cfg: FleetConfig) -> str:
+    flavor, channel = cfg.cluster.flavor, cfg.cluster.ami_channel
+    if channel == "latest":
+        return f"`make ami FLAVOR={flavor}`"
+    return (f"`make ami FLAVOR={flavor}` then `make promote-ami FLAVOR={flavor} CHANNEL={channel}` "
+            f"(promotes the checked image at latest)")
+
+
+def missing(cfg: FleetConfig, facts: AccountFacts) -> list[str]:
+    """One message per missing prerequisite, in the README's order, each naming the command that makes it."""
+    problems = []
+    stack = cfg.stack
+    if not cfg.cluster.ami_id and not facts.ami_parameter_exists:
+        problems.append(f"no AMI: the SSM parameter {cfg.cluster.ami_parameter} does not exist: run "
+                        f"{_ami_command(cfg)}, or pin one with `pulumi config set amiId ami-...`")
+    if not facts.webhook_secret_exists:
+        problems.append(f"no webhook signing secret: the SSM parameter {webhook_secret_parameter(cfg)} does not "
+                        f"exist: run `make webhook-secret STACK={stack}`")
+    if cfg.api.auth == "api-key" and facts.api_key_count == 0:
+        problems.append(f"no API key under {api_keys_prefix(cfg)}/ (apiAuth: api-key): run "
+                        f"`make api-key STACK={stack} NAME=<who>` (prints the key once)")
+    need = cfg.api.account_concurrency_needed
+    quota = facts.lambda_concurrency_quota
+    if quota is not None and quota < need:
+        problems.append(
+            f"the Lambda concurrent executions quota in {cfg.region} is {quota:,.0f}, below the {need:,} the API "
+            f"reserves ({cfg.api.reserved_handler:,} handler + {cfg.api.reserved_authorizer or 0:,} authorizer + "
+            f"{capacity.UNRESERVED_MINIMUM} AWS keeps unreserved): run `aws service-quotas "
+            f"request-service-quota-increase --region {cfg.region} --service-code lambda --quota-code "
+            f"{capacity.QUOTA_CODE} --desired-value {need}`, or lower apiMaxWaitSeconds / apiRateLimit")
+    return problems
+
+
+def _parameter_exists(aws, name: str, invoke_opts) -> bool:
+    try:
+        aws.ssm.get_parameter(name=name, with_decryption=False, opts=invoke_opts)
+    except Exception as exc:
+        if "ParameterNotFound" in str(exc):
+            return False
+        raise
+    return True
+
+
+def read_facts(cfg: FleetConfig, provider) -> AccountFacts:
+    """Read-only lookups through the stack's provider (runs during preview)."""
+    import pulumi
+    import pulumi_aws as aws
+
+    opts = pulumi.InvokeOptions(provider=provider)
+    ami = bool(cfg.cluster.ami_id) or _parameter_exists(aws, cfg.cluster.ami_parameter, opts)
+    secret = _parameter_exists(aws, webhook_secret_parameter(cfg), opts)
+    keys = 0
+    if cfg.api.auth == "api-key":
+        keys = len(aws.ssm.get_parameters_by_path(path=api_keys_prefix(cfg), with_decryption=False,
+                                                  opts=opts).names or [])
+    try:
+        quota = float(aws.servicequotas.get_service_quota(service_code="lambda", quota_code=capacity.QUOTA_CODE,
+                                                          opts=opts).value)
+    except Exception as exc:  # noqa: BLE001 - a missing permission must not block the deploy; say so
+        pulumi.log.warn(f"could not read the Lambda concurrency quota ({exc}); the API reserves "
+                        f"{cfg.api.account_concurrency_needed} executions: check the quota yourself")
+        quota = None
+    return AccountFacts(ami, secret, keys, quota)
+
+
+def require(cfg: FleetConfig, provider) -> None:
+    """Raise ``PrerequisiteError`` naming every missing prerequisite and its command."""
+    problems = missing(cfg, read_facts(cfg, provider))
+    if problems:
+        raise PrerequisiteError(cfg.stack, problems)
