@@ -210,6 +210,9 @@ def test_no_worker_statement_reaches_api_keys_or_other_environments_secrets(stac
     for resource in forbidden:
         for action in SSM_READS:
             assert _grants(document, action, resource) == [], f"{action} on {resource}"
-    # What it may read: its own environment's webhook secret, by name, and nothing by path.
-    assert _grants(document, "ssm:GetParameter", f"{arn}/genai-fleet/{stack}/webhook-secret") == ["ReadOwnParameters"]
+    # What it may read: its own environment's CloudWatch agent config, by name, and nothing by path. Not even
+    # its own webhook secret: webhooks are sent by the stack's functions (components/job_events.py).
+    assert _grants(document, "ssm:GetParameter", f"{arn}/genai-fleet/{stack}/cloudwatch-agent") == [
+        "ReadOwnParameters"]
+    assert _grants(document, "ssm:GetParameter", f"{arn}/genai-fleet/{stack}/webhook-secret") == []
     assert not any(_grants(document, "ssm:GetParametersByPath", r) for r in (f"{arn}/genai-fleet/{stack}/x", "*"))

@@ -109,6 +109,7 @@ def test_the_unpacked_archive_imports_the_handler_with_only_what_lambda_provides
         (provided / origin.name).symlink_to(origin)
     script = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; "
               "import runtime.api.handler, runtime.api.authorizer, httpx; "
+              "import runtime.reconciler, runtime.webhook_dispatch; "  # the job-events functions share the archive
               "assert httpx.__file__.startswith(sys.argv[1]), httpx.__file__; print('ok')")
     proc = subprocess.run([sys.executable, "-S", "-c", script, str(code), str(provided)], capture_output=True,
                           text=True, timeout=120, env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"})
