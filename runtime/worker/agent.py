@@ -11,6 +11,7 @@ Outcome of an attempt, and what happens to its message::
                                            retry_delay_seconds; on the last attempt (receive count >=
                                            max_receive_count): record failed, message to the DLQ
     interrupted by drain or stop        -> message handed back at once (visibility 0), record untouched
+    interrupted, not by this agent      -> a failed attempt (recorded and counted as a backend error)
     worker killed (SIGKILL, spot)       -> the lease runs out; another worker redoes it; the record's
                                            conditional transitions keep it recorded once
 """
@@ -277,7 +278,9 @@ class Agent:
         with _JobGuard(self, job):
             try:
                 result, cache_hit = self._phases(job, timings, backend_s)
-            except JobInterrupted:
+            except JobInterrupted as exc:
+                if job.reason is None:  # not asked for by this agent (a restart, another client): a failed attempt
+                    raise BackendError(f"interrupted without a request from this agent: {exc}") from exc
                 return self._interrupted(job, timings)
             except (JobInputError, ModelUnavailable) as exc:
                 return self._give_up(job, attempt, "invalid-input", str(exc), timings)
@@ -293,6 +296,7 @@ class Agent:
     def _phases(self, job: RunningJob, timings: dict[str, float], backend_s: list[float]) -> tuple[Any, bool | None]:
         ctx = job.ctx
         self._checkpoint(job)
+        ctx.before_submit = lambda: self._checkpoint(job)  # the backend's last check before it submits work
         ctx.input_images = self.fetcher.fetch_all(ctx.spec)
         t = time.monotonic()
         cache_hit: bool | None = None
