@@ -7,7 +7,8 @@ Comfy-Org/ComfyUI execution.py) for the node classes the tests use:
   node id only in ``error.details`` ("Node ID '#7'");
 - no output node (``OUTPUT_NODE``) in the graph: ``prompt_no_outputs``;
 - per output, its inputs checked recursively through links: ``required_input_missing``,
-  ``value_not_in_list`` (checkpoint names, input images), a link to a node that is not there. Errors are
+  ``value_not_in_list`` (checkpoint names; more than 20 choices are shown as their count),
+  ``custom_validation_failed`` (LoadImage of a file not in the input folder), a link to a missing node. Errors are
   attached to the node that has them; downstream nodes are invalid without errors of their own. When no
   output is valid: ``prompt_outputs_failed_validation`` with every ``message: details`` in
   ``error.details``; when some are, the prompt runs those only and ``node_errors`` lists the rest.
@@ -125,9 +126,15 @@ def _validate_node(prompt: dict[str, Any], node_id: str, validated: dict[str, tu
                 valid = False  # upstream errors are reported on the upstream node only
             continue
         allowed = choices(node["class_type"], name)
-        if allowed is not None and value not in allowed:
-            errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {allowed}",
-                                 input_name=name, received_value=value))
+        if allowed is None or value in allowed:
+            continue
+        if node["class_type"] == "LoadImage":  # its VALIDATE_INPUTS replaces the list check
+            errors.append(_error("custom_validation_failed", "Custom validation failed for node",
+                                 f"{name} - Invalid image file: {value}", input_name=name))
+            continue
+        shown = f"(list of length {len(allowed)})" if len(allowed) > 20 else str(allowed)
+        errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {shown}",
+                             input_name=name, received_value=value))
     result = (valid and not errors, errors)
     validated[node_id] = result
     return result
