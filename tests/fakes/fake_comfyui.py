@@ -26,7 +26,8 @@ execution.py, main.py ``prompt_worker``), for the points the adapter depends on.
 Files live on disk as ComfyUI keeps them: ``root/output``, ``root/input``, ``root/temp`` (``root``
 defaults to the models folder's parent). Controls: ``delay``, ``node_seconds``, ``fail_prompts`` (next N
 POST /prompt answer 500), ``fail_executions`` (next N prompts fail in their sampler, or first node run),
-``die_on_execute``, ``websocket`` (False: /ws refused), ``preview_frames``. An EmptyImage too large to
+``die_on_execute``, ``websocket`` (False: /ws refused), ``preview_frames``, ``slow_runs`` / ``slow_seconds``
+(the next N prompts' samplers take that long), ``upload_gate`` (uploads wait for the event). An EmptyImage too large to
 allocate fails as torch does on CPU.
 """
 
@@ -73,6 +74,9 @@ class FakeComfyUI(FakeServer):
         self.die_on_execute = False
         self.websocket = True
         self.preview_frames = True
+        self.slow_runs = 0  # the next N prompts spend ``slow_seconds`` in their sampler (drills)
+        self.slow_seconds = 30.0
+        self.upload_gate: threading.Event | None = None  # set: /upload/image waits for it (at most 60 s)
         self.prompts: list[dict[str, Any]] = []  # accepted POST /prompt bodies
         self.interrupts = 0
         self.history: dict[str, Any] = {}
@@ -210,6 +214,8 @@ class FakeComfyUI(FakeServer):
 
     def _post_upload(self, h: Handler, route: str) -> None:
         raw = h.body()
+        if self.upload_gate is not None:
+            self.upload_gate.wait(60)
         msg = email.message_from_bytes(b"Content-Type: " + h.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
         fields = {part.get_param("name", header="content-disposition"): part for part in msg.get_payload()}
         image = fields.get("image")
@@ -364,6 +370,9 @@ class _Run:
         fake = self.fake
         to_run = [n for n in order if keys[n] not in fake._cache]
         per_node = fake.delay / max(1, len(to_run))
+        slow = fake.slow_runs > 0
+        if slow:
+            fake.slow_runs -= 1
         failing = None
         if fake.fail_executions > 0 and to_run:
             fake.fail_executions -= 1
@@ -377,9 +386,11 @@ class _Run:
                 continue
             fake._last_node = node_id
             self._event("executing", {"node": node_id, "display_node": node_id})
+            seconds = fake.node_seconds.get(self.prompt[node_id]["class_type"], per_node)
+            if slow and spec.stepped:
+                seconds = fake.slow_seconds
             try:
-                output = self._run_node(node_id, fake.node_seconds.get(self.prompt[node_id]["class_type"], per_node),
-                                        failing == node_id)
+                output = self._run_node(node_id, seconds, failing == node_id)
             except _Stop as stop:
                 if stop.kind == "crashed":
                     raise
