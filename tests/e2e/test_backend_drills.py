@@ -36,8 +36,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 @pytest.fixture
 def comfy(tmp_path: Path):
-    """One fake ComfyUI (its root under tmp_path, as /opt/ComfyUI is on an instance), 0.5 s per prompt."""
-    fake = FakeComfyUI(tmp_path / "comfy" / "models" / "checkpoints", delay=0.5, root=tmp_path / "comfy").start()
+    """One fake ComfyUI (its root under tmp_path, as /opt/ComfyUI is on an instance). 2 s per prompt: longer
+    than the adapter's first websocket wait, so a retry that could read its predecessor's entry would."""
+    fake = FakeComfyUI(tmp_path / "comfy" / "models" / "checkpoints", delay=2.0, root=tmp_path / "comfy").start()
     yield fake
     fake.stop()
 
@@ -51,7 +52,8 @@ def start(start_platform, tmp_path: Path, comfy: FakeComfyUI, workers: int = 1, 
 
 
 def prompts_of(comfy: FakeComfyUI, job_id: str) -> list[str]:
-    return [p["prompt_id"] for p in list(comfy.prompts) if p["prompt_id"].startswith(f"{job_id}.")]
+    return [p["prompt_id"] for p in list(comfy.prompts)
+            if p["prompt_id"] == job_id or p["prompt_id"].startswith(f"{job_id}.")]
 
 
 def running_prompt(comfy: FakeComfyUI) -> str | None:
@@ -121,7 +123,6 @@ def test_drain_with_two_agents_on_one_comfyui(start_platform, tmp_path, comfy) -
 
 def test_node_error_then_good_retry(start_platform, tmp_path, comfy) -> None:
     platform = start(start_platform, tmp_path, comfy)
-    comfy.delay = 1.5  # the retry is still running when the old adapter read the old entry
     comfy.fail_executions = 1
     job_id = platform.ledger.submit(width=64, height=64)["id"]
     rec = finish(platform, "drill ComfyUI node error then good retry", [job_id])[job_id]
