@@ -3,6 +3,8 @@ PromptQueue, server.py /interrupt /queue /history). Runs against the fake, or a 
 
 from __future__ import annotations
 
+import json
+
 from tests.contract.comfy_client import new_id, types
 
 TERMINAL = ("execution_success", "execution_error", "execution_interrupted")
@@ -164,3 +166,25 @@ def test_preview_only_workflow_runs_but_saves_temporary_files_only(comfy):
     assert comfy.client.submit(comfy.workflow(output="PreviewImage"), prompt_id).status_code == 200
     images = comfy.client.wait_history(prompt_id)["outputs"]["3"]["images"]
     assert images and {i["type"] for i in images} == {"temp"}
+
+
+def test_interrupt_with_nothing_running_does_not_touch_the_next_prompt(comfy):
+    """nodes.interrupt_processing sets a global flag that execute_async clears when the next prompt
+    starts: a late interrupt (its prompt already ended) cannot kill whatever runs next."""
+    assert comfy.client.queue()["queue_running"] == []
+    comfy.client.http.post("/interrupt", json={})
+    prompt_id = new_id("after-interrupt")
+    comfy.client.submit(comfy.workflow(), prompt_id)
+    assert comfy.client.wait_history(prompt_id)["status"]["status_str"] == "success"
+
+
+def test_websocket_greets_with_status_and_the_session_id(comfy):
+    """server.py websocket_handler: the first message is ``status`` with the queue and ``sid`` (the
+    ``clientId`` asked for); events of prompts submitted with that client id go to this socket only."""
+    events = comfy.client.events()
+    try:
+        first = json.loads(events.ws.recv_text(timeout=10) or "{}")
+    finally:
+        events.close()
+    assert first["type"] == "status" and first["data"]["sid"] == events.client_id
+    assert "queue_remaining" in first["data"]["status"]["exec_info"]

@@ -31,7 +31,8 @@ def test_unknown_node_class_names_the_node_only_in_error_details(comfy):
 
 def test_missing_required_input_is_a_node_error(comfy):
     """validate_inputs: ``required_input_missing`` on the node that lacks it; no valid output left ->
-    400 ``prompt_outputs_failed_validation`` whose ``details`` repeat each "message: details"."""
+    400 ``prompt_outputs_failed_validation``. Its ``error.details`` holds only the OUTPUT nodes' own errors
+    (here none: SaveImage is invalid through its input), so the problem is named in ``node_errors`` only."""
     workflow = comfy.workflow()
     del workflow["2"]["inputs"]["image"]
     answer = comfy.client.submit(workflow, new_id("missing"))
@@ -41,7 +42,11 @@ def test_missing_required_input_is_a_node_error(comfy):
     node = body["node_errors"]["2"]
     assert node["class_type"] == "ImageInvert" and node["dependent_outputs"] == ["3"]
     assert [(e["type"], e["details"]) for e in node["errors"]] == [("required_input_missing", "image")]
-    assert "Required input is missing: image" in body["error"]["details"]
+    assert body["error"]["details"] == ""
+    workflow = comfy.workflow()
+    del workflow["3"]["inputs"]["images"]  # now the output node's own error: it is in the details too
+    body = comfy.client.submit(workflow, new_id("missing-out")).json()
+    assert body["error"]["details"] == "Required input is missing: images"
 
 
 def test_prompt_without_output_node_is_refused(comfy):

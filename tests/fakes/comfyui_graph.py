@@ -10,8 +10,9 @@ Comfy-Org/ComfyUI execution.py) for the node classes the tests use:
   ``value_not_in_list`` (checkpoint names; more than 20 choices are shown as their count),
   ``custom_validation_failed`` (LoadImage of a file not in the input folder), a link to a missing node. Errors are
   attached to the node that has them; downstream nodes are invalid without errors of their own. When no
-  output is valid: ``prompt_outputs_failed_validation`` with every ``message: details`` in
-  ``error.details``; when some are, the prompt runs those only and ``node_errors`` lists the rest.
+  output is valid: ``prompt_outputs_failed_validation`` whose ``error.details`` lists the output nodes'
+  OWN errors only (empty when the error is upstream: then only ``node_errors`` names it); when some
+  outputs are valid, the prompt runs those only and ``node_errors`` lists the rest.
 
 Cache keys follow ``CacheKeySetInputSignature``: class, constant inputs and the signatures of the
 ancestors a node's links reach (node ids do not matter), so an identical graph under new node ids or
@@ -98,7 +99,7 @@ def validate(prompt: Any, choices: Callable[[str, str], list[str] | None]) -> Va
                                                          "class_type": prompt[node_id]["class_type"]})
                 entry["dependent_outputs"].append(out)
     if not good:
-        details = "\n".join(f"{e['message']}: {e['details']}" for _, errs in validated.values() for e in errs)
+        details = "\n".join(f"{e['message']}: {e['details']}" for e in failed)  # the outputs' own errors only
         return Validation(False, _error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
                                         details), [], node_errors)
     return Validation(True, None, good, node_errors)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import email
 import mimetypes
 import os
-import struct
 import threading
 import time
 import uuid
@@ -46,16 +45,7 @@ from typing import Any
 from tests.fakes._server import FakeServer, Handler, png
 from tests.fakes._ws import ServerSocket
 from tests.fakes.comfyui_graph import NODES, batch_size, execution_order, signatures, validate
-
-_MEMORY_BYTES = 64 * 1024**3  # what the fake "host" can allocate for one EmptyImage tensor
-
-
-class _Stop(Exception):  # noqa: N818
-    """The run ends early: ``kind`` is interrupted | error | crashed."""
-
-    def __init__(self, kind: str, exc_type: str = "", message: str = "") -> None:
-        super().__init__(message)
-        self.kind, self.exc_type, self.message = kind, exc_type, message
+from tests.fakes.comfyui_run import Run, Stop
 
 
 class FakeComfyUI(FakeServer):
@@ -293,7 +283,7 @@ class FakeComfyUI(FakeServer):
             self._status()
             try:
                 self._execute(item, generation)
-            except _Stop:
+            except Stop:
                 pass  # crashed mid-run: nothing is recorded
 
     def _execute(self, item: list[Any], generation: int) -> None:
@@ -304,7 +294,7 @@ class FakeComfyUI(FakeServer):
             self.die_on_execute = False
             self.crash()
             return
-        run = _Run(self, prompt_id, prompt, sid, generation)
+        run = Run(self, prompt_id, prompt, sid, generation)
         run.message("execution_start", {"prompt_id": prompt_id})
         keys = signatures(prompt)
         self._cache = {k: v for k, v in self._cache.items() if k in set(keys.values())}
@@ -338,7 +328,7 @@ class FakeComfyUI(FakeServer):
         base = os.path.basename(os.path.normpath(prefix))
         full = Path(os.path.abspath(folder / subfolder))
         if os.path.commonpath((full, os.path.abspath(folder))) != os.path.abspath(folder):
-            raise _Stop("error", "Exception", "**** ERROR: Saving image outside the output folder is not allowed.")
+            raise Stop("error", "Exception", "**** ERROR: Saving image outside the output folder is not allowed.")
         full.mkdir(parents=True, exist_ok=True)
         taken = [p.name[len(base) + 1:].split("_")[0] for p in full.glob(f"{base}_*_.png")]
         counter = max((int(t) for t in taken if t.isdigit()), default=0) + 1
@@ -348,102 +338,3 @@ class FakeComfyUI(FakeServer):
             (full / name).write_bytes(png(f"{node_id}-{prefix}-{counter + i}-{time.time_ns()}"))
             images.append({"filename": name, "subfolder": subfolder, "type": kind})
         return {"images": images}
-
-
-class _Run:
-    """One prompt's execution: its status messages, UI outputs and the node loop."""
-
-    def __init__(self, fake: FakeComfyUI, prompt_id: str, prompt: dict[str, Any], sid: str | None,
-                 generation: int) -> None:
-        self.fake, self.prompt_id, self.prompt, self.sid, self.generation = fake, prompt_id, prompt, sid, generation
-        self.messages: list[list[Any]] = []
-        self.ui: dict[str, Any] = {}
-        self.executed: list[str] = []
-
-    def message(self, event: str, data: dict[str, Any], broadcast: bool = False) -> None:
-        data = {**data, "timestamp": int(time.time() * 1000)}
-        self.messages.append([event, data])
-        if self.sid is not None or broadcast:
-            self.fake._send(event, data, self.sid)
-
-    def nodes(self, order: list[str], keys: dict[str, str]) -> bool:
-        fake = self.fake
-        to_run = [n for n in order if keys[n] not in fake._cache]
-        per_node = fake.delay / max(1, len(to_run))
-        slow = fake.slow_runs > 0
-        if slow:
-            fake.slow_runs -= 1
-        failing = None
-        if fake.fail_executions > 0 and to_run:
-            fake.fail_executions -= 1
-            failing = next((n for n in to_run if NODES[self.prompt[n]["class_type"]].stepped), to_run[0])
-        for node_id in order:
-            spec = NODES[self.prompt[node_id]["class_type"]]
-            if keys[node_id] in fake._cache:
-                if spec.output:  # staged although cached: its earlier UI output is replayed
-                    self.ui[node_id] = fake._cache[keys[node_id]]
-                    self._event("executed", {"node": node_id, "display_node": node_id, "output": self.ui[node_id]})
-                continue
-            fake._last_node = node_id
-            self._event("executing", {"node": node_id, "display_node": node_id})
-            seconds = fake.node_seconds.get(self.prompt[node_id]["class_type"], per_node)
-            if slow and spec.stepped:
-                seconds = fake.slow_seconds
-            try:
-                output = self._run_node(node_id, seconds, failing == node_id)
-            except _Stop as stop:
-                if stop.kind == "crashed":
-                    raise
-                self._ended(node_id, stop)
-                return False
-            fake._cache[keys[node_id]] = output
-            self.executed.append(node_id)
-            if output is not None:
-                self.ui[node_id] = output
-                self._event("executed", {"node": node_id, "display_node": node_id, "output": output})
-        self.message("execution_success", {"prompt_id": self.prompt_id})
-        return True
-
-    def _event(self, kind: str, data: dict[str, Any]) -> None:
-        if self.sid is not None:
-            self.fake._send(kind, {**data, "prompt_id": self.prompt_id}, self.sid)
-
-    def _ended(self, node_id: str, stop: _Stop) -> None:
-        base = {"prompt_id": self.prompt_id, "node_id": node_id, "node_type": self.prompt[node_id]["class_type"],
-                "executed": list(self.executed)}
-        if stop.kind == "interrupted":
-            self.message("execution_interrupted", base, broadcast=True)
-        else:
-            self.message("execution_error", {**base, "exception_message": stop.message,
-                                             "exception_type": stop.exc_type, "traceback": [],
-                                             "current_inputs": {}, "current_outputs": list(self.executed)})
-
-    def _run_node(self, node_id: str, seconds: float, fail: bool) -> dict[str, Any] | None:
-        fake, node = self.fake, self.prompt[node_id]
-        spec, inputs = NODES[node["class_type"]], node.get("inputs") or {}
-        if fake._interrupt.is_set():
-            raise _Stop("interrupted")
-        if node["class_type"] == "EmptyImage":
-            size = 4 * 3 * int(inputs["width"]) * int(inputs["height"]) * int(inputs["batch_size"])
-            if size > _MEMORY_BYTES:
-                raise _Stop("error", "RuntimeError", f"[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
-                                                     f"not enough memory: you tried to allocate {size} bytes.\n")
-        steps = max(1, int(inputs.get("steps") or 1)) if spec.stepped else 1
-        for step in range(steps):
-            self._sleep(seconds / steps)
-            if fail:
-                raise _Stop("error", "RuntimeError", "CUDA error: an illegal memory access was encountered\n")
-            if spec.stepped:
-                if fake._interrupt.is_set():
-                    raise _Stop("interrupted")
-                self._event("progress", {"value": step + 1, "max": steps, "node": node_id})
-                if fake.preview_frames and self.sid is not None:
-                    fake._send("preview", struct.pack(">II", 1, 1) + b"\xff\xd8fake-jpeg\xff\xd9", self.sid)
-        return fake.save_images(self.prompt, node_id, spec.saves) if spec.saves else None
-
-    def _sleep(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            time.sleep(min(0.02, left))
-            if self.generation != self.fake._generation:
-                raise _Stop("crashed")
