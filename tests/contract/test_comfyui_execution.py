@@ -7,8 +7,6 @@ import json
 
 from tests.contract.comfy_client import new_id, types
 
-TERMINAL = ("execution_success", "execution_error", "execution_interrupted")
-
 
 def test_event_order_of_a_fresh_run(comfy):
     """execute_async + prompt_worker: execution_start, execution_cached, ``executing`` per node, ``executed``
