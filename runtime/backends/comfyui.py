@@ -323,8 +323,9 @@ class ComfyUIBackend(Backend):
     def _clean_up(self, prompt_id: str, entry: dict[str, Any] | None, uploaded: list[str]) -> None:
         """Delete the attempt's files on this instance and its history entry; never raises."""
         try:
-            if entry is None:
+            if entry is None:  # it did not end for us (cancel, time limit, error): it must not run on for nobody
                 _http.request(self._client, "POST", "/queue", json={"delete": [prompt_id]})
+                _http.request(self._client, "POST", "/interrupt", json={"prompt_id": prompt_id})
                 entry = self._history(prompt_id)
             if entry is not None:
                 _http.request(self._client, "POST", "/history", json={"delete": [prompt_id]})

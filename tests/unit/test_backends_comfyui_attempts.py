@@ -142,3 +142,16 @@ def test_fake_survives_a_websocket_client_that_went_away(comfy, model_file):
     httpx.post(f"{comfy.url}/prompt", json={"prompt": MODEL_FREE, "client_id": "gone"}).raise_for_status()
     backend = backend_for(comfy)
     assert backend.run(ctx(workflow=MODEL_FREE)).outputs
+
+
+def test_prompt_of_an_attempt_that_ended_early_does_not_run_on(comfy, model_file):
+    """A cancel that lands just after the POST: the attempt ends, and its prompt is interrupted too."""
+    comfy.node_seconds = {"KSampler": 30}
+    backend = backend_for(comfy)
+    backend.load_model("sd15", model_file)
+    job = ctx()
+    job.before_submit = lambda: threading.Timer(0.2, job.cancel.set).start()
+    with pytest.raises(JobInterrupted):
+        backend.run(job)
+    entry = wait_for(lambda: comfy.history.get(job.backend_id), what="the prompt to stop")
+    assert entry["status"]["messages"][-1][0] == "execution_interrupted"
