@@ -70,6 +70,7 @@ class FakeComfyUI(FakeServer):
         self.prompts: list[dict[str, Any]] = []  # accepted POST /prompt bodies
         self.interrupts = 0
         self.history: dict[str, Any] = {}
+        self.outcomes: dict[str, str] = {}  # prompt id -> its last status message, kept when history is deleted
         self._cond = threading.Condition()
         self._queue: list[list[Any]] = []
         self._running: list[Any] | None = None
@@ -312,6 +313,7 @@ class FakeComfyUI(FakeServer):
                            "messages": run.messages},
                 "meta": {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n} for n in run.ui},
             }
+            self.outcomes[prompt_id] = run.messages[-1][0]
             self._running = None
             self._last_node = None
         self._status()

@@ -153,5 +153,4 @@ def test_prompt_of_an_attempt_that_ended_early_does_not_run_on(comfy, model_file
     job.before_submit = lambda: threading.Timer(0.2, job.cancel.set).start()
     with pytest.raises(JobInterrupted):
         backend.run(job)
-    entry = wait_for(lambda: comfy.history.get(job.backend_id), what="the prompt to stop")
-    assert entry["status"]["messages"][-1][0] == "execution_interrupted"
+    assert wait_for(lambda: comfy.outcomes.get(job.backend_id), 20, "the prompt to stop") == "execution_interrupted"
