@@ -3,9 +3,14 @@
 Model switch: the cached checkpoint is linked into ``models/Stable-diffusion``, POST
 /sdapi/v1/refresh-checkpoints, the title looked up in GET /sdapi/v1/sd-models, then POST
 /sdapi/v1/options ``{"sd_model_checkpoint": title}`` (skipped when it is already active). Jobs call
-POST /sdapi/v1/txt2img or /sdapi/v1/img2img (base64 images in and out); a side thread reads GET
-/sdapi/v1/progress while the blocking call runs (logged, and it notices cancellation, which POSTs
-/sdapi/v1/interrupt). The WebUI processes one request at a time, as does the agent.
+POST /sdapi/v1/txt2img or /sdapi/v1/img2img (base64 images in and out) with ``force_task_id`` set to the
+attempt's own id; the WebUI runs one request at a time behind its queue lock.
+
+The WebUI's interrupt is global and an interrupted generation still answers 200 with (unfinished)
+images, so a side thread reads GET /sdapi/v1/progress (``current_task``, ``state.interrupted``) while the
+blocking call runs: it interrupts only while ``current_task`` is this attempt (on cancel or at the job
+time limit) or an earlier attempt of the same job (a restarted agent's leftover), and it notes when this
+attempt was interrupted by anyone, which then raises JobInterrupted instead of returning the images.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import binascii
 import json
 import logging
 import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +66,18 @@ def payload(ctx: JobContext) -> tuple[str, dict[str, Any]]:
     return "/sdapi/v1/txt2img", body
 
 
+@dataclass
+class _Watch:
+    """What the progress thread learnt about one attempt."""
+
+    ctx: JobContext
+    done: threading.Event = field(default_factory=threading.Event)
+    requested: bool = False  # this attempt asked for the interrupt (cancel or time limit)
+    interrupted: bool = False  # the WebUI said this attempt's generation was interrupted, not on our request
+    timed_out: bool = False
+    stopped: set[str] = field(default_factory=set)  # earlier attempts interrupted
+
+
 class A1111Backend(Backend):
     name = "a1111"
 
@@ -101,16 +120,24 @@ class A1111Backend(Backend):
 
     def run(self, ctx: JobContext) -> BackendResult:
         path, body = payload(ctx)
-        done = threading.Event()
-        watcher = threading.Thread(target=self._watch, args=(ctx, done), name="a1111-progress", daemon=True)
+        body["force_task_id"] = ctx.backend_id
+        watch = _Watch(ctx)
+        watcher = threading.Thread(target=self._watch, args=(watch,), name="a1111-progress", daemon=True)
+        ctx.check_before_submit()
         watcher.start()
         try:
             response = _http.request(self._client, "POST", path, json=body)
         finally:
-            done.set()
+            watch.done.set()
             watcher.join(timeout=5)
+        if not (ctx.cancel.is_set() or watch.timed_out or watch.interrupted):
+            self._observe(watch, self._progress())  # an interrupt in the last moments of the generation
         if ctx.cancel.is_set():
             raise JobInterrupted(f"job {ctx.job_id} interrupted")
+        if watch.timed_out:
+            raise BackendError(f"A1111 task {ctx.backend_id} ran past the job time limit")
+        if watch.interrupted:
+            raise JobInterrupted(f"A1111 task {ctx.backend_id} was interrupted (not by this attempt)")
         if response.status_code in (400, 404, 422):
             raise JobInputError(f"A1111 rejected the job: HTTP {response.status_code}: {response.text[:300]}")
         if response.status_code != 200:
@@ -118,29 +145,57 @@ class A1111Backend(Backend):
         return self._result(response)
 
     def interrupt(self, ctx: JobContext) -> None:
-        try:
-            self._side.post("/sdapi/v1/interrupt")
-        except httpx.HTTPError as exc:
-            log.warning("A1111 interrupt failed for %s: %s", ctx.job_id, exc)
+        """Interrupt now if this attempt is the one generating; else the watcher does when it starts."""
         ctx.cancel.set()
+        progress = self._progress()
+        if progress is not None and progress.get("current_task") == ctx.backend_id:
+            self._post_interrupt(ctx.backend_id)
 
     def close(self) -> None:
         self._client.close()
         self._side.close()
 
-    def _watch(self, ctx: JobContext, done: threading.Event) -> None:
-        interrupted = False
-        while not done.wait(self.progress_seconds):
-            if ctx.cancel.is_set() and not interrupted:
-                self.interrupt(ctx)
-                interrupted = True
-            try:
-                progress = self._side.get("/sdapi/v1/progress", params={"skip_current_image": "true"}).json()
-            except (httpx.HTTPError, ValueError):
+    def _progress(self) -> dict[str, Any] | None:
+        try:
+            body = self._side.get("/sdapi/v1/progress", params={"skip_current_image": "true"}).json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return body if isinstance(body, dict) else None
+
+    def _post_interrupt(self, task: str) -> None:
+        try:
+            self._side.post("/sdapi/v1/interrupt")
+        except httpx.HTTPError as exc:
+            log.warning("A1111 interrupt of %s failed: %s", task, exc)
+
+    def _watch(self, watch: _Watch) -> None:
+        while not watch.done.wait(self.progress_seconds):
+            progress = self._progress()
+            if progress is None:
                 continue
-            self.last_progress = float(progress.get("progress", 0.0))
-            log.debug("a1111 job %s progress %.2f eta %.1fs", ctx.job_id, self.last_progress,
-                      float(progress.get("eta_relative", 0.0)))
+            self._observe(watch, progress)
+            self.last_progress = float(progress.get("progress") or 0.0)
+            log.debug("a1111 task %s progress %.2f", watch.ctx.backend_id, self.last_progress)
+
+    def _observe(self, watch: _Watch, progress: dict[str, Any] | None) -> None:
+        """Act on one progress reading: interrupt what must stop, note an interrupt of this attempt."""
+        if progress is None:
+            return
+        ctx, current = watch.ctx, progress.get("current_task")
+        state = progress.get("state") or {}
+        mine = current == ctx.backend_id or (current is None and watch.done.is_set())
+        if mine and state.get("interrupted") and not watch.requested:
+            watch.interrupted = True
+        if current == ctx.backend_id:
+            if ctx.deadline is not None and time.monotonic() > ctx.deadline:
+                watch.timed_out = True
+            if (ctx.cancel.is_set() or watch.timed_out) and not watch.requested:
+                watch.requested = True
+                self._post_interrupt(current)
+        elif isinstance(current, str) and current.startswith(f"{ctx.job_id}.") and current not in watch.stopped:
+            log.info("A1111: interrupting earlier attempt %s of job %s", current, ctx.job_id)
+            watch.stopped.add(current)
+            self._post_interrupt(current)
 
     def _result(self, response: httpx.Response) -> BackendResult:
         body = response.json()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import importlib
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,23 @@ class JobContext:
     input_images: dict[str, bytes] = field(default_factory=dict)  # name -> bytes, fetched and checked by the agent
     cancel: threading.Event = field(default_factory=threading.Event)
     deadline: float | None = None  # time.monotonic() value after which the backend should give up
+    # One id per attempt (a JobContext is built per attempt): backends name their server-side work with
+    # ``backend_id`` so that no attempt can read or stop another attempt's prompt, task or files.
+    attempt_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # Called right before a backend submits work (the agent's cancel check); raises JobInterrupted to stop.
+    before_submit: Callable[[], None] | None = None
+
+    @property
+    def backend_id(self) -> str:
+        """The id of this attempt's work on the backend: ``<job_id>.<attempt_id>``."""
+        return f"{self.job_id}.{self.attempt_id}"
+
+    def check_before_submit(self) -> None:
+        """Backends call this last thing before submitting, so a cancel that came in meanwhile wins."""
+        if self.before_submit is not None:
+            self.before_submit()
+        if self.cancel.is_set():
+            raise JobInterrupted(f"job {self.job_id} interrupted before submission")
 
     @property
     def inputs(self) -> dict[str, Any]:

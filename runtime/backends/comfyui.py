@@ -1,15 +1,24 @@
-"""ComfyUI adapter: one job = one ComfyUI prompt whose ``prompt_id`` is our job id.
+"""ComfyUI adapter: one attempt = one ComfyUI prompt whose ``prompt_id`` is the attempt's own id.
 
 Flow: readiness wait (GET /system_stats); the job's model is linked into ``models/checkpoints`` and
-named in every ``CheckpointLoaderSimple`` node; input images go through POST /upload/image; POST
-/prompt with ``prompt_id = job_id``; completion is read from the /ws websocket (``executing`` with
-``node: null``, ``execution_success``, ``execution_error``, ``execution_interrupted`` for our
-prompt id) with GET /history/{id} polling as the fallback whenever the socket cannot be used; outputs
-come from GET /view. Cancel calls POST /interrupt. Using the job id as prompt id makes a redelivered
-job idempotent here too: a prompt already finished or still running in ComfyUI is picked up, not rerun.
+named in every ``CheckpointLoaderSimple`` node; input images go through POST /upload/image; the /ws
+websocket is opened, then POST /prompt with ``prompt_id = <job_id>.<attempt_id>`` (so that a fully
+cached prompt's events, which come within milliseconds, are not missed); completion is read from the
+websocket (``executing`` with ``node: null`` for our prompt, sent after ComfyUI wrote the history
+entry) with GET /history/{id} polling as the fallback whenever the socket cannot be used; outputs come
+from GET /view. Cancel calls POST /queue delete and POST /interrupt for our prompt id only.
 
-Validation errors (HTTP 400 with ``node_errors``) become JobInputError naming each node; 5xx,
-refused connections and a ComfyUI that dies mid-job become BackendUnavailable (retried).
+Attempts cannot see each other: ComfyUI keeps one history entry per prompt id and replaces it only when
+a rerun finishes, so reusing the job id would let a retry read its previous attempt's entry. Before
+submitting, an earlier attempt of the same job still queued here is deleted and one still running is
+interrupted (a restarted agent, or a hand-back between two agents on one ComfyUI). Every SaveImage
+node's ``filename_prefix`` carries the attempt id: its files are the attempt's own (ComfyUI's cache would
+otherwise replay an identical earlier prompt's file names), and they are deleted with the attempt's
+uploaded inputs and history entry when the attempt ends, so ComfyUI's output folder does not grow.
+
+Validation errors (HTTP 400 with ``node_errors`` / ``error.details``) and workflows without a saved
+image (PreviewImage only) become JobInputError; 5xx, refused connections and a ComfyUI that dies mid-job
+become BackendUnavailable (retried); a node's execution error is a retryable BackendError.
 """
 
 from __future__ import annotations
@@ -69,24 +78,35 @@ def default_workflow(inputs: dict[str, Any], ckpt_name: str, image_name: str | N
 
 
 def describe_node_errors(body: dict[str, Any]) -> str:
-    """ComfyUI's 400 answer as one readable line: the error and each node's problems."""
+    """ComfyUI's 400 answer as one readable line: the error (with its details) and each node's problems.
+
+    For an unknown node class or a missing ``class_type`` ``node_errors`` is empty and the node id is only
+    in ``error.details``; for failed input validation the details repeat the per-node errors.
+    """
     error = body.get("error")
     message = error.get("message", "") if isinstance(error, dict) else str(error or "invalid prompt")
-    details = []
+    lines = []
     for node_id, node in (body.get("node_errors") or {}).items():
         for err in node.get("errors", []) if isinstance(node, dict) else []:
-            details.append(f"node {node_id} ({node.get('class_type', '?')}): {err.get('message', '')} "
-                           f"{err.get('details', '')}".strip())
-    return message + ("; " + "; ".join(details) if details else "")
+            lines.append(f"node {node_id} ({node.get('class_type', '?')}): {err.get('message', '')} "
+                         f"{err.get('details', '')}".strip())
+    details = error.get("details") if isinstance(error, dict) else None
+    if details and not lines:
+        message = f"{message} ({details})"
+    return message + ("; " + "; ".join(lines) if lines else "")
 
 
 class ComfyUIBackend(Backend):
     name = "comfyui"
 
     def __init__(self, config: Any = None, *, base_url: str | None = None, model_dir: str | None = None,
-                 is_alive: Any = None, poll_seconds: float = 0.25, use_websocket: bool = True, **_: Any) -> None:
+                 output_dir: str | None = None, input_dir: str | None = None, is_alive: Any = None,
+                 poll_seconds: float = 0.25, use_websocket: bool = True, **_: Any) -> None:
         self.base_url = (base_url or getattr(config, "backend_url", None) or "http://127.0.0.1:8188").rstrip("/")
         self.model_dir = Path(model_dir or getattr(config, "backend_model_dir", None) or DEFAULT_MODEL_DIR)
+        root = self.model_dir.parent.parent  # ComfyUI's layout: <root>/models/checkpoints, <root>/output
+        self.output_dir = Path(output_dir or getattr(config, "backend_output_dir", None) or root / "output")
+        self.input_dir = Path(input_dir or root / "input")
         self.is_alive = is_alive
         self.poll_seconds = poll_seconds
         self.use_websocket = use_websocket
@@ -109,38 +129,47 @@ class ComfyUIBackend(Backend):
         target = path if path.is_file() else _single_checkpoint(path)
         self._ckpt_name = _http.link_model(target, self.model_dir)
 
-    # -- one job -------------------------------------------------------------------------------------
+    # -- one attempt ---------------------------------------------------------------------------------
     def run(self, ctx: JobContext) -> BackendResult:
-        entry = self._history(ctx.job_id)
-        if entry is None or not _succeeded(entry):
-            if not self._in_queue(ctx.job_id):
-                self._submit(ctx)
-            entry = self._wait(ctx)
-        outputs = self._download(entry)
-        if not outputs:
-            raise BackendError(f"ComfyUI prompt {ctx.job_id} finished without image outputs")
-        return BackendResult(outputs=outputs, metadata={"backend": self.name, "prompt_id": ctx.job_id})
+        prompt_id = ctx.backend_id
+        uploaded: list[str] = []
+        entry: dict[str, Any] | None = None
+        ws = None
+        try:
+            workflow = self._workflow(ctx, prompt_id, uploaded)
+            self._drop_earlier_attempts(ctx.job_id, prompt_id)
+            ws = self._open_ws() if self.use_websocket else None
+            ctx.check_before_submit()
+            self._submit(workflow, prompt_id)
+            entry = self._wait(ctx, prompt_id, ws)
+            outputs = self._download(entry, prompt_id)
+        finally:
+            if ws is not None:
+                ws.close()
+            self._clean_up(prompt_id, entry, uploaded)
+        return BackendResult(outputs=outputs, metadata={"backend": self.name, "prompt_id": prompt_id})
 
     def interrupt(self, ctx: JobContext) -> None:
-        for path, body in (("/queue", {"delete": [ctx.job_id]}), ("/interrupt", {"prompt_id": ctx.job_id})):
+        prompt_id = ctx.backend_id
+        for path, body in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):
             try:
                 self._client.post(path, json=body, timeout=5.0)
             except httpx.HTTPError as exc:
-                log.warning("ComfyUI %s failed for %s: %s", path, ctx.job_id, exc)
+                log.warning("ComfyUI %s failed for %s: %s", path, prompt_id, exc)
         ctx.cancel.set()  # after the requests, so the job thread sees the interrupt already sent
 
     def close(self) -> None:
         self._client.close()
 
-    # -- helpers -------------------------------------------------------------------------------------
-    def _workflow(self, ctx: JobContext) -> dict[str, Any]:
-        uploaded = self._upload_inputs(ctx)
+    # -- before submission ---------------------------------------------------------------------------
+    def _workflow(self, ctx: JobContext, prompt_id: str, uploaded_files: list[str]) -> dict[str, Any]:
+        uploaded = self._upload_inputs(ctx, prompt_id, uploaded_files)
         workflow = ctx.inputs.get("workflow")
         if workflow is None:
             if not self._ckpt_name:
                 raise JobInputError("no workflow given and no model loaded for the default workflow")
-            return default_workflow(ctx.inputs, self._ckpt_name, uploaded.get("image"))
-        if not isinstance(workflow, dict):
+            workflow = default_workflow(ctx.inputs, self._ckpt_name, uploaded.get("image"))
+        elif not isinstance(workflow, dict):
             raise JobInputError("inputs.workflow must be a ComfyUI API-format graph (an object of nodes)")
         workflow = copy.deepcopy(workflow)
         seed = ctx.inputs.get("seed")
@@ -153,27 +182,46 @@ class ComfyUIBackend(Backend):
                 node_inputs["ckpt_name"] = self._ckpt_name
             elif kind == "LoadImage" and node_inputs.get("image") in uploaded:
                 node_inputs["image"] = uploaded[node_inputs["image"]]
+            elif kind == "SaveImage" and not isinstance(node_inputs.get("filename_prefix"), list):
+                node_inputs["filename_prefix"] = f"{node_inputs.get('filename_prefix') or 'genai'}_{prompt_id}"
             if seed is not None:
                 for key in ("seed", "noise_seed"):
                     if key in node_inputs and not isinstance(node_inputs[key], list):
                         node_inputs[key] = int(seed)
         return workflow
 
-    def _upload_inputs(self, ctx: JobContext) -> dict[str, str]:
+    def _upload_inputs(self, ctx: JobContext, prompt_id: str, files: list[str]) -> dict[str, str]:
         """Upload the job's images; returns input name -> name ComfyUI stored it under."""
         uploaded = {}
         for key, data in ctx.input_images.items():
             safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)[:64]
-            filename = f"{ctx.job_id}-{safe}.png"
-            files = {"image": (filename, data, "image/png")}
-            response = _http.request(self._client, "POST", "/upload/image", files=files, data={"overwrite": "true"})
+            filename = f"{prompt_id}-{safe}.png"
+            form = {"image": (filename, data, "image/png")}
+            response = _http.request(self._client, "POST", "/upload/image", files=form, data={"overwrite": "true"})
             if response.status_code != 200:
                 raise JobInputError(f"ComfyUI rejected input image {key!r}: HTTP {response.status_code}")
             uploaded[key] = _json(response).get("name", filename)
+            files.append(uploaded[key])
         return uploaded
 
-    def _submit(self, ctx: JobContext) -> None:
-        body = {"prompt": self._workflow(ctx), "prompt_id": ctx.job_id, "client_id": self.client_id}
+    def _drop_earlier_attempts(self, job_id: str, prompt_id: str) -> None:
+        """Delete queued / interrupt running prompts of this job's earlier attempts (they serve nobody now)."""
+        response = _http.request(self._client, "GET", "/queue")
+        body = _json(response) if response.status_code == 200 else {}
+        mine = f"{job_id}."
+        for where in ("running", "pending"):
+            for item in body.get(f"queue_{where}") or []:
+                other = item[1] if isinstance(item, list) and len(item) > 1 else None
+                if not isinstance(other, str) or not other.startswith(mine) or other == prompt_id:
+                    continue
+                log.info("ComfyUI: stopping earlier attempt %s (%s) of job %s", other, where, job_id)
+                if where == "pending":
+                    _http.request(self._client, "POST", "/queue", json={"delete": [other]})
+                else:
+                    _http.request(self._client, "POST", "/interrupt", json={"prompt_id": other})
+
+    def _submit(self, workflow: dict[str, Any], prompt_id: str) -> None:
+        body = {"prompt": workflow, "prompt_id": prompt_id, "client_id": self.client_id}
         response = _http.request(self._client, "POST", "/prompt", json=body)
         if response.status_code == 400:
             raise JobInputError(f"ComfyUI rejected the workflow: {describe_node_errors(_json(response))}")
@@ -181,35 +229,23 @@ class ComfyUIBackend(Backend):
             raise BackendUnavailable(f"POST /prompt: HTTP {response.status_code}")
         node_errors = _json(response).get("node_errors") or {}
         if node_errors:
-            log.warning("ComfyUI accepted %s with node errors: %s", ctx.job_id, json.dumps(node_errors)[:500])
+            log.warning("ComfyUI accepted %s with node errors: %s", prompt_id, json.dumps(node_errors)[:500])
 
+    # -- waiting -------------------------------------------------------------------------------------
     def _history(self, prompt_id: str) -> dict[str, Any] | None:
         response = _http.request(self._client, "GET", f"/history/{prompt_id}")
         return _json(response).get(prompt_id) if response.status_code == 200 else None
 
-    def _in_queue(self, prompt_id: str) -> bool:
-        response = _http.request(self._client, "GET", "/queue")
-        if response.status_code != 200:
-            return False
-        body = _json(response)
-        items = list(body.get("queue_running", [])) + list(body.get("queue_pending", []))
-        return any(len(item) > 1 and item[1] == prompt_id for item in items)
-
-    def _wait(self, ctx: JobContext) -> dict[str, Any]:
-        ws = self._open_ws() if self.use_websocket else None
-        try:
-            while True:
-                self._check_stop(ctx)
-                if ws is not None:
-                    ws = self._ws_step(ws, ctx.job_id)
-                else:
-                    time.sleep(self.poll_seconds)
-                entry = self._history(ctx.job_id)
-                if entry is not None and _finished(entry):
-                    return self._final(entry, ctx)
-        finally:
+    def _wait(self, ctx: JobContext, prompt_id: str, ws: WebSocketClient | None) -> dict[str, Any]:
+        while True:
+            self._check_stop(ctx)
             if ws is not None:
-                ws.close()
+                ws = self._ws_step(ws, prompt_id)
+            else:
+                time.sleep(self.poll_seconds)
+            entry = self._history(prompt_id)
+            if entry is not None and _finished(entry):
+                return self._final(entry, ctx, prompt_id)
 
     def _open_ws(self) -> WebSocketClient | None:
         url = self.base_url.replace("http://", "ws://", 1) + f"/ws?clientId={self.client_id}"
@@ -237,7 +273,7 @@ class ComfyUIBackend(Backend):
                 continue
             if isinstance(event, dict) and (event.get("data") or {}).get("prompt_id") == prompt_id \
                     and _is_terminal_event(event):
-                break  # the history read that follows sees the end
+                break  # the history read that follows sees the end (or the next step does)
         return ws
 
     def _check_stop(self, ctx: JobContext) -> None:
@@ -247,35 +283,71 @@ class ComfyUIBackend(Backend):
             raise BackendUnavailable("ComfyUI process exited mid-job")
         if ctx.deadline is not None and time.monotonic() > ctx.deadline:
             self.interrupt(ctx)
-            raise BackendError(f"ComfyUI prompt {ctx.job_id} ran past the job time limit")
+            raise BackendError(f"ComfyUI prompt {ctx.backend_id} ran past the job time limit")
 
-    def _final(self, entry: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    def _final(self, entry: dict[str, Any], ctx: JobContext, prompt_id: str) -> dict[str, Any]:
         status = entry.get("status") or {}
         if _succeeded(entry):
             return entry
-        messages = status.get("messages") or []
-        for kind, data in messages:
+        for kind, data in status.get("messages") or []:
             if kind == "execution_interrupted":
-                raise JobInterrupted(f"ComfyUI interrupted prompt {ctx.job_id}")
+                # Ours (cancel, drain, time limit) or someone else's: the agent tells them apart.
+                raise JobInterrupted(f"ComfyUI interrupted prompt {prompt_id} at node {data.get('node_id')}")
             if kind == "execution_error":
+                detail = str(data.get("exception_message", "")).strip()
                 raise BackendError(f"ComfyUI node {data.get('node_id')} ({data.get('node_type')}) failed: "
-                                   f"{data.get('exception_type', '')}: {data.get('exception_message', '')}")
-        raise BackendError(f"ComfyUI prompt {ctx.job_id} ended with status {status.get('status_str')!r}")
+                                   f"{data.get('exception_type', '')}: {detail}")
+        raise BackendError(f"ComfyUI prompt {prompt_id} ended with status {status.get('status_str')!r}")
 
-    def _download(self, entry: dict[str, Any]) -> list[OutputFile]:
-        outputs = []
+    # -- after the run -------------------------------------------------------------------------------
+    def _download(self, entry: dict[str, Any], prompt_id: str) -> list[OutputFile]:
+        outputs, previews = [], 0
         for node_id, node_out in sorted((entry.get("outputs") or {}).items()):
-            for image in node_out.get("images", []):
+            for image in node_out.get("images", []) if isinstance(node_out, dict) else []:
                 if image.get("type", "output") != "output":
-                    continue  # previews and temp files are not results
+                    previews += 1  # PreviewImage files (type temp) are not results
+                    continue
                 params = {"filename": image["filename"], "subfolder": image.get("subfolder", ""), "type": "output"}
                 response = _http.request(self._client, "GET", "/view", params=params)
                 if response.status_code != 200:
-                    raise BackendUnavailable(f"GET /view {image['filename']}: HTTP {response.status_code}")
+                    raise BackendError(f"GET /view {image['filename']}: HTTP {response.status_code}")
                 ctype = response.headers.get("content-type", "").split(";")[0] or \
                     (mimetypes.guess_type(image["filename"])[0] or "application/octet-stream")
-                outputs.append(OutputFile(f"{node_id}-{Path(image['filename']).name}", response.content, ctype))
+                name = Path(image["filename"]).name.replace(f"_{prompt_id}", "")
+                outputs.append(OutputFile(f"{node_id}-{name}", response.content, ctype))
+        if not outputs:
+            what = "only PreviewImage (temporary) images" if previews else "no images"
+            raise JobInputError(f"the workflow produced {what}; add a SaveImage node for the results")
         return outputs
+
+    def _clean_up(self, prompt_id: str, entry: dict[str, Any] | None, uploaded: list[str]) -> None:
+        """Delete the attempt's files on this instance and its history entry; never raises."""
+        try:
+            if entry is None:  # it did not end for us (cancel, time limit, error): it must not run on for nobody
+                _http.request(self._client, "POST", "/queue", json={"delete": [prompt_id]})
+                _http.request(self._client, "POST", "/interrupt", json={"prompt_id": prompt_id})
+                entry = self._history(prompt_id)
+            if entry is not None:
+                _http.request(self._client, "POST", "/history", json={"delete": [prompt_id]})
+        except BackendError as exc:
+            log.info("ComfyUI cleanup of %s incomplete: %s", prompt_id, exc)
+        files = [(self.input_dir, "", name) for name in uploaded]
+        for node_out in ((entry or {}).get("outputs") or {}).values():
+            for image in node_out.get("images", []) if isinstance(node_out, dict) else []:
+                if image.get("type") == "output" and prompt_id in str(image.get("filename", "")):
+                    files.append((self.output_dir, str(image.get("subfolder", "")), str(image["filename"])))
+        for folder, subfolder, name in files:
+            _delete_inside(folder, Path(subfolder) / Path(name).name)
+
+
+def _delete_inside(folder: Path, relative: Path) -> None:
+    try:
+        base = folder.resolve()
+        target = (base / relative).resolve()
+        if base in target.parents:
+            target.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not delete ComfyUI file %s/%s: %s", folder, relative, exc)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class JobRunner:
         if ctx.inputs.get("seed", 0) is None:
             ctx.spec["inputs"] = {**ctx.inputs, "seed": random.randrange(2**32)}
         self.checkpoint(job)
+        ctx.before_submit = lambda: self.checkpoint(job)  # the backend's last check before it submits work
         t = time.monotonic()
         ctx.input_images = agent.fetcher.fetch_all(ctx.spec)
         timings["inputs_ms"] = _ms(t)
@@ -156,6 +157,8 @@ class JobRunner:
             return "handed-back"
         disposition = classify(exc)
         error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, JobInterrupted):  # a restart, another client or an operator: a failed attempt
+            error = f"interrupted without a request from this agent: {error}"
         log.warning("job %s attempt %d failed (%s): %s", ctx.job_id, job.attempt.number, disposition.cause, error,
                     exc_info=disposition.code == "unexpected-error")
         agent.metrics.count(m.JOB_ERRORS, job_id=ctx.job_id, attempt=job.attempt.number, error=error[:300],

@@ -75,6 +75,13 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     fake: FakeServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (or a crash that reset the connection) is normal here, not a traceback."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 class FakeServer(abc.ABC):
     """Start/stop on 127.0.0.1; subclasses implement ``dispatch(handler, method)``."""

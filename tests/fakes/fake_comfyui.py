@@ -1,56 +1,100 @@
-"""A fake ComfyUI server speaking the documented HTTP + websocket API (server.py of ComfyUI).
+"""A fake ComfyUI that behaves as the real server does (read in Comfy-Org/ComfyUI: server.py,
+execution.py, main.py ``prompt_worker``), for the points the adapter depends on.
 
-Routes: GET /system_stats, GET /object_info, POST /prompt (honours a client ``prompt_id``; validates
-that every CheckpointLoaderSimple ``ckpt_name`` exists in ``models_dir`` and answers 400 with
-``node_errors`` otherwise), GET /queue, POST /queue (delete), GET /history/{id}, GET /view, POST
-/upload/image, POST /interrupt, GET /ws (RFC 6455: status, executing, execution_success /
-execution_error / execution_interrupted events).
+- POST /prompt: validation as ``validate_prompt`` (see comfyui_graph.py: error bodies, ``node_errors``,
+  ``error.details``); a client ``prompt_id`` is honoured, and an id already used is accepted again (its
+  history entry is replaced only when the new run finishes); ``number`` / ``front`` ordering.
+- One worker thread runs the queue, node by node. Run time: ``delay`` seconds per prompt spread over the
+  nodes that execute, or ``node_seconds[class_type]``. Events, in the real order, to the prompt's
+  ``client_id`` only: ``execution_start``, ``execution_cached`` (nodes replayed from the cache),
+  ``executing`` per node, ``progress`` per sampler step (plus a binary preview frame), ``executed`` per
+  output node (cached ones too, with the earlier run's file names), then the terminal event
+  (``execution_success`` / ``execution_error`` / ``execution_interrupted``); then the history entry is
+  written; then ``executing`` with ``node: null``. ``status`` events (queue size) go to every client.
+- Cache: a node whose signature (class, constants, ancestors) was computed before and is still in the
+  cache is not run again; the cache keeps only the signatures of the latest prompt (CLASSIC cache).
+- POST /interrupt: with ``prompt_id``, only when that prompt is the one running; without, the running
+  prompt. It takes effect before the next node starts or at the next sampler step; the flag is cleared
+  when a prompt starts (an interrupt with nothing running does nothing).
+- /history (GET all or one id, POST ``delete`` / ``clear``), /queue (GET, POST ``delete`` / ``clear``),
+  /view (the file's content type from its name; 400 for ``..`` or absolute names, 403 outside the folder,
+  404 when missing), /upload/image (into the input folder, `` (1)`` suffix unless ``overwrite``),
+  /system_stats, /object_info, /ws.
+- A crash (``crash()`` / ``stop()``, or ``die_on_execute``) resets every connection and forgets the queue,
+  history and cache, as a dead process does; ``start()`` is the restarted server.
 
-Controls: ``delay`` (seconds a prompt runs), ``fail_prompts`` (next N POST /prompt answer 500),
-``fail_executions`` (next N prompts end in execution_error), ``die_on_execute`` (the server stops
-listening when the next prompt starts, as if ComfyUI crashed), ``websocket`` (False: /ws refused).
+Files live on disk as ComfyUI keeps them: ``root/output``, ``root/input``, ``root/temp`` (``root``
+defaults to the models folder's parent). Controls: ``delay``, ``node_seconds``, ``fail_prompts`` (next N
+POST /prompt answer 500), ``fail_executions`` (next N prompts fail in their sampler, or first node run),
+``die_on_execute``, ``websocket`` (False: /ws refused), ``preview_frames``, ``slow_runs`` / ``slow_seconds``
+(the next N prompts' samplers take that long), ``upload_gate`` (uploads wait for the event). An EmptyImage too large to
+allocate fails as torch does on CPU.
 """
 
 from __future__ import annotations
 
-import base64
 import email
-import hashlib
-import json
-import queue
-import struct
+import mimetypes
+import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from tests.fakes._server import FakeServer, Handler, png
-
-_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from tests.fakes._ws import ServerSocket
+from tests.fakes.comfyui_graph import NODES, batch_size, execution_order, signatures, validate
+from tests.fakes.comfyui_run import Run, Stop
 
 
 class FakeComfyUI(FakeServer):
-    def __init__(self, models_dir: str | Path, delay: float = 0.2) -> None:
+    def __init__(self, models_dir: str | Path, delay: float = 0.2, *, root: str | Path | None = None,
+                 node_seconds: dict[str, float] | None = None) -> None:
         super().__init__()
         self.models_dir = Path(models_dir)
-        self.models_dir.mkdir(parents=True, exist_ok=True)
+        root = Path(root) if root is not None else self.models_dir.parent
+        self.output_dir, self.input_dir, self.temp_dir = root / "output", root / "input", root / "temp"
+        for folder in (self.models_dir, self.output_dir, self.input_dir, self.temp_dir):
+            folder.mkdir(parents=True, exist_ok=True)
         self.delay = delay
+        self.node_seconds = dict(node_seconds or {})
         self.fail_prompts = 0
         self.fail_executions = 0
         self.die_on_execute = False
         self.websocket = True
-        self.history: dict[str, Any] = {}
-        self.files: dict[str, bytes] = {}
-        self.uploads: dict[str, bytes] = {}
-        self.prompts: list[dict[str, Any]] = []
+        self.preview_frames = True
+        self.slow_runs = 0  # the next N prompts spend ``slow_seconds`` in their sampler (drills)
+        self.slow_seconds = 30.0
+        self.upload_gate: threading.Event | None = None  # set: /upload/image waits for it (at most 60 s)
+        self.prompts: list[dict[str, Any]] = []  # accepted POST /prompt bodies
         self.interrupts = 0
-        self._queue: queue.Queue = queue.Queue()
-        self._running: str | None = None
-        self._pending: list[str] = []
+        self.history: dict[str, Any] = {}
+        self.outcomes: dict[str, str] = {}  # prompt id -> its last status message, kept when history is deleted
+        self._cond = threading.Condition()
+        self._queue: list[list[Any]] = []
+        self._running: list[Any] | None = None
+        self._number = 0
+        self._cache: dict[str, Any] = {}
+        self._sockets: dict[str, ServerSocket] = {}
         self._interrupt = threading.Event()
-        self._sockets: dict[str, tuple[Any, threading.Lock]] = {}
-        self._lock = threading.Lock()
-        threading.Thread(target=self._executor, daemon=True).start()
+        self._generation = 0
+        self._last_node: str | None = None
+        threading.Thread(target=self._worker, name="fake-comfyui-worker", daemon=True).start()
+
+    # -- process life ---------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """The process dies: connections reset, queue, history and cache gone."""
+        with self._cond:
+            self._generation += 1
+            self._queue.clear()
+            self._running = None
+            self.history.clear()
+            self._cache.clear()
+            self._sockets.clear()
+        super().stop()
+
+    crash = stop
 
     # -- routes ---------------------------------------------------------------------------------------
     def dispatch(self, h: Handler, method: str) -> None:
@@ -58,183 +102,241 @@ class FakeComfyUI(FakeServer):
         route = h.route.removeprefix("/api")
         if method == "GET" and route == "/ws":
             return self._ws(h)
-        handler = getattr(self, f"_{method.lower()}_{route.strip('/').split('/')[0].replace('_', '')}", None)
+        name = route.strip("/").split("/")[0].replace("_", "")
+        handler = getattr(self, f"_{method.lower()}_{name}", None)
         if handler is None:
-            return h.send(404)
+            return h.send(404, b"404: Not Found", "text/plain")
         handler(h, route)
 
     def _get_systemstats(self, h: Handler, route: str) -> None:
-        h.send_json({"system": {"comfyui_version": "fake"}, "devices": [{"name": "fake-gpu", "type": "cuda"}]})
+        h.send_json({"system": {"os": os.name, "comfyui_version": "fake", "embedded_python": False},
+                     "devices": [{"name": "cpu", "type": "cpu", "index": None, "vram_total": 0, "vram_free": 0}]})
 
     def _get_objectinfo(self, h: Handler, route: str) -> None:
-        names = sorted(p.name for p in self.models_dir.iterdir())
-        h.send_json({"CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": [names]}}}})
+        info = {}
+        for cls, spec in NODES.items():
+            required = {name: [self._choices(cls, name) or "*", {}] for name in spec.required}
+            info[cls] = {"input": {"required": required}, "output_node": spec.output, "name": cls}
+        h.send_json(info)
+
+    def _choices(self, cls: str, name: str) -> list[str] | None:
+        folder = {("CheckpointLoaderSimple", "ckpt_name"): self.models_dir, ("LoadImage", "image"): self.input_dir}
+        path = folder.get((cls, name))
+        return sorted(p.name for p in path.iterdir() if p.is_file()) if path is not None else None
 
     def _post_prompt(self, h: Handler, route: str) -> None:
         body = h.json_body()
         if self.fail_prompts > 0:
             self.fail_prompts -= 1
-            return h.send_json({"error": "internal"}, 500)
-        prompt = body.get("prompt")
-        if not isinstance(prompt, dict):
-            return h.send_json({"error": {"type": "no_prompt", "message": "No prompt provided"},
-                                "node_errors": {}}, 400)
-        errors = self._validate(prompt)
-        if errors:
-            return h.send_json({"error": {"type": "prompt_outputs_failed_validation",
-                                          "message": "Prompt outputs failed validation"}, "node_errors": errors}, 400)
-        prompt_id = str(body.get("prompt_id") or hashlib.sha1(json.dumps(prompt).encode()).hexdigest())
+            return h.send(500, b"500 Internal Server Error\n\nServer got itself in trouble", "text/plain")
+        with self._cond:
+            number = body.get("number")
+            if number is None:
+                number = -self._number if body.get("front") else self._number
+                self._number += 1
+        if "prompt" not in body:
+            return h.send_json({"error": {"type": "no_prompt", "message": "No prompt provided",
+                                          "details": "No prompt provided", "extra_info": {}}, "node_errors": {}}, 400)
+        prompt = body["prompt"]
+        prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+        checked = validate(prompt, self._choices)
+        if not checked.ok:
+            return h.send_json({"error": checked.error, "node_errors": checked.node_errors}, 400)
+        extra = dict(body.get("extra_data") or {})
+        if "client_id" in body:
+            extra["client_id"] = body["client_id"]
         self.prompts.append(body)
-        with self._lock:
-            self._pending.append(prompt_id)
-        self._queue.put((prompt_id, prompt, body.get("client_id")))
-        h.send_json({"prompt_id": prompt_id, "number": len(self.prompts), "node_errors": {}})
-
-    def _validate(self, prompt: dict[str, Any]) -> dict[str, Any]:
-        errors = {}
-        for node_id, node in prompt.items():
-            if node.get("class_type") == "CheckpointLoaderSimple":
-                name = node.get("inputs", {}).get("ckpt_name")
-                if not name or not (self.models_dir / name).exists():
-                    errors[node_id] = {"class_type": "CheckpointLoaderSimple", "dependent_outputs": [],
-                                       "errors": [{"type": "value_not_in_list", "message": "Value not in list",
-                                                   "details": f"ckpt_name: '{name}' not in list"}]}
-        return errors
+        with self._cond:
+            self._queue.append([number, prompt_id, prompt, extra, checked.outputs])
+            self._queue.sort(key=lambda item: item[0])
+            self._cond.notify()
+        self._status()
+        h.send_json({"prompt_id": prompt_id, "number": number, "node_errors": checked.node_errors})
 
     def _get_queue(self, h: Handler, route: str) -> None:
-        with self._lock:
-            running = [[0, self._running, {}, {}, []]] if self._running else []
-            pending = [[i + 1, pid, {}, {}, []] for i, pid in enumerate(self._pending)]
-        h.send_json({"queue_running": running, "queue_pending": pending})
+        with self._cond:
+            running = [list(self._running)] if self._running else []
+            h.send_json({"queue_running": running, "queue_pending": [list(i) for i in self._queue]})
 
     def _post_queue(self, h: Handler, route: str) -> None:
         body = h.json_body()
-        with self._lock:
-            self._pending = [p for p in self._pending if p not in body.get("delete", [])]
-        h.send(200)
+        with self._cond:
+            if body.get("clear"):
+                self._queue.clear()
+            for prompt_id in body.get("delete", []):
+                self._queue = [item for item in self._queue if item[1] != prompt_id]
+        self._status()
+        h.send(200, b"", "application/octet-stream")
 
     def _get_history(self, h: Handler, route: str) -> None:
-        prompt_id = route.split("/", 2)[2] if route.count("/") >= 2 else None
-        with self._lock:
-            data = {prompt_id: self.history[prompt_id]} if prompt_id in self.history else {}
-        h.send_json(data if prompt_id else dict(self.history))
+        parts = route.strip("/").split("/")
+        with self._cond:
+            if len(parts) > 1:
+                h.send_json({parts[1]: self.history[parts[1]]} if parts[1] in self.history else {})
+                return
+            items = list(self.history.items())
+        max_items = int(h.query.get("max_items", "0") or 0)
+        h.send_json(dict(items[-max_items:] if max_items else items))
+
+    def _post_history(self, h: Handler, route: str) -> None:
+        body = h.json_body()
+        with self._cond:
+            if body.get("clear"):
+                self.history.clear()
+            for prompt_id in body.get("delete", []):
+                self.history.pop(prompt_id, None)
+        h.send(200, b"", "application/octet-stream")
 
     def _get_view(self, h: Handler, route: str) -> None:
         q = h.query
-        if ".." in q.get("filename", "") or q.get("filename") not in self.files:
-            return h.send(404)
-        h.send(200, self.files[q["filename"]], "image/png")
+        name = q.get("filename", "")
+        folders = {"output": self.output_dir, "input": self.input_dir, "temp": self.temp_dir}
+        folder = folders.get(q.get("type", "output"))
+        if not name or name.startswith("/") or ".." in name or folder is None:
+            return h.send(400, b"", "text/plain")
+        base = os.path.abspath(folder)
+        full = os.path.abspath(os.path.join(base, q.get("subfolder", "")))
+        if os.path.commonpath((full, base)) != base:
+            return h.send(403, b"", "text/plain")
+        path = Path(full) / os.path.basename(name)
+        if not path.is_file():
+            return h.send(404, b"404: Not Found", "text/plain")
+        h.send(200, path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
     def _post_upload(self, h: Handler, route: str) -> None:
         raw = h.body()
+        if self.upload_gate is not None:
+            self.upload_gate.wait(60)
         msg = email.message_from_bytes(b"Content-Type: " + h.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
-        for part in msg.get_payload():
-            if part.get_param("name", header="content-disposition") == "image":
-                name = part.get_filename()
-                self.uploads[name] = part.get_payload(decode=True)
-                return h.send_json({"name": name, "subfolder": "", "type": "input"})
-        h.send(400)
+        fields = {part.get_param("name", header="content-disposition"): part for part in msg.get_payload()}
+        image = fields.get("image")
+        if image is None or not image.get_filename():
+            return h.send(400, b"", "text/plain")
+        overwrite = str(fields["overwrite"].get_payload()) if "overwrite" in fields else ""
+        name = os.path.basename(image.get_filename())
+        target = self.input_dir / name
+        stem, suffix, i = target.stem, target.suffix, 1
+        while target.exists() and overwrite.lower() not in ("true", "1"):
+            target = self.input_dir / f"{stem} ({i}){suffix}"
+            i += 1
+        target.write_bytes(image.get_payload(decode=True))
+        h.send_json({"name": target.name, "subfolder": "", "type": "input"})
 
     def _post_interrupt(self, h: Handler, route: str) -> None:
-        h.body()
+        try:
+            body = h.json_body()
+        except ValueError:
+            body = {}
         self.interrupts += 1
-        self._interrupt.set()
-        h.send(200)
+        target = body.get("prompt_id") if isinstance(body, dict) else None
+        with self._cond:
+            running = self._running[1] if self._running else None
+        if not target or target == running:
+            self._interrupt.set()
+        h.send(200, b"", "application/octet-stream")
 
-    # -- execution ------------------------------------------------------------------------------------
-    def _executor(self) -> None:
-        while True:
-            prompt_id, prompt, client_id = self._queue.get()
-            with self._lock:
-                if prompt_id not in self._pending:
-                    continue  # deleted from the queue
-                self._pending.remove(prompt_id)
-                self._running = prompt_id
-            self._interrupt.clear()
-            if self.die_on_execute:
-                self.die_on_execute = False
-                with self._lock:
-                    self._running = None
-                self.stop()
-                continue
-            self._emit(client_id, "execution_start", {"prompt_id": prompt_id})
-            deadline = time.monotonic() + self.delay
-            while time.monotonic() < deadline and not self._interrupt.is_set():
-                time.sleep(0.01)
-            self._finish(prompt_id, prompt, client_id)
-
-    def _finish(self, prompt_id: str, prompt: dict[str, Any], client_id: str | None) -> None:
-        if self._interrupt.is_set():
-            status, event = {"status_str": "error", "completed": False,
-                             "messages": [["execution_interrupted", {"prompt_id": prompt_id}]]}, "execution_interrupted"
-            outputs: dict[str, Any] = {}
-        elif self.fail_executions > 0:
-            self.fail_executions -= 1
-            status = {"status_str": "error", "completed": False, "messages": [["execution_error", {
-                "prompt_id": prompt_id, "node_id": "3", "node_type": "KSampler", "exception_type": "RuntimeError",
-                "exception_message": "CUDA error: an illegal memory access was encountered"}]]}
-            event, outputs = "execution_error", {}
-        else:
-            filename = f"{prompt_id}_00001_.png"
-            self.files[filename] = png(prompt_id + json.dumps(prompt, sort_keys=True))
-            outputs = {"9": {"images": [{"filename": filename, "subfolder": "", "type": "output"}]}}
-            status = {"status_str": "success", "completed": True, "messages": []}
-            event = "execution_success"
-        with self._lock:
-            self.history[prompt_id] = {"prompt": [0, prompt_id, prompt, {}, ["9"]], "outputs": outputs,
-                                       "status": status}
-            self._running = None
-        self._emit(client_id, "executing", {"node": None, "prompt_id": prompt_id})
-        self._emit(client_id, event, {"prompt_id": prompt_id})
-
-    # -- websocket ------------------------------------------------------------------------------------
+    # -- events ---------------------------------------------------------------------------------------
     def _ws(self, h: Handler) -> None:
-        key = h.headers.get("Sec-WebSocket-Key")
-        if not self.websocket or not key:
-            return h.send(404)
-        accept = base64.b64encode(hashlib.sha1((key + _GUID).encode()).digest()).decode()
-        h.send_response(101)
-        h.send_header("Upgrade", "websocket")
-        h.send_header("Connection", "Upgrade")
-        h.send_header("Sec-WebSocket-Accept", accept)
-        h.end_headers()
-        h.wfile.flush()
-        sid = h.query.get("clientId", "anon")
-        lock = threading.Lock()
-        self._sockets[sid] = (h.wfile, lock)
-        self._send_frame(h.wfile, lock, {"type": "status", "data": {"sid": sid}})
+        if not self.websocket:
+            return h.send(404, b"404: Not Found", "text/plain")
+        sock = ServerSocket.accept(h)
+        if sock is None:
+            return None
+        sid = h.query.get("clientId") or uuid.uuid4().hex
+        with self._cond:
+            self._sockets[sid] = sock
+            reconnect = self._running is not None and self._running[3].get("client_id") == sid and self._last_node
+        sock.send_json({"type": "status", "data": {"status": self._queue_info(), "sid": sid}})
+        if reconnect:
+            sock.send_json({"type": "executing", "data": {"node": self._last_node}})
         try:
-            while True:  # read client frames until close
-                head = h.rfile.read(2)
-                if len(head) < 2 or head[0] & 0x0F == 0x8:
-                    break
-                n = head[1] & 0x7F
-                if n == 126:
-                    n = struct.unpack(">H", h.rfile.read(2))[0]
-                elif n == 127:
-                    n = struct.unpack(">Q", h.rfile.read(8))[0]
-                h.rfile.read(4 + n)
-        except OSError:
-            pass
+            sock.read_until_closed()
         finally:
-            self._sockets.pop(sid, None)
-            h.close_connection = True
+            with self._cond:
+                if self._sockets.get(sid) is sock:
+                    del self._sockets[sid]
 
-    @staticmethod
-    def _send_frame(wfile: Any, lock: threading.Lock, event: dict[str, Any]) -> None:
-        data = json.dumps(event).encode()
-        size = bytes([len(data)]) if len(data) < 126 else bytes([126]) + struct.pack(">H", len(data))
-        header = bytes([0x81]) + size
-        with lock:
-            wfile.write(header + data)
-            wfile.flush()
+    def _queue_info(self) -> dict[str, Any]:
+        return {"exec_info": {"queue_remaining": len(self._queue) + (1 if self._running else 0)}}
 
-    def _emit(self, client_id: str | None, kind: str, data: dict[str, Any]) -> None:
-        target = self._sockets.get(client_id or "")
-        if target is None:
+    def _send(self, event: str, data: Any, sid: str | None) -> None:
+        with self._cond:
+            targets = list(self._sockets.values()) if sid is None else [s for s in [self._sockets.get(sid)] if s]
+        for sock in targets:
+            if isinstance(data, bytes):
+                sock.send_bytes(data)
+            else:
+                sock.send_json({"type": event, "data": data})
+
+    def _status(self) -> None:
+        with self._cond:
+            info = self._queue_info()
+        self._send("status", {"status": info}, None)
+
+    # -- the worker (main.py prompt_worker + execution.PromptExecutor) --------------------------------
+    def _worker(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                item = self._running = self._queue.pop(0)
+                generation = self._generation
+            self._status()
+            try:
+                self._execute(item, generation)
+            except Stop:
+                pass  # crashed mid-run: nothing is recorded
+
+    def _execute(self, item: list[Any], generation: int) -> None:
+        number, prompt_id, prompt, extra, outputs = item
+        sid = extra.get("client_id")
+        self._interrupt.clear()
+        if self.die_on_execute:
+            self.die_on_execute = False
+            self.crash()
             return
-        try:
-            self._send_frame(*target, {"type": kind, "data": data})
-        except (OSError, ValueError):  # ValueError: the client's handler already closed the socket's file
-            # Like ComfyUI, a client that went away is dropped; the executor carries on with the queue.
-            self._sockets.pop(client_id or "", None)
+        run = Run(self, prompt_id, prompt, sid, generation)
+        run.message("execution_start", {"prompt_id": prompt_id})
+        keys = signatures(prompt)
+        self._cache = {k: v for k, v in self._cache.items() if k in set(keys.values())}
+        cached = [n for n in prompt if keys[n] in self._cache]
+        run.message("execution_cached", {"nodes": cached, "prompt_id": prompt_id})
+        success = run.nodes(execution_order(prompt, outputs), keys)
+        with self._cond:
+            if generation != self._generation:
+                return
+            self.history[prompt_id] = {
+                "prompt": [number, prompt_id, prompt, {k: v for k, v in extra.items() if k != "auth_token_comfy_org"},
+                           outputs],
+                "outputs": run.ui,
+                "status": {"status_str": "success" if success else "error", "completed": success,
+                           "messages": run.messages},
+                "meta": {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n} for n in run.ui},
+            }
+            self.outcomes[prompt_id] = run.messages[-1][0]
+            self._running = None
+            self._last_node = None
+        self._status()
+        if sid is not None:
+            self._send("executing", {"node": None, "prompt_id": prompt_id}, sid)
+
+    def save_images(self, prompt: dict[str, Any], node_id: str, kind: str) -> dict[str, Any]:
+        """SaveImage / PreviewImage: PNG files named ``<prefix>_<counter:05>_.png`` in the folder of ``kind``."""
+        if kind == "output":
+            prefix, folder = str(prompt[node_id]["inputs"]["filename_prefix"]), self.output_dir
+        else:
+            prefix, folder = f"ComfyUI_temp_{uuid.uuid4().hex[:5]}", self.temp_dir
+        subfolder = os.path.dirname(os.path.normpath(prefix))
+        base = os.path.basename(os.path.normpath(prefix))
+        full = Path(os.path.abspath(folder / subfolder))
+        if os.path.commonpath((full, os.path.abspath(folder))) != os.path.abspath(folder):
+            raise Stop("error", "Exception", "**** ERROR: Saving image outside the output folder is not allowed.")
+        full.mkdir(parents=True, exist_ok=True)
+        taken = [p.name[len(base) + 1:].split("_")[0] for p in full.glob(f"{base}_*_.png")]
+        counter = max((int(t) for t in taken if t.isdigit()), default=0) + 1
+        images = []
+        for i in range(batch_size(prompt, node_id)):
+            name = f"{base}_{counter + i:05}_.png"
+            (full / name).write_bytes(png(f"{node_id}-{prefix}-{counter + i}-{time.time_ns()}"))
+            images.append({"filename": name, "subfolder": subfolder, "type": kind})
+        return {"images": images}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from runtime.backends.a1111 import A1111Backend
-from runtime.backends.base import BackendUnavailable, JobContext, JobInterrupted
+from runtime.backends.base import BackendError, BackendUnavailable, JobContext, JobInterrupted
 from tests.fakes.fake_a1111 import FakeA1111
 
 
@@ -73,3 +75,79 @@ def test_cancel_interrupts_and_progress_is_read(webui):
         backend.run(ctx)
     assert ("POST", "/sdapi/v1/interrupt") in webui.requests
     assert ("GET", "/sdapi/v1/progress") in webui.requests
+
+
+def backend_for(webui, **kw) -> A1111Backend:
+    return A1111Backend(base_url=webui.url, model_dir=str(webui.models_dir), progress_seconds=0.05, **kw)
+
+
+def wait_for(probe, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def test_each_attempt_is_its_own_task(webui):
+    first, second = job(), job()
+    backend_for(webui).run(first)
+    backend_for(webui).run(second)
+    assert [g["force_task_id"] for g in webui.generations] == [first.backend_id, second.backend_id]
+    assert first.backend_id != second.backend_id
+    answer = httpx.post(f"{webui.url}/internal/progress", json={"id_task": first.backend_id}).json()
+    assert answer["completed"] and not answer["active"]
+
+
+def test_interrupt_by_someone_else_is_not_a_result(webui):
+    """A1111 answers 200 with unfinished images after any interrupt; the adapter must not deliver them."""
+    webui.delay = 3
+    ctx = job()
+    timer = threading.Timer(0.4, lambda: httpx.post(f"{webui.url}/sdapi/v1/interrupt"))
+    timer.start()
+    with pytest.raises(JobInterrupted, match="not by this attempt"):
+        backend_for(webui).run(ctx)
+    timer.join()
+    assert not ctx.cancel.is_set()  # the agent counts it as a failed attempt
+
+
+def test_interrupt_waits_until_this_attempt_generates(webui):
+    """Two agents on one WebUI: A's cancel must not stop B's generation that runs now."""
+    webui.delay = 1.0
+    results: dict[str, object] = {}
+    b_job = job(prompt="b")
+    thread = threading.Thread(target=lambda: results.update(b=backend_for(webui).run(b_job)))
+    thread.start()
+    wait_for(lambda: webui.current_task == b_job.backend_id)
+    backend_for(webui).interrupt(job(prompt="a"))  # A's job is not generating
+    thread.join(20)
+    assert results["b"].outputs and webui.interrupts == 0
+
+
+def test_earlier_attempt_still_generating_is_interrupted(webui):
+    """A restarted agent: its previous process's request still generates; the new attempt stops it."""
+    webui.delay = 30
+    old = job()
+    threading.Thread(target=lambda: httpx.post(f"{webui.url}/sdapi/v1/txt2img", timeout=60,
+                                               json={"prompt": "old", "force_task_id": old.backend_id}),
+                     daemon=True).start()
+    wait_for(lambda: webui.current_task == old.backend_id)
+    webui.delay = 0.2
+    started = time.monotonic()
+    assert backend_for(webui).run(job()).outputs
+    assert time.monotonic() - started < 10 and webui.interrupts == 1
+
+
+def test_cancel_before_submission_and_time_limit(webui):
+    ctx = job()
+    ctx.cancel.set()
+    with pytest.raises(JobInterrupted):
+        backend_for(webui).run(ctx)
+    assert webui.generations == []
+    webui.delay = 30
+    late = job()
+    late.deadline = time.monotonic() + 0.3
+    with pytest.raises(BackendError, match="time limit"):
+        backend_for(webui).run(late)
+    assert webui.interrupts == 1

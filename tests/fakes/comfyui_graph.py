@@ -1,0 +1,187 @@
+"""The fake ComfyUI's node catalogue, prompt validation and cache signatures.
+
+Encodes what ComfyUI's ``execution.validate_prompt`` / ``validate_inputs`` answer (read in
+Comfy-Org/ComfyUI execution.py) for the node classes the tests use:
+
+- a node without ``class_type``, or of an unknown class: ``invalid_prompt``, ``node_errors`` empty, the
+  node id only in ``error.details`` ("Node ID '#7'");
+- no output node (``OUTPUT_NODE``) in the graph: ``prompt_no_outputs``;
+- per output, its inputs checked recursively through links: ``required_input_missing``,
+  ``value_not_in_list`` (checkpoint names; more than 20 choices are shown as their count),
+  ``custom_validation_failed`` (LoadImage of a file not in the input folder), a link to a missing node. Errors are
+  attached to the node that has them; downstream nodes are invalid without errors of their own. When no
+  output is valid: ``prompt_outputs_failed_validation`` whose ``error.details`` lists the output nodes'
+  OWN errors only (empty when the error is upstream: then only ``node_errors`` names it); when some
+  outputs are valid, the prompt runs those only and ``node_errors`` lists the rest.
+
+Cache keys follow ``CacheKeySetInputSignature``: class, constant inputs and the signatures of the
+ancestors a node's links reach (node ids do not matter), so an identical graph under new node ids or
+a new prompt id is a cache hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    required: tuple[str, ...]
+    output: bool = False  # OUTPUT_NODE: what a prompt executes (and its dependencies)
+    stepped: bool = False  # checks for an interrupt every step (samplers); others only before they start
+    saves: str | None = None  # folder type its images go to: "output" (SaveImage) or "temp" (PreviewImage)
+
+
+NODES: dict[str, NodeSpec] = {
+    "CheckpointLoaderSimple": NodeSpec(("ckpt_name",)),
+    "CLIPTextEncode": NodeSpec(("text", "clip")),
+    "EmptyLatentImage": NodeSpec(("width", "height", "batch_size")),
+    "KSampler": NodeSpec(("model", "seed", "steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
+                          "latent_image", "denoise"), stepped=True),
+    "VAEDecode": NodeSpec(("samples", "vae")),
+    "VAEEncode": NodeSpec(("pixels", "vae")),
+    "LoadImage": NodeSpec(("image",)),
+    "EmptyImage": NodeSpec(("width", "height", "batch_size", "color")),
+    "ImageInvert": NodeSpec(("image",)),
+    "SaveImage": NodeSpec(("images", "filename_prefix"), output=True, saves="output"),
+    "PreviewImage": NodeSpec(("images",), output=True, saves="temp"),
+}
+
+
+def is_link(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+
+
+def _error(kind: str, message: str, details: str, **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "message": message, "details": details, "extra_info": extra}
+
+
+@dataclass
+class Validation:
+    ok: bool
+    error: dict[str, Any] | None
+    outputs: list[str]
+    node_errors: dict[str, Any]
+
+
+def validate(prompt: Any, choices: Callable[[str, str], list[str] | None]) -> Validation:
+    """ComfyUI's answer to a prompt; ``choices(class_type, input)`` lists the allowed values of an input."""
+    if not isinstance(prompt, dict):
+        return Validation(False, _error("invalid_prompt", "Invalid prompt", "prompt must be an object"), [], {})
+    outputs = []
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict) or "class_type" not in node:
+            return Validation(False, _error("invalid_prompt", "Cannot execute because a node is missing the "
+                                            "class_type property.", f"Node ID '#{node_id}'"), [], {})
+        spec = NODES.get(node["class_type"])
+        if spec is None:
+            return Validation(False, _error("invalid_prompt", f"Cannot execute because node {node['class_type']} "
+                                            "does not exist.", f"Node ID '#{node_id}'"), [], {})
+        if spec.output:
+            outputs.append(node_id)
+    if not outputs:
+        return Validation(False, _error("prompt_no_outputs", "Prompt has no outputs", ""), [], {})
+    validated: dict[str, tuple[bool, list[dict[str, Any]]]] = {}
+    good, failed, node_errors = [], [], {}
+    for out in sorted(outputs):
+        ok, reasons = _validate_node(prompt, out, validated, choices)
+        if ok:
+            good.append(out)
+            continue
+        failed.extend(reasons)
+        for node_id, (valid, errors) in validated.items():
+            if not valid and errors:
+                entry = node_errors.setdefault(node_id, {"errors": errors, "dependent_outputs": [],
+                                                         "class_type": prompt[node_id]["class_type"]})
+                entry["dependent_outputs"].append(out)
+    if not good:
+        details = "\n".join(f"{e['message']}: {e['details']}" for e in failed)  # the outputs' own errors only
+        return Validation(False, _error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
+                                        details), [], node_errors)
+    return Validation(True, None, good, node_errors)
+
+
+def _validate_node(prompt: dict[str, Any], node_id: str, validated: dict[str, tuple[bool, list[dict[str, Any]]]],
+                   choices: Callable[[str, str], list[str] | None]) -> tuple[bool, list[dict[str, Any]]]:
+    if node_id in validated:
+        return validated[node_id]
+    validated[node_id] = (True, [])  # cycles are not this fake's concern; stop recursion
+    node = prompt[node_id]
+    inputs = node.get("inputs") or {}
+    errors: list[dict[str, Any]] = []
+    valid = True
+    for name in NODES[node["class_type"]].required:
+        if name not in inputs:
+            errors.append(_error("required_input_missing", "Required input is missing", name, input_name=name))
+            continue
+        value = inputs[name]
+        if is_link(value):
+            if value[0] not in prompt:
+                errors.append(_error("exception_during_inner_validation", "Exception when validating inner node",
+                                     f"'{value[0]}'", input_name=name))
+            elif not _validate_node(prompt, value[0], validated, choices)[0]:
+                valid = False  # upstream errors are reported on the upstream node only
+            continue
+        allowed = choices(node["class_type"], name)
+        if allowed is None or value in allowed:
+            continue
+        if node["class_type"] == "LoadImage":  # its VALIDATE_INPUTS replaces the list check
+            errors.append(_error("custom_validation_failed", "Custom validation failed for node",
+                                 f"{name} - Invalid image file: {value}", input_name=name))
+            continue
+        shown = f"(list of length {len(allowed)})" if len(allowed) > 20 else str(allowed)
+        errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {shown}",
+                             input_name=name, received_value=value))
+    result = (valid and not errors, errors)
+    validated[node_id] = result
+    return result
+
+
+def execution_order(prompt: dict[str, Any], outputs: Iterable[str]) -> list[str]:
+    """Every node the outputs need, dependencies first (each once)."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(node_id: str) -> None:
+        if node_id in seen:
+            return
+        seen.add(node_id)
+        for _, value in sorted((prompt[node_id].get("inputs") or {}).items()):
+            if is_link(value):
+                visit(value[0])
+        order.append(node_id)
+
+    for out in sorted(outputs):
+        visit(out)
+    return order
+
+
+def signatures(prompt: dict[str, Any]) -> dict[str, str]:
+    """node id -> cache key: class + constant inputs + the ancestors' keys through each link."""
+    keys: dict[str, str] = {}
+
+    def key(node_id: str) -> str:
+        if node_id not in keys:
+            node = prompt[node_id]
+            parts: list[Any] = [node["class_type"]]
+            for name, value in sorted((node.get("inputs") or {}).items()):
+                parts.append([name, ["ANCESTOR", key(value[0]), value[1]] if is_link(value) else value])
+            keys[node_id] = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+        return keys[node_id]
+
+    for node_id in prompt:
+        key(node_id)
+    return keys
+
+
+def batch_size(prompt: dict[str, Any], node_id: str) -> int:
+    """How many images reach ``node_id``: the batch_size of the nearest ancestor that sets one (else 1)."""
+    inputs = prompt[node_id].get("inputs") or {}
+    if isinstance(inputs.get("batch_size"), int):
+        return max(1, inputs["batch_size"])
+    linked = [batch_size(prompt, v[0]) for v in inputs.values() if is_link(v) and v[0] in prompt]
+    return max(linked, default=1)
