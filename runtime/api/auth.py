@@ -168,12 +168,14 @@ class SsmKeyStore:
 
 def credentials_from_headers(headers: Mapping[str, str]) -> str | None:
     """The presented key (``Authorization: Bearer`` wins over ``x-api-key``), or None."""
-    auth = headers.get("authorization")
+    auth = (headers.get("authorization") or "").strip()
     if auth:
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
+        if scheme.lower() != "bearer":
+            return auth  # a bare or foreign scheme: checked (and refused) as a key
+        if value.strip():
             return value.strip()
-        return auth.strip() or None  # a bare or foreign scheme: checked (and refused) as a key
+        # "Bearer" with no token carries no credentials (401, as without the header) unless x-api-key does
     key = headers.get("x-api-key")
     return key.strip() if key and key.strip() else None
 

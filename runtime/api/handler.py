@@ -54,6 +54,16 @@ def _num(value: str | None) -> float | None:
     return float(value) if value not in (None, "") else None
 
 
+def _max_wait(value: str | None) -> float:
+    """GENAI_MAX_WAIT_SECONDS: unset -> 25; 0 turns sync waits off; never above 25 (the gateway's 30 s)."""
+    seconds = _num(value)
+    if seconds is None:
+        return 25.0
+    if not 0 <= seconds < float("inf"):
+        raise RuntimeError(f"GENAI_MAX_WAIT_SECONDS must be a number of seconds from 0 to 25 (got {value!r})")
+    return min(25.0, seconds)
+
+
 @dataclass(frozen=True)
 class ApiConfig:
     job_table: str
@@ -103,7 +113,7 @@ class ApiConfig:
             webhook_secret_parameter=e.get("GENAI_WEBHOOK_SECRET_PARAMETER") or None,
             webhook_secret=e.get("GENAI_WEBHOOK_SECRET") or None,
             average_job_seconds=_num(e.get("GENAI_AVERAGE_JOB_SECONDS")) or 3.0,
-            max_wait_seconds=min(25.0, _num(e.get("GENAI_MAX_WAIT_SECONDS")) or 25.0),
+            max_wait_seconds=_max_wait(e.get("GENAI_MAX_WAIT_SECONDS")),
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION"),
             endpoint_url=e.get("GENAI_AWS_ENDPOINT_URL") or None)
 
@@ -210,7 +220,8 @@ def to_request(event: Mapping[str, Any]) -> tuple[Request, bool]:
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     authorized, principal = _authorizer_principal(event)
     domain = ctx.get("domainName") or headers.get("host") or ""
-    proto = headers.get("x-forwarded-proto", "https")
+    proto = headers.get("x-forwarded-proto", "https").strip().lower()
+    proto = proto if proto in ("http", "https") else "https"
     return Request(method=str(http.get("method") or "GET"), path=str(event.get("rawPath") or http.get("path") or "/"),
                    headers=headers, query=dict(event.get("queryStringParameters") or {}), body=raw,
                    principal=principal, base_url=f"{proto}://{domain}" if domain else "",

@@ -295,6 +295,35 @@ def _model(c: _Collector, body: Mapping[str, Any], known_models: Collection[str]
     return None
 
 
+def _is_lone_surrogate_free(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _encoding_problems(value: Any, path: str, out: list[Problem], depth: int = 0) -> None:
+    """Strings (and object keys) that UTF-8 cannot encode: lone surrogates such as ``"\\ud800"`` in JSON."""
+    if len(out) >= 10 or depth > 64:
+        return
+    if isinstance(value, str):
+        if not _is_lone_surrogate_free(value):
+            out.append(Problem(path or "(body)", "encoding",
+                               "must be valid Unicode text (a lone UTF-16 surrogate such as \\ud800 is not)"))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key)
+            shown = name if _is_lone_surrogate_free(name) else name.encode("utf-8", "backslashreplace").decode()
+            child = f"{path}.{shown[:100]}" if path else shown[:100]
+            if not _is_lone_surrogate_free(name):
+                out.append(Problem(child, "encoding", "field names must be valid Unicode text"))
+            _encoding_problems(item, child, out, depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _encoding_problems(item, f"{path}[{i}]", out, depth + 1)
+
+
 def validate_job(body: Any, allow_loopback: bool = False, known_models: Collection[str] | None = None
                  ) -> dict[str, Any]:
     """Check a decoded request body; return the normalized spec or raise ``ValidationError``.
@@ -305,6 +334,10 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
     c = _Collector()
     if not isinstance(body, dict):
         raise ValidationError([Problem("(body)", "type", "must be a JSON object")])
+    encoding: list[Problem] = []
+    _encoding_problems(body, "", encoding)
+    if encoding:  # checked first: every later rule (and the fingerprint) needs encodable text
+        raise ValidationError(encoding)
     for key in body:
         if key not in _TOP_LEVEL:
             c.add(str(key)[:100], "unknown-field", f"is not a field of a job; known fields: {', '.join(_TOP_LEVEL)}")

@@ -12,6 +12,8 @@ from typing import Any
 
 import boto3
 
+from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
+
 
 @dataclass(frozen=True)
 class LocalResources:
@@ -36,12 +38,16 @@ def create(endpoint: str, prefix: str = "genai-local", max_receive_count: int = 
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+    # moto's MaximumMessageSize default is 1 MiB; AWS's (and the stack's, components/request_queue.py) 256 KiB.
+    max_size = str(SQS_MAX_MESSAGE_BYTES)
     dlq_url = sqs.create_queue(QueueName=f"{prefix}-jobs-dlq",
-                               Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+                               Attributes={"MessageRetentionPeriod": "1209600", "MaximumMessageSize": max_size}
+                               )["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue_url = sqs.create_queue(QueueName=f"{prefix}-jobs", Attributes={
         "VisibilityTimeout": str(visibility_timeout),
         "ReceiveMessageWaitTimeSeconds": "20",
+        "MaximumMessageSize": max_size,
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
     })["QueueUrl"]
     table = f"{prefix}-jobs"

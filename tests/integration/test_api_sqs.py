@@ -168,16 +168,18 @@ def test_replay_of_a_job_that_was_never_sent_enqueues_it(api, aws_clients, sqs_q
 
 
 def test_cancel_queued_sends_signed_webhook(api, hook_receiver):
-    client, _ = api
+    client, app = api
     url, got = hook_receiver
     job = client.post("/v1/jobs", json={**JOB, "webhook": url}).json()
     canceled = client.post(f"/v1/jobs/{job['id']}/cancel")
     assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    assert app.drain_notifications(timeout=30)  # sent off the request path
     assert len(got) == 1
     headers, body = got[0]
     assert verify_signature(SECRET, headers["webhook-signature"], body)
     assert json.loads(body)["job"]["status"] == "canceled" and headers["webhook-event"] == "completed"
     assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "canceled"  # idempotent
+    assert app.drain_notifications(timeout=30) and len(got) == 1  # and no second event
 
 
 def test_validation_and_routing_errors(api):
