@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.api.auth import KeyStore, Principal, TokenBucket, authenticate
+from runtime.api.auth import FailureLimiter, KeyStore, Principal, TokenBucket, authenticate
 from runtime.api.models import ModelsSource, StaticModels
 from runtime.api.problems import ApiError
 from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavailableError, ValidationError
@@ -70,6 +70,7 @@ class Request:
     principal: Principal | None = None  # set by the transport when an upstream authorizer vouched
     base_url: str = ""
     request_id: str = ""
+    source_ip: str = ""  # the client address the gateway saw (per-source limit on failed authentications)
 
 
 @dataclass
@@ -107,6 +108,7 @@ class ApiApp:
         self._clock, self._sleep = clock, sleep
         o = self.options
         self.limiter = TokenBucket(o.rate_per_second, o.burst or o.rate_per_second) if o.rate_per_second else None
+        self.auth_failures = FailureLimiter()
         self._notifier: ThreadPoolExecutor | None = None
         self._notifier_lock = threading.Lock()
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
@@ -162,7 +164,7 @@ class ApiApp:
             raise ApiError(401, "unauthorized", "Unauthorized", "sign the request with AWS SigV4 (IAM auth)")
         if self.keys is None:
             raise ApiError(503, "auth-unavailable", "Service Unavailable", "API key store is not configured")
-        return authenticate(req.headers, self.keys)
+        return authenticate(req.headers, self.keys, source=req.source_ip or None, failures=self.auth_failures)
 
     def _rate_limit(self, principal: Principal) -> None:
         if self.limiter is None and principal.rate_per_second is None:

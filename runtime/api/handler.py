@@ -16,6 +16,7 @@ GENAI_KAFKA_CREATE_TOPIC        true (default): create the topic on first send i
 GENAI_AUTH_MODE                 api-key (default) | iam | none (local mode only)
 GENAI_API_KEYS_PREFIX           SSM path of key records, e.g. /genai-fleet/dev/api-keys
 GENAI_API_KEYS_FILE             local mode: JSON file of key records; GENAI_API_KEYS: key,key
+GENAI_API_KEYS_ACCEPT_UNTAGGED  true: also accept first-format keys (no tag; each costs a lookup)
 GENAI_KEY_QUOTA_PER_DAY         jobs per key per day (unset: no quota)
 GENAI_KEY_RATE_LIMIT            requests/s per key per instance; GENAI_KEY_BURST
 GENAI_HOT_MODELS                JSON list of model ids; GENAI_MODEL_BUCKET: model store bucket
@@ -77,6 +78,7 @@ class ApiConfig:
     api_keys_prefix: str | None = None
     api_keys_file: str | None = None
     api_keys: tuple[str, ...] = ()
+    accept_untagged_keys: bool = False
     quota_per_day: int | None = None
     rate_per_second: float | None = None
     burst: float | None = None
@@ -105,6 +107,7 @@ class ApiConfig:
             auth_mode=e.get("GENAI_AUTH_MODE", "api-key"), api_keys_prefix=e.get("GENAI_API_KEYS_PREFIX") or None,
             api_keys_file=e.get("GENAI_API_KEYS_FILE") or None,
             api_keys=tuple(k for k in (e.get("GENAI_API_KEYS") or "").split(",") if k.strip()),
+            accept_untagged_keys=_bool(e.get("GENAI_API_KEYS_ACCEPT_UNTAGGED")),
             quota_per_day=int(quota) if quota else None, rate_per_second=_num(e.get("GENAI_KEY_RATE_LIMIT")),
             burst=_num(e.get("GENAI_KEY_BURST")), hot_models=tuple(json.loads(e.get("GENAI_HOT_MODELS") or "[]")),
             model_bucket=e.get("GENAI_MODEL_BUCKET") or None,
@@ -167,7 +170,7 @@ def _keys(cfg: ApiConfig, client: Any) -> Any:
             store.add(record)
         return store
     if cfg.api_keys_prefix:
-        return SsmKeyStore(client("ssm"), cfg.api_keys_prefix)
+        return SsmKeyStore(client("ssm"), cfg.api_keys_prefix, accept_untagged=cfg.accept_untagged_keys)
     return None
 
 
@@ -225,7 +228,7 @@ def to_request(event: Mapping[str, Any]) -> tuple[Request, bool]:
     return Request(method=str(http.get("method") or "GET"), path=str(event.get("rawPath") or http.get("path") or "/"),
                    headers=headers, query=dict(event.get("queryStringParameters") or {}), body=raw,
                    principal=principal, base_url=f"{proto}://{domain}" if domain else "",
-                   request_id=str(ctx.get("requestId") or "")), authorized
+                   request_id=str(ctx.get("requestId") or ""), source_ip=str(http.get("sourceIp") or "")), authorized
 
 
 def to_result(resp: Response) -> dict[str, Any]:
