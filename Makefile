@@ -19,6 +19,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt runtime-requirements.t
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
+	$(PY) tools/lambda_native_deps.py
 	touch $@
 
 lint: install

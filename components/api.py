@@ -2,7 +2,9 @@
 
 Packaging needs no build step: the Lambda code is an ``AssetArchive`` of the runtime modules the API
 imports plus the pure-Python packages it needs from the deploying environment (httpx and friends,
-installed by ``make install``). With ``queueKind: kafka`` the function runs in the private subnets with
+installed by ``make install``), and pydantic's compiled core as the manylinux aarch64 cp312 wheel that
+``make install`` unpacks into ``.build/lambda-native/`` (tools/lambda_native_deps.py). With
+``queueKind: kafka`` the function runs in the private subnets with
 the Kafka client security group and a layer holding the manylinux aarch64 wheels of confluent-kafka and
 the MSK IAM signer; the layer is fetched with ``pip install --platform`` into ``.build/`` the first time
 the program runs (then cached), or taken from ``ApiArgs.kafka_layer_dir``.
@@ -34,7 +36,8 @@ from components.config import FleetConfig
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_PACKAGES = ("runtime/api", "runtime/jobs", "runtime/queues", "runtime/model_store")
 RUNTIME_FILES = ("runtime/__init__.py", "runtime/net_safety.py", "runtime/webhooks.py")
-PURE_PYTHON_DEPS = ("httpx", "httpcore", "h11", "anyio", "certifi", "idna", "typing_extensions")
+PURE_PYTHON_DEPS = ("httpx", "httpcore", "h11", "anyio", "certifi", "idna", "typing_extensions", "pydantic",
+                    "annotated_types", "typing_inspection")
 KAFKA_LAYER_REQUIREMENTS = ("confluent-kafka==2.16.1", "aws-msk-iam-sasl-signer-python==1.0.2")
 PUBLIC_ROUTES = ("GET /v1/health",)
 AUTH_ROUTES = ("POST /v1/jobs", "GET /v1/jobs/{id}", "POST /v1/jobs/{id}/cancel", "GET /v1/models",
@@ -289,7 +292,21 @@ def _code_archive() -> pulumi.AssetArchive:
         for path in sorted(pkg_dir.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".so"):
                 assets[f"{dep}/{path.relative_to(pkg_dir)}"] = pulumi.FileAsset(str(path))
+    _add_native_deps(assets)
     return pulumi.AssetArchive(assets)
+
+
+def _add_native_deps(assets: dict[str, pulumi.Asset | pulumi.Archive]) -> None:
+    """pydantic's compiled core for arm64 / CPython 3.12, unpacked by ``make install`` (tools/lambda_native_deps.py)."""
+    from tools.lambda_native_deps import native_dir
+
+    folder = native_dir()
+    if not (folder / ".complete").exists():
+        raise RuntimeError(f"the API Lambda needs pydantic-core built for arm64 in {folder}: run `make install` "
+                           "(or .venv/bin/python tools/lambda_native_deps.py)")
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != ".complete" and "__pycache__" not in path.parts:
+            assets[str(path.relative_to(folder))] = pulumi.FileAsset(str(path))
 
 
 def _kafka_layer_dir() -> Path:

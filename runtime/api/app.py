@@ -57,7 +57,8 @@ SEND_LEASE_SECONDS = 15.0
 _MESSAGE_SLACK_BYTES = 32
 # RFC 7240 preference ``wait=<seconds>`` (a decimal fraction is taken too), as a whole token.
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\"?)(\d{1,6}(?:\.\d{1,6})?)\1(?=$|[,;\s])", re.IGNORECASE)
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # published as the header's pattern (runtime.api.openapi)
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 @dataclass
@@ -401,9 +402,9 @@ def _idempotency_key(headers: Mapping[str, str]) -> str | None:
     if raw is None:
         return None
     key = raw.strip()
-    if len(key) >= 2 and key[0] == key[-1] == '"':  # the draft's sf-string form: "abc"
+    if len(key) >= 3 and key[0] == key[-1] == '"':  # the draft's sf-string form: "abc" is the key abc
         key = key[1:-1]
-    if not _IDEMPOTENCY_KEY.match(key):
+    if not _IDEMPOTENCY_KEY.match(key):  # the pattern the OpenAPI document publishes
         raise ApiError(400, "bad-idempotency-key", "Bad Request", "Idempotency-Key must be 1-255 visible ASCII chars",
                        errors=[{"field": "Idempotency-Key", "rule": "pattern",
                                 "message": "must be 1-255 visible ASCII characters"}])
