@@ -149,9 +149,12 @@ def test_cancel_reports_whether_this_call_made_the_change(store):
 def test_concurrent_cancels_change_a_queued_job_once(aws_clients, job_table):
     from concurrent.futures import ThreadPoolExecutor
 
+    from tests.atomic_ddb import AtomicCalls
+
     setup = JobStore(job_table, aws_clients("dynamodb"))
     queued, _ = setup.create(new_record(SPEC, owner="k1"))
-    stores = [JobStore(job_table, aws_clients("dynamodb")) for _ in range(10)]  # one client per "request"
+    # One client per "request"; each call atomic as on DynamoDB (moto's server is not, under threads).
+    stores = [JobStore(job_table, AtomicCalls(aws_clients("dynamodb"))) for _ in range(10)]
     with ThreadPoolExecutor(10) as pool:
         results = list(pool.map(lambda s: s.cancel(queued["job_id"]), stores))
     assert sum(changed for _, changed in results) == 1
