@@ -40,6 +40,7 @@ from typing import Any
 from runtime.api.auth import FailureLimiter, KeyStore, Principal, TokenBucket, authenticate
 from runtime.api.models import ModelsSource, StaticModels
 from runtime.api.problems import ApiError
+from runtime.api.request_headers import check_content_type, idempotency_key, prefer_wait
 from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavailableError, ValidationError
 from runtime.jobs.ids import is_job_id
 from runtime.jobs.schema import MAX_BODY_BYTES, fingerprint, parse_json_body, validate_job
@@ -55,10 +56,6 @@ MAX_WAIT_SECONDS = 25.0  # API Gateway HTTP APIs end integrations at 30 s
 SEND_LEASE_SECONDS = 15.0
 # enqueued_at is re-stamped at send time; its decimal form may be a few characters longer than measured.
 _MESSAGE_SLACK_BYTES = 32
-# RFC 7240 preference ``wait=<seconds>`` (a decimal fraction is taken too), as a whole token.
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\"?)(\d{1,6}(?:\.\d{1,6})?)\1(?=$|[,;\s])", re.IGNORECASE)
-IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"  # published as the header's pattern (runtime.api.openapi)
-_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 @dataclass
@@ -196,11 +193,11 @@ class ApiApp:
     def create_job(self, req: Request) -> Response:
         principal = self._principal(req)
         self._rate_limit(principal)
-        _check_content_type(req.headers)
+        check_content_type(req.headers)
         if len(req.body) > MAX_BODY_BYTES:
             raise ApiError(413, "too-large", "Payload Too Large", f"the body must be at most {MAX_BODY_BYTES} bytes")
-        idem_key = _idempotency_key(req.headers)
-        wait = _prefer_wait(req.headers, self.options.max_wait_seconds)
+        idem_key = idempotency_key(req.headers)
+        wait = prefer_wait(req.headers, self.options.max_wait_seconds)
         body = parse_json_body(req.body)
         known = None
         if self.options.enforce_known_models:
@@ -385,39 +382,6 @@ def _validation_error(exc: ValidationError) -> ApiError:
         return ApiError(400, "malformed-request", "Bad Request", str(exc), errors=errors)
     return ApiError(422, "validation-failed", "Unprocessable Content", f"{len(errors)} rule(s) broken: {exc}",
                     errors=errors)
-
-
-def _check_content_type(headers: Mapping[str, str]) -> None:
-    ctype = headers.get("content-type")
-    if ctype is None:
-        return
-    mime = ctype.split(";", 1)[0].strip().lower()
-    if mime != "application/json" and not (mime.startswith("application/") and mime.endswith("+json")):
-        raise ApiError(415, "unsupported-media-type", "Unsupported Media Type",
-                       "send the job as Content-Type: application/json")
-
-
-def _idempotency_key(headers: Mapping[str, str]) -> str | None:
-    raw = headers.get("idempotency-key")
-    if raw is None:
-        return None
-    key = raw.strip()
-    if len(key) >= 3 and key[0] == key[-1] == '"':  # the draft's sf-string form: "abc" is the key abc
-        key = key[1:-1]
-    if not _IDEMPOTENCY_KEY.match(key):  # the pattern the OpenAPI document publishes
-        raise ApiError(400, "bad-idempotency-key", "Bad Request", "Idempotency-Key must be 1-255 visible ASCII chars",
-                       errors=[{"field": "Idempotency-Key", "rule": "pattern",
-                                "message": "must be 1-255 visible ASCII characters"}])
-    return key
-
-
-def _prefer_wait(headers: Mapping[str, str], cap: float) -> float:
-    """Seconds from ``Prefer: wait=N`` (RFC 7240), capped; unknown or odd preferences are ignored."""
-    prefer = headers.get("prefer") or ""
-    m = _PREFER_WAIT.search(prefer)
-    if not m or "respond-async" in prefer.lower():
-        return 0.0
-    return max(0.0, min(float(m.group(2)), cap))
 
 
 def _seconds_to_utc_midnight(now: float) -> int:

@@ -16,7 +16,8 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from runtime.api.app import API_VERSION, IDEMPOTENCY_KEY_PATTERN
+from runtime.api.app import API_VERSION
+from runtime.api.request_headers import IDEMPOTENCY_KEY_PATTERN
 from runtime.jobs import models as m
 
 _REF = "#/components/schemas/{model}"

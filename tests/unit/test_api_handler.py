@@ -88,7 +88,7 @@ def test_authorizer_treats_an_empty_bearer_as_no_credentials():
 
 
 def test_prefer_wait_parsing():
-    from runtime.api.app import _prefer_wait
+    from runtime.api.request_headers import prefer_wait as _prefer_wait
 
     cases = {"wait=1.5": 1.5, "wait=10": 10, "respond-async, wait=5": 0, "wait=\"3\"": 3, "handling=lenient; wait=2": 2,
              "wait=1.5x": 0, "wait=abc": 0, "xwait=3": 0, "wait=99": 25, "wait=": 0, "wait=1.": 0, "": 0}
