@@ -52,7 +52,6 @@ api = Api("api", ApiArgs(
     kafka_client_security_group_id=None if is_sqs else queue.client_security_group_id,
     subnet_ids=None if is_sqs else network.private_subnet_ids,
     model_bucket_name=models.bucket_name, model_bucket_arn=models.bucket_arn,
-    webhook_secret_parameter_name=webhook_secret_parameter,
 ), opts=opts)
 cluster = InferenceCluster("cluster", InferenceClusterArgs(
     config=cfg, vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids,

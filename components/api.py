@@ -84,9 +84,6 @@ class ApiArgs:
     model_bucket_arn: pulumi.Input[str] | None = None
     """Model store bucket ARN (read access to the manifest only)."""
 
-    webhook_secret_parameter_name: pulumi.Input[str] | None = None
-    """SSM SecureString with the webhook signing secret (the API signs cancel events with it)."""
-
     kafka_layer_dir: str | None = None
     """Pre-built layer directory (``python/...``) for Kafka; default: ``.build/lambda/kafka-layer``."""
 
@@ -154,8 +151,6 @@ class Api(pulumi.ComponentResource):
             env.update({"GENAI_KAFKA_BOOTSTRAP": a.kafka_bootstrap_brokers, "GENAI_KAFKA_IAM": "true"})
         if a.model_bucket_name is not None:
             env["GENAI_MODEL_BUCKET"] = a.model_bucket_name
-        if a.webhook_secret_parameter_name is not None:
-            env["GENAI_WEBHOOK_SECRET_PARAMETER"] = a.webhook_secret_parameter_name
         return env
 
     def _handler_statements(self) -> list[dict[str, pulumi.Input]]:
@@ -174,9 +169,6 @@ class Api(pulumi.ComponentResource):
                 "kafka-cluster:DescribeTopic", "kafka-cluster:WriteData", "kafka-cluster:CreateTopic"],
                                "resources": [a.kafka_topic_arn]})
         params: list[pulumi.Input[str]] = [self._param_arn] if cfg.api.auth == "api-key" else []
-        if a.webhook_secret_parameter_name is not None:
-            params.append(pulumi.Output.all(self._account, a.webhook_secret_parameter_name).apply(
-                lambda v: f"arn:aws:ssm:{cfg.region}:{v[0]}:parameter/{v[1].lstrip('/')}"))
         if params:
             statements.append({"sid": "Parameters", "actions": ["ssm:GetParameter"], "resources": params})
         if a.model_bucket_arn is not None:

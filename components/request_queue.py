@@ -25,6 +25,7 @@ import pulumi_aws as aws
 
 from components.config import FleetConfig
 from runtime import metric_names
+from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
 
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: time to look at poison jobs and redrive them
 QUEUE_RETENTION_SECONDS = 4 * 24 * 3600  # SQS default; a job waiting this long is stale anyway
@@ -105,8 +106,9 @@ class RequestQueue(pulumi.ComponentResource):
     # --- sqs ---------------------------------------------------------------------------------------
     def _create_sqs(self, cfg: FleetConfig) -> None:
         prefix = cfg.resource_prefix()
+        # The API sizes jobs against this limit (SQS_MAX_MESSAGE_BYTES); declared so it never depends on a default.
         dlq = aws.sqs.Queue(f"{self._name}-dlq", name=f"{prefix}-jobs-dlq", sqs_managed_sse_enabled=True,
-                            message_retention_seconds=DLQ_RETENTION_SECONDS,
+                            message_retention_seconds=DLQ_RETENTION_SECONDS, max_message_size=SQS_MAX_MESSAGE_BYTES,
                             receive_wait_time_seconds=LONG_POLL_SECONDS, opts=self._opts())
         redrive = dlq.arn.apply(lambda arn: json.dumps(
             {"deadLetterTargetArn": arn, "maxReceiveCount": cfg.queue.redrive_receive_count}))
@@ -114,6 +116,7 @@ class RequestQueue(pulumi.ComponentResource):
                               visibility_timeout_seconds=cfg.queue.visibility_timeout_seconds,
                               receive_wait_time_seconds=LONG_POLL_SECONDS,
                               message_retention_seconds=QUEUE_RETENTION_SECONDS, redrive_policy=redrive,
+                              max_message_size=SQS_MAX_MESSAGE_BYTES,
                               opts=self._opts())
         # Only the jobs queue may send to the DLQ (redrive), so nothing else lands there by mistake.
         aws.sqs.RedriveAllowPolicy(f"{self._name}-dlq-allow", queue_url=dlq.url,

@@ -95,6 +95,9 @@ def job_table(aws_clients: Callable[..., Any]) -> str:
 
 @pytest.fixture
 def sqs_queue(aws_clients: Callable[..., Any]) -> str:
-    """A fresh SQS standard queue on moto; returns its URL."""
+    """A fresh SQS standard queue on moto with AWS's 256 KiB MaximumMessageSize (moto: 1 MiB); returns its URL."""
+    from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
+
     sqs = aws_clients("sqs")
-    return sqs.create_queue(QueueName=f"jobs-{uuid.uuid4().hex[:10]}")["QueueUrl"]
+    return sqs.create_queue(QueueName=f"jobs-{uuid.uuid4().hex[:10]}",
+                            Attributes={"MaximumMessageSize": str(SQS_MAX_MESSAGE_BYTES)})["QueueUrl"]

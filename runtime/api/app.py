@@ -13,9 +13,17 @@ GET   /v1/openapi.json             the OpenAPI 3.1 document                     
 
 Status codes: 200, 202 (accepted / still running after the wait), 400 (malformed JSON, bad header),
 401/403 (auth), 404 (unknown route or job; jobs of other keys look unknown), 405 (wrong method, with
-``Allow``), 413 (body too large), 415 (not JSON), 422 (a rule broken, or an Idempotency-Key reused
-with another body), 429 (rate limit or daily quota, with ``Retry-After``), 503 (store or queue down,
-with ``Retry-After``). A 500 means a bug: client input never causes one (tests/integration/test_api_fuzz.py).
+``Allow``), 409 (the first request with this Idempotency-Key is still being processed, with
+``Retry-After``), 413 (body too large, or the queue message it makes would be), 415 (not JSON), 422 (a
+rule broken, or an Idempotency-Key reused with another body), 429 (rate limit or daily quota, with
+``Retry-After``), 503 (store or queue down, with ``Retry-After``). A 500 means a bug: client input never
+causes one (tests/integration/test_api_fuzz.py and the schemathesis run).
+
+Create, in order: validate; build the queue message and refuse it (413) when it would not fit the
+queue, before anything is written; look the Idempotency-Key up (a replay is never charged quota);
+charge the daily quota; write the job (and key) in one transaction; send. The request that writes a job
+holds a short send lease in the record; a replay sends a job only after claiming an expired lease with a
+conditional write, so concurrent replays enqueue a job once and a creator that died is still covered.
 """
 
 from __future__ import annotations
@@ -27,22 +35,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.api.auth import KeyStore, Principal, TokenBucket, authenticate
+from runtime.api.auth import FailureLimiter, KeyStore, Principal, TokenBucket, authenticate
 from runtime.api.models import ModelsSource, StaticModels
 from runtime.api.problems import ApiError
+from runtime.api.request_headers import check_content_type, idempotency_key, prefer_wait
 from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavailableError, ValidationError
 from runtime.jobs.ids import is_job_id
 from runtime.jobs.schema import MAX_BODY_BYTES, fingerprint, parse_json_body, validate_job
-from runtime.jobs.store import FINAL, QUEUED, JobStore, new_record
+from runtime.jobs.store import CANCELED, FINAL, QUEUED, JobStore, new_record
 from runtime.jobs.views import public_view
-from runtime.queues.base import JobQueueProducer, QueueError, QueueMessage
+from runtime.queues.base import SQS_MAX_MESSAGE_BYTES, JobQueueProducer, QueueError, QueueMessage
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
 MAX_WAIT_SECONDS = 25.0  # API Gateway HTTP APIs end integrations at 30 s
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?", re.IGNORECASE)
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+# The send lease of the request that writes a job: replays wait it out (409) before sending themselves.
+SEND_LEASE_SECONDS = 15.0
+# enqueued_at is re-stamped at send time; its decimal form may be a few characters longer than measured.
+_MESSAGE_SLACK_BYTES = 32
 
 
 @dataclass
@@ -55,6 +66,7 @@ class Request:
     principal: Principal | None = None  # set by the transport when an upstream authorizer vouched
     base_url: str = ""
     request_id: str = ""
+    source_ip: str = ""  # the client address the gateway saw (per-source limit on failed authentications)
 
 
 @dataclass
@@ -82,16 +94,17 @@ class ApiApp:
     """The job API. Dependencies are injected; nothing happens at import or construction."""
 
     def __init__(self, store: JobStore, producer: JobQueueProducer, options: ApiOptions | None = None,
-                 keys: KeyStore | None = None, models: ModelsSource | None = None, webhooks: Any = None,
+                 keys: KeyStore | None = None, models: ModelsSource | None = None,
                  openapi: Callable[[], dict[str, Any]] | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep):
         self.store, self.producer = store, producer
         self.options = options or ApiOptions()
         self.keys, self.models = keys, models or StaticModels(())
-        self.webhooks, self._openapi = webhooks, openapi
+        self._openapi = openapi
         self._clock, self._sleep = clock, sleep
         o = self.options
         self.limiter = TokenBucket(o.rate_per_second, o.burst or o.rate_per_second) if o.rate_per_second else None
+        self.auth_failures = FailureLimiter()
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
             (re.compile(r"^/v1/health$"), {"GET": self.health}),
             (re.compile(r"^/v1/openapi\.json$"), {"GET": self.openapi}),
@@ -145,7 +158,7 @@ class ApiApp:
             raise ApiError(401, "unauthorized", "Unauthorized", "sign the request with AWS SigV4 (IAM auth)")
         if self.keys is None:
             raise ApiError(503, "auth-unavailable", "Service Unavailable", "API key store is not configured")
-        return authenticate(req.headers, self.keys)
+        return authenticate(req.headers, self.keys, source=req.source_ip or None, failures=self.auth_failures)
 
     def _rate_limit(self, principal: Principal) -> None:
         if self.limiter is None and principal.rate_per_second is None:
@@ -176,21 +189,19 @@ class ApiApp:
     def create_job(self, req: Request) -> Response:
         principal = self._principal(req)
         self._rate_limit(principal)
-        _check_content_type(req.headers)
+        check_content_type(req.headers)
         if len(req.body) > MAX_BODY_BYTES:
             raise ApiError(413, "too-large", "Payload Too Large", f"the body must be at most {MAX_BODY_BYTES} bytes")
-        idem_key = _idempotency_key(req.headers)
-        wait = _prefer_wait(req.headers, self.options.max_wait_seconds)
+        idem_key = idempotency_key(req.headers)
+        wait = prefer_wait(req.headers, self.options.max_wait_seconds)
         body = parse_json_body(req.body)
         known = None
         if self.options.enforce_known_models:
             known = {m["id"] for m in self.models.list_models()[1]} or None
         spec = validate_job(body, allow_loopback=self.options.allow_loopback, known_models=known)
-        quota = principal.quota_per_day or self.options.quota_per_day
-        if quota and not self.store.consume_daily_quota(principal.id, quota):
-            raise ApiError(429, "quota-exceeded", "Too Many Requests", f"daily quota of {quota} jobs used up",
-                           headers={"Retry-After": str(_seconds_to_utc_midnight(self._clock()))})
-        record, created = self._create(spec, principal, idem_key, quota)
+        record = new_record(spec, owner=principal.id, now=self._clock())
+        self._check_message_size(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=record["created_at"]))
+        record, created = self._create(record, spec, principal, idem_key)
         headers = {"Location": f"/v1/jobs/{record['job_id']}"}
         if not created:
             headers["Idempotent-Replayed"] = "true"
@@ -202,24 +213,48 @@ class ApiApp:
             headers["Retry-After"] = str(max(1, round(self.options.average_job_seconds)))
         return Response(status, self._view(record, req), headers)
 
-    def _create(self, spec: dict[str, Any], principal: Principal, idem_key: str | None,
-                quota: int | None) -> tuple[dict[str, Any], bool]:
+    def _check_message_size(self, message: QueueMessage) -> None:
+        """413 when the queue message (as the producer sends it) would exceed the queue's limit.
+
+        Measured on the message itself: JSON escapes non-ASCII text (an emoji takes 12 bytes, a CJK
+        character 6), so a body under the request limit can still make a message over the queue's.
+        """
+        limit = min(self.producer.max_message_bytes or SQS_MAX_MESSAGE_BYTES, SQS_MAX_MESSAGE_BYTES)
+        size = self.producer.message_size(message) + _MESSAGE_SLACK_BYTES
+        if size > limit:
+            raise ApiError(413, "too-large", "Payload Too Large",
+                           f"the job makes a queue message of about {size} bytes; the queue takes at most {limit}. "
+                           f"Non-ASCII text counts up to 3 times its UTF-8 size; pass large images by URL",
+                           errors=[{"field": "(body)", "rule": "max-message-size",
+                                    "message": f"queue message of {size} bytes exceeds {limit}"}])
+
+    def _create(self, record: dict[str, Any], spec: dict[str, Any], principal: Principal,
+                idem_key: str | None) -> tuple[dict[str, Any], bool]:
+        fp = fingerprint(spec) if idem_key else None
+        quota = self._charged(principal)
+        charged = False
         try:
-            record, created = self.store.create(new_record(spec, owner=principal.id, now=self._clock()),
-                                                idempotency_key=idem_key,
-                                                fingerprint=fingerprint(spec) if idem_key else None)
+            if idem_key is not None:  # a replay is answered before any quota is charged
+                existing = self.store.find_idempotent(principal.id, idem_key, fp)
+                if existing is not None:
+                    return self._replayed(existing, spec), False
+                record["send_lease_until"] = self._clock() + SEND_LEASE_SECONDS
+            if quota:
+                if not self.store.consume_daily_quota(principal.id, quota):
+                    raise ApiError(429, "quota-exceeded", "Too Many Requests", f"daily quota of {quota} jobs used up",
+                                   headers={"Retry-After": str(_seconds_to_utc_midnight(self._clock()))})
+                charged = True
+            record, created = self.store.create(record, idempotency_key=idem_key, fingerprint=fp)
         except IdempotencyConflictError as exc:
+            if charged:  # lost a race to a request with the same key and a different body
+                self.store.refund_daily_quota(principal.id)
             raise ApiError(422, "idempotency-key-reused", "Unprocessable Content",
                            "this Idempotency-Key was already used with a different request body",
                            extra={"job_id": exc.job_id}) from exc
-        if not created:
-            if quota:
+        if not created:  # another request with this key won the write between our lookup and ours
+            if charged:
                 self.store.refund_daily_quota(principal.id)
-            if record["status"] == QUEUED and record.get("enqueued") is False:
-                # The request that created it died between the write and the send: send it now. A duplicate
-                # message is harmless (the worker records a job once); a job never sent would wait forever.
-                self._enqueue(record, spec, mark=True)
-            return record, False
+            return self._replayed(record, spec), False
         try:
             # Only a job with an Idempotency-Key can be replayed, so only those need the "sent" mark.
             self._enqueue(record, spec, mark=idem_key is not None)
@@ -227,6 +262,23 @@ class ApiApp:
             self.store.abandon(record, idempotency_key=idem_key)
             raise
         return record, True
+
+    def _charged(self, principal: Principal) -> int | None:
+        """The daily quota that applies to ``principal`` (None: unlimited)."""
+        return principal.quota_per_day or self.options.quota_per_day
+
+    def _replayed(self, record: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+        """The job an Idempotency-Key names; sends its message only if it was never sent and nobody is on it."""
+        if record["status"] != QUEUED or record.get("enqueued") is not False:
+            return record
+        if not self.store.claim_send(record["job_id"], SEND_LEASE_SECONDS):
+            # The first request is still between its write and its send (IETF Idempotency-Key draft: 409).
+            raise ApiError(409, "request-in-progress", "Conflict",
+                           "a request with this Idempotency-Key is still being processed; retry shortly",
+                           headers={"Retry-After": "1"}, extra={"job_id": record["job_id"]})
+        # The request that created it died between the write and the send: send it now.
+        self._enqueue(record, spec, mark=True)
+        return record
 
     def _enqueue(self, record: dict[str, Any], spec: dict[str, Any], mark: bool) -> None:
         self.producer.send(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=self._clock()))
@@ -263,9 +315,12 @@ class ApiApp:
     def cancel_job(self, req: Request, job_id: str) -> Response:
         principal, record = self._owned(req, job_id)
         self._rate_limit(principal)
-        # The 'completed' webhook of a job canceled here comes from the table's stream (one per transition,
-        # however many cancels race): runtime.webhook_dispatch.
-        updated = self.store.request_cancel(job_id) or record
+        # Only a conditional write changes the job, so of racing cancels one makes the change. Its 'completed'
+        # webhook comes from the table's stream, once per transition (runtime.webhook_dispatch), never from here.
+        updated, changed = self.store.cancel(job_id)
+        if changed:
+            log.info("job %s: cancel %s", job_id, "applied" if updated["status"] == CANCELED else "requested")
+        updated = updated or record
         return Response(200, self._view(updated, req))
 
     # --- views ---------------------------------------------------------------------------------------
@@ -301,39 +356,6 @@ def _validation_error(exc: ValidationError) -> ApiError:
         return ApiError(400, "malformed-request", "Bad Request", str(exc), errors=errors)
     return ApiError(422, "validation-failed", "Unprocessable Content", f"{len(errors)} rule(s) broken: {exc}",
                     errors=errors)
-
-
-def _check_content_type(headers: Mapping[str, str]) -> None:
-    ctype = headers.get("content-type")
-    if ctype is None:
-        return
-    mime = ctype.split(";", 1)[0].strip().lower()
-    if mime != "application/json" and not (mime.startswith("application/") and mime.endswith("+json")):
-        raise ApiError(415, "unsupported-media-type", "Unsupported Media Type",
-                       "send the job as Content-Type: application/json")
-
-
-def _idempotency_key(headers: Mapping[str, str]) -> str | None:
-    raw = headers.get("idempotency-key")
-    if raw is None:
-        return None
-    key = raw.strip()
-    if len(key) >= 2 and key[0] == key[-1] == '"':  # the draft's sf-string form: "abc"
-        key = key[1:-1]
-    if not _IDEMPOTENCY_KEY.match(key):
-        raise ApiError(400, "bad-idempotency-key", "Bad Request", "Idempotency-Key must be 1-255 visible ASCII chars",
-                       errors=[{"field": "Idempotency-Key", "rule": "pattern",
-                                "message": "must be 1-255 visible ASCII characters"}])
-    return key
-
-
-def _prefer_wait(headers: Mapping[str, str], cap: float) -> float:
-    """Seconds from ``Prefer: wait=N`` (RFC 7240), capped; unknown or odd preferences are ignored."""
-    prefer = headers.get("prefer") or ""
-    m = _PREFER_WAIT.search(prefer)
-    if not m or "respond-async" in prefer.lower():
-        return 0.0
-    return min(float(m.group(1)), cap)
 
 
 def _seconds_to_utc_midnight(now: float) -> int:

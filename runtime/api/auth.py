@@ -1,18 +1,20 @@
-"""API keys and per-key limits.
+"""API keys, their store, and per-key and per-source limits.
 
-Keys look like ``gf_<key_id>_<secret>``: ``key_id`` is 12 lowercase letters/digits (public, used to find
-the key record), ``secret`` 43 URL-safe characters (256 random bits). Clients send
-``Authorization: Bearer <key>`` or ``x-api-key: <key>``.
+Keys look like ``gf_<key_id>_<secret>_<tag>`` (runtime.api.key_format): ``key_id`` is public and names the key
+record, ``secret`` carries 256 random bits, and ``tag`` lets a made-up key be refused without any lookup.
+Clients send ``Authorization: Bearer <key>`` or ``x-api-key: <key>``.
 
 Storage: one SSM SecureString parameter per key, ``/genai-fleet/<env>/api-keys/<key_id>``, whose value
 is JSON ``{"sha256": "<hex of sha256(key)>", "name": "...", "disabled": false, "quota_per_day": null,
-"rate_per_second": null}``. Only the hash is stored: a 256-bit random secret needs no slow KDF (a fast
-hash of a high-entropy token cannot be brute-forced), and verification stays sub-millisecond. Lookups go
-straight to one parameter by key id (no scan) and are cached per Lambda instance for 60 s, so revoking
-a key (delete the parameter or set ``disabled``) takes effect within a minute. Local mode reads the
-same records from a JSON file (``{"<key_id>": {...}}``) or from ``GENAI_API_KEYS`` (``key,key``).
+"rate_per_second": null}``; the tag secret sits beside them in ``.../api-keys/tag-secret``. Only the hash is
+stored: a 256-bit random secret needs no slow KDF, and verification stays sub-millisecond. Lookups go
+straight to one parameter by key id (no scan) and are cached per Lambda instance in a bounded LRU, found and
+not-found alike, for 60 s, so revoking a key (delete the parameter or set ``disabled``) takes effect within
+a minute and a repeated unknown key costs one GetParameter a minute. Local mode reads the same records from
+a JSON file (``{"<key_id>": {...}}``) or from ``GENAI_API_KEYS`` (``key,key``).
 
-Answers: no credentials -> 401; unknown, wrong or disabled key -> 403.
+Answers: no credentials -> 401; unknown, wrong, badly tagged or disabled key -> 403; a source (client IP)
+with too many failed authentications -> 429 for anything that would need a lookup, until its budget refills.
 
 Limits: ``TokenBucket`` per key per Lambda instance (``rate_per_second`` / burst; approximate, since
 instances do not share it; the stage throttle is the hard global limit), and a daily job quota counted
@@ -24,11 +26,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
-import secrets
-import string
+import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +37,10 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from runtime.api import key_format
 from runtime.api.problems import ApiError
 
-_KEY = re.compile(r"^gf_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
-_ID_ALPHABET = string.ascii_lowercase + string.digits
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,28 +78,44 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def generate_key(name: str = "", quota_per_day: int | None = None) -> tuple[str, KeyRecord]:
-    """A new key and the record to store (the key itself is shown once and never stored)."""
-    key_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
-    key = f"gf_{key_id}_{secrets.token_urlsafe(32)}"
+def generate_key(name: str = "", quota_per_day: int | None = None,
+                 tag_secret: bytes | None = None) -> tuple[str, KeyRecord]:
+    """A new key and the record to store (the key itself is shown once and never stored).
+
+    ``tag_secret`` is the deployment's tag secret (``SsmKeyStore.mint`` passes it); without one the tag is
+    the public checksum, which only a store with no tag secret accepts.
+    """
+    key, key_id = key_format.new_key(tag_secret)
     return key, KeyRecord(key_id=key_id, sha256=hash_key(key), name=name, quota_per_day=quota_per_day)
 
 
 def parse_key(key: str) -> str | None:
-    """The key id of a well-formed key, else None."""
-    m = _KEY.match(key)
-    return m.group(1) if m else None
+    """The key id of a well-formed key (either format; the tag is not checked here), else None."""
+    parsed = key_format.parse(key)
+    return parsed.key_id if parsed else None
 
 
 class KeyStore(Protocol):
+    """Where key records live. ``accept_untagged`` admits first-format keys; ``tag_secret`` keys the tags."""
+
+    accept_untagged: bool
+
     def lookup(self, key_id: str) -> KeyRecord | None: ...
+
+    def tag_secret(self) -> bytes | None: ...
 
 
 class StaticKeyStore:
     """Key records held in memory (local mode, tests)."""
 
-    def __init__(self, records: Mapping[str, KeyRecord] | None = None):
+    def __init__(self, records: Mapping[str, KeyRecord] | None = None, tag_secret: bytes | None = None,
+                 accept_untagged: bool = True):
         self.records = dict(records or {})
+        self._tag_secret = tag_secret
+        self.accept_untagged = accept_untagged
+
+    def tag_secret(self) -> bytes | None:
+        return self._tag_secret
 
     @classmethod
     def from_keys(cls, keys: list[str]) -> StaticKeyStore:
@@ -106,7 +123,8 @@ class StaticKeyStore:
         for key in keys:
             key_id = parse_key(key)
             if key_id is None:
-                raise ValueError("local API keys must look like gf_<12 chars>_<43 chars>; use generate_key()")
+                raise ValueError("local API keys must look like gf_<12 chars>_<43 chars>[_<8-char tag>]; "
+                                 "use generate_key()")
             records[key_id] = KeyRecord(key_id=key_id, sha256=hash_key(key), name="local")
         return cls(records)
 
@@ -123,41 +141,74 @@ class StaticKeyStore:
 
 
 class SsmKeyStore:
-    """Key records in SSM SecureString parameters under ``prefix`` (``/genai-fleet/<env>/api-keys``)."""
+    """Key records in SSM SecureString parameters under ``prefix`` (``/genai-fleet/<env>/api-keys``).
+
+    Lookups (found or not) are cached in a bounded LRU for ``cache_seconds``; the tag secret
+    (``<prefix>/tag-secret``, absent: public checksum tags) is re-read every ``tag_cache_seconds``.
+    """
 
     def __init__(self, ssm_client: Any, prefix: str, cache_seconds: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, max_entries: int = 4096,
+                 accept_untagged: bool = False, tag_cache_seconds: float = 300.0):
         self.ssm, self.prefix = ssm_client, prefix.rstrip("/")
         self.cache_seconds, self._clock = cache_seconds, clock
-        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self.max_entries, self.accept_untagged = max_entries, accept_untagged
+        self.tag_cache_seconds = tag_cache_seconds
+        self._cache: OrderedDict[str, tuple[float, KeyRecord | None]] = OrderedDict()
+        self._tag: tuple[float, bytes | None] | None = None
         self._lock = threading.Lock()
 
     def parameter_name(self, key_id: str) -> str:
         return f"{self.prefix}/{key_id}"
 
-    def lookup(self, key_id: str) -> KeyRecord | None:
-        now = self._clock()
-        with self._lock:
-            hit = self._cache.get(key_id)
-            if hit and now - hit[0] < self.cache_seconds:
-                return hit[1]
+    def _get(self, name: str) -> str | None:
+        """A parameter's value; None when it does not exist; 503 when SSM cannot answer (fail closed)."""
         try:
-            value = self.ssm.get_parameter(Name=self.parameter_name(key_id), WithDecryption=True)["Parameter"]["Value"]
-            record: KeyRecord | None = KeyRecord.from_json(key_id, value)
+            return self.ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ParameterNotFound":
-                raise ApiError(503, "auth-unavailable", "Service Unavailable", "API keys cannot be read now",
-                               headers={"Retry-After": "1"}) from exc
-            record = None
+            if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
+                return None
+            raise ApiError(503, "auth-unavailable", "Service Unavailable", "API keys cannot be read now",
+                           headers={"Retry-After": "1"}) from exc
         except BotoCoreError as exc:
             raise ApiError(503, "auth-unavailable", "Service Unavailable", "API keys cannot be read now",
                            headers={"Retry-After": "1"}) from exc
+
+    def tag_secret(self) -> bytes | None:
+        now = self._clock()
+        with self._lock:
+            if self._tag is not None and now - self._tag[0] < self.tag_cache_seconds:
+                return self._tag[1]
+        value = self._get(self.parameter_name(key_format.TAG_SECRET_NAME))
+        secret = value.encode() if value else None
+        with self._lock:
+            self._tag = (now, secret)
+        return secret
+
+    def cached(self, key_id: str) -> tuple[bool, KeyRecord | None]:
+        """(hit, record) from the cache alone: never calls SSM."""
+        now = self._clock()
+        with self._lock:
+            hit = self._cache.get(key_id)
+            if hit is None or now - hit[0] >= self.cache_seconds:
+                return False, None
+            self._cache.move_to_end(key_id)
+            return True, hit[1]
+
+    def lookup(self, key_id: str) -> KeyRecord | None:
+        hit, record = self.cached(key_id)
+        if hit:
+            return record
+        value = self._get(self.parameter_name(key_id))
+        try:
+            record = KeyRecord.from_json(key_id, value) if value is not None else None
         except (ValueError, KeyError, TypeError):
             record = None  # a malformed record authorizes nobody
         with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[key_id] = (now, record)
+            self._cache[key_id] = (self._clock(), record)
+            self._cache.move_to_end(key_id)
+            while len(self._cache) > self.max_entries:  # evict the least recently used, never everything
+                self._cache.popitem(last=False)
         return record
 
     def put(self, record: KeyRecord) -> str:
@@ -165,32 +216,117 @@ class SsmKeyStore:
         self.ssm.put_parameter(Name=name, Value=record.to_json(), Type="SecureString", Overwrite=True)
         return name
 
+    def mint(self, name: str = "", quota_per_day: int | None = None) -> str:
+        """Make, store and return a new key, creating the stack's tag secret on first use."""
+        secret = self._get(self.parameter_name(key_format.TAG_SECRET_NAME))
+        if secret is None:
+            try:
+                self.ssm.put_parameter(Name=self.parameter_name(key_format.TAG_SECRET_NAME), Type="SecureString",
+                                       Value=key_format.new_tag_secret(), Overwrite=False)
+            except ClientError as exc:  # another minter made it first: use theirs
+                if exc.response.get("Error", {}).get("Code") != "ParameterAlreadyExists":
+                    raise
+            secret = self._get(self.parameter_name(key_format.TAG_SECRET_NAME))
+        with self._lock:
+            self._tag = None
+        key, record = generate_key(name, quota_per_day, tag_secret=secret.encode() if secret else None)
+        self.put(record)
+        return key
+
+
+class FailureLimiter:
+    """Failed authentications per source (client IP): ``burst`` at once, refilled at ``per_second``.
+
+    In-process and bounded (``max_sources``, least recently seen dropped). A source over its budget gets
+    429 for anything that would need a key-store lookup, so a flood of made-up keys cannot throttle SSM
+    for the account and lock real users out.
+    """
+
+    def __init__(self, burst: float = 20.0, per_second: float = 0.2, max_sources: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic):
+        self.burst, self.per_second, self.max_sources, self._clock = burst, per_second, max_sources, clock
+        self._sources: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _tokens(self, source: str, now: float) -> float:
+        tokens, last = self._sources.get(source, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.per_second)
+
+    def retry_after(self, source: str | None) -> float:
+        """Seconds until ``source`` may fail again (0: it may try now)."""
+        if not source:
+            return 0.0
+        with self._lock:
+            tokens = self._tokens(source, self._clock())
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.per_second
+
+    def record_failure(self, source: str | None) -> None:
+        if not source:
+            return
+        now = self._clock()
+        with self._lock:
+            self._sources[source] = (max(0.0, self._tokens(source, now) - 1), now)
+            self._sources.move_to_end(source)
+            while len(self._sources) > self.max_sources:
+                self._sources.popitem(last=False)
+
 
 def credentials_from_headers(headers: Mapping[str, str]) -> str | None:
     """The presented key (``Authorization: Bearer`` wins over ``x-api-key``), or None."""
-    auth = headers.get("authorization")
+    auth = (headers.get("authorization") or "").strip()
     if auth:
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
+        if scheme.lower() != "bearer":
+            return auth  # a bare or foreign scheme: checked (and refused) as a key
+        if value.strip():
             return value.strip()
-        return auth.strip() or None  # a bare or foreign scheme: checked (and refused) as a key
+        # "Bearer" with no token carries no credentials (401, as without the header) unless x-api-key does
     key = headers.get("x-api-key")
     return key.strip() if key and key.strip() else None
 
 
-def authenticate(headers: Mapping[str, str], keys: KeyStore) -> Principal:
-    """401 without credentials, 403 when they are not a valid, enabled key."""
+def _forbidden() -> ApiError:
+    return ApiError(403, "forbidden", "Forbidden", "the API key is not valid")
+
+
+def authenticate(headers: Mapping[str, str], keys: KeyStore, source: str | None = None,
+                 failures: FailureLimiter | None = None) -> Principal:
+    """401 without credentials, 403 when they are not a valid, enabled key, 429 when ``source`` failed too often.
+
+    Order keeps the key store cheap: the tag is checked offline first; a source over its failure budget is
+    refused before any lookup (a key already cached as valid still passes); every failure is counted.
+    """
     presented = credentials_from_headers(headers)
     if presented is None:
         raise ApiError(401, "unauthorized", "Unauthorized",
                        "send an API key as 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
                        headers={"WWW-Authenticate": 'Bearer realm="genai-fleet"'})
-    key_id = parse_key(presented)
-    record = keys.lookup(key_id) if key_id else None
+    parsed = key_format.parse(presented, keys.tag_secret())
+    if parsed is None or not (parsed.tag_ok or (not parsed.tagged and keys.accept_untagged)):
+        if failures is not None:
+            failures.record_failure(source)
+        raise _forbidden()
+    record = _lookup(keys, parsed.key_id, source, failures)
     if record is None or record.disabled or not hmac.compare_digest(record.sha256, hash_key(presented)):
-        raise ApiError(403, "forbidden", "Forbidden", "the API key is not valid")
+        if failures is not None:
+            failures.record_failure(source)
+        raise _forbidden()
     return Principal(id=record.key_id, kind="api-key", quota_per_day=record.quota_per_day,
                      rate_per_second=record.rate_per_second)
+
+
+def _lookup(keys: KeyStore, key_id: str, source: str | None, failures: FailureLimiter | None) -> KeyRecord | None:
+    wait = failures.retry_after(source) if failures is not None else 0.0
+    if wait <= 0:
+        return keys.lookup(key_id)
+    cached = getattr(keys, "cached", None)
+    hit, record = cached(key_id) if cached else (True, keys.lookup(key_id))  # in-memory stores cost nothing
+    if hit and record is not None:
+        return record
+    log.warning("refusing a key lookup for %s: too many failed authentications", source)
+    raise ApiError(429, "too-many-failed-authentications", "Too Many Requests",
+                   "too many failed authentications from this address; wait before trying again",
+                   headers={"Retry-After": str(max(1, round(wait + 0.5)))})
 
 
 class TokenBucket:

@@ -4,7 +4,8 @@ It runs the same ``authenticate`` as local mode and hands the key id to the hand
 context. To keep 401 (no credentials) apart from 403 (bad credentials) -- API Gateway answers every
 denial with 403 -- a request *without* credentials is let through with an empty ``key_id``; the handler
 then answers 401 without touching any data. A wrong, unknown or disabled key is denied here (403).
-When the key store cannot be read the request is denied (fail closed).
+When the key store cannot be read the request is denied (fail closed). A made-up key fails its tag check
+offline (no SSM call), and a source with too many failures is denied without lookups for a while.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from runtime.api.auth import KeyStore, SsmKeyStore, authenticate, credentials_from_headers
+from runtime.api.auth import FailureLimiter, KeyStore, SsmKeyStore, authenticate, credentials_from_headers
 from runtime.api.problems import ApiError
 
 log = logging.getLogger(__name__)
 _KEYS: KeyStore | None = None
 _LOCK = threading.Lock()
+_FAILURES = FailureLimiter()  # per instance: a source that keeps failing is denied without SSM lookups
 
 
 def _key_store() -> KeyStore:
@@ -30,17 +32,19 @@ def _key_store() -> KeyStore:
             import boto3
 
             prefix = os.environ["GENAI_API_KEYS_PREFIX"]
+            accept_untagged = os.environ.get("GENAI_API_KEYS_ACCEPT_UNTAGGED", "").lower() in ("1", "true", "yes")
             _KEYS = SsmKeyStore(boto3.client("ssm", endpoint_url=os.environ.get("GENAI_AWS_ENDPOINT_URL") or None),
-                                prefix)
+                                prefix, accept_untagged=accept_untagged)
         return _KEYS
 
 
-def authorize(event: Mapping[str, Any], keys: KeyStore) -> dict[str, Any]:
+def authorize(event: Mapping[str, Any], keys: KeyStore, failures: FailureLimiter | None = None) -> dict[str, Any]:
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     if credentials_from_headers(headers) is None:
         return {"isAuthorized": True, "context": {"key_id": ""}}
+    source = ((event.get("requestContext") or {}).get("http") or {}).get("sourceIp") or None
     try:
-        principal = authenticate(headers, keys)
+        principal = authenticate(headers, keys, source=source, failures=failures)
     except ApiError as exc:
         if exc.status >= 500:
             log.warning("key store unavailable; denying: %s", exc)
@@ -51,4 +55,4 @@ def authorize(event: Mapping[str, Any], keys: KeyStore) -> dict[str, Any]:
 
 
 def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
-    return authorize(event, _key_store())
+    return authorize(event, _key_store(), _FAILURES)

@@ -16,13 +16,12 @@ GENAI_KAFKA_CREATE_TOPIC        true (default): create the topic on first send i
 GENAI_AUTH_MODE                 api-key (default) | iam | none (local mode only)
 GENAI_API_KEYS_PREFIX           SSM path of key records, e.g. /genai-fleet/dev/api-keys
 GENAI_API_KEYS_FILE             local mode: JSON file of key records; GENAI_API_KEYS: key,key
+GENAI_API_KEYS_ACCEPT_UNTAGGED  true: also accept first-format keys (no tag; each costs a lookup)
 GENAI_KEY_QUOTA_PER_DAY         jobs per key per day (unset: no quota)
 GENAI_KEY_RATE_LIMIT            requests/s per key per instance; GENAI_KEY_BURST
 GENAI_HOT_MODELS                JSON list of model ids; GENAI_MODEL_BUCKET: model store bucket
 GENAI_ENFORCE_KNOWN_MODELS      true: refuse models not listed by GET /v1/models
 GENAI_ALLOW_LOOPBACK_URLS       true only in local mode
-GENAI_WEBHOOK_SECRET_PARAMETER  SSM SecureString with the webhook signing secret (cancel events)
-GENAI_WEBHOOK_SECRET            local mode: the secret itself
 GENAI_AVERAGE_JOB_SECONDS       for wait estimates (default 3)
 GENAI_MAX_WAIT_SECONDS          cap of Prefer: wait (default 25)
 GENAI_AWS_ENDPOINT_URL          one endpoint for every AWS client (moto / local mode)
@@ -37,7 +36,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.api.app import ApiApp, ApiOptions, Request, Response
@@ -54,6 +53,16 @@ def _num(value: str | None) -> float | None:
     return float(value) if value not in (None, "") else None
 
 
+def _max_wait(value: str | None) -> float:
+    """GENAI_MAX_WAIT_SECONDS: unset -> 25; 0 turns sync waits off; never above 25 (the gateway's 30 s)."""
+    seconds = _num(value)
+    if seconds is None:
+        return 25.0
+    if not 0 <= seconds < float("inf"):
+        raise RuntimeError(f"GENAI_MAX_WAIT_SECONDS must be a number of seconds from 0 to 25 (got {value!r})")
+    return min(25.0, seconds)
+
+
 @dataclass(frozen=True)
 class ApiConfig:
     job_table: str
@@ -67,6 +76,7 @@ class ApiConfig:
     api_keys_prefix: str | None = None
     api_keys_file: str | None = None
     api_keys: tuple[str, ...] = ()
+    accept_untagged_keys: bool = False
     quota_per_day: int | None = None
     rate_per_second: float | None = None
     burst: float | None = None
@@ -74,8 +84,6 @@ class ApiConfig:
     model_bucket: str | None = None
     enforce_known_models: bool = False
     allow_loopback: bool = False
-    webhook_secret_parameter: str | None = None
-    webhook_secret: str | None = field(default=None, repr=False)
     average_job_seconds: float = 3.0
     max_wait_seconds: float = 25.0
     region: str | None = None
@@ -95,15 +103,14 @@ class ApiConfig:
             auth_mode=e.get("GENAI_AUTH_MODE", "api-key"), api_keys_prefix=e.get("GENAI_API_KEYS_PREFIX") or None,
             api_keys_file=e.get("GENAI_API_KEYS_FILE") or None,
             api_keys=tuple(k for k in (e.get("GENAI_API_KEYS") or "").split(",") if k.strip()),
+            accept_untagged_keys=_bool(e.get("GENAI_API_KEYS_ACCEPT_UNTAGGED")),
             quota_per_day=int(quota) if quota else None, rate_per_second=_num(e.get("GENAI_KEY_RATE_LIMIT")),
             burst=_num(e.get("GENAI_KEY_BURST")), hot_models=tuple(json.loads(e.get("GENAI_HOT_MODELS") or "[]")),
             model_bucket=e.get("GENAI_MODEL_BUCKET") or None,
             enforce_known_models=_bool(e.get("GENAI_ENFORCE_KNOWN_MODELS")),
             allow_loopback=_bool(e.get("GENAI_ALLOW_LOOPBACK_URLS")),
-            webhook_secret_parameter=e.get("GENAI_WEBHOOK_SECRET_PARAMETER") or None,
-            webhook_secret=e.get("GENAI_WEBHOOK_SECRET") or None,
             average_job_seconds=_num(e.get("GENAI_AVERAGE_JOB_SECONDS")) or 3.0,
-            max_wait_seconds=min(25.0, _num(e.get("GENAI_MAX_WAIT_SECONDS")) or 25.0),
+            max_wait_seconds=_max_wait(e.get("GENAI_MAX_WAIT_SECONDS")),
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION"),
             endpoint_url=e.get("GENAI_AWS_ENDPOINT_URL") or None)
 
@@ -129,8 +136,7 @@ def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiAp
                          average_job_seconds=cfg.average_job_seconds)
     models = (ManifestModels(client("s3"), cfg.model_bucket, cfg.hot_models) if cfg.model_bucket
               else StaticModels(cfg.hot_models))
-    return ApiApp(store, _producer(cfg, client), options, keys=_keys(cfg, client), models=models,
-                  webhooks=_webhooks(cfg, client))
+    return ApiApp(store, _producer(cfg, client), options, keys=_keys(cfg, client), models=models)
 
 
 def _producer(cfg: ApiConfig, client: Any) -> Any:
@@ -157,27 +163,8 @@ def _keys(cfg: ApiConfig, client: Any) -> Any:
             store.add(record)
         return store
     if cfg.api_keys_prefix:
-        return SsmKeyStore(client("ssm"), cfg.api_keys_prefix)
+        return SsmKeyStore(client("ssm"), cfg.api_keys_prefix, accept_untagged=cfg.accept_untagged_keys)
     return None
-
-
-def _webhooks(cfg: ApiConfig, client: Any) -> Any:
-    secret = cfg.webhook_secret
-    if not secret and cfg.webhook_secret_parameter:
-        from runtime.webhooks import load_secret_from_ssm
-
-        try:
-            secret = load_secret_from_ssm(client("ssm"), cfg.webhook_secret_parameter).decode()
-        except Exception as exc:  # noqa: BLE001 - cancel webhooks are optional; the API still works
-            log.warning("webhook secret unavailable; cancel webhooks disabled: %s", exc)
-            return None
-    if not secret:
-        return None
-    from runtime.webhooks import WebhookSender
-
-    # In the request path: short and bounded (two tries) so a slow receiver cannot hold the API up.
-    return WebhookSender(secret, allow_loopback=cfg.allow_loopback, max_attempts=2, base_delay_s=0.2,
-                         timeout_s=3.0)
 
 
 # --- event adapter ---------------------------------------------------------------------------------------
@@ -210,11 +197,12 @@ def to_request(event: Mapping[str, Any]) -> tuple[Request, bool]:
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     authorized, principal = _authorizer_principal(event)
     domain = ctx.get("domainName") or headers.get("host") or ""
-    proto = headers.get("x-forwarded-proto", "https")
+    proto = headers.get("x-forwarded-proto", "https").strip().lower()
+    proto = proto if proto in ("http", "https") else "https"
     return Request(method=str(http.get("method") or "GET"), path=str(event.get("rawPath") or http.get("path") or "/"),
                    headers=headers, query=dict(event.get("queryStringParameters") or {}), body=raw,
                    principal=principal, base_url=f"{proto}://{domain}" if domain else "",
-                   request_id=str(ctx.get("requestId") or "")), authorized
+                   request_id=str(ctx.get("requestId") or ""), source_ip=str(http.get("sourceIp") or "")), authorized
 
 
 def to_result(resp: Response) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -24,6 +25,15 @@ from runtime.api.handler import ApiConfig, build_app, handle_event
 
 log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 1_000_000
+_MAX_CHUNK_LINE = 1024
+
+
+class _FramingError(Exception):
+    """The request cannot be framed (length, chunking); answered with ``status`` and the connection closed."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
 
 
 def _event(method: str, target: str, headers: dict[str, str], body: bytes, host: str) -> dict[str, Any]:
@@ -38,56 +48,128 @@ def _event(method: str, target: str, headers: dict[str, str], body: bytes, host:
     }
 
 
-def _handler_class(app: ApiApp) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "genai-fleet-local-api"
+def _problem(status: int, title: str, detail: str) -> dict[str, Any]:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return {"statusCode": status, "headers": {"Content-Type": "application/problem+json"}, "body": json.dumps(body)}
 
-        def _serve(self) -> None:
-            length = self.headers.get("Content-Length")
-            try:
-                size = int(length) if length else 0
-            except ValueError:
-                size = -1
-            if size < 0 or size > MAX_REQUEST_BYTES:
-                self._reply({"statusCode": 413 if size > 0 else 400, "headers": {"Content-Type": "application/json"},
-                             "body": json.dumps({"title": "bad Content-Length"})}, close=True)
-                return
-            body = self.rfile.read(size) if size else b""
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            host = headers.get("host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
-            headers.setdefault("x-forwarded-proto", "http")
-            self._reply(handle_event(_event(self.command, self.path, headers, body, host), app))
 
-        def _reply(self, result: dict[str, Any], close: bool = False) -> None:
-            payload = result.get("body") or ""
-            data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
-            self.send_response(int(result["statusCode"]))
-            for name, value in (result.get("headers") or {}).items():
-                self.send_header(name, str(value))
-            self.send_header("Content-Length", str(len(data)))
-            if close:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
+def _read_chunked(rfile: Any, limit: int) -> bytes:
+    """A ``Transfer-Encoding: chunked`` body (RFC 9112 section 7.1), at most ``limit`` bytes; trailers dropped."""
+    out = bytearray()
+    while True:
+        line = rfile.readline(_MAX_CHUNK_LINE + 1)
+        if len(line) > _MAX_CHUNK_LINE or not line.endswith(b"\n"):
+            raise _FramingError(400, "malformed chunk size line")
+        size_text = line.split(b";", 1)[0].strip()
+        if not size_text or any(c not in b"0123456789abcdefABCDEF" for c in size_text):
+            raise _FramingError(400, "malformed chunk size")
+        size = int(size_text, 16)
+        if size == 0:
+            break
+        if len(out) + size > limit:
+            raise _FramingError(413, f"the body must be at most {limit} bytes")
+        data = rfile.read(size)
+        if len(data) != size or rfile.readline(3) not in (b"\r\n", b"\n"):
+            raise _FramingError(400, "truncated chunk")
+        out += data
+    for _ in range(100):  # trailer section, ended by an empty line
+        line = rfile.readline(_MAX_CHUNK_LINE + 1)
+        if line in (b"\r\n", b"\n", b""):
+            return bytes(out)
+    raise _FramingError(400, "too many trailer fields")
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve  # noqa: N815
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
-            log.debug("%s " + format, self.address_string(), *args)
+def _read_body(headers: Any, rfile: Any) -> tuple[bytes, bool]:
+    """(body, close the connection after): Content-Length or chunked framing, bounded."""
+    encoding = (headers.get("Transfer-Encoding") or "").strip().lower()
+    if encoding:
+        if encoding != "chunked":
+            raise _FramingError(501, f"Transfer-Encoding {encoding!r} is not supported; use chunked")
+        # RFC 9112 6.1: Transfer-Encoding wins over Content-Length, and such a connection is not reused.
+        return _read_chunked(rfile, MAX_REQUEST_BYTES), True
+    length = headers.get("Content-Length")
+    if not length:
+        return b"", False
+    if not length.strip().isdigit():
+        raise _FramingError(400, "Content-Length must be a non-negative integer")
+    size = int(length)
+    if size > MAX_REQUEST_BYTES:
+        raise _FramingError(413, f"the body must be at most {MAX_REQUEST_BYTES} bytes")
+    return rfile.read(size), False
 
-    return Handler
+
+class _Handler(BaseHTTPRequestHandler):
+    """One request -> one payload 2.0 event -> ``handle_event``; ``app`` and ``public_host`` set per server."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "genai-fleet-local-api"
+    app: ApiApp
+    public_host: str
+
+    def __getattr__(self, name: str) -> Any:
+        # Every method token (TRACE, CONNECT, made-up ones) goes to the app, which answers 405 + Allow.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
+    def _serve(self) -> None:
+        try:
+            body, close = _read_body(self.headers, self.rfile)
+        except _FramingError as exc:
+            self._reply(_problem(exc.status, HTTPStatus(exc.status).phrase, exc.detail), close=True)
+            return
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        # Links in answers name this server, never what the client claims (Host, X-Forwarded-*).
+        headers["host"] = self.public_host
+        headers["x-forwarded-proto"] = "http"
+        for name in ("x-forwarded-host", "x-forwarded-for", "forwarded", "transfer-encoding"):
+            headers.pop(name, None)
+        self._reply(handle_event(_event(self.command, self.path, headers, body, self.public_host), self.app),
+                    close=close)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (bad request line, header too long) as problem JSON, not HTML."""
+        if self.request_version == "HTTP/0.9":  # an unparsable request line: answer with a real status line
+            self.request_version = self.protocol_version
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+        self._reply(_problem(code, phrase, explain or message or phrase), close=True)
+
+    def _reply(self, result: dict[str, Any], close: bool = False) -> None:
+        payload = result.get("body") or ""
+        data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
+        self.send_response(int(result["statusCode"]))
+        for name, value in (result.get("headers") or {}).items():
+            self.send_header(name, str(value))
+        self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+def _handler_class(app: ApiApp, public_host: str) -> type[BaseHTTPRequestHandler]:
+    return type("Handler", (_Handler,), {"app": app, "public_host": public_host})
 
 
 class LocalApiServer:
     """``with LocalApiServer(app) as server: server.url``; port 0 picks a free port."""
 
-    def __init__(self, app: ApiApp, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app: ApiApp, host: str = "127.0.0.1", port: int = 0, public_host: str | None = None):
+        """``public_host`` (``host:port``) is what returned links name; default: the bound address."""
         self.app = app
-        self.httpd = ThreadingHTTPServer((host, port), _handler_class(app))
+        self.httpd = ThreadingHTTPServer((host, port), _handler_class(app, ""))
         self.httpd.daemon_threads = True
+        bound_host, bound_port = self.httpd.server_address[:2]
+        self.public_host = public_host or f"{bound_host}:{bound_port}"
+        self.httpd.RequestHandlerClass = _handler_class(app, self.public_host)
         self._thread: threading.Thread | None = None
 
     @property

@@ -1,67 +1,45 @@
 """The published OpenAPI 3.1 document (served at ``GET /v1/openapi.json``).
 
-Bounds come from ``runtime.jobs.schema`` so the document cannot drift from the validator; a unit test
-checks that every route the app serves is documented. ``python -m runtime.api.openapi`` prints it.
+The job request schemas are generated from the pydantic models that validate requests
+(``runtime.jobs.models``): ``JobRequest`` is a ``oneOf`` of one model per task with ``task`` as the
+discriminator, so a txt2img body matches exactly one variant. Header patterns are the ones the app
+applies (``runtime.api.app``). ``createJob`` links to ``getJob`` and ``cancelJob`` through the returned
+``id``, which schema-driven tools follow for stateful tests (tests/integration/test_api_schemathesis.py).
+``python -m runtime.api.openapi`` prints it.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from functools import lru_cache
+from typing import Annotated, Any, Union
 
-from runtime.jobs import schema as s
+from pydantic import Field, TypeAdapter
 
-_SIDE = {"type": ["integer", "null"], "minimum": s.MIN_SIDE, "maximum": s.MAX_SIDE, "multipleOf": 8}
-_COMMON_INPUTS: dict[str, Any] = {
-    "prompt": {"type": "string", "minLength": 1, "maxLength": s.MAX_PROMPT},
-    "negative_prompt": {"type": "string", "maxLength": s.MAX_PROMPT},
-    "width": {**_SIDE, "description": "pixels; width x height <= 4194304"},
-    "height": _SIDE,
-    "steps": {"type": "integer", "minimum": 1, "maximum": s.MAX_STEPS, "default": 30},
-    "guidance": {"type": "number", "minimum": 0, "maximum": s.MAX_GUIDANCE, "default": 7.0},
-    "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": s.MAX_SEED},
-    "num_outputs": {"type": "integer", "minimum": 1, "maximum": s.MAX_OUTPUTS, "default": 1},
-    "scheduler": {"type": "string", "pattern": s.SCHEDULER.pattern},
-}
-_IMAGE = {"type": "string", "description": "public http(s) URL, or data:image/png|jpeg|webp;base64,... "
-                                           f"(at most {s.MAX_INLINE_IMAGE_CHARS} characters)"}
+from runtime.api.app import API_VERSION
+from runtime.api.request_headers import IDEMPOTENCY_KEY_PATTERN
+from runtime.jobs import models as m
+
+_REF = "#/components/schemas/{model}"
 
 
-def _inputs(extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": False, "required": required,
-            "properties": {**_COMMON_INPUTS, **extra}}
+@lru_cache(maxsize=1)
+def _request_schemas() -> dict[str, Any]:
+    """``JobRequest`` and every schema it refers to, generated from the validating models."""
+    variants = m.job_request_models()
+    adapter = TypeAdapter(Annotated[Union[tuple(variants)], Field(discriminator="task")])  # noqa: UP007
+    schema = adapter.json_schema(ref_template=_REF)
+    defs = schema.pop("$defs")
+    schema["description"] = ("A job. `task` selects the inputs (txt2img when left out); every bound here is "
+                             "the validator's own.")
+    txt2img = defs["Txt2ImgJob"]
+    txt2img["properties"]["task"]["default"] = "txt2img"
+    return {"JobRequest": schema, **defs}
 
 
 def _schemas() -> dict[str, Any]:
     return {
-        "JobRequest": {
-            "type": "object", "additionalProperties": False, "required": ["model", "inputs"],
-            "properties": {
-                "model": {"type": "string", "pattern": s.MODEL_ID.pattern},
-                "task": {"type": "string", "enum": list(s.TASKS), "default": "txt2img"},
-                "inputs": {"oneOf": [{"$ref": "#/components/schemas/Txt2ImgInputs"},
-                                     {"$ref": "#/components/schemas/Img2ImgInputs"},
-                                     {"$ref": "#/components/schemas/Txt2VideoInputs"},
-                                     {"$ref": "#/components/schemas/WorkflowInputs"}],
-                           "description": "fields depend on task"},
-                "webhook": {"type": ["string", "null"], "format": "uri", "maxLength": 2048,
-                            "description": "public http(s) URL; private, loopback and link-local addresses refused"},
-                "webhook_events_filter": {"type": "array", "items": {"type": "string", "enum": list(s.WEBHOOK_EVENTS)},
-                                          "default": list(s.DEFAULT_WEBHOOK_EVENTS)},
-            },
-        },
-        "Txt2ImgInputs": _inputs({}, ["prompt"]),
-        "Img2ImgInputs": _inputs({"image": _IMAGE, "mask": _IMAGE,
-                                  "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.75}},
-                                 ["prompt", "image"]),
-        "Txt2VideoInputs": _inputs({"frames": {"type": "integer", "minimum": 1, "maximum": s.MAX_FRAMES, "default": 16},
-                                    "fps": {"type": "integer", "minimum": 1, "maximum": s.MAX_FPS, "default": 8}},
-                                   ["prompt"]),
-        "WorkflowInputs": {"type": "object", "additionalProperties": False, "required": ["workflow"], "properties": {
-            "workflow": {"type": "object", "description": "ComfyUI API-format graph: node id -> {class_type, inputs}",
-                         "additionalProperties": {"type": "object", "required": ["class_type"]}},
-            "images": {"type": "object", "additionalProperties": _IMAGE, "maxProperties": s.MAX_WORKFLOW_IMAGES},
-            "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": s.MAX_SEED}}},
+        **_request_schemas(),
         "Job": {"type": "object", "required": ["id", "status", "created_at", "urls"], "properties": {
             "id": {"type": "string", "pattern": "^j_[0-9A-Z]{26}$"},
             "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "canceled"]},
@@ -98,15 +76,27 @@ def _problem(description: str) -> dict[str, Any]:
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
 
-def _job(description: str) -> dict[str, Any]:
+_LINKS = {
+    "getJob": {"operationId": "getJob", "parameters": {"id": "$response.body#/id"},
+               "description": "the job just created (its urls.get)"},
+    "cancelJob": {"operationId": "cancelJob", "parameters": {"id": "$response.body#/id"},
+                  "description": "cancel the job just created (its urls.cancel)"},
+}
+
+
+def _job(description: str, links: bool = False) -> dict[str, Any]:
     schema = {"$ref": "#/components/schemas/Job"}
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if links:
+        out["links"] = _LINKS
+    return out
 
 
 _AUTH_ERRORS = {"401": _problem("no credentials"), "403": _problem("credentials not valid"),
-                "429": _problem("rate limit or daily quota exceeded (see Retry-After)"),
+                "429": _problem("rate limit, daily quota, or too many failed authentications (see Retry-After)"),
                 "503": _problem("a dependency is unavailable; retry after Retry-After")}
 _JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
 
 
 def _paths() -> dict[str, Any]:
@@ -114,14 +104,20 @@ def _paths() -> dict[str, Any]:
         "/v1/jobs": {"post": {
             "operationId": "createJob", "summary": "Create a job (async, or sync with Prefer: wait=N)",
             "parameters": [
-                {"name": "Prefer", "in": "header", "schema": {"type": "string", "example": "wait=20"},
-                 "description": "wait=N: wait up to N seconds (at most 25) for the job to finish"},
-                {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255},
-                 "description": "same key + same body -> same job (24 h); same key + other body -> 422"}],
+                {"name": "Prefer", "in": "header", "schema": {"type": "string"}, "example": "wait=20",
+                 "description": "RFC 7240 wait=N: wait up to N seconds (at most 25) for the job to finish; "
+                                "other preferences are ignored"},
+                {"name": "Idempotency-Key", "in": "header",
+                 "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN, "maxLength": 255},
+                 "description": "same key + same body -> same job (24 h); same key + other body -> 422; while "
+                                "the first request is still in flight -> 409"}],
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/JobRequest"}}}},
-            "responses": {"200": _job("finished within the wait"), "202": _job("accepted; poll urls.get"),
-                          "400": _problem("malformed JSON or header"), "413": _problem("body too large"),
+            "responses": {"200": _job("finished within the wait", links=True),
+                          "202": _job("accepted; poll urls.get", links=True),
+                          "400": _problem("malformed JSON or header"),
+                          "409": _problem("the first request with this Idempotency-Key is still in flight"),
+                          "413": _problem("body, or the queue message it makes, too large"),
                           "415": _problem("not JSON"), "422": _problem("a rule is broken (field and rule named)"),
                           **_AUTH_ERRORS}}},
         "/v1/jobs/{id}": {"get": {
@@ -136,15 +132,14 @@ def _paths() -> dict[str, Any]:
             "responses": {"200": {"description": "models", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Models"}}}}, **_AUTH_ERRORS}}},
         "/v1/health": {"get": {"operationId": "health", "summary": "Liveness", "security": [],
-                               "responses": {"200": {"description": "ok"}}}},
+                               "responses": {"200": {"description": "ok", "content": _JSON_OBJECT}}}},
         "/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [],
-                                     "responses": {"200": {"description": "OpenAPI 3.1 document"}}}},
+                                     "responses": {"200": {"description": "OpenAPI 3.1 document",
+                                                           "content": _JSON_OBJECT}}}},
     }
 
 
 def document() -> dict[str, Any]:
-    from runtime.api.app import API_VERSION
-
     return {
         "openapi": "3.1.0",
         "info": {"title": "genai-fleet job API", "version": API_VERSION,

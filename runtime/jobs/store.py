@@ -21,8 +21,17 @@ lease_seconds) -> Attempt``                            or say why not: final alr
 ``mark_failed(job_id, error, timings, lease)``         while that attempt still owns the job. True when
 ``mark_canceled(job_id, lease) -> bool``               this call made it final (recorded once).
 ``record_attempt_error(job_id, attempt, error)``       append {attempt, error, at} to ``attempt_errors``.
-``request_cancel(job_id) -> record | None``            queued -> canceled at once; running -> sets
+``find_idempotent(owner, key, fingerprint)             the job an Idempotency-Key already names (None:
+-> record | None``                                     unused or expired); another fingerprint raises
+                                                       ``IdempotencyConflictError``. Read before the quota.
+``claim_send(job_id, lease_seconds) -> bool``          conditional write: True for the one caller that may
+                                                       send a not-yet-enqueued job's message now (no live
+                                                       ``send_lease_until`` lease held by another request).
+``cancel(job_id) -> (record | None, changed)``         queued -> canceled at once; running -> sets
                                                        ``cancel_requested``; final -> unchanged record.
+                                                       ``changed`` is True only for the call whose
+                                                       conditional write made the change.
+``request_cancel(job_id) -> record | None``            ``cancel`` without the ``changed`` flag.
 ``is_cancel_requested(job_id) -> bool``                the worker polls it between phases.
 =====================================================  =================================================
 
@@ -233,6 +242,33 @@ class JobStore(AttemptTransitions):
             raise StoreUnavailableError(f"idempotent replay found no job {idem['job_id']}") from exc
         return existing, False
 
+    def find_idempotent(self, owner: str, idempotency_key: str, fingerprint: str | None) -> dict[str, Any] | None:
+        """The job behind a live Idempotency-Key, or None; ``IdempotencyConflictError`` for another body."""
+        resp = self._call("get_item", TableName=self.table_name,
+                          Key={"pk": {"S": idempotency_pk(owner, idempotency_key)}}, ConsistentRead=True)
+        if "Item" not in resp:
+            return None
+        idem = deserialize(resp["Item"])
+        if float(idem.get("expires_at") or 0) < int(self._clock()):
+            return None  # expired; create() overwrites it
+        if (idem.get("fingerprint") or "") != (fingerprint or ""):
+            raise IdempotencyConflictError(idem["job_id"])
+        return self.get(idem["job_id"])
+
+    def claim_send(self, job_id: str, lease_seconds: float) -> bool:
+        """Claim the right to send a queued, not-yet-enqueued job's message for ``lease_seconds``.
+
+        One conditional write decides among concurrent replays: the request that created the job holds
+        the first lease (``send_lease_until`` in its record), so replays only send a job whose creator
+        died (lease run out) without marking it ``enqueued``.
+        """
+        now = self._clock()
+        done = self._update(job_id, {"send_lease_until": now + lease_seconds},
+                            condition="#s = :queued AND enqueued = :f AND "
+                                      "(attribute_not_exists(send_lease_until) OR send_lease_until < :now)",
+                            values={":queued": QUEUED, ":f": False, ":now": now})
+        return done is not None
+
     def mark_enqueued(self, job_id: str) -> None:
         """Note that the job's queue message was sent, so an idempotent replay need not send it again.
 
@@ -306,10 +342,20 @@ class JobStore(AttemptTransitions):
 
     def request_cancel(self, job_id: str) -> dict[str, Any] | None:
         """Cancel now if queued, flag if running; None when there is no such job."""
+        return self.cancel(job_id)[0]
+
+    def cancel(self, job_id: str) -> tuple[dict[str, Any] | None, bool]:
+        """``request_cancel`` that also says whether THIS call's conditional write made the change.
+
+        Of many concurrent cancels of one queued job exactly one gets ``changed=True`` (the others find
+        it final); a running job is flagged once (a second flag finds ``cancel_requested`` already set).
+        """
         for _ in range(5):  # bounded: each retry means the status moved under us
             current = self.get(job_id)
             if current is None or current["status"] in FINAL:
-                return current
+                return current, False
+            if current["status"] == RUNNING and current.get("cancel_requested"):
+                return current, False
             now = self._clock()
             if current["status"] == QUEUED:
                 done = self._update(job_id, {"status": CANCELED, "cancel_requested": True, "completed_at": now,
@@ -317,10 +363,12 @@ class JobStore(AttemptTransitions):
                                     values={":queued": QUEUED})
             else:
                 done = self._update(job_id, {"cancel_requested": True, "updated_at": now},
-                                    condition="#s = :running", values={":running": RUNNING})
+                                    condition="#s = :running AND (attribute_not_exists(cancel_requested) "
+                                              "OR cancel_requested = :f)",
+                                    values={":running": RUNNING, ":f": False})
             if done is not None:
-                return done
-        return self.get(job_id)
+                return done, True
+        return self.get(job_id), False
 
     # --- quota ---------------------------------------------------------------------------------------
     def consume_daily_quota(self, owner: str, limit: int, now: float | None = None) -> bool:

@@ -14,8 +14,7 @@ from typing import Any
 import boto3
 
 from runtime.jobs.store import create_table
-
-SQS_MAX_MESSAGE_BYTES = 262_144
+from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True)
@@ -43,13 +42,16 @@ def create(endpoint: str, prefix: str = "genai-local", max_receive_count: int = 
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+    # moto's MaximumMessageSize default is 1 MiB; AWS's (and the stack's, components/request_queue.py) 256 KiB.
+    max_size = str(SQS_MAX_MESSAGE_BYTES)
     dlq_url = sqs.create_queue(QueueName=f"{prefix}-jobs-dlq",
-                               Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+                               Attributes={"MessageRetentionPeriod": "1209600", "MaximumMessageSize": max_size}
+                               )["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue_url = sqs.create_queue(QueueName=f"{prefix}-jobs", Attributes={
         "VisibilityTimeout": str(visibility_timeout),
         "ReceiveMessageWaitTimeSeconds": "20",
-        "MaximumMessageSize": str(SQS_MAX_MESSAGE_BYTES),  # moto's default is 1 MiB; AWS's is 256 KiB
+        "MaximumMessageSize": max_size,  # moto's default is 1 MiB; AWS's is 256 KiB
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
                                      "maxReceiveCount": str(max_receive_count + handback_allowance)}),
     })["QueueUrl"]

@@ -242,7 +242,7 @@ class LocalPlatform:
         self.api_key, _ = generate_key("local")
         env = {**self._env, "GENAI_JOB_TABLE": res.job_table, "GENAI_QUEUE_KIND": o.queue_kind,
                "GENAI_AUTH_MODE": "api-key", "GENAI_API_KEYS": self.api_key, "GENAI_AWS_ENDPOINT_URL": self.moto_url,
-               "GENAI_ALLOW_LOOPBACK_URLS": "true", "GENAI_WEBHOOK_SECRET": self.webhook_secret,
+               "GENAI_ALLOW_LOOPBACK_URLS": "true",
                "GENAI_AVERAGE_JOB_SECONDS": str(max(0.1, o.test_pattern_delay_seconds))}
         if o.queue_kind == "kafka":
             env.update({"GENAI_KAFKA_BOOTSTRAP": self.kafka_bootstrap or "", "GENAI_KAFKA_TOPIC": KAFKA_TOPIC,

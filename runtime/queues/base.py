@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MESSAGE_VERSION = 1
+# SQS MaximumMessageSize the stack declares (components/request_queue.py) and the API sizes jobs against;
+# kept here, free of boto imports, so the Pulumi program can read it.
+SQS_MAX_MESSAGE_BYTES = 262_144
 
 
 class QueueError(Exception):
@@ -89,6 +92,13 @@ class ReceivedJob:
 
 class JobQueueProducer(ABC):
     """API side: put jobs on the queue."""
+
+    #: The largest message the broker takes, in bytes as ``message_size`` counts them (None: no limit known).
+    max_message_bytes: int | None = None
+
+    def message_size(self, message: QueueMessage) -> int:
+        """Bytes the broker counts for ``message`` exactly as ``send`` would send it (default: the body)."""
+        return len(message.to_json().encode("utf-8"))
 
     @abstractmethod
     def send(self, message: QueueMessage) -> str:

@@ -2,6 +2,11 @@
 
 ``approximate_depth`` reads ApproximateNumberOfMessages (waiting) and ...NotVisible (in flight) and
 caches them for ``depth_cache_seconds`` so a burst of status polls costs one GetQueueAttributes.
+
+``SQS_MAX_MESSAGE_BYTES`` is the queue's ``MaximumMessageSize`` (declared by components/request_queue.py;
+moto defaults to 1 MiB, so local mode and tests set it explicitly). SQS counts the body's UTF-8 bytes
+plus each message attribute's name, data type and value; ``message_size`` counts the same way so the
+API can refuse a job that would not fit before it writes anything.
 """
 
 from __future__ import annotations
@@ -13,7 +18,13 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from runtime.queues.base import JobQueueProducer, QueueDepth, QueueMessage, QueueUnavailableError
+from runtime.queues.base import (
+    SQS_MAX_MESSAGE_BYTES,
+    JobQueueProducer,
+    QueueDepth,
+    QueueMessage,
+    QueueUnavailableError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +37,21 @@ class SqsJobProducer(JobQueueProducer):
         self._depth: tuple[float, QueueDepth] | None = None
         self._lock = threading.Lock()
 
+    max_message_bytes = SQS_MAX_MESSAGE_BYTES
+
+    @staticmethod
+    def _attributes(message: QueueMessage) -> dict[str, dict[str, str]]:
+        return {name: {"DataType": "String", "StringValue": str(message.job[name])}
+                for name in ("model", "task") if message.job.get(name)}
+
+    def message_size(self, message: QueueMessage) -> int:
+        size = len(message.to_json().encode("utf-8"))
+        for name, attr in self._attributes(message).items():
+            size += len(name.encode()) + len(attr["DataType"].encode()) + len(attr["StringValue"].encode())
+        return size
+
     def send(self, message: QueueMessage) -> str:
-        attributes = {name: {"DataType": "String", "StringValue": str(message.job[name])}
-                      for name in ("model", "task") if message.job.get(name)}
+        attributes = self._attributes(message)
         try:
             resp = self.client.send_message(QueueUrl=self.queue_url, MessageBody=message.to_json(),
                                             MessageAttributes=attributes)

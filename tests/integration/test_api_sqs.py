@@ -17,6 +17,7 @@ from runtime.jobs.store import JobStore
 from runtime.local.webhook_dispatcher import LocalWebhookDispatcher
 from runtime.queues import QueueMessage
 from runtime.webhooks import WebhookSender, verify_signature
+from tests.atomic_ddb import AtomicCalls
 
 pytestmark = pytest.mark.integration
 KEY, _ = generate_key("alice")
@@ -26,11 +27,11 @@ JOB = {"model": "sdxl-base-1.0", "inputs": {"prompt": "a lighthouse at dawn", "w
 
 
 @pytest.fixture
-def api(moto_endpoint, job_table, sqs_queue):
+def api(moto_endpoint, job_table, sqs_queue, aws_clients):
     cfg = ApiConfig(job_table=job_table, queue_url=sqs_queue, api_keys=(KEY, OTHER), allow_loopback=True,
-                    webhook_secret=SECRET, hot_models=("sdxl-base-1.0",), endpoint_url=moto_endpoint,
+                    hot_models=("sdxl-base-1.0",), endpoint_url=moto_endpoint,
                     region="us-east-1", quota_per_day=50)
-    app = build_app(cfg)
+    app = build_app(cfg, clients={"dynamodb": AtomicCalls(aws_clients("dynamodb"))})  # atomic per call, as on AWS
     with LocalApiServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {KEY}"
         yield client, app

@@ -61,6 +61,25 @@ def test_code_archive_holds_handler_and_pure_python_deps():
     assert not any("__pycache__" in k or k.startswith("tests/") for k in assets)
 
 
+def test_code_archive_holds_pydantic_with_its_core_built_for_the_lambda():
+    """The handler validates with pydantic: its compiled core must be the arm64 / CPython 3.12 build."""
+    import importlib.metadata
+
+    from components.api import _code_archive
+
+    assets = _code_archive().assets
+    for needed in ("pydantic/__init__.py", "annotated_types/__init__.py", "typing_inspection/__init__.py",
+                   "pydantic_core/__init__.py", "runtime/jobs/models.py", "runtime/api/key_format.py"):
+        assert needed in assets, needed
+    [core] = [k for k in assets if k.startswith("pydantic_core/_pydantic_core.") and k.endswith(".so")]
+    assert "cpython-312-aarch64-linux-gnu" in core
+    with open(assets[core].path, "rb") as f:
+        header = f.read(20)
+    assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183  # EM_AARCH64
+    version = importlib.metadata.version("pydantic-core")
+    assert any(k.startswith(f"pydantic_core-{version}.dist-info/") for k in assets)  # matches pydantic here
+
+
 def test_api_key_mode_uses_request_authorizer_on_all_but_health(keyed):
     authorizer = keyed.one("aws:apigatewayv2/authorizer:Authorizer").inputs
     assert authorizer["authorizerType"] == "REQUEST" and authorizer["enableSimpleResponses"] is True

@@ -76,3 +76,30 @@ def test_config_from_env_requires_table():
         assert "GENAI_JOB_TABLE" in str(exc)
     else:
         raise AssertionError("expected a RuntimeError")
+
+
+def test_authorizer_treats_an_empty_bearer_as_no_credentials():
+    """Lets it through with no key id, so the handler answers 401 (docs), not the gateway's 403."""
+    for value in ("Bearer", "Bearer   ", "bearer"):
+        assert authorize({"headers": {"authorization": value}}, KEYS) == {"isAuthorized": True,
+                                                                           "context": {"key_id": ""}}
+    result = handle_event(_event("/v1/models", headers={"authorization": "Bearer"}), _app())
+    assert result["statusCode"] == 401
+
+
+def test_prefer_wait_parsing():
+    from runtime.api.request_headers import prefer_wait as _prefer_wait
+
+    cases = {"wait=1.5": 1.5, "wait=10": 10, "respond-async, wait=5": 0, "wait=\"3\"": 3, "handling=lenient; wait=2": 2,
+             "wait=1.5x": 0, "wait=abc": 0, "xwait=3": 0, "wait=99": 25, "wait=": 0, "wait=1.": 0, "": 0}
+    for header, expected in cases.items():
+        assert _prefer_wait({"prefer": header}, 25.0) == expected, header
+    assert _prefer_wait({"prefer": "wait=5"}, 0.0) == 0
+
+
+def test_links_use_the_gateway_domain_and_a_known_scheme():
+    from runtime.api.handler import to_request
+
+    event = _event("/v1/health", headers={"host": "evil.example", "x-forwarded-proto": "javascript"})
+    request, _ = to_request(event)
+    assert request.base_url == "https://api.example.com"

@@ -145,3 +145,16 @@ def test_in_memory_queue_visibility_and_dead_letter():
     job = q.receive(wait_seconds=0)[0]
     q.ack(job)
     assert len(q) == 0
+
+
+def test_lone_surrogates_anywhere_are_refused_by_field():
+    """JSON may carry \\ud800 escapes; they cannot be encoded, so they are a 422 naming the place (issue 16)."""
+    body = {"model": "sdxl-base-1.0", "task": "comfyui-workflow", "inputs": {
+        "workflow": {"1": {"class_type": "X", "inputs": {"list": ["ok", "\udc00"], "k\ud800": 1}}},
+        "images": {"a.png": "https://example.com/\ud800.png"}}}
+    with pytest.raises(ValidationError) as info:
+        validate_job(body)
+    got = {(p.field, p.rule) for p in info.value.problems}
+    assert got == {("inputs.workflow.1.inputs.list[1]", "encoding"), ("inputs.workflow.1.inputs.k\\ud800", "encoding"),
+                   ("inputs.images.a.png", "encoding")}
+    assert validate_job({"model": "m", "inputs": {"prompt": "\U0001F600 山"}})["inputs"]["prompt"] == "\U0001F600 山"

@@ -111,3 +111,53 @@ def test_enqueued_flag(store):
 def test_daily_quota(store):
     assert [store.consume_daily_quota("k1", 2, now=1_700_000_000) for _ in range(3)] == [True, True, False]
     assert store.consume_daily_quota("k1", 2, now=1_700_000_000 + 86400)
+
+
+def test_find_idempotent_reads_the_key_before_anything_is_charged(store):
+    assert store.find_idempotent("k1", "order-1", "f1") is None
+    first, _ = store.create(new_record(SPEC, owner="k1"), idempotency_key="order-1", fingerprint="f1")
+    assert store.find_idempotent("k1", "order-1", "f1")["job_id"] == first["job_id"]
+    assert store.find_idempotent("k2", "order-1", "f1") is None  # keys are scoped per owner
+    with pytest.raises(IdempotencyConflictError):
+        store.find_idempotent("k1", "order-1", "f2")
+
+
+def test_claim_send_lets_one_caller_send_and_only_after_the_lease(aws_clients, job_table):
+    now = [1_000.0]
+    store = JobStore(job_table, aws_clients("dynamodb"), clock=lambda: now[0])
+    record = {**new_record(SPEC, owner="k1", now=now[0]), "send_lease_until": now[0] + 15}
+    store.create(record, idempotency_key="k", fingerprint="f")
+    assert store.claim_send(record["job_id"], 15) is False  # the creator's lease is live
+    now[0] += 16  # the creator died without marking the job enqueued
+    assert [store.claim_send(record["job_id"], 15) for _ in range(3)] == [True, False, False]
+    now[0] += 16
+    store.mark_enqueued(record["job_id"])
+    assert store.claim_send(record["job_id"], 15) is False  # sent: nobody sends it again
+    assert store.get(record["job_id"])["enqueued"] is True
+
+
+def test_cancel_reports_whether_this_call_made_the_change(store):
+    queued, _ = store.create(new_record(SPEC, owner="k1"))
+    first, changed = store.cancel(queued["job_id"])
+    assert changed and first["status"] == CANCELED
+    again, changed_again = store.cancel(queued["job_id"])
+    assert not changed_again and again["status"] == CANCELED
+    running, _ = store.create(new_record(SPEC, owner="k1"))
+    store.start_attempt(running["job_id"], "w", 3, 30)
+    assert [store.cancel(running["job_id"])[1] for _ in range(2)] == [True, False]
+    assert store.cancel("j_00000000000000000000000000") == (None, False)
+
+
+def test_concurrent_cancels_change_a_queued_job_once(aws_clients, job_table):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.atomic_ddb import AtomicCalls
+
+    setup = JobStore(job_table, aws_clients("dynamodb"))
+    queued, _ = setup.create(new_record(SPEC, owner="k1"))
+    # One client per "request"; each call atomic as on DynamoDB (moto's server is not, under threads).
+    stores = [JobStore(job_table, AtomicCalls(aws_clients("dynamodb"))) for _ in range(10)]
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(lambda s: s.cancel(queued["job_id"]), stores))
+    assert sum(changed for _, changed in results) == 1
+    assert {record["status"] for record, _ in results} == {CANCELED}

@@ -126,3 +126,12 @@ def test_children_are_parented(dev, kafka):
     for built in (dev, kafka):
         kids = children(built, TOKEN)
         assert len(kids) == len(built.recording.resources) - 1 and all(k.name.startswith("queue-") for k in kids)
+
+
+def test_queues_declare_the_message_size_the_api_checks_against(dev):
+    """AWS's default can change and moto's is 1 MiB: the limit the API sizes jobs against is declared."""
+    from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
+
+    assert SQS_MAX_MESSAGE_BYTES == 262_144
+    for name in ("queue-queue", "queue-dlq"):  # the DLQ must take every message the queue redrives to it
+        assert dev.one(QUEUE, name).inputs["maxMessageSize"] == SQS_MAX_MESSAGE_BYTES

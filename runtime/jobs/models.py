@@ -1,0 +1,217 @@
+"""The job request as pydantic models: the one definition that validates requests (``schema.validate_job``)
+and that the published OpenAPI document is generated from (``runtime.api.openapi``).
+
+Every bound lives in a ``Field`` here, so the document cannot drift from the validator. Checks JSON Schema
+cannot express (URL safety, data URIs, workflow graph shape and size, width x height) are validators on the
+same fields; they raise ``PydanticCustomError`` whose type is the API's stable rule code. ``ValidationInfo``
+context carries ``allow_loopback`` (local mode).
+
+Numbers are strict (``"512"`` and ``true`` are not integers) except that integral floats (``512.0``) count
+as integers, as JSON does not tell them apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from runtime.net_safety import UnsafeURLError, check_url_syntax
+
+TASKS = ("txt2img", "img2img", "txt2video", "comfyui-workflow")
+WEBHOOK_EVENTS = ("start", "output", "completed")
+DEFAULT_WEBHOOK_EVENTS = ("completed",)
+MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}(/[a-z0-9][a-z0-9._-]{0,62})?$")
+SCHEDULER = re.compile(r"^[A-Za-z0-9_+. -]{1,64}$")
+IMAGE_NAME = r"^[A-Za-z0-9._-]{1,100}$"
+MAX_PROMPT = 4000
+MIN_SIDE, MAX_SIDE, MAX_PIXELS = 64, 2048, 2048 * 2048
+MAX_STEPS, MAX_GUIDANCE, MAX_SEED, MAX_OUTPUTS = 150, 30.0, 2**32 - 1, 4
+MAX_FRAMES, MAX_FPS = 240, 60
+MAX_INLINE_IMAGE_CHARS = 150_000
+MAX_WORKFLOW_BYTES = 200_000
+MAX_WORKFLOW_IMAGES = 8
+MAX_URL_CHARS = 2048
+_DATA_URI = re.compile(r"^data:image/(png|jpeg|webp);base64,([A-Za-z0-9+/=\r\n]*)$")
+
+
+_INT_FIELDS = frozenset({"width", "height", "steps", "seed", "num_outputs", "frames", "fps"})
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("required", "must not be empty")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise PydanticCustomError("characters", "must not contain NUL characters")
+    return value
+
+
+def _safe_url(value: str, info: ValidationInfo) -> str:
+    try:
+        check_url_syntax(value, allow_loopback=bool((info.context or {}).get("allow_loopback")))
+    except UnsafeURLError as exc:
+        raise PydanticCustomError(f"url-{exc.rule}", str(exc)) from None
+    return value
+
+
+def _image_ref(value: str, info: ValidationInfo) -> str:
+    if not value.startswith("data:"):
+        return _safe_url(value, info)
+    if len(value) > MAX_INLINE_IMAGE_CHARS:
+        raise PydanticCustomError("max-length", f"inline images must be at most {MAX_INLINE_IMAGE_CHARS} "
+                                                "characters; pass larger images by URL")
+    m = _DATA_URI.match(value)
+    if not m:
+        raise PydanticCustomError("data-uri", "must be data:image/png|jpeg|webp;base64,<data>")
+    try:
+        base64.b64decode(m.group(2), validate=False)
+    except (binascii.Error, ValueError):
+        raise PydanticCustomError("data-uri", "has invalid base64 data") from None
+    return value
+
+
+Int = Annotated[int, Field(strict=True)]
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Side = Annotated[Int, Field(ge=MIN_SIDE, le=MAX_SIDE, multiple_of=8, description="pixels, a multiple of 8")]
+Seed = Annotated[Int | None, Field(ge=0, le=MAX_SEED, description="null: random")]
+# Published with the fields (the validators below enforce them, with the API's rule codes).
+_NO_NUL = {"pattern": "^[^\\u0000]*$"}
+_HTTP_URL = {"format": "uri", "pattern": "^https?://"}
+_IMAGE = {"pattern": "^(https?://|data:image/(png|jpeg|webp);base64,)"}
+
+Prompt = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_PROMPT, json_schema_extra=_NO_NUL),
+                   AfterValidator(_not_blank), AfterValidator(_no_nul)]
+Text = Annotated[str, Field(strict=True, max_length=MAX_PROMPT, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]
+Url = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_URL_CHARS, json_schema_extra=_HTTP_URL,
+                           description="public http(s) URL; private, loopback and link-local addresses are refused"),
+                AfterValidator(_safe_url)]
+ImageRef = Annotated[str, Field(strict=True, min_length=1, json_schema_extra=_IMAGE, description=(
+    "public http(s) URL, or data:image/png|jpeg|webp;base64,... "
+    f"(at most {MAX_INLINE_IMAGE_CHARS} characters)")), AfterValidator(_image_ref)]
+
+
+class _Inputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_floats(cls, data: Any) -> Any:
+        """512.0 -> 512 (JSON has one number type); anything else is left for the strict checks."""
+        if not isinstance(data, dict):
+            return data
+        return {k: int(v) if k in _INT_FIELDS and isinstance(v, float) and v.is_integer() else v
+                for k, v in data.items()}
+
+    def normalized(self) -> dict[str, Any]:
+        """The inputs as the queue message carries them: defaults filled in, unset optional images left out."""
+        out = self.model_dump()
+        for optional in ("scheduler", "mask", "images"):
+            if out.get(optional) is None:
+                out.pop(optional, None)
+        return out
+
+
+class Txt2ImgInputs(_Inputs):
+    prompt: Prompt
+    negative_prompt: Text = ""
+    width: Side = 1024
+    height: Side = 1024
+    steps: Annotated[Int, Field(ge=1, le=MAX_STEPS)] = 30
+    guidance: Annotated[Number, Field(ge=0, le=MAX_GUIDANCE)] = 7.0
+    seed: Seed = None
+    num_outputs: Annotated[Int, Field(ge=1, le=MAX_OUTPUTS)] = 1
+    scheduler: Annotated[str, Field(strict=True, pattern=SCHEDULER.pattern)] | None = None
+
+    @field_validator("height")
+    @classmethod
+    def _pixels(cls, height: int | None, info: ValidationInfo) -> int | None:
+        width = info.data.get("width")
+        if width and height and width * height > MAX_PIXELS:
+            raise PydanticCustomError("max-pixels", f"width x height must be at most {MAX_PIXELS} pixels")
+        return height
+
+
+class Img2ImgInputs(Txt2ImgInputs):
+    image: ImageRef
+    mask: ImageRef | None = None
+    strength: Annotated[Number, Field(ge=0, le=1)] = 0.75
+    width: Side | None = Field(default=None, description="null: the input image's width")
+    height: Side | None = Field(default=None, description="null: the input image's height")
+
+
+class Txt2VideoInputs(Txt2ImgInputs):
+    width: Side = 512
+    height: Side = 512
+    num_outputs: Annotated[Int, Field(ge=1, le=1)] = 1
+    frames: Annotated[Int, Field(ge=1, le=MAX_FRAMES)] = 16
+    fps: Annotated[Int, Field(ge=1, le=MAX_FPS)] = 8
+
+
+class WorkflowNode(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    class_type: Annotated[str, Field(strict=True, min_length=1)]
+
+
+def _workflow_size(workflow: dict[str, WorkflowNode]) -> dict[str, WorkflowNode]:
+    size = len(json.dumps({k: v.model_dump() for k, v in workflow.items()}, separators=(",", ":")).encode())
+    if size > MAX_WORKFLOW_BYTES:
+        raise PydanticCustomError("max-size", f"must be at most {MAX_WORKFLOW_BYTES} bytes of JSON (got {size})")
+    return workflow
+
+
+class WorkflowInputs(_Inputs):
+    workflow: Annotated[dict[str, WorkflowNode], Field(min_length=1, description=(
+        "ComfyUI API-format graph: node id -> {class_type, inputs}")), AfterValidator(_workflow_size)]
+    images: Annotated[dict[Annotated[str, Field(pattern=IMAGE_NAME)], ImageRef],
+                      Field(max_length=MAX_WORKFLOW_IMAGES, json_schema_extra={"propertyNames": {
+                          "pattern": IMAGE_NAME}})] | None = None
+    seed: Seed = None
+
+    def normalized(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}  # nulls inside the graph stay
+
+
+TASK_INPUTS: dict[str, type[_Inputs]] = {"txt2img": Txt2ImgInputs, "img2img": Img2ImgInputs,
+                                         "txt2video": Txt2VideoInputs, "comfyui-workflow": WorkflowInputs}
+Task = Literal["txt2img", "img2img", "txt2video", "comfyui-workflow"]
+Event = Literal["start", "output", "completed"]
+
+
+class JobEnvelope(BaseModel):
+    """The fields every job has; ``inputs`` is checked against ``TASK_INPUTS[task]`` (see ``job_request_models``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Annotated[str, Field(strict=True, pattern=MODEL_ID.pattern,
+                                description="lowercase model id: 'name' or 'family/name' (see GET /v1/models)")]
+    task: Task = "txt2img"
+    inputs: Annotated[dict[str, Any], Field(strict=True)]
+    webhook: Url | None = None
+    webhook_events_filter: list[Event] = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS))
+
+
+def job_request_models() -> list[type[BaseModel]]:
+    """One request model per task, ``task`` a required literal and ``inputs`` that task's model: the variants
+    of the published ``JobRequest`` (``oneOf`` with ``task`` as discriminator), built from the same classes."""
+    from pydantic import create_model
+
+    fields = {name: (info.annotation, info) for name, info in JobEnvelope.model_fields.items()
+              if name not in ("task", "inputs")}
+    variants: list[type[BaseModel]] = []
+    for task, inputs_model in TASK_INPUTS.items():
+        name = "".join(part.capitalize() for part in task.replace("2", " 2 ").replace("-", " ").split()) + "Job"
+        variants.append(create_model(name, __config__=ConfigDict(extra="forbid"),
+                                     task=(Literal[task], Field(description="selects the inputs" + (
+                                         "; defaults to txt2img when left out" if task == "txt2img" else ""))),
+                                     inputs=(inputs_model, ...), **fields))
+    return variants
