@@ -1,13 +1,16 @@
 """The worker instances' IAM role: least privilege, scoped to this stack's own resources.
 
 ``instance_policy_document`` is a pure function of plain ARNs, so tests (and parliament) read exactly
-what the component attaches. Only two statements carry ``Resource: "*"``, because AWS offers no
-resource-level permission for their actions:
+what the component attaches; a test checks it against the operations the agent's AWS clients issue.
+Only three statements carry ``Resource: "*"``, because AWS offers no resource-level permission for
+their actions:
 
 - ``cloudwatch:PutMetricData``, restricted by the ``cloudwatch:namespace`` condition key to the
   fleet's own namespace and the CloudWatch agent's;
 - ``ec2:DescribeTags``, which the CloudWatch agent needs to resolve ``${aws:AutoScalingGroupName}``
-  (the dimension GPU-utilisation scaling aggregates on).
+  (the dimension GPU-utilisation scaling aggregates on);
+- ``autoscaling:DescribeAutoScalingInstances``, the agent's fallback for finding its group when
+  instance metadata tags are off.
 
 Session Manager comes from the AWS managed policy ``AmazonSSMManagedInstanceCore`` (note: it also
 grants ``ssm:GetParameter(s)`` on every parameter; swap it for a custom Session Manager policy if
@@ -27,7 +30,7 @@ from runtime import metric_names
 
 CLOUDWATCH_AGENT_NAMESPACE = "CWAgent"
 SSM_CORE_POLICY = "AmazonSSMManagedInstanceCore"
-STAR_ACTIONS = frozenset({"cloudwatch:PutMetricData", "ec2:DescribeTags"})
+STAR_ACTIONS = frozenset({"cloudwatch:PutMetricData", "ec2:DescribeTags", "autoscaling:DescribeAutoScalingInstances"})
 """Actions without resource-level permissions: the only ones that may use ``Resource: "*"``."""
 
 _ASSUME_EC2 = json.dumps({"Version": "2012-10-17", "Statement": [{
@@ -112,9 +115,11 @@ def instance_policy_document(s: PolicyScope) -> dict:
         {"Sid": "ShipLogs", "Effect": "Allow",
          "Action": ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
          "Resource": sorted(s.arn("logs", f"log-group:{n}:*") for n in s.log_group_names)},
+        {"Sid": "FindOwnGroup", "Effect": "Allow", "Action": ["autoscaling:DescribeAutoScalingInstances"],
+         "Resource": "*"},
         {"Sid": "LifecycleAndProtection", "Effect": "Allow",
          "Action": ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat",
-                    "autoscaling:SetInstanceProtection"],
+                    "autoscaling:SetInstanceHealth", "autoscaling:SetInstanceProtection"],
          "Resource": sorted(s.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{g}")
                             for g in s.group_names)},
     ]
