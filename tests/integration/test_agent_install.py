@@ -111,7 +111,8 @@ def test_units_rendered_for_the_prefix(installed):
     prefix = installed["prefix"]
     assert f"ExecStart={prefix}/bin/genai-worker run --config /etc/genai-fleet/agent.json" in worker
     assert "Restart=always" in worker
-    assert f"ExecStart={prefix}/bin/genai-worker mark-unhealthy" in (units / "genai-worker-unhealthy.service").read_text()
+    unhealthy = (units / "genai-worker-unhealthy.service").read_text()
+    assert f"ExecStart={prefix}/bin/genai-worker mark-unhealthy" in unhealthy
     for name in ("genai-worker.service", "genai-worker.path", "genai-fleet-model-cache.service",
                  "genai-fleet-boot-timing.service", "genai-worker-unhealthy.service"):
         text = (units / name).read_text()
