@@ -92,7 +92,10 @@ def _worker_identity(config: AgentConfig) -> tuple[str, Any]:
 
     if not config.lifecycle.imds_enabled:
         return config.worker_id or f"local-{socket.gethostname()}-{os.getpid()}", None
-    imds = IMDSClient(config.endpoints.get("imds", config.lifecycle.imds_url))
+    # endpoints.imds (tests, local mode), else the AWS SDKs' own override variable, else the config's URL.
+    url = (config.endpoints.get("imds") or os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+           or config.lifecycle.imds_url)
+    imds = IMDSClient(url)
     try:
         return config.worker_id or imds.instance_id(), imds
     except IMDSError as exc:
@@ -180,12 +183,27 @@ def _lifecycle(config: AgentConfig, worker_id: str, imds: Any) -> Any:
 
 
 def mark_unhealthy(config_path: str, reason: str) -> int:
-    """OnFailure= of the agent unit: abandon a pending launch and mark the instance Unhealthy."""
+    """OnFailure= of the agent unit: abandon a pending launch and mark the instance Unhealthy.
+
+    Works without a valid config too (a broken config is one way an agent crash-loops): then the
+    instance id and region come from IMDS and only SetInstanceHealth is called.
+    """
+    from runtime.worker import aws
+    from runtime.worker.imds import IMDSClient, IMDSError
+    from runtime.worker.lifecycle import Lifecycle
+
     try:
         config = load(config_path)
     except AgentConfigError as exc:
-        log.error("bad agent config: %s", exc)
-        return 2
+        log.error("agent config unusable (%s); marking the instance unhealthy from instance metadata", exc)
+        imds = IMDSClient(os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or "http://169.254.169.254")
+        try:
+            instance_id, region = imds.instance_id(), imds.get("placement/region")
+        except IMDSError as imds_exc:
+            log.error("instance metadata unavailable too: %s", imds_exc)
+            return 1
+        lifecycle = Lifecycle(aws.make_autoscaling(region or "us-east-1", {}), instance_id, None, None, None)
+        return 0 if lifecycle.mark_unhealthy(reason) else 1
     worker_id, imds = _worker_identity(config)
     lifecycle = _lifecycle(config, worker_id, imds)
     lifecycle.abandon_launching()
