@@ -31,7 +31,10 @@ FLAVOR_BACKENDS: dict[str, tuple[str, ...]] = {
     "cuda": ("comfyui", "a1111", "diffusers", "test-pattern"),
     "neuron": ("neuron", "test-pattern"),
 }
-DEFAULT_BACKENDS: dict[str, tuple[str, ...]] = {"cuda": ("comfyui",), "neuron": ("neuron",)}
+DEFAULT_BACKEND: dict[str, str] = {"cuda": "comfyui", "neuron": "neuron"}
+# Settings that were replaced; setting one fails with the message naming the new key.
+REPLACED = {"backends": "backend: each instance runs exactly one backend (the AMI installs it), so set one, "
+                        "e.g. genai-fleet:backend: comfyui"}
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
                       2557, 2922, 3288, 3653)
@@ -100,7 +103,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("queueKind", "str", "sqs", "Request queue: SQS standard queue with DLQ, or Kafka on MSK Serverless.",
        choices=("sqs", "kafka")),
     _s("maxReceiveCount", "int", 3, "Attempts per job before it goes to the dead-letter queue.", minimum=1, maximum=20),
-    _s("backends", "list", None, "Backends the workers run; defaults per flavour (cuda: comfyui; neuron: neuron)."),
+    _s("backend", "str", None, "The backend every worker runs (one per instance; the AMI must have it installed); "
+       "defaults per flavour (cuda: comfyui; neuron: neuron)."),
     _s("hotModels", "list", [], "Model ids every worker preloads before it takes work."),
     _s("maxJobSeconds", "int", 300, "Longest a job may run; drives visibility timeout and lifecycle heartbeats.",
        minimum=10, maximum=3600),
@@ -168,7 +172,7 @@ class ClusterSettings:
     spot_share: float
     spot_allocation_strategy: str
     warm_pool_size: int
-    backends: tuple[str, ...]
+    backend: str
     hot_models: tuple[str, ...]
     average_job_seconds: float
     acceptable_wait_seconds: float
@@ -335,6 +339,9 @@ def _coerce(setting: Setting, value: Any, problems: list[str]) -> Any:
 def _read_all(values: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
     unknown = sorted(k for k in values if k not in SETTINGS_BY_KEY)
     for key in unknown:
+        if key in REPLACED:
+            problems.append(f"{NAMESPACE}:{key} is no longer a setting; use {NAMESPACE}:{REPLACED[key]}")
+            continue
         close = [s.key for s in SETTINGS if s.key.lower() == key.lower()]
         hint = f"did you mean {NAMESPACE}:{close[0]}?" if close else "see the configuration reference in README.md"
         problems.append(f"{NAMESPACE}:{key} is not a known setting; {hint}")
@@ -371,14 +378,13 @@ def _check_instance_types(v: dict[str, Any]) -> list[str]:
 
 def _check_backends(v: dict[str, Any]) -> list[str]:
     flavor = v["amiFlavor"]
-    if flavor is None or v["backends"] is None:
+    if flavor is None or v["backend"] is None:
         return []
     allowed = FLAVOR_BACKENDS[flavor]
-    problems = [f"{NAMESPACE}:backends contains {b!r}, which amiFlavor {flavor!r} cannot run: "
-                f"use one of {', '.join(allowed)}" for b in v["backends"] if b not in allowed]
-    if not v["backends"]:
-        problems.append(f"{NAMESPACE}:backends = []: must enable at least one of {', '.join(allowed)}")
-    return problems
+    if v["backend"] not in allowed:
+        return [f"{NAMESPACE}:backend = {v['backend']!r}: amiFlavor {flavor!r} cannot run it; "
+                f"use one of {', '.join(allowed)}"]
+    return []
 
 
 def _check_sizes(v: dict[str, Any]) -> list[str]:
@@ -453,8 +459,8 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
     if flavor is not None:
         if v["instanceTypes"] is None and "instanceTypes" not in v["_invalid"]:
             v["instanceTypes"] = DEFAULT_INSTANCE_TYPES[flavor]
-        if v["backends"] is None and "backends" not in v["_invalid"]:
-            v["backends"] = DEFAULT_BACKENDS[flavor]
+        if v["backend"] is None and "backend" not in v["_invalid"]:
+            v["backend"] = DEFAULT_BACKEND[flavor]
     environment = v["environment"] or stack
     if v["environment"] is None and "environment" not in v["_invalid"] and not _ENV_NAME.match(stack):
         problems.append(f"stack name {stack!r} cannot be the environment name: set {NAMESPACE}:environment "
@@ -471,7 +477,7 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
             flavor=flavor, ami_id=v["amiId"], instance_types=tuple(v["instanceTypes"]), min_size=v["minSize"],
             max_size=v["maxSize"], on_demand_base=v["onDemandBase"], spot_share=v["spotShare"],
             spot_allocation_strategy=v["spotAllocationStrategy"], warm_pool_size=v["warmPoolSize"],
-            backends=tuple(v["backends"]), hot_models=tuple(v["hotModels"]),
+            backend=v["backend"], hot_models=tuple(v["hotModels"]),
             average_job_seconds=v["averageJobSeconds"], acceptable_wait_seconds=v["acceptableWaitSeconds"],
             gpu_utilization_target=v["gpuUtilizationTarget"]),
         queue=QueueSettings(kind=v["queueKind"], max_receive_count=v["maxReceiveCount"],

@@ -140,7 +140,7 @@ class InferenceCluster(pulumi.ComponentResource):
             outputs_bucket=a.outputs_bucket_name, cdn_domain=a.cdn_domain, model_store_bucket=a.model_store_bucket_name,
             webhook_secret_parameter=a.webhook_secret_parameter_name)
         settings = values.apply(lambda v: user_data.AgentSettings(
-            stack=cfg.stack, region=cfg.region, queue_kind=cfg.queue.kind, backend=cfg.cluster.backends[0],
+            stack=cfg.stack, region=cfg.region, queue_kind=cfg.queue.kind, backend=cfg.cluster.backend,
             launching_hook=cluster_scaling.LAUNCHING_HOOK, terminating_hook=cluster_scaling.TERMINATING_HOOK,
             cache_dir=cache_dir, max_cache_bytes=cache_bytes, max_job_seconds=cfg.queue.max_job_seconds,
             max_receive_count=cfg.queue.max_receive_count,

@@ -82,7 +82,7 @@ def _check_installed(config: AgentConfig) -> None:
         return  # in-process backend, or one served elsewhere (local mode, tests)
     if not os.path.exists(install.python):
         raise AgentConfigError(f"backend = {config.backend!r} but this image has no {config.backend} "
-                               f"({install.python} is missing): build the AMI with it, or set genai-fleet:backends "
+                               f"({install.python} is missing): build the AMI with it, or set genai-fleet:backend "
                                f"to a backend the image has")
 
 

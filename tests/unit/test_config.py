@@ -26,7 +26,7 @@ def test_defaults_give_a_small_cheap_cuda_fleet():
     assert cfg.region == "us-east-1"
     assert cfg.cluster.flavor == "cuda"
     assert cfg.cluster.instance_types == ("g6.xlarge", "g5.xlarge", "g6.2xlarge", "g5.2xlarge")
-    assert cfg.cluster.backends == ("comfyui",)
+    assert cfg.cluster.backend == "comfyui"
     assert (cfg.cluster.min_size, cfg.cluster.max_size, cfg.cluster.on_demand_base) == (0, 4, 0)
     assert cfg.cluster.spot_share == 1.0
     assert cfg.queue.kind == "sqs"
@@ -39,7 +39,7 @@ def test_defaults_give_a_small_cheap_cuda_fleet():
 def test_neuron_flavour_defaults_to_inf2_and_the_neuron_backend():
     cfg = load({**BASE, "amiFlavor": "neuron"}, stack="dev")
     assert cfg.cluster.instance_types == ("inf2.xlarge", "inf2.8xlarge")
-    assert cfg.cluster.backends == ("neuron",)
+    assert cfg.cluster.backend == "neuron"
 
 
 def test_values_arrive_as_strings_from_the_engine_and_are_typed():
@@ -87,11 +87,12 @@ def test_backlog_target_is_acceptable_wait_over_job_time():
         ({"minSize": -1}, "genai-fleet:minSize = -1: must be an integer from 0 to 1000"),
         ({"maxSize": 0}, "genai-fleet:maxSize = 0: must be an integer from 1 to 1000"),
         ({"maxSize": 2.5}, "genai-fleet:maxSize = 2.5: must be an integer from 1 to 1000"),
-        ({"backends": ["neuron"]},
-         "genai-fleet:backends contains 'neuron', which amiFlavor 'cuda' cannot run: use one of comfyui, a1111, "
+        ({"backend": "neuron"},
+         "genai-fleet:backend = 'neuron': amiFlavor 'cuda' cannot run it; use one of comfyui, a1111, "
          "diffusers, test-pattern"),
-        ({"backends": []},
-         "genai-fleet:backends = []: must enable at least one of comfyui, a1111, diffusers, test-pattern"),
+        ({"backends": ["comfyui", "a1111"]},
+         "genai-fleet:backends is no longer a setting; use genai-fleet:backend: each instance runs exactly one "
+         "backend (the AMI installs it), so set one, e.g. genai-fleet:backend: comfyui"),
         ({"hotModels": ["SDXL Base"]},
          "genai-fleet:hotModels contains 'SDXL Base': model ids are lowercase 'name' or 'family/name' of letters, "
          "digits, '.', '_' and '-'"),
