@@ -128,10 +128,46 @@ def render_template(text: str) -> str:
     return text
 
 
+def table() -> str:
+    """The contract as one Markdown table (README.md "Instance contract"; a test keeps them equal)."""
+    rows = [
+        ("service user / group", f"`{SERVICE_USER}` / `{SERVICE_GROUP}`", "install-base.sh",
+         "every unit's User=/Group="),
+        ("agent (venv, binary)", f"`{AGENT_PREFIX}`, `{AGENT_BIN}`", "install-agent.sh", "units' ExecStart="),
+        ("agent config", f"`{CONFIG_PATH}`", "user data (components/user_data.py)",
+         f"{AGENT_PATH_UNIT}, {AGENT_UNIT}, agent"),
+        ("release record", f"`{RELEASE_FILE}`", "install-agent.sh", "humans, self-report"),
+        ("boot scripts", f"`{LIBEXEC_DIR}`", "install-agent.sh", f"{MODEL_CACHE_UNIT}, {BOOT_TIMING_UNIT}"),
+        ("model cache (entries `<id>@<version>`)", f"`{MODEL_CACHE_DIR}` (NVMe mount); warm pool: "
+         f"`{EBS_MODEL_CACHE_DIR}`", "setup-model-cache.sh", "agent (`model_cache.cache_dir`)"),
+        ("backend model links (never evicted)", f"`{BACKEND_MODELS_DIR}/<type>`; checkpoints: `{CHECKPOINTS_DIR}`",
+         "install-base.sh; agent links", "ComfyUI extra-model-paths, A1111 `--ckpt-dir`, agent `backend_model_dir`"),
+        ("ComfyUI", f"`{COMFYUI.install_dir}`, state `{COMFYUI.state_dir}`, `{COMFYUI.url}`, "
+         f"`{COMFYUI_EXTRA_MODEL_PATHS}`", "install-comfyui.sh", f"{COMFYUI.unit}, agent `backend_url`"),
+        ("A1111 (install_a1111)", f"`{A1111.install_dir}`, state `{A1111.state_dir}`, `{A1111.url}`",
+         "install-a1111.sh", f"{A1111.unit}, agent `backend_url`"),
+        ("agent log", f"`{AGENT_LOG}`", f"{AGENT_UNIT}, {UNHEALTHY_UNIT} (StandardOutput=append:)",
+         "CloudWatch agent (components/monitoring.py)"),
+        ("backend log", f"`{BACKEND_LOG}`", f"{COMFYUI.unit}, {A1111.unit} (StandardOutput=append:)",
+         "CloudWatch agent"),
+        ("heartbeat", f"`{HEARTBEAT_FILE}`, systemd watchdog {WATCHDOG_SECONDS} s", "agent (runtime/worker/health.py)",
+         f"systemd; {UNHEALTHY_UNIT} on failure"),
+        ("agent's writable paths", ", ".join(f"`{p}`" for p in AGENT_WRITABLE), f"{AGENT_UNIT} ReadWritePaths=",
+         "ProtectSystem=full keeps the rest read-only"),
+    ]
+    lines = ["| What | Where | Written by | Read by |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Render or check packer/files/instance-contract.env")
     parser.add_argument("--write", action="store_true", help="write the file (else: check it is current)")
+    parser.add_argument("--table", action="store_true", help="print the contract as a Markdown table")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(), end="")
+        return 0
     if args.write:
         ENV_FILE.write_text(render_env())
         return 0

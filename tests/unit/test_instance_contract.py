@@ -136,3 +136,9 @@ def test_cloudwatch_agent_tails_the_files_the_units_write(stack):
     written = {one(rendered(ic.AGENT_UNIT), "StandardOutput").removeprefix("append:")}
     written |= {one(rendered(b.unit), "StandardOutput").removeprefix("append:") for b in ic.HTTP_BACKENDS.values()}
     assert tailed == written == {ic.AGENT_LOG, ic.BACKEND_LOG}
+
+
+def test_readme_shows_the_contract_table():
+    readme = (FILES.parents[1] / "README.md").read_text()
+    block = readme.split("<!-- instance-contract:begin -->\n", 1)[1].split("<!-- instance-contract:end -->", 1)[0]
+    assert block == ic.table(), "run: python -m runtime.instance_contract --table and paste it into README.md"
