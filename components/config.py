@@ -32,6 +32,12 @@ FLAVOR_BACKENDS: dict[str, tuple[str, ...]] = {
     "neuron": ("neuron", "test-pattern"),
 }
 DEFAULT_BACKEND: dict[str, str] = {"cuda": "comfyui", "neuron": "neuron"}
+# Settings that were removed; setting one fails with the message saying why.
+REMOVED = {
+    "privateOutputs": "signed output URLs are not implemented (nothing signs the URLs the API and workers return), "
+                      "so the option was removed: remove it from the stack file",
+    "outputsSigningPublicKey": "it belonged to privateOutputs, which was removed: remove it from the stack file",
+}
 # Settings that were replaced; setting one fails with the message naming the new key.
 REPLACED = {"backends": "backend: each instance runs exactly one backend (the AMI installs it), so set one, "
                         "e.g. genai-fleet:backend: comfyui"}
@@ -126,11 +132,6 @@ SETTINGS: tuple[Setting, ...] = (
     _s("apiBurstLimit", "int", 200, "Burst of requests the API accepts above the rate limit.",
        minimum=1, maximum=20000),
     _s("apiKeyQuotaPerDay", "int", None, "Optional jobs per API key per day.", minimum=1, maximum=10_000_000),
-    _s("privateOutputs", "bool", False, "Serve outputs only through CloudFront signed URLs (key group)."),
-    _s("outputsSigningPublicKey", "str", None, "PEM of the RSA public key that verifies signed output URLs "
-       "(required when privateOutputs is true).",
-       pattern=re.compile(r"^-----BEGIN PUBLIC KEY-----[A-Za-z0-9+/=\s]+-----END PUBLIC KEY-----$"),
-       pattern_help="a PEM public key (-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----)"),
     _s("pointInTimeRecovery", "bool", False, "Point-in-time recovery on the job table."),
     _s("alarmsEnabled", "bool", False, "Create CloudWatch alarms and their SNS topic."),
     _s("alarmEmail", "str", None, "E-mail address subscribed to the alarm topic.",
@@ -205,9 +206,7 @@ class QueueSettings:
 class StorageSettings:
     output_retention_days: int
     log_retention_days: int
-    private_outputs: bool
     point_in_time_recovery: bool
-    outputs_signing_public_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -342,6 +341,9 @@ def _read_all(values: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
         if key in REPLACED:
             problems.append(f"{NAMESPACE}:{key} is no longer a setting; use {NAMESPACE}:{REPLACED[key]}")
             continue
+        if key in REMOVED:
+            problems.append(f"{NAMESPACE}:{key} is no longer a setting: {REMOVED[key]}")
+            continue
         close = [s.key for s in SETTINGS if s.key.lower() == key.lower()]
         hint = f"did you mean {NAMESPACE}:{close[0]}?" if close else "see the configuration reference in README.md"
         problems.append(f"{NAMESPACE}:{key} is not a known setting; {hint}")
@@ -435,10 +437,6 @@ def _check_misc(v: dict[str, Any]) -> list[str]:
     if v["alarmEmail"] and v["alarmsEnabled"] is False:
         problems.append(f"{NAMESPACE}:alarmEmail is set but {NAMESPACE}:alarmsEnabled is false: "
                         f"set alarmsEnabled: true or remove alarmEmail")
-    if v["privateOutputs"] and not v["outputsSigningPublicKey"]:
-        problems.append(f"{NAMESPACE}:privateOutputs is true but {NAMESPACE}:outputsSigningPublicKey is not set: "
-                        f"set it to the PEM public key whose private key signs output URLs, or set "
-                        f"privateOutputs: false")
     for key in ("owner", "costCenter"):
         if v[key] is None and key not in v.get("_invalid", ()):
             problems.append(f"{NAMESPACE}:{key} is not set: it is required for the {key[0].upper() + key[1:]} "
@@ -483,9 +481,8 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
         queue=QueueSettings(kind=v["queueKind"], max_receive_count=v["maxReceiveCount"],
                             max_job_seconds=v["maxJobSeconds"]),
         storage=StorageSettings(output_retention_days=v["outputRetentionDays"],
-                                log_retention_days=v["logRetentionDays"], private_outputs=v["privateOutputs"],
-                                point_in_time_recovery=v["pointInTimeRecovery"],
-                                outputs_signing_public_key=v["outputsSigningPublicKey"]),
+                                log_retention_days=v["logRetentionDays"],
+                                point_in_time_recovery=v["pointInTimeRecovery"]),
         api=ApiSettings(auth=v["apiAuth"], rate_limit=v["apiRateLimit"], burst_limit=v["apiBurstLimit"],
                         key_quota_per_day=v["apiKeyQuotaPerDay"]),
         network=NetworkSettings(nat_gateways=v["natGateways"], vpc_cidr=v["vpcCidr"],

@@ -43,12 +43,10 @@ def test_neuron_flavour_defaults_to_inf2_and_the_neuron_backend():
 
 
 def test_values_arrive_as_strings_from_the_engine_and_are_typed():
-    pem = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC KEY-----"
-    cfg = load({**BASE, "minSize": "1", "maxSize": "5", "spotShare": "0.5", "privateOutputs": "true",
-                "outputsSigningPublicKey": pem,
+    cfg = load({**BASE, "minSize": "1", "maxSize": "5", "spotShare": "0.5", "pointInTimeRecovery": "true",
                 "instanceTypes": '["g5.xlarge"]', "hotModels": '["sdxl/base-1.0"]'}, stack="prod")
     assert (cfg.cluster.min_size, cfg.cluster.max_size, cfg.cluster.spot_share) == (1, 5, 0.5)
-    assert cfg.storage.private_outputs is True
+    assert cfg.storage.point_in_time_recovery is True
     assert cfg.cluster.instance_types == ("g5.xlarge",)
     assert cfg.cluster.hot_models == ("sdxl/base-1.0",)
     assert cfg.is_production
@@ -112,7 +110,7 @@ def test_backlog_target_is_acceptable_wait_over_job_time():
         ({"apiRateLimit": 100, "apiBurstLimit": 50},
          "genai-fleet:apiBurstLimit = 50 is below genai-fleet:apiRateLimit = 100: set apiBurstLimit >= "
          "apiRateLimit"),
-        ({"privateOutputs": "yes"}, "genai-fleet:privateOutputs = yes: must be true or false"),
+        ({"pointInTimeRecovery": "yes"}, "genai-fleet:pointInTimeRecovery = yes: must be true or false"),
         ({"spotAllocationStrategy": "lowest-price"},
          "genai-fleet:spotAllocationStrategy = lowest-price: must be one of price-capacity-optimized, "
          "capacity-optimized"),
@@ -134,11 +132,11 @@ def test_backlog_target_is_acceptable_wait_over_job_time():
         ({"alarmEmail": "not-an-address", "alarmsEnabled": True},
          "genai-fleet:alarmEmail = not-an-address: must be an e-mail address"),
         ({"privateOutputs": True},
-         "genai-fleet:privateOutputs is true but genai-fleet:outputsSigningPublicKey is not set: set it to the PEM "
-         "public key whose private key signs output URLs, or set privateOutputs: false"),
-        ({"outputsSigningPublicKey": "ssh-rsa AAAA"},
-         "genai-fleet:outputsSigningPublicKey = ssh-rsa AAAA: must be a PEM public key (-----BEGIN PUBLIC KEY----- "
-         "... -----END PUBLIC KEY-----)"),
+         "genai-fleet:privateOutputs is no longer a setting: signed output URLs are not implemented (nothing signs "
+         "the URLs the API and workers return), so the option was removed: remove it from the stack file"),
+        ({"outputsSigningPublicKey": "-----BEGIN PUBLIC KEY-----"},
+         "genai-fleet:outputsSigningPublicKey is no longer a setting: it belonged to privateOutputs, which was "
+         "removed: remove it from the stack file"),
         ({"gpuUtilizationTarget": 5}, "genai-fleet:gpuUtilizationTarget = 5: must be an integer from 10 to 100"),
         ({"availabilityZoneCount": 1}, "genai-fleet:availabilityZoneCount = 1: must be an integer from 2 to 6"),
         ({"maxReceiveCount": 0}, "genai-fleet:maxReceiveCount = 0: must be an integer from 1 to 20"),
