@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -75,3 +76,23 @@ def test_agent_health_probe():
     assert Agent.healthy(_agent(last_tick=now - 600, current=job))  # a job within its time limit
     job.started = now - 1000
     assert not Agent.healthy(_agent(last_tick=now - 600, current=job))  # a job stuck past it
+
+
+def test_self_check_refuses_a_backend_the_image_lacks(tmp_path):
+    """ExecStartPre's self-check: comfyui configured at the contract's URL but not installed -> a config error."""
+    import json
+
+    from runtime import instance_contract as ic
+    from runtime.worker.__main__ import self_check
+
+    config = {"stack": "t", "region": "us-east-1", "job_table": "jobs", "backend": "comfyui",
+              "backend_url": ic.COMFYUI.url, "queue": {"kind": "sqs", "url": "https://sqs/q"},
+              "outputs": {"bucket": "b", "cdn_base_url": "https://cdn"}}
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps(config))
+    ok, report = self_check(str(path))
+    assert not Path(ic.COMFYUI.python).exists()  # this machine is not the AMI
+    assert not ok and f"{ic.COMFYUI.python} is missing" in report["config"]["error"]
+    path.write_text(json.dumps({**config, "backend_url": "http://127.0.0.1:18188"}))  # served elsewhere (local)
+    ok, report = self_check(str(path))
+    assert report["config"]["valid"], report
