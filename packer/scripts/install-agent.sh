@@ -134,6 +134,9 @@ install_system_files() {
     [[ -f "${FILES_DIR}/${name}" ]] || die "unit ${FILES_DIR}/${name} is missing"
     render_template "${FILES_DIR}/${name}" "${unit_dir}/${name}" || die "rendering ${name} failed"
   done
+  install -d -m 0755 "${DESTDIR}/etc/logrotate.d"
+  render_template "${FILES_DIR}/genai-fleet.logrotate" "${DESTDIR}/etc/logrotate.d/genai-fleet" \
+    || die "rendering genai-fleet.logrotate failed"
   for name in "${BOOT_SCRIPTS[@]}"; do
     [[ -f "${BOOT_SCRIPTS_DIR}/${name}" ]] || die "boot script ${BOOT_SCRIPTS_DIR}/${name} is missing"
     install -m 0755 "${BOOT_SCRIPTS_DIR}/${name}" "${DESTDIR}${LIBEXEC_DIR}/${name}"

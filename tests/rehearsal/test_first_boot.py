@@ -251,9 +251,11 @@ def test_first_boot(ami, moto_endpoint, tmp_path, stack, template, webhook_secre
             started = time.monotonic()
             box.wait_booted()
             box.check("bash /var/lib/cloud-user-data", 120)  # cloud-final: root runs the user data
-            _check_first_boot(box, cloud, config, stack)
+            job_id = _check_first_boot(box, cloud, config, stack)
             boot_to_image = time.monotonic() - started
             _drill_crash_loop(box, cloud)
+            _ledger(cloud, [job_id], f"rehearsal {stack} (first boot, drills: "
+                    f"{'crash loop' if webhook_secret else 'no webhook secret, missing hot model, crash loop'})")
         except BaseException:
             print(log.read_text(errors="replace")[-6000:])
             print(box.run(f"tail -n 40 {ic.AGENT_LOG} {ic.BACKEND_LOG}; systemctl --failed --no-pager", 60).stdout)
@@ -324,6 +326,22 @@ def _check_first_boot(box, cloud: Cloud, config: agent_config.AgentConfig, stack
     links = box.check(f"find {config.backend_model_dir} -maxdepth 1 -type l -printf '%f -> %l\\n'").splitlines()
     assert links and all(target.split(" -> ")[1].startswith(config.model_cache.cache_dir + "/") for target in links)
     assert box.check(f"cat {config.heartbeat_file}").strip().isdigit()
+    return job_id
+
+
+def _ledger(cloud: Cloud, job_ids: list[str], title: str) -> None:
+    """The drill's ledger line (the e2e drills' format): every submitted job final, none lost."""
+    from runtime.local.audit import Report
+    from tests.e2e._helpers import record
+
+    views = [cloud.job(j) for j in job_ids]
+    count = lambda status: sum(1 for v in views if v.get("status") == status)  # noqa: E731
+    lost = len(views) - count("succeeded") - count("failed") - count("canceled")
+    report = Report(submitted=len(job_ids), succeeded=count("succeeded"), failed=count("failed"),
+                    canceled=count("canceled"), lost=lost, duplicated=0, extra_jobs=0, dlq=None,
+                    redelivered=sum(1 for v in views if int(v.get("attempts") or 1) > 1))
+    record(title, report)
+    assert report.lost == 0 and report.succeeded == len(job_ids), report.line(title)
 
 
 def _drill_crash_loop(box, cloud: Cloud) -> None:

@@ -67,7 +67,7 @@ def test_generated_env_file_is_current():
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in FILES.iterdir()
-                                        if p.suffix in (".service", ".path", ".yaml")))
+                                        if p.suffix in (".service", ".path", ".yaml", ".logrotate")))
 def test_every_template_renders_completely(name):
     assert not re.search(r"@[A-Z][A-Z0-9_]*@", rendered(name)), f"{name} uses a name the contract lacks"
 
@@ -127,6 +127,12 @@ def test_backends_read_models_from_the_folder_the_agent_links_into(agent_configs
         install = ic.HTTP_BACKENDS[config.backend]
         assert config.backend_url == install.url
         assert config.backend_model_dir == install.model_dir
+
+
+def test_the_tailed_log_files_are_rotated():
+    rotated = rendered("genai-fleet.logrotate")
+    assert re.search(rf"^{re.escape(ic.LOG_DIR)}/\*\.log {{$", rotated, re.M)
+    assert "copytruncate" in rotated  # systemd keeps the append: files open
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
