@@ -49,7 +49,8 @@ from runtime.model_store import upload
 from tests.pulumi_mocks import run_stack
 from tests.rehearsal import machine
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# The first run builds the base root (debootstrap, a few minutes) inside the first test's setup.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = machine.REPO
 REGION = "us-east-1"
