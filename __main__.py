@@ -35,8 +35,7 @@ require_prerequisites(cfg, provider)
 
 network = Network("network", NetworkArgs(config=cfg), opts=opts)
 models = ModelStore("models", ModelStoreArgs(config=cfg), opts=opts)
-outputs = CdnStorage("outputs", CdnStorageArgs(config=cfg,
-                                               signing_public_key_pem=cfg.storage.outputs_signing_public_key),
+outputs = CdnStorage("outputs", CdnStorageArgs(config=cfg),
                      opts=opts)
 jobs = JobStore("jobs", JobStoreArgs(config=cfg), opts=opts)
 queue = RequestQueue("queue", RequestQueueArgs(config=cfg, vpc_id=network.vpc_id,

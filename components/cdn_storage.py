@@ -3,9 +3,9 @@
 Workers write generated files under ``outputs/`` (``OUTPUTS_PREFIX``) and hand back
 ``https://<cdn_domain>/outputs/<key>``. The bucket stays private: CloudFront signs its origin requests
 with an origin access control (SigV4, always) and the bucket policy admits the CloudFront service
-principal only for this distribution's ARN. Outputs expire after ``outputRetentionDays``. With
-``privateOutputs`` the behaviour trusts a key group built from a public key you provide, so only signed
-URLs work (see docs/components-storage.md for making the key pair).
+principal only for this distribution's ARN. Outputs expire after ``outputRetentionDays``. Output URLs
+are unguessable (job id and attempt in the key) but not signed: the former ``privateOutputs`` option
+(a key group on the behaviour) was removed because nothing signed the URLs the API and workers return.
 """
 
 from __future__ import annotations
@@ -27,10 +27,7 @@ _ORIGIN_ID = "outputs-bucket"
 @dataclass
 class CdnStorageArgs:
     config: FleetConfig
-    """Stack config: ``storage.output_retention_days``, ``storage.private_outputs``, names, destroy safety."""
-
-    signing_public_key_pem: pulumi.Input[str] | None = None
-    """PEM of the RSA public key that verifies signed URLs; required when ``privateOutputs`` is true."""
+    """Stack config: ``storage.output_retention_days``, names, destroy safety."""
 
     price_class: str = "PriceClass_100"
     """CloudFront price class (edge locations served); PriceClass_All for worldwide low latency."""
@@ -43,34 +40,23 @@ class CdnStorage(pulumi.ComponentResource):
     bucket_arn: pulumi.Output[str]
     cdn_domain: pulumi.Output[str]
     distribution_arn: pulumi.Output[str]
-    key_group_id: pulumi.Output[str | None]
-    public_key_id: pulumi.Output[str | None]
 
     def __init__(self, name: str, args: CdnStorageArgs, opts: pulumi.ResourceOptions | None = None):
         cfg = args.config
-        if cfg.storage.private_outputs and args.signing_public_key_pem is None:
-            raise ValueError("genai-fleet:privateOutputs is true but no signing public key was given: pass "
-                             "CdnStorageArgs.signing_public_key_pem (the PEM of the key pair whose private key "
-                             "signs output URLs); see docs/components-storage.md")
         super().__init__("genai:storage:CdnStorage", name, None, opts)
         self._name = name
         private = create_private_bucket(name, self, bucket_prefix=f"{cfg.resource_prefix()}-outputs-",
                                         versioned=False, force_destroy=not cfg.is_production)
         bucket = private.bucket
         self._create_lifecycle(bucket, cfg.storage.output_retention_days)
-        key_group, public_key = (self._create_key_group(args.signing_public_key_pem)
-                                 if cfg.storage.private_outputs else (None, None))
-        distribution = self._create_distribution(bucket, key_group, args.price_class, cfg.resource_prefix())
+        distribution = self._create_distribution(bucket, args.price_class, cfg.resource_prefix())
         self._create_policy(bucket, distribution, private.public_access_block)
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
         self.cdn_domain = distribution.domain_name
         self.distribution_arn = distribution.arn
-        self.key_group_id = key_group.id if key_group else pulumi.Output.from_input(None)
-        self.public_key_id = public_key.id if public_key else pulumi.Output.from_input(None)
         self.register_outputs({"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn,
-                               "cdn_domain": self.cdn_domain, "distribution_arn": self.distribution_arn,
-                               "key_group_id": self.key_group_id, "public_key_id": self.public_key_id})
+                               "cdn_domain": self.cdn_domain, "distribution_arn": self.distribution_arn})
 
     def _opts(self, **kwargs) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, **kwargs)
@@ -86,15 +72,8 @@ class CdnStorage(pulumi.ComponentResource):
             ],
             opts=self._opts())
 
-    def _create_key_group(self, pem: pulumi.Input[str]) -> tuple[aws.cloudfront.KeyGroup, aws.cloudfront.PublicKey]:
-        public_key = aws.cloudfront.PublicKey(f"{self._name}-signing-key", encoded_key=pem,
-                                              comment="verifies signed output URLs", opts=self._opts())
-        key_group = aws.cloudfront.KeyGroup(f"{self._name}-signers", items=[public_key.id],
-                                            comment="signers of output URLs", opts=self._opts())
-        return key_group, public_key
-
-    def _create_distribution(self, bucket: aws.s3.Bucket, key_group: aws.cloudfront.KeyGroup | None,
-                             price_class: str, prefix: str) -> aws.cloudfront.Distribution:
+    def _create_distribution(self, bucket: aws.s3.Bucket, price_class: str,
+                             prefix: str) -> aws.cloudfront.Distribution:
         oac = aws.cloudfront.OriginAccessControl(
             f"{self._name}-oac", name=f"{prefix}-outputs", description="CloudFront reads the outputs bucket",
             origin_access_control_origin_type="s3", signing_behavior="always", signing_protocol="sigv4",
@@ -107,8 +86,6 @@ class CdnStorage(pulumi.ComponentResource):
             "cache_policy_id": CACHING_OPTIMIZED_POLICY_ID,
             "compress": True,
         }
-        if key_group is not None:
-            behavior["trusted_key_groups"] = [key_group.id]
         return aws.cloudfront.Distribution(
             f"{self._name}-cdn",
             enabled=True,

@@ -1,8 +1,9 @@
 """The worker instances' IAM role: least privilege, scoped to this stack's own resources.
 
 ``instance_policy_document`` is a pure function of plain ARNs, so tests (and parliament) read exactly
-what the component attaches. Only two statements carry ``Resource: "*"``, because AWS offers no
-resource-level permission for their actions:
+what the component attaches; a test checks it against the operations the agent's AWS clients issue.
+Only three statements carry ``Resource: "*"``, because AWS offers no resource-level permission for
+their actions:
 
 - ``cloudwatch:PutMetricData``, restricted by the ``cloudwatch:namespace`` condition key to the
   fleet's own namespace and the CloudWatch agent's;
@@ -10,12 +11,14 @@ resource-level permission for their actions:
   (the dimension GPU-utilisation scaling aggregates on);
 - Session Manager (``SESSION_MANAGER_ACTIONS``): the minimal instance policy of AWS's "Create a custom
   IAM role for Session Manager" page: registering the instance and opening the session channels.
+- ``autoscaling:DescribeAutoScalingInstances``, the agent's fallback for finding its group when
+  instance metadata tags are off.
 
 No AWS managed policy is attached. ``AmazonSSMManagedInstanceCore`` used to give Session Manager, but it
 also grants ``ssm:GetParameter``/``GetParameters``/``GetParametersByPath`` on every parameter of the
 account: any worker could have read the API-key records and other environments' webhook secrets. The
-only parameters a worker reads are its own (``ReadOwnParameters``: the CloudWatch agent config and the
-environment's webhook secret), by name.
+only parameter a worker reads is its own CloudWatch agent config (``ReadOwnParameters``), by name;
+webhooks are signed by the stack's webhook function, not by workers.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ CLOUDWATCH_AGENT_NAMESPACE = "CWAgent"
 SESSION_MANAGER_ACTIONS = ("ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel",
                            "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
                            "ssmmessages:OpenDataChannel")
-STAR_ACTIONS = frozenset({"cloudwatch:PutMetricData", "ec2:DescribeTags", *SESSION_MANAGER_ACTIONS})
+STAR_ACTIONS = frozenset({"cloudwatch:PutMetricData", "ec2:DescribeTags", "autoscaling:DescribeAutoScalingInstances",
+                          *SESSION_MANAGER_ACTIONS})
 """Actions without resource-level permissions: the only ones that may use ``Resource: "*"``."""
 
 _ASSUME_EC2 = json.dumps({"Version": "2012-10-17", "Statement": [{
@@ -120,9 +124,11 @@ def instance_policy_document(s: PolicyScope) -> dict:
         {"Sid": "ShipLogs", "Effect": "Allow",
          "Action": ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
          "Resource": sorted(s.arn("logs", f"log-group:{n}:*") for n in s.log_group_names)},
+        {"Sid": "FindOwnGroup", "Effect": "Allow", "Action": ["autoscaling:DescribeAutoScalingInstances"],
+         "Resource": "*"},
         {"Sid": "LifecycleAndProtection", "Effect": "Allow",
          "Action": ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat",
-                    "autoscaling:SetInstanceProtection"],
+                    "autoscaling:SetInstanceHealth", "autoscaling:SetInstanceProtection"],
          "Resource": sorted(s.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{g}")
                             for g in s.group_names)},
     ]

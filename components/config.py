@@ -33,7 +33,16 @@ FLAVOR_BACKENDS: dict[str, tuple[str, ...]] = {
     "cuda": ("comfyui", "a1111", "diffusers", "test-pattern"),
     "neuron": ("neuron", "test-pattern"),
 }
-DEFAULT_BACKENDS: dict[str, tuple[str, ...]] = {"cuda": ("comfyui",), "neuron": ("neuron",)}
+DEFAULT_BACKEND: dict[str, str] = {"cuda": "comfyui", "neuron": "neuron"}
+# Settings that were removed; setting one fails with the message saying why.
+REMOVED = {
+    "privateOutputs": "signed output URLs are not implemented (nothing signs the URLs the API and workers return), "
+                      "so the option was removed: remove it from the stack file",
+    "outputsSigningPublicKey": "it belonged to privateOutputs, which was removed: remove it from the stack file",
+}
+# Settings that were replaced; setting one fails with the message naming the new key.
+REPLACED = {"backends": "backend: each instance runs exactly one backend (the AMI installs it), so set one, "
+                        "e.g. genai-fleet:backend: comfyui"}
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
                       2557, 2922, 3288, 3653)
@@ -107,7 +116,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("queueKind", "str", "sqs", "Request queue: SQS standard queue with DLQ, or Kafka on MSK Serverless.",
        choices=("sqs", "kafka")),
     _s("maxReceiveCount", "int", 3, "Attempts per job before it goes to the dead-letter queue.", minimum=1, maximum=20),
-    _s("backends", "list", None, "Backends the workers run; defaults per flavour (cuda: comfyui; neuron: neuron)."),
+    _s("backend", "str", None, "The backend every worker runs (one per instance; the AMI must have it installed); "
+       "defaults per flavour (cuda: comfyui; neuron: neuron)."),
     _s("hotModels", "list", [], "Model ids every worker preloads before it takes work."),
     _s("maxJobSeconds", "int", 300, "Longest a job may run; drives visibility timeout and lifecycle heartbeats.",
        minimum=10, maximum=3600),
@@ -135,11 +145,6 @@ SETTINGS: tuple[Setting, ...] = (
        "allows: apiBurstLimit + apiRateLimit x max(apiMaxWaitSeconds, 1).", minimum=1, maximum=100_000),
     _s("apiAuthorizerConcurrency", "int", None, "Reserved concurrency of the API-key authorizer (apiAuth api-key); "
        "defaults to apiBurstLimit.", minimum=1, maximum=100_000),
-    _s("privateOutputs", "bool", False, "Serve outputs only through CloudFront signed URLs (key group)."),
-    _s("outputsSigningPublicKey", "str", None, "PEM of the RSA public key that verifies signed output URLs "
-       "(required when privateOutputs is true).",
-       pattern=re.compile(r"^-----BEGIN PUBLIC KEY-----[A-Za-z0-9+/=\s]+-----END PUBLIC KEY-----$"),
-       pattern_help="a PEM public key (-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----)"),
     _s("pointInTimeRecovery", "bool", False, "Point-in-time recovery on the job table."),
     _s("alarmsEnabled", "bool", False, "Create CloudWatch alarms and their SNS topic."),
     _s("alarmEmail", "str", None, "E-mail address subscribed to the alarm topic.",
@@ -182,7 +187,7 @@ class ClusterSettings:
     spot_share: float
     spot_allocation_strategy: str
     warm_pool_size: int
-    backends: tuple[str, ...]
+    backend: str
     hot_models: tuple[str, ...]
     average_job_seconds: float
     acceptable_wait_seconds: float
@@ -233,9 +238,7 @@ class QueueSettings:
 class StorageSettings:
     output_retention_days: int
     log_retention_days: int
-    private_outputs: bool
     point_in_time_recovery: bool
-    outputs_signing_public_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -391,6 +394,12 @@ def _coerce(setting: Setting, value: Any, problems: list[str]) -> Any:
 def _read_all(values: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
     unknown = sorted(k for k in values if k not in SETTINGS_BY_KEY)
     for key in unknown:
+        if key in REPLACED:
+            problems.append(f"{NAMESPACE}:{key} is no longer a setting; use {NAMESPACE}:{REPLACED[key]}")
+            continue
+        if key in REMOVED:
+            problems.append(f"{NAMESPACE}:{key} is no longer a setting: {REMOVED[key]}")
+            continue
         close = [s.key for s in SETTINGS if s.key.lower() == key.lower()]
         hint = f"did you mean {NAMESPACE}:{close[0]}?" if close else "see the configuration reference in README.md"
         problems.append(f"{NAMESPACE}:{key} is not a known setting; {hint}")
@@ -427,14 +436,13 @@ def _check_instance_types(v: dict[str, Any]) -> list[str]:
 
 def _check_backends(v: dict[str, Any]) -> list[str]:
     flavor = v["amiFlavor"]
-    if flavor is None or v["backends"] is None:
+    if flavor is None or v["backend"] is None:
         return []
     allowed = FLAVOR_BACKENDS[flavor]
-    problems = [f"{NAMESPACE}:backends contains {b!r}, which amiFlavor {flavor!r} cannot run: "
-                f"use one of {', '.join(allowed)}" for b in v["backends"] if b not in allowed]
-    if not v["backends"]:
-        problems.append(f"{NAMESPACE}:backends = []: must enable at least one of {', '.join(allowed)}")
-    return problems
+    if v["backend"] not in allowed:
+        return [f"{NAMESPACE}:backend = {v['backend']!r}: amiFlavor {flavor!r} cannot run it; "
+                f"use one of {', '.join(allowed)}"]
+    return []
 
 
 def _check_sizes(v: dict[str, Any]) -> list[str]:
@@ -492,10 +500,6 @@ def _check_misc(v: dict[str, Any]) -> list[str]:
     if v["alarmEmail"] and v["alarmsEnabled"] is False:
         problems.append(f"{NAMESPACE}:alarmEmail is set but {NAMESPACE}:alarmsEnabled is false: "
                         f"set alarmsEnabled: true or remove alarmEmail")
-    if v["privateOutputs"] and not v["outputsSigningPublicKey"]:
-        problems.append(f"{NAMESPACE}:privateOutputs is true but {NAMESPACE}:outputsSigningPublicKey is not set: "
-                        f"set it to the PEM public key whose private key signs output URLs, or set "
-                        f"privateOutputs: false")
     for key in ("owner", "costCenter"):
         if v[key] is None and key not in v.get("_invalid", ()):
             problems.append(f"{NAMESPACE}:{key} is not set: it is required for the {key[0].upper() + key[1:]} "
@@ -516,8 +520,8 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
     if flavor is not None:
         if v["instanceTypes"] is None and "instanceTypes" not in v["_invalid"]:
             v["instanceTypes"] = DEFAULT_INSTANCE_TYPES[flavor]
-        if v["backends"] is None and "backends" not in v["_invalid"]:
-            v["backends"] = DEFAULT_BACKENDS[flavor]
+        if v["backend"] is None and "backend" not in v["_invalid"]:
+            v["backend"] = DEFAULT_BACKEND[flavor]
     environment = v["environment"] or stack
     if v["environment"] is None and "environment" not in v["_invalid"] and not _ENV_NAME.match(stack):
         problems.append(f"stack name {stack!r} cannot be the environment name: set {NAMESPACE}:environment "
@@ -535,16 +539,15 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
             flavor=flavor, ami_id=v["amiId"], instance_types=tuple(v["instanceTypes"]), min_size=v["minSize"],
             max_size=v["maxSize"], on_demand_base=v["onDemandBase"], spot_share=v["spotShare"],
             spot_allocation_strategy=v["spotAllocationStrategy"], warm_pool_size=v["warmPoolSize"],
-            backends=tuple(v["backends"]), hot_models=tuple(v["hotModels"]),
+            backend=v["backend"], hot_models=tuple(v["hotModels"]),
             average_job_seconds=v["averageJobSeconds"], acceptable_wait_seconds=v["acceptableWaitSeconds"],
             gpu_utilization_target=v["gpuUtilizationTarget"],
             ami_channel=v["amiChannel"] or ("latest" if not environment.startswith("prod") else environment)),
         queue=QueueSettings(kind=v["queueKind"], max_receive_count=v["maxReceiveCount"],
                             max_job_seconds=v["maxJobSeconds"]),
         storage=StorageSettings(output_retention_days=v["outputRetentionDays"],
-                                log_retention_days=v["logRetentionDays"], private_outputs=v["privateOutputs"],
-                                point_in_time_recovery=v["pointInTimeRecovery"],
-                                outputs_signing_public_key=v["outputsSigningPublicKey"]),
+                                log_retention_days=v["logRetentionDays"],
+                                point_in_time_recovery=v["pointInTimeRecovery"]),
         api=ApiSettings(auth=v["apiAuth"], rate_limit=v["apiRateLimit"], burst_limit=v["apiBurstLimit"],
                         key_quota_per_day=v["apiKeyQuotaPerDay"], max_wait_seconds=v["apiMaxWaitSeconds"],
                         handler_concurrency=v["apiHandlerConcurrency"],

@@ -76,8 +76,6 @@ class InferenceClusterArgs:
     """Consumer group of the workers (queue kind kafka)."""
     kafka_client_security_group_id: pulumi.Input[str] | None = None
     """Security group the brokers accept clients from; attached to the workers (queue kind kafka)."""
-    webhook_secret_parameter_name: pulumi.Input[str] | None = None
-    """SSM parameter holding the webhook signing secret, readable by the workers, if any."""
     outputs_prefix: str = "outputs"
     """Key prefix of outputs in the outputs bucket; the only place workers may write."""
 
@@ -137,10 +135,9 @@ class InferenceCluster(pulumi.ComponentResource):
         a, cfg = self._args, self._args.config
         values = pulumi.Output.all(
             queue_url=a.queue_url, bootstrap_servers=a.kafka_bootstrap_brokers, job_table=a.job_table_name,
-            outputs_bucket=a.outputs_bucket_name, cdn_domain=a.cdn_domain, model_store_bucket=a.model_store_bucket_name,
-            webhook_secret_parameter=a.webhook_secret_parameter_name)
+            outputs_bucket=a.outputs_bucket_name, cdn_domain=a.cdn_domain, model_store_bucket=a.model_store_bucket_name)
         settings = values.apply(lambda v: user_data.AgentSettings(
-            stack=cfg.stack, region=cfg.region, queue_kind=cfg.queue.kind, backend=cfg.cluster.backends[0],
+            stack=cfg.stack, region=cfg.region, queue_kind=cfg.queue.kind, backend=cfg.cluster.backend,
             launching_hook=cluster_scaling.LAUNCHING_HOOK, terminating_hook=cluster_scaling.TERMINATING_HOOK,
             cache_dir=cache_dir, max_cache_bytes=cache_bytes, max_job_seconds=cfg.queue.max_job_seconds,
             max_receive_count=cfg.queue.max_receive_count,
@@ -232,8 +229,6 @@ class InferenceCluster(pulumi.ComponentResource):
             "model_store_bucket_arn": a.model_store_bucket_arn, "outputs_bucket_arn": a.outputs_bucket_arn,
             "job_table_arn": a.job_table_arn, "queue_arn": a.queue_arn, "kafka_cluster_arn": a.kafka_cluster_arn}
         params = [monitoring.agent_parameter_name(cfg)]
-        if a.webhook_secret_parameter_name is not None:
-            params.append(a.webhook_secret_parameter_name)
         scope = cluster_iam.scope_output(
             cfg_region=cfg.region, queue_kind=cfg.queue.kind, values=values, group_names=group_names,
             log_group_names=list(monitoring.log_group_names(cfg).values()), parameter_names=params, parent=self,

@@ -33,10 +33,11 @@ import pulumi_aws as aws
 from components import cluster_iam, cluster_scaling, user_data
 from components.config import NAMESPACE, FleetConfig
 from components.monitoring_dashboard import dashboard_body, fleet_dimensions
-from runtime import metric_names
+from runtime import instance_contract, metric_names
 
-AGENT_LOG_FILE = "/var/log/genai-fleet/agent.log"
-BACKEND_LOG_FILE = "/var/log/genai-fleet/backend.log"
+# The files the AMI's units append the agent's and the backend's output to (the instance contract).
+AGENT_LOG_FILE = instance_contract.AGENT_LOG
+BACKEND_LOG_FILE = instance_contract.BACKEND_LOG
 SPOT_EVENT_TYPES = ("EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation")
 JOB_ERROR_RATE_PERCENT = 5
 API_5XX_PER_5_MINUTES = 5

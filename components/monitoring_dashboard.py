@@ -1,7 +1,7 @@
 """The fleet dashboard's body, as a pure function of plain names (tests read exactly what is deployed).
 
 Custom metrics are the worker's (``runtime.metric_names``) in its {Stack, Backend} dimension set (one
-backend per fleet: the agent config's ``backend`` is the first of ``genai-fleet:backends``); AWS metrics
+backend per fleet: the agent config's ``backend`` is ``genai-fleet:backend``); AWS metrics
 are queue depth (AWS/SQS or the Kafka backlog), group sizes (AWS/AutoScaling), accelerator
 utilisation (CloudWatch agent, aggregated by group), API errors (AWS/ApiGateway) and the spot event
 rule's matches (AWS/Events).
@@ -29,7 +29,7 @@ def _metric(namespace: str, name: str, dims: Mapping[str, str], **options: Any) 
 
 def fleet_dimensions(cfg: FleetConfig) -> dict[str, str]:
     """The worker's fleet-wide dimension set (runtime/worker/metrics.py emits {Stack, Backend})."""
-    return {mn.DIM_STACK: cfg.stack, mn.DIM_BACKEND: cfg.cluster.backends[0]}
+    return {mn.DIM_STACK: cfg.stack, mn.DIM_BACKEND: cfg.cluster.backend}
 
 
 def _fleet(name: str, cfg: FleetConfig, **options: Any) -> list:

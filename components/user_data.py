@@ -10,9 +10,11 @@ The agent config is built with the runtime's own dataclasses and parsed back wit
 ``runtime.agent_config.parse`` before it is rendered, so a field the agent would reject fails at
 ``pulumi preview`` instead of on a booting instance.
 
-Model cache placement (a contract with the AMI's boot script, packer/):
-``NVME_CACHE_DIR`` lies under ``/var/cache/genai-fleet``, where the boot script mounts the instance-store
-NVMe when the type has one (else the directory stays on the root EBS volume). ``EBS_CACHE_DIR`` is never
+Every path, port and unit comes from the instance contract (``runtime/instance_contract.py``), the
+module the AMI's files are rendered from. The agent config names the backend's model folder (the
+one the AMI points ComfyUI / A1111 at) and the heartbeat file, so nothing falls back to a default.
+Model cache placement: ``NVME_CACHE_DIR`` is where the AMI's boot script mounts the instance-store NVMe
+when the type has one (else the directory stays on the root EBS volume). ``EBS_CACHE_DIR`` is never
 mounted over: the on-demand group uses it when it has a warm pool, because a stopped instance loses
 its instance store and a warm instance must keep its hot models.
 """
@@ -23,15 +25,16 @@ import base64
 import json
 from dataclasses import dataclass
 
-from runtime import agent_config, metric_names
+from runtime import agent_config, instance_contract, metric_names
 
-AGENT_CONFIG_PATH = agent_config.DEFAULT_PATH
-AGENT_SERVICE = "genai-worker.service"
+AGENT_CONFIG_PATH = instance_contract.CONFIG_PATH
+AGENT_SERVICE = instance_contract.AGENT_UNIT
 CLOUDWATCH_AGENT_CTL = "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl"
-NVME_CACHE_DIR = "/var/cache/genai-fleet/models"
-EBS_CACHE_DIR = "/var/lib/genai-fleet/models"
+NVME_CACHE_DIR = instance_contract.MODEL_CACHE_DIR
+EBS_CACHE_DIR = instance_contract.EBS_MODEL_CACHE_DIR
 # Backends with their own HTTP server listen on loopback only (systemd units in the AMI).
-BACKEND_URLS = {"comfyui": "http://127.0.0.1:8188", "a1111": "http://127.0.0.1:7860"}
+BACKEND_URLS = {name: b.url for name, b in instance_contract.HTTP_BACKENDS.items()}
+BACKEND_MODEL_DIRS = {name: b.model_dir for name, b in instance_contract.HTTP_BACKENDS.items()}
 _HEREDOC = "GENAI_FLEET_AGENT_JSON"
 
 
@@ -60,7 +63,6 @@ class AgentSettings:
     kafka_topic: str = "genai-jobs"
     kafka_group: str = "genai-workers"
     outputs_prefix: str = "outputs"
-    webhook_secret_parameter: str | None = None
     metrics_log_group: str = "/genai-fleet/worker"
 
 
@@ -80,8 +82,9 @@ def agent_config_json(s: AgentSettings) -> str:
                                                   max_cache_bytes=s.max_cache_bytes),
         lifecycle=agent_config.LifecycleConfig(launching_hook=s.launching_hook, terminating_hook=s.terminating_hook),
         hot_models=tuple(s.hot_models), max_job_seconds=s.max_job_seconds,
-        metrics_namespace=metric_names.NAMESPACE, webhook_secret_parameter=s.webhook_secret_parameter,
-        metrics_log_group=s.metrics_log_group)
+        metrics_namespace=metric_names.NAMESPACE,
+        metrics_log_group=s.metrics_log_group, backend_model_dir=BACKEND_MODEL_DIRS.get(s.backend),
+        heartbeat_file=instance_contract.HEARTBEAT_FILE)
     text = config.to_json()
     agent_config.parse(json.loads(text))  # the agent's own validation, at preview time
     return text
@@ -95,7 +98,7 @@ def user_data_script(agent_json: str, cloudwatch_parameter: str | None) -> str:
         "#!/bin/bash",
         "# genai-fleet user data: write the worker agent's config and start it. The AMI holds everything else.",
         "set -euo pipefail",
-        "install -d -m 0755 /etc/genai-fleet",
+        f"install -d -m 0755 {instance_contract.CONFIG_DIR}",
         f"cat > {AGENT_CONFIG_PATH}.tmp <<'{_HEREDOC}'",
         agent_json,
         _HEREDOC,

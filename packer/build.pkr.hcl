@@ -6,9 +6,9 @@ locals {
   // Provisioning scripts run as root with the provisioner's environment variables.
   sudo_execute = "chmod +x {{ .Path }}; sudo env {{ .Vars }} {{ .Path }}"
   stage_dir    = "/tmp/genai-fleet"
-  // Where and how the worker agent is installed (install-agent.sh reads these).
+  // How the worker agent is installed (install-agent.sh reads these; where it goes, the service
+  // user and every path come from the instance contract, files/instance-contract.env).
   agent_env = [
-    "PREFIX=/opt/genai-fleet",
     "PYTHON=${var.agent_python}",
     "AGENT_SOURCE=${local.stage_dir}/agent",
     "CONSTRAINTS=${local.stage_dir}/agent/constraints.txt",
@@ -59,7 +59,7 @@ build {
   // OS packages, the agent's Python, the service user and directories.
   provisioner "shell" {
     script           = "${path.root}/scripts/install-base.sh"
-    environment_vars = ["AGENT_PYTHON=${var.agent_python}"]
+    environment_vars = ["AGENT_PYTHON=${var.agent_python}", "FILES_DIR=${local.stage_dir}/files"]
     execute_command  = local.sudo_execute
   }
 

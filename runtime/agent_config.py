@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_PATH = "/etc/genai-fleet/agent.json"
+from runtime import instance_contract
+
+DEFAULT_PATH = instance_contract.CONFIG_PATH
 BACKENDS = ("comfyui", "a1111", "diffusers", "neuron", "test-pattern")
 
 
@@ -46,7 +48,7 @@ class OutputsConfig:
 class ModelCacheConfig:
     store_bucket: str | None = None
     manifest_key: str = "manifest.json"
-    cache_dir: str = "/var/cache/genai-fleet/models"  # instance-store NVMe mount when the type has one
+    cache_dir: str = instance_contract.MODEL_CACHE_DIR  # instance-store NVMe mount when the type has one
     max_cache_bytes: int = 200 * 1024**3
 
 
@@ -75,11 +77,11 @@ class AgentConfig:
     hot_models: tuple[str, ...] = ()
     max_job_seconds: int = 300
     metrics_namespace: str = "GenAIFleet"
-    webhook_secret_parameter: str | None = None  # SSM parameter name holding the webhook signing secret
     allow_loopback_urls: bool = False  # local mode only; never on AWS
     endpoints: dict[str, str] = field(default_factory=dict)  # service name -> endpoint URL (moto, local)
     test_pattern_delay_seconds: float = 0.5
     backend_model_dir: str | None = None  # where ComfyUI / A1111 load checkpoints from (cache links there)
+    heartbeat_file: str | None = None  # touched while the agent is healthy (instance_contract.HEARTBEAT_FILE)
     backend_ready_timeout_seconds: int = 600  # readiness wait at boot and after a backend crash
     retry_delay_seconds: int = 5  # a failed attempt becomes visible again after this long
     cancel_poll_seconds: float = 2.0  # how often a running job's cancel flag is read
@@ -134,7 +136,6 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             hot_models=tuple(data.get("hot_models", ())),
             max_job_seconds=max_job,
             metrics_namespace=data.get("metrics_namespace", "GenAIFleet"),
-            webhook_secret_parameter=data.get("webhook_secret_parameter"),
             allow_loopback_urls=bool(data.get("allow_loopback_urls", False)),
             endpoints=dict(data.get("endpoints", {})),
             test_pattern_delay_seconds=float(data.get("test_pattern_delay_seconds", 0.5)),
@@ -147,6 +148,7 @@ def parse(data: dict[str, Any]) -> AgentConfig:
 _WORKER_OPTIONS: dict[str, Any] = {
     "backend_model_dir": None, "backend_ready_timeout_seconds": int, "retry_delay_seconds": int,
     "cancel_poll_seconds": float, "metrics_sink": str, "worker_id": None, "metrics_log_group": str,
+    "heartbeat_file": None,
 }
 METRICS_SINKS = ("agent", "stdout", "memory", "off")
 

@@ -28,10 +28,14 @@ SPOT_INTERRUPTIONS = "SpotInterruptions"  # count (notice seen by an agent)
 REBALANCE_RECOMMENDATIONS = "RebalanceRecommendations"  # count
 BOOT_TO_READY = "BootToReady"           # ms, instance boot -> launching lifecycle action completed
 BACKEND_BUSY = "BackendBusy"            # percent of wall time the backend was working
+AGENT_HEARTBEAT = "AgentHeartbeat"      # count, one a minute while the agent is healthy
+BOOT_WARNINGS = "BootWarnings"          # count, an optional prerequisite missing at boot (property: what)
+BOOT_FAILURES = "BootFailures"          # count, a fatal boot error (instance abandoned / marked unhealthy)
 
 # Queue backlog published for Kafka (SQS publishes ApproximateNumberOfMessagesVisible itself).
 KAFKA_BACKLOG = "KafkaBacklog"          # messages, consumer-group lag summed over partitions
 
 ALL = (JOB_LATENCY, QUEUE_WAIT, MODEL_LOAD_TIME, INFERENCE_TIME, UPLOAD_TIME, JOBS_SUCCEEDED, JOBS_FAILED,
        JOB_ERRORS, JOBS_HANDED_BACK, LEASES_LOST, DEAD_LETTERS_RECONCILED, LEASES_EXPIRED, MODEL_CACHE_HITS,
-       MODEL_CACHE_MISSES, SPOT_INTERRUPTIONS, REBALANCE_RECOMMENDATIONS, BOOT_TO_READY, BACKEND_BUSY, KAFKA_BACKLOG)
+       MODEL_CACHE_MISSES, SPOT_INTERRUPTIONS, REBALANCE_RECOMMENDATIONS, BOOT_TO_READY, BACKEND_BUSY, KAFKA_BACKLOG,
+       AGENT_HEARTBEAT, BOOT_WARNINGS, BOOT_FAILURES)

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Installs the system tools the checks use (packer for `packer fmt`, shellcheck) from Debian's
-# packages when they are missing. Needs root (CI and these machines run as root); otherwise it
+# Installs the system tools the checks use (packer for `packer fmt`, shellcheck; debootstrap and
+# systemd-nspawn for the first-boot rehearsal, tests/rehearsal/) from Debian's packages when they
+# are missing. Needs root (CI and these machines run as root); otherwise it
 # says what to install and carries on, and the checks that need the tools report them missing.
 set -Eeuo pipefail
 
-readonly PACKAGES=(packer shellcheck)
+# package:command it provides
+readonly PACKAGES=(packer:packer shellcheck:shellcheck debootstrap:debootstrap systemd-container:systemd-nspawn)
 
 main() {
   local missing=()
-  local pkg
-  for pkg in "${PACKAGES[@]}"; do
-    command -v "${pkg}" >/dev/null 2>&1 || missing+=("${pkg}")
+  local entry
+  for entry in "${PACKAGES[@]}"; do
+    command -v "${entry#*:}" >/dev/null 2>&1 || missing+=("${entry%%:*}")
   done
   if ((${#missing[@]} == 0)); then
     return 0

@@ -10,7 +10,9 @@ readonly AGENT_PYTHON="${AGENT_PYTHON:-python3.11}"
 readonly TORCH_VERSION="${TORCH_VERSION:?TORCH_VERSION is required}"
 readonly TORCH_INDEX_URL="${TORCH_INDEX_URL:?TORCH_INDEX_URL is required}"
 readonly FILES_DIR="${FILES_DIR:-/tmp/genai-fleet/files}"
-readonly DIR="/opt/a1111"
+# shellcheck source=/dev/null
+source "${FILES_DIR}/instance-contract.sh"
+readonly DIR="${A1111_DIR}"
 
 if [[ "${INSTALL_A1111}" != "true" ]]; then
   echo "install-a1111: install_a1111 is false, skipping" >&2
@@ -27,8 +29,8 @@ git clone --quiet --depth 1 --branch "${A1111_VERSION}" https://github.com/AUTOM
 "${DIR}/venv/bin/pip" install --quiet "torch==${TORCH_VERSION}" torchvision --index-url "${TORCH_INDEX_URL}"
 (cd "${DIR}" && "${DIR}/venv/bin/python" launch.py --exit --skip-torch-cuda-test)
 
-install -d -m 0755 -o genai -g genai /var/lib/genai-fleet/a1111 /var/cache/genai-fleet/models/checkpoints
-chown -R genai:genai "${DIR}/repositories" "${DIR}/extensions" 2>/dev/null || true
-install -m 0644 "${FILES_DIR}/a1111.service" /etc/systemd/system/a1111.service
+install -d -m 0755 -o "${SERVICE_USER}" -g "${SERVICE_GROUP}" "${A1111_STATE_DIR}" "${A1111_MODEL_DIR}"
+chown -R "${SERVICE_USER}:${SERVICE_GROUP}" "${DIR}/repositories" "${DIR}/extensions" 2>/dev/null || true
+render_template "${FILES_DIR}/a1111.service" "/etc/systemd/system/${A1111_UNIT}"
 systemctl daemon-reload
-systemctl enable a1111.service
+systemctl enable "${A1111_UNIT}"

@@ -8,7 +8,7 @@
 #
 # Environment ([default]):
 #   AGENT_SOURCE        wheel, sdist, source tree, or a directory holding exactly one wheel (required)
-#   PREFIX              virtual environment of the agent [/opt/genai-fleet]; PREFIX/bin/genai-worker
+#   PREFIX              virtual environment of the agent [contract AGENT_PREFIX]; PREFIX/bin/genai-worker
 #   DESTDIR             staging root for /etc, /var and /usr/local/libexec files [empty: the real root]
 #   PYTHON              interpreter that creates the venv [python3.11]
 #   CONSTRAINTS         pip constraints file pinning the runtime's dependencies [none]
@@ -17,16 +17,24 @@
 #   SITE_PACKAGES_FROM  python whose site-packages the venv reuses through a .pth file, so pip finds
 #                       dependencies already installed (tests; must be the same Python version) [none]
 #   PIP_OFFLINE         1: never contact a package index [0]
-#   FILES_DIR           systemd units to render [<this script's dir>/../files]
+#   FILES_DIR           systemd units to render and the instance contract [<this script's dir>/../files]
 #   BOOT_SCRIPTS_DIR    boot-time scripts [<this script's dir>/boot]
-#   SERVICE_USER        user the agent runs as [genai]
 #   SKIP_SYSTEMD        1: do not call systemctl (tests, chroots) [0]
 #   FLAVOR, GIT_REVISION, AMI_VERSION   recorded in /etc/genai-fleet/release.json
 set -Eeuo pipefail
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly script_dir
-readonly PREFIX="${PREFIX:-/opt/genai-fleet}"
+readonly FILES_DIR="${FILES_DIR:-${script_dir}/../files}"
+# Paths, units and the service user: the instance contract (runtime/instance_contract.py).
+# shellcheck source=/dev/null
+source "${FILES_DIR}/instance-contract.sh"
+readonly PREFIX="${PREFIX:-${AGENT_PREFIX}}"
+# Units point at this install (tests install into a temporary prefix); render_template reads these.
+# shellcheck disable=SC2034
+AGENT_PREFIX="${PREFIX}"
+# shellcheck disable=SC2034
+AGENT_BIN="${PREFIX}/bin/genai-worker"
 readonly DESTDIR="${DESTDIR:-}"
 readonly PYTHON="${PYTHON:-python3.11}"
 readonly CONSTRAINTS="${CONSTRAINTS:-}"
@@ -34,18 +42,13 @@ readonly EXTRA_PIP_PACKAGES="${EXTRA_PIP_PACKAGES:-}"
 readonly EXTRA_INDEX_URL="${EXTRA_INDEX_URL:-}"
 readonly SITE_PACKAGES_FROM="${SITE_PACKAGES_FROM:-}"
 readonly PIP_OFFLINE="${PIP_OFFLINE:-0}"
-readonly FILES_DIR="${FILES_DIR:-${script_dir}/../files}"
 readonly BOOT_SCRIPTS_DIR="${BOOT_SCRIPTS_DIR:-${script_dir}/boot}"
-readonly SERVICE_USER="${SERVICE_USER:-genai}"
 readonly SKIP_SYSTEMD="${SKIP_SYSTEMD:-0}"
 readonly FLAVOR="${FLAVOR:-unknown}"
 readonly GIT_REVISION="${GIT_REVISION:-unknown}"
 readonly AMI_VERSION="${AMI_VERSION:-unknown}"
 
-# Paths on the target system (what the units point at) and where they are written (DESTDIR).
-readonly CONFIG_PATH="/etc/genai-fleet/agent.json"
-readonly LIBEXEC_DIR="/usr/local/libexec/genai-fleet"
-readonly UNITS=(genai-worker.service genai-worker.path genai-fleet-model-cache.service genai-fleet-boot-timing.service)
+readonly UNITS=("${AGENT_UNIT}" "${AGENT_PATH_UNIT}" "${UNHEALTHY_UNIT}" "${MODEL_CACHE_UNIT}" "${BOOT_TIMING_UNIT}")
 readonly BOOT_SCRIPTS=(setup-model-cache.sh record-boot-timing.sh)
 
 log() {
@@ -122,34 +125,25 @@ install_venv() {
   "${PREFIX}/bin/genai-worker" self-check >&2 || die "genai-worker self-check failed"
 }
 
-render_unit() {
-  local src="$1" dest="$2"
-  sed -e "s|@PREFIX@|${PREFIX}|g" \
-    -e "s|@CONFIG@|${CONFIG_PATH}|g" \
-    -e "s|@LIBEXECDIR@|${LIBEXEC_DIR}|g" \
-    -e "s|@SERVICE_USER@|${SERVICE_USER}|g" \
-    "${src}" >"${dest}"
-  chmod 0644 "${dest}"
-  if grep -q '@[A-Z_]*@' "${dest}"; then
-    die "unrendered placeholder left in ${dest}"
-  fi
-}
-
 install_system_files() {
   local unit_dir="${DESTDIR}/etc/systemd/system"
   local name
-  install -d -m 0755 "${unit_dir}" "${DESTDIR}${LIBEXEC_DIR}" "${DESTDIR}/etc/genai-fleet" \
-    "${DESTDIR}/var/lib/genai-fleet" "${DESTDIR}/var/cache/genai-fleet/models"
+  install -d -m 0755 "${unit_dir}" "${DESTDIR}${LIBEXEC_DIR}" "${DESTDIR}${CONFIG_DIR}" \
+    "${DESTDIR}${STATE_DIR}" "${DESTDIR}${MODEL_CACHE_DIR}" "${DESTDIR}${BACKEND_MODELS_DIR}" "${DESTDIR}${LOG_DIR}"
   for name in "${UNITS[@]}"; do
     [[ -f "${FILES_DIR}/${name}" ]] || die "unit ${FILES_DIR}/${name} is missing"
-    render_unit "${FILES_DIR}/${name}" "${unit_dir}/${name}"
+    render_template "${FILES_DIR}/${name}" "${unit_dir}/${name}" || die "rendering ${name} failed"
   done
+  install -d -m 0755 "${DESTDIR}/etc/logrotate.d"
+  render_template "${FILES_DIR}/genai-fleet.logrotate" "${DESTDIR}/etc/logrotate.d/genai-fleet" \
+    || die "rendering genai-fleet.logrotate failed"
   for name in "${BOOT_SCRIPTS[@]}"; do
     [[ -f "${BOOT_SCRIPTS_DIR}/${name}" ]] || die "boot script ${BOOT_SCRIPTS_DIR}/${name} is missing"
     install -m 0755 "${BOOT_SCRIPTS_DIR}/${name}" "${DESTDIR}${LIBEXEC_DIR}/${name}"
   done
   if [[ "$(id -u)" -eq 0 ]] && id "${SERVICE_USER}" >/dev/null 2>&1; then
-    chown "${SERVICE_USER}:${SERVICE_USER}" "${DESTDIR}/var/lib/genai-fleet" "${DESTDIR}/var/cache/genai-fleet/models"
+    chown "${SERVICE_USER}:${SERVICE_GROUP}" "${DESTDIR}${STATE_DIR}" "${DESTDIR}${MODEL_CACHE_DIR}" \
+      "${DESTDIR}${BACKEND_MODELS_DIR}" "${DESTDIR}${LOG_DIR}"
   fi
 }
 
@@ -161,7 +155,7 @@ write_release_file() {
   local python="${PREFIX}/bin/python"
   RELEASE_FLAVOR="${FLAVOR}" RELEASE_GIT_REVISION="${GIT_REVISION}" RELEASE_VERSION="${AMI_VERSION}" \
     RELEASE_ARTIFACT="$(basename "${source}")" RELEASE_SHA256="${sha}" RELEASE_PREFIX="${PREFIX}" \
-    "${python}" - >"${DESTDIR}/etc/genai-fleet/release.json" <<'PY'
+    "${python}" - >"${DESTDIR}${RELEASE_FILE}" <<'PY'
 import datetime
 import json
 import os
@@ -178,7 +172,7 @@ print(json.dumps({
     "installed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
 }, indent=2, sort_keys=True))
 PY
-  chmod 0644 "${DESTDIR}/etc/genai-fleet/release.json"
+  chmod 0644 "${DESTDIR}${RELEASE_FILE}"
 }
 
 enable_units() {
@@ -189,7 +183,7 @@ enable_units() {
   systemctl daemon-reload
   # Enabled, not started: the build instance has no agent config, and the path unit starts the
   # agent on a launched instance once user data has written it.
-  systemctl enable genai-worker.path genai-fleet-model-cache.service genai-fleet-boot-timing.service
+  systemctl enable "${AGENT_PATH_UNIT}" "${MODEL_CACHE_UNIT}" "${BOOT_TIMING_UNIT}"
 }
 
 main() {

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from runtime import instance_contract
 from runtime.backends import _http
 from runtime.backends.base import (
     Backend,
@@ -41,7 +42,8 @@ from runtime.backends.base import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_DIR = "/opt/stable-diffusion-webui/models/Stable-diffusion"
+# The folder the AMI points the backend at (instance contract); the agent config names it too.
+DEFAULT_MODEL_DIR = instance_contract.A1111.model_dir
 _PASSTHROUGH = ("prompt", "negative_prompt", "seed", "width", "height", "steps")
 
 
@@ -83,7 +85,7 @@ class A1111Backend(Backend):
 
     def __init__(self, config: Any = None, *, base_url: str | None = None, model_dir: str | None = None,
                  is_alive: Any = None, progress_seconds: float = 1.0, **_: Any) -> None:
-        self.base_url = (base_url or getattr(config, "backend_url", None) or "http://127.0.0.1:7860").rstrip("/")
+        self.base_url = (base_url or getattr(config, "backend_url", None) or instance_contract.A1111.url).rstrip("/")
         self.model_dir = Path(model_dir or getattr(config, "backend_model_dir", None) or DEFAULT_MODEL_DIR)
         self.is_alive = is_alive
         self.progress_seconds = progress_seconds

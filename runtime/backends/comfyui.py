@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from runtime import instance_contract
 from runtime.backends import _http
 from runtime.backends._websocket import WebSocketClient, WebSocketError
 from runtime.backends.base import (
@@ -49,7 +50,8 @@ from runtime.backends.base import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_DIR = "/opt/ComfyUI/models/checkpoints"
+# The folder the AMI points the backend at (instance contract); the agent config names it too.
+DEFAULT_MODEL_DIR = instance_contract.COMFYUI.model_dir
 
 
 def default_workflow(inputs: dict[str, Any], ckpt_name: str, image_name: str | None) -> dict[str, Any]:
@@ -102,7 +104,7 @@ class ComfyUIBackend(Backend):
     def __init__(self, config: Any = None, *, base_url: str | None = None, model_dir: str | None = None,
                  output_dir: str | None = None, input_dir: str | None = None, is_alive: Any = None,
                  poll_seconds: float = 0.25, use_websocket: bool = True, **_: Any) -> None:
-        self.base_url = (base_url or getattr(config, "backend_url", None) or "http://127.0.0.1:8188").rstrip("/")
+        self.base_url = (base_url or getattr(config, "backend_url", None) or instance_contract.COMFYUI.url).rstrip("/")
         self.model_dir = Path(model_dir or getattr(config, "backend_model_dir", None) or DEFAULT_MODEL_DIR)
         root = self.model_dir.parent.parent  # ComfyUI's layout: <root>/models/checkpoints, <root>/output
         self.output_dir = Path(output_dir or getattr(config, "backend_output_dir", None) or root / "output")

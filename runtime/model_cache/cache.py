@@ -10,7 +10,9 @@ Error hierarchy::
 Layout: ``<cache_dir>/<model id with '/' as '--'>@<version>/<file paths from the manifest>`` plus a
 ``.complete`` marker written last (an entry without it is a torn download and is removed). The
 marker's mtime is the entry's last use (LRU clock), so the order survives agent restarts. Entries in
-use by a running job are pinned and never evicted; hot models go last.
+use by a running job are pinned and never evicted; hot models go last. Only folders named like an
+entry (``name@version``) are ever removed: anything else under ``cache_dir`` (a lost+found of the
+NVMe filesystem, an operator's folder, backend model links) survives the eviction and torn-download walks.
 
 Downloads use parallel ranged GETs (``part_size`` chunks, ``concurrency`` threads) written with
 ``os.pwrite`` into a preallocated temporary file, checked against the manifest's sha256, then renamed
@@ -181,10 +183,14 @@ class ModelCache:
         self.hot_models.update(model_ids)
         return [self.ensure(m) for m in model_ids]
 
+    def _entry_folders(self) -> list[Path]:
+        """Folders named like cache entries (``<id>@<version>``); nothing else is the cache's to remove."""
+        return [f for f in self.cache_dir.iterdir() if "@" in f.name and f.is_dir() and not f.is_symlink()]
+
     def entries(self) -> list[tuple[Path, int, float]]:
         """(folder, bytes, last use) of every complete entry."""
         out = []
-        for folder in self.cache_dir.iterdir():
+        for folder in self._entry_folders():
             marker = folder / _MARKER
             if folder.is_dir() and marker.exists():
                 size = int(json.loads(marker.read_text() or "{}").get("size", 0))
@@ -196,8 +202,8 @@ class ModelCache:
 
     # -- internals -----------------------------------------------------------------------------------
     def _remove_torn(self) -> None:
-        for folder in self.cache_dir.iterdir():
-            if folder.is_dir() and not (folder / _MARKER).exists():
+        for folder in self._entry_folders():
+            if not (folder / _MARKER).exists():
                 log.info("removing incomplete cache entry %s", folder.name)
                 shutil.rmtree(folder, ignore_errors=True)
 

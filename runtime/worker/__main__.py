@@ -4,7 +4,16 @@
   launching lifecycle action), then pull jobs until SIGTERM/SIGINT (hand back the running job) or a
   spot/terminating notice (drain, then complete the terminating lifecycle action and exit 0).
 - ``self-check [--config FILE]``: import every runtime module the agent uses, validate the config when
-  given, print a JSON report; exit 0 only when all is well (the AMI build runs it).
+  given (and that the configured HTTP backend is installed where the instance contract puts it), print
+  a JSON report; exit 0 only when all is well (the AMI build runs it; so does the unit's ExecStartPre).
+- ``mark-unhealthy --config FILE``: abandon a pending launching action and mark the instance Unhealthy
+  (the unit's ``OnFailure=``: the agent failed for good, so the group replaces the instance now).
+
+Boot failures are cheap: a missing optional prerequisite (a hot model not uploaded yet) is a warning
+with a ``BootWarnings`` metric (webhooks are not the agent's: the stack's functions send them); a fatal
+one (the backend never gets ready) abandons the launching action and marks the instance unhealthy at
+once, instead of letting the group wait out the hook timeout on a billed instance. The agent tells systemd
+it is ready and then pings the watchdog while healthy (runtime/worker/health.py).
 
 The JSON log formatter is configured here and only here.
 """
@@ -21,7 +30,10 @@ import socket
 import sys
 from typing import Any
 
+from runtime import instance_contract
+from runtime import metric_names as m
 from runtime.agent_config import AgentConfig, AgentConfigError, load
+from runtime.worker.health import Heartbeat, notify
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +45,8 @@ MODULES = (
     "runtime.backends.neuron", "runtime.backends.test_pattern", "runtime.worker.agent", "runtime.worker.aws",
     "runtime.worker.job_runner", "runtime.worker.guard", "runtime.worker.failures",
     "runtime.worker.imds", "runtime.worker.lifecycle", "runtime.worker.metrics", "runtime.worker.outputs",
-    "runtime.worker.inputs", "runtime.worker.logs", "confluent_kafka", "aws_msk_iam_sasl_signer",
+    "runtime.worker.inputs", "runtime.worker.logs", "runtime.worker.health", "runtime.instance_contract",
+    "confluent_kafka", "aws_msk_iam_sasl_signer",
     "aws_embedded_metrics", "PIL", "httpx", "boto3",
 )
 
@@ -52,6 +65,7 @@ def self_check(config_path: str | None) -> tuple[bool, dict[str, Any]]:
         try:
             cfg = load(config_path)
             importlib.import_module("runtime.backends.base").backend_class(cfg.backend)
+            _check_installed(cfg)
             report["config"] = {"path": config_path, "valid": True, "backend": cfg.backend, "queue": cfg.queue.kind}
         except (AgentConfigError, ImportError, ValueError) as exc:
             report["config"] = {"path": config_path, "valid": False, "error": str(exc)}
@@ -60,13 +74,27 @@ def self_check(config_path: str | None) -> tuple[bool, dict[str, Any]]:
     return ok, report
 
 
+def _check_installed(config: AgentConfig) -> None:
+    """An HTTP backend served from this host must be installed where the AMI puts it (instance contract)."""
+    install = instance_contract.HTTP_BACKENDS.get(config.backend)
+    if install is None or config.backend_url != install.url:
+        return  # in-process backend, or one served elsewhere (local mode, tests)
+    if not os.path.exists(install.python):
+        raise AgentConfigError(f"backend = {config.backend!r} but this image has no {config.backend} "
+                               f"({install.python} is missing): build the AMI with it, or set genai-fleet:backend "
+                               f"to a backend the image has")
+
+
 def _worker_identity(config: AgentConfig) -> tuple[str, Any]:
     """(worker id, IMDS client or None)."""
     from runtime.worker.imds import IMDSClient, IMDSError
 
     if not config.lifecycle.imds_enabled:
         return config.worker_id or f"local-{socket.gethostname()}-{os.getpid()}", None
-    imds = IMDSClient(config.endpoints.get("imds", config.lifecycle.imds_url))
+    # endpoints.imds (tests, local mode), else the AWS SDKs' own override variable, else the config's URL.
+    url = (config.endpoints.get("imds") or os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+           or config.lifecycle.imds_url)
+    imds = IMDSClient(url)
     try:
         return config.worker_id or imds.instance_id(), imds
     except IMDSError as exc:
@@ -96,17 +124,13 @@ def build(config: AgentConfig) -> tuple[Any, Any]:
     from runtime.model_cache import ModelCache, manifest_resolver
     from runtime.worker import aws
     from runtime.worker.agent import Agent
-    from runtime.worker.lifecycle import Lifecycle, LifecycleWatcher
+    from runtime.worker.lifecycle import LifecycleWatcher
     from runtime.worker.metrics import Metrics
     from runtime.worker.outputs import OutputUploader
 
     worker_id, imds = _worker_identity(config)
-    autoscaling = aws.make_autoscaling(config.region, config.endpoints)
-    group = config.lifecycle.auto_scaling_group or (imds.auto_scaling_group() if imds else None)
-    if group is None and imds is not None:
-        group = autoscaling.group_of(worker_id)
-    lifecycle = Lifecycle(autoscaling, worker_id, group, config.lifecycle.launching_hook,
-                          config.lifecycle.terminating_hook)
+    lifecycle = _lifecycle(config, worker_id, imds)
+    group = lifecycle.group
     s3 = aws.client("s3", config.region, config.endpoints)
     cache = None
     if config.model_cache.store_bucket:
@@ -126,6 +150,51 @@ def build(config: AgentConfig) -> tuple[Any, Any]:
     return agent, watcher
 
 
+def _lifecycle(config: AgentConfig, worker_id: str, imds: Any) -> Any:
+    """Auto Scaling calls for this instance; group from config, IMDS tags, else DescribeAutoScalingInstances."""
+    from runtime.worker import aws
+    from runtime.worker.lifecycle import Lifecycle
+
+    autoscaling = aws.make_autoscaling(config.region, config.endpoints)
+    group = config.lifecycle.auto_scaling_group or (imds.auto_scaling_group() if imds else None)
+    if group is None and imds is not None:
+        try:
+            group = autoscaling.group_of(worker_id)
+        except aws.AWSCallError as exc:
+            log.warning("Auto Scaling group of %s unknown (%s): lifecycle actions and protection are off",
+                        worker_id, exc)
+    return Lifecycle(autoscaling, worker_id, group, config.lifecycle.launching_hook,
+                     config.lifecycle.terminating_hook)
+
+
+def mark_unhealthy(config_path: str, reason: str) -> int:
+    """OnFailure= of the agent unit: abandon a pending launch and mark the instance Unhealthy.
+
+    Works without a valid config too (a broken config is one way an agent crash-loops): then the
+    instance id and region come from IMDS and only SetInstanceHealth is called.
+    """
+    from runtime.worker import aws
+    from runtime.worker.imds import IMDSClient, IMDSError
+    from runtime.worker.lifecycle import Lifecycle
+
+    try:
+        config = load(config_path)
+    except AgentConfigError as exc:
+        log.error("agent config unusable (%s); marking the instance unhealthy from instance metadata", exc)
+        imds = IMDSClient(os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or "http://169.254.169.254")
+        try:
+            instance_id, region = imds.instance_id(), imds.get("placement/region")
+        except IMDSError as imds_exc:
+            log.error("instance metadata unavailable too: %s", imds_exc)
+            return 1
+        lifecycle = Lifecycle(aws.make_autoscaling(region or "us-east-1", {}), instance_id, None, None, None)
+        return 0 if lifecycle.mark_unhealthy(reason) else 1
+    worker_id, imds = _worker_identity(config)
+    lifecycle = _lifecycle(config, worker_id, imds)
+    lifecycle.abandon_launching()
+    return 0 if lifecycle.mark_unhealthy(reason) else 1
+
+
 def run(config_path: str) -> int:
     try:
         config = load(config_path)
@@ -137,18 +206,35 @@ def run(config_path: str) -> int:
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     log.info("agent starting", extra={"worker_id": agent.worker_id, "backend": config.backend,
                                       "queue": config.queue.kind})
+    heartbeat = Heartbeat(agent.healthy, file=config.heartbeat_file,
+                          beat=lambda: agent.metrics.count(m.AGENT_HEARTBEAT, worker_id=agent.worker_id))
+    notify("READY=1")  # the process is up; from here on the watchdog judges it
+    heartbeat.start()
     if watcher is not None:
         watcher.start()
     try:
-        agent.boot()
+        try:
+            agent.boot()
+        except Exception as exc:  # noqa: BLE001 - any boot failure must reach the group now, not at the hook timeout
+            _boot_failed(agent, exc)
+            return 3
         agent.run()
     finally:
+        heartbeat.stop()
         if watcher is not None:
             watcher.stop()
         agent.consumer.close()
         agent.backend.close()
     log.info("agent stopped", extra={"worker_id": agent.worker_id, "jobs": len(agent.stats)})
     return 0
+
+
+def _boot_failed(agent: Any, exc: Exception) -> None:
+    log.exception("fatal boot error: %s", exc)
+    agent.metrics.count(m.BOOT_FAILURES, worker_id=agent.worker_id, error=f"{type(exc).__name__}: {exc}"[:300])
+    notify(f"STATUS=boot failed: {exc}"[:200])
+    if not agent.lifecycle.abandon_launching():
+        agent.lifecycle.mark_unhealthy(f"boot failed: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                                                      "/etc/genai-fleet/agent.json)")
     check_p = sub.add_parser("self-check", help="import every module, validate the config, print a JSON report")
     check_p.add_argument("--config", default=None)
+    sick_p = sub.add_parser("mark-unhealthy", help="abandon a pending launch and mark this instance Unhealthy")
+    sick_p.add_argument("--config", default=None)
+    sick_p.add_argument("--reason", default="the worker agent failed")
     args = parser.parse_args(argv)
     if args.command == "self-check":
         ok, report = self_check(args.config)
@@ -167,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.worker.logs import configure
 
     configure(os.environ.get("GENAI_LOG_LEVEL", "INFO"), service="genai-worker")
-    return run(args.config or os.environ.get("GENAI_AGENT_CONFIG", "/etc/genai-fleet/agent.json"))
+    config_path = args.config or os.environ.get("GENAI_AGENT_CONFIG", instance_contract.CONFIG_PATH)
+    if args.command == "mark-unhealthy":
+        return mark_unhealthy(config_path, args.reason)
+    return run(config_path)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,12 @@ from runtime.agent_config import AgentConfig
 from runtime.backends.base import Backend, BackendError, BackendUnavailable, JobContext
 from runtime.jobs.attempts import EXHAUSTED, MISSING
 from runtime.jobs.errors import JobNotFoundError, StoreUnavailableError
-from runtime.model_cache import ModelCache
+from runtime.model_cache import ModelCache, ModelCacheError
 from runtime.queues.base import JobQueueConsumer, QueueError, ReceivedJob
 from runtime.worker.guard import LeaseGuard
 from runtime.worker.inputs import ImageFetcher
 from runtime.worker.job_runner import JobRunner, RunningJob
-from runtime.worker.lifecycle import SPOT, Lifecycle, Notice
+from runtime.worker.lifecycle import REBALANCE, SPOT, Lifecycle, Notice
 from runtime.worker.metrics import Metrics
 from runtime.worker.outputs import OutputUploader
 
@@ -71,6 +71,8 @@ class Agent:
         self._busy_s = 0.0
         self._busy_since = time.monotonic()
         self._ewma_job_s: float | None = None
+        self.rebalance: Notice | None = None  # a replacement is on its way; keep working until told to drain
+        self.last_tick: float | None = None  # main loop progress (health probe); None until the loop runs
 
     # -- control (called from signal handlers and the lifecycle watcher) ------------------------------
     def stop(self) -> None:
@@ -81,10 +83,17 @@ class Agent:
             self.interrupt(job, "stop")
 
     def on_notice(self, notice: Notice) -> None:
-        """Spot notice, rebalance or terminating state: drain (finish if it fits, else hand back)."""
-        names = {SPOT: m.SPOT_INTERRUPTIONS, "rebalance": m.REBALANCE_RECOMMENDATIONS}
+        """Spot notice or terminating state: drain (finish if it fits, else hand back). Rebalance: keep working."""
+        names = {SPOT: m.SPOT_INTERRUPTIONS, REBALANCE: m.REBALANCE_RECOMMENDATIONS}
         if notice.kind in names:
             self.metrics.count(names[notice.kind], notice=notice.kind, worker_id=self.worker_id)
+        if notice.kind == REBALANCE:
+            # Only a risk signal: capacity rebalancing launches a replacement and this instance's
+            # terminating hook (or the spot notice) starts the drain. Stopping now would leave an idle,
+            # InService instance counted as capacity.
+            self.rebalance = notice
+            log.info("rebalance recommendation: keeping on working until a termination notice")
+            return
         self.notice = notice
         self._stopping.set()
         job = self.current
@@ -123,11 +132,22 @@ class Agent:
 
     # -- boot ------------------------------------------------------------------------------------------
     def boot(self) -> None:
-        """Preload hot models, check the backend, complete the launching lifecycle action."""
+        """Preload hot models, check the backend, complete the launching lifecycle action.
+
+        A hot model that cannot be fetched (not uploaded yet, store unreachable) is a warning and a
+        ``BootWarnings`` metric: jobs fetch it on demand. A backend that never gets ready raises; the
+        entry point then abandons the launch (runtime/worker/__main__.py).
+        """
         for model_id in self.config.hot_models:
-            if self.model_cache is not None:
+            if self.model_cache is None:
+                break
+            try:
                 cached = self.model_cache.ensure(model_id)
-                self.metrics.count(m.MODEL_CACHE_HITS if cached.hit else m.MODEL_CACHE_MISSES, model=model_id)
+            except ModelCacheError as exc:
+                log.warning("hot model %s not preloaded: %s", model_id, exc, extra={"model": model_id})
+                self.metrics.count(m.BOOT_WARNINGS, what="hot-model", model=model_id, error=str(exc)[:300])
+                continue
+            self.metrics.count(m.MODEL_CACHE_HITS if cached.hit else m.MODEL_CACHE_MISSES, model=model_id)
         self.backend.wait_ready(self.config.backend_ready_timeout_seconds)
         log.info("backend ready", extra={"check": self.backend.check()})
         self.lifecycle.complete_launching()
@@ -139,6 +159,7 @@ class Agent:
         done, idle_since = 0, time.monotonic()
         wait = self.config.queue.wait_time_seconds
         while not self._stopping.is_set() and (max_jobs is None or done < max_jobs):
+            self.last_tick = time.monotonic()
             self._ensure_backend()
             try:
                 jobs = self.consumer.receive(1, wait)
@@ -167,6 +188,16 @@ class Agent:
         if self.notice is not None:
             self.lifecycle.complete_terminating()
         self._emit_busy(force=True)
+
+    def healthy(self, stall_seconds: float = 120.0) -> bool:
+        """Health probe: booting, running a job within its time limit, or the loop went round recently."""
+        now = time.monotonic()
+        job = self.current
+        if job is not None:
+            return now - job.started < self.config.max_job_seconds + stall_seconds
+        if self.last_tick is None:
+            return True  # boot has its own timeouts (backend readiness) and fails loudly
+        return now - self.last_tick < stall_seconds + self.config.queue.wait_time_seconds
 
     def _ensure_backend(self) -> None:
         if self._backend_ok:

@@ -1,8 +1,10 @@
 """Small interfaces over the AWS calls the agent makes, so tests swap endpoints or whole fakes.
 
-- ``AutoScaling``: complete a lifecycle action, record a heartbeat, set scale-in protection, find the
-  instance's group. ``Boto3AutoScaling`` is the real one; ``RecordingAutoScaling`` records every call
-  (in memory and, for agents run as subprocesses, as JSON lines in a file) because moto does not
+- ``AutoScaling``: complete a lifecycle action (CONTINUE or ABANDON), record a heartbeat, set scale-in
+  protection, mark the instance unhealthy, find the instance's group. The worker role's IAM policy
+  (components/cluster_iam.py) is tested against the operations ``Boto3AutoScaling`` issues.
+  ``Boto3AutoScaling`` is the real one; ``RecordingAutoScaling`` records every call (in memory and,
+  for agents run as subprocesses, as JSON lines in a file) because moto does not
   implement CompleteLifecycleAction. Config ``endpoints.autoscaling = "record:/path/calls.jsonl"``
   selects the recorder.
 - ``ObjectStore``: put and ranged get on S3 (outputs upload, model downloads).
@@ -47,6 +49,7 @@ class AutoScaling(Protocol):
     def complete_lifecycle_action(self, hook: str, group: str, instance_id: str, result: str = "CONTINUE") -> None: ...
     def record_lifecycle_action_heartbeat(self, hook: str, group: str, instance_id: str) -> None: ...
     def set_instance_protection(self, group: str, instance_id: str, protected: bool) -> None: ...
+    def set_instance_health(self, instance_id: str, healthy: bool) -> None: ...
     def group_of(self, instance_id: str) -> str | None: ...
 
 
@@ -76,6 +79,11 @@ class Boto3AutoScaling:
     def set_instance_protection(self, group: str, instance_id: str, protected: bool) -> None:
         self._call("set_instance_protection", AutoScalingGroupName=group, InstanceIds=[instance_id],
                    ProtectedFromScaleIn=protected)
+
+    def set_instance_health(self, instance_id: str, healthy: bool) -> None:
+        # ShouldRespectGracePeriod=False: a dead agent is replaced even inside the group's grace period.
+        self._call("set_instance_health", InstanceId=instance_id, HealthStatus="Healthy" if healthy else "Unhealthy",
+                   ShouldRespectGracePeriod=False)
 
     def group_of(self, instance_id: str) -> str | None:
         found = self._call("describe_auto_scaling_instances", InstanceIds=[instance_id]).get("AutoScalingInstances")
@@ -108,7 +116,11 @@ class RecordingAutoScaling:
     def set_instance_protection(self, group: str, instance_id: str, protected: bool) -> None:
         self._record("set_instance_protection", group=group, instance_id=instance_id, protected=protected)
 
+    def set_instance_health(self, instance_id: str, healthy: bool) -> None:
+        self._record("set_instance_health", instance_id=instance_id, healthy=healthy)
+
     def group_of(self, instance_id: str) -> str | None:
+        self._record("describe_auto_scaling_instances", instance_id=instance_id)
         return self.group
 
     @staticmethod

@@ -7,11 +7,14 @@
   replacement, instance refresh) or ``Warmed:*`` (going back to a warm pool);
 - ``rebalance``: ``events/recommendations/rebalance`` appeared (elevated interruption risk).
 
-Every notice makes the agent drain (stop pulling; finish the running job if it fits the time left,
-else hand it back), then complete the terminating lifecycle action. ``Lifecycle`` wraps the Auto
-Scaling calls: complete the launching/terminating actions, heartbeat, scale-in protection (deduplicated:
-only state changes call the API). AWS errors are logged, never fatal: a missing action (agent restart,
-no hook configured) is normal.
+Spot and terminating notices make the agent drain (stop pulling; finish the running job if it fits
+the time left, else hand it back), then complete the terminating lifecycle action. A rebalance
+recommendation is only a risk signal: the agent counts it and keeps working (capacity rebalancing
+launches a replacement; the old instance drains when its terminating hook or spot notice comes).
+``Lifecycle`` wraps the Auto Scaling calls: complete the launching action (CONTINUE, or ABANDON after
+a fatal boot error), the terminating action, heartbeat, scale-in protection (deduplicated: only state
+changes call the API), mark the instance unhealthy. AWS errors are logged, never fatal: a missing
+action (agent restart, no hook configured) is normal.
 """
 
 from __future__ import annotations
@@ -110,11 +113,11 @@ class Lifecycle:
         self.protected: bool | None = None
         self.completed: set[str] = set()
 
-    def _complete(self, hook: str | None, which: str) -> bool:
+    def _complete(self, hook: str | None, which: str, result: str = "CONTINUE") -> bool:
         if not hook or not self.group or which in self.completed:
             return False
         try:
-            self.autoscaling.complete_lifecycle_action(hook, self.group, self.instance_id, "CONTINUE")
+            self.autoscaling.complete_lifecycle_action(hook, self.group, self.instance_id, result)
         except LifecycleActionNotFound as exc:
             log.info("no %s lifecycle action pending: %s", which, exc)
             return False
@@ -122,11 +125,25 @@ class Lifecycle:
             log.error("completing the %s lifecycle action failed: %s", which, exc)
             return False
         self.completed.add(which)
-        log.info("%s lifecycle action completed", which, extra={"hook": hook, "group": self.group})
+        log.info("%s lifecycle action completed (%s)", which, result, extra={"hook": hook, "group": self.group})
         return True
 
     def complete_launching(self) -> bool:
         return self._complete(self.launching_hook, "launching")
+
+    def abandon_launching(self) -> bool:
+        """Fatal boot error: tell the group now (ABANDON terminates and replaces the instance)."""
+        return self._complete(self.launching_hook, "launching", "ABANDON")
+
+    def mark_unhealthy(self, reason: str) -> bool:
+        """The agent cannot serve: the group replaces an InService instance marked Unhealthy."""
+        try:
+            self.autoscaling.set_instance_health(self.instance_id, False)
+        except AWSCallError as exc:
+            log.error("marking the instance unhealthy failed: %s", exc)
+            return False
+        log.error("instance marked unhealthy: %s", reason, extra={"group": self.group})
+        return True
 
     def complete_terminating(self) -> bool:
         return self._complete(self.terminating_hook, "terminating")

@@ -110,9 +110,11 @@ def test_units_rendered_for_the_prefix(installed):
     worker = (units / "genai-worker.service").read_text()
     prefix = installed["prefix"]
     assert f"ExecStart={prefix}/bin/genai-worker run --config /etc/genai-fleet/agent.json" in worker
-    assert "Restart=on-failure" in worker
+    assert "Restart=always" in worker
+    unhealthy = (units / "genai-worker-unhealthy.service").read_text()
+    assert f"ExecStart={prefix}/bin/genai-worker mark-unhealthy" in unhealthy
     for name in ("genai-worker.service", "genai-worker.path", "genai-fleet-model-cache.service",
-                 "genai-fleet-boot-timing.service"):
+                 "genai-fleet-boot-timing.service", "genai-worker-unhealthy.service"):
         text = (units / name).read_text()
         assert not re.search(r"@[A-Z_]+@", text), f"{name} has unrendered placeholders"
     libexec = installed["root"] / "usr" / "local" / "libexec" / "genai-fleet"

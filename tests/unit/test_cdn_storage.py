@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
 
 from components.cdn_storage import CACHING_OPTIMIZED_POLICY_ID, CdnStorage, CdnStorageArgs
-from tests.unit.component_harness import build, children, fleet, stack_fleet
+from tests.unit.component_harness import build, children, stack_fleet
 
 TOKEN = "genai:storage:CdnStorage"
 DIST = "aws:cloudfront/distribution:Distribution"
-OUTPUTS = ("bucket_name", "bucket_arn", "cdn_domain", "distribution_arn", "key_group_id", "public_key_id")
-PEM = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAtest\n-----END PUBLIC KEY-----\n"
+OUTPUTS = ("bucket_name", "bucket_arn", "cdn_domain", "distribution_arn")
 
 
-def cdn(cfg, pem=None):
-    return build(lambda: CdnStorage("outputs", CdnStorageArgs(config=cfg, signing_public_key_pem=pem)), *OUTPUTS)
+def cdn(cfg):
+    return build(lambda: CdnStorage("outputs", CdnStorageArgs(config=cfg)), *OUTPUTS)
 
 
 @pytest.fixture(scope="module")
@@ -80,27 +78,11 @@ def test_lifecycle_expires_outputs_after_the_configured_days(dev, prod):
         assert rules["expire-outputs"]["status"] == "Enabled"
 
 
-def test_public_outputs_have_no_key_group(dev):
+def test_outputs_have_no_key_group(dev):
+    # privateOutputs was removed (nothing signed the URLs): the behaviour must not require signed URLs.
     assert not dev.of_type("aws:cloudfront/keyGroup:KeyGroup")
-    assert dev.outputs["key_group_id"] is None
+    assert "trustedKeyGroups" not in dev.one(DIST).inputs["defaultCacheBehavior"]
 
-
-def test_private_outputs_trust_a_key_group_built_from_the_given_key():
-    built = cdn(fleet(privateOutputs=True, outputsSigningPublicKey=PEM), pem=PEM)
-    assert built.one("aws:cloudfront/publicKey:PublicKey").inputs["encodedKey"] == PEM
-    group = built.one("aws:cloudfront/keyGroup:KeyGroup")
-    assert group.inputs["items"] == ["outputs-signing-key-id"]
-    assert built.one(DIST).inputs["defaultCacheBehavior"]["trustedKeyGroups"] == ["outputs-signers-id"]
-    assert built.outputs["key_group_id"] == "outputs-signers-id"
-    assert built.outputs["public_key_id"] == "outputs-signing-key-id"
-
-
-def test_private_outputs_without_a_key_fail_clearly():
-    # Stack config already refuses this combination; the component stays defensive for direct use.
-    cfg = fleet()
-    cfg = dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage, private_outputs=True))
-    with pytest.raises(ValueError, match="privateOutputs is true but no signing public key"):
-        CdnStorage("outputs", CdnStorageArgs(config=cfg))
 
 
 def test_outputs_and_children(dev):

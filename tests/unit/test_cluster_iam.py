@@ -121,7 +121,7 @@ def recorded() -> dict[str, Built]:
     out = {}
     configs = (("sqs", fleet(onDemandBase=1, maxSize=4)), ("kafka", fleet(queueKind="kafka", amiFlavor="neuron")))
     for kind, cfg in configs:
-        args = cluster_args(cfg, webhook_secret_parameter_name="/genai-fleet/dev/webhook-secret")
+        args = cluster_args(cfg)
         out[kind] = build(lambda args=args: InferenceCluster("cluster", args), "group_names")
     return out
 
@@ -136,7 +136,8 @@ def test_recorded_role_policy_is_scoped_and_clean(recorded, kind):
     assert_parliament_clean(document)
     groups = next(st for st in document["Statement"] if st["Sid"] == "LifecycleAndProtection")
     assert set(groups["Action"]) == {"autoscaling:CompleteLifecycleAction",
-                                     "autoscaling:RecordLifecycleActionHeartbeat", "autoscaling:SetInstanceProtection"}
+                                     "autoscaling:RecordLifecycleActionHeartbeat", "autoscaling:SetInstanceHealth",
+                                     "autoscaling:SetInstanceProtection"}
     assert len(groups["Resource"]) == len(built.outputs["group_names"])
     params = next(st for st in document["Statement"] if st["Sid"] == "ReadOwnParameters")
     assert f"arn:aws:ssm:{REGION}:{ACCT}:parameter/genai-fleet/dev/webhook-secret" in params["Resource"]

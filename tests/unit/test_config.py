@@ -26,7 +26,7 @@ def test_defaults_give_a_small_cheap_cuda_fleet():
     assert cfg.region == "us-east-1"
     assert cfg.cluster.flavor == "cuda"
     assert cfg.cluster.instance_types == ("g6.xlarge", "g5.xlarge", "g6.2xlarge", "g5.2xlarge")
-    assert cfg.cluster.backends == ("comfyui",)
+    assert cfg.cluster.backend == "comfyui"
     assert (cfg.cluster.min_size, cfg.cluster.max_size, cfg.cluster.on_demand_base) == (0, 4, 0)
     assert cfg.cluster.spot_share == 1.0
     assert cfg.queue.kind == "sqs"
@@ -39,16 +39,14 @@ def test_defaults_give_a_small_cheap_cuda_fleet():
 def test_neuron_flavour_defaults_to_inf2_and_the_neuron_backend():
     cfg = load({**BASE, "amiFlavor": "neuron"}, stack="dev")
     assert cfg.cluster.instance_types == ("inf2.xlarge", "inf2.8xlarge")
-    assert cfg.cluster.backends == ("neuron",)
+    assert cfg.cluster.backend == "neuron"
 
 
 def test_values_arrive_as_strings_from_the_engine_and_are_typed():
-    pem = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC KEY-----"
-    cfg = load({**BASE, "minSize": "1", "maxSize": "5", "spotShare": "0.5", "privateOutputs": "true",
-                "outputsSigningPublicKey": pem,
+    cfg = load({**BASE, "minSize": "1", "maxSize": "5", "spotShare": "0.5", "pointInTimeRecovery": "true",
                 "instanceTypes": '["g5.xlarge"]', "hotModels": '["sdxl/base-1.0"]'}, stack="prod")
     assert (cfg.cluster.min_size, cfg.cluster.max_size, cfg.cluster.spot_share) == (1, 5, 0.5)
-    assert cfg.storage.private_outputs is True
+    assert cfg.storage.point_in_time_recovery is True
     assert cfg.cluster.instance_types == ("g5.xlarge",)
     assert cfg.cluster.hot_models == ("sdxl/base-1.0",)
     assert cfg.is_production
@@ -87,11 +85,12 @@ def test_backlog_target_is_acceptable_wait_over_job_time():
         ({"minSize": -1}, "genai-fleet:minSize = -1: must be an integer from 0 to 1000"),
         ({"maxSize": 0}, "genai-fleet:maxSize = 0: must be an integer from 1 to 1000"),
         ({"maxSize": 2.5}, "genai-fleet:maxSize = 2.5: must be an integer from 1 to 1000"),
-        ({"backends": ["neuron"]},
-         "genai-fleet:backends contains 'neuron', which amiFlavor 'cuda' cannot run: use one of comfyui, a1111, "
+        ({"backend": "neuron"},
+         "genai-fleet:backend = 'neuron': amiFlavor 'cuda' cannot run it; use one of comfyui, a1111, "
          "diffusers, test-pattern"),
-        ({"backends": []},
-         "genai-fleet:backends = []: must enable at least one of comfyui, a1111, diffusers, test-pattern"),
+        ({"backends": ["comfyui", "a1111"]},
+         "genai-fleet:backends is no longer a setting; use genai-fleet:backend: each instance runs exactly one "
+         "backend (the AMI installs it), so set one, e.g. genai-fleet:backend: comfyui"),
         ({"hotModels": ["SDXL Base"]},
          "genai-fleet:hotModels contains 'SDXL Base': model ids are lowercase 'name' or 'family/name' of letters, "
          "digits, '.', '_' and '-'"),
@@ -111,7 +110,7 @@ def test_backlog_target_is_acceptable_wait_over_job_time():
         ({"apiRateLimit": 100, "apiBurstLimit": 50},
          "genai-fleet:apiBurstLimit = 50 is below genai-fleet:apiRateLimit = 100: set apiBurstLimit >= "
          "apiRateLimit"),
-        ({"privateOutputs": "yes"}, "genai-fleet:privateOutputs = yes: must be true or false"),
+        ({"pointInTimeRecovery": "yes"}, "genai-fleet:pointInTimeRecovery = yes: must be true or false"),
         ({"spotAllocationStrategy": "lowest-price"},
          "genai-fleet:spotAllocationStrategy = lowest-price: must be one of price-capacity-optimized, "
          "capacity-optimized"),
@@ -147,11 +146,11 @@ def test_backlog_target_is_acceptable_wait_over_job_time():
         ({"alarmEmail": "not-an-address", "alarmsEnabled": True},
          "genai-fleet:alarmEmail = not-an-address: must be an e-mail address"),
         ({"privateOutputs": True},
-         "genai-fleet:privateOutputs is true but genai-fleet:outputsSigningPublicKey is not set: set it to the PEM "
-         "public key whose private key signs output URLs, or set privateOutputs: false"),
-        ({"outputsSigningPublicKey": "ssh-rsa AAAA"},
-         "genai-fleet:outputsSigningPublicKey = ssh-rsa AAAA: must be a PEM public key (-----BEGIN PUBLIC KEY----- "
-         "... -----END PUBLIC KEY-----)"),
+         "genai-fleet:privateOutputs is no longer a setting: signed output URLs are not implemented (nothing signs "
+         "the URLs the API and workers return), so the option was removed: remove it from the stack file"),
+        ({"outputsSigningPublicKey": "-----BEGIN PUBLIC KEY-----"},
+         "genai-fleet:outputsSigningPublicKey is no longer a setting: it belonged to privateOutputs, which was "
+         "removed: remove it from the stack file"),
         ({"gpuUtilizationTarget": 5}, "genai-fleet:gpuUtilizationTarget = 5: must be an integer from 10 to 100"),
         ({"availabilityZoneCount": 1}, "genai-fleet:availabilityZoneCount = 1: must be an integer from 2 to 6"),
         ({"maxReceiveCount": 0}, "genai-fleet:maxReceiveCount = 0: must be an integer from 1 to 20"),

@@ -76,6 +76,16 @@ def test_lifecycle_completes_each_action_once_and_dedupes_protection():
     assert not Lifecycle(rec, "i-1", None, "launch", "drain").complete_launching()  # no group: nothing to do
 
 
+def test_fatal_boot_abandons_the_launch_and_marks_unhealthy():
+    rec = RecordingAutoScaling()
+    life = Lifecycle(rec, "i-1", "workers", "launch", "drain")
+    assert life.abandon_launching()
+    assert not life.complete_launching()  # the launching action is answered once, ABANDON first
+    assert life.mark_unhealthy("backend never ready")
+    assert [(c["op"], c.get("result"), c.get("healthy")) for c in rec.calls] == [
+        ("complete_lifecycle_action", "ABANDON", None), ("set_instance_health", None, False)]
+
+
 def test_boto3_autoscaling_against_moto(moto_endpoint):
     import boto3
 

@@ -111,3 +111,27 @@ def test_preload_and_manifest_resolver_on_moto(moto_endpoint, tmp_path: Path):
     assert hot.path.read_bytes() == b"h" * 3000 and hot.folder.name == "family--hot@v1"
     with pytest.raises(ModelUnavailable, match="not in the manifest"):
         cache.ensure("nope")
+
+
+def test_folders_that_are_not_entries_survive_the_torn_and_eviction_walks(tmp_path: Path):
+    """Backend model links, lost+found of the NVMe filesystem, an operator's folder: never the cache's."""
+    from runtime.backends._http import link_model
+
+    store, models = catalogue({"a": 400, "b": 400, "c": 400})
+    links = tmp_path / "checkpoints"  # the old layout put the backend's link folder inside the cache
+    (tmp_path / "lost+found").mkdir()
+    cache = ModelCache(store, resolver(models), tmp_path, 900, part_size=128)
+    name = link_model(cache.ensure("a").path, links)
+    cache = ModelCache(store, resolver(models), tmp_path, 900, part_size=128)  # agent restart: torn walk
+    cache.ensure("b")
+    cache.ensure("c")  # evicts a
+    assert {p.name.split("@")[0] for p, _, _ in cache.entries()} == {"b", "c"}
+    assert (links / name).is_symlink() and (tmp_path / "lost+found").is_dir()
+
+
+def test_an_entry_without_its_marker_is_still_removed(tmp_path: Path):
+    torn = tmp_path / "x@v1"
+    torn.mkdir()
+    (torn / "model.safetensors.part").write_bytes(b"half")
+    ModelCache(*catalogue({})[:1], resolver({}), tmp_path, 100)
+    assert not torn.exists()

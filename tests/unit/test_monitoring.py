@@ -89,7 +89,7 @@ def test_dashboard_uses_only_metrics_the_runtime_emits(fixture, request):
             continue
         # the worker emits {Stack, AutoScalingGroupName} and {Stack, Backend} (runtime/worker/metrics.py)
         assert dims == fleet_dimensions(cfg) == {metric_names.DIM_STACK: cfg.stack,
-                                                 metric_names.DIM_BACKEND: cfg.cluster.backends[0]}
+                                                 metric_names.DIM_BACKEND: cfg.cluster.backend}
     shown = {name for name, _ in custom}
     for required in (metric_names.JOB_LATENCY, metric_names.JOBS_FAILED, metric_names.JOB_ERRORS,
                      metric_names.SPOT_INTERRUPTIONS, metric_names.REBALANCE_RECOMMENDATIONS):

@@ -285,7 +285,10 @@ def test_every_referenced_script_and_file_exists(build):
 
 def test_every_script_and_file_is_used(build):
     text = "\n".join(_referenced_paths(build))
-    scripts_text = "\n".join(p.read_text() for p in (PACKER / "scripts").rglob("*.sh"))
+    # Unit names live in the instance contract; the scripts install them through its variables.
+    scripts_text = "\n".join(p.read_text() for p in [*(PACKER / "scripts").rglob("*.sh"),
+                                                     PACKER / "files" / "instance-contract.sh",
+                                                     PACKER / "files" / "instance-contract.env"])
     for path in (PACKER / "scripts").glob("*.sh"):
         assert f"/scripts/{path.name}" in text, f"{path.name} is not run by the build"
     for path in (PACKER / "scripts" / "boot").glob("*.sh"):
@@ -298,18 +301,21 @@ def test_every_script_and_file_is_used(build):
 
 
 def _unit(name: str) -> str:
-    return (PACKER / "files" / name).read_text()
+    """The unit as the AMI installs it: placeholders rendered from the instance contract."""
+    from runtime import instance_contract
+
+    return instance_contract.render_template((PACKER / "files" / name).read_text())
 
 
 def test_agent_unit_contract():
     unit = _unit("genai-worker.service")
-    assert "ExecStart=@PREFIX@/bin/genai-worker run --config @CONFIG@" in unit
-    assert "Restart=on-failure" in unit
+    assert "ExecStart=/opt/genai-fleet/bin/genai-worker run --config /etc/genai-fleet/agent.json" in unit
+    assert "Restart=always" in unit
+    assert "OnFailure=genai-worker-unhealthy.service" in unit
     assert re.search(r"^After=.*network-online\.target", unit, re.M)
     assert re.search(r"^After=.*comfyui\.service", unit, re.M)
-    assert "PathExists=@CONFIG@" in _unit("genai-worker.path")
-    script = (PACKER / "scripts" / "install-agent.sh").read_text()
-    assert 'CONFIG_PATH="/etc/genai-fleet/agent.json"' in script  # docs/CONTRACTS.md
+    assert "PathExists=/etc/genai-fleet/agent.json" in _unit("genai-worker.path")
+    assert not re.search(r"@[A-Z_]+@", unit)
 
 
 def test_backends_bind_to_loopback():

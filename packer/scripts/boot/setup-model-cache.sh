@@ -7,7 +7,7 @@
 # Test hooks: SYS_BLOCK_DIR (fake /sys/block) and DRY_RUN=1 (log the commands, change nothing).
 set -Eeuo pipefail
 
-readonly MOUNT_POINT="${MODEL_CACHE_DIR:-/var/cache/genai-fleet/models}"
+readonly MOUNT_POINT="${MODEL_CACHE_DIR:?MODEL_CACHE_DIR is required (the unit sets it from the instance contract)}"
 readonly OWNER="${MODEL_CACHE_OWNER:-genai}"
 readonly FS_LABEL="genai-cache"
 readonly MD_DEVICE="/dev/md/genai-cache"
@@ -15,7 +15,7 @@ readonly INSTANCE_STORE_MODEL="Amazon EC2 NVMe Instance Storage"
 readonly SYS_BLOCK_DIR="${SYS_BLOCK_DIR:-/sys/block}"
 readonly DEV_DIR="${DEV_DIR:-/dev}"
 readonly DRY_RUN="${DRY_RUN:-0}"
-readonly STATE_FILE="${MODEL_CACHE_STATE_FILE:-/run/genai-fleet/model-cache.json}"
+readonly STATE_FILE="${MODEL_CACHE_STATE_FILE:-}"  # the unit sets it from the instance contract
 
 log() {
   printf '%s setup-model-cache: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$*" >&2
@@ -46,6 +46,7 @@ find_instance_store() {
 write_state() {
   local kind="$1" device="$2" count="$3"
   [[ "${DRY_RUN}" == "1" ]] && return 0
+  [[ -n "${STATE_FILE}" ]] || { log "MODEL_CACHE_STATE_FILE is not set"; return 1; }
   mkdir -p "$(dirname "${STATE_FILE}")"
   printf '{"kind": "%s", "device": "%s", "instance_store_disks": %d, "mount_point": "%s"}\n' \
     "${kind}" "${device}" "${count}" "${MOUNT_POINT}" >"${STATE_FILE}"

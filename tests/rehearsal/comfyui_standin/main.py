@@ -1,0 +1,58 @@
+"""ComfyUI stand-in for the first-boot rehearsal, installed where the AMI puts ComfyUI (install-comfyui.sh
+with COMFYUI_SOURCE). It takes ComfyUI's own command line (the AMI's comfyui.service), reads models
+only through the extra-model-paths file it is given (``base_path`` + ``checkpoints``, as ComfyUI's
+utils/extra_config.py joins them) and serves the documented HTTP API with tests/fakes/fake_comfyui.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the fake ships beside this file (tests/fakes/...)
+
+from tests.fakes.fake_comfyui import FakeComfyUI  # noqa: E402
+
+
+def checkpoints_folder(config: Path) -> Path:
+    """``base_path``/``checkpoints`` of the first section of an extra_model_paths YAML file."""
+    values: dict[str, str] = {}
+    for line in config.read_text().splitlines():
+        text = line.split("#", 1)[0].rstrip()
+        if text.startswith((" ", "\t")) and ":" in text:
+            key, value = text.strip().split(":", 1)
+            values.setdefault(key.strip(), value.strip())
+    if "base_path" not in values or "checkpoints" not in values:
+        raise SystemExit(f"{config}: no base_path / checkpoints entry")
+    return Path(values["base_path"]) / values["checkpoints"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--listen", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8188)
+    parser.add_argument("--extra-model-paths-config", required=True)
+    for flag in ("--output-directory", "--temp-directory", "--input-directory", "--user-directory"):
+        parser.add_argument(flag)
+    parser.add_argument("--disable-auto-launch", action="store_true")
+    args = parser.parse_args()
+    for folder in (args.output_directory, args.temp_directory, args.input_directory, args.user_directory):
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)  # fails unless the unit's user may write there
+            (Path(folder) / ".written-by-comfyui").write_text("ok\n")
+    models = checkpoints_folder(Path(args.extra_model_paths_config))
+    if not models.is_dir():
+        raise SystemExit(f"model folder {models} (from {args.extra_model_paths_config}) does not exist")
+    fake = FakeComfyUI(models, delay=0.2)
+    fake.port = args.port
+    fake.start()
+    print(f"ComfyUI stand-in on {args.listen}:{args.port}, checkpoints from {models}", flush=True)
+    threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

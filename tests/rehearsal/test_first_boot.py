@@ -1,0 +1,355 @@
+"""First-boot rehearsal (cuda flavour): the AMI's own files, the stack's own user data, systemd itself.
+
+1. Build: a Debian root with the AMI's ``install-base.sh`` (cached, machine.py), then - in a booted
+   container, as Packer's shell provisioner would - ``install-agent.sh`` (the agent wheel built from
+   this checkout), ``install-comfyui.sh`` with a ComfyUI stand-in as COMFYUI_SOURCE and SKIP_TORCH=1
+   (no GPU, no internet), ``install-a1111.sh`` as configured (install_a1111 = false). Not run here:
+   check-imdsv2 / verify-cuda (need EC2 and a GPU), install-cloudwatch-agent (a download from AWS),
+   cleanup.sh (cloud-init is not in the root).
+2. Launch, per stack (dev: the spot template; prod: the on-demand template whose cache is on EBS):
+   a fresh layer over the AMI, booted; the user data that the Pulumi program renders (recording
+   mocks) runs as root, as cloud-final would. The rehearsal's only addition is a drop-in giving the
+   agent units what an instance profile and the link-local addresses give on EC2: credentials, the
+   local AWS endpoint (moto) and the fake IMDS (the SDKs' AWS_ENDPOINT_URL and
+   AWS_EC2_METADATA_SERVICE_ENDPOINT variables).
+3. A job submitted through the job API (runtime.api.local_server on the stack's table and queue)
+   comes back as an image; the agent's and the backend's lines are in the files the CloudWatch agent
+   config tails; units, users, folders and permissions are what the contract and the agent config say.
+4. Drills: one of prod's hot models does not exist (a warning, the agent serves jobs; the agent config
+   holds no webhook secret: the stack's functions send webhooks); then a broken agent config makes the agent crash-loop until systemd gives up,
+   and OnFailure= marks the instance Unhealthy in the (moto) Auto Scaling group.
+
+Skips with the reason when the machine cannot (not root, no systemd-nspawn / debootstrap / network).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from runtime import agent_config
+from runtime import instance_contract as ic
+from runtime.api.auth import generate_key
+from runtime.jobs.store import create_table
+from runtime.local.fake_imds import FakeIMDS
+from runtime.local.processes import ManagedProcess, free_port, wait_for
+from runtime.model_store import upload
+from tests.pulumi_mocks import run_stack
+from tests.rehearsal import machine
+
+# The first run builds the base root (debootstrap, a few minutes) inside the first test's setup.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+REPO = machine.REPO
+REGION = "us-east-1"
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+CHECKPOINT = b"rehearsal checkpoint " * 512
+
+
+def _release_vars() -> dict[str, str]:
+    text = (machine.PACKER / "release.auto.pkrvars.hcl").read_text()
+    return dict(re.findall(r'^(\w+)\s*=\s*"([^"]*)"', text, re.M))
+
+
+def _wheelhouse(log: Path) -> Path:
+    """Wheels of the runtime's pinned dependencies (cached per requirements file)."""
+    reqs = (REPO / "runtime-requirements.txt").read_bytes()
+    target = machine.CACHE / f"wheels-{hashlib.sha256(reqs).hexdigest()[:16]}"
+    if not (target / ".complete").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-r", str(REPO / "runtime-requirements.txt"),
+                               "-w", str(target)], capture_output=True, text=True, timeout=1800, check=False)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot build the wheelhouse (package index unreachable?): {proc.stderr[-500:]}")
+        (target / ".complete").write_text("ok\n")
+    return target
+
+
+def _agent_wheel(out: Path) -> Path:
+    """The agent wheel, built the way `make ami` builds it (tools/ami_build.py, from the working tree)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ami_build", REPO / "tools" / "ami_build.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("ami_build", module)
+    spec.loader.exec_module(sys.modules["ami_build"])
+    return sys.modules["ami_build"].build_agent_wheel("HEAD", use_worktree=True, out_dir=out)
+
+
+def _standin(out: Path) -> Path:
+    """The ComfyUI stand-in tree: main.py + the fake it serves with + ComfyUI-style requirements.txt."""
+    here = Path(__file__).resolve().parent
+    shutil.copytree(here / "comfyui_standin", out)
+    fakes = out / "tests" / "fakes"
+    fakes.mkdir(parents=True)
+    (out / "tests" / "__init__.py").write_text("")
+    for name in ("__init__.py", "_server.py", "fake_comfyui.py"):
+        shutil.copy(REPO / "tests" / "fakes" / name, fakes / name)
+    pins = [line for line in (REPO / "runtime-requirements.txt").read_text().splitlines()
+            if line.startswith("pillow==")]
+    (out / "requirements.txt").write_text("\n".join(pins) + "\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def ami(tmp_path_factory):
+    """The AMI: base root + the provisioning scripts, run in a booted container. Yields its layers."""
+    reason = machine.unavailable()
+    if reason:
+        pytest.skip(reason)
+    work = tmp_path_factory.mktemp("ami")
+    log = work / "build.log"
+    started = time.monotonic()
+    try:
+        base = machine.base_root(log)
+    except machine.RehearsalUnavailable as exc:
+        pytest.skip(str(exc))
+    wheels = _wheelhouse(log)
+    agent = _agent_wheel(work / "agent")
+    standin = _standin(work / "standin")
+    root = machine.InstanceRoot([base], work / "layer")
+    release = _release_vars()
+    box = machine.Container(root.path, log, binds={
+        str(machine.PACKER): "/mnt/packer", str(wheels): "/mnt/wheels", str(agent.parent): "/mnt/agent",
+        str(standin): "/mnt/standin", str(REPO / "runtime-requirements.txt"): "/mnt/constraints.txt"})
+    try:
+        box.wait_booted()
+        common = {"FILES_DIR": "/mnt/packer/files", "AGENT_PYTHON": "python3.11", "PIP_NO_INDEX": "1",
+                  "PIP_FIND_LINKS": "/mnt/wheels", "TORCH_VERSION": release["torch_version"],
+                  "TORCH_INDEX_URL": release["torch_index_url"]}
+        box.check("bash /mnt/packer/scripts/install-agent.sh", 900, env={
+            **common, "AGENT_SOURCE": "/mnt/agent", "PYTHON": "python3.11", "PIP_OFFLINE": "1",
+            "CONSTRAINTS": "/mnt/constraints.txt", "BOOT_SCRIPTS_DIR": "/mnt/packer/scripts/boot", "FLAVOR": "cuda",
+            "GIT_REVISION": "0" * 40, "AMI_VERSION": "0.0.0"})
+        box.check("bash /mnt/packer/scripts/install-comfyui.sh", 900, env={
+            **common, "COMFYUI_VERSION": release["comfyui_version"], "COMFYUI_SOURCE": "/mnt/standin",
+            "SKIP_TORCH": "1"})
+        box.check("bash /mnt/packer/scripts/install-a1111.sh", 300, env={
+            **common, "INSTALL_A1111": "false", "A1111_VERSION": release["a1111_version"]})
+    finally:
+        box.stop()
+        root.close()
+    yield {"base": base, "ami_layer": root.upper, "build_seconds": time.monotonic() - started, "log": log}
+
+
+def _launch_templates(stack: str) -> dict[str, str]:
+    rec = run_stack(stack)
+    return {r.name: base64.b64decode(r.inputs["userData"]).decode() for r in rec.resources
+            if r.type == LAUNCH_TEMPLATE}
+
+
+def _agent_json(script: str) -> dict:
+    return json.loads(script.split("<<'GENAI_FLEET_AGENT_JSON'\n", 1)[1].split("\nGENAI_FLEET_AGENT_JSON\n", 1)[0])
+
+
+class Cloud:
+    """moto resources named as the stack's agent config names them, a real (moto) Auto Scaling group
+    holding the instance the fake IMDS impersonates, the job API on the stack's table and queue."""
+
+    def __init__(self, endpoint: str, config: agent_config.AgentConfig, work: Path) -> None:
+        self.endpoint, self.config = endpoint, config
+        c = self.client
+        if config.job_table not in c("dynamodb").list_tables()["TableNames"]:
+            create_table(c("dynamodb"), config.job_table)
+        for bucket in (config.outputs.bucket, config.model_cache.store_bucket):
+            c("s3").create_bucket(Bucket=bucket)
+        c("sqs").create_queue(QueueName=config.queue.url.rsplit("/", 1)[1])
+        checkpoint = work / "model.safetensors"
+        checkpoint.write_bytes(CHECKPOINT)
+        upload.upload(c("s3"), config.model_cache.store_bucket, upload.plan(config.hot_models[0], "checkpoint",
+                                                                            [str(checkpoint)]), source="rehearsal")
+        self.group, self.instance_id = self._group(work.name)
+        self.api_key, _ = generate_key("rehearsal")
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GENAI_")}
+        env.update({"GENAI_JOB_TABLE": config.job_table, "GENAI_QUEUE_URL": self._moto_queue_url(),
+                    "GENAI_API_KEYS": self.api_key, "GENAI_AWS_ENDPOINT_URL": endpoint,
+                    "PYTHONPATH": str(REPO)})
+        self.api = ManagedProcess("api", [sys.executable, "-m", "runtime.api.local_server", "--host", "127.0.0.1",
+                                          "--port", str(port)], work / "api.log", env, cwd=REPO).start()
+        wait_for(lambda: httpx.get(f"{self.api_url}/v1/health", timeout=2).status_code == 200, 60, "job API",
+                 self.api.alive)
+
+    def client(self, service: str):
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION)
+
+    def _moto_queue_url(self) -> str:
+        return self.client("sqs").get_queue_url(QueueName=self.config.queue.url.rsplit("/", 1)[1])["QueueUrl"]
+
+    def _group(self, suffix: str) -> tuple[str, str]:
+        ec2, asg = self.client("ec2"), self.client("autoscaling")
+        image = ec2.describe_images()["Images"][0]["ImageId"]
+        name = f"rehearsal-{suffix}"
+        ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData={"ImageId": image,
+                                                                                 "InstanceType": "g5.xlarge"})
+        asg.create_auto_scaling_group(AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateName": name},
+                                      MinSize=1, MaxSize=1, DesiredCapacity=1, AvailabilityZones=[f"{REGION}a"])
+        instance = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0][
+            "Instances"][0]["InstanceId"]
+        return name, instance
+
+    def health(self) -> str:
+        found = self.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[self.instance_id])
+        return found["AutoScalingInstances"][0]["HealthStatus"].upper()  # AWS: HEALTHY, moto: Healthy
+
+    def submit(self, model: str) -> str:
+        body = {"model": model, "task": "txt2img", "inputs": {"prompt": "a lighthouse", "width": 64, "height": 64,
+                                                               "seed": 7}}
+        response = httpx.post(f"{self.api_url}/v1/jobs", json=body, headers={"x-api-key": self.api_key}, timeout=30)
+        assert response.status_code in (200, 201, 202), response.text
+        return response.json()["id"]
+
+    def job(self, job_id: str) -> dict:
+        return httpx.get(f"{self.api_url}/v1/jobs/{job_id}", headers={"x-api-key": self.api_key}, timeout=30).json()
+
+    def close(self) -> None:
+        self.api.stop()
+
+
+DROP_IN = """[Service]
+# First-boot rehearsal only: what the instance profile and the link-local addresses give on EC2.
+Environment=AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION={region}
+Environment=AWS_ENDPOINT_URL={endpoint} AWS_EC2_METADATA_SERVICE_ENDPOINT={imds}
+"""
+
+CASES = [("dev", "cluster-spot-lt"), ("prod", "cluster-ondemand-lt")]
+
+
+@pytest.mark.parametrize(("stack", "template"), CASES, ids=[c[0] for c in CASES])
+def test_first_boot(ami, moto_endpoint, tmp_path, stack, template):
+    templates = _launch_templates(stack)
+    assert template in templates, sorted(templates)
+    script = templates[template]
+    config = agent_config.parse(_agent_json(script))
+    cloud = Cloud(moto_endpoint, config, tmp_path)
+    root = machine.InstanceRoot([ami["ami_layer"], ami["base"]], tmp_path / "layer")
+    log = tmp_path / "boot.log"
+    with FakeIMDS(instance_id=cloud.instance_id, region=REGION, group_name=cloud.group) as imds:
+        for unit in (ic.AGENT_UNIT, ic.UNHEALTHY_UNIT):
+            drop_in = root.path / "etc" / "systemd" / "system" / f"{unit}.d"
+            drop_in.mkdir(parents=True)
+            (drop_in / "rehearsal.conf").write_text(DROP_IN.format(region=REGION, endpoint=moto_endpoint,
+                                                                   imds=imds.url))
+        (root.path / "var" / "lib" / "cloud-user-data").write_text(script)
+        box = machine.Container(root.path, log)
+        try:
+            started = time.monotonic()
+            box.wait_booted()
+            box.check("bash /var/lib/cloud-user-data", 120)  # cloud-final: root runs the user data
+            job_id = _check_first_boot(box, cloud, config, stack)
+            boot_to_image = time.monotonic() - started
+            _drill_crash_loop(box, cloud)
+            _ledger(cloud, [job_id], f"rehearsal {stack} (first boot, drills: "
+                    f"{'crash loop' if stack == 'dev' else 'missing hot model, crash loop'})")
+        except BaseException:
+            print(log.read_text(errors="replace")[-6000:])
+            print(box.run(f"tail -n 40 {ic.AGENT_LOG} {ic.BACKEND_LOG}; systemctl --failed --no-pager", 60).stdout)
+            raise
+        finally:
+            box.stop()
+            root.close()
+            cloud.close()
+    print(f"rehearsal {stack}: AMI build {ami['build_seconds']:.0f}s (cached base), boot to first image "
+          f"{boot_to_image:.0f}s")
+
+
+def _agent_lines(box) -> list[dict]:
+    out = []
+    for line in box.run(f"cat {ic.AGENT_LOG}", 60).stdout.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def _check_first_boot(box, cloud: Cloud, config: agent_config.AgentConfig, stack: str) -> None:
+    wait_for(lambda: any(r.get("message") == "backend ready" for r in _agent_lines(box)), 240, "the agent to boot",
+             lambda: box.proc.poll() is None)
+    job_id = cloud.submit(config.hot_models[0])
+    wait_for(lambda: cloud.job(job_id).get("status") in ("succeeded", "failed"), 120, "the job to finish",
+             lambda: box.proc.poll() is None)
+    view = cloud.job(job_id)
+    assert view["status"] == "succeeded", view
+    (output,) = view["outputs"]
+    url = output["url"]
+    assert url.startswith(config.outputs.cdn_base_url + "/"), url
+    key = url[len(config.outputs.cdn_base_url) + 1:]
+    image = cloud.client("s3").get_object(Bucket=config.outputs.bucket, Key=key)["Body"].read()
+    assert image.startswith(b"\x89PNG"), image[:16]
+
+    # Logs: the files the CloudWatch agent tails (components/monitoring.py reads the same contract).
+    lines = _agent_lines(box)
+    assert any(r.get("message") == "agent starting" for r in lines)
+    assert any(r.get("message") == f"job {job_id} succeeded" for r in lines)
+    assert "ComfyUI stand-in on 127.0.0.1:8188" in box.check(f"cat {ic.BACKEND_LOG}")
+    messages = " | ".join(r.get("message", "") for r in lines)
+    assert "webhook" not in box.check(f"cat {ic.CONFIG_PATH}").lower()  # workers hold no webhook secret
+    if stack == "prod":  # drill: a hot model not uploaded
+        assert f"hot model {config.hot_models[1]} not preloaded" in messages
+    else:
+        assert "not readable" not in messages and "not preloaded" not in messages
+
+    # Units as systemd parsed them, against the contract and the agent config.
+    shown = dict(line.split("=", 1) for line in box.check(
+        f"systemctl show {ic.AGENT_UNIT} -p User -p ProtectSystem -p ReadWritePaths -p Restart -p OnFailure "
+        f"-p ActiveState -p NRestarts -p MainPID").splitlines())
+    assert shown["User"] == ic.SERVICE_USER and shown["ActiveState"] == "active", shown
+    assert shown["Restart"] == "always" and shown["OnFailure"] == ic.UNHEALTHY_UNIT, shown
+    writable = shown["ReadWritePaths"].split()
+    for path in (config.model_cache.cache_dir, config.backend_model_dir):
+        assert any(path == w or path.startswith(w + "/") for w in writable), (path, writable)
+    assert box.check(f"stat -c %U /proc/{shown['MainPID']}").strip() == ic.SERVICE_USER
+    assert box.check(f"systemctl is-active {ic.COMFYUI.unit}").strip() == "active"
+    comfy_pid = box.check(f"systemctl show -p MainPID --value {ic.COMFYUI.unit}").strip()
+    assert box.check(f"stat -c %U /proc/{comfy_pid}").strip() == ic.SERVICE_USER
+
+    # Folders: owned by the service user, the model link where ComfyUI's extra-model-paths file points.
+    owners = box.check(f"stat -c '%U %a %n' {config.model_cache.cache_dir} {config.backend_model_dir} "
+                       f"{ic.LOG_DIR} {ic.COMFYUI.state_dir}/output").splitlines()
+    assert all(line.split()[0] == ic.SERVICE_USER for line in owners), owners
+    links = box.check(f"find {config.backend_model_dir} -maxdepth 1 -type l -printf '%f -> %l\\n'").splitlines()
+    assert links and all(target.split(" -> ")[1].startswith(config.model_cache.cache_dir + "/") for target in links)
+    assert box.check(f"cat {config.heartbeat_file}").strip().isdigit()
+    return job_id
+
+
+def _ledger(cloud: Cloud, job_ids: list[str], title: str) -> None:
+    """The drill's ledger line (the e2e drills' format): every submitted job final, none lost."""
+    from runtime.local.audit import Report
+    from tests.e2e._helpers import record
+
+    views = [cloud.job(j) for j in job_ids]
+    count = lambda status: sum(1 for v in views if v.get("status") == status)  # noqa: E731
+    lost = len(views) - count("succeeded") - count("failed") - count("canceled")
+    report = Report(submitted=len(job_ids), succeeded=count("succeeded"), failed=count("failed"),
+                    canceled=count("canceled"), lost=lost, duplicated=0, extra_jobs=0, dlq=None,
+                    redelivered=sum(1 for v in views if int(v.get("attempts") or 1) > 1))
+    record(title, report)
+    assert report.lost == 0 and report.succeeded == len(job_ids), report.line(title)
+
+
+def _drill_crash_loop(box, cloud: Cloud) -> None:
+    """A config the agent rejects: ExecStartPre fails on every start until the start limit, then OnFailure."""
+    assert cloud.health() == "HEALTHY"
+    box.check(f"jq '.backend = \"nope\"' {ic.CONFIG_PATH} > /tmp/bad.json && mv /tmp/bad.json {ic.CONFIG_PATH} "
+              f"&& chmod 0644 {ic.CONFIG_PATH} && systemctl kill --signal=SIGKILL {ic.AGENT_UNIT}")
+    wait_for(lambda: box.run(f"systemctl is-failed {ic.AGENT_UNIT}", 30).stdout.strip() == "failed", 180,
+             "systemd to give up on the crash-looping agent", lambda: box.proc.poll() is None)
+    wait_for(lambda: cloud.health() == "UNHEALTHY", 120, "OnFailure= to mark the instance unhealthy",
+             lambda: box.proc.poll() is None)
+    restarts = int(box.check(f"systemctl show -p NRestarts --value {ic.AGENT_UNIT}").strip() or 0)
+    assert restarts >= 3, restarts

@@ -1,0 +1,98 @@
+"""The agent's health signal (runtime/worker/health.py) and its probe (Agent.healthy)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from runtime.worker import health
+from runtime.worker.agent import Agent
+
+
+@pytest.fixture
+def notify_socket(tmp_path, monkeypatch):
+    path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(5)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    yield sock
+    sock.close()
+
+
+def test_notify_speaks_the_sd_notify_datagram_protocol(notify_socket):
+    assert health.notify("READY=1")
+    assert notify_socket.recv(100) == b"READY=1"
+
+
+def test_notify_without_systemd_is_a_no_op(monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert health.notify("WATCHDOG=1") is False
+
+
+def test_watchdog_interval_is_half_of_watchdog_usec(monkeypatch):
+    monkeypatch.setenv("WATCHDOG_USEC", "120000000")
+    assert health.watchdog_interval() == 60.0
+
+
+def test_heartbeat_pings_and_touches_only_while_healthy(notify_socket, tmp_path):
+    state = {"ok": True}
+    beats = []
+    file = tmp_path / "run" / "heartbeat"
+    hb = health.Heartbeat(lambda: state["ok"], file=str(file), beat=lambda: beats.append(1), interval=0.05)
+    assert hb.once()
+    assert notify_socket.recv(100) == b"WATCHDOG=1"
+    assert abs(float(file.read_text()) - time.time()) < 5
+    assert beats == [1]
+    state["ok"] = False
+    assert not hb.once()
+    notify_socket.settimeout(0.3)
+    with pytest.raises(TimeoutError):
+        notify_socket.recv(100)  # nothing sent: systemd's watchdog runs out and restarts the agent
+
+
+def test_a_probe_that_raises_counts_as_unhealthy():
+    def broken() -> bool:
+        raise RuntimeError("boom")
+
+    assert health.Heartbeat(broken, interval=1).once() is False
+
+
+def _agent(current=None, last_tick=None) -> SimpleNamespace:
+    config = SimpleNamespace(max_job_seconds=60, queue=SimpleNamespace(wait_time_seconds=20))
+    return SimpleNamespace(config=config, current=current, last_tick=last_tick)
+
+
+def test_agent_health_probe():
+    now = time.monotonic()
+    assert Agent.healthy(_agent())  # booting
+    assert Agent.healthy(_agent(last_tick=now - 5))
+    assert not Agent.healthy(_agent(last_tick=now - 600))  # the loop stopped going round
+    job = SimpleNamespace(started=now - 30)
+    assert Agent.healthy(_agent(last_tick=now - 600, current=job))  # a job within its time limit
+    job.started = now - 1000
+    assert not Agent.healthy(_agent(last_tick=now - 600, current=job))  # a job stuck past it
+
+
+def test_self_check_refuses_a_backend_the_image_lacks(tmp_path):
+    """ExecStartPre's self-check: comfyui configured at the contract's URL but not installed -> a config error."""
+    import json
+
+    from runtime import instance_contract as ic
+    from runtime.worker.__main__ import self_check
+
+    config = {"stack": "t", "region": "us-east-1", "job_table": "jobs", "backend": "comfyui",
+              "backend_url": ic.COMFYUI.url, "queue": {"kind": "sqs", "url": "https://sqs/q"},
+              "outputs": {"bucket": "b", "cdn_base_url": "https://cdn"}}
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps(config))
+    ok, report = self_check(str(path))
+    assert not Path(ic.COMFYUI.python).exists()  # this machine is not the AMI
+    assert not ok and f"{ic.COMFYUI.python} is missing" in report["config"]["error"]
+    path.write_text(json.dumps({**config, "backend_url": "http://127.0.0.1:18188"}))  # served elsewhere (local)
+    ok, report = self_check(str(path))
+    assert report["config"]["valid"], report
