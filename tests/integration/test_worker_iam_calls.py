@@ -64,7 +64,7 @@ def _policy(stack: Stack) -> dict:
         partition="aws", region=REGION, account_id="123456789012", queue_kind="sqs",
         model_store_bucket_arn=f"arn:aws:s3:::{stack.models_bucket}", outputs_bucket_arn=f"arn:aws:s3:::{stack.bucket}",
         job_table_arn=arn.format("dynamodb", f"table/{stack.table}"), group_names=("workers",),
-        log_group_names=("/genai-fleet/test/agent",), parameter_names=("/genai-fleet/test/webhook-secret",),
+        log_group_names=("/genai-fleet/test/agent",), parameter_names=("/genai-fleet/test/cloudwatch-agent",),
         queue_arn=arn.format("sqs", stack.queue_url.rsplit("/", 1)[1]))
     return cluster_iam.instance_policy_document(scope)
 
@@ -79,8 +79,6 @@ def test_every_call_the_agent_makes_is_in_the_worker_policy(moto_endpoint, recor
 
     stack = Stack(moto_endpoint)
     stack.put_model("sd15", b"weights" * 100)
-    ssm = aws.client("ssm", REGION, {"ssm": moto_endpoint})
-    ssm.put_parameter(Name="/genai-fleet/test/webhook-secret", Value="s3cret", Type="SecureString")
     recorded.clear()
     with FakeIMDS(instance_id="i-0iam0000000000001", group_name=None) as imds:
         base = stack.config()
@@ -116,7 +114,7 @@ def test_every_call_the_agent_makes_is_in_the_worker_policy(moto_endpoint, recor
 
     allowed = _allowed(_policy(stack))
     expected_somewhere = {"autoscaling:DescribeAutoScalingInstances", "autoscaling:SetInstanceHealth",
-                          "autoscaling:CompleteLifecycleAction", "ssm:GetParameter", "sqs:ReceiveMessage",
+                          "autoscaling:CompleteLifecycleAction", "sqs:ReceiveMessage",
                           "s3:PutObject", "dynamodb:UpdateItem"}
     assert expected_somewhere <= recorded, f"the run did not exercise {expected_somewhere - recorded}"
     missing = sorted(recorded - allowed)

@@ -140,7 +140,8 @@ def test_recorded_role_policy_is_scoped_and_clean(recorded, kind):
                                      "autoscaling:SetInstanceProtection"}
     assert len(groups["Resource"]) == len(built.outputs["group_names"])
     params = next(st for st in document["Statement"] if st["Sid"] == "ReadOwnParameters")
-    assert f"arn:aws:ssm:{REGION}:{ACCT}:parameter/genai-fleet/dev/webhook-secret" in params["Resource"]
+    # its own CloudWatch agent config only: the webhook secret is the webhook function's, not the workers'
+    assert params["Resource"] == [f"arn:aws:ssm:{REGION}:{ACCT}:parameter/genai-fleet/dev/cloudwatch-agent"]
 
 
 def test_role_trusts_ec2_and_has_session_manager_without_managed_policies(recorded):
