@@ -17,6 +17,9 @@ algorithm, so this follows its documented behaviour and the alarms it creates, v
   ``ceil(capacity * metric / target)``, where capacity is the group's InService instances (pending ones
   are not in the metric yet). Scale-out only raises the desired capacity, scale-in only lowers it,
   never past min/max.
+- With the optional utilisation target as well, each policy proposes a capacity; the group scales out
+  when either asks and in only when both agree (``combine``), as EC2 Auto Scaling does with several
+  target tracking policies on one group.
 - The zero-to-one step alarm evaluates one 1-minute period and adds one instance while the group wants
   none and the backlog reaches ``from_zero_threshold``.
 """
@@ -156,6 +159,15 @@ class TargetTracker:
         if self._below >= LOW_ALARM_DATAPOINTS and wanted < desired:
             return wanted
         return desired
+
+
+def combine(desired: int, proposals: list[int]) -> int:
+    """Several target tracking policies on one group: out when any asks (largest), in only when all ask."""
+    if any(p > desired for p in proposals):
+        return max(proposals)
+    if proposals and all(p < desired for p in proposals):
+        return max(proposals)
+    return desired
 
 
 def from_zero_adjustment(backlog_max: float, desired: int, threshold: int) -> int:
