@@ -84,7 +84,7 @@ class SimResult:
 
 class Simulation:
     def __init__(self, plan: FleetPlan, workload: Workload, hot_models: int = 1, seed: int = 1, lag_periods: int = 1,
-                 scale: bool = True):
+                 scale: bool = True, initial_spot: int | None = None):
         if sum(g.max_size for g in plan.groups) == 0:
             raise ValueError("the fleet can never have an instance: raise maxSize")
         self.plan, self.work, self.lag, self.scale = plan, workload, lag_periods, scale
@@ -98,6 +98,8 @@ class Simulation:
         groups = plan.groups
         self.scaled = [g.scaled and scale and plan.has_scaling_policies for g in groups]
         self.desired = [g.min_size if g.scaled else g.desired_capacity or 0 for g in groups]
+        if initial_spot is not None:  # start from a fleet already sized for the load, not from minSize
+            self.desired[0] = min(groups[0].max_size, max(groups[0].min_size, initial_spot))
         self.count = [0] * len(groups)  # pending + InService, not leaving
         self.in_service = [0] * len(groups)  # InService, including instances under a spot notice
         self.on_demand = [0] * len(groups)
