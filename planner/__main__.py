@@ -50,7 +50,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--warm-start", action="store_true",
                        help="start with the spot group sized for the first minute's load instead of at its minimum")
     run = sub.choices["run"]
-    run.add_argument("--plot", type=Path, default=Path("plan.png"), help="PNG of load, backlog and instances")
+    run.add_argument("--plot", type=lambda text: Path(text) if text else None, default=Path("plan.png"),
+                     help="PNG of load, backlog and instances ('' for none)")
     sw = sub.choices["sweep"]
     sw.add_argument("--p95-wait", type=float, default=10.0, help="latency goal: p95 queue wait (s)")
     sw.add_argument("--targets", type=_floats, default=[1.0, 2.0, 4.0], help="backlog per instance targets")
