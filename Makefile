@@ -5,11 +5,17 @@ PY := $(VENV)/bin/python
 STACK ?= dev
 FLAVOR ?= cuda
 PYTEST_ARGS ?=
+TRACE ?= diurnal:peak=100,trough=20,hours=24
+WORKLOAD ?= sd15
+SCALEOUT = $(if $(wildcard planner/scaleout-$(STACK).json),--scaleout planner/scaleout-$(STACK).json)
 
-.PHONY: install test lint unit preview local demo bench ami docs help
+.PHONY: install test lint unit preview local demo bench ami docs help plan plan-sweep measure-scaleout
 
 help:
 	@echo "make demo | test | install | preview STACK=dev|prod | local | bench | ami FLAVOR=cuda|neuron | docs"
+	@echo "make plan STACK=dev|prod TRACE=diurnal:peak=100,trough=20 WORKLOAD=sd15|sdxl|mix|FILE [PLAN_ARGS=...]"
+	@echo "make plan-sweep STACK=prod TRACE=... WORKLOAD=... PLAN_ARGS='--p95-wait 10 --targets 1,2,4'"
+	@echo "make measure-scaleout STACK=prod [MEASURE_ARGS='--runs 3']   (AWS credentials)"
 
 install: $(VENV)/.installed
 
@@ -45,3 +51,15 @@ bench: install
 
 ami: install
 	$(PY) tools/ami_build.py --flavor $(FLAVOR) $(if $(REGION),--region $(REGION)) $(AMI_ARGS)
+
+# Capacity planner (docs/planner.md): simulate the stack's fleet against a trace; PNG in plan-<stack>.png.
+plan: install
+	$(PY) -m planner run --stack $(STACK) --trace '$(TRACE)' --workload '$(WORKLOAD)' --plot plan-$(STACK).png \
+		$(SCALEOUT) $(PLAN_ARGS)
+
+plan-sweep: install
+	$(PY) -m planner sweep --stack $(STACK) --trace '$(TRACE)' --workload '$(WORKLOAD)' $(SCALEOUT) $(PLAN_ARGS)
+
+# Real account (AWS credentials): one scale-out of the spot group measured, undone, appended to the file above.
+measure-scaleout: install
+	$(PY) -m planner.measure --stack $(STACK) $(MEASURE_ARGS)
