@@ -28,6 +28,10 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+def _utilisations(text: str) -> list[int | None]:
+    return [None if x.strip() == "off" else int(x) for x in text.split(",") if x.strip()]
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -57,6 +61,8 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--targets", type=_floats, default=[1.0, 2.0, 4.0], help="backlog per instance targets")
     sw.add_argument("--warm-pools", type=_ints, default=None, help="warm pool sizes (default: the stack's)")
     sw.add_argument("--bases", type=_ints, default=None, help="on-demand base sizes (default: the stack's)")
+    sw.add_argument("--utilisations", type=_utilisations, default=(),
+                    help="GPU utilisation targets, 'off' for none (default: the stack's)")
     return p
 
 
@@ -85,7 +91,8 @@ def _sweep(args, work, trace) -> int:
     warm = args.warm_pools if args.warm_pools is not None else [base_cfg.cluster.warm_pool_size]
     bases = args.bases if args.bases is not None else [base_cfg.cluster.on_demand_base]
     fixed = parse_overrides(args.set)
-    cands = sweep(lambda o: load_stack(args.stack, {**fixed, **o}), work, trace, grid(work, args.targets, warm, bases),
+    candidates = grid(work, args.targets, warm, bases, args.utilisations)
+    cands = sweep(lambda o: load_stack(args.stack, {**fixed, **o}), work, trace, candidates,
                   args.seed, args.lag, args.warm_start,
                   progress=lambda c: print(f"  simulated {c.label()}", file=sys.stderr))
     best = recommend(cands, args.p95_wait)

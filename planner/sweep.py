@@ -2,8 +2,10 @@
 
 Each candidate is a set of config overrides validated by ``components.config`` (an invalid one, e.g. a
 warm pool without an on-demand base, is reported and skipped), turned into a ``FleetPlan`` and
-simulated on the same trace with the same seed. The backlog target is set through the keys the stack
-has: ``averageJobSeconds`` = the workload's mean service time, ``acceptableWaitSeconds`` = target x that.
+simulated on the same trace with the same seed. With ``--utilisations`` the GPU utilisation target is
+swept too (``off`` removes it): on smooth load it, not the backlog target, sets the fleet's size. The
+backlog target is set through the keys the stack has: ``averageJobSeconds`` = the workload's mean
+service time, ``acceptableWaitSeconds`` = target x that.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class Candidate:
     problem: str | None = None
 
     def label(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.overrides.items())
+        return " ".join(f"{k}={v or 'off'}" for k, v in self.overrides.items())
 
 
 def steady_spot(cfg: FleetConfig, work: Workload, trace: Trace) -> int:
@@ -46,11 +48,19 @@ def simulate(cfg: FleetConfig, work: Workload, trace: Trace, seed: int, lag: int
     return result
 
 
-def grid(work: Workload, targets: Sequence[float], warm_pools: Sequence[int], bases: Sequence[int]) -> list[dict]:
+def grid(work: Workload, targets: Sequence[float], warm_pools: Sequence[int], bases: Sequence[int],
+         utilisations: Sequence[int | None] = ()) -> list[dict]:
+    """Every combination; a utilisation of None turns the GPU utilisation target off ("" in config)."""
     mean = round(work.mean_service, 2)
-    return [{"averageJobSeconds": f"{mean:g}", "acceptableWaitSeconds": f"{round(t * mean, 2):g}",
-             "warmPoolSize": str(w), "onDemandBase": str(b)}
-            for t, w, b in itertools.product(targets, warm_pools, bases)]
+    out = []
+    for t, w, b in itertools.product(targets, warm_pools, bases):
+        for u in utilisations or [False]:
+            cand = {"averageJobSeconds": f"{mean:g}", "acceptableWaitSeconds": f"{round(t * mean, 2):g}",
+                    "warmPoolSize": str(w), "onDemandBase": str(b)}
+            if u is not False:
+                cand["gpuUtilizationTarget"] = "" if u is None else str(u)
+            out.append(cand)
+    return out
 
 
 def sweep(load_cfg: Callable[[Mapping[str, str]], FleetConfig], work: Workload, trace: Trace,

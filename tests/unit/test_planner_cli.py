@@ -110,3 +110,14 @@ def test_workload_file_and_measured_phases(tmp_path):
     spec.write_text("models:\n  - {name: x, service: {mean: 4, kind: gamma}}\n")
     with pytest.raises(workload.WorkloadError, match="kind"):
         workload.load(str(spec))
+
+
+def test_grid_sweeps_the_utilisation_target_and_can_turn_it_off():
+    from planner.sweep import grid
+
+    cands = grid(workload.BUILTIN["sd15"], [2.0], [0], [0, 2], [None, 70])
+    assert len(cands) == 4
+    assert {c["gpuUtilizationTarget"] for c in cands} == {"", "70"}
+    assert all(c["acceptableWaitSeconds"] == "3" and c["averageJobSeconds"] == "1.5" for c in cands)
+    assert "gpuUtilizationTarget=off" in Candidate(cands[0], None).label()
+    assert "gpuUtilizationTarget" not in grid(workload.BUILTIN["sd15"], [2.0], [0], [0])[0]
