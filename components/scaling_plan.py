@@ -15,8 +15,10 @@ algorithm, so this follows its documented behaviour and the alarms it creates, v
   than 10 % below the target", Application Auto Scaling user guide, target tracking overview).
 - It acts in proportion: the capacity that would bring the metric to the target is
   ``ceil(capacity * metric / target)``, where capacity is the group's InService instances (pending ones
-  are not in the metric yet). Scale-out only raises the desired capacity, scale-in only lowers it,
-  never past min/max.
+  are not in the metric yet). Scale-out uses the latest datapoint. AWS calls scale-in conservative
+  without saying by how much; the model removes only what keeps the *highest* of the low alarm's
+  datapoints at the target, so one noisy low datapoint cannot empty the group. Scale-out only raises
+  the desired capacity, scale-in only lowers it, never past min/max.
 - With the optional utilisation target as well, each policy proposes a capacity; the group scales out
   when either asks and in only when both agree (``combine``), as EC2 Auto Scaling does with several
   target tracking policies on one group.
@@ -145,20 +147,31 @@ class TargetTracker:
         self.target, self.min_size, self.max_size = target, min_size, max_size
         self._above = 0  # consecutive datapoints above the target
         self._below = 0  # consecutive datapoints below LOW_ALARM_RATIO x target
+        self._low_window: list[float] = []  # the values of that run, newest last
 
     def observe(self, metric: float | None, in_service: int, desired: int) -> int:
         """Feed one datapoint (None: no data, e.g. nothing InService); return the new desired capacity."""
         if metric is None:
             self._above = self._below = 0  # missing data breaks a run of datapoints
+            self._low_window.clear()
             return desired
         self._above = self._above + 1 if metric > self.target else 0
-        self._below = self._below + 1 if metric < LOW_ALARM_RATIO * self.target else 0
-        wanted = min(self.max_size, max(self.min_size, proportional_capacity(in_service, metric, self.target)))
-        if self._above >= HIGH_ALARM_DATAPOINTS and wanted > desired:
-            return wanted
-        if self._below >= LOW_ALARM_DATAPOINTS and wanted < desired:
-            return wanted
+        if metric < LOW_ALARM_RATIO * self.target:
+            self._below += 1
+            self._low_window = [*self._low_window[-(LOW_ALARM_DATAPOINTS - 1):], metric]
+        else:
+            self._below = 0
+            self._low_window.clear()
+        if self._above >= HIGH_ALARM_DATAPOINTS:
+            wanted = self._clamp(proportional_capacity(in_service, metric, self.target))
+            return max(desired, wanted)
+        if self._below >= LOW_ALARM_DATAPOINTS:
+            wanted = self._clamp(proportional_capacity(in_service, max(self._low_window), self.target))
+            return min(desired, wanted)
         return desired
+
+    def _clamp(self, capacity: int) -> int:
+        return min(self.max_size, max(self.min_size, capacity))
 
 
 def combine(desired: int, proposals: list[int]) -> int:

@@ -87,6 +87,10 @@ def test_low_alarm_needs_fifteen_datapoints_below_ninety_percent():
     for _ in range(14):
         assert t.observe(2.0, 10, 10) == 10
     assert t.observe(2.0, 10, 10) == 2
+    t3 = sp.TargetTracker(target=10, min_size=1, max_size=100)
+    for _ in range(14):
+        t3.observe(8.0, 10, 10)
+    assert t3.observe(1.0, 10, 10) == 8  # the highest of the 15 low datapoints sets how far it goes
     t2 = sp.TargetTracker(target=10, min_size=3, max_size=100)
     for _ in range(15):
         out = t2.observe(0.0, 10, 10)
