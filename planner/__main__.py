@@ -74,6 +74,11 @@ def _run(args, cfg, work, trace) -> int:
     print(render(summary, f"stack {cfg.stack}, trace {trace.name}, workload {work.name} "
                           f"(simulated in {elapsed:.2f} s)"))
     print(f"  service-time basis: {work.basis}")
+    spot_max = cfg.cluster.spot_max_size
+    capped = sum(1 for x in result.samples if spot_max and x.desired_spot >= spot_max) / max(1, len(result.samples))
+    if capped:
+        print(f"  note: the spot group wanted its maximum ({spot_max}) in {100 * capped:.0f} % of the minutes; "
+              f"raise maxSize (--set maxSize=N) to see what the load needs")
     if abs(cfg.cluster.average_job_seconds - work.mean_service) > 0.25 * work.mean_service:
         print(f"  note: the stack's averageJobSeconds = {cfg.cluster.average_job_seconds:g} but this workload "
               f"averages {work.mean_service:.2f} s; the backlog target assumes the former")

@@ -28,7 +28,7 @@ def test_run_end_to_end_on_a_csv_trace(tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0, text
     for label in ("queue wait", "p95", "end to end", "on-demand: peak", "spot: peak", "jobs lost 0",
-                  "per 1,000 images", "per month", "service-time basis"):
+                  "wanted its maximum", "per 1,000 images", "per month", "service-time basis"):
         assert label in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     summary = json.loads(out.read_text())
