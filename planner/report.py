@@ -30,6 +30,7 @@ class Summary:
     wait: tuple[float, float, float]  # p50, p95, p99 (s)
     e2e: tuple[float, float, float]
     peak: dict[str, int]  # market -> peak instances alive
+    peak_total: int  # peak of all instances alive at one time
     average: dict[str, float]  # market -> average instances alive
     utilisation: float  # busy share of InService instance time
     cost_usd: float
@@ -79,6 +80,7 @@ def summarise(r: SimResult, region: str, table: PriceTable | None = None) -> Sum
                for m, name in MARKETS.items()}
     return Summary(
         jobs=r.arrivals, lost=r.lost, duration_s=duration, wait=_pct(r.waits), e2e=_pct(r.e2e), peak=peak,
+        peak_total=max(s.alive_on_demand + s.alive_spot for s in r.samples),
         average=average, utilisation=r.busy_seconds / max(r.in_service_seconds, 1e-9), cost_usd=total,
         cost_per_1000=1000.0 * total / max(r.completed, 1), cost_per_month=total / duration * table.hours * 3600.0,
         handed_back=r.handed_back, interruptions=r.interruptions, launches=r.launches, cost_lines=tuple(lines))
@@ -90,7 +92,8 @@ def render(s: Summary, title: str) -> str:
            f"{s.handed_back} ({s.interruptions} interruptions); instance launches {s.launches}",
            f"  queue wait   p50 {s.wait[0]:8.2f} s   p95 {s.wait[1]:8.2f} s   p99 {s.wait[2]:8.2f} s",
            f"  end to end   p50 {s.e2e[0]:8.2f} s   p95 {s.e2e[1]:8.2f} s   p99 {s.e2e[2]:8.2f} s",
-           "  instances    " + "   ".join(f"{m}: peak {s.peak[m]}, average {s.average[m]:.1f}" for m in s.peak),
+           f"  instances    peak {s.peak_total} at once;   "
+           + "   ".join(f"{m}: peak {s.peak[m]}, average {s.average[m]:.1f}" for m in s.peak),
            f"  utilisation  {100 * s.utilisation:.0f} % of InService instance time busy",
            f"  cost         ${s.cost_usd:,.2f} for the run; ${s.cost_per_1000:.3f} per 1,000 images; "
            f"${s.cost_per_month:,.0f} per month at this run's average"]

@@ -94,7 +94,7 @@ def render_table(cands: list[Candidate], best: Candidate | None, goal: float) ->
             rows.append(f"{mark}{c.label():77s} skipped: {c.problem}")
             continue
         s = c.summary
-        rows.append(f"{mark}{c.label():77s} {s.wait[1]:8.2f}s {s.wait[2]:8.2f}s {sum(s.peak.values()):6d} "
+        rows.append(f"{mark}{c.label():77s} {s.wait[1]:8.2f}s {s.wait[2]:8.2f}s {s.peak_total:6d} "
                     f"{s.cost_per_1000:8.3f} {s.cost_per_month:10,.0f}")
     rows.append(f"* cheapest with p95 queue wait <= {goal:g} s: " + (best.label() if best else "none; widen the grid"))
     return "\n".join(rows)

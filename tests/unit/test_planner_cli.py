@@ -33,6 +33,7 @@ def test_run_end_to_end_on_a_csv_trace(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     summary = json.loads(out.read_text())
     assert summary["jobs"] == 600 and summary["lost"] == 0
+    assert max(summary["peak"].values()) <= summary["peak_total"] <= sum(summary["peak"].values())
     assert summary["wait"][0] <= summary["wait"][1] <= summary["wait"][2]
     assert summary["e2e"][1] > summary["wait"][1]  # end to end adds service time
     # dev is spot only: spot instances cost g6.xlarge x (1 - g6 spot discount) per hour
