@@ -42,6 +42,13 @@ ON_DEMAND, SPOT = 0, 1
 CHUNK = 1 << 20
 
 
+MAX_BACKLOG = 1_000_000
+
+
+class SaturatedError(ValueError):
+    """The backlog outgrew ``MAX_BACKLOG``: the fleet cannot keep up, so the run stops early."""
+
+
 class AuditError(AssertionError):
     """The simulation broke one of its own invariants (a job lost or counted twice, Little's law)."""
 
@@ -240,6 +247,11 @@ class Simulation:
                 alive[self.mkt[i]] += 1
                 busy_spot_group += self.st[i] == BUSY and self.grp[i] == 0
         backlog, in_service = len(self.queue), sum(self.in_service)
+        if backlog > MAX_BACKLOG:
+            raise SaturatedError(
+                f"{backlog:,} jobs queued after {now / 3600:.1f} h with {in_service} instances InService (spot group "
+                f"wants {self.desired[0]}, maximum {self.plan.spot.max_size}): the fleet cannot keep up; raise maxSize "
+                f"(--set maxSize=N) or lower the trace's rate")
         self.history.append((backlog, in_service, self.in_service[0], busy_spot_group))
         lagged = self.history[max(0, len(self.history) - 1 - self.lag)]
         metric = lagged[0] / lagged[1] if lagged[1] else None

@@ -120,3 +120,10 @@ def test_job_models_follow_the_mix_and_the_trace():
     named = traces.Trace("t", np.arange(3, dtype=float), np.asarray([1, 0, 1]), ("a", "zz"))
     with pytest.raises(ValueError, match="zz"):
         sim.job_models(named, mix, seed=1)
+
+
+def test_a_fleet_that_cannot_keep_up_stops_with_advice(monkeypatch):
+    monkeypatch.setattr(sim, "MAX_BACKLOG", 500)
+    plan = sp.fleet_plan(fleet(minSize=1, maxSize=1, onDemandBase=1))
+    with pytest.raises(sim.SaturatedError, match="raise maxSize"):
+        run(plan, EXPONENTIAL_1S, "constant:rate=5,hours=1")
