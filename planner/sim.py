@@ -394,18 +394,3 @@ def audit(r: SimResult, rel: float = 1e-6) -> None:
     if not math.isclose(r.area_queue + r.wasted_service, waits, rel_tol=rel, abs_tol=1e-6):
         raise AuditError(f"Little's law (queue): area {r.area_queue:.6g} + handed-back service {r.wasted_service:.6g}"
                          f" != sum of waits {waits:.6g}")
-
-
-def job_models(trace: Trace, workload: Workload, seed: int) -> np.ndarray:
-    """Model index per job: the trace's own (matched by name) or drawn from the workload's mix."""
-    names = [m.name for m in workload.models]
-    if trace.models is not None:
-        missing = [m for m in trace.model_names if m not in names]
-        if missing:
-            raise ValueError(f"trace names models the workload does not describe: {', '.join(missing)}; "
-                             f"the workload has {', '.join(names)}")
-        remap = np.asarray([names.index(m) for m in trace.model_names], dtype=np.int64)
-        return remap[trace.models]
-    shares = np.asarray([m.share for m in workload.models], dtype=float)
-    rng = np.random.default_rng(seed + 7919)
-    return rng.choice(len(shares), size=len(trace.times), p=shares / shares.sum())

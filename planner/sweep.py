@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from components.config import ConfigError, FleetConfig
 from components.scaling_plan import fleet_plan
 from planner.report import Summary, summarise
-from planner.sim import Simulation, audit, job_models
+from planner.sim import Simulation, audit
 from planner.traces import Trace
-from planner.workload import Workload
+from planner.workload import Workload, job_models
 
 
 @dataclass(frozen=True)

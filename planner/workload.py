@@ -175,3 +175,18 @@ def with_measured_phases(work: Workload, path: Path) -> Workload:
                     _phases(data.get("cold_phases"), work.cold_phases, "cold_phases"),
                     _phases(data.get("warm_phases"), work.warm_phases, "warm_phases"),
                     work.spot_interruptions_per_hour)
+
+
+def job_models(trace: Any, workload: Workload, seed: int) -> np.ndarray:
+    """Model index per job: the trace's own (matched by name) or drawn from the workload's mix."""
+    names = [m.name for m in workload.models]
+    if trace.models is not None:
+        missing = [m for m in trace.model_names if m not in names]
+        if missing:
+            raise ValueError(f"trace names models the workload does not describe: {', '.join(missing)}; "
+                             f"the workload has {', '.join(names)}")
+        remap = np.asarray([names.index(m) for m in trace.model_names], dtype=np.int64)
+        return remap[trace.models]
+    shares = np.asarray([m.share for m in workload.models], dtype=float)
+    rng = np.random.default_rng(seed + 7919)
+    return rng.choice(len(shares), size=len(trace.times), p=shares / shares.sum())

@@ -10,7 +10,7 @@ import pytest
 
 from components import scaling_plan as sp
 from planner import sim, traces
-from planner.workload import Dist, ModelLoad, Workload
+from planner.workload import Dist, ModelLoad, Workload, job_models
 from tests.unit.component_harness import fleet, stack_fleet
 
 EXPONENTIAL_1S = Workload("mm", (ModelLoad("m", 1.0, Dist(1.0, kind="exponential")),), "test",
@@ -25,7 +25,7 @@ def erlang_c(c: int, a: float) -> float:
 
 def run(plan, work, spec, seed=3, **kw):
     trace = traces.load(spec, seed=seed)
-    result = sim.Simulation(plan, work, seed=seed, **kw).run(trace, sim.job_models(trace, work, seed))
+    result = sim.Simulation(plan, work, seed=seed, **kw).run(trace, job_models(trace, work, seed))
     sim.audit(result)
     return result
 
@@ -115,11 +115,11 @@ def test_warm_pool_instances_start_faster():
 def test_job_models_follow_the_mix_and_the_trace():
     trace = traces.Trace("t", np.arange(10_000, dtype=float))
     mix = Workload("mix", (ModelLoad("a", 0.25, Dist(1.0)), ModelLoad("b", 0.75, Dist(1.0))), "test")
-    idx = sim.job_models(trace, mix, seed=1)
+    idx = job_models(trace, mix, seed=1)
     assert abs((idx == 1).mean() - 0.75) < 0.02
     named = traces.Trace("t", np.arange(3, dtype=float), np.asarray([1, 0, 1]), ("a", "zz"))
     with pytest.raises(ValueError, match="zz"):
-        sim.job_models(named, mix, seed=1)
+        job_models(named, mix, seed=1)
 
 
 def test_a_fleet_that_cannot_keep_up_stops_with_advice(monkeypatch):
