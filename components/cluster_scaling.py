@@ -9,11 +9,13 @@ Target tracking cannot leave zero (capacity 0 times any ratio is 0, and the divi
 so a step policy takes the spot group from zero to one when the backlog exceeds what the on-demand
 base can absorb. An optional second target keeps average GPU (or NeuronCore) utilisation near a
 target; with two targets the group scales out when either asks and in only when both agree.
+
+The numbers (target, threshold, heartbeats) come from ``scaling_plan``, which the capacity planner
+simulates too; this module only turns them into resources.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,14 +23,23 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import FleetConfig
+from components.scaling_plan import (  # noqa: F401 - re-exported for callers of this module
+    BOOT_SECONDS,
+    DRAIN_MARGIN_SECONDS,
+    FROM_ZERO_EVALUATION_PERIODS,
+    FROM_ZERO_STEP,
+    LAUNCHING_HOOK,
+    MAX_HEARTBEAT_SECONDS,
+    METRIC_PERIOD,
+    PRELOAD_SECONDS_PER_MODEL,
+    TERMINATING_HOOK,
+    FleetPlan,
+    fleet_plan,
+    launching_heartbeat,
+    scale_from_zero_threshold,
+    terminating_heartbeat,
+)
 
-LAUNCHING_HOOK = "genai-launching"
-TERMINATING_HOOK = "genai-terminating"
-MAX_HEARTBEAT_SECONDS = 7200  # Auto Scaling's limit for a lifecycle hook's heartbeat timeout
-BOOT_SECONDS = 600  # boot, backend start and checks before hot models load
-PRELOAD_SECONDS_PER_MODEL = 180  # one hot model from S3 to local disk and into the backend
-DRAIN_MARGIN_SECONDS = 120  # upload, record update and handing back after the longest job
-METRIC_PERIOD = 60
 ENABLED_METRICS = ("GroupMinSize", "GroupMaxSize", "GroupDesiredCapacity", "GroupInServiceInstances",
                    "GroupPendingInstances", "GroupStandbyInstances", "GroupTerminatingInstances",
                    "GroupTotalInstances", "WarmPoolWarmedCapacity", "WarmPoolPendingCapacity")
@@ -41,14 +52,6 @@ ACCELERATOR_METRIC = {"cuda": ("CWAgent", "nvidia_smi_utilization_gpu"),
                       "neuron": ("GenAIFleet/Neuron", "neuroncore_utilization")}
 
 
-def launching_heartbeat(cfg: FleetConfig) -> int:
-    return min(MAX_HEARTBEAT_SECONDS, BOOT_SECONDS + PRELOAD_SECONDS_PER_MODEL * len(cfg.cluster.hot_models))
-
-
-def terminating_heartbeat(cfg: FleetConfig) -> int:
-    return min(MAX_HEARTBEAT_SECONDS, cfg.queue.max_job_seconds + DRAIN_MARGIN_SECONDS)
-
-
 def lifecycle_hooks(cfg: FleetConfig) -> list[dict]:
     """Hooks declared with the group, so even the first instances wait for them.
 
@@ -57,11 +60,12 @@ def lifecycle_hooks(cfg: FleetConfig) -> list[dict]:
     Terminating: the agent stops pulling, finishes or hands back its job, then completes it; if the
     agent is gone, Auto Scaling continues the termination after the heartbeat.
     """
+    plan = fleet_plan(cfg)
     return [
         {"name": LAUNCHING_HOOK, "lifecycle_transition": "autoscaling:EC2_INSTANCE_LAUNCHING",
-         "heartbeat_timeout": launching_heartbeat(cfg), "default_result": "ABANDON"},
+         "heartbeat_timeout": plan.launching_heartbeat, "default_result": "ABANDON"},
         {"name": TERMINATING_HOOK, "lifecycle_transition": "autoscaling:EC2_INSTANCE_TERMINATING",
-         "heartbeat_timeout": terminating_heartbeat(cfg), "default_result": "CONTINUE"},
+         "heartbeat_timeout": plan.terminating_heartbeat, "default_result": "CONTINUE"},
     ]
 
 
@@ -87,13 +91,6 @@ def backlog_per_instance_queries(backlog: Mapping[str, Any], group_names: Sequen
                     "expression": f"backlog / ({' + '.join(ids)})"})
     return queries
 
-
-def scale_from_zero_threshold(cfg: FleetConfig) -> int:
-    """Backlog at which the spot group leaves zero: any job, or more than the on-demand base absorbs."""
-    base = cfg.cluster.on_demand_base
-    return max(1, math.ceil(cfg.cluster.backlog_per_instance_target * base)) if base else 1
-
-
 def _wake_queries(b: Mapping[str, Any], group_name: str, threshold: int) -> list[dict]:
     """1 while the backlog reaches ``threshold`` and the group's desired capacity is 0, else 0."""
     return [
@@ -113,37 +110,39 @@ def create_scaling_policies(name: str, cfg: FleetConfig, group: aws.autoscaling.
                             parent: pulumi.Resource) -> dict[str, pulumi.Resource]:
     """Target tracking on backlog per instance, the zero-to-one step and the optional utilisation target."""
     opts = pulumi.ResourceOptions(parent=parent)
+    plan = fleet_plan(cfg)
     backlog = pulumi.Output.from_input(backlog_metric)
     queries = pulumi.Output.all(backlog, pulumi.Output.all(*group_names)).apply(
         lambda r: backlog_per_instance_queries(r[0], r[1]))
     made: dict[str, pulumi.Resource] = {}
     made["backlog"] = aws.autoscaling.Policy(
         f"{name}-backlog-target", autoscaling_group_name=group.name, policy_type="TargetTrackingScaling",
-        target_tracking_configuration={"target_value": cfg.cluster.backlog_per_instance_target,
+        target_tracking_configuration={"target_value": plan.target,
                                        "customized_metric_specification": {"metrics": queries}},
         opts=opts)
 
     step = aws.autoscaling.Policy(
         f"{name}-from-zero", autoscaling_group_name=group.name, policy_type="StepScaling",
         adjustment_type="ChangeInCapacity", metric_aggregation_type="Maximum",
-        step_adjustments=[{"metric_interval_lower_bound": "0", "scaling_adjustment": 1}], opts=opts)
-    threshold = scale_from_zero_threshold(cfg)
+        step_adjustments=[{"metric_interval_lower_bound": "0", "scaling_adjustment": FROM_ZERO_STEP}], opts=opts)
+    threshold = plan.from_zero_threshold
     made["from_zero"] = step
     made["from_zero_alarm"] = aws.cloudwatch.MetricAlarm(
         f"{name}-from-zero", alarm_description=(
             f"Work is waiting (backlog >= {threshold}) and the spot group wants 0 instances: add one. "
             "Target tracking takes over once an instance is InService."),
-        comparison_operator="GreaterThanOrEqualToThreshold", threshold=1, evaluation_periods=1,
-        datapoints_to_alarm=1, treat_missing_data="notBreaching", alarm_actions=[step.arn],
+        comparison_operator="GreaterThanOrEqualToThreshold", threshold=1,
+        evaluation_periods=FROM_ZERO_EVALUATION_PERIODS, datapoints_to_alarm=FROM_ZERO_EVALUATION_PERIODS,
+        treat_missing_data="notBreaching", alarm_actions=[step.arn],
         metric_queries=pulumi.Output.all(backlog, group.name).apply(lambda r: _wake_queries(r[0], r[1], threshold)),
         opts=opts)
 
-    if cfg.cluster.gpu_utilization_target is not None:
+    if plan.gpu_utilization_target is not None:
         namespace, metric = ACCELERATOR_METRIC[cfg.cluster.flavor]
         made["utilization"] = aws.autoscaling.Policy(
             f"{name}-utilization-target", autoscaling_group_name=group.name, policy_type="TargetTrackingScaling",
             target_tracking_configuration={
-                "target_value": float(cfg.cluster.gpu_utilization_target),
+                "target_value": float(plan.gpu_utilization_target),
                 "customized_metric_specification": {
                     "namespace": namespace, "metric_name": metric, "statistic": "Average",
                     "metric_dimensions": [{"name": "AutoScalingGroupName", "value": group.name}]}},

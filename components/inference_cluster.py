@@ -12,7 +12,8 @@
   stack's tags propagated to instances (provider default tags do not reach ASG-launched instances),
   and rolling instance refresh when the launch template changes.
 
-See docs/fleet.md for the user's view and the scaling arithmetic.
+Sizes, market split, warm pool and scaling numbers come from ``scaling_plan.fleet_plan`` (which the
+capacity planner simulates too). See docs/fleet.md for the user's view and the scaling arithmetic.
 """
 
 from __future__ import annotations
@@ -27,13 +28,18 @@ import pulumi_aws as aws
 
 from components import cluster_iam, cluster_scaling, launch_template, monitoring, user_data
 from components.config import FleetConfig
+from components.scaling_plan import (  # noqa: F401 - constants re-exported for callers
+    HEALTH_CHECK_GRACE_SECONDS,
+    INSTANCE_WARMUP_SECONDS,
+    GroupPlan,
+    fleet_plan,
+    on_demand_percentage,
+)
 from runtime import metric_names
 
 GIB = 1024**3
 CACHE_BYTES = 100 * GIB  # fits the smallest instance-store NVMe of the default types and the root fallback
 WARM_POOL_CACHE_BYTES = 250 * GIB  # on the larger EBS root of warm-pool instances
-HEALTH_CHECK_GRACE_SECONDS = 120  # counted once the launching hook completes (instance InService)
-INSTANCE_WARMUP_SECONDS = 60  # InService already means ready; metrics settle within a minute
 
 
 @dataclass
@@ -80,11 +86,6 @@ class InferenceClusterArgs:
     """Key prefix of outputs in the outputs bucket; the only place workers may write."""
 
 
-def on_demand_percentage(spot_share: float) -> int:
-    """Percent of capacity above the base that runs on demand."""
-    return round((1 - spot_share) * 100)
-
-
 class InferenceCluster(pulumi.ComponentResource):
     """Worker groups, their role, security group, launch templates, lifecycle hooks and scaling."""
 
@@ -100,6 +101,7 @@ class InferenceCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: InferenceClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("genai:cluster:InferenceCluster", name, None, opts)
         self._name, self._args, cfg = name, args, args.config
+        self._plan = plan = fleet_plan(cfg)
         _check_queue_inputs(args)
         role, profile = cluster_iam.create_instance_role(name, self)
         sg = launch_template.create_security_group(name, args.vpc_id, self)
@@ -107,12 +109,12 @@ class InferenceCluster(pulumi.ComponentResource):
         self._profile_arn = profile.arn
         self._sg_ids = [sg.id] + ([args.kafka_client_security_group_id] if args.kafka_client_security_group_id else [])
 
-        spot = self._create_spot_group()
+        spot = self._create_spot_group(plan.spot)
         groups = [spot]
-        if cfg.cluster.on_demand_base > 0:
-            groups.append(self._create_on_demand_group())
+        if plan.on_demand is not None:
+            groups.append(self._create_on_demand_group(plan.on_demand))
         names = [g.name for g in groups]
-        if cfg.cluster.spot_max_size > 0:
+        if plan.has_scaling_policies:
             cluster_scaling.create_scaling_policies(f"{name}-spot", cfg, spot, names, args.backlog_metric, self)
         cluster_iam.attach_instance_policy(name, role, self._policy_json(names), self)
 
@@ -166,60 +168,58 @@ class InferenceCluster(pulumi.ComponentResource):
         return {
             "vpc_zone_identifiers": self._args.private_subnet_ids,
             "initial_lifecycle_hooks": cluster_scaling.lifecycle_hooks(self._args.config),
-            "health_check_type": "EC2", "health_check_grace_period": HEALTH_CHECK_GRACE_SECONDS,
-            "default_instance_warmup": INSTANCE_WARMUP_SECONDS,
+            "health_check_type": "EC2", "health_check_grace_period": self._plan.health_check_grace,
+            "default_instance_warmup": self._plan.instance_warmup,
             "metrics_granularity": "1Minute", "enabled_metrics": metrics,
             # Do not block `pulumi up` on capacity: instances join only after the launching hook.
             "wait_for_capacity_timeout": "0",
             "tags": self._group_tags(suffix),
         }
 
-    def _create_spot_group(self) -> aws.autoscaling.Group:
-        c = self._args.config.cluster
-        lt = self._launch_template("spot", cache_dir=user_data.NVME_CACHE_DIR, cache_bytes=CACHE_BYTES,
+    def _create_spot_group(self, g: GroupPlan) -> aws.autoscaling.Group:
+        lt = self._launch_template(g.suffix, cache_dir=user_data.NVME_CACHE_DIR, cache_bytes=CACHE_BYTES,
                                    root_gib=launch_template.ROOT_VOLUME_GIB)
         return aws.autoscaling.Group(
-            f"{self._name}-spot",
-            min_size=max(0, c.min_size - c.on_demand_base), max_size=c.spot_max_size,
-            capacity_rebalance=True,
+            f"{self._name}-{g.suffix}",
+            min_size=g.min_size, max_size=g.max_size,
+            capacity_rebalance=g.capacity_rebalance,
             mixed_instances_policy={
                 "instances_distribution": {
                     "on_demand_base_capacity": 0,
-                    "on_demand_percentage_above_base_capacity": on_demand_percentage(c.spot_share),
+                    "on_demand_percentage_above_base_capacity": g.on_demand_percent,
                     "on_demand_allocation_strategy": "prioritized",  # instanceTypes are in order of preference
-                    "spot_allocation_strategy": c.spot_allocation_strategy,
+                    "spot_allocation_strategy": self._args.config.cluster.spot_allocation_strategy,
                 },
                 "launch_template": {
                     "launch_template_specification": {"launch_template_id": lt.id,
                                                       "version": lt.latest_version.apply(str)},
-                    "overrides": [{"instance_type": t} for t in c.instance_types],
+                    "overrides": [{"instance_type": t} for t in g.instance_types],
                 },
             },
             instance_refresh={"strategy": "Rolling", "preferences": {
                 "min_healthy_percentage": 100, "max_healthy_percentage": 200, "scale_in_protected_instances": "Wait"}},
-            **self._common("spot"),
+            **self._common(g.suffix),
             # Scaling policies own the desired capacity.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desired_capacity"]))
 
-    def _create_on_demand_group(self) -> aws.autoscaling.Group:
-        c = self._args.config.cluster
-        warm = c.warm_pool_size > 0
+    def _create_on_demand_group(self, g: GroupPlan) -> aws.autoscaling.Group:
+        warm = g.warm_pool_size > 0
         lt = self._launch_template(
-            "ondemand", instance_type=c.instance_types[0],
+            g.suffix, instance_type=g.instance_types[0],
             cache_dir=user_data.EBS_CACHE_DIR if warm else user_data.NVME_CACHE_DIR,
             cache_bytes=WARM_POOL_CACHE_BYTES if warm else CACHE_BYTES,
             root_gib=launch_template.WARM_POOL_ROOT_VOLUME_GIB if warm else launch_template.ROOT_VOLUME_GIB)
-        warm_pool = {"pool_state": "Stopped", "min_size": c.warm_pool_size,
-                     "max_group_prepared_capacity": c.on_demand_base + c.warm_pool_size,
+        warm_pool = {"pool_state": "Stopped", "min_size": g.warm_pool_size,
+                     "max_group_prepared_capacity": g.warm_pool_max_prepared,
                      "instance_reuse_policy": {"reuse_on_scale_in": True}} if warm else None
         return aws.autoscaling.Group(
-            f"{self._name}-ondemand",
-            min_size=c.on_demand_base, max_size=c.on_demand_base, desired_capacity=c.on_demand_base,
+            f"{self._name}-{g.suffix}",
+            min_size=g.min_size, max_size=g.max_size, desired_capacity=g.desired_capacity,
             launch_template={"id": lt.id, "version": lt.latest_version.apply(str)},
             warm_pool=warm_pool,
             instance_refresh={"strategy": "Rolling", "preferences": {
                 "min_healthy_percentage": 50, "scale_in_protected_instances": "Wait"}},
-            **self._common("ondemand", warm_pool=warm),
+            **self._common(g.suffix, warm_pool=warm),
             opts=pulumi.ResourceOptions(parent=self))
 
     # --- IAM -----------------------------------------------------------------------------------------

@@ -16,8 +16,9 @@
    comes back as an image; the agent's and the backend's lines are in the files the CloudWatch agent
    config tails; units, users, folders and permissions are what the contract and the agent config say.
 4. Drills: one of prod's hot models does not exist (a warning, the agent serves jobs; the agent config
-   holds no webhook secret: the stack's functions send webhooks); then a broken agent config makes the agent crash-loop until systemd gives up,
-   and OnFailure= marks the instance Unhealthy in the (moto) Auto Scaling group.
+   holds no webhook secret: the stack's functions send webhooks); then a broken agent config makes the
+   agent crash-loop until systemd gives up, and OnFailure= marks the instance Unhealthy in the (moto)
+   Auto Scaling group.
 
 Skips with the reason when the machine cannot (not root, no systemd-nspawn / debootstrap / network).
 """
