@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -150,7 +151,8 @@ class Api(pulumi.ComponentResource):
         if cfg.queue.kind == "sqs":
             env["GENAI_QUEUE_URL"] = a.queue_url
         else:
-            env.update({"GENAI_KAFKA_BOOTSTRAP": a.kafka_bootstrap_brokers, "GENAI_KAFKA_IAM": "true"})
+            env.update({"GENAI_KAFKA_BOOTSTRAP": a.kafka_bootstrap_brokers, "GENAI_KAFKA_IAM": "true",
+                        "GENAI_KAFKA_CREATE_TOPIC": "false"})  # created at deploy time
         if a.model_bucket_name is not None:
             env["GENAI_MODEL_BUCKET"] = a.model_bucket_name
         if a.webhook_secret_parameter_name is not None:
@@ -167,11 +169,13 @@ class Api(pulumi.ComponentResource):
             statements.append({"sid": "Queue", "actions": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
                                "resources": [a.queue_arn]})
         else:
-            statements.append({"sid": "KafkaConnect", "actions": ["kafka-cluster:Connect"],
-                               "resources": [a.kafka_cluster_arn]})
-            statements.append({"sid": "KafkaTopic", "actions": [
-                "kafka-cluster:DescribeTopic", "kafka-cluster:WriteData", "kafka-cluster:CreateTopic"],
-                               "resources": [a.kafka_topic_arn]})
+            # MSK "produce data idempotently": Connect + WriteDataIdempotently on the cluster (Kafka's
+            # IDEMPOTENT_WRITE is a cluster ACL), DescribeTopic + WriteData on the topic. Topics are made
+            # at deploy time (components/kafka_functions.py), so no CreateTopic here.
+            statements.append({"sid": "KafkaConnect", "actions": [
+                "kafka-cluster:Connect", "kafka-cluster:WriteDataIdempotently"], "resources": [a.kafka_cluster_arn]})
+            statements.append({"sid": "KafkaTopic", "resources": [a.kafka_topic_arn],
+                               "actions": ["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"]})
         params: list[pulumi.Input[str]] = [self._param_arn] if cfg.api.auth == "api-key" else []
         if a.webhook_secret_parameter_name is not None:
             params.append(pulumi.Output.all(self._account, a.webhook_secret_parameter_name).apply(
@@ -294,6 +298,8 @@ def _code_archive() -> pulumi.AssetArchive:
 
 def _kafka_layer_dir() -> Path:
     """``.build/kafka-layer-<hash>/python``: arm64 wheels for Lambda python3.12, fetched once with pip."""
+    if os.environ.get("GENAI_KAFKA_LAYER_DIR"):  # a pre-built layer (offline previews and tests)
+        return Path(os.environ["GENAI_KAFKA_LAYER_DIR"])
     digest = hashlib.sha256("\n".join(KAFKA_LAYER_REQUIREMENTS).encode()).hexdigest()[:12]
     layer = ROOT / ".build" / f"kafka-layer-{digest}"
     if (layer / ".complete").exists():

@@ -33,9 +33,11 @@ def prod():
 
 
 @pytest.fixture(scope="module")
-def kafka():
+def kafka(tmp_path_factory):
+    layer = tmp_path_factory.mktemp("kafka-layer")
+    (layer / "python").mkdir()
     return queue(fleet(queueKind="kafka", maxSize=12), vpc_id="vpc-0123456789abcdef0", subnet_ids=SUBNETS,
-                 client_security_group_ids=["sg-0api"])
+                 client_security_group_ids=["sg-0api"], kafka_layer_dir=str(layer))
 
 
 def test_dlq_is_wired_with_the_configured_receive_count(dev):
@@ -121,6 +123,8 @@ def test_partitions_cover_the_largest_fleet():
 
 
 def test_children_are_parented(dev, kafka):
-    for built in (dev, kafka):
-        kids = children(built, TOKEN)
-        assert len(kids) == len(built.recording.resources) - 1 and all(k.name.startswith("queue-") for k in kids)
+    kids = children(dev, TOKEN)
+    assert len(kids) == len(dev.recording.resources) - 1 and all(k.name.startswith("queue-") for k in kids)
+    # kafka: the queue's own children plus the KafkaFunctions component's, and nothing outside the tree
+    kids = children(kafka, TOKEN) + children(kafka, "genai:queue:KafkaFunctions")
+    assert len(kids) == len(kafka.recording.resources) - 1 and all(k.name.startswith("queue-") for k in kids)
