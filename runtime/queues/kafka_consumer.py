@@ -69,26 +69,30 @@ def _error_of(exc: Exception) -> Any:
 class KafkaConsumer(JobQueueConsumer):
     def __init__(self, conf: dict[str, Any], topic: str = "genai-jobs", max_receive_count: int = 3,
                  dlq_topic: str | None = None, commit_retry_seconds: float = 30.0,
-                 dlq_timeout_seconds: float = 30.0) -> None:
+                 dlq_timeout_seconds: float = 30.0, revoke_wait_seconds: float = 240.0) -> None:
         from confluent_kafka import Consumer, Producer
 
         self.topic = topic
         self.dlq_topic = dlq_topic or f"{topic}-dlq"
         self.max_receive_count = max_receive_count
         self.commit_retry_seconds = commit_retry_seconds
+        self.revoke_wait_seconds = revoke_wait_seconds
         self.dlq_timeout_seconds = dlq_timeout_seconds
         self.commit_failures = 0  # commits left to redelivery (tests and drills read it)
         self.revocations = 0  # partitions revoked or lost by this member
         self._lock = threading.RLock()  # every call on the librdkafka consumer goes through it
         self._busy = threading.Event()  # a job handed out and not yet acked / released
+        self._busy_cleared = threading.Event()
+        self._revoking = threading.Event()  # the keep-alive thread waits in a revoke callback, lock released
         self._closed = threading.Event()
         self._assigned: set[int] = set()
         self._held: dict[int, float] = {}  # partition -> monotonic time it may resume (release with delay)
         self._attempts: dict[tuple[int, int], int] = {}
         self._current: ReceivedJob | None = None
+        self._handover_commit: tuple[ReceivedJob, Any] | None = None
         self._consumer = Consumer(conf)
         self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                 on_lost=self._on_revoke)
+                                 on_lost=self._on_lost)
         producer_conf = {k: v for k, v in conf.items() if k in (*SECURITY_KEYS, "client.id")}
         self._producer = Producer({**producer_conf, "acks": "all"})
         self._keepalive = threading.Thread(target=self._keep_polling, name="kafka-keepalive", daemon=True)
@@ -104,6 +108,39 @@ class KafkaConsumer(JobQueueConsumer):
         log.info("kafka partitions assigned %s (now %s)", sorted(numbers), sorted(self._assigned))
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        """A partition is handed over only once its job is settled (bounded), so that its next owner never
+        starts the job this member is still running; other partitions go at once (cooperative protocol)."""
+        numbers = {tp.partition for tp in partitions}
+        job = self._current
+        if job is not None and job.handle[0] in numbers and threading.current_thread() is self._keepalive:
+            self._wait_settled(job)
+        self._give_up(consumer, partitions)
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self._give_up(consumer, partitions)  # already someone else's: nothing to wait for
+
+    def _wait_settled(self, job: ReceivedJob) -> None:
+        """Runs on the keep-alive thread inside poll, the lock released so that ack / release can settle the
+        job meanwhile. librdkafka calls made from another thread while this callback runs can block, so the
+        settling thread only leaves the commit here (``_handover_commit``) and this thread makes it."""
+        self._revoking.set()
+        log.info("kafka partition %d is being revoked while job %s runs: handing it over once settled",
+                 job.handle[0], job.message.job_id)
+        self._lock.release()
+        try:
+            deadline = time.monotonic() + self.revoke_wait_seconds
+            while self._current is job and not self._closed.is_set() and time.monotonic() < deadline:
+                self._busy_cleared.wait(0.2)
+        finally:
+            self._lock.acquire()
+        pending, self._handover_commit = self._handover_commit, None
+        if pending is not None:
+            self._commit_now(*pending)
+        if self._current is job:
+            log.warning("kafka partition %d handed over while job %s still runs (%.0fs limit)", job.handle[0],
+                        job.message.job_id, self.revoke_wait_seconds)
+
+    def _give_up(self, consumer: Any, partitions: list[Any]) -> None:
         numbers = {tp.partition for tp in partitions}
         self.revocations += len(numbers)
         self._assigned -= numbers
@@ -111,6 +148,10 @@ class KafkaConsumer(JobQueueConsumer):
             self._held.pop(number, None)
         log.info("kafka partitions revoked %s (now %s)", sorted(numbers), sorted(self._assigned))
         consumer.incremental_unassign(partitions)
+        if self._revoking.is_set():
+            self._revoking.clear()
+            if not self._busy.is_set():  # the settling thread left the resume to this one
+                self._resume_assigned()
 
     # -- polling --------------------------------------------------------------------------------------
     def _keep_polling(self) -> None:
@@ -163,6 +204,9 @@ class KafkaConsumer(JobQueueConsumer):
             log.error("kafka: job %s was neither acknowledged nor released; handing it back",
                       self._current.message.job_id if self._current.message else self._current.handle)
             self.release(self._current)
+        handover_deadline = time.monotonic() + self.revoke_wait_seconds + 5
+        while self._revoking.is_set() and not self._closed.is_set() and time.monotonic() < handover_deadline:
+            self._closed.wait(0.05)  # the keep-alive thread is finishing a hand-over inside its poll
         deadline = time.monotonic() + max(0.0, wait_seconds)
         while not self._closed.is_set():
             with self._lock:
@@ -185,6 +229,7 @@ class KafkaConsumer(JobQueueConsumer):
         seeded = int(dict(msg.headers() or []).get("attempt", b"0") or 0)
         self._attempts[key] = max(self._attempts.get(key, seeded), seeded) + 1
         self._safe(self._consumer.pause, self._consumer.assignment())
+        self._busy_cleared.clear()
         self._busy.set()
         try:
             message = self.parse(msg.value())
@@ -196,13 +241,19 @@ class KafkaConsumer(JobQueueConsumer):
         return [self._current]
 
     def _done(self) -> None:
-        """The job is settled: resume every assigned partition that is not held back by a delayed release."""
+        """The job is settled: resume every assigned partition that is not held back by a delayed release
+        (during a hand-over, the keep-alive thread does that once it has let the partition go)."""
         with self._lock:
             self._busy.clear()
             self._current = None
-            ready = [n for n in self._assigned if n not in self._held]
-            if ready:
-                self._safe(self._consumer.resume, self._partitions(ready))
+            self._busy_cleared.set()
+            if not self._revoking.is_set():
+                self._resume_assigned()
+
+    def _resume_assigned(self) -> None:
+        ready = [n for n in self._assigned if n not in self._held]
+        if ready:
+            self._safe(self._consumer.resume, self._partitions(ready))
 
     # -- settling a job ---------------------------------------------------------------------------------
     def _commit(self, job: ReceivedJob) -> bool:
@@ -215,6 +266,9 @@ class KafkaConsumer(JobQueueConsumer):
             with self._lock:
                 if partition not in self._assigned:
                     return self._left_to_redelivery(job, "partition revoked before the commit")
+                if self._revoking.is_set():  # the keep-alive thread commits it inside the revoke callback
+                    self._handover_commit = (job, TopicPartition(self.topic, partition, offset + 1))
+                    return True
                 try:
                     self._consumer.commit(offsets=[TopicPartition(self.topic, partition, offset + 1)],
                                           asynchronous=False)
@@ -226,6 +280,16 @@ class KafkaConsumer(JobQueueConsumer):
                     return self._left_to_redelivery(job, f"commit kept failing: {error}")
                 log.info("kafka commit %d@%d failed (%s); retrying after the group settles", partition, offset, error)
                 self._poll_paused(0.2)  # serves the rebalance, so the retry carries the new generation
+
+    def _commit_now(self, job: ReceivedJob, offset: Any) -> None:
+        """The hand-over commit, on the thread inside the revoke callback (the protocol allows it there)."""
+        from confluent_kafka import KafkaException
+
+        try:
+            self._consumer.commit(offsets=[offset], asynchronous=False)
+            self._attempts.pop(job.handle, None)
+        except KafkaException as exc:
+            self._left_to_redelivery(job, f"hand-over commit failed: {_error_of(exc)}")
 
     def _left_to_redelivery(self, job: ReceivedJob, why: str) -> bool:
         self.commit_failures += 1
@@ -247,7 +311,9 @@ class KafkaConsumer(JobQueueConsumer):
         partition, offset = job.handle
         try:
             with self._lock:
-                if partition in self._assigned:
+                if self._revoking.is_set():  # being handed over uncommitted: the next owner reads it again
+                    log.info("kafka %d@%d released while its partition is handed over", partition, offset)
+                elif partition in self._assigned:
                     self._safe(self._consumer.seek, TopicPartition(self.topic, partition, offset))
                     if delay_seconds > 0:
                         self._held[partition] = time.monotonic() + delay_seconds
