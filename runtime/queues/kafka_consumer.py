@@ -117,6 +117,7 @@ class KafkaConsumer(JobQueueConsumer):
         self._give_up(consumer, partitions)
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        log.info("kafka partitions lost %s (membership expired or fenced)", sorted(tp.partition for tp in partitions))
         self._give_up(consumer, partitions)  # already someone else's: nothing to wait for
 
     def _wait_settled(self, job: ReceivedJob) -> None:
