@@ -90,6 +90,7 @@ class KafkaConsumer(JobQueueConsumer):
         self._attempts: dict[tuple[int, int], int] = {}
         self._current: ReceivedJob | None = None
         self._handover_commit: tuple[ReceivedJob, Any] | None = None
+        self._acking: tuple[ReceivedJob, Any] | None = None  # (job, offset) while ack's retry loop polls
         self._consumer = Consumer(conf)
         self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_lost)
@@ -112,8 +113,12 @@ class KafkaConsumer(JobQueueConsumer):
         starts the job this member is still running; other partitions go at once (cooperative protocol)."""
         numbers = {tp.partition for tp in partitions}
         job = self._current
-        if job is not None and job.handle[0] in numbers and threading.current_thread() is self._keepalive:
-            self._wait_settled(job)
+        if job is not None and job.handle[0] in numbers:
+            if threading.current_thread() is self._keepalive:
+                self._wait_settled(job)
+            elif self._acking is not None and self._acking[0] is job:  # ack's retry loop is polling
+                self._commit_now(*self._acking)
+                self._acking = None
         self._give_up(consumer, partitions)
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
@@ -280,7 +285,13 @@ class KafkaConsumer(JobQueueConsumer):
                 if time.monotonic() >= deadline or self._closed.is_set():
                     return self._left_to_redelivery(job, f"commit kept failing: {error}")
                 log.info("kafka commit %d@%d failed (%s); retrying after the group settles", partition, offset, error)
-                self._poll_paused(0.2)  # serves the rebalance, so the retry carries the new generation
+                # Serves the rebalance, so the retry carries the new generation; if that rebalance revokes
+                # this partition, the revoke callback commits the offset (allowed there) and clears _acking.
+                self._acking = (job, TopicPartition(self.topic, partition, offset + 1))
+                self._poll_paused(0.2)
+                if self._acking is None:
+                    return True
+                self._acking = None
 
     def _commit_now(self, job: ReceivedJob, offset: Any) -> None:
         """The hand-over commit, on the thread inside the revoke callback (the protocol allows it there)."""
