@@ -148,7 +148,8 @@ class Api(pulumi.ComponentResource):
         if cfg.queue.kind == "sqs":
             env["GENAI_QUEUE_URL"] = a.queue_url
         else:
-            env.update({"GENAI_KAFKA_BOOTSTRAP": a.kafka_bootstrap_brokers, "GENAI_KAFKA_IAM": "true"})
+            env.update({"GENAI_KAFKA_BOOTSTRAP": a.kafka_bootstrap_brokers, "GENAI_KAFKA_IAM": "true",
+                        "GENAI_KAFKA_CREATE_TOPIC": "false"})  # created at deploy time
         if a.model_bucket_name is not None:
             env["GENAI_MODEL_BUCKET"] = a.model_bucket_name
         return env
@@ -163,11 +164,13 @@ class Api(pulumi.ComponentResource):
             statements.append({"sid": "Queue", "actions": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
                                "resources": [a.queue_arn]})
         else:
-            statements.append({"sid": "KafkaConnect", "actions": ["kafka-cluster:Connect"],
-                               "resources": [a.kafka_cluster_arn]})
-            statements.append({"sid": "KafkaTopic", "actions": [
-                "kafka-cluster:DescribeTopic", "kafka-cluster:WriteData", "kafka-cluster:CreateTopic"],
-                               "resources": [a.kafka_topic_arn]})
+            # MSK "produce data idempotently": Connect + WriteDataIdempotently on the cluster (Kafka's
+            # IDEMPOTENT_WRITE is a cluster ACL), DescribeTopic + WriteData on the topic. Topics are made
+            # at deploy time (components/kafka_functions.py), so no CreateTopic here.
+            statements.append({"sid": "KafkaConnect", "actions": [
+                "kafka-cluster:Connect", "kafka-cluster:WriteDataIdempotently"], "resources": [a.kafka_cluster_arn]})
+            statements.append({"sid": "KafkaTopic", "resources": [a.kafka_topic_arn],
+                               "actions": ["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"]})
         params: list[pulumi.Input[str]] = [self._param_arn] if cfg.api.auth == "api-key" else []
         if params:
             statements.append({"sid": "Parameters", "actions": ["ssm:GetParameter"], "resources": params})

@@ -8,7 +8,8 @@ to the dead-letter queue, whose consumer (components/job_events.py) makes the jo
 ``kafka``: an MSK Serverless cluster in the private subnets, IAM (SASL/OAUTHBEARER) client auth only,
 port 9098 open only to the ``kafka-clients`` security group this component creates (workers and the API
 attach it to their instances / function) plus any extra client groups passed in. MSK Serverless has no
-public access. Topics are created by the clients (see ``KAFKA_TOPIC`` and docs/components-storage.md).
+public access. A child ``KafkaFunctions`` component creates the jobs topic and its DLQ at deploy time
+(partitions, retention) and publishes the consumer lag each minute as ``backlog_metric``.
 
 Both kinds expose ``backlog_metric`` (what the cluster's scaling policy divides by in-service instances)
 and the identifiers IAM policies need.
@@ -24,6 +25,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import FleetConfig
+from components.kafka_functions import KafkaFunctions, KafkaFunctionsArgs, sibling_arn
 from runtime import metric_names
 from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
 
@@ -31,13 +33,14 @@ DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: time to look at poison jo
 QUEUE_RETENTION_SECONDS = 4 * 24 * 3600  # SQS default; a job waiting this long is stale anyway
 LONG_POLL_SECONDS = 20  # SQS maximum
 KAFKA_PORT_IAM = 9098
-# Topic settings the clients use when they create the topics (MSK Serverless has no topic API here).
+# Topic settings: created at deploy time by KafkaFunctions (MSK Serverless does not auto-create topics).
 KAFKA_TOPIC = "genai-jobs"
 KAFKA_DLQ_TOPIC = "genai-jobs-dlq"
 KAFKA_GROUP = "genai-workers"
 KAFKA_RETENTION_MS = 7 * 24 * 3600 * 1000
 KAFKA_MIN_PARTITIONS = 6
 KAFKA_DLQ_PARTITIONS = 1
+KAFKA_DLQ_RETENTION_MS = DLQ_RETENTION_SECONDS * 1000  # as long as the SQS DLQ keeps poison jobs
 
 
 @dataclass
@@ -54,10 +57,21 @@ class RequestQueueArgs:
     client_security_group_ids: Sequence[pulumi.Input[str]] = field(default_factory=list)
     """Extra security groups allowed to reach the brokers on 9098, beside the ``kafka-clients`` group."""
 
+    kafka_layer_dir: str | None = None
+    """Pre-built Lambda layer (``python/...``) with the Kafka client wheels (kafka only; default: built once)."""
+
 
 def kafka_partitions(cfg: FleetConfig) -> int:
     """One partition per possible worker at least, so every instance can own a partition at full size."""
     return max(KAFKA_MIN_PARTITIONS, cfg.cluster.max_size)
+
+
+def kafka_topic_specs(cfg: FleetConfig) -> list[dict]:
+    """What the deploy-time topic creator makes: the jobs topic and its DLQ (config values are strings)."""
+    return [{"name": KAFKA_TOPIC, "partitions": kafka_partitions(cfg),
+             "config": {"retention.ms": str(KAFKA_RETENTION_MS)}},
+            {"name": KAFKA_DLQ_TOPIC, "partitions": KAFKA_DLQ_PARTITIONS,
+             "config": {"retention.ms": str(KAFKA_DLQ_RETENTION_MS)}}]
 
 
 class RequestQueue(pulumi.ComponentResource):
@@ -140,10 +154,14 @@ class RequestQueue(pulumi.ComponentResource):
         self.cluster_arn = cluster.arn
         self.bootstrap_brokers = cluster.bootstrap_brokers_sasl_iam
         # arn:aws:kafka:<region>:<acct>:cluster/<name>/<uuid> -> .../topic/<name>/<uuid>/<topic>
-        self.topic_arn = cluster.arn.apply(lambda arn: _sibling_arn(arn, "topic", KAFKA_TOPIC))
-        self.dlq_topic_arn = cluster.arn.apply(lambda arn: _sibling_arn(arn, "topic", KAFKA_DLQ_TOPIC))
-        self.group_arn = cluster.arn.apply(lambda arn: _sibling_arn(arn, "group", KAFKA_GROUP))
+        self.topic_arn = cluster.arn.apply(lambda arn: sibling_arn(arn, "topic", KAFKA_TOPIC))
+        self.dlq_topic_arn = cluster.arn.apply(lambda arn: sibling_arn(arn, "topic", KAFKA_DLQ_TOPIC))
+        self.group_arn = cluster.arn.apply(lambda arn: sibling_arn(arn, "group", KAFKA_GROUP))
         self.client_security_group_id = client_sg.id
+        self.kafka_functions = KafkaFunctions(f"{self._name}-kafka-fns", KafkaFunctionsArgs(
+            config=cfg, cluster_arn=cluster.arn, bootstrap_brokers=cluster.bootstrap_brokers_sasl_iam,
+            subnet_ids=args.subnet_ids, client_security_group_id=client_sg.id, topics=kafka_topic_specs(cfg),
+            topic=KAFKA_TOPIC, group=KAFKA_GROUP, layer_dir=args.kafka_layer_dir), opts=self._opts())
         self.backlog_metric = pulumi.Output.from_input({
             "namespace": metric_names.NAMESPACE, "metric_name": metric_names.KAFKA_BACKLOG,
             "dimensions": {metric_names.DIM_STACK: cfg.stack}})
@@ -168,8 +186,3 @@ class RequestQueue(pulumi.ComponentResource):
                                         from_port=KAFKA_PORT_IAM, to_port=KAFKA_PORT_IAM,
                                         description="to the Kafka brokers", opts=self._opts())
         return cluster_sg, client_sg
-
-
-def _sibling_arn(cluster_arn: str, resource: str, name: str) -> str:
-    head, _, rest = cluster_arn.partition(":cluster/")
-    return f"{head}:{resource}/{rest}/{name}"

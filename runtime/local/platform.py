@@ -307,6 +307,13 @@ class LocalPlatform:
         doc.update(o.worker_overrides)
         return {k: v for k, v in doc.items() if v is not None}
 
+    def add_worker(self, timeout: float = 30.0) -> Worker:
+        """Start one more agent (its own instance id and fake IMDS) and wait until it is ready (drills)."""
+        worker = self._start_worker(len(self.workers))
+        self.workers.append(worker)
+        self._wait_workers_ready(timeout, [worker])
+        return worker
+
     def _start_worker(self, index: int) -> Worker:
         instance_id = f"i-0local{index:010d}"
         imds = FakeIMDS(instance_id=instance_id, region=self.options.region,
@@ -334,9 +341,9 @@ class LocalPlatform:
         self.workers[index] = Worker(index, old.instance_id, old.imds, old.config_path, old.autoscaling_log, process)
         return self.workers[index]
 
-    def _wait_workers_ready(self, timeout: float = 30.0) -> None:
+    def _wait_workers_ready(self, timeout: float = 30.0, workers: list[Worker] | None = None) -> None:
         """Each agent logs ``backend ready`` once booted; wait for that (or fail with its log tail)."""
-        for w in self.workers:
+        for w in workers if workers is not None else self.workers:
             try:
                 wait_for(lambda w=w: "backend ready" in w.process.log_path.read_text(errors="replace"), timeout,
                          w.name, w.process.alive)

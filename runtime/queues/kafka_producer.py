@@ -3,8 +3,11 @@
 ``send`` waits for the broker's acknowledgement (``acks=all``, idempotent producer) up to
 ``delivery_timeout_s`` so the API only answers 202 for a job that is durably on the topic.
 On MSK Serverless the client authenticates with IAM (SASL/OAUTHBEARER, token from
-``aws-msk-iam-sasl-signer-python``); the local mock cluster and tests use PLAINTEXT (``iam_auth=False``).
-``ensure_topic`` creates the topic when it is missing (MSK Serverless does not auto-create topics).
+``aws-msk-iam-sasl-signer-python``, see kafka_auth); the local mock cluster and tests use PLAINTEXT
+(``iam_auth=False``). On AWS the topics are created at deploy time (kafka_topics, invoked by the stack),
+so the API runs with ``create_topic=False``; ``ensure_topic`` remains for local setups without that step.
+MSK IAM: idempotent produce needs ``kafka-cluster:WriteDataIdempotently`` on the cluster besides
+``WriteData`` / ``DescribeTopic`` on the topic (components/api.py grants exactly that).
 """
 
 from __future__ import annotations
@@ -14,31 +17,17 @@ import threading
 from typing import Any
 
 from runtime.queues.base import JobQueueProducer, QueueMessage, QueueUnavailableError
+from runtime.queues.kafka_auth import security_config
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOPIC = "genai-jobs"
 
 
-def _iam_oauth_callback(region: str):
-    def callback(_config: Any) -> tuple[str, float]:
-        from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
-
-        token, expiry_ms = MSKAuthTokenProvider.generate_auth_token(region)
-        return token, expiry_ms / 1000.0
-
-    return callback
-
-
 def client_config(bootstrap_servers: str, iam_auth: bool, region: str | None) -> dict[str, Any]:
     """librdkafka settings shared by producer and admin client."""
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, "client.id": "genai-fleet-api"}
-    if iam_auth:
-        if not region:
-            raise ValueError("region is required for MSK IAM auth")
-        config.update({"security.protocol": "SASL_SSL", "sasl.mechanisms": "OAUTHBEARER",
-                       "oauth_cb": _iam_oauth_callback(region)})
-    return config
+    return {"bootstrap.servers": bootstrap_servers, "client.id": "genai-fleet-api",
+            **security_config(iam_auth, region)}
 
 
 class KafkaJobProducer(JobQueueProducer):

@@ -34,9 +34,11 @@ def prod():
 
 
 @pytest.fixture(scope="module")
-def kafka():
+def kafka(tmp_path_factory):
+    layer = tmp_path_factory.mktemp("kafka-layer")
+    (layer / "python").mkdir()
     return queue(fleet(queueKind="kafka", maxSize=12), vpc_id="vpc-0123456789abcdef0", subnet_ids=SUBNETS,
-                 client_security_group_ids=["sg-0api"])
+                 client_security_group_ids=["sg-0api"], kafka_layer_dir=str(layer))
 
 
 def test_dlq_redrive_leaves_room_for_hand_backs_beyond_the_counted_attempts(dev):
@@ -123,9 +125,11 @@ def test_partitions_cover_the_largest_fleet():
 
 
 def test_children_are_parented(dev, kafka):
-    for built in (dev, kafka):
-        kids = children(built, TOKEN)
-        assert len(kids) == len(built.recording.resources) - 1 and all(k.name.startswith("queue-") for k in kids)
+    kids = children(dev, TOKEN)
+    assert len(kids) == len(dev.recording.resources) - 1 and all(k.name.startswith("queue-") for k in kids)
+    # kafka: the queue's own children plus the KafkaFunctions component's, and nothing outside the tree
+    kids = children(kafka, TOKEN) + children(kafka, "genai:queue:KafkaFunctions")
+    assert len(kids) == len(kafka.recording.resources) - 1 and all(k.name.startswith("queue-") for k in kids)
 
 
 def test_queues_declare_the_message_size_the_api_checks_against(dev):
