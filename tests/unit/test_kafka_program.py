@@ -25,7 +25,8 @@ USE_CASES = {
 }
 RESOURCE_OF = {"Connect": "cluster", "WriteDataIdempotently": "cluster", "DescribeGroup": "group",
                "AlterGroup": "group"}  # every other action here applies to a topic
-OVERRIDES = {"queueKind": "kafka", "monthlyBudgetUsd": 2500}  # MSK Serverless adds ~$560/month (cluster-hours)
+# MSK Serverless adds ~$560/month (cluster-hours); the API function runs in the VPC, so it needs a NAT gateway
+OVERRIDES = {"queueKind": "kafka", "natGateways": "single", "monthlyBudgetUsd": 2500}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_policy_pack_passes(result):
 def test_only_the_budget_flags_kafka_at_the_dev_budget(tmp_path, monkeypatch):
     (tmp_path / "python").mkdir()
     monkeypatch.setenv("GENAI_KAFKA_LAYER_DIR", str(tmp_path))
-    flagged = {v.policy for v in preview.preview("dev", {"queueKind": "kafka"}).mandatory}
+    flagged = {v.policy for v in preview.preview("dev", {"queueKind": "kafka", "natGateways": "single"}).mandatory}
     assert flagged <= {"monthly-cost-budget"}, flagged
 
 
