@@ -96,8 +96,8 @@ def _standin(out: Path) -> Path:
     fakes = out / "tests" / "fakes"
     fakes.mkdir(parents=True)
     (out / "tests" / "__init__.py").write_text("")
-    for name in ("__init__.py", "_server.py", "fake_comfyui.py"):
-        shutil.copy(REPO / "tests" / "fakes" / name, fakes / name)
+    for module in sorted((REPO / "tests" / "fakes").glob("*.py")):  # the fake and every module it imports
+        shutil.copy(module, fakes / module.name)
     pins = [line for line in (REPO / "runtime-requirements.txt").read_text().splitlines()
             if line.startswith("pillow==")]
     (out / "requirements.txt").write_text("\n".join(pins) + "\n")
