@@ -65,19 +65,40 @@ bench: install
 ami: install
 	$(PY) tools/ami_build.py --flavor $(FLAVOR) $(if $(REGION),--region $(REGION)) $(AMI_ARGS)
 
-PULUMI ?= pulumi
-POLICY_CONFIG = .build/policy-config.$(STACK).json
-LAMBDA_STAMPS = .build/lambda/api/.complete .build/lambda/kafka-layer/.complete
-TRACE ?= diurnal:peak=100,trough=20,hours=24
-WORKLOAD ?= sd15
-SCALEOUT = $(if $(wildcard planner/scaleout-$(STACK).json),--scaleout planner/scaleout-$(STACK).json)
+# --- deploy (README "Deploying to AWS"); the pulumi commands get the stack's policy config every time ---
+policy-config: install policies/venv/.installed
+	$(PY) tools/preview.py --stack $(STACK) --emit-policy-config $(POLICY_CONFIG)
 
-.PHONY: install test lint unit preview local demo bench ami docs help lambda-deps policy-config preview-aws up \
-	promote-ami webhook-secret api-key chaos plan plan-sweep measure-scaleout
+# The policy pack's own virtualenv (policies/PulumiPolicy.yaml: virtualenv venv).
+policies/venv/.installed: policies/requirements.txt
+	test -x policies/venv/bin/python || python3 -m venv policies/venv
+	policies/venv/bin/python -m pip install -q -r policies/requirements.txt
+	touch $@
 
-help:
-	@echo "make demo | test | install | preview STACK=dev|prod | local | bench | chaos | ami FLAVOR=cuda|neuron | docs"
-	@echo "deploy (README 'Deploying to AWS'): ami | promote-ami | webhook-secret | api-key | preview-aws | up"
-	@echo "make plan STACK=dev|prod TRACE=diurnal:peak=100,trough=20 WORKLOAD=sd15|sdxl|mix|FILE [PLAN_ARGS=...]"
-	@echo "make plan-sweep STACK=prod TRACE=... WORKLOAD=... PLAN_ARGS='--p95-wait 10 --targets 1,2,4'"
-	@echo "make measure-scaleout STACK=prod [MEASURE_ARGS='--runs 3']   (AWS credentials)"
+preview-aws: policy-config
+	$(PULUMI) preview --stack $(STACK) --policy-pack policies --policy-pack-config $(POLICY_CONFIG) $(PULUMI_ARGS)
+
+up: policy-config
+	$(PULUMI) up --stack $(STACK) --policy-pack policies --policy-pack-config $(POLICY_CONFIG) $(PULUMI_ARGS)
+
+promote-ami: install
+	$(PY) tools/stack_setup.py promote-ami --flavor $(FLAVOR) --channel $(CHANNEL) $(if $(AMI),--ami $(AMI)) \
+		$(if $(ROLLBACK),--rollback) $(if $(REGION),--region $(REGION))
+
+webhook-secret: install
+	$(PY) tools/stack_setup.py webhook-secret --stack $(STACK)
+
+api-key: install
+	$(PY) tools/stack_setup.py api-key --stack $(STACK) --name "$(NAME)" $(if $(QUOTA),--quota-per-day $(QUOTA))
+
+# Capacity planner (docs/planner.md): simulate the stack's fleet against a trace; PNG in plan-<stack>.png.
+plan: install
+	$(PY) -m planner run --stack $(STACK) --trace '$(TRACE)' --workload '$(WORKLOAD)' --plot plan-$(STACK).png \
+		$(SCALEOUT) $(PLAN_ARGS)
+
+plan-sweep: install
+	$(PY) -m planner sweep --stack $(STACK) --trace '$(TRACE)' --workload '$(WORKLOAD)' $(SCALEOUT) $(PLAN_ARGS)
+
+# Real account (AWS credentials): one scale-out of the spot group measured, undone, appended to the file above.
+measure-scaleout: install
+	$(PY) -m planner.measure --stack $(STACK) $(MEASURE_ARGS)
