@@ -41,6 +41,7 @@ from typing import Any
 
 from runtime.api.app import ApiApp, ApiOptions, Request, Response
 from runtime.api.auth import Principal, SsmKeyStore, StaticKeyStore
+from runtime.queue_names import KAFKA_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class ApiConfig:
     queue_kind: str = "sqs"
     queue_url: str | None = None
     kafka_bootstrap: str | None = None
-    kafka_topic: str = "genai-jobs"
+    kafka_topic: str = KAFKA_TOPIC
     kafka_iam: bool = True
     kafka_create_topic: bool = True
     auth_mode: str = "api-key"
@@ -98,7 +99,7 @@ class ApiConfig:
         return cls(
             job_table=e["GENAI_JOB_TABLE"], queue_kind=e.get("GENAI_QUEUE_KIND", "sqs"),
             queue_url=e.get("GENAI_QUEUE_URL") or None, kafka_bootstrap=e.get("GENAI_KAFKA_BOOTSTRAP") or None,
-            kafka_topic=e.get("GENAI_KAFKA_TOPIC") or "genai-jobs", kafka_iam=_bool(e.get("GENAI_KAFKA_IAM"), True),
+            kafka_topic=e.get("GENAI_KAFKA_TOPIC") or KAFKA_TOPIC, kafka_iam=_bool(e.get("GENAI_KAFKA_IAM"), True),
             kafka_create_topic=_bool(e.get("GENAI_KAFKA_CREATE_TOPIC"), True),
             auth_mode=e.get("GENAI_AUTH_MODE", "api-key"), api_keys_prefix=e.get("GENAI_API_KEYS_PREFIX") or None,
             api_keys_file=e.get("GENAI_API_KEYS_FILE") or None,

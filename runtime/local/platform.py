@@ -41,11 +41,11 @@ from runtime.local.cdn import CdnServer
 from runtime.local.fake_imds import FakeIMDS
 from runtime.local.processes import ManagedProcess, free_port, stop_all, wait_for
 from runtime.model_store import upload
+from runtime.queue_names import KAFKA_TOPIC
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-KAFKA_TOPIC = "genai-jobs"
 WEBHOOK_SECRET_PARAMETER = "/genai-fleet/local/webhook-secret"  # noqa: S105 - a parameter name
 BACKENDS = ("test-pattern", "comfyui", "a1111")
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime import metric_names as m
+from runtime.queue_names import KAFKA_GROUP, KAFKA_TOPIC
 from runtime.queues.base import QueueUnavailableError
 from runtime.queues.kafka_auth import security_config
 
@@ -89,7 +90,7 @@ def lambda_handler(event: Any, context: Any, cloudwatch: Any = None) -> dict[str
     bootstrap, stack = env.get("GENAI_KAFKA_BOOTSTRAP"), env.get("GENAI_STACK")
     if not bootstrap or not stack:
         raise RuntimeError("GENAI_KAFKA_BOOTSTRAP and GENAI_STACK must be set for the lag publisher")
-    topic, group = env.get("GENAI_KAFKA_TOPIC", "genai-jobs"), env.get("GENAI_KAFKA_GROUP", "genai-workers")
+    topic, group = env.get("GENAI_KAFKA_TOPIC", KAFKA_TOPIC), env.get("GENAI_KAFKA_GROUP", KAFKA_GROUP)
     lag = read_lag(bootstrap, topic, group, iam_auth=env.get("GENAI_KAFKA_IAM", "true").lower() != "false",
                    region=region)
     if cloudwatch is None:
