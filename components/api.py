@@ -30,17 +30,20 @@ import pulumi_aws as aws
 from components import lambda_package
 from components.config import FleetConfig
 from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint
+from runtime.api.environment import ApiConfig, AuthorizerConfig
+from runtime.queue_names import KAFKA_TOPIC
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_PACKAGES = ("runtime/api", "runtime/jobs", "runtime/queues", "runtime/model_store")
 RUNTIME_FILES = ("runtime/__init__.py", "runtime/queue_names.py", "runtime/net_safety.py", "runtime/webhooks.py",
                  "runtime/webhook_events.py", "runtime/webhook_dispatch.py", "runtime/reconciler.py",
-                 "runtime/worker/__init__.py",
+                 "runtime/worker/__init__.py", "runtime/aws_clients.py",
                  "runtime/worker/aws.py")  # the job-events functions (components/job_events.py) share this code
 PUBLIC_ROUTES = ("GET /v1/health",)
 AUTH_ROUTES = ("POST /v1/jobs", "GET /v1/jobs/{id}", "POST /v1/jobs/{id}/cancel", "GET /v1/models",
                "GET /v1/openapi.json", "$default")
 LAMBDA_TIMEOUT_S = 29  # API Gateway HTTP APIs stop waiting at 30 s; Prefer: wait is capped at 25 s
+AUTHORIZER_TIMEOUT_S = 5  # one SSM read; runtime/aws_clients.py's "authorizer" profile fits inside
 ACCESS_LOG_FORMAT = json.dumps({k: f"$context.{v}" for k, v in {
     "requestId": "requestId", "ip": "identity.sourceIp", "method": "httpMethod", "route": "routeKey",
     "status": "status", "latencyMs": "responseLatency", "integrationError": "integrationErrorMessage",
@@ -116,24 +119,19 @@ class Api(pulumi.ComponentResource):
 
     # --- configuration ---------------------------------------------------------------------------
     def _environment(self) -> dict[str, pulumi.Input[str]]:
+        """The handler's ``GENAI_*`` variables, written by the same dataclass the handler reads them with."""
         a, cfg = self._args, self._cfg
-        env: dict[str, pulumi.Input[str]] = {
-            "GENAI_JOB_TABLE": a.job_table_name, "GENAI_QUEUE_KIND": a.queue.kind,
-            "GENAI_AUTH_MODE": cfg.api.auth, "GENAI_HOT_MODELS": json.dumps(list(cfg.cluster.hot_models)),
-            "GENAI_AVERAGE_JOB_SECONDS": str(cfg.cluster.average_job_seconds),
-            "GENAI_MAX_WAIT_SECONDS": str(cfg.api.max_wait_seconds)}
-        if cfg.api.auth == "api-key":
-            env["GENAI_API_KEYS_PREFIX"] = self.api_keys_prefix
-        if cfg.api.key_quota_per_day:
-            env["GENAI_KEY_QUOTA_PER_DAY"] = str(cfg.api.key_quota_per_day)
-        if isinstance(a.queue, SqsEndpoint):
-            env["GENAI_QUEUE_URL"] = a.queue.queue_url
-        else:
-            env.update({"GENAI_KAFKA_BOOTSTRAP": a.queue.bootstrap_brokers, "GENAI_KAFKA_IAM": "true",
-                        "GENAI_KAFKA_CREATE_TOPIC": "false"})  # created at deploy time
-        if a.model_bucket_name is not None:
-            env["GENAI_MODEL_BUCKET"] = a.model_bucket_name
-        return env
+        sqs = a.queue if isinstance(a.queue, SqsEndpoint) else None
+        kafka = a.queue if isinstance(a.queue, KafkaEndpoint) else None
+        return ApiConfig(
+            job_table=a.job_table_name, queue_kind=a.queue.kind, queue_url=sqs and sqs.queue_url,
+            kafka_bootstrap=kafka and kafka.bootstrap_brokers, kafka_topic=kafka.topic if kafka else KAFKA_TOPIC,
+            kafka_iam=True, kafka_create_topic=kafka is None,  # topics are created at deploy time
+            auth_mode=cfg.api.auth, api_keys_prefix=self.api_keys_prefix if cfg.api.auth == "api-key" else None,
+            quota_per_day=cfg.api.key_quota_per_day or None, hot_models=tuple(cfg.cluster.hot_models),
+            model_bucket=a.model_bucket_name, average_job_seconds=cfg.cluster.average_job_seconds,
+            max_wait_seconds=cfg.api.max_wait_seconds,
+        ).to_env()
 
     def _handler_statements(self) -> list[dict[str, pulumi.Input]]:
         a, cfg = self._args, self._cfg
@@ -206,7 +204,8 @@ class Api(pulumi.ComponentResource):
         fn, _ = self._create_function(
             "authorizer", "runtime.api.authorizer.handler", code,
             [{"sid": "ApiKeys", "actions": ["ssm:GetParameter"], "resources": [self._param_arn]}], 256,
-            {"GENAI_API_KEYS_PREFIX": self.api_keys_prefix}, timeout=5, reserved=self._cfg.api.reserved_authorizer)
+            AuthorizerConfig(api_keys_prefix=self.api_keys_prefix).to_env(), timeout=AUTHORIZER_TIMEOUT_S,
+            reserved=self._cfg.api.reserved_authorizer)
         self._allow_invoke("authorizer", fn, api)
         return aws.apigatewayv2.Authorizer(
             f"{self._name}-authorizer", api_id=api.id, authorizer_type="REQUEST", name="api-key",

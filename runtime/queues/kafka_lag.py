@@ -94,9 +94,10 @@ def lambda_handler(event: Any, context: Any, cloudwatch: Any = None) -> dict[str
     lag = read_lag(bootstrap, topic, group, iam_auth=env.get("GENAI_KAFKA_IAM", "true").lower() != "false",
                    region=region)
     if cloudwatch is None:
-        import boto3
+        from runtime.aws_clients import client
 
-        cloudwatch = boto3.client("cloudwatch", region_name=region, endpoint_url=env.get("GENAI_AWS_ENDPOINT_URL"))
+        cloudwatch = client("cloudwatch", profile="function", region=region,
+                            endpoint_url=env.get("GENAI_AWS_ENDPOINT_URL"))
     publish(cloudwatch, stack, lag)
     log.info("kafka backlog %d (%s)", lag.total, {"partitions": lag.partitions, "uncommitted": lag.uncommitted})
     return {"backlog": lag.total, "partitions": {str(k): v for k, v in lag.partitions.items()},
