@@ -51,7 +51,7 @@ preview: install
 	$(PY) tools/preview.py --stack $(STACK)
 
 local: install
-	$(PY) -m runtime.local $(LOCAL_ARGS)
+	$(PY) -m fleetdev.local $(LOCAL_ARGS)
 
 demo: install
 	$(PY) tools/demo.py $(DEMO_ARGS)

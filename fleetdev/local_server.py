@@ -4,7 +4,7 @@ Each HTTP request becomes an API Gateway HTTP API (payload 2.0) event with no au
 the app authenticates from the headers itself, exactly as the code path in Lambda does without an
 authorizer. Bind to loopback (the default); it is not meant to face a network.
 
-    python -m runtime.api.local_server --port 8080      # reads the GENAI_* variables (handler.py)
+    python -m fleetdev.local_server --port 8080      # reads the GENAI_* variables (handler.py)
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ parameter the program asks for exists, a large Lambda quota); ``MockAccount.fres
 (no AMI, no secret, no key, the default quota) to which tests add what the README's steps create.
 
 ``run_stack("dev")`` runs ``__main__.py`` with ``Pulumi.dev.yaml`` in a fresh interpreter (Pulumi's
-runtime is process-global) and returns a ``Recording`` to query. ``python -m tests.pulumi_mocks
+runtime is process-global) and returns a ``Recording`` to query. ``python -m fleetdev.pulumi_mocks
 --stack dev`` prints the same recording as JSON, which ``tools/preview.py`` uses.
 """
 
@@ -292,7 +292,7 @@ class RecordingMocks:
             return _policy_document(args.args)
         if token == "aws:ec2/getInstanceTypes:getInstanceTypes" or token == "aws:ec2/getInstanceType:getInstanceType":
             return {"id": "it", "instanceStorageSupported": True}
-        raise NotImplementedError(f"no mock for provider function {token}; add one to tests/pulumi_mocks.py")
+        raise NotImplementedError(f"no mock for provider function {token}; add one to fleetdev/pulumi_mocks.py")
 
 
 def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> tuple[dict[str, str], str]:
@@ -365,7 +365,6 @@ def record_in_process(stack: str, overrides: dict[str, Any] | None = None,
     pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(config)
     program_path = program or ROOT / "__main__.py"
-    sys.path.insert(0, str(program_path.parent))
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program_path), run_name="__main__")))
 
     root = pulumi.runtime.get_root_resource()
@@ -388,7 +387,7 @@ def _plain(value: Any) -> Any:
 
 @functools.lru_cache(maxsize=32)
 def _run_cached(stack: str, overrides_json: str, account_json: str | None = None) -> Recording:
-    cmd = [sys.executable, "-m", "tests.pulumi_mocks", "--stack", stack, "--overrides", overrides_json]
+    cmd = [sys.executable, "-m", "fleetdev.pulumi_mocks", "--stack", stack, "--overrides", overrides_json]
     if account_json:
         cmd += ["--account", account_json]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
