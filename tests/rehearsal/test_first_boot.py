@@ -99,7 +99,7 @@ def _standin(out: Path) -> Path:
     for module in sorted((REPO / "tests" / "fakes").glob("*.py")):  # the fake and every module it imports
         shutil.copy(module, fakes / module.name)
     pins = [line for line in (REPO / "runtime-requirements.txt").read_text().splitlines()
-            if line.startswith("pillow==")]
+            if line.startswith(("pillow==", "websockets=="))]  # what tests/fakes import beside the stdlib
     (out / "requirements.txt").write_text("\n".join(pins) + "\n")
     return out
 
