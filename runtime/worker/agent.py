@@ -39,11 +39,11 @@ from runtime.worker.job_runner import JobRunner, RunningJob
 from runtime.worker.lifecycle import REBALANCE, SPOT, Lifecycle, Notice
 from runtime.worker.metrics import Metrics
 from runtime.worker.outputs import OutputUploader
-from runtime.worker.prefetch import Prefetcher, Prepared
+from runtime.worker.pipeline import Pipeline
+from runtime.worker.prefetch import Prepared
 from runtime.worker.settler import Settler
 
 INFRA_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 20.0)  # pause after consecutive infrastructure failures
-TAKE_TICK_S = 1.0  # the loop goes round (health tick) at least this often while it waits for a job
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class JobStat:
     handle_s: float  # pick-up to acknowledged
     backend_s: float  # time inside backend.run
     timings: dict[str, float] | None = None  # per phase, ms (receive, mark running, inputs, model, run, ...)
+    run_span: tuple[float, float] | None = None  # monotonic start and end of backend.run
 
 
 class Agent:
@@ -77,7 +78,7 @@ class Agent:
         self.notice: Notice | None = None
         self.stats: list[JobStat] = []
         self.current: RunningJob | None = None  # the job on the backend (not the one being settled)
-        self._prefetcher: Prefetcher | None = None
+        self._pipeline: Pipeline | None = None
         self._stopping = threading.Event()
         self._stop_requested = False
         self._lock = threading.Lock()
@@ -125,9 +126,9 @@ class Agent:
 
     def _hand_back_prefetched(self) -> None:
         """On its own thread: a signal handler must not take the prefetcher's lock or call AWS."""
-        prefetcher = self._prefetcher
-        if prefetcher is not None and not prefetcher.closed:
-            threading.Thread(target=prefetcher.close, name="hand-back", daemon=True).start()
+        pipeline = self._pipeline
+        if pipeline is not None:
+            threading.Thread(target=pipeline.hand_back, name="hand-back", daemon=True).start()
 
     def interrupt(self, job: RunningJob, reason: str) -> None:
         with self._lock:
@@ -166,51 +167,13 @@ class Agent:
     # -- main loop -------------------------------------------------------------------------------------
     def run(self, max_jobs: int | None = None, idle_exit_seconds: float | None = None) -> int:
         """Pull and run jobs until stopped (or ``max_jobs`` / ``idle_exit_seconds`` for tests and benches)."""
-        if not self.pipelined:
+        if self.pipelined:
+            pipeline = Pipeline(self, max_jobs)
+            self._pipeline = pipeline
+            done = pipeline.run(max_jobs, idle_exit_seconds)
+        else:
             done = self._run_serial(max_jobs, idle_exit_seconds)
-            self.shutdown()
-            return done
-        cfg = self.config
-        prepare_model = None
-        if self.model_cache is not None and self.backend.name != "test-pattern":
-            prepare_model = self.model_cache.ensure
-        prefetcher = Prefetcher(self.consumer, capacity=cfg.prefetch_jobs, wait_seconds=cfg.queue.wait_time_seconds,
-                                visibility_seconds=cfg.queue.visibility_timeout_seconds,
-                                prepare_inputs=self.fetcher.fetch_all, prepare_model=prepare_model, budget=max_jobs)
-        self._prefetcher = prefetcher
-        settler = Settler()
-        done = 0
-        try:
-            if not self._stopping.is_set():
-                prefetcher.start()
-            done = self._run_pipelined(prefetcher, settler, max_jobs, idle_exit_seconds)
-        finally:
-            prefetcher.close(join_seconds=cfg.queue.wait_time_seconds + 5)
-            settler.wait()
         self.shutdown()
-        return done
-
-    def _run_pipelined(self, prefetcher: Prefetcher, settler: Settler, max_jobs: int | None,
-                       idle_exit_seconds: float | None) -> int:
-        done, idle_since = 0, time.monotonic()
-        while not self._stopping.is_set() and (max_jobs is None or done < max_jobs):
-            self.last_tick = time.monotonic()
-            self._ensure_backend()
-            self._pause_if_troubled()
-            item = prefetcher.take(TAKE_TICK_S)
-            if item is None:
-                if not settler.busy():
-                    self.lifecycle.protect(False)
-                self._emit_busy()
-                if idle_exit_seconds is not None and time.monotonic() - idle_since > idle_exit_seconds:
-                    break
-                continue
-            if self._stopping.is_set():
-                self.runner.release(item.received, 0, "stopping")
-                continue
-            self.handle(item.received, prepared=item, settler=settler)
-            done += 1
-            idle_since = time.monotonic()
         return done
 
     def _run_serial(self, max_jobs: int | None, idle_exit_seconds: float | None) -> int:
@@ -238,8 +201,8 @@ class Agent:
                 if self._stopping.is_set():
                     self.runner.release(received, 0, "stopping")
                     continue
-                self.handle(received, prepared=Prepared(received, receive_ms=receive_ms, inputs=None))
-                self._pause_if_troubled()
+                self.handle(received, prepared=Prepared(received, receive_ms=receive_ms))
+                self.pause_if_troubled()
                 done += 1
             idle_since = time.monotonic()
         return done
@@ -282,56 +245,65 @@ class Agent:
 
     # -- one job ---------------------------------------------------------------------------------------
     def handle(self, received: ReceivedJob, prepared: Prepared | None = None, settler: Settler | None = None) -> str:
-        """Claim and run one received job; settle it here, or on ``settler`` while the next one runs.
+        """Claim, run and settle one received job (settled on ``settler`` when given, while the caller goes on).
         Never raises (invariant 5). Returns the outcome, or "settling" when the settle lane has it."""
+        claimed = self.claim(received, prepared)
+        return claimed if isinstance(claimed, str) else self.execute(claimed, settler)
+
+    def claim(self, received: ReceivedJob, prepared: Prepared | None) -> RunningJob | str:
+        """Start the attempt in the record and its lease guard; an outcome when the job must not run."""
         t0 = time.monotonic()
         job_id = received.message.job_id
         timings = {"queue_wait_ms": round(max(0.0, time.time() - received.message.enqueued_at) * 1000, 1)}
         if prepared is not None:
             timings["receive_ms"] = prepared.receive_ms
         try:
-            claimed = self.runner.claim(received, timings)
-            if isinstance(claimed, str):
-                self._record(job_id, claimed, t0, 0.0, timings)
-                return claimed
-            return self._run_claimed(claimed, prepared, settler, t0, timings)
+            job = self.runner.claim(received, timings)
+            if isinstance(job, str):
+                return self._record(job_id, job, t0, 0.0, timings)
+            job.picked, job.timings, job.prepared = t0, timings, prepared
+            job.guard = LeaseGuard(
+                consumer=self.consumer, store=self.store, received=job.received, job_id=job_id,
+                lease=job.attempt.lease, lease_seconds=self.config.queue.visibility_timeout_seconds,
+                poll_seconds=self.config.cancel_poll_seconds, on_cancel=lambda: self.interrupt(job, "cancel"),
+                on_lost=lambda why: self._lost(job, why), on_beat=self._beat_lifecycle).start()
+            return job
         except Exception:  # the runner settles every failure; this is the last line of defence
             log.exception("job %s: unexpected error outside an attempt; handing the message back", job_id)
-            self.current = None
             self.runner.release(received, self.config.retry_delay_seconds, "unexpected")
-            self._record(job_id, "unsettled", t0, 0.0, timings)
-            return "unsettled"
+            return self._record(job_id, "unsettled", t0, 0.0, timings)
 
-    def _run_claimed(self, job: RunningJob, prepared: Prepared | None, settler: Settler | None, t0: float,
-                     timings: dict[str, float]) -> str:
+    def execute(self, job: RunningJob, settler: Settler | None = None, on_run: Any = None) -> str:
+        """Run a claimed job on the backend, then settle it (here or on ``settler``); never raises."""
+        if self._stopping.is_set():  # claimed ahead of a stop or a notice: hand it back before it starts
+            self.interrupt(job, "stop" if self._stop_requested else "drain")
+        job.started = time.monotonic()
         self.current = job
         self.lifecycle.protect(True)
-        if self._stop_requested:
-            self.interrupt(job, "stop")
-        guard = LeaseGuard(consumer=self.consumer, store=self.store, received=job.received, job_id=job.ctx.job_id,
-                           lease=job.attempt.lease, lease_seconds=self.config.queue.visibility_timeout_seconds,
-                           poll_seconds=self.config.cancel_poll_seconds,
-                           on_cancel=lambda: self.interrupt(job, "cancel"),
-                           on_lost=lambda why: self._lost(job, why), on_beat=self._beat_lifecycle)
-        backend_s = [0.0]
-        guard.start()
+        backend_s, timings = [0.0], job.timings
         try:
-            result, cache_hit = self.runner.run_backend(job, timings, backend_s, prepared)
+            result, cache_hit = self.runner.run_backend(job, timings, backend_s, job.prepared, on_run)
         except Exception as exc:  # noqa: BLE001 - every cause is mapped in runtime.worker.failures
             try:
                 outcome = self.runner.settle_exception(job, exc, timings)
+            except Exception:  # last line of defence: the lease runs out and the job is retried
+                log.exception("job %s: settling failed", job.ctx.job_id)
+                outcome = "unsettled"
             finally:
                 self.current = None
-                guard.stop()
-            return self._record(job.ctx.job_id, outcome, t0, backend_s[0], timings, job)
+                job.guard.stop()
+            return self._record(job.ctx.job_id, outcome, job.picked, backend_s[0], timings, job)
         self.current = None  # the backend is free: the next job may start while this one settles
 
         def settle() -> str:
             try:
                 outcome = self.runner.finish(job, result, timings, cache_hit)
+            except Exception:  # last line of defence: the lease runs out and the job is retried
+                log.exception("job %s: settling failed", job.ctx.job_id)
+                outcome = "unsettled"
             finally:
-                guard.stop()  # the message and the record's lease stay renewed until the job is settled
-            return self._record(job.ctx.job_id, outcome, t0, backend_s[0], timings, job)
+                job.guard.stop()  # the message and the record's lease stay renewed until the job is settled
+            return self._record(job.ctx.job_id, outcome, job.picked, backend_s[0], timings, job)
 
         if settler is None:
             return settle()
@@ -348,14 +320,15 @@ class Agent:
         else:
             self._infra_failures = 0
         self._busy_s += backend_s
-        self.stats.append(JobStat(job_id, outcome, elapsed, backend_s, dict(timings)))
+        self.stats.append(JobStat(job_id, outcome, elapsed, backend_s, dict(timings),
+                                  job.run_span if job is not None else None))
         if job is not None:
             log.info("job %s %s", job_id, outcome, extra={"job_id": job_id, "attempt": job.attempt.number,
                                                          "lease": job.attempt.lease, "outcome": outcome,
                                                          "timings": timings})
         return outcome
 
-    def _pause_if_troubled(self) -> None:
+    def pause_if_troubled(self) -> None:
         if self._pause_next:
             self._pause_next = False
             self._stopping.wait(self._pause_s)

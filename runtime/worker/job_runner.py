@@ -50,6 +50,11 @@ class RunningJob:
     claimed: float = field(default_factory=time.monotonic)  # when start_attempt confirmed the lease
     reason: str | None = None  # why the agent interrupted it: cancel | drain | stop | lost-lease
     uploaded_keys: list[str] = field(default_factory=list)
+    picked: float = field(default_factory=time.monotonic)  # taken off the prefetch (stats: pick-up to settled)
+    timings: dict[str, float] = field(default_factory=dict)
+    prepared: Prepared | None = None
+    guard: Any = None  # its LeaseGuard, from the claim until it is settled
+    run_span: tuple[float, float] | None = None  # monotonic start and end of backend.run
 
 
 class JobRunner:
@@ -103,7 +108,7 @@ class JobRunner:
             raise JobInterrupted(f"job {job.ctx.job_id} interrupted ({job.reason})")
 
     def run_backend(self, job: RunningJob, timings: dict[str, float], backend_s: list[float],
-                    prepared: Prepared | None = None) -> tuple[Any, bool | None]:
+                    prepared: Prepared | None = None, on_run: Any = None) -> tuple[Any, bool | None]:
         """Inputs, model, inference: everything up to the backend's answer (the part that holds the backend)."""
         agent, ctx = self.agent, job.ctx
         if ctx.inputs.get("seed", 0) is None:
@@ -131,6 +136,8 @@ class JobRunner:
             agent.backend.load_model(ctx.model or "", ctx.model_path)
             timings["model_load_ms"] = _ms(t)
             self.checkpoint(job, FRESH_S)
+            if on_run is not None:
+                on_run()  # the pipeline may claim the next job while this one runs
             t = time.monotonic()
             try:
                 result = agent.backend.run(ctx)
@@ -138,12 +145,15 @@ class JobRunner:
                 agent.backend_lost()
                 raise
             finally:
-                backend_s[0] = time.monotonic() - t
+                job.run_span = (t, time.monotonic())
+                backend_s[0] = job.run_span[1] - t
                 timings["inference_ms"] = _ms(t)
         return result, cache_hit
 
     def upload(self, job: RunningJob, result: Any, timings: dict[str, float]) -> None:
-        self.checkpoint(job)  # always read: a worker frozen past its lease must not write once it wakes
+        # Read unless the claim was moments ago: a worker frozen past its lease finds the claim stale (the
+        # monotonic clock runs on) and reads; within FRESH_S of a claim no other attempt can own the job.
+        self.checkpoint(job, FRESH_S)
         t = time.monotonic()
         uploaded = self.agent.uploader.upload(job.ctx.job_id, result.outputs, result.metadata,
                                               attempt=job.attempt.lease, on_key=job.uploaded_keys.append)

@@ -84,6 +84,15 @@ class Prefetcher:
             self._cond.notify_all()  # room for the next receive
             return item
 
+    def push_front(self, item: Prepared) -> None:
+        """Put a taken job back first in line (the claim-ahead lost the race to a free backend)."""
+        with self._cond:
+            if self._closed.is_set():
+                self._hand_back(item.received)
+                return
+            self._held.appendleft(item)
+            self._cond.notify_all()
+
     def held(self) -> int:
         with self._cond:
             return len(self._held)
