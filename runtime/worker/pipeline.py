@@ -7,13 +7,13 @@ Three lanes around the one backend (one job on it at a time)::
     main loop         backend.run(N)
     settle lane       upload, record, acknowledge N-1                 (runtime.worker.settler)
 
-Claim-ahead: the attempt of the next job is started in the record ``lead`` seconds before the running
-job's expected end (EWMA of recent runs), where ``lead`` is 1.5 x (claim latency + 2 deviations), recent averages, at least 20 ms,
-so the backend does not wait for that conditional write either. The record says "running" at most ``lead``
-early, and only for the job that the backend takes next. With no estimate yet (the first job, or after an
-idle spell) nothing is claimed ahead. A claimed-ahead job that a stop, drain or spot notice meets before
-it starts is handed back uncounted (``release_attempt``), as a running job would be; a cancel request
-reaches it through its lease guard and settles it as canceled when its turn comes.
+Claim-ahead: the attempt of the next job is started in the record ``lead`` seconds before the running job's
+expected end (EWMA of recent runs), where ``lead`` is 1.5 x (claim latency + 2 deviations, recent averages),
+at least 20 ms, so the backend does not wait for that conditional write either. The record says "running" at
+most ``lead`` early, and only for the job that the backend takes next. With no estimate yet (the first job,
+or after an idle spell) nothing is claimed ahead. A claimed-ahead job that a stop, drain or spot notice
+meets before it starts is handed back uncounted (``release_attempt``), as a running job would be; a cancel
+request reaches it through its lease guard and settles it as canceled when its turn comes.
 """
 
 from __future__ import annotations
