@@ -4,7 +4,7 @@ The bare baseline makes exactly the calls the API's create makes (DynamoDB PutIt
 its "not exists" condition, SQS SendMessage of the job message, GetQueueAttributes for the queue depth its
 answer shows), with items and messages of the same
 size; the run checks this by recording the operations the API's own clients issue for one create and
-refuses to report a ratio if they differ. Both phases run in this process against one moto server on
+refuses to report a ratio if they differ. Both phases run in this process against one moto server (its own process) on
 loopback, with the same concurrency, so the ratio shows what the API adds per job (HTTP, auth,
 validation, building the record) over its AWS calls. Figures are printed and written as JSON (``--out``);
 nothing is asserted. Bounded: each phase stops after ``--seconds`` (default 8), well under a minute.
@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 import threading
@@ -37,12 +36,6 @@ if str(ROOT) not in sys.path:
 BARE_CALLS = ["PutItem", "SendMessage", "GetQueueAttributes"]
 DEPTH_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
 JOB = {"model": "sdxl-base-1.0", "inputs": {"prompt": "a lighthouse at dawn", "width": 512, "height": 512}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -114,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import boto3
     import httpx
-    from moto.server import ThreadedMotoServer
 
+    from bench._moto import moto_server
     from runtime.api.auth import generate_key
     from runtime.api.handler import ApiConfig, build_app
     from runtime.api.local_server import LocalApiServer
@@ -124,11 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.queues.base import QueueMessage
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
-    port = _free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
+    with moto_server() as endpoint:
         def client(service: str) -> Any:
             return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1")
 
@@ -187,8 +176,6 @@ def main(argv: list[str] | None = None) -> int:
             halves = [_run_phase(w, seconds / 2, args.concurrency)
                       for w in (bare_worker, api_worker, api_worker, bare_worker)]
             bare, api = _merge(halves[0], halves[3]), _merge(halves[1], halves[2])
-    finally:
-        moto.stop()
 
     same_calls = calls_of_create == BARE_CALLS
     ratio = round(api["throughput_rps"] / bare["throughput_rps"], 3) if bare["throughput_rps"] and same_calls else None
@@ -201,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "bare": _per_request(bare_calls, bare["requests"])},
               "api_vs_bare_p50_ratio": round(api["p50_ms"] / bare["p50_ms"], 2) if api["p50_ms"] and bare["p50_ms"]
               else None,
-              "note": "local loopback, moto server in-process; not a prediction of AWS latency"}
+              "note": "local loopback, moto server in its own process; not a prediction of AWS latency"}
     print(f"API create made {calls_of_create}; the baseline makes {BARE_CALLS}"
           f"{'' if same_calls else ' - DIFFERENT: no ratio reported'}")
     print(f"bare {'+'.join(BARE_CALLS)}: {bare['throughput_rps']:>8} req/s  p50 {bare['p50_ms']} ms  "
