@@ -7,8 +7,9 @@ import itertools
 from runtime.api.sync_wait import FAST_S, FIRST_S, MAX_S, WaitPacer
 
 
-def _final(model: str, started: float, completed: float) -> dict:
-    return {"status": "succeeded", "model": model, "last_started_at": started, "completed_at": completed}
+def _final(model: str, started: float, completed: float, steps: int = 30) -> dict:
+    return {"status": "succeeded", "model": model, "last_started_at": started, "completed_at": completed,
+            "spec": {"model": model, "task": "txt2img", "inputs": {"steps": steps, "width": 1024}}}
 
 
 def test_learns_the_expected_run_per_model_from_succeeded_records():
@@ -17,18 +18,28 @@ def test_learns_the_expected_run_per_model_from_succeeded_records():
     p.observe(_final("sdxl", 200.0, 202.5))
     p.observe({"status": "failed", "model": "sdxl", "last_started_at": 1.0, "completed_at": 1.1})
     p.observe(_final("turbo", 10.0, 10.4))
-    assert p.expected("sdxl") == 2.0 and abs(p.expected("turbo") - 0.4) < 1e-9 and p.expected("other") is None
+    assert p.expected(_final("sdxl", 0, 0)) == 2.0 and abs(p.expected(_final("turbo", 0, 0)) - 0.4) < 1e-9
+    assert p.expected({"model": "other"}) is None
+
+
+def test_the_expected_run_is_per_job_shape_with_the_model_as_fallback():
+    p = WaitPacer()
+    p.observe(_final("sdxl", 0.0, 2.0, steps=50))
+    p.observe(_final("sdxl", 0.0, 0.8, steps=20))
+    assert p.expected(_final("sdxl", 0, 0, steps=20)) == 0.8 and p.expected(_final("sdxl", 0, 0, steps=50)) == 2.0
+    fallback = p.expected(_final("sdxl", 0, 0, steps=30))
+    assert fallback is not None and 0.8 < fallback < 2.0
 
 
 def test_sleeps_until_just_before_the_expected_end_then_reads_fast_then_backs_off():
     p = WaitPacer()
     p.observe(_final("m", 0.0, 1.0))
-    running = {"status": "running", "model": "m", "last_started_at": 50.0}
+    running = {**_final("m", 0, 0), "status": "running", "last_started_at": 50.0}
     assert p.next_delay(None, 50.0, None) == FIRST_S
     early = p.next_delay(running, 50.2, FIRST_S)
-    assert 0.7 < early < 0.8  # one read lands just before 51.0
-    assert p.next_delay(running, 50.99, early) == FAST_S  # around the end: every 25 ms
-    assert p.next_delay(running, 51.2, FAST_S) == FAST_S  # up to max(0.25 s, expected / 2) late
+    assert abs(early - 0.8) < 1e-9  # one read lands at the expected end, 51.0
+    assert p.next_delay(running, 50.995, early) == FAST_S  # around the end: every 10 ms
+    assert p.next_delay(running, 51.1, FAST_S) == FAST_S  # up to max(0.15 s, expected / 4) late
     late = p.next_delay(running, 53.0, FAST_S)
     assert FAST_S < late <= MAX_S  # well past it: a quarter of the overrun
 
@@ -44,8 +55,8 @@ def test_reads_per_request_stay_few():
         reads += 1
         if now >= 1.53:
             break
-        record = {"status": "running", "model": "m", "last_started_at": 0.02} if now > 0.02 else \
-            {"status": "queued", "model": "m"}
+        record = {**_final("m", 0, 0), "status": "running", "last_started_at": 0.02} if now > 0.02 else \
+            {**_final("m", 0, 0), "status": "queued"}
     assert reads <= 8, reads
     assert now - 1.53 <= FAST_S + 1e-9  # answered within one fast interval of the final write
 
