@@ -19,6 +19,7 @@ request reaches it through its lease guard and settles it as canceled when its t
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -53,10 +54,9 @@ class Pipeline:
         self.run_ewma_s: float | None = None
         self.claim_ewma_s = MIN_LEAD_S
         self.claim_dev_s = 0.0  # mean absolute deviation of the claim latency
-        self._lock = threading.Lock()
-        self._ahead: RunningJob | str | None = None  # what the claim-ahead thread produced
-        self._ahead_thread: threading.Thread | None = None
-        self._ahead_cancel = threading.Event()
+        self._ahead_requests: queue.Queue[_Ahead | None] = queue.Queue()
+        self._ahead: _Ahead | None = None  # the claim-ahead asked for while the current job runs
+        threading.Thread(target=self._ahead_lane, name="claim-ahead", daemon=True).start()
 
     # -- control ---------------------------------------------------------------------------------------
     def hand_back(self) -> None:
@@ -76,7 +76,8 @@ class Pipeline:
             if isinstance(leftover, RunningJob):  # claimed ahead but the loop ended: hand it back uncounted
                 agent.interrupt(leftover, "stop")
                 agent.execute(leftover)
-            self.settler.wait()
+            self._ahead_requests.put(None)
+            self.settler.close()
         return done
 
     def _loop(self, max_jobs: int | None, idle_exit_seconds: float | None) -> int:
@@ -133,26 +134,33 @@ class Pipeline:
         if self.run_ewma_s is None or (max_jobs is not None and done >= max_jobs) or self.agent._stopping.is_set():
             return
         lead = max(MIN_LEAD_S, LEAD_FACTOR * (self.claim_ewma_s + 2 * self.claim_dev_s))
-        delay = max(0.0, self.run_ewma_s - lead)
-        self._ahead_cancel = threading.Event()
-        self._ahead_thread = threading.Thread(target=self._ahead_run, args=(delay, self._ahead_cancel),
-                                              name="claim-ahead", daemon=True)
-        self._ahead_thread.start()
+        self._ahead = _Ahead(time.monotonic() + max(0.0, self.run_ewma_s - lead))
+        self._ahead_requests.put(self._ahead)  # a long-lived thread: no thread start on the backend's path
 
-    def _ahead_run(self, delay: float, cancel: threading.Event) -> None:
-        if cancel.wait(delay):
-            return
+    def _ahead_lane(self) -> None:
+        while True:
+            request = self._ahead_requests.get()
+            if request is None:
+                return
+            try:
+                request.result = self._claim_ahead(request)
+            except Exception:  # the claim maps its own failures; this keeps the lane alive regardless
+                log.exception("claim-ahead failed")
+            finally:
+                request.done.set()
+
+    def _claim_ahead(self, request: _Ahead) -> RunningJob | str | None:
+        if request.cancel.wait(max(0.0, request.at - time.monotonic())):
+            return None
         item = None
-        while item is None and not cancel.is_set() and not self.prefetcher.closed:
+        while item is None and not request.cancel.is_set() and not self.prefetcher.closed:
             item = self.prefetcher.take(0.05)
         if item is None:
-            return
-        if cancel.is_set() or self.agent._stopping.is_set():
+            return None
+        if request.cancel.is_set() or self.agent._stopping.is_set():
             self._put_back(item)  # the backend got free first: the loop takes it from the prefetch itself
-            return
-        claimed = self._claim(item)
-        with self._lock:
-            self._ahead = claimed
+            return None
+        return self._claim(item)
 
     def _put_back(self, item: Prepared) -> None:
         if self.agent._stopping.is_set():
@@ -161,13 +169,19 @@ class Pipeline:
             self.prefetcher.push_front(item)
 
     def _collect_ahead(self) -> RunningJob | str | None:
-        """The backend is free: stop the claim-ahead thread (letting a claim in flight finish) and take its job."""
-        thread = self._ahead_thread
-        if thread is None:
+        """The backend is free: stop the claim-ahead (letting a claim in flight finish) and take its job."""
+        request, self._ahead = self._ahead, None
+        if request is None:
             return None
-        self._ahead_cancel.set()
-        thread.join()
-        self._ahead_thread = None
-        with self._lock:
-            claimed, self._ahead = self._ahead, None
-        return claimed
+        request.cancel.set()
+        request.done.wait()
+        return request.result
+
+
+class _Ahead:
+    """One claim-ahead request: claim the next job at ``at`` (monotonic) unless canceled first."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.cancel, self.done = threading.Event(), threading.Event()
+        self.result: RunningJob | str | None = None

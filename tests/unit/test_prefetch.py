@@ -126,5 +126,6 @@ def test_settler_runs_at_most_its_lanes_at_once():
     threading.Timer(0.3, gate.set).start()
     for _ in range(4):
         settler.submit(settle)  # the third waits for a free lane
-    assert settler.wait(WAIT)
-    assert peak[0] == 2 and running[0] == 0
+    settler.wait()
+    assert peak[0] == 2 and running[0] == 0 and not settler.busy()
+    settler.close()
