@@ -2,12 +2,14 @@
 
 The bare baseline makes exactly the calls the API's create makes (DynamoDB PutItem of the job record with
 its "not exists" condition, SQS SendMessage of the job message, GetQueueAttributes for the queue depth its
-answer shows), with items and messages of the same
-size; the run checks this by recording the operations the API's own clients issue for one create and
-refuses to report a ratio if they differ. Both phases run in this process against one moto server (its own process) on
-loopback, with the same concurrency, so the ratio shows what the API adds per job (HTTP, auth,
-validation, building the record) over its AWS calls. Figures are printed and written as JSON (``--out``);
-nothing is asserted. Bounded: each phase stops after ``--seconds`` (default 8), well under a minute.
+answer shows), with items and messages of the same size; the run checks this by recording the operations the
+API's own clients issue for one create and refuses to report a ratio if they differ. The API is measured
+twice: through its Lambda entry point (``handle_event`` with API Gateway's payload 2.0 event: the code that
+runs on AWS, where the HTTP side is API Gateway's) and through the local HTTP server (Python HTTP server and
+client on top). All phases run in this process against one moto server (its own process) on loopback, with
+the same concurrency, so a ratio shows what the API adds per job (auth, validation, building the record,
+HTTP) over its AWS calls. Figures are printed and written as JSON (``--out``); nothing is asserted. Bounded:
+each phase stops after ``--seconds`` (default 8), well under a minute.
 
     .venv/bin/python -m bench.bench_api --seconds 8 --concurrency 8 --out bench/results/api.json
 """
@@ -79,6 +81,45 @@ def _run_phase(make_worker: Callable[[], Callable[[], bool]], seconds: float, co
             "mean_ms": round(statistics.fmean(latencies), 2) if n else None}
 
 
+def _print(result: dict[str, Any], same_calls: bool, concurrency: int, seconds: float) -> None:
+    print(f"API create made {result['api_create_calls']}; the baseline makes {result['baseline_calls']}"
+          f"{'' if same_calls else ' - DIFFERENT: no ratio reported'}")
+    for label, key in ((f"bare {result['baseline_calls']}", "bare_aws_calls"), ("API Lambda entry", "api_lambda_entry"),
+                       ("API POST /v1/jobs (local HTTP)", "api_local_http")):
+        r = result[key]
+        print(f"{label}: {r['throughput_rps']} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms"
+              f"  ({r['requests']} ok, {r['errors']} errors)")
+    print(f"calls per request: {result['calls_per_request']}")
+    print(f"throughput vs bare: Lambda entry {result['api_lambda_entry_vs_bare_throughput_ratio']}, local HTTP "
+          f"{result['api_local_http_vs_bare_throughput_ratio']} (concurrency {concurrency}, {seconds:g}s per phase)")
+
+
+def _alternate(order: tuple[Any, ...], seconds: float, concurrency: int, own_calls: dict[Any, list[str]],
+               api_calls: list[str]) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """Run the phases in ``order``; each phase's figures and the AWS operations it issued."""
+    halves, calls = [], []
+    for worker in order:
+        recorder = own_calls.get(worker, api_calls)
+        recorder.clear()
+        halves.append(_run_phase(worker, seconds, concurrency))
+        calls.append(list(recorder))
+    return halves, calls
+
+
+def _ratio(phase: dict[str, Any], bare: dict[str, Any], same_calls: bool) -> float | None:
+    return round(phase["throughput_rps"] / bare["throughput_rps"], 3) if bare["throughput_rps"] and same_calls else None
+
+
+def _gateway_event(body: str, key: str) -> dict[str, Any]:
+    """What API Gateway (HTTP API, payload 2.0) hands the Lambda for ``POST /v1/jobs``."""
+    return {"version": "2.0", "routeKey": "$default", "rawPath": "/v1/jobs", "rawQueryString": "",
+            "headers": {"authorization": f"Bearer {key}", "content-type": "application/json"},
+            "requestContext": {"http": {"method": "POST", "path": "/v1/jobs", "protocol": "HTTP/1.1",
+                                        "sourceIp": "127.0.0.1"},
+                               "domainName": "api.example.test", "requestId": uuid.uuid4().hex, "stage": "$default"},
+            "body": body, "isBase64Encoded": False}
+
+
 def _per_request(calls: list[str], requests: int) -> dict[str, float]:
     return {name: round(calls.count(name) / requests, 3) for name in sorted(set(calls))} if requests else {}
 
@@ -110,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench._moto import moto_server
     from runtime.api.auth import generate_key
-    from runtime.api.handler import ApiConfig, build_app
+    from runtime.api.handler import ApiConfig, build_app, handle_event
     from runtime.api.local_server import LocalApiServer
     from runtime.jobs.schema import validate_job
     from runtime.jobs.store import create_table, job_pk, new_record, serialize
@@ -150,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                             spec=json.dumps(record["spec"], separators=(",", ":"), sort_keys=True))
                 ddb.put_item(TableName=table, Item=serialize(item), ConditionExpression="attribute_not_exists(pk)")
                 message = QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=record["created_at"])
-                sent = q.send_message(QueueUrl=queue_url, MessageBody=message.to_json()).get("MessageId")
+                attributes = {n: {"DataType": "String", "StringValue": str(spec[n])} for n in ("model", "task")}
+                sent = q.send_message(QueueUrl=queue_url, MessageBody=message.to_json(),
+                                      MessageAttributes=attributes).get("MessageId")
                 if time.monotonic() - depth_read[0] >= depth_cache_s:
                     depth_read[0] = time.monotonic()
                     q.get_queue_attributes(QueueUrl=queue_url, AttributeNames=DEPTH_ATTRIBUTES)
@@ -166,39 +209,38 @@ def main(argv: list[str] | None = None) -> int:
                     return http.post("/v1/jobs", content=body).status_code == 202
                 return op
 
-            api_worker()()  # warm up both paths once; the API's create is recorded to check the baseline
+            def lambda_worker() -> Callable[[], bool]:
+                """The Lambda entry point with API Gateway's payload 2.0 event: the code that runs on AWS."""
+                def op() -> bool:
+                    return handle_event(_gateway_event(body, key), app)["statusCode"] == 202
+                return op
+
+            api_worker()()  # warm up every path once; the API's create is recorded to check the baseline
             calls_of_create = list(api_calls)
+            lambda_worker()()
             bare_worker()()
             api_calls.clear()
-            bare_calls.clear()
-            # Alternating halves (bare, API, API, bare): the queue and the table grow during the run, and
-            # GetQueueAttributes and moto get slower with them, so neither side gets the emptier half.
-            halves = [_run_phase(w, seconds / 2, args.concurrency)
-                      for w in (bare_worker, api_worker, api_worker, bare_worker)]
-            bare, api = _merge(halves[0], halves[3]), _merge(halves[1], halves[2])
+            # Alternating halves (bare, Lambda, HTTP, HTTP, Lambda, bare): the queue and the table grow during
+            # the run, and moto gets slower with them, so no side gets the emptier half.
+            order = (bare_worker, lambda_worker, api_worker, api_worker, lambda_worker, bare_worker)
+            halves, calls = _alternate(order, seconds / 2, args.concurrency, {bare_worker: bare_calls}, api_calls)
+            bare, lam, api = (_merge(halves[i], halves[5 - i]) for i in range(3))
+            api_calls[:] = calls[2] + calls[3]
+            bare_calls[:] = calls[0] + calls[5]
 
     same_calls = calls_of_create == BARE_CALLS
-    ratio = round(api["throughput_rps"] / bare["throughput_rps"], 3) if bare["throughput_rps"] and same_calls else None
+
+    ratio = _ratio(api, bare, same_calls)
     result = {"benchmark": "api-create-vs-the-same-aws-calls-bare", "concurrency": args.concurrency,
               "phase_seconds": seconds, "python": platform.python_version(), "cpus": os.cpu_count(),
-              "bare_aws_calls": bare, "api": api, "baseline_calls": "+".join(BARE_CALLS),
-              "api_create_calls": "+".join(calls_of_create),
-              "api_vs_bare_throughput_ratio": ratio,
-              "calls_per_request": {"api": _per_request(api_calls, api["requests"]),
+              "bare_aws_calls": bare, "api_lambda_entry": lam, "api_local_http": api,
+              "baseline_calls": "+".join(BARE_CALLS), "api_create_calls": "+".join(calls_of_create),
+              "api_lambda_entry_vs_bare_throughput_ratio": _ratio(lam, bare, same_calls),
+              "api_local_http_vs_bare_throughput_ratio": ratio,
+              "calls_per_request": {"api_local_http": _per_request(api_calls, api["requests"]),
                                     "bare": _per_request(bare_calls, bare["requests"])},
-              "api_vs_bare_p50_ratio": round(api["p50_ms"] / bare["p50_ms"], 2) if api["p50_ms"] and bare["p50_ms"]
-              else None,
               "note": "local loopback, moto server in its own process; not a prediction of AWS latency"}
-    print(f"API create made {calls_of_create}; the baseline makes {BARE_CALLS}"
-          f"{'' if same_calls else ' - DIFFERENT: no ratio reported'}")
-    print(f"bare {'+'.join(BARE_CALLS)}: {bare['throughput_rps']:>8} req/s  p50 {bare['p50_ms']} ms  "
-          f"p99 {bare['p99_ms']} ms"
-          f"  ({bare['requests']} ok, {bare['errors']} errors)")
-    print(f"API POST /v1/jobs:    {api['throughput_rps']:>8} req/s  p50 {api['p50_ms']} ms  p99 {api['p99_ms']} ms"
-          f"  ({api['requests']} ok, {api['errors']} errors)")
-    print(f"calls per request: {result['calls_per_request']}")
-    print(f"API/bare throughput = {ratio}, API/bare p50 = {result['api_vs_bare_p50_ratio']}x "
-          f"(concurrency {args.concurrency}, {seconds:g}s per phase)")
+    _print(result, same_calls, args.concurrency, seconds)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
