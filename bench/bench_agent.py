@@ -22,7 +22,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -44,6 +46,17 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _run(agent: Any, args: argparse.Namespace) -> tuple[list[Any], float]:
+    agent.boot()
+    started = time.monotonic()
+    budget = threading.Timer(args.budget, agent.stop)
+    budget.daemon = True
+    budget.start()
+    agent.run(max_jobs=args.jobs)
+    budget.cancel()
+    return [s for s in agent.stats if s.outcome == "succeeded"], time.monotonic() - started
 
 
 def _busy(done: list) -> float | None:
@@ -103,16 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             bare.append(time.monotonic() - t)
         bare_rate = len(bare) / (time.monotonic() - bare_started)
         job_ids = [stack.submit() for _ in range(args.jobs)]
-        agent = make_agent(stack, config, backend=backend)
-        agent.boot()
-        started = time.monotonic()
-        budget = threading.Timer(args.budget, agent.stop)
-        budget.daemon = True
-        budget.start()
-        agent.run(max_jobs=args.jobs)
-        budget.cancel()
-        wall = time.monotonic() - started
-        done = [s for s in agent.stats if s.outcome == "succeeded"]
+        done, wall = _run(make_agent(stack, config, backend=backend), args)
+        # The same again with claim_ahead on (opt-in: it counts an attempt before the job runs; docs/worker.md)
+        [stack.submit() for _ in range(args.jobs)]
+        ahead_done, ahead_wall = _run(make_agent(stack, replace(config, claim_ahead=True), backend=backend), args)
         overhead = [(s.handle_s - s.backend_s) * 1000 for s in done]
         backend_ms = [s.backend_s * 1000 for s in done]
         phases = {name: round(_pct([s.timings[key] for s in done if key in (s.timings or {})], 50), 2)
@@ -133,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             "bare_backend_jobs_per_s": round(bare_rate, 2),
             "throughput_ratio_vs_bare_backend": round(throughput / bare_rate, 3) if bare_rate else None,
             "phase_p50_ms": phases,
+            "claim_ahead_backend_busy_fraction": _busy(ahead_done),
+            "claim_ahead_throughput_ratio_vs_bare_backend": round(len(ahead_done) / ahead_wall / bare_rate, 3)
+            if bare_rate and ahead_wall else None,
             "note": "moto server (own process) on loopback stands in for SQS/DynamoDB/S3; AWS round trips are slower",
         }
     finally:

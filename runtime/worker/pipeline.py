@@ -7,13 +7,17 @@ Three lanes around the one backend (one job on it at a time)::
     main loop         backend.run(N)
     settle lane       upload, record, acknowledge N-1                 (runtime.worker.settler)
 
-Claim-ahead: the attempt of the next job is started in the record ``lead`` seconds before the running job's
-expected end (EWMA of recent runs), where ``lead`` is 1.5 x (claim latency + 2 deviations, recent averages),
-at least 20 ms, so the backend does not wait for that conditional write either. The record says "running" at
-most ``lead`` early, and only for the job that the backend takes next. With no estimate yet (the first job,
-or after an idle spell) nothing is claimed ahead. A claimed-ahead job that a stop, drain or spot notice
-meets before it starts is handed back uncounted (``release_attempt``), as a running job would be; a cancel
-request reaches it through its lease guard and settles it as canceled when its turn comes.
+Claim-ahead (``claim_ahead``, off by default): the attempt of the next job is started in the record ``lead``
+seconds before the running job's expected end (EWMA of recent runs), where ``lead`` is 1.5 x (claim latency
++ 2 deviations, recent averages), at least 20 ms, so the backend does not wait for that conditional write
+either. The record says "running" at most ``lead`` early, and only for the job that the backend takes next.
+With no estimate yet (the first job, or after an idle spell) nothing is claimed ahead. A claimed-ahead job
+that a stop, drain or spot notice meets before it starts is handed back uncounted (``release_attempt``), as
+a running job would be; a cancel request reaches it through its lease guard and settles it as canceled when
+its turn comes. Why it is off by default: if the worker dies (OOM, SIGKILL) while the job before it runs,
+the claimed-ahead job has an attempt counted that it never ran - a poison job can use up its neighbour's
+attempts (``make chaos``, worker-killing-job, caught this). Without it, the claim (one conditional write) is
+on the backend's path.
 """
 
 from __future__ import annotations
@@ -136,7 +140,8 @@ class Pipeline:
     # -- claim-ahead -----------------------------------------------------------------------------------
     def _schedule_ahead(self, max_jobs: int | None, done: int) -> None:
         """Called right before backend.run of the current job: claim the next one just before it ends."""
-        if self.run_ewma_s is None or (max_jobs is not None and done >= max_jobs) or self.agent._stopping.is_set():
+        if not self.agent.config.claim_ahead or self.run_ewma_s is None or self.agent._stopping.is_set() \
+                or (max_jobs is not None and done >= max_jobs):
             return
         lead = max(MIN_LEAD_S, LEAD_FACTOR * (self.claim_ewma_s + 2 * self.claim_dev_s))
         self._ahead = _Ahead(time.monotonic() + max(0.0, self.run_ewma_s - lead))
