@@ -1,9 +1,15 @@
-"""Benchmark: job submission through the local API (same handler as Lambda) vs bare SQS SendMessage.
+"""Benchmark: job submission through the local API (same handler as Lambda) vs the same AWS calls issued bare.
 
-Both phases run in this process against one moto server on loopback, with the same concurrency, so the
-ratio shows what the API adds per job (auth, validation, DynamoDB write, queue write, HTTP) over the
-queue write alone. Figures are printed and written as JSON (``--out``); nothing is asserted. Bounded:
-each phase stops after ``--seconds`` (default 8), the whole run stays well under a minute.
+The bare baseline makes exactly the calls the API's create makes (DynamoDB PutItem of the job record with
+its "not exists" condition, SQS SendMessage of the job message, GetQueueAttributes for the queue depth its
+answer shows), with items and messages of the same size; the run checks this by recording the operations the
+API's own clients issue for one create and refuses to report a ratio if they differ. The API is measured
+twice: through its Lambda entry point (``handle_event`` with API Gateway's payload 2.0 event: the code that
+runs on AWS, where the HTTP side is API Gateway's) and through the local HTTP server (Python HTTP server and
+client on top). All phases run in this process against one moto server (its own process) on loopback, with
+the same concurrency, so a ratio shows what the API adds per job (auth, validation, building the record,
+HTTP) over its AWS calls. Figures are printed and written as JSON (``--out``); nothing is asserted. Bounded:
+each phase stops after ``--seconds`` (default 8), well under a minute.
 
     .venv/bin/python -m bench.bench_api --seconds 8 --concurrency 8 --out bench/results/api.json
 """
@@ -14,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import threading
 import time
@@ -25,13 +30,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# What the API's create makes for a job without an Idempotency-Key: the record, the message, and the queue depth
+# its 202 answer shows (queue position / estimated wait; read at most once per depth_cache_seconds).
+BARE_CALLS = ["PutItem", "SendMessage", "GetQueueAttributes"]
+DEPTH_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
 JOB = {"model": "sdxl-base-1.0", "inputs": {"prompt": "a lighthouse at dawn", "width": 512, "height": 512}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -75,6 +78,59 @@ def _run_phase(make_worker: Callable[[], Callable[[], bool]], seconds: float, co
             "mean_ms": round(statistics.fmean(latencies), 2) if n else None}
 
 
+def _print(result: dict[str, Any], same_calls: bool, concurrency: int, seconds: float) -> None:
+    print(f"API create made {result['api_create_calls']}; the baseline makes {result['baseline_calls']}"
+          f"{'' if same_calls else ' - DIFFERENT: no ratio reported'}")
+    for label, key in ((f"bare {result['baseline_calls']}", "bare_aws_calls"), ("API Lambda entry", "api_lambda_entry"),
+                       ("API POST /v1/jobs (local HTTP)", "api_local_http")):
+        r = result[key]
+        print(f"{label}: {r['throughput_rps']} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms"
+              f"  ({r['requests']} ok, {r['errors']} errors)")
+    print(f"calls per request: {result['calls_per_request']}")
+    print(f"throughput vs bare: Lambda entry {result['api_lambda_entry_vs_bare_throughput_ratio']}, local HTTP "
+          f"{result['api_local_http_vs_bare_throughput_ratio']} (concurrency {concurrency}, {seconds:g}s per phase)")
+
+
+def _alternate(order: tuple[Any, ...], seconds: float, concurrency: int, own_calls: dict[Any, list[str]],
+               api_calls: list[str]) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """Run the phases in ``order``; each phase's figures and the AWS operations it issued."""
+    halves, calls = [], []
+    for worker in order:
+        recorder = own_calls.get(worker, api_calls)
+        recorder.clear()
+        halves.append(_run_phase(worker, seconds, concurrency))
+        calls.append(list(recorder))
+    return halves, calls
+
+
+def _ratio(phase: dict[str, Any], bare: dict[str, Any], same_calls: bool) -> float | None:
+    return round(phase["throughput_rps"] / bare["throughput_rps"], 3) if bare["throughput_rps"] and same_calls else None
+
+
+def _gateway_event(body: str, key: str) -> dict[str, Any]:
+    """What API Gateway (HTTP API, payload 2.0) hands the Lambda for ``POST /v1/jobs``."""
+    return {"version": "2.0", "routeKey": "$default", "rawPath": "/v1/jobs", "rawQueryString": "",
+            "headers": {"authorization": f"Bearer {key}", "content-type": "application/json"},
+            "requestContext": {"http": {"method": "POST", "path": "/v1/jobs", "protocol": "HTTP/1.1",
+                                        "sourceIp": "127.0.0.1"},
+                               "domainName": "api.example.test", "requestId": uuid.uuid4().hex, "stage": "$default"},
+            "body": body, "isBase64Encoded": False}
+
+
+def _per_request(calls: list[str], requests: int) -> dict[str, float]:
+    return {name: round(calls.count(name) / requests, 3) for name in sorted(set(calls))} if requests else {}
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two halves of one phase: throughput over both; percentiles as the mean of the halves' (approximate)."""
+    requests, seconds = a["requests"] + b["requests"], a["seconds"] + b["seconds"]
+    out: dict[str, Any] = {"requests": requests, "errors": a["errors"] + b["errors"], "seconds": round(seconds, 2),
+                           "throughput_rps": round(requests / seconds, 1) if seconds else 0.0}
+    for key in ("p50_ms", "p99_ms", "mean_ms"):
+        out[key] = round((a[key] + b[key]) / 2, 2) if a[key] is not None and b[key] is not None else None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each phase (max 20)")
@@ -89,19 +145,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import boto3
     import httpx
-    from moto.server import ThreadedMotoServer
 
+    from bench._moto import moto_server
     from fleetdev.local_server import LocalApiServer
     from runtime.api.auth import generate_key
-    from runtime.api.handler import ApiConfig, build_app
-    from runtime.jobs.store import create_table
+    from runtime.api.handler import ApiConfig, build_app, handle_event
+    from runtime.jobs.schema import validate_job
+    from runtime.jobs.store import create_table, job_pk, new_record, serialize
+    from runtime.queues.base import QueueMessage
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
-    port = _free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
+    with moto_server() as endpoint:
         def client(service: str) -> Any:
             return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1")
 
@@ -109,16 +163,38 @@ def main(argv: list[str] | None = None) -> int:
         create_table(client("dynamodb"), table)
         queue_url = sqs.create_queue(QueueName=f"bench-{uuid.uuid4().hex[:6]}")["QueueUrl"]
         key, _ = generate_key("bench")
+        api_clients = {"dynamodb": client("dynamodb"), "sqs": client("sqs")}
         app = build_app(ApiConfig(job_table=table, queue_url=queue_url, api_keys=(key,), endpoint_url=endpoint,
-                                  region="us-east-1"))
+                                  region="us-east-1"), clients=api_clients)
         body = json.dumps(JOB)
+        spec = validate_job(dict(JOB))
+        api_calls: list[str] = []
+        for c in api_clients.values():
+            c.meta.events.register("before-call", lambda model, **_: api_calls.append(model.name))
+
+        bare_clients = (client("dynamodb"), client("sqs"))  # shared by all threads, as the API shares its own
+        depth_cache_s = float(getattr(app.producer, "depth_cache_seconds", 0.0))
+        depth_read = [0.0]  # the API's producer caches the queue depth this long; the baseline does the same
+        bare_calls: list[str] = []
+        for c in bare_clients:
+            c.meta.events.register("before-call", lambda model, **_: bare_calls.append(model.name))
 
         def bare_worker() -> Callable[[], bool]:
-            c = client("sqs")
-            msg = json.dumps({"v": 1, "job_id": "j_bench", "enqueued_at": time.time(), "job": JOB})
+            ddb, q = bare_clients
 
             def op() -> bool:
-                return bool(c.send_message(QueueUrl=queue_url, MessageBody=msg).get("MessageId"))
+                record = new_record(spec, owner="bench")
+                item = dict(record, pk=job_pk(record["job_id"]),
+                            spec=json.dumps(record["spec"], separators=(",", ":"), sort_keys=True))
+                ddb.put_item(TableName=table, Item=serialize(item), ConditionExpression="attribute_not_exists(pk)")
+                message = QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=record["created_at"])
+                attributes = {n: {"DataType": "String", "StringValue": str(spec[n])} for n in ("model", "task")}
+                sent = q.send_message(QueueUrl=queue_url, MessageBody=message.to_json(),
+                                      MessageAttributes=attributes).get("MessageId")
+                if time.monotonic() - depth_read[0] >= depth_cache_s:
+                    depth_read[0] = time.monotonic()
+                    q.get_queue_attributes(QueueUrl=queue_url, AttributeNames=DEPTH_ATTRIBUTES)
+                return bool(sent)
             return op
 
         with LocalApiServer(app) as server:
@@ -130,26 +206,38 @@ def main(argv: list[str] | None = None) -> int:
                     return http.post("/v1/jobs", content=body).status_code == 202
                 return op
 
-            api_worker()()  # warm up both paths once
-            bare_worker()()
-            bare = _run_phase(bare_worker, seconds, args.concurrency)
-            api = _run_phase(api_worker, seconds, args.concurrency)
-    finally:
-        moto.stop()
+            def lambda_worker() -> Callable[[], bool]:
+                """The Lambda entry point with API Gateway's payload 2.0 event: the code that runs on AWS."""
+                def op() -> bool:
+                    return handle_event(_gateway_event(body, key), app)["statusCode"] == 202
+                return op
 
-    ratio = round(bare["throughput_rps"] / api["throughput_rps"], 2) if api["throughput_rps"] else None
-    result = {"benchmark": "api-submit-vs-bare-sqs", "concurrency": args.concurrency, "phase_seconds": seconds,
-              "python": platform.python_version(), "cpus": os.cpu_count(), "bare_sqs": bare, "api": api,
-              "overhead_ratio_throughput": ratio,
-              "overhead_ratio_p50": round(api["p50_ms"] / bare["p50_ms"], 2) if api["p50_ms"] and bare["p50_ms"]
-              else None,
-              "note": "local loopback, moto server in-process; not a prediction of AWS latency"}
-    print(f"bare SQS SendMessage: {bare['throughput_rps']:>8} req/s  p50 {bare['p50_ms']} ms  p99 {bare['p99_ms']} ms"
-          f"  ({bare['requests']} ok, {bare['errors']} errors)")
-    print(f"API POST /v1/jobs:    {api['throughput_rps']:>8} req/s  p50 {api['p50_ms']} ms  p99 {api['p99_ms']} ms"
-          f"  ({api['requests']} ok, {api['errors']} errors)")
-    print(f"overhead: bare/API throughput = {ratio}x, API/bare p50 = {result['overhead_ratio_p50']}x "
-          f"(concurrency {args.concurrency}, {seconds:g}s per phase)")
+            api_worker()()  # warm up every path once; the API's create is recorded to check the baseline
+            calls_of_create = list(api_calls)
+            lambda_worker()()
+            bare_worker()()
+            api_calls.clear()
+            # Alternating halves (bare, Lambda, HTTP, HTTP, Lambda, bare): the queue and the table grow during
+            # the run, and moto gets slower with them, so no side gets the emptier half.
+            order = (bare_worker, lambda_worker, api_worker, api_worker, lambda_worker, bare_worker)
+            halves, calls = _alternate(order, seconds / 2, args.concurrency, {bare_worker: bare_calls}, api_calls)
+            bare, lam, api = (_merge(halves[i], halves[5 - i]) for i in range(3))
+            api_calls[:] = calls[2] + calls[3]
+            bare_calls[:] = calls[0] + calls[5]
+
+    same_calls = calls_of_create == BARE_CALLS
+
+    ratio = _ratio(api, bare, same_calls)
+    result = {"benchmark": "api-create-vs-the-same-aws-calls-bare", "concurrency": args.concurrency,
+              "phase_seconds": seconds, "python": platform.python_version(), "cpus": os.cpu_count(),
+              "bare_aws_calls": bare, "api_lambda_entry": lam, "api_local_http": api,
+              "baseline_calls": "+".join(BARE_CALLS), "api_create_calls": "+".join(calls_of_create),
+              "api_lambda_entry_vs_bare_throughput_ratio": _ratio(lam, bare, same_calls),
+              "api_local_http_vs_bare_throughput_ratio": ratio,
+              "calls_per_request": {"api_local_http": _per_request(api_calls, api["requests"]),
+                                    "bare": _per_request(bare_calls, bare["requests"])},
+              "note": "local loopback, moto server in its own process; not a prediction of AWS latency"}
+    _print(result, same_calls, args.concurrency, seconds)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -103,6 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
     """One request -> one payload 2.0 event -> ``handle_event``; ``app`` and ``public_host`` set per server."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: Nagle would hold the body for an ACK
     server_version = "genai-fleet-local-api"
     app: ApiApp
     public_host: str

@@ -86,6 +86,8 @@ class AgentConfig:
     backend_ready_timeout_seconds: int = 600  # readiness wait at boot and after a backend crash
     retry_delay_seconds: int = 5  # a failed attempt becomes visible again after this long
     cancel_poll_seconds: float = 2.0  # how often a running job's cancel flag is read
+    prefetch_jobs: int = 1  # messages received ahead while a job runs (0: serial; Kafka is always serial)
+    claim_ahead: bool = False  # start the next attempt just before the running job ends (docs/worker.md)
     metrics_sink: str = "agent"  # agent (CloudWatch agent EMF socket) | stdout | memory | off
     metrics_log_group: str = "/genai-fleet/worker"  # log group the CloudWatch agent writes EMF records to
     worker_id: str | None = None  # default: the EC2 instance id from IMDS
@@ -149,9 +151,15 @@ def parse(data: dict[str, Any]) -> AgentConfig:
 _WORKER_OPTIONS: dict[str, Any] = {
     "backend_model_dir": None, "backend_ready_timeout_seconds": int, "retry_delay_seconds": int,
     "cancel_poll_seconds": float, "metrics_sink": str, "worker_id": None, "metrics_log_group": str,
-    "heartbeat_file": None,
+    "heartbeat_file": None, "prefetch_jobs": int, "claim_ahead": "bool",
 }
 METRICS_SINKS = ("agent", "stdout", "memory", "off")
+
+
+def _flag(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{key} must be true or false")
 
 
 def _worker_options(data: dict[str, Any]) -> dict[str, Any]:
@@ -160,9 +168,12 @@ def _worker_options(data: dict[str, Any]) -> dict[str, Any]:
     for key, convert in _WORKER_OPTIONS.items():
         if data.get(key) is not None:
             try:
-                out[key] = convert(data[key]) if convert else str(data[key])
+                out[key] = _flag(key, data[key]) if convert == "bool" else convert(data[key]) if convert \
+                    else str(data[key])
             except (TypeError, ValueError) as exc:
                 raise AgentConfigError(f"{key} = {data[key]!r}: {exc}") from exc
+    if not 0 <= out.get("prefetch_jobs", 1) <= 10:
+        raise AgentConfigError(f"prefetch_jobs = {out['prefetch_jobs']}: must be from 0 (serial) to 10")
     if out.get("metrics_sink", "agent") not in METRICS_SINKS:
         raise AgentConfigError(f"metrics_sink = {out['metrics_sink']!r}: must be one of {', '.join(METRICS_SINKS)}")
     return out

@@ -47,6 +47,7 @@ def machine() -> dict[str, Any]:
 
 _BASELINE_WORDS = ("baseline", "bare", "base_")
 _SETTINGS = {"concurrency", "phase_seconds", "seconds", "cpus", "cores", "jobs", "submitted", "workers", "duration_s",
+             "prefetch_jobs",
              "backend_delay_s"}
 _UNITS = (("_rps", "req/s"), ("_per_s", "1/s"), ("_ms", "ms"), ("_seconds", "s"), ("_s", "s"), ("_pct", "%"),
           ("_percent", "%"), ("_fraction", ""), ("_bytes", "B"), ("ratio", "x"))

@@ -39,6 +39,7 @@ from runtime.api.auth import FailureLimiter, KeyStore, Principal, TokenBucket, a
 from runtime.api.models import ModelsSource, StaticModels
 from runtime.api.problems import ApiError
 from runtime.api.request_headers import check_content_type, idempotency_key, prefer_wait
+from runtime.api.sync_wait import WaitPacer
 from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavailableError, ValidationError
 from runtime.jobs.ids import is_job_id
 from runtime.jobs.schema import MAX_BODY_BYTES, fingerprint, parse_json_body, validate_job
@@ -86,7 +87,7 @@ class ApiOptions:
     allow_loopback: bool = False
     enforce_known_models: bool = False
     max_wait_seconds: float = MAX_WAIT_SECONDS
-    poll_interval_seconds: float = 0.25
+    poll_interval_seconds: float = 0.05  # first read of a sync wait; later reads: runtime.api.sync_wait
     average_job_seconds: float = 3.0
 
 
@@ -102,6 +103,7 @@ class ApiApp:
         self.keys, self.models = keys, models or StaticModels(())
         self._openapi = openapi
         self._clock, self._sleep = clock, sleep
+        self.pacer = WaitPacer()
         o = self.options
         self.limiter = TokenBucket(o.rate_per_second, o.burst or o.rate_per_second) if o.rate_per_second else None
         self.auth_failures = FailureLimiter()
@@ -290,15 +292,20 @@ class ApiApp:
             log.warning("could not mark job %s as enqueued", record["job_id"])
 
     def _wait_for(self, job_id: str, wait: float) -> dict[str, Any] | None:
+        """Read the record until it is final or the wait runs out, paced by its expected end (sync_wait)."""
         deadline = time.monotonic() + wait
-        interval = self.options.poll_interval_seconds
-        record = None
+        record: dict[str, Any] | None = None
+        delay: float | None = None
         while time.monotonic() < deadline:
-            self._sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            delay = self.pacer.next_delay(record, self._clock(), delay)
+            if record is None:
+                delay = self.options.poll_interval_seconds
+            self._sleep(min(delay, max(0.0, deadline - time.monotonic())))
             record = self.store.get(job_id)
             if record is None or record["status"] in FINAL:
+                if record is not None:
+                    self.pacer.observe(record)
                 break
-            interval = min(interval * 1.5, 1.0)  # poll fast first: most sync jobs are short
         return record
 
     def _owned(self, req: Request, job_id: str) -> tuple[Principal, dict[str, Any]]:

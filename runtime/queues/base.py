@@ -125,9 +125,13 @@ class JobQueueConsumer(ABC):
       worker (drain / spot interruption) after ``delay_seconds``.
     - A job received more than the queue's max receive count goes to the dead-letter queue (SQS redrive;
       Kafka: the consumer writes it to the DLQ topic), never silently dropped.
+    - ``supports_prefetch``: the consumer can hold more than one unsettled message (the agent receives the
+      next job while one runs); False makes the agent receive only after the previous job is settled.
     - Bodies that fail ``QueueMessage.from_json`` raise ``MessageFormatError`` from ``parse``; the
       consumer dead-letters them.
     """
+
+    supports_prefetch: bool = True
 
     @abstractmethod
     def receive(self, max_messages: int = 1, wait_seconds: float = 20.0) -> Sequence[ReceivedJob]:

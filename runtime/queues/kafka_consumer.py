@@ -68,6 +68,8 @@ def _error_of(exc: Exception) -> Any:
 
 
 class KafkaConsumer(JobQueueConsumer):
+    supports_prefetch = False  # one unsettled message per member: offsets must be committed in order
+
     def __init__(self, conf: dict[str, Any], topic: str = KAFKA_TOPIC, max_receive_count: int = 3,
                  dlq_topic: str | None = None, commit_retry_seconds: float = 30.0,
                  dlq_timeout_seconds: float = 30.0, revoke_wait_seconds: float = 240.0) -> None:

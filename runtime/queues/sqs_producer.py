@@ -36,6 +36,7 @@ class SqsJobProducer(JobQueueProducer):
         self.depth_cache_seconds = depth_cache_seconds
         self._depth: tuple[float, QueueDepth] | None = None
         self._lock = threading.Lock()
+        self._refreshing = False
 
     max_message_bytes = SQS_MAX_MESSAGE_BYTES
 
@@ -61,8 +62,16 @@ class SqsJobProducer(JobQueueProducer):
 
     def approximate_depth(self) -> QueueDepth | None:
         with self._lock:
-            if self._depth and time.monotonic() - self._depth[0] < self.depth_cache_seconds:
-                return self._depth[1]
+            if self._depth and (time.monotonic() - self._depth[0] < self.depth_cache_seconds or self._refreshing):
+                return self._depth[1]  # fresh, or another request is refreshing it: one call, not a stampede
+            self._refreshing = True
+        try:
+            return self._read_depth()
+        finally:
+            with self._lock:
+                self._refreshing = False
+
+    def _read_depth(self) -> QueueDepth | None:
         try:
             attrs = self.client.get_queue_attributes(
                 QueueUrl=self.queue_url,

@@ -1,13 +1,22 @@
-"""The agent's main loop: claim a job, run it through the backend, settle it (runtime.worker.job_runner).
+"""The agent's main loop: take a job, run it on the backend, hand its settling to the settle lane.
 
-One job at a time (one accelerator per instance). Threads: the main loop; per running job a lease
-guard (runtime.worker.guard) that renews the queue message and the record's lease and watches for
-cancel requests and lost leases; the lifecycle watcher (lifecycle.py). Webhooks are not sent by the
-agent: the webhook dispatcher derives them from the job table's stream.
+Pipelined, one job on the backend at a time (one accelerator per instance)::
 
-Attempts are counted in the job record at pick-up (``start_attempt``), not in the queue's receive
-count, and every write of an attempt is fenced on its lease (runtime.jobs.attempts). Errors map to an
-outcome by cause in one table (runtime.worker.failures); no exception escapes the loop.
+    prefetch thread   receive N+1, fetch its inputs, make its model local      (runtime.worker.prefetch)
+    main loop         claim N (start_attempt) -> inputs -> model -> backend.run (runtime.worker.job_runner)
+    settle lane       upload, record, acknowledge, metrics of N-1               (runtime.worker.settler)
+
+A prefetched message is only received: its visibility is renewed while it waits, its attempt is started in
+the record when the job is about to run, and a stop, drain or spot notice hands it back at once. Per claimed
+job a lease guard (runtime.worker.guard) renews the message and the record's lease and watches for cancel
+requests and lost leases until the job is settled. What a termination notice does to the running job is
+the drain policy's (runtime.worker.drain). A consumer that cannot hold a second message while one is
+unsettled (Kafka: ordered offset commits) runs serially: receive, run, settle, receive. Webhooks are not
+sent by the agent: the webhook dispatcher derives them from the job table's stream.
+
+Attempts are counted in the job record at the claim (``start_attempt``), not in the queue's receive count,
+and every write of an attempt is fenced on its lease (runtime.jobs.attempts). Errors map to an outcome by
+cause in one table (runtime.worker.failures); no exception escapes the loop.
 """
 
 from __future__ import annotations
@@ -20,17 +29,19 @@ from typing import Any
 
 from runtime import metric_names as m
 from runtime.agent_config import AgentConfig
-from runtime.backends.base import Backend, BackendError, BackendUnavailable, JobContext
-from runtime.jobs.attempts import EXHAUSTED, MISSING
-from runtime.jobs.errors import JobNotFoundError, StoreUnavailableError
+from runtime.backends.base import Backend, BackendError, BackendUnavailable
 from runtime.model_cache import ModelCache, ModelCacheError
 from runtime.queues.base import JobQueueConsumer, QueueError, ReceivedJob
+from runtime.worker.drain import DrainPolicy
 from runtime.worker.guard import LeaseGuard
 from runtime.worker.inputs import ImageFetcher
 from runtime.worker.job_runner import JobRunner, RunningJob
 from runtime.worker.lifecycle import REBALANCE, SPOT, Lifecycle, Notice
 from runtime.worker.metrics import Metrics
 from runtime.worker.outputs import OutputUploader
+from runtime.worker.pipeline import Pipeline
+from runtime.worker.prefetch import Prepared
+from runtime.worker.settler import Settler
 
 INFRA_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 20.0)  # pause after consecutive infrastructure failures
 
@@ -43,6 +54,8 @@ class JobStat:
     outcome: str
     handle_s: float  # pick-up to acknowledged
     backend_s: float  # time inside backend.run
+    timings: dict[str, float] | None = None  # per phase, ms (receive, mark running, inputs, model, run, ...)
+    run_span: tuple[float, float] | None = None  # monotonic start and end of backend.run
 
 
 class Agent:
@@ -60,30 +73,40 @@ class Agent:
         self.model_cache = model_cache
         self.fetcher = fetcher or ImageFetcher(allow_loopback=config.allow_loopback_urls)
         self.runner = JobRunner(self)
+        self.drain = DrainPolicy(config.lifecycle.drain_margin_seconds, interrupt=self.interrupt,
+                                 current=lambda: self.current)
         self.notice: Notice | None = None
         self.stats: list[JobStat] = []
-        self.current: RunningJob | None = None
+        self.current: RunningJob | None = None  # the job on the backend (not the one being settled)
+        self._pipeline: Pipeline | None = None
         self._stopping = threading.Event()
+        self._stop_requested = False
         self._lock = threading.Lock()
         self._backend_ok = True
         self._infra_failures = 0
         self._pause_s = INFRA_BACKOFF_S[0]
+        self._pause_next = False
         self._busy_s = 0.0
         self._busy_since = time.monotonic()
-        self._ewma_job_s: float | None = None
         self.rebalance: Notice | None = None  # a replacement is on its way; keep working until told to drain
         self.last_tick: float | None = None  # main loop progress (health probe); None until the loop runs
 
+    @property
+    def pipelined(self) -> bool:
+        return self.config.prefetch_jobs > 0 and getattr(self.consumer, "supports_prefetch", True)
+
     # -- control (called from signal handlers and the lifecycle watcher) ------------------------------
     def stop(self) -> None:
-        """Stop pulling and hand a running job back at once (SIGTERM, systemd stop)."""
+        """Stop pulling, hand prefetched messages and a running job back at once (SIGTERM, systemd stop)."""
+        self._stop_requested = True
         self._stopping.set()
+        self._hand_back_prefetched()
         job = self.current
         if job is not None:
             self.interrupt(job, "stop")
 
     def on_notice(self, notice: Notice) -> None:
-        """Spot notice or terminating state: drain (finish if it fits, else hand back). Rebalance: keep working."""
+        """Spot notice or terminating state: drain (runtime.worker.drain). Rebalance: keep working."""
         names = {SPOT: m.SPOT_INTERRUPTIONS, REBALANCE: m.REBALANCE_RECOMMENDATIONS}
         if notice.kind in names:
             self.metrics.count(names[notice.kind], notice=notice.kind, worker_id=self.worker_id)
@@ -96,35 +119,23 @@ class Agent:
             return
         self.notice = notice
         self._stopping.set()
+        self._hand_back_prefetched()
         job = self.current
-        if job is None:
-            return
-        left = notice.seconds_left()
-        if left is None:
-            return  # terminating hook: heartbeats keep the action open while the job finishes
-        cutoff = left - self.config.lifecycle.drain_margin_seconds
-        if self._ewma_job_s is not None:
-            remaining = max(0.0, self._ewma_job_s - (time.monotonic() - job.started))
-            fits = remaining <= cutoff
-            log.info("drain: job %s needs ~%.0fs, %.0fs usable: %s", job.ctx.job_id, remaining, cutoff,
-                     "finishing" if fits else "handing back")
-            if not fits:
-                self.interrupt(job, "drain")
-                return
-        # No estimate yet (or it fits): keep going, but hand it back if it is still running at the cutoff.
-        timer = threading.Timer(max(0.0, cutoff), self._drain_cutoff, args=(job,))
-        timer.daemon = True
-        timer.start()
+        if job is not None:
+            self.drain.apply(job, notice)
 
-    def _drain_cutoff(self, job: RunningJob) -> None:
-        if self.current is job:
-            log.warning("drain: job %s still running at the cutoff; handing it back", job.ctx.job_id)
-            self.interrupt(job, "drain")
+    def _hand_back_prefetched(self) -> None:
+        """On its own thread: a signal handler must not take the prefetcher's lock or call AWS."""
+        pipeline = self._pipeline
+        if pipeline is not None:
+            threading.Thread(target=pipeline.hand_back, name="hand-back", daemon=True).start()
 
     def interrupt(self, job: RunningJob, reason: str) -> None:
         with self._lock:
             if job.reason is None or reason in ("cancel", "lost-lease"):
                 job.reason = reason
+        if self.current is not job:
+            return  # being settled: the backend runs another job now; the settle's checkpoint stops it
         try:
             self.backend.interrupt(job.ctx)
         except BackendError as exc:
@@ -156,11 +167,23 @@ class Agent:
     # -- main loop -------------------------------------------------------------------------------------
     def run(self, max_jobs: int | None = None, idle_exit_seconds: float | None = None) -> int:
         """Pull and run jobs until stopped (or ``max_jobs`` / ``idle_exit_seconds`` for tests and benches)."""
+        if self.pipelined:
+            pipeline = Pipeline(self, max_jobs)
+            self._pipeline = pipeline
+            done = pipeline.run(max_jobs, idle_exit_seconds)
+        else:
+            done = self._run_serial(max_jobs, idle_exit_seconds)
+        self.shutdown()
+        return done
+
+    def _run_serial(self, max_jobs: int | None, idle_exit_seconds: float | None) -> int:
+        """Receive, run, settle, receive: for consumers that hold one message at a time (Kafka)."""
         done, idle_since = 0, time.monotonic()
         wait = self.config.queue.wait_time_seconds
         while not self._stopping.is_set() and (max_jobs is None or done < max_jobs):
             self.last_tick = time.monotonic()
             self._ensure_backend()
+            t = time.monotonic()
             try:
                 jobs = self.consumer.receive(1, wait)
             except QueueError as exc:
@@ -173,14 +196,15 @@ class Agent:
                 if idle_exit_seconds is not None and time.monotonic() - idle_since > idle_exit_seconds:
                     break
                 continue
+            receive_ms = round((time.monotonic() - t) * 1000, 1)
             for received in jobs:
                 if self._stopping.is_set():
                     self.runner.release(received, 0, "stopping")
                     continue
-                self.handle(received)
+                self.handle(received, prepared=Prepared(received, receive_ms=receive_ms))
+                self.pause_if_troubled()
                 done += 1
             idle_since = time.monotonic()
-        self.shutdown()
         return done
 
     def shutdown(self) -> None:
@@ -220,73 +244,94 @@ class Agent:
         return delay
 
     # -- one job ---------------------------------------------------------------------------------------
-    def handle(self, received: ReceivedJob) -> str:
-        """Claim, run and settle one received job; never raises (invariant 5)."""
+    def handle(self, received: ReceivedJob, prepared: Prepared | None = None, settler: Settler | None = None) -> str:
+        """Claim, run and settle one received job (settled on ``settler`` when given, while the caller goes on).
+        Never raises (invariant 5). Returns the outcome, or "settling" when the settle lane has it."""
+        claimed = self.claim(received, prepared)
+        return claimed if isinstance(claimed, str) else self.execute(claimed, settler)
+
+    def claim(self, received: ReceivedJob, prepared: Prepared | None) -> RunningJob | str:
+        """Start the attempt in the record and its lease guard; an outcome when the job must not run."""
         t0 = time.monotonic()
         job_id = received.message.job_id
-        backend_s = [0.0]
+        timings = {"queue_wait_ms": round(max(0.0, time.time() - received.message.enqueued_at) * 1000, 1)}
+        if prepared is not None:
+            timings["receive_ms"] = prepared.receive_ms
         try:
-            outcome = self._handle(received, backend_s)
+            job = self.runner.claim(received, timings)
+            if isinstance(job, str):
+                return self._record(job_id, job, t0, 0.0, timings)
+            job.picked, job.timings, job.prepared = t0, timings, prepared
+            job.guard = LeaseGuard(
+                consumer=self.consumer, store=self.store, received=job.received, job_id=job_id,
+                lease=job.attempt.lease, lease_seconds=self.config.queue.visibility_timeout_seconds,
+                poll_seconds=self.config.cancel_poll_seconds, on_cancel=lambda: self.interrupt(job, "cancel"),
+                on_lost=lambda why: self._lost(job, why), on_beat=self._beat_lifecycle).start()
+            return job
         except Exception:  # the runner settles every failure; this is the last line of defence
             log.exception("job %s: unexpected error outside an attempt; handing the message back", job_id)
             self.runner.release(received, self.config.retry_delay_seconds, "unexpected")
-            outcome = "unsettled"
-        finally:
-            self.current = None
-        elapsed = time.monotonic() - t0
-        if outcome == "succeeded":
-            self._ewma_job_s = elapsed if self._ewma_job_s is None else 0.8 * self._ewma_job_s + 0.2 * elapsed
-        if outcome in ("deferred", "unsettled"):
-            self._stopping.wait(self._pause_s)  # AWS or the disk is in trouble: do not hammer it
-        else:
-            self._infra_failures = 0
-        self._busy_s += backend_s[0]
-        self.stats.append(JobStat(job_id, outcome, elapsed, backend_s[0]))
-        return outcome
+            return self._record(job_id, "unsettled", t0, 0.0, timings)
 
-    def _handle(self, received: ReceivedJob, backend_s: list[float]) -> str:
-        message = received.message
-        job_id = message.job_id
-        timings = {"queue_wait_ms": round(max(0.0, time.time() - message.enqueued_at) * 1000, 1)}
-        lease_s = self.config.queue.visibility_timeout_seconds
-        try:
-            attempt = self.store.start_attempt(job_id, self.worker_id, self.config.queue.max_receive_count, lease_s)
-        except JobNotFoundError:
-            log.error("job %s has no record; dropping its message", job_id)
-            self.runner._ack(received)
-            return "orphaned"
-        except StoreUnavailableError as exc:
-            log.error("job %s: could not claim it (%s); handing it back", job_id, exc)
-            self.runner.release(received, self.infrastructure_trouble(), "store unavailable")
-            return "deferred"
-        if not attempt.started:  # final already (a redelivery), canceled while queued, or out of attempts
-            self.runner._ack(received)
-            if attempt.outcome == EXHAUSTED:
-                self.metrics.emit({m.JOBS_FAILED: 1}, {"job_id": job_id, "worker_id": self.worker_id,
-                                                        "code": "attempts-exhausted"})
-            return "skipped" if attempt.outcome != MISSING else "orphaned"
-        ctx = JobContext(job_id=job_id, spec=dict(message.job),
-                         deadline=time.monotonic() + self.config.max_job_seconds)
-        job = RunningJob(received, ctx, attempt)
+    def execute(self, job: RunningJob, settler: Settler | None = None, on_run: Any = None) -> str:
+        """Run a claimed job on the backend, then settle it (here or on ``settler``); never raises."""
+        if self._stopping.is_set():  # claimed ahead of a stop or a notice: hand it back before it starts
+            self.interrupt(job, "stop" if self._stop_requested else "drain")
+        job.started = time.monotonic()
         self.current = job
         self.lifecycle.protect(True)
-        guard = LeaseGuard(consumer=self.consumer, store=self.store, received=received, job_id=job_id,
-                           lease=attempt.lease, lease_seconds=lease_s, poll_seconds=self.config.cancel_poll_seconds,
-                           on_cancel=lambda: self.interrupt(job, "cancel"),
-                           on_lost=lambda why: self._lost(job, why), on_beat=self._beat_lifecycle)
+        backend_s, timings = [0.0], job.timings
         try:
-            with guard:
-                result, cache_hit = self.runner.run_phases(job, timings, backend_s)
+            result, cache_hit = self.runner.run_backend(job, timings, backend_s, job.prepared, on_run)
         except Exception as exc:  # noqa: BLE001 - every cause is mapped in runtime.worker.failures
-            outcome = self.runner.settle_exception(job, exc, timings)
-        else:
             try:
-                outcome = self.runner.settle_success(job, result, timings, cache_hit)
-            except Exception as exc:  # noqa: BLE001 - e.g. the store failed on the final write
                 outcome = self.runner.settle_exception(job, exc, timings)
-        log.info("job %s %s", job_id, outcome, extra={"job_id": job_id, "attempt": attempt.number,
-                                                     "lease": attempt.lease, "outcome": outcome, "timings": timings})
+            except Exception:  # last line of defence: the lease runs out and the job is retried
+                log.exception("job %s: settling failed", job.ctx.job_id)
+                outcome = "unsettled"
+            finally:
+                self.current = None
+                job.guard.stop()
+            return self._record(job.ctx.job_id, outcome, job.picked, backend_s[0], timings, job)
+        self.current = None  # the backend is free: the next job may start while this one settles
+
+        def settle() -> str:
+            try:
+                outcome = self.runner.finish(job, result, timings, cache_hit)
+            except Exception:  # last line of defence: the lease runs out and the job is retried
+                log.exception("job %s: settling failed", job.ctx.job_id)
+                outcome = "unsettled"
+            finally:
+                job.guard.stop()  # the message and the record's lease stay renewed until the job is settled
+            return self._record(job.ctx.job_id, outcome, job.picked, backend_s[0], timings, job)
+
+        if settler is None:
+            return settle()
+        settler.submit(settle)
+        return "settling"
+
+    def _record(self, job_id: str, outcome: str, t0: float, backend_s: float, timings: dict[str, float],
+                job: RunningJob | None = None) -> str:
+        elapsed = time.monotonic() - t0
+        if outcome == "succeeded":
+            self.drain.observe(elapsed)
+        if outcome in ("deferred", "unsettled"):
+            self._pause_next = True  # AWS or the disk is in trouble: the loop pauses before the next job
+        else:
+            self._infra_failures = 0
+        self._busy_s += backend_s
+        self.stats.append(JobStat(job_id, outcome, elapsed, backend_s, dict(timings),
+                                  job.run_span if job is not None else None))
+        if job is not None:
+            log.info("job %s %s", job_id, outcome, extra={"job_id": job_id, "attempt": job.attempt.number,
+                                                         "lease": job.attempt.lease, "outcome": outcome,
+                                                         "timings": timings})
         return outcome
+
+    def pause_if_troubled(self) -> None:
+        if self._pause_next:
+            self._pause_next = False
+            self._stopping.wait(self._pause_s)
 
     def _lost(self, job: RunningJob, why: str) -> None:
         log.warning("job %s: lease lost (%s); stopping the attempt", job.ctx.job_id, why)
@@ -312,3 +357,4 @@ def _uptime_ms() -> float:
             return float(fh.read().split()[0]) * 1000
     except (OSError, ValueError, IndexError):
         return 0.0
+

@@ -33,13 +33,21 @@ class LeaseGuard:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
 
-    def __enter__(self) -> LeaseGuard:
+    def start(self) -> LeaseGuard:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """Stop renewing (the job is settled); idempotent, callable from the settle lane."""
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> LeaseGuard:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def _run(self) -> None:
         next_beat = time.monotonic() + self.beat_seconds

@@ -27,15 +27,18 @@ from typing import TYPE_CHECKING, Any
 
 from runtime import metric_names as m
 from runtime.backends.base import BackendUnavailable, JobContext, JobInterrupted
-from runtime.jobs.attempts import Attempt, attempt_history
-from runtime.jobs.errors import StoreUnavailableError
+from runtime.jobs.attempts import EXHAUSTED, MISSING, Attempt, attempt_history
+from runtime.jobs.errors import JobNotFoundError, StoreUnavailableError
 from runtime.queues.base import QueueError, ReceivedJob
 from runtime.worker.failures import INFRASTRUCTURE, PERMANENT, Disposition, classify
+from runtime.worker.prefetch import Prepared
 
 if TYPE_CHECKING:
     from runtime.worker.agent import Agent
 
 log = logging.getLogger(__name__)
+
+FRESH_S = 0.25  # a record read this recently (at the claim) is not read again before the backend starts
 
 
 @dataclass
@@ -44,8 +47,14 @@ class RunningJob:
     ctx: JobContext
     attempt: Attempt
     started: float = field(default_factory=time.monotonic)
+    claimed: float = field(default_factory=time.monotonic)  # when start_attempt confirmed the lease
     reason: str | None = None  # why the agent interrupted it: cancel | drain | stop | lost-lease
     uploaded_keys: list[str] = field(default_factory=list)
+    picked: float = field(default_factory=time.monotonic)  # taken off the prefetch (stats: pick-up to settled)
+    timings: dict[str, float] = field(default_factory=dict)
+    prepared: Prepared | None = None
+    guard: Any = None  # its LeaseGuard, from the claim until it is settled
+    run_span: tuple[float, float] | None = None  # monotonic start and end of backend.run
 
 
 class JobRunner:
@@ -55,12 +64,41 @@ class JobRunner:
         self.agent = agent
         self.cfg = agent.config
 
+    # -- claiming --------------------------------------------------------------------------------------
+    def claim(self, received: ReceivedJob, timings: dict[str, float]) -> RunningJob | str:
+        """Start the attempt in the record (right before the job runs); an outcome when it must not run."""
+        agent, message = self.agent, received.message
+        job_id = message.job_id
+        lease_s = self.cfg.queue.visibility_timeout_seconds
+        t = time.monotonic()
+        try:
+            attempt = agent.store.start_attempt(job_id, agent.worker_id, self.cfg.queue.max_receive_count, lease_s)
+        except JobNotFoundError:
+            log.error("job %s has no record; dropping its message", job_id)
+            self._ack(received)
+            return "orphaned"
+        except StoreUnavailableError as exc:
+            log.error("job %s: could not claim it (%s); handing it back", job_id, exc)
+            self.release(received, agent.infrastructure_trouble(), "store unavailable")
+            return "deferred"
+        timings["mark_running_ms"] = _ms(t)
+        if not attempt.started:  # final already (a redelivery), canceled while queued, or out of attempts
+            self._ack(received)
+            if attempt.outcome == EXHAUSTED:
+                agent.metrics.emit({m.JOBS_FAILED: 1}, {"job_id": job_id, "worker_id": agent.worker_id,
+                                                        "code": "attempts-exhausted"})
+            return "skipped" if attempt.outcome != MISSING else "orphaned"
+        ctx = JobContext(job_id=job_id, spec=dict(message.job), deadline=time.monotonic() + self.cfg.max_job_seconds)
+        return RunningJob(received, ctx, attempt)
+
     # -- phases --------------------------------------------------------------------------------------
-    def checkpoint(self, job: RunningJob) -> None:
+    def checkpoint(self, job: RunningJob, fresh_s: float = 0.0) -> None:
         """Between phases: stop when interrupted, when a cancel was requested, or when the record no longer
         names this attempt (checked right before the upload too, so a worker that was frozen past its lease
-        does not write once it wakes)."""
-        record = self.agent.store.get(job.ctx.job_id) if job.reason is None else None
+        does not write once it wakes). Within ``fresh_s`` of the claim the record is not read again: it
+        named this attempt then, and the lease guard watches it from there on."""
+        stale = time.monotonic() - job.claimed >= fresh_s
+        record = self.agent.store.get(job.ctx.job_id) if job.reason is None and stale else None
         if record is not None:
             if int(record.get("lease") or 0) != job.attempt.lease or record.get("status") != "running":
                 job.reason = "cancel" if record.get("status") == "canceled" else "lost-lease"
@@ -69,27 +107,37 @@ class JobRunner:
         if job.reason is not None:
             raise JobInterrupted(f"job {job.ctx.job_id} interrupted ({job.reason})")
 
-    def run_phases(self, job: RunningJob, timings: dict[str, float], backend_s: list[float]) -> tuple[Any, bool | None]:
+    def run_backend(self, job: RunningJob, timings: dict[str, float], backend_s: list[float],
+                    prepared: Prepared | None = None, on_run: Any = None) -> tuple[Any, bool | None]:
+        """Inputs, model, inference: everything up to the backend's answer (the part that holds the backend)."""
         agent, ctx = self.agent, job.ctx
         if ctx.inputs.get("seed", 0) is None:
             ctx.spec["inputs"] = {**ctx.inputs, "seed": random.randrange(2**32)}
-        self.checkpoint(job)
-        ctx.before_submit = lambda: self.checkpoint(job)  # the backend's last check before it submits work
+        self.checkpoint(job, FRESH_S)
+        ctx.before_submit = lambda: self.checkpoint(job)  # the backend's last check before it submits: always read
         t = time.monotonic()
-        ctx.input_images = agent.fetcher.fetch_all(ctx.spec)
-        timings["inputs_ms"] = _ms(t)
+        if prepared is not None and prepared.input_error is not None:
+            raise prepared.input_error
+        ctx.input_images = prepared.inputs if prepared is not None and prepared.inputs is not None \
+            else agent.fetcher.fetch_all(ctx.spec)
+        timings["inputs_ms"] = _ms(t) + (prepared.inputs_ms if prepared is not None else 0.0)
         t = time.monotonic()
         cache_hit: bool | None = None
         with contextlib.ExitStack() as stack:
             if agent.model_cache is not None and ctx.model and agent.backend.name != "test-pattern":
                 cached = stack.enter_context(agent.model_cache.use(ctx.model))
-                cache_hit = cached.hit
+                # a download the prefetch did for this job is still this job's miss (it was hidden, not saved)
+                early = prepared.model_hit if prepared is not None else None
+                cache_hit = cached.hit if early is None else early and cached.hit
                 ctx.model_path = cached.path
+                load_ms = cached.load_ms + (prepared.model_ms if prepared is not None else 0.0)
                 agent.metrics.count(m.MODEL_CACHE_HITS if cache_hit else m.MODEL_CACHE_MISSES, model=ctx.model,
-                                    job_id=ctx.job_id, load_ms=cached.load_ms)
+                                    job_id=ctx.job_id, load_ms=load_ms)
             agent.backend.load_model(ctx.model or "", ctx.model_path)
             timings["model_load_ms"] = _ms(t)
-            self.checkpoint(job)
+            self.checkpoint(job, FRESH_S)
+            if on_run is not None:
+                on_run()  # the pipeline may claim the next job while this one runs
             t = time.monotonic()
             try:
                 result = agent.backend.run(ctx)
@@ -97,15 +145,28 @@ class JobRunner:
                 agent.backend_lost()
                 raise
             finally:
-                backend_s[0] = time.monotonic() - t
+                job.run_span = (t, time.monotonic())
+                backend_s[0] = job.run_span[1] - t
                 timings["inference_ms"] = _ms(t)
-        self.checkpoint(job)
+        return result, cache_hit
+
+    def upload(self, job: RunningJob, result: Any, timings: dict[str, float]) -> None:
+        # Read unless the claim was moments ago: a worker frozen past its lease finds the claim stale (the
+        # monotonic clock runs on) and reads; within FRESH_S of a claim no other attempt can own the job.
+        self.checkpoint(job, FRESH_S)
         t = time.monotonic()
-        uploaded = agent.uploader.upload(ctx.job_id, result.outputs, result.metadata, attempt=job.attempt.lease,
-                                         on_key=job.uploaded_keys.append)
+        uploaded = self.agent.uploader.upload(job.ctx.job_id, result.outputs, result.metadata,
+                                              attempt=job.attempt.lease, on_key=job.uploaded_keys.append)
         timings["upload_ms"] = _ms(t)
         result.metadata["uploaded"] = uploaded
-        return result, cache_hit
+
+    def finish(self, job: RunningJob, result: Any, timings: dict[str, float], cache_hit: bool | None) -> str:
+        """Upload, record and acknowledge a job the backend answered; every failure is settled too."""
+        try:
+            self.upload(job, result, timings)
+            return self.settle_success(job, result, timings, cache_hit)
+        except Exception as exc:  # noqa: BLE001 - every cause is mapped in runtime.worker.failures
+            return self.settle_exception(job, exc, timings)
 
     # -- settling ------------------------------------------------------------------------------------
     def settle_success(self, job: RunningJob, result: Any, timings: dict[str, float], cache_hit: bool | None) -> str:
