@@ -227,6 +227,10 @@ class ModelCache:
                 out.append((folder, size, marker.stat().st_mtime))
         return out
 
+    def models_on_disk(self) -> list[str]:
+        """Model ids with a complete entry (the affinity consumer's disk tier)."""
+        return [folder.name.rsplit("@", 1)[0].replace("--", "/") for folder, _, _ in self.entries()]
+
     def used_bytes(self) -> int:
         return sum(size for _, size, _ in self.entries())
 

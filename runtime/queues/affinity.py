@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runtime.queues.base import JobQueueConsumer, QueueError, ReceivedJob
@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 
 LOADED, RAM, DISK, COLD = 0, 1, 2, 3  # warmth tiers, warmest first
 DEFAULT_GROUP = "default"
+
+
+def tier_map(on_disk: Iterable[str], in_ram: Iterable[str]) -> dict[str, int]:
+    """model id -> warmth tier from the model cache's disk entries and the RAM tier's keys."""
+    tiers = dict.fromkeys(on_disk, DISK)
+    tiers.update(dict.fromkeys(in_ram, RAM))
+    return tiers
 
 
 @dataclass(frozen=True)
