@@ -73,6 +73,7 @@ class Agent:
         self._ewma_job_s: float | None = None
         self.rebalance: Notice | None = None  # a replacement is on its way; keep working until told to drain
         self.last_tick: float | None = None  # main loop progress (health probe); None until the loop runs
+        self.loaded_model: str | None = None  # the model the backend holds (model affinity, switch metrics)
 
     # -- control (called from signal handlers and the lifecycle watcher) ------------------------------
     def stop(self) -> None:
@@ -269,6 +270,7 @@ class Agent:
                          deadline=time.monotonic() + self.config.max_job_seconds)
         job = RunningJob(received, ctx, attempt)
         self.current = job
+        switched = self._note_model(ctx.model)
         self.lifecycle.protect(True)
         guard = LeaseGuard(consumer=self.consumer, store=self.store, received=received, job_id=job_id,
                            lease=attempt.lease, lease_seconds=lease_s, poll_seconds=self.config.cancel_poll_seconds,
@@ -284,9 +286,25 @@ class Agent:
                 outcome = self.runner.settle_success(job, result, timings, cache_hit)
             except Exception as exc:  # noqa: BLE001 - e.g. the store failed on the final write
                 outcome = self.runner.settle_exception(job, exc, timings)
+        if switched and "model_load_ms" in timings:
+            self.metrics.emit({m.MODEL_SWITCH_TIME: timings["model_load_ms"]}, {"worker_id": self.worker_id,
+                                                                                "model": ctx.model})
         log.info("job %s %s", job_id, outcome, extra={"job_id": job_id, "attempt": attempt.number,
                                                      "lease": attempt.lease, "outcome": outcome, "timings": timings})
         return outcome
+
+    def _note_model(self, model: str | None) -> bool:
+        """Model affinity hook: tell the consumer which model the backend loads now; count a switch."""
+        if not model:
+            return False
+        previous, self.loaded_model = self.loaded_model, model
+        note = getattr(self.consumer, "note_loaded", None)  # runtime.queues.affinity.AffinityConsumer
+        if note is not None:
+            note(model)
+        if previous is None or previous == model:
+            return False
+        self.metrics.count(m.MODEL_SWITCHES, worker_id=self.worker_id, model=model, previous=previous)
+        return True
 
     def _lost(self, job: RunningJob, why: str) -> None:
         log.warning("job %s: lease lost (%s); stopping the attempt", job.ctx.job_id, why)
