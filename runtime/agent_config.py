@@ -47,6 +47,7 @@ class QueueConfig:
     kafka_session_timeout_ms: int = 45000  # static members keep their partitions this long after a crash
     groups: tuple[GroupQueueConfig, ...] = ()  # model groups with a queue each; other models use url / topic
     affinity_max_wait_seconds: float = 60.0  # a group's backlog older than this wins over the loaded model
+    affinity_switch_after_seconds: float = 20.0  # a worker holding a model leaves younger backlogs to holders
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,9 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         else:
             _require(q, "bootstrap_servers", "queue.")
         q["groups"] = _groups(q.get("groups") or [], kind)
-        if float(q.get("affinity_max_wait_seconds", 60.0)) <= 0:
-            raise AgentConfigError(f"queue.affinity_max_wait_seconds = {q['affinity_max_wait_seconds']!r}: "
-                                   f"must be a number of seconds > 0")
+        for key, default in (("affinity_max_wait_seconds", 60.0), ("affinity_switch_after_seconds", 20.0)):
+            if not isinstance(q.get(key, default), int | float) or q.get(key, default) <= 0:
+                raise AgentConfigError(f"queue.{key} = {q[key]!r}: must be a number of seconds > 0")
         backend = _require(data, "backend", "")
         if backend not in BACKENDS:
             raise AgentConfigError(f"backend = {backend!r}: must be one of {', '.join(BACKENDS)}")

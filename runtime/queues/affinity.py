@@ -11,10 +11,17 @@ group; Kafka: one topic per group, see docs/fleet.md) and each worker reads them
    spread over cold groups instead of all rushing the same one).
 
 A worker therefore switches models only when its warm groups have nothing waiting, or when another
-group's backlog is overdue. Starvation is judged from a cheap backlog probe per group (SQS
-``ApproximateNumberOfMessages``; Kafka consumer lag; the in-memory fake's depth), sampled at most every
-``probe_seconds``: a group is overdue when its backlog has been non-empty and never shrank between two
-samples for ``max_wait_seconds``. Peeking at messages would be exact, but every SQS receive counts
+group's backlog is overdue. A worker that holds a model also leaves another group's backlog alone
+until it has waited ``switch_after_seconds`` (delay scheduling, as in Zaharia et al.'s "Delay
+Scheduling" for data locality): most of the time a worker that holds that group's model frees up
+within seconds and takes it without a load, where an idle worker would pay a disk load at once.
+A worker with nothing loaded (just booted), or one that found nothing for ``idle_switch_seconds``
+(default ``max_wait_seconds``: its own model has gone quiet), takes anything at once.
+
+Starvation is judged from a cheap backlog probe per group (SQS ``ApproximateNumberOfMessages``;
+Kafka consumer lag; the in-memory fake's depth), sampled at most every ``probe_seconds``: a group is
+overdue when its backlog has been non-empty and never shrank between two samples for
+``max_wait_seconds``. Peeking at messages would be exact, but every SQS receive counts
 towards the redrive limit, so a peek could push a job to the dead-letter queue.
 
 The consumer keeps the ``JobQueueConsumer`` interface the agent uses, and ``receive`` may be called
@@ -91,7 +98,9 @@ class AffinityConsumer(JobQueueConsumer):
     """Reads several group queues in a per-worker preference order (module docstring)."""
 
     def __init__(self, queues: Sequence[GroupQueue], groups: ModelGroups, *, worker_id: str = "",
-                 max_wait_seconds: float = 60.0, probe_seconds: float = 5.0, poll_seconds: float = 1.0,
+                 max_wait_seconds: float = 60.0, switch_after_seconds: float = 20.0,
+                 idle_switch_seconds: float | None = None, probe_seconds: float = 2.0,
+                 poll_seconds: float = 1.0,
                  tiers: Callable[[], Mapping[str, int]] | None = None,
                  on_switch: Callable[[str | None, str | None], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -102,12 +111,15 @@ class AffinityConsumer(JobQueueConsumer):
         self.queues = {q.group: q for q in queues}
         self.groups = groups
         self.max_wait_seconds = max_wait_seconds
+        self.switch_after_seconds = switch_after_seconds
+        self.idle_switch_seconds = max_wait_seconds if idle_switch_seconds is None else idle_switch_seconds
         self.probe_seconds = probe_seconds
         self.poll_seconds = poll_seconds
         self.tiers = tiers
         self.on_switch = on_switch
         self.clock = clock
         self.loaded: str | None = None
+        self.idle_since: float | None = None  # receive found nothing since then (reset when a job starts)
         self.stats = AffinityStats()
         self._rotation = zlib.crc32(worker_id.encode()) if worker_id else 0
         self._probes = {name: _Probe() for name in self.queues}
@@ -119,6 +131,7 @@ class AffinityConsumer(JobQueueConsumer):
         """The backend holds ``model`` now (called when a job for it starts): prefer its group."""
         with self._lock:
             previous, self.loaded = self.loaded, model
+            self.idle_since = None
         if model != previous and previous is not None:
             self.stats.switches += 1
             if self.on_switch is not None:
@@ -159,19 +172,27 @@ class AffinityConsumer(JobQueueConsumer):
         warmth = self.warmth()
         names = list(self.queues)
         rank = {name: (i + self._rotation) % len(names) for i, name in enumerate(names)}
-        overdue = sorted((n for n, p in probes.items() if p.since is not None
-                          and now - p.since >= self.max_wait_seconds), key=lambda n: probes[n].since or 0.0)
+        overdue = sorted((n for n in names if self._age(n, now) >= self.max_wait_seconds),
+                         key=lambda n: probes[n].since or 0.0)
         rest = sorted((n for n in names if n not in overdue),
                       key=lambda n: (warmth[n], -probes[n].waiting if warmth[n] == COLD else 0, rank[n]))
+        idle_long = self.idle_since is not None and now - self.idle_since >= self.idle_switch_seconds
+        if self.loaded is not None and not idle_long and rest and warmth[rest[0]] == LOADED:
+            # delay scheduling: leave young backlogs of other models to the workers that hold them
+            rest = [rest[0], *(n for n in rest[1:] if self._age(n, now) >= self.switch_after_seconds)]
         return overdue + rest
+
+    def _age(self, name: str, now: float) -> float:
+        """How long the group's backlog has waited without shrinking (0 when there is none)."""
+        since = self._probes[name].since
+        return 0.0 if since is None else now - since
 
     # -- JobQueueConsumer --------------------------------------------------------------------------
     def receive(self, max_messages: int = 1, wait_seconds: float = 20.0) -> Sequence[ReceivedJob]:
         deadline = time.monotonic() + max(0.0, wait_seconds)  # real time: the clock may be simulated
         while True:
             order = self.preference()
-            overdue = {n for n in order if self._probes[n].since is not None
-                       and self.clock() - (self._probes[n].since or 0.0) >= self.max_wait_seconds}
+            overdue = {n for n in order if self._age(n, self.clock()) >= self.max_wait_seconds}
             for name in order:
                 # the top choice is always polled; the rest only when their probe saw a backlog
                 if name != order[0] and not self._probes[name].waiting:
@@ -181,11 +202,14 @@ class AffinityConsumer(JobQueueConsumer):
                 if got:
                     return self._remember(name, got, overdue=name in overdue)
             if time.monotonic() >= deadline or self.poll_seconds <= 0:
+                if self.idle_since is None:
+                    self.idle_since = self.clock()
                 return []
 
     def _remember(self, name: str, got: Sequence[ReceivedJob], *, overdue: bool) -> Sequence[ReceivedJob]:
         consumer = self.queues[name].consumer
         with self._lock:
+            self.idle_since = None
             for job in got:
                 self._origin[id(job)] = (job, consumer)
             self.stats.picks[name] = self.stats.picks.get(name, 0) + len(got)

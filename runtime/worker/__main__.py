@@ -134,7 +134,8 @@ def _consumer(config: AgentConfig, worker_id: str, tiers: Any = None) -> Any:
 
     groups = ModelGroups({g.name: g.models for g in q.groups})
     return AffinityConsumer([GroupQueue(name, c, probes[name]) for name, c in queues.items()], groups,
-                            worker_id=worker_id, max_wait_seconds=q.affinity_max_wait_seconds, tiers=tiers)
+                            worker_id=worker_id, max_wait_seconds=q.affinity_max_wait_seconds,
+                            switch_after_seconds=q.affinity_switch_after_seconds, tiers=tiers)
 
 
 def build(config: AgentConfig) -> tuple[Any, Any]:

@@ -24,7 +24,7 @@ def stack(moto_endpoint):
 def test_agent_serves_the_loaded_models_group_before_switching(stack):
     sdxl_url = stack.sqs.create_queue(QueueName=f"{stack.table}-sdxl")["QueueUrl"]
     config = stack.config(queue={"groups": [{"name": "sdxl", "models": ["sdxl-base"], "url": sdxl_url}],
-                                 "affinity_max_wait_seconds": 600})
+                                 "affinity_max_wait_seconds": 600, "affinity_switch_after_seconds": 1})
     consumer = _consumer(config, "i-test")
     assert isinstance(consumer, AffinityConsumer) and set(consumer.queues) == {"default", "sdxl"}
     agent = make_agent(stack, config)
@@ -70,3 +70,5 @@ def test_groups_config_is_validated_with_the_key_named(stack):
             with_groups(groups)
     with pytest.raises(AgentConfigError, match="affinity_max_wait_seconds"):
         with_groups([], affinity_max_wait_seconds=0)
+    with pytest.raises(AgentConfigError, match="affinity_switch_after_seconds = 'soon'"):
+        with_groups([], affinity_switch_after_seconds="soon")

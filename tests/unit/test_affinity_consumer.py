@@ -20,11 +20,12 @@ class Clock:
 GROUPS = ModelGroups({"sdxl": ("sdxl-base", "sdxl-turbo"), "sd15": ("sd15",), "flux": ("flux-dev",)})
 
 
-def setup(max_wait: float = 60.0, tiers=None, worker_id: str = "w1"):
+def setup(max_wait: float = 60.0, tiers=None, worker_id: str = "w1", switch_after: float = 10.0):
     clock = Clock()
     queues = {name: InMemoryQueue(clock=clock) for name in GROUPS.names()}
     group_queues = [GroupQueue(n, q, lambda q=q: q.approximate_depth().waiting) for n, q in queues.items()]
     consumer = AffinityConsumer(group_queues, GROUPS, worker_id=worker_id, max_wait_seconds=max_wait,
+                                switch_after_seconds=switch_after,
                                 probe_seconds=0.0, poll_seconds=0.0, tiers=tiers, clock=clock)
     return clock, queues, consumer
 
@@ -55,11 +56,49 @@ def test_loaded_model_group_is_served_before_older_jobs_of_other_groups():
     put(queues, "sdxl-turbo", "x2")
     consumer.note_loaded("sdxl-base")
     assert [take(consumer), take(consumer)] == ["x1", "x2"]
-    assert take(consumer) == "old-sd15"  # nothing warm waits: switch
+    assert take(consumer) is None  # the sd15 job is young: a worker holding sd15 may take it without a load
+    clock.now += 10.0
+    assert take(consumer) == "old-sd15"  # nothing warm waits and it waited switch_after_seconds: switch
     assert take(consumer) is None
     assert consumer.stats.switches == 0  # switching is counted when the agent loads the next model
     consumer.note_loaded("sd15")
     assert consumer.stats.switches == 1
+
+
+def test_a_worker_with_nothing_loaded_takes_anything_at_once():
+    _clock, queues, consumer = setup(switch_after=1000.0)
+    put(queues, "sd15", "s")
+    assert take(consumer) == "s"
+
+
+def test_delay_scheduling_leaves_young_backlogs_to_workers_that_hold_the_model():
+    clock, queues, holder = setup(worker_id="holder")
+    other = AffinityConsumer([GroupQueue(n, q, lambda q=q: q.approximate_depth().waiting) for n, q in queues.items()],
+                             GROUPS, worker_id="other", switch_after_seconds=10.0, probe_seconds=0.0,
+                             poll_seconds=0.0, clock=clock)
+    holder.note_loaded("sd15")
+    other.note_loaded("flux-dev")
+    put(queues, "sd15", "s1")
+    assert take(other) is None  # idle, but s1 is young and not its model
+    clock.now += 3.0
+    assert take(holder) == "s1"  # the holder frees up and runs it without a switch
+    put(queues, "sd15", "s2")
+    take(other)
+    clock.now += 10.0
+    assert take(other) == "s2"  # nobody came for it within switch_after_seconds: switch
+
+
+def test_a_worker_idle_for_idle_switch_seconds_takes_young_backlogs_at_once():
+    clock, queues, consumer = setup(max_wait=60.0)
+    consumer.note_loaded("sd15")
+    assert take(consumer) is None  # idle from here
+    clock.now += 59.0
+    put(queues, "flux-dev", "f")
+    assert take(consumer) is None  # young backlog, and idle for 59 s only
+    clock.now += 1.0
+    assert take(consumer) == "f"  # its own model has been quiet for idle_switch_seconds (= max_wait)
+    consumer.note_loaded("flux-dev")
+    assert consumer.idle_since is None
 
 
 def test_ram_tier_beats_disk_beats_cold():
