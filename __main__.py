@@ -17,7 +17,7 @@ from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.prerequisites import require as require_prerequisites
 from components.prerequisites import webhook_secret_parameter as webhook_secret_name
-from components.request_queue import KAFKA_DLQ_TOPIC, RequestQueue, RequestQueueArgs
+from components.request_queue import RequestQueue, RequestQueueArgs
 
 # Fails with every bad key listed before any resource is declared.
 cfg = fleet_config.from_pulumi()
@@ -40,41 +40,27 @@ outputs = CdnStorage("outputs", CdnStorageArgs(config=cfg),
 jobs = JobStore("jobs", JobStoreArgs(config=cfg), opts=opts)
 queue = RequestQueue("queue", RequestQueueArgs(config=cfg, vpc_id=network.vpc_id,
                                                subnet_ids=network.private_subnet_ids), opts=opts)
-is_sqs = cfg.queue.kind == "sqs"
 # A SecureString the operator creates once per environment (README: "Webhook signing secret").
 webhook_secret_parameter = webhook_secret_name(cfg)
 api = Api("api", ApiArgs(
-    config=cfg, job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
-    queue_url=queue.queue_url if is_sqs else None, queue_arn=queue.queue_arn if is_sqs else None,
-    kafka_bootstrap_brokers=None if is_sqs else queue.bootstrap_brokers,
-    kafka_cluster_arn=None if is_sqs else queue.cluster_arn, kafka_topic_arn=None if is_sqs else queue.topic_arn,
-    kafka_client_security_group_id=None if is_sqs else queue.client_security_group_id,
-    subnet_ids=None if is_sqs else network.private_subnet_ids,
+    config=cfg, job_table_name=jobs.table_name, job_table_arn=jobs.table_arn, queue=queue.endpoint,
     model_bucket_name=models.bucket_name, model_bucket_arn=models.bucket_arn,
 ), opts=opts)
 cluster = InferenceCluster("cluster", InferenceClusterArgs(
-    config=cfg, vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids,
-    backlog_metric=queue.backlog_metric,
+    config=cfg, vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids, queue=queue.endpoint,
     model_store_bucket_name=models.bucket_name, model_store_bucket_arn=models.bucket_arn,
     outputs_bucket_name=outputs.bucket_name, outputs_bucket_arn=outputs.bucket_arn, cdn_domain=outputs.cdn_domain,
     job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
-    queue_url=queue.queue_url if is_sqs else None, queue_arn=queue.queue_arn if is_sqs else None,
-    kafka_cluster_arn=None if is_sqs else queue.cluster_arn,
-    kafka_bootstrap_brokers=None if is_sqs else queue.bootstrap_brokers,
-    kafka_dlq_topic=None if is_sqs else KAFKA_DLQ_TOPIC,
-    kafka_client_security_group_id=None if is_sqs else queue.client_security_group_id,
 ), opts=opts)
 # Dead letters and dead workers end final; webhooks come from the table's stream, never from a worker.
 events = JobEvents("events", JobEventsArgs(
     config=cfg, job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
     job_table_stream_arn=jobs.stream_arn, webhook_secret_parameter_name=webhook_secret_parameter,
-    api_url=api.api_url, jobs_dlq_arn=queue.dlq_arn if is_sqs else None,
+    api_url=api.api_url, queue=queue.endpoint,
 ), opts=opts)
 monitoring = Monitoring("monitoring", MonitoringArgs(
-    config=cfg, backlog_metric=queue.backlog_metric, spot_group_name=cluster.spot_group_name,
+    config=cfg, queue=queue.endpoint, spot_group_name=cluster.spot_group_name,
     on_demand_group_name=cluster.on_demand_group_name if cfg.cluster.on_demand_base > 0 else None,
-    queue_name=queue.queue_name if is_sqs else None,
-    dlq_name=queue.dlq_name if is_sqs else None,
     api_id=api.api_id,
 ), opts=opts)
 
@@ -87,12 +73,9 @@ pulumi.export("modelStoreBucket", models.bucket_name)
 pulumi.export("outputsBucket", outputs.bucket_name)
 pulumi.export("cdnDomain", outputs.cdn_domain)
 pulumi.export("jobTable", jobs.table_name)
-pulumi.export("queueKind", cfg.queue.kind)
-if cfg.queue.kind == "sqs":
-    pulumi.export("queueUrl", queue.queue_url)
-    pulumi.export("deadLetterQueueUrl", queue.dlq_url)
-else:
-    pulumi.export("kafkaBootstrapBrokers", queue.bootstrap_brokers)
+pulumi.export("queueKind", queue.endpoint.kind)
+for key, value in queue.endpoint.exports().items():
+    pulumi.export(key, value)
 pulumi.export("webhookDeadLetterQueueUrl", events.webhook_dlq_url)
 pulumi.export("spotGroupName", cluster.spot_group_name)
 pulumi.export("onDemandGroupName", cluster.on_demand_group_name)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,16 +29,21 @@ import pulumi_aws as aws
 
 from components import lambda_package
 from components.config import FleetConfig
+from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint
+from runtime.api.environment import ApiConfig, AuthorizerConfig
+from runtime.queue_names import KAFKA_TOPIC
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_PACKAGES = ("runtime/api", "runtime/jobs", "runtime/queues", "runtime/model_store")
-RUNTIME_FILES = ("runtime/__init__.py", "runtime/net_safety.py", "runtime/webhooks.py", "runtime/webhook_events.py",
-                 "runtime/webhook_dispatch.py", "runtime/reconciler.py", "runtime/worker/__init__.py",
+RUNTIME_FILES = ("runtime/__init__.py", "runtime/queue_names.py", "runtime/net_safety.py", "runtime/webhooks.py",
+                 "runtime/webhook_events.py", "runtime/webhook_dispatch.py", "runtime/reconciler.py",
+                 "runtime/worker/__init__.py", "runtime/aws_clients.py",
                  "runtime/worker/aws.py")  # the job-events functions (components/job_events.py) share this code
 PUBLIC_ROUTES = ("GET /v1/health",)
 AUTH_ROUTES = ("POST /v1/jobs", "GET /v1/jobs/{id}", "POST /v1/jobs/{id}/cancel", "GET /v1/models",
                "GET /v1/openapi.json", "$default")
 LAMBDA_TIMEOUT_S = 29  # API Gateway HTTP APIs stop waiting at 30 s; Prefer: wait is capped at 25 s
+AUTHORIZER_TIMEOUT_S = 5  # one SSM read; runtime/aws_clients.py's "authorizer" profile fits inside
 ACCESS_LOG_FORMAT = json.dumps({k: f"$context.{v}" for k, v in {
     "requestId": "requestId", "ip": "identity.sourceIp", "method": "httpMethod", "route": "routeKey",
     "status": "status", "latencyMs": "responseLatency", "integrationError": "integrationErrorMessage",
@@ -57,26 +61,8 @@ class ApiArgs:
     job_table_arn: pulumi.Input[str]
     """Its ARN, for the function's least-privilege policy."""
 
-    queue_url: pulumi.Input[str] | None = None
-    """SQS queue URL (queueKind sqs)."""
-
-    queue_arn: pulumi.Input[str] | None = None
-    """SQS queue ARN (queueKind sqs)."""
-
-    kafka_bootstrap_brokers: pulumi.Input[str] | None = None
-    """MSK Serverless IAM bootstrap brokers (queueKind kafka)."""
-
-    kafka_cluster_arn: pulumi.Input[str] | None = None
-    """MSK cluster ARN (queueKind kafka)."""
-
-    kafka_topic_arn: pulumi.Input[str] | None = None
-    """ARN of the ``genai-jobs`` topic (queueKind kafka)."""
-
-    kafka_client_security_group_id: pulumi.Input[str] | None = None
-    """Security group allowed to reach the brokers (queueKind kafka)."""
-
-    subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None
-    """Private subnets (with NAT) the function runs in when it must reach MSK (queueKind kafka)."""
+    queue: QueueEndpoint
+    """Where jobs go (RequestQueue.endpoint); a Kafka endpoint puts the functions in its private subnets."""
 
     model_bucket_name: pulumi.Input[str] | None = None
     """Model store bucket: ``GET /v1/models`` reads its manifest; without it, the hot models are listed."""
@@ -99,10 +85,8 @@ class Api(pulumi.ComponentResource):
         super().__init__("genai:api:Api", name, None, opts)
         self._name, self._args, self._cfg = name, args, args.config
         cfg = args.config
-        if cfg.queue.kind == "sqs" and (args.queue_url is None or args.queue_arn is None):
-            raise ValueError("ApiArgs: queue_url and queue_arn are required when queueKind is sqs")
-        if cfg.queue.kind == "kafka" and (args.kafka_bootstrap_brokers is None or args.subnet_ids is None):
-            raise ValueError("ApiArgs: kafka_bootstrap_brokers and subnet_ids are required when queueKind is kafka")
+        if args.queue.kind != cfg.queue.kind:
+            raise ValueError(f"ApiArgs.queue is a {args.queue.kind} endpoint but queueKind is {cfg.queue.kind}")
         self.api_keys_prefix = f"/genai-fleet/{cfg.environment}/api-keys"
         self._account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
         self._param_arn = self._account.apply(
@@ -110,7 +94,7 @@ class Api(pulumi.ComponentResource):
         code = _code_archive()
         handler_fn, handler_log = self._create_function(
             "handler", "runtime.api.handler.lambda_handler", code, self._handler_statements(), 512,
-            self._environment(), kafka=cfg.queue.kind == "kafka", reserved=cfg.api.reserved_handler)
+            self._environment(), kafka=isinstance(args.queue, KafkaEndpoint), reserved=cfg.api.reserved_handler)
         api = aws.apigatewayv2.Api(f"{name}-http", name=f"{cfg.resource_prefix()}-api", protocol_type="HTTP",
                                    description="genai-fleet job API", opts=self._opts())
         integration = aws.apigatewayv2.Integration(
@@ -135,24 +119,19 @@ class Api(pulumi.ComponentResource):
 
     # --- configuration ---------------------------------------------------------------------------
     def _environment(self) -> dict[str, pulumi.Input[str]]:
+        """The handler's ``GENAI_*`` variables, written by the same dataclass the handler reads them with."""
         a, cfg = self._args, self._cfg
-        env: dict[str, pulumi.Input[str]] = {
-            "GENAI_JOB_TABLE": a.job_table_name, "GENAI_QUEUE_KIND": cfg.queue.kind,
-            "GENAI_AUTH_MODE": cfg.api.auth, "GENAI_HOT_MODELS": json.dumps(list(cfg.cluster.hot_models)),
-            "GENAI_AVERAGE_JOB_SECONDS": str(cfg.cluster.average_job_seconds),
-            "GENAI_MAX_WAIT_SECONDS": str(cfg.api.max_wait_seconds)}
-        if cfg.api.auth == "api-key":
-            env["GENAI_API_KEYS_PREFIX"] = self.api_keys_prefix
-        if cfg.api.key_quota_per_day:
-            env["GENAI_KEY_QUOTA_PER_DAY"] = str(cfg.api.key_quota_per_day)
-        if cfg.queue.kind == "sqs":
-            env["GENAI_QUEUE_URL"] = a.queue_url
-        else:
-            env.update({"GENAI_KAFKA_BOOTSTRAP": a.kafka_bootstrap_brokers, "GENAI_KAFKA_IAM": "true",
-                        "GENAI_KAFKA_CREATE_TOPIC": "false"})  # created at deploy time
-        if a.model_bucket_name is not None:
-            env["GENAI_MODEL_BUCKET"] = a.model_bucket_name
-        return env
+        sqs = a.queue if isinstance(a.queue, SqsEndpoint) else None
+        kafka = a.queue if isinstance(a.queue, KafkaEndpoint) else None
+        return ApiConfig(
+            job_table=a.job_table_name, queue_kind=a.queue.kind, queue_url=sqs and sqs.queue_url,
+            kafka_bootstrap=kafka and kafka.bootstrap_brokers, kafka_topic=kafka.topic if kafka else KAFKA_TOPIC,
+            kafka_iam=True, kafka_create_topic=kafka is None,  # topics are created at deploy time
+            auth_mode=cfg.api.auth, api_keys_prefix=self.api_keys_prefix if cfg.api.auth == "api-key" else None,
+            quota_per_day=cfg.api.key_quota_per_day or None, hot_models=tuple(cfg.cluster.hot_models),
+            model_bucket=a.model_bucket_name, average_job_seconds=cfg.cluster.average_job_seconds,
+            max_wait_seconds=cfg.api.max_wait_seconds,
+        ).to_env()
 
     def _handler_statements(self) -> list[dict[str, pulumi.Input]]:
         a, cfg = self._args, self._cfg
@@ -160,16 +139,16 @@ class Api(pulumi.ComponentResource):
             {"sid": "JobTable", "actions": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                                             "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"],
              "resources": [a.job_table_arn]}]
-        if cfg.queue.kind == "sqs":
+        if isinstance(a.queue, SqsEndpoint):
             statements.append({"sid": "Queue", "actions": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
-                               "resources": [a.queue_arn]})
+                               "resources": [a.queue.queue_arn]})
         else:
             # MSK "produce data idempotently": Connect + WriteDataIdempotently on the cluster (Kafka's
             # IDEMPOTENT_WRITE is a cluster ACL), DescribeTopic + WriteData on the topic. Topics are made
             # at deploy time (components/kafka_functions.py), so no CreateTopic here.
             statements.append({"sid": "KafkaConnect", "actions": [
-                "kafka-cluster:Connect", "kafka-cluster:WriteDataIdempotently"], "resources": [a.kafka_cluster_arn]})
-            statements.append({"sid": "KafkaTopic", "resources": [a.kafka_topic_arn],
+                "kafka-cluster:Connect", "kafka-cluster:WriteDataIdempotently"], "resources": [a.queue.cluster_arn]})
+            statements.append({"sid": "KafkaTopic", "resources": [a.queue.topic_arn],
                                "actions": ["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"]})
         params: list[pulumi.Input[str]] = [self._param_arn] if cfg.api.auth == "api-key" else []
         if params:
@@ -196,7 +175,8 @@ class Api(pulumi.ComponentResource):
                                                     "Principal": {"Service": "lambda.amazonaws.com"}}]}),
             inline_policies=[{"name": "least-privilege", "policy": _policy_json(statements)}], opts=self._opts())
         extra: dict = {}
-        if kafka:
+        queue = self._args.queue
+        if kafka and isinstance(queue, KafkaEndpoint):
             aws.iam.RolePolicyAttachment(f"{name}-vpc", role=role.name, policy_arn=(
                 "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"), opts=self._opts())
             layer = aws.lambda_.LayerVersion(
@@ -205,8 +185,7 @@ class Api(pulumi.ComponentResource):
                       else _files_archive(lambda_package.KAFKA_LAYER.require())),
                 compatible_runtimes=["python3.12"], compatible_architectures=["arm64"], opts=self._opts())
             extra = {"layers": [layer.arn], "vpc_config": {
-                "subnet_ids": self._args.subnet_ids,
-                "security_group_ids": [self._args.kafka_client_security_group_id]}}
+                "subnet_ids": queue.subnet_ids, "security_group_ids": [queue.client_security_group_id]}}
         fn = aws.lambda_.Function(
             f"{name}-fn", name=fn_name, role=role.arn, runtime="python3.12", architectures=["arm64"],
             handler=handler, code=code, memory_size=memory, timeout=timeout,
@@ -225,7 +204,8 @@ class Api(pulumi.ComponentResource):
         fn, _ = self._create_function(
             "authorizer", "runtime.api.authorizer.handler", code,
             [{"sid": "ApiKeys", "actions": ["ssm:GetParameter"], "resources": [self._param_arn]}], 256,
-            {"GENAI_API_KEYS_PREFIX": self.api_keys_prefix}, timeout=5, reserved=self._cfg.api.reserved_authorizer)
+            AuthorizerConfig(api_keys_prefix=self.api_keys_prefix).to_env(), timeout=AUTHORIZER_TIMEOUT_S,
+            reserved=self._cfg.api.reserved_authorizer)
         self._allow_invoke("authorizer", fn, api)
         return aws.apigatewayv2.Authorizer(
             f"{self._name}-authorizer", api_id=api.id, authorizer_type="REQUEST", name="api-key",

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from runtime import metric_names
+from runtime import metric_names, queue_names
 
 CLOUDWATCH_AGENT_NAMESPACE = "CWAgent"
 SESSION_MANAGER_ACTIONS = ("ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel",
@@ -60,9 +60,9 @@ class PolicyScope:
     parameter_names: tuple[str, ...]
     queue_arn: str | None = None
     kafka_cluster_arn: str | None = None
-    kafka_topic: str = "genai-jobs"
+    kafka_topic: str = queue_names.KAFKA_TOPIC
     kafka_dlq_topic: str | None = None
-    kafka_group: str = "genai-workers"
+    kafka_group: str = queue_names.KAFKA_GROUP
     outputs_prefix: str = "outputs"
     metric_namespaces: tuple[str, ...] = field(default=(metric_names.NAMESPACE, CLOUDWATCH_AGENT_NAMESPACE))
 

@@ -19,15 +19,16 @@ capacity planner simulates too). See docs/fleet.md for the user's view and the s
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
-from components import cluster_iam, cluster_scaling, launch_template, monitoring, user_data
+from components import cluster_iam, cluster_scaling, launch_template, naming, user_data
 from components.config import FleetConfig
+from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint
 from components.scaling_plan import (  # noqa: F401 - constants re-exported for callers
     HEALTH_CHECK_GRACE_SECONDS,
     INSTANCE_WARMUP_SECONDS,
@@ -50,8 +51,8 @@ class InferenceClusterArgs:
     """VPC of the workers' security group."""
     private_subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
     """Private subnets (two or more AZs) the groups launch into."""
-    backlog_metric: pulumi.Input[Mapping[str, Any]]
-    """Queue depth metric: ``{"namespace", "metric_name", "dimensions": {name: value}}`` (RequestQueue)."""
+    queue: QueueEndpoint
+    """Where jobs come from (RequestQueue.endpoint): agent config, IAM scope, scaling metric, Kafka client group."""
     model_store_bucket_name: pulumi.Input[str]
     """Model store bucket the workers read models from."""
     model_store_bucket_arn: pulumi.Input[str]
@@ -66,22 +67,6 @@ class InferenceClusterArgs:
     """DynamoDB job table (docs/CONTRACTS.md)."""
     job_table_arn: pulumi.Input[str]
     """Its ARN (GetItem, PutItem, UpdateItem)."""
-    queue_url: pulumi.Input[str] | None = None
-    """SQS queue URL (queue kind sqs)."""
-    queue_arn: pulumi.Input[str] | None = None
-    """SQS queue ARN (queue kind sqs)."""
-    kafka_cluster_arn: pulumi.Input[str] | None = None
-    """MSK cluster ARN (queue kind kafka); topic and group ARNs are derived from it."""
-    kafka_bootstrap_brokers: pulumi.Input[str] | None = None
-    """SASL/IAM bootstrap brokers (queue kind kafka)."""
-    kafka_topic: str = "genai-jobs"
-    """Jobs topic (queue kind kafka)."""
-    kafka_dlq_topic: str | None = None
-    """Dead-letter topic the workers write poison jobs to (queue kind kafka), if any."""
-    kafka_group: str = "genai-workers"
-    """Consumer group of the workers (queue kind kafka)."""
-    kafka_client_security_group_id: pulumi.Input[str] | None = None
-    """Security group the brokers accept clients from; attached to the workers (queue kind kafka)."""
     outputs_prefix: str = "outputs"
     """Key prefix of outputs in the outputs bucket; the only place workers may write."""
 
@@ -102,12 +87,15 @@ class InferenceCluster(pulumi.ComponentResource):
         super().__init__("genai:cluster:InferenceCluster", name, None, opts)
         self._name, self._args, cfg = name, args, args.config
         self._plan = plan = fleet_plan(cfg)
-        _check_queue_inputs(args)
+        if args.queue.kind != cfg.queue.kind:
+            raise ValueError(f"InferenceClusterArgs.queue is a {args.queue.kind} endpoint but queueKind is "
+                             f"{cfg.queue.kind}")
         role, profile = cluster_iam.create_instance_role(name, self)
         sg = launch_template.create_security_group(name, args.vpc_id, self)
         self._image_id, self._root_device = launch_template.find_ami(cfg, self)
         self._profile_arn = profile.arn
-        self._sg_ids = [sg.id] + ([args.kafka_client_security_group_id] if args.kafka_client_security_group_id else [])
+        kafka = args.queue if isinstance(args.queue, KafkaEndpoint) else None
+        self._sg_ids = [sg.id] + ([kafka.client_security_group_id] if kafka else [])
 
         spot = self._create_spot_group(plan.spot)
         groups = [spot]
@@ -115,7 +103,7 @@ class InferenceCluster(pulumi.ComponentResource):
             groups.append(self._create_on_demand_group(plan.on_demand))
         names = [g.name for g in groups]
         if plan.has_scaling_policies:
-            cluster_scaling.create_scaling_policies(f"{name}-spot", cfg, spot, names, args.backlog_metric, self)
+            cluster_scaling.create_scaling_policies(f"{name}-spot", cfg, spot, names, args.queue.backlog_metric, self)
         cluster_iam.attach_instance_policy(name, role, self._policy_json(names), self)
 
         self.spot_group_name = spot.name
@@ -135,8 +123,10 @@ class InferenceCluster(pulumi.ComponentResource):
     # --- launch templates ----------------------------------------------------------------------------
     def _user_data(self, cache_dir: str, cache_bytes: int) -> pulumi.Output[str]:
         a, cfg = self._args, self._args.config
+        sqs, kafka = _variants(a.queue)
         values = pulumi.Output.all(
-            queue_url=a.queue_url, bootstrap_servers=a.kafka_bootstrap_brokers, job_table=a.job_table_name,
+            queue_url=sqs and sqs.queue_url, bootstrap_servers=kafka and kafka.bootstrap_brokers,
+            job_table=a.job_table_name,
             outputs_bucket=a.outputs_bucket_name, cdn_domain=a.cdn_domain, model_store_bucket=a.model_store_bucket_name)
         settings = values.apply(lambda v: user_data.AgentSettings(
             stack=cfg.stack, region=cfg.region, queue_kind=cfg.queue.kind, backend=cfg.cluster.backend,
@@ -144,9 +134,9 @@ class InferenceCluster(pulumi.ComponentResource):
             cache_dir=cache_dir, max_cache_bytes=cache_bytes, max_job_seconds=cfg.queue.max_job_seconds,
             max_receive_count=cfg.queue.max_receive_count,
             visibility_timeout_seconds=cfg.queue.visibility_timeout_seconds, hot_models=cfg.cluster.hot_models,
-            kafka_topic=a.kafka_topic, kafka_group=a.kafka_group, outputs_prefix=a.outputs_prefix,
-            metrics_log_group=monitoring.log_group_names(cfg)["metrics"], **v))
-        parameter = monitoring.agent_parameter_name(cfg)
+            **_kafka_names(a.queue), outputs_prefix=a.outputs_prefix,
+            metrics_log_group=naming.log_group_names(cfg)["metrics"], **v))
+        parameter = naming.agent_parameter_name(cfg)
         return settings.apply(lambda s: user_data.encode(
             user_data.user_data_script(user_data.agent_config_json(s), parameter)))
 
@@ -225,15 +215,17 @@ class InferenceCluster(pulumi.ComponentResource):
     # --- IAM -----------------------------------------------------------------------------------------
     def _policy_json(self, group_names: Sequence[pulumi.Output[str]]) -> pulumi.Output[str]:
         a, cfg = self._args, self._args.config
+        sqs, kafka = _variants(a.queue)
         values: dict[str, pulumi.Input] = {
             "model_store_bucket_arn": a.model_store_bucket_arn, "outputs_bucket_arn": a.outputs_bucket_arn,
-            "job_table_arn": a.job_table_arn, "queue_arn": a.queue_arn, "kafka_cluster_arn": a.kafka_cluster_arn}
-        params = [monitoring.agent_parameter_name(cfg)]
+            "job_table_arn": a.job_table_arn, "queue_arn": sqs and sqs.queue_arn,
+            "kafka_cluster_arn": kafka and kafka.cluster_arn}
+        params = [naming.agent_parameter_name(cfg)]
         scope = cluster_iam.scope_output(
             cfg_region=cfg.region, queue_kind=cfg.queue.kind, values=values, group_names=group_names,
-            log_group_names=list(monitoring.log_group_names(cfg).values()), parameter_names=params, parent=self,
-            kafka_topic=a.kafka_topic, kafka_dlq_topic=a.kafka_dlq_topic, kafka_group=a.kafka_group,
-            outputs_prefix=a.outputs_prefix, metric_namespaces=_metric_namespaces(cfg))
+            log_group_names=list(naming.log_group_names(cfg).values()), parameter_names=params, parent=self,
+            **_kafka_names(a.queue, dlq=True), outputs_prefix=a.outputs_prefix,
+            metric_namespaces=_metric_namespaces(cfg))
         return scope.apply(lambda s: json.dumps(cluster_iam.instance_policy_document(s)))
 
 
@@ -243,9 +235,13 @@ def _metric_namespaces(cfg: FleetConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys((metric_names.NAMESPACE, cluster_iam.CLOUDWATCH_AGENT_NAMESPACE, accelerator)))
 
 
-def _check_queue_inputs(args: InferenceClusterArgs) -> None:
-    kind = args.config.queue.kind
-    if kind == "sqs" and (args.queue_url is None or args.queue_arn is None):
-        raise ValueError("queueKind sqs: InferenceClusterArgs needs queue_url and queue_arn")
-    if kind == "kafka" and (args.kafka_cluster_arn is None or args.kafka_bootstrap_brokers is None):
-        raise ValueError("queueKind kafka: InferenceClusterArgs needs kafka_cluster_arn and kafka_bootstrap_brokers")
+def _variants(queue: QueueEndpoint) -> tuple[SqsEndpoint | None, KafkaEndpoint | None]:
+    return (queue, None) if isinstance(queue, SqsEndpoint) else (None, queue)
+
+
+def _kafka_names(queue: QueueEndpoint, dlq: bool = False) -> dict[str, str]:
+    """Topic and group keywords for the agent settings (and the IAM scope, with the DLQ topic); none for SQS."""
+    if not isinstance(queue, KafkaEndpoint):
+        return {}
+    names = {"kafka_topic": queue.topic, "kafka_group": queue.group}
+    return {**names, "kafka_dlq_topic": queue.dlq_topic} if dlq else names

@@ -24,6 +24,7 @@ import pulumi_aws as aws
 
 from components.api import _code_archive, _policy_json
 from components.config import FleetConfig
+from components.queue_endpoint import QueueEndpoint, SqsEndpoint
 
 SWEEP_MINUTES = 5
 STALE_LEASE_SECONDS = 300  # ten lease lengths: a live worker renews every 10 s
@@ -48,8 +49,9 @@ class JobEventsArgs:
     api_url: pulumi.Input[str]
     """Links in webhook payloads (``urls.get`` / ``urls.cancel``)."""
 
-    jobs_dlq_arn: pulumi.Input[str] | None = None
-    """The jobs DLQ (queueKind sqs); None with Kafka."""
+    queue: QueueEndpoint
+    """RequestQueue.endpoint: an SQS endpoint's DLQ feeds the dead-letter consumer (Kafka workers write
+    poison jobs final themselves)."""
 
 
 class JobEvents(pulumi.ComponentResource):
@@ -67,11 +69,12 @@ class JobEvents(pulumi.ComponentResource):
                      "GENAI_MAX_ATTEMPTS": str(self._cfg.queue.max_receive_count)}
         table_rw = {"sid": "JobTable", "actions": ["dynamodb:GetItem", "dynamodb:UpdateItem"],
                     "resources": [args.job_table_arn]}
-        if args.jobs_dlq_arn is not None:
+        if isinstance(args.queue, SqsEndpoint):
+            dlq_arn = args.queue.dlq_arn
             fn = self._function("dead-letters", "runtime.reconciler.dead_letter_handler", [table_rw, {
                 "sid": "JobsDlq", "actions": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
-                "resources": [args.jobs_dlq_arn]}], table_env)
-            aws.lambda_.EventSourceMapping(f"{name}-dead-letters-source", event_source_arn=args.jobs_dlq_arn,
+                "resources": [dlq_arn]}], table_env)
+            aws.lambda_.EventSourceMapping(f"{name}-dead-letters-source", event_source_arn=dlq_arn,
                                            function_name=fn.arn, batch_size=10,
                                            function_response_types=["ReportBatchItemFailures"], opts=self._opts())
         self._create_sweeper(table_rw, table_env)

@@ -32,7 +32,8 @@ from components.config import FleetConfig
 from runtime import metric_names
 
 ROOT = Path(__file__).resolve().parent.parent
-CODE_FILES = ("runtime/__init__.py", "runtime/metric_names.py", "runtime/queues/__init__.py",
+CODE_FILES = ("runtime/__init__.py", "runtime/metric_names.py", "runtime/queue_names.py", "runtime/aws_clients.py",
+              "runtime/queues/__init__.py",
               "runtime/queues/base.py", "runtime/queues/kafka_auth.py", "runtime/queues/kafka_lag.py",
               "runtime/queues/kafka_topics.py")
 LAG_SCHEDULE = "rate(1 minute)"  # CloudWatch's finest standard resolution; the alarms read 60 s periods

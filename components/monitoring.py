@@ -31,8 +31,10 @@ import pulumi
 import pulumi_aws as aws
 
 from components import cluster_iam, cluster_scaling, user_data
-from components.config import NAMESPACE, FleetConfig
+from components.config import FleetConfig
 from components.monitoring_dashboard import dashboard_body, fleet_dimensions
+from components.naming import agent_parameter_name, log_group_names, spot_events_log_group_name
+from components.queue_endpoint import QueueEndpoint, SqsEndpoint
 from runtime import instance_contract, metric_names
 
 # The files the AMI's units append the agent's and the backend's output to (the instance contract).
@@ -41,21 +43,6 @@ BACKEND_LOG_FILE = instance_contract.BACKEND_LOG
 SPOT_EVENT_TYPES = ("EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation")
 JOB_ERROR_RATE_PERCENT = 5
 API_5XX_PER_5_MINUTES = 5
-
-
-def log_group_names(cfg: FleetConfig) -> dict[str, str]:
-    """CloudWatch log groups the workers write: agent and backend logs, and the worker's EMF records."""
-    base = f"/{NAMESPACE}/{cfg.environment}"
-    return {"agent": f"{base}/agent", "backend": f"{base}/backend", "metrics": f"{base}/metrics"}
-
-
-def spot_events_log_group_name(cfg: FleetConfig) -> str:
-    return f"/aws/events/{NAMESPACE}/{cfg.environment}/spot-events"
-
-
-def agent_parameter_name(cfg: FleetConfig) -> str:
-    """SSM parameter holding the CloudWatch agent config; user data passes it to the agent."""
-    return f"/{NAMESPACE}/{cfg.environment}/cloudwatch-agent"
 
 
 def cloudwatch_agent_config(cfg: FleetConfig) -> dict[str, Any]:
@@ -99,16 +86,12 @@ def no_capacity_minutes(cfg: FleetConfig) -> int:
 class MonitoringArgs:
     config: FleetConfig
     """Stack config: ``monitoring`` (alarms, e-mail), ``storage.log_retention_days``, cluster targets."""
-    backlog_metric: pulumi.Input[Mapping[str, Any]]
-    """Queue depth metric from RequestQueue: ``{"namespace", "metric_name", "dimensions"}``."""
+    queue: QueueEndpoint
+    """RequestQueue.endpoint: its backlog metric; an SQS endpoint adds the oldest-message and DLQ alarms."""
     spot_group_name: pulumi.Input[str]
     """The spot (mixed instances) group."""
     on_demand_group_name: pulumi.Input[str | None] | None = None
     """The on-demand base group, when there is one."""
-    queue_name: pulumi.Input[str | None] | None = None
-    """SQS jobs queue name (oldest-message alarm); None for Kafka."""
-    dlq_name: pulumi.Input[str | None] | None = None
-    """SQS dead-letter queue name (DLQ-not-empty alarm); None for Kafka."""
     api_id: pulumi.Input[str] | None = None
     """HTTP API id for the 5xx alarm and widget, when the API is deployed."""
 
@@ -180,9 +163,10 @@ class Monitoring(pulumi.ComponentResource):
     # --- dashboard -----------------------------------------------------------------------------------
     def _create_dashboard(self, rule_name: pulumi.Output[str]) -> aws.cloudwatch.Dashboard:
         a, cfg = self._args, self._args.config
+        sqs = a.queue if isinstance(a.queue, SqsEndpoint) else None
         body = pulumi.Output.all(
-            backlog=a.backlog_metric, spot=a.spot_group_name, ondemand=a.on_demand_group_name, queue=a.queue_name,
-            dlq=a.dlq_name, api=a.api_id, rule=rule_name,
+            backlog=a.queue.backlog_metric, spot=a.spot_group_name, ondemand=a.on_demand_group_name,
+            queue=sqs and sqs.queue_name, dlq=sqs and sqs.dlq_name, api=a.api_id, rule=rule_name,
         ).apply(lambda v: json.dumps(dashboard_body(
             cfg, backlog=v["backlog"], groups={"spot": v["spot"], "on-demand": v["ondemand"]},
             queue_name=v["queue"], dlq_name=v["dlq"], api_id=v["api"], event_rule_name=v["rule"])))
@@ -227,17 +211,8 @@ class Monitoring(pulumi.ComponentResource):
         a, cfg = self._args, self._args.config
         topic = self._create_topic()
         stack_dims = fleet_dimensions(cfg)
-        if a.dlq_name is not None:
-            self._alarm("dlq-not-empty", topic, "Jobs failed every attempt and sit in the dead-letter queue.",
-                        namespace="AWS/SQS", metric_name="ApproximateNumberOfMessagesVisible",
-                        dimensions={"QueueName": a.dlq_name}, statistic="Maximum", period=300,
-                        evaluation_periods=1, threshold=1, comparison_operator="GreaterThanOrEqualToThreshold")
-        if a.queue_name is not None:
-            self._alarm("oldest-message", topic, "A job has waited longer than accepted wait + launch + longest job.",
-                        namespace="AWS/SQS", metric_name="ApproximateAgeOfOldestMessage",
-                        dimensions={"QueueName": a.queue_name}, statistic="Maximum", period=60, evaluation_periods=5,
-                        datapoints_to_alarm=5, threshold=oldest_message_threshold(cfg),
-                        comparison_operator="GreaterThanThreshold")
+        if isinstance(a.queue, SqsEndpoint):
+            self._create_sqs_alarms(topic, a.queue)
         self._alarm("job-error-rate", topic, f"More than {JOB_ERROR_RATE_PERCENT}% of finished jobs failed.",
                     evaluation_periods=3, datapoints_to_alarm=2, threshold=JOB_ERROR_RATE_PERCENT,
                     comparison_operator="GreaterThanThreshold", metric_queries=[
@@ -257,9 +232,21 @@ class Monitoring(pulumi.ComponentResource):
         self._alarm("no-capacity", topic, "Work is queued but no instance is InService (spot capacity or AMI?).",
                     evaluation_periods=no_capacity_minutes(cfg), datapoints_to_alarm=no_capacity_minutes(cfg),
                     threshold=1, comparison_operator="GreaterThanOrEqualToThreshold",
-                    metric_queries=pulumi.Output.all(a.backlog_metric, a.spot_group_name, a.on_demand_group_name)
+                    metric_queries=pulumi.Output.all(a.queue.backlog_metric, a.spot_group_name, a.on_demand_group_name)
                     .apply(lambda r: _no_capacity_queries(r[0], [g for g in r[1:] if g])))
         return topic
+
+    def _create_sqs_alarms(self, topic: aws.sns.Topic, sqs: SqsEndpoint) -> None:
+        """Kafka has no per-queue CloudWatch metrics; its backlog alarm is the no-capacity one."""
+        self._alarm("dlq-not-empty", topic, "Jobs failed every attempt and sit in the dead-letter queue.",
+                    namespace="AWS/SQS", metric_name="ApproximateNumberOfMessagesVisible",
+                    dimensions={"QueueName": sqs.dlq_name}, statistic="Maximum", period=300,
+                    evaluation_periods=1, threshold=1, comparison_operator="GreaterThanOrEqualToThreshold")
+        self._alarm("oldest-message", topic, "A job has waited longer than accepted wait + launch + longest job.",
+                    namespace="AWS/SQS", metric_name="ApproximateAgeOfOldestMessage",
+                    dimensions={"QueueName": sqs.queue_name}, statistic="Maximum", period=60, evaluation_periods=5,
+                    datapoints_to_alarm=5, threshold=oldest_message_threshold(self._args.config),
+                    comparison_operator="GreaterThanThreshold")
 
 
 def _no_capacity_queries(backlog: Mapping[str, Any], groups: list[str]) -> list[dict]:

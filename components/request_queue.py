@@ -11,8 +11,9 @@ attach it to their instances / function) plus any extra client groups passed in.
 public access. A child ``KafkaFunctions`` component creates the jobs topic and its DLQ at deploy time
 (partitions, retention) and publishes the consumer lag each minute as ``backlog_metric``.
 
-Both kinds expose ``backlog_metric`` (what the cluster's scaling policy divides by in-service instances)
-and the identifiers IAM policies need.
+Both kinds export one typed ``endpoint`` (components/queue_endpoint.py): ``SqsEndpoint`` or
+``KafkaEndpoint``, with the backlog metric (what the cluster's scaling policy divides by in-service
+instances) and the identifiers IAM policies need. Topic and group names come from runtime/queue_names.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import pulumi_aws as aws
 
 from components.config import FleetConfig
 from components.kafka_functions import KafkaFunctions, KafkaFunctionsArgs, sibling_arn
-from runtime import metric_names
+from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint
+from runtime import metric_names, queue_names
 from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
 
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: time to look at poison jobs and redrive them
@@ -34,9 +36,9 @@ QUEUE_RETENTION_SECONDS = 4 * 24 * 3600  # SQS default; a job waiting this long 
 LONG_POLL_SECONDS = 20  # SQS maximum
 KAFKA_PORT_IAM = 9098
 # Topic settings: created at deploy time by KafkaFunctions (MSK Serverless does not auto-create topics).
-KAFKA_TOPIC = "genai-jobs"
-KAFKA_DLQ_TOPIC = "genai-jobs-dlq"
-KAFKA_GROUP = "genai-workers"
+KAFKA_TOPIC = queue_names.KAFKA_TOPIC
+KAFKA_DLQ_TOPIC = queue_names.KAFKA_DLQ_TOPIC
+KAFKA_GROUP = queue_names.KAFKA_GROUP
 KAFKA_RETENTION_MS = 7 * 24 * 3600 * 1000
 KAFKA_MIN_PARTITIONS = 6
 KAFKA_DLQ_PARTITIONS = 1
@@ -75,21 +77,11 @@ def kafka_topic_specs(cfg: FleetConfig) -> list[dict]:
 
 
 class RequestQueue(pulumi.ComponentResource):
-    """SQS queue + DLQ, or MSK Serverless with IAM auth; exposes the backlog metric and IAM identifiers."""
+    """SQS queue + DLQ, or MSK Serverless with IAM auth; exports a typed ``endpoint`` for the other components."""
 
     kind: str
+    endpoint: QueueEndpoint
     backlog_metric: pulumi.Output[dict]
-    queue_url: pulumi.Output[str | None]
-    queue_name: pulumi.Output[str | None]
-    queue_arn: pulumi.Output[str | None]
-    dlq_arn: pulumi.Output[str | None]
-    dlq_url: pulumi.Output[str | None]
-    cluster_arn: pulumi.Output[str | None]
-    bootstrap_brokers: pulumi.Output[str | None]
-    topic_arn: pulumi.Output[str | None]
-    dlq_topic_arn: pulumi.Output[str | None]
-    group_arn: pulumi.Output[str | None]
-    client_security_group_id: pulumi.Output[str | None]
 
     def __init__(self, name: str, args: RequestQueueArgs, opts: pulumi.ResourceOptions | None = None):
         cfg = args.config
@@ -98,35 +90,25 @@ class RequestQueue(pulumi.ComponentResource):
         super().__init__("genai:queue:RequestQueue", name, None, opts)
         self._name = name
         self.kind = cfg.queue.kind
-        none = pulumi.Output.from_input(None)
-        for attr in ("queue_url", "queue_name", "queue_arn", "dlq_arn", "dlq_url", "dlq_name", "cluster_arn",
-                     "bootstrap_brokers", "topic_arn", "dlq_topic_arn", "group_arn", "client_security_group_id"):
-            setattr(self, attr, none)
-        if self.kind == "sqs":
-            self._create_sqs(cfg)
-        else:
-            self._create_kafka(cfg, args)
-        self.register_outputs({
-            "backlog_metric": self.backlog_metric, "queue_url": self.queue_url, "queue_name": self.queue_name,
-            "queue_arn": self.queue_arn, "dlq_arn": self.dlq_arn, "dlq_url": self.dlq_url, "dlq_name": self.dlq_name,
-            "cluster_arn": self.cluster_arn, "bootstrap_brokers": self.bootstrap_brokers,
-            "topic_arn": self.topic_arn, "dlq_topic_arn": self.dlq_topic_arn, "group_arn": self.group_arn,
-            "client_security_group_id": self.client_security_group_id,
-        })
+        self.endpoint = self._create_sqs(cfg) if self.kind == "sqs" else self._create_kafka(cfg, args)
+        self.backlog_metric = pulumi.Output.from_input(self.endpoint.backlog_metric)
+        self.register_outputs({"kind": self.kind, "backlog_metric": self.backlog_metric,
+                               **{f"endpoint_{k}": v for k, v in vars(self.endpoint).items()}})
 
     def _opts(self, **kwargs) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, **kwargs)
 
     # --- sqs ---------------------------------------------------------------------------------------
-    def _create_sqs(self, cfg: FleetConfig) -> None:
+    def _create_sqs(self, cfg: FleetConfig) -> SqsEndpoint:
         prefix = cfg.resource_prefix()
         # The API sizes jobs against this limit (SQS_MAX_MESSAGE_BYTES); declared so it never depends on a default.
-        dlq = aws.sqs.Queue(f"{self._name}-dlq", name=f"{prefix}-jobs-dlq", sqs_managed_sse_enabled=True,
+        dlq = aws.sqs.Queue(f"{self._name}-dlq", name=queue_names.sqs_dlq_name(prefix), sqs_managed_sse_enabled=True,
                             message_retention_seconds=DLQ_RETENTION_SECONDS, max_message_size=SQS_MAX_MESSAGE_BYTES,
                             receive_wait_time_seconds=LONG_POLL_SECONDS, opts=self._opts())
         redrive = dlq.arn.apply(lambda arn: json.dumps(
             {"deadLetterTargetArn": arn, "maxReceiveCount": cfg.queue.redrive_receive_count}))
-        queue = aws.sqs.Queue(f"{self._name}-queue", name=f"{prefix}-jobs", sqs_managed_sse_enabled=True,
+        queue = aws.sqs.Queue(f"{self._name}-queue", name=queue_names.sqs_queue_name(prefix),
+                              sqs_managed_sse_enabled=True,
                               visibility_timeout_seconds=cfg.queue.visibility_timeout_seconds,
                               receive_wait_time_seconds=LONG_POLL_SECONDS,
                               message_retention_seconds=QUEUE_RETENTION_SECONDS, redrive_policy=redrive,
@@ -137,34 +119,34 @@ class RequestQueue(pulumi.ComponentResource):
                                    redrive_allow_policy=queue.arn.apply(lambda arn: json.dumps(
                                        {"redrivePermission": "byQueue", "sourceQueueArns": [arn]})),
                                    opts=self._opts())
-        self.queue_url, self.queue_name, self.queue_arn = queue.url, queue.name, queue.arn
-        self.dlq_arn, self.dlq_url, self.dlq_name = dlq.arn, dlq.url, dlq.name
-        self.backlog_metric = queue.name.apply(lambda qname: {
+        backlog = queue.name.apply(lambda qname: {
             "namespace": "AWS/SQS", "metric_name": "ApproximateNumberOfMessagesVisible",
             "dimensions": {"QueueName": qname}})
+        return SqsEndpoint(queue_url=queue.url, queue_arn=queue.arn, queue_name=queue.name, dlq_url=dlq.url,
+                           dlq_arn=dlq.arn, dlq_name=dlq.name, backlog_metric=backlog)
 
     # --- kafka -------------------------------------------------------------------------------------
-    def _create_kafka(self, cfg: FleetConfig, args: RequestQueueArgs) -> None:
+    def _create_kafka(self, cfg: FleetConfig, args: RequestQueueArgs) -> KafkaEndpoint:
         cluster_sg, client_sg = self._create_kafka_security_groups(args)
         cluster = aws.msk.ServerlessCluster(
             f"{self._name}-kafka", cluster_name=f"{cfg.resource_prefix()}-jobs",
             client_authentication={"sasl": {"iam": {"enabled": True}}},
             vpc_configs=[{"subnet_ids": args.subnet_ids, "security_group_ids": [cluster_sg.id]}],
             tags={"Name": f"{self._name}-kafka"}, opts=self._opts())
-        self.cluster_arn = cluster.arn
-        self.bootstrap_brokers = cluster.bootstrap_brokers_sasl_iam
-        # arn:aws:kafka:<region>:<acct>:cluster/<name>/<uuid> -> .../topic/<name>/<uuid>/<topic>
-        self.topic_arn = cluster.arn.apply(lambda arn: sibling_arn(arn, "topic", KAFKA_TOPIC))
-        self.dlq_topic_arn = cluster.arn.apply(lambda arn: sibling_arn(arn, "topic", KAFKA_DLQ_TOPIC))
-        self.group_arn = cluster.arn.apply(lambda arn: sibling_arn(arn, "group", KAFKA_GROUP))
-        self.client_security_group_id = client_sg.id
         self.kafka_functions = KafkaFunctions(f"{self._name}-kafka-fns", KafkaFunctionsArgs(
             config=cfg, cluster_arn=cluster.arn, bootstrap_brokers=cluster.bootstrap_brokers_sasl_iam,
             subnet_ids=args.subnet_ids, client_security_group_id=client_sg.id, topics=kafka_topic_specs(cfg),
             topic=KAFKA_TOPIC, group=KAFKA_GROUP, layer_dir=args.kafka_layer_dir), opts=self._opts())
-        self.backlog_metric = pulumi.Output.from_input({
-            "namespace": metric_names.NAMESPACE, "metric_name": metric_names.KAFKA_BACKLOG,
-            "dimensions": {metric_names.DIM_STACK: cfg.stack}})
+        return KafkaEndpoint(
+            cluster_arn=cluster.arn, bootstrap_brokers=cluster.bootstrap_brokers_sasl_iam,
+            # arn:aws:kafka:<region>:<acct>:cluster/<name>/<uuid> -> .../topic/<name>/<uuid>/<topic>
+            topic_arn=cluster.arn.apply(lambda arn: sibling_arn(arn, "topic", KAFKA_TOPIC)),
+            dlq_topic_arn=cluster.arn.apply(lambda arn: sibling_arn(arn, "topic", KAFKA_DLQ_TOPIC)),
+            group_arn=cluster.arn.apply(lambda arn: sibling_arn(arn, "group", KAFKA_GROUP)),
+            client_security_group_id=client_sg.id, subnet_ids=args.subnet_ids,
+            backlog_metric={"namespace": metric_names.NAMESPACE, "metric_name": metric_names.KAFKA_BACKLOG,
+                            "dimensions": {metric_names.DIM_STACK: cfg.stack}},
+            topic=KAFKA_TOPIC, dlq_topic=KAFKA_DLQ_TOPIC, group=KAFKA_GROUP)
 
     def _create_kafka_security_groups(
             self, args: RequestQueueArgs) -> tuple[aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]:

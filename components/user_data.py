@@ -25,7 +25,7 @@ import base64
 import json
 from dataclasses import dataclass
 
-from runtime import agent_config, instance_contract, metric_names
+from runtime import agent_config, instance_contract, metric_names, queue_names
 
 AGENT_CONFIG_PATH = instance_contract.CONFIG_PATH
 AGENT_SERVICE = instance_contract.AGENT_UNIT
@@ -60,8 +60,8 @@ class AgentSettings:
     hot_models: tuple[str, ...] = ()
     queue_url: str | None = None
     bootstrap_servers: str | None = None
-    kafka_topic: str = "genai-jobs"
-    kafka_group: str = "genai-workers"
+    kafka_topic: str = queue_names.KAFKA_TOPIC
+    kafka_group: str = queue_names.KAFKA_GROUP
     outputs_prefix: str = "outputs"
     metrics_log_group: str = "/genai-fleet/worker"
 

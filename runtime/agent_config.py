@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import instance_contract
+from runtime.queue_names import KAFKA_GROUP, KAFKA_TOPIC
 
 DEFAULT_PATH = instance_contract.CONFIG_PATH
 BACKENDS = ("comfyui", "a1111", "diffusers", "neuron", "test-pattern")
@@ -41,8 +42,8 @@ class QueueConfig:
     visibility_timeout_seconds: int = 360
     wait_time_seconds: int = 20  # SQS long polling
     bootstrap_servers: str | None = None  # Kafka
-    topic: str = "genai-jobs"
-    group_id: str = "genai-workers"
+    topic: str = KAFKA_TOPIC
+    group_id: str = KAFKA_GROUP
     kafka_iam_auth: bool = True  # MSK IAM (SASL/OAUTHBEARER); false for the local mock cluster
     kafka_session_timeout_ms: int = 45000  # static members keep their partitions this long after a crash
     groups: tuple[GroupQueueConfig, ...] = ()  # model groups with a queue each; other models use url / topic

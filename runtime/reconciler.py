@@ -77,7 +77,7 @@ def _store() -> JobStore:
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     endpoint = os.environ.get("GENAI_AWS_ENDPOINT_URL")
     endpoints = {"dynamodb": endpoint} if endpoint else {}
-    return JobStore(os.environ["GENAI_JOB_TABLE"], client("dynamodb", region, endpoints, read_timeout=10))
+    return JobStore(os.environ["GENAI_JOB_TABLE"], client("dynamodb", region, endpoints, profile="function"))
 
 
 _cached: dict[str, Any] = {}

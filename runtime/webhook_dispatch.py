@@ -128,7 +128,7 @@ def _clients() -> tuple[Any, str]:
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     endpoint = os.environ.get("GENAI_AWS_ENDPOINT_URL")
     endpoints = {"sqs": endpoint, "ssm": endpoint} if endpoint else {}
-    return client("sqs", region, endpoints, read_timeout=10), region
+    return client("sqs", region, endpoints, profile="function"), region
 
 
 _cached: dict[str, Any] = {}

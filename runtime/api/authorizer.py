@@ -11,12 +11,13 @@ offline (no SSM call), and a source with too many failures is denied without loo
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Mapping
 from typing import Any
 
+from runtime import aws_clients
 from runtime.api.auth import FailureLimiter, KeyStore, SsmKeyStore, authenticate, credentials_from_headers
+from runtime.api.environment import AuthorizerConfig
 from runtime.api.problems import ApiError
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,9 @@ def _key_store() -> KeyStore:
     global _KEYS
     with _LOCK:
         if _KEYS is None:
-            import boto3
-
-            prefix = os.environ["GENAI_API_KEYS_PREFIX"]
-            accept_untagged = os.environ.get("GENAI_API_KEYS_ACCEPT_UNTAGGED", "").lower() in ("1", "true", "yes")
-            _KEYS = SsmKeyStore(boto3.client("ssm", endpoint_url=os.environ.get("GENAI_AWS_ENDPOINT_URL") or None),
-                                prefix, accept_untagged=accept_untagged)
+            cfg = AuthorizerConfig.from_env()
+            ssm = aws_clients.client("ssm", profile="authorizer", endpoint_url=cfg.endpoint_url)
+            _KEYS = SsmKeyStore(ssm, cfg.api_keys_prefix, accept_untagged=cfg.accept_untagged_keys)
         return _KEYS
 
 

@@ -3,29 +3,9 @@
 ``lambda_handler(event, context)`` -> ``handle_event(event, app)``; the local server calls the same
 ``handle_event`` with events it builds from plain HTTP, so local mode runs this exact code.
 
-Configuration comes from environment variables (``ApiConfig.from_env``), read on the first request
-(never at import), and the app is cached for the life of the Lambda instance:
-
-==============================  ===========================================================
-GENAI_JOB_TABLE                 DynamoDB job table (required)
-GENAI_QUEUE_KIND                sqs (default) | kafka
-GENAI_QUEUE_URL                 SQS queue URL (sqs)
-GENAI_KAFKA_BOOTSTRAP           bootstrap servers (kafka); GENAI_KAFKA_TOPIC (genai-jobs)
-GENAI_KAFKA_IAM                 true (MSK IAM auth, default) | false (local mock cluster)
-GENAI_KAFKA_CREATE_TOPIC        true (default): create the topic on first send if missing
-GENAI_AUTH_MODE                 api-key (default) | iam | none (local mode only)
-GENAI_API_KEYS_PREFIX           SSM path of key records, e.g. /genai-fleet/dev/api-keys
-GENAI_API_KEYS_FILE             local mode: JSON file of key records; GENAI_API_KEYS: key,key
-GENAI_API_KEYS_ACCEPT_UNTAGGED  true: also accept first-format keys (no tag; each costs a lookup)
-GENAI_KEY_QUOTA_PER_DAY         jobs per key per day (unset: no quota)
-GENAI_KEY_RATE_LIMIT            requests/s per key per instance; GENAI_KEY_BURST
-GENAI_HOT_MODELS                JSON list of model ids; GENAI_MODEL_BUCKET: model store bucket
-GENAI_ENFORCE_KNOWN_MODELS      true: refuse models not listed by GET /v1/models
-GENAI_ALLOW_LOOPBACK_URLS       true only in local mode
-GENAI_AVERAGE_JOB_SECONDS       for wait estimates (default 3)
-GENAI_MAX_WAIT_SECONDS          cap of Prefer: wait (default 25)
-GENAI_AWS_ENDPOINT_URL          one endpoint for every AWS client (moto / local mode)
-==============================  ===========================================================
+Configuration comes from environment variables (``ApiConfig.from_env``, runtime/api/environment.py lists
+them), read on the first request (never at import), and the app is cached for the life of the Lambda
+instance. AWS clients come from ``runtime.aws_clients`` (profile ``api``: timeouts that fit a 29 s Lambda).
 """
 
 from __future__ import annotations
@@ -33,92 +13,22 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from runtime import aws_clients
 from runtime.api.app import ApiApp, ApiOptions, Request, Response
 from runtime.api.auth import Principal, SsmKeyStore, StaticKeyStore
+from runtime.api.environment import ApiConfig
+
+__all__ = ["ApiConfig", "build_app", "handle_event", "lambda_handler"]
 
 log = logging.getLogger(__name__)
 
 
-def _bool(value: str | None, default: bool = False) -> bool:
-    return default if value is None or value == "" else value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def _num(value: str | None) -> float | None:
-    return float(value) if value not in (None, "") else None
-
-
-def _max_wait(value: str | None) -> float:
-    """GENAI_MAX_WAIT_SECONDS: unset -> 25; 0 turns sync waits off; never above 25 (the gateway's 30 s)."""
-    seconds = _num(value)
-    if seconds is None:
-        return 25.0
-    if not 0 <= seconds < float("inf"):
-        raise RuntimeError(f"GENAI_MAX_WAIT_SECONDS must be a number of seconds from 0 to 25 (got {value!r})")
-    return min(25.0, seconds)
-
-
-@dataclass(frozen=True)
-class ApiConfig:
-    job_table: str
-    queue_kind: str = "sqs"
-    queue_url: str | None = None
-    kafka_bootstrap: str | None = None
-    kafka_topic: str = "genai-jobs"
-    kafka_iam: bool = True
-    kafka_create_topic: bool = True
-    auth_mode: str = "api-key"
-    api_keys_prefix: str | None = None
-    api_keys_file: str | None = None
-    api_keys: tuple[str, ...] = ()
-    accept_untagged_keys: bool = False
-    quota_per_day: int | None = None
-    rate_per_second: float | None = None
-    burst: float | None = None
-    hot_models: tuple[str, ...] = ()
-    model_bucket: str | None = None
-    enforce_known_models: bool = False
-    allow_loopback: bool = False
-    average_job_seconds: float = 3.0
-    max_wait_seconds: float = 25.0
-    region: str | None = None
-    endpoint_url: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
-        e = os.environ if env is None else env
-        if not e.get("GENAI_JOB_TABLE"):
-            raise RuntimeError("GENAI_JOB_TABLE is not set: the API needs its job table")
-        quota = _num(e.get("GENAI_KEY_QUOTA_PER_DAY"))
-        return cls(
-            job_table=e["GENAI_JOB_TABLE"], queue_kind=e.get("GENAI_QUEUE_KIND", "sqs"),
-            queue_url=e.get("GENAI_QUEUE_URL") or None, kafka_bootstrap=e.get("GENAI_KAFKA_BOOTSTRAP") or None,
-            kafka_topic=e.get("GENAI_KAFKA_TOPIC") or "genai-jobs", kafka_iam=_bool(e.get("GENAI_KAFKA_IAM"), True),
-            kafka_create_topic=_bool(e.get("GENAI_KAFKA_CREATE_TOPIC"), True),
-            auth_mode=e.get("GENAI_AUTH_MODE", "api-key"), api_keys_prefix=e.get("GENAI_API_KEYS_PREFIX") or None,
-            api_keys_file=e.get("GENAI_API_KEYS_FILE") or None,
-            api_keys=tuple(k for k in (e.get("GENAI_API_KEYS") or "").split(",") if k.strip()),
-            accept_untagged_keys=_bool(e.get("GENAI_API_KEYS_ACCEPT_UNTAGGED")),
-            quota_per_day=int(quota) if quota else None, rate_per_second=_num(e.get("GENAI_KEY_RATE_LIMIT")),
-            burst=_num(e.get("GENAI_KEY_BURST")), hot_models=tuple(json.loads(e.get("GENAI_HOT_MODELS") or "[]")),
-            model_bucket=e.get("GENAI_MODEL_BUCKET") or None,
-            enforce_known_models=_bool(e.get("GENAI_ENFORCE_KNOWN_MODELS")),
-            allow_loopback=_bool(e.get("GENAI_ALLOW_LOOPBACK_URLS")),
-            average_job_seconds=_num(e.get("GENAI_AVERAGE_JOB_SECONDS")) or 3.0,
-            max_wait_seconds=_max_wait(e.get("GENAI_MAX_WAIT_SECONDS")),
-            region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION"),
-            endpoint_url=e.get("GENAI_AWS_ENDPOINT_URL") or None)
-
-
 def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiApp:
     """Wire the app from config; ``clients`` (service -> boto3 client) replaces the default clients."""
-    import boto3
-
     from runtime.api.models import ManifestModels, StaticModels
     from runtime.jobs.store import JobStore
 
@@ -126,7 +36,8 @@ def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiAp
 
     def client(service: str) -> Any:
         if service not in made:
-            made[service] = boto3.client(service, region_name=cfg.region, endpoint_url=cfg.endpoint_url)
+            made[service] = aws_clients.client(service, profile="api", region=cfg.region,
+                                               endpoint_url=cfg.endpoint_url)
         return made[service]
 
     store = JobStore(cfg.job_table, client("dynamodb"))

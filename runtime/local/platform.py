@@ -35,17 +35,18 @@ from typing import Any
 import httpx
 
 from runtime.api.auth import generate_key
+from runtime.api.environment import ApiConfig
 from runtime.local import bootstrap
 from runtime.local.audit import Ledger
 from runtime.local.cdn import CdnServer
 from runtime.local.fake_imds import FakeIMDS
 from runtime.local.processes import ManagedProcess, free_port, stop_all, wait_for
 from runtime.model_store import upload
+from runtime.queue_names import KAFKA_TOPIC
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-KAFKA_TOPIC = "genai-jobs"
 WEBHOOK_SECRET_PARAMETER = "/genai-fleet/local/webhook-secret"  # noqa: S105 - a parameter name
 BACKENDS = ("test-pattern", "comfyui", "a1111")
 
@@ -240,17 +241,14 @@ class LocalPlatform:
         port = o.api_port or free_port()
         self.api_url = f"http://127.0.0.1:{port}"
         self.api_key, _ = generate_key("local")
-        env = {**self._env, "GENAI_JOB_TABLE": res.job_table, "GENAI_QUEUE_KIND": o.queue_kind,
-               "GENAI_AUTH_MODE": "api-key", "GENAI_API_KEYS": self.api_key, "GENAI_AWS_ENDPOINT_URL": self.moto_url,
-               "GENAI_ALLOW_LOOPBACK_URLS": "true",
-               "GENAI_AVERAGE_JOB_SECONDS": str(max(0.1, o.test_pattern_delay_seconds))}
-        if o.queue_kind == "kafka":
-            env.update({"GENAI_KAFKA_BOOTSTRAP": self.kafka_bootstrap or "", "GENAI_KAFKA_TOPIC": KAFKA_TOPIC,
-                        "GENAI_KAFKA_IAM": "false"})
-        else:
-            env["GENAI_QUEUE_URL"] = res.queue_url
-        if o.models:
-            env["GENAI_MODEL_BUCKET"] = res.models_bucket  # GET /v1/models lists the store's manifest
+        kafka = o.queue_kind == "kafka"
+        api = ApiConfig(
+            job_table=res.job_table, queue_kind=o.queue_kind, queue_url=None if kafka else res.queue_url,
+            kafka_bootstrap=(self.kafka_bootstrap or "") if kafka else None, kafka_topic=KAFKA_TOPIC,
+            kafka_iam=False, auth_mode="api-key", api_keys=(self.api_key,), endpoint_url=self.moto_url,
+            allow_loopback=True, average_job_seconds=max(0.1, o.test_pattern_delay_seconds),
+            model_bucket=res.models_bucket if o.models else None)  # GET /v1/models lists the store's manifest
+        env = {**self._env, **api.to_env()}
         env.update(o.api_env)
         self.api = ManagedProcess("api", [sys.executable, "-m", "runtime.api.local_server", "--host", "127.0.0.1",
                                           "--port", str(port)], self.run_dir / "api.log", env, cwd=ROOT).start()

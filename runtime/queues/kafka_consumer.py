@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from runtime.queue_names import KAFKA_TOPIC
 from runtime.queues.base import JobQueueConsumer, MessageFormatError, QueueUnavailableError, ReceivedJob
 from runtime.queues.kafka_auth import SECURITY_KEYS, security_config
 
@@ -67,7 +68,7 @@ def _error_of(exc: Exception) -> Any:
 
 
 class KafkaConsumer(JobQueueConsumer):
-    def __init__(self, conf: dict[str, Any], topic: str = "genai-jobs", max_receive_count: int = 3,
+    def __init__(self, conf: dict[str, Any], topic: str = KAFKA_TOPIC, max_receive_count: int = 3,
                  dlq_topic: str | None = None, commit_retry_seconds: float = 30.0,
                  dlq_timeout_seconds: float = 30.0, revoke_wait_seconds: float = 240.0) -> None:
         from confluent_kafka import Consumer, Producer

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime import metric_names as m
+from runtime.queue_names import KAFKA_GROUP, KAFKA_TOPIC
 from runtime.queues.base import QueueUnavailableError
 from runtime.queues.kafka_auth import security_config
 
@@ -89,13 +90,14 @@ def lambda_handler(event: Any, context: Any, cloudwatch: Any = None) -> dict[str
     bootstrap, stack = env.get("GENAI_KAFKA_BOOTSTRAP"), env.get("GENAI_STACK")
     if not bootstrap or not stack:
         raise RuntimeError("GENAI_KAFKA_BOOTSTRAP and GENAI_STACK must be set for the lag publisher")
-    topic, group = env.get("GENAI_KAFKA_TOPIC", "genai-jobs"), env.get("GENAI_KAFKA_GROUP", "genai-workers")
+    topic, group = env.get("GENAI_KAFKA_TOPIC", KAFKA_TOPIC), env.get("GENAI_KAFKA_GROUP", KAFKA_GROUP)
     lag = read_lag(bootstrap, topic, group, iam_auth=env.get("GENAI_KAFKA_IAM", "true").lower() != "false",
                    region=region)
     if cloudwatch is None:
-        import boto3
+        from runtime.aws_clients import client
 
-        cloudwatch = boto3.client("cloudwatch", region_name=region, endpoint_url=env.get("GENAI_AWS_ENDPOINT_URL"))
+        cloudwatch = client("cloudwatch", profile="function", region=region,
+                            endpoint_url=env.get("GENAI_AWS_ENDPOINT_URL"))
     publish(cloudwatch, stack, lag)
     log.info("kafka backlog %d (%s)", lag.total, {"partitions": lag.partitions, "uncommitted": lag.uncommitted})
     return {"backlog": lag.total, "partitions": {str(k): v for k, v in lag.partitions.items()},

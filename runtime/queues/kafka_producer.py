@@ -16,12 +16,13 @@ import logging
 import threading
 from typing import Any
 
+from runtime.queue_names import KAFKA_TOPIC
 from runtime.queues.base import JobQueueProducer, QueueMessage, QueueUnavailableError
 from runtime.queues.kafka_auth import security_config
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOPIC = "genai-jobs"
+DEFAULT_TOPIC = KAFKA_TOPIC
 
 
 def client_config(bootstrap_servers: str, iam_auth: bool, region: str | None) -> dict[str, Any]:

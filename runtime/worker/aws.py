@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
+
+from runtime import aws_clients
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,11 @@ class LifecycleActionNotFound(AWSCallError):  # noqa: N818
     """No lifecycle action is pending for this instance (nothing to complete)."""
 
 
-def client(service: str, region: str, endpoints: dict[str, str] | None = None, **config: Any) -> Any:
-    """A boto3 client; ``endpoints[service]`` overrides the endpoint (moto, local)."""
-    boto_config = BotoConfig(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=30,
-                             max_pool_connections=32, **config)
-    return boto3.client(service, region_name=region, endpoint_url=(endpoints or {}).get(service), config=boto_config)
+def client(service: str, region: str, endpoints: dict[str, str] | None = None, profile: str = "worker",
+           **config: Any) -> Any:
+    """A boto3 client from ``runtime.aws_clients``; ``endpoints[service]`` overrides the endpoint (moto, local)."""
+    return aws_clients.client(service, profile=profile, region=region, endpoint_url=(endpoints or {}).get(service),
+                              **config)
 
 
 class AutoScaling(Protocol):

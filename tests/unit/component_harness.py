@@ -18,6 +18,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from components import config as fleet_config
+from components.queue_endpoint import KafkaEndpoint, SqsEndpoint
 from tests.pulumi_mocks import (
     PROJECT,
     RecordedResource,
@@ -42,6 +43,32 @@ def stack_fleet(stack: str, **overrides: Any) -> fleet_config.FleetConfig:
     prefix = fleet_config.NAMESPACE + ":"
     values = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
     return fleet_config.load(values, stack=stack, region=region)
+
+
+def sqs_endpoint(prefix: str = "genai-dev", region: str = "us-east-1", account: str = "123456789012",
+                 **overrides: Any) -> SqsEndpoint:
+    """An SQS endpoint with the identifiers RequestQueue would export for ``prefix``."""
+    arn, url = f"arn:aws:sqs:{region}:{account}:", f"https://sqs.{region}.amazonaws.com/{account}/"
+    values = {"queue_url": f"{url}{prefix}-jobs", "queue_arn": f"{arn}{prefix}-jobs", "queue_name": f"{prefix}-jobs",
+              "dlq_url": f"{url}{prefix}-jobs-dlq", "dlq_arn": f"{arn}{prefix}-jobs-dlq",
+              "dlq_name": f"{prefix}-jobs-dlq",
+              "backlog_metric": {"namespace": "AWS/SQS", "metric_name": "ApproximateNumberOfMessagesVisible",
+                                 "dimensions": {"QueueName": f"{prefix}-jobs"}}}
+    return SqsEndpoint(**{**values, **overrides})
+
+
+def kafka_endpoint(stack: str = "dev", cluster_arn: str = "arn:aws:kafka:us-east-1:123456789012:cluster/c/u",
+                   **overrides: Any) -> KafkaEndpoint:
+    """A Kafka endpoint with the identifiers RequestQueue would export."""
+    sibling = cluster_arn.replace(":cluster/", ":{}/") + "/{}"
+    values = {"cluster_arn": cluster_arn, "bootstrap_brokers": "boot-abc.kafka:9098",
+              "topic_arn": sibling.format("topic", "genai-jobs"),
+              "dlq_topic_arn": sibling.format("topic", "genai-jobs-dlq"),
+              "group_arn": sibling.format("group", "genai-workers"),
+              "client_security_group_id": "sg-kafkaclients", "subnet_ids": ["subnet-a", "subnet-b"],
+              "backlog_metric": {"namespace": "GenAIFleet", "metric_name": "KafkaBacklog",
+                                 "dimensions": {"Stack": stack}}}
+    return KafkaEndpoint(**{**values, **overrides})
 
 
 @dataclass
@@ -69,11 +96,18 @@ def build(factory: Callable[[], pulumi.ComponentResource], *outputs: str, region
 
     _sync_await(run_pulumi_func(program))
     component = holder["component"]
-    resolved = {name: _plain(_sync_await(pulumi.Output.from_input(getattr(component, name)).future()))
+    resolved = {name: _plain(_sync_await(pulumi.Output.from_input(_attribute(component, name)).future()))
                 for name in outputs}
     recording = Recording(resources=[recorder.resources[u] for u in recorder.order], exports={},
                           calls=_plain(recorder.calls))
     return Built(recording=recording, outputs=resolved, component=component)
+
+
+def _attribute(component: Any, dotted: str) -> Any:
+    """``"endpoint.queue_url"`` -> ``component.endpoint.queue_url``."""
+    for part in dotted.split("."):
+        component = getattr(component, part)
+    return component
 
 
 def children(built: Built, component_type: str) -> list[RecordedResource]:

@@ -8,18 +8,16 @@ import pytest
 
 from components.api import AUTH_ROUTES, Api, ApiArgs
 from policies.genai_policies import security
-from tests.unit.component_harness import build, fleet
+from tests.unit.component_harness import build, fleet, kafka_endpoint, sqs_endpoint
 
 TOKEN = "genai:api:Api"
 FN = "aws:lambda/function:Function"
 ROUTE = "aws:apigatewayv2/route:Route"
 TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/genai-dev-jobs"
-QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:genai-dev-jobs"
 
 
 def api(cfg, **kwargs):
-    base = {"job_table_name": "genai-dev-jobs", "job_table_arn": TABLE_ARN,
-            "queue_url": "https://sqs.us-east-1.amazonaws.com/123456789012/genai-dev-jobs", "queue_arn": QUEUE_ARN}
+    base = {"job_table_name": "genai-dev-jobs", "job_table_arn": TABLE_ARN, "queue": sqs_endpoint()}
     return build(lambda: Api("api", ApiArgs(config=cfg, **{**base, **kwargs})), "api_url", "function_name")
 
 
@@ -127,10 +125,9 @@ def test_routes_satisfy_the_policy_pack_rule(keyed):
 def test_kafka_mode_runs_in_vpc_with_layer(tmp_path):
     layer = tmp_path / "layer"
     (layer / "python").mkdir(parents=True)
-    built = api(fleet(queueKind="kafka"), queue_url=None, queue_arn=None,
-                kafka_bootstrap_brokers="boot:9098", kafka_cluster_arn="arn:aws:kafka:us-east-1:1:cluster/c/u",
-                kafka_topic_arn="arn:aws:kafka:us-east-1:1:topic/c/u/genai-jobs",
-                kafka_client_security_group_id="sg-0kafka", subnet_ids=["subnet-a", "subnet-b"],
+    built = api(fleet(queueKind="kafka"), queue=kafka_endpoint(
+                    bootstrap_brokers="boot:9098", cluster_arn="arn:aws:kafka:us-east-1:1:cluster/c/u",
+                    client_security_group_id="sg-0kafka", subnet_ids=["subnet-a", "subnet-b"]),
                 kafka_layer_dir=str(layer))
     fn = built.one(FN, "api-handler-fn").inputs
     assert fn["vpcConfig"]["subnetIds"] == ["subnet-a", "subnet-b"] and fn["layers"]
@@ -141,9 +138,9 @@ def test_kafka_mode_runs_in_vpc_with_layer(tmp_path):
     assert {"KafkaConnect", "KafkaTopic"} <= sids and "Queue" not in sids
 
 
-def test_missing_queue_inputs_fail_clearly():
-    with pytest.raises(Exception, match="queue_url"):
-        api(fleet(), queue_url=None, queue_arn=None)
+def test_a_queue_of_the_wrong_kind_fails_clearly():
+    with pytest.raises(Exception, match=r"ApiArgs\.queue is a kafka endpoint but queueKind is sqs"):
+        api(fleet(), queue=kafka_endpoint())
 
 
 def test_both_functions_reserve_what_rate_burst_and_wait_need(keyed, iam):

@@ -14,7 +14,7 @@ from components import cluster_scaling, user_data
 from components.inference_cluster import InferenceCluster, InferenceClusterArgs, on_demand_percentage
 from runtime import agent_config
 from tests.pulumi_mocks import MOCK_AMI_ID
-from tests.unit.component_harness import Built, build, fleet
+from tests.unit.component_harness import Built, build, fleet, kafka_endpoint, sqs_endpoint
 
 ACCT, REGION = "123456789012", "us-east-1"
 LT = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -29,19 +29,16 @@ OUTPUTS = ("spot_group_name", "on_demand_group_name", "group_names", "role_arn",
 
 
 def cluster_args(cfg, **extra) -> InferenceClusterArgs:
-    queue = ({"queue_url": f"https://sqs.{REGION}.amazonaws.com/{ACCT}/genai-dev-jobs",
-              "queue_arn": f"arn:aws:sqs:{REGION}:{ACCT}:genai-dev-jobs"} if cfg.queue.kind == "sqs" else
-             {"kafka_cluster_arn": KAFKA_CLUSTER, "kafka_bootstrap_brokers": "boot-abc.kafka:9098",
-              "kafka_client_security_group_id": "sg-kafkaclients", "kafka_dlq_topic": "genai-jobs-dlq"})
-    backlog = SQS_BACKLOG if cfg.queue.kind == "sqs" else {
-        "namespace": "GenAIFleet", "metric_name": "KafkaBacklog", "dimensions": {"Stack": cfg.stack}}
+    queue = (sqs_endpoint(backlog_metric=pulumi.Output.from_input(SQS_BACKLOG)) if cfg.queue.kind == "sqs" else
+             kafka_endpoint(cfg.stack, cluster_arn=KAFKA_CLUSTER, backlog_metric=pulumi.Output.from_input(
+                 {"namespace": "GenAIFleet", "metric_name": "KafkaBacklog", "dimensions": {"Stack": cfg.stack}})))
     values = dict(
         config=cfg, vpc_id="vpc-0a1b2c3d4e5f67890", private_subnet_ids=["subnet-aaaa1111", "subnet-bbbb2222"],
-        backlog_metric=pulumi.Output.from_input(backlog),
+        queue=queue,
         model_store_bucket_name="genai-dev-models-x1", model_store_bucket_arn="arn:aws:s3:::genai-dev-models-x1",
         outputs_bucket_name="genai-dev-outputs-x1", outputs_bucket_arn="arn:aws:s3:::genai-dev-outputs-x1",
         cdn_domain="d111111abcdef8.cloudfront.net", job_table_name="genai-dev-jobs",
-        job_table_arn=f"arn:aws:dynamodb:{REGION}:{ACCT}:table/genai-dev-jobs", **queue)
+        job_table_arn=f"arn:aws:dynamodb:{REGION}:{ACCT}:table/genai-dev-jobs")
     values.update(extra)
     return InferenceClusterArgs(**values)
 
@@ -284,10 +281,10 @@ def test_outputs_consumers_need(mixed):
     assert all(r.parent == component.urn for r in mixed.recording.resources if r is not component)
 
 
-def test_missing_queue_inputs_fail_early():
+def test_a_queue_of_the_wrong_kind_fails_early():
     cfg = fleet()
-    args = cluster_args(cfg, queue_url=None)
-    with pytest.raises(ValueError, match="queue_url"):
+    args = cluster_args(cfg, queue=kafka_endpoint())
+    with pytest.raises(ValueError, match=r"InferenceClusterArgs\.queue is a kafka endpoint but queueKind is sqs"):
         build(lambda: InferenceCluster("cluster", args))
 
 

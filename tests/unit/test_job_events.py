@@ -7,7 +7,7 @@ import json
 import pytest
 
 from components.job_events import STALE_LEASE_SECONDS, WEBHOOK_MAX_RECEIVES, JobEvents, JobEventsArgs
-from tests.unit.component_harness import build, fleet
+from tests.unit.component_harness import build, fleet, kafka_endpoint, sqs_endpoint
 
 FN = "aws:lambda/function:Function"
 SOURCE = "aws:lambda/eventSourceMapping:EventSourceMapping"
@@ -25,7 +25,7 @@ def events(cfg, **kwargs):
 
 @pytest.fixture(scope="module")
 def sqs():
-    return events(fleet(), jobs_dlq_arn=DLQ_ARN)
+    return events(fleet(), queue=sqs_endpoint(dlq_arn=DLQ_ARN))
 
 
 def _policy(built, suffix):
@@ -66,6 +66,6 @@ def test_functions_get_only_what_they_call(sqs):
 
 
 def test_kafka_stacks_have_no_dlq_consumer():
-    built = events(fleet(queueKind="kafka"))
+    built = events(fleet(queueKind="kafka"), queue=kafka_endpoint())
     assert "events-dead-letters-fn" not in {r.name for r in built.of_type(FN)}
     assert {r.name for r in built.of_type(FN)} >= {"events-sweeper-fn", "events-webhook-sender-fn"}

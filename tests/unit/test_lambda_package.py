@@ -125,3 +125,48 @@ def test_the_unpacked_archive_imports_the_handler_with_only_what_lambda_provides
     proc = subprocess.run([sys.executable, "-S", "-c", script, str(code), str(provided)], capture_output=True,
                           text=True, timeout=120, env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """``runtime.*`` modules a file imports (absolute imports only; the runtime uses no relative ones)."""
+    tree = ast.parse(path.read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return {n for n in names if n.split(".")[0] == "runtime"}
+
+
+def _module_file(module: str) -> str | None:
+    rel = module.replace(".", "/")
+    if (ROOT / f"{rel}.py").exists():
+        return f"{rel}.py"
+    return f"{rel}/__init__.py" if (ROOT / rel / "__init__.py").exists() else None
+
+
+def _missing_runtime_modules(keys: set[str], handlers: tuple[str, ...]) -> set[str]:
+    """Runtime files the handlers import, directly or not (package ``__init__`` files too), absent from ``keys``."""
+    seen: set[str] = set()
+    todo = list(handlers)
+    while todo:
+        module = todo.pop()
+        parts = module.split(".")
+        for i in range(1, len(parts) + 1):
+            rel = _module_file(".".join(parts[:i]))
+            if rel and rel not in seen:
+                seen.add(rel)
+                todo.extend(_runtime_imports(ROOT / rel))
+    return seen - keys
+
+
+def test_every_runtime_module_the_lambda_handlers_import_is_in_the_api_archive():
+    handlers = ("runtime.api.handler", "runtime.api.authorizer", "runtime.reconciler", "runtime.webhook_dispatch")
+    assert _missing_runtime_modules(set(api_component._code_archive().assets), handlers) == set()
+
+
+def test_every_runtime_module_the_kafka_functions_import_is_in_their_archive():
+    from components import kafka_functions
+
+    handlers = ("runtime.queues.kafka_lag", "runtime.queues.kafka_topics")
+    assert _missing_runtime_modules(set(kafka_functions.CODE_FILES), handlers) == set()

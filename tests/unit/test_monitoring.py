@@ -18,7 +18,7 @@ from components.monitoring import (
 )
 from components.monitoring_dashboard import fleet_dimensions
 from runtime import metric_names
-from tests.unit.component_harness import Built, build, fleet
+from tests.unit.component_harness import Built, build, fleet, kafka_endpoint, sqs_endpoint
 
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
@@ -31,9 +31,9 @@ SQS_BACKLOG = {"namespace": "AWS/SQS", "metric_name": "ApproximateNumberOfMessag
 def alarmed() -> Built:
     cfg = fleet(alarmsEnabled=True, alarmEmail="oncall@example.com", onDemandBase=1, warmPoolSize=1,
                 gpuUtilizationTarget=70, logRetentionDays=30)
-    args = MonitoringArgs(config=cfg, backlog_metric=SQS_BACKLOG, spot_group_name="cluster-spot-1a2b",
-                          on_demand_group_name="cluster-ondemand-3c4d", queue_name="genai-dev-jobs",
-                          dlq_name="genai-dev-jobs-dlq", api_id="abc123")
+    args = MonitoringArgs(config=cfg, queue=sqs_endpoint(backlog_metric=SQS_BACKLOG),
+                          spot_group_name="cluster-spot-1a2b", on_demand_group_name="cluster-ondemand-3c4d",
+                          api_id="abc123")
     return build(lambda: Monitoring("monitoring", args), *OUTPUTS)
 
 
@@ -43,7 +43,7 @@ def quiet() -> Built:
     cfg = fleet(amiFlavor="neuron", queueKind="kafka")
     backlog = {"namespace": metric_names.NAMESPACE, "metric_name": metric_names.KAFKA_BACKLOG,
                "dimensions": {metric_names.DIM_STACK: "dev"}}
-    args = MonitoringArgs(config=cfg, backlog_metric=backlog, spot_group_name="cluster-spot-1a2b")
+    args = MonitoringArgs(config=cfg, queue=kafka_endpoint(backlog_metric=backlog), spot_group_name="cluster-spot-1a2b")
     return build(lambda: Monitoring("monitoring", args), *OUTPUTS)
 
 

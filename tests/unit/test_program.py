@@ -30,6 +30,16 @@ def test_every_resource_is_recorded_with_its_parent():
         assert resource.parent is None or resource.parent in urns, resource.urn
 
 
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_only_the_provider_and_the_components_sit_at_the_top(stack):
+    """Every resource is declared inside a component: a child created without ``parent=self`` shows up here."""
+    top = [r for r in run_stack(stack).resources if r.parent is None]
+    assert [r.name for r in top if r.type == "pulumi:providers:aws"] == ["aws"]
+    strays = [r.urn for r in top if r.type != "pulumi:providers:aws" and not r.type.startswith("genai:")]
+    assert strays == []
+    assert {r.type for r in top} >= {"genai:queue:RequestQueue", "genai:api:Api", "genai:cluster:InferenceCluster"}
+
+
 def test_components_are_wired_to_each_other():
     """Cross-component references in __main__.py point at the right resources."""
     rec = run_stack("prod")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from components.config import HANDBACK_ALLOWANCE, LEASE_SECONDS
+from components.queue_endpoint import KafkaEndpoint, SqsEndpoint
 from components.request_queue import RequestQueue, RequestQueueArgs, kafka_partitions
 from runtime import metric_names
 from tests.unit.component_harness import build, children, fleet, stack_fleet
@@ -14,13 +16,17 @@ from tests.unit.component_harness import build, children, fleet, stack_fleet
 TOKEN = "genai:queue:RequestQueue"
 QUEUE = "aws:sqs/queue:Queue"
 MSK = "aws:msk/serverlessCluster:ServerlessCluster"
-OUTPUTS = ("backlog_metric", "queue_url", "queue_name", "queue_arn", "dlq_arn", "cluster_arn", "bootstrap_brokers",
-           "topic_arn", "dlq_topic_arn", "group_arn", "client_security_group_id")
 SUBNETS = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
 
 
 def queue(cfg, **kwargs):
-    return build(lambda: RequestQueue("queue", RequestQueueArgs(config=cfg, **kwargs)), *OUTPUTS)
+    """Built queue; ``outputs`` holds ``backlog_metric`` and every field of the exported endpoint."""
+    variant = SqsEndpoint if cfg.queue.kind == "sqs" else KafkaEndpoint
+    names = [f"endpoint.{f.name}" for f in dataclasses.fields(variant)]
+    built = build(lambda: RequestQueue("queue", RequestQueueArgs(config=cfg, **kwargs)), "backlog_metric", *names)
+    assert isinstance(built.component.endpoint, variant)
+    built.outputs.update({name.split(".", 1)[1]: built.outputs[name] for name in names})
+    return built
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +83,7 @@ def test_sqs_backlog_metric_and_identifiers(dev):
                                              "dimensions": {"QueueName": "genai-dev-jobs"}}
     assert dev.outputs["queue_url"].endswith("/genai-dev-jobs")
     assert dev.outputs["queue_arn"].endswith(":genai-dev-jobs")
-    assert dev.outputs["cluster_arn"] is None and not dev.of_type(MSK)
+    assert "cluster_arn" not in dev.outputs and not dev.of_type(MSK)
 
 
 def test_msk_uses_iam_auth_in_private_subnets(kafka):
@@ -111,7 +117,8 @@ def test_kafka_backlog_metric_and_iam_identifiers(kafka):
     assert kafka.outputs["topic_arn"] == cluster_arn.replace(":cluster/", ":topic/") + "/genai-jobs"
     assert kafka.outputs["group_arn"] == cluster_arn.replace(":cluster/", ":group/") + "/genai-workers"
     assert kafka.outputs["bootstrap_brokers"].endswith(":9098")
-    assert kafka.outputs["queue_url"] is None
+    assert kafka.outputs["subnet_ids"] == SUBNETS and kafka.outputs["topic"] == "genai-jobs"
+    assert "queue_url" not in kafka.outputs
 
 
 def test_kafka_needs_the_network():
