@@ -119,6 +119,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("backend", "str", None, "The backend every worker runs (one per instance; the AMI must have it installed); "
        "defaults per flavour (cuda: comfyui; neuron: neuron)."),
     _s("hotModels", "list", [], "Model ids every worker preloads before it takes work."),
+    _s("modelGroups", "map", {}, "Model affinity (docs/fleet.md): group name -> model ids. Each group gets a queue "
+       "of its own (SQS), the API routes a job by its model, and a worker prefers the group of the model it holds; "
+       "other models use the main queue. Group names: lowercase letters, digits, '-' (at most 24, not 'default'); "
+       "at most 8 groups."),
     _s("maxJobSeconds", "int", 300, "Longest a job may run; drives visibility timeout and lifecycle heartbeats.",
        minimum=10, maximum=3600),
     _s("averageJobSeconds", "float", 3.0, "Typical job duration, used for the backlog-per-instance target.",
@@ -219,6 +223,7 @@ class QueueSettings:
     kind: str
     max_receive_count: int
     max_job_seconds: int
+    model_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, model ids): a queue per group
 
     @property
     def visibility_timeout_seconds(self) -> int:
@@ -328,6 +333,8 @@ def _allowed(setting: Setting) -> str:
         return f"{'an integer' if setting.kind == 'int' else 'a number'} from {lo} to {hi}"
     if setting.kind == "bool":
         return "true or false"
+    if setting.kind == "map":
+        return 'an object of group name -> list of model ids, e.g. {"sdxl": ["sdxl-base", "sdxl-turbo"]}'
     return "a list"
 
 
@@ -370,8 +377,15 @@ def _parse_list(value: Any) -> tuple[str, ...]:
     return tuple(v.strip() for v in parsed)
 
 
+def _parse_map(value: Any) -> dict[str, tuple[str, ...]]:
+    parsed = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(parsed, Mapping) or not all(isinstance(k, str) for k in parsed):
+        raise ValueError
+    return {k: _parse_list(v) for k, v in parsed.items()}
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {"str": _parse_str, "int": _parse_int, "float": _parse_float,
-                                             "bool": _parse_bool, "list": _parse_list}
+                                             "bool": _parse_bool, "list": _parse_list, "map": _parse_map}
 
 
 def _coerce(setting: Setting, value: Any, problems: list[str]) -> Any:
@@ -478,6 +492,36 @@ def _check_egress(v: dict[str, Any]) -> list[str]:
     return []
 
 
+_GROUP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+MAX_MODEL_GROUPS = 8
+
+
+def _check_model_groups(v: dict[str, Any]) -> list[str]:
+    """modelGroups: valid queue-name suffixes, valid model ids, each model in one group at most."""
+    key, groups, problems, seen = f"{NAMESPACE}:modelGroups", v["modelGroups"] or {}, [], {}
+    if len(groups) > MAX_MODEL_GROUPS:
+        problems.append(f"{key} has {len(groups)} groups: at most {MAX_MODEL_GROUPS} (each is a queue every worker "
+                        f"polls and a metric the scaling policy sums)")
+    for name, models in groups.items():
+        if not _GROUP_NAME.match(name) or name == "default":
+            problems.append(f"{key} group {name!r}: names are 1-24 lowercase letters, digits and '-', starting "
+                            f"with a letter, and not 'default' (the main queue's group)")
+        if not models:
+            problems.append(f"{key} group {name!r} lists no models: list at least one model id")
+        for model in models:
+            if not _MODEL_ID.match(model):
+                problems.append(f"{key} group {name!r} contains {model!r}: model ids are lowercase 'name' or "
+                                f"'family/name' of letters, digits, '.', '_' and '-'")
+            elif model in seen:
+                problems.append(f"{key}: model {model!r} is in groups {seen[model]!r} and {name!r}: put it in one")
+            seen.setdefault(model, name)
+    if groups and v["queueKind"] == "kafka":
+        problems.append(f"{key} is set with {NAMESPACE}:queueKind = kafka: the stack makes a queue per group for "
+                        f"sqs only so far (the Kafka design, a topic per group, is in docs/fleet.md); use "
+                        f"queueKind sqs or remove modelGroups")
+    return problems
+
+
 def _check_misc(v: dict[str, Any]) -> list[str]:
     problems = []
     for model in v["hotModels"] or ():
@@ -527,7 +571,7 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
         problems.append(f"stack name {stack!r} cannot be the environment name: set {NAMESPACE}:environment "
                         f"(2-16 characters: lowercase letters, digits, '-', starting with a letter)")
     for check in (_check_instance_types, _check_backends, _check_sizes, _check_job_times, _check_misc,
-                  _check_egress, capacity.check):
+                  _check_egress, _check_model_groups, capacity.check):
         problems.extend(check(v))
     if problems:
         raise ConfigError(problems)
@@ -544,7 +588,8 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
             gpu_utilization_target=v["gpuUtilizationTarget"],
             ami_channel=v["amiChannel"] or ("latest" if not environment.startswith("prod") else environment)),
         queue=QueueSettings(kind=v["queueKind"], max_receive_count=v["maxReceiveCount"],
-                            max_job_seconds=v["maxJobSeconds"]),
+                            max_job_seconds=v["maxJobSeconds"],
+                            model_groups=tuple((g, tuple(ms)) for g, ms in (v["modelGroups"] or {}).items())),
         storage=StorageSettings(output_retention_days=v["outputRetentionDays"],
                                 log_retention_days=v["logRetentionDays"],
                                 point_in_time_recovery=v["pointInTimeRecovery"]),
