@@ -122,7 +122,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("modelGroups", "map", {}, "Model affinity (docs/fleet.md): group name -> model ids. Each group gets a queue "
        "of its own (SQS), the API routes a job by its model, and a worker prefers the group of the model it holds; "
        "other models use the main queue. Group names: lowercase letters, digits, '-' (at most 24, not 'default'); "
-       "at most 8 groups."),
+       "at most 6 groups."),
     _s("maxJobSeconds", "int", 300, "Longest a job may run; drives visibility timeout and lifecycle heartbeats.",
        minimum=10, maximum=3600),
     _s("averageJobSeconds", "float", 3.0, "Typical job duration, used for the backlog-per-instance target.",
@@ -493,7 +493,7 @@ def _check_egress(v: dict[str, Any]) -> list[str]:
 
 
 _GROUP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
-MAX_MODEL_GROUPS = 8
+MAX_MODEL_GROUPS = 6  # main queue + groups + 2 InService metrics + the expression: a metric-math alarm takes 10
 
 
 def _check_model_groups(v: dict[str, Any]) -> list[str]:
@@ -501,7 +501,7 @@ def _check_model_groups(v: dict[str, Any]) -> list[str]:
     key, groups, problems, seen = f"{NAMESPACE}:modelGroups", v["modelGroups"] or {}, [], {}
     if len(groups) > MAX_MODEL_GROUPS:
         problems.append(f"{key} has {len(groups)} groups: at most {MAX_MODEL_GROUPS} (each is a queue every worker "
-                        f"polls and a metric the scaling policy sums)")
+                        f"polls and a metric the scaling policy and alarms sum; metric math takes 10 metrics)")
     for name, models in groups.items():
         if not _GROUP_NAME.match(name) or name == "default":
             problems.append(f"{key} group {name!r}: names are 1-24 lowercase letters, digits and '-', starting "
