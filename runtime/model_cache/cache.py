@@ -127,10 +127,14 @@ class ModelCache:
                  max_bytes: int, *, hot_models: tuple[str, ...] = (), clock: Callable[[], float] = time.time,
                  observe: Callable[[dict[str, float], dict[str, Any]], None] | None = None,
                  part_size: int = 16 * MiB, concurrency: int = 16) -> None:
-        """``source``: a ``Downloader``, or a store that makes one (``runtime.worker.aws.ObjectStore``:
-        ``downloader(part_size=, concurrency=)``, s3transfer over its client and bucket)."""
-        make = getattr(source, "downloader", None)
-        self.source: Downloader = make(part_size=part_size, concurrency=concurrency) if make else source
+        """``source``: a ``Downloader``, or an S3 store with ``client`` and ``bucket``
+        (``runtime.worker.aws.ObjectStore``): then s3transfer downloads in ``part_size`` parts on
+        ``concurrency`` threads (runtime.model_cache.download.S3Downloader)."""
+        if not hasattr(source, "download_to"):
+            from runtime.model_cache.download import S3Downloader
+
+            source = S3Downloader(source.client, source.bucket, part_size=part_size, concurrency=concurrency)
+        self.source: Downloader = source
         self.resolve = resolve
         self.cache_dir = Path(cache_dir)
         self.max_bytes = max_bytes

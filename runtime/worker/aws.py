@@ -165,11 +165,10 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise AWSCallError(f"s3 head {self.bucket}/{key}: {exc}") from exc
 
-    def downloader(self, part_size: int, concurrency: int) -> Any:
-        """s3transfer downloads from this bucket (the model cache's source; runtime.model_cache.download)."""
-        from runtime.model_cache.download import S3Downloader
-
-        return S3Downloader(self._c, self.bucket, part_size=part_size, concurrency=concurrency)
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client (the model cache downloads through it with s3transfer)."""
+        return self._c
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes ``start..end`` inclusive."""
