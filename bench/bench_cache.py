@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
          "baseline_value": sw["disk_load_switch"]["seconds"]},
     ]
     result = {"figures": figures, "download": dl, "switch": sw,
-              "note": ("cache: moto S3 on loopback, best of the rounds. moto reads the whole object for every "
+              "note": ("moto S3 on loopback, best of the rounds. moto reads the whole object for every "
                        "ranged GET and loopback has no per-connection cap, so there one stream wins; S3 serves "
                        "~85-90 MB/s per connection, emulated (scaled down) by a throttling proxy. RAM-tier switch: "
                        "host-to-host copy (no GPU here)")}
