@@ -194,3 +194,19 @@ def test_bad_settings_are_named():
         AffinityConsumer([GroupQueue("a", InMemoryQueue(), lambda: 0)], GROUPS, max_wait_seconds=0)
     with pytest.raises(ValueError, match="at least one group queue"):
         AffinityConsumer([], GROUPS)
+
+
+def test_the_worker_entry_point_reads_tiers_from_the_disk_cache_and_the_backends_ram_tier():
+    from runtime.model_cache import HostRamTier
+    from runtime.worker.__main__ import _warm_tiers
+
+    class Cache:
+        def models_on_disk(self):
+            return ["sd15", "flux-dev"]
+
+    class Backend:
+        ram_tier = HostRamTier(1000)
+
+    Backend.ram_tier.put("flux-dev", b"x")
+    assert _warm_tiers(Cache(), Backend())() == {"sd15": DISK, "flux-dev": RAM}
+    assert _warm_tiers(None, object())() == {}
