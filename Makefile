@@ -13,11 +13,17 @@ TRACE ?= diurnal:peak=100,trough=20,hours=24
 WORKLOAD ?= sd15
 SCALEOUT = $(if $(wildcard planner/scaleout-$(STACK).json),--scaleout planner/scaleout-$(STACK).json)
 
-.PHONY: install test lint unit preview local demo bench ami docs help lambda-deps policy-config preview-aws up \
-	promote-ami webhook-secret api-key chaos plan plan-sweep measure-scaleout
+.PHONY: install test lint unit integration e2e static-check preview local demo bench ami docs help lambda-deps \
+	policy-config preview-aws up promote-ami webhook-secret api-key chaos plan plan-sweep measure-scaleout
+
+# Every test directory belongs to exactly one suite (tests/unit/test_make_targets.py checks it).
+UNIT_TESTS := tests/unit
+INTEGRATION_TESTS := tests/integration tests/contract
+E2E_TESTS := tests/e2e tests/rehearsal
 
 help:
 	@echo "make demo | test | install | preview STACK=dev|prod | local | bench | chaos | ami FLAVOR=cuda|neuron | docs"
+	@echo "make test = static-check + unit + integration + e2e (each also on its own; PYTEST_ARGS=... passes through)"
 	@echo "deploy (README 'Deploying to AWS'): ami | promote-ami | webhook-secret | api-key | preview-aws | up"
 	@echo "make plan STACK=dev|prod TRACE=diurnal:peak=100,trough=20 WORKLOAD=sd15|sdxl|mix|FILE [PLAN_ARGS=...]"
 	@echo "make plan-sweep STACK=prod TRACE=... WORKLOAD=... PLAN_ARGS='--p95-wait 10 --targets 1,2,4'"
@@ -37,12 +43,28 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt runtime-requirements.t
 lambda-deps $(LAMBDA_STAMPS): $(VENV)/.installed runtime/api/lambda-requirements.txt runtime/api/kafka-layer-requirements.txt
 	$(PY) tools/build_lambda.py
 
-lint: install
-	$(PY) -m ruff check .
-	$(PY) tools/config_docs.py --check
+# ruff, config docs, packer fmt/validate, shellcheck (tools/static_check.sh).
+static-check: install
+	PY=$(PY) tools/static_check.sh
 
-test: install lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+lint: static-check
+
+# pytest exits 5 when it collects no test, so an empty suite fails too.
+unit: install
+	$(PY) -m pytest $(UNIT_TESTS) $(PYTEST_ARGS)
+
+integration: install
+	$(PY) -m pytest $(INTEGRATION_TESTS) $(PYTEST_ARGS)
+
+e2e: install
+	$(PY) -m pytest $(E2E_TESTS) $(PYTEST_ARGS)
+
+# Every part runs even when an earlier one fails; the target fails if any did.
+test: install
+	@failed=""; for part in static-check unit integration e2e; do \
+		$(MAKE) --no-print-directory $$part PYTEST_ARGS='$(PYTEST_ARGS)' || failed="$$failed $$part"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make test: failed:$$failed" >&2; exit 1; fi
 
 docs: install
 	$(PY) tools/config_docs.py
@@ -51,7 +73,7 @@ preview: install
 	$(PY) tools/preview.py --stack $(STACK)
 
 local: install
-	$(PY) -m runtime.local $(LOCAL_ARGS)
+	$(PY) -m fleetdev.local $(LOCAL_ARGS)
 
 demo: install
 	$(PY) tools/demo.py $(DEMO_ARGS)

@@ -16,12 +16,9 @@ import logging
 import os
 import socket
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
                    "AWS_EC2_METADATA_DISABLED": "true"})
@@ -50,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
+    from fleetdev.worker_support import Stack, make_agent
     from runtime.backends.base import JobContext
     from runtime.backends.test_pattern import TestPatternBackend
-    from tests.integration.worker_support import Stack, make_agent
 
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

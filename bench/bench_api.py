@@ -16,7 +16,6 @@ import os
 import platform
 import socket
 import statistics
-import sys
 import threading
 import time
 import uuid
@@ -25,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 JOB = {"model": "sdxl-base-1.0", "inputs": {"prompt": "a lighthouse at dawn", "width": 512, "height": 512}}
 
@@ -94,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
     from moto.server import ThreadedMotoServer
 
+    from fleetdev.local_server import LocalApiServer
     from runtime.api.auth import generate_key
     from runtime.api.handler import ApiConfig, build_app
-    from runtime.api.local_server import LocalApiServer
     from runtime.jobs.store import create_table
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log

@@ -21,13 +21,10 @@ import argparse
 import json
 import logging
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -60,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from runtime.local.platform import LocalOptions, LocalPlatform
+    from fleetdev.local.platform import LocalOptions, LocalPlatform
 
     bare = bare_render_ms(args.delay, args.size, max(5, args.sync))
     bare_p50 = _pct(bare, 50)

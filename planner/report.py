@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from components.launch_template import ROOT_VOLUME_GIB, WARM_POOL_ROOT_VOLUME_GIB
+from genai_policies.pricing import PriceTable, load_prices
 from planner.sim import ON_DEMAND, SimResult
-from policies.genai_policies.pricing import PriceTable, load_prices
 
 EBS_GP3_PER_GB_MONTH = 0.08
 MARKETS = {ON_DEMAND: "on-demand", 1: "spot"}

@@ -16,17 +16,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from components.lambda_package import (  # noqa: E402 - after the sys.path set-up
+from components.lambda_package import (
     LAMBDA_PYTHON,
     PIP_PLATFORMS,
     STAMP,
     TARGETS,
     DepsTarget,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pip_command(target: DepsTarget, python: str = sys.executable) -> list[str]:

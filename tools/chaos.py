@@ -2,7 +2,7 @@
 
 Each scenario starts local mode (moto, API, functions, workers with a supervisor that restarts any
 worker that dies, as systemd's ``Restart=`` does), injects its fault by PID, and ends with a ledger
-line and the audit of runtime.local.audit: every submitted job final exactly once, no output written
+line and the audit of fleetdev.local.audit: every submitted job final exactly once, no output written
 after its job was final, no final record changed, plus the scenario's own checks. Loopback only,
 every wait bounded; the whole run takes a few minutes on two cores.
 
@@ -25,9 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from fleetdev.local.audit import Report
+from fleetdev.local.platform import LocalOptions, LocalPlatform
 from runtime.jobs.store import JobStore
-from runtime.local.audit import Report
-from runtime.local.platform import LocalOptions, LocalPlatform
 
 FAST = {"visibility_timeout_seconds": 3, "receive_wait_seconds": 1, "retry_delay_seconds": 1,
         "stale_lease_seconds": 6.0, "stop_grace_seconds": 5}

@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+from PIL import Image
+
+from fleetdev.local.platform import LocalOptions, LocalPlatform
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import httpx  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from runtime.local.platform import LocalOptions, LocalPlatform  # noqa: E402
 
 SIZES = [(512, 512), (768, 512), (512, 768), (640, 384), (384, 640), (256, 256), (1024, 576), (576, 1024)]
 

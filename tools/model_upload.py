@@ -20,12 +20,10 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from a checkout
-    sys.path.insert(0, str(ROOT))
+from runtime.model_store import KINDS, MANIFEST_KEY, LayoutError, ModelStoreError
+from runtime.model_store import upload as uploader
 
-from runtime.model_store import KINDS, MANIFEST_KEY, LayoutError, ModelStoreError  # noqa: E402
-from runtime.model_store import upload as uploader  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("model_upload")
 MiB = 1024 * 1024

@@ -5,7 +5,7 @@
     python tools/preview.py --stack prod --emit-policy-config policy-config.json
 
 Runs ``__main__.py`` with ``Pulumi.<stack>.yaml`` (plus ``--set`` overrides) under the recording mocks
-of ``tests/pulumi_mocks.py``, turns every recorded resource into the arguments the Pulumi engine
+of ``fleetdev/pulumi_mocks.py``, turns every recorded resource into the arguments the Pulumi engine
 would hand the policy pack (``ResourceValidationArgs`` with the resource's inputs and its aws
 provider; ``PolicyResource`` for the stack policies, with parents and property dependencies
 rebuilt from the recorded values), runs every policy of ``policies/genai_policies`` and prints:
@@ -34,12 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from pulumi_policy import (  # noqa: E402 - after the sys.path set-up
+from pulumi_policy import (
     EnforcementLevel,
     Policy,
     PolicyCustomTimeouts,
@@ -52,11 +47,8 @@ from pulumi_policy import (  # noqa: E402 - after the sys.path set-up
     StackValidationPolicy,
 )
 
-from components import config as fleet_config  # noqa: E402
-from policies.genai_policies import POLICIES  # noqa: E402
-from policies.genai_policies.cost import BUDGET_SCHEMA  # noqa: E402
-from policies.genai_policies.pricing import Estimate, estimate  # noqa: E402
-from tests.pulumi_mocks import (  # noqa: E402
+from components import config as fleet_config
+from fleetdev.pulumi_mocks import (
     MockAccount,
     ProgramError,
     RecordedResource,
@@ -64,6 +56,11 @@ from tests.pulumi_mocks import (  # noqa: E402
     run_stack,
     stack_config,
 )
+from genai_policies import POLICIES
+from genai_policies.cost import BUDGET_SCHEMA
+from genai_policies.pricing import Estimate, estimate
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PACK_ENFORCEMENT = EnforcementLevel.MANDATORY  # policies/__main__.py builds the pack with this level
 IDENTITY_OUTPUTS = ("id", "arn", "bucket")  # outputs other resources refer to (rebuilds dependencies)

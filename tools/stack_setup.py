@@ -29,13 +29,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from components import config as fleet_config
+from components.prerequisites import api_keys_prefix, webhook_secret_parameter
+from tools.ami_build import FLAVORS, AmiBuildError, check_image
 
-from components import config as fleet_config  # noqa: E402 - after the sys.path set-up
-from components.prerequisites import api_keys_prefix, webhook_secret_parameter  # noqa: E402
-from tools.ami_build import FLAVORS, AmiBuildError, check_image  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 LATEST = "latest"
 

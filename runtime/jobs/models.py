@@ -21,12 +21,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from runtime import model_ids
 from runtime.net_safety import UnsafeURLError, check_url_syntax
 
 TASKS = ("txt2img", "img2img", "txt2video", "comfyui-workflow")
 WEBHOOK_EVENTS = ("start", "output", "completed")
 DEFAULT_WEBHOOK_EVENTS = ("completed",)
-MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}(/[a-z0-9][a-z0-9._-]{0,62})?$")
+MODEL_ID = model_ids.MODEL_ID
 SCHEDULER = re.compile(r"^[A-Za-z0-9_+. -]{1,64}$")
 IMAGE_NAME = r"^[A-Za-z0-9._-]{1,100}$"
 MAX_PROMPT = 4000

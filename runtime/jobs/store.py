@@ -61,15 +61,14 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.jobs.attempts import LEASE_EXPIRES, RUNNING_INDEX, RUNNING_INDEX_KEY, AttemptTransitions
 from runtime.jobs.errors import IdempotencyConflictError, JobNotFoundError, StoreUnavailableError
 from runtime.jobs.ids import new_job_id
+from runtime.jobs.items import deserialize, serialize, serialize_value
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +79,6 @@ JOB_TTL_SECONDS = 30 * 86400
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 MAX_ERROR_CHARS = 2000
 
-_ser = TypeSerializer()
-_de = TypeDeserializer()
 
 
 def job_pk(job_id: str) -> str:
@@ -90,34 +87,6 @@ def job_pk(job_id: str) -> str:
 
 def idempotency_pk(owner: str, key: str) -> str:
     return f"idem#{owner}#{hashlib.sha256(key.encode()).hexdigest()}"
-
-
-def _to_ddb(value: Any) -> Any:
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, Mapping):
-        return {str(k): _to_ddb(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
-        return [_to_ddb(v) for v in value]
-    return value
-
-
-def _from_ddb(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _from_ddb(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_ddb(v) for v in value]
-    return value
-
-
-def serialize(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _ser.serialize(_to_ddb(v)) for k, v in item.items() if v is not None}
-
-
-def deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _from_ddb(_de.deserialize(v)) for k, v in item.items()}
 
 
 def normalize_error(error: Any) -> dict[str, str]:
@@ -290,10 +259,10 @@ class JobStore(AttemptTransitions):
                 remove: Sequence[str] = ()) -> dict[str, Any] | None:
         """SET ``sets`` when ``condition`` holds; the new record, or None when the condition failed."""
         names = {"#s": "status"} if "#s" in condition else {}
-        exprs, attr_values = [], {k: _ser.serialize(_to_ddb(v)) for k, v in (values or {}).items()}
+        exprs, attr_values = [], {k: serialize_value(v) for k, v in (values or {}).items()}
         for i, (key, value) in enumerate(sets.items()):
             names[f"#a{i}"] = key
-            attr_values[f":a{i}"] = _ser.serialize(_to_ddb(value))
+            attr_values[f":a{i}"] = serialize_value(value)
             exprs.append(f"#a{i} = :a{i}")
         if extra_set:
             exprs.append(extra_set)

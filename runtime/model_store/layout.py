@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from runtime.model_ids import MODEL_ID
 from runtime.model_store.errors import LayoutError
 
 MANIFEST_KEY = "manifest.json"
@@ -30,7 +31,7 @@ KINDS: dict[str, str] = {
 }
 
 # Same rule as components.config's hotModels: lowercase 'name' or 'family/name'.
-_MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}(/[a-z0-9][a-z0-9._-]{0,62})?$")
+_MODEL_ID = MODEL_ID
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}$")
 

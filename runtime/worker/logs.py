@@ -11,7 +11,11 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskN
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message, exception and any ``extra`` fields."""
+    """One JSON object per record: time, level, logger, message, exception and any ``extra`` fields.
+
+    ``json.dumps`` does the quoting, so any message or value yields one valid line; an ``extra`` named
+    like a core field (``level``, ``message``...) is kept as ``extra_<name>`` (tests/unit/test_logs.py).
+    """
 
     def __init__(self, static: dict[str, str] | None = None) -> None:
         super().__init__()
@@ -27,7 +31,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                doc[key] = value
+                doc[f"extra_{key}" if key in doc else key] = value  # an extra never hides time, level, ...
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)

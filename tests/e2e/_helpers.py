@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fleetdev.local.audit import Report
+from fleetdev.local.platform import LocalPlatform
 from runtime.jobs.store import JobStore
-from runtime.local.audit import Report
-from runtime.local.platform import LocalPlatform
 
 REPORTS: list[str] = []  # printed in the terminal summary by conftest.py
 

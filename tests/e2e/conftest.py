@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from runtime.local.platform import LocalOptions, LocalPlatform
+from fleetdev.local.platform import LocalOptions, LocalPlatform
 from tests.e2e._helpers import REPORTS
 
 

@@ -1,5 +1,5 @@
 """Failure drills over local mode. Each prints ``jobs submitted / succeeded / failed / duplicated`` and
-asserts that no job was lost and none was done twice (runtime.local.audit counts both from moto's state:
+asserts that no job was lost and none was done twice (fleetdev.local.audit counts both from moto's state:
 job records, attempts, and every version of every output in the versioned outputs bucket).
 
 1. SIGKILL of one agent during a batch (SQS and Kafka): its job's lease runs out (SQS visibility; Kafka
@@ -230,10 +230,10 @@ def test_api_create_retried_by_botocore_still_enqueues(tmp_path) -> None:
     import boto3
     from botocore.config import Config
 
+    from fleetdev.local.platform import LocalOptions, LocalPlatform
     from runtime.api.app import Request
     from runtime.api.auth import generate_key
     from runtime.api.handler import ApiConfig, build_app
-    from runtime.local.platform import LocalOptions, LocalPlatform
 
     platform = LocalPlatform(LocalOptions(run_dir=tmp_path / "aws"))
     try:

@@ -17,7 +17,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from runtime.local.platform import KAFKA_TOPIC
+from fleetdev.local.platform import KAFKA_TOPIC
 from tests.e2e._helpers import assert_clean, record, running_on, store, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -1,6 +1,6 @@
 """The request path in local mode, for both queue kinds: client -> API -> queue -> agents -> S3 -> CDN.
 
-Everything is the real code: the API is runtime.api.local_server (the Lambda handler), the agents are
+Everything is the real code: the API is fleetdev.local_server (the Lambda handler), the agents are
 ``python -m runtime.worker run`` subprocesses, AWS is a moto server subprocess, Kafka is librdkafka's
 mock cluster, outputs are fetched from the CDN stand-in.
 """

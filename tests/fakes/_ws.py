@@ -1,81 +1,104 @@
-"""Server side of RFC 6455 for the fakes: handshake, text and binary frames out, client frames read."""
+"""Server side of the fakes' websockets, on the ``websockets`` library's Sans-I/O ``ServerProtocol``.
+
+The fakes serve HTTP and ``/ws`` on one port (as ComfyUI's aiohttp does), so the handshake and the frames
+run over the request handler's own socket: the library parses and builds every byte (handshake checks,
+framing, masking rules, ping -> pong as aiohttp's autoping, the closing handshake); this module only moves
+bytes between the protocol object and the socket.
+"""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import struct
+import socket
 import threading
 from typing import Any
 
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
 from tests.fakes._server import Handler
 
-_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class ServerSocket:
     """One accepted websocket; ``send_*`` may be called from any thread."""
 
-    def __init__(self, h: Handler) -> None:
+    def __init__(self, h: Handler, protocol: ServerProtocol) -> None:
         self.h = h
+        self._protocol = protocol
         self._lock = threading.Lock()
         self.closed = False
 
     @classmethod
     def accept(cls, h: Handler) -> ServerSocket | None:
-        key = h.headers.get("Sec-WebSocket-Key")
-        if not key or h.headers.get("Upgrade", "").lower() != "websocket":
+        """Answer the upgrade (101), or a 4xx for a request that is not a valid handshake."""
+        if h.headers.get("Upgrade", "").lower() != "websocket":  # aiohttp answers a plain GET with 400
             h.send(400, b"Expected websocket upgrade", "text/plain")
             return None
-        accept = base64.b64encode(hashlib.sha1((key + _GUID).encode()).digest()).decode()
-        h.send_response(101)
-        h.send_header("Upgrade", "websocket")
-        h.send_header("Connection", "Upgrade")
-        h.send_header("Sec-WebSocket-Accept", accept)
-        h.end_headers()
-        h.wfile.flush()
-        return cls(h)
+        protocol = ServerProtocol(max_size=MAX_MESSAGE_BYTES)
+        # http.server has already read the request head: hand the same bytes to the library's parser.
+        head = "".join([h.requestline, "\r\n", *(f"{k}: {v}\r\n" for k, v in h.headers.items()), "\r\n"])
+        protocol.receive_data(head.encode("latin-1"))
+        (request,) = protocol.events_received()
+        response = protocol.accept(request)
+        protocol.send_response(response)
+        sock = cls(h, protocol)
+        sock._flush()
+        if response.status_code != 101:
+            h.close_connection = True
+            return None
+        return sock
 
     def send_json(self, value: Any) -> bool:
-        return self._send(0x1, json.dumps(value).encode())
+        return self._send(lambda: self._protocol.send_text(json.dumps(value).encode()))
 
     def send_bytes(self, data: bytes) -> bool:
-        return self._send(0x2, data)
+        return self._send(lambda: self._protocol.send_binary(data))
 
-    def _send(self, opcode: int, data: bytes) -> bool:
+    def _send(self, frame) -> bool:
         """False when the client went away (as aiohttp's send in ComfyUI, the error is swallowed)."""
-        n = len(data)
-        if n < 126:
-            size = bytes([n])
-        elif n < 65536:
-            size = bytes([126]) + struct.pack(">H", n)
-        else:
-            size = bytes([127]) + struct.pack(">Q", n)
+        with self._lock:
+            if self.closed or self._protocol.state is not State.OPEN:
+                return False
+            frame()
+            return self._flush_locked()
+
+    def _flush(self) -> bool:
+        with self._lock:
+            return self._flush_locked()
+
+    def _flush_locked(self) -> bool:
         try:
-            with self._lock:
-                self.h.wfile.write(bytes([0x80 | opcode]) + size + data)
-                self.h.wfile.flush()
+            for chunk in self._protocol.data_to_send():
+                if chunk:
+                    self.h.wfile.write(chunk)
+                else:  # the library's end-of-stream marker: the server closes TCP first (RFC 6455 7.1.1)
+                    self.h.wfile.flush()
+                    self.h.connection.shutdown(socket.SHUT_WR)
+                    self.closed = True
+            self.h.wfile.flush()
             return True
         except (OSError, ValueError):  # ValueError: the handler already closed the file
             self.closed = True
             return False
 
     def read_until_closed(self) -> None:
-        """Read (and drop) client frames until a close frame or EOF."""
+        """Feed client bytes to the protocol (pings answered, messages dropped) until close or EOF."""
         rfile = self.h.rfile
         try:
-            while True:
-                head = rfile.read(2)
-                if len(head) < 2 or head[0] & 0x0F == 0x8:
-                    break
-                n = head[1] & 0x7F
-                if n == 126:
-                    n = struct.unpack(">H", rfile.read(2))[0]
-                elif n == 127:
-                    n = struct.unpack(">Q", rfile.read(8))[0]
-                rfile.read((4 if head[1] & 0x80 else 0) + n)
-        except (OSError, ValueError, struct.error):
+            while not self.closed:
+                chunk = rfile.read1(65536)
+                with self._lock:
+                    if chunk:
+                        self._protocol.receive_data(chunk)
+                    else:
+                        self._protocol.receive_eof()
+                    self._protocol.events_received()  # client messages are not used by the fakes
+                    self._flush_locked()
+                    if not chunk or self._protocol.state is State.CLOSED or self._protocol.close_expected():
+                        break
+        except (OSError, ValueError):
             pass
         finally:
             self.closed = True

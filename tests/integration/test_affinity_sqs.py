@@ -7,11 +7,11 @@ import json
 
 import pytest
 
+from fleetdev.worker_support import Stack, make_agent
 from runtime import metric_names as m
 from runtime.agent_config import AgentConfigError, parse
 from runtime.queues.affinity import AffinityConsumer
 from runtime.worker.__main__ import _consumer
-from tests.integration.worker_support import Stack, make_agent
 
 pytestmark = pytest.mark.integration
 

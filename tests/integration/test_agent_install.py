@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,22 @@ def test_agent_runs_from_the_wheel_not_the_checkout(installed):
                            "import os, runtime; print(os.path.realpath(runtime.__file__))"],
                           cwd=installed["tmp"], capture_output=True, text=True, check=True)
     assert proc.stdout.strip().startswith(str(installed["prefix"].resolve()))
+
+
+def test_the_wheel_holds_the_runtime_package_and_only_the_worker_script(installed):
+    """One pyproject for the whole repo, but the AMI gets the runtime alone: no developer tooling, no IaC."""
+    with zipfile.ZipFile(installed["wheel"]) as wheel:
+        names = wheel.namelist()
+        entry_points = next(wheel.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"runtime"}
+    assert not [n for n in names if n.startswith(("runtime/local/", "runtime/api/local_server"))]
+    assert [line for line in entry_points.splitlines() if " = " in line] == [
+        "genai-worker = runtime.worker.__main__:main"]
+    # (third-party packages come from the test's shared site-packages here, so only ours are checked)
+    site = subprocess.run([str(installed["prefix"] / "bin" / "python"), "-c",
+                           "import importlib.util as u; print([m for m in ('fleetdev', 'components', 'tools')"
+                           " if u.find_spec(m)])"], cwd=installed["tmp"], capture_output=True, text=True, check=True)
+    assert site.stdout.strip() == "[]"
 
 
 def test_units_rendered_for_the_prefix(installed):

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from fleetdev.local_server import LocalApiServer
 from runtime.api.auth import generate_key, parse_key
 from runtime.api.handler import ApiConfig, build_app
-from runtime.api.local_server import LocalApiServer
 from runtime.jobs.schema import fingerprint, validate_job
 from runtime.jobs.store import new_record
 from runtime.queues import QueueMessage
@@ -150,7 +150,7 @@ def test_local_and_test_queues_declare_the_aws_limit(aws_clients, sqs_queue, mot
     assert attrs["Attributes"]["MaximumMessageSize"] == "262144"
     import uuid
 
-    from runtime.local.bootstrap import create
+    from fleetdev.local.bootstrap import create
 
     res = create(moto_endpoint, prefix=f"hard-{uuid.uuid4().hex[:6]}")
     for url in (res.queue_url, res.dlq_url):

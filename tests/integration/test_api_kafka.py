@@ -8,9 +8,9 @@ import uuid
 import httpx
 import pytest
 
+from fleetdev.local_server import LocalApiServer
 from runtime.api.auth import generate_key
 from runtime.api.handler import ApiConfig, build_app
-from runtime.api.local_server import LocalApiServer
 from runtime.queues import QueueMessage
 from runtime.queues.kafka_producer import KafkaJobProducer
 

@@ -9,9 +9,9 @@ import socket
 
 import pytest
 
+from fleetdev.local_server import LocalApiServer
 from runtime.api.auth import generate_key
 from runtime.api.handler import ApiConfig, build_app
-from runtime.api.local_server import LocalApiServer
 
 pytestmark = pytest.mark.integration
 KEY, _ = generate_key("local")

@@ -23,9 +23,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from fleetdev.local_server import LocalApiServer
 from runtime.api.auth import generate_key
 from runtime.api.handler import ApiConfig, build_app
-from runtime.api.local_server import LocalApiServer
 from runtime.api.openapi import document
 
 pytestmark = pytest.mark.integration

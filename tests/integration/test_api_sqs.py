@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from fleetdev.local.webhook_dispatcher import LocalWebhookDispatcher
+from fleetdev.local_server import LocalApiServer
 from runtime.api.auth import generate_key
 from runtime.api.handler import ApiConfig, build_app
-from runtime.api.local_server import LocalApiServer
 from runtime.jobs.store import JobStore
-from runtime.local.webhook_dispatcher import LocalWebhookDispatcher
 from runtime.queues import QueueMessage
 from runtime.webhooks import WebhookSender, verify_signature
 from tests.atomic_ddb import AtomicCalls

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from fleetdev.worker_support import Stack, make_agent
 from runtime import metric_names as m
 from runtime.backends.base import JobInterrupted
 from runtime.backends.test_pattern import TestPatternBackend
-from tests.integration.worker_support import Stack, make_agent
 
 pytestmark = pytest.mark.integration
 

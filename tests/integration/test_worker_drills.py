@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.local.fake_imds import FakeIMDS
+from fleetdev.local.fake_imds import FakeIMDS
+from fleetdev.worker_support import Stack, eventually
 from runtime.worker.aws import RecordingAutoScaling
-from tests.integration.worker_support import Stack, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

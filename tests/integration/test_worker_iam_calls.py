@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from components import cluster_iam
+from fleetdev.local.fake_imds import FakeIMDS
+from fleetdev.worker_support import REGION, Stack
 from runtime.agent_config import parse
-from runtime.local.fake_imds import FakeIMDS
 from runtime.worker import aws
-from tests.integration.worker_support import REGION, Stack
 
 pytestmark = pytest.mark.integration
 

@@ -9,6 +9,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer
 
+from fleetdev.worker_support import Stack, make_agent
 from runtime.backends.base import BackendError
 from runtime.backends.test_pattern import TestPatternBackend
 from runtime.jobs.schema import validate_job
@@ -16,7 +17,6 @@ from runtime.jobs.store import new_record
 from runtime.queues.base import QueueMessage
 from runtime.queues.kafka_consumer import KafkaConsumer, consumer_config
 from runtime.queues.kafka_producer import KafkaJobProducer
-from tests.integration.worker_support import Stack, make_agent
 
 pytestmark = pytest.mark.integration
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from fleetdev.worker_support import CDN, Stack, WebhookReceiver, eventually, make_agent, run_in_thread
 from runtime import metric_names as m
 from runtime.backends.base import BackendError
 from runtime.backends.comfyui import ComfyUIBackend
@@ -16,7 +17,6 @@ from runtime.queues.sqs_consumer import SQSConsumer
 from runtime.worker.aws import RecordingAutoScaling
 from runtime.worker.inputs import ImageFetcher
 from tests.fakes.fake_comfyui import FakeComfyUI
-from tests.integration.worker_support import CDN, Stack, WebhookReceiver, eventually, make_agent, run_in_thread
 
 pytestmark = pytest.mark.integration
 

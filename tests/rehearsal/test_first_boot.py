@@ -12,7 +12,7 @@
    agent units what an instance profile and the link-local addresses give on EC2: credentials, the
    local AWS endpoint (moto) and the fake IMDS (the SDKs' AWS_ENDPOINT_URL and
    AWS_EC2_METADATA_SERVICE_ENDPOINT variables).
-3. A job submitted through the job API (runtime.api.local_server on the stack's table and queue)
+3. A job submitted through the job API (fleetdev.local_server on the stack's table and queue)
    comes back as an image; the agent's and the backend's lines are in the files the CloudWatch agent
    config tails; units, users, folders and permissions are what the contract and the agent config say.
 4. Drills: one of prod's hot models does not exist (a warning, the agent serves jobs; the agent config
@@ -40,14 +40,14 @@ import boto3
 import httpx
 import pytest
 
+from fleetdev.local.fake_imds import FakeIMDS
+from fleetdev.local.processes import ManagedProcess, free_port, wait_for
+from fleetdev.pulumi_mocks import run_stack
 from runtime import agent_config
 from runtime import instance_contract as ic
 from runtime.api.auth import generate_key
 from runtime.jobs.store import create_table
-from runtime.local.fake_imds import FakeIMDS
-from runtime.local.processes import ManagedProcess, free_port, wait_for
 from runtime.model_store import upload
-from tests.pulumi_mocks import run_stack
 from tests.rehearsal import machine
 
 # The first run builds the base root (debootstrap, a few minutes) inside the first test's setup.
@@ -179,7 +179,7 @@ class Cloud:
         env.update({"GENAI_JOB_TABLE": config.job_table, "GENAI_QUEUE_URL": self._moto_queue_url(),
                     "GENAI_API_KEYS": self.api_key, "GENAI_AWS_ENDPOINT_URL": endpoint,
                     "PYTHONPATH": str(REPO)})
-        self.api = ManagedProcess("api", [sys.executable, "-m", "runtime.api.local_server", "--host", "127.0.0.1",
+        self.api = ManagedProcess("api", [sys.executable, "-m", "fleetdev.local_server", "--host", "127.0.0.1",
                                           "--port", str(port)], work / "api.log", env, cwd=REPO).start()
         wait_for(lambda: httpx.get(f"{self.api_url}/v1/health", timeout=2).status_code == 200, 60, "job API",
                  self.api.alive)
@@ -330,7 +330,7 @@ def _check_first_boot(box, cloud: Cloud, config: agent_config.AgentConfig, stack
 
 def _ledger(cloud: Cloud, job_ids: list[str], title: str) -> None:
     """The drill's ledger line (the e2e drills' format): every submitted job final, none lost."""
-    from runtime.local.audit import Report
+    from fleetdev.local.audit import Report
     from tests.e2e._helpers import record
 
     views = [cloud.job(j) for j in job_ids]

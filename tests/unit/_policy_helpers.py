@@ -22,7 +22,7 @@ from pulumi_policy import (
     StackValidationArgs,
 )
 
-from tests.pulumi_mocks import RecordedResource
+from fleetdev.pulumi_mocks import RecordedResource
 
 TAGS = {"Project": "genai-fleet", "Environment": "dev", "Owner": "platform-team", "CostCenter": "genai-dev"}
 STACK_URN = "urn:pulumi:dev::genai-fleet::"

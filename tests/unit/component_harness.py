@@ -19,7 +19,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from components import config as fleet_config
 from components.queue_endpoint import KafkaEndpoint, SqsEndpoint
-from tests.pulumi_mocks import (
+from fleetdev.pulumi_mocks import (
     PROJECT,
     RecordedResource,
     Recording,

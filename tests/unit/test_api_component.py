@@ -7,7 +7,7 @@ import json
 import pytest
 
 from components.api import AUTH_ROUTES, Api, ApiArgs
-from policies.genai_policies import security
+from genai_policies import security
 from tests.unit.component_harness import build, fleet, kafka_endpoint, sqs_endpoint
 
 TOKEN = "genai:api:Api"

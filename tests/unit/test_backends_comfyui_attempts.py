@@ -138,7 +138,7 @@ def test_fake_survives_a_websocket_client_that_went_away(comfy, model_file):
     from runtime.backends._websocket import WebSocketClient
 
     ws = WebSocketClient(comfy.url.replace("http", "ws") + "/ws?clientId=gone").connect()
-    ws._sock.close()  # vanish without a close frame
+    ws._conn.socket.close()  # vanish without a close frame (the library never gets to send one)
     httpx.post(f"{comfy.url}/prompt", json={"prompt": MODEL_FREE, "client_id": "gone"}).raise_for_status()
     backend = backend_for(comfy)
     assert backend.run(ctx(workflow=MODEL_FREE)).outputs

@@ -195,7 +195,7 @@ def test_the_matcher_finds_what_a_broad_statement_would_grant():
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_no_worker_statement_reaches_api_keys_or_other_environments_secrets(stack):
-    from tests.pulumi_mocks import ACCOUNT_ID, run_stack
+    from fleetdev.pulumi_mocks import ACCOUNT_ID, run_stack
 
     recording = run_stack(stack)
     role = next(r for r in recording.of_type("aws:iam/role:Role") if r.name == "cluster-role")

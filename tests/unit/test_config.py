@@ -9,7 +9,7 @@ import pytest
 
 from components import config
 from components.config import ConfigError, load
-from tests.pulumi_mocks import ROOT, stack_config
+from fleetdev.pulumi_mocks import ROOT, stack_config
 
 BASE = {"owner": "team-a", "costCenter": "cc-1"}
 

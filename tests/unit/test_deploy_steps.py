@@ -25,7 +25,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tests.pulumi_mocks import ROOT, MockAccount, ProgramError, stack_config
+from fleetdev.pulumi_mocks import ROOT, MockAccount, ProgramError, stack_config
 from tests.unit.test_ami_build import GOOD_TAGS, _as_aws_reports, _register_ami
 from tools import ami_build, preview, stack_setup
 

@@ -12,8 +12,8 @@ import pytest
 
 from components import cluster_scaling, user_data
 from components.inference_cluster import InferenceCluster, InferenceClusterArgs, on_demand_percentage
+from fleetdev.pulumi_mocks import MOCK_AMI_ID
 from runtime import agent_config
-from tests.pulumi_mocks import MOCK_AMI_ID
 from tests.unit.component_harness import Built, build, fleet, kafka_endpoint, sqs_endpoint
 
 ACCT, REGION = "123456789012", "us-east-1"

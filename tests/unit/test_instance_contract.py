@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from components import monitoring
+from fleetdev.pulumi_mocks import run_stack
 from runtime import agent_config
 from runtime import instance_contract as ic
-from tests.pulumi_mocks import run_stack
 from tests.unit.component_harness import stack_fleet
 
 FILES = Path(__file__).resolve().parents[2] / "packer" / "files"

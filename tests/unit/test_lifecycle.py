@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from runtime.local.fake_imds import FakeIMDS
+from fleetdev.local.fake_imds import FakeIMDS
 from runtime.worker.aws import Boto3AutoScaling, LifecycleActionNotFound, RecordingAutoScaling
 from runtime.worker.imds import IMDSClient, IMDSError
 from runtime.worker.lifecycle import REBALANCE, SPOT, TERMINATING, Lifecycle, LifecycleWatcher

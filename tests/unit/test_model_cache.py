@@ -174,9 +174,9 @@ def test_checksum_mismatch_and_torn_entries_are_removed(tmp_path: Path):
 def test_preload_and_manifest_resolver_on_moto(moto_endpoint, tmp_path: Path):
     import uuid
 
+    from fleetdev.worker_support import Stack
     from runtime.model_cache import manifest_resolver
     from runtime.worker.aws import ObjectStore
-    from tests.integration.worker_support import Stack
 
     stack = Stack(moto_endpoint)
     stack.put_model("family/hot", b"h" * 3000)

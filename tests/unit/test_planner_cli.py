@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from genai_policies.pricing import load_prices
 from planner import traces, workload
 from planner.__main__ import main
 from planner.sweep import Candidate, recommend
-from policies.genai_policies.pricing import load_prices
 
 
 def _csv(tmp_path, rows: int = 600, rate: float = 2.0):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.genai_policies import cost
+from genai_policies import cost
 from tests.unit._policy_helpers import TAGS, policy_resource, resource_args, run_policy, stack_args
 
 LT = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -115,7 +115,7 @@ def test_budget_reports_unpriced_types():
 
 
 def test_every_default_allowed_type_is_priced_in_us_east_1():
-    from policies.genai_policies.pricing import load_prices
+    from genai_policies.pricing import load_prices
 
     table = load_prices()
     for types in cost.DEFAULT_ALLOWED_TYPES.values():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from policies.genai_policies import security
+from genai_policies import security
 from tests.unit._policy_helpers import policy_resource, resource_args, run_policy, stack_args
 
 LT = "aws:ec2/launchTemplate:LaunchTemplate"

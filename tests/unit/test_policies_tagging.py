@@ -8,7 +8,7 @@ from pathlib import Path
 import pulumi_aws
 import pytest
 
-from policies.genai_policies import tagging
+from genai_policies import tagging
 from tests.unit._policy_helpers import TAGS, resource_args, run_policy
 
 GROUP = "aws:autoscaling/group:Group"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from components.prerequisites import AccountFacts, PrerequisiteError, missing
-from tests.pulumi_mocks import MOCK_AMI_ID, MockAccount, ProgramError, run_stack
+from fleetdev.pulumi_mocks import MOCK_AMI_ID, MockAccount, ProgramError, run_stack
 from tests.unit.component_harness import fleet, stack_fleet
 
 READY = AccountFacts(ami_parameter_exists=True, webhook_secret_exists=True, api_key_count=1,

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from pulumi_policy import EnforcementLevel
 
-from policies.genai_policies.cost import DEFAULT_ALLOWED_TYPES
-from tests.pulumi_mocks import ROOT, RecordedResource, Recording, run_stack
+from fleetdev.pulumi_mocks import ROOT, RecordedResource, Recording, run_stack
+from genai_policies.cost import DEFAULT_ALLOWED_TYPES
 from tests.unit._policy_helpers import synthetic_fleet
 from tools import preview
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pulumi_mocks import ProgramError, run_stack
+from fleetdev.pulumi_mocks import ProgramError, run_stack
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])

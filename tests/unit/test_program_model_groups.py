@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.pulumi_mocks import run_stack
+from fleetdev.pulumi_mocks import run_stack
 from tools import preview
 
 GROUPS = {"sdxl": ["sdxl/base-1.0", "sdxl/turbo"], "flux": ["flux/dev"]}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.pulumi_mocks import ROOT
+from fleetdev.pulumi_mocks import ROOT
 from tools.bench import README_BEGIN, README_END
 
 

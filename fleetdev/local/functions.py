@@ -2,10 +2,10 @@
 
 What runs on AWS as Lambdas (components/job_events.py) runs here with the same handler code, fed the
 way the event sources feed them: the jobs DLQ consumer (runtime.reconciler), the lease sweeper on a
-timer, and the webhook dispatcher (runtime.local.webhook_dispatcher). Being its own process, it keeps
+timer, and the webhook dispatcher (fleetdev.local.webhook_dispatcher). Being its own process, it keeps
 going when a worker is killed or frozen, like the real functions.
 
-    python -m runtime.local.functions --config <run dir>/functions.json
+    python -m fleetdev.local.functions --config <run dir>/functions.json
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from fleetdev.local.bootstrap import client
+from fleetdev.local.webhook_dispatcher import LocalWebhookDispatcher
 from runtime.jobs.store import JobStore
-from runtime.local.bootstrap import client
-from runtime.local.webhook_dispatcher import LocalWebhookDispatcher
 from runtime.reconciler import reconcile_dead_letter, sweep
 from runtime.webhooks import WebhookSender
 from runtime.worker.logs import configure
 
-log = logging.getLogger("runtime.local.functions")
+log = logging.getLogger("fleetdev.local.functions")
 
 
 class DeadLetterPoller:

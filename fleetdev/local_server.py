@@ -4,7 +4,7 @@ Each HTTP request becomes an API Gateway HTTP API (payload 2.0) event with no au
 the app authenticates from the headers itself, exactly as the code path in Lambda does without an
 authorizer. Bind to loopback (the default); it is not meant to face a network.
 
-    python -m runtime.api.local_server --port 8080      # reads the GENAI_* variables (handler.py)
+    python -m fleetdev.local_server --port 8080      # reads the GENAI_* variables (handler.py)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from runtime.api.app import ApiApp
 from runtime.api.handler import ApiConfig, build_app, handle_event
+from runtime.worker.logs import configure
 
 log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 1_000_000
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    configure("INFO", component="local-api")  # the agent's JSON lines (a %-format "JSON" breaks on a quote)
     server = LocalApiServer(build_app(ApiConfig.from_env()), args.host, args.port)
     log.info("local API on %s", server.url)
     server.httpd.serve_forever()

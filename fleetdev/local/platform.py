@@ -6,16 +6,16 @@ What ``LocalPlatform.start()`` brings up, in order (``stop()`` takes it down in 
     stack resources      bootstrap   outputs + models buckets, queue + DLQ (redrive), job table, webhook
                                      secret in SSM, checkpoints in the model store (``models``)
     Kafka (optional)     in-process  librdkafka mock cluster, held by this process
-    CDN stand-in         in-process  serves the outputs bucket over HTTP (runtime.local.cdn)
-    fake IMDS per worker in-process  so a spot notice can target one worker (runtime.local.fake_imds)
-    job API              subprocess  python -m runtime.api.local_server (the Lambda handler)
-    functions            subprocess  python -m runtime.local.functions: DLQ consumer, lease sweeper and
+    CDN stand-in         in-process  serves the outputs bucket over HTTP (fleetdev.local.cdn)
+    fake IMDS per worker in-process  so a spot notice can target one worker (fleetdev.local.fake_imds)
+    job API              subprocess  python -m fleetdev.local_server (the Lambda handler)
+    functions            subprocess  python -m fleetdev.local.functions: DLQ consumer, lease sweeper and
                                      webhook dispatcher (the stack's Lambdas, same handler code)
     worker agents        subprocess  python -m runtime.worker run --config <run dir>/worker-N.json
 
 Every child runs in its own process group and is stopped with SIGTERM, then SIGKILL after a grace
-period (runtime.local.processes); logs and agent configs live in the run directory. The same class
-serves ``make local`` (``python -m runtime.local``), ``make demo`` (tools/demo.py) and tests/e2e.
+period (fleetdev.local.processes); logs and agent configs live in the run directory. The same class
+serves ``make local`` (``python -m fleetdev.local``), ``make demo`` (tools/demo.py) and tests/e2e.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ from typing import Any
 
 import httpx
 
+from fleetdev.local import bootstrap
+from fleetdev.local.audit import Ledger
+from fleetdev.local.cdn import CdnServer
+from fleetdev.local.fake_imds import FakeIMDS
+from fleetdev.local.processes import ManagedProcess, free_port, stop_all, wait_for
 from runtime.api.auth import generate_key
 from runtime.api.environment import ApiConfig
-from runtime.local import bootstrap
-from runtime.local.audit import Ledger
-from runtime.local.cdn import CdnServer
-from runtime.local.fake_imds import FakeIMDS
-from runtime.local.processes import ManagedProcess, free_port, stop_all, wait_for
 from runtime.model_store import upload
 from runtime.queue_names import KAFKA_TOPIC
 
@@ -250,7 +250,7 @@ class LocalPlatform:
             model_bucket=res.models_bucket if o.models else None)  # GET /v1/models lists the store's manifest
         env = {**self._env, **api.to_env()}
         env.update(o.api_env)
-        self.api = ManagedProcess("api", [sys.executable, "-m", "runtime.api.local_server", "--host", "127.0.0.1",
+        self.api = ManagedProcess("api", [sys.executable, "-m", "fleetdev.local_server", "--host", "127.0.0.1",
                                           "--port", str(port)], self.run_dir / "api.log", env, cwd=ROOT).start()
         wait_for(lambda: httpx.get(f"{self.api_url}/v1/health", timeout=2).status_code == 200, 30, "job API",
                  self.api.alive)
@@ -264,7 +264,7 @@ class LocalPlatform:
             "api_url": self.api_url, "max_attempts": o.max_receive_count,
             "stale_lease_seconds": o.stale_lease_seconds, "sweep_every_seconds": 1.0,
             "log_level": o.log_level, "webhook_timeout_s": o.webhook_timeout_seconds}, indent=2))
-        self.functions = ManagedProcess("functions", [sys.executable, "-m", "runtime.local.functions", "--config",
+        self.functions = ManagedProcess("functions", [sys.executable, "-m", "fleetdev.local.functions", "--config",
                                                       str(path)], self.run_dir / "functions.log", self._env,
                                         cwd=ROOT).start()
         wait_for(lambda: "functions ready" in (self.run_dir / "functions.log").read_text(errors="replace"), 30,
@@ -361,7 +361,7 @@ class LocalPlatform:
     # -- clients ---------------------------------------------------------------------------------------
     @property
     def ledger(self) -> Ledger:
-        """Submit jobs, poll them, and count what happened to each (runtime.local.audit)."""
+        """Submit jobs, poll them, and count what happened to each (fleetdev.local.audit)."""
         if not hasattr(self, "_ledger"):
             self._ledger = Ledger(self.api_url, self.api_key, self.aws("s3"), self.aws("dynamodb"),
                                   self.aws("sqs"), self.resources)

@@ -10,7 +10,7 @@ parameter the program asks for exists, a large Lambda quota); ``MockAccount.fres
 (no AMI, no secret, no key, the default quota) to which tests add what the README's steps create.
 
 ``run_stack("dev")`` runs ``__main__.py`` with ``Pulumi.dev.yaml`` in a fresh interpreter (Pulumi's
-runtime is process-global) and returns a ``Recording`` to query. ``python -m tests.pulumi_mocks
+runtime is process-global) and returns a ``Recording`` to query. ``python -m fleetdev.pulumi_mocks
 --stack dev`` prints the same recording as JSON, which ``tools/preview.py`` uses.
 """
 
@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from fleetdev.provider_renderers import policy_document as _policy_document
+from fleetdev.provider_renderers import service_of as _service_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "genai-fleet"
@@ -128,40 +131,6 @@ class Recording:
         data = json.loads(text)
         return cls(resources=[RecordedResource(**r) for r in data["resources"]], exports=data["exports"],
                    calls=data["calls"])
-
-
-def _service_of(type_token: str) -> str:
-    module = type_token.split(":")[1].split("/")[0]
-    return {"cloudwatch": "cloudwatch", "apigatewayv2": "apigateway", "msk": "kafka", "autoscaling": "autoscaling",
-            "cloudfront": "cloudfront", "lambda": "lambda", "iam": "iam", "s3": "s3", "sqs": "sqs",
-            "dynamodb": "dynamodb", "sns": "sns", "ssm": "ssm", "ec2": "ec2", "kms": "kms"}.get(module, module)
-
-
-def _policy_document(args: dict[str, Any]) -> dict[str, Any]:
-    """Render ``aws.iam.get_policy_document`` the way the provider does, for the fields we use."""
-    statements = []
-    for st in args.get("statements", []):
-        out: dict[str, Any] = {"Effect": st.get("effect", "Allow")}
-        if st.get("sid"):
-            out["Sid"] = st["sid"]
-        for src, dst in (("actions", "Action"), ("notActions", "NotAction"), ("resources", "Resource"),
-                         ("notResources", "NotResource")):
-            if st.get(src):
-                vals = st[src]
-                out[dst] = vals[0] if len(vals) == 1 else sorted(vals)
-        for p_key, dst in (("principals", "Principal"), ("notPrincipals", "NotPrincipal")):
-            if st.get(p_key):
-                out[dst] = {p["type"]: p["identifiers"][0] if len(p["identifiers"]) == 1 else p["identifiers"]
-                            for p in st[p_key]}
-        if st.get("conditions"):
-            cond: dict[str, dict[str, Any]] = {}
-            for c in st["conditions"]:
-                vals = c["values"]
-                cond.setdefault(c["test"], {})[c["variable"]] = vals[0] if len(vals) == 1 else vals
-            out["Condition"] = cond
-        statements.append(out)
-    doc = {"Version": "2012-10-17", "Statement": statements}
-    return {"json": json.dumps(doc), "minifiedJson": json.dumps(doc, separators=(",", ":")), "id": "doc"}
 
 
 class RecordingMocks:
@@ -292,7 +261,7 @@ class RecordingMocks:
             return _policy_document(args.args)
         if token == "aws:ec2/getInstanceTypes:getInstanceTypes" or token == "aws:ec2/getInstanceType:getInstanceType":
             return {"id": "it", "instanceStorageSupported": True}
-        raise NotImplementedError(f"no mock for provider function {token}; add one to tests/pulumi_mocks.py")
+        raise NotImplementedError(f"no mock for provider function {token}; add one to fleetdev/pulumi_mocks.py")
 
 
 def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> tuple[dict[str, str], str]:
@@ -365,7 +334,6 @@ def record_in_process(stack: str, overrides: dict[str, Any] | None = None,
     pmocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(config)
     program_path = program or ROOT / "__main__.py"
-    sys.path.insert(0, str(program_path.parent))
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program_path), run_name="__main__")))
 
     root = pulumi.runtime.get_root_resource()
@@ -388,7 +356,7 @@ def _plain(value: Any) -> Any:
 
 @functools.lru_cache(maxsize=32)
 def _run_cached(stack: str, overrides_json: str, account_json: str | None = None) -> Recording:
-    cmd = [sys.executable, "-m", "tests.pulumi_mocks", "--stack", stack, "--overrides", overrides_json]
+    cmd = [sys.executable, "-m", "fleetdev.pulumi_mocks", "--stack", stack, "--overrides", overrides_json]
     if account_json:
         cmd += ["--account", account_json]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -11,7 +11,7 @@ Control it in-process (``set_spot_interruption``, ``set_rebalance``, ``set_targe
 ``clear``) or over HTTP from another process: ``POST /_control`` with a JSON object of the same
 settings, e.g. ``{"spot_in_seconds": 120, "target_lifecycle_state": "Terminated"}``.
 
-Run standalone: ``python -m runtime.local.fake_imds --port 8169 --instance-id i-0123456789abcdef0``.
+Run standalone: ``python -m fleetdev.local.fake_imds --port 8169 --instance-id i-0123456789abcdef0``.
 """
 
 from __future__ import annotations

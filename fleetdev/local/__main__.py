@@ -1,6 +1,6 @@
-"""``python -m runtime.local``: run the whole platform on this machine until Ctrl-C (``make local``).
+"""``python -m fleetdev.local``: run the whole platform on this machine until Ctrl-C (``make local``).
 
-    python -m runtime.local [--kafka] [--workers N] [--comfyui-url URL | --a1111-url URL]
+    python -m fleetdev.local [--kafka] [--workers N] [--comfyui-url URL | --a1111-url URL]
                             [--model ID=FILE ... --backend-model-dir DIR] [--api-port 8080] [--cdn-port 8090]
                             [--delay SECONDS] [--keep-logs]
 """
@@ -14,11 +14,11 @@ import signal
 import sys
 import threading
 
-from runtime.local.platform import KAFKA_TOPIC, LocalOptions, LocalPlatform
+from fleetdev.local.platform import KAFKA_TOPIC, LocalOptions, LocalPlatform
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m runtime.local", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fleetdev.local", description=__doc__.splitlines()[0])
     parser.add_argument("--kafka", action="store_true", help="use the Kafka mock cluster instead of SQS")
     parser.add_argument("--workers", type=int, default=2, help="worker agents to run (default 2)")
     backend = parser.add_mutually_exclusive_group()
