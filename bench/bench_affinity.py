@@ -29,8 +29,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from runtime.queues.affinity import AffinityConsumer, GroupQueue, ModelGroups, tier_map
 from runtime.queues.base import QueueMessage
 from runtime.queues.memory import InMemoryQueue

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-import bench_affinity
+from bench import bench_affinity
 
 
 def test_small_simulation_switches_less_than_fifo_and_bounds_the_wait():
