@@ -130,7 +130,7 @@ class Api(pulumi.ComponentResource):
             auth_mode=cfg.api.auth, api_keys_prefix=self.api_keys_prefix if cfg.api.auth == "api-key" else None,
             quota_per_day=cfg.api.key_quota_per_day or None, hot_models=tuple(cfg.cluster.hot_models),
             model_bucket=a.model_bucket_name, average_job_seconds=cfg.cluster.average_job_seconds,
-            max_wait_seconds=cfg.api.max_wait_seconds,
+            max_wait_seconds=cfg.api.max_wait_seconds, model_groups=cfg.queue.model_groups,
         ).to_env()
 
     def _handler_statements(self) -> list[dict[str, pulumi.Input]]:
@@ -141,7 +141,7 @@ class Api(pulumi.ComponentResource):
              "resources": [a.job_table_arn]}]
         if isinstance(a.queue, SqsEndpoint):
             statements.append({"sid": "Queue", "actions": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
-                               "resources": [a.queue.queue_arn]})
+                               "resources": a.queue.queue_arns()})
         else:
             # MSK "produce data idempotently": Connect + WriteDataIdempotently on the cluster (Kafka's
             # IDEMPOTENT_WRITE is a cluster ACL), DescribeTopic + WriteData on the topic. Topics are made

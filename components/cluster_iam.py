@@ -59,6 +59,7 @@ class PolicyScope:
     log_group_names: tuple[str, ...]
     parameter_names: tuple[str, ...]
     queue_arn: str | None = None
+    group_queue_arns: Sequence[str] = ()  # model groups' queues (genai-fleet:modelGroups)
     kafka_cluster_arn: str | None = None
     kafka_topic: str = queue_names.KAFKA_TOPIC
     kafka_dlq_topic: str | None = None
@@ -85,7 +86,7 @@ def _queue_statements(s: PolicyScope) -> list[dict]:
         return [{"Sid": "ConsumeJobQueue", "Effect": "Allow",
                  "Action": ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                             "sqs:ReceiveMessage"],
-                 "Resource": s.queue_arn}]
+                 "Resource": [s.queue_arn, *s.group_queue_arns] if s.group_queue_arns else s.queue_arn}]
     if not s.kafka_cluster_arn:
         raise ValueError("queue kind kafka needs the MSK cluster ARN")
     cluster = s.kafka_cluster_arn

@@ -76,11 +76,28 @@ def _dimensions(raw: Any) -> list[dict]:
     return [{"name": d["name"], "value": d["value"]} for d in raw or ()]
 
 
+def backlog_dimension_sets(backlog: Mapping[str, Any]) -> list[Any]:
+    """The backlog metric's dimension sets: the main queue's, then each model group queue's (summed)."""
+    return [backlog.get("dimensions"), *backlog.get("extra_dimensions", ())]
+
+
+def backlog_sum(ids: Sequence[str]) -> str:
+    """Metric-math sum of the backlog queries (a group queue without data counts 0)."""
+    return ids[0] if len(ids) == 1 else "(" + " + ".join(f"FILL({i}, 0)" for i in ids) + ")"
+
+
+def backlog_ids(backlog: Mapping[str, Any]) -> list[str]:
+    """Query ids of the backlog metrics: ``backlog`` for the main queue, ``backlog_g<i>`` per group queue."""
+    return ["backlog", *(f"backlog_g{i}" for i in range(len(backlog.get("extra_dimensions", ()))))]
+
+
 def backlog_per_instance_queries(backlog: Mapping[str, Any], group_names: Sequence[str]) -> list[dict]:
-    """Metric-math queries: ``backlog / (InService of every group)``; only the expression returns data."""
-    queries = [{"id": "backlog", "return_data": False, "metric_stat": {
+    """Metric-math queries: ``backlog (summed over the queues) / (InService of every group)``; only the
+    expression returns data."""
+    queries = [{"id": qid, "return_data": False, "metric_stat": {
         "stat": "Sum", "metric": {"namespace": backlog["namespace"], "metric_name": backlog["metric_name"],
-                                  "dimensions": _dimensions(backlog.get("dimensions"))}}}]
+                                  "dimensions": _dimensions(dims)}}}
+               for qid, dims in zip(backlog_ids(backlog), backlog_dimension_sets(backlog), strict=True)]
     ids = []
     for i, group in enumerate(group_names):
         ids.append(f"inservice{i}")
@@ -88,20 +105,22 @@ def backlog_per_instance_queries(backlog: Mapping[str, Any], group_names: Sequen
             "stat": "Average", "metric": {"namespace": "AWS/AutoScaling", "metric_name": "GroupInServiceInstances",
                                           "dimensions": [{"name": "AutoScalingGroupName", "value": group}]}}})
     queries.append({"id": "backlog_per_instance", "label": "Backlog per InService instance", "return_data": True,
-                    "expression": f"backlog / ({' + '.join(ids)})"})
+                    "expression": f"{backlog_sum(backlog_ids(backlog))} / ({' + '.join(ids)})"})
     return queries
 
 def _wake_queries(b: Mapping[str, Any], group_name: str, threshold: int) -> list[dict]:
     """1 while the backlog reaches ``threshold`` and the group's desired capacity is 0, else 0."""
+    backlog = [{"id": qid, "return_data": False, "metric": {
+        "namespace": b["namespace"], "metric_name": b["metric_name"], "stat": "Maximum",
+        "period": METRIC_PERIOD, "dimensions": {d["name"]: d["value"] for d in _dimensions(dims)}}}
+        for qid, dims in zip(backlog_ids(b), backlog_dimension_sets(b), strict=True)]
     return [
-        {"id": "backlog", "return_data": False, "metric": {
-            "namespace": b["namespace"], "metric_name": b["metric_name"], "stat": "Maximum",
-            "period": METRIC_PERIOD, "dimensions": {d["name"]: d["value"] for d in _dimensions(b.get("dimensions"))}}},
+        *backlog,
         {"id": "desired", "return_data": False, "metric": {
             "namespace": "AWS/AutoScaling", "metric_name": "GroupDesiredCapacity", "stat": "Maximum",
             "period": METRIC_PERIOD, "dimensions": {"AutoScalingGroupName": group_name}}},
         {"id": "wake", "return_data": True, "label": "Backlog waiting on an empty spot group",
-         "expression": f"IF(FILL(desired, 0) == 0 AND backlog >= {threshold}, 1, 0)"},
+         "expression": f"IF(FILL(desired, 0) == 0 AND {backlog_sum(backlog_ids(b))} >= {threshold}, 1, 0)"},
     ]
 
 

@@ -16,12 +16,14 @@ from typing import Any
 
 from components import capacity
 from components.config_rules import (  # noqa: F401 - _allowed: tools/config_docs.py
+    MAX_MODEL_GROUPS,
     _allowed,
     _check_backends,
     _check_egress,
     _check_instance_types,
     _check_job_times,
     _check_misc,
+    _check_model_groups,
     _check_sizes,
     _read_all,
 )
@@ -98,6 +100,7 @@ class QueueSettings:
     kind: str
     max_receive_count: int
     max_job_seconds: int
+    model_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, model ids): a queue per group
 
     @property
     def visibility_timeout_seconds(self) -> int:
@@ -212,7 +215,7 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
         problems.append(f"stack name {stack!r} cannot be the environment name: set {NAMESPACE}:environment "
                         f"(2-16 characters: lowercase letters, digits, '-', starting with a letter)")
     for check in (_check_instance_types, _check_backends, _check_sizes, _check_job_times, _check_misc,
-                  _check_egress, capacity.check):
+                  _check_egress, _check_model_groups, capacity.check):
         problems.extend(check(v))
     if problems:
         raise ConfigError(problems)
@@ -229,7 +232,8 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
             gpu_utilization_target=v["gpuUtilizationTarget"],
             ami_channel=v["amiChannel"] or ("latest" if not environment.startswith("prod") else environment)),
         queue=QueueSettings(kind=v["queueKind"], max_receive_count=v["maxReceiveCount"],
-                            max_job_seconds=v["maxJobSeconds"]),
+                            max_job_seconds=v["maxJobSeconds"],
+                            model_groups=tuple((g, tuple(ms)) for g, ms in (v["modelGroups"] or {}).items())),
         storage=StorageSettings(output_retention_days=v["outputRetentionDays"],
                                 log_retention_days=v["logRetentionDays"],
                                 point_in_time_recovery=v["pointInTimeRecovery"]),

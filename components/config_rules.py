@@ -36,6 +36,8 @@ def _allowed(setting: Setting) -> str:
         return f"{'an integer' if setting.kind == 'int' else 'a number'} from {lo} to {hi}"
     if setting.kind == "bool":
         return "true or false"
+    if setting.kind == "map":
+        return 'an object of group name -> list of model ids, e.g. {"sdxl": ["sdxl-base", "sdxl-turbo"]}'
     return "a list"
 
 
@@ -78,8 +80,15 @@ def _parse_list(value: Any) -> tuple[str, ...]:
     return tuple(v.strip() for v in parsed)
 
 
+def _parse_map(value: Any) -> dict[str, tuple[str, ...]]:
+    parsed = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(parsed, Mapping) or not all(isinstance(k, str) for k in parsed):
+        raise ValueError
+    return {k: _parse_list(v) for k, v in parsed.items()}
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {"str": _parse_str, "int": _parse_int, "float": _parse_float,
-                                             "bool": _parse_bool, "list": _parse_list}
+                                             "bool": _parse_bool, "list": _parse_list, "map": _parse_map}
 
 
 def _coerce(setting: Setting, value: Any, problems: list[str]) -> Any:
@@ -184,6 +193,36 @@ def _check_egress(v: dict[str, Any]) -> list[str]:
         return [f"{NAMESPACE}:natGateways = none does not work with {NAMESPACE}:queueKind = kafka: the API "
                 f"function runs in the VPC to reach MSK and needs a NAT gateway for SSM; set natGateways: single"]
     return []
+
+
+_GROUP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+MAX_MODEL_GROUPS = 6  # main queue + groups + 2 InService metrics + the expression: a metric-math alarm takes 10
+
+
+def _check_model_groups(v: dict[str, Any]) -> list[str]:
+    """modelGroups: valid queue-name suffixes, valid model ids, each model in one group at most."""
+    key, groups, problems, seen = f"{NAMESPACE}:modelGroups", v["modelGroups"] or {}, [], {}
+    if len(groups) > MAX_MODEL_GROUPS:
+        problems.append(f"{key} has {len(groups)} groups: at most {MAX_MODEL_GROUPS} (each is a queue every worker "
+                        f"polls and a metric the scaling policy and alarms sum; metric math takes 10 metrics)")
+    for name, models in groups.items():
+        if not _GROUP_NAME.match(name) or name == "default":
+            problems.append(f"{key} group {name!r}: names are 1-24 lowercase letters, digits and '-', starting "
+                            f"with a letter, and not 'default' (the main queue's group)")
+        if not models:
+            problems.append(f"{key} group {name!r} lists no models: list at least one model id")
+        for model in models:
+            if not _MODEL_ID.match(model):
+                problems.append(f"{key} group {name!r} contains {model!r}: model ids are lowercase 'name' or "
+                                f"'family/name' of letters, digits, '.', '_' and '-'")
+            elif model in seen:
+                problems.append(f"{key}: model {model!r} is in groups {seen[model]!r} and {name!r}: put it in one")
+            seen.setdefault(model, name)
+    if groups and v["queueKind"] == "kafka":
+        problems.append(f"{key} is set with {NAMESPACE}:queueKind = kafka: the stack makes a queue per group for "
+                        f"sqs only so far (the Kafka design, a topic per group, is in docs/fleet.md); use "
+                        f"queueKind sqs or remove modelGroups")
+    return problems
 
 
 def _check_misc(v: dict[str, Any]) -> list[str]:

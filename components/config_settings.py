@@ -115,6 +115,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("backend", "str", None, "The backend every worker runs (one per instance; the AMI must have it installed); "
        "defaults per flavour (cuda: comfyui; neuron: neuron)."),
     _s("hotModels", "list", [], "Model ids every worker preloads before it takes work."),
+    _s("modelGroups", "map", {}, "Model affinity (docs/fleet.md): group name -> model ids. Each group gets a queue "
+       "of its own (SQS), the API routes a job by its model, and a worker prefers the group of the model it holds; "
+       "other models use the main queue. Group names: lowercase letters, digits, '-' (at most 24, not 'default'); "
+       "at most 6 groups."),
     _s("maxJobSeconds", "int", 300, "Longest a job may run; drives visibility timeout and lifecycle heartbeats.",
        minimum=10, maximum=3600),
     _s("averageJobSeconds", "float", 3.0, "Typical job duration, used for the backlog-per-instance target.",

@@ -126,6 +126,7 @@ class InferenceCluster(pulumi.ComponentResource):
         sqs, kafka = _variants(a.queue)
         values = pulumi.Output.all(
             queue_url=sqs and sqs.queue_url, bootstrap_servers=kafka and kafka.bootstrap_brokers,
+            group_queue_urls=pulumi.Output.all(*(g.queue_url for g in (sqs.groups if sqs else ()))),
             job_table=a.job_table_name,
             outputs_bucket=a.outputs_bucket_name, cdn_domain=a.cdn_domain, model_store_bucket=a.model_store_bucket_name)
         settings = values.apply(lambda v: user_data.AgentSettings(
@@ -134,7 +135,7 @@ class InferenceCluster(pulumi.ComponentResource):
             cache_dir=cache_dir, max_cache_bytes=cache_bytes, max_job_seconds=cfg.queue.max_job_seconds,
             max_receive_count=cfg.queue.max_receive_count,
             visibility_timeout_seconds=cfg.queue.visibility_timeout_seconds, hot_models=cfg.cluster.hot_models,
-            **_kafka_names(a.queue), outputs_prefix=a.outputs_prefix,
+            model_groups=cfg.queue.model_groups, **_kafka_names(a.queue), outputs_prefix=a.outputs_prefix,
             metrics_log_group=naming.log_group_names(cfg)["metrics"], **v))
         parameter = naming.agent_parameter_name(cfg)
         return settings.apply(lambda s: user_data.encode(
@@ -219,6 +220,7 @@ class InferenceCluster(pulumi.ComponentResource):
         values: dict[str, pulumi.Input] = {
             "model_store_bucket_arn": a.model_store_bucket_arn, "outputs_bucket_arn": a.outputs_bucket_arn,
             "job_table_arn": a.job_table_arn, "queue_arn": sqs and sqs.queue_arn,
+            "group_queue_arns": pulumi.Output.all(*(g.queue_arn for g in (sqs.groups if sqs else ()))),
             "kafka_cluster_arn": kafka and kafka.cluster_arn}
         params = [naming.agent_parameter_name(cfg)]
         scope = cluster_iam.scope_output(

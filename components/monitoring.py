@@ -247,15 +247,26 @@ class Monitoring(pulumi.ComponentResource):
                     dimensions={"QueueName": sqs.queue_name}, statistic="Maximum", period=60, evaluation_periods=5,
                     datapoints_to_alarm=5, threshold=oldest_message_threshold(self._args.config),
                     comparison_operator="GreaterThanThreshold")
+        for group in sqs.groups:  # model affinity: the overdue bound keeps these young unless capacity is short
+            self._alarm(f"oldest-message-{group.group}", topic,
+                        f"A job of model group {group.group} has waited longer than accepted wait + launch + longest "
+                        f"job.", namespace="AWS/SQS", metric_name="ApproximateAgeOfOldestMessage",
+                        dimensions={"QueueName": group.queue_name}, statistic="Maximum", period=60,
+                        evaluation_periods=5, datapoints_to_alarm=5,
+                        threshold=oldest_message_threshold(self._args.config),
+                        comparison_operator="GreaterThanThreshold")
 
 
 def _no_capacity_queries(backlog: Mapping[str, Any], groups: list[str]) -> list[dict]:
-    dims = backlog.get("dimensions") or {}
-    if not isinstance(dims, Mapping):
-        dims = {d["name"]: d["value"] for d in dims}
-    queries = [{"id": "backlog", "return_data": False, "metric": {
-        "namespace": backlog["namespace"], "metric_name": backlog["metric_name"], "stat": "Maximum", "period": 60,
-        "dimensions": dict(dims)}}]
+    queries = []
+    for qid, dims in zip(cluster_scaling.backlog_ids(backlog), cluster_scaling.backlog_dimension_sets(backlog),
+                         strict=True):
+        dims = dims or {}
+        if not isinstance(dims, Mapping):
+            dims = {d["name"]: d["value"] for d in dims}
+        queries.append({"id": qid, "return_data": False, "metric": {
+            "namespace": backlog["namespace"], "metric_name": backlog["metric_name"], "stat": "Maximum",
+            "period": 60, "dimensions": dict(dims)}})
     ids = []
     for i, group in enumerate(groups):
         ids.append(f"in{i}")
@@ -264,5 +275,6 @@ def _no_capacity_queries(backlog: Mapping[str, Any], groups: list[str]) -> list[
                                                   "period": 60, "dimensions": {"AutoScalingGroupName": group}}})
     total = " + ".join(f"FILL({i}, 0)" for i in ids)
     queries.append({"id": "starved", "return_data": True, "label": "Backlog with no InService instance",
-                    "expression": f"IF(backlog >= 1 AND ({total}) == 0, 1, 0)"})
+                    "expression": f"IF({cluster_scaling.backlog_sum(cluster_scaling.backlog_ids(backlog))} >= 1 "
+                                  f"AND ({total}) == 0, 1, 0)"})
     return queries

@@ -60,6 +60,9 @@ def dashboard_body(cfg: FleetConfig, *, backlog: Mapping[str, Any], groups: Mapp
     groups = {label: g for label, g in groups.items() if g}
     backlog_dims = _dims(backlog.get("dimensions"))
     depth = [_metric(backlog["namespace"], backlog["metric_name"], backlog_dims, label="Backlog")]
+    group_dims = [_dims(d) for d in backlog.get("extra_dimensions", ())]  # model groups' queues
+    depth += [_metric(backlog["namespace"], backlog["metric_name"], d, label=f"Backlog {next(iter(d.values()))}")
+              for d in group_dims]
     if dlq_name:
         depth.append(_metric("AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": dlq_name},
                              label="Dead-letter queue", stat="Maximum"))
@@ -67,15 +70,16 @@ def dashboard_body(cfg: FleetConfig, *, backlog: Mapping[str, Any], groups: Mapp
         depth.append(_metric("AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": queue_name},
                              label="Oldest message (s)", stat="Maximum", yAxis="right"))
 
-    per_instance: list = [_metric(backlog["namespace"], backlog["metric_name"], backlog_dims, id="backlog",
-                                  visible=False)]
+    backlog_ids = cluster_scaling.backlog_ids(backlog)
+    per_instance: list = [_metric(backlog["namespace"], backlog["metric_name"], d, id=qid, visible=False)
+                          for qid, d in zip(backlog_ids, [backlog_dims, *group_dims], strict=True)]
     ids = []
     for i, group in enumerate(groups.values()):
         ids.append(f"in{i}")
         per_instance.append(_metric("AWS/AutoScaling", "GroupInServiceInstances", {"AutoScalingGroupName": group},
                                     id=ids[-1], visible=False, stat="Average"))
-    per_instance.append([{"expression": f"backlog / ({' + '.join(ids)})", "label": "Backlog per instance",
-                          "id": "per_instance"}])
+    per_instance.append([{"expression": f"{cluster_scaling.backlog_sum(backlog_ids)} / ({' + '.join(ids)})",
+                          "label": "Backlog per instance", "id": "per_instance"}])
 
     sizes = []
     for label, group in groups.items():
@@ -122,6 +126,21 @@ def dashboard_body(cfg: FleetConfig, *, backlog: Mapping[str, Any], groups: Mapp
             _fleet(mn.MODEL_CACHE_MISSES, cfg, stat="Sum", label="cache misses", yAxis="right"),
             _fleet(mn.UPLOAD_TIME, cfg, stat="p90", label="upload p90 (ms)"),
         ], region, stat="p90", period=300),
+        _widget("Model switches, tiers and downloads", [
+            _fleet(mn.MODEL_SWITCHES, cfg, stat="Sum", label="switches", id="switches"),
+            _fleet(mn.MODEL_SWITCH_TIME, cfg, stat="p90", label="time to switch p90 (ms)", yAxis="right"),
+            _fleet(mn.MODEL_RAM_HITS, cfg, stat="Sum", id="ram_hits", visible=False),
+            _fleet(mn.MODEL_RAM_MISSES, cfg, stat="Sum", id="ram_misses", visible=False),
+            _fleet(mn.MODEL_CACHE_HITS, cfg, stat="Sum", id="disk_hits", visible=False),
+            _fleet(mn.MODEL_CACHE_MISSES, cfg, stat="Sum", id="disk_misses", visible=False),
+            _fleet(mn.MODEL_DOWNLOAD_BYTES, cfg, stat="Sum", id="dl_bytes", visible=False),
+            _fleet(mn.MODEL_DOWNLOAD_TIME, cfg, stat="Sum", id="dl_ms", visible=False),
+            [{"expression": "100 * ram_hits / (ram_hits + ram_misses)", "label": "RAM tier hit ratio (%)",
+              "id": "ram_ratio"}],
+            [{"expression": "100 * disk_hits / (disk_hits + disk_misses)", "label": "disk cache hit ratio (%)",
+              "id": "disk_ratio"}],
+            [{"expression": "dl_bytes / 1000 / dl_ms", "label": "download MB/s", "id": "dl_rate", "yAxis": "right"}],
+        ], region, period=300),
     ]
     if api_id:
         widgets.append(_widget("Job API", [

@@ -19,6 +19,22 @@ from runtime import queue_names
 
 
 @dataclass(frozen=True)
+class SqsGroupQueue:
+    """The queue of one model group (model affinity, docs/fleet.md): same settings and DLQ as the main queue."""
+
+    group: str
+    """Group name (genai-fleet:modelGroups)."""
+    models: tuple[str, ...]
+    """Model ids whose jobs the API sends here."""
+    queue_url: pulumi.Input[str]
+    """URL the API sends the group's jobs to and the workers receive from."""
+    queue_arn: pulumi.Input[str]
+    """ARN, for least-privilege policies."""
+    queue_name: pulumi.Input[str]
+    """Name, for metrics and alarms."""
+
+
+@dataclass(frozen=True)
 class SqsEndpoint:
     """A standard SQS queue with its dead-letter queue."""
 
@@ -37,7 +53,14 @@ class SqsEndpoint:
     dlq_name: pulumi.Input[str]
     """Dead-letter queue name, for the DLQ-not-empty alarm."""
     backlog_metric: pulumi.Input[Mapping[str, Any]]
-    """``{"namespace", "metric_name", "dimensions"}`` of the queue depth."""
+    """``{"namespace", "metric_name", "dimensions"}`` of the queue depth; with model groups also
+    ``"extra_dimensions"``: one dimension set per group queue, summed with the main queue's."""
+    groups: tuple[SqsGroupQueue, ...] = ()
+    """Model groups' queues (empty without genai-fleet:modelGroups)."""
+
+    def queue_arns(self) -> list[pulumi.Input[str]]:
+        """The main queue and every group queue: what the API sends to and the workers receive from."""
+        return [self.queue_arn, *(g.queue_arn for g in self.groups)]
 
     def exports(self) -> dict[str, pulumi.Input[str]]:
         return {"queueUrl": self.queue_url, "deadLetterQueueUrl": self.dlq_url}

@@ -27,7 +27,7 @@ import pulumi_aws as aws
 
 from components.config import FleetConfig
 from components.kafka_functions import KafkaFunctions, KafkaFunctionsArgs, sibling_arn
-from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint
+from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint, SqsGroupQueue
 from runtime import metric_names, queue_names
 from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
 
@@ -63,6 +63,15 @@ class RequestQueueArgs:
     """Pre-built Lambda layer (``python/...``) with the Kafka client wheels (kafka only; default: built once)."""
 
 
+def _sqs_backlog(names: Sequence[str]) -> dict:
+    """Visible messages of the main queue, plus (model groups) each group queue's: summed where used."""
+    backlog = {"namespace": "AWS/SQS", "metric_name": "ApproximateNumberOfMessagesVisible",
+               "dimensions": {"QueueName": names[0]}}
+    if len(names) > 1:
+        backlog["extra_dimensions"] = [{"QueueName": name} for name in names[1:]]
+    return backlog
+
+
 def kafka_partitions(cfg: FleetConfig) -> int:
     """One partition per possible worker at least, so every instance can own a partition at full size."""
     return max(KAFKA_MIN_PARTITIONS, cfg.cluster.max_size)
@@ -93,7 +102,9 @@ class RequestQueue(pulumi.ComponentResource):
         self.endpoint = self._create_sqs(cfg) if self.kind == "sqs" else self._create_kafka(cfg, args)
         self.backlog_metric = pulumi.Output.from_input(self.endpoint.backlog_metric)
         self.register_outputs({"kind": self.kind, "backlog_metric": self.backlog_metric,
-                               **{f"endpoint_{k}": v for k, v in vars(self.endpoint).items()}})
+                               **{f"endpoint_{k}": v for k, v in vars(self.endpoint).items() if k != "groups"},
+                               "endpoint_groups": [{**vars(g), "models": list(g.models)}
+                                                   for g in getattr(self.endpoint, "groups", ())]})
 
     def _opts(self, **kwargs) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, **kwargs)
@@ -114,16 +125,30 @@ class RequestQueue(pulumi.ComponentResource):
                               message_retention_seconds=QUEUE_RETENTION_SECONDS, redrive_policy=redrive,
                               max_message_size=SQS_MAX_MESSAGE_BYTES,
                               opts=self._opts())
-        # Only the jobs queue may send to the DLQ (redrive), so nothing else lands there by mistake.
+        groups = tuple(self._create_group_queue(cfg, group, models, redrive)
+                       for group, models in cfg.queue.model_groups)
+        # Only the jobs queues may send to the DLQ (redrive), so nothing else lands there by mistake.
         aws.sqs.RedriveAllowPolicy(f"{self._name}-dlq-allow", queue_url=dlq.url,
-                                   redrive_allow_policy=queue.arn.apply(lambda arn: json.dumps(
-                                       {"redrivePermission": "byQueue", "sourceQueueArns": [arn]})),
+                                   redrive_allow_policy=pulumi.Output.all(queue.arn, *(g.queue_arn for g in groups))
+                                   .apply(lambda arns: json.dumps(
+                                       {"redrivePermission": "byQueue", "sourceQueueArns": list(arns)})),
                                    opts=self._opts())
-        backlog = queue.name.apply(lambda qname: {
-            "namespace": "AWS/SQS", "metric_name": "ApproximateNumberOfMessagesVisible",
-            "dimensions": {"QueueName": qname}})
+        backlog = pulumi.Output.all(queue.name, *(g.queue_name for g in groups)).apply(_sqs_backlog)
         return SqsEndpoint(queue_url=queue.url, queue_arn=queue.arn, queue_name=queue.name, dlq_url=dlq.url,
-                           dlq_arn=dlq.arn, dlq_name=dlq.name, backlog_metric=backlog)
+                           dlq_arn=dlq.arn, dlq_name=dlq.name, backlog_metric=backlog, groups=groups)
+
+    def _create_group_queue(self, cfg: FleetConfig, group: str, models: tuple[str, ...],
+                            redrive: pulumi.Output[str]) -> SqsGroupQueue:
+        """A model group's queue (model affinity): the main queue's settings and DLQ."""
+        queue = aws.sqs.Queue(f"{self._name}-queue-{group}",
+                              name=queue_names.sqs_group_queue_name(cfg.resource_prefix(), group),
+                              sqs_managed_sse_enabled=True,
+                              visibility_timeout_seconds=cfg.queue.visibility_timeout_seconds,
+                              receive_wait_time_seconds=LONG_POLL_SECONDS,
+                              message_retention_seconds=QUEUE_RETENTION_SECONDS, redrive_policy=redrive,
+                              max_message_size=SQS_MAX_MESSAGE_BYTES, opts=self._opts())
+        return SqsGroupQueue(group=group, models=models, queue_url=queue.url, queue_arn=queue.arn,
+                             queue_name=queue.name)
 
     # --- kafka -------------------------------------------------------------------------------------
     def _create_kafka(self, cfg: FleetConfig, args: RequestQueueArgs) -> KafkaEndpoint:

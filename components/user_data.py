@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from runtime import agent_config, instance_contract, metric_names, queue_names
@@ -59,6 +60,8 @@ class AgentSettings:
     visibility_timeout_seconds: int
     hot_models: tuple[str, ...] = ()
     queue_url: str | None = None
+    model_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, model ids): model affinity
+    group_queue_urls: Sequence[str] = ()  # the groups' SQS queue URLs, in model_groups' order
     bootstrap_servers: str | None = None
     kafka_topic: str = queue_names.KAFKA_TOPIC
     kafka_group: str = queue_names.KAFKA_GROUP
@@ -72,7 +75,9 @@ def agent_config_json(s: AgentSettings) -> str:
         kind=s.queue_kind, url=s.queue_url if s.queue_kind == "sqs" else None,
         max_receive_count=s.max_receive_count, visibility_timeout_seconds=s.visibility_timeout_seconds,
         bootstrap_servers=s.bootstrap_servers if s.queue_kind == "kafka" else None,
-        topic=s.kafka_topic, group_id=s.kafka_group, kafka_iam_auth=True)
+        topic=s.kafka_topic, group_id=s.kafka_group, kafka_iam_auth=True,
+        groups=tuple(agent_config.GroupQueueConfig(name=name, models=tuple(models), url=url)
+                     for (name, models), url in zip(s.model_groups, s.group_queue_urls, strict=True)))
     config = agent_config.AgentConfig(
         stack=s.stack, region=s.region, queue=queue, job_table=s.job_table,
         outputs=agent_config.OutputsConfig(bucket=s.outputs_bucket, cdn_base_url=f"https://{s.cdn_domain}",

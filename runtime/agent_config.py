@@ -25,6 +25,16 @@ class AgentConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class GroupQueueConfig:
+    """Model affinity (runtime.queues.affinity): the queue of one model group."""
+
+    name: str
+    models: tuple[str, ...]
+    url: str | None = None  # SQS queue URL of the group
+    topic: str | None = None  # Kafka topic of the group
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     kind: str  # sqs | kafka
     url: str | None = None  # SQS queue URL
@@ -36,6 +46,9 @@ class QueueConfig:
     group_id: str = KAFKA_GROUP
     kafka_iam_auth: bool = True  # MSK IAM (SASL/OAUTHBEARER); false for the local mock cluster
     kafka_session_timeout_ms: int = 45000  # static members keep their partitions this long after a crash
+    groups: tuple[GroupQueueConfig, ...] = ()  # model groups with a queue each; other models use url / topic
+    affinity_max_wait_seconds: float = 60.0  # a group's backlog older than this wins over the loaded model
+    affinity_switch_after_seconds: float = 20.0  # a worker holding a model leaves younger backlogs to holders
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,10 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             _require(q, "url", "queue.")
         else:
             _require(q, "bootstrap_servers", "queue.")
+        q["groups"] = _groups(q.get("groups") or [], kind)
+        for key, default in (("affinity_max_wait_seconds", 60.0), ("affinity_switch_after_seconds", 20.0)):
+            if not isinstance(q.get(key, default), int | float) or q.get(key, default) <= 0:
+                raise AgentConfigError(f"queue.{key} = {q[key]!r}: must be a number of seconds > 0")
         backend = _require(data, "backend", "")
         if backend not in BACKENDS:
             raise AgentConfigError(f"backend = {backend!r}: must be one of {', '.join(BACKENDS)}")
@@ -146,6 +163,32 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         )
     except TypeError as exc:  # unknown key in a nested section
         raise AgentConfigError(f"agent config has an unknown or misspelt key: {exc}") from exc
+
+
+def _groups(raw: Any, kind: str) -> tuple[GroupQueueConfig, ...]:
+    """``queue.groups``: [{"name", "models": [...], "url" (sqs) | "topic" (kafka)}], names and models unique."""
+    if not isinstance(raw, list):
+        raise AgentConfigError("queue.groups must be a list of {name, models, url|topic}")
+    where = "url" if kind == "sqs" else "topic"
+    out, seen = [], set()
+    for i, g in enumerate(raw):
+        if not isinstance(g, dict):
+            raise AgentConfigError(f"queue.groups[{i}] must be an object with name, models and {where}")
+        name, models = _require(g, "name", f"queue.groups[{i}]."), g.get("models")
+        _require(g, where, f"queue.groups[{i}].")
+        if not isinstance(models, list) or not models or not all(isinstance(x, str) for x in models):
+            raise AgentConfigError(f"queue.groups[{i}].models must be a non-empty list of model ids")
+        if name == "default" or name in {o.name for o in out}:
+            raise AgentConfigError(f"queue.groups[{i}].name = {name!r}: must be unique and not 'default'")
+        if seen & set(models):
+            raise AgentConfigError(f"queue.groups[{i}].models: {sorted(seen & set(models))} are in another group")
+        seen |= set(models)
+        try:
+            out.append(GroupQueueConfig(**{**g, "models": tuple(models)}))
+        except TypeError as exc:
+            raise AgentConfigError(f"queue.groups[{i}] has an unknown key (allowed: name, models, url, topic): "
+                                   f"{exc}") from exc
+    return tuple(out)
 
 
 _WORKER_OPTIONS: dict[str, Any] = {

@@ -24,6 +24,12 @@ DEAD_LETTERS_RECONCILED = "DeadLettersReconciled"  # count (DLQ consumer made a 
 LEASES_EXPIRED = "LeasesExpired"        # count (sweeper found a dead worker's lease)
 MODEL_CACHE_HITS = "ModelCacheHits"     # count
 MODEL_CACHE_MISSES = "ModelCacheMisses"  # count
+MODEL_RAM_HITS = "ModelRamHits"         # count, model found in the host-RAM tier (hit ratio by tier: dashboard)
+MODEL_RAM_MISSES = "ModelRamMisses"     # count, model loaded from the disk cache into the RAM tier
+MODEL_DOWNLOAD_BYTES = "ModelDownloadBytes"  # bytes, one model downloaded into the disk cache
+MODEL_DOWNLOAD_TIME = "ModelDownloadTime"    # ms, that download (bytes / time = the network's speed)
+MODEL_SWITCHES = "ModelSwitches"        # count, a worker's backend changed model (affinity keeps it rare)
+MODEL_SWITCH_TIME = "ModelSwitchTime"   # ms, model load time of a job that switched model
 SPOT_INTERRUPTIONS = "SpotInterruptions"  # count (notice seen by an agent)
 REBALANCE_RECOMMENDATIONS = "RebalanceRecommendations"  # count
 BOOT_TO_READY = "BootToReady"           # ms, instance boot -> launching lifecycle action completed
@@ -38,4 +44,5 @@ KAFKA_BACKLOG = "KafkaBacklog"          # messages, consumer-group lag summed ov
 ALL = (JOB_LATENCY, QUEUE_WAIT, MODEL_LOAD_TIME, INFERENCE_TIME, UPLOAD_TIME, JOBS_SUCCEEDED, JOBS_FAILED,
        JOB_ERRORS, JOBS_HANDED_BACK, LEASES_LOST, DEAD_LETTERS_RECONCILED, LEASES_EXPIRED, MODEL_CACHE_HITS,
        MODEL_CACHE_MISSES, SPOT_INTERRUPTIONS, REBALANCE_RECOMMENDATIONS, BOOT_TO_READY, BACKEND_BUSY, KAFKA_BACKLOG,
-       AGENT_HEARTBEAT, BOOT_WARNINGS, BOOT_FAILURES)
+       AGENT_HEARTBEAT, BOOT_WARNINGS, BOOT_FAILURES, MODEL_RAM_HITS, MODEL_RAM_MISSES, MODEL_DOWNLOAD_BYTES,
+       MODEL_DOWNLOAD_TIME, MODEL_SWITCHES, MODEL_SWITCH_TIME)

@@ -22,3 +22,8 @@ def sqs_queue_name(resource_prefix: str) -> str:
 def sqs_dlq_name(resource_prefix: str) -> str:
     """``<prefix>-jobs-dlq``: its dead-letter queue."""
     return f"{resource_prefix}-jobs-dlq"
+
+
+def sqs_group_queue_name(resource_prefix: str, group: str) -> str:
+    """``<prefix>-jobs-<group>``: the queue of one model group (genai-fleet:modelGroups, model affinity)."""
+    return f"{resource_prefix}-jobs-{group}"

@@ -9,6 +9,7 @@ string fields may hold Pulumi outputs; they are passed through untouched.
 GENAI_JOB_TABLE                 DynamoDB job table (required)
 GENAI_QUEUE_KIND                sqs (default) | kafka
 GENAI_QUEUE_URL                 SQS queue URL (sqs)
+GENAI_MODEL_GROUPS              JSON [[group, [model ids]], ...]: a queue per group (model affinity)
 GENAI_KAFKA_BOOTSTRAP           bootstrap servers (kafka); GENAI_KAFKA_TOPIC (genai-jobs)
 GENAI_KAFKA_IAM                 true (MSK IAM auth, default) | false (local mock cluster)
 GENAI_KAFKA_CREATE_TOPIC        true (default): create the topic on first send if missing
@@ -81,6 +82,7 @@ API_VARIABLES = {
     "model_bucket": "GENAI_MODEL_BUCKET", "enforce_known_models": "GENAI_ENFORCE_KNOWN_MODELS",
     "allow_loopback": "GENAI_ALLOW_LOOPBACK_URLS", "average_job_seconds": "GENAI_AVERAGE_JOB_SECONDS",
     "max_wait_seconds": "GENAI_MAX_WAIT_SECONDS", "endpoint_url": "GENAI_AWS_ENDPOINT_URL",
+    "model_groups": "GENAI_MODEL_GROUPS",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -112,6 +114,7 @@ class ApiConfig:
     max_wait_seconds: float = MAX_WAIT_CAP_SECONDS
     region: str | None = None
     endpoint_url: str | None = None
+    model_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, model ids): runtime.queues.routing
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -136,7 +139,8 @@ class ApiConfig:
             average_job_seconds=_num(e.get("GENAI_AVERAGE_JOB_SECONDS")) or 3.0,
             max_wait_seconds=_max_wait(e.get("GENAI_MAX_WAIT_SECONDS")),
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION"),
-            endpoint_url=e.get("GENAI_AWS_ENDPOINT_URL") or None)
+            endpoint_url=e.get("GENAI_AWS_ENDPOINT_URL") or None,
+            model_groups=tuple((g, tuple(ms)) for g, ms in json.loads(e.get("GENAI_MODEL_GROUPS") or "[]")))
 
     def to_env(self) -> dict[str, Any]:
         """The variables ``from_env`` reads back into this config (region aside): set or non-default fields."""

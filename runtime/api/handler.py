@@ -62,7 +62,15 @@ def _producer(cfg: ApiConfig, client: Any) -> Any:
 
     if not cfg.queue_url:
         raise RuntimeError("GENAI_QUEUE_URL is not set (queue kind sqs)")
-    return SqsJobProducer(cfg.queue_url, client("sqs"))
+    if not cfg.model_groups:
+        return SqsJobProducer(cfg.queue_url, client("sqs"))
+    from runtime.queues.affinity import DEFAULT_GROUP, ModelGroups
+    from runtime.queues.routing import RoutingProducer, sqs_group_queue_url
+
+    sqs = client("sqs")
+    producers = {DEFAULT_GROUP: SqsJobProducer(cfg.queue_url, sqs),
+                 **{g: SqsJobProducer(sqs_group_queue_url(cfg.queue_url, g), sqs) for g, _ in cfg.model_groups}}
+    return RoutingProducer(producers, ModelGroups(dict(cfg.model_groups)))
 
 
 def _keys(cfg: ApiConfig, client: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The worker's model cache (S3 model store -> local LRU folder -> backend); see cache.py."""
+"""The worker's model cache (S3 model store -> local LRU folder -> host RAM -> backend); see cache.py,
+download.py (s3transfer) and ram_tier.py."""
 
 from runtime.model_cache.cache import (
     CachedModel,
@@ -11,6 +12,7 @@ from runtime.model_cache.cache import (
     RemoteModel,
     manifest_resolver,
 )
+from runtime.model_cache.ram_tier import HostRamTier, pin_host_memory, size_of
 
-__all__ = ["CacheFull", "CachedModel", "ModelCache", "ModelCacheError", "ModelNotFound", "ModelUnavailable",
-           "RemoteFile", "RemoteModel", "manifest_resolver"]
+__all__ = ["CacheFull", "CachedModel", "HostRamTier", "ModelCache", "ModelCacheError", "ModelNotFound",
+           "ModelUnavailable", "RemoteFile", "RemoteModel", "manifest_resolver", "pin_host_memory", "size_of"]

@@ -14,9 +14,12 @@ use by a running job are pinned and never evicted; hot models go last. Only fold
 entry (``name@version``) are ever removed: anything else under ``cache_dir`` (a lost+found of the
 NVMe filesystem, an operator's folder, backend model links) survives the eviction and torn-download walks.
 
-Downloads use parallel ranged GETs (``part_size`` chunks, ``concurrency`` threads) written with
-``os.pwrite`` into a preallocated temporary file, checked against the manifest's sha256, then renamed
-into place. The manifest comes from runtime.model_store (the model-store engineer's reader).
+Downloads go through a ``Downloader`` (runtime.model_cache.download: s3transfer), one per model even
+when several threads ask for it at once (the others wait for it and share its outcome), each file
+checked against the manifest's sha256 before the entry's marker is written. The LRU clock is
+injectable (``clock``, wall seconds; it stamps the markers' mtimes), so tests order entries without
+sleeping. ``observe(values, properties)`` (the agent's ``Metrics.emit``) gets the download bytes and
+seconds. The manifest comes from runtime.model_store (the model-store engineer's reader).
 """
 
 from __future__ import annotations
@@ -30,8 +33,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,8 +60,8 @@ class CacheFull(ModelCacheError):  # noqa: N818
     """The model does not fit in the cache even after evicting every unpinned entry."""
 
 
-class RangeReader(Protocol):
-    def get_range(self, key: str, start: int, end: int) -> bytes: ...
+class Downloader(Protocol):
+    def download_to(self, key: str, dest: Path, size: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -121,17 +123,27 @@ def manifest_resolver(s3_client: Any, bucket: str, key: str = "manifest.json",
 
 
 class ModelCache:
-    def __init__(self, reader: RangeReader, resolve: Callable[[str], RemoteModel], cache_dir: str | Path,
-                 max_bytes: int, *, part_size: int = 16 * MiB, concurrency: int = 8,
-                 hot_models: tuple[str, ...] = ()) -> None:
-        self.reader = reader
+    def __init__(self, source: Any, resolve: Callable[[str], RemoteModel], cache_dir: str | Path,
+                 max_bytes: int, *, hot_models: tuple[str, ...] = (), clock: Callable[[], float] = time.time,
+                 observe: Callable[[dict[str, float], dict[str, Any]], None] | None = None,
+                 part_size: int = 16 * MiB, concurrency: int = 16) -> None:
+        """``source``: a ``Downloader``, or an S3 store with ``client`` and ``bucket``
+        (``runtime.worker.aws.ObjectStore``): then s3transfer downloads in ``part_size`` parts on
+        ``concurrency`` threads (runtime.model_cache.download.S3Downloader)."""
+        if not hasattr(source, "download_to"):
+            from runtime.model_cache.download import S3Downloader
+
+            source = S3Downloader(source.client, source.bucket, part_size=part_size, concurrency=concurrency)
+        self.source: Downloader = source
         self.resolve = resolve
         self.cache_dir = Path(cache_dir)
         self.max_bytes = max_bytes
-        self.part_size = part_size
-        self.concurrency = concurrency
         self.hot_models = set(hot_models)
+        self.clock = clock
+        self.observe = observe
         self._pins: dict[Path, int] = {}
+        self._inflight: dict[Path, _Inflight] = {}
+        self.downloads = 0
         self._lock = threading.RLock()
         self.hits = 0
         self.misses = 0
@@ -160,23 +172,45 @@ class ModelCache:
         with self._lock:
             marker = folder / _MARKER
             hit = marker.exists()
+            flight = self._inflight.get(folder)
             if hit:
-                os.utime(marker)
+                self._touch(marker)
                 self.hits += 1
-            else:
+            elif flight is None:
                 self.misses += 1
                 self._make_room(remote.size, keep=folder)
                 self._pins[folder] = self._pins.get(folder, 0) + 1  # not evictable while downloading
+                flight = self._inflight[folder] = _Inflight()
+                leader = True
+            else:
+                leader = False  # another thread downloads it: wait for that one
         if not hit:
-            try:
-                self._download(remote, folder)
-            finally:
-                with self._lock:
-                    self._pins[folder] -= 1
-                    if not self._pins[folder]:
-                        del self._pins[folder]
+            if leader:
+                self._lead(remote, folder, flight)
+            else:
+                flight.done.wait()
+                if flight.error is not None:
+                    raise ModelUnavailable(f"model {model_id!r}: {flight.error}") from flight.error
         return CachedModel(remote.model_id, remote.kind, folder, _primary(folder, remote), remote.size, hit,
                            round((time.monotonic() - started) * 1000, 1))
+
+    def _lead(self, remote: RemoteModel, folder: Path, flight: _Inflight) -> None:
+        try:
+            self._download(remote, folder)
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                self._inflight.pop(folder, None)
+                self._pins[folder] -= 1
+                if not self._pins[folder]:
+                    del self._pins[folder]
+            flight.done.set()
+
+    def _touch(self, marker: Path) -> None:
+        now = self.clock()
+        os.utime(marker, (now, now))
 
     def preload(self, model_ids: tuple[str, ...] | list[str]) -> list[CachedModel]:
         """Fetch the hot models (at boot, before the launching lifecycle action completes)."""
@@ -196,6 +230,10 @@ class ModelCache:
                 size = int(json.loads(marker.read_text() or "{}").get("size", 0))
                 out.append((folder, size, marker.stat().st_mtime))
         return out
+
+    def models_on_disk(self) -> list[str]:
+        """Model ids with a complete entry (the affinity consumer's disk tier)."""
+        return [folder.name.rsplit("@", 1)[0].replace("--", "/") for folder, _, _ in self.entries()]
 
     def used_bytes(self) -> int:
         return sum(size for _, size, _ in self.entries())
@@ -232,44 +270,46 @@ class ModelCache:
     def _download(self, remote: RemoteModel, folder: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
+        started = time.monotonic()
         try:
-            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="model-dl") as pool:
-                for f in remote.files:
-                    self._download_file(pool, f, folder)
+            for f in remote.files:
+                self._download_file(f, folder)
         except Exception:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        (folder / _MARKER).write_text(json.dumps({"model_id": remote.model_id, "version": remote.version,
-                                                  "size": remote.size, "at": time.time()}))
-        log.info("model %s@%s downloaded (%d bytes)", remote.model_id, remote.version, remote.size)
+        seconds = time.monotonic() - started
+        marker = folder / _MARKER
+        marker.write_text(json.dumps({"model_id": remote.model_id, "version": remote.version,
+                                      "size": remote.size, "at": self.clock()}))
+        self._touch(marker)
+        self.downloads += 1
+        log.info("model %s@%s downloaded (%d bytes in %.1f s)", remote.model_id, remote.version, remote.size, seconds)
+        if self.observe is not None:
+            from runtime import metric_names as m
 
-    def _download_file(self, pool: ThreadPoolExecutor, f: RemoteFile, folder: Path) -> None:
+            self.observe({m.MODEL_DOWNLOAD_BYTES: remote.size, m.MODEL_DOWNLOAD_TIME: round(seconds * 1000, 1)},
+                         {"model": remote.model_id})
+
+    def _download_file(self, f: RemoteFile, folder: Path) -> None:
         target = folder / f.path
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".part")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.ftruncate(fd, f.size)
-            ranges = [(start, min(start + self.part_size, f.size) - 1) for start in range(0, f.size, self.part_size)]
-
-            def fetch(span: tuple[int, int]) -> None:
-                data = self.reader.get_range(f.key, span[0], span[1])
-                if len(data) != span[1] - span[0] + 1:
-                    raise ModelUnavailable(f"{f.key}: short read at {span[0]} ({len(data)} bytes)")
-                os.pwrite(fd, data, span[0])
-
-            try:
-                list(pool.map(fetch, ranges))
-            except ModelUnavailable:
-                raise
-            except Exception as exc:
-                raise ModelUnavailable(f"downloading {f.key} failed: {exc}") from exc
-        finally:
-            os.close(fd)
+            self.source.download_to(f.key, tmp, f.size)
+        except ModelCacheError:
+            raise
+        except Exception as exc:  # DownloadError, AWS or OS errors: the model is unavailable now
+            raise ModelUnavailable(f"downloading {f.key} failed: {exc}") from exc
         if f.sha256 and _sha256(tmp) != f.sha256:
             tmp.unlink(missing_ok=True)
             raise ModelUnavailable(f"{f.key}: sha256 does not match the manifest")
         tmp.rename(target)
+
+
+@dataclass
+class _Inflight:
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
 
 
 def _sha256(path: Path) -> str:

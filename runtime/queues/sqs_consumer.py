@@ -52,6 +52,11 @@ class SQSConsumer(JobQueueConsumer):
             jobs.append(ReceivedJob(message=message, handle=msg["ReceiptHandle"], receive_count=count, raw=msg))
         return jobs
 
+    def backlog(self) -> int:
+        """Messages waiting (``ApproximateNumberOfMessages``): the affinity consumer's cheap probe."""
+        attrs = self._call("get_queue_attributes", AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attrs.get("Attributes", {}).get("ApproximateNumberOfMessages", 0))
+
     def ack(self, job: ReceivedJob) -> None:
         self._call("delete_message", ReceiptHandle=job.handle)
 

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 MODULES = (
     "runtime.agent_config", "runtime.metric_names", "runtime.net_safety", "runtime.jobs.attempts",
     "runtime.jobs.schema", "runtime.jobs.store", "runtime.queues.base", "runtime.queues.sqs_consumer",
-    "runtime.queues.kafka_consumer", "runtime.model_store.manifest", "runtime.model_cache.cache",
+    "runtime.queues.kafka_consumer", "runtime.queues.affinity", "runtime.model_store.manifest",
+    "runtime.model_cache.cache", "runtime.model_cache.download", "runtime.model_cache.ram_tier",
     "runtime.backends.base", "runtime.backends.comfyui", "runtime.backends.a1111", "runtime.backends.diffusers",
     "runtime.backends.neuron", "runtime.backends.test_pattern", "runtime.worker.agent", "runtime.worker.aws",
     "runtime.worker.job_runner", "runtime.worker.guard", "runtime.worker.failures",
@@ -102,19 +103,39 @@ def _worker_identity(config: AgentConfig) -> tuple[str, Any]:
                          f"false and worker_id for local runs") from exc
 
 
-def _consumer(config: AgentConfig, worker_id: str) -> Any:
+def _consumer(config: AgentConfig, worker_id: str, tiers: Any = None) -> Any:
+    """The queue consumer; with ``queue.groups`` an affinity consumer over a queue per model group."""
     from runtime.worker import aws
 
     q = config.queue
     if q.kind == "sqs":
         from runtime.queues.sqs_consumer import SQSConsumer
 
-        return SQSConsumer(aws.client("sqs", config.region, config.endpoints), q.url, q.visibility_timeout_seconds)
-    from runtime.queues.kafka_consumer import KafkaConsumer, consumer_config
+        sqs = aws.client("sqs", config.region, config.endpoints)
+        queues = {"default": SQSConsumer(sqs, q.url, q.visibility_timeout_seconds)}
+        queues.update({g.name: SQSConsumer(sqs, g.url, q.visibility_timeout_seconds) for g in q.groups})
+        probes = {name: c.backlog for name, c in queues.items()}
+    else:
+        from runtime.queues.kafka_consumer import KafkaConsumer, consumer_config
+        from runtime.queues.kafka_lag import read_lag
 
-    conf = consumer_config(q.bootstrap_servers, q.group_id, worker_id, config.max_job_seconds, q.kafka_iam_auth,
-                           config.region, {"session.timeout.ms": q.kafka_session_timeout_ms})
-    return KafkaConsumer(conf, q.topic, q.max_receive_count)
+        def kafka(topic: str, suffix: str) -> Any:
+            conf = consumer_config(q.bootstrap_servers, q.group_id, worker_id + suffix, config.max_job_seconds,
+                                   q.kafka_iam_auth, config.region, {"session.timeout.ms": q.kafka_session_timeout_ms})
+            return KafkaConsumer(conf, topic, q.max_receive_count)
+
+        topics = {"default": q.topic, **{g.name: g.topic for g in q.groups}}
+        queues = {name: kafka(topic, "" if name == "default" else f"-{name}") for name, topic in topics.items()}
+        probes = {name: (lambda t=topic: read_lag(q.bootstrap_servers, t, q.group_id, q.kafka_iam_auth,
+                                                  config.region).total) for name, topic in topics.items()}
+    if not q.groups:
+        return queues["default"]
+    from runtime.queues.affinity import AffinityConsumer, GroupQueue, ModelGroups
+
+    groups = ModelGroups({g.name: g.models for g in q.groups})
+    return AffinityConsumer([GroupQueue(name, c, probes[name]) for name, c in queues.items()], groups,
+                            worker_id=worker_id, max_wait_seconds=q.affinity_max_wait_seconds,
+                            switch_after_seconds=q.affinity_switch_after_seconds, tiers=tiers)
 
 
 def build(config: AgentConfig) -> tuple[Any, Any]:
@@ -132,22 +153,35 @@ def build(config: AgentConfig) -> tuple[Any, Any]:
     lifecycle = _lifecycle(config, worker_id, imds)
     group = lifecycle.group
     s3 = aws.client("s3", config.region, config.endpoints)
+    metrics = Metrics(config.metrics_namespace, config.stack, group or "none", config.backend, config.metrics_sink,
+                      log_group=config.metrics_log_group)
     cache = None
     if config.model_cache.store_bucket:
         mc = config.model_cache
         resolver = manifest_resolver(s3, mc.store_bucket, mc.manifest_key)
         cache = ModelCache(aws.ObjectStore(s3, mc.store_bucket), resolver, mc.cache_dir, mc.max_cache_bytes,
-                           hot_models=config.hot_models)
+                           hot_models=config.hot_models, observe=metrics.emit)
+    backend = create(config)
     agent = Agent(
-        config, consumer=_consumer(config, worker_id),
+        config, consumer=_consumer(config, worker_id, _warm_tiers(cache, backend)),
         store=JobStore(config.job_table, aws.client("dynamodb", config.region, config.endpoints)),
-        backend=create(config), uploader=OutputUploader(aws.ObjectStore(s3, config.outputs.bucket),
-                                                        config.outputs.cdn_base_url, config.outputs.prefix),
-        metrics=Metrics(config.metrics_namespace, config.stack, group or "none", config.backend, config.metrics_sink,
-                        log_group=config.metrics_log_group),
-        lifecycle=lifecycle, worker_id=worker_id, model_cache=cache)
+        backend=backend, uploader=OutputUploader(aws.ObjectStore(s3, config.outputs.bucket),
+                                                 config.outputs.cdn_base_url, config.outputs.prefix),
+        metrics=metrics, lifecycle=lifecycle, worker_id=worker_id, model_cache=cache)
     watcher = LifecycleWatcher(imds, agent.on_notice, config.lifecycle.poll_seconds) if imds else None
     return agent, watcher
+
+
+def _warm_tiers(cache: Any, backend: Any) -> Any:
+    """model -> tier for the affinity consumer: the disk cache's entries, and the models in the backend's
+    host-RAM tier where it has one (``backend.ram_tier``, a runtime.model_cache.HostRamTier)."""
+    from runtime.queues.affinity import tier_map
+
+    def tiers() -> dict[str, int]:
+        ram = getattr(backend, "ram_tier", None)
+        return tier_map(cache.models_on_disk() if cache is not None else (), ram.keys() if ram is not None else ())
+
+    return tiers
 
 
 def _lifecycle(config: AgentConfig, worker_id: str, imds: Any) -> Any:

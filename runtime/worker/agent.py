@@ -90,6 +90,7 @@ class Agent:
         self._busy_since = time.monotonic()
         self.rebalance: Notice | None = None  # a replacement is on its way; keep working until told to drain
         self.last_tick: float | None = None  # main loop progress (health probe); None until the loop runs
+        self.loaded_model: str | None = None  # the model the backend holds (model affinity, switch metrics)
 
     @property
     def pipelined(self) -> bool:
@@ -279,6 +280,7 @@ class Agent:
             self.interrupt(job, "stop" if self._stop_requested else "drain")
         job.started = time.monotonic()
         self.current = job
+        job.switched = self._note_model(job.ctx.model)
         self.lifecycle.protect(True)
         backend_s, timings = [0.0], job.timings
         try:
@@ -322,6 +324,9 @@ class Agent:
         self._busy_s += backend_s
         self.stats.append(JobStat(job_id, outcome, elapsed, backend_s, dict(timings),
                                   job.run_span if job is not None else None))
+        if job is not None and job.switched and "model_load_ms" in timings:
+            self.metrics.emit({m.MODEL_SWITCH_TIME: timings["model_load_ms"]}, {"worker_id": self.worker_id,
+                                                                                "model": job.ctx.model})
         if job is not None:
             log.info("job %s %s", job_id, outcome, extra={"job_id": job_id, "attempt": job.attempt.number,
                                                          "lease": job.attempt.lease, "outcome": outcome,
@@ -332,6 +337,19 @@ class Agent:
         if self._pause_next:
             self._pause_next = False
             self._stopping.wait(self._pause_s)
+
+    def _note_model(self, model: str | None) -> bool:
+        """Model affinity hook: tell the consumer which model the backend loads now; count a switch."""
+        if not model:
+            return False
+        previous, self.loaded_model = self.loaded_model, model
+        note = getattr(self.consumer, "note_loaded", None)  # runtime.queues.affinity.AffinityConsumer
+        if note is not None:
+            note(model)
+        if previous is None or previous == model:
+            return False
+        self.metrics.count(m.MODEL_SWITCHES, worker_id=self.worker_id, model=model, previous=previous)
+        return True
 
     def _lost(self, job: RunningJob, why: str) -> None:
         log.warning("job %s: lease lost (%s); stopping the attempt", job.ctx.job_id, why)

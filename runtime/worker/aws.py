@@ -165,6 +165,11 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise AWSCallError(f"s3 head {self.bucket}/{key}: {exc}") from exc
 
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client (the model cache downloads through it with s3transfer)."""
+        return self._c
+
     def get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes ``start..end`` inclusive."""
         try:

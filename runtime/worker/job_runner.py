@@ -55,6 +55,7 @@ class RunningJob:
     prepared: Prepared | None = None
     guard: Any = None  # its LeaseGuard, from the claim until it is settled
     run_span: tuple[float, float] | None = None  # monotonic start and end of backend.run
+    switched: bool = False  # the backend changed model for this job (model affinity metrics)
 
 
 class JobRunner:

@@ -31,6 +31,7 @@ UNITS = {
     m.JOB_LATENCY: "Milliseconds", m.QUEUE_WAIT: "Milliseconds", m.MODEL_LOAD_TIME: "Milliseconds",
     m.INFERENCE_TIME: "Milliseconds", m.UPLOAD_TIME: "Milliseconds", m.BOOT_TO_READY: "Milliseconds",
     m.BACKEND_BUSY: "Percent", m.KAFKA_BACKLOG: "Count",
+    m.MODEL_DOWNLOAD_BYTES: "Bytes", m.MODEL_DOWNLOAD_TIME: "Milliseconds", m.MODEL_SWITCH_TIME: "Milliseconds",
 }
 
 

@@ -19,7 +19,8 @@ EVERY_FIELD_SET = ApiConfig(
     kafka_iam=False, kafka_create_topic=False, auth_mode="iam", api_keys_prefix="/p", api_keys_file="/k.json",
     api_keys=("k1", "k2"), accept_untagged_keys=True, quota_per_day=7, rate_per_second=2.5, burst=4.0,
     hot_models=("sd15", "org/sdxl"), model_bucket="models", enforce_known_models=True, allow_loopback=True,
-    average_job_seconds=4.5, max_wait_seconds=12.0, endpoint_url="http://127.0.0.1:5000")
+    average_job_seconds=4.5, max_wait_seconds=12.0, endpoint_url="http://127.0.0.1:5000",
+    model_groups=(("sdxl", ("sdxl-base", "org/sdxl-turbo")),))
 
 
 @pytest.mark.parametrize("cfg", [

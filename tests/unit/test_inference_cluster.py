@@ -308,3 +308,22 @@ def test_heartbeats_stay_within_auto_scaling_limits():
 @pytest.mark.parametrize(("share", "pct"), [(1.0, 0), (0.0, 100), (0.7, 30), (0.333, 67)])
 def test_on_demand_percentage(share, pct):
     assert on_demand_percentage(share) == pct
+
+
+def test_model_groups_reach_the_agent_config_and_the_role_policy():
+    from components.queue_endpoint import SqsGroupQueue
+    from tests.unit.component_harness import sqs_endpoint
+
+    cfg = fleet(modelGroups='{"sdxl": ["sdxl/base-1.0"], "flux": ["flux/dev"]}')
+    base = "https://sqs.us-east-1.amazonaws.com/123456789012/genai-dev-jobs-"
+    groups = tuple(SqsGroupQueue(group=g, models=m, queue_url=f"{base}{g}",
+                                 queue_arn=f"arn:aws:sqs:us-east-1:123456789012:genai-dev-jobs-{g}",
+                                 queue_name=f"genai-dev-jobs-{g}") for g, m in cfg.queue.model_groups)
+    built = make(cfg, queue=sqs_endpoint(backlog_metric=pulumi.Output.from_input(SQS_BACKLOG), groups=groups))
+    agent = agent_config.parse(agent_json_of(built.of_type(LT)[0]))
+    assert [(g.name, g.models, g.url) for g in agent.queue.groups] == [
+        ("sdxl", ("sdxl/base-1.0",), f"{base}sdxl"), ("flux", ("flux/dev",), f"{base}flux")]
+    policy = json.loads(built.one("aws:iam/rolePolicy:RolePolicy").inputs["policy"])
+    (consume,) = [st for st in policy["Statement"] if st["Sid"] == "ConsumeJobQueue"]
+    assert consume["Resource"] == ["arn:aws:sqs:us-east-1:123456789012:genai-dev-jobs",
+                                   *(g.queue_arn for g in groups)]

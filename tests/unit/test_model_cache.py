@@ -1,4 +1,4 @@
-"""Model cache: ranged parallel downloads, sha256 check, LRU eviction under the cap, pins, hot models."""
+"""Model cache: one download per model, sha256 check, LRU eviction under the cap (injected clock), pins, hot models."""
 
 from __future__ import annotations
 
@@ -10,19 +10,36 @@ from pathlib import Path
 
 import pytest
 
+from runtime import metric_names as m
 from runtime.model_cache import CacheFull, ModelCache, ModelUnavailable, RemoteFile, RemoteModel
 
 
 class FakeStore:
+    """A Downloader over a dict; ``gate`` (an Event) holds every download until set."""
+
     def __init__(self, objects: dict[str, bytes]) -> None:
         self.objects = objects
-        self.ranges: list[tuple[str, int, int]] = []
+        self.downloads: list[str] = []
         self.lock = threading.Lock()
+        self.gate: threading.Event | None = None
+        self.fail: Exception | None = None
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
+    def download_to(self, key: str, dest: Path, size: int) -> None:
         with self.lock:
-            self.ranges.append((key, start, end))
-        return self.objects[key][start:end + 1]
+            self.downloads.append(key)
+        if self.gate is not None:
+            assert self.gate.wait(30), "test gate never opened"
+        if self.fail is not None:
+            raise self.fail
+        dest.write_bytes(self.objects[key])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def catalogue(sizes: dict[str, int]) -> tuple[FakeStore, dict[str, RemoteModel]]:
@@ -44,25 +61,84 @@ def resolver(models):
     return resolve
 
 
-def test_miss_downloads_in_ranges_then_hits(tmp_path: Path):
+def test_miss_downloads_once_then_hits(tmp_path: Path):
     store, models = catalogue({"a": 10_000})
-    cache = ModelCache(store, resolver(models), tmp_path, 50_000, part_size=1024, concurrency=4)
+    seen = []
+    cache = ModelCache(store, resolver(models), tmp_path, 50_000, observe=lambda v, p: seen.append((v, p)))
     first = cache.ensure("a")
     assert not first.hit and first.path.read_bytes() == store.objects[models["a"].files[0].key]
-    assert len(store.ranges) == 10 and {r[1] for r in store.ranges} == set(range(0, 10_000, 1024))
+    assert store.downloads == [models["a"].files[0].key]
     second = cache.ensure("a")
-    assert second.hit and len(store.ranges) == 10
-    assert (cache.hits, cache.misses) == (1, 1)
+    assert second.hit and len(store.downloads) == 1
+    assert (cache.hits, cache.misses, cache.downloads) == (1, 1, 1)
+    [(values, props)] = seen
+    assert values[m.MODEL_DOWNLOAD_BYTES] == 10_000 and values[m.MODEL_DOWNLOAD_TIME] >= 0
+    assert props == {"model": "a"}
+
+
+def test_concurrent_requests_share_one_download(tmp_path: Path):
+    store, models = catalogue({"a": 5_000})
+    store.gate = threading.Event()
+    cache = ModelCache(store, resolver(models), tmp_path, 50_000)
+    results, errors = [], []
+
+    def ask():
+        try:
+            results.append(cache.ensure("a"))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(store.downloads) < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    store.gate.set()
+    for t in threads:
+        t.join(30)
+    assert not errors and len(results) == 8
+    assert store.downloads == [models["a"].files[0].key]
+    assert all(r.path.read_bytes() == store.objects[models["a"].files[0].key] for r in results)
+    assert cache.used_bytes() == 5_000
+
+
+def test_a_failed_download_fails_its_waiters_and_the_next_request_retries(tmp_path: Path):
+    store, models = catalogue({"a": 500})
+    store.gate, store.fail = threading.Event(), OSError("connection reset")
+    cache = ModelCache(store, resolver(models), tmp_path, 50_000)
+    errors = []
+
+    def ask():
+        try:
+            cache.ensure("a")
+        except ModelUnavailable as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while not cache._inflight and time.monotonic() < deadline:
+        time.sleep(0.005)
+    store.gate.set()
+    for t in threads:
+        t.join(30)
+    assert len(errors) == 4 and all("connection reset" in str(e) for e in errors)
+    assert len(store.downloads) == 1 and cache.entries() == []
+    store.fail = None
+    assert not cache.ensure("a").hit and len(store.downloads) == 2
 
 
 def test_lru_eviction_respects_cap_pins_and_hot_models(tmp_path: Path):
     store, models = catalogue({"a": 400, "b": 400, "c": 400, "d": 400})
-    cache = ModelCache(store, resolver(models), tmp_path, 1000, part_size=128, hot_models=("a",))
+    clock = Clock()
+    cache = ModelCache(store, resolver(models), tmp_path, 1000, hot_models=("a",), clock=clock)
     cache.ensure("a")
-    time.sleep(0.01)
+    clock.now += 1
     cache.ensure("b")
     with cache.use("b"):
-        time.sleep(0.01)
+        clock.now += 1
         cache.ensure("c")  # needs room: b is pinned, a is hot -> a goes only because nothing else can
         names = {p.name.split("@")[0] for p, _, _ in cache.entries()}
         assert names == {"b", "c"}
@@ -120,9 +196,9 @@ def test_folders_that_are_not_entries_survive_the_torn_and_eviction_walks(tmp_pa
     store, models = catalogue({"a": 400, "b": 400, "c": 400})
     links = tmp_path / "checkpoints"  # the old layout put the backend's link folder inside the cache
     (tmp_path / "lost+found").mkdir()
-    cache = ModelCache(store, resolver(models), tmp_path, 900, part_size=128)
+    cache = ModelCache(store, resolver(models), tmp_path, 900)
     name = link_model(cache.ensure("a").path, links)
-    cache = ModelCache(store, resolver(models), tmp_path, 900, part_size=128)  # agent restart: torn walk
+    cache = ModelCache(store, resolver(models), tmp_path, 900)  # agent restart: torn walk
     cache.ensure("b")
     cache.ensure("c")  # evicts a
     assert {p.name.split("@")[0] for p, _, _ in cache.entries()} == {"b", "c"}

@@ -146,3 +146,22 @@ def test_queues_declare_the_message_size_the_api_checks_against(dev):
     assert SQS_MAX_MESSAGE_BYTES == 262_144
     for name in ("queue-queue", "queue-dlq"):  # the DLQ must take every message the queue redrives to it
         assert dev.one(QUEUE, name).inputs["maxMessageSize"] == SQS_MAX_MESSAGE_BYTES
+
+
+def test_model_groups_get_a_queue_each_with_the_same_dlq_and_a_summed_backlog():
+    built = queue(fleet(modelGroups='{"sdxl": ["sdxl-base"], "flux": ["flux-dev"]}'))
+    main = built.one(QUEUE, "queue-queue").inputs
+    groups = {name: built.one(QUEUE, f"queue-queue-{name}").inputs for name in ("sdxl", "flux")}
+    assert groups["sdxl"]["name"] == "genai-dev-jobs-sdxl" and groups["flux"]["name"] == "genai-dev-jobs-flux"
+    for inputs in groups.values():  # same lease, redrive, size limit, encryption as the main queue
+        for key in ("redrivePolicy", "visibilityTimeoutSeconds", "maxMessageSize", "sqsManagedSseEnabled",
+                    "receiveWaitTimeSeconds"):
+            assert inputs[key] == main[key], key
+    allow = json.loads(built.one("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy").inputs["redriveAllowPolicy"])
+    assert len(allow["sourceQueueArns"]) == 3
+    endpoint = built.component.endpoint
+    assert [(g.group, g.models) for g in endpoint.groups] == [("sdxl", ("sdxl-base",)), ("flux", ("flux-dev",))]
+    backlog = built.outputs["backlog_metric"]
+    assert backlog["dimensions"] == {"QueueName": main["name"]}
+    assert backlog["extra_dimensions"] == [{"QueueName": "genai-dev-jobs-sdxl"}, {"QueueName": "genai-dev-jobs-flux"}]
+    assert "extra_dimensions" not in queue(fleet()).outputs["backlog_metric"]
