@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from bench.diffusers_models import tiny_sd
+from bench.diffusers_single_file import write_single_file
 from runtime.backends.base import JobContext, JobInputError, JobInterrupted
 from runtime.backends.diffusers import DiffusersBackend
 from runtime.backends.diffusers_options import DiffusersOptions, OptionsError
@@ -154,6 +155,23 @@ def test_a_tier_that_is_full_sends_the_switch_to_disk(models):
         backend.load_model(model, models[model])
         backend.run(_job(model))
     assert backend.loads == {"disk": 3, "ram": 0}
+
+
+def test_single_file_checkpoint_loads_through_from_single_file_with_the_same_weights(models, tmp_path: Path):
+    from safetensors import safe_open
+
+    checkpoint = write_single_file(models["a"], tmp_path / "ckpt" / "model.safetensors")
+    with safe_open(str(checkpoint), "pt") as f:
+        keys = set(f.keys())
+    # The original (LDM) layout real single-file checkpoints use, not diffusers' own names.
+    assert "model.diffusion_model.input_blocks.0.0.weight" in keys
+    assert "first_stage_model.encoder.mid.attn_1.q.weight" in keys
+    assert "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight" in keys
+    folder, single = _backend(), _backend()
+    folder.load_model("a", models["a"])
+    single.load_model("a-single", checkpoint)
+    assert single.run(_job("j1")).outputs[0].data == folder.run(_job("j1")).outputs[0].data
+    assert type(single.resident.pipe).__name__ == "StableDiffusionPipeline"
 
 
 def test_single_file_checkpoint_without_configs_says_what_to_upload(tmp_path: Path):
