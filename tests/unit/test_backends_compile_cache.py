@@ -93,3 +93,48 @@ def test_a_fresh_process_restores_the_cache_and_skips_the_compile(tmp_path: Path
     assert cold["warm"] is False and cold["miss"] >= 1 and cold["hit"] == 0
     assert warm["warm"] is True and warm["hit"] >= 1 and warm["miss"] == 0
     assert warm["sum"] == pytest.approx(cold["sum"])
+
+
+_BACKEND_CHILD = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from runtime.backends.base import JobContext
+    from runtime.backends.diffusers import DiffusersBackend
+    from runtime.backends.diffusers_options import DiffusersOptions
+    from torch._dynamo.utils import counters
+    work, store, model = (Path(a) for a in sys.argv[1:4])
+    options = DiffusersOptions(compile="on", buckets=((64, 64),), compile_cache_dir=str(work),
+                               compile_cache_stores=(str(store),))
+    backend = DiffusersBackend(device="cpu", options=options)
+    report = backend.warm_up("a", model)
+    job = {"inputs": {"prompt": "a cat", "steps": 2, "width": 64, "height": 64, "seed": 1}}
+    bucket = backend.run(JobContext("j1", job))
+    odd = backend.run(JobContext("j2", {"inputs": {**job["inputs"], "width": 72}}))
+    inductor = counters["inductor"]
+    print(json.dumps({**report, "bucket_compiled": bucket.metadata["compiled"],
+                      "odd_compiled": odd.metadata["compiled"],
+                      "hit": inductor["fxgraph_cache_hit"], "miss": inductor["fxgraph_cache_miss"],
+                      "png": bucket.outputs[0].data.hex()}))
+""")
+
+
+@pytest.mark.slow
+def test_backend_warm_up_compiles_once_and_a_new_instance_starts_from_the_saved_cache(tmp_path: Path):
+    """The backend's own path: warm-up compiles the bucket (cold), saves to the store; a second process with an
+    empty working folder (a new instance) restores it and compiles from the cache. About 90 s on 2 busy cores."""
+    from bench.diffusers_models import tiny_sd
+
+    model = tiny_sd(tmp_path / "model")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHINDUCTOR_", "TRITON_"))}
+    runs = []
+    for instance in ("first", "second"):
+        done = subprocess.run([sys.executable, "-c", _BACKEND_CHILD, str(tmp_path / instance), str(tmp_path / "store"),
+                               str(model)], capture_output=True, text=True, timeout=500, env=env, check=False,
+                              cwd=Path(__file__).resolve().parents[2])
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    cold, warm = runs
+    assert cold["compiled"] and cold["cache_was_warm"] is False and cold["miss"] >= 1 and cold["cache_bytes"] > 0
+    assert warm["cache_was_warm"] is True and warm["hit"] >= 1 and warm["miss"] == 0
+    assert cold["bucket_compiled"] and warm["bucket_compiled"] and not cold["odd_compiled"]  # odd sizes run eager
+    assert cold["png"] == warm["png"]
