@@ -209,3 +209,16 @@ def test_options_name_the_key_and_the_allowed_values():
     with pytest.raises(OptionsError, match="max_batch"):
         DiffusersOptions.from_mapping({"max_batch": 2, "batch_sizes": [4]})
     assert json.dumps(DiffusersOptions().buckets_for("sdxl")[0]) == "[1024, 1024]"
+
+
+def test_agent_config_diffusers_block_reaches_the_backend_and_typos_fail_at_boot():
+    from runtime import agent_config
+
+    doc = {"stack": "dev", "region": "us-east-1", "queue": {"kind": "sqs", "url": "http://q"}, "job_table": "jobs",
+           "outputs": {"bucket": "b", "cdn_base_url": "https://cdn"}, "backend": "diffusers",
+           "diffusers": {"dtype": "bfloat16", "buckets": ["1024x1024"], "batch_sizes": [1, 4]}}
+    backend = DiffusersBackend(agent_config.parse(doc))
+    assert backend.options.dtype == "bfloat16" and backend.options.buckets == ((1024, 1024),)
+    assert backend.options.batch_sizes == (1, 4)
+    with pytest.raises(agent_config.AgentConfigError, match=r"diffusers\.compile_mode: 'fast' is not one of"):
+        agent_config.parse({**doc, "diffusers": {"compile_mode": "fast"}})
