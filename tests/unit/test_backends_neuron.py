@@ -60,3 +60,17 @@ def test_without_optimum_neuron_the_backend_says_so(tmp_path: Path, monkeypatch)
     backend.load_model("m", tmp_path)
     with pytest.raises(BackendUnavailable, match="optimum-neuron"):
         backend.run(JobContext("j", {"inputs": {}}))
+
+
+def test_the_neuron_ami_installs_optimum_neuron_with_its_diffusers_pipelines():
+    """optimum-neuron's Stable Diffusion pipelines need its ``diffusers`` extra; ``neuronx`` alone has none."""
+    import re
+
+    import hcl2
+
+    root = Path(__file__).resolve().parents[2]
+    with (root / "packer" / "release.auto.pkrvars.hcl").open() as fh:
+        packages = [p.strip("\"") for p in hcl2.load(fh)["neuron_pip_packages"]]  # python-hcl2 keeps the quotes
+    pins = [p for p in packages if p.startswith("optimum-neuron[")]
+    assert len(pins) == 1 and re.fullmatch(r"optimum-neuron\[([a-z,]+)\]==[0-9.]+", pins[0])
+    assert {"neuronx", "diffusers"} <= set(pins[0].split("[")[1].split("]")[0].split(","))
