@@ -50,6 +50,7 @@ class Resident:
     compiled_unet: Any = None
     compile_warm: bool = False
     by_task: dict[str, Any] = field(default_factory=dict)
+    scheduler: Any = None  # the model's own scheduler, the template of each call's fresh one
 
 
 class DiffusersBackend(Backend):
@@ -161,8 +162,10 @@ class DiffusersBackend(Backend):
     def _call(self, ctxs: list[JobContext], jobs: list[JobArgs], outcomes: list, slots: list[int]) -> None:
         task = "img2img" if jobs[0].image is not None else "txt2img"
         images = sum(job.count for job in jobs)
-        pipe = self._pipeline(task, jobs[0].width, jobs[0].height, images)
+        pipe = self._pipeline(task, jobs[0].width, jobs[0].height, images if jobs[0].guidance > 1.0 else 0)
         args = self._call_arguments(jobs)
+        if self.resident is not None and self._factory is None:
+            pipe.scheduler = loading.make_scheduler(self.resident.scheduler, jobs[0].scheduler)
 
         def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             if all(ctx.cancel.is_set() for ctx in ctxs):  # one cancelled member does not stop the others
@@ -214,6 +217,7 @@ class DiffusersBackend(Backend):
             resident.by_task[task] = loading.image_to_image(diffusers, resident.pipe)
         pipe = resident.by_task[task]
         buckets = self.options.buckets_for(loading.family(resident.pipe))
+        # Compiled for classifier-free guidance (2 x images per UNet call); images=0 marks a call without it.
         use_compiled = (resident.compiled_unet is not None and (width, height) in buckets
                         and images in self.options.batch_sizes)
         pipe.unet = resident.compiled_unet if use_compiled else resident.eager_unet  # odd shapes never recompile
@@ -224,7 +228,8 @@ class DiffusersBackend(Backend):
             getattr(pipe, "unet", None) is self.resident.compiled_unet
 
     def _ensure_resident(self) -> Resident:
-        assert self._model is not None
+        if self._model is None:
+            raise JobInputError("no model loaded")
         model_id, path = self._model
         current = self.resident
         if current is not None and current.model_id == model_id:
@@ -235,7 +240,7 @@ class DiffusersBackend(Backend):
         self._free_device()
         pipe = loading.load(path, self.options, self.device)
         self.loads["disk"] += 1
-        resident = Resident(model_id, pipe, architecture(pipe), pipe.unet)
+        resident = Resident(model_id, pipe, architecture(pipe), pipe.unet, scheduler=pipe.scheduler)
         resident.by_task["txt2img"] = pipe
         if self.options.compiles(self.device):
             self._compile(resident)
@@ -244,6 +249,8 @@ class DiffusersBackend(Backend):
 
     def _switch_through_ram(self, current: Resident, model_id: str) -> bool:
         """Keep the outgoing weights in the RAM tier; bring the incoming ones from it if it has them."""
+        if isinstance(self._ram, NoRamTier):
+            return False  # no tier: do not copy gigabytes to host memory for nothing
         pin = self.device.startswith("cuda")
         tensors, nbytes = snapshot(current.pipe, pin=pin)
         self._ram.put(f"{current.model_id}@{current.arch}", tensors, nbytes)

@@ -31,11 +31,13 @@ class JobArgs:
     guidance: float
     strength: float | None  # img2img only
     image: Any = None  # PIL image for img2img
+    scheduler: str | None = None  # the job's sampler name (diffusers_loading.SCHEDULERS); None: the model's own
 
     @property
     def compat(self) -> tuple[Any, ...]:
         """Jobs with equal keys can share one pipeline call."""
-        return (self.image is not None, self.width, self.height, self.steps, self.guidance, self.strength)
+        return (self.image is not None, self.width, self.height, self.steps, self.guidance, self.strength,
+                self.scheduler)
 
 
 def _number(inputs: dict[str, Any], key: str, default: Any, kind: type) -> Any:
@@ -70,14 +72,15 @@ def job_args(ctx: JobContext) -> JobArgs:
         raise JobInputError(f"width and height must be multiples of 8 from 64 to {MAX_SIDE}, got {width}x{height}")
     return JobArgs(prompt=str(inputs.get("prompt", "")), negative_prompt=str(inputs.get("negative_prompt") or ""),
                    seed=_number(inputs, "seed", 0, int), count=count, width=width, height=height, steps=steps,
-                   guidance=_number(inputs, "guidance", 7.0, float), strength=strength, image=image)
+                   guidance=_number(inputs, "guidance", 7.0, float), strength=strength, image=image,
+                   scheduler=str(inputs["scheduler"]) if inputs.get("scheduler") else None)
 
 
 def call_arguments(jobs: Sequence[JobArgs], generator: Callable[[int], Any]) -> dict[str, Any]:
     """One pipeline call for compatible ``jobs``: prompts, negatives and generators flattened per image."""
     first = jobs[0]
     if any(job.compat != first.compat for job in jobs):
-        raise JobInputError("jobs of one batch must share task, size, steps, guidance and strength")
+        raise JobInputError("jobs of one batch must share task, size, steps, guidance, strength and scheduler")
     args: dict[str, Any] = {
         "prompt": [job.prompt for job in jobs for _ in range(job.count)],
         "negative_prompt": [job.negative_prompt for job in jobs for _ in range(job.count)],

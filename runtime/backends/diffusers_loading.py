@@ -21,6 +21,20 @@ from runtime.backends.diffusers_options import DiffusersOptions
 log = logging.getLogger(__name__)
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt")
 
+# Sampler names jobs use (A1111's, which most clients send, and diffusers' class names) -> (class, config overrides).
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "dpm++ 2m": ("DPMSolverMultistepScheduler", {}),
+    "dpm++ 2m karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "dpm++ sde": ("DPMSolverSinglestepScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+}
+
 
 def _libraries() -> tuple[Any, Any]:
     try:
@@ -87,6 +101,21 @@ def optimise(pipe: Any, options: DiffusersOptions, device: str) -> Any:
             if options.channels_last:
                 module.to(memory_format=torch.channels_last)
     return pipe
+
+
+def make_scheduler(base: Any, name: str | None) -> Any:
+    """A fresh scheduler for one call: the model's own (``name`` None) or the named one over its config."""
+    import diffusers
+
+    if name is None:
+        return type(base).from_config(base.config)
+    by_class = {cls.lower(): (cls, {}) for cls, _ in SCHEDULERS.values()}
+    entry = SCHEDULERS.get(name.strip().lower()) or by_class.get(name.strip().lower())
+    if entry is None:
+        raise JobInputError(f"inputs.scheduler {name!r} is not one of: {', '.join(sorted(SCHEDULERS))} "
+                            f"(or a diffusers scheduler class name)")
+    cls, overrides = entry
+    return getattr(diffusers, cls).from_config(base.config, **overrides)
 
 
 def image_to_image(diffusers: Any, pipe: Any) -> Any:

@@ -78,17 +78,17 @@ def test_cancellation_is_observed_between_steps(models):
     backend = _backend()
     backend.load_model("a", models["a"])
     backend.run(_job("warm"))
-    scheduler = backend.resident.pipe.scheduler
+    unet = backend.resident.eager_unet
     ctx = _job("j1", steps=10)
     steps: list[int] = []
-    original = scheduler.step
+    original = unet.forward
 
-    def step(*args: Any, **kwargs: Any) -> Any:
+    def forward(*args: Any, **kwargs: Any) -> Any:  # one UNet call per denoising step
         steps.append(1)
-        ctx.cancel.set()  # the cancel arrives while step 1 runs
+        ctx.cancel.set()  # the cancel arrives while step 0 runs
         return original(*args, **kwargs)
 
-    scheduler.step = step
+    unet.forward = forward
     with pytest.raises(JobInterrupted, match="step 0"):
         backend.run(ctx)
     assert len(steps) == 1
@@ -222,3 +222,18 @@ def test_agent_config_diffusers_block_reaches_the_backend_and_typos_fail_at_boot
     assert backend.options.batch_sizes == (1, 4)
     with pytest.raises(agent_config.AgentConfigError, match=r"diffusers\.compile_mode: 'fast' is not one of"):
         agent_config.parse({**doc, "diffusers": {"compile_mode": "fast"}})
+
+
+def test_the_job_scheduler_is_a_fresh_one_per_call_and_unknown_names_are_input_errors(models):
+    backend = _backend()
+    backend.load_model("a", models["a"])
+    default = backend.run(_job("j1", steps=3)).outputs[0].data
+    karras = backend.run(_job("j2", steps=3, scheduler="DPM++ 2M Karras"))
+    assert type(backend.resident.pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert backend.resident.pipe.scheduler.config.use_karras_sigmas is True
+    assert karras.outputs[0].data != default
+    assert backend.run(_job("j3", steps=3)).outputs[0].data == default  # the model's own scheduler again
+    with pytest.raises(JobInputError, match=r"inputs\.scheduler 'warp drive' is not one of: ddim"):
+        backend.run(_job("j4", scheduler="warp drive"))
+    outcomes = backend.run_batch([_job("b1", steps=3), _job("b2", steps=3, scheduler="DDIMScheduler")])
+    assert [o.metadata["batch_jobs"] for o in outcomes] == [1, 1]  # another scheduler is another call
