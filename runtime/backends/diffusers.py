@@ -120,16 +120,22 @@ class DiffusersBackend(Backend):
                     outcomes[i] = result
         return [o if o is not None else BackendError("job was not run") for o in outcomes]
 
-    def warm_up(self, model_id: str, path: Path) -> dict[str, Any]:
-        """Boot hook: load the model, compile every bucket x batch size (from the cache when warm), save."""
+    def warm_up(self, model_id: str, path: Path | None) -> dict[str, Any]:
+        """Boot hook: load the model, compile every bucket x batch size (from the cache when warm), save.
+
+        Any failure is a BackendError: the agent then boots without the warm-up (jobs compile on demand).
+        """
         started = time.monotonic()
         self.load_model(model_id, path)
         resident = self._ensure_resident()
         buckets = self.options.buckets_for(loading.family(resident.pipe))
-        for width, height in buckets:
-            for batch in self.options.batch_sizes:
-                pipe = self._pipe_for(resident, "txt2img", width, height, batch)
-                pipe(prompt=[""] * batch, width=width, height=height, num_inference_steps=2)
+        try:
+            for width, height in buckets:
+                for batch in self.options.batch_sizes:
+                    pipe = self._pipe_for(resident, "txt2img", width, height, batch)
+                    pipe(prompt=[""] * batch, width=width, height=height, num_inference_steps=2)
+        except (RuntimeError, ValueError, TypeError) as exc:  # torch compile / CUDA errors, out of memory
+            raise BackendError(f"{self.name} warm-up of {model_id} failed: {exc}") from exc
         saved = self._compile_cache.save() if resident.compiled_unet is not None and self._compile_cache else 0
         return {"model": model_id, "buckets": len(buckets), "batch_sizes": list(self.options.batch_sizes),
                 "compiled": resident.compiled_unet is not None, "cache_was_warm": resident.compile_warm,
