@@ -12,5 +12,8 @@ a1111_version   = "v1.10.1"
 torch_version   = "2.5.1"
 torch_index_url = "https://download.pytorch.org/whl/cu124"
 
-// Neuron flavour: the agent's diffusers / optimum-neuron backend.
-neuron_pip_packages = ["optimum-neuron[neuronx]==0.0.28"]
+// Neuron flavour: the agent's diffusers / optimum-neuron backend. The diffusers extra brings the Stable
+// Diffusion pipelines (diffusers 0.28-0.30.3); 0.0.28's neuronx extra pins neuronx-cc 2.15.143 and
+// torch-neuronx 2.1.2 (Neuron SDK 2.20), while neuron_source_ami_name takes the newest Neuron DLAMI:
+// pin that pattern to an SDK 2.20 image, or move optimum-neuron to the release of the DLAMI's SDK.
+neuron_pip_packages = ["optimum-neuron[neuronx,diffusers]==0.0.28"]

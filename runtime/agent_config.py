@@ -104,6 +104,7 @@ class AgentConfig:
     metrics_sink: str = "agent"  # agent (CloudWatch agent EMF socket) | stdout | memory | off
     metrics_log_group: str = "/genai-fleet/worker"  # log group the CloudWatch agent writes EMF records to
     worker_id: str | None = None  # default: the EC2 instance id from IMDS
+    diffusers: dict[str, Any] = field(default_factory=dict)  # diffusers backend options (backends/diffusers_options)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -159,6 +160,7 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             allow_loopback_urls=bool(data.get("allow_loopback_urls", False)),
             endpoints=dict(data.get("endpoints", {})),
             test_pattern_delay_seconds=float(data.get("test_pattern_delay_seconds", 0.5)),
+            diffusers=_diffusers_options(data),
             **_worker_options(data),
         )
     except TypeError as exc:  # unknown key in a nested section
@@ -220,6 +222,20 @@ def _worker_options(data: dict[str, Any]) -> dict[str, Any]:
     if out.get("metrics_sink", "agent") not in METRICS_SINKS:
         raise AgentConfigError(f"metrics_sink = {out['metrics_sink']!r}: must be one of {', '.join(METRICS_SINKS)}")
     return out
+
+
+def _diffusers_options(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``diffusers`` block, checked now so a typo fails the boot, not the first job."""
+    from runtime.backends.diffusers_options import DiffusersOptions, OptionsError
+
+    raw = data.get("diffusers") or {}
+    if not isinstance(raw, dict):
+        raise AgentConfigError("diffusers must be an object of diffusers backend options")
+    try:
+        DiffusersOptions.from_mapping(raw)
+    except (OptionsError, TypeError, ValueError) as exc:
+        raise AgentConfigError(str(exc)) from exc
+    return dict(raw)
 
 
 def load(path: str | os.PathLike[str] | None = None) -> AgentConfig:

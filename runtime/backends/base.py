@@ -112,6 +112,10 @@ class Backend(abc.ABC):
     def load_model(self, model_id: str, path: Path | None) -> None:  # noqa: B027 - optional hook
         """Make ``model_id`` (local ``path``) the active model. Default: nothing to do."""
 
+    def warm_up(self, model_id: str, path: Path | None) -> dict[str, Any] | None:
+        """Boot hook, before the launching lifecycle action completes: load (and compile) a hot model."""
+        return None
+
     @abc.abstractmethod
     def run(self, ctx: JobContext) -> BackendResult:
         """Run one job; observe ``ctx.cancel`` and raise JobInterrupted when it is set."""

@@ -1,20 +1,26 @@
-"""In-process Hugging Face diffusers backend (CUDA).
+"""In-process Hugging Face diffusers backend (CUDA; CPU in tests and local mode).
 
-``diffusers`` and ``torch`` are imported lazily, on the first model load, so the agent and its tests
-run where they are not installed; tests inject ``pipeline_factory`` (path, task) -> pipeline and
-``generator_factory`` (seed) -> generator. A pipeline is any callable taking diffusers' keyword
-arguments and returning an object with ``.images`` (PIL images). Cancellation is observed each step
-through ``callback_on_step_end``. Verified here with injected fakes only; see docs/worker.md.
+One pipeline is resident at a time. Loading (folder or single-file checkpoint, dtype, SDPA attention,
+channels_last) is in diffusers_loading; the compiled UNet is used only at the configured shape buckets and
+batch sizes (diffusers_options), with Inductor's caches kept per key (diffusers_compile) so a new instance
+starts warm; switching to a model of the same architecture goes through the host-RAM tier
+(diffusers_ram) when one is given; ``run_batch`` runs compatible jobs as one call (diffusers_batch).
+Cancellation is observed between steps through ``callback_on_step_end``. ``diffusers`` and ``torch`` are
+imported on the first model load, so the agent runs where they are not installed. Tests may inject
+``pipeline_factory`` (path, task) -> pipeline and ``generator_factory`` (seed) -> generator.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.backends import diffusers_loading as loading
 from runtime.backends.base import (
     Backend,
     BackendError,
@@ -25,35 +31,45 @@ from runtime.backends.base import (
     JobInterrupted,
     OutputFile,
 )
+from runtime.backends.diffusers_batch import JobArgs, call_arguments, job_args, split
+from runtime.backends.diffusers_compile import CompileCache, CompileKey, DirectoryStore
+from runtime.backends.diffusers_options import DiffusersOptions
+from runtime.backends.diffusers_ram import HostRamTier, NoRamTier, architecture, restore_into, snapshot
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resident:
+    """The pipeline on the device: whose weights it holds, and its eager and compiled UNets."""
+
+    model_id: str
+    pipe: Any
+    arch: str
+    eager_unet: Any
+    compiled_unet: Any = None
+    compile_warm: bool = False
+    by_task: dict[str, Any] = field(default_factory=dict)
+    scheduler: Any = None  # the model's own scheduler, the template of each call's fresh one
 
 
 class DiffusersBackend(Backend):
     name = "diffusers"
 
     def __init__(self, config: Any = None, *, pipeline_factory: Callable[[Path, str], Any] | None = None,
-                 generator_factory: Callable[[int], Any] | None = None, device: str = "cuda", **_: Any) -> None:
+                 generator_factory: Callable[[int], Any] | None = None, device: str = "cuda",
+                 options: DiffusersOptions | None = None, ram_tier: HostRamTier | None = None,
+                 compile_cache: CompileCache | None = None, **_: Any) -> None:
         self.device = device
-        self._pipeline_factory = pipeline_factory or self._load_pipeline
+        self.options = options or DiffusersOptions.from_mapping(getattr(config, "diffusers", None))
+        self._factory = pipeline_factory
         self._generator_factory = generator_factory or self._torch_generator
-        self._pipelines: dict[tuple[str, str], Any] = {}
+        self._ram: HostRamTier = ram_tier or NoRamTier()
+        self._compile_cache = compile_cache
+        self._pipelines: dict[tuple[str, str], Any] = {}  # injected factories only
         self._model: tuple[str, Path] | None = None
-
-    # -- lazily imported runtime -----------------------------------------------------------------------
-    def _load_pipeline(self, path: Path, task: str) -> Any:
-        try:
-            import diffusers
-            import torch
-        except ImportError as exc:
-            raise BackendUnavailable(f"the diffusers backend needs diffusers and torch installed: {exc}") from exc
-        cls = diffusers.AutoPipelineForImage2Image if task == "img2img" else diffusers.AutoPipelineForText2Image
-        if path.is_file():
-            pipe = diffusers.StableDiffusionPipeline.from_single_file(str(path), torch_dtype=torch.float16)
-            pipe = cls.from_pipe(pipe)
-        else:
-            pipe = cls.from_pretrained(str(path), torch_dtype=torch.float16)
-        return pipe.to(self.device)
+        self.resident: Resident | None = None
+        self.loads = {"disk": 0, "ram": 0}
 
     def _torch_generator(self, seed: int) -> Any:
         import torch
@@ -62,7 +78,7 @@ class DiffusersBackend(Backend):
 
     # -- Backend -------------------------------------------------------------------------------------
     def wait_ready(self, timeout: float) -> None:
-        return None  # in-process: ready once imported; model loads are timed separately
+        return None  # in-process: ready once imported; model loads and warm-up are timed separately
 
     def check(self) -> dict[str, Any]:
         return {"backend": self.name, "ready": True, "device": self.device,
@@ -72,60 +88,209 @@ class DiffusersBackend(Backend):
         if path is None:
             raise JobInputError(f"model {model_id!r} has no local files; the {self.name} backend needs them")
         if self._model and self._model[0] != model_id:
-            self._pipelines.clear()  # one model resident at a time: free device memory first
+            self._pipelines.clear()  # injected factories: one model at a time
         self._model = (model_id, path)
 
-    def _pipeline(self, task: str) -> Any:
-        if self._model is None:
-            raise JobInputError("no model loaded")
-        key = (self._model[0], task)
-        if key not in self._pipelines:
-            self._pipelines[key] = self._pipeline_factory(self._model[1], task)
-        return self._pipelines[key]
-
-    def _arguments(self, ctx: JobContext) -> dict[str, Any]:
-        inputs = ctx.inputs
-        args: dict[str, Any] = {
-            "prompt": str(inputs.get("prompt", "")),
-            "negative_prompt": inputs.get("negative_prompt") or None,
-            "num_inference_steps": int(inputs.get("steps") or 30),
-            "guidance_scale": float(inputs.get("guidance", 7.0)),
-            "num_images_per_prompt": int(inputs.get("num_outputs") or 1),
-            "generator": self._generator_factory(int(inputs.get("seed", 0) or 0)),
-        }
-        if ctx.input_images:
-            from PIL import Image
-
-            args["image"] = Image.open(io.BytesIO(next(iter(ctx.input_images.values())))).convert("RGB")
-            args["strength"] = float(inputs.get("strength", 0.75))
-        else:
-            args["width"], args["height"] = int(inputs.get("width") or 512), int(inputs.get("height") or 512)
-        return args
-
     def run(self, ctx: JobContext) -> BackendResult:
-        pipe = self._pipeline(ctx.task)
-        args = self._arguments(ctx)
+        outcome = self._run_group([ctx], [self._job_args(ctx)])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
-        def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            if ctx.cancel.is_set():
-                raise JobInterrupted(f"job {ctx.job_id} interrupted at step {step}")
-            return kwargs
+    def run_batch(self, ctxs: Sequence[JobContext]) -> list[BackendResult | BackendError]:
+        """Run several jobs of the loaded model, compatible ones as one pipeline call (up to ``max_batch``).
 
+        Returns one entry per job, in order: its result, or the error that job alone ends with (an invalid
+        input fails only its own job; a cancelled job gets JobInterrupted while the others finish).
+        """
+        outcomes: list[BackendResult | BackendError | None] = [None] * len(ctxs)
+        groups: dict[tuple[Any, ...], list[tuple[int, JobArgs]]] = {}
+        for i, ctx in enumerate(ctxs):
+            try:
+                args = self._job_args(ctx)
+            except JobInputError as exc:
+                outcomes[i] = exc
+                continue
+            groups.setdefault((ctx.task, args.compat), []).append((i, args))
+        for members in groups.values():
+            for start in range(0, len(members), self.options.max_batch):
+                chunk = members[start:start + self.options.max_batch]
+                results = self._run_group([ctxs[i] for i, _ in chunk], [a for _, a in chunk])
+                for (i, _), result in zip(chunk, results, strict=True):
+                    outcomes[i] = result
+        return [o if o is not None else BackendError("job was not run") for o in outcomes]
+
+    def warm_up(self, model_id: str, path: Path | None) -> dict[str, Any]:
+        """Boot hook: load the model, compile every bucket x batch size (from the cache when warm), save.
+
+        Any failure is a BackendError: the agent then boots without the warm-up (jobs compile on demand).
+        """
+        started = time.monotonic()
+        self.load_model(model_id, path)
+        resident = self._ensure_resident()
+        buckets = self.options.buckets_for(loading.family(resident.pipe))
         try:
-            result = pipe(**args, callback_on_step_end=on_step_end)
-        except JobInterrupted:
-            raise
-        except (RuntimeError, ValueError, TypeError) as exc:
-            if "out of memory" in str(exc).lower():
-                raise BackendUnavailable(f"{self.name} ran out of device memory: {exc}") from exc
-            raise BackendError(f"{self.name} pipeline failed: {exc}") from exc
-        outputs = []
-        for i, image in enumerate(result.images):
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
-            outputs.append(OutputFile(f"image-{i}.png", buf.getvalue(), "image/png"))
-        return BackendResult(outputs=outputs, metadata={"backend": self.name, "model": self._model[0] if self._model
-                                                        else None, "seed": int(ctx.inputs.get("seed", 0) or 0)})
+            for width, height in buckets:
+                for batch in self.options.batch_sizes:
+                    pipe = self._pipe_for(resident, "txt2img", width, height, batch)
+                    pipe(prompt=[""] * batch, width=width, height=height, num_inference_steps=2)
+        except (RuntimeError, ValueError, TypeError) as exc:  # torch compile / CUDA errors, out of memory
+            raise BackendError(f"{self.name} warm-up of {model_id} failed: {exc}") from exc
+        saved = self._compile_cache.save() if resident.compiled_unet is not None and self._compile_cache else 0
+        return {"model": model_id, "buckets": len(buckets), "batch_sizes": list(self.options.batch_sizes),
+                "compiled": resident.compiled_unet is not None, "cache_was_warm": resident.compile_warm,
+                "cache_bytes": saved, "seconds": round(time.monotonic() - started, 3)}
 
     def close(self) -> None:
         self._pipelines.clear()
+        self.resident = None
+
+    # -- jobs ----------------------------------------------------------------------------------------
+    def _job_args(self, ctx: JobContext) -> JobArgs:
+        return job_args(ctx)
+
+    def _call_arguments(self, jobs: Sequence[JobArgs]) -> dict[str, Any]:
+        return call_arguments(jobs, self._generator_factory)
+
+    def _run_group(self, ctxs: list[JobContext], jobs: list[JobArgs]) -> list[BackendResult | BackendError]:
+        live: list[int] = []
+        outcomes: list[BackendResult | BackendError | None] = [None] * len(ctxs)
+        for i, ctx in enumerate(ctxs):
+            try:
+                ctx.check_before_submit()
+                live.append(i)
+            except JobInterrupted as exc:
+                outcomes[i] = exc
+        if live:
+            self._call([ctxs[i] for i in live], [jobs[i] for i in live], outcomes, live)
+        return [o if o is not None else BackendError("no outcome") for o in outcomes]
+
+    def _call(self, ctxs: list[JobContext], jobs: list[JobArgs], outcomes: list, slots: list[int]) -> None:
+        task = "img2img" if jobs[0].image is not None else "txt2img"
+        images = sum(job.count for job in jobs)
+        pipe = self._pipeline(task, jobs[0].width, jobs[0].height, images if jobs[0].guidance > 1.0 else 0)
+        args = self._call_arguments(jobs)
+        if self.resident is not None and self._factory is None:
+            pipe.scheduler = loading.make_scheduler(self.resident.scheduler, jobs[0].scheduler)
+
+        def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            if all(ctx.cancel.is_set() for ctx in ctxs):  # one cancelled member does not stop the others
+                raise JobInterrupted(f"job(s) {', '.join(c.job_id for c in ctxs)} interrupted at step {step}")
+            return kwargs
+
+        started = time.monotonic()
+        try:
+            result = pipe(**args, callback_on_step_end=on_step_end)
+        except JobInterrupted as exc:
+            for slot in slots:
+                outcomes[slot] = exc
+            return
+        except (RuntimeError, ValueError, TypeError) as exc:
+            error: BackendError
+            if "out of memory" in str(exc).lower():
+                error = BackendUnavailable(f"{self.name} ran out of device memory: {exc}")
+            else:
+                error = BackendError(f"{self.name} pipeline failed: {exc}")
+            error.__cause__ = exc
+            for slot in slots:
+                outcomes[slot] = error
+            return
+        seconds = round(time.monotonic() - started, 3)
+        for slot, ctx, job, pictures in zip(slots, ctxs, jobs, split(result.images, jobs), strict=True):
+            if ctx.cancel.is_set():
+                outcomes[slot] = JobInterrupted(f"job {ctx.job_id} interrupted during its batch")
+                continue
+            outcomes[slot] = BackendResult(outputs=[_png(i, image) for i, image in enumerate(pictures)], metadata={
+                "backend": self.name, "model": self._model[0] if self._model else None, "seed": job.seed,
+                "width": job.width, "height": job.height, "steps": job.steps, "batch_jobs": len(jobs),
+                "batch_images": images, "compiled": self._compiled_in_use(pipe), "pipeline_seconds": seconds})
+
+    # -- pipelines -----------------------------------------------------------------------------------
+    def _pipeline(self, task: str, width: int, height: int, images: int) -> Any:
+        if self._model is None:
+            raise JobInputError("no model loaded")
+        if self._factory is not None:
+            key = (self._model[0], task)
+            if key not in self._pipelines:
+                self._pipelines[key] = self._factory(self._model[1], task)
+            return self._pipelines[key]
+        return self._pipe_for(self._ensure_resident(), task, width, height, images)
+
+    def _pipe_for(self, resident: Resident, task: str, width: int, height: int, images: int) -> Any:
+        if task not in resident.by_task:
+            import diffusers
+
+            resident.by_task[task] = loading.image_to_image(diffusers, resident.pipe)
+        pipe = resident.by_task[task]
+        buckets = self.options.buckets_for(loading.family(resident.pipe))
+        # Compiled for classifier-free guidance (2 x images per UNet call); images=0 marks a call without it.
+        use_compiled = (resident.compiled_unet is not None and (width, height) in buckets
+                        and images in self.options.batch_sizes)
+        pipe.unet = resident.compiled_unet if use_compiled else resident.eager_unet  # odd shapes never recompile
+        return pipe
+
+    def _compiled_in_use(self, pipe: Any) -> bool:
+        return self.resident is not None and self.resident.compiled_unet is not None and \
+            getattr(pipe, "unet", None) is self.resident.compiled_unet
+
+    def _ensure_resident(self) -> Resident:
+        if self._model is None:
+            raise JobInputError("no model loaded")
+        model_id, path = self._model
+        current = self.resident
+        if current is not None and current.model_id == model_id:
+            return current
+        if current is not None and self._switch_through_ram(current, model_id):
+            return current
+        self.resident = None
+        self._free_device()
+        pipe = loading.load(path, self.options, self.device)
+        self.loads["disk"] += 1
+        resident = Resident(model_id, pipe, architecture(pipe), pipe.unet, scheduler=pipe.scheduler)
+        resident.by_task["txt2img"] = pipe
+        if self.options.compiles(self.device):
+            self._compile(resident)
+        self.resident = resident
+        return resident
+
+    def _switch_through_ram(self, current: Resident, model_id: str) -> bool:
+        """Keep the outgoing weights in the RAM tier; bring the incoming ones from it if it has them."""
+        if isinstance(self._ram, NoRamTier):
+            return False  # no tier: do not copy gigabytes to host memory for nothing
+        pin = self.device.startswith("cuda")
+        tensors, nbytes = snapshot(current.pipe, pin=pin)
+        self._ram.put(f"{current.model_id}@{current.arch}", tensors, nbytes)
+        incoming = self._ram.get(f"{model_id}@{current.arch}")
+        if incoming is None or not restore_into(current.pipe, incoming):
+            return False
+        current.model_id = model_id
+        self.loads["ram"] += 1
+        return True
+
+    def _compile(self, resident: Resident) -> None:
+        import diffusers
+        import torch
+
+        buckets = self.options.buckets_for(loading.family(resident.pipe))
+        torch._dynamo.config.cache_size_limit = max(8, 2 * len(buckets) * len(self.options.batch_sizes))
+        cache = self._compile_cache or CompileCache(self.options.compile_cache_dir, [
+            DirectoryStore(s) for s in (*self.options.compile_cache_stores, self.options.compile_cache_dir + "/saved")])
+        self._compile_cache = cache
+        gpu = torch.cuda.get_device_name() if self.device.startswith("cuda") else "cpu"
+        key = CompileKey(resident.arch, ",".join(f"{w}x{h}" for w, h in buckets) + ";b" + ",".join(
+            map(str, self.options.batch_sizes)), gpu, self.options.compile_mode, torch.__version__,
+            diffusers.__version__)
+        resident.compile_warm = cache.activate(key)
+        resident.compiled_unet = loading.compile_unet(resident.pipe, self.options.compile_mode, self.device)
+
+    def _free_device(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _png(index: int, image: Any) -> OutputFile:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return OutputFile(f"image-{index}.png", buf.getvalue(), "image/png")

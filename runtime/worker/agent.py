@@ -150,6 +150,7 @@ class Agent:
         ``BootWarnings`` metric: jobs fetch it on demand. A backend that never gets ready raises; the
         entry point then abandons the launch (runtime/worker/__main__.py).
         """
+        warm = None  # the first hot model: the backend loads (and compiles) it before the instance takes jobs
         for model_id in self.config.hot_models:
             if self.model_cache is None:
                 break
@@ -160,10 +161,25 @@ class Agent:
                 self.metrics.count(m.BOOT_WARNINGS, what="hot-model", model=model_id, error=str(exc)[:300])
                 continue
             self.metrics.count(m.MODEL_CACHE_HITS if cached.hit else m.MODEL_CACHE_MISSES, model=model_id)
+            warm = warm or cached
         self.backend.wait_ready(self.config.backend_ready_timeout_seconds)
+        self._warm_up(warm)
         log.info("backend ready", extra={"check": self.backend.check()})
         self.lifecycle.complete_launching()
         self.metrics.emit({m.BOOT_TO_READY: _uptime_ms()}, {"worker_id": self.worker_id})
+
+    def _warm_up(self, cached: Any) -> None:
+        """A warm-up that fails is a boot warning: jobs then load and compile on demand."""
+        if cached is None:
+            return
+        try:
+            report = self.backend.warm_up(cached.model_id, cached.path)
+        except BackendError as exc:
+            log.warning("warm-up of %s failed: %s", cached.model_id, exc, extra={"model": cached.model_id})
+            self.metrics.count(m.BOOT_WARNINGS, what="warm-up", model=cached.model_id, error=str(exc)[:300])
+            return
+        if report:
+            log.info("backend warmed up", extra={"warm_up": report})
 
     # -- main loop -------------------------------------------------------------------------------------
     def run(self, max_jobs: int | None = None, idle_exit_seconds: float | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -58,7 +59,9 @@ class FakePipeline:
         for step in range(kwargs.get("num_inference_steps", 2)):
             callback_on_step_end(self, step, 0, {})
             self.steps_seen.append(step)
-        n = kwargs.get("num_images_per_prompt", 1)
+        # As diffusers: one image per prompt in a list (or one prompt) times num_images_per_prompt.
+        prompts = kwargs.get("prompt")
+        n = (len(prompts) if isinstance(prompts, list) else 1) * kwargs.get("num_images_per_prompt", 1)
         return SimpleNamespace(images=[Image.new("RGB", (8, 8)) for _ in range(n)])
 
 
@@ -76,10 +79,11 @@ def test_diffusers_loads_once_per_model_and_task_and_maps_inputs(tmp_path: Path)
     backend.run(JobContext("j2", spec))
     assert built == [(tmp_path, "txt2img")] and len(result.outputs) == 2
     call = backend._pipelines[("m", "txt2img")].calls[0]
-    assert call["generator"] == ("gen", 9) and call["guidance_scale"] == 4.0 and call["num_inference_steps"] == 3
+    assert call["generator"] == [("gen", 9), ("gen", 10)]  # image i of a job: its own generator, seed + i
+    assert call["guidance_scale"] == 4.0 and call["num_inference_steps"] == 3
     img_ctx = JobContext("j3", {"model": "m", "task": "img2img", "inputs": {"prompt": "p", "strength": 0.3}})
     buf = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    Image.new("RGB", (64, 64)).save(buf, format="PNG")
     img_ctx.input_images = {"image": buf.getvalue()}
     backend.run(img_ctx)
     assert built[-1] == (tmp_path, "img2img")
@@ -112,7 +116,8 @@ def test_neuron_rejects_shapes_it_was_not_compiled_for(tmp_path: Path):
         backend.run(JobContext("j2", {"inputs": {"width": 768, "height": 512}}))
 
 
-def test_missing_runtime_libraries_are_reported(tmp_path: Path):
+def test_missing_runtime_libraries_are_reported(tmp_path: Path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # as on an instance without the diffusers extra
     backend = DiffusersBackend(generator_factory=lambda s: None)
     backend.load_model("m", tmp_path)
     with pytest.raises(BackendUnavailable, match="needs diffusers"):

@@ -1,0 +1,106 @@
+"""Job inputs -> diffusers call arguments, for one job or several compatible jobs run as one batch.
+
+Jobs are compatible when one pipeline call can serve them all: same task, size, steps, guidance and
+(img2img) strength. Each job keeps its own prompt, negative prompt, seed and outputs: image ``i`` of a job
+is always drawn from its own generator seeded ``seed + i``, alone or in a batch, so a job's images do not
+depend on what it was batched with (up to floating-point differences of batched kernels).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.backends.base import JobContext, JobInputError
+
+MAX_SIDE = 4096
+MAX_OUTPUTS = 8
+
+
+@dataclass(frozen=True)
+class JobArgs:
+    prompt: str
+    negative_prompt: str
+    seed: int
+    count: int  # images for this job
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    strength: float | None  # img2img only
+    image: Any = None  # PIL image for img2img
+    scheduler: str | None = None  # the job's sampler name (diffusers_loading.SCHEDULERS); None: the model's own
+
+    @property
+    def compat(self) -> tuple[Any, ...]:
+        """Jobs with equal keys can share one pipeline call."""
+        return (self.image is not None, self.width, self.height, self.steps, self.guidance, self.strength,
+                self.scheduler)
+
+
+def _number(inputs: dict[str, Any], key: str, default: Any, kind: type) -> Any:
+    value = inputs.get(key)
+    try:
+        return kind(default if value is None or value == "" else value)
+    except (TypeError, ValueError) as exc:
+        raise JobInputError(f"inputs.{key} must be a number, got {value!r}") from exc
+
+
+def job_args(ctx: JobContext) -> JobArgs:
+    """Validate one job's inputs; an input that cannot work is a JobInputError naming the input."""
+    inputs = ctx.inputs
+    steps = _number(inputs, "steps", 30, int)
+    count = _number(inputs, "num_outputs", 1, int)
+    if not 1 <= steps <= 200:
+        raise JobInputError(f"inputs.steps must be from 1 to 200, got {steps}")
+    if not 1 <= count <= MAX_OUTPUTS:
+        raise JobInputError(f"inputs.num_outputs must be from 1 to {MAX_OUTPUTS}, got {count}")
+    image, strength = None, None
+    if ctx.input_images:
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(next(iter(ctx.input_images.values())))).convert("RGB")
+        width, height = image.size
+        strength = _number(inputs, "strength", 0.75, float)
+        if not 0.0 < strength <= 1.0:
+            raise JobInputError(f"inputs.strength must be in (0, 1], got {strength}")
+    else:
+        width, height = _number(inputs, "width", 512, int), _number(inputs, "height", 512, int)
+    if not (64 <= width <= MAX_SIDE and 64 <= height <= MAX_SIDE and width % 8 == 0 and height % 8 == 0):
+        raise JobInputError(f"width and height must be multiples of 8 from 64 to {MAX_SIDE}, got {width}x{height}")
+    return JobArgs(prompt=str(inputs.get("prompt", "")), negative_prompt=str(inputs.get("negative_prompt") or ""),
+                   seed=_number(inputs, "seed", 0, int), count=count, width=width, height=height, steps=steps,
+                   guidance=_number(inputs, "guidance", 7.0, float), strength=strength, image=image,
+                   scheduler=str(inputs["scheduler"]) if inputs.get("scheduler") else None)
+
+
+def call_arguments(jobs: Sequence[JobArgs], generator: Callable[[int], Any]) -> dict[str, Any]:
+    """One pipeline call for compatible ``jobs``: prompts, negatives and generators flattened per image."""
+    first = jobs[0]
+    if any(job.compat != first.compat for job in jobs):
+        raise JobInputError("jobs of one batch must share task, size, steps, guidance, strength and scheduler")
+    args: dict[str, Any] = {
+        "prompt": [job.prompt for job in jobs for _ in range(job.count)],
+        "negative_prompt": [job.negative_prompt for job in jobs for _ in range(job.count)],
+        "generator": [generator(job.seed + i) for job in jobs for i in range(job.count)],
+        "num_inference_steps": first.steps,
+        "guidance_scale": first.guidance,
+        "num_images_per_prompt": 1,
+    }
+    if first.image is not None:
+        args["image"] = [job.image for job in jobs for _ in range(job.count)]
+        args["strength"] = first.strength
+    else:
+        args["width"], args["height"] = first.width, first.height
+    return args
+
+
+def split(images: Sequence[Any], jobs: Sequence[JobArgs]) -> list[list[Any]]:
+    """The flat image list of one call, back into each job's images (in order)."""
+    out, at = [], 0
+    for job in jobs:
+        out.append(list(images[at:at + job.count]))
+        at += job.count
+    return out

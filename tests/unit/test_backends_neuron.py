@@ -1,0 +1,76 @@
+"""The optimum-neuron backend's argument mapping and static-shape checks (no Inferentia device or Neuron SDK
+here: the pipeline is injected; optimum-neuron's NeuronStableDiffusionPipeline takes diffusers' arguments)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from PIL import Image
+
+from runtime.backends.base import BackendUnavailable, JobContext, JobInputError
+from runtime.backends.neuron import NeuronBackend
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, callback_on_step_end=None, **kwargs):
+        self.calls.append({**kwargs, "torch_seed": torch.initial_seed()})
+        n = kwargs.get("num_images_per_prompt", 1)
+        return SimpleNamespace(images=[Image.new("RGB", (64, 64)) for _ in range(n)])
+
+
+def _compiled(folder: Path, **static: int) -> Path:
+    (folder / "unet").mkdir(parents=True)
+    (folder / "unet" / "config.json").write_text(json.dumps({"neuron": {f"static_{k}": v for k, v in static.items()}}))
+    return folder
+
+
+def test_one_prompt_per_call_seed_set_globally_and_no_generator(tmp_path: Path):
+    pipe = Recorder()
+    backend = NeuronBackend(pipeline_factory=lambda p, t: pipe)
+    backend.load_model("m", _compiled(tmp_path, width=64, height=64, num_images_per_prompt=2))
+    spec = {"inputs": {"prompt": "p", "negative_prompt": "n", "seed": 77, "num_outputs": 2, "steps": 4}}
+    result = backend.run(JobContext("j1", spec))
+    call = pipe.calls[0]
+    assert "generator" not in call and call["torch_seed"] == 77
+    assert call["prompt"] == "p" and call["negative_prompt"] == "n" and call["num_images_per_prompt"] == 2
+    assert call["width"] == call["height"] == 512 and len(result.outputs) == 2
+
+
+def test_shapes_and_image_counts_other_than_compiled_are_input_errors(tmp_path: Path):
+    backend = NeuronBackend(pipeline_factory=lambda p, t: Recorder())
+    backend.load_model("m", _compiled(tmp_path, width=128, height=128, num_images_per_prompt=1))
+    assert backend.compiled_shape() == (1024, 1024)
+    with pytest.raises(JobInputError, match="compiled for 1 image"):
+        backend.run(JobContext("j1", {"inputs": {"width": 1024, "height": 1024, "num_outputs": 2}}))
+    outcomes = backend.run_batch([JobContext("a", {"inputs": {"width": 1024, "height": 1024}}),
+                                  JobContext("b", {"inputs": {"width": 512, "height": 512}})])
+    assert outcomes[0].outputs and isinstance(outcomes[1], JobInputError)
+
+
+def test_without_optimum_neuron_the_backend_says_so(tmp_path: Path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "optimum", None)
+    backend = NeuronBackend()
+    backend.load_model("m", tmp_path)
+    with pytest.raises(BackendUnavailable, match="optimum-neuron"):
+        backend.run(JobContext("j", {"inputs": {}}))
+
+
+def test_the_neuron_ami_installs_optimum_neuron_with_its_diffusers_pipelines():
+    """optimum-neuron's Stable Diffusion pipelines need its ``diffusers`` extra; ``neuronx`` alone has none."""
+    import re
+
+    import hcl2
+
+    root = Path(__file__).resolve().parents[2]
+    with (root / "packer" / "release.auto.pkrvars.hcl").open() as fh:
+        packages = [p.strip("\"") for p in hcl2.load(fh)["neuron_pip_packages"]]  # python-hcl2 keeps the quotes
+    pins = [p for p in packages if p.startswith("optimum-neuron[")]
+    assert len(pins) == 1 and re.fullmatch(r"optimum-neuron\[([a-z,]+)\]==[0-9.]+", pins[0])
+    assert {"neuronx", "diffusers"} <= set(pins[0].split("[")[1].split("]")[0].split(","))
