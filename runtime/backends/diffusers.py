@@ -64,6 +64,11 @@ class DiffusersBackend(Backend):
         self.options = options or DiffusersOptions.from_mapping(getattr(config, "diffusers", None))
         self._factory = pipeline_factory
         self._generator_factory = generator_factory or self._torch_generator
+        if ram_tier is None and self.options.host_ram_bytes() > 0:
+            from runtime.model_cache.ram_tier import HostRamTier as RamTier
+
+            ram_tier = RamTier(self.options.host_ram_bytes())
+        self.ram_tier = ram_tier  # the agent reads its keys (model affinity) and sets its metrics sink
         self._ram: HostRamTier = ram_tier or NoRamTier()
         self._compile_cache = compile_cache
         self._pipelines: dict[tuple[str, str], Any] = {}  # injected factories only

@@ -7,6 +7,7 @@ an odd size never triggers a recompile (minutes on a GPU) in the middle of servi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,9 @@ class DiffusersOptions:
     max_batch: int = 4  # the most jobs run_batch accepts at once
     compile_cache_dir: str = "/var/cache/genai-fleet/compile-cache"  # working Inductor/Triton caches
     compile_cache_stores: tuple[str, ...] = field(default=("/opt/genai-fleet/compile-cache",))  # restored from
+    # Host-RAM model tier (runtime.model_cache.ram_tier): models switched away from stay in (pinned) host
+    # memory up to this bound, so switching back is a host-to-GPU copy. None: 40% of the host's memory; 0: off.
+    host_ram_gib: float | None = None
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None) -> DiffusersOptions:
@@ -69,7 +73,16 @@ class DiffusersOptions:
         if not 1 <= options.max_batch <= 64 or not all(1 <= b <= options.max_batch for b in options.batch_sizes):
             raise OptionsError(f"diffusers.max_batch ({options.max_batch}) must be 1-64 and every "
                                f"diffusers.batch_sizes entry {options.batch_sizes} from 1 to max_batch")
+        if options.host_ram_gib is not None and not 0 <= options.host_ram_gib <= 4096:
+            raise OptionsError(f"diffusers.host_ram_gib ({options.host_ram_gib}) must be from 0 (off) to 4096 GiB; "
+                               "leave it out for 40% of the host's memory")
         return options
+
+    def host_ram_bytes(self) -> int:
+        """The host-RAM tier's bound in bytes (0: no tier)."""
+        if self.host_ram_gib is not None:
+            return int(self.host_ram_gib * 2**30)
+        return int(0.4 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
     def buckets_for(self, family: str) -> tuple[tuple[int, int], ...]:
         if self.buckets:

@@ -102,12 +102,16 @@ class HostRamTier:
         self.misses = 0
 
     def get(self, key: str) -> Any | None:
+        """The value kept under ``key`` or None; a lookup counts as a hit or a miss (the tier's hit ratio)."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                return None
-            entry.used_at = self.clock()
-            return entry.value
+                self.misses += 1
+            else:
+                entry.used_at = self.clock()
+                self.hits += 1
+        self._emit(m.MODEL_RAM_MISSES if entry is None else m.MODEL_RAM_HITS, key)
+        return None if entry is None else entry.value
 
     def put(self, key: str, value: Any, nbytes: int | None = None) -> bool:
         """Keep ``value`` (already pinned or not needing it); False when it is bigger than the tier."""

@@ -162,6 +162,8 @@ def build(config: AgentConfig) -> tuple[Any, Any]:
         cache = ModelCache(aws.ObjectStore(s3, mc.store_bucket), resolver, mc.cache_dir, mc.max_cache_bytes,
                            hot_models=config.hot_models, observe=metrics.emit)
     backend = create(config)
+    if getattr(backend, "ram_tier", None) is not None:
+        backend.ram_tier.observe = metrics.emit  # ModelRamHits / ModelRamMisses
     agent = Agent(
         config, consumer=_consumer(config, worker_id, _warm_tiers(cache, backend)),
         store=JobStore(config.job_table, aws.client("dynamodb", config.region, config.endpoints)),
@@ -174,12 +176,14 @@ def build(config: AgentConfig) -> tuple[Any, Any]:
 
 def _warm_tiers(cache: Any, backend: Any) -> Any:
     """model -> tier for the affinity consumer: the disk cache's entries, and the models in the backend's
-    host-RAM tier where it has one (``backend.ram_tier``, a runtime.model_cache.HostRamTier)."""
+    host-RAM tier where it has one (``backend.ram_tier``, a runtime.model_cache.HostRamTier, keyed
+    ``<model id>@<architecture>`` by the diffusers backend; model ids never hold "@")."""
     from runtime.queues.affinity import tier_map
 
     def tiers() -> dict[str, int]:
         ram = getattr(backend, "ram_tier", None)
-        return tier_map(cache.models_on_disk() if cache is not None else (), ram.keys() if ram is not None else ())
+        in_ram = ram.keys() if ram is not None else []
+        return tier_map(cache.models_on_disk() if cache is not None else (), [k.partition("@")[0] for k in in_ram])
 
     return tiers
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -237,3 +238,34 @@ def test_the_job_scheduler_is_a_fresh_one_per_call_and_unknown_names_are_input_e
         backend.run(_job("j4", scheduler="warp drive"))
     outcomes = backend.run_batch([_job("b1", steps=3), _job("b2", steps=3, scheduler="DDIMScheduler")])
     assert [o.metadata["batch_jobs"] for o in outcomes] == [1, 1]  # another scheduler is another call
+
+
+def test_the_real_host_ram_tier_serves_a_switch_back_and_keeps_its_bound(models):
+    from runtime.model_cache.ram_tier import HostRamTier
+
+    events: list[dict[str, float]] = []
+    backend = _backend(options=DiffusersOptions(compile="off", buckets=((64, 64),), host_ram_gib=1.0))
+    assert isinstance(backend.ram_tier, HostRamTier) and backend.ram_tier.max_bytes == 2**30
+    backend.ram_tier.observe = lambda values, _props: events.append(values)
+    for model in ("a", "b", "a"):
+        backend.load_model(model, models[model])
+        backend.run(_job(model))
+    assert backend.loads == {"disk": 2, "ram": 1}
+    kept = backend.ram_tier.keys()
+    assert sorted(key.split("@")[0] for key in kept) == ["a", "b"]
+    assert 0 < backend.ram_tier.used_bytes() <= backend.ram_tier.max_bytes
+    assert any(values.get("ModelRamHits") for values in events)
+
+    off = _backend(options=DiffusersOptions(compile="off", buckets=((64, 64),), host_ram_gib=0))
+    assert off.ram_tier is None
+    for model in ("a", "b", "a"):
+        off.load_model(model, models[model])
+        off.run(_job(model))
+    assert off.loads == {"disk": 3, "ram": 0}
+
+
+def test_host_ram_bound_is_validated_with_the_key_named():
+    with pytest.raises(OptionsError, match=r"diffusers\.host_ram_gib"):
+        DiffusersOptions.from_mapping({"host_ram_gib": -1})
+    auto = DiffusersOptions.from_mapping({})
+    assert 0 < auto.host_ram_bytes() < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
