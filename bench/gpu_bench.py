@@ -24,31 +24,17 @@ from pathlib import Path
 from typing import Any
 
 START = time.monotonic()
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-class DictTier:
-    """A bounded host-RAM tier for the switch measurement (the agent's own tier is issue 18's)."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, Any] = {}
-
-    def get(self, key: str) -> Any:
-        return self.items.get(key)
-
-    def put(self, key: str, tensors: Any, nbytes: int) -> bool:
-        self.items[key] = tensors
-        return True
-
-
-def _backend(args: argparse.Namespace, compiled: bool, **kwargs: Any) -> Any:
+def _backend(args: argparse.Namespace, compiled: bool, ram_gib: float = 0, **kwargs: Any) -> Any:
     from runtime.backends.diffusers import DiffusersBackend
     from runtime.backends.diffusers_options import DiffusersOptions
 
     options = DiffusersOptions(
         compile="on" if compiled else "off", compile_mode=args.mode, buckets=((args.size, args.size),),
         batch_sizes=tuple(args.batches) if args.batch_compiled else (1,), max_batch=max(args.batches),
-        compile_cache_dir=str(args.work / "compile-work"), compile_cache_stores=(str(args.work / "compile-store"),))
+        compile_cache_dir=str(args.work / "compile-work"), compile_cache_stores=(str(args.work / "compile-store"),),
+        host_ram_gib=ram_gib)
     return DiffusersBackend(device=args.device, options=options, **kwargs)
 
 
@@ -94,9 +80,10 @@ def _throughput(args: argparse.Namespace, backend: Any) -> dict[int, float]:
     return out
 
 
-def _switch(args: argparse.Namespace, models: dict[str, Path], tier: Any) -> float:
-    """Seconds to make model a resident again after b, through ``tier`` (None: the local disk)."""
-    backend = _backend(args, compiled=False, **({"ram_tier": tier} if tier else {}))
+def _switch(args: argparse.Namespace, models: dict[str, Path], ram: bool) -> float:
+    """Seconds to make model a resident again after b: through the agent's host-RAM tier
+    (runtime.model_cache.ram_tier, pinned on CUDA) or, with ``ram`` false, from the local disk."""
+    backend = _backend(args, compiled=False, ram_gib=64 if ram else 0)
     for model in ("a", "b"):
         backend.load_model(model, models[model])
         backend._ensure_resident()
@@ -154,7 +141,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "size": args.size, "steps": args.steps, "compiled": compiled, "mode": args.mode,
         "eager_s": eager, "optimised_s": optimised, "first_image_cold_s": cold, "first_image_warm_s": warm,
         "images_per_s": {str(b): v for b, v in throughput.items()}, "batch_compiled": args.batch_compiled,
-        "switch_ram_s": _switch(args, models, DictTier()), "switch_disk_s": _switch(args, models, None),
+        "switch_ram_s": _switch(args, models, ram=True), "switch_disk_s": _switch(args, models, ram=False),
     }
 
 

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from fleetdev.worker_support import Stack, eventually, make_agent, run_in_thread
 from runtime.backends.base import JobInterrupted
 from runtime.backends.test_pattern import TestPatternBackend
 from runtime.worker.lifecycle import SPOT, Notice
-from fleetdev.worker_support import Stack, eventually, make_agent, run_in_thread
 
 WAIT = 30.0  # generous: a loaded 2-core machine
 
