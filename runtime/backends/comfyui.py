@@ -211,7 +211,8 @@ class ComfyUIBackend(Backend):
         response = _http.request(self._client, "GET", "/queue")
         body = _json(response) if response.status_code == 200 else {}
         mine = f"{job_id}."
-        for where in ("running", "pending"):
+        # Pending ones first: interrupting the running one first lets ComfyUI start the next pending one.
+        for where in ("pending", "running"):
             for item in body.get(f"queue_{where}") or []:
                 other = item[1] if isinstance(item, list) and len(item) > 1 else None
                 if not isinstance(other, str) or not other.startswith(mine) or other == prompt_id:
