@@ -101,6 +101,7 @@ class AgentConfig:
     cancel_poll_seconds: float = 2.0  # how often a running job's cancel flag is read
     prefetch_jobs: int = 1  # messages received ahead while a job runs (0: serial; Kafka is always serial)
     claim_ahead: bool = False  # start the next attempt just before the running job ends (docs/worker.md)
+    overlap_settle: bool = False  # settle job N (upload, record, ack) while N+1 runs (docs/worker.md)
     metrics_sink: str = "agent"  # agent (CloudWatch agent EMF socket) | stdout | memory | off
     metrics_log_group: str = "/genai-fleet/worker"  # log group the CloudWatch agent writes EMF records to
     worker_id: str | None = None  # default: the EC2 instance id from IMDS
@@ -197,6 +198,7 @@ _WORKER_OPTIONS: dict[str, Any] = {
     "backend_model_dir": None, "backend_ready_timeout_seconds": int, "retry_delay_seconds": int,
     "cancel_poll_seconds": float, "metrics_sink": str, "worker_id": None, "metrics_log_group": str,
     "heartbeat_file": None, "prefetch_jobs": int, "claim_ahead": "bool",
+    "overlap_settle": "bool",
 }
 METRICS_SINKS = ("agent", "stdout", "memory", "off")
 

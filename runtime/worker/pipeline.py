@@ -18,6 +18,12 @@ its turn comes. Why it is off by default: if the worker dies (OOM, SIGKILL) whil
 the claimed-ahead job has an attempt counted that it never ran - a poison job can use up its neighbour's
 attempts (``make chaos``, worker-killing-job, caught this). Without it, the claim (one conditional write) is
 on the backend's path.
+
+Overlapped settling (``overlap_settle``, off by default) has the same flaw one job back: job N settles while
+N+1 runs, so a worker killed by N+1 (an OOM job) also loses N's attempt although N ran to the end, and a
+poison job used up the attempts of the job before it (``make chaos`` worker-killing-job, in CI). Off, job N is
+settled before N+1 is claimed; only receiving, inputs and the model of N+1 overlap N's run. Turning either on
+safely needs the record to tell an attempt that finished running from one that died running (not built).
 """
 
 from __future__ import annotations
@@ -109,7 +115,8 @@ class Pipeline:
             idle_since = time.monotonic()
             if isinstance(claimed, str):
                 continue  # settled at the claim (final already, canceled while queued, attempts used up)
-            agent.execute(claimed, self.settler, on_run=lambda n=done: self._schedule_ahead(max_jobs, n))
+            settler = self.settler if agent.config.overlap_settle else None  # None: settled before N+1 starts
+            agent.execute(claimed, settler, on_run=lambda n=done: self._schedule_ahead(max_jobs, n))
             self._observe_run(claimed)
         return done
 

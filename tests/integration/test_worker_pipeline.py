@@ -95,10 +95,11 @@ def test_spot_notice_hands_back_the_prefetched_job_and_finishes_the_running_one(
     assert stack.counts() == (1, 0)
 
 
-@pytest.mark.parametrize("claim_ahead", [False, True])
-def test_a_saturated_queue_runs_every_job_once(stack, claim_ahead):
+@pytest.mark.parametrize(("claim_ahead", "overlap_settle"), [(False, False), (False, True), (True, True)])
+def test_a_saturated_queue_runs_every_job_once(stack, claim_ahead, overlap_settle):
     ids = [stack.submit(prompt=f"j{i}", width=64, height=64, seed=i) for i in range(12)]
-    agent = make_agent(stack, stack.config(test_pattern_delay_seconds=0.05, claim_ahead=claim_ahead))
+    agent = make_agent(stack, stack.config(test_pattern_delay_seconds=0.05, claim_ahead=claim_ahead,
+                                           overlap_settle=overlap_settle))
     assert agent.run(max_jobs=len(ids)) == len(ids)
     records = [stack.store.get(j) for j in ids]
     assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in records)
