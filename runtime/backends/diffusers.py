@@ -262,9 +262,11 @@ class DiffusersBackend(Backend):
         """Keep the outgoing weights in the RAM tier; bring the incoming ones from it if it has them."""
         if isinstance(self._ram, NoRamTier):
             return False  # no tier: do not copy gigabytes to host memory for nothing
-        pin = self.device.startswith("cuda")
-        tensors, nbytes = snapshot(current.pipe, pin=pin)
-        self._ram.put(f"{current.model_id}@{current.arch}", tensors, nbytes)
+        outgoing = f"{current.model_id}@{current.arch}"
+        held = self._ram.keys()  # a look, not a use: no hit or miss counted
+        if outgoing not in held:  # came from the tier and is still there: nothing to copy
+            tensors, nbytes = snapshot(current.pipe, pin=self.device.startswith("cuda"))
+            self._ram.put(outgoing, tensors, nbytes)
         incoming = self._ram.get(f"{model_id}@{current.arch}")
         if incoming is None or not restore_into(current.pipe, incoming):
             return False

@@ -135,6 +135,9 @@ class BoundedTier:
         self.items[key] = (tensors, nbytes)
         return True
 
+    def keys(self) -> list[str]:
+        return list(self.items)
+
 
 def test_switching_models_goes_through_the_ram_tier_and_back_to_the_same_images(models):
     tier = BoundedTier(limit=1 << 30)
@@ -148,6 +151,41 @@ def test_switching_models_goes_through_the_ram_tier_and_back_to_the_same_images(
     assert a1 == a2 != b1
     assert backend.loads == {"disk": 2, "ram": 1}  # a came back from host RAM, not from disk
     assert [key.split("@")[0] for key, _ in tier.puts] == ["a", "b"] and all(n > 0 for _, n in tier.puts)
+
+
+def test_a_model_that_came_from_the_tier_is_not_copied_back_to_it(models):
+    tier = BoundedTier(limit=1 << 30)
+    backend = _backend(ram_tier=tier)
+    images = {}
+    for step, model in enumerate(("a", "b", "a", "b", "a")):
+        backend.load_model(model, models[model])
+        images.setdefault(model, set()).add(backend.run(_job(f"{model}{step}")).outputs[0].data)
+    assert all(len(v) == 1 for v in images.values()) and images["a"] != images["b"]
+    assert backend.loads == {"disk": 2, "ram": 3}
+    # a and b are copied to host memory once each, when first switched away from; never again
+    assert [key.split("@")[0] for key, _ in tier.puts] == ["a", "b"]
+
+
+def test_snapshot_is_one_aligned_buffer_that_keeps_each_tensors_layout():
+    import torch
+
+    from runtime.backends.diffusers_ram import ALIGN, snapshot
+
+    class Pipe:
+        unet = torch.nn.Conv2d(3, 5, 3).to(memory_format=torch.channels_last)
+        vae = torch.nn.Linear(7, 3).to(torch.float16)
+
+    tensors, total = snapshot(Pipe(), pin=False)
+    weights = {f"unet.{k}": v for k, v in Pipe.unet.state_dict().items()}
+    weights |= {f"vae.{k}": v for k, v in Pipe.vae.state_dict().items()}
+    assert set(tensors) == set(weights)
+    for key, value in weights.items():
+        host = tensors[key]
+        assert torch.equal(host, value) and host.dtype == value.dtype and host.stride() == value.stride()
+        assert host.data_ptr() % ALIGN == 0 and host.data_ptr() != value.data_ptr()
+    storages = {t.untyped_storage().data_ptr() for t in tensors.values()}
+    assert len(storages) == 1  # one allocation (one page-locked allocation on CUDA), not one per tensor
+    assert total >= sum(v.numel() * v.element_size() for v in weights.values())
 
 
 def test_a_tier_that_is_full_sends_the_switch_to_disk(models):
