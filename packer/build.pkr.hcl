@@ -78,10 +78,14 @@ build {
 
   // The worker agent (this repository's runtime, pinned to git_revision) and its systemd units.
   provisioner "shell" {
-    script           = "${path.root}/scripts/install-agent.sh"
-    environment_vars = concat(local.agent_env, ["FLAVOR=cuda"])
-    execute_command  = local.sudo_execute
-    only             = ["amazon-ebs.cuda"]
+    script = "${path.root}/scripts/install-agent.sh"
+    environment_vars = concat(local.agent_env, [
+      "FLAVOR=cuda",
+      "EXTRA_PIP_PACKAGES=${join(" ", var.cuda_agent_pip_packages)}",
+      "EXTRA_INDEX_URL=${var.cuda_agent_pip_index_url}",
+    ])
+    execute_command = local.sudo_execute
+    only            = ["amazon-ebs.cuda"]
   }
 
   provisioner "shell" {

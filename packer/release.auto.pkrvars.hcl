@@ -3,8 +3,11 @@ ami_version = "0.1.0"
 
 // Source AMIs (owner amazon). The newest image that matches is used; the Version tag and
 // the manifest record which one it was.
-cuda_source_ami_name   = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
-neuron_source_ami_name = "Deep Learning AMI Neuron (Ubuntu 22.04) *"
+cuda_source_ami_name = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
+// The Neuron image is pinned to a Neuron SDK 2.20 release (the SDK optimum-neuron 0.0.28 is built for; the
+// Neuron DLAMI guide names this image for SDK 2.20): a newer DLAMI brings a runtime the pinned compiler
+// and torch-neuronx do not match. Move both together.
+neuron_source_ami_name = "Deep Learning AMI Neuron (Ubuntu 22.04) 20241027"
 
 // CUDA flavour backends.
 comfyui_version = "v0.3.76"
@@ -12,8 +15,13 @@ a1111_version   = "v1.10.1"
 torch_version   = "2.5.1"
 torch_index_url = "https://download.pytorch.org/whl/cu124"
 
+// The agent's diffusers backend (its own venv; pyproject's `diffusers` group, which needs torch >= 2.6, so
+// not ComfyUI's torch above). torch 2.11 is what the H100 benchmark in the README ran (cu130 there; cu128
+// wheels run on the DLAMI's 570+ drivers). tests/unit/test_packer.py keeps these equal to the group's pins.
+cuda_agent_pip_packages  = ["torch==2.11.0", "diffusers==0.42.1", "transformers==5.23.0", "accelerate==1.15.0", "safetensors==0.8.0"]
+cuda_agent_pip_index_url = "https://download.pytorch.org/whl/cu128"
+
 // Neuron flavour: the agent's diffusers / optimum-neuron backend. The diffusers extra brings the Stable
 // Diffusion pipelines (diffusers 0.28-0.30.3); 0.0.28's neuronx extra pins neuronx-cc 2.15.143 and
-// torch-neuronx 2.1.2 (Neuron SDK 2.20), while neuron_source_ami_name takes the newest Neuron DLAMI:
-// pin that pattern to an SDK 2.20 image, or move optimum-neuron to the release of the DLAMI's SDK.
+// torch-neuronx 2.1.2 (Neuron SDK 2.20), matching neuron_source_ami_name above.
 neuron_pip_packages = ["optimum-neuron[neuronx,diffusers]==0.0.28"]

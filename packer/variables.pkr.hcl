@@ -147,6 +147,24 @@ variable "torch_index_url" {
   }
 }
 
+variable "cuda_agent_pip_packages" {
+  type        = list(string)
+  description = "Pinned pip requirements for the agent's diffusers backend on the CUDA AMI (pyproject's diffusers group)."
+  validation {
+    condition     = length(var.cuda_agent_pip_packages) > 0 && alltrue([for p in var.cuda_agent_pip_packages : length(split("==", p)) == 2])
+    error_message = "Every cuda_agent_pip_packages entry must pin an exact version with ==."
+  }
+}
+
+variable "cuda_agent_pip_index_url" {
+  type        = string
+  description = "Extra pip index for the agent's CUDA torch wheel, e.g. https://download.pytorch.org/whl/cu128."
+  validation {
+    condition     = can(regex("^https://", var.cuda_agent_pip_index_url))
+    error_message = "The cuda_agent_pip_index_url must be an https URL."
+  }
+}
+
 variable "neuron_pip_packages" {
   type        = list(string)
   description = "Pinned pip requirements for the agent's Neuron backend (optimum-neuron and friends)."

@@ -360,3 +360,30 @@ def test_model_cache_boot_script(tmp_path, models, expect, absent):
     for text in absent:
         assert text not in proc.stderr
     assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z setup-model-cache: ", proc.stderr, re.M)
+
+
+def _release_values() -> dict[str, Any]:
+    return {k: _unq(v) for k, v in _load(PACKER / "release.auto.pkrvars.hcl").items()}
+
+
+def test_cuda_agent_gets_the_diffusers_group_at_versions_the_group_allows():
+    """The CUDA AMI's agent runs the diffusers backend: every requirement of pyproject's `diffusers` group is
+    installed, pinned to a version the group accepts (a bump of one side that the other refuses fails here)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    group = [Requirement(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["diffusers"]]
+    pins = {Requirement(p).name: next(iter(Requirement(p).specifier)).version
+            for p in map(_unq, _release_values()["cuda_agent_pip_packages"])}
+    assert {r.name for r in group} <= set(pins), f"not installed on the CUDA AMI: {({r.name for r in group} - set(pins))}"
+    for requirement in group:
+        assert requirement.specifier.contains(pins[requirement.name]), (requirement, pins[requirement.name])
+    assert _release_values()["cuda_agent_pip_index_url"].startswith("https://download.pytorch.org/whl/cu")
+
+
+def test_neuron_source_image_is_pinned_not_the_newest():
+    """optimum-neuron's pins match one Neuron SDK; a floating DLAMI pattern would bring another SDK's runtime."""
+    name = _release_values()["neuron_source_ami_name"]
+    assert "*" not in name and re.search(r"\d{8}$", name), name
