@@ -49,6 +49,7 @@ class Resident:
     eager_unet: Any
     compiled_unet: Any = None
     compile_warm: bool = False
+    cold_compile_skipped: bool = False
     by_task: dict[str, Any] = field(default_factory=dict)
     scheduler: Any = None  # the model's own scheduler, the template of each call's fresh one
 
@@ -144,6 +145,7 @@ class DiffusersBackend(Backend):
         saved = self._compile_cache.save() if resident.compiled_unet is not None and self._compile_cache else 0
         return {"model": model_id, "buckets": len(buckets), "batch_sizes": list(self.options.batch_sizes),
                 "compiled": resident.compiled_unet is not None, "cache_was_warm": resident.compile_warm,
+                "cold_compile_skipped": resident.cold_compile_skipped,
                 "cache_bytes": saved, "seconds": round(time.monotonic() - started, 3)}
 
     def close(self) -> None:
@@ -288,6 +290,11 @@ class DiffusersBackend(Backend):
             map(str, self.options.batch_sizes)), gpu, self.options.compile_mode, torch.__version__,
             diffusers.__version__)
         resident.compile_warm = cache.activate(key)
+        if not resident.compile_warm and self.options.cold_compile == "skip":
+            resident.cold_compile_skipped = True
+            log.warning("no compile cache for %s in %s: serving the eager UNet (diffusers.cold_compile=skip; an "
+                        "instance with cold_compile=compile fills it)", key.slug, self.options.compile_cache_stores)
+            return
         resident.compiled_unet = loading.compile_unet(resident.pipe, self.options.compile_mode, self.device)
 
     def _free_device(self) -> None:

@@ -20,6 +20,7 @@ SD_BUCKETS = ((512, 512), (512, 768), (768, 512))
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 COMPILE = ("auto", "on", "off")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COLD_COMPILE = ("skip", "compile")
 
 
 class OptionsError(BackendError):
@@ -45,6 +46,11 @@ class DiffusersOptions:
     compile: str = "auto"  # auto: torch.compile on CUDA only (an Inductor CPU compile costs more than it saves)
     compile_mode: str = "max-autotune"  # Inductor autotuning + CUDA graphs: the fastest steady state on H100/H200
     channels_last: bool = True
+    # With nothing cached for the key, a compile takes minutes per bucket (one SDXL bucket with max-autotune had
+    # not finished after 480 s on an H100): longer than the launching lifecycle hook waits, so an instance would
+    # be abandoned, and the next one would start cold again. "skip": serve the eager UNet until a store holds
+    # this key's cache; "compile": pay it (the instance or build that fills the cache, the GPU benchmark).
+    cold_compile: str = "skip"
     buckets: tuple[tuple[int, int], ...] = ()  # empty: the family's defaults (SDXL_BUCKETS / SD_BUCKETS)
     batch_sizes: tuple[int, ...] = (1,)  # batch sizes compiled at warm-up (each is its own graph)
     max_batch: int = 4  # the most jobs run_batch accepts at once
@@ -61,7 +67,8 @@ class DiffusersOptions:
         if unknown:
             raise OptionsError(f"diffusers: unknown key(s) {', '.join(sorted(unknown))}; "
                                f"known: {', '.join(sorted(cls.__dataclass_fields__))}")
-        for key, allowed in (("dtype", DTYPES), ("compile", COMPILE), ("compile_mode", COMPILE_MODES)):
+        for key, allowed in (("dtype", DTYPES), ("compile", COMPILE), ("compile_mode", COMPILE_MODES),
+                             ("cold_compile", COLD_COMPILE)):
             if key in raw and raw[key] not in allowed:
                 raise OptionsError(f"diffusers.{key}: {raw[key]!r} is not one of {', '.join(allowed)}")
         if "buckets" in raw:

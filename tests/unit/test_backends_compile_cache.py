@@ -103,8 +103,9 @@ _BACKEND_CHILD = textwrap.dedent("""
     from runtime.backends.diffusers_options import DiffusersOptions
     from torch._dynamo.utils import counters
     work, store, model = (Path(a) for a in sys.argv[1:4])
+    extra = {"cold_compile": sys.argv[4]} if len(sys.argv) > 4 else {}  # else the default
     options = DiffusersOptions(compile="on", buckets=((64, 64),), compile_cache_dir=str(work),
-                               compile_cache_stores=(str(store),))
+                               compile_cache_stores=(str(store),), **extra)
     backend = DiffusersBackend(device="cpu", options=options)
     report = backend.warm_up("a", model)
     job = {"inputs": {"prompt": "a cat", "steps": 2, "width": 64, "height": 64, "seed": 1}}
@@ -120,21 +121,26 @@ _BACKEND_CHILD = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_backend_warm_up_compiles_once_and_a_new_instance_starts_from_the_saved_cache(tmp_path: Path):
-    """The backend's own path: warm-up compiles the bucket (cold), saves to the store; a second process with an
-    empty working folder (a new instance) restores it and compiles from the cache. About 90 s on 2 busy cores."""
+    """The backend's own path: an instance with the default options and nothing cached serves eager (a cold compile
+    is never paid at boot); one with cold_compile=compile compiles the bucket and saves to the store; a third
+    process with an empty working folder and the default options (a new instance) restores it and compiles from
+    the cache. About 100 s on 2 busy cores."""
     from bench.diffusers_models import tiny_sd
 
     model = tiny_sd(tmp_path / "model")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHINDUCTOR_", "TRITON_"))}
     runs = []
-    for instance in ("first", "second"):
+    for instance, mode in (("skipping", []), ("filling", ["compile"]), ("new", [])):
         done = subprocess.run([sys.executable, "-c", _BACKEND_CHILD, str(tmp_path / instance), str(tmp_path / "store"),
-                               str(model)], capture_output=True, text=True, timeout=500, env=env, check=False,
+                               str(model), *mode], capture_output=True, text=True, timeout=500, env=env, check=False,
                               cwd=Path(__file__).resolve().parents[2])
         assert done.returncode == 0, done.stderr[-3000:]
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    cold, warm = runs
+    skipped, cold, warm = runs
+    assert skipped["cold_compile_skipped"] and not skipped["compiled"] and skipped["cache_bytes"] == 0
+    assert not skipped["bucket_compiled"] and skipped["miss"] == 0 and skipped["png"].startswith("89504e47")  # eager
     assert cold["compiled"] and cold["cache_was_warm"] is False and cold["miss"] >= 1 and cold["cache_bytes"] > 0
     assert warm["cache_was_warm"] is True and warm["hit"] >= 1 and warm["miss"] == 0
+    assert not cold["cold_compile_skipped"] and not warm["cold_compile_skipped"]
     assert cold["bucket_compiled"] and warm["bucket_compiled"] and not cold["odd_compiled"]  # odd sizes run eager
     assert cold["png"] == warm["png"]

@@ -245,6 +245,9 @@ def test_options_name_the_key_and_the_allowed_values():
         DiffusersOptions.from_mapping({"buckets": ["1000x7"]})
     with pytest.raises(OptionsError, match="unknown key"):
         DiffusersOptions.from_mapping({"bucket": []})
+    with pytest.raises(OptionsError, match=r"diffusers\.cold_compile: 'always' is not one of skip, compile"):
+        DiffusersOptions.from_mapping({"cold_compile": "always"})
+    assert DiffusersOptions().cold_compile == "skip"  # a cold compile is never paid at boot unless asked for
     with pytest.raises(OptionsError, match="max_batch"):
         DiffusersOptions.from_mapping({"max_batch": 2, "batch_sizes": [4]})
     assert json.dumps(DiffusersOptions().buckets_for("sdxl")[0]) == "[1024, 1024]"

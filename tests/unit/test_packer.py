@@ -377,7 +377,8 @@ def test_cuda_agent_gets_the_diffusers_group_at_versions_the_group_allows():
         "optional-dependencies"]["diffusers"]]
     pins = {Requirement(p).name: next(iter(Requirement(p).specifier)).version
             for p in map(_unq, _release_values()["cuda_agent_pip_packages"])}
-    assert {r.name for r in group} <= set(pins), f"not installed on the CUDA AMI: {({r.name for r in group} - set(pins))}"
+    missing = {r.name for r in group} - set(pins)
+    assert not missing, f"not installed on the CUDA AMI: {missing}"
     for requirement in group:
         assert requirement.specifier.contains(pins[requirement.name]), (requirement, pins[requirement.name])
     assert _release_values()["cuda_agent_pip_index_url"].startswith("https://download.pytorch.org/whl/cu")
