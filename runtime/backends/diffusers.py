@@ -32,7 +32,7 @@ from runtime.backends.base import (
     OutputFile,
 )
 from runtime.backends.diffusers_batch import JobArgs, call_arguments, job_args, split
-from runtime.backends.diffusers_compile import CompileCache, CompileKey, DirectoryStore
+from runtime.backends.diffusers_compile import CacheStore, CompileCache, CompileKey, DirectoryStore, S3Store
 from runtime.backends.diffusers_options import DiffusersOptions
 from runtime.backends.diffusers_ram import HostRamTier, NoRamTier, architecture, restore_into, snapshot
 
@@ -62,6 +62,7 @@ class DiffusersBackend(Backend):
                  options: DiffusersOptions | None = None, ram_tier: HostRamTier | None = None,
                  compile_cache: CompileCache | None = None, **_: Any) -> None:
         self.device = device
+        self._config = config
         self.options = options or DiffusersOptions.from_mapping(getattr(config, "diffusers", None))
         self._factory = pipeline_factory
         self._generator_factory = generator_factory or self._torch_generator
@@ -282,8 +283,7 @@ class DiffusersBackend(Backend):
 
         buckets = self.options.buckets_for(loading.family(resident.pipe))
         torch._dynamo.config.cache_size_limit = max(8, 2 * len(buckets) * len(self.options.batch_sizes))
-        cache = self._compile_cache or CompileCache(self.options.compile_cache_dir, [
-            DirectoryStore(s) for s in (*self.options.compile_cache_stores, self.options.compile_cache_dir + "/saved")])
+        cache = self._compile_cache or CompileCache(self.options.compile_cache_dir, self._cache_stores())
         self._compile_cache = cache
         gpu = torch.cuda.get_device_name() if self.device.startswith("cuda") else "cpu"
         key = CompileKey(resident.arch, ",".join(f"{w}x{h}" for w, h in buckets) + ";b" + ",".join(
@@ -296,6 +296,25 @@ class DiffusersBackend(Backend):
                         "instance with cold_compile=compile fills it)", key.slug, self.options.compile_cache_stores)
             return
         resident.compiled_unet = loading.compile_unet(resident.pipe, self.options.compile_mode, self.device)
+
+    def _cache_stores(self) -> list[CacheStore]:
+        """The configured stores in order (folders, ``s3://`` URLs), then the model store's ``compile-cache/``
+        (the fleet's shared one, when the agent has a model store), then the instance's own saved copy."""
+        urls = list(self.options.compile_cache_stores)
+        bucket = getattr(getattr(self._config, "model_cache", None), "store_bucket", None)
+        if bucket and f"s3://{bucket}/compile-cache" not in urls:
+            urls.append(f"s3://{bucket}/compile-cache")
+        stores: list[CacheStore] = []
+        for url in urls:
+            if url.startswith("s3://"):
+                from runtime import aws_clients
+
+                client = aws_clients.client("s3", profile="worker", region=getattr(self._config, "region", None),
+                                            endpoint_url=(getattr(self._config, "endpoints", None) or {}).get("s3"))
+                stores.append(S3Store.from_url(url, client))
+            else:
+                stores.append(DirectoryStore(url))
+        return [*stores, DirectoryStore(self.options.compile_cache_dir + "/saved")]
 
     def _free_device(self) -> None:
         if self.device.startswith("cuda"):

@@ -66,6 +66,52 @@ class DirectoryStore:
         tmp.replace(self.root / f"{slug}.tar")  # atomic: a reader never sees half an archive
 
 
+class S3Store:
+    """``s3://bucket/prefix/<slug>.tar``: the fleet's shared cache, next to the models in the model store.
+
+    Workers may read the model store, not write it (least privilege): one run with ``cold_compile: compile``
+    on the fleet's GPU type, with credentials that may write there (``tools/compile_cache.py``), fills the
+    key for every instance after it. A store that cannot be read is a miss, never a failed boot.
+    """
+
+    def __init__(self, client: object, bucket: str, prefix: str = "compile-cache") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    @classmethod
+    def from_url(cls, url: str, client: object) -> S3Store:
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not url.startswith("s3://") or not bucket:
+            raise ValueError(f"compile cache store {url!r}: expected s3://BUCKET/PREFIX")
+        return cls(client, bucket, prefix or "compile-cache")
+
+    def _key(self, slug: str) -> str:
+        return f"{self.prefix}/{slug}.tar" if self.prefix else f"{slug}.tar"
+
+    def get(self, slug: str) -> bytes | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(slug))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                log.warning("compile cache s3://%s/%s not read: %s", self.bucket, self._key(slug), exc)
+            return None
+        except BotoCoreError as exc:
+            log.warning("compile cache s3://%s/%s not read: %s", self.bucket, self._key(slug), exc)
+            return None
+
+    def put(self, slug: str, archive: bytes) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(slug), Body=archive,
+                                   ContentType="application/x-tar")
+        except (ClientError, BotoCoreError) as exc:  # a worker may not write the model store: by design
+            raise OSError(f"s3://{self.bucket}/{self._key(slug)}: {exc}") from exc
+
+
 def _pack(folder: Path) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
