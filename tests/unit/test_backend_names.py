@@ -59,3 +59,12 @@ def test_the_scan_finds_a_written_list(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text('KNOWN = ("comfyui", "a1111")\nONE = ("comfyui",)\n')
     assert _name_lists(sample) == [1]
+
+
+def test_packer_installs_every_http_backend_of_the_catalog():
+    """Packer cannot import the catalog; each HTTP backend's install script is checked against it instead."""
+    build = (ROOT / "packer" / "build.pkr.hcl").read_text()
+    for name in instance_contract.HTTP_BACKENDS:
+        assert name in base.CATALOG and "cuda" in base.CATALOG[name].flavors
+        assert (ROOT / "packer" / "scripts" / f"install-{name}.sh").is_file(), name
+        assert f"/scripts/install-{name}.sh" in build, name
