@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Console scripts of pyproject.toml's [project.scripts], installed by `make install`.
+BIN := $(VENV)/bin
 STACK ?= dev
 FLAVOR ?= cuda
 CHANNEL ?= prod
@@ -67,29 +69,29 @@ test: install
 	if [ -n "$$failed" ]; then echo "make test: failed:$$failed" >&2; exit 1; fi
 
 docs: install
-	$(PY) tools/config_docs.py
+	$(BIN)/genai-config-docs
 
 preview: install
-	$(PY) tools/preview.py --stack $(STACK)
+	$(BIN)/genai-preview --stack $(STACK)
 
 local: install
-	$(PY) -m fleetdev.local $(LOCAL_ARGS)
+	$(BIN)/genai-local $(LOCAL_ARGS)
 
 demo: install
-	$(PY) tools/demo.py $(DEMO_ARGS)
+	$(BIN)/genai-demo $(DEMO_ARGS)
 
 chaos: install
-	$(PY) tools/chaos.py $(CHAOS_ARGS)
+	$(BIN)/genai-chaos $(CHAOS_ARGS)
 
 bench: install
-	$(PY) tools/bench.py $(BENCH_ARGS)
+	$(BIN)/genai-bench $(BENCH_ARGS)
 
 ami: install
-	$(PY) tools/ami_build.py --flavor $(FLAVOR) $(if $(REGION),--region $(REGION)) $(AMI_ARGS)
+	$(BIN)/genai-ami --flavor $(FLAVOR) $(if $(REGION),--region $(REGION)) $(AMI_ARGS)
 
 # --- deploy (README "Deploying to AWS"); the pulumi commands get the stack's policy config every time ---
 policy-config: install policies/venv/.installed
-	$(PY) tools/preview.py --stack $(STACK) --emit-policy-config $(POLICY_CONFIG)
+	$(BIN)/genai-preview --stack $(STACK) --emit-policy-config $(POLICY_CONFIG)
 
 # The policy pack's own virtualenv (policies/PulumiPolicy.yaml: virtualenv venv).
 policies/venv/.installed: policies/requirements.txt
@@ -104,23 +106,23 @@ up: policy-config
 	$(PULUMI) up --stack $(STACK) --policy-pack policies --policy-pack-config $(POLICY_CONFIG) $(PULUMI_ARGS)
 
 promote-ami: install
-	$(PY) tools/stack_setup.py promote-ami --flavor $(FLAVOR) --channel $(CHANNEL) $(if $(AMI),--ami $(AMI)) \
+	$(BIN)/genai-stack promote-ami --flavor $(FLAVOR) --channel $(CHANNEL) $(if $(AMI),--ami $(AMI)) \
 		$(if $(ROLLBACK),--rollback) $(if $(REGION),--region $(REGION))
 
 webhook-secret: install
-	$(PY) tools/stack_setup.py webhook-secret --stack $(STACK)
+	$(BIN)/genai-stack webhook-secret --stack $(STACK)
 
 api-key: install
-	$(PY) tools/stack_setup.py api-key --stack $(STACK) --name "$(NAME)" $(if $(QUOTA),--quota-per-day $(QUOTA))
+	$(BIN)/genai-stack api-key --stack $(STACK) --name "$(NAME)" $(if $(QUOTA),--quota-per-day $(QUOTA))
 
 # Capacity planner (docs/planner.md): simulate the stack's fleet against a trace; PNG in plan-<stack>.png.
 plan: install
-	$(PY) -m planner run --stack $(STACK) --trace '$(TRACE)' --workload '$(WORKLOAD)' --plot plan-$(STACK).png \
+	$(BIN)/genai-plan run --stack $(STACK) --trace '$(TRACE)' --workload '$(WORKLOAD)' --plot plan-$(STACK).png \
 		$(SCALEOUT) $(PLAN_ARGS)
 
 plan-sweep: install
-	$(PY) -m planner sweep --stack $(STACK) --trace '$(TRACE)' --workload '$(WORKLOAD)' $(SCALEOUT) $(PLAN_ARGS)
+	$(BIN)/genai-plan sweep --stack $(STACK) --trace '$(TRACE)' --workload '$(WORKLOAD)' $(SCALEOUT) $(PLAN_ARGS)
 
 # Real account (AWS credentials): one scale-out of the spot group measured, undone, appended to the file above.
 measure-scaleout: install
-	$(PY) -m planner.measure --stack $(STACK) $(MEASURE_ARGS)
+	$(BIN)/genai-measure-scaleout --stack $(STACK) $(MEASURE_ARGS)

@@ -7,6 +7,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import config as fleet_config
+from components import naming
 from components.api import Api, ApiArgs
 from components.cdn_storage import CdnStorage, CdnStorageArgs
 from components.inference_cluster import InferenceCluster, InferenceClusterArgs
@@ -16,7 +17,6 @@ from components.model_store import ModelStore, ModelStoreArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.prerequisites import require as require_prerequisites
-from components.prerequisites import webhook_secret_parameter as webhook_secret_name
 from components.request_queue import RequestQueue, RequestQueueArgs
 
 # Fails with every bad key listed before any resource is declared.
@@ -33,33 +33,38 @@ opts = pulumi.ResourceOptions(providers=[provider])
 # AMI, webhook secret, API key, Lambda quota: a missing one fails the preview naming the command that makes it.
 require_prerequisites(cfg, provider)
 
-network = Network("network", NetworkArgs(config=cfg), opts=opts)
-models = ModelStore("models", ModelStoreArgs(config=cfg), opts=opts)
-outputs = CdnStorage("outputs", CdnStorageArgs(config=cfg),
-                     opts=opts)
-jobs = JobStore("jobs", JobStoreArgs(config=cfg), opts=opts)
-queue = RequestQueue("queue", RequestQueueArgs(config=cfg, vpc_id=network.vpc_id,
-                                               subnet_ids=network.private_subnet_ids), opts=opts)
-# A SecureString the operator creates once per environment (README: "Webhook signing secret").
-webhook_secret_parameter = webhook_secret_name(cfg)
+# Each component takes the slices of the config it reads (``stack`` is the identity: stack, region, environment).
+stack = cfg.identity
+network = Network("network", NetworkArgs(network=cfg.network, region=cfg.region), opts=opts)
+models = ModelStore("models", ModelStoreArgs(stack=stack), opts=opts)
+outputs = CdnStorage("outputs", CdnStorageArgs(stack=stack, storage=cfg.storage), opts=opts)
+jobs = JobStore("jobs", JobStoreArgs(stack=stack, storage=cfg.storage), opts=opts)
+queue = RequestQueue("queue", RequestQueueArgs(
+    stack=stack, queue=cfg.queue, storage=cfg.storage, max_workers=cfg.cluster.max_size,
+    vpc_id=network.vpc_id, subnet_ids=network.private_subnet_ids,
+), opts=opts)
 api = Api("api", ApiArgs(
-    config=cfg, job_table_name=jobs.table_name, job_table_arn=jobs.table_arn, queue=queue.endpoint,
-    model_bucket_name=models.bucket_name, model_bucket_arn=models.bucket_arn,
+    stack=stack, api=cfg.api, storage=cfg.storage, job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
+    queue=queue.endpoint, average_job_seconds=cfg.cluster.average_job_seconds, hot_models=cfg.cluster.hot_models,
+    model_groups=cfg.queue.model_groups, model_bucket_name=models.bucket_name, model_bucket_arn=models.bucket_arn,
 ), opts=opts)
 cluster = InferenceCluster("cluster", InferenceClusterArgs(
-    config=cfg, vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids, queue=queue.endpoint,
+    stack=stack, cluster=cfg.cluster, queue_settings=cfg.queue, tags=cfg.tags,
+    vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids, queue=queue.endpoint,
     model_store_bucket_name=models.bucket_name, model_store_bucket_arn=models.bucket_arn,
     outputs_bucket_name=outputs.bucket_name, outputs_bucket_arn=outputs.bucket_arn, cdn_domain=outputs.cdn_domain,
     job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
 ), opts=opts)
 # Dead letters and dead workers end final; webhooks come from the table's stream, never from a worker.
+# The webhook secret is a SecureString the operator creates once per environment (README: "Webhook signing secret").
 events = JobEvents("events", JobEventsArgs(
-    config=cfg, job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
-    job_table_stream_arn=jobs.stream_arn, webhook_secret_parameter_name=webhook_secret_parameter,
-    api_url=api.api_url, queue=queue.endpoint,
+    stack=stack, storage=cfg.storage, max_attempts=cfg.queue.max_receive_count,
+    job_table_name=jobs.table_name, job_table_arn=jobs.table_arn, job_table_stream_arn=jobs.stream_arn,
+    webhook_secret_parameter_name=naming.webhook_secret_parameter(stack), api_url=api.api_url, queue=queue.endpoint,
 ), opts=opts)
 monitoring = Monitoring("monitoring", MonitoringArgs(
-    config=cfg, queue=queue.endpoint, spot_group_name=cluster.spot_group_name,
+    stack=stack, monitoring=cfg.monitoring, storage=cfg.storage, cluster=cfg.cluster, queue_settings=cfg.queue,
+    queue=queue.endpoint, spot_group_name=cluster.spot_group_name,
     on_demand_group_name=cluster.on_demand_group_name if cfg.cluster.on_demand_base > 0 else None,
     api_id=api.api_id,
 ), opts=opts)

@@ -27,8 +27,8 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
-from components import lambda_package
-from components.config import FleetConfig
+from components import lambda_package, naming
+from components.config import ApiSettings, StackIdentity, StorageSettings
 from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint
 from runtime.api.environment import ApiConfig, AuthorizerConfig
 from runtime.queue_names import KAFKA_TOPIC
@@ -52,8 +52,14 @@ ACCESS_LOG_FORMAT = json.dumps({k: f"$context.{v}" for k, v in {
 
 @dataclass
 class ApiArgs:
-    config: FleetConfig
-    """Stack config: ``api`` (auth, rate, burst, quota), ``queue.kind``, hot models, log retention, names."""
+    stack: StackIdentity
+    """``FleetConfig.identity``: function and API names, the API key prefix and its ARN (region)."""
+
+    api: ApiSettings
+    """``FleetConfig.api``: auth mode, rate and burst limits, key quota, ``Prefer: wait`` cap, reserved concurrency."""
+
+    storage: StorageSettings
+    """``FleetConfig.storage``: ``log_retention_days`` of the function and access log groups."""
 
     job_table_name: pulumi.Input[str]
     """The job table (components/job_store.py)."""
@@ -63,6 +69,15 @@ class ApiArgs:
 
     queue: QueueEndpoint
     """Where jobs go (RequestQueue.endpoint); a Kafka endpoint puts the functions in its private subnets."""
+
+    average_job_seconds: float
+    """``FleetConfig.cluster.average_job_seconds``: the queue-position estimate in job responses."""
+
+    hot_models: tuple[str, ...] = ()
+    """``FleetConfig.cluster.hot_models``: ``GET /v1/models`` lists them when the store has no manifest."""
+
+    model_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """``FleetConfig.queue.model_groups``: which group queue a job for a model goes to (SQS only)."""
 
     model_bucket_name: pulumi.Input[str] | None = None
     """Model store bucket: ``GET /v1/models`` reads its manifest; without it, the hot models are listed."""
@@ -83,26 +98,24 @@ class Api(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ApiArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("genai:api:Api", name, None, opts)
-        self._name, self._args, self._cfg = name, args, args.config
-        cfg = args.config
-        if args.queue.kind != cfg.queue.kind:
-            raise ValueError(f"ApiArgs.queue is a {args.queue.kind} endpoint but queueKind is {cfg.queue.kind}")
-        self.api_keys_prefix = f"/genai-fleet/{cfg.environment}/api-keys"
+        self._name, self._args = name, args
+        stack, settings = args.stack, args.api
+        self.api_keys_prefix = naming.api_keys_prefix(stack)
         self._account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
         self._param_arn = self._account.apply(
-            lambda acct: f"arn:aws:ssm:{cfg.region}:{acct}:parameter{self.api_keys_prefix}/*")
+            lambda acct: f"arn:aws:ssm:{stack.region}:{acct}:parameter{self.api_keys_prefix}/*")
         code = _code_archive()
         handler_fn, handler_log = self._create_function(
             "handler", "runtime.api.handler.lambda_handler", code, self._handler_statements(), 512,
-            self._environment(), kafka=isinstance(args.queue, KafkaEndpoint), reserved=cfg.api.reserved_handler)
-        api = aws.apigatewayv2.Api(f"{name}-http", name=f"{cfg.resource_prefix()}-api", protocol_type="HTTP",
+            self._environment(), kafka=isinstance(args.queue, KafkaEndpoint), reserved=settings.reserved_handler)
+        api = aws.apigatewayv2.Api(f"{name}-http", name=f"{stack.resource_prefix()}-api", protocol_type="HTTP",
                                    description="genai-fleet job API", opts=self._opts())
         integration = aws.apigatewayv2.Integration(
             f"{name}-integration", api_id=api.id, integration_type="AWS_PROXY",
             integration_uri=handler_fn.invoke_arn, payload_format_version="2.0", timeout_milliseconds=30000,
             opts=self._opts())
         self._allow_invoke("handler", handler_fn, api)
-        authorizer = self._create_authorizer(api, code) if cfg.api.auth == "api-key" else None
+        authorizer = self._create_authorizer(api, code) if settings.auth == "api-key" else None
         self._create_routes(api, integration, authorizer)
         access_logs = self._create_stage(api)
         self.api_url = api.api_endpoint
@@ -120,21 +133,21 @@ class Api(pulumi.ComponentResource):
     # --- configuration ---------------------------------------------------------------------------
     def _environment(self) -> dict[str, pulumi.Input[str]]:
         """The handler's ``GENAI_*`` variables, written by the same dataclass the handler reads them with."""
-        a, cfg = self._args, self._cfg
+        a, settings = self._args, self._args.api
         sqs = a.queue if isinstance(a.queue, SqsEndpoint) else None
         kafka = a.queue if isinstance(a.queue, KafkaEndpoint) else None
         return ApiConfig(
             job_table=a.job_table_name, queue_kind=a.queue.kind, queue_url=sqs and sqs.queue_url,
             kafka_bootstrap=kafka and kafka.bootstrap_brokers, kafka_topic=kafka.topic if kafka else KAFKA_TOPIC,
             kafka_iam=True, kafka_create_topic=kafka is None,  # topics are created at deploy time
-            auth_mode=cfg.api.auth, api_keys_prefix=self.api_keys_prefix if cfg.api.auth == "api-key" else None,
-            quota_per_day=cfg.api.key_quota_per_day or None, hot_models=tuple(cfg.cluster.hot_models),
-            model_bucket=a.model_bucket_name, average_job_seconds=cfg.cluster.average_job_seconds,
-            max_wait_seconds=cfg.api.max_wait_seconds, model_groups=cfg.queue.model_groups,
+            auth_mode=settings.auth, api_keys_prefix=self.api_keys_prefix if settings.auth == "api-key" else None,
+            quota_per_day=settings.key_quota_per_day or None, hot_models=tuple(a.hot_models),
+            model_bucket=a.model_bucket_name, average_job_seconds=a.average_job_seconds,
+            max_wait_seconds=settings.max_wait_seconds, model_groups=a.model_groups,
         ).to_env()
 
     def _handler_statements(self) -> list[dict[str, pulumi.Input]]:
-        a, cfg = self._args, self._cfg
+        a = self._args
         statements: list[dict[str, pulumi.Input]] = [
             {"sid": "JobTable", "actions": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                                             "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"],
@@ -150,7 +163,7 @@ class Api(pulumi.ComponentResource):
                 "kafka-cluster:Connect", "kafka-cluster:WriteDataIdempotently"], "resources": [a.queue.cluster_arn]})
             statements.append({"sid": "KafkaTopic", "resources": [a.queue.topic_arn],
                                "actions": ["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"]})
-        params: list[pulumi.Input[str]] = [self._param_arn] if cfg.api.auth == "api-key" else []
+        params: list[pulumi.Input[str]] = [self._param_arn] if a.api.auth == "api-key" else []
         if params:
             statements.append({"sid": "Parameters", "actions": ["ssm:GetParameter"], "resources": params})
         if a.model_bucket_arn is not None:
@@ -164,10 +177,11 @@ class Api(pulumi.ComponentResource):
                          environment: dict[str, pulumi.Input[str]], kafka: bool = False,
                          timeout: int = LAMBDA_TIMEOUT_S,
                          reserved: int | None = None) -> tuple[aws.lambda_.Function, aws.cloudwatch.LogGroup]:
-        name, cfg = f"{self._name}-{suffix}", self._cfg
-        fn_name = f"{cfg.resource_prefix()}-api-{suffix}"
+        name, prefix = f"{self._name}-{suffix}", self._args.stack.resource_prefix()
+        fn_name = f"{prefix}-api-{suffix}"
         log_group = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/aws/lambda/{fn_name}",
-                                            retention_in_days=cfg.storage.log_retention_days, opts=self._opts())
+                                            retention_in_days=self._args.storage.log_retention_days,
+                                            opts=self._opts())
         statements = [*statements, {"sid": "Logs", "actions": ["logs:CreateLogStream", "logs:PutLogEvents"],
                                     "resources": [pulumi.Output.concat(log_group.arn, ":*")]}]
         role = aws.iam.Role(f"{name}-role", assume_role_policy=json.dumps({
@@ -180,7 +194,7 @@ class Api(pulumi.ComponentResource):
             aws.iam.RolePolicyAttachment(f"{name}-vpc", role=role.name, policy_arn=(
                 "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"), opts=self._opts())
             layer = aws.lambda_.LayerVersion(
-                f"{name}-kafka-layer", layer_name=f"{cfg.resource_prefix()}-api-kafka",
+                f"{name}-kafka-layer", layer_name=f"{prefix}-api-kafka",
                 code=(pulumi.FileArchive(self._args.kafka_layer_dir) if self._args.kafka_layer_dir
                       else _files_archive(lambda_package.KAFKA_LAYER.require())),
                 compatible_runtimes=["python3.12"], compatible_architectures=["arm64"], opts=self._opts())
@@ -205,7 +219,7 @@ class Api(pulumi.ComponentResource):
             "authorizer", "runtime.api.authorizer.handler", code,
             [{"sid": "ApiKeys", "actions": ["ssm:GetParameter"], "resources": [self._param_arn]}], 256,
             AuthorizerConfig(api_keys_prefix=self.api_keys_prefix).to_env(), timeout=AUTHORIZER_TIMEOUT_S,
-            reserved=self._cfg.api.reserved_authorizer)
+            reserved=self._args.api.reserved_authorizer)
         self._allow_invoke("authorizer", fn, api)
         return aws.apigatewayv2.Authorizer(
             f"{self._name}-authorizer", api_id=api.id, authorizer_type="REQUEST", name="api-key",
@@ -226,13 +240,14 @@ class Api(pulumi.ComponentResource):
                                    route_key=key, target=target, opts=self._opts(), **auth)
 
     def _create_stage(self, api: aws.apigatewayv2.Api) -> aws.cloudwatch.LogGroup:
-        cfg = self._cfg
-        logs = aws.cloudwatch.LogGroup(f"{self._name}-access-logs", name=f"/aws/apigateway/{cfg.resource_prefix()}-api",
-                                       retention_in_days=cfg.storage.log_retention_days, opts=self._opts())
+        a = self._args
+        logs = aws.cloudwatch.LogGroup(f"{self._name}-access-logs",
+                                       name=f"/aws/apigateway/{a.stack.resource_prefix()}-api",
+                                       retention_in_days=a.storage.log_retention_days, opts=self._opts())
         aws.apigatewayv2.Stage(
             f"{self._name}-stage", api_id=api.id, name="$default", auto_deploy=True,
-            default_route_settings={"throttling_rate_limit": cfg.api.rate_limit,
-                                    "throttling_burst_limit": cfg.api.burst_limit},
+            default_route_settings={"throttling_rate_limit": a.api.rate_limit,
+                                    "throttling_burst_limit": a.api.burst_limit},
             access_log_settings={"destination_arn": logs.arn, "format": ACCESS_LOG_FORMAT}, opts=self._opts())
         return logs
 

@@ -16,7 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components._s3 import create_private_bucket, deny_insecure_transport, policy_json
-from components.config import FleetConfig
+from components.config import StackIdentity, StorageSettings
 
 OUTPUTS_PREFIX = "outputs"
 # AWS managed cache policy "Managed-CachingOptimized": long TTLs, gzip/brotli, no cookies or query strings.
@@ -26,8 +26,10 @@ _ORIGIN_ID = "outputs-bucket"
 
 @dataclass
 class CdnStorageArgs:
-    config: FleetConfig
-    """Stack config: ``storage.output_retention_days``, names, destroy safety."""
+    stack: StackIdentity
+    """``FleetConfig.identity``: the bucket's name prefix and destroy safety (production keeps it)."""
+    storage: StorageSettings
+    """``FleetConfig.storage``: ``output_retention_days`` (outputs expire after it)."""
 
     price_class: str = "PriceClass_100"
     """CloudFront price class (edge locations served); PriceClass_All for worldwide low latency."""
@@ -42,14 +44,14 @@ class CdnStorage(pulumi.ComponentResource):
     distribution_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: CdnStorageArgs, opts: pulumi.ResourceOptions | None = None):
-        cfg = args.config
+        stack = args.stack
         super().__init__("genai:storage:CdnStorage", name, None, opts)
         self._name = name
-        private = create_private_bucket(name, self, bucket_prefix=f"{cfg.resource_prefix()}-outputs-",
-                                        versioned=False, force_destroy=not cfg.is_production)
+        private = create_private_bucket(name, self, bucket_prefix=f"{stack.resource_prefix()}-outputs-",
+                                        versioned=False, force_destroy=not stack.is_production)
         bucket = private.bucket
-        self._create_lifecycle(bucket, cfg.storage.output_retention_days)
-        distribution = self._create_distribution(bucket, args.price_class, cfg.resource_prefix())
+        self._create_lifecycle(bucket, args.storage.output_retention_days)
+        distribution = self._create_distribution(bucket, args.price_class, stack.resource_prefix())
         self._create_policy(bucket, distribution, private.public_access_block)
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn

@@ -22,7 +22,6 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.config import FleetConfig
 from components.scaling_plan import (  # noqa: F401 - re-exported for callers of this module
     BOOT_SECONDS,
     DRAIN_MARGIN_SECONDS,
@@ -52,7 +51,7 @@ ACCELERATOR_METRIC = {"cuda": ("CWAgent", "nvidia_smi_utilization_gpu"),
                       "neuron": ("GenAIFleet/Neuron", "neuroncore_utilization")}
 
 
-def lifecycle_hooks(cfg: FleetConfig) -> list[dict]:
+def lifecycle_hooks(plan: FleetPlan) -> list[dict]:
     """Hooks declared with the group, so even the first instances wait for them.
 
     Launching: the agent completes it (CONTINUE) once the backend answers and hot models are loaded;
@@ -60,7 +59,6 @@ def lifecycle_hooks(cfg: FleetConfig) -> list[dict]:
     Terminating: the agent stops pulling, finishes or hands back its job, then completes it; if the
     agent is gone, Auto Scaling continues the termination after the heartbeat.
     """
-    plan = fleet_plan(cfg)
     return [
         {"name": LAUNCHING_HOOK, "lifecycle_transition": "autoscaling:EC2_INSTANCE_LAUNCHING",
          "heartbeat_timeout": plan.launching_heartbeat, "default_result": "ABANDON"},
@@ -124,12 +122,11 @@ def _wake_queries(b: Mapping[str, Any], group_name: str, threshold: int) -> list
     ]
 
 
-def create_scaling_policies(name: str, cfg: FleetConfig, group: aws.autoscaling.Group,
+def create_scaling_policies(name: str, plan: FleetPlan, flavor: str, group: aws.autoscaling.Group,
                             group_names: Sequence[pulumi.Input[str]], backlog_metric: pulumi.Input[Mapping[str, Any]],
                             parent: pulumi.Resource) -> dict[str, pulumi.Resource]:
     """Target tracking on backlog per instance, the zero-to-one step and the optional utilisation target."""
     opts = pulumi.ResourceOptions(parent=parent)
-    plan = fleet_plan(cfg)
     backlog = pulumi.Output.from_input(backlog_metric)
     queries = pulumi.Output.all(backlog, pulumi.Output.all(*group_names)).apply(
         lambda r: backlog_per_instance_queries(r[0], r[1]))
@@ -157,7 +154,7 @@ def create_scaling_policies(name: str, cfg: FleetConfig, group: aws.autoscaling.
         opts=opts)
 
     if plan.gpu_utilization_target is not None:
-        namespace, metric = ACCELERATOR_METRIC[cfg.cluster.flavor]
+        namespace, metric = ACCELERATOR_METRIC[flavor]
         made["utilization"] = aws.autoscaling.Policy(
             f"{name}-utilization-target", autoscaling_group_name=group.name, policy_type="TargetTrackingScaling",
             target_tracking_configuration={

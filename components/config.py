@@ -167,6 +167,24 @@ class MonitoringSettings:
 
 
 @dataclass(frozen=True)
+class StackIdentity:
+    """Which stack a component belongs to: physical names, ARNs and production safety derive from it."""
+
+    stack: str
+    region: str
+    environment: str
+
+    @property
+    def is_production(self) -> bool:
+        """Production stacks keep their data on destroy (deletion protection, no force-destroy)."""
+        return self.environment.startswith("prod")
+
+    def resource_prefix(self) -> str:
+        """Short prefix for physical names (buckets add a random suffix of their own)."""
+        return f"genai-{self.environment}"
+
+
+@dataclass(frozen=True)
 class FleetConfig:
     """Everything the program needs, validated. Build with ``load`` or ``from_pulumi``."""
 
@@ -187,12 +205,17 @@ class FleetConfig:
         return self.tags.environment
 
     @property
+    def identity(self) -> StackIdentity:
+        """The slice every component takes: stack, region, environment (names and production safety)."""
+        return StackIdentity(stack=self.stack, region=self.region, environment=self.environment)
+
+    @property
     def is_production(self) -> bool:
-        return self.environment.startswith("prod")
+        return self.identity.is_production
 
     def resource_prefix(self) -> str:
         """Short prefix for physical names (buckets add a random suffix of their own)."""
-        return f"genai-{self.environment}"
+        return self.identity.resource_prefix()
 
 
 def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> FleetConfig:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.backends.base import flavor_backends
 from runtime.model_ids import MODEL_ID
 
 NAMESPACE = "genai-fleet"
@@ -25,10 +26,8 @@ DEFAULT_INSTANCE_TYPES: dict[str, tuple[str, ...]] = {
     "cuda": ("g6.xlarge", "g5.xlarge", "g6.2xlarge", "g5.2xlarge"),
     "neuron": ("inf2.xlarge", "inf2.8xlarge"),
 }
-FLAVOR_BACKENDS: dict[str, tuple[str, ...]] = {
-    "cuda": ("comfyui", "a1111", "diffusers", "test-pattern"),
-    "neuron": ("neuron", "test-pattern"),
-}
+# From the runtime's backend catalog (runtime/backends/base.py), which says which flavours install each backend.
+FLAVOR_BACKENDS: dict[str, tuple[str, ...]] = {flavor: flavor_backends(flavor) for flavor in FLAVOR_FAMILIES}
 DEFAULT_BACKEND: dict[str, str] = {"cuda": "comfyui", "neuron": "neuron"}
 # Settings that were removed; setting one fails with the message saying why.
 REMOVED = {

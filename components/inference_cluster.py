@@ -27,7 +27,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import cluster_iam, cluster_scaling, launch_template, naming, user_data
-from components.config import FleetConfig
+from components.config import ClusterSettings, QueueSettings, StackIdentity, Tags
 from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint
 from components.scaling_plan import (  # noqa: F401 - constants re-exported for callers
     HEALTH_CHECK_GRACE_SECONDS,
@@ -45,8 +45,15 @@ WARM_POOL_CACHE_BYTES = 250 * GIB  # on the larger EBS root of warm-pool instanc
 
 @dataclass
 class InferenceClusterArgs:
-    config: FleetConfig
-    """Stack config: ``cluster`` (types, sizes, spot, warm pool, scaling targets), ``queue``, ``tags``."""
+    stack: StackIdentity
+    """``FleetConfig.identity``: the agent's stack and region, log group and parameter names."""
+    cluster: ClusterSettings
+    """``FleetConfig.cluster``: flavor and AMI, instance types, sizes, spot, warm pool, backend, hot models,
+    scaling targets."""
+    queue_settings: QueueSettings
+    """``FleetConfig.queue``: the job time limit (hook heartbeat, agent), attempts, lease, model groups."""
+    tags: Tags
+    """``FleetConfig.tags``: propagated to instances (provider default tags do not reach them)."""
     vpc_id: pulumi.Input[str]
     """VPC of the workers' security group."""
     private_subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
@@ -85,14 +92,14 @@ class InferenceCluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: InferenceClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("genai:cluster:InferenceCluster", name, None, opts)
-        self._name, self._args, cfg = name, args, args.config
-        self._plan = plan = fleet_plan(cfg)
-        if args.queue.kind != cfg.queue.kind:
+        self._name, self._args = name, args
+        self._plan = plan = fleet_plan(args.cluster, args.queue_settings)
+        if args.queue.kind != args.queue_settings.kind:
             raise ValueError(f"InferenceClusterArgs.queue is a {args.queue.kind} endpoint but queueKind is "
-                             f"{cfg.queue.kind}")
+                             f"{args.queue_settings.kind} (InferenceClusterArgs.queue_settings)")
         role, profile = cluster_iam.create_instance_role(name, self)
         sg = launch_template.create_security_group(name, args.vpc_id, self)
-        self._image_id, self._root_device = launch_template.find_ami(cfg, self)
+        self._image_id, self._root_device = launch_template.find_ami(args.cluster, self)
         self._profile_arn = profile.arn
         kafka = args.queue if isinstance(args.queue, KafkaEndpoint) else None
         self._sg_ids = [sg.id] + ([kafka.client_security_group_id] if kafka else [])
@@ -103,7 +110,8 @@ class InferenceCluster(pulumi.ComponentResource):
             groups.append(self._create_on_demand_group(plan.on_demand))
         names = [g.name for g in groups]
         if plan.has_scaling_policies:
-            cluster_scaling.create_scaling_policies(f"{name}-spot", cfg, spot, names, args.queue.backlog_metric, self)
+            cluster_scaling.create_scaling_policies(f"{name}-spot", plan, args.cluster.flavor, spot, names,
+                                                    args.queue.backlog_metric, self)
         cluster_iam.attach_instance_policy(name, role, self._policy_json(names), self)
 
         self.spot_group_name = spot.name
@@ -122,23 +130,23 @@ class InferenceCluster(pulumi.ComponentResource):
 
     # --- launch templates ----------------------------------------------------------------------------
     def _user_data(self, cache_dir: str, cache_bytes: int) -> pulumi.Output[str]:
-        a, cfg = self._args, self._args.config
+        a, stack, cluster, settings = self._args, self._args.stack, self._args.cluster, self._args.queue_settings
         sqs, kafka = _variants(a.queue)
         values = pulumi.Output.all(
             queue_url=sqs and sqs.queue_url, bootstrap_servers=kafka and kafka.bootstrap_brokers,
             group_queue_urls=pulumi.Output.all(*(g.queue_url for g in (sqs.groups if sqs else ()))),
             job_table=a.job_table_name,
             outputs_bucket=a.outputs_bucket_name, cdn_domain=a.cdn_domain, model_store_bucket=a.model_store_bucket_name)
-        settings = values.apply(lambda v: user_data.AgentSettings(
-            stack=cfg.stack, region=cfg.region, queue_kind=cfg.queue.kind, backend=cfg.cluster.backend,
+        agent = values.apply(lambda v: user_data.AgentSettings(
+            stack=stack.stack, region=stack.region, queue_kind=settings.kind, backend=cluster.backend,
             launching_hook=cluster_scaling.LAUNCHING_HOOK, terminating_hook=cluster_scaling.TERMINATING_HOOK,
-            cache_dir=cache_dir, max_cache_bytes=cache_bytes, max_job_seconds=cfg.queue.max_job_seconds,
-            max_receive_count=cfg.queue.max_receive_count,
-            visibility_timeout_seconds=cfg.queue.visibility_timeout_seconds, hot_models=cfg.cluster.hot_models,
-            model_groups=cfg.queue.model_groups, **_kafka_names(a.queue), outputs_prefix=a.outputs_prefix,
-            metrics_log_group=naming.log_group_names(cfg)["metrics"], **v))
-        parameter = naming.agent_parameter_name(cfg)
-        return settings.apply(lambda s: user_data.encode(
+            cache_dir=cache_dir, max_cache_bytes=cache_bytes, max_job_seconds=settings.max_job_seconds,
+            max_receive_count=settings.max_receive_count,
+            visibility_timeout_seconds=settings.visibility_timeout_seconds, hot_models=cluster.hot_models,
+            model_groups=settings.model_groups, **_kafka_names(a.queue), outputs_prefix=a.outputs_prefix,
+            metrics_log_group=naming.log_group_names(stack)["metrics"], **v))
+        parameter = naming.agent_parameter_name(stack)
+        return agent.apply(lambda s: user_data.encode(
             user_data.user_data_script(user_data.agent_config_json(s), parameter)))
 
     def _launch_template(self, suffix: str, *, cache_dir: str, cache_bytes: int, root_gib: int,
@@ -146,19 +154,19 @@ class InferenceCluster(pulumi.ComponentResource):
         return launch_template.create_launch_template(
             f"{self._name}-{suffix}", image_id=self._image_id, root_device=self._root_device,
             instance_profile_arn=self._profile_arn, security_group_ids=self._sg_ids,
-            user_data=self._user_data(cache_dir, cache_bytes), tags=self._args.config.tags.as_dict(),
+            user_data=self._user_data(cache_dir, cache_bytes), tags=self._args.tags.as_dict(),
             root_volume_gib=root_gib, instance_type=instance_type, parent=self)
 
     # --- groups --------------------------------------------------------------------------------------
     def _group_tags(self, suffix: str) -> list[dict]:
-        tags = {**self._args.config.tags.as_dict(), "Name": f"{self._name}-{suffix}"}
+        tags = {**self._args.tags.as_dict(), "Name": f"{self._name}-{suffix}"}
         return [{"key": k, "value": v, "propagate_at_launch": True} for k, v in tags.items()]
 
     def _common(self, suffix: str, warm_pool: bool = False) -> dict[str, Any]:
         metrics = [m for m in cluster_scaling.ENABLED_METRICS if warm_pool or not m.startswith("WarmPool")]
         return {
             "vpc_zone_identifiers": self._args.private_subnet_ids,
-            "initial_lifecycle_hooks": cluster_scaling.lifecycle_hooks(self._args.config),
+            "initial_lifecycle_hooks": cluster_scaling.lifecycle_hooks(self._plan),
             "health_check_type": "EC2", "health_check_grace_period": self._plan.health_check_grace,
             "default_instance_warmup": self._plan.instance_warmup,
             "metrics_granularity": "1Minute", "enabled_metrics": metrics,
@@ -179,7 +187,7 @@ class InferenceCluster(pulumi.ComponentResource):
                     "on_demand_base_capacity": 0,
                     "on_demand_percentage_above_base_capacity": g.on_demand_percent,
                     "on_demand_allocation_strategy": "prioritized",  # instanceTypes are in order of preference
-                    "spot_allocation_strategy": self._args.config.cluster.spot_allocation_strategy,
+                    "spot_allocation_strategy": self._args.cluster.spot_allocation_strategy,
                 },
                 "launch_template": {
                     "launch_template_specification": {"launch_template_id": lt.id,
@@ -215,25 +223,25 @@ class InferenceCluster(pulumi.ComponentResource):
 
     # --- IAM -----------------------------------------------------------------------------------------
     def _policy_json(self, group_names: Sequence[pulumi.Output[str]]) -> pulumi.Output[str]:
-        a, cfg = self._args, self._args.config
+        a, stack = self._args, self._args.stack
         sqs, kafka = _variants(a.queue)
         values: dict[str, pulumi.Input] = {
             "model_store_bucket_arn": a.model_store_bucket_arn, "outputs_bucket_arn": a.outputs_bucket_arn,
             "job_table_arn": a.job_table_arn, "queue_arn": sqs and sqs.queue_arn,
             "group_queue_arns": pulumi.Output.all(*(g.queue_arn for g in (sqs.groups if sqs else ()))),
             "kafka_cluster_arn": kafka and kafka.cluster_arn}
-        params = [naming.agent_parameter_name(cfg)]
+        params = [naming.agent_parameter_name(stack)]
         scope = cluster_iam.scope_output(
-            cfg_region=cfg.region, queue_kind=cfg.queue.kind, values=values, group_names=group_names,
-            log_group_names=list(naming.log_group_names(cfg).values()), parameter_names=params, parent=self,
+            cfg_region=stack.region, queue_kind=a.queue.kind, values=values, group_names=group_names,
+            log_group_names=list(naming.log_group_names(stack).values()), parameter_names=params, parent=self,
             **_kafka_names(a.queue, dlq=True), outputs_prefix=a.outputs_prefix,
-            metric_namespaces=_metric_namespaces(cfg))
+            metric_namespaces=_metric_namespaces(a.cluster.flavor))
         return scope.apply(lambda s: json.dumps(cluster_iam.instance_policy_document(s)))
 
 
-def _metric_namespaces(cfg: FleetConfig) -> tuple[str, ...]:
+def _metric_namespaces(flavor: str) -> tuple[str, ...]:
     """The worker's EMF namespace, the CloudWatch agent's, and the accelerator metric's (neuron-monitor)."""
-    accelerator = cluster_scaling.ACCELERATOR_METRIC[cfg.cluster.flavor][0]
+    accelerator = cluster_scaling.ACCELERATOR_METRIC[flavor][0]
     return tuple(dict.fromkeys((metric_names.NAMESPACE, cluster_iam.CLOUDWATCH_AGENT_NAMESPACE, accelerator)))
 
 

@@ -23,7 +23,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.api import _code_archive, _policy_json
-from components.config import FleetConfig
+from components.config import StackIdentity, StorageSettings
 from components.queue_endpoint import QueueEndpoint, SqsEndpoint
 
 SWEEP_MINUTES = 5
@@ -35,8 +35,14 @@ DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 
 @dataclass
 class JobEventsArgs:
-    config: FleetConfig
-    """Stack config: names, region, ``queue.max_receive_count`` (attempts), log retention."""
+    stack: StackIdentity
+    """``FleetConfig.identity``: function and queue names, the secret's ARN (region)."""
+
+    storage: StorageSettings
+    """``FleetConfig.storage``: ``log_retention_days`` of the functions' log groups."""
+
+    max_attempts: int
+    """``FleetConfig.queue.max_receive_count``: attempts a job gets before the reconciler makes it final."""
 
     job_table_name: pulumi.Input[str]
     job_table_arn: pulumi.Input[str]
@@ -60,13 +66,13 @@ class JobEvents(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: JobEventsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("genai:events:JobEvents", name, None, opts)
-        self._name, self._args, self._cfg = name, args, args.config
+        self._name, self._args, self._stack = name, args, args.stack
         self._code = _code_archive()
         account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
         self._secret_arn = account.apply(lambda acct: (
-            f"arn:aws:ssm:{self._cfg.region}:{acct}:parameter/{args.webhook_secret_parameter_name.lstrip('/')}"))
+            f"arn:aws:ssm:{self._stack.region}:{acct}:parameter/{args.webhook_secret_parameter_name.lstrip('/')}"))
         table_env = {"GENAI_JOB_TABLE": args.job_table_name,
-                     "GENAI_MAX_ATTEMPTS": str(self._cfg.queue.max_receive_count)}
+                     "GENAI_MAX_ATTEMPTS": str(args.max_attempts)}
         table_rw = {"sid": "JobTable", "actions": ["dynamodb:GetItem", "dynamodb:UpdateItem"],
                     "resources": [args.job_table_arn]}
         if isinstance(args.queue, SqsEndpoint):
@@ -96,7 +102,7 @@ class JobEvents(pulumi.ComponentResource):
                                principal="events.amazonaws.com", source_arn=rule.arn, opts=self._opts())
 
     def _create_webhooks(self) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
-        a, prefix = self._args, self._cfg.resource_prefix()
+        a, prefix = self._args, self._stack.resource_prefix()
         dlq = aws.sqs.Queue(f"{self._name}-webhooks-dlq", name=f"{prefix}-webhooks-dlq", sqs_managed_sse_enabled=True,
                             message_retention_seconds=DLQ_RETENTION_SECONDS, opts=self._opts())
         queue = aws.sqs.Queue(
@@ -130,10 +136,10 @@ class JobEvents(pulumi.ComponentResource):
 
     def _function(self, suffix: str, handler: str, statements: list[dict], env: dict[str, pulumi.Input[str]],
                   timeout: int = 60) -> aws.lambda_.Function:
-        cfg, name = self._cfg, f"{self._name}-{suffix}"
-        fn_name = f"{cfg.resource_prefix()}-{suffix}"
+        name = f"{self._name}-{suffix}"
+        fn_name = f"{self._stack.resource_prefix()}-{suffix}"
         log_group = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/aws/lambda/{fn_name}",
-                                            retention_in_days=cfg.storage.log_retention_days, opts=self._opts())
+                                            retention_in_days=self._args.storage.log_retention_days, opts=self._opts())
         statements = [*statements, {"sid": "Logs", "actions": ["logs:CreateLogStream", "logs:PutLogEvents"],
                                     "resources": [pulumi.Output.concat(log_group.arn, ":*")]}]
         role = aws.iam.Role(f"{name}-role", assume_role_policy=json.dumps({

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.config import FleetConfig
+from components.config import StackIdentity, StorageSettings
 from runtime.jobs.attempts import LEASE_EXPIRES, RUNNING_INDEX, RUNNING_INDEX_KEY
 
 PARTITION_KEY = "pk"
@@ -24,8 +24,10 @@ TTL_ATTRIBUTE = "expires_at"
 
 @dataclass
 class JobStoreArgs:
-    config: FleetConfig
-    """Stack config: ``storage.point_in_time_recovery``; production stacks also get deletion protection."""
+    stack: StackIdentity
+    """``FleetConfig.identity``: the table's name; production stacks also get deletion protection."""
+    storage: StorageSettings
+    """``FleetConfig.storage``: ``point_in_time_recovery``."""
 
 
 class JobStore(pulumi.ComponentResource):
@@ -37,17 +39,18 @@ class JobStore(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: JobStoreArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("genai:storage:JobStore", name, None, opts)
-        table = self._create_table(name, args.config)
+        table = self._create_table(name, args)
         self.table_name = table.name
         self.table_arn = table.arn
         self.stream_arn = table.stream_arn
         self.register_outputs({"table_name": self.table_name, "table_arn": self.table_arn,
                                "stream_arn": self.stream_arn})
 
-    def _create_table(self, name: str, cfg: FleetConfig) -> aws.dynamodb.Table:
+    def _create_table(self, name: str, args: JobStoreArgs) -> aws.dynamodb.Table:
+        stack = args.stack
         return aws.dynamodb.Table(
             f"{name}-table",
-            name=f"{cfg.resource_prefix()}-jobs",
+            name=f"{stack.resource_prefix()}-jobs",
             billing_mode="PAY_PER_REQUEST",
             hash_key=PARTITION_KEY,
             attributes=[{"name": PARTITION_KEY, "type": "S"}, {"name": RUNNING_INDEX_KEY, "type": "S"},
@@ -56,8 +59,8 @@ class JobStore(pulumi.ComponentResource):
                                        "range_key": LEASE_EXPIRES, "projection_type": "KEYS_ONLY"}],
             stream_enabled=True, stream_view_type="NEW_AND_OLD_IMAGES",
             ttl={"attribute_name": TTL_ATTRIBUTE, "enabled": True},
-            point_in_time_recovery={"enabled": cfg.storage.point_in_time_recovery},
+            point_in_time_recovery={"enabled": args.storage.point_in_time_recovery},
             server_side_encryption={"enabled": True},
-            deletion_protection_enabled=cfg.is_production,
-            tags={"Name": f"{cfg.resource_prefix()}-jobs"},
+            deletion_protection_enabled=stack.is_production,
+            tags={"Name": f"{stack.resource_prefix()}-jobs"},
             opts=pulumi.ResourceOptions(parent=self))

@@ -28,7 +28,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.config import FleetConfig
+from components.config import StackIdentity, StorageSettings
 from runtime import metric_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +45,11 @@ TOPIC_ADMIN_ACTIONS = ("kafka-cluster:CreateTopic", "kafka-cluster:DescribeTopic
 
 @dataclass
 class KafkaFunctionsArgs:
-    config: FleetConfig
-    """Stack config: names, log retention, stack name (the metric's dimension)."""
+    stack: StackIdentity
+    """``FleetConfig.identity``: function names and the lag metric's Stack dimension."""
+
+    storage: StorageSettings
+    """``FleetConfig.storage``: ``log_retention_days`` of the functions' log groups."""
 
     cluster_arn: pulumi.Input[str]
     """The MSK Serverless cluster."""
@@ -88,12 +91,12 @@ class KafkaFunctions(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: KafkaFunctionsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("genai:queue:KafkaFunctions", name, None, opts)
-        self._name, self._args, self._cfg = name, args, args.config
+        self._name, self._args, self._stack = name, args, args.stack
         if not args.topics:
             raise ValueError("KafkaFunctionsArgs.topics: list the jobs topic and its DLQ")
         code = _code_archive()
         layer = aws.lambda_.LayerVersion(
-            f"{name}-layer", layer_name=f"{self._cfg.resource_prefix()}-kafka-clients",
+            f"{name}-layer", layer_name=f"{self._stack.resource_prefix()}-kafka-clients",
             code=pulumi.FileArchive(_layer_dir(args.layer_dir)), compatible_runtimes=["python3.12"],
             compatible_architectures=["arm64"], opts=self._opts())
         env = {"GENAI_KAFKA_BOOTSTRAP": args.bootstrap_brokers, "GENAI_KAFKA_IAM": "true"}
@@ -105,7 +108,7 @@ class KafkaFunctions(pulumi.ComponentResource):
             opts=self._opts())
         publisher = self._function(
             "lag", "runtime.queues.kafka_lag.lambda_handler", code, layer, 30,
-            {**env, "GENAI_KAFKA_TOPIC": args.topic, "GENAI_KAFKA_GROUP": args.group, "GENAI_STACK": self._cfg.stack},
+            {**env, "GENAI_KAFKA_TOPIC": args.topic, "GENAI_KAFKA_GROUP": args.group, "GENAI_STACK": self._stack.stack},
             self._publisher_statements())
         self._schedule(publisher, invocation)
         self.topics_result = invocation.result
@@ -143,10 +146,10 @@ class KafkaFunctions(pulumi.ComponentResource):
     def _function(self, suffix: str, handler: str, code: pulumi.Archive, layer: aws.lambda_.LayerVersion,
                   timeout: int, environment: dict[str, pulumi.Input[str]],
                   statements: pulumi.Output[list[dict]]) -> aws.lambda_.Function:
-        name, cfg = f"{self._name}-{suffix}", self._cfg
-        fn_name = f"{cfg.resource_prefix()}-kafka-{suffix}"
+        name, stack = f"{self._name}-{suffix}", self._stack
+        fn_name = f"{stack.resource_prefix()}-kafka-{suffix}"
         logs = aws.cloudwatch.LogGroup(f"{name}-logs", name=f"/aws/lambda/{fn_name}",
-                                       retention_in_days=cfg.storage.log_retention_days, opts=self._opts())
+                                       retention_in_days=self._args.storage.log_retention_days, opts=self._opts())
         policy = pulumi.Output.all(statements, logs.arn).apply(lambda v: json.dumps({
             "Version": "2012-10-17", "Statement": [*v[0], {
                 "Sid": "Logs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
@@ -168,7 +171,7 @@ class KafkaFunctions(pulumi.ComponentResource):
             opts=self._opts(depends_on=[logs, vpc]))
 
     def _schedule(self, publisher: aws.lambda_.Function, after: pulumi.Resource) -> None:
-        rule = aws.cloudwatch.EventRule(f"{self._name}-lag-schedule", name=f"{self._cfg.resource_prefix()}-kafka-lag",
+        rule = aws.cloudwatch.EventRule(f"{self._name}-lag-schedule", name=f"{self._stack.resource_prefix()}-kafka-lag",
                                         schedule_expression=LAG_SCHEDULE,
                                         description="Publish the Kafka consumer lag as the fleet's backlog metric",
                                         opts=self._opts(depends_on=[after]))

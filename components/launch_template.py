@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components.config import NAMESPACE, FleetConfig
+from components.config import NAMESPACE, ClusterSettings
 
 DEFAULT_ROOT_DEVICE = "/dev/sda1"  # Ubuntu-based DLAMI / Neuron DLAMI, the bases of both Packer flavours
 ROOT_VOLUME_GIB = 200
@@ -37,15 +37,15 @@ def ami_filters(flavor: str, image_id: str) -> list[dict]:
     ]
 
 
-def find_ami(cfg: FleetConfig, parent: pulumi.Resource) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+def find_ami(cluster: ClusterSettings, parent: pulumi.Resource) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
     """(image id, root device name): the pinned ``amiId``, or the image the AMI channel's parameter names."""
-    if cfg.cluster.ami_id:
-        return pulumi.Output.from_input(cfg.cluster.ami_id), pulumi.Output.from_input(DEFAULT_ROOT_DEVICE)
+    if cluster.ami_id:
+        return pulumi.Output.from_input(cluster.ami_id), pulumi.Output.from_input(DEFAULT_ROOT_DEVICE)
     invoke = pulumi.InvokeOutputOptions(parent=parent)
-    image_id = aws.ssm.get_parameter_output(name=cfg.cluster.ami_parameter, opts=invoke).value
+    image_id = aws.ssm.get_parameter_output(name=cluster.ami_parameter, opts=invoke).value
     ami = aws.ec2.get_ami_output(
         most_recent=True, owners=["self"],
-        filters=image_id.apply(lambda i: ami_filters(cfg.cluster.flavor, i)), opts=invoke)
+        filters=image_id.apply(lambda i: ami_filters(cluster.flavor, i)), opts=invoke)
     return ami.id, ami.root_device_name.apply(lambda d: d or DEFAULT_ROOT_DEVICE)
 
 

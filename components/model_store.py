@@ -13,13 +13,13 @@ import pulumi
 import pulumi_aws as aws
 
 from components._s3 import create_private_bucket, deny_insecure_transport, policy_json
-from components.config import FleetConfig
+from components.config import StackIdentity
 
 
 @dataclass
 class ModelStoreArgs:
-    config: FleetConfig
-    """Stack config; production stacks keep the bucket on destroy unless it is empty."""
+    stack: StackIdentity
+    """``FleetConfig.identity``: the bucket's name prefix; production stacks keep it on destroy unless empty."""
 
     noncurrent_version_days: int = 30
     """Days an overwritten or deleted object version (old manifest, replaced artifact) is kept."""
@@ -33,9 +33,9 @@ class ModelStore(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ModelStoreArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("genai:storage:ModelStore", name, None, opts)
-        cfg = args.config
-        private = create_private_bucket(name, self, bucket_prefix=f"{cfg.resource_prefix()}-models-",
-                                        versioned=True, force_destroy=not cfg.is_production)
+        stack = args.stack
+        private = create_private_bucket(name, self, bucket_prefix=f"{stack.resource_prefix()}-models-",
+                                        versioned=True, force_destroy=not stack.is_production)
         bucket = private.bucket
         self._create_lifecycle(name, bucket, args.noncurrent_version_days)
         self._create_policy(name, bucket, private.public_access_block)

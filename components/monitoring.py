@@ -31,7 +31,13 @@ import pulumi
 import pulumi_aws as aws
 
 from components import cluster_iam, cluster_scaling, user_data
-from components.config import FleetConfig
+from components.config import (
+    ClusterSettings,
+    MonitoringSettings,
+    QueueSettings,
+    StackIdentity,
+    StorageSettings,
+)
 from components.monitoring_dashboard import dashboard_body, fleet_dimensions
 from components.naming import agent_parameter_name, log_group_names, spot_events_log_group_name
 from components.queue_endpoint import QueueEndpoint, SqsEndpoint
@@ -45,16 +51,16 @@ JOB_ERROR_RATE_PERCENT = 5
 API_5XX_PER_5_MINUTES = 5
 
 
-def cloudwatch_agent_config(cfg: FleetConfig) -> dict[str, Any]:
+def cloudwatch_agent_config(stack: StackIdentity, cluster: ClusterSettings) -> dict[str, Any]:
     """CloudWatch agent config: host and accelerator metrics per group, agent and backend logs."""
     collected: dict[str, Any] = {
         "mem": {"measurement": ["mem_used_percent"]},
         "disk": {"measurement": ["used_percent"], "resources": ["/", user_data.NVME_CACHE_DIR], "drop_device": True},
     }
-    if cfg.cluster.flavor == "cuda":
+    if cluster.flavor == "cuda":
         collected["nvidia_gpu"] = {"measurement": [
             "utilization_gpu", "utilization_memory", "memory_used", "memory_total", "temperature_gpu", "power_draw"]}
-    groups = log_group_names(cfg)
+    groups = log_group_names(stack)
     files = [{"file_path": path, "log_group_name": groups[kind], "log_stream_name": "{instance_id}",
               "timezone": "UTC"} for kind, path in (("agent", AGENT_LOG_FILE), ("backend", BACKEND_LOG_FILE))]
     return {
@@ -71,21 +77,29 @@ def cloudwatch_agent_config(cfg: FleetConfig) -> dict[str, Any]:
     }
 
 
-def oldest_message_threshold(cfg: FleetConfig) -> int:
+def oldest_message_threshold(cluster: ClusterSettings, queue: QueueSettings) -> int:
     """Seconds: accepted wait + a scale-from-zero boot + the longest job (in-flight messages count)."""
-    return int(cfg.cluster.acceptable_wait_seconds + cluster_scaling.launching_heartbeat(cfg)
-               + cfg.queue.max_job_seconds)
+    return int(cluster.acceptable_wait_seconds + cluster_scaling.launching_heartbeat(cluster)
+               + queue.max_job_seconds)
 
 
-def no_capacity_minutes(cfg: FleetConfig) -> int:
+def no_capacity_minutes(cluster: ClusterSettings) -> int:
     """Backlog with nothing InService for longer than a launch may take (boot + preload) is an outage."""
-    return max(15, math.ceil(cluster_scaling.launching_heartbeat(cfg) / 60) + 5)
+    return max(15, math.ceil(cluster_scaling.launching_heartbeat(cluster) / 60) + 5)
 
 
 @dataclass
 class MonitoringArgs:
-    config: FleetConfig
-    """Stack config: ``monitoring`` (alarms, e-mail), ``storage.log_retention_days``, cluster targets."""
+    stack: StackIdentity
+    """``FleetConfig.identity``: log group, parameter, dashboard and alarm names; the dashboard's region."""
+    monitoring: MonitoringSettings
+    """``FleetConfig.monitoring``: whether alarms exist, and the e-mail they go to."""
+    storage: StorageSettings
+    """``FleetConfig.storage``: ``log_retention_days`` of the workers' and the spot events' log groups."""
+    cluster: ClusterSettings
+    """``FleetConfig.cluster``: flavor (accelerator metrics), backend (metric dimension), scaling targets."""
+    queue_settings: QueueSettings
+    """``FleetConfig.queue``: the job time limit, part of the oldest-message alarm's threshold."""
     queue: QueueEndpoint
     """RequestQueue.endpoint: its backlog metric; an SQS endpoint adds the oldest-message and DLQ alarms."""
     spot_group_name: pulumi.Input[str]
@@ -108,22 +122,22 @@ class Monitoring(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("genai:monitoring:Monitoring", name, None, opts)
-        self._name, self._args, cfg = name, args, args.config
+        self._name, self._args, stack = name, args, args.stack
         self._account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
         parameter = aws.ssm.Parameter(
-            f"{name}-cwagent", name=agent_parameter_name(cfg), type="String", tier="Standard",
+            f"{name}-cwagent", name=agent_parameter_name(stack), type="String", tier="Standard",
             description="CloudWatch agent config of the genai-fleet workers",
-            insecure_value=json.dumps(cloudwatch_agent_config(cfg), sort_keys=True), opts=self._opts())
+            insecure_value=json.dumps(cloudwatch_agent_config(stack, args.cluster), sort_keys=True), opts=self._opts())
         logs = {kind: aws.cloudwatch.LogGroup(f"{name}-{kind}", name=group,
-                                              retention_in_days=cfg.storage.log_retention_days, opts=self._opts())
-                for kind, group in log_group_names(cfg).items()}
+                                              retention_in_days=args.storage.log_retention_days, opts=self._opts())
+                for kind, group in log_group_names(stack).items()}
         rule, events_log = self._create_spot_event_records()
         dashboard = self._create_dashboard(rule.name)
-        topic = self._create_alarms() if cfg.monitoring.alarms_enabled else None
+        topic = self._create_alarms() if args.monitoring.alarms_enabled else None
 
         self.dashboard_name = dashboard.dashboard_name
         self.dashboard_url = dashboard.dashboard_name.apply(
-            lambda n: f"https://{cfg.region}.console.aws.amazon.com/cloudwatch/home?region={cfg.region}"
+            lambda n: f"https://{stack.region}.console.aws.amazon.com/cloudwatch/home?region={stack.region}"
                       f"#dashboards:name={n}")
         self.alarm_topic_arn = topic.arn if topic else pulumi.Output.from_input(None)
         self.log_group_names = pulumi.Output.all(
@@ -141,16 +155,16 @@ class Monitoring(pulumi.ComponentResource):
 
     # --- spot events ---------------------------------------------------------------------------------
     def _create_spot_event_records(self) -> tuple[aws.cloudwatch.EventRule, aws.cloudwatch.LogGroup]:
-        cfg = self._args.config
-        log = aws.cloudwatch.LogGroup(f"{self._name}-spot-events", name=spot_events_log_group_name(cfg),
-                                      retention_in_days=cfg.storage.log_retention_days, opts=self._opts())
+        a = self._args
+        log = aws.cloudwatch.LogGroup(f"{self._name}-spot-events", name=spot_events_log_group_name(a.stack),
+                                      retention_in_days=a.storage.log_retention_days, opts=self._opts())
         rule = aws.cloudwatch.EventRule(
             f"{self._name}-spot-events", description="Record spot interruption warnings and rebalance recommendations",
             event_pattern=json.dumps({"source": ["aws.ec2"], "detail-type": list(SPOT_EVENT_TYPES)}),
             opts=self._opts())
         # EventBridge writes to CloudWatch Logs only where the log group's resource policy lets it.
         policy = aws.cloudwatch.LogResourcePolicy(
-            f"{self._name}-spot-events", policy_name=f"{cfg.resource_prefix()}-spot-events",
+            f"{self._name}-spot-events", policy_name=f"{a.stack.resource_prefix()}-spot-events",
             policy_document=log.arn.apply(lambda arn: json.dumps({"Version": "2012-10-17", "Statement": [{
                 "Sid": "EventBridgeToSpotEventLog", "Effect": "Allow",
                 "Principal": {"Service": ["delivery.logs.amazonaws.com", "events.amazonaws.com"]},
@@ -162,20 +176,20 @@ class Monitoring(pulumi.ComponentResource):
 
     # --- dashboard -----------------------------------------------------------------------------------
     def _create_dashboard(self, rule_name: pulumi.Output[str]) -> aws.cloudwatch.Dashboard:
-        a, cfg = self._args, self._args.config
+        a = self._args
         sqs = a.queue if isinstance(a.queue, SqsEndpoint) else None
         body = pulumi.Output.all(
             backlog=a.queue.backlog_metric, spot=a.spot_group_name, ondemand=a.on_demand_group_name,
             queue=sqs and sqs.queue_name, dlq=sqs and sqs.dlq_name, api=a.api_id, rule=rule_name,
         ).apply(lambda v: json.dumps(dashboard_body(
-            cfg, backlog=v["backlog"], groups={"spot": v["spot"], "on-demand": v["ondemand"]},
+            a.stack, a.cluster, backlog=v["backlog"], groups={"spot": v["spot"], "on-demand": v["ondemand"]},
             queue_name=v["queue"], dlq_name=v["dlq"], api_id=v["api"], event_rule_name=v["rule"])))
-        return aws.cloudwatch.Dashboard(f"{self._name}-dashboard", dashboard_name=f"{cfg.resource_prefix()}-fleet",
+        return aws.cloudwatch.Dashboard(f"{self._name}-dashboard", dashboard_name=f"{a.stack.resource_prefix()}-fleet",
                                         dashboard_body=body, opts=self._opts())
 
     # --- alarms --------------------------------------------------------------------------------------
     def _create_topic(self) -> aws.sns.Topic:
-        cfg, account = self._args.config, self._account
+        a, account = self._args, self._account
         key = aws.kms.Key(
             f"{self._name}-alarms", description="genai-fleet alarm topic (CloudWatch alarms may use it)",
             enable_key_rotation=True, deletion_window_in_days=7,
@@ -187,8 +201,8 @@ class Monitoring(pulumi.ComponentResource):
                  "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*",
                  "Condition": {"StringEquals": {"aws:SourceAccount": acct}}}]})),
             opts=self._opts())
-        aws.kms.Alias(f"{self._name}-alarms", name=f"alias/{cfg.resource_prefix()}-alarms", target_key_id=key.key_id,
-                      opts=self._opts())
+        aws.kms.Alias(f"{self._name}-alarms", name=f"alias/{a.stack.resource_prefix()}-alarms",
+                      target_key_id=key.key_id, opts=self._opts())
         topic = aws.sns.Topic(f"{self._name}-alarms", kms_master_key_id=key.arn, opts=self._opts())
         publish = pulumi.Output.all(topic.arn, account).apply(lambda r: json.dumps({
             "Version": "2012-10-17", "Statement": [{
@@ -196,9 +210,9 @@ class Monitoring(pulumi.ComponentResource):
                 "Principal": {"Service": "cloudwatch.amazonaws.com"}, "Action": "sns:Publish", "Resource": r[0],
                 "Condition": {"StringEquals": {"aws:SourceAccount": r[1]}}}]}))
         aws.sns.TopicPolicy(f"{self._name}-alarms", arn=topic.arn, policy=publish, opts=self._opts())
-        if cfg.monitoring.alarm_email:
+        if a.monitoring.alarm_email:
             aws.sns.TopicSubscription(f"{self._name}-alarms-email", topic=topic.arn, protocol="email",
-                                      endpoint=cfg.monitoring.alarm_email, opts=self._opts())
+                                      endpoint=a.monitoring.alarm_email, opts=self._opts())
         return topic
 
     def _alarm(self, suffix: str, topic: aws.sns.Topic, description: str, **kwargs: Any) -> aws.cloudwatch.MetricAlarm:
@@ -208,9 +222,10 @@ class Monitoring(pulumi.ComponentResource):
                                           **kwargs)
 
     def _create_alarms(self) -> aws.sns.Topic:
-        a, cfg = self._args, self._args.config
+        a = self._args
         topic = self._create_topic()
-        stack_dims = fleet_dimensions(cfg)
+        stack_dims = fleet_dimensions(a.stack, a.cluster)
+        minutes = no_capacity_minutes(a.cluster)
         if isinstance(a.queue, SqsEndpoint):
             self._create_sqs_alarms(topic, a.queue)
         self._alarm("job-error-rate", topic, f"More than {JOB_ERROR_RATE_PERCENT}% of finished jobs failed.",
@@ -230,7 +245,7 @@ class Monitoring(pulumi.ComponentResource):
                         evaluation_periods=2, datapoints_to_alarm=2, threshold=API_5XX_PER_5_MINUTES,
                         comparison_operator="GreaterThanOrEqualToThreshold")
         self._alarm("no-capacity", topic, "Work is queued but no instance is InService (spot capacity or AMI?).",
-                    evaluation_periods=no_capacity_minutes(cfg), datapoints_to_alarm=no_capacity_minutes(cfg),
+                    evaluation_periods=minutes, datapoints_to_alarm=minutes,
                     threshold=1, comparison_operator="GreaterThanOrEqualToThreshold",
                     metric_queries=pulumi.Output.all(a.queue.backlog_metric, a.spot_group_name, a.on_demand_group_name)
                     .apply(lambda r: _no_capacity_queries(r[0], [g for g in r[1:] if g])))
@@ -238,6 +253,7 @@ class Monitoring(pulumi.ComponentResource):
 
     def _create_sqs_alarms(self, topic: aws.sns.Topic, sqs: SqsEndpoint) -> None:
         """Kafka has no per-queue CloudWatch metrics; its backlog alarm is the no-capacity one."""
+        overdue = oldest_message_threshold(self._args.cluster, self._args.queue_settings)
         self._alarm("dlq-not-empty", topic, "Jobs failed every attempt and sit in the dead-letter queue.",
                     namespace="AWS/SQS", metric_name="ApproximateNumberOfMessagesVisible",
                     dimensions={"QueueName": sqs.dlq_name}, statistic="Maximum", period=300,
@@ -245,7 +261,7 @@ class Monitoring(pulumi.ComponentResource):
         self._alarm("oldest-message", topic, "A job has waited longer than accepted wait + launch + longest job.",
                     namespace="AWS/SQS", metric_name="ApproximateAgeOfOldestMessage",
                     dimensions={"QueueName": sqs.queue_name}, statistic="Maximum", period=60, evaluation_periods=5,
-                    datapoints_to_alarm=5, threshold=oldest_message_threshold(self._args.config),
+                    datapoints_to_alarm=5, threshold=overdue,
                     comparison_operator="GreaterThanThreshold")
         for group in sqs.groups:  # model affinity: the overdue bound keeps these young unless capacity is short
             self._alarm(f"oldest-message-{group.group}", topic,
@@ -253,7 +269,7 @@ class Monitoring(pulumi.ComponentResource):
                         f"job.", namespace="AWS/SQS", metric_name="ApproximateAgeOfOldestMessage",
                         dimensions={"QueueName": group.queue_name}, statistic="Maximum", period=60,
                         evaluation_periods=5, datapoints_to_alarm=5,
-                        threshold=oldest_message_threshold(self._args.config),
+                        threshold=overdue,
                         comparison_operator="GreaterThanThreshold")
 
 

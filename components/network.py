@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.config import FleetConfig
+from components.config import NetworkSettings
 
 # AWS's smallest subnet; the public subnets only carry NAT gateways, so they may be this small.
 _SMALLEST_PREFIX = 28
@@ -26,8 +26,10 @@ _SMALLEST_PREFIX = 28
 
 @dataclass
 class NetworkArgs:
-    config: FleetConfig
-    """Stack config: ``network`` (CIDR, AZ count, NAT mode, existing VPC) and ``region`` (endpoint names)."""
+    network: NetworkSettings
+    """``FleetConfig.network``: CIDR, AZ count, NAT mode, or an existing VPC to adopt."""
+    region: str
+    """``aws:region``: the gateway endpoints' service names."""
 
 
 def plan_subnets(vpc_cidr: str, az_count: int, public_count: int) -> tuple[list[str], list[str]]:
@@ -57,7 +59,7 @@ class Network(pulumi.ComponentResource):
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("genai:network:Network", name, None, opts)
         self._name = name
-        s = args.config.network
+        s = args.network
         if s.existing_vpc_id:
             self.vpc_id = pulumi.Output.from_input(s.existing_vpc_id)
             self.private_subnet_ids = pulumi.Output.from_input(list(s.existing_private_subnet_ids))
@@ -70,7 +72,7 @@ class Network(pulumi.ComponentResource):
             _, table = self._create_internet_route(vpc)
             subnets = [self._create_subnet(vpc, zones, i, cidr, "public", table, public_ips=True)
                        for i, cidr in enumerate(cidrs)]
-            self._create_gateway_endpoints(vpc, [table], args.config.region)
+            self._create_gateway_endpoints(vpc, [table], args.region)
             self.vpc_id = vpc.id
             self.private_subnet_ids = pulumi.Output.all(*[sn.id for sn in subnets])
             self.vpc_cidr = vpc.cidr_block
@@ -82,7 +84,7 @@ class Network(pulumi.ComponentResource):
             vpc = self._create_vpc(s.vpc_cidr)
             nat_ids = self._create_public_side(vpc, zones, public_cidrs)
             private_tables, private_subnets = self._create_private_side(vpc, zones, private_cidrs, nat_ids)
-            self._create_gateway_endpoints(vpc, private_tables, args.config.region)
+            self._create_gateway_endpoints(vpc, private_tables, args.region)
             self.vpc_id = vpc.id
             self.private_subnet_ids = pulumi.Output.all(*[sn.id for sn in private_subnets])
             self.vpc_cidr = vpc.cidr_block

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from components import capacity
 from components.config import FleetConfig
+from components.naming import api_keys_prefix, webhook_secret_parameter
 
 
 class PrerequisiteError(RuntimeError):
@@ -41,14 +42,6 @@ class AccountFacts:
     lambda_concurrency_quota: float | None  # None: could not be read (the check is skipped with a warning)
 
 
-def webhook_secret_parameter(cfg: FleetConfig) -> str:
-    return f"/genai-fleet/{cfg.environment}/webhook-secret"
-
-
-def api_keys_prefix(cfg: FleetConfig) -> str:
-    return f"/genai-fleet/{cfg.environment}/api-keys"
-
-
 def _ami_command(cfg: FleetConfig) -> str:
     flavor, channel = cfg.cluster.flavor, cfg.cluster.ami_channel
     if channel == "latest":
@@ -60,15 +53,15 @@ def _ami_command(cfg: FleetConfig) -> str:
 def missing(cfg: FleetConfig, facts: AccountFacts) -> list[str]:
     """One message per missing prerequisite, in the README's order, each naming the command that makes it."""
     problems = []
-    stack = cfg.stack
+    stack, secret = cfg.stack, webhook_secret_parameter(cfg.identity)
     if not cfg.cluster.ami_id and not facts.ami_parameter_exists:
         problems.append(f"no AMI: the SSM parameter {cfg.cluster.ami_parameter} does not exist: run "
                         f"{_ami_command(cfg)}, or pin one with `pulumi config set amiId ami-...`")
     if not facts.webhook_secret_exists:
-        problems.append(f"no webhook signing secret: the SSM parameter {webhook_secret_parameter(cfg)} does not "
+        problems.append(f"no webhook signing secret: the SSM parameter {secret} does not "
                         f"exist: run `make webhook-secret STACK={stack}`")
     if cfg.api.auth == "api-key" and facts.api_key_count == 0:
-        problems.append(f"no API key under {api_keys_prefix(cfg)}/ (apiAuth: api-key): run "
+        problems.append(f"no API key under {api_keys_prefix(cfg.identity)}/ (apiAuth: api-key): run "
                         f"`make api-key STACK={stack} NAME=<who>` (prints the key once)")
     need = cfg.api.account_concurrency_needed
     quota = facts.lambda_concurrency_quota
@@ -99,10 +92,10 @@ def read_facts(cfg: FleetConfig, provider) -> AccountFacts:
 
     opts = pulumi.InvokeOptions(provider=provider)
     ami = bool(cfg.cluster.ami_id) or _parameter_exists(aws, cfg.cluster.ami_parameter, opts)
-    secret = _parameter_exists(aws, webhook_secret_parameter(cfg), opts)
+    secret = _parameter_exists(aws, webhook_secret_parameter(cfg.identity), opts)
     keys = 0
     if cfg.api.auth == "api-key":
-        keys = len(aws.ssm.get_parameters_by_path(path=api_keys_prefix(cfg), with_decryption=False,
+        keys = len(aws.ssm.get_parameters_by_path(path=api_keys_prefix(cfg.identity), with_decryption=False,
                                                   opts=opts).names or [])
     try:
         quota = float(aws.servicequotas.get_service_quota(service_code="lambda", quota_code=capacity.QUOTA_CODE,

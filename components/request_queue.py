@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components.config import FleetConfig
+from components.config import QueueSettings, StackIdentity, StorageSettings
 from components.kafka_functions import KafkaFunctions, KafkaFunctionsArgs, sibling_arn
 from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint, SqsGroupQueue
 from runtime import metric_names, queue_names
@@ -47,8 +47,17 @@ KAFKA_DLQ_RETENTION_MS = DLQ_RETENTION_SECONDS * 1000  # as long as the SQS DLQ 
 
 @dataclass
 class RequestQueueArgs:
-    config: FleetConfig
-    """Stack config: ``queue`` (kind, max receive count, max job seconds), ``cluster.max_size``, names."""
+    stack: StackIdentity
+    """``FleetConfig.identity``: queue and cluster names, the Kafka backlog metric's Stack dimension."""
+
+    queue: QueueSettings
+    """``FleetConfig.queue``: kind, lease (visibility timeout), redrive count, model group queues."""
+
+    storage: StorageSettings
+    """``FleetConfig.storage``: ``log_retention_days`` of the Kafka functions (kafka only)."""
+
+    max_workers: int
+    """``FleetConfig.cluster.max_size``: Kafka gets at least one partition per possible worker."""
 
     vpc_id: pulumi.Input[str] | None = None
     """VPC of the Kafka cluster's security groups (kafka only)."""
@@ -72,14 +81,14 @@ def _sqs_backlog(names: Sequence[str]) -> dict:
     return backlog
 
 
-def kafka_partitions(cfg: FleetConfig) -> int:
+def kafka_partitions(max_workers: int) -> int:
     """One partition per possible worker at least, so every instance can own a partition at full size."""
-    return max(KAFKA_MIN_PARTITIONS, cfg.cluster.max_size)
+    return max(KAFKA_MIN_PARTITIONS, max_workers)
 
 
-def kafka_topic_specs(cfg: FleetConfig) -> list[dict]:
+def kafka_topic_specs(max_workers: int) -> list[dict]:
     """What the deploy-time topic creator makes: the jobs topic and its DLQ (config values are strings)."""
-    return [{"name": KAFKA_TOPIC, "partitions": kafka_partitions(cfg),
+    return [{"name": KAFKA_TOPIC, "partitions": kafka_partitions(max_workers),
              "config": {"retention.ms": str(KAFKA_RETENTION_MS)}},
             {"name": KAFKA_DLQ_TOPIC, "partitions": KAFKA_DLQ_PARTITIONS,
              "config": {"retention.ms": str(KAFKA_DLQ_RETENTION_MS)}}]
@@ -93,13 +102,12 @@ class RequestQueue(pulumi.ComponentResource):
     backlog_metric: pulumi.Output[dict]
 
     def __init__(self, name: str, args: RequestQueueArgs, opts: pulumi.ResourceOptions | None = None):
-        cfg = args.config
-        if cfg.queue.kind == "kafka" and (args.vpc_id is None or args.subnet_ids is None):
+        if args.queue.kind == "kafka" and (args.vpc_id is None or args.subnet_ids is None):
             raise ValueError("queueKind kafka needs RequestQueueArgs.vpc_id and subnet_ids (private subnets)")
         super().__init__("genai:queue:RequestQueue", name, None, opts)
         self._name = name
-        self.kind = cfg.queue.kind
-        self.endpoint = self._create_sqs(cfg) if self.kind == "sqs" else self._create_kafka(cfg, args)
+        self.kind = args.queue.kind
+        self.endpoint = self._create_sqs(args) if self.kind == "sqs" else self._create_kafka(args)
         self.backlog_metric = pulumi.Output.from_input(self.endpoint.backlog_metric)
         self.register_outputs({"kind": self.kind, "backlog_metric": self.backlog_metric,
                                **{f"endpoint_{k}": v for k, v in vars(self.endpoint).items() if k != "groups"},
@@ -110,23 +118,23 @@ class RequestQueue(pulumi.ComponentResource):
         return pulumi.ResourceOptions(parent=self, **kwargs)
 
     # --- sqs ---------------------------------------------------------------------------------------
-    def _create_sqs(self, cfg: FleetConfig) -> SqsEndpoint:
-        prefix = cfg.resource_prefix()
+    def _create_sqs(self, args: RequestQueueArgs) -> SqsEndpoint:
+        prefix, settings = args.stack.resource_prefix(), args.queue
         # The API sizes jobs against this limit (SQS_MAX_MESSAGE_BYTES); declared so it never depends on a default.
         dlq = aws.sqs.Queue(f"{self._name}-dlq", name=queue_names.sqs_dlq_name(prefix), sqs_managed_sse_enabled=True,
                             message_retention_seconds=DLQ_RETENTION_SECONDS, max_message_size=SQS_MAX_MESSAGE_BYTES,
                             receive_wait_time_seconds=LONG_POLL_SECONDS, opts=self._opts())
         redrive = dlq.arn.apply(lambda arn: json.dumps(
-            {"deadLetterTargetArn": arn, "maxReceiveCount": cfg.queue.redrive_receive_count}))
+            {"deadLetterTargetArn": arn, "maxReceiveCount": settings.redrive_receive_count}))
         queue = aws.sqs.Queue(f"{self._name}-queue", name=queue_names.sqs_queue_name(prefix),
                               sqs_managed_sse_enabled=True,
-                              visibility_timeout_seconds=cfg.queue.visibility_timeout_seconds,
+                              visibility_timeout_seconds=settings.visibility_timeout_seconds,
                               receive_wait_time_seconds=LONG_POLL_SECONDS,
                               message_retention_seconds=QUEUE_RETENTION_SECONDS, redrive_policy=redrive,
                               max_message_size=SQS_MAX_MESSAGE_BYTES,
                               opts=self._opts())
-        groups = tuple(self._create_group_queue(cfg, group, models, redrive)
-                       for group, models in cfg.queue.model_groups)
+        groups = tuple(self._create_group_queue(args, group, models, redrive)
+                       for group, models in settings.model_groups)
         # Only the jobs queues may send to the DLQ (redrive), so nothing else lands there by mistake.
         aws.sqs.RedriveAllowPolicy(f"{self._name}-dlq-allow", queue_url=dlq.url,
                                    redrive_allow_policy=pulumi.Output.all(queue.arn, *(g.queue_arn for g in groups))
@@ -137,13 +145,13 @@ class RequestQueue(pulumi.ComponentResource):
         return SqsEndpoint(queue_url=queue.url, queue_arn=queue.arn, queue_name=queue.name, dlq_url=dlq.url,
                            dlq_arn=dlq.arn, dlq_name=dlq.name, backlog_metric=backlog, groups=groups)
 
-    def _create_group_queue(self, cfg: FleetConfig, group: str, models: tuple[str, ...],
+    def _create_group_queue(self, args: RequestQueueArgs, group: str, models: tuple[str, ...],
                             redrive: pulumi.Output[str]) -> SqsGroupQueue:
         """A model group's queue (model affinity): the main queue's settings and DLQ."""
         queue = aws.sqs.Queue(f"{self._name}-queue-{group}",
-                              name=queue_names.sqs_group_queue_name(cfg.resource_prefix(), group),
+                              name=queue_names.sqs_group_queue_name(args.stack.resource_prefix(), group),
                               sqs_managed_sse_enabled=True,
-                              visibility_timeout_seconds=cfg.queue.visibility_timeout_seconds,
+                              visibility_timeout_seconds=args.queue.visibility_timeout_seconds,
                               receive_wait_time_seconds=LONG_POLL_SECONDS,
                               message_retention_seconds=QUEUE_RETENTION_SECONDS, redrive_policy=redrive,
                               max_message_size=SQS_MAX_MESSAGE_BYTES, opts=self._opts())
@@ -151,16 +159,17 @@ class RequestQueue(pulumi.ComponentResource):
                              queue_name=queue.name)
 
     # --- kafka -------------------------------------------------------------------------------------
-    def _create_kafka(self, cfg: FleetConfig, args: RequestQueueArgs) -> KafkaEndpoint:
+    def _create_kafka(self, args: RequestQueueArgs) -> KafkaEndpoint:
         cluster_sg, client_sg = self._create_kafka_security_groups(args)
         cluster = aws.msk.ServerlessCluster(
-            f"{self._name}-kafka", cluster_name=f"{cfg.resource_prefix()}-jobs",
+            f"{self._name}-kafka", cluster_name=f"{args.stack.resource_prefix()}-jobs",
             client_authentication={"sasl": {"iam": {"enabled": True}}},
             vpc_configs=[{"subnet_ids": args.subnet_ids, "security_group_ids": [cluster_sg.id]}],
             tags={"Name": f"{self._name}-kafka"}, opts=self._opts())
         self.kafka_functions = KafkaFunctions(f"{self._name}-kafka-fns", KafkaFunctionsArgs(
-            config=cfg, cluster_arn=cluster.arn, bootstrap_brokers=cluster.bootstrap_brokers_sasl_iam,
-            subnet_ids=args.subnet_ids, client_security_group_id=client_sg.id, topics=kafka_topic_specs(cfg),
+            stack=args.stack, storage=args.storage, cluster_arn=cluster.arn,
+            bootstrap_brokers=cluster.bootstrap_brokers_sasl_iam, subnet_ids=args.subnet_ids,
+            client_security_group_id=client_sg.id, topics=kafka_topic_specs(args.max_workers),
             topic=KAFKA_TOPIC, group=KAFKA_GROUP, layer_dir=args.kafka_layer_dir), opts=self._opts())
         return KafkaEndpoint(
             cluster_arn=cluster.arn, bootstrap_brokers=cluster.bootstrap_brokers_sasl_iam,
@@ -170,7 +179,7 @@ class RequestQueue(pulumi.ComponentResource):
             group_arn=cluster.arn.apply(lambda arn: sibling_arn(arn, "group", KAFKA_GROUP)),
             client_security_group_id=client_sg.id, subnet_ids=args.subnet_ids,
             backlog_metric={"namespace": metric_names.NAMESPACE, "metric_name": metric_names.KAFKA_BACKLOG,
-                            "dimensions": {metric_names.DIM_STACK: cfg.stack}},
+                            "dimensions": {metric_names.DIM_STACK: args.stack.stack}},
             topic=KAFKA_TOPIC, dlq_topic=KAFKA_DLQ_TOPIC, group=KAFKA_GROUP)
 
     def _create_kafka_security_groups(

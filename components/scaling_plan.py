@@ -1,6 +1,6 @@
 """The fleet's sizing and scaling arithmetic, as plain Python: one source for the stack and the planner.
 
-``fleet_plan(cfg)`` turns a ``FleetConfig`` into what the inference cluster declares (group sizes,
+``fleet_plan(cfg.cluster, cfg.queue)`` turns the cluster settings into what the inference cluster declares (group sizes,
 market split, warm pool, lifecycle hooks, target value, the zero-to-one threshold) and what the
 capacity planner (``planner/``) simulates. The Pulumi components read their numbers from here, so the
 planner cannot drift from the stack. Nothing here imports Pulumi.
@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from components.config import FleetConfig
+from components.config import ClusterSettings, QueueSettings
 
 LAUNCHING_HOOK = "genai-launching"
 TERMINATING_HOOK = "genai-terminating"
@@ -50,12 +50,12 @@ FROM_ZERO_STEP = 1  # instances the step policy adds
 SPOT_NOTICE_SECONDS = 120  # EC2 spot interruption notice
 
 
-def launching_heartbeat(cfg: FleetConfig) -> int:
-    return min(MAX_HEARTBEAT_SECONDS, BOOT_SECONDS + PRELOAD_SECONDS_PER_MODEL * len(cfg.cluster.hot_models))
+def launching_heartbeat(cluster: ClusterSettings) -> int:
+    return min(MAX_HEARTBEAT_SECONDS, BOOT_SECONDS + PRELOAD_SECONDS_PER_MODEL * len(cluster.hot_models))
 
 
-def terminating_heartbeat(cfg: FleetConfig) -> int:
-    return min(MAX_HEARTBEAT_SECONDS, cfg.queue.max_job_seconds + DRAIN_MARGIN_SECONDS)
+def terminating_heartbeat(queue: QueueSettings) -> int:
+    return min(MAX_HEARTBEAT_SECONDS, queue.max_job_seconds + DRAIN_MARGIN_SECONDS)
 
 
 def on_demand_percentage(spot_share: float) -> int:
@@ -63,10 +63,10 @@ def on_demand_percentage(spot_share: float) -> int:
     return round((1 - spot_share) * 100)
 
 
-def scale_from_zero_threshold(cfg: FleetConfig) -> int:
+def scale_from_zero_threshold(cluster: ClusterSettings) -> int:
     """Backlog at which the spot group leaves zero: any job, or more than the on-demand base absorbs."""
-    base = cfg.cluster.on_demand_base
-    return max(1, math.ceil(cfg.cluster.backlog_per_instance_target * base)) if base else 1
+    base = cluster.on_demand_base
+    return max(1, math.ceil(cluster.backlog_per_instance_target * base)) if base else 1
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,9 @@ class FleetPlan:
         return self.spot.max_size > 0
 
 
-def fleet_plan(cfg: FleetConfig) -> FleetPlan:
-    c = cfg.cluster
+def fleet_plan(cluster: ClusterSettings, queue: QueueSettings) -> FleetPlan:
+    """Group sizes, targets and hook heartbeats from the cluster settings and the queue's job time limit."""
+    c = cluster
     spot = GroupPlan(suffix="spot", min_size=max(0, c.min_size - c.on_demand_base), max_size=c.spot_max_size,
                      desired_capacity=None, instance_types=c.instance_types, mixed=True,
                      on_demand_percent=on_demand_percentage(c.spot_share), capacity_rebalance=True)
@@ -129,8 +130,8 @@ def fleet_plan(cfg: FleetConfig) -> FleetPlan:
             on_demand_percent=100, warm_pool_size=c.warm_pool_size,
             warm_pool_max_prepared=c.on_demand_base + c.warm_pool_size if c.warm_pool_size else None))
     return FleetPlan(groups=tuple(groups), target=c.backlog_per_instance_target,
-                     from_zero_threshold=scale_from_zero_threshold(cfg),
-                     launching_heartbeat=launching_heartbeat(cfg), terminating_heartbeat=terminating_heartbeat(cfg),
+                     from_zero_threshold=scale_from_zero_threshold(c),
+                     launching_heartbeat=launching_heartbeat(c), terminating_heartbeat=terminating_heartbeat(queue),
                      gpu_utilization_target=c.gpu_utilization_target)
 
 

@@ -41,8 +41,8 @@ def steady_spot(cfg: FleetConfig, work: Workload, trace: Trace) -> int:
 
 def simulate(cfg: FleetConfig, work: Workload, trace: Trace, seed: int, lag: int = 1, warm_start: bool = False):
     """One audited run of ``trace`` against the stack ``cfg`` describes (``warm_start``: see ``steady_spot``)."""
-    sim = Simulation(fleet_plan(cfg), work, hot_models=max(1, len(cfg.cluster.hot_models)), seed=seed,
-                     lag_periods=lag, initial_spot=steady_spot(cfg, work, trace) if warm_start else None)
+    sim = Simulation(fleet_plan(cfg.cluster, cfg.queue), work, hot_models=max(1, len(cfg.cluster.hot_models)),
+                     seed=seed, lag_periods=lag, initial_spot=steady_spot(cfg, work, trace) if warm_start else None)
     result = sim.run(trace, job_models(trace, work, seed))
     audit(result)
     return result

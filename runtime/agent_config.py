@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from runtime import instance_contract
+from runtime.backends.base import NAMES as BACKENDS
 from runtime.queue_names import KAFKA_GROUP, KAFKA_TOPIC
 
 DEFAULT_PATH = instance_contract.CONFIG_PATH
-BACKENDS = ("comfyui", "a1111", "diffusers", "neuron", "test-pattern")
 
 
 class AgentConfigError(ValueError):
@@ -137,7 +137,7 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         backend = _require(data, "backend", "")
         if backend not in BACKENDS:
             raise AgentConfigError(f"backend = {backend!r}: must be one of {', '.join(BACKENDS)}")
-        if backend in ("comfyui", "a1111"):
+        if backend in instance_contract.HTTP_BACKENDS:  # driven over HTTP at backend_url
             _require(data, "backend_url", "")
         outputs = dict(_require(data, "outputs", ""))
         _require(outputs, "bucket", "outputs.")

@@ -5,7 +5,8 @@
 1. checks AWS credentials (``sts:GetCallerIdentity``) and the Packer version (>= 1.10: the templates
    use ``required_plugins``, ``metadata_options`` and ``imds_support``, which Debian's 1.6.6 lacks);
 2. builds the worker agent wheel from the committed tree at ``HEAD`` (``git archive``) into
-   ``build/agent/``, so the AMI holds exactly the revision in its ``GitRevision`` tag;
+   ``build/agent/``, so the AMI holds exactly the revision in its ``GitRevision`` tag; the wheel holds
+   ``runtime/`` only, with metadata generated from ``pyproject.toml`` (tools/runtime_wheel.py);
 3. runs ``packer init`` and ``packer build -machine-readable -only=amazon-ebs.<flavor>`` in ``packer/``,
    streaming Packer's messages to stderr and reading the artifact lines;
 4. reads the manifest post-processor's ``packer/manifest.json`` and checks it names the same AMI;
@@ -44,6 +45,7 @@ from tools.packer_output import (  # noqa: F401
     parse_build_output,
     parse_machine_line,
 )
+from tools.runtime_wheel import write_runtime_pyproject
 
 LOG = logging.getLogger("ami_build")
 
@@ -55,7 +57,8 @@ FLAVORS = ("cuda", "neuron")
 SSM_PARAMETER = "/genai-fleet/ami/{flavor}/latest"
 MIN_PACKER = (1, 10, 0)
 REQUIRED_TAGS = ("Project", "Flavor", "Version", "GitRevision", "Name")
-# Files the agent wheel is built from (what `git archive` exports).
+# Files the agent wheel is built from (what `git archive` exports); pyproject.toml gives its version and
+# dependencies, and is replaced by the runtime-only metadata before the build.
 WHEEL_INPUTS = ("pyproject.toml", "runtime")
 
 
@@ -165,7 +168,8 @@ def git_revision(allow_dirty: bool) -> str:
 def build_agent_wheel(revision: str, use_worktree: bool, out_dir: Path = AGENT_DIST_DIR) -> Path:
     """Build the runtime wheel from ``revision`` (or the working tree) into an emptied ``out_dir``.
 
-    pip builds it in an isolated environment with the build backend pyproject.toml names.
+    pip builds it in an isolated environment with the build backend pyproject.toml names, from the runtime-only
+    metadata ``tools/runtime_wheel.py`` writes (no entry point into a package the AMI does not hold).
     """
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
@@ -184,6 +188,7 @@ def build_agent_wheel(revision: str, use_worktree: bool, out_dir: Path = AGENT_D
             with tarfile.open(archive) as tar:
                 tar.extractall(src, filter="data")
             archive.unlink()
+        write_runtime_pyproject(src)
         _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out_dir), str(src)],
              capture_output=True)
     wheels = sorted(out_dir.glob("*.whl"))
@@ -269,7 +274,7 @@ def aws_session(region: str | None) -> Any:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flavor", required=True, choices=FLAVORS, help="which AMI to build")
+    parser.add_argument("--flavor", choices=FLAVORS, help="which AMI to build (required unless --wheel-only)")
     parser.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
                         help="AWS region to build in (default: AWS_REGION)")
     parser.add_argument("--dry-run", action="store_true",
@@ -278,6 +283,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="build the agent from the working tree even with uncommitted changes")
     parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
                         help="extra Packer variable, e.g. --var install_a1111=true (repeatable)")
+    parser.add_argument("--wheel-only", action="store_true",
+                        help=f"only build the runtime wheel into {AGENT_DIST_DIR} (for a hand-run packer build); "
+                             "needs no credentials or packer")
     parser.add_argument("--packer", default=os.environ.get("PACKER", "packer"), help="packer executable")
     return parser.parse_args(argv)
 
@@ -291,7 +299,8 @@ def dry_run(args: argparse.Namespace) -> dict[str, Any]:
         "region": region,
         "steps": [
             "sts get-caller-identity (credentials)",
-            f"git archive HEAD {' '.join(WHEEL_INPUTS)} | pip wheel --no-deps -w {AGENT_DIST_DIR}",
+            f"git archive HEAD {' '.join(WHEEL_INPUTS)} | runtime-only pyproject | pip wheel --no-deps -w "
+            f"{AGENT_DIST_DIR}",
             f"(cd {PACKER_DIR} && {args.packer} init .)",
             f"(cd {PACKER_DIR} && {' '.join(cmd)})",
             f"read {MANIFEST_PATH}",
@@ -307,6 +316,13 @@ def dry_run(args: argparse.Namespace) -> dict[str, Any]:
         except AmiBuildError as exc:
             plan["warning"] = str(exc)
     return plan
+
+
+def wheel_only(args: argparse.Namespace) -> dict[str, Any]:
+    """The agent wheel alone, built exactly as ``build`` builds it (packer's ``agent_dist_dir``)."""
+    revision = git_revision(args.allow_dirty)
+    wheel = build_agent_wheel(revision, use_worktree=args.allow_dirty)
+    return {"agent_wheel": str(wheel), "git_revision": revision}
 
 
 def build(args: argparse.Namespace) -> dict[str, Any]:
@@ -336,7 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s ami_build: %(message)s", stream=sys.stderr)
     args = parse_args(argv)
     try:
-        summary = dry_run(args) if args.dry_run else build(args)
+        if args.wheel_only:
+            summary = wheel_only(args)
+        elif args.flavor is None:
+            raise AmiBuildError("--flavor is required (cuda or neuron), unless --wheel-only")
+        else:
+            summary = dry_run(args) if args.dry_run else build(args)
     except AmiBuildError as exc:
         LOG.error("%s", exc)
         return 1

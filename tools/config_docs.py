@@ -71,7 +71,8 @@ def _replace(text: str, begin: str, end: str, block: str) -> str:
     return pattern.sub(lambda _m: block, text)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     targets = {ROOT / "README.md": (README_BEGIN, README_END, readme_table()),
                ROOT / "Pulumi.yaml": (YAML_BEGIN, YAML_END, yaml_block())}
     stale = []

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from components import config as fleet_config
-from components.prerequisites import api_keys_prefix, webhook_secret_parameter
+from components.naming import api_keys_prefix, webhook_secret_parameter
 from tools.ami_build import FLAVORS, AmiBuildError, check_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +61,7 @@ def _missing(exc: Exception) -> bool:
 
 
 def ensure_webhook_secret(ssm: Any, cfg: fleet_config.FleetConfig, rotate: bool = False) -> dict[str, Any]:
-    name = webhook_secret_parameter(cfg)
+    name = webhook_secret_parameter(cfg.identity)
     try:
         ssm.get_parameter(Name=name, WithDecryption=False)
         exists = True
@@ -81,7 +81,7 @@ def mint_api_key(ssm: Any, cfg: fleet_config.FleetConfig, name: str,
     if not name.strip():
         raise SetupError("an API key needs a name saying who holds it: pass --name (make api-key NAME=alice)")
     key, record = generate_key(name.strip(), quota_per_day=quota_per_day)
-    parameter = SsmKeyStore(ssm, api_keys_prefix(cfg)).put(record)
+    parameter = SsmKeyStore(ssm, api_keys_prefix(cfg.identity)).put(record)
     return {"parameter": parameter, "key_id": record.key_id, "key": key}
 
 

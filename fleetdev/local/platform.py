@@ -39,6 +39,7 @@ from fleetdev.local.audit import Ledger
 from fleetdev.local.cdn import CdnServer
 from fleetdev.local.fake_imds import FakeIMDS
 from fleetdev.local.processes import ManagedProcess, free_port, stop_all, wait_for
+from runtime import instance_contract
 from runtime.api.auth import generate_key
 from runtime.api.environment import ApiConfig
 from runtime.model_store import upload
@@ -48,7 +49,8 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET_PARAMETER = "/genai-fleet/local/webhook-secret"  # noqa: S105 - a parameter name
-BACKENDS = ("test-pattern", "comfyui", "a1111")
+# Local mode renders with test-pattern or drives an HTTP backend (ComfyUI, A1111) at a URL you give it.
+BACKENDS = ("test-pattern", *instance_contract.HTTP_BACKENDS)
 
 
 @dataclass

@@ -8,7 +8,9 @@ Error hierarchy (foreign exceptions are mapped at each adapter's boundary, chain
     └── JobInterrupted           the job was interrupted on request (cancel or drain)
 
 Backends are chosen by name through ``REGISTRY`` (name -> "module:Class"), imported lazily so that a
-GPU-only backend's heavy imports never happen on an instance that runs another backend.
+GPU-only backend's heavy imports never happen on an instance that runs another backend. ``CATALOG`` is the
+one list of backend names: the agent config's check, the stack's per-flavour check (components/config_settings.py)
+and local mode derive theirs from it.
 """
 
 from __future__ import annotations
@@ -128,14 +130,29 @@ class Backend(abc.ABC):
         """Release clients and in-process models."""
 
 
-# name -> "module:Class". Each class takes (config, **deps) where deps are keyword-only services.
-REGISTRY: dict[str, str] = {
-    "comfyui": "runtime.backends.comfyui:ComfyUIBackend",
-    "a1111": "runtime.backends.a1111:A1111Backend",
-    "diffusers": "runtime.backends.diffusers:DiffusersBackend",
-    "neuron": "runtime.backends.neuron:NeuronBackend",
-    "test-pattern": "runtime.backends.test_pattern:TestPatternBackend",
+@dataclass(frozen=True)
+class BackendEntry:
+    """One backend: where its class lives, and the AMI flavours that install what it needs."""
+
+    target: str  # "module:Class"; the class takes (config, **deps) where deps are keyword-only services
+    flavors: tuple[str, ...]  # packer/: cuda (NVIDIA GPU) and neuron (Inferentia2 / Trainium)
+
+
+# The only list of backend names (order: the per-flavour lists and error messages show them in this order).
+CATALOG: dict[str, BackendEntry] = {
+    "comfyui": BackendEntry("runtime.backends.comfyui:ComfyUIBackend", ("cuda",)),
+    "a1111": BackendEntry("runtime.backends.a1111:A1111Backend", ("cuda",)),
+    "diffusers": BackendEntry("runtime.backends.diffusers:DiffusersBackend", ("cuda",)),
+    "neuron": BackendEntry("runtime.backends.neuron:NeuronBackend", ("neuron",)),
+    "test-pattern": BackendEntry("runtime.backends.test_pattern:TestPatternBackend", ("cuda", "neuron")),
 }
+NAMES: tuple[str, ...] = tuple(CATALOG)
+REGISTRY: dict[str, str] = {name: entry.target for name, entry in CATALOG.items()}
+
+
+def flavor_backends(flavor: str) -> tuple[str, ...]:
+    """The backends an AMI flavour can run, in catalog order (empty for an unknown flavour)."""
+    return tuple(name for name, entry in CATALOG.items() if flavor in entry.flavors)
 
 
 def backend_class(name: str) -> Callable[..., Backend]:

@@ -44,8 +44,10 @@ def test_the_largest_allowed_grouping_fits_cloudwatch_metric_math():
 
 
 def test_dashboard_shows_each_group_queue_and_sums_them_per_instance():
-    body = dashboard_body(fleet(), backlog=grouped(2), groups={"spot": "g-spot"}, queue_name="genai-dev-jobs",
-                          dlq_name="genai-dev-jobs-dlq", api_id=None, event_rule_name="rule")
+    cfg = fleet()
+    body = dashboard_body(cfg.identity, cfg.cluster, backlog=grouped(2), groups={"spot": "g-spot"},
+                          queue_name="genai-dev-jobs", dlq_name="genai-dev-jobs-dlq", api_id=None,
+                          event_rule_name="rule")
     by_title = {w["properties"]["title"]: w["properties"]["metrics"] for w in body["widgets"]}
     depth_labels = [row[-1].get("label") for row in by_title["Queue depth"] if isinstance(row[-1], dict)]
     assert "Backlog genai-dev-jobs-g0" in depth_labels and "Backlog genai-dev-jobs-g1" in depth_labels

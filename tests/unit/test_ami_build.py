@@ -250,3 +250,24 @@ def test_dry_run_needs_no_credentials(no_credentials, capsys):
 def test_unknown_flavour_is_rejected():
     with pytest.raises(SystemExit):
         ami_build.parse_args(["--flavor", "tpu"])
+
+
+def test_without_a_flavour_only_the_wheel_can_be_built(no_credentials, caplog):
+    assert ami_build.main([]) == 1
+    assert "--flavor is required (cuda or neuron), unless --wheel-only" in caplog.text
+
+
+def test_wheel_only_builds_the_agent_wheel_and_touches_no_aws(no_credentials, monkeypatch, capsys, tmp_path):
+    built = []
+
+    def fake_build(revision, use_worktree, out_dir=ami_build.AGENT_DIST_DIR):
+        built.append((revision, use_worktree))
+        return tmp_path / "genai_fleet_runtime-0.1.0-py3-none-any.whl"
+
+    monkeypatch.setattr(ami_build, "build_agent_wheel", fake_build)
+    monkeypatch.setattr(ami_build, "git_revision", lambda allow_dirty: "abc123")
+    assert ami_build.main(["--wheel-only", "--allow-dirty"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert built == [("abc123", True)]
+    assert summary == {"agent_wheel": str(tmp_path / "genai_fleet_runtime-0.1.0-py3-none-any.whl"),
+                       "git_revision": "abc123"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -17,8 +18,10 @@ TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/genai-dev-jobs"
 
 
 def api(cfg, **kwargs):
-    base = {"job_table_name": "genai-dev-jobs", "job_table_arn": TABLE_ARN, "queue": sqs_endpoint()}
-    return build(lambda: Api("api", ApiArgs(config=cfg, **{**base, **kwargs})), "api_url", "function_name")
+    base = {"job_table_name": "genai-dev-jobs", "job_table_arn": TABLE_ARN, "queue": sqs_endpoint(),
+            "stack": cfg.identity, "api": cfg.api, "storage": cfg.storage, "hot_models": cfg.cluster.hot_models,
+            "average_job_seconds": cfg.cluster.average_job_seconds, "model_groups": cfg.queue.model_groups}
+    return build(lambda: Api("api", ApiArgs(**{**base, **kwargs})), "api_url", "function_name")
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +141,14 @@ def test_kafka_mode_runs_in_vpc_with_layer(tmp_path):
     assert {"KafkaConnect", "KafkaTopic"} <= sids and "Queue" not in sids
 
 
-def test_a_queue_of_the_wrong_kind_fails_clearly():
-    with pytest.raises(Exception, match=r"ApiArgs\.queue is a kafka endpoint but queueKind is sqs"):
-        api(fleet(), queue=kafka_endpoint())
+def test_the_queue_kind_comes_from_the_endpoint_alone(tmp_path):
+    """ApiArgs has no queue-kind setting to disagree with: the endpoint's variant decides (VPC, env, policy)."""
+    (tmp_path / "python").mkdir()
+    built = api(fleet(apiAuth="iam"), queue=kafka_endpoint(), kafka_layer_dir=str(tmp_path))
+    handler = built.one(FN, "api-handler-fn").inputs
+    assert handler["environment"]["variables"]["GENAI_QUEUE_KIND"] == "kafka"
+    assert handler["vpcConfig"]["subnetIds"] == kafka_endpoint().subnet_ids
+    assert "queue_kind" not in {f.name for f in dataclasses.fields(ApiArgs)}
 
 
 def test_both_functions_reserve_what_rate_burst_and_wait_need(keyed, iam):

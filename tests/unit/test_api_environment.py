@@ -60,8 +60,9 @@ def _function_env(built, name):
 def test_the_stack_writes_what_the_handler_and_the_authorizer_read():
     cfg = fleet(apiKeyQuotaPerDay=1000, hotModels='["sdxl-base-1.0"]', apiMaxWaitSeconds=15)
     built = build(lambda: api_component.Api("api", api_component.ApiArgs(
-        config=cfg, job_table_name="genai-dev-jobs", job_table_arn=TABLE_ARN, queue=sqs_endpoint(),
-        model_bucket_name="models")), "api_url")
+        stack=cfg.identity, api=cfg.api, storage=cfg.storage, job_table_name="genai-dev-jobs",
+        job_table_arn=TABLE_ARN, queue=sqs_endpoint(), average_job_seconds=cfg.cluster.average_job_seconds,
+        hot_models=cfg.cluster.hot_models, model_bucket_name="models")), "api_url")
     handler = ApiConfig.from_env(_function_env(built, "api-handler-fn"))
     assert handler == ApiConfig(
         job_table="genai-dev-jobs", queue_kind="sqs", queue_url=sqs_endpoint().queue_url, auth_mode="api-key",
@@ -73,9 +74,11 @@ def test_the_stack_writes_what_the_handler_and_the_authorizer_read():
 
 def test_a_kafka_stack_tells_the_handler_not_to_create_topics(tmp_path):
     (tmp_path / "python").mkdir()
+    cfg = fleet(queueKind="kafka", apiAuth="iam")
     built = build(lambda: api_component.Api("api", api_component.ApiArgs(
-        config=fleet(queueKind="kafka", apiAuth="iam"), job_table_name="genai-dev-jobs", job_table_arn=TABLE_ARN,
-        queue=kafka_endpoint(), kafka_layer_dir=str(tmp_path))), "api_url")
+        stack=cfg.identity, api=cfg.api, storage=cfg.storage, job_table_name="genai-dev-jobs",
+        job_table_arn=TABLE_ARN, queue=kafka_endpoint(), average_job_seconds=cfg.cluster.average_job_seconds,
+        kafka_layer_dir=str(tmp_path))), "api_url")
     handler = ApiConfig.from_env(_function_env(built, "api-handler-fn"))
     assert (handler.queue_kind, handler.kafka_bootstrap, handler.kafka_iam, handler.kafka_create_topic) == (
         "kafka", "boot-abc.kafka:9098", True, False)

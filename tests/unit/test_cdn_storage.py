@@ -15,7 +15,7 @@ OUTPUTS = ("bucket_name", "bucket_arn", "cdn_domain", "distribution_arn")
 
 
 def cdn(cfg):
-    return build(lambda: CdnStorage("outputs", CdnStorageArgs(config=cfg)), *OUTPUTS)
+    return build(lambda: CdnStorage("outputs", CdnStorageArgs(stack=cfg.identity, storage=cfg.storage)), *OUTPUTS)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,8 @@ def cluster_args(cfg, **extra) -> InferenceClusterArgs:
              kafka_endpoint(cfg.stack, cluster_arn=KAFKA_CLUSTER, backlog_metric=pulumi.Output.from_input(
                  {"namespace": "GenAIFleet", "metric_name": "KafkaBacklog", "dimensions": {"Stack": cfg.stack}})))
     values = dict(
-        config=cfg, vpc_id="vpc-0a1b2c3d4e5f67890", private_subnet_ids=["subnet-aaaa1111", "subnet-bbbb2222"],
+        stack=cfg.identity, cluster=cfg.cluster, queue_settings=cfg.queue, tags=cfg.tags,
+        vpc_id="vpc-0a1b2c3d4e5f67890", private_subnet_ids=["subnet-aaaa1111", "subnet-bbbb2222"],
         queue=queue,
         model_store_bucket_name="genai-dev-models-x1", model_store_bucket_arn="arn:aws:s3:::genai-dev-models-x1",
         outputs_bucket_name="genai-dev-outputs-x1", outputs_bucket_arn="arn:aws:s3:::genai-dev-outputs-x1",
@@ -301,8 +302,8 @@ def test_agent_config_is_validated_by_the_agents_parser():
 
 def test_heartbeats_stay_within_auto_scaling_limits():
     cfg = fleet(maxJobSeconds=3600, hotModels=json.dumps([f"m{i}" for i in range(60)]))
-    assert cluster_scaling.terminating_heartbeat(cfg) == 3600 + cluster_scaling.DRAIN_MARGIN_SECONDS
-    assert cluster_scaling.launching_heartbeat(cfg) == cluster_scaling.MAX_HEARTBEAT_SECONDS
+    assert cluster_scaling.terminating_heartbeat(cfg.queue) == 3600 + cluster_scaling.DRAIN_MARGIN_SECONDS
+    assert cluster_scaling.launching_heartbeat(cfg.cluster) == cluster_scaling.MAX_HEARTBEAT_SECONDS
 
 
 @pytest.mark.parametrize(("share", "pct"), [(1.0, 0), (0.0, 100), (0.7, 30), (0.333, 67)])

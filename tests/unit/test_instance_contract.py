@@ -137,7 +137,7 @@ def test_the_tailed_log_files_are_rotated():
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_cloudwatch_agent_tails_the_files_the_units_write(stack):
-    cfg = monitoring.cloudwatch_agent_config(stack_fleet(stack))
+    cfg = monitoring.cloudwatch_agent_config(stack_fleet(stack).identity, stack_fleet(stack).cluster)
     tailed = {f["file_path"] for f in cfg["logs"]["logs_collected"]["files"]["collect_list"]}
     written = {one(rendered(ic.AGENT_UNIT), "StandardOutput").removeprefix("append:")}
     written |= {one(rendered(b.unit), "StandardOutput").removeprefix("append:") for b in ic.HTTP_BACKENDS.values()}

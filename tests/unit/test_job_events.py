@@ -17,7 +17,8 @@ DLQ_ARN = "arn:aws:sqs:us-east-1:123456789012:genai-dev-jobs-dlq"
 
 
 def events(cfg, **kwargs):
-    args = JobEventsArgs(config=cfg, job_table_name="genai-dev-jobs", job_table_arn=TABLE_ARN,
+    args = JobEventsArgs(stack=cfg.identity, storage=cfg.storage, max_attempts=cfg.queue.max_receive_count,
+                         job_table_name="genai-dev-jobs", job_table_arn=TABLE_ARN,
                          job_table_stream_arn=STREAM_ARN, api_url="https://api.example.com",
                          webhook_secret_parameter_name="/genai-fleet/dev/webhook-secret", **kwargs)
     return build(lambda: JobEvents("events", args), "webhook_queue_url", "webhook_dlq_url")

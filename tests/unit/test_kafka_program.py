@@ -89,7 +89,7 @@ def test_topics_are_created_at_deploy_with_partitions_and_retention(result):
     assert invocation["functionName"] == creator.outputs["name"]
     topics = {t["name"]: t for t in json.loads(invocation["input"])["topics"]}
     cfg = stack_fleet("dev", **OVERRIDES)
-    assert topics[KAFKA_TOPIC]["partitions"] == kafka_partitions(cfg) >= cfg.cluster.max_size
+    assert topics[KAFKA_TOPIC]["partitions"] == kafka_partitions(cfg.cluster.max_size) >= cfg.cluster.max_size
     assert topics[KAFKA_TOPIC]["config"] == {"retention.ms": str(7 * 24 * 3600 * 1000)}
     assert topics[KAFKA_DLQ_TOPIC] == {"name": KAFKA_DLQ_TOPIC, "partitions": 1,
                                        "config": {"retention.ms": str(14 * 24 * 3600 * 1000)}}

@@ -94,6 +94,7 @@ def test_the_unpacked_archive_imports_the_handler_with_only_what_lambda_provides
     """Unpack the archive, then import the entry points in a Python that sees only it, the standard library
     and boto3 with its dependencies (what the Lambda runtime provides): nothing leaks from the venv."""
     import importlib.util
+    import os
     import subprocess
     import sys
 
@@ -118,12 +119,18 @@ def test_the_unpacked_archive_imports_the_handler_with_only_what_lambda_provides
         origin = Path(next(iter(spec.submodule_search_locations))) if spec.submodule_search_locations else Path(
             spec.origin)
         (provided / origin.name).symlink_to(origin)
-    script = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; "
-              "import runtime.api.handler, runtime.api.authorizer, httpx; "
+    # Lambda puts the function's code and then the runtime's boto3 on PYTHONPATH; -S: no site-packages of
+    # this machine; cwd: an empty folder, so the checkout's runtime/ cannot stand in for the archive's.
+    script = ("import sys, runtime.api.handler, runtime.api.authorizer, httpx; "
               "import runtime.reconciler, runtime.webhook_dispatch; "  # the job-events functions share the archive
-              "assert httpx.__file__.startswith(sys.argv[1]), httpx.__file__; print('ok')")
-    proc = subprocess.run([sys.executable, "-S", "-c", script, str(code), str(provided)], capture_output=True,
-                          text=True, timeout=120, env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin"})
+              "assert httpx.__file__.startswith(sys.argv[1]), httpx.__file__; "
+              "assert runtime.api.handler.__file__.startswith(sys.argv[1]), runtime.api.handler.__file__; "
+              "print('ok')")
+    empty = tmp_path / "cwd"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, "-S", "-c", script, str(code)], capture_output=True, text=True,
+                          timeout=120, cwd=empty, env={"AWS_DEFAULT_REGION": "us-east-1", "PATH": "/usr/bin:/bin",
+                                                       "PYTHONPATH": f"{code}{os.pathsep}{provided}"})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 

@@ -24,7 +24,8 @@ SHA = "ab" * 32
 
 
 def store(stack):
-    return build(lambda: ModelStore("models", ModelStoreArgs(config=stack_fleet(stack))), "bucket_name", "bucket_arn")
+    identity = stack_fleet(stack).identity
+    return build(lambda: ModelStore("models", ModelStoreArgs(stack=identity)), "bucket_name", "bucket_arn")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,12 @@ from components.monitoring_dashboard import fleet_dimensions
 from runtime import metric_names
 from tests.unit.component_harness import Built, build, fleet, kafka_endpoint, sqs_endpoint
 
+
+def slices(cfg) -> dict:
+    """The config slices ``__main__.py`` hands the monitoring component."""
+    return {"stack": cfg.identity, "monitoring": cfg.monitoring, "storage": cfg.storage, "cluster": cfg.cluster,
+            "queue_settings": cfg.queue}
+
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 OUTPUTS = ("dashboard_name", "dashboard_url", "alarm_topic_arn", "log_group_names", "agent_parameter_name")
@@ -31,7 +37,7 @@ SQS_BACKLOG = {"namespace": "AWS/SQS", "metric_name": "ApproximateNumberOfMessag
 def alarmed() -> Built:
     cfg = fleet(alarmsEnabled=True, alarmEmail="oncall@example.com", onDemandBase=1, warmPoolSize=1,
                 gpuUtilizationTarget=70, logRetentionDays=30)
-    args = MonitoringArgs(config=cfg, queue=sqs_endpoint(backlog_metric=SQS_BACKLOG),
+    args = MonitoringArgs(**slices(cfg), queue=sqs_endpoint(backlog_metric=SQS_BACKLOG),
                           spot_group_name="cluster-spot-1a2b", on_demand_group_name="cluster-ondemand-3c4d",
                           api_id="abc123")
     return build(lambda: Monitoring("monitoring", args), *OUTPUTS)
@@ -43,7 +49,8 @@ def quiet() -> Built:
     cfg = fleet(amiFlavor="neuron", queueKind="kafka")
     backlog = {"namespace": metric_names.NAMESPACE, "metric_name": metric_names.KAFKA_BACKLOG,
                "dimensions": {metric_names.DIM_STACK: "dev"}}
-    args = MonitoringArgs(config=cfg, queue=kafka_endpoint(backlog_metric=backlog), spot_group_name="cluster-spot-1a2b")
+    args = MonitoringArgs(**slices(cfg), queue=kafka_endpoint(backlog_metric=backlog),
+                          spot_group_name="cluster-spot-1a2b")
     return build(lambda: Monitoring("monitoring", args), *OUTPUTS)
 
 
@@ -82,14 +89,14 @@ def test_dashboard_uses_only_metrics_the_runtime_emits(fixture, request):
     rows = dashboard_metrics(dashboard(request.getfixturevalue(fixture)))
     custom = [(name, dims) for ns, name, dims in rows if ns == metric_names.NAMESPACE]
     assert custom
-    cfg = request.getfixturevalue(fixture).component._args.config
+    args = request.getfixturevalue(fixture).component._args
     for name, dims in custom:
         assert name in metric_names.ALL, name
         if name == metric_names.KAFKA_BACKLOG:  # the queue's metric: its dimensions come with backlog_metric
             continue
         # the worker emits {Stack, AutoScalingGroupName} and {Stack, Backend} (runtime/worker/metrics.py)
-        assert dims == fleet_dimensions(cfg) == {metric_names.DIM_STACK: cfg.stack,
-                                                 metric_names.DIM_BACKEND: cfg.cluster.backend}
+        assert dims == fleet_dimensions(args.stack, args.cluster) == {metric_names.DIM_STACK: args.stack.stack,
+                                                                      metric_names.DIM_BACKEND: args.cluster.backend}
     shown = {name for name, _ in custom}
     for required in (metric_names.JOB_LATENCY, metric_names.JOBS_FAILED, metric_names.JOB_ERRORS,
                      metric_names.SPOT_INTERRUPTIONS, metric_names.REBALANCE_RECOMMENDATIONS):
@@ -100,18 +107,20 @@ def test_alarms_use_only_metrics_the_runtime_emits(alarmed):
     custom = [(name, dims) for ns, name, dims in alarm_metrics(alarmed) if ns == metric_names.NAMESPACE]
     names = {name for name, _ in custom}
     assert {metric_names.JOBS_FAILED, metric_names.JOBS_SUCCEEDED} <= names <= set(metric_names.ALL)
-    assert all(dims == fleet_dimensions(alarmed.component._args.config) for _, dims in custom)
+    args = alarmed.component._args
+    assert all(dims == fleet_dimensions(args.stack, args.cluster) for _, dims in custom)
 
 
 def test_accelerator_metric_matches_the_cloudwatch_agent_config():
-    config = cloudwatch_agent_config(fleet())
+    config = cloudwatch_agent_config(fleet().identity, fleet().cluster)
     namespace, metric = cluster_scaling.ACCELERATOR_METRIC["cuda"]
     assert config["metrics"]["namespace"] == namespace
     assert metric == "nvidia_smi_" + "utilization_gpu"
     assert "utilization_gpu" in config["metrics"]["metrics_collected"]["nvidia_gpu"]["measurement"]
     assert ["AutoScalingGroupName"] in config["metrics"]["aggregation_dimensions"]
     assert config["metrics"]["append_dimensions"]["AutoScalingGroupName"] == "${aws:AutoScalingGroupName}"
-    assert "nvidia_gpu" not in cloudwatch_agent_config(fleet(amiFlavor="neuron"))["metrics"]["metrics_collected"]
+    neuron = fleet(amiFlavor="neuron")
+    assert "nvidia_gpu" not in cloudwatch_agent_config(neuron.identity, neuron.cluster)["metrics"]["metrics_collected"]
 
 
 # --- dashboard content -------------------------------------------------------------------------------
@@ -181,7 +190,7 @@ def test_no_alarms_or_topic_when_disabled(quiet):
 def test_log_groups_have_the_configured_retention(alarmed):
     cfg = fleet(logRetentionDays=30)
     groups = {g.inputs["name"]: g.inputs["retentionInDays"] for g in alarmed.of_type(LOG_GROUP)}
-    expected = {*log_group_names(cfg).values(), spot_events_log_group_name(cfg)}
+    expected = {*log_group_names(cfg.identity).values(), spot_events_log_group_name(cfg.identity)}
     assert groups == dict.fromkeys(expected, 30)
     assert alarmed.outputs["log_group_names"]["agent"] == "/genai-fleet/dev/agent"
 
@@ -189,11 +198,11 @@ def test_log_groups_have_the_configured_retention(alarmed):
 def test_cloudwatch_agent_config_parameter(alarmed):
     cfg = fleet()
     param = alarmed.one("aws:ssm/parameter:Parameter")
-    assert param.inputs["name"] == agent_parameter_name(cfg) == alarmed.outputs["agent_parameter_name"]
+    assert param.inputs["name"] == agent_parameter_name(cfg.identity) == alarmed.outputs["agent_parameter_name"]
     assert len(param.inputs["insecureValue"]) < 4096  # Standard tier limit
     config = json.loads(param.inputs["insecureValue"])
     shipped = {f["log_group_name"] for f in config["logs"]["logs_collected"]["files"]["collect_list"]}
-    assert shipped == {log_group_names(cfg)["agent"], log_group_names(cfg)["backend"]}
+    assert shipped == {log_group_names(cfg.identity)["agent"], log_group_names(cfg.identity)["backend"]}
     assert "emf" in config["logs"]["metrics_collected"]  # the worker's EMF records go through the agent
 
 

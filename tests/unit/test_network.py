@@ -14,7 +14,7 @@ OUTPUTS = ("vpc_id", "private_subnet_ids", "vpc_cidr")
 
 
 def network(cfg):
-    return build(lambda: Network("net", NetworkArgs(config=cfg)), *OUTPUTS)
+    return build(lambda: Network("net", NetworkArgs(network=cfg.network, region=cfg.region)), *OUTPUTS)
 
 
 @pytest.fixture(scope="module")

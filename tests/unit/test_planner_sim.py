@@ -17,6 +17,11 @@ EXPONENTIAL_1S = Workload("mm", (ModelLoad("m", 1.0, Dist(1.0, kind="exponential
                           spot_interruptions_per_hour=0.0)
 
 
+def plan_of(cfg):
+    """The plan the cluster declares for a stack config (its cluster and queue slices)."""
+    return sp.fleet_plan(cfg.cluster, cfg.queue)
+
+
 def erlang_c(c: int, a: float) -> float:
     """Probability that a job waits in M/M/c with offered load a = lambda / mu (a < c)."""
     top = a**c / math.factorial(c) * c / (c - a)
@@ -32,7 +37,7 @@ def run(plan, work, spec, seed=3, **kw):
 
 def test_fixed_fleet_waits_like_m_m_c():
     c, lam = 4, 3.0  # rho = 0.75, mu = 1/s
-    plan = sp.fleet_plan(fleet(minSize=c, maxSize=c, onDemandBase=c))
+    plan = plan_of(fleet(minSize=c, maxSize=c, onDemandBase=c))
     assert not plan.has_scaling_policies
     r = run(plan, EXPONENTIAL_1S, f"constant:rate={lam},hours=24")
     assert r.arrivals > 250_000
@@ -45,7 +50,7 @@ def test_fixed_fleet_waits_like_m_m_c():
 
 
 def test_audit_catches_a_lost_job_and_a_broken_law():
-    plan = sp.fleet_plan(fleet(minSize=2, maxSize=2, onDemandBase=2))
+    plan = plan_of(fleet(minSize=2, maxSize=2, onDemandBase=2))
     r = run(plan, EXPONENTIAL_1S, "constant:rate=1,hours=0.2")
     with pytest.raises(sim.AuditError, match="jobs lost"):
         sim.audit(dataclasses.replace(r, completed=r.completed - 1, lost=1))
@@ -59,7 +64,7 @@ def test_spot_interruptions_hand_jobs_back_and_lose_none():
     mix = Workload("mix", (ModelLoad("a", 0.5, Dist(2.0, 0.2), switch_seconds=1.0),
                            ModelLoad("b", 0.5, Dist(1.0, 0.2), switch_seconds=0.5)), "test",
                    spot_interruptions_per_hour=3.0)  # absurdly high, to exercise hand-backs
-    plan = sp.fleet_plan(stack_fleet("dev", maxSize=30))
+    plan = plan_of(stack_fleet("dev", maxSize=30))
     r = run(plan, mix, "bursts:base=2,peak=12,every=1200,length=300,hours=2")
     assert r.interruptions > 10 and r.handed_back > 0 and r.wasted_service > 0
     assert r.lost == 0 and r.completed == r.arrivals  # audit() also proved Little's law for this run
@@ -87,7 +92,7 @@ def test_scaling_decisions_follow_the_deployed_policy():
     """Spot-only dev stack: every desired capacity the simulation chose is the policy's answer to its data."""
     work = Workload("c", (ModelLoad("m", 1.0, Dist(2.0, 0.1)),), "test", spot_interruptions_per_hour=0.0)
     cfg = stack_fleet("dev", maxSize=60)
-    plan = sp.fleet_plan(cfg)
+    plan = plan_of(cfg)
     assert plan.on_demand is None and plan.target == 10.0 and plan.from_zero_threshold == 1
     r = run(plan, work, "diurnal:peak=15,trough=1,hours=6")
     desired = [s.desired_spot for s in r.samples]
@@ -104,7 +109,7 @@ def test_scaling_decisions_follow_the_deployed_policy():
 def test_warm_pool_instances_start_faster():
     fast = dataclasses.replace(EXPONENTIAL_1S, warm_phases={k: Dist(1.0, kind="constant")
                                                             for k in EXPONENTIAL_1S.warm_phases})
-    plan = sp.fleet_plan(fleet(minSize=1, maxSize=1, onDemandBase=1, warmPoolSize=1))
+    plan = plan_of(fleet(minSize=1, maxSize=1, onDemandBase=1, warmPoolSize=1))
     s = sim.Simulation(plan, fast, seed=1)
     s._launch(1, 0.0)  # a replacement in the on-demand group takes the warmed instance
     ready_at = min(t for t, kind, _, _ in s.heap if kind == sim.READY)
@@ -124,6 +129,6 @@ def test_job_models_follow_the_mix_and_the_trace():
 
 def test_a_fleet_that_cannot_keep_up_stops_with_advice(monkeypatch):
     monkeypatch.setattr(sim, "MAX_BACKLOG", 500)
-    plan = sp.fleet_plan(fleet(minSize=1, maxSize=1, onDemandBase=1))
+    plan = plan_of(fleet(minSize=1, maxSize=1, onDemandBase=1))
     with pytest.raises(sim.SaturatedError, match="raise maxSize"):
         run(plan, EXPONENTIAL_1S, "constant:rate=5,hours=1")

@@ -23,7 +23,9 @@ def queue(cfg, **kwargs):
     """Built queue; ``outputs`` holds ``backlog_metric`` and every field of the exported endpoint."""
     variant = SqsEndpoint if cfg.queue.kind == "sqs" else KafkaEndpoint
     names = [f"endpoint.{f.name}" for f in dataclasses.fields(variant)]
-    built = build(lambda: RequestQueue("queue", RequestQueueArgs(config=cfg, **kwargs)), "backlog_metric", *names)
+    args = RequestQueueArgs(stack=cfg.identity, queue=cfg.queue, storage=cfg.storage,
+                            max_workers=cfg.cluster.max_size, **kwargs)
+    built = build(lambda: RequestQueue("queue", args), "backlog_metric", *names)
     assert isinstance(built.component.endpoint, variant)
     built.outputs.update({name.split(".", 1)[1]: built.outputs[name] for name in names})
     return built
@@ -123,12 +125,14 @@ def test_kafka_backlog_metric_and_iam_identifiers(kafka):
 
 def test_kafka_needs_the_network():
     with pytest.raises(ValueError, match="vpc_id and subnet_ids"):
-        RequestQueue("queue", RequestQueueArgs(config=fleet(queueKind="kafka")))
+        cfg = fleet(queueKind="kafka")
+        RequestQueue("queue", RequestQueueArgs(stack=cfg.identity, queue=cfg.queue, storage=cfg.storage,
+                                               max_workers=cfg.cluster.max_size))
 
 
 def test_partitions_cover_the_largest_fleet():
-    assert kafka_partitions(fleet(maxSize=3)) == 6
-    assert kafka_partitions(stack_fleet("prod")) == 40
+    assert kafka_partitions(fleet(maxSize=3).cluster.max_size) == 6
+    assert kafka_partitions(stack_fleet("prod").cluster.max_size) == 40
 
 
 def test_children_are_parented(dev, kafka):

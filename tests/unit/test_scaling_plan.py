@@ -20,10 +20,15 @@ CASES = {
 }
 
 
+def plan_of(cfg):
+    """The plan the cluster declares for a stack config (its cluster and queue slices)."""
+    return sp.fleet_plan(cfg.cluster, cfg.queue)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_declared_resources_are_the_plan(case):
     cfg = fleet(**CASES[case])
-    plan = sp.fleet_plan(cfg)
+    plan = plan_of(cfg)
     built = make(cfg)
     assert sorted(g.name for g in built.of_type(ASG)) == sorted(f"cluster-{g.suffix}" for g in plan.groups)
     for gp in plan.groups:
@@ -55,7 +60,7 @@ def test_declared_resources_are_the_plan(case):
 
 
 def test_plan_of_the_prod_stack():
-    plan = sp.fleet_plan(stack_fleet("prod"))
+    plan = plan_of(stack_fleet("prod"))
     assert (plan.spot.min_size, plan.spot.max_size, plan.spot.on_demand_percent) == (0, 38, 20)
     # no warm pool in prod: it only sped up replacing the fixed base group (docs/fleet.md, "Warm pool")
     assert plan.on_demand is not None and plan.on_demand.desired_capacity == 2 and plan.on_demand.warm_pool_size == 0
@@ -112,5 +117,5 @@ def test_zero_to_one_step(backlog, desired, threshold, step):
 
 
 def test_scale_from_zero_threshold_follows_the_base():
-    assert sp.scale_from_zero_threshold(fleet()) == 1
-    assert sp.scale_from_zero_threshold(fleet(onDemandBase=3, maxSize=6, acceptableWaitSeconds=30)) == 30
+    assert sp.scale_from_zero_threshold(fleet().cluster) == 1
+    assert sp.scale_from_zero_threshold(fleet(onDemandBase=3, maxSize=6, acceptableWaitSeconds=30).cluster) == 30

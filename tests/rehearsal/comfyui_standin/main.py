@@ -1,7 +1,9 @@
 """ComfyUI stand-in for the first-boot rehearsal, installed where the AMI puts ComfyUI (install-comfyui.sh
 with COMFYUI_SOURCE). It takes ComfyUI's own command line (the AMI's comfyui.service), reads models
 only through the extra-model-paths file it is given (``base_path`` + ``checkpoints``, as ComfyUI's
-utils/extra_config.py joins them) and serves the documented HTTP API with tests/fakes/fake_comfyui.py.
+utils/extra_config.py joins them) and serves the documented HTTP API with tests/fakes/fake_comfyui.py,
+which the rehearsal copies beside this file: ``python main.py`` puts this folder first on ``sys.path``, the
+way ComfyUI's own main.py finds its packages.
 """
 
 from __future__ import annotations
@@ -11,10 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # the fake ships beside this file (tests/fakes/...)
-
-from tests.fakes.fake_comfyui import FakeComfyUI  # noqa: E402
+from tests.fakes.fake_comfyui import FakeComfyUI
 
 
 def checkpoints_folder(config: Path) -> Path:
