@@ -6,8 +6,9 @@ they restore a compiled cache from a store and serve the eager UNet until one ex
 run it once per (architecture, GPU type, torch / diffusers versions, buckets, compile mode) on an
 instance of the fleet's GPU type, with credentials that may write the store (workers may only read
 the model store). Every worker whose agent has a model store reads ``s3://<store>/compile-cache/``.
+It ships in the runtime (the AMI's agent venv has diffusers and torch), as ``genai-compile-cache``:
 
-    python tools/compile_cache.py --model /var/cache/genai-fleet/models/sdxl-base \\
+    genai-compile-cache --model /var/cache/genai-fleet/models/sdxl-base \\
         --store s3://MODEL_STORE_BUCKET/compile-cache [--buckets 1024x1024,832x1216] [--mode max-autotune]
 
 Exits non-zero unless the compiled cache was written and reads back from the store.
