@@ -1,4 +1,4 @@
-"""The fleet's shared compile cache in the model store (S3Store) and runtime/backends/compile_cache_fill.py that fills it."""
+"""The fleet's shared compile cache in the model store (S3Store) and genai-compile-cache, which fills it."""
 
 from __future__ import annotations
 
@@ -62,8 +62,8 @@ def test_workers_read_the_model_stores_cache_after_the_configured_stores(s3, tmp
 
 @pytest.mark.slow
 def test_the_tool_fills_the_model_store_and_a_new_worker_compiles_from_it(s3, tmp_path: Path, monkeypatch):
-    """runtime/backends/compile_cache_fill.py compiles a tiny SD model on the CPU into s3://models/compile-cache; a worker with
-    the default options (cold_compile: skip) and that model store then finds the cache warm and compiles."""
+    """genai-compile-cache compiles a tiny SD model on the CPU into s3://models/compile-cache; a worker with the
+    default options (cold_compile: skip) and that model store then finds the cache warm and compiles."""
     from bench.diffusers_models import tiny_sd
     from runtime.backends import compile_cache_fill as compile_cache
 
