@@ -106,15 +106,15 @@ def test_agent_runs_from_the_wheel_not_the_checkout(installed):
     assert proc.stdout.strip().startswith(str(installed["prefix"].resolve()))
 
 
-def test_the_wheel_holds_the_runtime_package_and_only_the_worker_script(installed):
+def test_the_wheel_holds_the_runtime_package_and_only_the_runtime_scripts(installed):
     """One pyproject for the whole repo, but the AMI gets the runtime alone: no developer tooling, no IaC."""
     with zipfile.ZipFile(installed["wheel"]) as wheel:
         names = wheel.namelist()
         entry_points = next(wheel.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"runtime"}
     assert not [n for n in names if n.startswith(("runtime/local/", "runtime/api/local_server"))]
-    assert [line for line in entry_points.splitlines() if " = " in line] == [
-        "genai-worker = runtime.worker.__main__:main"]
+    assert sorted(line for line in entry_points.splitlines() if " = " in line) == [
+        "genai-compile-cache = runtime.backends.compile_cache_fill:main", "genai-worker = runtime.worker.__main__:main"]
     # (third-party packages come from the test's shared site-packages here, so only ours are checked)
     site = subprocess.run([str(installed["prefix"] / "bin" / "python"), "-c",
                            "import importlib.util as u; print([m for m in ('fleetdev', 'components', 'tools')"

@@ -51,7 +51,8 @@ def test_the_runtime_wheel_metadata_comes_from_the_project():
     assert meta["dependencies"] == PROJECT["project"]["dependencies"]
     assert meta["requires-python"] == PROJECT["project"]["requires-python"]
     assert "optional-dependencies" not in meta
-    assert meta["scripts"] == {"genai-worker": "runtime.worker.__main__:main"}
+    assert meta["scripts"] == {"genai-worker": "runtime.worker.__main__:main",
+                               "genai-compile-cache": "runtime.backends.compile_cache_fill:main"}
     assert runtime["tool"]["setuptools"]["packages"]["find"]["include"] == ["runtime", "runtime.*"]
     assert runtime["build-system"] == PROJECT["build-system"]
 
