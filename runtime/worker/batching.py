@@ -125,6 +125,10 @@ class Batcher:
                 ready = self._prepare_all(jobs, stack, outcomes, cache_hits)
                 if ready:
                     busy_s = self._run(ready, outcomes, on_run)
+        except Exception as exc:  # last line of defence: each job not run yet settles this error
+            log.exception("batch of %d failed outside the backend call", len(jobs))
+            for i in range(len(jobs)):
+                outcomes.setdefault(i, exc)
         finally:
             agent.current, agent.batch = None, ()
         return [self._settle(job, outcomes[i], cache_hits.get(i), busy_s if i == 0 else 0.0, settler)
