@@ -31,7 +31,7 @@ from runtime.backends.base import (
     JobInterrupted,
     OutputFile,
 )
-from runtime.backends.diffusers_batch import JobArgs, call_arguments, job_args, split
+from runtime.backends.diffusers_batch import JobArgs, call_arguments, chunks, job_args, split
 from runtime.backends.diffusers_compile import CompileCache, CompileKey, DirectoryStore
 from runtime.backends.diffusers_options import DiffusersOptions
 from runtime.backends.diffusers_ram import HostRamTier, NoRamTier, architecture, restore_into, snapshot
@@ -117,9 +117,10 @@ class DiffusersBackend(Backend):
                 outcomes[i] = exc
                 continue
             groups.setdefault((ctx.task, args.compat), []).append((i, args))
+        compiled = self.options.batch_sizes if self.options.compiles(self.device) else ()
         for members in groups.values():
-            for start in range(0, len(members), self.options.max_batch):
-                chunk = members[start:start + self.options.max_batch]
+            for picks in chunks([args.count for _, args in members], compiled, self.options.max_batch):
+                chunk = [members[k] for k in picks]
                 results = self._run_group([ctxs[i] for i, _ in chunk], [a for _, a in chunk])
                 for (i, _), result in zip(chunk, results, strict=True):
                     outcomes[i] = result

@@ -12,6 +12,7 @@ import pytest
 from runtime.agent_config import AgentConfigError, parse
 from runtime.backends.base import JobContext, JobInterrupted
 from runtime.backends.diffusers import DiffusersBackend
+from runtime.backends.diffusers_batch import chunks
 from runtime.backends.diffusers_options import DiffusersOptions
 from runtime.backends.test_pattern import TestPatternBackend
 from runtime.queues.base import QueueMessage, ReceivedJob
@@ -137,3 +138,23 @@ def test_test_pattern_batch_costs_one_delay_and_a_canceled_member_ends_interrupt
     assert isinstance(results[1], JobInterrupted)
     assert results[0].outputs[0].data != results[2].outputs[0].data  # each job its own seed and image
     assert results[0].metadata["seed"] == 0 and results[2].metadata["seed"] == 2
+
+
+@pytest.mark.parametrize(("counts", "compiled", "max_batch", "expected"), [
+    ([1, 1, 1, 1, 1], (), 4, [[0, 1, 2, 3], [4]]),  # eager: max_batch jobs a call
+    ([1, 1, 1], (1, 2, 4), 4, [[0, 1], [2]]),  # 3 has no graph: 2 + 1, both compiled
+    ([1, 1, 1, 1, 1], (1, 2, 4), 4, [[0, 1, 2, 3], [4]]),
+    ([2, 1, 1], (1, 2, 4), 4, [[0, 1, 2]]),  # images, not jobs, pick the graph: 2 + 1 + 1 = 4
+    ([3, 1], (1, 2, 4), 4, [[0, 1]]),
+    ([3, 2], (1, 2, 4), 4, [[0], [1]]),  # 3 fits no graph: alone (eager); 5 neither
+    ([1, 1, 1, 1], (1,), 4, [[0], [1], [2], [3]]),  # compiled for one image only: never batched
+])
+def test_diffusers_cuts_a_batch_into_calls_on_compiled_graphs(counts, compiled, max_batch, expected):
+    assert chunks(counts, compiled, max_batch) == expected
+
+
+def test_neuron_jobs_are_never_batched_by_the_agent():
+    from runtime.backends.neuron import NeuronBackend
+
+    backend = NeuronBackend(options=DiffusersOptions(host_ram_gib=0))
+    assert key_of(backend, _prepared("a", {"prompt": "p", "steps": 20})) is None
