@@ -21,6 +21,7 @@ from runtime.backends.base import BackendError, JobContext
 from runtime.backends.diffusers import DiffusersBackend
 from runtime.backends.diffusers_options import DiffusersOptions
 from runtime.backends.test_pattern import TestPatternBackend, render
+from runtime.worker.lifecycle import SPOT, Notice
 
 WAIT = 30.0  # generous: a loaded 2-core machine
 
@@ -137,6 +138,37 @@ def test_stop_mid_batch_hands_every_job_back_uncounted(stack):
     rerun = make_agent(stack, stack.config(worker_id="i-other"))
     assert rerun.run(max_jobs=3, idle_exit_seconds=5) == 3
     assert all(stack.store.get(j)["status"] == "succeeded" for j in ids.values())
+
+
+def test_a_spot_notice_whose_cutoff_comes_mid_batch_hands_the_whole_batch_back(stack):
+    ids = _submit(stack, ["a", "b", "c"])
+    agent = _batched_agent(stack, Recording(delay_seconds=30.0))
+    thread = run_in_thread(agent)
+    eventually(lambda: _all_running(stack, ids), WAIT, "the three jobs running in one batch")
+    margin = agent.config.lifecycle.drain_margin_seconds
+    agent.on_notice(Notice(SPOT, time.time() + margin + 1, "terminate"))  # no estimate yet: cut off in ~1 s
+    eventually(lambda: stack.counts() == (3, 0), WAIT, "the three messages visible again")
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    for job_id in ids.values():
+        record = stack.store.get(job_id)
+        assert record["status"] == "queued" and record["attempts"] == 0 and record["handbacks"] == 1
+
+
+@pytest.mark.parametrize(("claim_ahead", "overlap_settle"), [(False, False), (True, True)])
+def test_a_saturated_queue_runs_every_job_once_in_batches(stack, claim_ahead, overlap_settle):
+    prompts = [f"j{i}" for i in range(14)]
+    ids = {p: stack.submit(prompt=p, width=64 * (1 + i % 2), height=64, seed=i)  # two batch keys, interleaved
+           for i, p in enumerate(prompts)}
+    backend = Recording(delay_seconds=0.2)
+    agent = make_agent(stack, stack.config(batch_max_jobs=4, batch_wait_ms=50, claim_ahead=claim_ahead,
+                                           overlap_settle=overlap_settle), backend=backend)
+    assert agent.run(max_jobs=len(ids), idle_exit_seconds=10) == len(ids)
+    assert sorted(p for call in backend.calls for p in call) == sorted(prompts)  # each job ran once
+    assert all(len(call) <= 4 for call in backend.calls) and any(len(call) > 1 for call in backend.calls)
+    records = [stack.store.get(j) for j in ids.values()]
+    assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in records)
+    assert stack.counts() == (0, 0)
 
 
 class TinyDiffusers(DiffusersBackend):
