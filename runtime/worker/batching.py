@@ -34,6 +34,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from runtime import metric_names as m
@@ -131,8 +132,15 @@ class Batcher:
                 outcomes.setdefault(i, exc)
         finally:
             agent.current, agent.batch = None, ()
-        return [self._settle(job, outcomes[i], cache_hits.get(i), busy_s if i == 0 else 0.0, settler)
-                for i, job in enumerate(jobs)]
+        if settler is not None:  # overlap_settle: on the settle lanes while the next job runs
+            return [self._settle_on(settler, job, outcomes[i], cache_hits.get(i), busy_s if i == 0 else 0.0)
+                    for i, job in enumerate(jobs)]
+        # Each job's upload, record and acknowledgement touch only that job: settled side by side, then recorded
+        # here (the agent's counters are the loop's), before the next job is claimed.
+        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="batch-settle") as pool:
+            settled = list(pool.map(lambda i: self._finish(jobs[i], outcomes[i], cache_hits.get(i)), range(len(jobs))))
+        return [agent._record(job.ctx.job_id, result, job.picked, busy_s if i == 0 else 0.0, job.timings, job)
+                for i, (job, result) in enumerate(zip(jobs, settled, strict=True))]
 
     def _prepare_all(self, jobs: list[RunningJob], stack: contextlib.ExitStack,
                      outcomes: dict[int, Any], cache_hits: dict[int, bool | None]) -> list[tuple[int, RunningJob]]:
@@ -219,25 +227,27 @@ class Batcher:
             self.agent.backend_lost()
         return results
 
-    def _settle(self, job: RunningJob, outcome: BackendResult | Exception, cache_hit: bool | None, busy_s: float,
-                settler: Settler | None) -> str:
-        agent, runner = self.agent, self.agent.runner
+    def _finish(self, job: RunningJob, outcome: BackendResult | Exception, cache_hit: bool | None) -> str:
+        """Settle one job of the batch by its own outcome; never raises."""
+        runner = self.agent.runner
+        try:
+            if isinstance(outcome, BackendResult):
+                return runner.finish(job, outcome, job.timings, cache_hit)
+            return runner.settle_exception(job, outcome, job.timings)
+        except Exception:  # last line of defence: the lease runs out and the job is retried
+            log.exception("job %s: settling failed", job.ctx.job_id)
+            return "unsettled"
+        finally:
+            job.guard.stop()  # the message and the record's lease stay renewed until the job is settled
 
+    def _settle_on(self, settler: Settler, job: RunningJob, outcome: BackendResult | Exception,
+                   cache_hit: bool | None, busy_s: float) -> str:
         def settle() -> str:
-            try:
-                if isinstance(outcome, BackendResult):
-                    result = runner.finish(job, outcome, job.timings, cache_hit)
-                else:
-                    result = runner.settle_exception(job, outcome, job.timings)
-            except Exception:  # last line of defence: the lease runs out and the job is retried
-                log.exception("job %s: settling failed", job.ctx.job_id)
-                result = "unsettled"
-            finally:
-                job.guard.stop()
-            return agent._record(job.ctx.job_id, result, job.picked, busy_s, job.timings, job)
+            return self.agent._record(job.ctx.job_id, self._finish(job, outcome, cache_hit), job.picked, busy_s,
+                                      job.timings, job)
 
-        if settler is None or not isinstance(outcome, BackendResult):
-            return settle()
+        if not isinstance(outcome, BackendResult):
+            return settle()  # failures settle before the next claim, as for one job
         settler.submit(settle)
         return "settling"
 
