@@ -94,7 +94,14 @@ class Batcher:
         key = key_of(self.agent.backend, first.prepared) if first.prepared is not None else None
         if limit <= 0 or key is None or self.agent._stopping.is_set():
             return [first], 0
-        items = prefetcher.take_matching(lambda item: key_of(self.agent.backend, item) == key, limit, self.wait_s)
+        keys: dict[int, Hashable | None] = {}  # held items stay alive during the take: ids are stable
+
+        def matches(item: Prepared) -> bool:  # called under the prefetch's lock, again after each arrival
+            if id(item) not in keys:
+                keys[id(item)] = key_of(self.agent.backend, item)  # img2img decodes the input image: once
+            return keys[id(item)] == key
+
+        items = prefetcher.take_matching(matches, limit, self.wait_s)
         batch = [first]
         for item in items:
             if self.agent._stopping.is_set():
