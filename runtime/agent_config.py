@@ -102,6 +102,9 @@ class AgentConfig:
     prefetch_jobs: int = 1  # messages received ahead while a job runs (0: serial; Kafka is always serial)
     claim_ahead: bool = False  # start the next attempt just before the running job ends (docs/worker.md)
     overlap_settle: bool = False  # settle job N (upload, record, ack) while N+1 runs (docs/worker.md)
+    batch_max_jobs: int | None = None  # dynamic batching: most jobs per backend call (None: the backend's own
+    # recommendation, runtime.worker.batching; 1: off); backends without run_batch always run one job
+    batch_wait_ms: float = 20.0  # extra wait for compatible jobs to arrive before a batch starts
     metrics_sink: str = "agent"  # agent (CloudWatch agent EMF socket) | stdout | memory | off
     metrics_log_group: str = "/genai-fleet/worker"  # log group the CloudWatch agent writes EMF records to
     worker_id: str | None = None  # default: the EC2 instance id from IMDS
@@ -198,7 +201,7 @@ _WORKER_OPTIONS: dict[str, Any] = {
     "backend_model_dir": None, "backend_ready_timeout_seconds": int, "retry_delay_seconds": int,
     "cancel_poll_seconds": float, "metrics_sink": str, "worker_id": None, "metrics_log_group": str,
     "heartbeat_file": None, "prefetch_jobs": int, "claim_ahead": "bool",
-    "overlap_settle": "bool",
+    "overlap_settle": "bool", "batch_max_jobs": int, "batch_wait_ms": float,
 }
 METRICS_SINKS = ("agent", "stdout", "memory", "off")
 
@@ -221,6 +224,11 @@ def _worker_options(data: dict[str, Any]) -> dict[str, Any]:
                 raise AgentConfigError(f"{key} = {data[key]!r}: {exc}") from exc
     if not 0 <= out.get("prefetch_jobs", 1) <= 10:
         raise AgentConfigError(f"prefetch_jobs = {out['prefetch_jobs']}: must be from 0 (serial) to 10")
+    if not 1 <= out.get("batch_max_jobs", 1) <= 64:
+        raise AgentConfigError(f"batch_max_jobs = {out['batch_max_jobs']}: must be from 1 (off) to 64; leave it "
+                               "out for the backend's recommendation")
+    if not 0 <= out.get("batch_wait_ms", 0) <= 5000:
+        raise AgentConfigError(f"batch_wait_ms = {out['batch_wait_ms']}: must be from 0 to 5000 milliseconds")
     if out.get("metrics_sink", "agent") not in METRICS_SINKS:
         raise AgentConfigError(f"metrics_sink = {out['metrics_sink']!r}: must be one of {', '.join(METRICS_SINKS)}")
     return out

@@ -30,6 +30,7 @@ MODEL_DOWNLOAD_BYTES = "ModelDownloadBytes"  # bytes, one model downloaded into 
 MODEL_DOWNLOAD_TIME = "ModelDownloadTime"    # ms, that download (bytes / time = the network's speed)
 MODEL_SWITCHES = "ModelSwitches"        # count, a worker's backend changed model (affinity keeps it rare)
 MODEL_SWITCH_TIME = "ModelSwitchTime"   # ms, model load time of a job that switched model
+BATCH_SIZE = "BatchSize"                # count, jobs in one backend call (dynamic batching; 1 when alone)
 SPOT_INTERRUPTIONS = "SpotInterruptions"  # count (notice seen by an agent)
 REBALANCE_RECOMMENDATIONS = "RebalanceRecommendations"  # count
 BOOT_TO_READY = "BootToReady"           # ms, instance boot -> launching lifecycle action completed

@@ -31,7 +31,7 @@ from runtime.backends.base import (
     JobInterrupted,
     OutputFile,
 )
-from runtime.backends.diffusers_batch import JobArgs, call_arguments, job_args, split
+from runtime.backends.diffusers_batch import JobArgs, call_arguments, chunks, job_args, split
 from runtime.backends.diffusers_compile import CacheStore, CompileCache, CompileKey, DirectoryStore, S3Store
 from runtime.backends.diffusers_options import DiffusersOptions
 from runtime.backends.diffusers_ram import HostRamTier, NoRamTier, architecture, restore_into, snapshot
@@ -119,13 +119,29 @@ class DiffusersBackend(Backend):
                 outcomes[i] = exc
                 continue
             groups.setdefault((ctx.task, args.compat), []).append((i, args))
+        compiled = self.options.batch_sizes if self.options.compiles(self.device) else ()
         for members in groups.values():
-            for start in range(0, len(members), self.options.max_batch):
-                chunk = members[start:start + self.options.max_batch]
+            for picks in chunks([args.count for _, args in members], compiled, self.options.max_batch):
+                chunk = [members[k] for k in picks]
                 results = self._run_group([ctxs[i] for i, _ in chunk], [a for _, a in chunk])
                 for (i, _), result in zip(chunk, results, strict=True):
                     outcomes[i] = result
         return [o if o is not None else BackendError("job was not run") for o in outcomes]
+
+    def batch_key(self, ctx: JobContext) -> tuple[Any, ...]:
+        """Jobs with equal keys can share one pipeline call (the agent's dynamic batching): same model, task,
+        size, steps, guidance, strength and scheduler. An invalid input raises JobInputError."""
+        return (ctx.model, ctx.task, self._job_args(ctx).compat)
+
+    def batch_default_jobs(self) -> int:
+        """Batching is on by default on CUDA only, where it measured a gain (issue 19: eager SDXL on an H200,
+        4 images in 4.79 s against 1 in 3.89 s). With torch.compile, a batch size that was not compiled at
+        warm-up runs eager, so the default is then the largest compiled size (``diffusers.batch_sizes``)."""
+        if not self.device.startswith("cuda"):
+            return 1
+        if self.options.compiles(self.device):
+            return min(self.options.max_batch, max(self.options.batch_sizes))
+        return self.options.max_batch
 
     def warm_up(self, model_id: str, path: Path | None) -> dict[str, Any]:
         """Boot hook: load the model, compile every bucket x batch size (from the cache when warm), save.

@@ -104,3 +104,22 @@ def split(images: Sequence[Any], jobs: Sequence[JobArgs]) -> list[list[Any]]:
         out.append(list(images[at:at + job.count]))
         at += job.count
     return out
+
+
+def chunks(counts: Sequence[int], compiled: Sequence[int], max_batch: int) -> list[list[int]]:
+    """Compatible jobs (their image ``counts``, in order) cut into pipeline calls of at most ``max_batch`` jobs.
+
+    With compiled batch sizes (``compiled``: image counts with a compiled graph), each call takes the longest
+    run of the next jobs whose image total has a graph, so three jobs with graphs for 1, 2 and 4 run as 2 + 1
+    on compiled graphs instead of 3 eager; a job that fits no graph runs alone. Without: ``max_batch`` a call.
+    """
+    out, i = [], 0
+    while i < len(counts):
+        take, total = 1, 0
+        for j in range(i, min(len(counts), i + max_batch)):
+            total += counts[j]
+            if not compiled or total in compiled:
+                take = j - i + 1
+        out.append(list(range(i, i + take)))
+        i += take
+    return out

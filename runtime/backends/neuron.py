@@ -79,6 +79,10 @@ class NeuronBackend(DiffusersBackend):
         _seed(job.seed)
         return args
 
+    def batch_key(self, ctx: JobContext) -> None:
+        """Never batched by the agent (runtime.worker.batching): a compiled Neuron model has a fixed batch size."""
+        return None
+
     def run_batch(self, ctxs: Sequence[JobContext]) -> list[BackendResult | BackendError]:
         """One call per job: a compiled Neuron model has a fixed batch size."""
         outcomes: list[BackendResult | BackendError] = []

@@ -16,7 +16,15 @@ from typing import Any
 from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
 
-from runtime.backends.base import Backend, BackendResult, JobContext, JobInputError, JobInterrupted, OutputFile
+from runtime.backends.base import (
+    Backend,
+    BackendError,
+    BackendResult,
+    JobContext,
+    JobInputError,
+    JobInterrupted,
+    OutputFile,
+)
 
 LABEL = "test-pattern"
 MAX_SIDE = 2048
@@ -68,12 +76,36 @@ class TestPatternBackend(Backend):
         return None
 
     def run(self, ctx: JobContext) -> BackendResult:
-        inputs = ctx.inputs
-        width, height = _size(inputs)
-        delay = float(inputs.get("test_pattern_delay_seconds", self.delay_seconds))
-        started = time.monotonic()
+        delay = float(ctx.inputs.get("test_pattern_delay_seconds", self.delay_seconds))
         if ctx.cancel.wait(max(0.0, delay)):
             raise JobInterrupted(f"job {ctx.job_id} interrupted")
+        return self._render(ctx)
+
+    def batch_key(self, ctx: JobContext) -> tuple[Any, ...]:
+        """Jobs of one size and delay share a call (dynamic batching, runtime.worker.batching)."""
+        return (ctx.model, _size(ctx.inputs), ctx.inputs.get("test_pattern_delay_seconds", self.delay_seconds))
+
+    def run_batch(self, ctxs: list[JobContext]) -> list[BackendResult | BackendError]:
+        """One delay for the whole batch, as a GPU call costs about one job's time; like the diffusers backend,
+        the call stops early only when every job is canceled, and a canceled job ends interrupted."""
+        delay = float(ctxs[0].inputs.get("test_pattern_delay_seconds", self.delay_seconds))
+        end = time.monotonic() + max(0.0, delay)
+        while not all(ctx.cancel.is_set() for ctx in ctxs) and time.monotonic() < end:
+            ctxs[0].cancel.wait(min(0.05, max(0.0, end - time.monotonic())))
+        outcomes: list[BackendResult | BackendError] = []
+        for ctx in ctxs:
+            try:
+                if ctx.cancel.is_set():
+                    raise JobInterrupted(f"job {ctx.job_id} interrupted during its batch")
+                outcomes.append(self._render(ctx))
+            except BackendError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _render(self, ctx: JobContext) -> BackendResult:
+        inputs = ctx.inputs
+        width, height = _size(inputs)
+        started = time.monotonic()
         seed = int(inputs.get("seed", 0) or 0)
         count = max(1, min(int((inputs.get("num_outputs") or 1) or 1), 4))
         outputs = [

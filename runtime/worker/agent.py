@@ -78,6 +78,7 @@ class Agent:
         self.notice: Notice | None = None
         self.stats: list[JobStat] = []
         self.current: RunningJob | None = None  # the job on the backend (not the one being settled)
+        self.batch: tuple[RunningJob, ...] = ()  # all jobs of the batch on the backend (runtime.worker.batching)
         self._pipeline: Pipeline | None = None
         self._stopping = threading.Event()
         self._stop_requested = False
@@ -135,12 +136,16 @@ class Agent:
         with self._lock:
             if job.reason is None or reason in ("cancel", "lost-lease"):
                 job.reason = reason
-        if self.current is not job:
+        if self.current is not job and job not in self.batch:
             return  # being settled: the backend runs another job now; the settle's checkpoint stops it
         try:
             self.backend.interrupt(job.ctx)
         except BackendError as exc:
             log.warning("interrupting %s: %s", job.ctx.job_id, exc)
+        if job is self.current and reason in ("stop", "drain"):  # one backend call: the batch goes back whole
+            for other in self.batch:
+                if other is not job:
+                    self.interrupt(other, reason)
 
     # -- boot ------------------------------------------------------------------------------------------
     def boot(self) -> None:

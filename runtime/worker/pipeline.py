@@ -35,6 +35,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from runtime.worker.batching import Batcher, batch_size_for
 from runtime.worker.job_runner import RunningJob
 from runtime.worker.prefetch import Prefetcher, Prepared
 from runtime.worker.settler import Settler
@@ -57,7 +58,9 @@ class Pipeline:
         prepare_model = None
         if agent.model_cache is not None and agent.backend.name != "test-pattern":
             prepare_model = agent.model_cache.ensure
-        self.prefetcher = Prefetcher(agent.consumer, capacity=cfg.prefetch_jobs,
+        batch = batch_size_for(agent)  # dynamic batching (runtime.worker.batching): hold enough for a batch
+        self.batcher = Batcher(agent, batch, cfg.batch_wait_ms / 1000) if batch > 1 else None
+        self.prefetcher = Prefetcher(agent.consumer, capacity=max(cfg.prefetch_jobs, batch),
                                      wait_seconds=cfg.queue.wait_time_seconds,
                                      visibility_seconds=cfg.queue.visibility_timeout_seconds,
                                      prepare_inputs=agent.fetcher.fetch_all, prepare_model=prepare_model,
@@ -116,6 +119,14 @@ class Pipeline:
             if isinstance(claimed, str):
                 continue  # settled at the claim (final already, canceled while queued, attempts used up)
             settler = self.settler if agent.config.overlap_settle else None  # None: settled before N+1 starts
+            if self.batcher is not None:
+                batch, taken = self.batcher.collect(claimed, self.prefetcher, self._claim,
+                                                    None if max_jobs is None else max_jobs - done)
+                done += taken
+                if len(batch) > 1:
+                    self.batcher.execute(batch, settler, on_run=lambda n=done: self._schedule_ahead(max_jobs, n))
+                    self._observe_run(batch[0])
+                    continue
             agent.execute(claimed, settler, on_run=lambda n=done: self._schedule_ahead(max_jobs, n))
             self._observe_run(claimed)
         return done

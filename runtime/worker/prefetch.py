@@ -1,10 +1,10 @@
 """The agent's prefetch: receive the next job while the current one runs, so the backend never waits on AWS.
 
-A thread keeps up to ``capacity`` received messages ready (the seam for batching: a later change can take
-several compatible ones at once). For each it fetches the input images and makes the model local (model
-cache) ahead of time. What it holds is only *received*: the job's attempt is not started in the record
-until the agent is about to run it (runtime.worker.job_runner.claim), so a prefetched job counts no attempt
-and shows "queued" to its client.
+A thread keeps up to ``capacity`` received messages ready; dynamic batching (runtime.worker.batching) takes
+several compatible ones at once with ``take_matching``. For each it fetches the input images and makes the
+model local (model cache) ahead of time. What it holds is only *received*: the job's attempt is not
+started in the record until the agent is about to run it (runtime.worker.job_runner.claim), so a prefetched
+job counts no attempt and shows "queued" to its client.
 
 Guarantees kept for held messages:
 
@@ -83,6 +83,22 @@ class Prefetcher:
             item = self._held.popleft()
             self._cond.notify_all()  # room for the next receive
             return item
+
+    def take_matching(self, match: Callable[[Prepared], bool], limit: int, timeout: float) -> list[Prepared]:
+        """Up to ``limit`` held jobs for which ``match`` is true, oldest first, waiting up to ``timeout`` for
+        more to arrive (dynamic batching, runtime.worker.batching); the others keep their place."""
+        deadline, found = time.monotonic() + timeout, []
+        with self._cond:
+            while len(found) < limit and not self._closed.is_set():
+                for item in [i for i in self._held if match(i)][:limit - len(found)]:
+                    self._held.remove(item)
+                    found.append(item)
+                self._cond.notify_all()  # room for the next receive
+                left = deadline - time.monotonic()
+                if len(found) >= limit or left <= 0:
+                    break
+                self._cond.wait(left)
+        return found
 
     def push_front(self, item: Prepared) -> None:
         """Put a taken job back first in line (the claim-ahead lost the race to a free backend)."""
