@@ -134,12 +134,14 @@ class DiffusersBackend(Backend):
         return (ctx.model, ctx.task, self._job_args(ctx).compat)
 
     def batch_default_jobs(self) -> int:
-        """Batching is on by default on CUDA only, where it measured a gain (issue 19: eager SDXL on an H200,
-        4 images in 4.79 s against 1 in 3.89 s). With torch.compile, a batch size that was not compiled at
-        warm-up runs eager, so the default is then the largest compiled size (``diffusers.batch_sizes``)."""
+        """Batching is on by default on CUDA only, where it measured a gain (eager SDXL on an H100: 0.624
+        images/s at batch 4 against 0.330 at batch 1, README). With torch.compile, a batch size that was not
+        compiled at warm-up runs eager, so the default is then the largest compiled size
+        (``diffusers.batch_sizes``); a worker that skipped a cold compile at boot serves eager and batches."""
         if not self.device.startswith("cuda"):
             return 1
-        if self.options.compiles(self.device):
+        serving_eager = self.resident is not None and self.resident.cold_compile_skipped
+        if self.options.compiles(self.device) and not serving_eager:
             return min(self.options.max_batch, max(self.options.batch_sizes))
         return self.options.max_batch
 

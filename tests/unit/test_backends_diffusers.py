@@ -310,3 +310,18 @@ def test_host_ram_bound_is_validated_with_the_key_named():
         DiffusersOptions.from_mapping({"host_ram_gib": -1})
     auto = DiffusersOptions.from_mapping({})
     assert 0 < auto.host_ram_bytes() < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def test_batching_is_on_by_default_only_on_cuda_and_within_the_compiled_sizes():
+    from runtime.backends.diffusers import Resident
+
+    def backend(device: str, **options: Any) -> DiffusersBackend:
+        return DiffusersBackend(device=device, options=DiffusersOptions(host_ram_gib=0, **options))
+
+    assert backend("cpu").batch_default_jobs() == 1  # no gain measured on CPUs
+    assert backend("cuda", compile="off").batch_default_jobs() == 4  # eager: up to max_batch (H100: 1.89x at 4)
+    assert backend("cuda").batch_default_jobs() == 1  # compiled for batch 1 only: a batch would run eager
+    assert backend("cuda", batch_sizes=(1, 2, 4)).batch_default_jobs() == 4
+    skipped = backend("cuda")
+    skipped.resident = Resident("a", object(), "arch", object(), cold_compile_skipped=True)
+    assert skipped.batch_default_jobs() == 4  # serving eager after skipping a cold compile: batches pay
