@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         "figures": rows, "runs": raw, "workers": cfg["workers"], "jobs": cfg["jobs"],
         "note": (f"simulated on a simulated clock: {cfg['workers']} workers, {len(cfg['models'])} models (Zipf "
                  f"s={cfg['zipf_s']}), load = share of the fleet's inference capacity, {cfg['ram_models']} models "
-                 f"in each worker's RAM tier, switch_after {cfg['switch_after_seconds']} s, overdue bound "
+                 f"in each worker's RAM tier, switch_after {cfg['switch_after_seconds']} s, idle switch "
+                 f"{cfg['idle_switch_seconds']} s, poll {cfg['poll_seconds']} s, overdue bound "
                  f"{cfg['max_wait_seconds']} s; scheduling by runtime.queues.affinity.AffinityConsumer"),
     }
     print(json.dumps(result, indent=2))

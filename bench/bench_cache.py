@@ -135,7 +135,7 @@ def _fetch_ranges(port: int, size: int, connections: int) -> float:
 def loopback_ceiling(size_mib: int, connections: int, rounds: int) -> dict:
     """What loopback carries on this machine at all, with no S3 stand-in and no HTTP: a sendfile server
     in another process, 1 connection against ``connections`` ranges in parallel, best of the rounds.
-    On loopback the bytes cost CPU copies, not a per-connection link, so parallel ranges add nothing
+    On loopback the bytes cost CPU copies, not a per-connection link, so parallel ranges add little
     once the cores are busy: this bounds any downloader's gain over one stream here."""
     import multiprocessing
 
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
               "note": ("moto S3 on loopback, best of the rounds. moto reads the whole object for every "
                        "ranged GET (from a spooled temporary file once over 5 MiB, under the key's lock) and "
                        "loopback has no per-connection cap: its bytes cost CPU copies, so parallel ranges add "
-                       "nothing there (the raw-socket ceiling row) and one stream wins; S3 serves "
+                       "little there (the raw-socket ceiling row) and one stream wins; S3 serves "
                        "~85-90 MB/s per connection, emulated (scaled down) by a throttling proxy. RAM-tier switch: "
                        "host-to-host copy (no GPU here)")}
     print(json.dumps(result, indent=2))
