@@ -206,7 +206,7 @@ class AffinityConsumer(JobQueueConsumer):
             got = self.queues[top].consumer.receive(max_messages, poll)
             if got:
                 return self._remember(top, got, overdue=self._age(top, self.clock()) >= self.max_wait_seconds)
-            got = self._receive_others(top, max_messages)
+            got = self._receive_others(top, max_messages, poll)
             if got:
                 return got
             if time.monotonic() >= deadline or self.poll_seconds <= 0:
@@ -214,13 +214,16 @@ class AffinityConsumer(JobQueueConsumer):
                     self.idle_since = self.clock()
                 return []
 
-    def _receive_others(self, top: str, max_messages: int) -> Sequence[ReceivedJob]:
+    def _receive_others(self, top: str, max_messages: int, poll: float) -> Sequence[ReceivedJob]:
+        """Receive from the first group after ``top`` whose probe sees a backlog. Long-polled like the
+        first choice (it answers as soon as a message is there): an SQS receive without a wait asks only
+        some of the queue's servers and can miss the few messages a young backlog holds."""
         order = self.preference()  # samples the probes now: the end of the first choice's poll
         now = self.clock()
         for name in order:
             if name == top or not self._probes[name].waiting:
                 continue
-            got = self.queues[name].consumer.receive(max_messages, 0)
+            got = self.queues[name].consumer.receive(max_messages, poll)
             if got:
                 return self._remember(name, got, overdue=self._age(name, now) >= self.max_wait_seconds)
         return []
