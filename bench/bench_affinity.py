@@ -7,9 +7,11 @@ time are simulated (a discrete-event loop on a simulated clock), so an hour of t
 Workload (``--config FILE`` overrides any of DEFAULTS): Poisson arrivals at ``load`` x the fleet's
 inference capacity, models with skewed (Zipf) popularity, a per-model load time from disk and from the
 host-RAM tier, ``ram_models`` models kept in each worker's RAM tier (LRU), every model on local disk.
-FIFO: one queue, an idle worker takes the oldest job. Affinity: idle workers long-poll their first
-preference (the loaded model's group); the others look at the rest after ``poll_seconds``, as the
-consumer's receive loop does. A switch is a job that runs on a worker whose backend holds another model.
+FIFO: one queue, an idle worker takes the oldest job. Affinity: as the consumer's receive loop does,
+an idle worker long-polls its first preference (the loaded model's group: a job arriving there is
+taken at once) and, each time that poll comes back empty after ``poll_seconds``, probes the other
+groups and takes from one with a backlog; each worker runs that cycle from the moment it went idle
+(workers are not in step). A switch is a job that runs on a worker whose backend holds another model.
 
 Prints and writes (``--out``) switches per 1,000 jobs and the p95 / max queue wait of both at each
 load in ``loads``, plus the ratios the issue sets goals for (FIFO switches / affinity switches >= 5;
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import math
 import random
 import sys
 from dataclasses import dataclass, field
@@ -35,8 +38,8 @@ from runtime.queues.memory import InMemoryQueue
 
 DEFAULTS = {
     "workers": 16, "jobs": 5000, "loads": [0.25, 0.4], "seed": 7, "zipf_s": 1.1, "inference_s": [3.0, 5.0],
-    "ram_models": 2, "max_wait_seconds": 60.0, "switch_after_seconds": 20.0, "idle_switch_seconds": 60.0,
-    "probe_seconds": 2.0,
+    "ram_models": 2, "max_wait_seconds": 60.0, "switch_after_seconds": 20.0, "idle_switch_seconds": 13.0,
+    "probe_seconds": 1.0,
     "poll_seconds": 1.0,
     # model -> seconds to load it from local disk (read + deserialise) and from the host-RAM tier
     "models": {"sdxl-base": [12.0, 0.5], "sd15": [5.0, 0.3], "flux-dev": [20.0, 0.9], "sdxl-turbo": [12.0, 0.5],
@@ -58,6 +61,8 @@ class Worker:
     loaded: str | None = None
     ram: list[str] = field(default_factory=list)  # most recent last
     consumer: AffinityConsumer | None = None
+    next_look: float | None = None  # when its long poll of the first preference comes back empty
+    look_pushed: bool = False
 
     def load_time(self, model: str, cfg: dict) -> float:
         disk_s, ram_s = cfg["models"][model]
@@ -99,13 +104,15 @@ class Simulation:
             for w in self.workers:
                 w.consumer = self._consumer(w)
         self.rng = random.Random(cfg["seed"] + 1)
+        if affinity:  # booted at different times: each worker's receive cycle has its own phase
+            for w in self.workers:
+                w.next_look = self.rng.uniform(0, cfg["poll_seconds"])
         self.events: list[tuple[float, int, str, int]] = []  # (time, seq, kind, index)
         self.seq = 0
         self.idle = set(range(len(self.workers)))
         self.waits: list[float] = []
         self.starts: list[float] = []
         self.switches = 0
-        self.poll_pending = False  # the idle workers' next look at every queue (the consumer's receive loop)
 
     def _consumer(self, w: Worker) -> AffinityConsumer:
         cfg = self.cfg
@@ -137,6 +144,7 @@ class Simulation:
         if w.consumer:
             w.consumer.note_loaded(model)
         self.idle.discard(w.wid)
+        w.next_look, w.look_pushed = None, False
         self.push(self.clock.now + load_s + inference_s, "free", w.wid)
         return True
 
@@ -157,18 +165,47 @@ class Simulation:
             self.clock.now, _, kind, index = heapq.heappop(self.events)
             if kind == "arrive":
                 self.arrive(index)
-            elif kind == "poll":
-                self.poll_pending = False
-                for i in sorted(self.idle, key=lambda i: self.rng.random()):
-                    self.try_start(self.workers[i])
+            elif kind == "look":
+                self.look(self.workers[index])
             else:
-                self.idle.add(index)
-                self.try_start(self.workers[index])
-            backlog = sum(len(q) for q in self.queues.values())
-            if self.affinity and self.idle and backlog and not self.poll_pending:
-                self.poll_pending = True
-                self.push(self.clock.now + self.cfg["poll_seconds"], "poll", -1)
+                self.free(self.workers[index])
+            if self.affinity:
+                self.schedule_looks()
         return self.summary()
+
+    def free(self, w: Worker) -> None:
+        """A job ended: FIFO takes the next at once; affinity's long poll answers at once only from the
+        first preference, the others are looked at when that poll comes back empty."""
+        self.idle.add(w.wid)
+        if not self.affinity:
+            self.try_start(w)
+            return
+        if len(self.queues[w.consumer.preference()[0]]) and self.try_start(w):
+            return
+        w.next_look, w.look_pushed = self.clock.now + self.cfg["poll_seconds"], False
+
+    def look(self, w: Worker) -> None:
+        """The worker's long poll came back empty: its consumer's receive probes and takes from the rest."""
+        if w.wid not in self.idle or w.next_look != self.clock.now:
+            return  # stale: the worker took a job since
+        w.look_pushed = False
+        if not self.try_start(w):
+            w.next_look = self.clock.now + self.cfg["poll_seconds"]
+
+    def schedule_looks(self) -> None:
+        """Idle workers' cycle ends become events only while something waits (otherwise they change
+        nothing); a cycle that ended unseen moves along the worker's own period, keeping its phase."""
+        if not any(len(q) for q in self.queues.values()):
+            return
+        period = self.cfg["poll_seconds"]
+        for i in self.idle:
+            w = self.workers[i]
+            if w.next_look is None or w.look_pushed:
+                continue
+            if w.next_look < self.clock.now:
+                w.next_look += period * math.ceil((self.clock.now - w.next_look) / period)
+            w.look_pushed = True
+            self.push(w.next_look, "look", i)
 
     def summary(self) -> dict:
         waits, starts, n = sorted(self.waits), sorted(self.starts), len(self.waits)
@@ -211,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         "figures": rows, "runs": raw, "workers": cfg["workers"], "jobs": cfg["jobs"],
         "note": (f"simulated on a simulated clock: {cfg['workers']} workers, {len(cfg['models'])} models (Zipf "
                  f"s={cfg['zipf_s']}), load = share of the fleet's inference capacity, {cfg['ram_models']} models "
-                 f"in each worker's RAM tier, switch_after {cfg['switch_after_seconds']} s, overdue bound "
+                 f"in each worker's RAM tier, switch_after {cfg['switch_after_seconds']} s, idle switch "
+                 f"{cfg['idle_switch_seconds']} s, poll {cfg['poll_seconds']} s, overdue bound "
                  f"{cfg['max_wait_seconds']} s; scheduling by runtime.queues.affinity.AffinityConsumer"),
     }
     print(json.dumps(result, indent=2))

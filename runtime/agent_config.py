@@ -49,6 +49,7 @@ class QueueConfig:
     groups: tuple[GroupQueueConfig, ...] = ()  # model groups with a queue each; other models use url / topic
     affinity_max_wait_seconds: float = 60.0  # a group's backlog older than this wins over the loaded model
     affinity_switch_after_seconds: float = 20.0  # a worker holding a model leaves younger backlogs to holders
+    affinity_idle_switch_seconds: float = 13.0  # a worker idle this long takes any group's backlog at once
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         else:
             _require(q, "bootstrap_servers", "queue.")
         q["groups"] = _groups(q.get("groups") or [], kind)
-        for key, default in (("affinity_max_wait_seconds", 60.0), ("affinity_switch_after_seconds", 20.0)):
+        for key, default in (("affinity_max_wait_seconds", 60.0), ("affinity_switch_after_seconds", 20.0),
+                             ("affinity_idle_switch_seconds", 13.0)):
             if not isinstance(q.get(key, default), int | float) or q.get(key, default) <= 0:
                 raise AgentConfigError(f"queue.{key} = {q[key]!r}: must be a number of seconds > 0")
         backend = _require(data, "backend", "")

@@ -16,7 +16,10 @@ until it has waited ``switch_after_seconds`` (delay scheduling, as in Zaharia et
 Scheduling" for data locality): most of the time a worker that holds that group's model frees up
 within seconds and takes it without a load, where an idle worker would pay a disk load at once.
 A worker with nothing loaded (just booted), or one that found nothing for ``idle_switch_seconds``
-(default ``max_wait_seconds``: its own model has gone quiet), takes anything at once.
+(13 s: its own model has gone quiet), takes anything at once. These idle workers are what keeps the
+tail short at light load: with the bound at 60 s too few workers were free to take a young backlog of
+another group, and its jobs waited for a busy worker (bench/bench_affinity.py: p95 wait 1.6x FIFO's;
+at 13 s 1.0x, with switches still 6-8x fewer than FIFO's at loads 0.25 and 0.4).
 
 Starvation is judged from a cheap backlog probe per group (SQS ``ApproximateNumberOfMessages``;
 Kafka consumer lag; the in-memory fake's depth), sampled at most every ``probe_seconds``: a group is
@@ -99,7 +102,7 @@ class AffinityConsumer(JobQueueConsumer):
 
     def __init__(self, queues: Sequence[GroupQueue], groups: ModelGroups, *, worker_id: str = "",
                  max_wait_seconds: float = 60.0, switch_after_seconds: float = 20.0,
-                 idle_switch_seconds: float | None = None, probe_seconds: float = 2.0,
+                 idle_switch_seconds: float = 13.0, probe_seconds: float = 1.0,
                  poll_seconds: float = 1.0,
                  tiers: Callable[[], Mapping[str, int]] | None = None,
                  on_switch: Callable[[str | None, str | None], None] | None = None,
@@ -112,7 +115,7 @@ class AffinityConsumer(JobQueueConsumer):
         self.groups = groups
         self.max_wait_seconds = max_wait_seconds
         self.switch_after_seconds = switch_after_seconds
-        self.idle_switch_seconds = max_wait_seconds if idle_switch_seconds is None else idle_switch_seconds
+        self.idle_switch_seconds = idle_switch_seconds
         self.probe_seconds = probe_seconds
         self.poll_seconds = poll_seconds
         self.tiers = tiers
@@ -140,7 +143,7 @@ class AffinityConsumer(JobQueueConsumer):
     # -- order -------------------------------------------------------------------------------------
     def _sample(self, name: str, now: float) -> _Probe:
         probe = self._probes[name]
-        if probe.at is not None and now - probe.at < self.probe_seconds:
+        if probe.at is not None and now - probe.at < self.probe_seconds - 1e-9:  # float sums of the period
             return probe
         try:
             waiting = int(self.queues[name].backlog())
@@ -189,22 +192,41 @@ class AffinityConsumer(JobQueueConsumer):
 
     # -- JobQueueConsumer --------------------------------------------------------------------------
     def receive(self, max_messages: int = 1, wait_seconds: float = 20.0) -> Sequence[ReceivedJob]:
+        """Long-poll the first choice for ``poll_seconds``; when it comes back empty, probe the other
+        groups right then and receive only from one whose probe sees a backlog.
+
+        Probing after the long poll (not before it) means a backlog that appeared during the poll is
+        seen at the end of that poll, not one probe period later: the wait a job of another group
+        sees on an idle worker is at most ``poll_seconds``. One receive per cycle as before; the
+        probes are rate-limited by ``probe_seconds``."""
         deadline = time.monotonic() + max(0.0, wait_seconds)  # real time: the clock may be simulated
         while True:
-            order = self.preference()
-            overdue = {n for n in order if self._age(n, self.clock()) >= self.max_wait_seconds}
-            for name in order:
-                # the top choice is always polled; the rest only when their probe saw a backlog
-                if name != order[0] and not self._probes[name].waiting:
-                    continue
-                poll = max(0.0, min(self.poll_seconds, deadline - time.monotonic()))
-                got = self.queues[name].consumer.receive(max_messages, poll)
-                if got:
-                    return self._remember(name, got, overdue=name in overdue)
+            top = self.preference()[0]  # probes as sampled at the end of the last cycle
+            poll = max(0.0, min(self.poll_seconds, deadline - time.monotonic()))
+            got = self.queues[top].consumer.receive(max_messages, poll)
+            if got:
+                return self._remember(top, got, overdue=self._age(top, self.clock()) >= self.max_wait_seconds)
+            got = self._receive_others(top, max_messages, poll)
+            if got:
+                return got
             if time.monotonic() >= deadline or self.poll_seconds <= 0:
                 if self.idle_since is None:
                     self.idle_since = self.clock()
                 return []
+
+    def _receive_others(self, top: str, max_messages: int, poll: float) -> Sequence[ReceivedJob]:
+        """Receive from the first group after ``top`` whose probe sees a backlog. Long-polled like the
+        first choice (it answers as soon as a message is there): an SQS receive without a wait asks only
+        some of the queue's servers and can miss the few messages a young backlog holds."""
+        order = self.preference()  # samples the probes now: the end of the first choice's poll
+        now = self.clock()
+        for name in order:
+            if name == top or not self._probes[name].waiting:
+                continue
+            got = self.queues[name].consumer.receive(max_messages, poll)
+            if got:
+                return self._remember(name, got, overdue=self._age(name, now) >= self.max_wait_seconds)
+        return []
 
     def _remember(self, name: str, got: Sequence[ReceivedJob], *, overdue: bool) -> Sequence[ReceivedJob]:
         consumer = self.queues[name].consumer

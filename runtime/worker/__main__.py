@@ -135,7 +135,8 @@ def _consumer(config: AgentConfig, worker_id: str, tiers: Any = None) -> Any:
     groups = ModelGroups({g.name: g.models for g in q.groups})
     return AffinityConsumer([GroupQueue(name, c, probes[name]) for name, c in queues.items()], groups,
                             worker_id=worker_id, max_wait_seconds=q.affinity_max_wait_seconds,
-                            switch_after_seconds=q.affinity_switch_after_seconds, tiers=tiers)
+                            switch_after_seconds=q.affinity_switch_after_seconds,
+                            idle_switch_seconds=q.affinity_idle_switch_seconds, tiers=tiers)
 
 
 def build(config: AgentConfig) -> tuple[Any, Any]:

@@ -24,9 +24,11 @@ def stack(moto_endpoint):
 def test_agent_serves_the_loaded_models_group_before_switching(stack):
     sdxl_url = stack.sqs.create_queue(QueueName=f"{stack.table}-sdxl")["QueueUrl"]
     config = stack.config(queue={"groups": [{"name": "sdxl", "models": ["sdxl-base"], "url": sdxl_url}],
-                                 "affinity_max_wait_seconds": 600, "affinity_switch_after_seconds": 1})
+                                 "affinity_max_wait_seconds": 600, "affinity_switch_after_seconds": 1,
+                                 "affinity_idle_switch_seconds": 30})
     consumer = _consumer(config, "i-test")
     assert isinstance(consumer, AffinityConsumer) and set(consumer.queues) == {"default", "sdxl"}
+    assert (consumer.switch_after_seconds, consumer.idle_switch_seconds) == (1, 30)
     agent = make_agent(stack, config)
     agent.consumer = consumer
     default_url = stack.queue_url
@@ -72,3 +74,5 @@ def test_groups_config_is_validated_with_the_key_named(stack):
         with_groups([], affinity_max_wait_seconds=0)
     with pytest.raises(AgentConfigError, match="affinity_switch_after_seconds = 'soon'"):
         with_groups([], affinity_switch_after_seconds="soon")
+    with pytest.raises(AgentConfigError, match="affinity_idle_switch_seconds = -1"):
+        with_groups([], affinity_idle_switch_seconds=-1)

@@ -92,13 +92,34 @@ def test_a_worker_idle_for_idle_switch_seconds_takes_young_backlogs_at_once():
     clock, queues, consumer = setup(max_wait=60.0)
     consumer.note_loaded("sd15")
     assert take(consumer) is None  # idle from here
-    clock.now += 59.0
+    clock.now += 12.0
     put(queues, "flux-dev", "f")
-    assert take(consumer) is None  # young backlog, and idle for 59 s only
+    assert take(consumer) is None  # young backlog, and idle for 12 s only
     clock.now += 1.0
-    assert take(consumer) == "f"  # its own model has been quiet for idle_switch_seconds (= max_wait)
+    assert take(consumer) == "f"  # its own model has been quiet for idle_switch_seconds (13 s by default)
     consumer.note_loaded("flux-dev")
     assert consumer.idle_since is None
+
+
+def test_a_backlog_that_appears_during_the_long_poll_is_taken_when_the_poll_ends():
+    """The other groups are probed after the first choice's poll, not before it: a job that arrived
+    meanwhile is taken at the end of that poll instead of one probe period later."""
+    clock, queues, consumer = setup()
+    consumer.probe_seconds = 1.0
+    consumer.note_loaded("sd15")
+    consumer.idle_since = clock.now - 30.0  # its own model has been quiet: it takes other groups
+    assert consumer.preference()[0] == "sd15"  # probes sampled now: nothing waits anywhere
+    top = queues["sd15"]
+    inner = top.receive
+
+    def long_poll(max_messages, wait_seconds):
+        clock.now += 1.0  # the poll's wait, during which a flux job arrives
+        put(queues, "flux-dev", "f")
+        return inner(max_messages, wait_seconds)
+
+    top.receive = long_poll
+    assert take(consumer) == "f"
+    assert consumer.stats.picks == {"flux": 1}
 
 
 def test_ram_tier_beats_disk_beats_cold():
@@ -147,7 +168,7 @@ def test_a_shrinking_backlog_is_not_overdue():
     take(consumer)
     clock.now += 20.0  # 40 s since the backlog appeared, 20 s since it last shrank
     assert take(consumer).startswith("x")
-    clock.now += 11.0
+    clock.now += 12.0
     assert take(consumer) == "s1"
 
 
