@@ -100,8 +100,8 @@ class AgentConfig:
     retry_delay_seconds: int = 5  # a failed attempt becomes visible again after this long
     cancel_poll_seconds: float = 2.0  # how often a running job's cancel flag is read
     prefetch_jobs: int = 1  # messages received ahead while a job runs (0: serial; Kafka is always serial)
-    claim_ahead: bool = False  # start the next attempt just before the running job ends (docs/worker.md)
-    overlap_settle: bool = False  # settle job N (upload, record, ack) while N+1 runs (docs/worker.md)
+    claim_ahead: bool = True  # start the next attempt just before the running job ends (docs/worker.md)
+    overlap_settle: bool = True  # settle job N (upload, record, ack) while N+1 runs (docs/worker.md)
     metrics_sink: str = "agent"  # agent (CloudWatch agent EMF socket) | stdout | memory | off
     metrics_log_group: str = "/genai-fleet/worker"  # log group the CloudWatch agent writes EMF records to
     worker_id: str | None = None  # default: the EC2 instance id from IMDS

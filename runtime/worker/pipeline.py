@@ -7,23 +7,23 @@ Three lanes around the one backend (one job on it at a time)::
     main loop         backend.run(N)
     settle lane       upload, record, acknowledge N-1                 (runtime.worker.settler)
 
-Claim-ahead (``claim_ahead``, off by default): the attempt of the next job is started in the record ``lead``
+Claim-ahead (``claim_ahead``, on by default): the attempt of the next job is started in the record ``lead``
 seconds before the running job's expected end (EWMA of recent runs), where ``lead`` is 1.5 x (claim latency
 + 2 deviations, recent averages), at least 20 ms, so the backend does not wait for that conditional write
 either. The record says "running" at most ``lead`` early, and only for the job that the backend takes next.
 With no estimate yet (the first job, or after an idle spell) nothing is claimed ahead. A claimed-ahead job
 that a stop, drain or spot notice meets before it starts is handed back uncounted (``release_attempt``), as
 a running job would be; a cancel request reaches it through its lease guard and settles it as canceled when
-its turn comes. Why it is off by default: if the worker dies (OOM, SIGKILL) while the job before it runs,
-the claimed-ahead job has an attempt counted that it never ran - a poison job can use up its neighbour's
-attempts (``make chaos``, worker-killing-job, caught this). Without it, the claim (one conditional write) is
-on the backend's path.
+its turn comes.
 
-Overlapped settling (``overlap_settle``, off by default) has the same flaw one job back: job N settles while
-N+1 runs, so a worker killed by N+1 (an OOM job) also loses N's attempt although N ran to the end, and a
-poison job used up the attempts of the job before it (``make chaos`` worker-killing-job, in CI). Off, job N is
-settled before N+1 is claimed; only receiving, inputs and the model of N+1 overlap N's run. Turning either on
-safely needs the record to tell an attempt that finished running from one that died running (not built).
+Overlapped settling (``overlap_settle``, on by default): job N settles (upload, record, ack) while N+1 runs.
+
+Either way the worker holds attempts that are not running, and a job that kills the worker (OOM, poison)
+must not use up their attempts (``make chaos``, worker-killing-job, caught that before). With either on,
+claims are tracked: the claim leaves the attempt pending, and the run-marker lane (runtime.worker.run_marks)
+records when its run began and, with ``overlap_settle``, when it finished; the next pick-up or the sweeper
+gives back the count of an attempt whose worker died while it was pending or finished (runtime.jobs.attempts).
+Both off: N is settled before N+1 is claimed; only receiving, inputs and the model of N+1 overlap N's run.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from runtime.worker.job_runner import RunningJob
 from runtime.worker.prefetch import Prefetcher, Prepared
+from runtime.worker.run_marks import RunMarks
 from runtime.worker.settler import Settler
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class Pipeline:
                                      prepare_inputs=agent.fetcher.fetch_all, prepare_model=prepare_model,
                                      budget=budget)
         self.settler = Settler()
+        self.track_run = cfg.claim_ahead or cfg.overlap_settle  # the worker holds attempts that are not running
+        self.marks = RunMarks(agent.store) if self.track_run else None
         self.run_ewma_s: float | None = None
         self.claim_ewma_s = MIN_LEAD_S
         self.claim_dev_s = 0.0  # mean absolute deviation of the claim latency
@@ -93,6 +96,8 @@ class Pipeline:
                 agent.execute(leftover)
             self._ahead_requests.put(None)
             self.settler.close()
+            if self.marks is not None:
+                self.marks.close()
         return done
 
     def _loop(self, max_jobs: int | None, idle_exit_seconds: float | None) -> int:
@@ -116,7 +121,8 @@ class Pipeline:
             if isinstance(claimed, str):
                 continue  # settled at the claim (final already, canceled while queued, attempts used up)
             settler = self.settler if agent.config.overlap_settle else None  # None: settled before N+1 starts
-            agent.execute(claimed, settler, on_run=lambda n=done: self._schedule_ahead(max_jobs, n))
+            agent.execute(claimed, settler, on_run=lambda n=done, j=claimed: self._on_run(j, max_jobs, n),
+                          on_ran=self._on_ran)
             self._observe_run(claimed)
         return done
 
@@ -131,7 +137,7 @@ class Pipeline:
 
     def _claim(self, item: Prepared) -> RunningJob | str:
         t = time.monotonic()
-        claimed = self.agent.claim(item.received, item)
+        claimed = self.agent.claim(item.received, item, self.track_run)
         elapsed = time.monotonic() - t
         self.claim_dev_s = 0.8 * self.claim_dev_s + 0.2 * abs(elapsed - self.claim_ewma_s)
         self.claim_ewma_s = 0.8 * self.claim_ewma_s + 0.2 * elapsed
@@ -143,6 +149,18 @@ class Pipeline:
             return
         s = ms / 1000
         self.run_ewma_s = s if self.run_ewma_s is None else 0.7 * self.run_ewma_s + 0.3 * s
+
+    # -- run markers (runtime.worker.run_marks) ----------------------------------------------------------
+    def _on_run(self, job: RunningJob, max_jobs: int | None, done: int) -> None:
+        """Right before backend.run: the attempt is no longer pending; claim the next job ahead."""
+        if self.marks is not None:
+            self.marks.began(job.ctx.job_id, job.attempt.lease)
+        self._schedule_ahead(max_jobs, done)
+
+    def _on_ran(self, job: RunningJob) -> None:
+        """The backend answered: with overlapped settling, a death from here on is not this job's doing."""
+        if self.marks is not None and self.agent.config.overlap_settle:
+            self.marks.finished(job.ctx.job_id, job.attempt.lease)
 
     # -- claim-ahead -----------------------------------------------------------------------------------
     def _schedule_ahead(self, max_jobs: int | None, done: int) -> None:
