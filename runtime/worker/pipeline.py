@@ -19,10 +19,11 @@ its turn comes.
 Overlapped settling (``overlap_settle``, on by default): job N settles (upload, record, ack) while N+1 runs.
 
 Either way the worker holds attempts that are not running, and a job that kills the worker (OOM, poison)
-must not use up their attempts (``make chaos``, worker-killing-job, caught that before). With either on,
-claims are tracked: the claim leaves the attempt pending, and the run-marker lane (runtime.worker.run_marks)
-records when its run began and, with ``overlap_settle``, when it finished; the next pick-up or the sweeper
-gives back the count of an attempt whose worker died while it was pending or finished (runtime.jobs.attempts).
+must not use up their attempts (``make chaos``, worker-killing-job, caught that before). So a claim made
+ahead leaves the attempt pending and the run-marker lanes (runtime.worker.run_marks) record when its run
+began and, with ``overlap_settle``, when a run finished; the next pick-up or the sweeper gives back the count
+of an attempt whose worker died while it was pending or finished (runtime.jobs.attempts). A job claimed when
+the backend is free begins at once: it is counted at once, with no marker to write.
 Both off: N is settled before N+1 is claimed; only receiving, inputs and the model of N+1 overlap N's run.
 """
 
@@ -35,6 +36,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from runtime.jobs.attempts import RUN_PENDING
 from runtime.worker.job_runner import RunningJob
 from runtime.worker.prefetch import Prefetcher, Prepared
 from runtime.worker.run_marks import RunMarks
@@ -135,9 +137,11 @@ class Pipeline:
             return None
         return self._claim(item)
 
-    def _claim(self, item: Prepared) -> RunningJob | str:
+    def _claim(self, item: Prepared, ahead: bool = False) -> RunningJob | str:
+        """``ahead``: claimed while another job runs, so pending until its run begins (run markers); a job
+        claimed when the backend is free begins at once and is counted at once."""
         t = time.monotonic()
-        claimed = self.agent.claim(item.received, item, self.track_run)
+        claimed = self.agent.claim(item.received, item, ahead and self.track_run)
         elapsed = time.monotonic() - t
         self.claim_dev_s = 0.8 * self.claim_dev_s + 0.2 * abs(elapsed - self.claim_ewma_s)
         self.claim_ewma_s = 0.8 * self.claim_ewma_s + 0.2 * elapsed
@@ -153,7 +157,8 @@ class Pipeline:
     # -- run markers (runtime.worker.run_marks) ----------------------------------------------------------
     def _on_run(self, job: RunningJob, max_jobs: int | None, done: int) -> None:
         """Right before backend.run: the attempt is no longer pending; claim the next job ahead."""
-        if self.marks is not None:
+        record = job.attempt.record or {}
+        if self.marks is not None and record.get(RUN_PENDING) == job.attempt.lease:
             self.marks.began(job.ctx.job_id, job.attempt.lease)
         self._schedule_ahead(max_jobs, done)
 
@@ -195,7 +200,7 @@ class Pipeline:
         if request.cancel.is_set() or self.agent._stopping.is_set():
             self._put_back(item)  # the backend got free first: the loop takes it from the prefetch itself
             return None
-        return self._claim(item)
+        return self._claim(item, ahead=True)
 
     def _put_back(self, item: Prepared) -> None:
         if self.agent._stopping.is_set():

@@ -1,5 +1,5 @@
-"""The run-marker lane (runtime.worker.run_marks): writes in the order they were put, off the caller's thread,
-and survives a store that fails."""
+"""The run-marker lanes (runtime.worker.run_marks): each kind written in the order put, off the caller's
+thread, the two kinds side by side; a store that fails does not end them."""
 
 from __future__ import annotations
 
@@ -32,19 +32,40 @@ class RecordingStore:
         return self._write("finished", job_id, lease)
 
 
-def test_markers_are_written_in_order_on_the_lane_not_the_caller():
+def test_markers_are_written_in_order_on_the_lanes_not_the_caller():
     gate = threading.Event()
     store = RecordingStore(gate=gate)
     marks = RunMarks(store)
     marks.began("a", 1)
     marks.finished("a", 1)  # the caller goes on at once: nothing was written yet
     marks.began("b", 4)
+    marks.finished("b", 4)
     assert store.writes == []
     gate.set()
     marks.wait()
-    assert store.writes == [("began", "a", 1), ("finished", "a", 1), ("began", "b", 4)]
-    assert store.threads == {"run-marks"}
+    assert [w for w in store.writes if w[0] == "began"] == [("began", "a", 1), ("began", "b", 4)]
+    assert [w for w in store.writes if w[0] == "finished"] == [("finished", "a", 1), ("finished", "b", 4)]
+    assert store.threads == {"run-marks-began", "run-marks-finished"}
     marks.close()
+
+
+def test_a_began_marker_does_not_wait_behind_a_slow_finished_one():
+    store = RecordingStore()
+    slow = threading.Event()
+    finished = store.mark_run_finished
+    store.mark_run_finished = lambda job_id, lease: slow.wait(30) and finished(job_id, lease)
+    marks = RunMarks(store)
+    marks.finished("a", 1)  # N's marker is slow to land
+    marks.began("b", 2)  # N+1's is written meanwhile
+    deadline = threading.Event()
+    for _ in range(300):
+        if ("began", "b", 2) in store.writes:
+            break
+        deadline.wait(0.1)
+    assert store.writes == [("began", "b", 2)]
+    slow.set()
+    marks.close()
+    assert store.writes == [("began", "b", 2), ("finished", "a", 1)]
 
 
 def test_a_failing_write_is_logged_and_the_lane_goes_on(caplog):
