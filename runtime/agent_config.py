@@ -101,8 +101,8 @@ class AgentConfig:
     retry_delay_seconds: int = 5  # a failed attempt becomes visible again after this long
     cancel_poll_seconds: float = 2.0  # how often a running job's cancel flag is read
     prefetch_jobs: int = 1  # messages received ahead while a job runs (0: serial; Kafka is always serial)
-    claim_ahead: bool = False  # start the next attempt just before the running job ends (docs/worker.md)
-    overlap_settle: bool = False  # settle job N (upload, record, ack) while N+1 runs (docs/worker.md)
+    claim_ahead: bool = True  # start the next attempt just before the running job ends (docs/worker.md)
+    overlap_settle: bool = True  # settle job N (upload, record, ack) while N+1 runs (docs/worker.md)
     batch_max_jobs: int | None = None  # dynamic batching: most jobs per backend call (None: the backend's own
     # recommendation, runtime.worker.batching; 1: off); backends without run_batch always run one job
     batch_wait_ms: float = 20.0  # extra wait for compatible jobs to arrive before a batch starts

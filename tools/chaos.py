@@ -152,7 +152,9 @@ def worker_killing_job(p: LocalPlatform, sup: Supervisor) -> list[str]:
         rec = _store(p).get(poison)
         if rec["status"] in ("succeeded", "failed", "canceled"):
             break
-        if rec["status"] == "running" and int(rec.get("lease") or 0) not in seen:
+        # An OOM kill comes once the job runs on the backend: a claimed-ahead attempt is pending until then.
+        began = rec.get("run_pending") != rec.get("lease")
+        if rec["status"] == "running" and began and int(rec.get("lease") or 0) not in seen:
             seen.add(int(rec["lease"]))
             _worker(p, rec["worker_id"]).process.kill()
         time.sleep(0.05)

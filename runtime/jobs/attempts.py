@@ -10,11 +10,28 @@ Fields this module owns on a ``job#`` item::
     lease             fencing token: +1 at every pick-up, never reused; outputs go under it
     lease_expires_at  epoch seconds; renewed by the worker's heartbeat while status is running
     running_index     "running" while a lease is held (sparse GSI ``running-by-lease``), removed otherwise
-    handbacks         pick-ups that ended with the job handed back (drain, stop, infrastructure)
+    handbacks         pick-ups that ended with the job handed back (drain, stop, infrastructure), or whose
+                      worker died before or after its backend run (see "run markers")
+    run_pending       lease of an attempt claimed (ahead) whose backend run has not begun yet
+    run_finished      lease of an attempt whose backend run finished (only its settle was left)
+
+Run markers: a pipelined worker claims job N+1 before N's run ends and settles N while N+1 runs, so a
+worker that N+1 kills (OOM, poison) dies holding N, N+1 and N+2. Only N+1 died running. With ``track_run``
+the claim sets ``run_pending``; the worker removes it when the run begins (``mark_run_began``) and sets
+``run_finished`` when the run ends (``mark_run_finished``), both off the backend's path, in order, fenced on
+the lease. An attempt whose worker died while its record still says pending or finished was not what
+killed it: the next pick-up (``start_attempt``) or the sweeper (``expire_lease``) gives its count back.
+Settling removes the markers (a settled attempt is counted or given back by its own transition). The
+markers lag the run by one conditional write: a job that kills its worker within that write's latency of
+beginning is not counted; the queue's redrive (max attempts + hand-back allowance) still bounds it.
 
 Transitions (conditions in brackets)::
 
     start_attempt   queued|running -> running, attempts+1, lease+1 [not final, no cancel, attempts < max]
+                    running -> running, attempts+0, lease+1        [the previous attempt's worker died with
+                                                                    its run pending or finished]
+    mark_run_began  REMOVE run_pending                             [lease = mine, running]
+    mark_run_finished run_finished = lease                         [lease = mine, running]
     renew_lease     lease_expires_at = now + lease                 [lease = mine, running]
     release_attempt running -> queued, attempts-1 when not counted [lease = mine, running]
     fail_attempt    running -> queued, error appended              [lease = mine, running]
@@ -39,6 +56,19 @@ LEASE_EXPIRES = "lease_expires_at"
 
 # Pick-up outcomes
 STARTED, FINAL_ALREADY, CANCELED_NOW, EXHAUSTED, MISSING = "started", "final", "canceled", "exhausted", "missing"
+RUN_PENDING, RUN_FINISHED = "run_pending", "run_finished"
+RUN_MARKERS = (RUN_PENDING, RUN_FINISHED)
+# The attempt holding the record did not die running: its run had not begun, or had finished.
+_DID_NOT_DIE_RUNNING = f"(#s = :running AND ({RUN_PENDING} = lease OR {RUN_FINISHED} = lease))"
+
+_GIVE_BACK = "attempts = attempts - :one, handbacks = if_not_exists(handbacks, :zero) + :one"
+
+
+def did_not_die_running(record: dict[str, Any]) -> bool:
+    """What ``_DID_NOT_DIE_RUNNING`` says, on a record that was read (the sweeper's view)."""
+    lease = record.get("lease")
+    return record.get("status") == "running" and lease is not None and lease in (
+        record.get(RUN_PENDING), record.get(RUN_FINISHED))
 
 
 @dataclass(frozen=True)
@@ -73,21 +103,37 @@ class AttemptTransitions:
     _NOT_FINAL: str
     _STATUS_VALUES: dict[str, str]
 
-    def start_attempt(self, job_id: str, worker_id: str, max_attempts: int, lease_seconds: float) -> Attempt:
-        """Count one attempt and take the lease, or say why not (and make the record final if it must be)."""
+    def start_attempt(self, job_id: str, worker_id: str, max_attempts: int, lease_seconds: float,
+                      track_run: bool = False) -> Attempt:
+        """Count one attempt and take the lease, or say why not (and make the record final if it must be).
+
+        With ``track_run`` the attempt is pending until ``mark_run_began``. A previous attempt whose worker
+        died outside its run (marker pending or finished) gets its count back here: one write either way,
+        a second only on that retry."""
         now = self._clock()
+        sets = {"status": "running", "worker_id": worker_id, "updated_at": now, "last_started_at": now,
+                LEASE_EXPIRES: now + lease_seconds, RUNNING_INDEX_KEY: RUNNING_INDEX_VALUE}
+        values = {**self._STATUS_VALUES, ":f": False, ":now": now, ":max": int(max_attempts), ":one": 1, ":zero": 0}
+        base = f"{self._NOT_FINAL} AND (attribute_not_exists(cancel_requested) OR cancel_requested = :f)"
+        lease_set = "started_at = if_not_exists(started_at, :now), lease = if_not_exists(lease, :zero) + :one"
+        if track_run:
+            lease_set += f", {RUN_PENDING} = if_not_exists(lease, :zero) + :one"
         record = self._update(
-            job_id,
-            {"status": "running", "worker_id": worker_id, "updated_at": now, "last_started_at": now,
-             LEASE_EXPIRES: now + lease_seconds, RUNNING_INDEX_KEY: RUNNING_INDEX_VALUE},
-            condition=(f"{self._NOT_FINAL} AND (attribute_not_exists(cancel_requested) OR cancel_requested = :f)"
-                       " AND (attribute_not_exists(attempts) OR attempts < :max)"),
-            values={**self._STATUS_VALUES, ":f": False, ":now": now, ":max": int(max_attempts), ":one": 1,
-                    ":zero": 0},
-            extra_set=("started_at = if_not_exists(started_at, :now), "
-                       "attempts = if_not_exists(attempts, :zero) + :one, lease = if_not_exists(lease, :zero) + :one"))
+            job_id, sets, values=values,
+            condition=f"{base} AND (attribute_not_exists(attempts) OR attempts < :max) AND NOT {_DID_NOT_DIE_RUNNING}",
+            extra_set=f"{lease_set}, attempts = if_not_exists(attempts, :zero) + :one")
+        if record is None:  # the attempt before died outside its run: it is not counted, this one is
+            record = self._update(job_id, sets, values=values,
+                                  condition=f"{base} AND attempts <= :max AND {_DID_NOT_DIE_RUNNING}",
+                                  extra_set=f"{lease_set}, handbacks = if_not_exists(handbacks, :zero) + :one")
+            if record is not None:
+                log.info("job %s: lease %d's worker died outside its backend run; that attempt is not counted",
+                         job_id, int(record["lease"]) - 1)
         if record is not None:
             return Attempt(STARTED, record, int(record["attempts"]), int(record["lease"]))
+        return self._not_started(job_id, max_attempts)
+
+    def _not_started(self, job_id: str, max_attempts: int) -> Attempt:
         current = self.get(job_id)
         if current is None:
             raise JobNotFoundError(job_id)
@@ -100,6 +146,16 @@ class AttemptTransitions:
         self.finish(job_id, "failed", {"error": {"code": "attempts-exhausted", "message": message[:2000]}})
         log.warning("job %s: %s", job_id, message)
         return Attempt(EXHAUSTED, self.get(job_id))
+
+    def mark_run_began(self, job_id: str, lease: int) -> bool:
+        """The attempt's backend run began: from now on its worker's death counts against it."""
+        return self._update(job_id, {}, remove=(RUN_PENDING,), condition="lease = :lease AND #s = :running",
+                            values={":lease": int(lease), ":running": "running"}) is not None
+
+    def mark_run_finished(self, job_id: str, lease: int) -> bool:
+        """The attempt's backend run finished (only its settle is left): its worker's death does not count."""
+        return self._update(job_id, {RUN_FINISHED: int(lease)}, condition="lease = :lease AND #s = :running",
+                            values={":lease": int(lease), ":running": "running"}) is not None
 
     def renew_lease(self, job_id: str, lease: int, lease_seconds: float) -> bool:
         """Heartbeat: False when the lease is no longer ours (taken over, final, handed back)."""
@@ -114,7 +170,8 @@ class AttemptTransitions:
         extra = "handbacks = if_not_exists(handbacks, :zero) + :one"
         if not counted:
             extra += ", attempts = attempts - :one"
-        return self._update(job_id, {"status": "queued", "updated_at": now}, remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY),
+        return self._update(job_id, {"status": "queued", "updated_at": now},
+                            remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS),
                             condition="lease = :lease AND #s = :running",
                             values={":lease": int(lease), ":running": "running", ":zero": 0, ":one": 1},
                             extra_set=extra) is not None
@@ -123,7 +180,8 @@ class AttemptTransitions:
         """A counted attempt failed and will be retried: note why and give the job back to the queue."""
         now = self._clock()
         entry = {"attempt": int(attempt), "at": now, **error}
-        return self._update(job_id, {"status": "queued", "updated_at": now}, remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY),
+        return self._update(job_id, {"status": "queued", "updated_at": now},
+                            remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS),
                             condition="lease = :lease AND #s = :running",
                             values={":lease": int(lease), ":running": "running", ":e": [entry], ":empty": []},
                             extra_set="attempt_errors = list_append(if_not_exists(attempt_errors, :empty), :e)"
@@ -137,7 +195,8 @@ class AttemptTransitions:
             condition += " AND lease = :lease"
             values[":lease"] = int(lease)
         return self._update(job_id, {"status": status, "completed_at": now, "updated_at": now, **fields},
-                            condition=condition, values=values, remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY)) is not None
+                            condition=condition, values=values,
+                            remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS)) is not None
 
     def expire_lease(self, record: dict[str, Any], cutoff: float, max_attempts: int) -> str | None:
         """Sweeper: a lease that ran out before ``cutoff`` belongs to a dead worker. Give the job back to
@@ -148,16 +207,23 @@ class AttemptTransitions:
         now = self._clock()
         condition = f"lease = :lease AND #s = :running AND {LEASE_EXPIRES} < :cutoff"
         values = {":lease": lease, ":running": "running", ":cutoff": cutoff}
+        if did_not_die_running(record):  # its worker died before or after the run: give the count back
+            done = self._update(job_id, {"status": "queued", "updated_at": now},
+                                remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS),
+                                condition=f"{condition} AND ({RUN_PENDING} = :lease OR {RUN_FINISHED} = :lease)",
+                                values={**values, ":one": 1, ":zero": 0}, extra_set=_GIVE_BACK)
+            return "queued" if done is not None else None
         if int(record.get("attempts") or 0) >= max_attempts:
             message = f"worker {worker} stopped renewing its lease on the last attempt ({attempt_history(record)})"
             done = self._update(job_id, {"status": "failed", "completed_at": now, "updated_at": now,
                                          "error": {"code": "lease-expired", "message": message[:2000]}},
-                                remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY), condition=condition, values=values)
+                                remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS), condition=condition,
+                                values=values)
             return "failed" if done is not None else None
         entry = {"attempt": int(record.get("attempts") or 0), "at": now, "code": "lease-expired",
                  "message": f"worker {worker} stopped renewing its lease"}
         done = self._update(job_id, {"status": "queued", "updated_at": now},
-                            remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY), condition=condition,
+                            remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS), condition=condition,
                             values={**values, ":e": [entry], ":empty": []},
                             extra_set="attempt_errors = list_append(if_not_exists(attempt_errors, :empty), :e)")
         return "queued" if done is not None else None

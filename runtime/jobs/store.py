@@ -266,9 +266,8 @@ class JobStore(AttemptTransitions):
             exprs.append(f"#a{i} = :a{i}")
         if extra_set:
             exprs.append(extra_set)
-        expression = "SET " + ", ".join(exprs)
-        if remove:
-            expression += " REMOVE " + ", ".join(remove)
+        expression = " ".join(part for part in ("SET " + ", ".join(exprs) if exprs else "",
+                                                "REMOVE " + ", ".join(remove) if remove else "") if part)
         try:
             resp = self.client.update_item(
                 TableName=self.table_name, Key={"pk": {"S": job_pk(job_id)}},

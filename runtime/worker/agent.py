@@ -272,7 +272,7 @@ class Agent:
         claimed = self.claim(received, prepared)
         return claimed if isinstance(claimed, str) else self.execute(claimed, settler)
 
-    def claim(self, received: ReceivedJob, prepared: Prepared | None) -> RunningJob | str:
+    def claim(self, received: ReceivedJob, prepared: Prepared | None, track_run: bool = False) -> RunningJob | str:
         """Start the attempt in the record and its lease guard; an outcome when the job must not run."""
         t0 = time.monotonic()
         job_id = received.message.job_id
@@ -280,7 +280,7 @@ class Agent:
         if prepared is not None:
             timings["receive_ms"] = prepared.receive_ms
         try:
-            job = self.runner.claim(received, timings)
+            job = self.runner.claim(received, timings, track_run)
             if isinstance(job, str):
                 return self._record(job_id, job, t0, 0.0, timings)
             job.picked, job.timings, job.prepared = t0, timings, prepared
@@ -295,8 +295,9 @@ class Agent:
             self.runner.release(received, self.config.retry_delay_seconds, "unexpected")
             return self._record(job_id, "unsettled", t0, 0.0, timings)
 
-    def execute(self, job: RunningJob, settler: Settler | None = None, on_run: Any = None) -> str:
-        """Run a claimed job on the backend, then settle it (here or on ``settler``); never raises."""
+    def execute(self, job: RunningJob, settler: Settler | None = None, on_run: Any = None, on_ran: Any = None) -> str:
+        """Run a claimed job on the backend, then settle it (here or on ``settler``); never raises.
+        ``on_run`` is called right before backend.run, ``on_ran`` when the backend answered."""
         if self._stopping.is_set():  # claimed ahead of a stop or a notice: hand it back before it starts
             self.interrupt(job, "stop" if self._stop_requested else "drain")
         job.started = time.monotonic()
@@ -317,6 +318,8 @@ class Agent:
                 job.guard.stop()
             return self._record(job.ctx.job_id, outcome, job.picked, backend_s[0], timings, job)
         self.current = None  # the backend is free: the next job may start while this one settles
+        if on_ran is not None:
+            on_ran(job)
 
         def settle() -> str:
             try:

@@ -113,8 +113,12 @@ class Batcher:
         return batch, len(items)
 
     # -- running ------------------------------------------------------------------------------------------
-    def execute(self, jobs: list[RunningJob], settler: Settler | None = None, on_run: Any = None) -> list[str]:
-        """Run claimed compatible jobs as one backend call, then settle each (here or on ``settler``)."""
+    def execute(self, jobs: list[RunningJob], settler: Settler | None = None, on_run: Any = None,
+                on_ran: Any = None) -> list[str]:
+        """Run claimed compatible jobs as one backend call, then settle each (here or on ``settler``).
+
+        ``on_run`` is called right before the call, ``on_ran(job)`` for each job once the backend answered
+        (the run markers of runtime.worker.run_marks, as for a single job)."""
         agent = self.agent
         now = time.monotonic()
         for job in jobs:
@@ -132,7 +136,7 @@ class Batcher:
             with contextlib.ExitStack() as stack:
                 ready = self._prepare_all(jobs, stack, outcomes, cache_hits)
                 if ready:
-                    busy_s = self._run(ready, outcomes, on_run)
+                    busy_s = self._run(ready, outcomes, on_run, on_ran)
         except Exception as exc:  # last line of defence: each job not run yet settles this error
             log.exception("batch of %d failed outside the backend call", len(jobs))
             for i in range(len(jobs)):
@@ -203,7 +207,8 @@ class Batcher:
         job.timings["model_load_ms"] = _ms(t)
         return hit
 
-    def _run(self, ready: list[tuple[int, RunningJob]], outcomes: dict[int, Any], on_run: Any) -> float:
+    def _run(self, ready: list[tuple[int, RunningJob]], outcomes: dict[int, Any], on_run: Any,
+             on_ran: Any = None) -> float:
         """One run_batch for the ready jobs; a job whose call failed as a whole runs again alone, once."""
         if on_run is not None:
             on_run()
@@ -221,6 +226,8 @@ class Batcher:
             job.run_span = (t, end)
             job.timings["inference_ms"] = round((end - t) * 1000, 1)
             job.timings["batch_jobs"] = len(ready)
+            if on_ran is not None:
+                on_ran(job)
         return end - t
 
     def _call(self, jobs: list[RunningJob]) -> list[BackendResult | Exception]:

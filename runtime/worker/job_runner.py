@@ -66,14 +66,16 @@ class JobRunner:
         self.cfg = agent.config
 
     # -- claiming --------------------------------------------------------------------------------------
-    def claim(self, received: ReceivedJob, timings: dict[str, float]) -> RunningJob | str:
-        """Start the attempt in the record (right before the job runs); an outcome when it must not run."""
+    def claim(self, received: ReceivedJob, timings: dict[str, float], track_run: bool = False) -> RunningJob | str:
+        """Start the attempt in the record (right before the job runs); an outcome when it must not run.
+        ``track_run``: the caller marks the run's beginning and end (runtime.worker.run_marks)."""
         agent, message = self.agent, received.message
         job_id = message.job_id
         lease_s = self.cfg.queue.visibility_timeout_seconds
         t = time.monotonic()
         try:
-            attempt = agent.store.start_attempt(job_id, agent.worker_id, self.cfg.queue.max_receive_count, lease_s)
+            attempt = agent.store.start_attempt(job_id, agent.worker_id, self.cfg.queue.max_receive_count, lease_s,
+                                                track_run=track_run)
         except JobNotFoundError:
             log.error("job %s has no record; dropping its message", job_id)
             self._ack(received)

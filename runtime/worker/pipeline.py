@@ -7,23 +7,24 @@ Three lanes around the one backend (one job on it at a time)::
     main loop         backend.run(N)
     settle lane       upload, record, acknowledge N-1                 (runtime.worker.settler)
 
-Claim-ahead (``claim_ahead``, off by default): the attempt of the next job is started in the record ``lead``
+Claim-ahead (``claim_ahead``, on by default): the attempt of the next job is started in the record ``lead``
 seconds before the running job's expected end (EWMA of recent runs), where ``lead`` is 1.5 x (claim latency
 + 2 deviations, recent averages), at least 20 ms, so the backend does not wait for that conditional write
 either. The record says "running" at most ``lead`` early, and only for the job that the backend takes next.
 With no estimate yet (the first job, or after an idle spell) nothing is claimed ahead. A claimed-ahead job
 that a stop, drain or spot notice meets before it starts is handed back uncounted (``release_attempt``), as
 a running job would be; a cancel request reaches it through its lease guard and settles it as canceled when
-its turn comes. Why it is off by default: if the worker dies (OOM, SIGKILL) while the job before it runs,
-the claimed-ahead job has an attempt counted that it never ran - a poison job can use up its neighbour's
-attempts (``make chaos``, worker-killing-job, caught this). Without it, the claim (one conditional write) is
-on the backend's path.
+its turn comes.
 
-Overlapped settling (``overlap_settle``, off by default) has the same flaw one job back: job N settles while
-N+1 runs, so a worker killed by N+1 (an OOM job) also loses N's attempt although N ran to the end, and a
-poison job used up the attempts of the job before it (``make chaos`` worker-killing-job, in CI). Off, job N is
-settled before N+1 is claimed; only receiving, inputs and the model of N+1 overlap N's run. Turning either on
-safely needs the record to tell an attempt that finished running from one that died running (not built).
+Overlapped settling (``overlap_settle``, on by default): job N settles (upload, record, ack) while N+1 runs.
+
+Either way the worker holds attempts that are not running, and a job that kills the worker (OOM, poison)
+must not use up their attempts (``make chaos``, worker-killing-job, caught that before). So a claim made
+ahead leaves the attempt pending and the run-marker lanes (runtime.worker.run_marks) record when its run
+began and, with ``overlap_settle``, when a run finished; the next pick-up or the sweeper gives back the count
+of an attempt whose worker died while it was pending or finished (runtime.jobs.attempts). A job claimed when
+the backend is free begins at once: it is counted at once, with no marker to write.
+Both off: N is settled before N+1 is claimed; only receiving, inputs and the model of N+1 overlap N's run.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from runtime.jobs.attempts import RUN_PENDING
 from runtime.worker.batching import Batcher, batch_size_for
 from runtime.worker.job_runner import RunningJob
 from runtime.worker.prefetch import Prefetcher, Prepared
+from runtime.worker.run_marks import RunMarks
 from runtime.worker.settler import Settler
 
 if TYPE_CHECKING:
@@ -66,6 +69,8 @@ class Pipeline:
                                      prepare_inputs=agent.fetcher.fetch_all, prepare_model=prepare_model,
                                      budget=budget)
         self.settler = Settler()
+        self.track_run = cfg.claim_ahead or cfg.overlap_settle  # the worker holds attempts that are not running
+        self.marks = RunMarks(agent.store) if self.track_run else None
         self.run_ewma_s: float | None = None
         self.claim_ewma_s = MIN_LEAD_S
         self.claim_dev_s = 0.0  # mean absolute deviation of the claim latency
@@ -96,6 +101,8 @@ class Pipeline:
                 agent.execute(leftover)
             self._ahead_requests.put(None)
             self.settler.close()
+            if self.marks is not None:
+                self.marks.close()
         return done
 
     def _loop(self, max_jobs: int | None, idle_exit_seconds: float | None) -> int:
@@ -119,15 +126,17 @@ class Pipeline:
             if isinstance(claimed, str):
                 continue  # settled at the claim (final already, canceled while queued, attempts used up)
             settler = self.settler if agent.config.overlap_settle else None  # None: settled before N+1 starts
+            batch = [claimed]
             if self.batcher is not None:
                 batch, taken = self.batcher.collect(claimed, self.prefetcher, self._claim,
                                                     None if max_jobs is None else max_jobs - done)
                 done += taken
-                if len(batch) > 1:
-                    self.batcher.execute(batch, settler, on_run=lambda n=done: self._schedule_ahead(max_jobs, n))
-                    self._observe_run(batch[0])
-                    continue
-            agent.execute(claimed, settler, on_run=lambda n=done: self._schedule_ahead(max_jobs, n))
+            on_run = lambda n=done, j=claimed: self._on_run(j, max_jobs, n)  # noqa: E731
+            if len(batch) > 1:  # the others were claimed with the backend free: never pending
+                self.batcher.execute(batch, settler, on_run=on_run, on_ran=self._on_ran)
+                self._observe_run(batch[0])
+                continue
+            agent.execute(claimed, settler, on_run=on_run, on_ran=self._on_ran)
             self._observe_run(claimed)
         return done
 
@@ -140,9 +149,11 @@ class Pipeline:
             return None
         return self._claim(item)
 
-    def _claim(self, item: Prepared) -> RunningJob | str:
+    def _claim(self, item: Prepared, ahead: bool = False) -> RunningJob | str:
+        """``ahead``: claimed while another job runs, so pending until its run begins (run markers); a job
+        claimed when the backend is free begins at once and is counted at once."""
         t = time.monotonic()
-        claimed = self.agent.claim(item.received, item)
+        claimed = self.agent.claim(item.received, item, ahead and self.track_run)
         elapsed = time.monotonic() - t
         self.claim_dev_s = 0.8 * self.claim_dev_s + 0.2 * abs(elapsed - self.claim_ewma_s)
         self.claim_ewma_s = 0.8 * self.claim_ewma_s + 0.2 * elapsed
@@ -154,6 +165,19 @@ class Pipeline:
             return
         s = ms / 1000
         self.run_ewma_s = s if self.run_ewma_s is None else 0.7 * self.run_ewma_s + 0.3 * s
+
+    # -- run markers (runtime.worker.run_marks) ----------------------------------------------------------
+    def _on_run(self, job: RunningJob, max_jobs: int | None, done: int) -> None:
+        """Right before backend.run: the attempt is no longer pending; claim the next job ahead."""
+        record = job.attempt.record or {}
+        if self.marks is not None and record.get(RUN_PENDING) == job.attempt.lease:
+            self.marks.began(job.ctx.job_id, job.attempt.lease)
+        self._schedule_ahead(max_jobs, done)
+
+    def _on_ran(self, job: RunningJob) -> None:
+        """The backend answered: with overlapped settling, a death from here on is not this job's doing."""
+        if self.marks is not None and self.agent.config.overlap_settle:
+            self.marks.finished(job.ctx.job_id, job.attempt.lease)
 
     # -- claim-ahead -----------------------------------------------------------------------------------
     def _schedule_ahead(self, max_jobs: int | None, done: int) -> None:
@@ -188,7 +212,7 @@ class Pipeline:
         if request.cancel.is_set() or self.agent._stopping.is_set():
             self._put_back(item)  # the backend got free first: the loop takes it from the prefetch itself
             return None
-        return self._claim(item)
+        return self._claim(item, ahead=True)
 
     def _put_back(self, item: Prepared) -> None:
         if self.agent._stopping.is_set():
