@@ -30,7 +30,7 @@ from typing import Any
 from runtime import metric_names as m
 from runtime.agent_config import AgentConfig
 from runtime.backends.base import Backend, BackendError, BackendUnavailable
-from runtime.model_cache import ModelCache, ModelCacheError
+from runtime.model_cache import ModelCache
 from runtime.queues.base import JobQueueConsumer, QueueError, ReceivedJob
 from runtime.worker.drain import DrainPolicy
 from runtime.worker.guard import LeaseGuard
@@ -149,42 +149,10 @@ class Agent:
 
     # -- boot ------------------------------------------------------------------------------------------
     def boot(self) -> None:
-        """Preload hot models, check the backend, complete the launching lifecycle action.
+        """Preload hot models, warm the backend up, complete the launching lifecycle action (runtime.worker.boot)."""
+        from runtime.worker.boot import boot
 
-        A hot model that cannot be fetched (not uploaded yet, store unreachable) is a warning and a
-        ``BootWarnings`` metric: jobs fetch it on demand. A backend that never gets ready raises; the
-        entry point then abandons the launch (runtime/worker/__main__.py).
-        """
-        warm = None  # the first hot model: the backend loads (and compiles) it before the instance takes jobs
-        for model_id in self.config.hot_models:
-            if self.model_cache is None:
-                break
-            try:
-                cached = self.model_cache.ensure(model_id)
-            except ModelCacheError as exc:
-                log.warning("hot model %s not preloaded: %s", model_id, exc, extra={"model": model_id})
-                self.metrics.count(m.BOOT_WARNINGS, what="hot-model", model=model_id, error=str(exc)[:300])
-                continue
-            self.metrics.count(m.MODEL_CACHE_HITS if cached.hit else m.MODEL_CACHE_MISSES, model=model_id)
-            warm = warm or cached
-        self.backend.wait_ready(self.config.backend_ready_timeout_seconds)
-        self._warm_up(warm)
-        log.info("backend ready", extra={"check": self.backend.check()})
-        self.lifecycle.complete_launching()
-        self.metrics.emit({m.BOOT_TO_READY: _uptime_ms()}, {"worker_id": self.worker_id})
-
-    def _warm_up(self, cached: Any) -> None:
-        """A warm-up that fails is a boot warning: jobs then load and compile on demand."""
-        if cached is None:
-            return
-        try:
-            report = self.backend.warm_up(cached.model_id, cached.path)
-        except BackendError as exc:
-            log.warning("warm-up of %s failed: %s", cached.model_id, exc, extra={"model": cached.model_id})
-            self.metrics.count(m.BOOT_WARNINGS, what="warm-up", model=cached.model_id, error=str(exc)[:300])
-            return
-        if report:
-            log.info("backend warmed up", extra={"warm_up": report})
+        boot(self)
 
     # -- main loop -------------------------------------------------------------------------------------
     def run(self, max_jobs: int | None = None, idle_exit_seconds: float | None = None) -> int:
@@ -391,12 +359,4 @@ class Agent:
             self.metrics.emit({m.BACKEND_BUSY: min(100.0, 100.0 * self._busy_s / window)},
                               {"worker_id": self.worker_id})
         self._busy_s, self._busy_since = 0.0, time.monotonic()
-
-
-def _uptime_ms() -> float:
-    try:
-        with open("/proc/uptime") as fh:
-            return float(fh.read().split()[0]) * 1000
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
