@@ -4,38 +4,10 @@ sweeper give those counts back, and still count the attempt that died running.""
 
 from __future__ import annotations
 
-import pytest
-
 from runtime.jobs.attempts import EXHAUSTED, RUN_FINISHED, RUN_PENDING, STARTED
-from runtime.jobs.store import FAILED, QUEUED, RUNNING, JobStore, new_record
+from runtime.jobs.store import FAILED, QUEUED, RUNNING
 from runtime.reconciler import sweep
-
-SPEC = {"model": "m", "task": "txt2img", "inputs": {"prompt": "x"}, "webhook": None,
-        "webhook_events_filter": ["completed"]}
-OUT = [{"url": "https://cdn.example.com/o/1.png", "content_type": "image/png"}]
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def store(aws_clients, job_table, clock):
-    return JobStore(job_table, aws_clients("dynamodb"), clock=clock)
-
-
-def new_job(store: JobStore) -> str:
-    record, _ = store.create(new_record(SPEC, owner="k1"))
-    return record["job_id"]
+from tests.unit.job_store_fixtures import OUT, new_job
 
 
 def test_a_tracked_claim_is_pending_until_its_run_begins(store):
