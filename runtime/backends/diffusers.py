@@ -310,8 +310,8 @@ class DiffusersBackend(Backend):
         resident.compile_warm = cache.activate(key)
         if not resident.compile_warm and self.options.cold_compile == "skip":
             resident.cold_compile_skipped = True
-            log.warning("no compile cache for %s in %s: serving the eager UNet (diffusers.cold_compile=skip; an "
-                        "instance with cold_compile=compile fills it)", key.slug, self.options.compile_cache_stores)
+            log.warning("no compile cache for %s in any store: serving the eager UNet (diffusers.cold_compile=skip; "
+                        "genai-compile-cache on this GPU type fills it)", key.slug)
             return
         resident.compiled_unet = loading.compile_unet(resident.pipe, self.options.compile_mode, self.device)
 
