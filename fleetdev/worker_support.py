@@ -21,7 +21,7 @@ from runtime.backends.test_pattern import TestPatternBackend
 from runtime.jobs.schema import validate_job
 from runtime.jobs.store import JobStore, create_table, new_record
 from runtime.model_cache import ModelCache, manifest_resolver
-from runtime.queues.base import QueueMessage
+from runtime.queues.base import JobQueueConsumer, QueueMessage
 from runtime.queues.sqs_consumer import SQSConsumer
 from runtime.webhooks import WebhookSender
 from runtime.worker.agent import Agent
@@ -120,7 +120,9 @@ class Stack:
 
 
 def make_agent(stack: Stack, config: AgentConfig, backend: Backend | None = None,
-               recorder: RecordingAutoScaling | None = None, cache_dir: Path | None = None) -> Agent:
+               recorder: RecordingAutoScaling | None = None, cache_dir: Path | None = None,
+               consumer: JobQueueConsumer | None = None) -> Agent:
+    """An agent on the stack's moto resources; ``consumer`` replaces the stack's SQS queue (Kafka, affinity)."""
     s3 = stack.s3
     cache = None
     if cache_dir is not None:
@@ -128,7 +130,7 @@ def make_agent(stack: Stack, config: AgentConfig, backend: Backend | None = None
                            cache_dir, 10 * 1024 * 1024, part_size=64 * 1024)
     recorder = recorder or RecordingAutoScaling(group="workers")
     return Agent(
-        config, consumer=SQSConsumer(stack.sqs, stack.queue_url, config.queue.visibility_timeout_seconds),
+        config, consumer=consumer or SQSConsumer(stack.sqs, stack.queue_url, config.queue.visibility_timeout_seconds),
         store=stack.store, backend=backend or TestPatternBackend(config),
         uploader=OutputUploader(ObjectStore(s3, stack.bucket), CDN), metrics=Metrics(sink="memory"),
         lifecycle=Lifecycle(recorder, config.worker_id or "i-test", "workers", config.lifecycle.launching_hook,

@@ -19,7 +19,7 @@ import abc
 import importlib
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,9 +98,15 @@ class JobContext:
 
 
 class Backend(abc.ABC):
-    """One inference backend. The agent calls ``wait_ready`` once, then ``load_model``/``run`` per job."""
+    """One inference backend. The agent calls ``wait_ready`` once, then ``load_model``/``run`` per job.
+
+    Dynamic batching (runtime.worker.batching) is optional: a backend that sets ``supports_batching`` answers
+    ``batch_key`` (equal keys can share one call) and ``run_batch``; the defaults never batch.
+    """
 
     name: str = "backend"
+    supports_batching: bool = False  # True: batch_key and run_batch serve compatible jobs as one call
+    uses_model_files: bool = True  # False: the agent fetches no model files for it (the test pattern)
 
     @abc.abstractmethod
     def wait_ready(self, timeout: float) -> None:
@@ -121,6 +127,26 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def run(self, ctx: JobContext) -> BackendResult:
         """Run one job; observe ``ctx.cancel`` and raise JobInterrupted when it is set."""
+
+    def batch_key(self, ctx: JobContext) -> Hashable | None:
+        """Jobs with equal keys can share one ``run_batch`` call; None: this job runs alone.
+        An invalid input raises JobInputError (the job then runs alone and fails with it)."""
+        return None
+
+    def run_batch(self, ctxs: Sequence[JobContext]) -> list[BackendResult | BackendError]:
+        """Run jobs with one batch key; one outcome per job, in order (its result or its own error).
+        Default: one ``run`` per job."""
+        outcomes: list[BackendResult | BackendError] = []
+        for ctx in ctxs:
+            try:
+                outcomes.append(self.run(ctx))
+            except BackendError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def batch_default_jobs(self) -> int:
+        """The most jobs per call when the agent config does not say (1: no batching)."""
+        return 1
 
     def interrupt(self, ctx: JobContext) -> None:
         """Ask the backend to stop the running job (called from another thread)."""

@@ -56,6 +56,7 @@ class Resident:
 
 class DiffusersBackend(Backend):
     name = "diffusers"
+    supports_batching = True
 
     def __init__(self, config: Any = None, *, pipeline_factory: Callable[[Path, str], Any] | None = None,
                  generator_factory: Callable[[int], Any] | None = None, device: str = "cuda",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.backends.base import BackendError, BackendResult, BackendUnavailable, JobContext, JobInputError
+from runtime.backends.base import Backend, BackendUnavailable, JobContext, JobInputError
 from runtime.backends.diffusers import DiffusersBackend
 from runtime.backends.diffusers_batch import JobArgs
 
@@ -79,19 +79,10 @@ class NeuronBackend(DiffusersBackend):
         _seed(job.seed)
         return args
 
-    def batch_key(self, ctx: JobContext) -> None:
-        """Never batched by the agent (runtime.worker.batching): a compiled Neuron model has a fixed batch size."""
-        return None
-
-    def run_batch(self, ctxs: Sequence[JobContext]) -> list[BackendResult | BackendError]:
-        """One call per job: a compiled Neuron model has a fixed batch size."""
-        outcomes: list[BackendResult | BackendError] = []
-        for ctx in ctxs:
-            try:
-                outcomes.append(self.run(ctx))
-            except BackendError as exc:
-                outcomes.append(exc)
-        return outcomes
+    # A compiled Neuron model has a fixed batch size: never batched by the agent, one call per job.
+    supports_batching = False
+    batch_key = Backend.batch_key
+    run_batch = Backend.run_batch
 
 
 def _seed(seed: int) -> None:

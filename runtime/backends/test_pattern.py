@@ -66,6 +66,8 @@ class TestPatternBackend(Backend):
 
     __test__ = False  # not a pytest class
     name = LABEL
+    supports_batching = True
+    uses_model_files = False  # renders without weights
 
     def __init__(self, config: Any = None, *, delay_seconds: float | None = None, **_: Any) -> None:
         if delay_seconds is None:

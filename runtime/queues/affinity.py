@@ -257,6 +257,10 @@ class AffinityConsumer(JobQueueConsumer):
     def extend(self, job: ReceivedJob, visibility_seconds: int) -> None:
         self._consumer_of(job, forget=False).extend(job, visibility_seconds)
 
+    def dead_letter(self, job: ReceivedJob, reason: str) -> None:
+        self._consumer_of(job, forget=False).dead_letter(job, reason)
+        self._consumer_of(job, forget=True)
+
     def close(self) -> None:
         for queue in self.queues.values():
             queue.consumer.close()

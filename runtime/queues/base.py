@@ -127,6 +127,10 @@ class JobQueueConsumer(ABC):
       Kafka: the consumer writes it to the DLQ topic), never silently dropped.
     - ``supports_prefetch``: the consumer can hold more than one unsettled message (the agent receives the
       next job while one runs); False makes the agent receive only after the previous job is settled.
+    - ``dead_letter``: a job whose record failed it for good after its last attempt. Default: acknowledge
+      (the record holds the failure; SQS's redrive takes what a worker never settles); Kafka writes it to
+      its DLQ topic.
+    - ``note_loaded``: the backend holds this model now (model affinity). Default: nothing.
     - Bodies that fail ``QueueMessage.from_json`` raise ``MessageFormatError`` from ``parse``; the
       consumer dead-letters them.
     """
@@ -148,6 +152,13 @@ class JobQueueConsumer(ABC):
     @abstractmethod
     def extend(self, job: ReceivedJob, visibility_seconds: int) -> None:
         ...
+
+    def dead_letter(self, job: ReceivedJob, reason: str) -> None:
+        """The job failed for good after its last attempt (the record says so)."""
+        self.ack(job)
+
+    def note_loaded(self, model: str | None) -> None:  # noqa: B027 - optional hook
+        """The worker's backend holds ``model`` now (model affinity)."""
 
     def close(self) -> None:
         """Stop polling and release connections."""

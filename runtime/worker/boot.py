@@ -9,53 +9,53 @@ ready raises; the entry point then abandons the launch (runtime/worker/__main__.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 from runtime import metric_names as m
-from runtime.backends.base import BackendError
-from runtime.model_cache import ModelCacheError
+from runtime.backends.base import Backend, BackendError
+from runtime.model_cache import CachedModel, ModelCache, ModelCacheError
+from runtime.worker.lifecycle import Lifecycle
+from runtime.worker.metrics import Metrics
 
-if TYPE_CHECKING:
-    from runtime.worker.agent import Agent
-
-log = logging.getLogger("runtime.worker.agent")
+log = logging.getLogger(__name__)
 
 
-def boot(agent: Agent) -> None:
+def boot(*, hot_models: Sequence[str], ready_timeout_s: float, model_cache: ModelCache | None, backend: Backend,
+         lifecycle: Lifecycle, metrics: Metrics, worker_id: str) -> None:
     warm = None  # the first hot model: the backend loads (and compiles) it before the instance takes jobs
-    for model_id in agent.config.hot_models:
-        if agent.model_cache is None:
+    for model_id in hot_models:
+        if model_cache is None:
             break
         try:
-            cached = agent.model_cache.ensure(model_id)
+            cached = model_cache.ensure(model_id)
         except ModelCacheError as exc:
             log.warning("hot model %s not preloaded: %s", model_id, exc, extra={"model": model_id})
-            agent.metrics.count(m.BOOT_WARNINGS, what="hot-model", model=model_id, error=str(exc)[:300])
+            metrics.count(m.BOOT_WARNINGS, what="hot-model", model=model_id, error=str(exc)[:300])
             continue
-        agent.metrics.count(m.MODEL_CACHE_HITS if cached.hit else m.MODEL_CACHE_MISSES, model=model_id)
+        metrics.count(m.MODEL_CACHE_HITS if cached.hit else m.MODEL_CACHE_MISSES, model=model_id)
         warm = warm or cached
-    agent.backend.wait_ready(agent.config.backend_ready_timeout_seconds)
-    warm_up(agent, warm)
-    log.info("backend ready", extra={"check": agent.backend.check()})
-    agent.lifecycle.complete_launching()
-    agent.metrics.emit({m.BOOT_TO_READY: uptime_ms()}, {"worker_id": agent.worker_id})
+    backend.wait_ready(ready_timeout_s)
+    warm_up(backend, metrics, warm)
+    log.info("backend ready", extra={"check": backend.check()})
+    lifecycle.complete_launching()
+    metrics.emit({m.BOOT_TO_READY: uptime_ms()}, {"worker_id": worker_id})
 
 
-def warm_up(agent: Agent, cached: Any) -> None:
+def warm_up(backend: Backend, metrics: Metrics, cached: CachedModel | None) -> None:
     """A warm-up that fails is a boot warning: jobs then load and compile on demand."""
     if cached is None:
         return
     try:
-        report = agent.backend.warm_up(cached.model_id, cached.path)
+        report = backend.warm_up(cached.model_id, cached.path)
     except BackendError as exc:
         log.warning("warm-up of %s failed: %s", cached.model_id, exc, extra={"model": cached.model_id})
-        agent.metrics.count(m.BOOT_WARNINGS, what="warm-up", model=cached.model_id, error=str(exc)[:300])
+        metrics.count(m.BOOT_WARNINGS, what="warm-up", model=cached.model_id, error=str(exc)[:300])
         return
     if report:
         log.info("backend warmed up", extra={"warm_up": report})
         if report.get("cold_compile_skipped"):
-            agent.metrics.count(m.BOOT_WARNINGS, what="compile-cache-cold", model=cached.model_id,
-                                error="no compile cache for this key: serving eager (genai-compile-cache fills it)")
+            metrics.count(m.BOOT_WARNINGS, what="compile-cache-cold", model=cached.model_id,
+                          error="no compile cache for this key: serving eager (genai-compile-cache fills it)")
 
 
 def uptime_ms() -> float:

@@ -14,18 +14,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from runtime.worker.lifecycle import Notice
-
-if TYPE_CHECKING:
-    from runtime.worker.job_runner import RunningJob
+from runtime.worker.outcomes import StopReason
+from runtime.worker.running_job import RunningJob
 
 log = logging.getLogger(__name__)
 
 
 class DrainPolicy:
-    def __init__(self, margin_seconds: float, *, interrupt: Callable[[RunningJob, str], None],
+    def __init__(self, margin_seconds: float, *, interrupt: Callable[[RunningJob, StopReason], None],
                  current: Callable[[], RunningJob | None]) -> None:
         self.margin_seconds = margin_seconds
         self._interrupt, self._current = interrupt, current
@@ -47,7 +45,7 @@ class DrainPolicy:
             log.info("drain: job %s needs ~%.0fs, %.0fs usable: %s", job.ctx.job_id, remaining, cutoff,
                      "finishing" if fits else "handing back")
             if not fits:
-                self._interrupt(job, "drain")
+                self._interrupt(job, StopReason.DRAIN)
                 return
         # No estimate yet (or it fits): keep going, but hand it back if it is still running at the cutoff.
         timer = threading.Timer(max(0.0, cutoff), self._cutoff, args=(job,))
@@ -57,4 +55,4 @@ class DrainPolicy:
     def _cutoff(self, job: RunningJob) -> None:
         if self._current() is job:
             log.warning("drain: job %s still running at the cutoff; handing it back", job.ctx.job_id)
-            self._interrupt(job, "drain")
+            self._interrupt(job, StopReason.DRAIN)

@@ -23,6 +23,7 @@ meeting them to the DLQ, whose consumer makes it final.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from runtime.backends.base import BackendError, BackendUnavailable, JobInputError, JobInterrupted
 from runtime.jobs.errors import StoreUnavailableError
@@ -30,34 +31,38 @@ from runtime.model_cache import ModelNotFound, ModelUnavailable
 from runtime.queues.base import MessageFormatError, QueueError
 from runtime.worker.aws import AWSCallError
 
-PERMANENT, TRANSIENT, INFRASTRUCTURE = "permanent", "transient", "infrastructure"
+
+class Cause(StrEnum):
+    PERMANENT = "permanent"  # the job can never succeed as given: failed now
+    TRANSIENT = "transient"  # counted attempt, retried
+    INFRASTRUCTURE = "infrastructure"  # not counted: handed back after a backoff
 
 
 @dataclass(frozen=True)
 class Disposition:
-    cause: str  # permanent | transient | infrastructure
+    cause: Cause
     code: str  # stable short code for the record and metrics
 
     @property
     def counted(self) -> bool:
-        return self.cause != INFRASTRUCTURE
+        return self.cause is not Cause.INFRASTRUCTURE
 
 
 # Order matters: the first matching class wins (subclasses before their bases).
 TABLE: tuple[tuple[type[BaseException], Disposition], ...] = (
-    (JobInputError, Disposition(PERMANENT, "invalid-input")),
-    (ModelNotFound, Disposition(PERMANENT, "invalid-input")),
-    (MessageFormatError, Disposition(PERMANENT, "invalid-message")),
-    (JobInterrupted, Disposition(TRANSIENT, "interrupted")),
-    (BackendUnavailable, Disposition(TRANSIENT, "backend-unavailable")),
-    (BackendError, Disposition(TRANSIENT, "backend-error")),
-    (ModelUnavailable, Disposition(TRANSIENT, "model-unavailable")),
-    (AWSCallError, Disposition(INFRASTRUCTURE, "aws-unavailable")),
-    (StoreUnavailableError, Disposition(INFRASTRUCTURE, "store-unavailable")),
-    (QueueError, Disposition(INFRASTRUCTURE, "queue-unavailable")),
-    (OSError, Disposition(INFRASTRUCTURE, "local-io")),
+    (JobInputError, Disposition(Cause.PERMANENT, "invalid-input")),
+    (ModelNotFound, Disposition(Cause.PERMANENT, "invalid-input")),
+    (MessageFormatError, Disposition(Cause.PERMANENT, "invalid-message")),
+    (JobInterrupted, Disposition(Cause.TRANSIENT, "interrupted")),
+    (BackendUnavailable, Disposition(Cause.TRANSIENT, "backend-unavailable")),
+    (BackendError, Disposition(Cause.TRANSIENT, "backend-error")),
+    (ModelUnavailable, Disposition(Cause.TRANSIENT, "model-unavailable")),
+    (AWSCallError, Disposition(Cause.INFRASTRUCTURE, "aws-unavailable")),
+    (StoreUnavailableError, Disposition(Cause.INFRASTRUCTURE, "store-unavailable")),
+    (QueueError, Disposition(Cause.INFRASTRUCTURE, "queue-unavailable")),
+    (OSError, Disposition(Cause.INFRASTRUCTURE, "local-io")),
 )
-UNEXPECTED = Disposition(TRANSIENT, "unexpected-error")
+UNEXPECTED = Disposition(Cause.TRANSIENT, "unexpected-error")
 
 
 def classify(exc: BaseException) -> Disposition:

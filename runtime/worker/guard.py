@@ -17,8 +17,20 @@ from typing import Any
 
 from runtime.jobs.errors import StoreUnavailableError
 from runtime.queues.base import JobQueueConsumer, QueueError, ReceivedJob
+from runtime.worker.outcomes import StopReason
 
 log = logging.getLogger(__name__)
+
+
+def stop_reason(record: dict[str, Any] | None, lease: int) -> StopReason | None:
+    """Whether the attempt holding ``lease`` must stop, from its job's record: the one place that asks
+    "does the record still name my lease" (the guard every tick, the job's checkpoints between phases)."""
+    if record is None or int(record.get("lease") or 0) != lease or record.get("status") != "running":
+        canceled = record is not None and record.get("status") == "canceled"
+        return StopReason.CANCEL if canceled else StopReason.LOST_LEASE
+    if record.get("cancel_requested"):
+        return StopReason.CANCEL
+    return None
 
 
 class LeaseGuard:
@@ -80,13 +92,11 @@ class LeaseGuard:
         except StoreUnavailableError as exc:
             log.warning("reading %s failed: %s", self.job_id, exc)
             return True
-        if record is None or int(record.get("lease") or 0) != self.lease or record.get("status") != "running":
-            if record is not None and record.get("status") == "canceled":
-                self.on_cancel()
-            else:
-                self.on_lost("the record no longer names this attempt")
-            return False
-        if record.get("cancel_requested"):
+        reason = stop_reason(record, self.lease)
+        if reason is None:
+            return True
+        if reason is StopReason.CANCEL:
             self.on_cancel()
-            return False
-        return True
+        else:
+            self.on_lost("the record no longer names this attempt")
+        return False

@@ -34,17 +34,25 @@ import queue
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from runtime.jobs.attempts import RUN_PENDING
-from runtime.worker.batching import Batcher, batch_size_for
-from runtime.worker.job_runner import RunningJob
+from runtime.jobs.store import JobStore
+from runtime.worker.backend_supervisor import BackendSupervisor
+from runtime.worker.backoff import InfraBackoff
+from runtime.worker.batching import Batcher
+from runtime.worker.claims import Claimer
+from runtime.worker.execution import Executor
+from runtime.worker.lifecycle import Lifecycle
+from runtime.worker.messages import MessageActions
+from runtime.worker.outcomes import Outcome, StopReason
 from runtime.worker.prefetch import Prefetcher, Prepared
+from runtime.worker.recorder import JobRecorder
 from runtime.worker.run_marks import RunMarks
+from runtime.worker.running_job import RunningJob
 from runtime.worker.settler import Settler
-
-if TYPE_CHECKING:
-    from runtime.worker.agent import Agent
+from runtime.worker.stop_signal import StopSignal
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +62,28 @@ SWITCH_INTERVAL_S = 0.001
 LEAD_FACTOR = 1.5  # margin over the claim's expected latency plus two deviations
 
 
+@dataclass(frozen=True)
+class PipelineSettings:
+    claim_ahead: bool
+    overlap_settle: bool
+    wait_seconds: float  # the queue's long poll (the prefetch's close waits this long for its receive)
+
+
 class Pipeline:
-    def __init__(self, agent: Agent, budget: int | None) -> None:
-        cfg = agent.config
-        self.agent = agent
-        prepare_model = None
-        if agent.model_cache is not None and agent.backend.name != "test-pattern":
-            prepare_model = agent.model_cache.ensure
-        batch = batch_size_for(agent)  # dynamic batching (runtime.worker.batching): hold enough for a batch
-        self.batcher = Batcher(agent, batch, cfg.batch_wait_ms / 1000) if batch > 1 else None
-        self.prefetcher = Prefetcher(agent.consumer, capacity=max(cfg.prefetch_jobs, batch),
-                                     wait_seconds=cfg.queue.wait_time_seconds,
-                                     visibility_seconds=cfg.queue.visibility_timeout_seconds,
-                                     prepare_inputs=agent.fetcher.fetch_all, prepare_model=prepare_model,
-                                     budget=budget)
+    """``run`` is the agent's loop when the consumer can hold several messages (SQS)."""
+
+    def __init__(self, settings: PipelineSettings, *, prefetcher: Prefetcher, batcher: Batcher | None,
+                 claimer: Claimer, executor: Executor, supervisor: BackendSupervisor, stop: StopSignal,
+                 backoff: InfraBackoff, lifecycle: Lifecycle, recorder: JobRecorder, messages: MessageActions,
+                 store: JobStore, tick: Callable[[], None]) -> None:
+        self.settings = settings
+        self.prefetcher, self.batcher = prefetcher, batcher
+        self._claimer, self._executor, self._supervisor = claimer, executor, supervisor
+        self._stop, self._backoff, self._lifecycle = stop, backoff, lifecycle
+        self._recorder, self._messages, self._tick = recorder, messages, tick
         self.settler = Settler()
-        self.track_run = cfg.claim_ahead or cfg.overlap_settle  # the worker holds attempts that are not running
-        self.marks = RunMarks(agent.store) if self.track_run else None
+        self.track_run = settings.claim_ahead or settings.overlap_settle  # the worker holds attempts not running
+        self.marks = RunMarks(store) if self.track_run else None
         self.run_ewma_s: float | None = None
         self.claim_ewma_s = MIN_LEAD_S
         self.claim_dev_s = 0.0  # mean absolute deviation of the claim latency
@@ -85,20 +98,20 @@ class Pipeline:
 
     # -- loop ------------------------------------------------------------------------------------------
     def run(self, max_jobs: int | None, idle_exit_seconds: float | None) -> int:
-        agent, done = self.agent, 0
+        done = 0
         # The agent's threads are I/O-bound; what matters is how soon the main loop gets the interpreter back
         # when the backend answers (CPython's default hand-over is every 5 ms of a busy thread's running).
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         try:
-            if not agent._stopping.is_set():
+            if not self._stop.is_set():
                 self.prefetcher.start()
             done = self._loop(max_jobs, idle_exit_seconds)
         finally:
-            self.prefetcher.close(join_seconds=agent.config.queue.wait_time_seconds + 5)
+            self.prefetcher.close(join_seconds=self.settings.wait_seconds + 5)
             leftover = self._collect_ahead()
             if isinstance(leftover, RunningJob):  # claimed ahead but the loop ended: hand it back uncounted
-                agent.interrupt(leftover, "stop")
-                agent.execute(leftover)
+                self._supervisor.interrupt(leftover, StopReason.STOP)
+                self._executor.execute([leftover])
             self._ahead_requests.put(None)
             self.settler.close()
             if self.marks is not None:
@@ -106,54 +119,49 @@ class Pipeline:
         return done
 
     def _loop(self, max_jobs: int | None, idle_exit_seconds: float | None) -> int:
-        agent = self.agent
         done, idle_since = 0, time.monotonic()
-        while not agent._stopping.is_set() and (max_jobs is None or done < max_jobs):
-            agent.last_tick = time.monotonic()
-            agent._ensure_backend()
-            agent.pause_if_troubled()
+        while not self._stop.is_set() and (max_jobs is None or done < max_jobs):
+            self._tick()
+            self._supervisor.ensure_ready()
+            self._backoff.pause_if_troubled()
             claimed = self._collect_ahead() or self._take_and_claim()
             if claimed is None:
                 self.run_ewma_s = None if time.monotonic() - idle_since > 5 else self.run_ewma_s
                 if not self.settler.busy():
-                    agent.lifecycle.protect(False)
-                agent._emit_busy()
+                    self._lifecycle.protect(False)
+                self._recorder.emit_busy()
                 if idle_exit_seconds is not None and time.monotonic() - idle_since > idle_exit_seconds:
                     break
                 continue
             done += 1
             idle_since = time.monotonic()
-            if isinstance(claimed, str):
+            if isinstance(claimed, Outcome):
                 continue  # settled at the claim (final already, canceled while queued, attempts used up)
-            settler = self.settler if agent.config.overlap_settle else None  # None: settled before N+1 starts
             batch = [claimed]
             if self.batcher is not None:
                 batch, taken = self.batcher.collect(claimed, self.prefetcher, self._claim,
                                                     None if max_jobs is None else max_jobs - done)
                 done += taken
+            settler = self.settler if self.settings.overlap_settle else None  # None: settled before N+1 starts
             on_run = lambda n=done, j=claimed: self._on_run(j, max_jobs, n)  # noqa: E731
-            if len(batch) > 1:  # the others were claimed with the backend free: never pending
-                self.batcher.execute(batch, settler, on_run=on_run, on_ran=self._on_ran)
-                self._observe_run(batch[0])
-                continue
-            agent.execute(claimed, settler, on_run=on_run, on_ran=self._on_ran)
+            self._executor.execute(batch, settler, on_run=on_run, on_ran=self._on_ran)
             self._observe_run(claimed)
         return done
 
-    def _take_and_claim(self) -> RunningJob | str | None:
+    def _take_and_claim(self) -> RunningJob | Outcome | None:
         item = self.prefetcher.take(TAKE_TICK_S)
         if item is None:
             return None
-        if self.agent._stopping.is_set():
-            self.agent.runner.release(item.received, 0, "stopping")
+        if self._stop.is_set():
+            self._messages.release(item.received, 0, "stopping")
             return None
         return self._claim(item)
 
-    def _claim(self, item: Prepared, ahead: bool = False) -> RunningJob | str:
+    def _claim(self, item: Prepared, ahead: bool = False) -> RunningJob | Outcome:
         """``ahead``: claimed while another job runs, so pending until its run begins (run markers); a job
         claimed when the backend is free begins at once and is counted at once."""
         t = time.monotonic()
-        claimed = self.agent.claim(item.received, item, ahead and self.track_run)
+        claimed = self._claimer.claim(item.received, item, ahead and self.track_run)
         elapsed = time.monotonic() - t
         self.claim_dev_s = 0.8 * self.claim_dev_s + 0.2 * abs(elapsed - self.claim_ewma_s)
         self.claim_ewma_s = 0.8 * self.claim_ewma_s + 0.2 * elapsed
@@ -168,21 +176,21 @@ class Pipeline:
 
     # -- run markers (runtime.worker.run_marks) ----------------------------------------------------------
     def _on_run(self, job: RunningJob, max_jobs: int | None, done: int) -> None:
-        """Right before backend.run: the attempt is no longer pending; claim the next job ahead."""
+        """Right before the backend call: the attempt is no longer pending; claim the next job ahead."""
         record = job.attempt.record or {}
         if self.marks is not None and record.get(RUN_PENDING) == job.attempt.lease:
-            self.marks.began(job.ctx.job_id, job.attempt.lease)
+            self.marks.began(job.job_id, job.attempt.lease)
         self._schedule_ahead(max_jobs, done)
 
     def _on_ran(self, job: RunningJob) -> None:
         """The backend answered: with overlapped settling, a death from here on is not this job's doing."""
-        if self.marks is not None and self.agent.config.overlap_settle:
-            self.marks.finished(job.ctx.job_id, job.attempt.lease)
+        if self.marks is not None and self.settings.overlap_settle:
+            self.marks.finished(job.job_id, job.attempt.lease)
 
     # -- claim-ahead -----------------------------------------------------------------------------------
     def _schedule_ahead(self, max_jobs: int | None, done: int) -> None:
-        """Called right before backend.run of the current job: claim the next one just before it ends."""
-        if not self.agent.config.claim_ahead or self.run_ewma_s is None or self.agent._stopping.is_set() \
+        """Called right before the current call: claim the next job just before it ends."""
+        if not self.settings.claim_ahead or self.run_ewma_s is None or self._stop.is_set() \
                 or (max_jobs is not None and done >= max_jobs):
             return
         lead = max(MIN_LEAD_S, LEAD_FACTOR * (self.claim_ewma_s + 2 * self.claim_dev_s))
@@ -201,7 +209,7 @@ class Pipeline:
             finally:
                 request.done.set()
 
-    def _claim_ahead(self, request: _Ahead) -> RunningJob | str | None:
+    def _claim_ahead(self, request: _Ahead) -> RunningJob | Outcome | None:
         if request.cancel.wait(max(0.0, request.at - time.monotonic())):
             return None
         item = None
@@ -209,18 +217,18 @@ class Pipeline:
             item = self.prefetcher.take(0.05)
         if item is None:
             return None
-        if request.cancel.is_set() or self.agent._stopping.is_set():
+        if request.cancel.is_set() or self._stop.is_set():
             self._put_back(item)  # the backend got free first: the loop takes it from the prefetch itself
             return None
         return self._claim(item, ahead=True)
 
     def _put_back(self, item: Prepared) -> None:
-        if self.agent._stopping.is_set():
-            self.agent.runner.release(item.received, 0, "stopping")
+        if self._stop.is_set():
+            self._messages.release(item.received, 0, "stopping")
         else:
             self.prefetcher.push_front(item)
 
-    def _collect_ahead(self) -> RunningJob | str | None:
+    def _collect_ahead(self) -> RunningJob | Outcome | None:
         """The backend is free: stop the claim-ahead (letting a claim in flight finish) and take its job."""
         request, self._ahead = self._ahead, None
         if request is None:
@@ -236,4 +244,4 @@ class _Ahead:
     def __init__(self, at: float) -> None:
         self.at = at
         self.cancel, self.done = threading.Event(), threading.Event()
-        self.result: RunningJob | str | None = None
+        self.result: RunningJob | Outcome | None = None

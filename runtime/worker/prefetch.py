@@ -3,7 +3,7 @@
 A thread keeps up to ``capacity`` received messages ready; dynamic batching (runtime.worker.batching) takes
 several compatible ones at once with ``take_matching``. For each it fetches the input images and makes the
 model local (model cache) ahead of time. What it holds is only *received*: the job's attempt is not
-started in the record until the agent is about to run it (runtime.worker.job_runner.claim), so a prefetched
+started in the record until the agent is about to run it (runtime.worker.claims), so a prefetched
 job counts no attempt and shows "queued" to its client.
 
 Guarantees kept for held messages:

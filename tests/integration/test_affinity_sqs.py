@@ -29,8 +29,7 @@ def test_agent_serves_the_loaded_models_group_before_switching(stack):
     consumer = _consumer(config, "i-test")
     assert isinstance(consumer, AffinityConsumer) and set(consumer.queues) == {"default", "sdxl"}
     assert (consumer.switch_after_seconds, consumer.idle_switch_seconds) == (1, 30)
-    agent = make_agent(stack, config)
-    agent.consumer = consumer
+    agent = make_agent(stack, config, consumer=consumer)
     default_url = stack.queue_url
     sd15 = [stack.submit(model="sd15") for _ in range(2)]
     stack.queue_url = sdxl_url  # the API routes by model: sdxl jobs go to the sdxl group's queue

@@ -39,9 +39,7 @@ def kafka_agent(stack, bootstrap, topic, group, instance, backend=None, max_rece
                                  "group_id": group, "kafka_iam_auth": False, "max_receive_count": max_receive_count})
     conf = consumer_config(bootstrap, group, instance, config.max_job_seconds, False, "us-east-1",
                            {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
-    agent = make_agent(stack, config, backend=backend)
-    agent.consumer = KafkaConsumer(conf, topic, max_receive_count)
-    return agent
+    return make_agent(stack, config, backend=backend, consumer=KafkaConsumer(conf, topic, max_receive_count))
 
 
 def test_config_uses_static_membership_manual_commit_and_msk_iam():

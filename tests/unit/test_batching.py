@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runtime.agent_config import AgentConfigError, parse
-from runtime.backends.base import JobContext, JobInterrupted
+from runtime.backends.base import JobContext, JobInterrupted, backend_class
 from runtime.backends.diffusers import DiffusersBackend
 from runtime.backends.diffusers_batch import chunks
 from runtime.backends.diffusers_options import DiffusersOptions
@@ -89,8 +89,8 @@ def test_diffusers_batch_key_groups_only_what_one_pipeline_call_can_serve():
     assert key_of(backend, _prepared("f", base, error=OSError("input fetch failed"))) is None
 
 
-def _agent(backend: Any, **config: Any) -> Any:
-    return SimpleNamespace(backend=backend, config=SimpleNamespace(batch_max_jobs=config.get("batch_max_jobs")))
+def _config_of(**config: Any) -> Any:
+    return SimpleNamespace(batch_max_jobs=config.get("batch_max_jobs"))
 
 
 @pytest.mark.parametrize(("device", "options", "expected"), [
@@ -101,16 +101,18 @@ def _agent(backend: Any, **config: Any) -> Any:
 ])
 def test_batch_size_defaults_to_what_the_backend_recommends(device, options, expected):
     backend = DiffusersBackend(device=device, options=DiffusersOptions.from_mapping({**options, "host_ram_gib": 0}))
-    assert batch_size_for(_agent(backend)) == expected
-    assert batch_size_for(_agent(backend, batch_max_jobs=3)) == 3  # the config wins
+    assert batch_size_for(backend, _config_of()) == expected
+    assert batch_size_for(backend, _config_of(batch_max_jobs=3)) == 3  # the config wins
 
 
-def test_backends_without_run_batch_never_batch():
+def test_backends_that_do_not_batch_never_batch():
     class OneAtATime(TestPatternBackend):
-        batch_key = None  # e.g. ComfyUI and A1111: no run_batch / batch_key
+        supports_batching = False  # e.g. ComfyUI, A1111 and Neuron: the Backend interface's defaults
 
-    assert batch_size_for(_agent(OneAtATime(delay_seconds=0), batch_max_jobs=8)) == 1
-    assert batch_size_for(_agent(TestPatternBackend(delay_seconds=0))) == 1  # no gain to claim: off by default
+    assert batch_size_for(OneAtATime(delay_seconds=0), _config_of(batch_max_jobs=8)) == 1
+    assert batch_size_for(TestPatternBackend(delay_seconds=0), _config_of()) == 1  # no gain to claim: off by default
+    for name in ("comfyui", "a1111", "neuron"):
+        assert backend_class(name).supports_batching is False, name
 
 
 def _config(**keys: Any) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def test_a_probe_that_raises_counts_as_unhealthy():
 
 def _agent(current=None, last_tick=None) -> SimpleNamespace:
     config = SimpleNamespace(max_job_seconds=60, queue=SimpleNamespace(wait_time_seconds=20))
-    return SimpleNamespace(config=config, current=current, last_tick=last_tick)
+    return SimpleNamespace(config=config, supervisor=SimpleNamespace(current=current), last_tick=last_tick)
 
 
 def test_agent_health_probe():

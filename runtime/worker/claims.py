@@ -1,0 +1,96 @@
+"""The claim: start a received job's attempt in the record, right before it runs, and guard its lease.
+
+``claim`` answers a ``RunningJob`` (its lease guard renewing the message and the record) or the ``Outcome``
+of a job that must not run: final already or canceled while queued (``skipped``), out of attempts
+(``skipped``, failed by ``start_attempt``), no record (``orphaned``), or the store unreachable (``deferred``:
+handed back after the infrastructure backoff). Attempts are counted here, in the record (invariant 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from runtime import metric_names as m
+from runtime.backends.base import JobContext
+from runtime.jobs.attempts import EXHAUSTED, MISSING
+from runtime.jobs.errors import JobNotFoundError, StoreUnavailableError
+from runtime.jobs.store import JobStore
+from runtime.queues.base import JobQueueConsumer, ReceivedJob
+from runtime.worker.backoff import InfraBackoff
+from runtime.worker.guard import LeaseGuard
+from runtime.worker.messages import MessageActions
+from runtime.worker.metrics import Metrics
+from runtime.worker.outcomes import Outcome, StopReason
+from runtime.worker.prefetch import Prepared
+from runtime.worker.recorder import JobRecorder
+from runtime.worker.running_job import RunningJob
+
+log = logging.getLogger(__name__)
+
+
+class Claimer:
+    def __init__(self, *, store: JobStore, consumer: JobQueueConsumer, messages: MessageActions, metrics: Metrics,
+                 recorder: JobRecorder, backoff: InfraBackoff, worker_id: str, max_attempts: int, lease_seconds: float,
+                 cancel_poll_seconds: float, max_job_seconds: float, retry_delay_seconds: float,
+                 interrupt: Callable[[RunningJob, StopReason], None], on_beat: Callable[[], None]) -> None:
+        self._store, self._consumer, self._messages, self._metrics = store, consumer, messages, metrics
+        self._backoff, self._worker_id, self._recorder = backoff, worker_id, recorder
+        self._max_attempts, self._lease_s = max_attempts, lease_seconds
+        self._poll_s, self._max_job_s = cancel_poll_seconds, max_job_seconds
+        self._retry_delay_s = retry_delay_seconds
+        self._interrupt, self._on_beat = interrupt, on_beat
+
+    def claim(self, received: ReceivedJob, prepared: Prepared | None, track_run: bool = False) -> RunningJob | Outcome:
+        """``track_run``: the caller marks the run's beginning and end (runtime.worker.run_marks). Never raises;
+        an outcome (a job that must not run) is recorded here."""
+        picked = time.monotonic()
+        message = received.message
+        timings = {"queue_wait_ms": round(max(0.0, time.time() - message.enqueued_at) * 1000, 1)}
+        if prepared is not None:
+            timings["receive_ms"] = prepared.receive_ms
+        try:
+            claimed = self._claim(received, prepared, track_run, picked, timings)
+        except Exception:  # every known failure is mapped below; this is the last line of defence
+            log.exception("job %s: unexpected error outside an attempt; handing the message back", message.job_id)
+            self._messages.release(received, self._retry_delay_s, "unexpected")
+            claimed = Outcome.UNSETTLED
+        if isinstance(claimed, Outcome):
+            self._recorder.record(message.job_id, claimed, picked, 0.0, timings)
+        return claimed
+
+    def _claim(self, received: ReceivedJob, prepared: Prepared | None, track_run: bool, picked: float,
+               timings: dict[str, float]) -> RunningJob | Outcome:
+        message = received.message
+        t = time.monotonic()
+        try:
+            attempt = self._store.start_attempt(message.job_id, self._worker_id, self._max_attempts, self._lease_s,
+                                                track_run=track_run)
+        except JobNotFoundError:
+            log.error("job %s has no record; dropping its message", message.job_id)
+            self._messages.ack(received)
+            return Outcome.ORPHANED
+        except StoreUnavailableError as exc:
+            log.error("job %s: could not claim it (%s); handing it back", message.job_id, exc)
+            self._messages.release(received, self._backoff.failed(), "store unavailable")
+            return Outcome.DEFERRED
+        timings["mark_running_ms"] = round((time.monotonic() - t) * 1000, 1)
+        if not attempt.started:  # final already (a redelivery), canceled while queued, or out of attempts
+            self._messages.ack(received)
+            if attempt.outcome == EXHAUSTED:
+                self._metrics.emit({m.JOBS_FAILED: 1}, {"job_id": message.job_id, "worker_id": self._worker_id,
+                                                        "code": "attempts-exhausted"})
+            return Outcome.SKIPPED if attempt.outcome != MISSING else Outcome.ORPHANED
+        ctx = JobContext(job_id=message.job_id, spec=dict(message.job), deadline=time.monotonic() + self._max_job_s)
+        job = RunningJob(received, ctx, attempt, picked=picked, timings=timings, prepared=prepared)
+        job.guard = LeaseGuard(
+            consumer=self._consumer, store=self._store, received=received, job_id=message.job_id,
+            lease=attempt.lease, lease_seconds=self._lease_s, poll_seconds=self._poll_s,
+            on_cancel=lambda: self._interrupt(job, StopReason.CANCEL),
+            on_lost=lambda why: self._lost(job, why), on_beat=self._on_beat).start()
+        return job
+
+    def _lost(self, job: RunningJob, why: str) -> None:
+        log.warning("job %s: lease lost (%s); stopping the attempt", job.job_id, why)
+        self._interrupt(job, StopReason.LOST_LEASE)
