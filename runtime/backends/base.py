@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.model_cache.ram_tier import HostRamTier
+
 
 class BackendError(Exception):
     """A failure inside a backend adapter."""
@@ -107,6 +109,7 @@ class Backend(abc.ABC):
     name: str = "backend"
     supports_batching: bool = False  # True: batch_key and run_batch serve compatible jobs as one call
     uses_model_files: bool = True  # False: the agent fetches no model files for it (the test pattern)
+    ram_tier: HostRamTier | None = None  # models kept in host RAM, where the backend has such a tier (diffusers)
 
     @abc.abstractmethod
     def wait_ready(self, timeout: float) -> None:

@@ -28,12 +28,17 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from runtime import instance_contract
 from runtime import metric_names as m
 from runtime.agent_config import AgentConfig, AgentConfigError, load
 from runtime.worker.health import Heartbeat, notify
+
+if TYPE_CHECKING:  # imported where the agent is built: self-check imports each module on its own
+    from runtime.backends.base import Backend
+    from runtime.model_cache import ModelCache
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +169,7 @@ def build(config: AgentConfig) -> tuple[Any, Any]:
         cache = ModelCache(aws.ObjectStore(s3, mc.store_bucket), resolver, mc.cache_dir, mc.max_cache_bytes,
                            hot_models=config.hot_models, observe=metrics.emit)
     backend = create(config)
-    if getattr(backend, "ram_tier", None) is not None:
+    if backend.ram_tier is not None:
         backend.ram_tier.observe = metrics.emit  # ModelRamHits / ModelRamMisses
     agent = Agent(
         config, consumer=_consumer(config, worker_id, _warm_tiers(cache, backend)),
@@ -176,14 +181,14 @@ def build(config: AgentConfig) -> tuple[Any, Any]:
     return agent, watcher
 
 
-def _warm_tiers(cache: Any, backend: Any) -> Any:
+def _warm_tiers(cache: ModelCache | None, backend: Backend) -> Callable[[], dict[str, int]]:
     """model -> tier for the affinity consumer: the disk cache's entries, and the models in the backend's
     host-RAM tier where it has one (``backend.ram_tier``, a runtime.model_cache.HostRamTier, keyed
     ``<model id>@<architecture>`` by the diffusers backend; model ids never hold "@")."""
     from runtime.queues.affinity import tier_map
 
     def tiers() -> dict[str, int]:
-        ram = getattr(backend, "ram_tier", None)
+        ram = backend.ram_tier
         in_ram = ram.keys() if ram is not None else []
         return tier_map(cache.models_on_disk() if cache is not None else (), [k.partition("@")[0] for k in in_ram])
 
