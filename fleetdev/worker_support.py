@@ -26,6 +26,7 @@ from runtime.queues.sqs_consumer import SQSConsumer
 from runtime.webhooks import WebhookSender
 from runtime.worker.agent import Agent
 from runtime.worker.aws import ObjectStore, RecordingAutoScaling
+from runtime.worker.inputs import ImageFetcher
 from runtime.worker.lifecycle import Lifecycle
 from runtime.worker.metrics import Metrics
 from runtime.worker.outputs import OutputUploader
@@ -86,6 +87,10 @@ class Stack:
                               MessageBody=QueueMessage(job_id=record["job_id"], job=spec).to_json())
         return record["job_id"]
 
+    def uploader(self) -> OutputUploader:
+        """The outputs bucket behind the test CDN."""
+        return OutputUploader(ObjectStore(self.s3, self.bucket), CDN)
+
     def webhook_dispatcher(self, secret: str) -> LocalWebhookDispatcher:
         """The local stand-in of the webhook Lambdas on this stack's table stream (started)."""
         queue_url = self.sqs.create_queue(QueueName=f"hooks-{uuid.uuid4().hex[:8]}")["QueueUrl"]
@@ -121,8 +126,10 @@ class Stack:
 
 def make_agent(stack: Stack, config: AgentConfig, backend: Backend | None = None,
                recorder: RecordingAutoScaling | None = None, cache_dir: Path | None = None,
-               consumer: JobQueueConsumer | None = None) -> Agent:
-    """An agent on the stack's moto resources; ``consumer`` replaces the stack's SQS queue (Kafka, affinity)."""
+               consumer: JobQueueConsumer | None = None, uploader: OutputUploader | None = None,
+               fetcher: ImageFetcher | None = None) -> Agent:
+    """An agent on the stack's moto resources; ``consumer`` replaces the stack's SQS queue (Kafka, affinity),
+    ``uploader`` the stack's outputs bucket (``stack.uploader()`` wrapped by a test)."""
     s3 = stack.s3
     cache = None
     if cache_dir is not None:
@@ -132,10 +139,10 @@ def make_agent(stack: Stack, config: AgentConfig, backend: Backend | None = None
     return Agent(
         config, consumer=consumer or SQSConsumer(stack.sqs, stack.queue_url, config.queue.visibility_timeout_seconds),
         store=stack.store, backend=backend or TestPatternBackend(config),
-        uploader=OutputUploader(ObjectStore(s3, stack.bucket), CDN), metrics=Metrics(sink="memory"),
+        uploader=uploader or stack.uploader(), metrics=Metrics(sink="memory"),
         lifecycle=Lifecycle(recorder, config.worker_id or "i-test", "workers", config.lifecycle.launching_hook,
                             config.lifecycle.terminating_hook),
-        worker_id=config.worker_id or "i-test", model_cache=cache)
+        worker_id=config.worker_id or "i-test", model_cache=cache, fetcher=fetcher)
 
 
 def run_in_thread(agent: Agent, **kwargs: Any) -> threading.Thread:

@@ -8,6 +8,7 @@ from typing import Any
 
 from fleetdev.local.audit import Report
 from fleetdev.local.platform import LocalPlatform
+from runtime.jobs.attempts import RUN_FINISHED, RUN_PENDING
 from runtime.jobs.store import JobStore
 
 REPORTS: list[str] = []  # printed in the terminal summary by conftest.py
@@ -46,6 +47,9 @@ def running_on(platform: LocalPlatform, job_ids: list[str], instance_id: str,
         rec = s.get(job_id)
         if not rec or rec["status"] != "running" or rec.get("worker_id") != instance_id:
             continue
+        if rec.get("lease") in (rec.get(RUN_PENDING), rec.get(RUN_FINISHED)):
+            continue  # claimed ahead and not begun, or its run finished and it settles: not on the backend
+
         started = rec.get("last_started_at") or rec.get("started_at") or 0
         if started_within is None or now - float(started) <= started_within:
             return job_id

@@ -59,9 +59,9 @@ def test_the_job_settling_beside_a_worker_killer_keeps_its_attempt(stack):
     neighbour = stack.submit(prompt="neighbour", width=64, height=64, seed=1)
     killer = stack.submit(prompt="kill", width=64, height=64, seed=2)
     release = threading.Event()
-    agent = make_agent(stack, stack.config(), backend=Killer(release))
-    agent.uploader = StuckUpload(agent.uploader, release)
-    agent.uploader.job_id = neighbour
+    uploader = StuckUpload(stack.uploader(), release)
+    uploader.job_id = neighbour
+    agent = make_agent(stack, stack.config(), backend=Killer(release), uploader=uploader)
     thread = run_in_thread(agent, max_jobs=2)
     try:
         eventually(lambda: stack.store.get(neighbour).get(RUN_FINISHED) == 1, WAIT, "the neighbour's run finished")
