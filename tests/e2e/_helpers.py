@@ -56,6 +56,33 @@ def running_on(platform: LocalPlatform, job_ids: list[str], instance_id: str,
     return None
 
 
+def run_began_on(platform: LocalPlatform, job_ids: list[str], instance_id: str,
+                 within: float) -> Callable[[], str | None]:
+    """A probe for ``wait_until``: a job whose backend run began on that worker at most ``within`` seconds before
+    the look that found it. A job claimed when the backend was free began at its claim (``last_started_at``); one
+    claimed ahead is pending until its run begins, so it counts from the last look that saw it pending."""
+    s = store(platform)
+    seen_pending: dict[str, float] = {}
+
+    def probe() -> str | None:
+        for job_id in job_ids:
+            now = time.time()
+            rec = s.get(job_id)
+            if not rec or rec["status"] != "running" or rec.get("worker_id") != instance_id:
+                continue
+            if rec.get(RUN_PENDING) == rec.get("lease"):
+                seen_pending[job_id] = now
+                continue
+            if rec.get(RUN_FINISHED) == rec.get("lease"):
+                continue
+            began = seen_pending.get(job_id, float(rec.get("last_started_at") or 0))
+            if now - began <= within:
+                return job_id
+        return None
+
+    return probe
+
+
 def assert_clean(report: Report, submitted: int) -> None:
     assert report.submitted == submitted, report.line()
     assert report.lost == 0, report.problems

@@ -26,7 +26,7 @@ import time
 import pytest
 
 from runtime.worker.aws import RecordingAutoScaling
-from tests.e2e._helpers import assert_clean, record, running_on, store, wait_until
+from tests.e2e._helpers import assert_clean, record, run_began_on, running_on, store, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -40,8 +40,8 @@ def test_sigkill_one_worker_during_a_batch(start_platform, queue_kind: str) -> N
     platform = start_platform(queue_kind=queue_kind, test_pattern_delay_seconds=1.0, visibility_timeout_seconds=4)
     w0, w1 = platform.workers
     ids = platform.ledger.submit_batch(10)
-    victim_job = wait_until(lambda: running_on(platform, ids, w0.instance_id, started_within=0.5), 20,
-                            "a job that just started on worker-0")
+    victim_job = wait_until(run_began_on(platform, ids, w0.instance_id, within=0.5), 20,
+                            "a job whose run just began on worker-0")
 
     w0.process.kill()  # SIGKILL: no hand-back, no cleanup; the message's lease has to run out
 
