@@ -10,9 +10,9 @@ visibility timeout is six times that consumer's function timeout, as Lambda's SQ
 port 9098 open only to the ``kafka-clients`` security group this component creates (workers and the API
 attach it to their instances / function) plus any extra client groups passed in. That group allows out
 9098 to the brokers and 443 anywhere: the API handler and the Kafka functions run in the VPC with this
-group alone and call DynamoDB, SSM and CloudWatch (through the NAT gateway or the gateway endpoints). MSK Serverless has no
-public access. A child ``KafkaFunctions`` component creates the jobs topic and its DLQ at deploy time
-(partitions, retention) and publishes the consumer lag each minute as ``backlog_metric``.
+group alone and call DynamoDB, SSM and CloudWatch (through the NAT gateway or the gateway endpoints).
+MSK Serverless has no public access. A child ``KafkaFunctions`` component creates the jobs topic and its
+DLQ at deploy time (partitions, retention) and publishes the consumer lag each minute as ``backlog_metric``.
 
 Both kinds export one typed ``endpoint`` (components/queue_endpoint.py): ``SqsEndpoint`` or
 ``KafkaEndpoint``, with the backlog metric (what the cluster's scaling policy divides by in-service

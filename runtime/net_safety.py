@@ -3,10 +3,11 @@
 Two levels, used at two moments:
 
 - ``check_url_syntax(url)`` (no DNS): scheme http/https (or the ``schemes`` given), a host, no credentials
-  in the URL, a port in range (or in the ``ports`` given), and a literal IP host must be public. Numeric hosts in the forms ``getaddrinfo`` accepts but
-  ``ipaddress`` does not (``2130706433``, ``0x7f.1``, ``0177.0.0.1``) are refused outright, as are
-  ``localhost`` and names under ``.localhost``, ``.internal``, ``.local``. The API applies this when it
-  validates a job, so bad URLs fail fast with a 422 and the API never blocks on DNS.
+  in the URL, a port in range (or in the ``ports`` given), and a literal IP host must be public. Numeric
+  hosts in the forms ``getaddrinfo`` accepts but ``ipaddress`` does not (``2130706433``, ``0x7f.1``,
+  ``0177.0.0.1``) are refused outright, as are ``localhost`` and names under ``.localhost``, ``.internal``,
+  ``.local``. The API applies this when it validates a job, so bad URLs fail fast with a 422 and the API
+  never blocks on DNS.
 - ``resolve_and_check(url)`` (DNS): resolve the host and check *every* address it resolves to. The
   webhook sender and the worker's image fetcher call this right before connecting and then connect
   to the checked address (``pinned_request``), so DNS rebinding between check and use does not help.

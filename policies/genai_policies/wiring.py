@@ -130,7 +130,7 @@ def _validate_vpc_function_egress(args: StackValidationArgs, report_violation: R
     endpoints = of_type(resources, VPC_ENDPOINT)
     for fn in of_type(resources, FUNCTION):
         vpc = get(fn.props, "vpcConfig")
-        if not vpc or not get(vpc, "subnetIds") and not fn.property_dependencies.get("vpcConfig"):
+        if not vpc or (not get(vpc, "subnetIds") and not fn.property_dependencies.get("vpcConfig")):
             continue
         mine = referenced(fn, "vpcConfig", groups)
         role = referenced(fn, "role", roles)
@@ -180,8 +180,8 @@ def _validate_hooks_apply(args: StackValidationArgs, report_violation: ReportVio
         for name, hook in resources.items():
             if get(hook.props, "lifecycleTransition") == LAUNCHING and name not in own and _starts_instances(group):
                 report_violation(
-                    f"group '{group.name}' starts instances when it is created, but its launching hook '{name}' is only "
-                    f"a LifecycleHook resource, which AWS gets after the group: the first instances go InService "
+                    f"group '{group.name}' starts instances when it is created, but its launching hook '{name}' is "
+                    f"only a LifecycleHook resource, which AWS gets after the group: the first instances go InService "
                     f"without waiting for it. Declare it in the group's initialLifecycleHooks as well.", hook.urn)
 
 

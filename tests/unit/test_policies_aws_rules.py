@@ -85,7 +85,7 @@ def test_the_emitted_policy_config_is_what_the_runtime_enforces():
     assert [wiring.INPUT_URLS_SCHEMA.properties[k]["default"] for k in ("inputUrlSchemes", "inputUrlPorts")] == [
         list(INPUT_URL_SCHEMES), list(INPUT_URL_PORTS)]
     assert limits.MESSAGE_SCHEMA.properties["jobMessageBytes"]["default"] == SQS_MAX_MESSAGE_BYTES
-    assert limits.SYNC_WAIT_VARIABLE == API_VARIABLES["max_wait_seconds"]
+    assert API_VARIABLES["max_wait_seconds"] == limits.SYNC_WAIT_VARIABLE
     assert set(limits.JOB_QUEUE_VARIABLES) <= set(API_VARIABLES.values())
 
 
@@ -176,7 +176,8 @@ def test_http_input_urls_against_https_only_egress_are_caught():
     found = _found(_copy(), "input-urls-within-egress",
                    extra={"input-urls-within-egress": {"inputUrlSchemes": ["https", "http"]}})
     assert found and all("80 (http://)" in f and "time out" in f for f in found)
-    found = _found(_copy(), "input-urls-within-egress", extra={"input-urls-within-egress": {"inputUrlPorts": [443, 8080]}})
+    found = _found(_copy(), "input-urls-within-egress",
+                   extra={"input-urls-within-egress": {"inputUrlPorts": [443, 8080]}})
     assert found and all("8080 (port 8080)" in f for f in found)
 
 
@@ -250,3 +251,8 @@ def test_a_drain_longer_than_the_hook_s_global_timeout_is_caught():
                    extra={"lifecycle-hook-timeouts": {"maxJobSeconds": 6000}})
     assert found and all("min(48 h, 100 x heartbeat 60 s)" in f and "needs 6120 s" in f for f in found)
     assert _found(rec, "lifecycle-hook-timeouts") == []  # dev's own 300 s jobs fit in 6,000 s
+
+
+def test_every_rule_of_the_pack_has_a_row_in_the_policy_docs():
+    table = (preview.ROOT / "docs" / "policy-pack.md").read_text()
+    assert [name for name in POLICIES_BY_NAME if f"| `{name}`" not in table] == []
