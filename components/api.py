@@ -36,7 +36,8 @@ from runtime.queue_names import KAFKA_TOPIC
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_PACKAGES = ("runtime/api", "runtime/jobs", "runtime/queues", "runtime/model_store")
 RUNTIME_FILES = ("runtime/__init__.py", "runtime/queue_names.py", "runtime/model_ids.py", "runtime/aws_clients.py",
-                 "runtime/net_safety.py", "runtime/webhooks.py", "runtime/webhook_events.py",
+                 "runtime/net_safety.py", "runtime/instance_contract.py", "runtime/webhooks.py",
+                 "runtime/webhook_events.py",
                  "runtime/webhook_dispatch.py", "runtime/reconciler.py", "runtime/worker/__init__.py",
                  "runtime/worker/aws.py")  # the job-events functions (components/job_events.py) share this code
 PUBLIC_ROUTES = ("GET /v1/health",)

@@ -67,6 +67,23 @@ def lifecycle_hooks(plan: FleetPlan) -> list[dict]:
     ]
 
 
+def create_lifecycle_hooks(name: str, plan: FleetPlan, group: aws.autoscaling.Group,
+                           parent: pulumi.Resource) -> list[aws.autoscaling.LifecycleHook]:
+    """The group's hooks again as ``LifecycleHook`` resources, same names and settings, so changes apply.
+
+    The provider applies a group's ``initial_lifecycle_hooks`` only when it creates the group; a later change
+    (a longer job time limit raises the terminating heartbeat) shows in the preview and never reaches AWS.
+    ``PutLifecycleHook`` creates or updates by name, so these resources take over the hooks the group was
+    created with and carry every later change. Both stay: a hook resource is created only after its group,
+    when the group's first instances may already be launching.
+    """
+    return [aws.autoscaling.LifecycleHook(
+        f"{name}-{hook['name']}", name=hook["name"], autoscaling_group_name=group.name,
+        lifecycle_transition=hook["lifecycle_transition"], heartbeat_timeout=hook["heartbeat_timeout"],
+        default_result=hook["default_result"], opts=pulumi.ResourceOptions(parent=parent))
+        for hook in lifecycle_hooks(plan)]
+
+
 def _dimensions(raw: Any) -> list[dict]:
     """``{"QueueName": "q"}`` or ``[{"name": .., "value": ..}]`` -> ``[{"name": .., "value": ..}]``."""
     if isinstance(raw, Mapping):

@@ -7,7 +7,8 @@
   fixed at ``onDemandBase`` instances, with a warm pool of stopped instances when ``warmPoolSize > 0``
   (AWS allows warm pools only on groups without a mixed instances policy). A warm-pool group keeps
   its model cache on EBS: a stopped instance loses its instance store.
-- Both groups: launching and terminating lifecycle hooks (see ``cluster_scaling.lifecycle_hooks``),
+- Both groups: launching and terminating lifecycle hooks (see ``cluster_scaling.lifecycle_hooks``), declared
+  with the group (so its first instances wait) and again as ``LifecycleHook`` resources (so changes apply),
   group metrics every minute (backlog per instance divides by GroupInServiceInstances), the
   stack's tags propagated to instances (provider default tags do not reach ASG-launched instances),
   and rolling instance refresh when the launch template changes.
@@ -108,6 +109,8 @@ class InferenceCluster(pulumi.ComponentResource):
         groups = [spot]
         if plan.on_demand is not None:
             groups.append(self._create_on_demand_group(plan.on_demand))
+        for g, group in zip(plan.groups, groups, strict=True):
+            cluster_scaling.create_lifecycle_hooks(f"{name}-{g.suffix}", plan, group, self)
         names = [g.name for g in groups]
         if plan.has_scaling_policies:
             cluster_scaling.create_scaling_policies(f"{name}-spot", plan, args.cluster.flavor, spot, names,

@@ -25,6 +25,7 @@ import pulumi_aws as aws
 from components.api import _code_archive, _policy_json
 from components.config import StackIdentity, StorageSettings
 from components.queue_endpoint import QueueEndpoint, SqsEndpoint
+from components.request_queue import DLQ_CONSUMER_TIMEOUT_SECONDS
 
 SWEEP_MINUTES = 5
 STALE_LEASE_SECONDS = 300  # ten lease lengths: a live worker renews every 10 s
@@ -79,7 +80,7 @@ class JobEvents(pulumi.ComponentResource):
             dlq_arn = args.queue.dlq_arn
             fn = self._function("dead-letters", "runtime.reconciler.dead_letter_handler", [table_rw, {
                 "sid": "JobsDlq", "actions": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
-                "resources": [dlq_arn]}], table_env)
+                "resources": [dlq_arn]}], table_env, timeout=DLQ_CONSUMER_TIMEOUT_SECONDS)
             aws.lambda_.EventSourceMapping(f"{name}-dead-letters-source", event_source_arn=dlq_arn,
                                            function_name=fn.arn, batch_size=10,
                                            function_response_types=["ReportBatchItemFailures"], opts=self._opts())

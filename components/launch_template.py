@@ -20,11 +20,12 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import NAMESPACE, ClusterSettings
+from runtime.instance_contract import EGRESS_HTTPS_PORT
 
 DEFAULT_ROOT_DEVICE = "/dev/sda1"  # Ubuntu-based DLAMI / Neuron DLAMI, the bases of both Packer flavours
 ROOT_VOLUME_GIB = 200
 WARM_POOL_ROOT_VOLUME_GIB = 400  # hot models live on EBS when the group has a warm pool
-HTTPS = 443
+HTTPS = EGRESS_HTTPS_PORT  # the only port out; the API accepts input image URLs on it alone (instance_contract)
 
 
 def ami_filters(flavor: str, image_id: str) -> list[dict]:
@@ -50,7 +51,8 @@ def find_ami(cluster: ClusterSettings, parent: pulumi.Resource) -> tuple[pulumi.
 
 
 def create_security_group(name: str, vpc_id: pulumi.Input[str], parent: pulumi.Resource) -> aws.ec2.SecurityGroup:
-    """No ingress. Egress HTTPS only: AWS APIs (through NAT or endpoints) and webhook deliveries.
+    """No ingress. Egress HTTPS only: AWS APIs (through NAT or endpoints) and input images (the API accepts
+    https URLs on port 443 only, ``instance_contract.INPUT_URL_*``, for that reason).
 
     Kafka traffic (9098) leaves through the queue's ``kafka-clients`` group, attached beside this one.
     DNS, NTP and IMDS go to link-local / VPC resolver addresses that security groups do not filter.
@@ -59,7 +61,7 @@ def create_security_group(name: str, vpc_id: pulumi.Input[str], parent: pulumi.R
         f"{name}-sg", vpc_id=vpc_id, description="genai-fleet workers: no inbound, HTTPS outbound",
         ingress=[],
         egress=[{"protocol": "tcp", "from_port": HTTPS, "to_port": HTTPS, "cidr_blocks": ["0.0.0.0/0"],
-                 "description": "AWS APIs and webhooks over HTTPS"}],
+                 "description": "AWS APIs and input images over HTTPS"}],
         tags={"Name": f"{name}-workers"}, opts=pulumi.ResourceOptions(parent=parent))
 
 

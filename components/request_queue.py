@@ -3,13 +3,16 @@
 ``sqs`` (default): a standard queue with SQS-managed encryption, long polling and a short visibility
 timeout (the lease, 30 s, renewed by the agent's heartbeat while work runs, so a dead worker's job is
 retried within a minute); a receive past ``maxReceiveCount`` plus a hand-back allowance moves the message
-to the dead-letter queue, whose consumer (components/job_events.py) makes the job final.
+to the dead-letter queue, whose consumer (components/job_events.py) makes the job final; the DLQ's
+visibility timeout is six times that consumer's function timeout, as Lambda's SQS event source requires.
 
 ``kafka``: an MSK Serverless cluster in the private subnets, IAM (SASL/OAUTHBEARER) client auth only,
 port 9098 open only to the ``kafka-clients`` security group this component creates (workers and the API
-attach it to their instances / function) plus any extra client groups passed in. MSK Serverless has no
-public access. A child ``KafkaFunctions`` component creates the jobs topic and its DLQ at deploy time
-(partitions, retention) and publishes the consumer lag each minute as ``backlog_metric``.
+attach it to their instances / function) plus any extra client groups passed in. That group allows out
+9098 to the brokers and 443 anywhere: the API handler and the Kafka functions run in the VPC with this
+group alone and call DynamoDB, SSM and CloudWatch (through the NAT gateway or the gateway endpoints).
+MSK Serverless has no public access. A child ``KafkaFunctions`` component creates the jobs topic and its
+DLQ at deploy time (partitions, retention) and publishes the consumer lag each minute as ``backlog_metric``.
 
 Both kinds export one typed ``endpoint`` (components/queue_endpoint.py): ``SqsEndpoint`` or
 ``KafkaEndpoint``, with the backlog metric (what the cluster's scaling policy divides by in-service
@@ -32,9 +35,15 @@ from runtime import metric_names, queue_names
 from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
 
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: time to look at poison jobs and redrive them
+# The DLQ's consumer (components/job_events.py "dead-letters") reads it through an SQS event source mapping.
+# Lambda refuses to create that mapping when the function timeout exceeds the queue's visibility timeout
+# (AWS's default is 30 s); AWS recommends six times the function timeout, which also covers throttled retries.
+DLQ_CONSUMER_TIMEOUT_SECONDS = 60
+DLQ_VISIBILITY_TIMEOUT_SECONDS = 6 * DLQ_CONSUMER_TIMEOUT_SECONDS
 QUEUE_RETENTION_SECONDS = 4 * 24 * 3600  # SQS default; a job waiting this long is stale anyway
 LONG_POLL_SECONDS = 20  # SQS maximum
 KAFKA_PORT_IAM = 9098
+HTTPS_PORT = 443  # AWS service endpoints
 # Topic settings: created at deploy time by KafkaFunctions (MSK Serverless does not auto-create topics).
 KAFKA_TOPIC = queue_names.KAFKA_TOPIC
 KAFKA_DLQ_TOPIC = queue_names.KAFKA_DLQ_TOPIC
@@ -123,6 +132,7 @@ class RequestQueue(pulumi.ComponentResource):
         # The API sizes jobs against this limit (SQS_MAX_MESSAGE_BYTES); declared so it never depends on a default.
         dlq = aws.sqs.Queue(f"{self._name}-dlq", name=queue_names.sqs_dlq_name(prefix), sqs_managed_sse_enabled=True,
                             message_retention_seconds=DLQ_RETENTION_SECONDS, max_message_size=SQS_MAX_MESSAGE_BYTES,
+                            visibility_timeout_seconds=DLQ_VISIBILITY_TIMEOUT_SECONDS,
                             receive_wait_time_seconds=LONG_POLL_SECONDS, opts=self._opts())
         redrive = dlq.arn.apply(lambda arn: json.dumps(
             {"deadLetterTargetArn": arn, "maxReceiveCount": settings.redrive_receive_count}))
@@ -201,4 +211,11 @@ class RequestQueue(pulumi.ComponentResource):
                                         referenced_security_group_id=cluster_sg.id, ip_protocol="tcp",
                                         from_port=KAFKA_PORT_IAM, to_port=KAFKA_PORT_IAM,
                                         description="to the Kafka brokers", opts=self._opts())
+        # The provider removes AWS's default allow-all egress, and the API handler and the Kafka functions
+        # have this group only: without HTTPS out they could not reach DynamoDB, SSM or CloudWatch.
+        aws.vpc.SecurityGroupEgressRule(f"{self._name}-kafka-clients-https", security_group_id=client_sg.id,
+                                        cidr_ipv4="0.0.0.0/0", ip_protocol="tcp", from_port=HTTPS_PORT,
+                                        to_port=HTTPS_PORT,
+                                        description="AWS APIs over HTTPS (NAT gateway, S3/DynamoDB endpoints)",
+                                        opts=self._opts())
         return cluster_sg, client_sg

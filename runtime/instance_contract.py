@@ -55,6 +55,13 @@ MODEL_CACHE_UNIT = "genai-fleet-model-cache.service"
 BOOT_TIMING_UNIT = "genai-fleet-boot-timing.service"
 WATCHDOG_SECONDS = 120  # the agent pings systemd's watchdog; silence this long = hung agent
 
+# The workers' only way out (components/launch_template.py's security group): TCP 443 to anywhere. The
+# workers fetch input images themselves, so the API accepts image URLs on exactly that (local mode too),
+# and the policy pack's input-urls-within-egress rule checks the security group against these values.
+EGRESS_HTTPS_PORT = 443
+INPUT_URL_SCHEMES = ("https",)
+INPUT_URL_PORTS = (EGRESS_HTTPS_PORT,)
+
 # Folders of the backend model tree (ComfyUI's folder names; A1111 reads checkpoints only).
 COMFYUI_MODEL_FOLDERS = ("checkpoints", "loras", "vae", "clip", "controlnet", "upscale_models", "embeddings",
                          "diffusion_models", "text_encoders")

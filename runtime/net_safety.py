@@ -2,11 +2,12 @@
 
 Two levels, used at two moments:
 
-- ``check_url_syntax(url)`` (no DNS): scheme http/https, a host, no credentials in the URL, a port in
-  range, and a literal IP host must be public. Numeric hosts in the forms ``getaddrinfo`` accepts but
-  ``ipaddress`` does not (``2130706433``, ``0x7f.1``, ``0177.0.0.1``) are refused outright, as are
-  ``localhost`` and names under ``.localhost``, ``.internal``, ``.local``. The API applies this when it
-  validates a job, so bad URLs fail fast with a 422 and the API never blocks on DNS.
+- ``check_url_syntax(url)`` (no DNS): scheme http/https (or the ``schemes`` given), a host, no credentials
+  in the URL, a port in range (or in the ``ports`` given), and a literal IP host must be public. Numeric
+  hosts in the forms ``getaddrinfo`` accepts but ``ipaddress`` does not (``2130706433``, ``0x7f.1``,
+  ``0177.0.0.1``) are refused outright, as are ``localhost`` and names under ``.localhost``, ``.internal``,
+  ``.local``. The API applies this when it validates a job, so bad URLs fail fast with a 422 and the API
+  never blocks on DNS.
 - ``resolve_and_check(url)`` (DNS): resolve the host and check *every* address it resolves to. The
   webhook sender and the worker's image fetcher call this right before connecting and then connect
   to the checked address (``pinned_request``), so DNS rebinding between check and use does not help.
@@ -130,8 +131,12 @@ def _split(url: str) -> SplitResult:
 
 
 def check_url_syntax(url: str, allow_loopback: bool = False, schemes: Sequence[str] = ("https", "http"),
-                     ) -> CheckedURL:
-    """Checks that need no DNS (see module docstring). Returns the parsed, checked URL."""
+                     ports: Sequence[int] | None = None) -> CheckedURL:
+    """Checks that need no DNS (see module docstring). Returns the parsed, checked URL.
+
+    ``ports``: the only ports allowed, explicit or the scheme's default (None: any), e.g. what a
+    security group's egress lets out.
+    """
     parts = _split(url)
     scheme = parts.scheme.lower()
     if scheme not in schemes:
@@ -144,6 +149,8 @@ def check_url_syntax(url: str, allow_loopback: bool = False, schemes: Sequence[s
     port = parts.port or (443 if scheme == "https" else 80)
     if port == 0:
         raise UnsafeURLError("invalid-url", "port must be from 1 to 65535")
+    if ports is not None and port not in ports:
+        raise UnsafeURLError("port", f"port {port} is not allowed: use port {' or '.join(map(str, ports))}")
     try:
         literal: IPAddress | None = ipaddress.ip_address(host)
     except ValueError:
@@ -178,9 +185,9 @@ def system_resolver(host: str, port: int) -> list[str]:
 
 
 def resolve_and_check(url: str, allow_loopback: bool = False, resolver: Resolver | None = None,
-                      schemes: Sequence[str] = ("https", "http")) -> CheckedURL:
+                      schemes: Sequence[str] = ("https", "http"), ports: Sequence[int] | None = None) -> CheckedURL:
     """Syntax checks, then resolve the host and check every address; all must be public."""
-    checked = check_url_syntax(url, allow_loopback, schemes)
+    checked = check_url_syntax(url, allow_loopback, schemes, ports)
     if checked.addresses:
         return checked
     try:

@@ -15,7 +15,8 @@ rebuilt from the recorded values), runs every policy of ``policies/genai_policie
 3. the monthly cost estimate at minimum and maximum capacity against the budget.
 
 Policy config comes from the stack's own settings (``monthlyBudgetUsd``, ``amiFlavor``, region,
-environment), as ``--emit-policy-config`` writes it for the real CLI, then from ``--policy-config``
+environment, ``maxJobSeconds``) and from what the runtime enforces (input URL schemes and ports, the job
+message size), as ``--emit-policy-config`` writes it for the real CLI, then from ``--policy-config``
 (the CLI's format: ``{"policy-name": {"key": value, "enforcementLevel": "advisory"}}``).
 
 Exit status: 0 clean (advisory findings allowed), 1 on any mandatory violation, 2 when the program
@@ -48,6 +49,7 @@ from pulumi_policy import (
 )
 
 from components import config as fleet_config
+from components.scaling_plan import DRAIN_MARGIN_SECONDS
 from fleetdev.pulumi_mocks import (
     MockAccount,
     ProgramError,
@@ -59,6 +61,8 @@ from fleetdev.pulumi_mocks import (
 from genai_policies import POLICIES
 from genai_policies.cost import BUDGET_SCHEMA
 from genai_policies.pricing import Estimate, estimate
+from runtime.instance_contract import INPUT_URL_PORTS, INPUT_URL_SCHEMES
+from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,6 +106,12 @@ def stack_policy_config(stack: str, overrides: Mapping[str, Any] | None = None) 
         "allowed-instance-types": {"flavor": cfg.cluster.flavor},
         "max-group-size": {"environment": cfg.environment},
         "spot-share-non-production": {"environment": cfg.environment},
+        # What the runtime enforces, for the AWS rules that compare it with the declared resources.
+        "lifecycle-hook-timeouts": {"maxJobSeconds": cfg.queue.max_job_seconds,
+                                    "drainMarginSeconds": DRAIN_MARGIN_SECONDS},
+        "input-urls-within-egress": {"inputUrlSchemes": list(INPUT_URL_SCHEMES),
+                                     "inputUrlPorts": list(INPUT_URL_PORTS)},
+        "sqs-message-size": {"jobMessageBytes": SQS_MAX_MESSAGE_BYTES},
     }
 
 

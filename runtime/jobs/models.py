@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from pydantic_core import PydanticCustomError
 
 from runtime import model_ids
+from runtime.instance_contract import INPUT_URL_PORTS, INPUT_URL_SCHEMES
 from runtime.net_safety import UnsafeURLError, check_url_syntax
 
 TASKS = ("txt2img", "img2img", "txt2video", "comfyui-workflow")
@@ -64,9 +65,21 @@ def _safe_url(value: str, info: ValidationInfo) -> str:
     return value
 
 
+def _input_url(value: str, info: ValidationInfo) -> str:
+    """An input image URL: the workers fetch it, and their security group lets out HTTPS on 443 only
+    (``instance_contract.INPUT_URL_*``); local mode applies the same rule."""
+    try:
+        check_url_syntax(value, allow_loopback=bool((info.context or {}).get("allow_loopback")),
+                         schemes=INPUT_URL_SCHEMES, ports=INPUT_URL_PORTS)
+    except UnsafeURLError as exc:
+        raise PydanticCustomError(f"url-{exc.rule}", f"{exc} (input images are fetched by the workers, which "
+                                                     f"connect out over HTTPS on port 443 only)") from None
+    return value
+
+
 def _image_ref(value: str, info: ValidationInfo) -> str:
     if not value.startswith("data:"):
-        return _safe_url(value, info)
+        return _input_url(value, info)
     if len(value) > MAX_INLINE_IMAGE_CHARS:
         raise PydanticCustomError("max-length", f"inline images must be at most {MAX_INLINE_IMAGE_CHARS} "
                                                 "characters; pass larger images by URL")
@@ -87,7 +100,7 @@ Seed = Annotated[Int | None, Field(ge=0, le=MAX_SEED, description="null: random"
 # Published with the fields (the validators below enforce them, with the API's rule codes).
 _NO_NUL = {"pattern": "^[^\\u0000]*$"}
 _HTTP_URL = {"format": "uri", "pattern": "^https?://"}
-_IMAGE = {"pattern": "^(https?://|data:image/(png|jpeg|webp);base64,)"}
+_IMAGE = {"pattern": "^(https://|data:image/(png|jpeg|webp);base64,)"}
 
 Prompt = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_PROMPT, json_schema_extra=_NO_NUL),
                    AfterValidator(_not_blank), AfterValidator(_no_nul)]
@@ -96,7 +109,7 @@ Url = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_URL_CHARS, 
                            description="public http(s) URL; private, loopback and link-local addresses are refused"),
                 AfterValidator(_safe_url)]
 ImageRef = Annotated[str, Field(strict=True, min_length=1, json_schema_extra=_IMAGE, description=(
-    "public http(s) URL, or data:image/png|jpeg|webp;base64,... "
+    "public https URL on port 443 (what the workers can reach), or data:image/png|jpeg|webp;base64,... "
     f"(at most {MAX_INLINE_IMAGE_CHARS} characters)")), AfterValidator(_image_ref)]
 
 

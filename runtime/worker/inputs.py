@@ -1,6 +1,7 @@
 """Input images of a job: inline ``data:`` URIs are decoded; URLs are fetched only after
-runtime.net_safety resolved and checked them (no private, loopback or metadata addresses), with the
-request pinned to the checked address, no redirects and a size cap.
+runtime.net_safety resolved and checked them (no private, loopback or metadata addresses; https on port
+443 only, all the workers' security group lets out, in local mode too), with the request pinned to the
+checked address, no redirects and a size cap.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 
 from runtime.backends.base import BackendUnavailable, JobInputError
+from runtime.instance_contract import INPUT_URL_PORTS, INPUT_URL_SCHEMES
 from runtime.net_safety import UnsafeURLError, pinned_request, resolve_and_check
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -48,7 +50,8 @@ class ImageFetcher:
         if ref.startswith("data:"):
             return decode_data_uri(ref)
         try:
-            checked = resolve_and_check(ref, allow_loopback=self.allow_loopback, resolver=self.resolver)
+            checked = resolve_and_check(ref, allow_loopback=self.allow_loopback, resolver=self.resolver,
+                                        schemes=INPUT_URL_SCHEMES, ports=INPUT_URL_PORTS)
         except UnsafeURLError as exc:
             raise JobInputError(f"input image URL refused ({exc.rule}): {exc}") from exc
         url, headers, extensions = pinned_request(checked)

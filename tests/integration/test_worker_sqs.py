@@ -193,7 +193,7 @@ def test_redelivered_finished_job_is_recorded_once(stack):
 def test_input_error_fails_at_once_without_retry(stack):
     private_dns = ImageFetcher(resolver=lambda host, port: ["10.0.0.1"])  # DNS answers a private address
     agent = make_agent(stack, stack.config(), fetcher=private_dns)
-    job_id = stack.submit(task="img2img", prompt="x", image="http://images.example.com/a.png", width=64, height=64)
+    job_id = stack.submit(task="img2img", prompt="x", image="https://images.example.com/a.png", width=64, height=64)
     agent.run(max_jobs=1)
     record = stack.store.get(job_id)
     assert record["status"] == "failed" and record["error"]["code"] == "invalid-input"

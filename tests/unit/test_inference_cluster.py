@@ -14,7 +14,7 @@ from components import cluster_scaling, user_data
 from components.inference_cluster import InferenceCluster, InferenceClusterArgs, on_demand_percentage
 from fleetdev.pulumi_mocks import MOCK_AMI_ID
 from runtime import agent_config
-from tests.unit.component_harness import Built, build, fleet, kafka_endpoint, sqs_endpoint
+from tests.unit.component_harness import Built, build, fleet, kafka_endpoint, sqs_endpoint, stack_fleet
 
 ACCT, REGION = "123456789012", "us-east-1"
 LT = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -191,6 +191,46 @@ def test_both_lifecycle_hooks_on_every_group(mixed):
         assert terminating["heartbeatTimeout"] >= 600 + 60  # maxJobSeconds + margin
         assert {launching["name"], terminating["name"]} == {cluster_scaling.LAUNCHING_HOOK,
                                                             cluster_scaling.TERMINATING_HOOK}
+
+
+HOOK = "aws:autoscaling/lifecycleHook:LifecycleHook"
+HOOK_FIELDS = ("name", "lifecycleTransition", "heartbeatTimeout", "defaultResult")
+
+
+def _hook_resources(built: Built, group) -> dict[str, dict]:
+    return {h.inputs["name"]: h.inputs for h in built.of_type(HOOK)
+            if h.inputs["autoscalingGroupName"] == group.outputs["name"]}
+
+
+def test_every_initial_hook_is_also_a_lifecycle_hook_resource_that_carries_changes(mixed):
+    """The provider applies initial_lifecycle_hooks only when it creates a group: a same-named
+    LifecycleHook resource per hook is what updates AWS when a heartbeat changes later."""
+    for g in mixed.of_type(ASG):
+        declared = {h["name"]: {k: h[k] for k in HOOK_FIELDS} for h in g.inputs["initialLifecycleHooks"]}
+        resources = {n: {k: h[k] for k in HOOK_FIELDS} for n, h in _hook_resources(mixed, g).items()}
+        assert resources == declared and len(resources) == 2, g.name
+
+
+def test_a_longer_job_time_limit_reaches_the_hook_resources():
+    before = make(fleet(maxJobSeconds=600))
+    after = make(fleet(maxJobSeconds=1800))
+    for built, limit in ((before, 600), (after, 1800)):
+        (group,) = built.of_type(ASG)
+        hook = _hook_resources(built, group)[cluster_scaling.TERMINATING_HOOK]
+        assert hook["heartbeatTimeout"] == limit + cluster_scaling.DRAIN_MARGIN_SECONDS
+
+
+def test_a_new_prod_group_s_first_instances_get_the_launching_hook():
+    """prod starts on-demand instances with the group; a hook resource exists only after the group (it
+    names the group's output), so the group's own create request must already carry the launching hook."""
+    built = make(stack_fleet("prod"))
+    (ondemand,) = [g for g in built.of_type(ASG) if g.name == "cluster-ondemand"]
+    assert ondemand.inputs["desiredCapacity"] >= 2 and ondemand.inputs["minSize"] >= 2
+    initial = {h["lifecycleTransition"]: h for h in ondemand.inputs["initialLifecycleHooks"]}
+    launching = initial["autoscaling:EC2_INSTANCE_LAUNCHING"]
+    assert launching["name"] == cluster_scaling.LAUNCHING_HOOK and launching["defaultResult"] == "ABANDON"
+    hook = _hook_resources(built, ondemand)[cluster_scaling.LAUNCHING_HOOK]
+    assert hook["autoscalingGroupName"] == ondemand.outputs["name"]  # created after the group, never instead
 
 
 # --- scaling ---------------------------------------------------------------------------------------

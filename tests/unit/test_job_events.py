@@ -7,6 +7,7 @@ import json
 import pytest
 
 from components.job_events import STALE_LEASE_SECONDS, WEBHOOK_MAX_RECEIVES, JobEvents, JobEventsArgs
+from components.request_queue import DLQ_CONSUMER_TIMEOUT_SECONDS, DLQ_VISIBILITY_TIMEOUT_SECONDS
 from tests.unit.component_harness import build, fleet, kafka_endpoint, sqs_endpoint
 
 FN = "aws:lambda/function:Function"
@@ -42,6 +43,11 @@ def test_every_function_runs_the_runtime_handler(sqs):
                         "events-webhook-sender-fn": "runtime.webhook_dispatch.sender_handler"}
     sweeper = sqs.one(FN, "events-sweeper-fn").inputs["environment"]["variables"]
     assert sweeper["GENAI_MAX_ATTEMPTS"] == "3" and sweeper["GENAI_STALE_LEASE_SECONDS"] == str(STALE_LEASE_SECONDS)
+
+
+def test_the_dead_letters_function_fits_the_dlq_s_visibility_timeout(sqs):
+    fn = sqs.one(FN, "events-dead-letters-fn").inputs
+    assert fn["timeout"] == DLQ_CONSUMER_TIMEOUT_SECONDS <= DLQ_VISIBILITY_TIMEOUT_SECONDS
 
 
 def test_event_sources_feed_dlq_stream_and_deliveries(sqs):

@@ -52,7 +52,7 @@ def test_all_problems_reported_at_once():
 def test_img2img_needs_image_and_checks_urls():
     assert ("inputs.image", "required") in _problems({"model": "m", "task": "img2img", "inputs": {"prompt": "x"}})
     found = _problems({"model": "m", "task": "img2img",
-                       "inputs": {"prompt": "x", "image": "http://169.254.169.254/latest/meta-data/"}})
+                       "inputs": {"prompt": "x", "image": "https://169.254.169.254/latest/meta-data/"}})
     assert ("inputs.image", "url-link-local-address") in found
     spec = validate_job({"model": "m", "task": "img2img",
                          "inputs": {"prompt": "x", "image": "data:image/png;base64,iVBORw0KGgo="}})

@@ -9,7 +9,13 @@ import pytest
 
 from components.config import HANDBACK_ALLOWANCE, LEASE_SECONDS
 from components.queue_endpoint import KafkaEndpoint, SqsEndpoint
-from components.request_queue import RequestQueue, RequestQueueArgs, kafka_partitions
+from components.request_queue import (
+    DLQ_CONSUMER_TIMEOUT_SECONDS,
+    DLQ_VISIBILITY_TIMEOUT_SECONDS,
+    RequestQueue,
+    RequestQueueArgs,
+    kafka_partitions,
+)
 from runtime import metric_names
 from tests.unit.component_harness import build, children, fleet, stack_fleet
 
@@ -65,6 +71,13 @@ def test_dlq_keeps_messages_fourteen_days(dev):
     assert dev.one(QUEUE, "queue-dlq").inputs["messageRetentionSeconds"] == 14 * 24 * 3600
 
 
+def test_dlq_visibility_lets_lambda_create_its_consumer_s_event_source(dev):
+    """Lambda refuses an SQS event source whose function timeout exceeds the queue's visibility timeout
+    (AWS default 30 s); AWS recommends six times the function timeout."""
+    visibility = dev.one(QUEUE, "queue-dlq").inputs.get("visibilityTimeoutSeconds", 30)
+    assert visibility == DLQ_VISIBILITY_TIMEOUT_SECONDS == 6 * DLQ_CONSUMER_TIMEOUT_SECONDS
+
+
 def test_visibility_is_a_short_lease_independent_of_the_job_time_limit(dev, prod):
     # A dead worker's job is retried within a minute whatever maxJobSeconds is (dev 300 s, prod 600 s):
     # the agent's heartbeat renews the lease every third of it while the job runs.
@@ -108,6 +121,19 @@ def test_msk_is_reachable_only_from_client_security_groups(kafka):
     assert sources == {kafka.outputs["client_security_group_id"], "sg-0api"}
     sgs = kafka.of_type("aws:ec2/securityGroup:SecurityGroup")
     assert len(sgs) == 2 and all(not sg.inputs.get("ingress") for sg in sgs)  # no inline (CIDR) rules
+
+
+def test_kafka_clients_reach_the_brokers_and_the_aws_apis(kafka):
+    """The API handler and the Kafka functions run in the VPC with the kafka-clients group alone; the provider
+    drops AWS's default allow-all egress, so DynamoDB, SSM and CloudWatch need HTTPS out (through the NAT)."""
+    client = kafka.outputs["client_security_group_id"]
+    egress = [r.inputs for r in kafka.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+              if r.inputs["securityGroupId"] == client]
+    to_brokers = [r for r in egress if r.get("referencedSecurityGroupId")]
+    https = [r for r in egress if r.get("cidrIpv4") == "0.0.0.0/0"]
+    assert [(r["fromPort"], r["toPort"]) for r in to_brokers] == [(9098, 9098)]
+    assert [(r["ipProtocol"], r["fromPort"], r["toPort"]) for r in https] == [("tcp", 443, 443)]
+    assert len(egress) == 2
 
 
 def test_kafka_backlog_metric_and_iam_identifiers(kafka):
