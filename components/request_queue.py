@@ -31,7 +31,7 @@ from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint,
 from runtime import metric_names, queue_names
 from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
 
-DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: time to look at poison jobs and redrive them
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: the dead-letters function retries a message it fails on this long
 QUEUE_RETENTION_SECONDS = 4 * 24 * 3600  # SQS default; a job waiting this long is stale anyway
 LONG_POLL_SECONDS = 20  # SQS maximum
 KAFKA_PORT_IAM = 9098

@@ -15,7 +15,8 @@ rebuilt from the recorded values), runs every policy of ``policies/genai_policie
 3. the monthly cost estimate at minimum and maximum capacity against the budget.
 
 Policy config comes from the stack's own settings (``monthlyBudgetUsd``, ``amiFlavor``, region,
-environment), as ``--emit-policy-config`` writes it for the real CLI, then from ``--policy-config``
+environment; with Kafka, the partitions the topic creator makes), as ``--emit-policy-config`` writes it
+for the real CLI, then from ``--policy-config``
 (the CLI's format: ``{"policy-name": {"key": value, "enforcementLevel": "advisory"}}``).
 
 Exit status: 0 clean (advisory findings allowed), 1 on any mandatory violation, 2 when the program
@@ -48,6 +49,7 @@ from pulumi_policy import (
 )
 
 from components import config as fleet_config
+from components.request_queue import kafka_topic_specs
 from fleetdev.pulumi_mocks import (
     MockAccount,
     ProgramError,
@@ -97,11 +99,15 @@ def stack_policy_config(stack: str, overrides: Mapping[str, Any] | None = None) 
     prefix = f"{fleet_config.NAMESPACE}:"
     values = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
     cfg = fleet_config.load(values, stack, region)
+    budget: dict[str, Any] = {"monthlyBudgetUsd": cfg.monthly_budget_usd, "region": cfg.region}
+    if cfg.queue.kind == "kafka":  # the partitions the deploy-time topic creator makes (MSK bills each one)
+        budget["mskPartitions"] = sum(t["partitions"] for t in kafka_topic_specs(cfg.cluster.max_size))
     return {
-        "monthly-cost-budget": {"monthlyBudgetUsd": cfg.monthly_budget_usd, "region": cfg.region},
+        "monthly-cost-budget": budget,
         "allowed-instance-types": {"flavor": cfg.cluster.flavor},
         "max-group-size": {"environment": cfg.environment},
         "spot-share-non-production": {"environment": cfg.environment},
+        "production-data-protected": {"environment": cfg.environment},
     }
 
 
@@ -154,7 +160,8 @@ def provider_for(resource: RecordedResource, providers: Mapping[str, list[Record
 
 
 def _options(resource: RecordedResource) -> PolicyResourceOptions:
-    return PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_replace=None, aliases=[],
+    """The options the engine would pass: the recorded ``protect`` (CrossGuard has no ``retainOnDelete``)."""
+    return PolicyResourceOptions(protect=resource.protect, ignore_changes=[], delete_before_replace=None, aliases=[],
                                  custom_timeouts=PolicyCustomTimeouts(0, 0, 0), additional_secret_outputs=[],
                                  parent=resource.parent)
 

@@ -3,15 +3,16 @@
 ``policies/__main__.py`` hands ``POLICIES`` to ``PolicyPack``; tests and ``tools/preview.py`` call each
 policy's ``validate`` directly. Modules: ``tagging`` (required tags), ``cost`` (instance types, group
 sizes, spot share, retention, monthly budget), ``security`` (IMDSv2, encryption, public access,
-HTTPS, ingress, IAM, API auth) and ``pricing`` (the estimate behind the budget rule).
+HTTPS, ingress, IAM, API auth), ``teardown`` (production data protected from ``pulumi destroy``) and
+``pricing`` (the estimate behind the budget rule).
 """
 
 from pulumi_policy import Policy
 
-from . import cost, security, tagging
+from . import cost, security, tagging, teardown
 
 PACK_NAME = "genai-fleet"
-POLICIES: list[Policy] = [*tagging.POLICIES, *cost.POLICIES, *security.POLICIES]
+POLICIES: list[Policy] = [*tagging.POLICIES, *cost.POLICIES, *security.POLICIES, *teardown.POLICIES]
 POLICIES_BY_NAME: dict[str, Policy] = {p.name: p for p in POLICIES}
 
-__all__ = ["PACK_NAME", "POLICIES", "POLICIES_BY_NAME", "cost", "security", "tagging"]
+__all__ = ["PACK_NAME", "POLICIES", "POLICIES_BY_NAME", "cost", "security", "tagging", "teardown"]

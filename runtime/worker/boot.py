@@ -1,8 +1,10 @@
 """Boot of the agent: hot models to the local cache, backend ready and warmed up, launching action completed.
 
 A hot model that cannot be fetched (not uploaded yet, store unreachable) is a warning and a ``BootWarnings``
-metric: jobs fetch it on demand. A warm-up that fails, or one that skipped a cold compile (the diffusers
-backend serves eager until a store holds its compile cache), is a warning too. A backend that never gets
+metric: jobs fetch it on demand. While the hot models download, the launching lifecycle action is
+heartbeated (``Lifecycle.launching_heartbeats``): a cold boot's downloads may outlast the hook's timeout.
+A warm-up that fails, or one that skipped a cold compile (the diffusers backend serves eager until a store
+holds its compile cache), is a warning too. A backend that never gets
 ready raises; the entry point then abandons the launch (runtime/worker/__main__.py).
 """
 
@@ -22,7 +24,18 @@ log = logging.getLogger("runtime.worker.agent")
 
 
 def boot(agent: Agent) -> None:
-    warm = None  # the first hot model: the backend loads (and compiles) it before the instance takes jobs
+    with agent.lifecycle.launching_heartbeats():
+        warm = preload(agent)
+    agent.backend.wait_ready(agent.config.backend_ready_timeout_seconds)
+    warm_up(agent, warm)
+    log.info("backend ready", extra={"check": agent.backend.check()})
+    agent.lifecycle.complete_launching()
+    agent.metrics.emit({m.BOOT_TO_READY: uptime_ms()}, {"worker_id": agent.worker_id})
+
+
+def preload(agent: Agent) -> Any:
+    """Hot models into the local cache; returns the first one cached (the backend warms it up)."""
+    warm = None
     for model_id in agent.config.hot_models:
         if agent.model_cache is None:
             break
@@ -34,11 +47,7 @@ def boot(agent: Agent) -> None:
             continue
         agent.metrics.count(m.MODEL_CACHE_HITS if cached.hit else m.MODEL_CACHE_MISSES, model=model_id)
         warm = warm or cached
-    agent.backend.wait_ready(agent.config.backend_ready_timeout_seconds)
-    warm_up(agent, warm)
-    log.info("backend ready", extra={"check": agent.backend.check()})
-    agent.lifecycle.complete_launching()
-    agent.metrics.emit({m.BOOT_TO_READY: uptime_ms()}, {"worker_id": agent.worker_id})
+    return warm
 
 
 def warm_up(agent: Agent, cached: Any) -> None:
