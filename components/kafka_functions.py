@@ -58,7 +58,10 @@ class KafkaFunctionsArgs:
     """Its SASL/IAM bootstrap brokers."""
 
     subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
-    """Private subnets (with a NAT route, for CloudWatch) the functions run in."""
+    """Private subnets the functions run in, beside the brokers. Nothing here gives them a way to CloudWatch:
+    the lag publisher's PutMetricData needs a route out of these subnets (a NAT gateway or a ``monitoring``
+    interface endpoint) and egress on 443 from ``client_security_group_id`` (RequestQueue's security groups
+    decide what that group may reach)."""
 
     client_security_group_id: pulumi.Input[str]
     """The group the brokers accept clients from."""
