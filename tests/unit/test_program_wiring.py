@@ -129,3 +129,14 @@ def test_kafka_is_priced_at_the_partitions_the_stack_creates():
     (line,) = [i for i in result.estimate.items if i.item.startswith("MSK Serverless")]
     assert f"1 cluster + {created} partitions" in line.note
     assert preview.stack_policy_config("prod", {"queueKind": "kafka"})["monthly-cost-budget"]["mskPartitions"] == 41
+
+
+def test_the_offline_preview_sees_the_network_the_pack_checks():
+    """The network is plain pulumi-aws (not awsx.ec2.Vpc, which records as one opaque resource under mocks:
+    docs/components-storage.md): the subnets, routes, NAT gateways and endpoints are all recorded."""
+    rec = run_stack("prod")
+    assert not [r.type for r in rec.resources if r.type.startswith("awsx:")]
+    count = {t: len(rec.of_type(f"aws:ec2/{t}")) for t in (
+        "subnet:Subnet", "routeTable:RouteTable", "route:Route", "natGateway:NatGateway", "vpcEndpoint:VpcEndpoint")}
+    assert count == {"subnet:Subnet": 6, "routeTable:RouteTable": 4, "route:Route": 4, "natGateway:NatGateway": 3,
+                     "vpcEndpoint:VpcEndpoint": 2}
