@@ -7,7 +7,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import config as fleet_config
-from components import naming
+from components import naming, teardown
 from components.api import Api, ApiArgs
 from components.cdn_storage import CdnStorage, CdnStorageArgs
 from components.inference_cluster import InferenceCluster, InferenceClusterArgs
@@ -21,6 +21,8 @@ from components.request_queue import RequestQueue, RequestQueueArgs
 
 # Fails with every bad key listed before any resource is declared.
 cfg = fleet_config.from_pulumi()
+# Production keeps its data on destroy (protect + retain_on_delete, components/teardown.py); dev deletes cleanly.
+teardown.register(cfg.is_production)
 
 # One provider carries the required tags to every taggable resource (Project, Environment, Owner,
 # CostCenter); components inherit it through their parent chain.

@@ -188,12 +188,15 @@ class Api(pulumi.ComponentResource):
         role = aws.iam.Role(f"{name}-role", assume_role_policy=json.dumps({
             "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                     "Principal": {"Service": "lambda.amazonaws.com"}}]}),
-            inline_policies=[{"name": "least-privilege", "policy": _policy_json(statements)}], opts=self._opts())
+            opts=self._opts())
+        # The function waits for every permission its role gets, so its first invocation has them all.
+        grants: list[pulumi.Resource] = [aws.iam.RolePolicy(
+            f"{name}-policy", role=role.id, name="least-privilege", policy=_policy_json(statements), opts=self._opts())]
         extra: dict = {}
         queue = self._args.queue
         if kafka and isinstance(queue, KafkaEndpoint):
-            aws.iam.RolePolicyAttachment(f"{name}-vpc", role=role.name, policy_arn=(
-                "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"), opts=self._opts())
+            grants.append(aws.iam.RolePolicyAttachment(f"{name}-vpc", role=role.name, policy_arn=(
+                "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"), opts=self._opts()))
             layer = aws.lambda_.LayerVersion(
                 f"{name}-kafka-layer", layer_name=f"{prefix}-api-kafka",
                 code=(pulumi.FileArchive(self._args.kafka_layer_dir) if self._args.kafka_layer_dir
@@ -207,7 +210,7 @@ class Api(pulumi.ComponentResource):
             reserved_concurrent_executions=reserved, environment={"variables": environment},
             logging_config={"log_format": "JSON", "log_group": log_group.name, "application_log_level": "INFO",
                             "system_log_level": "WARN"},
-            opts=self._opts(depends_on=[log_group]), **extra)
+            opts=self._opts(depends_on=[log_group, *grants]), **extra)
         return fn, log_group
 
     def _allow_invoke(self, suffix: str, fn: aws.lambda_.Function, api: aws.apigatewayv2.Api) -> None:

@@ -105,17 +105,22 @@ class InferenceCluster(pulumi.ComponentResource):
         kafka = args.queue if isinstance(args.queue, KafkaEndpoint) else None
         self._sg_ids = [sg.id] + ([kafka.client_security_group_id] if kafka else [])
 
-        spot = self._create_spot_group(plan.spot)
+        # The role's policy exists before any group does: an instance of prod's base capacity launches as soon
+        # as its group is created, and its first calls (the CloudWatch agent's fetch-config, the launching
+        # hook) need the policy. The groups' names are fixed, so the policy can name them first.
+        plans = [plan.spot] + ([plan.on_demand] if plan.on_demand is not None else [])
+        access = cluster_iam.attach_instance_policy(
+            name, role, self._policy_json([self._group_name(g) for g in plans]), self)
+        spot = self._create_spot_group(plan.spot, access)
         groups = [spot]
         if plan.on_demand is not None:
-            groups.append(self._create_on_demand_group(plan.on_demand))
+            groups.append(self._create_on_demand_group(plan.on_demand, access))
         for g, group in zip(plan.groups, groups, strict=True):
             cluster_scaling.create_lifecycle_hooks(f"{name}-{g.suffix}", plan, group, self)
         names = [g.name for g in groups]
         if plan.has_scaling_policies:
             cluster_scaling.create_scaling_policies(f"{name}-spot", plan, args.cluster.flavor, spot, names,
                                                     args.queue.backlog_metric, self)
-        cluster_iam.attach_instance_policy(name, role, self._policy_json(names), self)
 
         self.spot_group_name = spot.name
         self.on_demand_group_name = groups[1].name if len(groups) > 1 else pulumi.Output.from_input(None)
@@ -175,14 +180,22 @@ class InferenceCluster(pulumi.ComponentResource):
             "metrics_granularity": "1Minute", "enabled_metrics": metrics,
             # Do not block `pulumi up` on capacity: instances join only after the launching hook.
             "wait_for_capacity_timeout": "0",
+            # Outside production `pulumi destroy` terminates the instances without waiting for them to drain
+            # (instances running a job are scale-in protected, so a drain could wait past the delete timeout).
+            "force_delete": not self._args.stack.is_production,
+            "force_delete_warm_pool": not self._args.stack.is_production,
             "tags": self._group_tags(suffix),
         }
 
-    def _create_spot_group(self, g: GroupPlan) -> aws.autoscaling.Group:
+    def _group_name(self, g: GroupPlan) -> str:
+        """Fixed physical name (the instance policy names it before the group exists)."""
+        return f"{self._args.stack.resource_prefix()}-{g.suffix}"
+
+    def _create_spot_group(self, g: GroupPlan, access: pulumi.Resource) -> aws.autoscaling.Group:
         lt = self._launch_template(g.suffix, cache_dir=user_data.NVME_CACHE_DIR, cache_bytes=CACHE_BYTES,
                                    root_gib=launch_template.ROOT_VOLUME_GIB)
         return aws.autoscaling.Group(
-            f"{self._name}-{g.suffix}",
+            f"{self._name}-{g.suffix}", name=self._group_name(g),
             min_size=g.min_size, max_size=g.max_size,
             capacity_rebalance=g.capacity_rebalance,
             mixed_instances_policy={
@@ -202,9 +215,9 @@ class InferenceCluster(pulumi.ComponentResource):
                 "min_healthy_percentage": 100, "max_healthy_percentage": 200, "scale_in_protected_instances": "Wait"}},
             **self._common(g.suffix),
             # Scaling policies own the desired capacity.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desired_capacity"]))
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desired_capacity"], depends_on=[access]))
 
-    def _create_on_demand_group(self, g: GroupPlan) -> aws.autoscaling.Group:
+    def _create_on_demand_group(self, g: GroupPlan, access: pulumi.Resource) -> aws.autoscaling.Group:
         warm = g.warm_pool_size > 0
         lt = self._launch_template(
             g.suffix, instance_type=g.instance_types[0],
@@ -215,17 +228,17 @@ class InferenceCluster(pulumi.ComponentResource):
                      "max_group_prepared_capacity": g.warm_pool_max_prepared,
                      "instance_reuse_policy": {"reuse_on_scale_in": True}} if warm else None
         return aws.autoscaling.Group(
-            f"{self._name}-{g.suffix}",
+            f"{self._name}-{g.suffix}", name=self._group_name(g),
             min_size=g.min_size, max_size=g.max_size, desired_capacity=g.desired_capacity,
             launch_template={"id": lt.id, "version": lt.latest_version.apply(str)},
             warm_pool=warm_pool,
             instance_refresh={"strategy": "Rolling", "preferences": {
                 "min_healthy_percentage": 50, "scale_in_protected_instances": "Wait"}},
             **self._common(g.suffix, warm_pool=warm),
-            opts=pulumi.ResourceOptions(parent=self))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[access]))
 
     # --- IAM -----------------------------------------------------------------------------------------
-    def _policy_json(self, group_names: Sequence[pulumi.Output[str]]) -> pulumi.Output[str]:
+    def _policy_json(self, group_names: Sequence[pulumi.Input[str]]) -> pulumi.Output[str]:
         a, stack = self._args, self._args.stack
         sqs, kafka = _variants(a.queue)
         values: dict[str, pulumi.Input] = {

@@ -113,8 +113,10 @@ class JobEvents(pulumi.ComponentResource):
                 {"deadLetterTargetArn": arn, "maxReceiveCount": WEBHOOK_MAX_RECEIVES})), opts=self._opts())
         stream_fn = self._function("webhook-stream", "runtime.webhook_dispatch.stream_handler", [
             {"sid": "ReadStream", "actions": ["dynamodb:DescribeStream", "dynamodb:GetRecords",
-                                              "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
+                                              "dynamodb:GetShardIterator"],
              "resources": [a.job_table_stream_arn]},
+            # The event source mapping needs ListStreams, which has no resource-level permissions (Resource "*").
+            {"sid": "ListStreams", "actions": ["dynamodb:ListStreams"], "resources": ["*"]},
             {"sid": "QueueDeliveries", "actions": ["sqs:SendMessage"], "resources": [queue.arn]}],
             {"GENAI_WEBHOOK_QUEUE_URL": queue.url, "GENAI_API_URL": a.api_url})
         aws.lambda_.EventSourceMapping(
@@ -146,11 +148,13 @@ class JobEvents(pulumi.ComponentResource):
         role = aws.iam.Role(f"{name}-role", assume_role_policy=json.dumps({
             "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                     "Principal": {"Service": "lambda.amazonaws.com"}}]}),
-            inline_policies=[{"name": "least-privilege", "policy": _policy_json(statements)}], opts=self._opts())
+            opts=self._opts())
+        policy = aws.iam.RolePolicy(f"{name}-policy", role=role.id, name="least-privilege",
+                                    policy=_policy_json(statements), opts=self._opts())
         return aws.lambda_.Function(
             f"{name}-fn", name=fn_name, role=role.arn, runtime="python3.12", architectures=["arm64"],
             handler=handler, code=self._code, memory_size=256, timeout=timeout,
             environment={"variables": env},
             logging_config={"log_format": "JSON", "log_group": log_group.name, "application_log_level": "INFO",
                             "system_log_level": "WARN"},
-            opts=self._opts(depends_on=[log_group]))
+            opts=self._opts(depends_on=[log_group, policy]))

@@ -58,7 +58,10 @@ class KafkaFunctionsArgs:
     """Its SASL/IAM bootstrap brokers."""
 
     subnet_ids: pulumi.Input[Sequence[pulumi.Input[str]]]
-    """Private subnets (with a NAT route, for CloudWatch) the functions run in."""
+    """Private subnets the functions run in, beside the brokers. Nothing here gives them a way to CloudWatch:
+    the lag publisher's PutMetricData needs a route out of these subnets (a NAT gateway or a ``monitoring``
+    interface endpoint) and egress on 443 from ``client_security_group_id`` (RequestQueue's security groups
+    decide what that group may reach)."""
 
     client_security_group_id: pulumi.Input[str]
     """The group the brokers accept clients from."""
@@ -157,7 +160,9 @@ class KafkaFunctions(pulumi.ComponentResource):
         role = aws.iam.Role(f"{name}-role", assume_role_policy=json.dumps({
             "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                     "Principal": {"Service": "lambda.amazonaws.com"}}]}),
-            inline_policies=[{"name": "least-privilege", "policy": policy}], opts=self._opts())
+            opts=self._opts())
+        inline = aws.iam.RolePolicy(f"{name}-policy", role=role.id, name="least-privilege", policy=policy,
+                                    opts=self._opts())
         vpc = aws.iam.RolePolicyAttachment(f"{name}-vpc", role=role.name, policy_arn=VPC_ACCESS_POLICY,
                                            opts=self._opts())
         return aws.lambda_.Function(
@@ -168,7 +173,7 @@ class KafkaFunctions(pulumi.ComponentResource):
                         "security_group_ids": [self._args.client_security_group_id]},
             logging_config={"log_format": "JSON", "log_group": logs.name, "application_log_level": "INFO",
                             "system_log_level": "WARN"},
-            opts=self._opts(depends_on=[logs, vpc]))
+            opts=self._opts(depends_on=[logs, inline, vpc]))
 
     def _schedule(self, publisher: aws.lambda_.Function, after: pulumi.Resource) -> None:
         rule = aws.cloudwatch.EventRule(f"{self._name}-lag-schedule", name=f"{self._stack.resource_prefix()}-kafka-lag",

@@ -49,6 +49,7 @@ BACKEND_LOG_FILE = instance_contract.BACKEND_LOG
 SPOT_EVENT_TYPES = ("EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation")
 JOB_ERROR_RATE_PERCENT = 5
 API_5XX_PER_5_MINUTES = 5
+DLQ_BACKED_UP_PERIODS = 3  # 5-minute periods in a row with a dead letter in the queue (it normally leaves in seconds)
 
 
 def cloudwatch_agent_config(stack: StackIdentity, cluster: ClusterSettings) -> dict[str, Any]:
@@ -254,10 +255,28 @@ class Monitoring(pulumi.ComponentResource):
     def _create_sqs_alarms(self, topic: aws.sns.Topic, sqs: SqsEndpoint) -> None:
         """Kafka has no per-queue CloudWatch metrics; its backlog alarm is the no-capacity one."""
         overdue = oldest_message_threshold(self._args.cluster, self._args.queue_settings)
-        self._alarm("dlq-not-empty", topic, "Jobs failed every attempt and sit in the dead-letter queue.",
-                    namespace="AWS/SQS", metric_name="ApproximateNumberOfMessagesVisible",
-                    dimensions={"QueueName": sqs.dlq_name}, statistic="Maximum", period=300,
+        # The DLQ is the dead-letters function's input, not a parking lot: the function makes each job final
+        # (failed, dead-lettered, with its attempts) and deletes the message, so the queue is empty within
+        # seconds and "messages visible" would never alarm. What is worth knowing: a job was dead-lettered
+        # (the function received it), and dead letters that stay (the function is failing to reconcile them).
+        self._alarm("jobs-dead-lettered", topic,
+                    "Jobs failed every attempt: the dead-letters function marked them failed (code dead-lettered; "
+                    "the job record holds each attempt's error).",
+                    namespace="AWS/SQS", metric_name="NumberOfMessagesReceived",
+                    dimensions={"QueueName": sqs.dlq_name}, statistic="Sum", period=300,
                     evaluation_periods=1, threshold=1, comparison_operator="GreaterThanOrEqualToThreshold")
+        self._alarm("dlq-backed-up", topic,
+                    f"Dead letters stayed in the dead-letter queue for {DLQ_BACKED_UP_PERIODS * 5} minutes: the "
+                    f"dead-letters function is not reconciling them (its log group), so their jobs are not final.",
+                    evaluation_periods=DLQ_BACKED_UP_PERIODS, datapoints_to_alarm=DLQ_BACKED_UP_PERIODS, threshold=1,
+                    comparison_operator="GreaterThanOrEqualToThreshold", metric_queries=[
+                        {"id": q, "return_data": False, "metric": {
+                            "namespace": "AWS/SQS", "metric_name": metric, "stat": "Maximum", "period": 300,
+                            "dimensions": {"QueueName": sqs.dlq_name}}}
+                        for q, metric in (("visible", "ApproximateNumberOfMessagesVisible"),
+                                          ("inflight", "ApproximateNumberOfMessagesNotVisible"))] + [
+                        {"id": "held", "return_data": True, "label": "Dead letters in the queue",
+                         "expression": "FILL(visible, 0) + FILL(inflight, 0)"}])
         self._alarm("oldest-message", topic, "A job has waited longer than accepted wait + launch + longest job.",
                     namespace="AWS/SQS", metric_name="ApproximateAgeOfOldestMessage",
                     dimensions={"QueueName": sqs.queue_name}, statistic="Maximum", period=60, evaluation_periods=5,

@@ -34,7 +34,7 @@ from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint,
 from runtime import metric_names, queue_names
 from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
 
-DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: time to look at poison jobs and redrive them
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # SQS maximum: the dead-letters function retries a message it fails on this long
 # The DLQ's consumer (components/job_events.py "dead-letters") reads it through an SQS event source mapping.
 # Lambda refuses to create that mapping when the function timeout exceeds the queue's visibility timeout
 # (AWS's default is 30 s); AWS recommends six times the function timeout, which also covers throttled retries.

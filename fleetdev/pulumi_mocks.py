@@ -86,6 +86,9 @@ class RecordedResource:
     inputs: dict[str, Any]
     outputs: dict[str, Any] = field(default_factory=dict)
     provider: str | None = None  # "<provider urn>::<id>"; a default provider's urn names "default_<version>"
+    protect: bool = False  # the registration's protect, else the parent's (as the engine inherits it)
+    retain_on_delete: bool = False  # the registration's retainOnDelete
+    dependencies: list[str] = field(default_factory=list)  # URNs: depends_on plus the inputs' resources
 
     @property
     def parent_name(self) -> str | None:
@@ -220,7 +223,7 @@ class RecordingMocks:
     # --- provider functions ----------------------------------------------------------------------
     def call(self, args: Any) -> tuple[dict[str, Any], list[Any] | None] | dict[str, Any]:
         token = args.token
-        self.calls.append({"token": token, "args": args.args})
+        self.calls.append({"token": token, "args": args.args, "provider": getattr(args, "provider", None) or None})
         region = self.region
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             names = [f"{region}{s}" for s in "abcdef"]
@@ -303,9 +306,14 @@ def install_recorder(recorder: RecordingMocks) -> tuple[Any, Any]:
             if request.type == "pulumi:pulumi:Stack":
                 return super().RegisterResource(request)
             urn = self.make_urn(request.parent, request.type, request.name)
+            parent = _parent_or_none(request.parent)
+            protect = (request.protect if request.HasField("protect")
+                       else bool(parent and parent in recorder.resources and recorder.resources[parent].protect))
             current.record = RecordedResource(urn=urn, type=request.type, name=request.name,
-                                              parent=_parent_or_none(request.parent), custom=bool(request.custom),
-                                              inputs={}, provider=request.provider or None)
+                                              parent=parent, custom=bool(request.custom),
+                                              inputs={}, provider=request.provider or None, protect=protect,
+                                              retain_on_delete=bool(request.retainOnDelete),
+                                              dependencies=list(request.dependencies))
             with lock:
                 recorder.resources[urn] = current.record
                 recorder.order.append(urn)

@@ -15,8 +15,9 @@ rebuilt from the recorded values), runs every policy of ``policies/genai_policie
 3. the monthly cost estimate at minimum and maximum capacity against the budget.
 
 Policy config comes from the stack's own settings (``monthlyBudgetUsd``, ``amiFlavor``, region,
-environment, ``maxJobSeconds``) and from what the runtime enforces (input URL schemes and ports, the job
-message size), as ``--emit-policy-config`` writes it for the real CLI, then from ``--policy-config``
+environment, ``maxJobSeconds``; with Kafka, the partitions the topic creator makes) and from what the
+runtime enforces (input URL schemes and ports, the job message size), as ``--emit-policy-config`` writes it
+for the real CLI, then from ``--policy-config``
 (the CLI's format: ``{"policy-name": {"key": value, "enforcementLevel": "advisory"}}``).
 
 Exit status: 0 clean (advisory findings allowed), 1 on any mandatory violation, 2 when the program
@@ -50,6 +51,7 @@ from pulumi_policy import (
 
 from components import config as fleet_config
 from components.scaling_plan import DRAIN_MARGIN_SECONDS
+from components.request_queue import kafka_topic_specs
 from fleetdev.pulumi_mocks import (
     MockAccount,
     ProgramError,
@@ -101,8 +103,11 @@ def stack_policy_config(stack: str, overrides: Mapping[str, Any] | None = None) 
     prefix = f"{fleet_config.NAMESPACE}:"
     values = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
     cfg = fleet_config.load(values, stack, region)
+    budget: dict[str, Any] = {"monthlyBudgetUsd": cfg.monthly_budget_usd, "region": cfg.region}
+    if cfg.queue.kind == "kafka":  # the partitions the deploy-time topic creator makes (MSK bills each one)
+        budget["mskPartitions"] = sum(t["partitions"] for t in kafka_topic_specs(cfg.cluster.max_size))
     return {
-        "monthly-cost-budget": {"monthlyBudgetUsd": cfg.monthly_budget_usd, "region": cfg.region},
+        "monthly-cost-budget": budget,
         "allowed-instance-types": {"flavor": cfg.cluster.flavor},
         "max-group-size": {"environment": cfg.environment},
         "spot-share-non-production": {"environment": cfg.environment},
@@ -112,6 +117,7 @@ def stack_policy_config(stack: str, overrides: Mapping[str, Any] | None = None) 
         "input-urls-within-egress": {"inputUrlSchemes": list(INPUT_URL_SCHEMES),
                                      "inputUrlPorts": list(INPUT_URL_PORTS)},
         "sqs-message-size": {"jobMessageBytes": SQS_MAX_MESSAGE_BYTES},
+        "production-data-protected": {"environment": cfg.environment},
     }
 
 
@@ -164,7 +170,8 @@ def provider_for(resource: RecordedResource, providers: Mapping[str, list[Record
 
 
 def _options(resource: RecordedResource) -> PolicyResourceOptions:
-    return PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_replace=None, aliases=[],
+    """The options the engine would pass: the recorded ``protect`` (CrossGuard has no ``retainOnDelete``)."""
+    return PolicyResourceOptions(protect=resource.protect, ignore_changes=[], delete_before_replace=None, aliases=[],
                                  custom_timeouts=PolicyCustomTimeouts(0, 0, 0), additional_secret_outputs=[],
                                  parent=resource.parent)
 

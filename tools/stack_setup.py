@@ -5,6 +5,7 @@
     python tools/stack_setup.py api-key --stack dev --name alice      (make api-key STACK=dev NAME=alice)
     python tools/stack_setup.py promote-ami --flavor cuda --channel prod [--ami ami-... | --rollback]
                                                                        (make promote-ami FLAVOR=cuda)
+    python tools/stack_setup.py prune-amis --flavor cuda [--keep 3] [--dry-run]
 
 Environment and region come from ``Pulumi.<stack>.yaml`` (the ``environment`` setting, else the stack name).
 
@@ -16,6 +17,8 @@ Environment and region come from ``Pulumi.<stack>.yaml`` (the ``environment`` se
   (what ``make ami`` published after its checks) or ``--ami``, after the same checks (tags, encryption,
   IMDSv2). ``--rollback`` sets the channel back to the image it named before its current one (SSM keeps
   every version). The stack picks the change up at its next ``make up`` (instance refresh).
+- ``prune-amis`` deregisters the flavour's images that no channel names (now or as its rollback target)
+  beyond the ``--keep`` newest, and deletes their snapshots (``tools/ami_prune.py``).
 
 ``--endpoint-url`` points the AWS clients elsewhere (tests use moto). Errors exit 1 with what to do.
 """
@@ -32,6 +35,7 @@ from typing import Any
 from components import config as fleet_config
 from components.naming import api_keys_prefix, webhook_secret_parameter
 from tools.ami_build import FLAVORS, AmiBuildError, check_image
+from tools.ami_prune import DEFAULT_KEEP, prune_amis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -164,6 +168,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     promote.add_argument("--ami", help="image to promote (default: the one at latest)")
     promote.add_argument("--rollback", action="store_true", help="set the channel back to its previous image")
     promote.add_argument("--region", help="AWS region (default: AWS_REGION)")
+    prune = sub.add_parser("prune-amis", help="deregister old AMIs no channel needs, delete their snapshots")
+    prune.add_argument("--flavor", required=True, choices=FLAVORS)
+    prune.add_argument("--keep", type=int, default=DEFAULT_KEEP, help=f"newest images kept (default {DEFAULT_KEEP})")
+    prune.add_argument("--dry-run", action="store_true", help="list what would go, change nothing")
+    prune.add_argument("--region", help="AWS region (default: AWS_REGION)")
     return parser.parse_args(argv)
 
 
@@ -173,12 +182,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "promote-ami":
             ssm, ec2 = _clients(args.region, args.endpoint_url)
             result = promote_ami(ssm, ec2, args.flavor, args.channel, args.ami, args.rollback)
+        elif args.command == "prune-amis":
+            ssm, ec2 = _clients(args.region, args.endpoint_url)
+            result = prune_amis(ssm, ec2, args.flavor, args.keep, args.dry_run)
         else:
             cfg = stack_settings(args.stack)
             ssm, _ = _clients(cfg.region, args.endpoint_url)
             result = (ensure_webhook_secret(ssm, cfg, args.rotate) if args.command == "webhook-secret"
                       else mint_api_key(ssm, cfg, args.name, args.quota_per_day))
-    except (SetupError, fleet_config.ConfigError) as exc:
+    except (SetupError, fleet_config.ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, sort_keys=True))

@@ -60,6 +60,7 @@ DEFAULT_STAR_RESOURCE_ACTIONS = [
     "ecr:GetAuthorizationToken", "sts:GetCallerIdentity", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
     "ssm:DescribeParameters", "ssm:UpdateInstanceInformation", "ssmmessages:*", "ec2messages:*",
     "logs:DescribeLogGroups", "s3:ListAllMyBuckets", "kms:GenerateRandom", "kafka-cluster:Connect",
+    "dynamodb:ListStreams",
 ]
 
 IAM_SCHEMA = PolicyConfigSchema(properties={

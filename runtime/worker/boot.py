@@ -1,8 +1,10 @@
 """Boot of the agent: hot models to the local cache, backend ready and warmed up, launching action completed.
 
 A hot model that cannot be fetched (not uploaded yet, store unreachable) is a warning and a ``BootWarnings``
-metric: jobs fetch it on demand. A warm-up that fails, or one that skipped a cold compile (the diffusers
-backend serves eager until a store holds its compile cache), is a warning too. A backend that never gets
+metric: jobs fetch it on demand. While the hot models download, the launching lifecycle action is
+heartbeated (``Lifecycle.launching_heartbeats``): a cold boot's downloads may outlast the hook's timeout.
+A warm-up that fails, or one that skipped a cold compile (the diffusers backend serves eager until a store
+holds its compile cache), is a warning too. A backend that never gets
 ready raises; the entry point then abandons the launch (runtime/worker/__main__.py).
 """
 
@@ -22,7 +24,18 @@ log = logging.getLogger(__name__)
 
 def boot(*, hot_models: Sequence[str], ready_timeout_s: float, model_cache: ModelCache | None, backend: Backend,
          lifecycle: Lifecycle, metrics: Metrics, worker_id: str) -> None:
-    warm = None  # the first hot model: the backend loads (and compiles) it before the instance takes jobs
+    with lifecycle.launching_heartbeats():
+        warm = preload(hot_models, model_cache, metrics)
+    backend.wait_ready(ready_timeout_s)
+    warm_up(backend, metrics, warm)
+    log.info("backend ready", extra={"check": backend.check()})
+    lifecycle.complete_launching()
+    metrics.emit({m.BOOT_TO_READY: uptime_ms()}, {"worker_id": worker_id})
+
+
+def preload(hot_models: Sequence[str], model_cache: ModelCache | None, metrics: Metrics) -> CachedModel | None:
+    """Hot models into the local cache; returns the first one cached (the backend warms it up)."""
+    warm = None
     for model_id in hot_models:
         if model_cache is None:
             break
@@ -34,11 +47,7 @@ def boot(*, hot_models: Sequence[str], ready_timeout_s: float, model_cache: Mode
             continue
         metrics.count(m.MODEL_CACHE_HITS if cached.hit else m.MODEL_CACHE_MISSES, model=model_id)
         warm = warm or cached
-    backend.wait_ready(ready_timeout_s)
-    warm_up(backend, metrics, warm)
-    log.info("backend ready", extra={"check": backend.check()})
-    lifecycle.complete_launching()
-    metrics.emit({m.BOOT_TO_READY: uptime_ms()}, {"worker_id": worker_id})
+    return warm
 
 
 def warm_up(backend: Backend, metrics: Metrics, cached: CachedModel | None) -> None:

@@ -12,9 +12,11 @@ the time left, else hand it back), then complete the terminating lifecycle actio
 recommendation is only a risk signal: the agent counts it and keeps working (capacity rebalancing
 launches a replacement; the old instance drains when its terminating hook or spot notice comes).
 ``Lifecycle`` wraps the Auto Scaling calls: complete the launching action (CONTINUE, or ABANDON after
-a fatal boot error), the terminating action, heartbeat, scale-in protection (deduplicated: only state
+a fatal boot error), the terminating action, heartbeats, scale-in protection (deduplicated: only state
 changes call the API), mark the instance unhealthy. AWS errors are logged, never fatal: a missing
-action (agent restart, no hook configured) is normal.
+action (agent restart, no hook configured) is normal. ``launching_heartbeats()`` heartbeats the launching
+action every ``LAUNCHING_HEARTBEAT_SECONDS`` while a block runs (boot's hot-model downloads: a cold
+boot may download for longer than the hook's heartbeat timeout, whose default result is ABANDON).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from runtime.worker.aws import AutoScaling, AWSCallError, LifecycleActionNotFound
@@ -32,6 +35,8 @@ from runtime.worker.imds import IMDSClient, IMDSError
 log = logging.getLogger(__name__)
 
 SPOT, TERMINATING, REBALANCE = "spot", "terminating", "rebalance"
+# Well inside any launching hook's heartbeat timeout (the stack sets 10+ minutes; AWS's minimum is 30 s).
+LAUNCHING_HEARTBEAT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,37 @@ class Lifecycle:
 
     def complete_terminating(self) -> bool:
         return self._complete(self.terminating_hook, "terminating")
+
+    def heartbeat_launching(self) -> None:
+        """Restart the launching hook's heartbeat timeout (until the launching action is completed)."""
+        if self.launching_hook and self.group and "launching" not in self.completed:
+            try:
+                self.autoscaling.record_lifecycle_action_heartbeat(self.launching_hook, self.group,
+                                                                   self.instance_id)
+            except AWSCallError as exc:
+                log.info("launching heartbeat not recorded: %s", exc)
+
+    @contextmanager
+    def launching_heartbeats(self, every_s: float | None = None) -> Iterator[None]:
+        """Heartbeat the launching action every ``every_s`` seconds (default ``LAUNCHING_HEARTBEAT_SECONDS``)
+        on a thread while the block runs."""
+        if not self.launching_hook or not self.group:
+            yield
+            return
+        every_s = LAUNCHING_HEARTBEAT_SECONDS if every_s is None else every_s
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(every_s):
+                self.heartbeat_launching()
+
+        thread = threading.Thread(target=beat, name="launching-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def heartbeat_terminating(self) -> None:
         if self.terminating_hook and self.group:

@@ -36,8 +36,8 @@ def iam():
 
 
 def _policy(built, role_name):
-    role = built.one("aws:iam/role:Role", role_name)
-    return json.loads(role.inputs["inlinePolicies"][0]["policy"])
+    policy = built.one("aws:iam/rolePolicy:RolePolicy", role_name.removesuffix("-role") + "-policy")
+    return json.loads(policy.inputs["policy"])
 
 
 def test_lambda_is_arm64_python312_with_packaged_code(keyed):

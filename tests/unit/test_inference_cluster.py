@@ -241,7 +241,7 @@ def _metrics_by_id(policy) -> dict:
 
 def test_target_tracking_divides_backlog_by_in_service_instances(mixed):
     policy = mixed.one(POLICY, "cluster-spot-backlog-target")
-    assert policy.inputs["autoscalingGroupName"] == "cluster-spot"
+    assert policy.inputs["autoscalingGroupName"] == "genai-dev-spot"
     assert policy.inputs["targetTrackingConfiguration"]["targetValue"] == 10.0  # 30 s / 3 s
     metrics = _metrics_by_id(policy)
     returned = [m for m in metrics.values() if m.get("returnData")]
@@ -255,7 +255,7 @@ def test_target_tracking_divides_backlog_by_in_service_instances(mixed):
         metric = metrics[ref]["metricStat"]["metric"]
         assert (metric["namespace"], metric["metricName"]) == ("AWS/AutoScaling", "GroupInServiceInstances")
         groups.add(metric["dimensions"][0]["value"])
-    assert groups == {"cluster-spot", "cluster-ondemand"}
+    assert groups == {"genai-dev-spot", "genai-dev-ondemand"}
 
 
 def test_step_policy_takes_the_spot_group_from_zero(mixed, spot_only):
@@ -273,7 +273,7 @@ def test_gpu_utilisation_target_only_when_configured(mixed, spot_only):
     spec = mixed.one(POLICY, "cluster-spot-utilization-target").inputs["targetTrackingConfiguration"]
     metric = spec["customizedMetricSpecification"]
     assert (metric["namespace"], metric["metricName"]) == ("CWAgent", "nvidia_smi_utilization_gpu")
-    assert metric["metricDimensions"] == [{"name": "AutoScalingGroupName", "value": "cluster-spot"}]
+    assert metric["metricDimensions"] == [{"name": "AutoScalingGroupName", "value": "genai-dev-spot"}]
     assert spec["targetValue"] == 70
     assert "cluster-spot-utilization-target" not in {p.name for p in spot_only.of_type(POLICY)}
 
@@ -315,7 +315,7 @@ def test_pinned_ami_skips_the_lookup():
 
 def test_outputs_consumers_need(mixed):
     out = mixed.outputs
-    assert out["group_names"] == ["cluster-spot", "cluster-ondemand"]
+    assert out["group_names"] == ["genai-dev-spot", "genai-dev-ondemand"]
     assert out["role_arn"] == f"arn:aws:iam::{ACCT}:role/cluster-role"
     assert out["security_group_id"].startswith("sg-") and out["ami_id"] == MOCK_AMI_ID
     component = mixed.one("genai:cluster:InferenceCluster")

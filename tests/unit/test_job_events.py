@@ -31,8 +31,8 @@ def sqs():
 
 
 def _policy(built, suffix):
-    role = built.one("aws:iam/role:Role", f"events-{suffix}-role").inputs
-    return {st["Sid"]: st for st in json.loads(role["inlinePolicies"][0]["policy"])["Statement"]}
+    policy = built.one("aws:iam/rolePolicy:RolePolicy", f"events-{suffix}-policy").inputs
+    return {st["Sid"]: st for st in json.loads(policy["policy"])["Statement"]}
 
 
 def test_every_function_runs_the_runtime_handler(sqs):

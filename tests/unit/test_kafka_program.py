@@ -56,7 +56,8 @@ def _grants(document: dict) -> set[tuple[str, str]]:
 
 
 def _role_policy(result, role: str) -> dict:
-    return json.loads(result.recording.one("aws:iam/role:Role", role).inputs["inlinePolicies"][0]["policy"])
+    policy = result.recording.one("aws:iam/rolePolicy:RolePolicy", role.removesuffix("-role") + "-policy")
+    return json.loads(policy.inputs["policy"])
 
 
 def _worker_policy(result) -> dict:

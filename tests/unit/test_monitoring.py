@@ -147,7 +147,8 @@ def test_dashboard_shows_backlog_per_instance_and_group_sizes(alarmed):
 def test_alarms_and_encrypted_topic_when_enabled(alarmed):
     names = {a.name for a in alarmed.of_type(ALARM)}
     assert names == {f"monitoring-{s}" for s in
-                     ("dlq-not-empty", "oldest-message", "job-error-rate", "api-5xx", "no-capacity")}
+                     ("jobs-dead-lettered", "dlq-backed-up", "oldest-message", "job-error-rate", "api-5xx",
+                      "no-capacity")}
     topic = alarmed.one("aws:sns/topic:Topic")
     key = alarmed.one("aws:kms/key:Key")
     assert topic.inputs["kmsMasterKeyId"] == key.outputs["arn"]
@@ -169,9 +170,26 @@ def test_alarm_queries_return_exactly_one_series(alarmed):
             assert [q.get("returnData") for q in queries].count(True) == 1, alarm.name
 
 
-def test_dlq_and_capacity_alarms_watch_the_right_things(alarmed):
-    dlq = alarmed.one(ALARM, "monitoring-dlq-not-empty").inputs
-    assert dlq["dimensions"] == {"QueueName": "genai-dev-jobs-dlq"} and dlq["threshold"] == 1
+def test_dlq_alarms_watch_what_the_dead_letters_function_does_not_remove(alarmed):
+    """The dead-letters function deletes every message it reconciles, so the DLQ is empty within seconds:
+    an alarm on visible messages would never fire. One alarm counts the dead letters the function received
+    (each is a job failed every attempt), the other fires when dead letters stay for 15 minutes (the
+    function is failing, so their jobs are not final)."""
+    received = alarmed.one(ALARM, "monitoring-jobs-dead-lettered").inputs
+    assert (received["namespace"], received["metricName"], received["statistic"]) == (
+        "AWS/SQS", "NumberOfMessagesReceived", "Sum")
+    assert received["dimensions"] == {"QueueName": "genai-dev-jobs-dlq"} and received["threshold"] == 1
+    held = alarmed.one(ALARM, "monitoring-dlq-backed-up").inputs
+    metrics = {q["metric"]["metricName"]: q["metric"]["dimensions"] for q in held["metricQueries"] if "metric" in q}
+    dlq = {"QueueName": "genai-dev-jobs-dlq"}
+    assert metrics == {"ApproximateNumberOfMessagesVisible": dlq, "ApproximateNumberOfMessagesNotVisible": dlq}
+    assert held["evaluationPeriods"] == held["datapointsToAlarm"] == 3 and held["threshold"] == 1
+    visible_only = [a.name for a in alarmed.of_type(ALARM) if a.inputs.get("dimensions") == dlq
+                    and a.inputs.get("metricName") == "ApproximateNumberOfMessagesVisible"]
+    assert visible_only == []
+
+
+def test_capacity_and_api_alarms_watch_the_right_things(alarmed):
     starved = alarmed.one(ALARM, "monitoring-no-capacity").inputs
     groups = {q["metric"]["dimensions"]["AutoScalingGroupName"] for q in starved["metricQueries"]
               if q.get("metric", {}).get("metricName") == "GroupInServiceInstances"}

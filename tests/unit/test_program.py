@@ -44,7 +44,7 @@ def test_components_are_wired_to_each_other():
     """Cross-component references in __main__.py point at the right resources."""
     rec = run_stack("prod")
     dlq = rec.one("aws:sqs/queue:Queue", "queue-dlq")
-    alarm = rec.one("aws:cloudwatch/metricAlarm:MetricAlarm", "monitoring-dlq-not-empty")
+    alarm = rec.one("aws:cloudwatch/metricAlarm:MetricAlarm", "monitoring-jobs-dead-lettered")
     assert alarm.inputs["dimensions"] == {"QueueName": dlq.outputs["name"]}
     assert rec.exports["deadLetterQueueUrl"] == dlq.outputs["url"]
     assert rec.exports["apiUrl"].startswith("https://") and rec.exports["onDemandGroupName"]

@@ -31,9 +31,8 @@ def test_each_group_has_its_queue_and_the_api_routes_to_them(rec):
     assert json.loads(env["GENAI_MODEL_GROUPS"]) == [[g, ms] for g, ms in GROUPS.items()]
     for g, q in queues.items():  # the handler derives a group's URL from the main queue's
         assert q.outputs["url"] == f"{env['GENAI_QUEUE_URL']}-{g}" == f"{main.outputs['url']}-{g}"
-    role = rec.one("aws:iam/role:Role", "api-handler-role")
-    (send,) = [st for p in role.inputs["inlinePolicies"] for st in json.loads(p["policy"])["Statement"]
-               if st["Sid"] == "Queue"]
+    policy = rec.one("aws:iam/rolePolicy:RolePolicy", "api-handler-policy")
+    (send,) = [st for st in json.loads(policy.inputs["policy"])["Statement"] if st["Sid"] == "Queue"]
     assert send["Resource"] == [main.outputs["arn"], *(q.outputs["arn"] for q in queues.values())]
 
 
