@@ -50,8 +50,8 @@ from pulumi_policy import (
 )
 
 from components import config as fleet_config
-from components.scaling_plan import DRAIN_MARGIN_SECONDS
 from components.request_queue import kafka_topic_specs
+from components.scaling_plan import DRAIN_MARGIN_SECONDS
 from fleetdev.pulumi_mocks import (
     MockAccount,
     ProgramError,
