@@ -48,6 +48,7 @@ from pulumi_policy import (
 )
 
 from components import config as fleet_config
+from components.config_settings import NAMESPACE
 from fleetdev.pulumi_mocks import (
     MockAccount,
     ProgramError,
@@ -94,7 +95,7 @@ class PreviewResult:
 def stack_policy_config(stack: str, overrides: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Policy config derived from the stack's settings (what ``--emit-policy-config`` writes)."""
     flat, region = stack_config(stack, dict(overrides or {}))
-    prefix = f"{fleet_config.NAMESPACE}:"
+    prefix = f"{NAMESPACE}:"
     values = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
     cfg = fleet_config.load(values, stack, region)
     return {

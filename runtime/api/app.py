@@ -323,7 +323,8 @@ class ApiApp:
         principal, record = self._owned(req, job_id)
         self._rate_limit(principal)
         # Only a conditional write changes the job, so of racing cancels one makes the change. Its 'completed'
-        # webhook comes from the table's stream, once per transition (runtime.webhook_dispatch), never from here.
+        # webhook comes from the table's stream, once per transition (runtime/functions/webhook_dispatch.py),
+        # never from here.
         updated, changed = self.store.cancel(job_id)
         if changed:
             log.info("job %s: cancel %s", job_id, "applied" if updated["status"] == CANCELED else "requested")

@@ -14,9 +14,9 @@ from fleetdev.local.webhook_dispatcher import LocalWebhookDispatcher
 from fleetdev.local_server import LocalApiServer
 from runtime.api.auth import generate_key
 from runtime.api.handler import ApiConfig, build_app
+from runtime.functions.webhooks import WebhookSender, verify_signature
 from runtime.jobs.store import JobStore
 from runtime.queues import QueueMessage
-from runtime.webhooks import WebhookSender, verify_signature
 from tests.atomic_ddb import AtomicCalls
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,9 @@ import re
 import pulumi
 import pytest
 
-from components import cluster_scaling, user_data
-from components.inference_cluster import InferenceCluster, InferenceClusterArgs, on_demand_percentage
+from components import scaling_plan, user_data
+from components.inference_cluster import InferenceCluster, InferenceClusterArgs
+from components.scaling_plan import on_demand_percentage
 from fleetdev.pulumi_mocks import MOCK_AMI_ID
 from runtime import agent_config
 from tests.unit.component_harness import Built, build, fleet, kafka_endpoint, sqs_endpoint
@@ -127,8 +128,8 @@ def test_user_data_only_writes_agent_config_and_starts_it(mixed):
     assert parsed.outputs.cdn_base_url == "https://d111111abcdef8.cloudfront.net"
     assert parsed.model_cache.store_bucket == "genai-dev-models-x1"
     assert parsed.model_cache.cache_dir == user_data.NVME_CACHE_DIR
-    assert parsed.lifecycle.launching_hook == cluster_scaling.LAUNCHING_HOOK
-    assert parsed.lifecycle.terminating_hook == cluster_scaling.TERMINATING_HOOK
+    assert parsed.lifecycle.launching_hook == scaling_plan.LAUNCHING_HOOK
+    assert parsed.lifecycle.terminating_hook == scaling_plan.TERMINATING_HOOK
     assert parsed.hot_models == ("sdxl/base-1.0", "flux/schnell")
     # EMF records go to the log group the monitoring component creates (and the role may write to).
     assert parsed.metrics_log_group == "/genai-fleet/dev/metrics"
@@ -186,11 +187,11 @@ def test_both_lifecycle_hooks_on_every_group(mixed):
         launching = hooks["autoscaling:EC2_INSTANCE_LAUNCHING"]
         terminating = hooks["autoscaling:EC2_INSTANCE_TERMINATING"]
         assert launching["defaultResult"] == "ABANDON"
-        assert launching["heartbeatTimeout"] >= cluster_scaling.BOOT_SECONDS + 2 * 60  # boot + two hot models
+        assert launching["heartbeatTimeout"] >= scaling_plan.BOOT_SECONDS + 2 * 60  # boot + two hot models
         assert terminating["defaultResult"] == "CONTINUE"
         assert terminating["heartbeatTimeout"] >= 600 + 60  # maxJobSeconds + margin
-        assert {launching["name"], terminating["name"]} == {cluster_scaling.LAUNCHING_HOOK,
-                                                            cluster_scaling.TERMINATING_HOOK}
+        assert {launching["name"], terminating["name"]} == {scaling_plan.LAUNCHING_HOOK,
+                                                            scaling_plan.TERMINATING_HOOK}
 
 
 # --- scaling ---------------------------------------------------------------------------------------
@@ -302,8 +303,8 @@ def test_agent_config_is_validated_by_the_agents_parser():
 
 def test_heartbeats_stay_within_auto_scaling_limits():
     cfg = fleet(maxJobSeconds=3600, hotModels=json.dumps([f"m{i}" for i in range(60)]))
-    assert cluster_scaling.terminating_heartbeat(cfg.queue) == 3600 + cluster_scaling.DRAIN_MARGIN_SECONDS
-    assert cluster_scaling.launching_heartbeat(cfg.cluster) == cluster_scaling.MAX_HEARTBEAT_SECONDS
+    assert scaling_plan.terminating_heartbeat(cfg.queue) == 3600 + scaling_plan.DRAIN_MARGIN_SECONDS
+    assert scaling_plan.launching_heartbeat(cfg.cluster) == scaling_plan.MAX_HEARTBEAT_SECONDS
 
 
 @pytest.mark.parametrize(("share", "pct"), [(1.0, 0), (0.0, 100), (0.7, 30), (0.333, 67)])

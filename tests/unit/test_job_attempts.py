@@ -1,13 +1,13 @@
 """Attempts, leases and fencing on the job record (runtime.jobs.attempts) and the reconcilers
-(runtime.reconciler) against moto's DynamoDB: counted at pick-up, fenced final writes, hand-backs that
+(runtime.functions.reconciler) against moto's DynamoDB: counted at pick-up, fenced final writes, hand-backs that
 give their count back, dead letters and expired leases that always end final."""
 
 from __future__ import annotations
 
+from runtime.functions.reconciler import reconcile_dead_letter, sweep
 from runtime.jobs.attempts import CANCELED_NOW, EXHAUSTED, FINAL_ALREADY, STARTED
 from runtime.jobs.store import FAILED, QUEUED, RUNNING, SUCCEEDED
 from runtime.queues.base import QueueMessage
-from runtime.reconciler import reconcile_dead_letter, sweep
 from tests.unit.job_store_fixtures import OUT, SPEC, new_job
 
 

@@ -4,9 +4,9 @@ sweeper give those counts back, and still count the attempt that died running.""
 
 from __future__ import annotations
 
+from runtime.functions.reconciler import sweep
 from runtime.jobs.attempts import EXHAUSTED, RUN_FINISHED, RUN_PENDING, STARTED
 from runtime.jobs.store import FAILED, QUEUED, RUNNING
-from runtime.reconciler import sweep
 from tests.unit.job_store_fixtures import OUT, new_job
 
 

@@ -279,3 +279,23 @@ def test_the_graph_sees_private_names_and_private_modules(tmp_path):
                     "runtime/config.py:2: imports the private name runtime.rules._check",
                     "runtime/uses.py:3: uses the private name runtime.rules._LIMIT",
                     "runtime/uses.py:3: uses the private name runtime.rules._LIMIT"]
+
+
+def test_the_stack_functions_live_in_one_package_that_never_reaches_the_worker():
+    """Dead letters, sweeper, webhook stream and sender, Kafka topics and lag: runtime/functions, whose boto3
+    clients come from runtime/aws_clients.py; nothing it imports, directly or not, is the worker agent's."""
+    graph = _import_graph()
+    functions = {m for m in graph if m.startswith("runtime.functions.")}
+    assert {m.rpartition(".")[2] for m in functions} >= {
+        "reconciler", "webhook_dispatch", "webhook_events", "webhooks", "kafka_topics", "kafka_lag"}
+    seen, todo = set(), sorted(functions)
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(e.imported for e in graph[module].edges if e.imported in graph)
+    assert sorted(filter(_in_worker, seen)) == []
+    assert "runtime.aws_clients" in seen
+    loose = {"runtime.reconciler", "runtime.webhooks", "runtime.webhook_dispatch", "runtime.webhook_events",
+             "runtime.queues.kafka_topics"}
+    assert loose & set(graph) == set()

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.functions import environment
 from runtime.jobs.attempts import attempt_history
 from runtime.jobs.store import FINAL, JobStore
 from runtime.queues.base import MessageFormatError, QueueMessage
@@ -72,12 +73,7 @@ def sweep(store: JobStore, max_attempts: int, stale_after_s: float, now: float |
 
 
 def _store() -> JobStore:
-    from runtime.worker.aws import client
-
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    endpoint = os.environ.get("GENAI_AWS_ENDPOINT_URL")
-    endpoints = {"dynamodb": endpoint} if endpoint else {}
-    return JobStore(os.environ["GENAI_JOB_TABLE"], client("dynamodb", region, endpoints, profile="function"))
+    return JobStore(os.environ["GENAI_JOB_TABLE"], environment.client("dynamodb"))
 
 
 _cached: dict[str, Any] = {}
