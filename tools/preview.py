@@ -59,7 +59,7 @@ from fleetdev.pulumi_mocks import (
 )
 from genai_policies import POLICIES
 from genai_policies.cost import BUDGET_SCHEMA
-from genai_policies.pricing import Estimate, estimate
+from genai_policies.estimate import Estimate, estimate
 
 ROOT = Path(__file__).resolve().parent.parent
 
