@@ -60,11 +60,11 @@ def reconcile_dead_letter(store: JobStore, body: str, receive_count: int | None 
 
 def sweep(store: JobStore, max_attempts: int, stale_after_s: float, now: float | None = None) -> SweepReport:
     """Reconcile every lease that ran out before ``now - stale_after_s``."""
-    cutoff = (store._clock() if now is None else now) - stale_after_s
+    cutoff = (store.attempts.clock() if now is None else now) - stale_after_s
     requeued = failed = 0
-    records = store.expired_leases(cutoff)
+    records = store.attempts.expired_leases(cutoff)
     for record in records:
-        outcome = store.expire_lease(record, cutoff, max_attempts)
+        outcome = store.attempts.expire_lease(record, cutoff, max_attempts)
         requeued += outcome == "queued"
         failed += outcome == "failed"
         if outcome:

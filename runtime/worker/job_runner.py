@@ -74,8 +74,8 @@ class JobRunner:
         lease_s = self.cfg.queue.visibility_timeout_seconds
         t = time.monotonic()
         try:
-            attempt = agent.store.start_attempt(job_id, agent.worker_id, self.cfg.queue.max_receive_count, lease_s,
-                                                track_run=track_run)
+            attempt = agent.store.attempts.start_attempt(job_id, agent.worker_id, self.cfg.queue.max_receive_count,
+                                                         lease_s, track_run=track_run)
         except JobNotFoundError:
             log.error("job %s has no record; dropping its message", job_id)
             self._ack(received)
@@ -215,7 +215,7 @@ class JobRunner:
             if job.reason == "lost-lease":
                 return self._fenced_out(job)
             self.discard(job)  # drain or stop: another worker redoes the whole job
-            agent.store.release_attempt(ctx.job_id, lease)
+            agent.store.attempts.release_attempt(ctx.job_id, lease)
             self.release(job.received, 0, job.reason)
             agent.metrics.count(m.JOBS_HANDED_BACK, job_id=ctx.job_id, reason=job.reason)
             return "handed-back"
@@ -231,7 +231,7 @@ class JobRunner:
         if disposition.cause == PERMANENT:
             return self.give_up(job, disposition.code, str(exc), timings)
         if disposition.cause == INFRASTRUCTURE:
-            agent.store.release_attempt(ctx.job_id, lease)
+            agent.store.attempts.release_attempt(ctx.job_id, lease)
             self.release(job.received, agent.infrastructure_trouble(), "infrastructure")
             return "deferred"
         return self._retry_or_fail(job, disposition, error, timings)
@@ -243,7 +243,7 @@ class JobRunner:
             agent.store.record_attempt_error(ctx.job_id, job.attempt.number, entry)
             record = agent.store.get(ctx.job_id) or {}
             return self.give_up(job, "attempts-exhausted", f"{error} ({attempt_history(record)})", timings)
-        if not agent.store.fail_attempt(ctx.job_id, job.attempt.lease, job.attempt.number, entry):
+        if not agent.store.attempts.fail_attempt(ctx.job_id, job.attempt.lease, job.attempt.number, entry):
             return self._fenced_out(job)
         self.release(job.received, self.cfg.retry_delay_seconds, "retry")
         return "retrying"

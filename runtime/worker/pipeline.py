@@ -70,7 +70,7 @@ class Pipeline:
                                      budget=budget)
         self.settler = Settler()
         self.track_run = cfg.claim_ahead or cfg.overlap_settle  # the worker holds attempts that are not running
-        self.marks = RunMarks(agent.store) if self.track_run else None
+        self.marks = RunMarks(agent.store.attempts) if self.track_run else None
         self.run_ewma_s: float | None = None
         self.claim_ewma_s = MIN_LEAD_S
         self.claim_dev_s = 0.0  # mean absolute deviation of the claim latency
