@@ -32,7 +32,8 @@ from typing import Any
 from components import config as fleet_config
 from components.config_settings import NAMESPACE, ami_parameter_name
 from components.naming import api_keys_prefix, webhook_secret_parameter
-from tools.ami_build import FLAVORS, AmiBuildError, check_image
+from tools.ami_build import FLAVORS, check_image
+from tools.packer_output import AmiBuildError
 
 ROOT = Path(__file__).resolve().parent.parent
 
