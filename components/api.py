@@ -1,11 +1,12 @@
 """Job API: API Gateway HTTP API -> Lambda (arm64, python3.12) running ``runtime.api.handler``.
 
-Packaging reads files only (no pip, no network during preview): the Lambda code is an ``AssetArchive`` of
-the runtime modules the API imports plus ``.build/lambda/api``, the pinned dependencies of
-``runtime/api/lambda-requirements.txt`` built for arm64 / python3.12 by ``make lambda-deps`` (part of
-``make install``; see ``components/lambda_package.py``). With ``queueKind: kafka`` the function runs in the
-private subnets with the Kafka client security group and a layer made of ``.build/lambda/kafka-layer``
-(confluent-kafka and the MSK IAM signer, same step), or of ``ApiArgs.kafka_layer_dir``.
+Packaging reads files only (no pip, no network during preview): the Lambda code is an ``AssetArchive``
+(``lambda_package.api_code_archive``) of the runtime modules the API imports plus ``.build/lambda/api``, the
+pinned dependencies of ``runtime/api/lambda-requirements.txt`` built for arm64 / python3.12 by
+``make lambda-deps`` (part of ``make install``; see ``components/lambda_package.py``). With
+``queueKind: kafka`` the function runs in the private subnets with the Kafka client security group and a
+layer made of ``.build/lambda/kafka-layer`` (confluent-kafka and the MSK IAM signer, same step), or of
+``ApiArgs.kafka_layer_dir``.
 
 Both functions get reserved concurrency (``components/capacity.py``): the handler what rate, burst and
 ``apiMaxWaitSeconds`` can hold at once, the authorizer the burst, so neither starves the other.

@@ -1,4 +1,9 @@
-"""Where the job API's Lambda dependencies are built, and the check that they match their requirements.
+"""The job API's Lambda package: its code archive, where its dependencies are built, and the check that
+they match their requirements.
+
+``api_code_archive()`` is the runtime code of ``RUNTIME_FILES`` / ``RUNTIME_PACKAGES`` plus the built
+dependencies, file by file; the job API (components/api.py) and the job-events functions
+(components/job_events.py, handlers in ``runtime/functions``) run from it.
 
 ``make lambda-deps`` (part of ``make install``; ``tools/build_lambda.py``) installs each pinned requirements
 file with ``pip install --target <dir> --platform manylinux2014_aarch64 --only-binary=:all:
