@@ -1,11 +1,12 @@
 """Job API: API Gateway HTTP API -> Lambda (arm64, python3.12) running ``runtime.api.handler``.
 
-Packaging reads files only (no pip, no network during preview): the Lambda code is an ``AssetArchive`` of
-the runtime modules the API imports plus ``.build/lambda/api``, the pinned dependencies of
-``runtime/api/lambda-requirements.txt`` built for arm64 / python3.12 by ``make lambda-deps`` (part of
-``make install``; see ``components/lambda_package.py``). With ``queueKind: kafka`` the function runs in the
-private subnets with the Kafka client security group and a layer made of ``.build/lambda/kafka-layer``
-(confluent-kafka and the MSK IAM signer, same step), or of ``ApiArgs.kafka_layer_dir``.
+Packaging reads files only (no pip, no network during preview): the Lambda code is an ``AssetArchive``
+(``lambda_package.api_code_archive``) of the runtime modules the API imports plus ``.build/lambda/api``, the
+pinned dependencies of ``runtime/api/lambda-requirements.txt`` built for arm64 / python3.12 by
+``make lambda-deps`` (part of ``make install``; see ``components/lambda_package.py``). With
+``queueKind: kafka`` the function runs in the private subnets with the Kafka client security group and a
+layer made of ``.build/lambda/kafka-layer`` (confluent-kafka and the MSK IAM signer, same step), or of
+``ApiArgs.kafka_layer_dir``.
 
 Both functions get reserved concurrency (``components/capacity.py``): the handler what rate, burst and
 ``apiMaxWaitSeconds`` can hold at once, the authorizer the burst, so neither starves the other.
@@ -22,24 +23,17 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
 
 from components import lambda_package, naming
 from components.config import ApiSettings, StackIdentity, StorageSettings
+from components.function_policy import policy_json
 from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint
 from runtime.api.environment import ApiConfig, AuthorizerConfig
 from runtime.queue_names import KAFKA_TOPIC
 
-ROOT = Path(__file__).resolve().parent.parent
-RUNTIME_PACKAGES = ("runtime/api", "runtime/jobs", "runtime/queues", "runtime/model_store")
-RUNTIME_FILES = ("runtime/__init__.py", "runtime/queue_names.py", "runtime/model_ids.py", "runtime/aws_clients.py",
-                 "runtime/net_safety.py", "runtime/instance_contract.py", "runtime/webhooks.py",
-                 "runtime/webhook_events.py",
-                 "runtime/webhook_dispatch.py", "runtime/reconciler.py", "runtime/worker/__init__.py",
-                 "runtime/worker/aws.py")  # the job-events functions (components/job_events.py) share this code
 PUBLIC_ROUTES = ("GET /v1/health",)
 AUTH_ROUTES = ("POST /v1/jobs", "GET /v1/jobs/{id}", "POST /v1/jobs/{id}/cancel", "GET /v1/models",
                "GET /v1/openapi.json", "$default")
@@ -105,7 +99,7 @@ class Api(pulumi.ComponentResource):
         self._account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
         self._param_arn = self._account.apply(
             lambda acct: f"arn:aws:ssm:{stack.region}:{acct}:parameter{self.api_keys_prefix}/*")
-        code = _code_archive()
+        code = lambda_package.api_code_archive()
         handler_fn, handler_log = self._create_function(
             "handler", "runtime.api.handler.lambda_handler", code, self._handler_statements(), 512,
             self._environment(), kafka=isinstance(args.queue, KafkaEndpoint), reserved=settings.reserved_handler)
@@ -191,7 +185,7 @@ class Api(pulumi.ComponentResource):
             opts=self._opts())
         # The function waits for every permission its role gets, so its first invocation has them all.
         grants: list[pulumi.Resource] = [aws.iam.RolePolicy(
-            f"{name}-policy", role=role.id, name="least-privilege", policy=_policy_json(statements), opts=self._opts())]
+            f"{name}-policy", role=role.id, name="least-privilege", policy=policy_json(statements), opts=self._opts())]
         extra: dict = {}
         queue = self._args.queue
         if kafka and isinstance(queue, KafkaEndpoint):
@@ -200,7 +194,7 @@ class Api(pulumi.ComponentResource):
             layer = aws.lambda_.LayerVersion(
                 f"{name}-kafka-layer", layer_name=f"{prefix}-api-kafka",
                 code=(pulumi.FileArchive(self._args.kafka_layer_dir) if self._args.kafka_layer_dir
-                      else _files_archive(lambda_package.KAFKA_LAYER.require())),
+                      else lambda_package.files_archive(lambda_package.KAFKA_LAYER.require())),
                 compatible_runtimes=["python3.12"], compatible_architectures=["arm64"], opts=self._opts())
             extra = {"layers": [layer.arn], "vpc_config": {
                 "subnet_ids": queue.subnet_ids, "security_group_ids": [queue.client_security_group_id]}}
@@ -254,32 +248,3 @@ class Api(pulumi.ComponentResource):
                                     "throttling_burst_limit": a.api.burst_limit},
             access_log_settings={"destination_arn": logs.arn, "format": ACCESS_LOG_FORMAT}, opts=self._opts())
         return logs
-
-
-def _policy_json(statements: list[dict[str, pulumi.Input]]) -> pulumi.Output[str]:
-    def render(resolved: list[list[str]]) -> str:
-        out = []
-        for st, resources in zip(statements, resolved, strict=True):
-            out.append({"Sid": st["sid"], "Effect": "Allow", "Action": sorted(st["actions"]),
-                        "Resource": resources[0] if len(resources) == 1 else resources})
-        return json.dumps({"Version": "2012-10-17", "Statement": out})
-
-    return pulumi.Output.all(*[pulumi.Output.all(*st["resources"]) for st in statements]).apply(render)
-
-
-def _code_archive() -> pulumi.AssetArchive:
-    """The API's runtime modules plus the built dependencies, file by file (no caches, deterministic)."""
-    assets: dict[str, pulumi.Asset | pulumi.Archive] = {}
-    for rel in RUNTIME_FILES:
-        assets[rel] = pulumi.FileAsset(str(ROOT / rel))
-    for package in RUNTIME_PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            assets[str(path.relative_to(ROOT))] = pulumi.FileAsset(str(path))
-    for rel, path in lambda_package.archive_files(lambda_package.API_DEPS.require()):
-        assets.setdefault(rel, pulumi.FileAsset(str(path)))
-    return pulumi.AssetArchive(assets)
-
-
-def _files_archive(directory: Path) -> pulumi.AssetArchive:
-    return pulumi.AssetArchive({rel: pulumi.FileAsset(str(path))
-                                for rel, path in lambda_package.archive_files(directory)})

@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-NAMESPACE = "genai-fleet"
+from components.config_settings import NAMESPACE
+
 UNRESERVED_MINIMUM = 100  # Lambda refuses reservations that leave fewer unreserved executions
 QUOTA_CODE = "L-B99A9384"  # Service Quotas: AWS Lambda "Concurrent executions"
 

@@ -22,21 +22,13 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.scaling_plan import (  # noqa: F401 - re-exported for callers of this module
-    BOOT_SECONDS,
-    DRAIN_MARGIN_SECONDS,
+from components.scaling_plan import (
     FROM_ZERO_EVALUATION_PERIODS,
     FROM_ZERO_STEP,
     LAUNCHING_HOOK,
-    MAX_HEARTBEAT_SECONDS,
     METRIC_PERIOD,
-    PRELOAD_SECONDS_PER_MODEL,
     TERMINATING_HOOK,
     FleetPlan,
-    fleet_plan,
-    launching_heartbeat,
-    scale_from_zero_threshold,
-    terminating_heartbeat,
 )
 
 ENABLED_METRICS = ("GroupMinSize", "GroupMaxSize", "GroupDesiredCapacity", "GroupInServiceInstances",

@@ -15,33 +15,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from components import capacity
-from components.config_rules import (  # noqa: F401 - _allowed: tools/config_docs.py
-    MAX_MODEL_GROUPS,
-    _allowed,
-    _check_backends,
-    _check_egress,
-    _check_instance_types,
-    _check_job_times,
-    _check_misc,
-    _check_model_groups,
-    _check_sizes,
-    _read_all,
-)
-from components.config_settings import (  # noqa: F401 - re-exported: callers import them from here
-    _ENV_NAME,
-    _REGION,
+from components.config_rules import RULES, read_values
+from components.config_settings import (
     DEFAULT_BACKEND,
     DEFAULT_INSTANCE_TYPES,
-    FLAVOR_BACKENDS,
-    FLAVOR_FAMILIES,
-    LOG_RETENTION_DAYS,
+    ENV_NAME_PATTERN,
     NAMESPACE,
+    REGION_PATTERN,
     SETTINGS,
     SETTINGS_BY_KEY,
-    ConfigError,
-    Setting,
     ami_parameter_name,
 )
+
+
+class ConfigError(ValueError):
+    """One or more stack settings are invalid; ``problems`` holds one message per bad value."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid stack configuration:\n  - " + "\n  - ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -223,9 +215,9 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
     problems: list[str] = []
     if region is None or region == "":
         region = "us-east-1"
-    if not _REGION.match(region):
+    if not REGION_PATTERN.match(region):
         problems.append(f"aws:region = {region!r}: must be an AWS region name like us-east-1")
-    v = _read_all(values, problems)
+    v = read_values(values, problems)
     v["_invalid"] = {s.key for s in SETTINGS if values.get(s.key) is not None and v[s.key] is None}
     flavor = v["amiFlavor"]
     if flavor is not None:
@@ -234,11 +226,10 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
         if v["backend"] is None and "backend" not in v["_invalid"]:
             v["backend"] = DEFAULT_BACKEND[flavor]
     environment = v["environment"] or stack
-    if v["environment"] is None and "environment" not in v["_invalid"] and not _ENV_NAME.match(stack):
+    if v["environment"] is None and "environment" not in v["_invalid"] and not ENV_NAME_PATTERN.match(stack):
         problems.append(f"stack name {stack!r} cannot be the environment name: set {NAMESPACE}:environment "
                         f"(2-16 characters: lowercase letters, digits, '-', starting with a letter)")
-    for check in (_check_instance_types, _check_backends, _check_sizes, _check_job_times, _check_misc,
-                  _check_egress, _check_model_groups, capacity.check):
+    for check in (*RULES, capacity.check):
         problems.extend(check(v))
     if problems:
         raise ConfigError(problems)

@@ -1,7 +1,8 @@
 """Validation of raw stack settings: type coercion against ``SETTINGS`` and the cross-setting rules.
 
 Each problem is one message naming the key, the value given and what is allowed; ``components.config.load``
-collects them all before raising one ``ConfigError``.
+reads the values (``read_values``), runs every rule of ``RULES`` and collects all problems before raising
+one ``ConfigError``. ``allowed_values`` says what a setting accepts (also in the README's reference).
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from components.config_settings import (
-    _INSTANCE_TYPE,
-    _MODEL_ID,
     FLAVOR_BACKENDS,
     FLAVOR_FAMILIES,
+    INSTANCE_TYPE_PATTERN,
     NAMESPACE,
     REMOVED,
     REPLACED,
@@ -23,9 +23,11 @@ from components.config_settings import (
     SETTINGS_BY_KEY,
     Setting,
 )
+from runtime.model_ids import MODEL_ID
 
 
-def _allowed(setting: Setting) -> str:
+def allowed_values(setting: Setting) -> str:
+    """What a setting accepts, in words (error messages and the README's configuration reference)."""
     if setting.choices is not None:
         return "one of " + ", ".join(str(c) for c in setting.choices)
     if setting.pattern is not None:
@@ -43,7 +45,7 @@ def _allowed(setting: Setting) -> str:
 
 def _bad(setting: Setting, value: Any, rule: str | None = None) -> str:
     shown = value if isinstance(value, str) and value and value.strip() == value else json.dumps(value)
-    return f"{setting.full_key} = {shown}: must be {rule or _allowed(setting)}"
+    return f"{setting.full_key} = {shown}: must be {rule or allowed_values(setting)}"
 
 
 def _parse_str(value: Any) -> str:
@@ -96,7 +98,7 @@ def _coerce(setting: Setting, value: Any, problems: list[str]) -> Any:
     try:
         out = _PARSERS[setting.kind](value)
     except (ValueError, TypeError):  # JSONDecodeError is a ValueError
-        expected = {"list": "a list of strings, e.g. [\"a\", \"b\"]"}.get(setting.kind, _allowed(setting))
+        expected = {"list": "a list of strings, e.g. [\"a\", \"b\"]"}.get(setting.kind, allowed_values(setting))
         problems.append(_bad(setting, value, expected))
         return None
     out_of_range = (setting.minimum is not None and out < setting.minimum) or (
@@ -108,7 +110,8 @@ def _coerce(setting: Setting, value: Any, problems: list[str]) -> Any:
     return out
 
 
-def _read_all(values: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+def read_values(values: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """Every setting's typed value (its default when unset, None when invalid); problems appended."""
     unknown = sorted(k for k in values if k not in SETTINGS_BY_KEY)
     for key in unknown:
         if key in REPLACED:
@@ -130,7 +133,7 @@ def _read_all(values: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
     return out
 
 
-Rule = Callable[[dict[str, Any]], "str | None"]
+Rule = Callable[[dict[str, Any]], list[str]]  # the settings read so far -> one message per problem
 
 
 def _check_instance_types(v: dict[str, Any]) -> list[str]:
@@ -142,7 +145,7 @@ def _check_instance_types(v: dict[str, Any]) -> list[str]:
     if not v["instanceTypes"]:
         problems.append(f"{NAMESPACE}:instanceTypes = []: must list at least one instance type")
     for itype in v["instanceTypes"]:
-        m = _INSTANCE_TYPE.match(itype)
+        m = INSTANCE_TYPE_PATTERN.match(itype)
         if not m or m.group(1) not in families:
             problems.append(f"{NAMESPACE}:instanceTypes contains {itype!r}, which does not fit amiFlavor "
                             f"{flavor!r}: use types of the families {', '.join(families)}")
@@ -212,7 +215,7 @@ def _check_model_groups(v: dict[str, Any]) -> list[str]:
         if not models:
             problems.append(f"{key} group {name!r} lists no models: list at least one model id")
         for model in models:
-            if not _MODEL_ID.match(model):
+            if not MODEL_ID.match(model):
                 problems.append(f"{key} group {name!r} contains {model!r}: model ids are lowercase 'name' or "
                                 f"'family/name' of letters, digits, '.', '_' and '-'")
             elif model in seen:
@@ -228,7 +231,7 @@ def _check_model_groups(v: dict[str, Any]) -> list[str]:
 def _check_misc(v: dict[str, Any]) -> list[str]:
     problems = []
     for model in v["hotModels"] or ():
-        if not _MODEL_ID.match(model):
+        if not MODEL_ID.match(model):
             problems.append(f"{NAMESPACE}:hotModels contains {model!r}: model ids are lowercase 'name' or "
                             f"'family/name' of letters, digits, '.', '_' and '-'")
     if v["apiBurstLimit"] is not None and v["apiRateLimit"] is not None and v["apiBurstLimit"] < v["apiRateLimit"]:
@@ -252,3 +255,7 @@ def _check_misc(v: dict[str, Any]) -> list[str]:
             problems.append(f"{NAMESPACE}:{key} is not set: it is required for the {key[0].upper() + key[1:]} "
                             f"tag; run `pulumi config set {key} <value>`")
     return problems
+
+
+RULES: tuple[Rule, ...] = (_check_instance_types, _check_backends, _check_sizes, _check_job_times, _check_misc,
+                           _check_egress, _check_model_groups)  # the cross-setting rules, in message order

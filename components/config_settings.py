@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.backends.base import flavor_backends
-from runtime.model_ids import MODEL_ID
 
 NAMESPACE = "genai-fleet"
 
@@ -42,18 +41,9 @@ REPLACED = {"backends": "backend: each instance runs exactly one backend (the AM
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
                       2557, 2922, 3288, 3653)
 
-_INSTANCE_TYPE = re.compile(r"^([a-z][a-z0-9-]*)\.([0-9a-z]+)$")
-_MODEL_ID = MODEL_ID
-_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
-_ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{1,15}$")
-
-
-class ConfigError(ValueError):
-    """One or more stack settings are invalid; ``problems`` holds one message per bad value."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("invalid stack configuration:\n  - " + "\n  - ".join(problems))
+INSTANCE_TYPE_PATTERN = re.compile(r"^([a-z][a-z0-9-]*)\.([0-9a-z]+)$")
+REGION_PATTERN = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+ENV_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{1,15}$")
 
 
 @dataclass(frozen=True)
@@ -82,7 +72,8 @@ def _s(key, kind, default, help, **rule) -> Setting:  # noqa: A002 - mirrors Set
 # Defaults of None mean "derived" (from the stack name or the flavour) or "off"; see help.
 SETTINGS: tuple[Setting, ...] = (
     _s("environment", "str", None, "Environment name used in tags and resource names; defaults to the stack name.",
-       pattern=_ENV_NAME, pattern_help="2-16 characters: lowercase letters, digits, '-', starting with a letter"),
+       pattern=ENV_NAME_PATTERN,
+       pattern_help="2-16 characters: lowercase letters, digits, '-', starting with a letter"),
     _s("owner", "str", None, "Owner tag (team or person answerable for the stack). Required.",
        pattern=re.compile(r"^\S.{0,127}$"), pattern_help="1-128 characters"),
     _s("costCenter", "str", None, "CostCenter tag used by billing reports. Required.",

@@ -30,13 +30,7 @@ import pulumi_aws as aws
 from components import cluster_iam, cluster_scaling, launch_template, naming, user_data
 from components.config import ClusterSettings, QueueSettings, StackIdentity, Tags
 from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint
-from components.scaling_plan import (  # noqa: F401 - constants re-exported for callers
-    HEALTH_CHECK_GRACE_SECONDS,
-    INSTANCE_WARMUP_SECONDS,
-    GroupPlan,
-    fleet_plan,
-    on_demand_percentage,
-)
+from components.scaling_plan import LAUNCHING_HOOK, TERMINATING_HOOK, GroupPlan, fleet_plan
 from runtime import metric_names
 
 GIB = 1024**3
@@ -147,7 +141,7 @@ class InferenceCluster(pulumi.ComponentResource):
             outputs_bucket=a.outputs_bucket_name, cdn_domain=a.cdn_domain, model_store_bucket=a.model_store_bucket_name)
         agent = values.apply(lambda v: user_data.AgentSettings(
             stack=stack.stack, region=stack.region, queue_kind=settings.kind, backend=cluster.backend,
-            launching_hook=cluster_scaling.LAUNCHING_HOOK, terminating_hook=cluster_scaling.TERMINATING_HOOK,
+            launching_hook=LAUNCHING_HOOK, terminating_hook=TERMINATING_HOOK,
             cache_dir=cache_dir, max_cache_bytes=cache_bytes, max_job_seconds=settings.max_job_seconds,
             max_receive_count=settings.max_receive_count,
             visibility_timeout_seconds=settings.visibility_timeout_seconds, hot_models=cluster.hot_models,

@@ -1,13 +1,13 @@
 """Job events: the functions that make every accepted job end final and tell its webhook, off the workers.
 
-- ``dead-letters``: SQS event source on the jobs DLQ -> ``runtime.reconciler.dead_letter_handler`` marks
+- ``dead-letters``: SQS event source on the jobs DLQ -> ``runtime.functions.reconciler.dead_letter_handler`` marks
   each dead-lettered job failed with its attempt history (queueKind sqs; the Kafka agent fails a job
   before it writes the DLQ topic, and the sweeper covers crashes).
-- ``sweeper``: every ``SWEEP_MINUTES`` -> ``runtime.reconciler.sweep_handler`` requeues or fails jobs whose
+- ``sweeper``: every ``SWEEP_MINUTES`` -> ``runtime.functions.reconciler.sweep_handler`` requeues or fails jobs whose
   worker stopped renewing its lease (sparse index on the job table).
-- ``webhook-stream``: the job table's stream -> ``runtime.webhook_dispatch.stream_handler`` writes one
+- ``webhook-stream``: the job table's stream -> ``runtime.functions.webhook_dispatch.stream_handler`` writes one
   message per webhook (payload captured at the change) to the deliveries queue.
-- ``webhook-sender``: deliveries queue -> ``runtime.webhook_dispatch.sender_handler``: one short try per
+- ``webhook-sender``: deliveries queue -> ``runtime.functions.webhook_dispatch.sender_handler``: one short try per
   message, backoff through the queue, a DLQ after ``WEBHOOK_MAX_RECEIVES`` tries. Each delivery is its
   own message, so a hanging receiver costs one invocation's few seconds and delays nobody else.
 
@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.api import _code_archive, _policy_json
+from components import lambda_package
 from components.config import StackIdentity, StorageSettings
+from components.function_policy import policy_json
 from components.queue_endpoint import QueueEndpoint, SqsEndpoint
 from components.request_queue import DLQ_CONSUMER_TIMEOUT_SECONDS
 
@@ -68,7 +69,7 @@ class JobEvents(pulumi.ComponentResource):
     def __init__(self, name: str, args: JobEventsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("genai:events:JobEvents", name, None, opts)
         self._name, self._args, self._stack = name, args, args.stack
-        self._code = _code_archive()
+        self._code = lambda_package.api_code_archive()
         account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
         self._secret_arn = account.apply(lambda acct: (
             f"arn:aws:ssm:{self._stack.region}:{acct}:parameter/{args.webhook_secret_parameter_name.lstrip('/')}"))
@@ -78,7 +79,7 @@ class JobEvents(pulumi.ComponentResource):
                     "resources": [args.job_table_arn]}
         if isinstance(args.queue, SqsEndpoint):
             dlq_arn = args.queue.dlq_arn
-            fn = self._function("dead-letters", "runtime.reconciler.dead_letter_handler", [table_rw, {
+            fn = self._function("dead-letters", "runtime.functions.reconciler.dead_letter_handler", [table_rw, {
                 "sid": "JobsDlq", "actions": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
                 "resources": [dlq_arn]}], table_env, timeout=DLQ_CONSUMER_TIMEOUT_SECONDS)
             aws.lambda_.EventSourceMapping(f"{name}-dead-letters-source", event_source_arn=dlq_arn,
@@ -93,7 +94,7 @@ class JobEvents(pulumi.ComponentResource):
 
     def _create_sweeper(self, table_rw: dict, env: dict[str, pulumi.Input[str]]) -> None:
         index_arn = pulumi.Output.concat(self._args.job_table_arn, "/index/*")
-        fn = self._function("sweeper", "runtime.reconciler.sweep_handler", [table_rw, {
+        fn = self._function("sweeper", "runtime.functions.reconciler.sweep_handler", [table_rw, {
             "sid": "RunningIndex", "actions": ["dynamodb:Query"], "resources": [index_arn]}],
             {**env, "GENAI_STALE_LEASE_SECONDS": str(STALE_LEASE_SECONDS)})
         rule = aws.cloudwatch.EventRule(f"{self._name}-sweep-schedule",
@@ -111,7 +112,7 @@ class JobEvents(pulumi.ComponentResource):
             visibility_timeout_seconds=6 * WEBHOOK_TIMEOUT_S,  # AWS asks for 6x the function timeout
             redrive_policy=dlq.arn.apply(lambda arn: json.dumps(
                 {"deadLetterTargetArn": arn, "maxReceiveCount": WEBHOOK_MAX_RECEIVES})), opts=self._opts())
-        stream_fn = self._function("webhook-stream", "runtime.webhook_dispatch.stream_handler", [
+        stream_fn = self._function("webhook-stream", "runtime.functions.webhook_dispatch.stream_handler", [
             {"sid": "ReadStream", "actions": ["dynamodb:DescribeStream", "dynamodb:GetRecords",
                                               "dynamodb:GetShardIterator"],
              "resources": [a.job_table_stream_arn]},
@@ -126,7 +127,7 @@ class JobEvents(pulumi.ComponentResource):
             # only writes that can be an event: the first start, outputs, a final status
             filter_criteria={"filters": [{"pattern": json.dumps({"eventName": ["INSERT", "MODIFY"]})}]},
             opts=self._opts())
-        sender_fn = self._function("webhook-sender", "runtime.webhook_dispatch.sender_handler", [
+        sender_fn = self._function("webhook-sender", "runtime.functions.webhook_dispatch.sender_handler", [
             {"sid": "Deliveries", "actions": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                                               "sqs:ChangeMessageVisibility"], "resources": [queue.arn]},
             {"sid": "WebhookSecret", "actions": ["ssm:GetParameter"], "resources": [self._secret_arn]}],
@@ -150,7 +151,7 @@ class JobEvents(pulumi.ComponentResource):
                                                     "Principal": {"Service": "lambda.amazonaws.com"}}]}),
             opts=self._opts())
         policy = aws.iam.RolePolicy(f"{name}-policy", role=role.id, name="least-privilege",
-                                    policy=_policy_json(statements), opts=self._opts())
+                                    policy=policy_json(statements), opts=self._opts())
         return aws.lambda_.Function(
             f"{name}-fn", name=fn_name, role=role.arn, runtime="python3.12", architectures=["arm64"],
             handler=handler, code=self._code, memory_size=256, timeout=timeout,

@@ -1,10 +1,10 @@
 """The Kafka queue's two functions, in the cluster's private subnets with the Kafka client security group.
 
-- Topic creator (``runtime.queues.kafka_topics``): invoked by the deployment itself (``aws.lambda_.Invocation``)
+- Topic creator (``runtime.functions.kafka_topics``): invoked by the deployment itself (``aws.lambda_.Invocation``)
   whenever the topic settings change, so the jobs topic and its DLQ exist, with their partitions and
   retention, before the API or any worker uses them. A function rather than Pulumi's ``kafka`` provider:
   MSK Serverless endpoints are private to the VPC, and the machine running ``pulumi up`` is not in it.
-- Lag publisher (``runtime.queues.kafka_lag``): an EventBridge rule runs it every minute; it publishes the
+- Lag publisher (``runtime.functions.kafka_lag``): an EventBridge rule runs it every minute; it publishes the
   workers' consumer-group lag as the backlog metric the scaling policies and alarms read.
 
 IAM follows the MSK "IAM access control" action table: every client needs ``kafka-cluster:Connect`` on
@@ -33,9 +33,9 @@ from runtime import metric_names
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE_FILES = ("runtime/__init__.py", "runtime/metric_names.py", "runtime/queue_names.py", "runtime/aws_clients.py",
-              "runtime/queues/__init__.py",
-              "runtime/queues/base.py", "runtime/queues/kafka_auth.py", "runtime/queues/kafka_lag.py",
-              "runtime/queues/kafka_topics.py")
+              "runtime/queues/__init__.py", "runtime/queues/base.py", "runtime/queues/kafka_auth.py",
+              "runtime/queues/kafka_lag.py", "runtime/functions/__init__.py", "runtime/functions/environment.py",
+              "runtime/functions/kafka_lag.py", "runtime/functions/kafka_topics.py")
 LAG_SCHEDULE = "rate(1 minute)"  # CloudWatch's finest standard resolution; the alarms read 60 s periods
 VPC_ACCESS_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 TOPIC_ADMIN_ACTIONS = ("kafka-cluster:CreateTopic", "kafka-cluster:DescribeTopic", "kafka-cluster:AlterTopic",
@@ -103,14 +103,14 @@ class KafkaFunctions(pulumi.ComponentResource):
             code=pulumi.FileArchive(_layer_dir(args.layer_dir)), compatible_runtimes=["python3.12"],
             compatible_architectures=["arm64"], opts=self._opts())
         env = {"GENAI_KAFKA_BOOTSTRAP": args.bootstrap_brokers, "GENAI_KAFKA_IAM": "true"}
-        creator = self._function("topics", "runtime.queues.kafka_topics.lambda_handler", code, layer, 120, env,
+        creator = self._function("topics", "runtime.functions.kafka_topics.lambda_handler", code, layer, 120, env,
                                  self._creator_statements())
         invocation = aws.lambda_.Invocation(
             f"{name}-create-topics", function_name=creator.name, input=json.dumps({"topics": list(args.topics)}),
             triggers={"topics": hashlib.sha256(json.dumps(list(args.topics), sort_keys=True).encode()).hexdigest()},
             opts=self._opts())
         publisher = self._function(
-            "lag", "runtime.queues.kafka_lag.lambda_handler", code, layer, 30,
+            "lag", "runtime.functions.kafka_lag.lambda_handler", code, layer, 30,
             {**env, "GENAI_KAFKA_TOPIC": args.topic, "GENAI_KAFKA_GROUP": args.group, "GENAI_STACK": self._stack.stack},
             self._publisher_statements())
         self._schedule(publisher, invocation)

@@ -1,4 +1,9 @@
-"""Where the job API's Lambda dependencies are built, and the check that they match their requirements.
+"""The job API's Lambda package: its code archive, where its dependencies are built, and the check that
+they match their requirements.
+
+``api_code_archive()`` is the runtime code of ``RUNTIME_FILES`` / ``RUNTIME_PACKAGES`` plus the built
+dependencies, file by file; the job API (components/api.py) and the job-events functions
+(components/job_events.py, handlers in ``runtime/functions``) run from it.
 
 ``make lambda-deps`` (part of ``make install``; ``tools/build_lambda.py``) installs each pinned requirements
 file with ``pip install --target <dir> --platform manylinux2014_aarch64 --only-binary=:all:
@@ -14,12 +19,21 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pulumi
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = ROOT / ".build" / "lambda"
 LAMBDA_PYTHON = "3.12"
 LAMBDA_ARCHITECTURE = "arm64"
 PIP_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64")  # what Lambda's arm64 python3.12 runs
 STAMP = ".complete"
+# The runtime code of the job API's archive, which the job-events functions (components/job_events.py) share.
+RUNTIME_PACKAGES = ("runtime/api", "runtime/jobs", "runtime/queues", "runtime/model_store")
+RUNTIME_FILES = ("runtime/__init__.py", "runtime/queue_names.py", "runtime/model_ids.py", "runtime/aws_clients.py",
+                 "runtime/net_safety.py", "runtime/instance_contract.py",
+                 "runtime/functions/__init__.py", "runtime/functions/environment.py",
+                 "runtime/functions/webhooks.py", "runtime/functions/webhook_events.py",
+                 "runtime/functions/webhook_dispatch.py", "runtime/functions/reconciler.py")
 
 
 class LambdaDepsMissingError(RuntimeError):
@@ -73,3 +87,21 @@ def archive_files(directory: Path) -> list[tuple[str, Path]]:
             continue
         out.append((rel.as_posix(), path))
     return out
+
+
+def api_code_archive() -> pulumi.AssetArchive:
+    """The API's runtime modules plus the built dependencies, file by file (no caches, deterministic)."""
+    assets: dict[str, pulumi.Asset | pulumi.Archive] = {}
+    for rel in RUNTIME_FILES:
+        assets[rel] = pulumi.FileAsset(str(ROOT / rel))
+    for package in RUNTIME_PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            assets[str(path.relative_to(ROOT))] = pulumi.FileAsset(str(path))
+    for rel, path in archive_files(API_DEPS.require()):
+        assets.setdefault(rel, pulumi.FileAsset(str(path)))
+    return pulumi.AssetArchive(assets)
+
+
+def files_archive(directory: Path) -> pulumi.AssetArchive:
+    """A built folder as an archive (a layer's contents)."""
+    return pulumi.AssetArchive({rel: pulumi.FileAsset(str(path)) for rel, path in archive_files(directory)})

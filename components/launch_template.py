@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components.config import NAMESPACE, ClusterSettings
+from components.config import ClusterSettings
+from components.config_settings import NAMESPACE
 from runtime.instance_contract import EGRESS_HTTPS_PORT
 
 DEFAULT_ROOT_DEVICE = "/dev/sda1"  # Ubuntu-based DLAMI / Neuron DLAMI, the bases of both Packer flavours

@@ -30,7 +30,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components import cluster_iam, cluster_scaling, user_data
+from components import cluster_iam, cluster_scaling, scaling_plan, user_data
 from components.config import (
     ClusterSettings,
     MonitoringSettings,
@@ -80,13 +80,13 @@ def cloudwatch_agent_config(stack: StackIdentity, cluster: ClusterSettings) -> d
 
 def oldest_message_threshold(cluster: ClusterSettings, queue: QueueSettings) -> int:
     """Seconds: accepted wait + a scale-from-zero boot + the longest job (in-flight messages count)."""
-    return int(cluster.acceptable_wait_seconds + cluster_scaling.launching_heartbeat(cluster)
+    return int(cluster.acceptable_wait_seconds + scaling_plan.launching_heartbeat(cluster)
                + queue.max_job_seconds)
 
 
 def no_capacity_minutes(cluster: ClusterSettings) -> int:
     """Backlog with nothing InService for longer than a launch may take (boot + preload) is an outage."""
-    return max(15, math.ceil(cluster_scaling.launching_heartbeat(cluster) / 60) + 5)
+    return max(15, math.ceil(scaling_plan.launching_heartbeat(cluster) / 60) + 5)
 
 
 @dataclass

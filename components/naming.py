@@ -9,7 +9,8 @@ names elsewhere use ``StackIdentity.resource_prefix``.
 
 from __future__ import annotations
 
-from components.config import NAMESPACE, StackIdentity
+from components.config import StackIdentity
+from components.config_settings import NAMESPACE
 
 
 def log_group_names(stack: StackIdentity) -> dict[str, str]:

@@ -18,12 +18,12 @@ from fleetdev.local.webhook_dispatcher import LocalWebhookDispatcher
 from runtime.agent_config import AgentConfig, parse
 from runtime.backends.base import Backend
 from runtime.backends.test_pattern import TestPatternBackend
+from runtime.functions.webhooks import WebhookSender
 from runtime.jobs.schema import validate_job
 from runtime.jobs.store import JobStore, create_table, new_record
 from runtime.model_cache import ModelCache, manifest_resolver
 from runtime.queues.base import JobQueueConsumer, QueueMessage
 from runtime.queues.sqs_consumer import SQSConsumer
-from runtime.webhooks import WebhookSender
 from runtime.worker.agent import Agent
 from runtime.worker.aws import ObjectStore, RecordingAutoScaling
 from runtime.worker.inputs import ImageFetcher

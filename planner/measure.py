@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from components.config import NAMESPACE
+from components.config_settings import NAMESPACE
 from runtime import metric_names
 
 POLL_SECONDS = 5.0

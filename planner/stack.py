@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from components import config as fleet_config
+from components.config_settings import NAMESPACE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +25,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise StackError(f"--set {item!r}: write KEY=VALUE, e.g. --set maxSize=500")
-        out[key.strip().removeprefix(fleet_config.NAMESPACE + ":")] = value.strip()
+        out[key.strip().removeprefix(NAMESPACE + ":")] = value.strip()
     return out
 
 
@@ -35,7 +36,7 @@ def load_stack(stack: str, overrides: Mapping[str, Any] | None = None, root: Pat
         stacks = sorted(p.name.split(".")[1] for p in root.glob("Pulumi.*.yaml"))
         raise StackError(f"no stack file {path.name}: use one of {', '.join(stacks)}")
     config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-    prefix = fleet_config.NAMESPACE + ":"
+    prefix = NAMESPACE + ":"
     values = {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
     values.update(overrides or {})
     return fleet_config.load(values, stack=stack, region=config.get("aws:region"))

@@ -36,15 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Packer machine-readable output: tools/packer_output.py (re-exported: callers and tests use these names).
-from tools.packer_output import (  # noqa: F401
-    AmiBuildError,
-    BuildResult,
-    MachineLine,
-    _split_artifact_id,
-    parse_build_output,
-    parse_machine_line,
-)
+# Packer machine-readable output and the driver's error: tools/packer_output.py.
+from tools.packer_output import AmiBuildError, BuildResult, parse_build_output, split_artifact_id
 from tools.runtime_wheel import write_runtime_pyproject
 
 LOG = logging.getLogger("ami_build")
@@ -74,7 +67,7 @@ class ManifestBuild:
 
     @property
     def ami_ids(self) -> dict[str, str]:
-        return _split_artifact_id(self.artifact_id)
+        return split_artifact_id(self.artifact_id)
 
 
 def read_manifest(path: Path, flavor: str) -> ManifestBuild:

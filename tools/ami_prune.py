@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from components import config as fleet_config
+from components.config_settings import NAMESPACE, ami_parameter_name
 
 DEFAULT_KEEP = 3
 
 
 def _channel_images(ssm: Any, flavor: str) -> dict[str, list[str]]:
     """Channel parameter -> the images it names now and named before (newest first, distinct)."""
-    path = fleet_config.ami_parameter_name(flavor, "x").rsplit("/", 1)[0]
+    path = ami_parameter_name(flavor, "x").rsplit("/", 1)[0]
     names: list[str] = []
     for page in ssm.get_paginator("get_parameters_by_path").paginate(Path=path):
         names += [p["Name"] for p in page["Parameters"]]
@@ -39,7 +39,7 @@ def _channel_images(ssm: Any, flavor: str) -> dict[str, list[str]]:
 
 
 def _images(ec2: Any, flavor: str) -> list[dict[str, Any]]:
-    filters = [{"Name": "tag:Project", "Values": [fleet_config.NAMESPACE]}, {"Name": "tag:Flavor", "Values": [flavor]}]
+    filters = [{"Name": "tag:Project", "Values": [NAMESPACE]}, {"Name": "tag:Flavor", "Values": [flavor]}]
     images = ec2.describe_images(Owners=["self"], Filters=filters)["Images"]
     return sorted(images, key=lambda i: (i.get("CreationDate", ""), i["ImageId"]), reverse=True)
 

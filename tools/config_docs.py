@@ -11,7 +11,8 @@ import re
 import sys
 from pathlib import Path
 
-from components.config import SETTINGS, Setting, _allowed
+from components.config_rules import allowed_values
+from components.config_settings import SETTINGS, Setting
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ def _default_text(s: Setting) -> str:
 def readme_table() -> str:
     rows = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
     for s in SETTINGS:
-        allowed = _allowed(s) if (s.choices or s.pattern or s.kind in ("int", "float")) else ""
+        allowed = allowed_values(s) if (s.choices or s.pattern or s.kind in ("int", "float")) else ""
         rows.append(f"| `genai-fleet:{s.key}` | {s.kind} | `{_default_text(s)}` | {allowed} | {s.help} |")
     return "\n".join([README_BEGIN, *rows, README_END])
 

@@ -46,11 +46,11 @@ class BuildResult:
         for artifact in self.artifacts.get(target, {}).values():
             artifact_id = artifact.get("id", "")
             if ":ami-" in artifact_id:
-                amis.update(_split_artifact_id(artifact_id))
+                amis.update(split_artifact_id(artifact_id))
         return amis
 
 
-def _split_artifact_id(artifact_id: str) -> dict[str, str]:
+def split_artifact_id(artifact_id: str) -> dict[str, str]:
     amis: dict[str, str] = {}
     for item in filter(None, artifact_id.split(",")):
         region, _, ami = item.partition(":")

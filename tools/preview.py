@@ -50,6 +50,7 @@ from pulumi_policy import (
 )
 
 from components import config as fleet_config
+from components.config_settings import NAMESPACE
 from components.request_queue import kafka_topic_specs
 from components.scaling_plan import DRAIN_MARGIN_SECONDS
 from fleetdev.pulumi_mocks import (
@@ -62,7 +63,7 @@ from fleetdev.pulumi_mocks import (
 )
 from genai_policies import POLICIES
 from genai_policies.cost import BUDGET_SCHEMA
-from genai_policies.pricing import Estimate, estimate
+from genai_policies.estimate import Estimate, estimate
 from runtime.instance_contract import INPUT_URL_PORTS, INPUT_URL_SCHEMES
 from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
 
@@ -100,7 +101,7 @@ class PreviewResult:
 def stack_policy_config(stack: str, overrides: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Policy config derived from the stack's settings (what ``--emit-policy-config`` writes)."""
     flat, region = stack_config(stack, dict(overrides or {}))
-    prefix = f"{fleet_config.NAMESPACE}:"
+    prefix = f"{NAMESPACE}:"
     values = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
     cfg = fleet_config.load(values, stack, region)
     budget: dict[str, Any] = {"monthlyBudgetUsd": cfg.monthly_budget_usd, "region": cfg.region}

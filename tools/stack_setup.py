@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from components import config as fleet_config
+from components.config_settings import NAMESPACE, ami_parameter_name
 from components.naming import api_keys_prefix, webhook_secret_parameter
-from tools.ami_build import FLAVORS, AmiBuildError, check_image
+from tools.ami_build import FLAVORS, check_image
 from tools.ami_prune import DEFAULT_KEEP, prune_amis
+from tools.packer_output import AmiBuildError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +56,7 @@ def stack_settings(stack: str) -> fleet_config.FleetConfig:
     if not path.exists():
         raise SetupError(f"{path.name} does not exist: create the stack first (`pulumi stack init {stack}`)")
     config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-    prefix = fleet_config.NAMESPACE + ":"
+    prefix = NAMESPACE + ":"
     values = {k[len(prefix):]: v if isinstance(v, str) else json.dumps(v)
               for k, v in config.items() if k.startswith(prefix)}
     return fleet_config.load(values, stack=stack, region=config.get("aws:region"))
@@ -90,7 +92,7 @@ def mint_api_key(ssm: Any, cfg: fleet_config.FleetConfig, name: str,
 
 
 def _channel_parameter(flavor: str, channel: str) -> str:
-    return fleet_config.ami_parameter_name(flavor, channel)
+    return ami_parameter_name(flavor, channel)
 
 
 def _previous_value(ssm: Any, name: str) -> str:
@@ -134,7 +136,7 @@ def promote_ami(ssm: Any, ec2: Any, flavor: str, channel: str, ami_id: str | Non
             raise SetupError(f"{source} does not exist: build and check an image first (`make ami "
                              f"FLAVOR={flavor}`) or pass --ami") from exc
     try:
-        check_image(ec2, chosen, {"Project": fleet_config.NAMESPACE, "Flavor": flavor})
+        check_image(ec2, chosen, {"Project": NAMESPACE, "Flavor": flavor})
     except AmiBuildError as exc:
         raise SetupError(f"refusing to promote: {exc}") from exc
     ssm.put_parameter(Name=target, Value=chosen, Type="String", DataType="aws:ec2:image", Overwrite=True,

@@ -1,7 +1,7 @@
 """Local mode's stand-in for the stack's functions, as one process beside the workers.
 
 What runs on AWS as Lambdas (components/job_events.py) runs here with the same handler code, fed the
-way the event sources feed them: the jobs DLQ consumer (runtime.reconciler), the lease sweeper on a
+way the event sources feed them: the jobs DLQ consumer (runtime.functions.reconciler), the lease sweeper on a
 timer, and the webhook dispatcher (fleetdev.local.webhook_dispatcher). Being its own process, it keeps
 going when a worker is killed or frozen, like the real functions.
 
@@ -20,9 +20,9 @@ from typing import Any
 
 from fleetdev.local.bootstrap import client
 from fleetdev.local.webhook_dispatcher import LocalWebhookDispatcher
+from runtime.functions.reconciler import reconcile_dead_letter, sweep
+from runtime.functions.webhooks import WebhookSender
 from runtime.jobs.store import JobStore
-from runtime.reconciler import reconcile_dead_letter, sweep
-from runtime.webhooks import WebhookSender
 from runtime.worker.logs import configure
 
 log = logging.getLogger("fleetdev.local.functions")

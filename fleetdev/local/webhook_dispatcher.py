@@ -1,7 +1,7 @@
 """Local mode's stand-in for the two webhook Lambdas: the same handlers, fed the way AWS feeds them.
 
 ``StreamPoller`` reads the job table's stream from the local AWS endpoint (moto implements DynamoDB
-Streams) and hands batches to ``runtime.webhook_dispatch.StreamHandler`` like the stream event source
+Streams) and hands batches to ``runtime.functions.webhook_dispatch.StreamHandler`` like the stream event source
 mapping does; ``SenderPool`` receives from the deliveries queue with several threads (Lambda's
 concurrency) and hands each message to ``SenderHandler``, deleting it unless it reported a failure
 (ReportBatchItemFailures). A hanging receiver holds one sender thread for the send timeout only.
@@ -13,7 +13,7 @@ import logging
 import threading
 from typing import Any
 
-from runtime.webhook_dispatch import SenderHandler, StreamHandler
+from runtime.functions.webhook_dispatch import SenderHandler, StreamHandler
 
 log = logging.getLogger(__name__)
 

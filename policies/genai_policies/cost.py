@@ -1,5 +1,5 @@
 """Cost: allowed instance types, group size caps, spot share outside production, retention bounds and
-the monthly budget (stack policy over the estimate of ``pricing.py``).
+the monthly budget (stack policy over the estimate of ``estimate.py``).
 
 Each threshold is policy config with a default in its ``PolicyConfigSchema``; ``settings`` applies the
 defaults in code. The environment a group belongs to is its Environment tag (own, or the provider's
@@ -22,7 +22,8 @@ from pulumi_policy import (
 )
 
 from .common import as_list, environment_of, is_production, settings
-from .pricing import ASSUMPTION_DEFAULTS, GroupShape, estimate, group_shape
+from .estimate import ASSUMPTION_DEFAULTS, estimate
+from .pricing import GroupShape, group_shape
 
 ASG = "aws:autoscaling/group:Group"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"

@@ -37,6 +37,7 @@ from typing import Any
 
 from runtime.api.auth import FailureLimiter, KeyStore, Principal, TokenBucket, authenticate
 from runtime.api.models import ModelsSource, StaticModels
+from runtime.api.openapi import API_VERSION, document
 from runtime.api.problems import ApiError
 from runtime.api.request_headers import check_content_type, idempotency_key, prefer_wait
 from runtime.api.sync_wait import WaitPacer
@@ -49,7 +50,6 @@ from runtime.queues.base import SQS_MAX_MESSAGE_BYTES, JobQueueProducer, QueueEr
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "1.0.0"
 MAX_WAIT_SECONDS = 25.0  # API Gateway HTTP APIs end integrations at 30 s
 # The send lease of the request that writes a job: replays wait it out (409) before sending themselves.
 SEND_LEASE_SECONDS = 15.0
@@ -177,11 +177,7 @@ class ApiApp:
         return Response(200, {"status": "ok", "version": API_VERSION, "time": self._clock()})
 
     def openapi(self, req: Request) -> Response:
-        if self._openapi is None:
-            from runtime.api.openapi import document
-
-            return Response(200, document())
-        return Response(200, self._openapi())
+        return Response(200, (self._openapi or document)())
 
     def list_models(self, req: Request) -> Response:
         self._principal(req)
@@ -323,7 +319,8 @@ class ApiApp:
         principal, record = self._owned(req, job_id)
         self._rate_limit(principal)
         # Only a conditional write changes the job, so of racing cancels one makes the change. Its 'completed'
-        # webhook comes from the table's stream, once per transition (runtime.webhook_dispatch), never from here.
+        # webhook comes from the table's stream, once per transition (runtime/functions/webhook_dispatch.py),
+        # never from here.
         updated, changed = self.store.cancel(job_id)
         if changed:
             log.info("job %s: cancel %s", job_id, "applied" if updated["status"] == CANCELED else "requested")

@@ -3,7 +3,8 @@
 The job request schemas are generated from the pydantic models that validate requests
 (``runtime.jobs.models``): ``JobRequest`` is a ``oneOf`` of one model per task with ``task`` as the
 discriminator, so a txt2img body matches exactly one variant. Header patterns are the ones the app
-applies (``runtime.api.app``). ``createJob`` links to ``getJob`` and ``cancelJob`` through the returned
+applies (``runtime.api.request_headers``); ``API_VERSION`` is the API's version, which the app's health
+route reports. ``createJob`` links to ``getJob`` and ``cancelJob`` through the returned
 ``id``, which schema-driven tools follow for stateful tests (tests/integration/test_api_schemathesis.py).
 ``python -m runtime.api.openapi`` prints it.
 """
@@ -16,10 +17,10 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from runtime.api.app import API_VERSION
 from runtime.api.request_headers import IDEMPOTENCY_KEY_PATTERN
 from runtime.jobs import models as m
 
+API_VERSION = "1.0.0"  # info.version of the document; GET /v1/health reports it too
 _REF = "#/components/schemas/{model}"
 
 

@@ -42,8 +42,9 @@ Transitions (conditions in brackets)::
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from runtime.jobs.errors import JobNotFoundError
 
@@ -62,6 +63,9 @@ RUN_MARKERS = (RUN_PENDING, RUN_FINISHED)
 _DID_NOT_DIE_RUNNING = f"(#s = :running AND ({RUN_PENDING} = lease OR {RUN_FINISHED} = lease))"
 
 _GIVE_BACK = "attempts = attempts - :one, handbacks = if_not_exists(handbacks, :zero) + :one"
+# Condition and values of "the record is not final yet": a final record never changes (invariant 2).
+NOT_FINAL = "#s IN (:queued, :running)"
+NOT_FINAL_VALUES = {":queued": "queued", ":running": "running"}
 
 
 def did_not_die_running(record: dict[str, Any]) -> bool:
@@ -94,14 +98,29 @@ def attempt_history(record: dict[str, Any], limit: int = 5) -> str:
     return head + ("; " + " | ".join(parts) if parts else "")
 
 
-class AttemptTransitions:
-    """Mixed into ``JobStore``: needs ``_update``, ``get``, ``_clock`` and the status constants."""
+class RecordTable(Protocol):
+    """What the transitions need of the job table (``JobStore`` is one): read a record, write one under a
+    condition, list the records whose lease ran out."""
 
-    _update: Any
-    get: Any
-    _clock: Any
-    _NOT_FINAL: str
-    _STATUS_VALUES: dict[str, str]
+    def get(self, job_id: str) -> dict[str, Any] | None: ...
+
+    def update(self, job_id: str, sets: Mapping[str, Any], condition: str, values: Mapping[str, Any] | None = None,
+               extra_set: str = "", remove: Sequence[str] = ()) -> dict[str, Any] | None:
+        """SET ``sets`` (and ``extra_set``), REMOVE ``remove`` when ``condition`` holds; the new record or None."""
+        ...
+
+    def lease_expired_ids(self, cutoff: float, limit: int) -> list[str]:
+        """Ids of the running jobs whose lease ran out before ``cutoff`` (the sparse ``running-by-lease`` index)."""
+        ...
+
+
+class AttemptTransitions:
+    """The attempt and lease transitions of the table above, each one conditional write on ``table``.
+
+    ``JobStore`` makes one over itself (``store.attempts``); ``clock`` gives epoch seconds."""
+
+    def __init__(self, table: RecordTable, clock: Callable[[], float]):
+        self.table, self.clock = table, clock
 
     def start_attempt(self, job_id: str, worker_id: str, max_attempts: int, lease_seconds: float,
                       track_run: bool = False) -> Attempt:
@@ -110,20 +129,20 @@ class AttemptTransitions:
         With ``track_run`` the attempt is pending until ``mark_run_began``. A previous attempt whose worker
         died outside its run (marker pending or finished) gets its count back here: one write either way,
         a second only on that retry."""
-        now = self._clock()
+        now = self.clock()
         sets = {"status": "running", "worker_id": worker_id, "updated_at": now, "last_started_at": now,
                 LEASE_EXPIRES: now + lease_seconds, RUNNING_INDEX_KEY: RUNNING_INDEX_VALUE}
-        values = {**self._STATUS_VALUES, ":f": False, ":now": now, ":max": int(max_attempts), ":one": 1, ":zero": 0}
-        base = f"{self._NOT_FINAL} AND (attribute_not_exists(cancel_requested) OR cancel_requested = :f)"
+        values = {**NOT_FINAL_VALUES, ":f": False, ":now": now, ":max": int(max_attempts), ":one": 1, ":zero": 0}
+        base = f"{NOT_FINAL} AND (attribute_not_exists(cancel_requested) OR cancel_requested = :f)"
         lease_set = "started_at = if_not_exists(started_at, :now), lease = if_not_exists(lease, :zero) + :one"
         if track_run:
             lease_set += f", {RUN_PENDING} = if_not_exists(lease, :zero) + :one"
-        record = self._update(
+        record = self.table.update(
             job_id, sets, values=values,
             condition=f"{base} AND (attribute_not_exists(attempts) OR attempts < :max) AND NOT {_DID_NOT_DIE_RUNNING}",
             extra_set=f"{lease_set}, attempts = if_not_exists(attempts, :zero) + :one")
         if record is None:  # the attempt before died outside its run: it is not counted, this one is
-            record = self._update(job_id, sets, values=values,
+            record = self.table.update(job_id, sets, values=values,
                                   condition=f"{base} AND attempts <= :max AND {_DID_NOT_DIE_RUNNING}",
                                   extra_set=f"{lease_set}, handbacks = if_not_exists(handbacks, :zero) + :one")
             if record is not None:
@@ -134,43 +153,43 @@ class AttemptTransitions:
         return self._not_started(job_id, max_attempts)
 
     def _not_started(self, job_id: str, max_attempts: int) -> Attempt:
-        current = self.get(job_id)
+        current = self.table.get(job_id)
         if current is None:
             raise JobNotFoundError(job_id)
         if current["status"] in ("succeeded", "failed", "canceled"):
             return Attempt(FINAL_ALREADY, current)
         if current.get("cancel_requested"):
             self.finish(job_id, "canceled", {"cancel_requested": True})
-            return Attempt(CANCELED_NOW, self.get(job_id))
+            return Attempt(CANCELED_NOW, self.table.get(job_id))
         message = f"attempt limit {max_attempts} reached ({attempt_history(current)})"
         self.finish(job_id, "failed", {"error": {"code": "attempts-exhausted", "message": message[:2000]}})
         log.warning("job %s: %s", job_id, message)
-        return Attempt(EXHAUSTED, self.get(job_id))
+        return Attempt(EXHAUSTED, self.table.get(job_id))
 
     def mark_run_began(self, job_id: str, lease: int) -> bool:
         """The attempt's backend run began: from now on its worker's death counts against it."""
-        return self._update(job_id, {}, remove=(RUN_PENDING,), condition="lease = :lease AND #s = :running",
+        return self.table.update(job_id, {}, remove=(RUN_PENDING,), condition="lease = :lease AND #s = :running",
                             values={":lease": int(lease), ":running": "running"}) is not None
 
     def mark_run_finished(self, job_id: str, lease: int) -> bool:
         """The attempt's backend run finished (only its settle is left): its worker's death does not count."""
-        return self._update(job_id, {RUN_FINISHED: int(lease)}, condition="lease = :lease AND #s = :running",
+        return self.table.update(job_id, {RUN_FINISHED: int(lease)}, condition="lease = :lease AND #s = :running",
                             values={":lease": int(lease), ":running": "running"}) is not None
 
     def renew_lease(self, job_id: str, lease: int, lease_seconds: float) -> bool:
         """Heartbeat: False when the lease is no longer ours (taken over, final, handed back)."""
-        now = self._clock()
-        return self._update(job_id, {LEASE_EXPIRES: now + lease_seconds, "updated_at": now},
+        now = self.clock()
+        return self.table.update(job_id, {LEASE_EXPIRES: now + lease_seconds, "updated_at": now},
                             condition="lease = :lease AND #s = :running",
                             values={":lease": int(lease), ":running": "running"}) is not None
 
     def release_attempt(self, job_id: str, lease: int, counted: bool = False) -> bool:
         """Hand the job back to the queue (drain, stop, infrastructure trouble)."""
-        now = self._clock()
+        now = self.clock()
         extra = "handbacks = if_not_exists(handbacks, :zero) + :one"
         if not counted:
             extra += ", attempts = attempts - :one"
-        return self._update(job_id, {"status": "queued", "updated_at": now},
+        return self.table.update(job_id, {"status": "queued", "updated_at": now},
                             remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS),
                             condition="lease = :lease AND #s = :running",
                             values={":lease": int(lease), ":running": "running", ":zero": 0, ":one": 1},
@@ -178,9 +197,9 @@ class AttemptTransitions:
 
     def fail_attempt(self, job_id: str, lease: int, attempt: int, error: dict[str, str]) -> bool:
         """A counted attempt failed and will be retried: note why and give the job back to the queue."""
-        now = self._clock()
+        now = self.clock()
         entry = {"attempt": int(attempt), "at": now, **error}
-        return self._update(job_id, {"status": "queued", "updated_at": now},
+        return self.table.update(job_id, {"status": "queued", "updated_at": now},
                             remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS),
                             condition="lease = :lease AND #s = :running",
                             values={":lease": int(lease), ":running": "running", ":e": [entry], ":empty": []},
@@ -189,12 +208,12 @@ class AttemptTransitions:
 
     def finish(self, job_id: str, status: str, fields: dict[str, Any], lease: int | None = None) -> bool:
         """Make the job final; with ``lease`` only when that attempt still owns it. True when this call did."""
-        now = self._clock()
-        condition, values = self._NOT_FINAL, dict(self._STATUS_VALUES)
+        now = self.clock()
+        condition, values = NOT_FINAL, dict(NOT_FINAL_VALUES)
         if lease is not None:
             condition += " AND lease = :lease"
             values[":lease"] = int(lease)
-        return self._update(job_id, {"status": status, "completed_at": now, "updated_at": now, **fields},
+        return self.table.update(job_id, {"status": status, "completed_at": now, "updated_at": now, **fields},
                             condition=condition, values=values,
                             remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS)) is not None
 
@@ -204,25 +223,25 @@ class AttemptTransitions:
         that was read, so a worker that picked it up meanwhile wins."""
         job_id, lease = record["job_id"], int(record.get("lease") or 0)
         worker = record.get("worker_id")
-        now = self._clock()
+        now = self.clock()
         condition = f"lease = :lease AND #s = :running AND {LEASE_EXPIRES} < :cutoff"
         values = {":lease": lease, ":running": "running", ":cutoff": cutoff}
         if did_not_die_running(record):  # its worker died before or after the run: give the count back
-            done = self._update(job_id, {"status": "queued", "updated_at": now},
+            done = self.table.update(job_id, {"status": "queued", "updated_at": now},
                                 remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS),
                                 condition=f"{condition} AND ({RUN_PENDING} = :lease OR {RUN_FINISHED} = :lease)",
                                 values={**values, ":one": 1, ":zero": 0}, extra_set=_GIVE_BACK)
             return "queued" if done is not None else None
         if int(record.get("attempts") or 0) >= max_attempts:
             message = f"worker {worker} stopped renewing its lease on the last attempt ({attempt_history(record)})"
-            done = self._update(job_id, {"status": "failed", "completed_at": now, "updated_at": now,
+            done = self.table.update(job_id, {"status": "failed", "completed_at": now, "updated_at": now,
                                          "error": {"code": "lease-expired", "message": message[:2000]}},
                                 remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS), condition=condition,
                                 values=values)
             return "failed" if done is not None else None
         entry = {"attempt": int(record.get("attempts") or 0), "at": now, "code": "lease-expired",
                  "message": f"worker {worker} stopped renewing its lease"}
-        done = self._update(job_id, {"status": "queued", "updated_at": now},
+        done = self.table.update(job_id, {"status": "queued", "updated_at": now},
                             remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS), condition=condition,
                             values={**values, ":e": [entry], ":empty": []},
                             extra_set="attempt_errors = list_append(if_not_exists(attempt_errors, :empty), :e)")
@@ -230,13 +249,5 @@ class AttemptTransitions:
 
     def expired_leases(self, cutoff: float, limit: int = 100) -> list[dict[str, Any]]:
         """Records whose lease ran out before ``cutoff`` (sparse index query; only running jobs are in it)."""
-        resp = self._call("query", TableName=self.table_name, IndexName=RUNNING_INDEX,
-                          KeyConditionExpression="running_index = :r AND lease_expires_at < :cutoff",
-                          ExpressionAttributeValues={":r": {"S": RUNNING_INDEX_VALUE},
-                                                     ":cutoff": {"N": repr(float(cutoff))}},
-                          Limit=limit)
-        ids = [item["pk"]["S"].split("#", 1)[1] for item in resp.get("Items", [])]
-        return [r for r in (self.get(i) for i in ids) if r is not None]
-
-    _call: Any
-    table_name: str
+        ids = self.table.lease_expired_ids(cutoff, limit)
+        return [r for r in (self.table.get(i) for i in ids) if r is not None]

@@ -46,25 +46,9 @@ from typing import Any
 from pydantic import ValidationError as PydanticValidationError
 
 from runtime.jobs.errors import Problem, ValidationError
-from runtime.jobs.models import (  # noqa: F401 - the bounds are part of this module's interface
+from runtime.jobs.models import (
     DEFAULT_WEBHOOK_EVENTS,
-    MAX_FPS,
-    MAX_FRAMES,
-    MAX_GUIDANCE,
-    MAX_INLINE_IMAGE_CHARS,
-    MAX_OUTPUTS,
-    MAX_PIXELS,
-    MAX_PROMPT,
-    MAX_SEED,
-    MAX_SIDE,
-    MAX_STEPS,
-    MAX_WORKFLOW_BYTES,
-    MAX_WORKFLOW_IMAGES,
-    MIN_SIDE,
-    MODEL_ID,
-    SCHEDULER,
     TASK_INPUTS,
-    TASKS,
     WEBHOOK_EVENTS,
     JobEnvelope,
 )

@@ -13,10 +13,12 @@ fingerprint=None) -> (record, created)``               key: one transaction writ
                                                        fingerprint raises ``IdempotencyConflictError``.
 ``get(job_id) -> record | None``                       strongly consistent read; ``require`` raises
                                                        ``JobNotFoundError`` instead of returning None.
-``start_attempt(job_id, worker_id, max_attempts,      count an attempt and take the lease (fencing token)
-lease_seconds) -> Attempt``                            or say why not: final already, canceled now,
+``attempts.start_attempt(job_id, worker_id,          count an attempt and take the lease (fencing token)
+max_attempts, lease_seconds) -> Attempt``              or say why not: final already, canceled now,
                                                        attempts exhausted (then failed here). Renewal,
-                                                       hand-back and sweeping: runtime/jobs/attempts.py.
+                                                       hand-back and sweeping: ``store.attempts``, an
+                                                       ``AttemptTransitions`` (runtime/jobs/attempts.py)
+                                                       writing through ``update``.
 ``mark_succeeded(job_id, outputs, timings, lease)``    -> final unless already final; with ``lease`` only
 ``mark_failed(job_id, error, timings, lease)``         while that attempt still owns the job. True when
 ``mark_canceled(job_id, lease) -> bool``               this call made it final (recorded once).
@@ -65,7 +67,15 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from runtime.jobs.attempts import LEASE_EXPIRES, RUNNING_INDEX, RUNNING_INDEX_KEY, AttemptTransitions
+from runtime.jobs.attempts import (
+    LEASE_EXPIRES,
+    NOT_FINAL,
+    NOT_FINAL_VALUES,
+    RUNNING_INDEX,
+    RUNNING_INDEX_KEY,
+    RUNNING_INDEX_VALUE,
+    AttemptTransitions,
+)
 from runtime.jobs.errors import IdempotencyConflictError, JobNotFoundError, StoreUnavailableError
 from runtime.jobs.ids import new_job_id
 from runtime.jobs.items import deserialize, serialize, serialize_value
@@ -130,13 +140,14 @@ def _is_condition_failure(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
-class JobStore(AttemptTransitions):
+class JobStore:
     """Job records in one DynamoDB table (see the module docstring for the contract)."""
 
     def __init__(self, table_name: str, client: Any, clock: Any = time.time):
         self.table_name = table_name
         self.client = client
         self._clock = clock
+        self.attempts = AttemptTransitions(self, clock)  # attempts, leases, fencing: runtime/jobs/attempts.py
 
     # --- reads ---------------------------------------------------------------------------------------
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -232,7 +243,7 @@ class JobStore(AttemptTransitions):
         died (lease run out) without marking it ``enqueued``.
         """
         now = self._clock()
-        done = self._update(job_id, {"send_lease_until": now + lease_seconds},
+        done = self.update(job_id, {"send_lease_until": now + lease_seconds},
                             condition="#s = :queued AND enqueued = :f AND "
                                       "(attribute_not_exists(send_lease_until) OR send_lease_until < :now)",
                             values={":queued": QUEUED, ":f": False, ":now": now})
@@ -244,7 +255,7 @@ class JobStore(AttemptTransitions):
         Tracked for jobs created with an Idempotency-Key only (nothing else can replay a create); the
         ``enqueued`` attribute of other jobs stays false.
         """
-        self._update(job_id, {"enqueued": True}, condition="attribute_exists(pk)")
+        self.update(job_id, {"enqueued": True}, condition="attribute_exists(pk)")
 
     def abandon(self, record: Mapping[str, Any], idempotency_key: str | None = None) -> None:
         """Delete a job the API could not enqueue (and its idempotency item) so a retry starts fresh."""
@@ -254,9 +265,9 @@ class JobStore(AttemptTransitions):
             self._call("delete_item", TableName=self.table_name, Key={"pk": {"S": ipk}})
 
     # --- transitions ---------------------------------------------------------------------------------
-    def _update(self, job_id: str, sets: Mapping[str, Any], condition: str,
-                values: Mapping[str, Any] | None = None, extra_set: str = "",
-                remove: Sequence[str] = ()) -> dict[str, Any] | None:
+    def update(self, job_id: str, sets: Mapping[str, Any], condition: str,
+               values: Mapping[str, Any] | None = None, extra_set: str = "",
+               remove: Sequence[str] = ()) -> dict[str, Any] | None:
         """SET ``sets`` when ``condition`` holds; the new record, or None when the condition failed."""
         names = {"#s": "status"} if "#s" in condition else {}
         exprs, attr_values = [], {k: serialize_value(v) for k, v in (values or {}).items()}
@@ -281,31 +292,37 @@ class JobStore(AttemptTransitions):
             raise StoreUnavailableError(f"updating job {job_id} failed: {exc}") from exc
         return _record_from_item(resp["Attributes"])
 
-    _NOT_FINAL = "#s IN (:queued, :running)"
-    _STATUS_VALUES = {":queued": QUEUED, ":running": RUNNING}
+    def lease_expired_ids(self, cutoff: float, limit: int) -> list[str]:
+        """Ids of the running jobs whose lease ran out before ``cutoff`` (the sparse ``running-by-lease`` index)."""
+        resp = self._call("query", TableName=self.table_name, IndexName=RUNNING_INDEX,
+                          KeyConditionExpression="running_index = :r AND lease_expires_at < :cutoff",
+                          ExpressionAttributeValues={":r": {"S": RUNNING_INDEX_VALUE},
+                                                     ":cutoff": {"N": repr(float(cutoff))}},
+                          Limit=limit)
+        return [item["pk"]["S"].split("#", 1)[1] for item in resp.get("Items", [])]
 
     def mark_succeeded(self, job_id: str, outputs: Sequence[Mapping[str, Any]],
                        timings: Mapping[str, Any] | None = None, lease: int | None = None) -> bool:
         outs = [{"url": str(o["url"]), "content_type": str(o.get("content_type") or "application/octet-stream"),
                  **({"generator": str(o["generator"])} if o.get("generator") else {})}
                 for o in outputs]
-        return self.finish(job_id, SUCCEEDED, {"outputs": outs, "timings": dict(timings or {})}, lease=lease)
+        return self.attempts.finish(job_id, SUCCEEDED, {"outputs": outs, "timings": dict(timings or {})}, lease=lease)
 
     def mark_failed(self, job_id: str, error: Any, timings: Mapping[str, Any] | None = None,
                     lease: int | None = None) -> bool:
         fields: dict[str, Any] = {"error": normalize_error(error)}
         if timings:
             fields["timings"] = dict(timings)
-        return self.finish(job_id, FAILED, fields, lease=lease)
+        return self.attempts.finish(job_id, FAILED, fields, lease=lease)
 
     def mark_canceled(self, job_id: str, lease: int | None = None) -> bool:
-        return self.finish(job_id, CANCELED, {"cancel_requested": True}, lease=lease)
+        return self.attempts.finish(job_id, CANCELED, {"cancel_requested": True}, lease=lease)
 
     def record_attempt_error(self, job_id: str, attempt: int, error: Any) -> None:
         now = self._clock()
         entry = {"attempt": int(attempt), "at": now, **normalize_error(error)}
-        self._update(job_id, {"updated_at": now}, condition=self._NOT_FINAL,  # a final record never changes
-                     values={**self._STATUS_VALUES, ":e": [entry], ":empty": []},
+        self.update(job_id, {"updated_at": now}, condition=NOT_FINAL,  # a final record never changes
+                     values={**NOT_FINAL_VALUES, ":e": [entry], ":empty": []},
                      extra_set="attempt_errors = list_append(if_not_exists(attempt_errors, :empty), :e)")
 
     def request_cancel(self, job_id: str) -> dict[str, Any] | None:
@@ -326,11 +343,11 @@ class JobStore(AttemptTransitions):
                 return current, False
             now = self._clock()
             if current["status"] == QUEUED:
-                done = self._update(job_id, {"status": CANCELED, "cancel_requested": True, "completed_at": now,
+                done = self.update(job_id, {"status": CANCELED, "cancel_requested": True, "completed_at": now,
                                              "updated_at": now}, condition="#s = :queued",
                                     values={":queued": QUEUED})
             else:
-                done = self._update(job_id, {"cancel_requested": True, "updated_at": now},
+                done = self.update(job_id, {"cancel_requested": True, "updated_at": now},
                                     condition="#s = :running AND (attribute_not_exists(cancel_requested) "
                                               "OR cancel_requested = :f)",
                                     values={":running": RUNNING, ":f": False})

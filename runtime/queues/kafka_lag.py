@@ -1,36 +1,24 @@
-"""The Kafka backlog metric: jobs waiting = the workers' consumer-group lag, published each minute.
-
-SQS publishes ``ApproximateNumberOfMessagesVisible`` itself; Kafka has no such metric, so a scheduled
-Lambda (components/kafka_functions.py, EventBridge ``rate(1 minute)``) runs ``lambda_handler``:
+"""A consumer group's lag on a Kafka topic: the jobs waiting for the workers of that group.
 
     lag = sum over the topic's partitions of (end offset - committed offset of the group)
 
 A partition the group never committed counts from its low watermark (the workers start there:
-``auto.offset.reset=earliest``), so an empty group at scale-from-zero reports every waiting job. The
-value goes to ``GenAIFleet/KafkaBacklog`` with the dimension ``Stack=<stack>``: the metric and dimensions
-that RequestQueue.backlog_metric names and the scaling policies and alarms read (runtime/metric_names).
+``auto.offset.reset=earliest``), so an empty group at scale-from-zero reports every waiting job.
+Read by the lag publisher (runtime/functions/kafka_lag.py, the backlog metric) and by the worker's
+affinity consumer (its per-group backlog probe).
 
-Reads use a consumer of the workers' group that never subscribes (so it never joins or rebalances the
-group): metadata, ListOffsets and OffsetFetch only. MSK IAM: ``kafka-cluster:Connect`` on the cluster,
-``DescribeTopic`` on the jobs topic, ``DescribeGroup`` on the group.
-
-Environment: GENAI_KAFKA_BOOTSTRAP, GENAI_KAFKA_TOPIC (genai-jobs), GENAI_KAFKA_GROUP (genai-workers),
-GENAI_STACK, GENAI_KAFKA_IAM (true), AWS_REGION (set by Lambda).
+Reads use a consumer of the group that never subscribes (so it never joins or rebalances the group):
+metadata, ListOffsets and OffsetFetch only. MSK IAM: ``kafka-cluster:Connect`` on the cluster,
+``DescribeTopic`` on the topic, ``DescribeGroup`` on the group.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime import metric_names as m
-from runtime.queue_names import KAFKA_GROUP, KAFKA_TOPIC
 from runtime.queues.base import QueueUnavailableError
 from runtime.queues.kafka_auth import security_config
-
-log = logging.getLogger(__name__)
 
 OFFSET_UNSET = -1001  # librdkafka's OFFSET_INVALID: the group has no committed offset for the partition
 
@@ -74,31 +62,3 @@ def read_lag(bootstrap: str, topic: str, group: str, iam_auth: bool = True, regi
         raise QueueUnavailableError(f"reading the lag of {group} on {topic}: {exc}") from exc
     finally:
         consumer.close()
-
-
-def publish(cloudwatch: Any, stack: str, lag: Lag) -> dict[str, Any]:
-    """Put the backlog datum; returns what was sent (for logs and tests)."""
-    datum = {"MetricName": m.KAFKA_BACKLOG, "Dimensions": [{"Name": m.DIM_STACK, "Value": stack}],
-             "Value": float(lag.total), "Unit": "Count"}
-    cloudwatch.put_metric_data(Namespace=m.NAMESPACE, MetricData=[datum])
-    return datum
-
-
-def lambda_handler(event: Any, context: Any, cloudwatch: Any = None) -> dict[str, Any]:
-    env = os.environ
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    bootstrap, stack = env.get("GENAI_KAFKA_BOOTSTRAP"), env.get("GENAI_STACK")
-    if not bootstrap or not stack:
-        raise RuntimeError("GENAI_KAFKA_BOOTSTRAP and GENAI_STACK must be set for the lag publisher")
-    topic, group = env.get("GENAI_KAFKA_TOPIC", KAFKA_TOPIC), env.get("GENAI_KAFKA_GROUP", KAFKA_GROUP)
-    lag = read_lag(bootstrap, topic, group, iam_auth=env.get("GENAI_KAFKA_IAM", "true").lower() != "false",
-                   region=region)
-    if cloudwatch is None:
-        from runtime.aws_clients import client
-
-        cloudwatch = client("cloudwatch", profile="function", region=region,
-                            endpoint_url=env.get("GENAI_AWS_ENDPOINT_URL"))
-    publish(cloudwatch, stack, lag)
-    log.info("kafka backlog %d (%s)", lag.total, {"partitions": lag.partitions, "uncommitted": lag.uncommitted})
-    return {"backlog": lag.total, "partitions": {str(k): v for k, v in lag.partitions.items()},
-            "uncommitted": list(lag.uncommitted)}

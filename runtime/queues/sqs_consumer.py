@@ -4,7 +4,7 @@ Long polling (``WaitTimeSeconds``); each received message stays invisible for ``
 and the agent's heartbeat extends it (ChangeMessageVisibility) while the job runs; ``ack`` deletes it
 (only after the job record is final); ``release`` hands it back (visibility 0 = at once). The DLQ is
 SQS's own redrive: a message received more than the redrive count (attempts + hand-back allowance)
-moves there on its next receive, and the DLQ consumer (runtime.reconciler) makes its record final. A
+moves there on its next receive, and the DLQ consumer (runtime.functions.reconciler) makes its record final. A
 job the agent failed for good is simply acknowledged: its record holds the error. Bodies that are not
 v1 job messages are made visible again and reach the DLQ through redrive.
 """

@@ -65,8 +65,8 @@ class Claimer:
         message = received.message
         t = time.monotonic()
         try:
-            attempt = self._store.start_attempt(message.job_id, self._worker_id, self._max_attempts, self._lease_s,
-                                                track_run=track_run)
+            attempt = self._store.attempts.start_attempt(message.job_id, self._worker_id, self._max_attempts,
+                                                         self._lease_s, track_run=track_run)
         except JobNotFoundError:
             log.error("job %s has no record; dropping its message", message.job_id)
             self._messages.ack(received)

@@ -77,7 +77,7 @@ class LeaseGuard:
         except QueueError as exc:
             log.warning("heartbeat (queue) for %s failed: %s", self.job_id, exc)
         try:
-            if not self.store.renew_lease(self.job_id, self.lease, self.lease_seconds):
+            if not self.store.attempts.renew_lease(self.job_id, self.lease, self.lease_seconds):
                 self.on_lost("the record's lease was taken by another attempt or the job became final")
                 return False
         except StoreUnavailableError as exc:

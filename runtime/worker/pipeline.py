@@ -83,7 +83,7 @@ class Pipeline:
         self._recorder, self._messages, self._tick = recorder, messages, tick
         self.settler = Settler()
         self.track_run = settings.claim_ahead or settings.overlap_settle  # the worker holds attempts not running
-        self.marks = RunMarks(store) if self.track_run else None
+        self.marks = RunMarks(store.attempts) if self.track_run else None
         self.run_ewma_s: float | None = None
         self.claim_ewma_s = MIN_LEAD_S
         self.claim_dev_s = 0.0  # mean absolute deviation of the claim latency

@@ -126,7 +126,7 @@ class Settlement:
         if disposition.cause is Cause.PERMANENT:
             return self._give_up(job, disposition.code, str(exc))
         if disposition.cause is Cause.INFRASTRUCTURE:
-            self._store.release_attempt(ctx.job_id, lease)
+            self._store.attempts.release_attempt(ctx.job_id, lease)
             self._messages.release(job.received, self._backoff.failed(), "infrastructure")
             return Outcome.DEFERRED
         return self._retry_or_fail(job, disposition, error)
@@ -141,7 +141,7 @@ class Settlement:
         if reason is StopReason.LOST_LEASE:
             return self._fenced_out(job)
         self._discard(job)  # drain or stop: another worker redoes the whole job
-        self._store.release_attempt(ctx.job_id, lease)
+        self._store.attempts.release_attempt(ctx.job_id, lease)
         self._messages.release(job.received, 0, str(reason))
         self._metrics.count(m.JOBS_HANDED_BACK, job_id=ctx.job_id, reason=str(reason))
         return Outcome.HANDED_BACK
@@ -153,7 +153,7 @@ class Settlement:
             self._store.record_attempt_error(ctx.job_id, job.attempt.number, entry)
             record = self._store.get(ctx.job_id) or {}
             return self._give_up(job, "attempts-exhausted", f"{error} ({attempt_history(record)})")
-        if not self._store.fail_attempt(ctx.job_id, job.attempt.lease, job.attempt.number, entry):
+        if not self._store.attempts.fail_attempt(ctx.job_id, job.attempt.lease, job.attempt.number, entry):
             return self._fenced_out(job)
         self._messages.release(job.received, self._retry_delay_s, "retry")
         return Outcome.RETRYING

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from runtime.webhooks import verify_signature
+from runtime.functions.webhooks import verify_signature
 from tests.e2e._helpers import assert_clean, record, store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -14,9 +14,9 @@ from fleetdev.local.webhook_dispatcher import LocalWebhookDispatcher
 from fleetdev.local_server import LocalApiServer
 from runtime.api.auth import generate_key
 from runtime.api.handler import ApiConfig, build_app
+from runtime.functions.webhooks import WebhookSender, verify_signature
 from runtime.jobs.store import JobStore
 from runtime.queues import QueueMessage
-from runtime.webhooks import WebhookSender, verify_signature
 from tests.atomic_ddb import AtomicCalls
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,7 @@ def _fake_worker(app, aws_clients, queue_url, stop, delay=0.2):
         msgs = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1, MaxNumberOfMessages=1).get("Messages", [])
         for m in msgs:
             msg = QueueMessage.from_json(m["Body"])
-            store.start_attempt(msg.job_id, "w-test", 3, 30)
+            store.attempts.start_attempt(msg.job_id, "w-test", 3, 30)
             time.sleep(delay)
             store.mark_succeeded(msg.job_id, [{"url": "https://cdn.example.com/o.png", "content_type": "image/png"}],
                                  {"queue_wait_ms": 5, "inference_ms": 100, "total_ms": 120})

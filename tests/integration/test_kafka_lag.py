@@ -11,8 +11,9 @@ import uuid
 import pytest
 
 from runtime import metric_names as m
+from runtime.functions.kafka_lag import lambda_handler
 from runtime.queues.base import QueueUnavailableError
-from runtime.queues.kafka_lag import lambda_handler, read_lag
+from runtime.queues.kafka_lag import read_lag
 from tests.integration.test_kafka_consumer import _consumer, _produce, _receive
 
 pytestmark = pytest.mark.integration

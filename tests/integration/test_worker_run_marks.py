@@ -67,9 +67,9 @@ def test_the_job_settling_beside_a_worker_killer_keeps_its_attempt(stack):
         eventually(lambda: stack.store.get(neighbour).get(RUN_FINISHED) == 1, WAIT, "the neighbour's run finished")
         eventually(lambda: _began(stack, killer), WAIT, "the killer's run began")
         assert stack.store.get(neighbour)["status"] == "running"  # its settle is cut off: the worker dies now
-        again = stack.store.start_attempt(neighbour, "i-other", 2, 30)  # redelivered to another worker
+        again = stack.store.attempts.start_attempt(neighbour, "i-other", 2, 30)  # redelivered to another worker
         assert (again.number, again.lease) == (1, 2)
-        assert stack.store.start_attempt(killer, "i-other", 2, 30).number == 2
+        assert stack.store.attempts.start_attempt(killer, "i-other", 2, 30).number == 2
     finally:
         release.set()
         thread.join(WAIT)
@@ -93,9 +93,9 @@ def test_the_job_claimed_ahead_of_a_worker_killer_keeps_its_attempt(stack):
         # the estimate (one 50 ms run) says the killer ends soon: the next job is claimed ahead, pending
         eventually(lambda: stack.store.get(after).get(RUN_PENDING) == 1, WAIT, "the next job claimed ahead")
         assert stack.store.get(after)["attempts"] == 1
-        retried = stack.store.start_attempt(after, "i-other", 2, 30)
+        retried = stack.store.attempts.start_attempt(after, "i-other", 2, 30)
         assert (retried.number, retried.lease) == (1, 2)  # the attempt it never ran is not counted
-        assert stack.store.start_attempt(killer, "i-other", 2, 30).number == 2
+        assert stack.store.attempts.start_attempt(killer, "i-other", 2, 30).number == 2
     finally:
         release.set()
         thread.join(WAIT)

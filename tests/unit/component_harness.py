@@ -18,6 +18,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from components import config as fleet_config
+from components.config_settings import NAMESPACE
 from components.queue_endpoint import KafkaEndpoint, SqsEndpoint
 from fleetdev.pulumi_mocks import (
     PROJECT,
@@ -40,7 +41,7 @@ def fleet(stack: str = "dev", **values: Any) -> fleet_config.FleetConfig:
 def stack_fleet(stack: str, **overrides: Any) -> fleet_config.FleetConfig:
     """The FleetConfig of ``Pulumi.<stack>.yaml`` (plus overrides), as the program would read it."""
     flat, region = stack_config(stack, overrides)
-    prefix = fleet_config.NAMESPACE + ":"
+    prefix = NAMESPACE + ":"
     values = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
     return fleet_config.load(values, stack=stack, region=region)
 

@@ -4,7 +4,7 @@ CloudWatch's 10 metrics per metric-math alarm."""
 from __future__ import annotations
 
 from components import cluster_scaling
-from components.config import MAX_MODEL_GROUPS
+from components.config_rules import MAX_MODEL_GROUPS
 from components.monitoring import _no_capacity_queries
 from components.monitoring_dashboard import dashboard_body
 from tests.unit.component_harness import fleet

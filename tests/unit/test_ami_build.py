@@ -14,6 +14,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tools import packer_output
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
 
@@ -34,19 +36,19 @@ REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
 def test_machine_line_unescapes_commas_and_newlines():
-    line = ami_build.parse_machine_line("1764233340,amazon-ebs.cuda,artifact,0,string,a%!(PACKER_COMMA) b\\nc\n")
-    assert line == ami_build.MachineLine(1764233340, "amazon-ebs.cuda", "artifact", ("0", "string", "a, b\nc"))
+    line = packer_output.parse_machine_line("1764233340,amazon-ebs.cuda,artifact,0,string,a%!(PACKER_COMMA) b\\nc\n")
+    assert line == packer_output.MachineLine(1764233340, "amazon-ebs.cuda", "artifact", ("0", "string", "a, b\nc"))
 
 
 @pytest.mark.parametrize("text", ["", "plain text, not machine readable", "==> amazon-ebs.cuda: hello"])
 def test_non_machine_lines_are_ignored(text):
-    assert ami_build.parse_machine_line(text) is None
+    assert packer_output.parse_machine_line(text) is None
 
 
 def test_recorded_build_output_yields_the_ami_and_echoes_messages():
     messages: list[str] = []
     lines = (FIXTURES / "packer_build_cuda.machine-readable.txt").read_text().splitlines()
-    result = ami_build.parse_build_output(lines, echo=messages.append)
+    result = packer_output.parse_build_output(lines, echo=messages.append)
     assert result.ami_ids("amazon-ebs.cuda") == {"us-east-1": "ami-0123456789abcdef0"}
     assert result.ami_ids("amazon-ebs.neuron") == {}
     assert result.errors == []
@@ -56,15 +58,15 @@ def test_recorded_build_output_yields_the_ami_and_echoes_messages():
 
 def test_failed_build_output_collects_errors_and_no_ami():
     lines = (FIXTURES / "packer_build_failed.machine-readable.txt").read_text().splitlines()
-    result = ami_build.parse_build_output(lines)
+    result = packer_output.parse_build_output(lines)
     assert result.ami_ids("amazon-ebs.neuron") == {}
     assert any("No AMI was found matching filters" in e for e in result.errors)
     assert any('Name: "name",' in e for e in result.errors)
 
 
 def test_bad_artifact_id_is_an_error():
-    with pytest.raises(ami_build.AmiBuildError, match="region:ami-"):
-        ami_build._split_artifact_id("us-east-1:snap-123")
+    with pytest.raises(packer_output.AmiBuildError, match="region:ami-"):
+        packer_output.split_artifact_id("us-east-1:snap-123")
 
 
 # --- manifest -----------------------------------------------------------------------------------
@@ -78,7 +80,7 @@ def test_manifest_entry_comes_from_the_last_run():
 
 def test_manifest_and_machine_output_agree():
     lines = (FIXTURES / "packer_build_cuda.machine-readable.txt").read_text().splitlines()
-    assert ami_build.parse_build_output(lines).ami_ids("amazon-ebs.cuda") == ami_build.read_manifest(
+    assert packer_output.parse_build_output(lines).ami_ids("amazon-ebs.cuda") == ami_build.read_manifest(
         FIXTURES / "packer_manifest.json", "cuda"
     ).ami_ids
 

@@ -52,9 +52,9 @@ def test_lambda_is_arm64_python312_with_packaged_code(keyed):
 
 
 def test_code_archive_holds_handler_and_pure_python_deps():
-    from components.api import _code_archive
+    from components.lambda_package import api_code_archive
 
-    assets = _code_archive().assets
+    assets = api_code_archive().assets
     for needed in ("runtime/api/handler.py", "runtime/api/authorizer.py", "runtime/jobs/store.py",
                    "runtime/queues/sqs_producer.py", "runtime/net_safety.py", "httpx/__init__.py",
                    "certifi/cacert.pem"):
@@ -66,9 +66,9 @@ def test_code_archive_holds_pydantic_with_its_core_built_for_the_lambda():
     """The handler validates with pydantic: its compiled core must be the arm64 / CPython 3.12 build."""
     import importlib.metadata
 
-    from components.api import _code_archive
+    from components.lambda_package import api_code_archive
 
-    assets = _code_archive().assets
+    assets = api_code_archive().assets
     for needed in ("pydantic/__init__.py", "annotated_types/__init__.py", "typing_inspection/__init__.py",
                    "pydantic_core/__init__.py", "runtime/jobs/models.py", "runtime/api/key_format.py"):
         assert needed in assets, needed

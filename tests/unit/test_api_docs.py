@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from runtime.api.auth import generate_key
-from runtime.webhooks import sign
+from runtime.functions.webhooks import sign
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from components import config
 from components.config import ConfigError, load
+from components.config_settings import NAMESPACE, SETTINGS
 from fleetdev.pulumi_mocks import ROOT, stack_config
 
 BASE = {"owner": "team-a", "costCenter": "cc-1"}
@@ -194,7 +194,7 @@ def test_all_problems_are_reported_at_once():
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_stack_files_load(stack):
     values, region = stack_config(stack)
-    prefix = config.NAMESPACE + ":"
+    prefix = NAMESPACE + ":"
     cfg = load({k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}, stack=stack, region=region)
     assert cfg.environment == stack
 
@@ -245,5 +245,5 @@ def test_config_reference_and_pulumi_yaml_are_in_sync_with_the_code():
                           text=True)
     assert proc.returncode == 0, proc.stderr
     readme = (ROOT / "README.md").read_text()
-    for setting in config.SETTINGS:
+    for setting in SETTINGS:
         assert f"`genai-fleet:{setting.key}`" in readme

@@ -10,8 +10,9 @@ import re
 import pulumi
 import pytest
 
-from components import cluster_scaling, user_data
-from components.inference_cluster import InferenceCluster, InferenceClusterArgs, on_demand_percentage
+from components import scaling_plan, user_data
+from components.inference_cluster import InferenceCluster, InferenceClusterArgs
+from components.scaling_plan import on_demand_percentage
 from fleetdev.pulumi_mocks import MOCK_AMI_ID
 from runtime import agent_config
 from tests.unit.component_harness import Built, build, fleet, kafka_endpoint, sqs_endpoint, stack_fleet
@@ -127,8 +128,8 @@ def test_user_data_only_writes_agent_config_and_starts_it(mixed):
     assert parsed.outputs.cdn_base_url == "https://d111111abcdef8.cloudfront.net"
     assert parsed.model_cache.store_bucket == "genai-dev-models-x1"
     assert parsed.model_cache.cache_dir == user_data.NVME_CACHE_DIR
-    assert parsed.lifecycle.launching_hook == cluster_scaling.LAUNCHING_HOOK
-    assert parsed.lifecycle.terminating_hook == cluster_scaling.TERMINATING_HOOK
+    assert parsed.lifecycle.launching_hook == scaling_plan.LAUNCHING_HOOK
+    assert parsed.lifecycle.terminating_hook == scaling_plan.TERMINATING_HOOK
     assert parsed.hot_models == ("sdxl/base-1.0", "flux/schnell")
     # EMF records go to the log group the monitoring component creates (and the role may write to).
     assert parsed.metrics_log_group == "/genai-fleet/dev/metrics"
@@ -186,11 +187,11 @@ def test_both_lifecycle_hooks_on_every_group(mixed):
         launching = hooks["autoscaling:EC2_INSTANCE_LAUNCHING"]
         terminating = hooks["autoscaling:EC2_INSTANCE_TERMINATING"]
         assert launching["defaultResult"] == "ABANDON"
-        assert launching["heartbeatTimeout"] >= cluster_scaling.BOOT_SECONDS + 2 * 60  # boot + two hot models
+        assert launching["heartbeatTimeout"] >= scaling_plan.BOOT_SECONDS + 2 * 60  # boot + two hot models
         assert terminating["defaultResult"] == "CONTINUE"
         assert terminating["heartbeatTimeout"] >= 600 + 60  # maxJobSeconds + margin
-        assert {launching["name"], terminating["name"]} == {cluster_scaling.LAUNCHING_HOOK,
-                                                            cluster_scaling.TERMINATING_HOOK}
+        assert {launching["name"], terminating["name"]} == {scaling_plan.LAUNCHING_HOOK,
+                                                            scaling_plan.TERMINATING_HOOK}
 
 
 HOOK = "aws:autoscaling/lifecycleHook:LifecycleHook"
@@ -216,8 +217,8 @@ def test_a_longer_job_time_limit_reaches_the_hook_resources():
     after = make(fleet(maxJobSeconds=1800))
     for built, limit in ((before, 600), (after, 1800)):
         (group,) = built.of_type(ASG)
-        hook = _hook_resources(built, group)[cluster_scaling.TERMINATING_HOOK]
-        assert hook["heartbeatTimeout"] == limit + cluster_scaling.DRAIN_MARGIN_SECONDS
+        hook = _hook_resources(built, group)[scaling_plan.TERMINATING_HOOK]
+        assert hook["heartbeatTimeout"] == limit + scaling_plan.DRAIN_MARGIN_SECONDS
 
 
 def test_a_new_prod_group_s_first_instances_get_the_launching_hook():
@@ -228,8 +229,8 @@ def test_a_new_prod_group_s_first_instances_get_the_launching_hook():
     assert ondemand.inputs["desiredCapacity"] >= 2 and ondemand.inputs["minSize"] >= 2
     initial = {h["lifecycleTransition"]: h for h in ondemand.inputs["initialLifecycleHooks"]}
     launching = initial["autoscaling:EC2_INSTANCE_LAUNCHING"]
-    assert launching["name"] == cluster_scaling.LAUNCHING_HOOK and launching["defaultResult"] == "ABANDON"
-    hook = _hook_resources(built, ondemand)[cluster_scaling.LAUNCHING_HOOK]
+    assert launching["name"] == scaling_plan.LAUNCHING_HOOK and launching["defaultResult"] == "ABANDON"
+    hook = _hook_resources(built, ondemand)[scaling_plan.LAUNCHING_HOOK]
     assert hook["autoscalingGroupName"] == ondemand.outputs["name"]  # created after the group, never instead
 
 
@@ -342,8 +343,8 @@ def test_agent_config_is_validated_by_the_agents_parser():
 
 def test_heartbeats_stay_within_auto_scaling_limits():
     cfg = fleet(maxJobSeconds=3600, hotModels=json.dumps([f"m{i}" for i in range(60)]))
-    assert cluster_scaling.terminating_heartbeat(cfg.queue) == 3600 + cluster_scaling.DRAIN_MARGIN_SECONDS
-    assert cluster_scaling.launching_heartbeat(cfg.cluster) == cluster_scaling.MAX_HEARTBEAT_SECONDS
+    assert scaling_plan.terminating_heartbeat(cfg.queue) == 3600 + scaling_plan.DRAIN_MARGIN_SECONDS
+    assert scaling_plan.launching_heartbeat(cfg.cluster) == scaling_plan.MAX_HEARTBEAT_SECONDS
 
 
 @pytest.mark.parametrize(("share", "pct"), [(1.0, 0), (0.0, 100), (0.7, 30), (0.333, 67)])

@@ -37,10 +37,10 @@ def _policy(built, suffix):
 
 def test_every_function_runs_the_runtime_handler(sqs):
     handlers = {r.name: r.inputs["handler"] for r in sqs.of_type(FN)}
-    assert handlers == {"events-dead-letters-fn": "runtime.reconciler.dead_letter_handler",
-                        "events-sweeper-fn": "runtime.reconciler.sweep_handler",
-                        "events-webhook-stream-fn": "runtime.webhook_dispatch.stream_handler",
-                        "events-webhook-sender-fn": "runtime.webhook_dispatch.sender_handler"}
+    assert handlers == {"events-dead-letters-fn": "runtime.functions.reconciler.dead_letter_handler",
+                        "events-sweeper-fn": "runtime.functions.reconciler.sweep_handler",
+                        "events-webhook-stream-fn": "runtime.functions.webhook_dispatch.stream_handler",
+                        "events-webhook-sender-fn": "runtime.functions.webhook_dispatch.sender_handler"}
     sweeper = sqs.one(FN, "events-sweeper-fn").inputs["environment"]["variables"]
     assert sweeper["GENAI_MAX_ATTEMPTS"] == "3" and sweeper["GENAI_STALE_LEASE_SECONDS"] == str(STALE_LEASE_SECONDS)
 

@@ -4,27 +4,28 @@ sweeper give those counts back, and still count the attempt that died running.""
 
 from __future__ import annotations
 
+from runtime.functions.reconciler import sweep
 from runtime.jobs.attempts import EXHAUSTED, RUN_FINISHED, RUN_PENDING, STARTED
 from runtime.jobs.store import FAILED, QUEUED, RUNNING
-from runtime.reconciler import sweep
 from tests.unit.job_store_fixtures import OUT, new_job
 
 
 def test_a_tracked_claim_is_pending_until_its_run_begins(store):
     job = new_job(store)
-    a = store.start_attempt(job, "w-1", 3, 30, track_run=True)
+    a = store.attempts.start_attempt(job, "w-1", 3, 30, track_run=True)
     assert (a.outcome, a.number, a.lease) == (STARTED, 1, 1)
     assert store.get(job)[RUN_PENDING] == 1
-    assert store.mark_run_began(job, 2) is False  # fenced: not this attempt's lease
+    assert store.attempts.mark_run_began(job, 2) is False  # fenced: not this attempt's lease
     assert store.get(job)[RUN_PENDING] == 1
-    assert store.mark_run_began(job, a.lease) is True
+    assert store.attempts.mark_run_began(job, a.lease) is True
     assert RUN_PENDING not in store.get(job)
 
 
 def test_claimed_ahead_never_began_then_the_worker_died_is_not_counted(store):
     job = new_job(store)
-    store.start_attempt(job, "w-dead", 3, 30, track_run=True)  # claimed ahead; the job before it killed the worker
-    retry = store.start_attempt(job, "w-2", 3, 30, track_run=True)
+    # claimed ahead; the job before it killed the worker
+    store.attempts.start_attempt(job, "w-dead", 3, 30, track_run=True)
+    retry = store.attempts.start_attempt(job, "w-2", 3, 30, track_run=True)
     assert (retry.outcome, retry.number, retry.lease) == (STARTED, 1, 2)
     record = store.get(job)
     assert record["attempts"] == 1 and record["handbacks"] == 1 and record["worker_id"] == "w-2"
@@ -33,19 +34,20 @@ def test_claimed_ahead_never_began_then_the_worker_died_is_not_counted(store):
 
 def test_an_attempt_that_died_running_is_counted(store):
     job = new_job(store)
-    a = store.start_attempt(job, "w-dead", 3, 30, track_run=True)
-    store.mark_run_began(job, a.lease)  # then the job killed its worker
-    retry = store.start_attempt(job, "w-2", 3, 30, track_run=True)
+    a = store.attempts.start_attempt(job, "w-dead", 3, 30, track_run=True)
+    store.attempts.mark_run_began(job, a.lease)  # then the job killed its worker
+    retry = store.attempts.start_attempt(job, "w-2", 3, 30, track_run=True)
     assert (retry.number, retry.lease) == (2, 2)
     assert store.get(job).get("handbacks") is None
 
 
 def test_an_attempt_that_finished_running_is_not_counted_when_its_settle_was_cut_off(store):
     job = new_job(store)
-    a = store.start_attempt(job, "w-dead", 3, 30, track_run=True)
-    store.mark_run_began(job, a.lease)
-    assert store.mark_run_finished(job, a.lease) is True  # the next job killed the worker while this one settled
-    retry = store.start_attempt(job, "w-2", 3, 30)
+    a = store.attempts.start_attempt(job, "w-dead", 3, 30, track_run=True)
+    store.attempts.mark_run_began(job, a.lease)
+    # the next job killed the worker while this one settled
+    assert store.attempts.mark_run_finished(job, a.lease) is True
+    retry = store.attempts.start_attempt(job, "w-2", 3, 30)
     assert (retry.number, retry.lease) == (1, 2)
     assert store.mark_succeeded(job, OUT, lease=retry.lease) is True
     final = store.get(job)
@@ -55,51 +57,51 @@ def test_an_attempt_that_finished_running_is_not_counted_when_its_settle_was_cut
 def test_the_last_attempt_that_finished_running_may_still_be_retried(store):
     job = new_job(store)
     for n in range(2):
-        a = store.start_attempt(job, f"w-{n}", 3, 30)
-        store.fail_attempt(job, a.lease, a.number, {"code": "backend-error", "message": "x"})
-    last = store.start_attempt(job, "w-dead", 3, 30, track_run=True)
-    store.mark_run_began(job, last.lease)
-    store.mark_run_finished(job, last.lease)
-    retry = store.start_attempt(job, "w-3", 3, 30)
+        a = store.attempts.start_attempt(job, f"w-{n}", 3, 30)
+        store.attempts.fail_attempt(job, a.lease, a.number, {"code": "backend-error", "message": "x"})
+    last = store.attempts.start_attempt(job, "w-dead", 3, 30, track_run=True)
+    store.attempts.mark_run_began(job, last.lease)
+    store.attempts.mark_run_finished(job, last.lease)
+    retry = store.attempts.start_attempt(job, "w-3", 3, 30)
     assert (retry.outcome, retry.number) == (STARTED, 3)
     # ...but the one that dies running on the last attempt uses the job up
-    store.mark_run_began(job, retry.lease)
-    assert store.start_attempt(job, "w-4", 3, 30).outcome == EXHAUSTED
+    store.attempts.mark_run_began(job, retry.lease)
+    assert store.attempts.start_attempt(job, "w-4", 3, 30).outcome == EXHAUSTED
     assert store.get(job)["status"] == FAILED
 
 
 def test_settling_clears_the_markers_so_a_failed_attempt_stays_counted(store):
     job = new_job(store)
-    a = store.start_attempt(job, "w-1", 3, 30, track_run=True)
-    store.mark_run_began(job, a.lease)
-    store.mark_run_finished(job, a.lease)
-    assert store.fail_attempt(job, a.lease, a.number, {"code": "upload", "message": "x"}) is True
+    a = store.attempts.start_attempt(job, "w-1", 3, 30, track_run=True)
+    store.attempts.mark_run_began(job, a.lease)
+    store.attempts.mark_run_finished(job, a.lease)
+    assert store.attempts.fail_attempt(job, a.lease, a.number, {"code": "upload", "message": "x"}) is True
     record = store.get(job)
     assert record["status"] == QUEUED and RUN_FINISHED not in record and record["attempts"] == 1
-    assert store.mark_run_finished(job, a.lease) is False  # a late marker finds the attempt settled
-    assert store.start_attempt(job, "w-2", 3, 30).number == 2
+    assert store.attempts.mark_run_finished(job, a.lease) is False  # a late marker finds the attempt settled
+    assert store.attempts.start_attempt(job, "w-2", 3, 30).number == 2
 
 
 def test_released_claim_ahead_is_given_back_once(store):
     job = new_job(store)
-    a = store.start_attempt(job, "w-1", 3, 30, track_run=True)
-    assert store.release_attempt(job, a.lease) is True  # stop before it began: handed back uncounted
+    a = store.attempts.start_attempt(job, "w-1", 3, 30, track_run=True)
+    assert store.attempts.release_attempt(job, a.lease) is True  # stop before it began: handed back uncounted
     record = store.get(job)
     assert record["attempts"] == 0 and record["handbacks"] == 1 and RUN_PENDING not in record
-    assert store.start_attempt(job, "w-2", 3, 30).number == 1
+    assert store.attempts.start_attempt(job, "w-2", 3, 30).number == 1
 
 
 def test_sweeper_gives_back_pending_and_finished_attempts_and_fails_one_that_died_running(store, clock):
     pending, finished, died = new_job(store), new_job(store), new_job(store)
     for job in (pending, finished, died):
         for n in range(2):
-            a = store.start_attempt(job, f"w-{n}", 3, 30)
-            store.fail_attempt(job, a.lease, a.number, {"code": "backend-error", "message": "x"})
-        last = store.start_attempt(job, "w-dead", 3, 30, track_run=True)
+            a = store.attempts.start_attempt(job, f"w-{n}", 3, 30)
+            store.attempts.fail_attempt(job, a.lease, a.number, {"code": "backend-error", "message": "x"})
+        last = store.attempts.start_attempt(job, "w-dead", 3, 30, track_run=True)
         if job != pending:
-            store.mark_run_began(job, last.lease)
+            store.attempts.mark_run_began(job, last.lease)
         if job == finished:
-            store.mark_run_finished(job, last.lease)
+            store.attempts.mark_run_finished(job, last.lease)
     clock.now += 400
     report = sweep(store, max_attempts=3, stale_after_s=300)
     assert (report.expired, report.requeued, report.failed) == (3, 2, 1)
@@ -107,6 +109,6 @@ def test_sweeper_gives_back_pending_and_finished_attempts_and_fails_one_that_die
         record = store.get(job)
         assert (record["status"], record["attempts"], record["handbacks"]) == (QUEUED, 2, 1)
         assert RUN_PENDING not in record and RUN_FINISHED not in record
-        assert store.start_attempt(job, "w-3", 3, 30).number == 3
+        assert store.attempts.start_attempt(job, "w-3", 3, 30).number == 3
     assert store.get(died)["status"] == FAILED and store.get(died)["error"]["code"] == "lease-expired"
     assert store.get(pending)["status"] == RUNNING

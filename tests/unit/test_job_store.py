@@ -21,7 +21,7 @@ def test_create_get_and_run_to_success(store):
     assert created
     got = store.get(record["job_id"])
     assert got["status"] == QUEUED and got["spec"] == SPEC and got["started_at"] is None
-    attempt = store.start_attempt(record["job_id"], "w-1", 3, 30)
+    attempt = store.attempts.start_attempt(record["job_id"], "w-1", 3, 30)
     running = attempt.record
     assert attempt.started and attempt.number == 1 and attempt.lease == 1
     assert running["status"] == RUNNING and running["attempts"] == 1 and running["started_at"]
@@ -32,14 +32,14 @@ def test_create_get_and_run_to_success(store):
     assert store.mark_failed(record["job_id"], "late failure") is False
     final = store.get(record["job_id"])
     assert final["status"] == SUCCEEDED and final["outputs"] == outputs and final["timings"] == timings
-    assert store.start_attempt(record["job_id"], "w-2", 3, 30).outcome == "final"
+    assert store.attempts.start_attempt(record["job_id"], "w-2", 3, 30).outcome == "final"
 
 
 def test_failure_and_attempt_errors(store):
     record, _ = store.create(new_record(SPEC, owner="k1"))
-    store.start_attempt(record["job_id"], "w-1", 3, 30)
+    store.attempts.start_attempt(record["job_id"], "w-1", 3, 30)
     store.record_attempt_error(record["job_id"], 1, RuntimeError("CUDA out of memory"))
-    store.start_attempt(record["job_id"], "w-2", 3, 30)  # redelivered after a crash: running again
+    store.attempts.start_attempt(record["job_id"], "w-2", 3, 30)  # redelivered after a crash: running again
     assert store.mark_failed(record["job_id"], {"code": "backend", "message": "boom"}) is True
     final = store.get(record["job_id"])
     assert final["status"] == FAILED and final["error"] == {"code": "backend", "message": "boom"}
@@ -49,9 +49,9 @@ def test_failure_and_attempt_errors(store):
 def test_cancel_queued_and_running(store):
     queued, _ = store.create(new_record(SPEC, owner="k1"))
     assert store.request_cancel(queued["job_id"])["status"] == CANCELED
-    assert store.start_attempt(queued["job_id"], "w", 3, 30).outcome == "final"
+    assert store.attempts.start_attempt(queued["job_id"], "w", 3, 30).outcome == "final"
     running, _ = store.create(new_record(SPEC, owner="k1"))
-    store.start_attempt(running["job_id"], "w", 3, 30)
+    store.attempts.start_attempt(running["job_id"], "w", 3, 30)
     flagged = store.request_cancel(running["job_id"])
     assert flagged["status"] == RUNNING and flagged["cancel_requested"] is True
     assert store.is_cancel_requested(running["job_id"])
@@ -62,15 +62,15 @@ def test_cancel_queued_and_running(store):
 
 def test_redelivery_with_cancel_requested_is_canceled(store):
     record, _ = store.create(new_record(SPEC, owner="k1"))
-    store.start_attempt(record["job_id"], "w", 3, 30)
+    store.attempts.start_attempt(record["job_id"], "w", 3, 30)
     store.request_cancel(record["job_id"])
-    assert store.start_attempt(record["job_id"], "w2", 3, 30).outcome == "canceled"
+    assert store.attempts.start_attempt(record["job_id"], "w2", 3, 30).outcome == "canceled"
     assert store.get(record["job_id"])["status"] == CANCELED
 
 
 def test_start_attempt_unknown_job_raises(store):
     with pytest.raises(JobNotFoundError):
-        store.start_attempt("j_00000000000000000000000000", "w", 3, 30)
+        store.attempts.start_attempt("j_00000000000000000000000000", "w", 3, 30)
     assert store.mark_succeeded("j_00000000000000000000000000", [], {}) is False
 
 
@@ -143,7 +143,7 @@ def test_cancel_reports_whether_this_call_made_the_change(store):
     again, changed_again = store.cancel(queued["job_id"])
     assert not changed_again and again["status"] == CANCELED
     running, _ = store.create(new_record(SPEC, owner="k1"))
-    store.start_attempt(running["job_id"], "w", 3, 30)
+    store.attempts.start_attempt(running["job_id"], "w", 3, 30)
     assert [store.cancel(running["job_id"])[1] for _ in range(2)] == [True, False]
     assert store.cancel("j_00000000000000000000000000") == (None, False)
 

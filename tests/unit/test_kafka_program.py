@@ -94,7 +94,7 @@ def test_topics_are_created_at_deploy_with_partitions_and_retention(result):
     assert topics[KAFKA_TOPIC]["config"] == {"retention.ms": str(7 * 24 * 3600 * 1000)}
     assert topics[KAFKA_DLQ_TOPIC] == {"name": KAFKA_DLQ_TOPIC, "partitions": 1,
                                        "config": {"retention.ms": str(14 * 24 * 3600 * 1000)}}
-    assert creator.inputs["handler"] == "runtime.queues.kafka_topics.lambda_handler"
+    assert creator.inputs["handler"] == "runtime.functions.kafka_topics.lambda_handler"
     assert invocation["triggers"]["topics"], "a changed topic spec must run the creator again"
     cluster = _cluster(result)
     grants = _grants(_role_policy(result, "queue-kafka-fns-topics-role"))
@@ -108,7 +108,7 @@ def test_lag_publisher_runs_each_minute_and_feeds_the_scaling_policy(result):
     rec = result.recording
     fn = rec.one("aws:lambda/function:Function", "queue-kafka-fns-lag-fn")
     env = fn.inputs["environment"]["variables"]
-    assert fn.inputs["handler"] == "runtime.queues.kafka_lag.lambda_handler"
+    assert fn.inputs["handler"] == "runtime.functions.kafka_lag.lambda_handler"
     assert (env["GENAI_KAFKA_TOPIC"], env["GENAI_KAFKA_GROUP"]) == (KAFKA_TOPIC, KAFKA_GROUP)
     assert fn.inputs["vpcConfig"]["securityGroupIds"] == [
         rec.one("aws:ec2/securityGroup:SecurityGroup", "queue-kafka-clients").outputs["id"]]

@@ -16,8 +16,8 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import ConfigResource, NewPartitions, NewTopic
 
+from runtime.functions.kafka_topics import TopicSpec, ensure_topics, lambda_handler
 from runtime.queues.base import QueueUnavailableError
-from runtime.queues.kafka_topics import TopicSpec, ensure_topics, lambda_handler
 
 DEFAULTS = {"retention.ms": "604800000", "cleanup.policy": "delete"}
 

@@ -48,7 +48,7 @@ def test_the_component_never_runs_pip_or_imports_from_the_deploying_environment(
 
 def test_the_code_archive_is_runtime_files_plus_the_built_folder():
     assert API_DEPS.is_current(), "run `make lambda-deps` (part of `make install`)"
-    assets = api_component._code_archive().assets
+    assets = lambda_package.api_code_archive().assets
     sources = {key: Path(asset.path) for key, asset in assets.items()}
     assert "runtime/api/handler.py" in sources and "httpx/__init__.py" in sources
     assert sources["httpx/__init__.py"].is_relative_to(API_DEPS.directory)
@@ -100,7 +100,7 @@ def test_the_unpacked_archive_imports_the_handler_with_only_what_lambda_provides
 
     assert API_DEPS.is_current(), "run `make lambda-deps` (part of `make install`)"
     code = tmp_path / "code"
-    for key, asset in api_component._code_archive().assets.items():
+    for key, asset in lambda_package.api_code_archive().assets.items():
         (code / key).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(asset.path, code / key)
     # pydantic-core's compiled half is the Lambda's aarch64 build (test_api_component checks it), which this
@@ -122,7 +122,7 @@ def test_the_unpacked_archive_imports_the_handler_with_only_what_lambda_provides
     # Lambda puts the function's code and then the runtime's boto3 on PYTHONPATH; -S: no site-packages of
     # this machine; cwd: an empty folder, so the checkout's runtime/ cannot stand in for the archive's.
     script = ("import sys, runtime.api.handler, runtime.api.authorizer, httpx; "
-              "import runtime.reconciler, runtime.webhook_dispatch; "  # the job-events functions share the archive
+              "import runtime.functions.reconciler, runtime.functions.webhook_dispatch; "  # the job-events fns
               "assert httpx.__file__.startswith(sys.argv[1]), httpx.__file__; "
               "assert runtime.api.handler.__file__.startswith(sys.argv[1]), runtime.api.handler.__file__; "
               "print('ok')")
@@ -168,12 +168,13 @@ def _missing_runtime_modules(keys: set[str], handlers: tuple[str, ...]) -> set[s
 
 
 def test_every_runtime_module_the_lambda_handlers_import_is_in_the_api_archive():
-    handlers = ("runtime.api.handler", "runtime.api.authorizer", "runtime.reconciler", "runtime.webhook_dispatch")
-    assert _missing_runtime_modules(set(api_component._code_archive().assets), handlers) == set()
+    handlers = ("runtime.api.handler", "runtime.api.authorizer", "runtime.functions.reconciler",
+                "runtime.functions.webhook_dispatch")
+    assert _missing_runtime_modules(set(lambda_package.api_code_archive().assets), handlers) == set()
 
 
 def test_every_runtime_module_the_kafka_functions_import_is_in_their_archive():
     from components import kafka_functions
 
-    handlers = ("runtime.queues.kafka_lag", "runtime.queues.kafka_topics")
+    handlers = ("runtime.functions.kafka_lag", "runtime.functions.kafka_topics")
     assert _missing_runtime_modules(set(kafka_functions.CODE_FILES), handlers) == set()

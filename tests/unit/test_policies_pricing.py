@@ -16,7 +16,7 @@ import json
 
 import pytest
 
-from genai_policies.pricing import estimate
+from genai_policies.estimate import estimate
 from tests.unit._policy_helpers import policy_resource
 
 H = 730

@@ -1,4 +1,5 @@
-"""Webhook events from record changes and their delivery handlers (runtime.webhook_events / webhook_dispatch)."""
+"""Webhook events from record changes and their delivery handlers (runtime/functions: webhook_events,
+webhook_dispatch)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import json
 
 import httpx
 
+from runtime.functions.webhook_dispatch import BACKOFF_S, EndpointBreaker, SenderHandler, StreamHandler
+from runtime.functions.webhook_events import Delivery, deliveries, transitions
+from runtime.functions.webhooks import WebhookSender
 from runtime.jobs.store import new_record, serialize
-from runtime.webhook_dispatch import BACKOFF_S, EndpointBreaker, SenderHandler, StreamHandler
-from runtime.webhook_events import Delivery, deliveries, transitions
-from runtime.webhooks import WebhookSender
 
 SPEC = {"model": "m", "task": "txt2img", "inputs": {"prompt": "x"}, "webhook": "https://hooks.example.com/h",
         "webhook_events_filter": ["start", "output", "completed"]}

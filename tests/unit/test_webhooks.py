@@ -7,8 +7,8 @@ import json
 import httpx
 import pytest
 
+from runtime.functions.webhooks import WebhookSender, sign, verify_signature
 from runtime.jobs.store import new_record
-from runtime.webhooks import WebhookSender, sign, verify_signature
 
 SECRET = b"s3cret"
 PUBLIC = {"hooks.example.com": ["93.184.216.34"]}

@@ -31,8 +31,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from runtime.webhook_events import Delivery, deliveries
-from runtime.webhooks import WebhookSender, load_secret_from_ssm
+from runtime.functions import environment
+from runtime.functions.webhook_events import Delivery, deliveries
+from runtime.functions.webhooks import WebhookSender, load_secret_from_ssm
 
 log = logging.getLogger(__name__)
 
@@ -122,23 +123,13 @@ class SenderHandler:
         return False
 
 
-def _clients() -> tuple[Any, str]:
-    from runtime.worker.aws import client
-
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    endpoint = os.environ.get("GENAI_AWS_ENDPOINT_URL")
-    endpoints = {"sqs": endpoint, "ssm": endpoint} if endpoint else {}
-    return client("sqs", region, endpoints, profile="function"), region
-
-
 _cached: dict[str, Any] = {}
 
 
 def stream_handler(event: Mapping[str, Any], _context: Any = None) -> dict[str, Any]:
     """Lambda entry: DynamoDB stream of the job table -> deliveries queue."""
     if "stream" not in _cached:
-        sqs, _ = _clients()
-        _cached["stream"] = StreamHandler(sqs, os.environ["GENAI_WEBHOOK_QUEUE_URL"],
+        _cached["stream"] = StreamHandler(environment.client("sqs"), os.environ["GENAI_WEBHOOK_QUEUE_URL"],
                                           os.environ.get("GENAI_API_URL", "").rstrip("/"))
     return {"queued": _cached["stream"].handle(event)}
 
@@ -146,15 +137,11 @@ def stream_handler(event: Mapping[str, Any], _context: Any = None) -> dict[str, 
 def sender_handler(event: Mapping[str, Any], _context: Any = None) -> dict[str, Any]:
     """Lambda entry: deliveries queue -> receivers (ReportBatchItemFailures)."""
     if "sender" not in _cached:
-        sqs, region = _clients()
         secret = os.environ.get("GENAI_WEBHOOK_SECRET")
         if not secret:
-            from runtime.worker.aws import client
-
-            endpoint = os.environ.get("GENAI_AWS_ENDPOINT_URL")
-            secret = load_secret_from_ssm(client("ssm", region, {"ssm": endpoint} if endpoint else {}),
+            secret = load_secret_from_ssm(environment.client("ssm"),
                                           os.environ["GENAI_WEBHOOK_SECRET_PARAMETER"]).decode()
         allow_loopback = os.environ.get("GENAI_ALLOW_LOOPBACK_URLS", "").lower() == "true"
         sender = WebhookSender(secret, allow_loopback=allow_loopback, max_attempts=1, timeout_s=SEND_TIMEOUT_S)
-        _cached["sender"] = SenderHandler(sender, sqs, os.environ["GENAI_WEBHOOK_QUEUE_URL"])
+        _cached["sender"] = SenderHandler(sender, environment.client("sqs"), os.environ["GENAI_WEBHOOK_QUEUE_URL"])
     return _cached["sender"].handle(event)

@@ -1,4 +1,4 @@
-"""Signed webhooks, sent by the webhook dispatcher (runtime.webhook_dispatch) as a job starts, outputs, ends.
+"""Signed webhooks, sent by the webhook dispatcher (runtime.functions.webhook_dispatch) as a job starts, outputs, ends.
 
 Wire format (documented for receivers in docs/api.md)::
 
@@ -141,7 +141,7 @@ class WebhookSender:
     def try_once(self, url: str, event: str, job: Mapping[str, Any], webhook_id: str,
                  attempt: int = 1) -> tuple[DeliveryResult, bool]:
         """One try, no sleeping: (result, whether a later try may succeed). The webhook dispatcher's
-        queue does the waiting between tries (runtime.webhook_dispatch)."""
+        queue does the waiting between tries (runtime.functions.webhook_dispatch)."""
         if event not in EVENTS:
             raise ValueError(f"unknown webhook event {event!r}; use one of {', '.join(EVENTS)}")
         body = json.dumps({"event": event, "job": dict(job)}, separators=(",", ":"), default=str).encode()

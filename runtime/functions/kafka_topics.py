@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.functions import environment
 from runtime.queues.base import QueueUnavailableError
 from runtime.queues.kafka_auth import security_config
 
@@ -115,5 +116,5 @@ def lambda_handler(event: Mapping[str, Any], context: Any, admin: Any = None) ->
             raise RuntimeError("GENAI_KAFKA_BOOTSTRAP must be set for the topic creator")
         admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": "genai-topic-creator",
                              **security_config(env.get("GENAI_KAFKA_IAM", "true").lower() != "false",
-                                               env.get("AWS_REGION"))})
+                                               environment.region())})
     return {"topics": ensure_topics(admin, specs)}

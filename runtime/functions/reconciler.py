@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.functions import environment
 from runtime.jobs.attempts import attempt_history
 from runtime.jobs.store import FINAL, JobStore
 from runtime.queues.base import MessageFormatError, QueueMessage
@@ -59,11 +60,11 @@ def reconcile_dead_letter(store: JobStore, body: str, receive_count: int | None 
 
 def sweep(store: JobStore, max_attempts: int, stale_after_s: float, now: float | None = None) -> SweepReport:
     """Reconcile every lease that ran out before ``now - stale_after_s``."""
-    cutoff = (store._clock() if now is None else now) - stale_after_s
+    cutoff = (store.attempts.clock() if now is None else now) - stale_after_s
     requeued = failed = 0
-    records = store.expired_leases(cutoff)
+    records = store.attempts.expired_leases(cutoff)
     for record in records:
-        outcome = store.expire_lease(record, cutoff, max_attempts)
+        outcome = store.attempts.expire_lease(record, cutoff, max_attempts)
         requeued += outcome == "queued"
         failed += outcome == "failed"
         if outcome:
@@ -72,12 +73,7 @@ def sweep(store: JobStore, max_attempts: int, stale_after_s: float, now: float |
 
 
 def _store() -> JobStore:
-    from runtime.worker.aws import client
-
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    endpoint = os.environ.get("GENAI_AWS_ENDPOINT_URL")
-    endpoints = {"dynamodb": endpoint} if endpoint else {}
-    return JobStore(os.environ["GENAI_JOB_TABLE"], client("dynamodb", region, endpoints, profile="function"))
+    return JobStore(os.environ["GENAI_JOB_TABLE"], environment.client("dynamodb"))
 
 
 _cached: dict[str, Any] = {}
