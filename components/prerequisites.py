@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 from components import capacity, vcpu_quotas
 from components.config import FleetConfig
-from components.scaling_plan import on_demand_percentage
 from components.naming import api_keys_prefix, webhook_secret_parameter
+from components.scaling_plan import on_demand_percentage
 
 
 class PrerequisiteError(RuntimeError):

@@ -60,14 +60,14 @@ FAMILY_CLASS: dict[str, str] = {
 }
 
 
-class UnknownInstanceFamily(ValueError):
+class UnknownInstanceFamilyError(ValueError):
     """An instance type whose quota this module does not know (add its family to FAMILY_CLASS)."""
 
 
 def quota_for(instance_type: str, market: str) -> Quota:
     family = instance_type.split(".", 1)[0]
     if family not in FAMILY_CLASS:
-        raise UnknownInstanceFamily(f"no EC2 vCPU quota is known for {instance_type} (family {family}): add the "
+        raise UnknownInstanceFamilyError(f"no EC2 vCPU quota is known for {instance_type} (family {family}): add the "
                                     f"family to components/vcpu_quotas.FAMILY_CLASS")
     return QUOTAS[FAMILY_CLASS[family]][market]
 

@@ -264,9 +264,9 @@ class RecordingMocks:
                 return {"id": code, "quotaCode": code, "serviceCode": service, "value": self.account.ec2_quota(code),
                         "defaultValue": 0.0, "adjustable": True, "globalQuota": False, "quotaName": code,
                         "serviceName": "Amazon Elastic Compute Cloud (Amazon EC2)"}
-            return {"id": code, "quotaCode": code, "serviceCode": service, "value": self.account.lambda_concurrency_quota,
-                    "defaultValue": 1000.0, "adjustable": True, "globalQuota": False,
-                    "quotaName": "Concurrent executions", "serviceName": "AWS Lambda"}
+            return {"id": code, "quotaCode": code, "serviceCode": service,
+                    "value": self.account.lambda_concurrency_quota, "defaultValue": 1000.0, "adjustable": True,
+                    "globalQuota": False, "quotaName": "Concurrent executions", "serviceName": "AWS Lambda"}
         if token == "aws:iam/getPolicyDocument:getPolicyDocument":
             return _policy_document(args.args)
         if token == "aws:ec2/getInstanceType:getInstanceType":

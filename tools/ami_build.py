@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tools import ami_preflight
+
 # Packer machine-readable output: tools/packer_output.py (re-exported: callers and tests use these names).
 from tools.packer_output import (  # noqa: F401
     AmiBuildError,
@@ -47,7 +49,6 @@ from tools.packer_output import (  # noqa: F401
     parse_build_output,
     parse_machine_line,
 )
-from tools import ami_preflight
 from tools.runtime_wheel import write_runtime_pyproject
 
 LOG = logging.getLogger("ami_build")

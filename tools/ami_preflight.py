@@ -151,7 +151,7 @@ def build_quota_need(ec2: Any, instance_type: str) -> vcpu_quotas.Need:
     vcpus = int(info["VCpuInfo"]["DefaultVCpus"])
     try:
         quota = vcpu_quotas.quota_for(instance_type, vcpu_quotas.ON_DEMAND)
-    except vcpu_quotas.UnknownInstanceFamily as exc:
+    except vcpu_quotas.UnknownInstanceFamilyError as exc:
         raise AmiBuildError(str(exc)) from exc
     return vcpu_quotas.Need(quota, vcpu_quotas.ON_DEMAND, vcpus, f"the build instance, one {instance_type} of "
                                                                  f"{vcpus} vCPUs")

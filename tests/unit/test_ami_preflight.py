@@ -37,7 +37,7 @@ FILTER_FIELDS = {"name": "Name", "architecture": "Architecture", "virtualization
                  "root-device-type": "RootDeviceType"}
 
 
-class NoSuchResourceException(Exception):
+class NoSuchResourceException(Exception):  # noqa: N818 - the AWS exception's name
     pass
 
 
@@ -173,7 +173,7 @@ def test_the_neuron_build_needs_the_inf_quota_and_a_larger_build_type_more():
     checked = ami_preflight.preflight(session, "neuron", [])
     assert checked == {"source_ami": NEURON_220["ImageId"], "source_ami_name": NEURON_220["Name"],
                        "build_quota": {"code": "L-1945791B", "vcpus": 4.0, "needed": 4}}
-    with pytest.raises(AmiBuildError, match="below the 32 the on-demand instances need .*inf2.8xlarge"):
+    with pytest.raises(AmiBuildError, match=r"below the 32 the on-demand instances need .*inf2\.8xlarge"):
         ami_preflight.preflight(session, "neuron", ["neuron_build_instance_type=inf2.8xlarge"])
 
 

@@ -31,7 +31,8 @@ def _run(tmp_path: Path, disks: dict[str, str], mountinfo: str, holders: dict[st
         (sys_block / name / "holders").mkdir(parents=True, exist_ok=True)
         (sys_block / name / "holders" / holder).write_text("")
     (tmp_path / "mountinfo").write_text(mountinfo)
-    env = {"PATH": os.environ["PATH"], "DRY_RUN": "1", "SYS_BLOCK_DIR": str(sys_block), "DEV_DIR": str(tmp_path / "dev"),
+    env = {"PATH": os.environ["PATH"], "DRY_RUN": "1", "SYS_BLOCK_DIR": str(sys_block),
+           "DEV_DIR": str(tmp_path / "dev"),
            "MOUNTINFO": str(tmp_path / "mountinfo"), "MODEL_CACHE_DIR": str(tmp_path / "models")}
     if dlami:
         env["DLAMI_NVME_DIR"] = str(tmp_path / "dlami-nvme")

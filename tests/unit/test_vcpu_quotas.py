@@ -45,7 +45,7 @@ def test_p4d_and_p5_share_the_on_demand_quota_but_not_the_spot_one():
 
 
 def test_an_unknown_family_is_named():
-    with pytest.raises(vcpu_quotas.UnknownInstanceFamily, match="m7i.large .*FAMILY_CLASS"):
+    with pytest.raises(vcpu_quotas.UnknownInstanceFamilyError, match=r"m7i\.large .*FAMILY_CLASS"):
         vcpu_quotas.quota_for("m7i.large", "spot")
 
 
