@@ -4,14 +4,14 @@ A new user follows README "Deploying to AWS" in order; each prerequisite there h
 it, and this module fails ``pulumi preview`` (and ``make preview-aws``) with that command when the thing
 is missing, instead of letting an instance find out an hour later:
 
-1. the AMI: the SSM parameter ``/genai-fleet/ami/<flavour>/<channel>`` (``make ami`` publishes ``latest``
-   after its checks; ``make promote-ami`` sets a production channel), unless ``amiId`` pins one;
-2. the webhook signing secret ``/genai-fleet/<env>/webhook-secret`` (``make webhook-secret``);
-3. with ``apiAuth: api-key``, at least one key under ``/genai-fleet/<env>/api-keys`` (``make api-key``);
-4. a Lambda "Concurrent executions" quota that covers the API's reserved concurrency (components/capacity.py);
-5. EC2 vCPU quotas (G and VT, Inf, ...) that cover the groups at ``maxSize``, on demand and spot apart
+1. EC2 vCPU quotas (G and VT, Inf, ...) that cover the groups at ``maxSize``, on demand and spot apart
    (components/vcpu_quotas.py): a new account often has none, and a group that cannot launch says so only in
-   its activity history.
+   its activity history (``make ami`` checks its build instance's quota before Packer starts, tools/ami_preflight.py);
+2. the AMI: the SSM parameter ``/genai-fleet/ami/<flavour>/<channel>`` (``make ami`` publishes ``latest``
+   after its checks; ``make promote-ami`` sets a production channel), unless ``amiId`` pins one;
+3. the webhook signing secret ``/genai-fleet/<env>/webhook-secret`` (``make webhook-secret``);
+4. with ``apiAuth: api-key``, at least one key under ``/genai-fleet/<env>/api-keys`` (``make api-key``);
+5. a Lambda "Concurrent executions" quota that covers the API's reserved concurrency (components/capacity.py).
 
 ``missing`` is pure (facts in, messages out) so tests cover every case; ``read_facts`` asks AWS through the
 stack's provider with read-only calls (no parameter value is decrypted).
@@ -68,7 +68,7 @@ def vcpu_needs(cfg: FleetConfig, instance_vcpus: Mapping[str, int]) -> list[vcpu
 
 def missing(cfg: FleetConfig, facts: AccountFacts) -> list[str]:
     """One message per missing prerequisite, in the README's order, each naming the command that makes it."""
-    problems = []
+    problems = vcpu_quotas.shortfalls(vcpu_needs(cfg, facts.instance_vcpus), facts.vcpu_quota_values, cfg.region)
     stack, secret = cfg.stack, webhook_secret_parameter(cfg.identity)
     if not cfg.cluster.ami_id and not facts.ami_parameter_exists:
         problems.append(f"no AMI: the SSM parameter {cfg.cluster.ami_parameter} does not exist: run "
@@ -88,7 +88,6 @@ def missing(cfg: FleetConfig, facts: AccountFacts) -> list[str]:
             f"{capacity.UNRESERVED_MINIMUM} AWS keeps unreserved): run `aws service-quotas "
             f"request-service-quota-increase --region {cfg.region} --service-code lambda --quota-code "
             f"{capacity.QUOTA_CODE} --desired-value {need}`, or lower apiMaxWaitSeconds / apiRateLimit")
-    problems += vcpu_quotas.shortfalls(vcpu_needs(cfg, facts.instance_vcpus), facts.vcpu_quota_values, cfg.region)
     return problems
 
 
