@@ -128,8 +128,13 @@ def _read_vcpu_quotas(cfg: FleetConfig, aws, opts) -> tuple[dict[str, int], dict
     """vCPUs of each configured type and the applied value of every EC2 quota they draw on."""
     import pulumi
 
-    vcpus = {t: int(aws.ec2.get_instance_type(instance_type=t, opts=opts).default_vcpus)
-             for t in cfg.cluster.instance_types}
+    try:
+        vcpus = {t: int(aws.ec2.get_instance_type(instance_type=t, opts=opts).default_vcpus)
+                 for t in cfg.cluster.instance_types}
+    except Exception as exc:  # noqa: BLE001 - as with the quotas: warn, do not block the deploy
+        pulumi.log.warn(f"could not read the vCPUs of {', '.join(cfg.cluster.instance_types)} ({exc}): the EC2 "
+                        "vCPU quotas are not checked: see docs/amis.md, \"Quotas the build and the fleet need\"")
+        return {}, {}
     values: dict[str, float | None] = {}
     for need in vcpu_needs(cfg, vcpus):
         code = need.quota.code

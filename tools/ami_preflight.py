@@ -169,7 +169,14 @@ def preflight(session: Any, flavor: str, overrides: list[str]) -> dict[str, Any]
     ec2 = session.client("ec2")
     image = find_source_image(ec2, flavor, source_image_query(flavor, values), region)
     need = build_quota_need(ec2, build_instance_type(flavor, values))
-    applied = applied_quota(session.client("service-quotas"), need.quota.code)
-    check_build_quota(need, applied, region)
+    quotas = session.client("service-quotas")
+    try:
+        applied: float | None = applied_quota(quotas, need.quota.code)
+    except quotas.exceptions.AccessDeniedException as exc:  # the check is advice: say so and go on
+        LOG.warning("cannot read the EC2 quota %s (%s): %s; the build instance needs %d vCPUs of it, check it "
+                    "yourself", need.quota.name, need.quota.code, exc, need.vcpus)
+        applied = None
+    if applied is not None:
+        check_build_quota(need, applied, region)
     return {"source_ami": image["ImageId"], "source_ami_name": image.get("Name"),
             "build_quota": {"code": need.quota.code, "vcpus": applied, "needed": need.vcpus}}

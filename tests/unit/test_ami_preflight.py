@@ -41,6 +41,10 @@ class NoSuchResourceException(Exception):  # noqa: N818 - the AWS exception's na
     pass
 
 
+class AccessDeniedException(Exception):  # noqa: N818 - the AWS exception's name
+    pass
+
+
 class FakeEc2:
     """DescribeImages with AWS's deprecation rule; DescribeInstanceTypes from moto's copy of EC2's data."""
 
@@ -78,13 +82,16 @@ class FakeEc2:
 class FakeQuotas:
     """Service Quotas: applied values where set, else NoSuchResourceException and the default."""
 
-    exceptions = type("Exceptions", (), {"NoSuchResourceException": NoSuchResourceException})
+    exceptions = type("Exceptions", (), {"NoSuchResourceException": NoSuchResourceException,
+                                         "AccessDeniedException": AccessDeniedException})
 
-    def __init__(self, applied: dict[str, float], defaults: dict[str, float] | None = None):
-        self.applied, self.defaults = applied, defaults or {}
+    def __init__(self, applied: dict[str, float], defaults: dict[str, float] | None = None, denied: bool = False):
+        self.applied, self.defaults, self.denied = applied, defaults or {}, denied
 
     def get_service_quota(self, ServiceCode, QuotaCode):  # noqa: N803
         assert ServiceCode == "ec2"
+        if self.denied:
+            raise AccessDeniedException("not authorized to perform: servicequotas:GetServiceQuota")
         if QuotaCode not in self.applied:
             raise NoSuchResourceException(QuotaCode)
         return {"Quota": {"QuotaCode": QuotaCode, "Value": self.applied[QuotaCode]}}
@@ -205,3 +212,11 @@ def test_the_dry_run_shows_both_checks(capsys, monkeypatch):
     assert any("describe-images (owners amazon; name 'Deep Learning AMI Neuron (Ubuntu 22.04) 20241027'" in s
                and "deprecated images included" in s for s in steps)
     assert any("describe-instance-types inf2.xlarge + service-quotas get-service-quota" in s for s in steps)
+
+
+def test_an_unreadable_quota_is_a_warning_not_a_stop(caplog):
+    session = FakeSession(FakeEc2([CUDA_NEW]), FakeQuotas(applied={}, denied=True))
+    with caplog.at_level(logging.WARNING, logger="ami_build"):
+        checked = ami_preflight.preflight(session, "cuda", [])
+    assert checked["build_quota"] == {"code": "L-DB2E81BA", "vcpus": None, "needed": 4}
+    assert "cannot read the EC2 quota Running On-Demand G and VT instances (L-DB2E81BA)" in caplog.text
