@@ -4,11 +4,14 @@ A new user follows README "Deploying to AWS" in order; each prerequisite there h
 it, and this module fails ``pulumi preview`` (and ``make preview-aws``) with that command when the thing
 is missing, instead of letting an instance find out an hour later:
 
-1. the AMI: the SSM parameter ``/genai-fleet/ami/<flavour>/<channel>`` (``make ami`` publishes ``latest``
+1. EC2 vCPU quotas (G and VT, Inf, ...) that cover the groups at ``maxSize``, on demand and spot apart
+   (components/vcpu_quotas.py): a new account often has none, and a group that cannot launch says so only in
+   its activity history (``make ami`` checks its build instance's quota before Packer starts, tools/ami_preflight.py);
+2. the AMI: the SSM parameter ``/genai-fleet/ami/<flavour>/<channel>`` (``make ami`` publishes ``latest``
    after its checks; ``make promote-ami`` sets a production channel), unless ``amiId`` pins one;
-2. the webhook signing secret ``/genai-fleet/<env>/webhook-secret`` (``make webhook-secret``);
-3. with ``apiAuth: api-key``, at least one key under ``/genai-fleet/<env>/api-keys`` (``make api-key``);
-4. a Lambda "Concurrent executions" quota that covers the API's reserved concurrency (components/capacity.py).
+3. the webhook signing secret ``/genai-fleet/<env>/webhook-secret`` (``make webhook-secret``);
+4. with ``apiAuth: api-key``, at least one key under ``/genai-fleet/<env>/api-keys`` (``make api-key``);
+5. a Lambda "Concurrent executions" quota that covers the API's reserved concurrency (components/capacity.py).
 
 ``missing`` is pure (facts in, messages out) so tests cover every case; ``read_facts`` asks AWS through the
 stack's provider with read-only calls (no parameter value is decrypted).
@@ -16,11 +19,13 @@ stack's provider with read-only calls (no parameter value is decrypted).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from components import capacity
+from components import capacity, vcpu_quotas
 from components.config import FleetConfig
 from components.naming import api_keys_prefix, webhook_secret_parameter
+from components.scaling_plan import on_demand_percentage
 
 
 class PrerequisiteError(RuntimeError):
@@ -40,6 +45,8 @@ class AccountFacts:
     webhook_secret_exists: bool
     api_key_count: int
     lambda_concurrency_quota: float | None  # None: could not be read (the check is skipped with a warning)
+    instance_vcpus: Mapping[str, int] = field(default_factory=dict)  # DescribeInstanceTypes' DefaultVCpus
+    vcpu_quota_values: Mapping[str, float | None] = field(default_factory=dict)  # code -> applied; None: unread
 
 
 def _ami_command(cfg: FleetConfig) -> str:
@@ -50,9 +57,18 @@ def _ami_command(cfg: FleetConfig) -> str:
             f"(promotes the checked image at latest)")
 
 
+def vcpu_needs(cfg: FleetConfig, instance_vcpus: Mapping[str, int]) -> list[vcpu_quotas.Need]:
+    """What the stack's groups need of each EC2 vCPU quota at maxSize (empty when a type's vCPUs are unknown)."""
+    c = cfg.cluster
+    if not all(t in instance_vcpus for t in c.instance_types):
+        return []
+    return vcpu_quotas.stack_needs(c.instance_types, instance_vcpus, c.max_size, c.on_demand_base,
+                                   on_demand_percentage(c.spot_share))
+
+
 def missing(cfg: FleetConfig, facts: AccountFacts) -> list[str]:
     """One message per missing prerequisite, in the README's order, each naming the command that makes it."""
-    problems = []
+    problems = vcpu_quotas.shortfalls(vcpu_needs(cfg, facts.instance_vcpus), facts.vcpu_quota_values, cfg.region)
     stack, secret = cfg.stack, webhook_secret_parameter(cfg.identity)
     if not cfg.cluster.ami_id and not facts.ami_parameter_exists:
         problems.append(f"no AMI: the SSM parameter {cfg.cluster.ami_parameter} does not exist: run "
@@ -104,7 +120,34 @@ def read_facts(cfg: FleetConfig, provider) -> AccountFacts:
         pulumi.log.warn(f"could not read the Lambda concurrency quota ({exc}); the API reserves "
                         f"{cfg.api.account_concurrency_needed} executions: check the quota yourself")
         quota = None
-    return AccountFacts(ami, secret, keys, quota)
+    vcpus, vcpu_values = _read_vcpu_quotas(cfg, aws, opts)
+    return AccountFacts(ami, secret, keys, quota, vcpus, vcpu_values)
+
+
+def _read_vcpu_quotas(cfg: FleetConfig, aws, opts) -> tuple[dict[str, int], dict[str, float | None]]:
+    """vCPUs of each configured type and the applied value of every EC2 quota they draw on."""
+    import pulumi
+
+    try:
+        vcpus = {t: int(aws.ec2.get_instance_type(instance_type=t, opts=opts).default_vcpus)
+                 for t in cfg.cluster.instance_types}
+    except Exception as exc:  # noqa: BLE001 - as with the quotas: warn, do not block the deploy
+        pulumi.log.warn(f"could not read the vCPUs of {', '.join(cfg.cluster.instance_types)} ({exc}): the EC2 "
+                        "vCPU quotas are not checked: see docs/amis.md, \"Quotas the build and the fleet need\"")
+        return {}, {}
+    values: dict[str, float | None] = {}
+    for need in vcpu_needs(cfg, vcpus):
+        code = need.quota.code
+        if code in values:
+            continue
+        try:
+            values[code] = float(aws.servicequotas.get_service_quota(
+                service_code=vcpu_quotas.SERVICE_CODE, quota_code=code, opts=opts).value)
+        except Exception as exc:  # noqa: BLE001 - a missing permission must not block the deploy; say so
+            pulumi.log.warn(f"could not read the EC2 quota \"{need.quota.name}\" ({code}): {exc}; the groups need "
+                            f"{need.vcpus} vCPUs of it: check it yourself")
+            values[code] = None
+    return vcpus, values
 
 
 def require(cfg: FleetConfig, provider) -> None:

@@ -1,7 +1,8 @@
 """Run the whole Pulumi program under recording mocks: the offline stand-in for ``pulumi preview``.
 
 ``RecordingMocks`` records every resource (type, name, parent, inputs) and answers the provider
-functions the program calls (availability zones, AMI lookup, caller identity, region, partition,
+functions the program calls (availability zones, AMI lookup, caller identity, region, partition, instance
+types (moto's copy of EC2's data), service quotas (Lambda, EC2 vCPUs),
 SSM parameters, IAM policy documents). Unknown functions fail loudly, so a new invoke gets a mock
 on purpose instead of an empty answer.
 
@@ -42,7 +43,7 @@ MOCK_AMI_ID = "ami-0123456789abcdef0"
 
 @dataclass
 class MockAccount:
-    """SSM parameters (name -> value) and the Lambda concurrency quota the mocked AWS account holds.
+    """SSM parameters (name -> value), the Lambda concurrency quota and the EC2 vCPU quotas the mocked account holds.
 
     ``parameters=None`` is a prepared account: every parameter exists (AMI parameters hold ``MOCK_AMI_ID``)
     and every path lists one parameter.
@@ -50,11 +51,16 @@ class MockAccount:
 
     parameters: dict[str, str] | None = None
     lambda_concurrency_quota: float = 10_000.0
+    ec2_vcpu_quotas: dict[str, float] | None = None  # quota code -> vCPUs; None: every EC2 quota is ample
 
     @classmethod
     def fresh(cls) -> MockAccount:
-        """A new account: no parameters, the default regional quota of 1,000 concurrent executions."""
-        return cls(parameters={}, lambda_concurrency_quota=1_000.0)
+        """A new account: no parameters, the default regional quota of 1,000 concurrent executions, and no vCPUs
+        of any accelerated-instance quota (what new accounts commonly get for G and VT, Inf, P and Trn)."""
+        return cls(parameters={}, lambda_concurrency_quota=1_000.0, ec2_vcpu_quotas={})
+
+    def ec2_quota(self, code: str) -> float:
+        return 100_000.0 if self.ec2_vcpu_quotas is None else self.ec2_vcpu_quotas.get(code, 0.0)
 
     def get(self, name: str) -> str | None:
         if self.parameters is None:
@@ -68,8 +74,8 @@ class MockAccount:
         return sorted(n for n in self.parameters if n.startswith(prefix) and "/" not in n[len(prefix):])
 
     def to_json(self) -> str:
-        return json.dumps({"parameters": self.parameters, "lambda_concurrency_quota": self.lambda_concurrency_quota},
-                          sort_keys=True)
+        return json.dumps({"parameters": self.parameters, "lambda_concurrency_quota": self.lambda_concurrency_quota,
+                           "ec2_vcpu_quotas": self.ec2_vcpu_quotas}, sort_keys=True)
 
 
 class ProgramError(RuntimeError):
@@ -256,15 +262,32 @@ class RecordingMocks:
                     "types": ["SecureString"] * len(names), "values": ["ciphertext"] * len(names),
                     "insecureValues": ["ciphertext"] * len(names)}
         if token == "aws:servicequotas/getServiceQuota:getServiceQuota":
-            return {"id": args.args.get("quotaCode"), "quotaCode": args.args.get("quotaCode"),
-                    "serviceCode": args.args.get("serviceCode"), "value": self.account.lambda_concurrency_quota,
-                    "defaultValue": 1000.0, "adjustable": True, "globalQuota": False,
-                    "quotaName": "Concurrent executions", "serviceName": "AWS Lambda"}
+            code, service = args.args.get("quotaCode"), args.args.get("serviceCode")
+            if service == "ec2":
+                return {"id": code, "quotaCode": code, "serviceCode": service, "value": self.account.ec2_quota(code),
+                        "defaultValue": 0.0, "adjustable": True, "globalQuota": False, "quotaName": code,
+                        "serviceName": "Amazon Elastic Compute Cloud (Amazon EC2)"}
+            return {"id": code, "quotaCode": code, "serviceCode": service,
+                    "value": self.account.lambda_concurrency_quota, "defaultValue": 1000.0, "adjustable": True,
+                    "globalQuota": False, "quotaName": "Concurrent executions", "serviceName": "AWS Lambda"}
         if token == "aws:iam/getPolicyDocument:getPolicyDocument":
             return _policy_document(args.args)
-        if token == "aws:ec2/getInstanceTypes:getInstanceTypes" or token == "aws:ec2/getInstanceType:getInstanceType":
-            return {"id": "it", "instanceStorageSupported": True}
+        if token == "aws:ec2/getInstanceType:getInstanceType":
+            return _instance_type(args.args["instanceType"])
         raise NotImplementedError(f"no mock for provider function {token}; add one to fleetdev/pulumi_mocks.py")
+
+
+def _instance_type(name: str) -> dict[str, Any]:
+    """The provider's ``aws.ec2.getInstanceType`` answer from moto's copy of EC2's DescribeInstanceTypes data."""
+    from moto.ec2.models.instance_types import INSTANCE_TYPES
+
+    if name not in INSTANCE_TYPES:  # what DescribeInstanceTypes answers for an unknown type
+        raise ValueError(f"InvalidInstanceType: The following supplied instance types do not exist: [{name}]")
+    info = INSTANCE_TYPES[name]
+    storage = info.get("InstanceStorageInfo") or {}
+    return {"id": name, "instanceType": name, "defaultVcpus": info["VCpuInfo"]["DefaultVCpus"],
+            "instanceStorageSupported": bool(info.get("InstanceStorageSupported")),
+            "totalInstanceStorage": storage.get("TotalSizeInGB", 0)}
 
 
 def stack_config(stack: str, overrides: dict[str, Any] | None = None) -> tuple[dict[str, str], str]:

@@ -118,6 +118,10 @@ build {
     environment_vars = [
       "INSTALL_A1111=${var.install_a1111}",
       "A1111_VERSION=${var.a1111_version}",
+      "STABLE_DIFFUSION_REPO=${var.a1111_stable_diffusion_repo}",
+      "STABLE_DIFFUSION_COMMIT_HASH=${var.a1111_stable_diffusion_commit}",
+      "STABLE_DIFFUSION_XL_REPO=${var.a1111_stable_diffusion_xl_repo}",
+      "STABLE_DIFFUSION_XL_COMMIT_HASH=${var.a1111_stable_diffusion_xl_commit}",
       "AGENT_PYTHON=${var.agent_python}",
       "TORCH_VERSION=${var.torch_version}",
       "TORCH_INDEX_URL=${var.torch_index_url}",

@@ -25,6 +25,10 @@ source "amazon-ebs" "neuron" {
   ssh_username    = "ubuntu"
   ssh_interface   = var.ssh_interface
 
+  // The name is pinned to one release (Neuron SDK 2.20, release.auto.pkrvars.hcl). AWS deprecates public
+  // AMIs at most two years after creation, and DescribeImages hides a deprecated image from other
+  // accounts unless deprecated images are asked for; a deregistered one is gone either way (tools/ami_preflight.py
+  // checks before the build and says so).
   source_ami_filter {
     filters = {
       name                = var.neuron_source_ami_name
@@ -32,8 +36,9 @@ source "amazon-ebs" "neuron" {
       virtualization-type = "hvm"
       root-device-type    = "ebs"
     }
-    owners      = ["amazon"]
-    most_recent = true
+    owners             = ["amazon"]
+    most_recent        = true
+    include_deprecated = true
   }
 
   // IMDSv2 only, on the build instance and on every instance launched from the AMI.

@@ -12,6 +12,15 @@ neuron_source_ami_name = "Deep Learning AMI Neuron (Ubuntu 22.04) 20241027"
 // CUDA flavour backends.
 comfyui_version = "v0.3.76"
 a1111_version   = "v1.10.1"
+// What A1111's launch.py clones at build time, pinned here and passed to it as its own variables. v1.10.1
+// clones github.com/Stability-AI/stablediffusion, which no longer exists (A1111 issues #17204, #17205): its
+// dev branch moved to the fork below at the same commit (A1111 pull request #17207). The XL repository is
+// pinned the same way, at the commit v1.10.1 names.
+a1111_stable_diffusion_repo      = "https://github.com/w-e-w/stablediffusion.git"
+a1111_stable_diffusion_commit    = "f16630a927e00098b524d687640719e4eb469b76"
+a1111_stable_diffusion_xl_repo   = "https://github.com/Stability-AI/generative-models.git"
+a1111_stable_diffusion_xl_commit = "45c443b316737a4ab6e40413d7794a7f5657c19f"
+
 torch_version   = "2.5.1"
 torch_index_url = "https://download.pytorch.org/whl/cu124"
 

@@ -133,6 +133,42 @@ variable "a1111_version" {
   }
 }
 
+variable "a1111_stable_diffusion_repo" {
+  type        = string
+  description = "Git repository A1111's launch.py clones as Stable Diffusion (its STABLE_DIFFUSION_REPO)."
+  validation {
+    condition     = can(regex("^https://[^ ]+\\.git$", var.a1111_stable_diffusion_repo))
+    error_message = "The a1111_stable_diffusion_repo must be an https git URL ending in .git."
+  }
+}
+
+variable "a1111_stable_diffusion_commit" {
+  type        = string
+  description = "Commit of a1111_stable_diffusion_repo that launch.py checks out (its STABLE_DIFFUSION_COMMIT_HASH)."
+  validation {
+    condition     = can(regex("^[0-9a-f]{40}$", var.a1111_stable_diffusion_commit))
+    error_message = "The a1111_stable_diffusion_commit must be a full 40-character lowercase commit hash."
+  }
+}
+
+variable "a1111_stable_diffusion_xl_repo" {
+  type        = string
+  description = "Git repository A1111's launch.py clones as Stable Diffusion XL (its STABLE_DIFFUSION_XL_REPO)."
+  validation {
+    condition     = can(regex("^https://[^ ]+\\.git$", var.a1111_stable_diffusion_xl_repo))
+    error_message = "The a1111_stable_diffusion_xl_repo must be an https git URL ending in .git."
+  }
+}
+
+variable "a1111_stable_diffusion_xl_commit" {
+  type        = string
+  description = "Commit of a1111_stable_diffusion_xl_repo that launch.py checks out (its STABLE_DIFFUSION_XL_COMMIT_HASH)."
+  validation {
+    condition     = can(regex("^[0-9a-f]{40}$", var.a1111_stable_diffusion_xl_commit))
+    error_message = "The a1111_stable_diffusion_xl_commit must be a full 40-character lowercase commit hash."
+  }
+}
+
 variable "torch_version" {
   type        = string
   description = "PyTorch version installed into the ComfyUI / A1111 environments on the CUDA AMI."

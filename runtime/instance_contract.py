@@ -47,6 +47,10 @@ BACKEND_LOG = f"{LOG_DIR}/backend.log"
 RUN_DIR = "/run/genai-fleet"  # RuntimeDirectory of the agent: heartbeat file
 HEARTBEAT_FILE = f"{RUN_DIR}/heartbeat"
 MODEL_CACHE_STATE_FILE = "/run/genai-fleet-cache/model-cache.json"
+# Where the AWS Deep Learning AMIs mount the instance store themselves (their release notes' nvme_location).
+# setup-model-cache.sh uses that filesystem when it is mounted instead of formatting the same disks again.
+DLAMI_NVME_DIR = "/opt/dlami/nvme"
+DLAMI_MODEL_CACHE_DIR = f"{DLAMI_NVME_DIR}/genai-fleet-models"  # bind-mounted at MODEL_CACHE_DIR
 
 AGENT_UNIT = "genai-worker.service"
 AGENT_PATH_UNIT = "genai-worker.path"
@@ -105,7 +109,8 @@ def env() -> dict[str, str]:
         "MODEL_CACHE_DIR": MODEL_CACHE_DIR, "EBS_MODEL_CACHE_DIR": EBS_MODEL_CACHE_DIR,
         "BACKEND_MODELS_DIR": BACKEND_MODELS_DIR, "CHECKPOINTS_DIR": CHECKPOINTS_DIR, "LOG_DIR": LOG_DIR,
         "AGENT_LOG": AGENT_LOG, "BACKEND_LOG": BACKEND_LOG, "RUN_DIR": RUN_DIR, "HEARTBEAT_FILE": HEARTBEAT_FILE,
-        "MODEL_CACHE_STATE_FILE": MODEL_CACHE_STATE_FILE, "AGENT_UNIT": AGENT_UNIT,
+        "MODEL_CACHE_STATE_FILE": MODEL_CACHE_STATE_FILE, "DLAMI_NVME_DIR": DLAMI_NVME_DIR,
+        "DLAMI_MODEL_CACHE_DIR": DLAMI_MODEL_CACHE_DIR, "AGENT_UNIT": AGENT_UNIT,
         "AGENT_PATH_UNIT": AGENT_PATH_UNIT, "UNHEALTHY_UNIT": UNHEALTHY_UNIT, "MODEL_CACHE_UNIT": MODEL_CACHE_UNIT,
         "BOOT_TIMING_UNIT": BOOT_TIMING_UNIT, "WATCHDOG_SECONDS": str(WATCHDOG_SECONDS),
         "AGENT_WRITABLE": " ".join(AGENT_WRITABLE), "COMFYUI_EXTRA_MODEL_PATHS": COMFYUI_EXTRA_MODEL_PATHS,
@@ -145,7 +150,8 @@ def table() -> str:
          f"{AGENT_PATH_UNIT}, {AGENT_UNIT}, agent"),
         ("release record", f"`{RELEASE_FILE}`", "install-agent.sh", "humans, self-report"),
         ("boot scripts", f"`{LIBEXEC_DIR}`", "install-agent.sh", f"{MODEL_CACHE_UNIT}, {BOOT_TIMING_UNIT}"),
-        ("model cache (entries `<id>@<version>`)", f"`{MODEL_CACHE_DIR}` (NVMe mount); warm pool: "
+        ("model cache (entries `<id>@<version>`)", f"`{MODEL_CACHE_DIR}` (NVMe mount, or a bind mount of "
+         f"`{DLAMI_MODEL_CACHE_DIR}` when the DLAMI mounted the instance store at `{DLAMI_NVME_DIR}`); warm pool: "
          f"`{EBS_MODEL_CACHE_DIR}`", "setup-model-cache.sh", "agent (`model_cache.cache_dir`)"),
         ("backend model links (never evicted)", f"`{BACKEND_MODELS_DIR}/<type>`; checkpoints: `{CHECKPOINTS_DIR}`",
          "install-base.sh; agent links", "ComfyUI extra-model-paths, A1111 `--ckpt-dir`, agent `backend_model_dir`"),

@@ -2,8 +2,10 @@
 
 ``python tools/ami_build.py --flavor cuda [--region us-east-1] [--dry-run]`` (``make ami FLAVOR=cuda``):
 
-1. checks AWS credentials (``sts:GetCallerIdentity``) and the Packer version (>= 1.10: the templates
-   use ``required_plugins``, ``metadata_options`` and ``imds_support``, which Debian's 1.6.6 lacks);
+1. checks AWS credentials (``sts:GetCallerIdentity``), that the source image the template asks for exists
+   and that the account's vCPU quota allows the build instance (tools/ami_preflight.py), then the Packer
+   version (>= 1.10: the templates use ``required_plugins``, ``metadata_options`` and ``imds_support``, which
+   Debian's 1.6.6 lacks);
 2. builds the worker agent wheel from the committed tree at ``HEAD`` (``git archive``) into
    ``build/agent/``, so the AMI holds exactly the revision in its ``GitRevision`` tag; the wheel holds
    ``runtime/`` only, with metadata generated from ``pyproject.toml`` (tools/runtime_wheel.py);
@@ -35,6 +37,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tools import ami_preflight
 
 # Packer machine-readable output and the driver's error: tools/packer_output.py.
 from tools.packer_output import AmiBuildError, BuildResult, parse_build_output, split_artifact_id
@@ -286,12 +290,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def dry_run(args: argparse.Namespace) -> dict[str, Any]:
     region = args.region or "<region>"
     cmd = packer_build_command(args.packer, args.flavor, region, "<git HEAD>", args.var)
+    values = ami_preflight.packer_values(args.var)
+    query = ami_preflight.source_image_query(args.flavor, values)
+    build_type = ami_preflight.build_instance_type(args.flavor, values)
     plan = {
         "dry_run": True,
         "flavor": args.flavor,
         "region": region,
         "steps": [
             "sts get-caller-identity (credentials)",
+            f"ec2 describe-images ({query.describe()}): the source image must exist",
+            f"ec2 describe-instance-types {build_type} + service-quotas get-service-quota: its family's "
+            "on-demand vCPU quota must allow one build instance",
             f"git archive HEAD {' '.join(WHEEL_INPUTS)} | runtime-only pyproject | pip wheel --no-deps -w "
             f"{AGENT_DIST_DIR}",
             f"(cd {PACKER_DIR} && {args.packer} init .)",
@@ -321,6 +331,7 @@ def wheel_only(args: argparse.Namespace) -> dict[str, Any]:
 def build(args: argparse.Namespace) -> dict[str, Any]:
     session = aws_session(args.region)
     region = session.region_name
+    checked = ami_preflight.preflight(session, args.flavor, args.var)  # the account, before anything is built
     check_packer_version(packer_version(args.packer))
     revision = git_revision(args.allow_dirty)
     wheel = build_agent_wheel(revision, use_worktree=args.allow_dirty)
@@ -338,7 +349,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     tags = check_image(session.client("ec2"), ami_id, expected)
     parameter = publish_ami(session.client("ssm"), args.flavor, ami_id, tags)
     return {"flavor": args.flavor, "region": region, "ami_id": ami_id, "ssm_parameter": parameter,
-            "version": tags.get("Version"), "git_revision": revision}
+            "version": tags.get("Version"), "git_revision": revision, **checked}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,12 +9,18 @@
   into the container's namespaces, as root, like Packer's shell provisioner or cloud-init would).
   The container shares the host's network, so it reaches moto and the fake IMDS on 127.0.0.1.
 
-``unavailable()`` says why this machine cannot do it (not root, no nspawn/debootstrap, no network
-for debootstrap), so the test skips with that reason instead of failing obscurely.
+- ``LoopDisk``: a sparse file attached as a loop device, handed to a container as a disk (the instance
+  store's stand-in: the boot units see it through their SYS_BLOCK_DIR / DEV_DIR hooks).
+
+``unavailable()`` says why this machine cannot do it (not root, no nspawn/debootstrap/losetup, no network
+for debootstrap), so the test skips with that reason instead of failing obscurely; ``give_up(reason)``
+skips, or fails where the rehearsal is required (``GENAI_REHEARSAL_REQUIRED=1``, set by .ci/run), so a CI
+that is meant to run it cannot pass without it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -28,6 +34,7 @@ CACHE = Path(os.environ.get("GENAI_REHEARSAL_CACHE", "/var/cache/genai-fleet-reh
 SUITE, MIRROR = "bookworm", os.environ.get("GENAI_REHEARSAL_MIRROR", "http://deb.debian.org/debian")
 INCLUDE = "systemd,systemd-sysv,dbus,python3,ca-certificates"
 NSPAWN = ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet"]
+REQUIRED = "GENAI_REHEARSAL_REQUIRED"
 
 
 class RehearsalUnavailable(Exception):  # noqa: N818 - reads as a state
@@ -37,10 +44,36 @@ class RehearsalUnavailable(Exception):  # noqa: N818 - reads as a state
 def unavailable() -> str | None:
     if os.geteuid() != 0:
         return "the first-boot rehearsal needs root (debootstrap, systemd-nspawn, overlay mounts)"
-    missing = [t for t in ("debootstrap", "systemd-nspawn", "nsenter") if shutil.which(t) is None]
+    missing = [t for t in ("debootstrap", "systemd-nspawn", "nsenter", "losetup") if shutil.which(t) is None]
     if missing:
         return f"missing {', '.join(missing)} (make install installs debootstrap and systemd-container)"
     return None
+
+
+def give_up(reason: str) -> None:
+    """Skip the rehearsal with ``reason``, or fail with it where the rehearsal is required."""
+    import pytest
+
+    if os.environ.get(REQUIRED) == "1":
+        pytest.fail(f"{reason} ({REQUIRED}=1: this run must rehearse the first boot; run it as root on a machine "
+                    "with systemd-nspawn, debootstrap and loop devices)")
+    pytest.skip(reason)
+
+
+class LoopDisk:
+    """A sparse file of ``size_mib`` attached as a loop device (``path``); ``close()`` detaches it."""
+
+    def __init__(self, backing: Path, size_mib: int = 600) -> None:
+        backing.parent.mkdir(parents=True, exist_ok=True)
+        with backing.open("wb") as fh:
+            fh.truncate(size_mib * 1024 * 1024)
+        proc = _run(["losetup", "--find", "--show", str(backing)], 60)
+        if proc.returncode != 0:
+            raise RehearsalUnavailable(f"losetup failed (no loop devices?): {proc.stderr.strip()}")
+        self.path = proc.stdout.strip()
+
+    def close(self) -> None:
+        _run(["losetup", "--detach", self.path], 60)
 
 
 def _run(cmd: list[str], timeout: float, log: Path | None = None, **kw) -> subprocess.CompletedProcess:
@@ -62,6 +95,15 @@ def base_root(log: Path) -> Path:
     if (root / ".complete").exists():
         return root
     CACHE.mkdir(parents=True, exist_ok=True)
+    # One builder per cache folder: other checkouts on this machine share it and wait here.
+    with (CACHE / f"{root.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / ".complete").exists():
+            return root
+        return _build_base(root, log)
+
+
+def _build_base(root: Path, log: Path) -> Path:
     work = CACHE / f"{root.name}.partial"
     shutil.rmtree(work, ignore_errors=True)
     proc = _run(["debootstrap", "--variant=minbase", f"--include={INCLUDE}", SUITE, str(work), MIRROR], 1800, log)
@@ -126,11 +168,13 @@ def _is_container_init(pid: int) -> bool:
 class Container:
     """One boot of ``root`` under systemd-nspawn; ``run`` executes inside it as root."""
 
-    def __init__(self, root: Path, log: Path, binds: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, log: Path, binds: dict[str, str] | None = None,
+                 devices: list[str] | None = None) -> None:
         self.root, self.log = root, log
         binds = binds or {}
         cmd = [*NSPAWN, "-D", str(root), "--boot", "--console=read-only",
-               *[f"--bind-ro={src}:{dst}" for src, dst in binds.items()]]
+               *[f"--bind-ro={src}:{dst}" for src, dst in binds.items()],
+               *[f"--bind={device}" for device in devices or []]]
         self._log_fh = log.open("ab")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=subprocess.STDOUT)
         self.init_pid = self._find_init(timeout=60)

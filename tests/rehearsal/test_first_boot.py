@@ -6,12 +6,16 @@
    (no GPU, no internet), ``install-a1111.sh`` as configured (install_a1111 = false). Not run here:
    check-imdsv2 / verify-cuda (need EC2 and a GPU), install-cloudwatch-agent (a download from AWS),
    cleanup.sh (cloud-init is not in the root).
-2. Launch, per stack (dev: the spot template; prod: the on-demand template whose cache is on EBS):
-   a fresh layer over the AMI, booted; the user data that the Pulumi program renders (recording
-   mocks) runs as root, as cloud-final would. The rehearsal's only addition is a drop-in giving the
-   agent units what an instance profile and the link-local addresses give on EC2: credentials, the
-   local AWS endpoint (moto) and the fake IMDS (the SDKs' AWS_ENDPOINT_URL and
-   AWS_EC2_METADATA_SERVICE_ENDPOINT variables).
+2. Launch, per stack (dev: the spot template; prod: the on-demand template): a fresh layer over the
+   AMI, booted; the user data that the Pulumi program renders (recording mocks) runs as root, as
+   cloud-final would. The rehearsal adds only what EC2 gives an instance: a drop-in giving the agent
+   units what an instance profile and the link-local addresses give (credentials, the local AWS
+   endpoint (moto) and the fake IMDS: the SDKs' AWS_ENDPOINT_URL and AWS_EC2_METADATA_SERVICE_ENDPOINT
+   variables), and an instance-store disk (a loop device, shown to the model-cache unit through its
+   SYS_BLOCK_DIR / DEV_DIR hooks as "Amazon EC2 NVMe Instance Storage"). Dev's disk is blank; on prod's
+   the base image has already mounted it at /opt/dlami/nvme, as the Deep Learning AMIs do (a stand-in
+   dlami-nvme.service: format ext4 unless it is, mount; the real one puts LVM under it). In both the
+   model cache must land on that disk.
 3. A job submitted through the job API (fleetdev.local_server on the stack's table and queue)
    comes back as an image; the agent's and the backend's lines are in the files the CloudWatch agent
    config tails; units, users, folders and permissions are what the contract and the agent config say.
@@ -20,7 +24,8 @@
    agent crash-loop until systemd gives up, and OnFailure= marks the instance Unhealthy in the (moto)
    Auto Scaling group.
 
-Skips with the reason when the machine cannot (not root, no systemd-nspawn / debootstrap / network).
+Skips with the reason when the machine cannot (not root, no systemd-nspawn / debootstrap / losetup /
+network), and fails instead where GENAI_REHEARSAL_REQUIRED=1 (.ci/run sets it).
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ def _wheelhouse(log: Path) -> Path:
         proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-r", str(REPO / "runtime-requirements.txt"),
                                "-w", str(target)], capture_output=True, text=True, timeout=1800, check=False)
         if proc.returncode != 0:
-            pytest.skip(f"cannot build the wheelhouse (package index unreachable?): {proc.stderr[-500:]}")
+            machine.give_up(f"cannot build the wheelhouse (package index unreachable?): {proc.stderr[-500:]}")
         (target / ".complete").write_text("ok\n")
     return target
 
@@ -109,14 +114,14 @@ def ami(tmp_path_factory):
     """The AMI: base root + the provisioning scripts, run in a booted container. Yields its layers."""
     reason = machine.unavailable()
     if reason:
-        pytest.skip(reason)
+        machine.give_up(reason)
     work = tmp_path_factory.mktemp("ami")
     log = work / "build.log"
     started = time.monotonic()
     try:
         base = machine.base_root(log)
     except machine.RehearsalUnavailable as exc:
-        pytest.skip(str(exc))
+        machine.give_up(str(exc))
     wheels = _wheelhouse(log)
     agent = _agent_wheel(work / "agent")
     standin = _standin(work / "standin")
@@ -226,11 +231,64 @@ Environment=AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_
 Environment=AWS_ENDPOINT_URL={endpoint} AWS_EC2_METADATA_SERVICE_ENDPOINT={imds}
 """
 
-CASES = [("dev", "cluster-spot-lt"), ("prod", "cluster-ondemand-lt")]
+# The instance store as the model-cache unit sees it (its test hooks), and the DLAMI's own mount of it.
+HARDWARE = "/var/lib/genai-fleet-rehearsal"
+CACHE_DROP_IN = f"""[Service]
+# First-boot rehearsal only: the instance-store disk (a loop device) where EC2 would show it.
+Environment=SYS_BLOCK_DIR={HARDWARE}/sys-block DEV_DIR={HARDWARE}/dev
+"""
+DLAMI_UNIT = "dlami-nvme.service"  # the Deep Learning AMIs' unit (genai-fleet-model-cache.service runs after it)
+DLAMI_STANDIN = f"""#!/bin/bash
+# Rehearsal stand-in for the DLAMI's nvme_ephemeral_drives.sh: ext4 on the instance store, mounted at
+# {ic.DLAMI_NVME_DIR} (the real script first builds one LVM volume over all instance-store disks).
+set -euo pipefail
+disk={HARDWARE}/dev/nvme1n1
+if [[ "$(blkid -o value -s TYPE "$disk" || true)" != ext4 ]]; then mkfs.ext4 -F -q "$disk"; fi
+mkdir -p {ic.DLAMI_NVME_DIR}
+mountpoint -q {ic.DLAMI_NVME_DIR} || mount -t ext4 -o noatime,nodiratime "$disk" {ic.DLAMI_NVME_DIR}
+chmod 1777 {ic.DLAMI_NVME_DIR}
+"""
+DLAMI_STANDIN_UNIT = """[Unit]
+Description=Rehearsal stand-in: the DLAMI mounts the instance store
+After=network-online.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/libexec/rehearsal-dlami-nvme.sh
+
+[Install]
+WantedBy=multi-user.target
+"""
+CHECKPOINT_FILE = f"-type f -size {len(CHECKPOINT)}c"
+
+# (stack, launch template, instance store): blank disks, or disks the base image already mounted.
+CASES = [("dev", "cluster-spot-lt", "blank"), ("prod", "cluster-ondemand-lt", "dlami-mounted")]
 
 
-@pytest.mark.parametrize(("stack", "template"), CASES, ids=[c[0] for c in CASES])
-def test_first_boot(ami, moto_endpoint, tmp_path, stack, template):
+def _attach_instance_store(root: Path, disk: str, mode: str) -> None:
+    """What EC2 and the base image give the instance: one instance-store NVMe disk (and the DLAMI's mount)."""
+    hardware = root / HARDWARE.lstrip("/")
+    for name, model in (("nvme0n1", "Amazon Elastic Block Store"), ("nvme1n1", "Amazon EC2 NVMe Instance Storage")):
+        (hardware / "sys-block" / name / "device").mkdir(parents=True)
+        (hardware / "sys-block" / name / "device" / "model").write_text(model.ljust(40) + "\n")  # sysfs pads it
+    (hardware / "dev").mkdir()
+    (hardware / "dev" / "nvme1n1").symlink_to(disk)
+    units = root / "etc" / "systemd" / "system"
+    (units / f"{ic.MODEL_CACHE_UNIT}.d").mkdir(parents=True)
+    (units / f"{ic.MODEL_CACHE_UNIT}.d" / "rehearsal.conf").write_text(CACHE_DROP_IN)
+    if mode == "dlami-mounted":
+        script = root / "usr" / "local" / "libexec" / "rehearsal-dlami-nvme.sh"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(DLAMI_STANDIN)
+        script.chmod(0o755)
+        (units / DLAMI_UNIT).write_text(DLAMI_STANDIN_UNIT)
+        (units / "multi-user.target.wants").mkdir(exist_ok=True)
+        (units / "multi-user.target.wants" / DLAMI_UNIT).symlink_to(f"/etc/systemd/system/{DLAMI_UNIT}")
+
+
+@pytest.mark.parametrize(("stack", "template", "instance_store"), CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
+def test_first_boot(ami, moto_endpoint, tmp_path, stack, template, instance_store):
     templates = _launch_templates(stack)
     assert template in templates, sorted(templates)
     script = templates[template]
@@ -238,20 +296,28 @@ def test_first_boot(ami, moto_endpoint, tmp_path, stack, template):
     cloud = Cloud(moto_endpoint, config, tmp_path)
     root = machine.InstanceRoot([ami["ami_layer"], ami["base"]], tmp_path / "layer")
     log = tmp_path / "boot.log"
+    try:
+        disk = machine.LoopDisk(tmp_path / "instance-store.img")
+    except machine.RehearsalUnavailable as exc:
+        root.close()
+        cloud.close()
+        machine.give_up(str(exc))
     with FakeIMDS(instance_id=cloud.instance_id, region=REGION, group_name=cloud.group) as imds:
         for unit in (ic.AGENT_UNIT, ic.UNHEALTHY_UNIT):
             drop_in = root.path / "etc" / "systemd" / "system" / f"{unit}.d"
             drop_in.mkdir(parents=True)
             (drop_in / "rehearsal.conf").write_text(DROP_IN.format(region=REGION, endpoint=moto_endpoint,
                                                                    imds=imds.url))
+        _attach_instance_store(root.path, disk.path, instance_store)
         (root.path / "var" / "lib" / "cloud-user-data").write_text(script)
-        box = machine.Container(root.path, log)
+        box = machine.Container(root.path, log, devices=[disk.path])
         try:
             started = time.monotonic()
             box.wait_booted()
             box.check("bash /var/lib/cloud-user-data", 120)  # cloud-final: root runs the user data
             job_id = _check_first_boot(box, cloud, config, stack)
             boot_to_image = time.monotonic() - started
+            _check_instance_store(box, config, disk.path, instance_store)
             _drill_crash_loop(box, cloud)
             _ledger(cloud, [job_id], f"rehearsal {stack} (first boot, drills: "
                     f"{'crash loop' if stack == 'dev' else 'missing hot model, crash loop'})")
@@ -262,9 +328,33 @@ def test_first_boot(ami, moto_endpoint, tmp_path, stack, template):
         finally:
             box.stop()
             root.close()
+            disk.close()
             cloud.close()
-    print(f"rehearsal {stack}: AMI build {ami['build_seconds']:.0f}s (cached base), boot to first image "
-          f"{boot_to_image:.0f}s")
+    print(f"rehearsal {stack} ({instance_store} instance store): AMI build {ami['build_seconds']:.0f}s (cached "
+          f"base), boot to first image {boot_to_image:.0f}s")
+
+
+def _check_instance_store(box, config: agent_config.AgentConfig, disk: str, mode: str) -> None:
+    """The model cache is on the instance-store disk, and the hot model the agent fetched is stored there."""
+    cache = config.model_cache.cache_dir
+    source, fstype = box.check(f"findmnt -n -o SOURCE,FSTYPE --mountpoint {cache}").split()
+    files = box.check(f"find {cache} {CHECKPOINT_FILE}").split()
+    assert files, box.check(f"find {cache} -ls")
+    for path in files:
+        assert box.check(f"df --output=source {path} | tail -n 1").strip() == disk, path
+    state = json.loads(box.check(f"cat {ic.MODEL_CACHE_STATE_FILE}"))
+    assert state["kind"] == "instance-store" and state["instance_store_disks"] == 1, state
+    if mode == "blank":  # formatted and mounted by setup-model-cache.sh
+        assert (source, fstype) == (disk, "xfs")
+        assert box.check("blkid -L genai-cache").strip() == disk
+        assert state["mounted_by"] == "genai-fleet", state
+    else:  # the DLAMI's filesystem, used as it is: a folder on it bind-mounted at the cache
+        assert (source, fstype) == (f"{disk}[/{Path(ic.DLAMI_MODEL_CACHE_DIR).name}]", "ext4")
+        assert box.check(f"findmnt -n -o SOURCE --mountpoint {ic.DLAMI_NVME_DIR}").strip() == disk
+        assert box.check(f"blkid -o value -s TYPE {disk}").strip() == "ext4"  # not formatted again
+        assert box.check(f"find {ic.DLAMI_MODEL_CACHE_DIR} {CHECKPOINT_FILE}").split()
+        assert box.check(f"systemctl is-active {DLAMI_UNIT} {ic.MODEL_CACHE_UNIT}").split() == ["active", "active"]
+        assert state["mounted_by"] == "dlami", state
 
 
 def _agent_lines(box) -> list[dict]:

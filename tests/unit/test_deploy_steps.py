@@ -1,9 +1,10 @@
 """README "Deploying to AWS", step by step, against an empty account (issue 13).
 
 The steps are read from README.md, in order. Each command a step names is run by a handler that does
-what the command does to the account: the AMI build's publishing (``tools.ami_build.publish_ami``), the
-promotion, the webhook secret and the API key (``tools/stack_setup.py``) against moto; the quota request
-sets the mocked account's quota; ``make preview-aws`` / ``make up`` write the stack's policy config
+what the command does to the account: the AMI build's quota check (``tools.ami_preflight``) and publishing
+(``tools.ami_build.publish_ami``), the promotion, the webhook secret and the API key (``tools/stack_setup.py``)
+against moto; a quota request sets the mocked account's quota (Lambda, or an EC2 vCPU quota, 0 in a new
+account); ``make preview-aws`` / ``make up`` write the stack's policy config
 (``tools/preview.py --emit-policy-config``) and run the program under the recording mocks against an
 account holding what moto holds, then the policy pack with that config. Commands without a handler
 (``pulumi login``, alternatives such as pinning ``amiId``) change nothing here; preview and deploy
@@ -27,7 +28,7 @@ from moto import mock_aws
 
 from fleetdev.pulumi_mocks import ROOT, MockAccount, ProgramError, stack_config
 from tests.unit.test_ami_build import GOOD_TAGS, _as_aws_reports, _register_ami
-from tools import ami_build, preview, stack_setup
+from tools import ami_build, ami_preflight, preview, stack_setup
 
 STEP = re.compile(r"^(\d+)\. \*\*(.+?)\*\*")
 COMMAND = re.compile(r"`((?:make|pulumi|aws|python) [^`]+)`")
@@ -55,10 +56,11 @@ class StepStoppedError(Exception):
 
 @dataclass
 class Account:
-    """moto holds SSM and EC2; the Lambda quota is the account's default until a request raises it."""
+    """moto holds SSM and EC2; the quotas are a new account's until a request raises them."""
 
     session: Any
     quota: float = 1000.0
+    ec2_quotas: dict[str, float] = field(default_factory=dict)  # code -> vCPUs; absent: 0
     published: list[str] = field(default_factory=list)
     recording: Any = None
     result: Any = None
@@ -68,11 +70,17 @@ class Account:
         names = [p["Name"] for page in ssm.get_paginator("describe_parameters").paginate()
                  for p in page["Parameters"]]
         values = {n: ssm.get_parameter(Name=n, WithDecryption=True)["Parameter"]["Value"] for n in names}
-        return MockAccount(parameters=values, lambda_concurrency_quota=self.quota)
+        return MockAccount(parameters=values, lambda_concurrency_quota=self.quota, ec2_vcpu_quotas=self.ec2_quotas)
 
 
 def _make_ami(account: Account, m: re.Match, stack: str) -> None:
     ec2 = account.session.client("ec2")
+    build_type = ami_preflight.build_instance_type(m[1], ami_preflight.packer_values([]))
+    need = ami_preflight.build_quota_need(ec2, build_type)  # what genai-ami checks before Packer starts
+    try:
+        ami_preflight.check_build_quota(need, account.ec2_quotas.get(need.quota.code, 0.0), "us-east-1")
+    except ami_build.AmiBuildError as exc:
+        raise StepStoppedError(str(exc)) from exc
     _as_aws_reports(ec2)
     image = _register_ami(ec2, {**GOOD_TAGS, "Flavor": m[1]})
     ami_build.publish_ami(account.session.client("ssm"), m[1], image, {**GOOD_TAGS, "Flavor": m[1]})
@@ -103,6 +111,10 @@ def _quota(account: Account, m: re.Match, stack: str) -> None:
     account.quota = float(m[1])
 
 
+def _ec2_quota(account: Account, m: re.Match, stack: str) -> None:
+    account.ec2_quotas[m[1]] = float(m[2])
+
+
 def _preview(account: Account, m: re.Match, stack: str) -> None:
     config_file = ROOT / ".build" / f"test-deploy-policy-config.{m[1]}.json"
     config_file.parent.mkdir(exist_ok=True)
@@ -131,6 +143,8 @@ HANDLERS: list[tuple[re.Pattern, Handler, bool]] = [  # (command, handler, acts 
     (re.compile(r"^make api-key STACK=(\w+) NAME=(\w+)$"), _api_key, False),
     (re.compile(r"^aws service-quotas request-service-quota-increase .*--quota-code L-B99A9384 "
                 r"--desired-value (\d+)$"), _quota, False),
+    (re.compile(r"^aws service-quotas request-service-quota-increase .*--service-code ec2 --quota-code (L-[0-9A-F]+) "
+                r"--desired-value (\d+)$"), _ec2_quota, False),
     (re.compile(r"^make (?:preview-aws|up) STACK=(\w+)$"), _preview, True),
     (re.compile(r"^python tools/model_upload\.py --bucket \"\$\(pulumi stack output modelStoreBucket\)\""), _upload,
      True),
@@ -156,8 +170,13 @@ def run_steps(stack: str, skip: str | None = None) -> tuple[int | None, str, Acc
         return None, "", account
 
 
+G_ON_DEMAND = ("aws service-quotas request-service-quota-increase --service-code ec2 --quota-code L-DB2E81BA "
+               "--desired-value 72")
+G_SPOT = ("aws service-quotas request-service-quota-increase --service-code ec2 --quota-code L-3819A6DF "
+          "--desired-value 248")
 PREREQUISITES = {
-    "dev": ["make ami FLAVOR=cuda", "make promote-ami FLAVOR=cuda CHANNEL=prod", "make webhook-secret STACK=dev",
+    "dev": [G_ON_DEMAND, G_SPOT,
+            "make ami FLAVOR=cuda", "make promote-ami FLAVOR=cuda CHANNEL=prod", "make webhook-secret STACK=dev",
             "make api-key STACK=dev NAME=alice", "aws service-quotas request-service-quota-increase --service-code "
             "lambda --quota-code L-B99A9384 --desired-value 2500"],
 }
@@ -192,8 +211,8 @@ def test_an_empty_account_stops_at_the_preview_naming_every_missing_step_in_orde
             _preview(account, re.match(r"(\w+)", "dev"), "dev")
     message = str(info.value)
     assert "not ready for stack dev" in message
-    positions = [message.index(c) for c in ("make ami FLAVOR=cuda", "make webhook-secret STACK=dev",
-                                            "make api-key STACK=dev")]
+    positions = [message.index(c) for c in ("--quota-code L-3819A6DF --desired-value 12", "make ami FLAVOR=cuda",
+                                            "make webhook-secret STACK=dev", "make api-key STACK=dev")]
     assert positions == sorted(positions)
 
 
@@ -202,6 +221,11 @@ AMI_STEP = next(n for n, _, commands in readme_steps() if "make ami FLAVOR=cuda"
 
 
 @pytest.mark.parametrize(("stack", "skip", "stop_step", "named"), [
+    ("dev", G_ON_DEMAND, AMI_STEP, "quota \"Running On-Demand G and VT instances\" (L-DB2E81BA) in us-east-1 is 0 "
+                                   "vCPUs, below the 4"),
+    ("dev", G_SPOT, PREVIEW_STEP, "--quota-code L-3819A6DF --desired-value 12"),
+    ("prod", G_ON_DEMAND, AMI_STEP, "--quota-code L-DB2E81BA --desired-value 4"),
+    ("prod", G_SPOT, PREVIEW_STEP, "--quota-code L-3819A6DF --desired-value 248"),
     ("dev", "make ami FLAVOR=cuda", PREVIEW_STEP, "run `make ami FLAVOR=cuda`"),
     ("dev", "make webhook-secret STACK=dev", PREVIEW_STEP, "run `make webhook-secret STACK=dev`"),
     ("dev", "make api-key STACK=dev NAME=alice", PREVIEW_STEP, "run `make api-key STACK=dev NAME=<who>`"),

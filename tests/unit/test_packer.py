@@ -384,7 +384,22 @@ def test_cuda_agent_gets_the_diffusers_group_at_versions_the_group_allows():
     assert _release_values()["cuda_agent_pip_index_url"].startswith("https://download.pytorch.org/whl/cu")
 
 
-def test_neuron_source_image_is_pinned_not_the_newest():
-    """optimum-neuron's pins match one Neuron SDK; a floating DLAMI pattern would bring another SDK's runtime."""
+def test_neuron_source_image_is_pinned_not_the_newest(sources):
+    """optimum-neuron's pins match one Neuron SDK; a floating DLAMI pattern would bring another SDK's runtime.
+
+    Decision (issue 31): keep Neuron SDK 2.20 (the DLAMI of 2024-10-27, optimum-neuron 0.0.28, neuronx-cc 2.15,
+    torch-neuronx 2.1.2) and find the image with include_deprecated: AWS deprecates public AMIs at most two
+    years after creation, and a deprecated image is hidden from other accounts' DescribeImages unless asked for.
+    """
     name = _release_values()["neuron_source_ami_name"]
     assert "*" not in name and re.search(r"\d{8}$", name), name
+    assert name == "Deep Learning AMI Neuron (Ubuntu 22.04) 20241027"
+    assert "optimum-neuron[neuronx,diffusers]==0.0.28" in map(_unq, _release_values()["neuron_pip_packages"])
+    assert sources["neuron"]["source_ami_filter"][0]["include_deprecated"] is True
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_a_pinned_source_image_is_looked_up_with_deprecated_images(sources, flavor):
+    """A name without a wildcard names one image, which ages into deprecation; a pattern follows the newest."""
+    pinned = "*" not in _release_values()[f"{flavor}_source_ami_name"]
+    assert sources[flavor]["source_ami_filter"][0].get("include_deprecated", False) is pinned, flavor
