@@ -16,8 +16,8 @@ def _section(text: str, start: str, end: str) -> str:
 
 
 def test_the_webhook_secret_is_read_by_whom_the_readme_says():
-    """README step 4 names the only reader of the signing secret; the recorded IAM grants agree."""
-    step = _section(README, "4. **Webhook signing secret**", "5. **API key**")
+    """The README's webhook secret step names the only reader of the signing secret; the recorded IAM grants agree."""
+    step = _section(README, ". **Webhook signing secret**", ". **API key**")
     named = re.findall(r"read only by the `([a-z-]+)` function", step)
     for stack in ("dev", "prod"):
         rec = run_stack(stack)
@@ -51,9 +51,9 @@ def test_the_readme_lists_the_boot_warnings_the_agent_counts():
 
 
 def test_the_readme_says_what_a_missing_hot_model_does():
-    """Step 9: a hot model not uploaded is a boot warning and the instance joins (boot.py completes the
+    """The models step: a hot model not uploaded is a boot warning and the instance joins (boot.py completes the
     launching action CONTINUE after it); nothing replaces the instance for it."""
-    step = _section(README, "9. **Models**", "`tests/unit/test_deploy_steps.py`")
+    step = _section(README, ". **Models**", "`tests/unit/test_deploy_steps.py`")
     assert "`what: hot-model`" in step and "joins anyway" in step and "replaces" not in step
     assert "hot-model" in _boot_warning_codes()
 
