@@ -72,6 +72,9 @@ from runtime.jobs.models import (  # noqa: F401 - the bounds are part of this mo
 )
 
 MAX_BODY_BYTES = 256_000
+# ``null`` means "the default" for optional fields, except these, where null is a value of its own
+# (no webhook; a random seed; the input image's size). The OpenAPI document publishes the same rule.
+NULL_IS_A_VALUE = {"envelope": ("webhook",), "inputs": ("seed", "width", "height")}
 # Nesting depth of a request body: the body object is level 1, a workflow node's inputs are level 5 and a
 # link (``["4", 0]``) inside them level 6. Deeper bodies are refused before anything is built from them,
 # so no later step (the queue message, the worker, a webhook payload) ever recurses that deep.
@@ -170,7 +173,7 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
     problems: list[Problem] = []
     envelope: JobEnvelope | None = None
     try:
-        envelope = JobEnvelope.model_validate(_without_nulls(body, keep=("webhook",)), context=context)
+        envelope = JobEnvelope.model_validate(_without_nulls(body, keep=NULL_IS_A_VALUE["envelope"]), context=context)
     except PydanticValidationError as exc:
         problems += _problems(exc, "")
     task = envelope.task if envelope else body.get("task", "txt2img")
@@ -179,7 +182,7 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
     # Without a valid envelope ``task`` is the raw value (an object, a list...): only a known name selects inputs.
     if isinstance(inputs, dict) and isinstance(task, str) and task in TASK_INPUTS:
         try:
-            normalized = TASK_INPUTS[task].model_validate(_without_nulls(inputs, keep=("seed", "width", "height")),
+            normalized = TASK_INPUTS[task].model_validate(_without_nulls(inputs, keep=NULL_IS_A_VALUE["inputs"]),
                                                           context=context).normalized()
         except PydanticValidationError as exc:
             problems += _problems(exc, "inputs")
