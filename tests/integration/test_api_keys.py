@@ -274,3 +274,19 @@ def test_authorizer_denies_a_flood_without_ssm_calls(ssm, prefix):
     assert ssm.gets == []
     assert authorize({"headers": {"authorization": "Bearer"}}, store, failures) == {
         "isAuthorized": True, "context": {"key_id": ""}}  # no credentials: the handler answers 401
+
+
+def test_behind_the_authorizer_a_flood_does_not_deny_real_keys_from_its_address(ssm, prefix):
+    """Issue 29, item 4 at the gateway: the authorizer turns a refusal into 403 for the whole address, so a
+    flood of made-up keys must leave the address's real, uncached keys alone."""
+    store = SsmKeyStore(ssm, prefix, accept_untagged=True)
+    store.mint("first")
+    failures = FailureLimiter()  # the authorizer's own defaults
+
+    def event(key):
+        return {"headers": {"authorization": f"Bearer {key}"}, "requestContext": {"http": {"sourceIp": "192.0.2.7"}}}
+
+    assert not any(authorize(event(_random_key()), store, failures)["isAuthorized"] for _ in range(200))
+    assert not any(authorize(event(_untagged_key()), store, failures)["isAuthorized"] for _ in range(50))
+    fresh = store.mint("fresh")
+    assert authorize(event(fresh), store, failures)["isAuthorized"]
