@@ -214,3 +214,28 @@ def test_reads_are_rate_limited_per_key_with_a_long_poll_sized_budget(make_app):
     assert _call(app, "GET", "/v1/models", key=other_key)[0] == 200  # another key has its own budget
     now[0] += 10  # and the budget refills
     assert _call(app, "GET", f"/v1/jobs/{job_id}")[0] == 200
+
+
+def test_a_replay_whose_send_cannot_work_undoes_the_orphan_and_frees_its_key(make_app, aws_clients, job_table,
+                                                                             monkeypatch):
+    """The replay path of item 2: a creator died between write and send; the replay's send raises a bug (not a
+    queue outage, which a later replay would retry): the orphan and its key are undone, so a retry makes a job."""
+    from runtime.api.auth import parse_key
+    from runtime.jobs.schema import fingerprint, validate_job
+    from runtime.jobs.store import new_record
+
+    app = make_app()
+    spec = validate_job(JOB)
+    orphan = {**new_record(spec, owner=parse_key(KEY)), "send_lease_until": 0.0}  # its lease ran out long ago
+    app.store.create(orphan, idempotency_key="crash-2", fingerprint=fingerprint(spec))
+
+    def explode(message):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(app.producer, "send", explode)
+    assert _call(app, "POST", "/v1/jobs", JOB, headers={"idempotency-key": "crash-2"})[0] == 500
+    assert _jobs(aws_clients, job_table) == []
+    monkeypatch.undo()
+    status, body, headers = _call(app, "POST", "/v1/jobs", JOB, headers={"idempotency-key": "crash-2"})
+    assert status == 202 and "Idempotent-Replayed" not in headers, body
+    assert len(app.producer) == 1
