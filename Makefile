@@ -16,7 +16,7 @@ WORKLOAD ?= sd15
 SCALEOUT = $(if $(wildcard planner/scaleout-$(STACK).json),--scaleout planner/scaleout-$(STACK).json)
 
 .PHONY: install test lint unit integration e2e static-check preview local demo bench ami docs help lambda-deps \
-	policy-config preview-aws up promote-ami webhook-secret api-key chaos plan plan-sweep measure-scaleout
+	policy-config preview-aws up promote-ami webhook-secret api-key chaos fuzz plan plan-sweep measure-scaleout
 
 # Every test directory belongs to exactly one suite (tests/unit/test_make_targets.py checks it).
 UNIT_TESTS := tests/unit
@@ -24,7 +24,7 @@ INTEGRATION_TESTS := tests/integration tests/contract
 E2E_TESTS := tests/e2e tests/rehearsal
 
 help:
-	@echo "make demo | test | install | preview STACK=dev|prod | local | bench | chaos | ami FLAVOR=cuda|neuron | docs"
+	@echo "make demo | test | install | preview STACK=dev|prod | local | bench | chaos | fuzz | ami FLAVOR=cuda|neuron | docs"
 	@echo "make test = static-check + unit + integration + e2e (each also on its own; PYTEST_ARGS=... passes through)"
 	@echo "deploy (README 'Deploying to AWS'): ami | promote-ami | webhook-secret | api-key | preview-aws | up"
 	@echo "make plan STACK=dev|prod TRACE=diurnal:peak=100,trough=20 WORKLOAD=sd15|sdxl|mix|FILE [PLAN_ARGS=...]"
@@ -85,6 +85,11 @@ chaos: install
 
 bench: install
 	$(BIN)/genai-bench $(BENCH_ARGS)
+
+# The job API's long fuzzing campaign (schemathesis, positive and negative data, per operation and stateful):
+# at least 10,000 requests, report in bench/results/fuzz-latest.{md,json}; fails on any 5xx. FUZZ_ARGS=--minutes N
+fuzz: install
+	$(PY) -m bench.fuzz_api $(FUZZ_ARGS)
 
 ami: install
 	$(BIN)/genai-ami --flavor $(FLAVOR) $(if $(REGION),--region $(REGION)) $(AMI_ARGS)

@@ -38,4 +38,8 @@ def moto_server(timeout: float = 60.0) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:  # busy (a long request): it must not outlive the run
+            proc.kill()
+            proc.wait(10)

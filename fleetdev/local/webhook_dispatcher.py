@@ -19,9 +19,28 @@ log = logging.getLogger(__name__)
 
 
 class StreamPoller:
+    """Reads every shard of the job table's stream from a checkpoint: the last record handled (its sequence
+    number and eventID), re-read at the start of each poll to prove the shard is still the one it came from.
+
+    Why (issue 29, item 8: the reader was alive but saw no records, a fresh reader saw them): moto answers a
+    failed TransactWriteItems by putting back a deep copy of the table taken before it
+    (moto/dynamodb/models/__init__.py, ``transact_write_items``), stream shard included. An iterator taken
+    before then reads the detached old shard: it sees the canceled transaction's writes and then nothing,
+    and the copy numbers its next records with the sequence numbers those canceled writes had. The job
+    table has failed transactions in normal use (an Idempotency-Key already taken, a lost race), so an
+    iterator that was only ever followed went blind after the first one. Here each poll re-takes the
+    iterator AT the checkpoint: when the record there is not the one handled, the shard was swapped, and
+    the shard is read again from the start, skipping the records already handled (by eventID). That
+    costs nothing against real DynamoDB Streams, where iterators expire after 15 minutes anyway.
+    A batch the handler fails is read again from the same checkpoint, never from the start of the stream.
+    """
+
     def __init__(self, dynamodb: Any, streams: Any, table: str, handler: StreamHandler, poll_s: float = 0.1) -> None:
         self.streams, self.handler, self.poll_s = streams, handler, poll_s
         self.stream_arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+        self.checkpoints: dict[str, tuple[str, str]] = {}  # shard id -> (sequence number, eventID) last handled
+        self.handled: set[str] = set()  # eventIDs handled (local mode: bounded by the run's records)
+        self.resyncs = 0  # shards found swapped under their checkpoint
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="webhook-stream", daemon=True)
 
@@ -33,26 +52,54 @@ class StreamPoller:
         self._stop.set()
         self._thread.join(timeout=10)
 
-    def _iterators(self) -> list[str]:
-        shards = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
-        return [self.streams.get_shard_iterator(StreamArn=self.stream_arn, ShardId=s["ShardId"],
-                                                ShardIteratorType="TRIM_HORIZON")["ShardIterator"] for s in shards]
+    def _iterator(self, shard_id: str, at: str | None) -> str:
+        kwargs = ({"ShardIteratorType": "AT_SEQUENCE_NUMBER", "SequenceNumber": at} if at
+                  else {"ShardIteratorType": "TRIM_HORIZON"})
+        return self.streams.get_shard_iterator(StreamArn=self.stream_arn, ShardId=shard_id, **kwargs)["ShardIterator"]
+
+    def poll_once(self) -> int:
+        """Read every shard from its checkpoint until it has nothing new; the number of records handled."""
+        handled = 0
+        for shard in self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]:
+            shard_id = shard["ShardId"]
+            checkpoint = self.checkpoints.get(shard_id)
+            resp = self.streams.get_records(ShardIterator=self._iterator(shard_id, checkpoint and checkpoint[0]),
+                                            Limit=100)
+            records = resp["Records"]
+            if checkpoint is not None:
+                if not records or records[0]["eventID"] != checkpoint[1]:
+                    self.resyncs += 1
+                    log.info("webhook stream: shard %s changed under its checkpoint; reading it again", shard_id)
+                    resp = self.streams.get_records(ShardIterator=self._iterator(shard_id, None), Limit=100)
+                    records = resp["Records"]
+                    if not records:
+                        self.checkpoints.pop(shard_id)
+                else:
+                    records = records[1:]
+            while records and not self._stop.is_set():
+                handled += self._handle(shard_id, records)
+                iterator = resp.get("NextShardIterator")
+                if not iterator:
+                    break  # a closed shard (real streams): its children are in the next describe
+                resp = self.streams.get_records(ShardIterator=iterator, Limit=100)
+                records = resp["Records"]
+        return handled
+
+    def _handle(self, shard_id: str, records: list[dict[str, Any]]) -> int:
+        fresh = [r for r in records if r["eventID"] not in self.handled]
+        if fresh:
+            self.handler.handle({"Records": fresh})  # raises: the checkpoint stays, the batch is read again
+            self.handled.update(r["eventID"] for r in fresh)
+        last = records[-1]
+        self.checkpoints[shard_id] = (last["dynamodb"]["SequenceNumber"], last["eventID"])
+        return len(fresh)
 
     def _run(self) -> None:
-        iterators: list[str] = []
         while not self._stop.is_set():
             try:
-                iterators = iterators or self._iterators()
-                fresh = []
-                for it in iterators:
-                    resp = self.streams.get_records(ShardIterator=it, Limit=100)
-                    if resp["Records"]:
-                        self.handler.handle({"Records": resp["Records"]})
-                    fresh.append(resp.get("NextShardIterator") or it)
-                iterators = fresh
+                self.poll_once()
             except Exception as exc:  # noqa: BLE001 - like the event source mapping: retry the batch later
                 log.warning("webhook stream poll failed (retrying): %s", exc)
-                iterators = []
                 self._stop.wait(1.0)
             self._stop.wait(self.poll_s)
 

@@ -15,15 +15,18 @@ Status codes: 200, 202 (accepted / still running after the wait), 400 (malformed
 401/403 (auth), 404 (unknown route or job; jobs of other keys look unknown), 405 (wrong method, with
 ``Allow``), 409 (the first request with this Idempotency-Key is still being processed, with
 ``Retry-After``), 413 (body too large, or the queue message it makes would be), 415 (not JSON), 422 (a
-rule broken, or an Idempotency-Key reused with another body), 429 (rate limit or daily quota, with
-``Retry-After``), 503 (store or queue down, with ``Retry-After``). A 500 means a bug: client input never
-causes one (tests/integration/test_api_fuzz.py and the schemathesis run).
+rule broken, or an Idempotency-Key reused with another body), 429 (write or read rate of the key, daily
+quota, or failed authentications of the address, with ``Retry-After``), 503 (store or queue down, with
+``Retry-After``). A 500 means a bug: client input never causes one (tests/integration/test_api_fuzz.py,
+test_api_abuse.py, the schemathesis run and ``make fuzz``).
 
 Create, in order: validate; build the queue message and refuse it (413) when it would not fit the
 queue, before anything is written; look the Idempotency-Key up (a replay is never charged quota);
-charge the daily quota; write the job (and key) in one transaction; send. The request that writes a job
-holds a short send lease in the record; a replay sends a job only after claiming an expired lease with a
-conditional write, so concurrent replays enqueue a job once and a creator that died is still covered.
+charge the daily quota; write the job (and key) in one transaction; send. When the send fails, for any
+reason, the job, its Idempotency-Key and its quota unit are undone before the error is answered. The
+request that writes a job holds a short send lease in the record; a replay sends a job only after
+claiming an expired lease with a conditional write, so concurrent replays enqueue a job once and a
+creator that died is still covered.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ MAX_WAIT_SECONDS = 25.0  # API Gateway HTTP APIs end integrations at 30 s
 SEND_LEASE_SECONDS = 15.0
 # enqueued_at is re-stamped at send time; its decimal form may be a few characters longer than measured.
 _MESSAGE_SLACK_BYTES = 32
+# Reads (GET /v1/jobs/{id}, GET /v1/models) per key per instance: sized for a client that long-polls the
+# events of a few dozen jobs at once (one request per job per poll) and for a console that refreshes a page
+# of 50 jobs every few seconds (a burst of 100 when the page opens, then about 10/s).
+READ_RATE_PER_SECOND = 20.0
+READ_BURST = 100.0
 
 
 @dataclass
@@ -82,8 +90,10 @@ class Response:
 class ApiOptions:
     auth_mode: str = "api-key"  # api-key | iam | none (local mode only)
     quota_per_day: int | None = None
-    rate_per_second: float | None = None
+    rate_per_second: float | None = None  # writes per key (create, cancel) when the key has no rate of its own
     burst: float | None = None
+    read_rate_per_second: float | None = READ_RATE_PER_SECOND  # None: reads are not limited
+    read_burst: float | None = READ_BURST
     allow_loopback: bool = False
     enforce_known_models: bool = False
     max_wait_seconds: float = MAX_WAIT_SECONDS
@@ -104,8 +114,8 @@ class ApiApp:
         self._openapi = openapi
         self._clock, self._sleep = clock, sleep
         self.pacer = WaitPacer()
-        o = self.options
-        self.limiter = TokenBucket(o.rate_per_second, o.burst or o.rate_per_second) if o.rate_per_second else None
+        # One bucket per key in each: a key's rate and burst are its own and never bind another key.
+        self.write_limits, self.read_limits = TokenBucket(), TokenBucket()
         self.auth_failures = FailureLimiter()
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
             (re.compile(r"^/v1/health$"), {"GET": self.health}),
@@ -163,13 +173,23 @@ class ApiApp:
         return authenticate(req.headers, self.keys, source=req.source_ip or None, failures=self.auth_failures)
 
     def _rate_limit(self, principal: Principal) -> None:
-        if self.limiter is None and principal.rate_per_second is None:
-            return
-        limiter = self.limiter or TokenBucket(principal.rate_per_second or 1.0, principal.rate_per_second or 1.0)
-        self.limiter = limiter
-        ok, wait = limiter.allow(principal.id, principal.rate_per_second)
+        """Writes: the key's own ``rate_per_second`` (burst: one second's worth), else the stack's rate and burst."""
+        o = self.options
+        if principal.rate_per_second:
+            self._take(self.write_limits, principal, principal.rate_per_second, None, "request")
+        elif o.rate_per_second:
+            self._take(self.write_limits, principal, o.rate_per_second, o.burst, "request")
+
+    def _read_limit(self, principal: Principal) -> None:
+        o = self.options
+        if o.read_rate_per_second:
+            self._take(self.read_limits, principal, o.read_rate_per_second, o.read_burst, "read")
+
+    @staticmethod
+    def _take(buckets: TokenBucket, principal: Principal, rate: float, burst: float | None, what: str) -> None:
+        ok, wait = buckets.allow(principal.id, rate, burst)
         if not ok:
-            raise ApiError(429, "rate-limited", "Too Many Requests", "request rate limit for this key exceeded",
+            raise ApiError(429, "rate-limited", "Too Many Requests", f"{what} rate limit for this key exceeded",
                            headers={"Retry-After": str(max(1, round(wait + 0.5)))})
 
     # --- routes --------------------------------------------------------------------------------------
@@ -180,7 +200,7 @@ class ApiApp:
         return Response(200, (self._openapi or document)())
 
     def list_models(self, req: Request) -> Response:
-        self._principal(req)
+        self._read_limit(self._principal(req))
         source, models = self.models.list_models()
         return Response(200, {"source": source, "models": models})
 
@@ -235,7 +255,7 @@ class ApiApp:
             if idem_key is not None:  # a replay is answered before any quota is charged
                 existing = self.store.find_idempotent(principal.id, idem_key, fp)
                 if existing is not None:
-                    return self._replayed(existing, spec), False
+                    return self._replayed(existing, spec, principal, idem_key), False
                 record["send_lease_until"] = self._clock() + SEND_LEASE_SECONDS
             if quota:
                 if not self.store.consume_daily_quota(principal.id, quota):
@@ -252,20 +272,31 @@ class ApiApp:
         if not created:  # another request with this key won the write between our lookup and ours
             if charged:
                 self.store.refund_daily_quota(principal.id)
-            return self._replayed(record, spec), False
+            return self._replayed(record, spec, principal, idem_key), False
         try:
-            # Only a job with an Idempotency-Key can be replayed, so only those need the "sent" mark.
-            self._enqueue(record, spec, mark=idem_key is not None)
-        except QueueError:
-            self.store.abandon(record, idempotency_key=idem_key)
+            self.producer.send(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=self._clock()))
+        except Exception:  # the queue refused it, or a bug: never leave a job nobody will run
+            self._undo(record, principal, idem_key, charged)
             raise
+        if idem_key is not None:  # only a job with an Idempotency-Key can be replayed, so only those need the mark
+            self._mark_enqueued(record["job_id"])
         return record, True
+
+    def _undo(self, record: dict[str, Any], principal: Principal, idem_key: str | None, charged: bool) -> None:
+        """Delete a job that was written but not sent, free its Idempotency-Key and give its quota unit back."""
+        try:
+            self.store.abandon(record, idempotency_key=idem_key)
+            if charged:
+                self.store.refund_daily_quota(principal.id)
+        except Exception:  # the error that brought us here is the one the client gets
+            log.exception("could not undo job %s after its send failed", record["job_id"])
 
     def _charged(self, principal: Principal) -> int | None:
         """The daily quota that applies to ``principal`` (None: unlimited)."""
         return principal.quota_per_day or self.options.quota_per_day
 
-    def _replayed(self, record: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    def _replayed(self, record: dict[str, Any], spec: dict[str, Any], principal: Principal,
+                  idem_key: str | None) -> dict[str, Any]:
         """The job an Idempotency-Key names; sends its message only if it was never sent and nobody is on it."""
         if record["status"] != QUEUED or record.get("enqueued") is not False:
             return record
@@ -275,17 +306,21 @@ class ApiApp:
                            "a request with this Idempotency-Key is still being processed; retry shortly",
                            headers={"Retry-After": "1"}, extra={"job_id": record["job_id"]})
         # The request that created it died between the write and the send: send it now.
-        self._enqueue(record, spec, mark=True)
+        try:
+            self.producer.send(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=self._clock()))
+        except QueueError:  # the queue is down: the claim runs out and the next replay sends it
+            raise
+        except Exception:  # no retry can send this job: undo it (its creator charged the quota, if there is one)
+            self._undo(record, principal, idem_key, charged=self._charged(principal) is not None)
+            raise
+        self._mark_enqueued(record["job_id"])
         return record
 
-    def _enqueue(self, record: dict[str, Any], spec: dict[str, Any], mark: bool) -> None:
-        self.producer.send(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=self._clock()))
-        if not mark:
-            return
+    def _mark_enqueued(self, job_id: str) -> None:
         try:
-            self.store.mark_enqueued(record["job_id"])
+            self.store.mark_enqueued(job_id)
         except StoreUnavailableError:  # the message is out; at worst a replay sends it once more
-            log.warning("could not mark job %s as enqueued", record["job_id"])
+            log.warning("could not mark job %s as enqueued", job_id)
 
     def _wait_for(self, job_id: str, wait: float) -> dict[str, Any] | None:
         """Read the record until it is final or the wait runs out, paced by its expected end (sync_wait)."""
@@ -304,20 +339,21 @@ class ApiApp:
                 break
         return record
 
-    def _owned(self, req: Request, job_id: str) -> tuple[Principal, dict[str, Any]]:
-        principal = self._principal(req)
+    def _owned(self, principal: Principal, job_id: str) -> dict[str, Any]:
         record = self.store.get(job_id) if is_job_id(job_id) else None
         if record is None or record.get("owner") != principal.id:
             raise ApiError(404, "job-not-found", "Not Found", f"no job {job_id[:40]!r}")
-        return principal, record
+        return record
 
     def get_job(self, req: Request, job_id: str) -> Response:
-        _, record = self._owned(req, job_id)
-        return Response(200, self._view(record, req))
+        principal = self._principal(req)
+        self._read_limit(principal)
+        return Response(200, self._view(self._owned(principal, job_id), req))
 
     def cancel_job(self, req: Request, job_id: str) -> Response:
-        principal, record = self._owned(req, job_id)
+        principal = self._principal(req)
         self._rate_limit(principal)
+        record = self._owned(principal, job_id)
         # Only a conditional write changes the job, so of racing cancels one makes the change. Its 'completed'
         # webhook comes from the table's stream, once per transition (runtime/functions/webhook_dispatch.py),
         # never from here.

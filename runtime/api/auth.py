@@ -13,11 +13,13 @@ not-found alike, for 60 s, so revoking a key (delete the parameter or set ``disa
 a minute and a repeated unknown key costs one GetParameter a minute. Local mode reads the same records from
 a JSON file (``{"<key_id>": {...}}``) or from ``GENAI_API_KEYS`` (``key,key``).
 
-Answers: no credentials -> 401; unknown, wrong, badly tagged or disabled key -> 403; a source (client IP)
-with too many failed authentications -> 429 for anything that would need a lookup, until its budget refills.
+Answers: no credentials -> 401; unknown, wrong, badly tagged or disabled key -> 403, the same status and body
+for each; a source (client IP) with too many failed lookups -> 429 for keys made without the tag secret that
+are not already cached, until its budget refills (``authenticate`` says which keys that spares).
 
-Limits: ``TokenBucket`` per key per Lambda instance (``rate_per_second`` / burst; approximate, since
-instances do not share it; the stage throttle is the hard global limit), and a daily job quota counted
+Limits: ``TokenBucket`` per key per Lambda instance, each key with its own rate and burst (writes:
+``rate_per_second`` of the key or the stack; reads: their own budget, runtime.api.app; approximate, since
+instances do not share them; the stage throttle is the hard global limit), and a daily job quota counted
 atomically in the job table (``JobStore.consume_daily_quota``), exact across instances.
 """
 
@@ -293,60 +295,87 @@ def authenticate(headers: Mapping[str, str], keys: KeyStore, source: str | None 
                  failures: FailureLimiter | None = None) -> Principal:
     """401 without credentials, 403 when they are not a valid, enabled key, 429 when ``source`` failed too often.
 
-    Order keeps the key store cheap: the tag is checked offline first; a source over its failure budget is
-    refused before any lookup (a key already cached as valid still passes); every failure is counted.
+    A key refused offline (no format, or a tag that does not verify) costs no lookup and is not counted.
+    A key whose tag verifies under the deployment's tag secret was minted here (forging a tag takes about
+    2**40 tries), so it is always looked up: a flood from its address never holds it up. Keys anyone can
+    make without that secret (untagged keys where accepted, checksum tags where no tag secret is set) are
+    what a flood that costs lookups is made of: while their source is over its budget they are checked
+    against cached records only. Unknown key ids and wrong secrets get the same answer (status and body)
+    either way, so the answer never tells whether a key id exists.
     """
     presented = credentials_from_headers(headers)
     if presented is None:
         raise ApiError(401, "unauthorized", "Unauthorized",
                        "send an API key as 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
                        headers={"WWW-Authenticate": 'Bearer realm="genai-fleet"'})
-    parsed = key_format.parse(presented, keys.tag_secret())
+    tag_secret = keys.tag_secret()
+    parsed = key_format.parse(presented, tag_secret)
     if parsed is None or not (parsed.tag_ok or (not parsed.tagged and keys.accept_untagged)):
-        if failures is not None:
-            failures.record_failure(source)
         raise _forbidden()
-    record = _lookup(keys, parsed.key_id, source, failures)
-    if record is None or record.disabled or not hmac.compare_digest(record.sha256, hash_key(presented)):
-        if failures is not None:
-            failures.record_failure(source)
-        raise _forbidden()
+    minted_here = parsed.tag_ok and tag_secret is not None
+    wait = failures.retry_after(source) if failures is not None and not minted_here else 0.0
+    if wait > 0:
+        record = _verified(_cached_record(keys, parsed.key_id), presented)
+        if record is None:
+            log.warning("refusing a key lookup for %s: too many failed authentications", source)
+            raise ApiError(429, "too-many-failed-authentications", "Too Many Requests",
+                           "too many failed authentications from this address; wait before trying again",
+                           headers={"Retry-After": str(max(1, round(wait + 0.5)))})
+    else:
+        record = _verified(keys.lookup(parsed.key_id), presented)
+        if record is None:
+            if failures is not None:
+                failures.record_failure(source)
+            raise _forbidden()
     return Principal(id=record.key_id, kind="api-key", quota_per_day=record.quota_per_day,
                      rate_per_second=record.rate_per_second)
 
 
-def _lookup(keys: KeyStore, key_id: str, source: str | None, failures: FailureLimiter | None) -> KeyRecord | None:
-    wait = failures.retry_after(source) if failures is not None else 0.0
-    if wait <= 0:
-        return keys.lookup(key_id)
+def _verified(record: KeyRecord | None, presented: str) -> KeyRecord | None:
+    """``record`` when it exists, is enabled and hashes the presented key (compared in constant time), else None."""
+    if record is None or record.disabled or not hmac.compare_digest(record.sha256, hash_key(presented)):
+        return None
+    return record
+
+
+def _cached_record(keys: KeyStore, key_id: str) -> KeyRecord | None:
+    """A record without calling the store: from its cache, or from memory for stores that hold every record."""
     cached = getattr(keys, "cached", None)
-    hit, record = cached(key_id) if cached else (True, keys.lookup(key_id))  # in-memory stores cost nothing
-    if hit and record is not None:
-        return record
-    log.warning("refusing a key lookup for %s: too many failed authentications", source)
-    raise ApiError(429, "too-many-failed-authentications", "Too Many Requests",
-                   "too many failed authentications from this address; wait before trying again",
-                   headers={"Retry-After": str(max(1, round(wait + 0.5)))})
+    if cached is None:
+        return keys.lookup(key_id)  # in-memory stores (local mode, tests) cost nothing to ask
+    _, record = cached(key_id)
+    return record
 
 
 class TokenBucket:
-    """Per-key token buckets (rate per second, burst); in-process, so approximate across instances."""
+    """Token buckets, one per key, each with its own rate and burst (a key's limits never bind another).
 
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic):
-        self.rate, self.burst, self._clock = rate, burst, clock
-        self._buckets: dict[str, tuple[float, float]] = {}
+    In-process, so approximate across instances, and bounded (``max_keys``, least recently used dropped: a
+    dropped key starts again with a full bucket). ``rate`` / ``burst`` are the defaults for keys whose
+    caller passes none.
+    """
+
+    def __init__(self, rate: float | None = None, burst: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000):
+        self.rate, self.burst, self._clock, self.max_keys = rate, burst, clock, max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def allow(self, key: str, rate: float | None = None) -> tuple[bool, float]:
-        """(allowed, seconds until the next token)."""
-        rate = rate or self.rate
-        burst = max(self.burst, rate)
+    def allow(self, key: str, rate: float | None = None, burst: float | None = None) -> tuple[bool, float]:
+        """(allowed, seconds until the next token) for ``key`` at ``rate``/s with ``burst`` (defaults: the
+        bucket's own; a rate given without a burst allows one second's worth, at least one request)."""
+        if rate is None:
+            rate, burst = self.rate, burst if burst is not None else self.burst
+        if not rate or rate <= 0:
+            raise ValueError("TokenBucket.allow needs a positive rate (none given and no default)")
+        burst = max(1.0, burst if burst is not None else rate)
         now = self._clock()
         with self._lock:
             tokens, last = self._buckets.get(key, (burst, now))
-            tokens = min(burst, tokens + (now - last) * rate)
-            if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
-                return True, 0.0
-            self._buckets[key] = (tokens, now)
-            return False, (1 - tokens) / rate
+            tokens = min(burst, tokens + max(0.0, now - last) * rate)
+            allowed = tokens >= 1
+            self._buckets[key] = (tokens - 1 if allowed else tokens, now)
+            self._buckets.move_to_end(key)
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        return (True, 0.0) if allowed else (False, (1 - tokens) / rate)

@@ -21,6 +21,7 @@ from runtime import aws_clients
 from runtime.api.app import ApiApp, ApiOptions, Request, Response
 from runtime.api.auth import Principal, SsmKeyStore, StaticKeyStore
 from runtime.api.environment import ApiConfig
+from runtime.api.problems import ApiError
 
 __all__ = ["ApiConfig", "build_app", "handle_event", "lambda_handler"]
 
@@ -125,8 +126,16 @@ def to_request(event: Mapping[str, Any]) -> tuple[Request, bool]:
 
 
 def to_result(resp: Response) -> dict[str, Any]:
-    body = resp.body if isinstance(resp.body, str | bytes) else json.dumps(resp.body, separators=(",", ":"),
-                                                                          default=str)
+    """The gateway's response; bodies are strict JSON (a value JSON cannot carry, such as infinity, is a bug:
+    logged and answered 500 rather than sent as ``Infinity``, which clients' parsers refuse)."""
+    try:
+        body = resp.body if isinstance(resp.body, str | bytes) else json.dumps(
+            resp.body, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:
+        log.exception("a %s response body is not strict JSON", resp.status)
+        error = ApiError(500, "internal", "Internal Server Error", "an unexpected error occurred")
+        resp = Response(500, error.body(), content_type="application/problem+json")
+        body = json.dumps(resp.body, separators=(",", ":"))
     if isinstance(body, bytes):
         return {"statusCode": resp.status, "headers": {"Content-Type": resp.content_type, **resp.headers},
                 "body": base64.b64encode(body).decode(), "isBase64Encoded": True}

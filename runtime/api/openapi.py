@@ -19,6 +19,7 @@ from pydantic import Field, TypeAdapter
 
 from runtime.api.request_headers import IDEMPOTENCY_KEY_PATTERN
 from runtime.jobs import models as m
+from runtime.jobs.schema import NULL_IS_A_VALUE
 
 API_VERSION = "1.0.0"  # info.version of the document; GET /v1/health reports it too
 _REF = "#/components/schemas/{model}"
@@ -35,7 +36,33 @@ def _request_schemas() -> dict[str, Any]:
                              "the validator's own.")
     txt2img = defs["Txt2ImgJob"]
     txt2img["properties"]["task"]["default"] = "txt2img"
+    for name, model in defs.items():
+        level = "envelope" if name.endswith("Job") else "inputs" if name.endswith("Inputs") else None
+        if level:
+            _nulls_mean_defaults(model, NULL_IS_A_VALUE[level])
     return {"JobRequest": schema, **defs}
+
+
+def _nulls_mean_defaults(model: dict[str, Any], null_is_a_value: tuple[str, ...]) -> None:
+    """Publish what the validator does: an optional field sent as ``null`` gets its default (schema.py)."""
+    required = set(model.get("required", ()))
+    for name, prop in model.get("properties", {}).items():
+        if name in required or name in null_is_a_value or _allows_null(prop):
+            continue
+        if isinstance(prop.get("type"), str) and not {"enum", "const"} & set(prop):
+            prop["type"] = [prop["type"], "null"]
+        else:
+            outer = {k: prop.pop(k) for k in ("title", "default", "description") if k in prop}
+            inner = dict(prop)
+            prop.clear()
+            prop.update({"anyOf": [inner, {"type": "null"}], **outer})
+        prop["description"] = (prop.get("description", "") + "; null: the default").lstrip("; ")
+
+
+def _allows_null(prop: dict[str, Any]) -> bool:
+    kinds = prop.get("type")
+    return (kinds == "null" or (isinstance(kinds, list) and "null" in kinds)
+            or any(_allows_null(p) for p in prop.get("anyOf", ())))
 
 
 def _schemas() -> dict[str, Any]:

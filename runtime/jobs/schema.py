@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +56,13 @@ from runtime.jobs.models import (
 )
 
 MAX_BODY_BYTES = 256_000
+# ``null`` means "the default" for optional fields, except these, where null is a value of its own
+# (no webhook; a random seed; the input image's size). The OpenAPI document publishes the same rule.
+NULL_IS_A_VALUE = {"envelope": ("webhook",), "inputs": ("seed", "width", "height")}
+# Nesting depth of a request body: the body object is level 1, a workflow node's inputs are level 5 and a
+# link (``["4", 0]``) inside them level 6. Deeper bodies are refused before anything is built from them,
+# so no later step (the queue message, the worker, a webhook payload) ever recurses that deep.
+MAX_JSON_DEPTH = 32
 
 # pydantic error types -> the API's stable rule codes (custom errors already carry a rule code as their type).
 _RULES = {
@@ -137,6 +146,9 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
     """
     if not isinstance(body, dict):
         raise ValidationError([Problem("(body)", "type", "must be a JSON object")])
+    shape = json_shape_problems(body)
+    if shape:  # checked first: every later step recurses through the body
+        raise ValidationError(shape)
     encoding: list[Problem] = []
     _encoding_problems(body, "", encoding)
     if encoding:  # checked first: every later rule (and the fingerprint) needs encodable text
@@ -145,15 +157,16 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
     problems: list[Problem] = []
     envelope: JobEnvelope | None = None
     try:
-        envelope = JobEnvelope.model_validate(_without_nulls(body, keep=("webhook",)), context=context)
+        envelope = JobEnvelope.model_validate(_without_nulls(body, keep=NULL_IS_A_VALUE["envelope"]), context=context)
     except PydanticValidationError as exc:
         problems += _problems(exc, "")
     task = envelope.task if envelope else body.get("task", "txt2img")
     inputs = body.get("inputs")
     normalized: dict[str, Any] = {}
-    if isinstance(inputs, dict) and task in TASK_INPUTS:
+    # Without a valid envelope ``task`` is the raw value (an object, a list...): only a known name selects inputs.
+    if isinstance(inputs, dict) and isinstance(task, str) and task in TASK_INPUTS:
         try:
-            normalized = TASK_INPUTS[task].model_validate(_without_nulls(inputs, keep=("seed", "width", "height")),
+            normalized = TASK_INPUTS[task].model_validate(_without_nulls(inputs, keep=NULL_IS_A_VALUE["inputs"]),
                                                           context=context).normalized()
         except PydanticValidationError as exc:
             problems += _problems(exc, "inputs")
@@ -168,6 +181,30 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
     return spec
 
 
+def json_shape_problems(body: Any) -> list[Problem]:
+    """Values strict JSON cannot carry back out, found without recursion: nesting deeper than
+    ``MAX_JSON_DEPTH`` and non-finite numbers (``1e400`` parses to infinity, which ``json.dumps`` writes as
+    ``Infinity``, not JSON). Each problem names the field (dotted path, list items as ``[i]``)."""
+    problems: list[Problem] = []
+    stack: list[tuple[Any, str, int]] = [(body, "", 1)]
+    while stack and len(problems) < 10:
+        value, path, depth = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(Problem(path or "(body)", "finite-number",
+                                    "must be a finite number (JSON has no Infinity or NaN; 1e400 overflows)"))
+        elif isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                problems.append(Problem(path[:200] or "(body)", "max-depth",
+                                        f"nests deeper than {MAX_JSON_DEPTH} levels of objects and lists"))
+                continue
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                name = str(key).encode("utf-8", "backslashreplace").decode()  # lone surrogates stay printable
+                child = f"{path}[{key}]" if isinstance(value, list) else (f"{path}.{name}" if path else name)
+                stack.append((item, child[:300], depth + 1))
+    return problems
+
+
 def _without_nulls(data: Mapping[str, Any], keep: tuple[str, ...]) -> dict[str, Any]:
     """``null`` means "the default" for optional fields (``keep`` lists the ones where null is a value)."""
     return {k: v for k, v in data.items() if v is not None or k in keep}
@@ -180,6 +217,10 @@ def parse_json_body(raw: bytes | str | None) -> Any:
     if len(raw) > MAX_BODY_BYTES:
         raise ValidationError([Problem("(body)", "max-size", f"must be at most {MAX_BODY_BYTES} bytes")],
                               malformed=True)
+    deep = _too_deep(raw if isinstance(raw, str) else raw.decode("utf-8", "replace"), MAX_JSON_DEPTH)
+    if deep is not None:  # before the decoder, whose own limit moves with the interpreter's stack
+        raise ValidationError([Problem(deep, "max-depth",
+                                       f"nests deeper than {MAX_JSON_DEPTH} levels of objects and lists")])
     try:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
@@ -187,12 +228,56 @@ def parse_json_body(raw: bytes | str | None) -> Any:
                               malformed=True) from exc
 
 
+_JSON_TOKENS = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"|[\[\]{}:,]')  # a string (escapes included), or structure
+
+
+def _too_deep(text: str, limit: int) -> str | None:
+    """The field (dotted path) of the first object or list nested deeper than ``limit`` in JSON ``text``, the
+    body object being level 1; None when nothing is. Iterative (strings and structure only), so the answer
+    does not depend on the stack, and nearly free when the text has too few brackets to be that deep."""
+    if text.count("[") + text.count("{") <= limit:
+        return None
+    stack: list[list[Any]] = []  # per open container: [is_list, current key or index]
+    last_string = ""
+    for m in _JSON_TOKENS.finditer(text):
+        part = m.group()
+        if part[0] == '"':
+            last_string = part
+        elif part in "[{":
+            if len(stack) >= limit:
+                return _path(stack)
+            stack.append([part == "[", 0 if part == "[" else ""])
+        elif part in "]}":
+            if stack:
+                stack.pop()
+        elif stack and part == ":" and not stack[-1][0]:
+            try:
+                stack[-1][1] = str(json.loads(last_string))
+            except ValueError:
+                stack[-1][1] = last_string.strip('"')
+        elif stack and part == "," and stack[-1][0]:
+            stack[-1][1] += 1
+    return None
+
+
+def _path(stack: list[list[Any]]) -> str:
+    """The dotted path (list items as ``[i]``) of the container being opened inside ``stack``'s innermost one."""
+    path = ""
+    for is_list, key in stack:
+        if is_list:
+            path = f"{path}[{key}]"
+        else:
+            name = str(key).encode("utf-8", "backslashreplace").decode()  # lone surrogates stay printable
+            path = f"{path}.{name}" if path else name
+    return path[:200] or "(body)"
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in JSON")
 
 
 def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def fingerprint(spec: Mapping[str, Any]) -> str:

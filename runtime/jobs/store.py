@@ -174,7 +174,7 @@ class JobStore:
                fingerprint: str | None = None) -> tuple[dict[str, Any], bool]:
         item = dict(record)
         item["pk"] = job_pk(record["job_id"])
-        item["spec"] = json.dumps(record["spec"], separators=(",", ":"), sort_keys=True)
+        item["spec"] = json.dumps(record["spec"], separators=(",", ":"), sort_keys=True, allow_nan=False)
         put_job = {"TableName": self.table_name, "Item": serialize(item),
                    "ConditionExpression": "attribute_not_exists(pk)"}
         if idempotency_key is None:

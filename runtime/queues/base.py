@@ -54,7 +54,8 @@ class QueueMessage:
 
     def to_json(self) -> str:
         return json.dumps({"v": self.v, "job_id": self.job_id, "enqueued_at": self.enqueued_at,
-                           "job": dict(self.job)}, separators=(",", ":"), sort_keys=True)
+                           "job": dict(self.job)}, separators=(",", ":"), sort_keys=True,
+                          allow_nan=False)
 
     @classmethod
     def from_json(cls, body: str | bytes) -> QueueMessage:

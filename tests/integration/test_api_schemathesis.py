@@ -39,6 +39,7 @@ def served_schema(moto_endpoint, job_table, sqs_queue):
     cfg = ApiConfig(job_table=job_table, queue_url=sqs_queue, api_keys=(KEY,), endpoint_url=moto_endpoint,
                     region="us-east-1", max_wait_seconds=0.0)
     app = build_app(cfg)
+    app.options.read_rate_per_second = None  # one key reads fast here; the read limit has its own tests (abuse)
     with LocalApiServer(app) as server:
         schema = schemathesis.openapi.from_dict(document())
         schema.config.update(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, request_timeout=30)
@@ -125,3 +126,36 @@ def test_the_documentation_example_matches_exactly_one_request_variant():
                if jsonschema.Draft202012Validator({"components": doc["components"], **v}).is_valid(example)]
     assert matches == ["#/components/schemas/Txt2ImgJob"]
     assert doc["components"]["schemas"]["JobRequest"]["discriminator"]["propertyName"] == "task"
+
+
+def test_the_document_and_the_validator_agree_on_null_fields():
+    """Issue 29's campaign (negative data): `"guidance": null` was accepted (null means the default) while the
+    document said number. Every optional field sent as null: accepted by both, or refused by both."""
+    import jsonschema
+
+    from runtime.jobs.errors import ValidationError
+    from runtime.jobs.schema import validate_job
+
+    doc = document()
+    schemas = doc["components"]["schemas"]
+    minimal = {"txt2img": {"prompt": "p"}, "img2img": {"prompt": "p", "image": "https://example.com/a.png"},
+               "txt2video": {"prompt": "p"}, "comfyui-workflow": {"workflow": {"3": {"class_type": "K"}}}}
+    checked = 0
+    for variant in schemas["JobRequest"]["oneOf"]:
+        job = schemas[variant["$ref"].rsplit("/", 1)[1]]
+        task = job["properties"]["task"]["const"]
+        inputs_schema = schemas[job["properties"]["inputs"]["$ref"].rsplit("/", 1)[1]]
+        base = {"model": "sdxl-base-1.0", "task": task, "inputs": minimal[task]}
+        bodies = [{**base, field: None} for field in job["properties"] if field not in job["required"]]
+        bodies += [{**base, "inputs": {**minimal[task], field: None}} for field in inputs_schema["properties"]
+                   if field not in inputs_schema.get("required", ())]
+        for body in bodies:
+            documented = jsonschema.Draft202012Validator({"components": doc["components"], **variant}).is_valid(body)
+            try:
+                validate_job(body)
+                accepted = True
+            except ValidationError:
+                accepted = False
+            assert documented == accepted, (body, documented, accepted)
+            checked += 1
+    assert checked > 30
