@@ -248,7 +248,7 @@ class Agent:
         if prepared is not None:
             timings["receive_ms"] = prepared.receive_ms
         try:
-            job = self.runner.claim(received, timings, track_run)
+            job = self.runner.claim(received, timings, track_run, prepared.job if prepared is not None else None)
             if isinstance(job, str):
                 return self._record(job_id, job, t0, 0.0, timings)
             job.picked, job.timings, job.prepared = t0, timings, prepared

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -69,10 +68,9 @@ def batch_size_for(agent: Agent) -> int:
 
 def key_of(backend: Any, item: Prepared) -> Hashable | None:
     """The backend's batch key for a prefetched job; None (never batched) when its inputs failed or it says so."""
-    if item.input_error is not None:
+    if item.input_error is not None or item.job is None:
         return None
-    message = item.received.message
-    ctx = JobContext(job_id=message.job_id, spec=dict(message.job), input_images=dict(item.inputs or {}))
+    ctx = JobContext(job_id=item.received.message.job_id, job=item.job, input_images=dict(item.inputs or {}))
     try:
         return backend.batch_key(ctx)
     except BackendError:  # an invalid input: the job runs alone and fails with its own error
@@ -185,15 +183,14 @@ class Batcher:
 
     def _prepare(self, job: RunningJob, stack: contextlib.ExitStack) -> bool | None:
         agent, ctx, prepared = self.agent, job.ctx, job.prepared
-        if ctx.inputs.get("seed", 0) is None:
-            ctx.spec["inputs"] = {**ctx.inputs, "seed": random.randrange(2**32)}
+        ctx.job = ctx.job.with_seed()
         agent.runner.checkpoint(job, FRESH_S)
         ctx.before_submit = lambda: agent.runner.checkpoint(job)
         t = time.monotonic()
         if prepared is not None and prepared.input_error is not None:
             raise prepared.input_error
         ctx.input_images = prepared.inputs if prepared is not None and prepared.inputs is not None \
-            else agent.fetcher.fetch_all(ctx.spec)
+            else agent.fetcher.fetch_all(ctx.job)
         job.timings["inputs_ms"] = _ms(t) + (prepared.inputs_ms if prepared is not None else 0.0)
         t = time.monotonic()
         hit: bool | None = None

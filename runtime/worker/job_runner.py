@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runtime import metric_names as m
-from runtime.backends.base import BackendUnavailable, JobContext, JobInterrupted
+from runtime.backends.base import BackendUnavailable, JobContext, JobInputError, JobInterrupted
 from runtime.jobs.attempts import EXHAUSTED, MISSING, Attempt, attempt_history
 from runtime.jobs.errors import JobNotFoundError, StoreUnavailableError
+from runtime.jobs.schema import JobSpec
 from runtime.queues.base import QueueError, ReceivedJob
 from runtime.worker.failures import INFRASTRUCTURE, PERMANENT, Disposition, classify
+from runtime.worker.inputs import read_job
 from runtime.worker.prefetch import Prepared
 
 if TYPE_CHECKING:
@@ -66,9 +67,11 @@ class JobRunner:
         self.cfg = agent.config
 
     # -- claiming --------------------------------------------------------------------------------------
-    def claim(self, received: ReceivedJob, timings: dict[str, float], track_run: bool = False) -> RunningJob | str:
+    def claim(self, received: ReceivedJob, timings: dict[str, float], track_run: bool = False,
+              job: JobSpec | None = None) -> RunningJob | str:
         """Start the attempt in the record (right before the job runs); an outcome when it must not run.
-        ``track_run``: the caller marks the run's beginning and end (runtime.worker.run_marks)."""
+        ``track_run``: the caller marks the run's beginning and end (runtime.worker.run_marks). ``job``: the
+        message's typed spec when the prefetch read it (else it is read here)."""
         agent, message = self.agent, received.message
         job_id = message.job_id
         lease_s = self.cfg.queue.visibility_timeout_seconds
@@ -91,8 +94,25 @@ class JobRunner:
                 agent.metrics.emit({m.JOBS_FAILED: 1}, {"job_id": job_id, "worker_id": agent.worker_id,
                                                         "code": "attempts-exhausted"})
             return "skipped" if attempt.outcome != MISSING else "orphaned"
-        ctx = JobContext(job_id=job_id, spec=dict(message.job), deadline=time.monotonic() + self.cfg.max_job_seconds)
+        try:
+            spec = job if job is not None else read_job(message.job, allow_loopback=self.cfg.allow_loopback_urls)
+        except JobInputError as exc:
+            return self._refuse(received, attempt, exc)
+        ctx = JobContext(job_id=job_id, job=spec, deadline=time.monotonic() + self.cfg.max_job_seconds)
         return RunningJob(received, ctx, attempt)
+
+    def _refuse(self, received: ReceivedJob, attempt: Attempt, exc: JobInputError) -> str:
+        """A spec that breaks the API's rules fails for good at its claim: nothing of it runs."""
+        agent, job_id = self.agent, received.message.job_id
+        code = classify(exc).code
+        if not agent.store.mark_failed(job_id, {"code": code, "message": str(exc)[:2000]}, lease=attempt.lease):
+            log.warning("job %s: its spec does not parse, and another attempt owns it now", job_id)
+            return "skipped"  # not acknowledged: whoever owns the job settles it
+        self._ack(received)
+        agent.metrics.emit({m.JOBS_FAILED: 1}, {"job_id": job_id, "worker_id": agent.worker_id, "code": code,
+                                                 "attempt": attempt.number})
+        log.warning("job %s failed for good (%s): %s", job_id, code, exc)
+        return "failed"
 
     # -- phases --------------------------------------------------------------------------------------
     def checkpoint(self, job: RunningJob, fresh_s: float = 0.0) -> None:
@@ -114,15 +134,14 @@ class JobRunner:
                     prepared: Prepared | None = None, on_run: Any = None) -> tuple[Any, bool | None]:
         """Inputs, model, inference: everything up to the backend's answer (the part that holds the backend)."""
         agent, ctx = self.agent, job.ctx
-        if ctx.inputs.get("seed", 0) is None:
-            ctx.spec["inputs"] = {**ctx.inputs, "seed": random.randrange(2**32)}
+        ctx.job = ctx.job.with_seed()
         self.checkpoint(job, FRESH_S)
         ctx.before_submit = lambda: self.checkpoint(job)  # the backend's last check before it submits: always read
         t = time.monotonic()
         if prepared is not None and prepared.input_error is not None:
             raise prepared.input_error
         ctx.input_images = prepared.inputs if prepared is not None and prepared.inputs is not None \
-            else agent.fetcher.fetch_all(ctx.spec)
+            else agent.fetcher.fetch_all(ctx.job)
         timings["inputs_ms"] = _ms(t) + (prepared.inputs_ms if prepared is not None else 0.0)
         t = time.monotonic()
         cache_hit: bool | None = None

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from runtime.jobs.attempts import RUN_PENDING
 from runtime.worker.batching import Batcher, batch_size_for
+from runtime.worker.inputs import read_job
 from runtime.worker.job_runner import RunningJob
 from runtime.worker.prefetch import Prefetcher, Prepared
 from runtime.worker.run_marks import RunMarks
@@ -67,7 +68,7 @@ class Pipeline:
                                      wait_seconds=cfg.queue.wait_time_seconds,
                                      visibility_seconds=cfg.queue.visibility_timeout_seconds,
                                      prepare_inputs=agent.fetcher.fetch_all, prepare_model=prepare_model,
-                                     budget=budget)
+                                     budget=budget, read_job=lambda data: read_job(data, cfg.allow_loopback_urls))
         self.settler = Settler()
         self.track_run = cfg.claim_ahead or cfg.overlap_settle  # the worker holds attempts that are not running
         self.marks = RunMarks(agent.store) if self.track_run else None
