@@ -48,7 +48,7 @@ def test_read_job_refuses_what_the_api_refuses_naming_each_field():
         read_job({"model": "m", "inputs": {"prompt": "p", "steps": 151, "width": 65, "delay": 1}})
     message = str(info.value)
     assert "inputs.steps" in message and "inputs.width" in message and "inputs.delay" in message
-    with pytest.raises(JobInputError, match="inputs.image"):  # loopback images only where the agent allows them
+    with pytest.raises(JobInputError, match=r"inputs\.image"):  # loopback images only where the agent allows them
         read_job({"model": "m", "task": "img2img", "inputs": {"prompt": "p", "image": "http://127.0.0.1/a.png"}})
     local = read_job({"model": "m", "task": "img2img", "inputs": {"prompt": "p", "image": "http://127.0.0.1/a.png"}},
                      allow_loopback=True)
@@ -86,10 +86,10 @@ def _input_reads(tree: ast.AST) -> list[str]:
 
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Subscript) and is_inputs(node.value):
-            found.append(f"line {node.lineno}: {ast.unparse(node)}")
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
-                and is_inputs(node.func.value):
+        subscript = isinstance(node, ast.Subscript) and is_inputs(node.value)
+        get = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
+            and is_inputs(node.func.value)
+        if subscript or get:
             found.append(f"line {node.lineno}: {ast.unparse(node)}")
     return found
 
