@@ -103,7 +103,7 @@ class JobContext:
         """The seed of an image or video job: the request's, or the one this attempt drew for a null seed
         (``JobSpec.with_seed``, which the agent applies before the run; drawn here for a caller that did not)."""
         self.job = self.job.with_seed()
-        seed = getattr(self.job.inputs, "seed", None)
+        seed = self.job.inputs.seed
         if seed is None:
             raise JobInputError(f"a {self.task} job has no seed to draw (a workflow keeps its graph's seeds)")
         return int(seed)

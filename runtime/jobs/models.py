@@ -102,7 +102,7 @@ ImageRef = Annotated[str, Field(strict=True, min_length=1, json_schema_extra=_IM
 
 
 class _Inputs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)  # read-only once validated: the worker shares it
 
     @model_validator(mode="before")
     @classmethod
@@ -121,12 +121,6 @@ class _Inputs(BaseModel):
                 out.pop(optional, None)
         return out
 
-    def with_seed(self, rng: random.Random | None = None) -> Self:
-        """These inputs with a null ``seed`` drawn at random ("null: random"); unchanged when it is set."""
-        if getattr(self, "seed", 0) is not None:
-            return self
-        return self.model_copy(update={"seed": (rng or random).randrange(MAX_SEED + 1)})
-
 
 class Txt2ImgInputs(_Inputs):
     prompt: Prompt
@@ -138,6 +132,12 @@ class Txt2ImgInputs(_Inputs):
     seed: Seed = None
     num_outputs: Annotated[Int, Field(ge=1, le=MAX_OUTPUTS)] = 1
     scheduler: Annotated[str, Field(strict=True, pattern=SCHEDULER.pattern)] | None = None
+
+    def with_seed(self, rng: random.Random | None = None) -> Self:
+        """These inputs with a null ``seed`` drawn at random ("null: random"); unchanged when it is set."""
+        if self.seed is not None:
+            return self
+        return self.model_copy(update={"seed": (rng or random).randrange(MAX_SEED + 1)})
 
     @field_validator("height")
     @classmethod

@@ -237,7 +237,7 @@ class JobSpec:
         """Check ``data`` with the API's rules (``validate_job``) and return it typed; raise ``ValidationError``."""
         spec = validate_job(data, allow_loopback=allow_loopback)
         inputs = TASK_INPUTS[spec["task"]].model_validate(spec["inputs"], context={"allow_loopback": allow_loopback})
-        return cls(model=spec["model"], task=spec["task"], inputs=inputs,  # type: ignore[arg-type]
+        return cls(model=spec["model"], task=spec["task"], inputs=inputs,
                    webhook=spec["webhook"], webhook_events_filter=tuple(spec["webhook_events_filter"]))
 
     def to_dict(self) -> dict[str, Any]:

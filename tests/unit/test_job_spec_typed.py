@@ -10,6 +10,7 @@ from typing import Annotated
 
 import pytest
 from pydantic import Field
+from pydantic import ValidationError as PydanticValidationError
 
 from runtime.backends.base import JobContext, JobInputError
 from runtime.jobs import models
@@ -28,6 +29,8 @@ def test_parse_gives_the_tasks_model_with_the_apis_defaults_and_round_trips_to_t
     assert (spec.inputs.steps, spec.inputs.strength, spec.inputs.width, spec.inputs.seed) == (30, 0.75, None, None)
     assert spec.to_dict() == validate_job(body)  # what the queue message carries, field for field
     assert JobSpec.parse(spec.to_dict()) == spec
+    with pytest.raises(PydanticValidationError, match="frozen"):  # read-only: no backend edits another's view
+        spec.inputs.steps = 5  # type: ignore[misc]
 
 
 def test_with_seed_draws_a_null_seed_once_and_leaves_set_seeds_and_workflows_alone():
