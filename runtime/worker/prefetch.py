@@ -13,8 +13,10 @@ Guarantees kept for held messages:
 - hand-back: ``close`` (stop, drain, spot notice) releases every held message with delay 0 at once, and a
   message that a receive in flight returns after that is released the moment it arrives;
 - each message's spec is read here, once, into the typed ``JobSpec`` (runtime.worker.inputs.read_job) that
-  the attempt and the backend use; a spec that breaks the API's rules, like any other failure of the
-  preparation (bad input URL, model not in the store), is kept and settled inside the attempt.
+  the attempt and the backend use; a spec that breaks the API's rules fails its job for good at the claim
+  (runtime.worker.job_runner), and nothing else is prepared for it;
+- failures of the preparation (bad input URL, model not in the store) are kept and raised inside the
+  attempt, so they are counted and settled exactly as without prefetch.
 
 A consumer that cannot hold several messages (Kafka: offsets commit in order, one job per member) says so
 with ``supports_prefetch = False``; the agent then runs serially.
