@@ -46,8 +46,8 @@ class Recording(TestPatternBackend):
 
     def run_batch(self, ctxs: list[JobContext]):
         with self.lock:
-            self.calls.append([c.inputs["prompt"] for c in ctxs])
-        if self.fail_batches_with in [c.inputs["prompt"] for c in ctxs]:
+            self.calls.append([c.job.inputs.prompt for c in ctxs])
+        if self.fail_batches_with in [c.job.inputs.prompt for c in ctxs]:
             if len(ctxs) > 1:  # a job that breaks the whole call (out of memory, a kernel error): nobody's fault known
                 raise RuntimeError("CUDA error: an illegal memory access was encountered")
             return [BackendError("this job fails alone too")]
