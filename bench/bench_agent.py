@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from fleetdev.worker_support import Stack, make_agent
     from runtime.backends.base import JobContext
     from runtime.backends.test_pattern import TestPatternBackend
+    from runtime.jobs.schema import JobSpec
 
     port = _free_port()
     # moto in its own process, as AWS is outside the agent's: in-process it would compete for the agent's GIL
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         bare_started = time.monotonic()
         for i in range(min(args.jobs, 30)):
             t = time.monotonic()
-            backend.run(JobContext(f"j_bare{i}", spec))
+            backend.run(JobContext(f"j_bare{i}", JobSpec.parse(spec)))
             bare.append(time.monotonic() - t)
         bare_rate = len(bare) / (time.monotonic() - bare_started)
         job_ids = [stack.submit() for _ in range(args.jobs)]

@@ -77,13 +77,14 @@ def _pct(values: list[float], q: float) -> float:
 def bare_render_ms(delay: float, size: int, runs: int) -> list[float]:
     from runtime.backends.base import JobContext
     from runtime.backends.test_pattern import TestPatternBackend
+    from runtime.jobs.schema import JobSpec
 
     backend = TestPatternBackend(delay_seconds=delay)
     spec = {"model": "bench", "inputs": {"prompt": "bench", "width": size, "height": size, "seed": 1}}
     out = []
     for i in range(runs):
         t = time.perf_counter()
-        backend.run(JobContext(f"j_bare{i}", spec))
+        backend.run(JobContext(f"j_bare{i}", JobSpec.parse(spec)))
         out.append((time.perf_counter() - t) * 1000)
     return out
 

@@ -49,9 +49,11 @@ def _backend(args: argparse.Namespace, compiled: bool, ram_gib: float = 0, **kwa
 
 def _job(args: argparse.Namespace, job_id: str, seed: int = 0) -> Any:
     from runtime.backends.base import JobContext
+    from runtime.jobs.schema import JobSpec
 
-    return JobContext(job_id, {"inputs": {"prompt": "a photo of a cat", "steps": args.steps, "width": args.size,
-                                          "height": args.size, "guidance": 5.0, "seed": seed}})
+    return JobContext(job_id, JobSpec.parse({"model": "bench", "inputs": {
+        "prompt": "a photo of a cat", "steps": args.steps, "width": args.size, "height": args.size, "guidance": 5.0,
+        "seed": seed}}))
 
 
 def _sync(args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import logging
 import threading
@@ -39,33 +40,45 @@ from runtime.backends.base import (
     JobInterrupted,
     OutputFile,
 )
+from runtime.jobs.models import Img2ImgInputs
 
 log = logging.getLogger(__name__)
 
 # The folder the AMI points the backend at (instance contract); the agent config names it too.
 DEFAULT_MODEL_DIR = instance_contract.A1111.model_dir
-_PASSTHROUGH = ("prompt", "negative_prompt", "seed", "width", "height", "steps")
 
 
 def payload(ctx: JobContext) -> tuple[str, dict[str, Any]]:
-    """The WebUI request for a job: (endpoint path, JSON body)."""
-    inputs = ctx.inputs
-    body: dict[str, Any] = {k: inputs[k] for k in _PASSTHROUGH if k in inputs}
-    body = {k: v for k, v in body.items() if v is not None}
-    body["cfg_scale"] = inputs.get("guidance", 7.0)
-    if inputs.get("scheduler"):
-        body["sampler_name"] = inputs["scheduler"]
-    body["batch_size"] = int(inputs.get("num_outputs") or 1)
-    body["send_images"] = True
-    body["save_images"] = False
-    if ctx.input_images:
-        body["init_images"] = [base64.b64encode(ctx.input_images.get("image") or next(iter(ctx.input_images.values())))
-                               .decode()]
-        if "mask" in ctx.input_images:
-            body["mask"] = base64.b64encode(ctx.input_images["mask"]).decode()
-        body["denoising_strength"] = inputs.get("strength", 0.75)
-        return "/sdapi/v1/img2img", body
-    return "/sdapi/v1/txt2img", body
+    """The WebUI request for a job: (endpoint path, JSON body), every value from the job's typed inputs."""
+    inputs = ctx.image_inputs()
+    body: dict[str, Any] = {"prompt": inputs.prompt, "negative_prompt": inputs.negative_prompt, "seed": ctx.seed(),
+                            "steps": inputs.steps, "cfg_scale": inputs.guidance, "batch_size": inputs.num_outputs,
+                            "send_images": True, "save_images": False}
+    if inputs.scheduler:
+        body["sampler_name"] = inputs.scheduler
+    if not isinstance(inputs, Img2ImgInputs):
+        body["width"], body["height"] = inputs.width, inputs.height
+        return "/sdapi/v1/txt2img", body
+    image = ctx.input_images.get("image")
+    if image is None:
+        raise JobInputError("an img2img job reached the backend without its input image")
+    # The WebUI's own default is 512x512; the API's is the input image's size.
+    body["width"], body["height"] = (inputs.width, inputs.height) if inputs.width and inputs.height \
+        else _image_size(image)
+    body["init_images"] = [base64.b64encode(image).decode()]
+    if "mask" in ctx.input_images:
+        body["mask"] = base64.b64encode(ctx.input_images["mask"]).decode()
+    body["denoising_strength"] = inputs.strength
+    return "/sdapi/v1/img2img", body
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    try:
+        return Image.open(io.BytesIO(data)).size
+    except (OSError, ValueError) as exc:
+        raise JobInputError(f"inputs.image is not an image: {exc}") from exc
 
 
 @dataclass

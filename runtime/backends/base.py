@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.jobs.models import Txt2ImgInputs
+from runtime.jobs.schema import JobSpec
 from runtime.model_cache.ram_tier import HostRamTier
 
 
@@ -60,10 +62,14 @@ class BackendResult:
 
 @dataclass
 class JobContext:
-    """What a backend needs to run one job."""
+    """What a backend needs to run one job.
+
+    ``job`` is the typed spec the API validated (runtime.jobs.schema.JobSpec): backends read its fields
+    (``ctx.job.inputs.steps``) and hold no limits or defaults of their own for them.
+    """
 
     job_id: str
-    spec: dict[str, Any]  # the validated job spec (model, task, inputs, ...)
+    job: JobSpec  # model, task, inputs (the task's model from runtime.jobs.models), webhook
     model_path: Path | None = None  # local file (or directory) of the job's model, from the model cache
     input_images: dict[str, bytes] = field(default_factory=dict)  # name -> bytes, fetched and checked by the agent
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -87,16 +93,29 @@ class JobContext:
             raise JobInterrupted(f"job {self.job_id} interrupted before submission")
 
     @property
-    def inputs(self) -> dict[str, Any]:
-        return dict(self.spec.get("inputs") or {})
-
-    @property
-    def model(self) -> str | None:
-        return self.spec.get("model")
+    def model(self) -> str:
+        return self.job.model
 
     @property
     def task(self) -> str:
-        return str(self.spec.get("task") or ("img2img" if self.input_images else "txt2img"))
+        return self.job.task
+
+    def seed(self) -> int:
+        """The seed of an image or video job: the request's, or the one this attempt drew for a null seed
+        (``JobSpec.with_seed``, which the agent applies before the run; drawn here for a caller that did not)."""
+        self.job = self.job.with_seed()
+        seed = self.job.inputs.seed
+        if seed is None:
+            raise JobInputError(f"a {self.task} job has no seed to draw (a workflow keeps its graph's seeds)")
+        return int(seed)
+
+    def image_inputs(self) -> Txt2ImgInputs:
+        """The inputs of an image task (txt2img and the tasks built on its fields: img2img, txt2video), for the
+        backends that build their own graph or call; a workflow job is a JobInputError there."""
+        inputs = self.job.inputs
+        if not isinstance(inputs, Txt2ImgInputs):
+            raise JobInputError(f"this backend does not run {self.task} jobs")
+        return inputs
 
 
 class Backend(abc.ABC):

@@ -23,7 +23,6 @@ become BackendUnavailable (retried); a node's execution error is a retryable Bac
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import mimetypes
@@ -47,6 +46,7 @@ from runtime.backends.base import (
     JobInterrupted,
     OutputFile,
 )
+from runtime.jobs.models import Img2ImgInputs, Txt2ImgInputs, WorkflowInputs
 
 log = logging.getLogger(__name__)
 
@@ -54,28 +54,32 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_DIR = instance_contract.COMFYUI.model_dir
 
 
-def default_workflow(inputs: dict[str, Any], ckpt_name: str, image_name: str | None) -> dict[str, Any]:
-    """A txt2img (or img2img, when an input image was uploaded) graph in ComfyUI's API format."""
-    width, height = int(inputs.get("width") or 512), int(inputs.get("height") or 512)
+def default_workflow(inputs: Txt2ImgInputs, seed: int, ckpt_name: str, image_name: str | None) -> dict[str, Any]:
+    """A txt2img (or img2img, when an input image was uploaded) graph in ComfyUI's API format.
+
+    Every value comes from the job's typed inputs (the API's limits and defaults). ComfyUI's KSampler needs a
+    sampler name: a job without ``scheduler`` gets ``euler``. For img2img the latent comes from the encoded
+    input image, so its size is the image's (the API's default), width/height are not read and it makes one
+    image (``num_outputs`` is not applied to img2img here).
+    """
     wf: dict[str, Any] = {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt_name}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": str(inputs.get("prompt", "")), "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode",
-              "inputs": {"text": str(inputs.get("negative_prompt", "")), "clip": ["4", 1]}},
-        "5": {"class_type": "EmptyLatentImage",
-              "inputs": {"width": width, "height": height, "batch_size": int(inputs.get("num_outputs") or 1)}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": inputs.prompt, "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": inputs.negative_prompt, "clip": ["4", 1]}},
         "3": {"class_type": "KSampler", "inputs": {
-            "seed": int(inputs.get("seed", 0) or 0), "steps": int(inputs.get("steps") or 20),
-            "cfg": float(inputs.get("guidance", 7.0)), "sampler_name": inputs.get("scheduler") or "euler",
-            "scheduler": "normal", "denoise": float(inputs.get("strength", 1.0)) if image_name else 1.0,
+            "seed": seed, "steps": inputs.steps, "cfg": inputs.guidance,
+            "sampler_name": inputs.scheduler or "euler", "scheduler": "normal", "denoise": 1.0,
             "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "genai", "images": ["8", 0]}},
     }
-    if image_name:
+    if isinstance(inputs, Img2ImgInputs) and image_name:
         wf["10"] = {"class_type": "LoadImage", "inputs": {"image": image_name}}
         wf["11"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}}
-        wf["3"]["inputs"]["latent_image"] = ["11", 0]
+        wf["3"]["inputs"].update(latent_image=["11", 0], denoise=inputs.strength)
+    else:
+        wf["5"] = {"class_type": "EmptyLatentImage", "inputs": {"width": inputs.width, "height": inputs.height,
+                                                               "batch_size": inputs.num_outputs}}
     return wf
 
 
@@ -166,19 +170,19 @@ class ComfyUIBackend(Backend):
     # -- before submission ---------------------------------------------------------------------------
     def _workflow(self, ctx: JobContext, prompt_id: str, uploaded_files: list[str]) -> dict[str, Any]:
         uploaded = self._upload_inputs(ctx, prompt_id, uploaded_files)
-        workflow = ctx.inputs.get("workflow")
-        if workflow is None:
+        inputs = ctx.job.inputs
+        seed: int | None
+        if isinstance(inputs, WorkflowInputs):
+            workflow, seed = inputs.graph(), inputs.seed  # no seed: the graph keeps its own
+        else:
             if not self._ckpt_name:
                 raise JobInputError("no workflow given and no model loaded for the default workflow")
-            workflow = default_workflow(ctx.inputs, self._ckpt_name, uploaded.get("image"))
-        elif not isinstance(workflow, dict):
-            raise JobInputError("inputs.workflow must be a ComfyUI API-format graph (an object of nodes)")
-        workflow = copy.deepcopy(workflow)
-        seed = ctx.inputs.get("seed")
+            seed = ctx.seed()
+            workflow = default_workflow(ctx.image_inputs(), seed, self._ckpt_name, uploaded.get("image"))
         for node in workflow.values():
-            if not isinstance(node, dict):
-                raise JobInputError("every workflow node must be an object with class_type and inputs")
             node_inputs = node.setdefault("inputs", {})
+            if not isinstance(node_inputs, dict):
+                raise JobInputError("every workflow node's inputs must be an object")
             kind = node.get("class_type")
             if kind == "CheckpointLoaderSimple" and self._ckpt_name:
                 node_inputs["ckpt_name"] = self._ckpt_name
@@ -189,7 +193,7 @@ class ComfyUIBackend(Backend):
             if seed is not None:
                 for key in ("seed", "noise_seed"):
                     if key in node_inputs and not isinstance(node_inputs[key], list):
-                        node_inputs[key] = int(seed)
+                        node_inputs[key] = seed
         return workflow
 
     def _upload_inputs(self, ctx: JobContext, prompt_id: str, files: list[str]) -> dict[str, str]:

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.backends.base import JobContext, JobInputError
-
-MAX_SIDE = 4096
-MAX_OUTPUTS = 8
+from runtime.jobs.models import Img2ImgInputs
 
 
 @dataclass(frozen=True)
@@ -40,40 +38,30 @@ class JobArgs:
                 self.scheduler)
 
 
-def _number(inputs: dict[str, Any], key: str, default: Any, kind: type) -> Any:
-    value = inputs.get(key)
-    try:
-        return kind(default if value is None or value == "" else value)
-    except (TypeError, ValueError) as exc:
-        raise JobInputError(f"inputs.{key} must be a number, got {value!r}") from exc
-
-
 def job_args(ctx: JobContext) -> JobArgs:
-    """Validate one job's inputs; an input that cannot work is a JobInputError naming the input."""
-    inputs = ctx.inputs
-    steps = _number(inputs, "steps", 30, int)
-    count = _number(inputs, "num_outputs", 1, int)
-    if not 1 <= steps <= 200:
-        raise JobInputError(f"inputs.steps must be from 1 to 200, got {steps}")
-    if not 1 <= count <= MAX_OUTPUTS:
-        raise JobInputError(f"inputs.num_outputs must be from 1 to {MAX_OUTPUTS}, got {count}")
+    """One job's call arguments, read from its typed inputs (the API's limits and defaults). img2img runs at the
+    input image's size; an image that does not decode is a JobInputError naming the input."""
+    inputs = ctx.image_inputs()
     image, strength = None, None
-    if ctx.input_images:
+    width, height = inputs.width, inputs.height
+    if isinstance(inputs, Img2ImgInputs):
+        data = ctx.input_images.get("image")
+        if data is None:
+            raise JobInputError("an img2img job reached the backend without its input image")
         from PIL import Image
 
-        image = Image.open(io.BytesIO(next(iter(ctx.input_images.values())))).convert("RGB")
+        try:
+            image = Image.open(io.BytesIO(data)).convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise JobInputError(f"inputs.image is not an image: {exc}") from exc
         width, height = image.size
-        strength = _number(inputs, "strength", 0.75, float)
-        if not 0.0 < strength <= 1.0:
-            raise JobInputError(f"inputs.strength must be in (0, 1], got {strength}")
-    else:
-        width, height = _number(inputs, "width", 512, int), _number(inputs, "height", 512, int)
-    if not (64 <= width <= MAX_SIDE and 64 <= height <= MAX_SIDE and width % 8 == 0 and height % 8 == 0):
-        raise JobInputError(f"width and height must be multiples of 8 from 64 to {MAX_SIDE}, got {width}x{height}")
-    return JobArgs(prompt=str(inputs.get("prompt", "")), negative_prompt=str(inputs.get("negative_prompt") or ""),
-                   seed=_number(inputs, "seed", 0, int), count=count, width=width, height=height, steps=steps,
-                   guidance=_number(inputs, "guidance", 7.0, float), strength=strength, image=image,
-                   scheduler=str(inputs["scheduler"]) if inputs.get("scheduler") else None)
+        strength = inputs.strength
+        if int(inputs.steps * strength) < 1:  # diffusers' img2img denoises int(steps x strength) steps
+            raise JobInputError(f"inputs.strength {strength} x inputs.steps {inputs.steps} leaves no denoising "
+                                "step for the diffusers img2img pipeline; raise either")
+    return JobArgs(prompt=inputs.prompt, negative_prompt=inputs.negative_prompt, seed=ctx.seed(),
+                   count=inputs.num_outputs, width=width, height=height, steps=inputs.steps,
+                   guidance=inputs.guidance, strength=strength, image=image, scheduler=inputs.scheduler)
 
 
 def call_arguments(jobs: Sequence[JobArgs], generator: Callable[[int], Any]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Local mode, the integration tests and the agent benchmark use it. The image depends only on the seed,
 the prompt's hash and the size, so the same job always gives the same bytes; its outputs metadata and
-the PNG's text chunk say ``test-pattern`` so nobody mistakes it for a model's output.
+the PNG's text chunk say ``test-pattern`` so nobody mistakes it for a model's output. Every job waits
+``test_pattern_delay_seconds`` (agent config) in place of inference time; a job cannot set its own delay
+(the API refuses unknown inputs, and the worker reads messages with the API's rules).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from runtime.backends.base import (
     JobInterrupted,
     OutputFile,
 )
+from runtime.jobs.models import WorkflowInputs
 
 LABEL = "test-pattern"
-MAX_SIDE = 2048
+WORKFLOW_SIZE = (512, 512)  # what it draws for a comfyui-workflow job (it does not run graphs)
 
 
 def render(prompt: str, seed: int, width: int, height: int) -> bytes:
@@ -51,14 +54,20 @@ def render(prompt: str, seed: int, width: int, height: int) -> bytes:
     return buf.getvalue()
 
 
-def _size(inputs: dict[str, Any]) -> tuple[int, int]:
+def _size(ctx: JobContext) -> tuple[int, int]:
+    """The job's size (the API's limits and defaults); img2img without one: the input image's size."""
+    inputs = ctx.job.inputs
+    if isinstance(inputs, WorkflowInputs):  # a graph the stand-in cannot run: a picture of a fixed size
+        return WORKFLOW_SIZE
+    if inputs.width is not None and inputs.height is not None:
+        return inputs.width, inputs.height
+    image = ctx.input_images.get("image")
+    if image is None:
+        raise JobInputError(f"a {ctx.task} job without width and height needs its input image")
     try:
-        width, height = int(inputs.get("width") or 512), int(inputs.get("height") or 512)
-    except (TypeError, ValueError) as exc:
-        raise JobInputError(f"width/height must be integers: {exc}") from exc
-    if not (8 <= width <= MAX_SIDE and 8 <= height <= MAX_SIDE):
-        raise JobInputError(f"width and height must be from 8 to {MAX_SIDE}, got {width}x{height}")
-    return width, height
+        return Image.open(io.BytesIO(image)).size
+    except (OSError, ValueError) as exc:
+        raise JobInputError(f"inputs.image is not an image: {exc}") from exc
 
 
 class TestPatternBackend(Backend):
@@ -78,20 +87,18 @@ class TestPatternBackend(Backend):
         return None
 
     def run(self, ctx: JobContext) -> BackendResult:
-        delay = float(ctx.inputs.get("test_pattern_delay_seconds", self.delay_seconds))
-        if ctx.cancel.wait(max(0.0, delay)):
+        if ctx.cancel.wait(max(0.0, self.delay_seconds)):
             raise JobInterrupted(f"job {ctx.job_id} interrupted")
         return self._render(ctx)
 
     def batch_key(self, ctx: JobContext) -> tuple[Any, ...]:
-        """Jobs of one size and delay share a call (dynamic batching, runtime.worker.batching)."""
-        return (ctx.model, _size(ctx.inputs), ctx.inputs.get("test_pattern_delay_seconds", self.delay_seconds))
+        """Jobs of one size share a call (dynamic batching, runtime.worker.batching)."""
+        return (ctx.model, _size(ctx))
 
     def run_batch(self, ctxs: list[JobContext]) -> list[BackendResult | BackendError]:
         """One delay for the whole batch, as a GPU call costs about one job's time; like the diffusers backend,
         the call stops early only when every job is canceled, and a canceled job ends interrupted."""
-        delay = float(ctxs[0].inputs.get("test_pattern_delay_seconds", self.delay_seconds))
-        end = time.monotonic() + max(0.0, delay)
+        end = time.monotonic() + max(0.0, self.delay_seconds)
         while not all(ctx.cancel.is_set() for ctx in ctxs) and time.monotonic() < end:
             ctxs[0].cancel.wait(min(0.05, max(0.0, end - time.monotonic())))
         outcomes: list[BackendResult | BackendError] = []
@@ -105,15 +112,15 @@ class TestPatternBackend(Backend):
         return outcomes
 
     def _render(self, ctx: JobContext) -> BackendResult:
-        inputs = ctx.inputs
-        width, height = _size(inputs)
+        inputs = ctx.job.inputs
+        width, height = _size(ctx)
         started = time.monotonic()
-        seed = int(inputs.get("seed", 0) or 0)
-        count = max(1, min(int((inputs.get("num_outputs") or 1) or 1), 4))
-        outputs = [
-            OutputFile(f"image-{i}.png", render(str(inputs.get("prompt", "")), seed + i, width, height), "image/png")
-            for i in range(count)
-        ]
+        if isinstance(inputs, WorkflowInputs):
+            prompt, seed, count = "", inputs.seed or 0, 1  # the graph's own seeds stay unknown to the stand-in
+        else:
+            prompt, seed, count = inputs.prompt, ctx.seed(), inputs.num_outputs
+        outputs = [OutputFile(f"image-{i}.png", render(prompt, seed + i, width, height), "image/png")
+                   for i in range(count)]
         return BackendResult(
             outputs=outputs,
             metadata={"generator": LABEL, "seed": seed, "width": width, "height": height,

@@ -15,8 +15,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import random
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -114,7 +115,7 @@ ImageRef = Annotated[str, Field(strict=True, min_length=1, json_schema_extra=_IM
 
 
 class _Inputs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)  # read-only once validated: the worker shares it
 
     @model_validator(mode="before")
     @classmethod
@@ -144,6 +145,12 @@ class Txt2ImgInputs(_Inputs):
     seed: Seed = None
     num_outputs: Annotated[Int, Field(ge=1, le=MAX_OUTPUTS)] = 1
     scheduler: Annotated[str, Field(strict=True, pattern=SCHEDULER.pattern)] | None = None
+
+    def with_seed(self, rng: random.Random | None = None) -> Self:
+        """These inputs with a null ``seed`` drawn at random ("null: random"); unchanged when it is set."""
+        if self.seed is not None:
+            return self
+        return self.model_copy(update={"seed": (rng or random).randrange(MAX_SEED + 1)})
 
     @field_validator("height")
     @classmethod
@@ -189,12 +196,23 @@ class WorkflowInputs(_Inputs):
     images: Annotated[dict[Annotated[str, Field(pattern=IMAGE_NAME)], ImageRef],
                       Field(max_length=MAX_WORKFLOW_IMAGES, json_schema_extra={"propertyNames": {
                           "pattern": IMAGE_NAME}})] | None = None
-    seed: Seed = None
+    seed: Annotated[Int | None, Field(ge=0, le=MAX_SEED, description=(
+        "written into every seed / noise_seed input of the graph; null: the graph's own seeds"))] = None
 
     def normalized(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}  # nulls inside the graph stay
 
+    def with_seed(self, rng: random.Random | None = None) -> Self:
+        """Unchanged: a workflow without a seed keeps the seeds its graph holds."""
+        return self
 
+    def graph(self) -> dict[str, dict[str, Any]]:
+        """The workflow as ComfyUI's API format takes it: node id -> {class_type, inputs, ...} (a fresh copy)."""
+        return {node_id: node.model_dump() for node_id, node in self.workflow.items()}
+
+
+# The typed inputs of a job, one class per task: what the worker and the backends read (runtime.jobs.schema.JobSpec).
+JobInputs = Txt2ImgInputs | Img2ImgInputs | Txt2VideoInputs | WorkflowInputs
 TASK_INPUTS: dict[str, type[_Inputs]] = {"txt2img": Txt2ImgInputs, "img2img": Img2ImgInputs,
                                          "txt2video": Txt2VideoInputs, "comfyui-workflow": WorkflowInputs}
 Task = Literal["txt2img", "img2img", "txt2video", "comfyui-workflow"]

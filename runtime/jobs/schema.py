@@ -31,8 +31,8 @@ of text so the queue message stays under SQS's 256 KiB; larger images go by URL)
 
 ``validate_job`` returns the normalized spec (a plain dict, JSON-ready) or raises ``ValidationError``
 whose ``problems`` each name the field (dotted path), a stable rule code and a message. The worker
-gets the normalized spec in the queue message (docs/CONTRACTS.md) and may re-check it with
-``JobSpec.from_dict``.
+gets the normalized spec in the queue message (docs/CONTRACTS.md) and reads it once, with the same
+rules, into a typed ``JobSpec`` (``JobSpec.parse``) that travels to the backends.
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
@@ -53,6 +54,7 @@ from runtime.jobs.models import (
     TASK_INPUTS,
     WEBHOOK_EVENTS,
     JobEnvelope,
+    JobInputs,
 )
 
 MAX_BODY_BYTES = 256_000
@@ -287,25 +289,37 @@ def fingerprint(spec: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Typed read-only view of a normalized spec, for the worker."""
+    """A validated job, typed: what the worker and the backends read (``ctx.job.inputs.steps``).
+
+    ``inputs`` is the task's model from ``runtime.jobs.models.TASK_INPUTS``, so its limits and defaults are the
+    API's (one definition): a new input is a field there, and every backend sees it.
+    """
 
     model: str
     task: str
-    inputs: Mapping[str, Any]
+    inputs: JobInputs
     webhook: str | None = None
     webhook_events_filter: tuple[str, ...] = field(default=DEFAULT_WEBHOOK_EVENTS)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], revalidate: bool = True, allow_loopback: bool = False) -> JobSpec:
-        spec = validate_job(dict(data), allow_loopback=allow_loopback) if revalidate else dict(data)
-        return cls(model=spec["model"], task=spec["task"], inputs=spec["inputs"], webhook=spec.get("webhook"),
-                   webhook_events_filter=tuple(spec.get("webhook_events_filter") or DEFAULT_WEBHOOK_EVENTS))
+    def parse(cls, data: Any, allow_loopback: bool = False) -> JobSpec:
+        """Check ``data`` with the API's rules (``validate_job``) and return it typed; raise ``ValidationError``."""
+        spec = validate_job(data, allow_loopback=allow_loopback)
+        inputs = TASK_INPUTS[spec["task"]].model_validate(spec["inputs"], context={"allow_loopback": allow_loopback})
+        return cls(model=spec["model"], task=spec["task"], inputs=inputs,
+                   webhook=spec["webhook"], webhook_events_filter=tuple(spec["webhook_events_filter"]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "task": self.task, "inputs": dict(self.inputs), "webhook": self.webhook,
+        """The normalized spec (``validate_job``'s result, as the queue message carries it)."""
+        return {"model": self.model, "task": self.task, "inputs": self.inputs.normalized(), "webhook": self.webhook,
                 "webhook_events_filter": list(self.webhook_events_filter)}
+
+    def with_seed(self, rng: random.Random | None = None) -> JobSpec:
+        """This spec with its seed resolved: a null seed of an image or video job becomes a random one (the
+        API's "null: random"); a workflow's null seed stays null (its graph keeps its own seeds)."""
+        inputs = self.inputs.with_seed(rng)
+        return self if inputs is self.inputs else replace(self, inputs=inputs)
 
     def wants(self, event: str) -> bool:
         """Whether this job's webhook subscribes to ``event`` (start, output, completed)."""
         return bool(self.webhook) and event in self.webhook_events_filter
-

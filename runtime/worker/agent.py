@@ -46,7 +46,7 @@ from runtime.worker.checkpoint import Checkpoint
 from runtime.worker.claims import Claimer
 from runtime.worker.drain import DrainPolicy
 from runtime.worker.execution import Executor
-from runtime.worker.inputs import ImageFetcher
+from runtime.worker.inputs import ImageFetcher, read_job
 from runtime.worker.lifecycle import REBALANCE, SPOT, Lifecycle, Notice
 from runtime.worker.messages import MessageActions
 from runtime.worker.metrics import Metrics
@@ -88,7 +88,8 @@ class Agent:
             backoff=self.backoff, worker_id=worker_id, max_attempts=queue_cfg.max_receive_count,
             lease_seconds=queue_cfg.visibility_timeout_seconds, cancel_poll_seconds=config.cancel_poll_seconds,
             max_job_seconds=config.max_job_seconds, retry_delay_seconds=config.retry_delay_seconds,
-            interrupt=self.supervisor.interrupt, on_beat=self._beat_lifecycle)
+            allow_loopback=config.allow_loopback_urls, interrupt=self.supervisor.interrupt,
+            on_beat=self._beat_lifecycle)
         settlement = Settlement(
             store=store, messages=self.messages, uploader=uploader, metrics=metrics, backoff=self.backoff,
             checkpoint=checkpoint, worker_id=worker_id, generator=backend.name,
@@ -184,7 +185,8 @@ class Agent:
                                 wait_seconds=cfg.queue.wait_time_seconds,
                                 visibility_seconds=cfg.queue.visibility_timeout_seconds,
                                 prepare_inputs=self.fetcher.fetch_all,
-                                prepare_model=cache.ensure if cache is not None else None, budget=budget)
+                                prepare_model=cache.ensure if cache is not None else None, budget=budget,
+                                read_job=lambda data: read_job(data, cfg.allow_loopback_urls))
         settings = PipelineSettings(claim_ahead=cfg.claim_ahead, overlap_settle=cfg.overlap_settle,
                                     wait_seconds=cfg.queue.wait_time_seconds)
         return Pipeline(settings, prefetcher=prefetcher, batcher=batcher, claimer=self.claimer,

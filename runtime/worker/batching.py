@@ -55,10 +55,9 @@ def batch_size_for(backend: Backend, config: AgentConfig) -> int:
 
 def key_of(backend: Backend, item: Prepared) -> Hashable | None:
     """The backend's batch key for a prefetched job; None (never batched) when its inputs failed or it says so."""
-    if item.input_error is not None:
+    if item.input_error is not None or item.job is None:
         return None
-    message = item.received.message
-    ctx = JobContext(job_id=message.job_id, spec=dict(message.job), input_images=dict(item.inputs or {}))
+    ctx = JobContext(job_id=item.received.message.job_id, job=item.job, input_images=dict(item.inputs or {}))
     try:
         return backend.batch_key(ctx)
     except BackendError:  # an invalid input: the job runs alone and fails with its own error

@@ -13,13 +13,15 @@ import time
 from collections.abc import Callable
 
 from runtime import metric_names as m
-from runtime.backends.base import JobContext
-from runtime.jobs.attempts import EXHAUSTED, MISSING
+from runtime.backends.base import JobContext, JobInputError
+from runtime.jobs.attempts import EXHAUSTED, MISSING, Attempt
 from runtime.jobs.errors import JobNotFoundError, StoreUnavailableError
 from runtime.jobs.store import JobStore
 from runtime.queues.base import JobQueueConsumer, ReceivedJob
 from runtime.worker.backoff import InfraBackoff
+from runtime.worker.failures import classify
 from runtime.worker.guard import LeaseGuard
+from runtime.worker.inputs import read_job
 from runtime.worker.messages import MessageActions
 from runtime.worker.metrics import Metrics
 from runtime.worker.outcomes import Outcome, StopReason
@@ -34,12 +36,13 @@ class Claimer:
     def __init__(self, *, store: JobStore, consumer: JobQueueConsumer, messages: MessageActions, metrics: Metrics,
                  recorder: JobRecorder, backoff: InfraBackoff, worker_id: str, max_attempts: int, lease_seconds: float,
                  cancel_poll_seconds: float, max_job_seconds: float, retry_delay_seconds: float,
-                 interrupt: Callable[[RunningJob, StopReason], None], on_beat: Callable[[], None]) -> None:
+                 allow_loopback: bool, interrupt: Callable[[RunningJob, StopReason], None],
+                 on_beat: Callable[[], None]) -> None:
         self._store, self._consumer, self._messages, self._metrics = store, consumer, messages, metrics
         self._backoff, self._worker_id, self._recorder = backoff, worker_id, recorder
         self._max_attempts, self._lease_s = max_attempts, lease_seconds
         self._poll_s, self._max_job_s = cancel_poll_seconds, max_job_seconds
-        self._retry_delay_s = retry_delay_seconds
+        self._retry_delay_s, self._allow_loopback = retry_delay_seconds, allow_loopback
         self._interrupt, self._on_beat = interrupt, on_beat
 
     def claim(self, received: ReceivedJob, prepared: Prepared | None, track_run: bool = False) -> RunningJob | Outcome:
@@ -82,7 +85,12 @@ class Claimer:
                 self._metrics.emit({m.JOBS_FAILED: 1}, {"job_id": message.job_id, "worker_id": self._worker_id,
                                                         "code": "attempts-exhausted"})
             return Outcome.SKIPPED if attempt.outcome != MISSING else Outcome.ORPHANED
-        ctx = JobContext(job_id=message.job_id, spec=dict(message.job), deadline=time.monotonic() + self._max_job_s)
+        try:  # the prefetch read the spec already; the serial loop reads it here
+            spec = prepared.job if prepared is not None and prepared.job is not None \
+                else read_job(message.job, allow_loopback=self._allow_loopback)
+        except JobInputError as exc:
+            return self._refuse(received, attempt, exc)
+        ctx = JobContext(job_id=message.job_id, job=spec, deadline=time.monotonic() + self._max_job_s)
         job = RunningJob(received, ctx, attempt, picked=picked, timings=timings, prepared=prepared)
         job.guard = LeaseGuard(
             consumer=self._consumer, store=self._store, received=received, job_id=message.job_id,
@@ -90,6 +98,19 @@ class Claimer:
             on_cancel=lambda: self._interrupt(job, StopReason.CANCEL),
             on_lost=lambda why: self._lost(job, why), on_beat=self._on_beat).start()
         return job
+
+    def _refuse(self, received: ReceivedJob, attempt: Attempt, exc: JobInputError) -> Outcome:
+        """A spec that breaks the API's rules fails for good at its claim: nothing of it runs."""
+        job_id = received.message.job_id
+        code = classify(exc).code
+        if not self._store.mark_failed(job_id, {"code": code, "message": str(exc)[:2000]}, lease=attempt.lease):
+            log.warning("job %s: its spec does not parse, and another attempt owns it now", job_id)
+            return Outcome.SKIPPED  # not acknowledged: whoever owns the job settles it
+        self._messages.ack(received)
+        self._metrics.emit({m.JOBS_FAILED: 1}, {"job_id": job_id, "worker_id": self._worker_id, "code": code,
+                                                "attempt": attempt.number})
+        log.warning("job %s failed for good (%s): %s", job_id, code, exc)
+        return Outcome.FAILED
 
     def _lost(self, job: RunningJob, why: str) -> None:
         log.warning("job %s: lease lost (%s); stopping the attempt", job.job_id, why)

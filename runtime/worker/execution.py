@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -115,15 +114,14 @@ class Executor:
     def _prepare(self, job: RunningJob, models: contextlib.ExitStack) -> None:
         """The job's seed, inputs and local model files."""
         ctx, prepared = job.ctx, job.prepared
-        if ctx.inputs.get("seed", 0) is None:
-            ctx.spec["inputs"] = {**ctx.inputs, "seed": random.randrange(2**32)}
+        ctx.job = ctx.job.with_seed()
         self._checkpoint(job, FRESH_S)
         ctx.before_submit = lambda: self._checkpoint(job)  # the backend's last check before it submits: always read
         t = time.monotonic()
         if prepared is not None and prepared.input_error is not None:
             raise prepared.input_error
         ctx.input_images = prepared.inputs if prepared is not None and prepared.inputs is not None \
-            else self._fetcher.fetch_all(ctx.spec)
+            else self._fetcher.fetch_all(ctx.job)
         job.timings["inputs_ms"] = _ms(t) + (prepared.inputs_ms if prepared is not None else 0.0)
         t = time.monotonic()
         if self._cache is not None and ctx.model:

@@ -1,31 +1,52 @@
-"""Input images of a job: inline ``data:`` URIs are decoded; URLs are fetched only after
-runtime.net_safety resolved and checked them (no private, loopback or metadata addresses; https on port
-443 only, all the workers' security group lets out, in local mode too), with the request pinned to the
-checked address, no redirects and a size cap.
+"""A job's inputs on the worker: its spec read once into the typed model, then its images.
+
+``read_job`` parses the queue message's spec with the API's own rules (runtime.jobs.schema.JobSpec.parse)
+into the ``JobSpec`` that the agent and the backends read; a spec that breaks them is a JobInputError naming
+each field and rule, so the job fails for good (runtime.worker.failures) instead of each backend judging it.
+
+Input images: inline ``data:`` URIs are decoded; URLs are fetched only after runtime.net_safety resolved and
+checked them (no private, loopback or metadata addresses; https on port 443 only, all the workers' security
+group lets out, in local mode too), with the request pinned to the checked address, no redirects and a size
+cap.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
 from runtime.backends.base import BackendUnavailable, JobInputError
 from runtime.instance_contract import INPUT_URL_PORTS, INPUT_URL_SCHEMES
+from runtime.jobs.errors import ValidationError
+from runtime.jobs.models import Img2ImgInputs, WorkflowInputs
+from runtime.jobs.schema import JobSpec
 from runtime.net_safety import UnsafeURLError, pinned_request, resolve_and_check
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
 
-def image_refs(spec: dict[str, Any]) -> dict[str, str]:
+def read_job(data: Mapping[str, Any], allow_loopback: bool = False) -> JobSpec:
+    """The typed spec of a queue message's ``job``; JobInputError (permanent) when it breaks the API's rules.
+    ``allow_loopback``: the agent's ``allow_loopback_urls`` (local mode), as the API's own setting."""
+    try:
+        return JobSpec.parse(dict(data), allow_loopback=allow_loopback)
+    except ValidationError as exc:
+        problems = "; ".join(f"{p.field}: {p.message} [{p.rule}]" for p in exc.problems)
+        raise JobInputError(f"the job's spec breaks the API's rules: {problems}"[:2000]) from exc
+
+
+def image_refs(job: JobSpec) -> dict[str, str]:
     """name -> reference (URL or data URI) of every image the job names."""
-    inputs = spec.get("inputs") or {}
-    refs = {k: inputs[k] for k in ("image", "mask") if isinstance(inputs.get(k), str)}
-    refs.update({str(k): v for k, v in (inputs.get("images") or {}).items() if isinstance(v, str)})
-    return refs
+    inputs = job.inputs
+    if isinstance(inputs, Img2ImgInputs):
+        return {"image": inputs.image, **({"mask": inputs.mask} if inputs.mask else {})}
+    if isinstance(inputs, WorkflowInputs):
+        return dict(inputs.images or {})
+    return {}
 
 
 def decode_data_uri(ref: str) -> bytes:
@@ -43,8 +64,8 @@ class ImageFetcher:
         self.resolver = resolver
         self._client = httpx.Client(timeout=timeout, follow_redirects=False, transport=transport)
 
-    def fetch_all(self, spec: dict[str, Any]) -> dict[str, bytes]:
-        return {name: self.fetch(ref) for name, ref in image_refs(spec).items()}
+    def fetch_all(self, job: JobSpec) -> dict[str, bytes]:
+        return {name: self.fetch(ref) for name, ref in image_refs(job).items()}
 
     def fetch(self, ref: str) -> bytes:
         if ref.startswith("data:"):

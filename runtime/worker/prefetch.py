@@ -12,6 +12,9 @@ Guarantees kept for held messages:
   (``consumer.extend``), so a job held behind a long one is never delivered to a second worker;
 - hand-back: ``close`` (stop, drain, spot notice) releases every held message with delay 0 at once, and a
   message that a receive in flight returns after that is released the moment it arrives;
+- each message's spec is read here, once, into the typed ``JobSpec`` (runtime.worker.inputs.read_job) that
+  the attempt and the backend use; a spec that breaks the API's rules fails its job for good at the claim
+  (runtime.worker.job_runner), and nothing else is prepared for it;
 - failures of the preparation (bad input URL, model not in the store) are kept and raised inside the
   attempt, so they are counted and settled exactly as without prefetch.
 
@@ -25,11 +28,13 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.jobs.schema import JobSpec
 from runtime.queues.base import JobQueueConsumer, QueueError, ReceivedJob
+from runtime.worker.inputs import read_job
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ class Prepared:
     """A received job and what was made ready for it before its attempt starts."""
 
     received: ReceivedJob
+    job: JobSpec | None = None  # the message's spec, typed (None: it does not parse; ``input_error`` says why)
     received_at: float = field(default_factory=time.monotonic)
     receive_ms: float = 0.0
     inputs: dict[str, bytes] | None = None
@@ -51,12 +57,14 @@ class Prepared:
 
 class Prefetcher:
     def __init__(self, consumer: JobQueueConsumer, *, capacity: int, wait_seconds: float, visibility_seconds: float,
-                 prepare_inputs: Callable[[dict[str, Any]], dict[str, bytes]],
-                 prepare_model: Callable[[str], Any] | None = None, budget: int | None = None) -> None:
+                 prepare_inputs: Callable[[JobSpec], dict[str, bytes]],
+                 prepare_model: Callable[[str], Any] | None = None, budget: int | None = None,
+                 read_job: Callable[[Mapping[str, Any]], JobSpec] = read_job) -> None:
         self.consumer, self.capacity, self.wait_seconds = consumer, max(1, capacity), wait_seconds
         self.visibility_seconds = visibility_seconds
         self.beat_seconds = max(0.5, visibility_seconds / 3)
         self.prepare_inputs, self.prepare_model = prepare_inputs, prepare_model
+        self.read_job = read_job  # the one parse of each message's spec (runtime.worker.inputs.read_job)
         self.budget = budget  # messages left to receive (max_jobs of tests and benches); None: no limit
         self.receive_errors = 0
         self._held: deque[Prepared] = deque()
@@ -177,14 +185,14 @@ class Prefetcher:
                 self._cond.notify_all()
 
     def _prepare(self, item: Prepared) -> Prepared:
-        spec = dict(item.received.message.job)
         t = time.monotonic()
         try:
-            item.inputs = self.prepare_inputs(spec)
+            item.job = self.read_job(item.received.message.job)
+            item.inputs = self.prepare_inputs(item.job)
         except Exception as exc:  # noqa: BLE001 - raised again inside the attempt, where it is settled
             item.input_error = exc
         item.inputs_ms = round((time.monotonic() - t) * 1000, 1)
-        model = spec.get("model")
+        model = item.job.model if item.job is not None else None
         if self.prepare_model is not None and model:
             t = time.monotonic()
             try:

@@ -21,6 +21,7 @@ from runtime.backends.base import BackendError, JobContext
 from runtime.backends.diffusers import DiffusersBackend
 from runtime.backends.diffusers_options import DiffusersOptions
 from runtime.backends.test_pattern import TestPatternBackend, render
+from runtime.jobs.schema import JobSpec
 from runtime.worker.lifecycle import SPOT, Notice
 
 WAIT = 30.0  # generous: a loaded 2-core machine
@@ -45,8 +46,8 @@ class Recording(TestPatternBackend):
 
     def run_batch(self, ctxs: list[JobContext]):
         with self.lock:
-            self.calls.append([c.inputs["prompt"] for c in ctxs])
-        if self.fail_batches_with in [c.inputs["prompt"] for c in ctxs]:
+            self.calls.append([c.job.inputs.prompt for c in ctxs])
+        if self.fail_batches_with in [c.job.inputs.prompt for c in ctxs]:
             if len(ctxs) > 1:  # a job that breaks the whole call (out of memory, a kernel error): nobody's fault known
                 raise RuntimeError("CUDA error: an illegal memory access was encountered")
             return [BackendError("this job fails alone too")]
@@ -204,8 +205,8 @@ def test_the_diffusers_backend_batches_under_the_agent_and_each_job_gets_its_own
     for prompt, seed in prompts.items():
         record = stack.store.get(ids[prompt])
         assert record["status"] == "succeeded" and record["attempts"] == 1
-        solo = alone.run(JobContext("solo", {"model": "tiny", "inputs": {"prompt": prompt, "width": 64, "height": 64,
-                                                                          "steps": 2, "seed": seed}}))
+        inputs = {"prompt": prompt, "width": 64, "height": 64, "steps": 2, "seed": seed}
+        solo = alone.run(JobContext("solo", JobSpec.parse({"model": "tiny", "inputs": inputs})))
         # the job's own prompt and seed: the image it would get alone, up to batched-kernel rounding
         assert np.abs(_pixels(_output(stack, record)) - _pixels(solo.outputs[0].data)).max() <= 2
     assert [r[m.BATCH_SIZE] for r in agent.metrics.records if m.BATCH_SIZE in r] == [3]

@@ -28,7 +28,7 @@ class SlowFirst(TestPatternBackend):
         self.seconds = seconds
 
     def run(self, ctx):
-        if ctx.inputs.get("prompt") == "slow" and ctx.cancel.wait(self.seconds):
+        if ctx.job.inputs.prompt == "slow" and ctx.cancel.wait(self.seconds):
             raise JobInterrupted(f"job {ctx.job_id} interrupted")
         return super().run(ctx)
 

@@ -32,7 +32,7 @@ class Killer(TestPatternBackend):
         self.release = release
 
     def run(self, ctx):
-        if ctx.inputs.get("prompt") == "kill":
+        if ctx.job.inputs.prompt == "kill":
             self.release.wait(WAIT * 2)
         return super().run(ctx)
 

@@ -198,3 +198,27 @@ def test_input_error_fails_at_once_without_retry(stack):
     record = stack.store.get(job_id)
     assert record["status"] == "failed" and record["error"]["code"] == "invalid-input"
     assert "refused" in record["error"]["message"] and stack.counts() == (0, 0)
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["prefetch", "serial"])
+def test_a_message_whose_spec_breaks_the_apis_rules_fails_for_good_at_its_claim(stack, pipelined):
+    """A message the API did not make (steps past its limit, an input it does not know, here the old per-job
+    test-pattern delay) is read with the API's rules, once: the job fails for good naming each field, its
+    message is deleted and the backend never runs it (no attempt is spent on a retry)."""
+    from runtime.jobs.schema import validate_job
+    from runtime.jobs.store import new_record
+
+    spec = validate_job({"model": "sd15", "inputs": {"prompt": "x", "width": 64, "height": 64, "seed": 1}})
+    record = new_record(spec, owner="tests")
+    stack.store.create(record)
+    bad = {**spec, "inputs": {**spec["inputs"], "steps": 500, "test_pattern_delay_seconds": 2}}
+    stack.sqs.send_message(QueueUrl=stack.queue_url,
+                           MessageBody=QueueMessage(job_id=record["job_id"], job=bad).to_json())
+    # With prefetch the spec is read as the message arrives; serial (prefetch_jobs 0, as on Kafka), at the claim.
+    agent = make_agent(stack, stack.config(prefetch_jobs=1 if pipelined else 0))
+    assert agent.run(max_jobs=1) == 1
+    final = stack.store.get(record["job_id"])
+    assert final["status"] == "failed" and final["error"]["code"] == "invalid-input" and final["attempts"] == 1
+    assert "inputs.steps" in final["error"]["message"] and "[range]" in final["error"]["message"]
+    assert "inputs.test_pattern_delay_seconds" in final["error"]["message"]
+    assert agent.stats[0].outcome == "failed" and stack.counts() == (0, 0)

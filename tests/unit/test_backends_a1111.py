@@ -13,6 +13,7 @@ import pytest
 from runtime.backends.a1111 import A1111Backend
 from runtime.backends.base import BackendError, BackendUnavailable, JobContext, JobInterrupted
 from tests.fakes.fake_a1111 import FakeA1111
+from tests.job_context import job_context, png
 
 
 @pytest.fixture
@@ -29,8 +30,8 @@ def model(tmp_path: Path, name: str) -> Path:
     return path
 
 
-def job(**inputs) -> JobContext:
-    return JobContext("j_a1", {"model": "m", "inputs": {"prompt": "cat", "seed": 3, "guidance": 5.0, **inputs}})
+def job(task: str = "txt2img", images: dict[str, bytes] | None = None, **inputs) -> JobContext:
+    return job_context("j_a1", "m", task, images, **{"prompt": "cat", "seed": 3, "guidance": 5.0, **inputs})
 
 
 def test_txt2img_switches_model_once_and_decodes_images(webui, tmp_path):
@@ -50,12 +51,12 @@ def test_txt2img_switches_model_once_and_decodes_images(webui, tmp_path):
 
 def test_img2img_sends_init_image(webui, tmp_path):
     backend = A1111Backend(base_url=webui.url, model_dir=str(webui.models_dir))
-    ctx = job(strength=0.5)
-    ctx.input_images = {"image": b"\x89PNGdata"}
-    backend.run(ctx)
+    image = png(48, 40)
+    backend.run(job("img2img", {"image": image}, strength=0.5))
     sent = webui.generations[0]
-    assert sent["kind"] == "img2img" and base64.b64decode(sent["init_images"][0]) == b"\x89PNGdata"
+    assert sent["kind"] == "img2img" and base64.b64decode(sent["init_images"][0]) == image
     assert sent["denoising_strength"] == 0.5
+    assert (sent["width"], sent["height"]) == (48, 40)  # null size: the input image's (the WebUI's would be 512)
 
 
 def test_server_error_is_retryable(webui):
@@ -151,3 +152,16 @@ def test_cancel_before_submission_and_time_limit(webui):
     with pytest.raises(BackendError, match="time limit"):
         backend_for(webui).run(late)
     assert webui.interrupts == 1
+
+
+def test_the_request_is_built_from_the_typed_inputs_with_the_apis_defaults(webui):
+    backend = A1111Backend(base_url=webui.url, model_dir=str(webui.models_dir))
+    backend.run(job_context("j_defaults", "m", prompt="cat", seed=3))  # nothing else given
+    sent = webui.generations[0]
+    # The API's documented defaults reach the WebUI, not the WebUI's own (20 steps, 512 x 512, cfg 7).
+    assert (sent["steps"], sent["width"], sent["height"], sent["cfg_scale"]) == (30, 1024, 1024, 7.0)
+    assert sent["batch_size"] == 1 and sent["negative_prompt"] == "" and "sampler_name" not in sent
+    drawn = job_context("j_drawn", "m", prompt="cat", scheduler="DPM++ 2M")  # null seed: drawn for the attempt
+    backend.run(drawn)
+    assert webui.generations[1]["seed"] == drawn.job.inputs.seed is not None
+    assert webui.generations[1]["sampler_name"] == "DPM++ 2M"

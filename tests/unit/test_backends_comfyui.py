@@ -11,6 +11,7 @@ import pytest
 from runtime.backends.base import BackendError, BackendUnavailable, JobContext, JobInputError, JobInterrupted
 from runtime.backends.comfyui import ComfyUIBackend, default_workflow, describe_node_errors
 from tests.fakes.fake_comfyui import FakeComfyUI
+from tests.job_context import job_context, job_spec
 
 MODEL_FREE = {  # runs on a real ComfyUI without any model
     "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
@@ -39,8 +40,10 @@ def backend_for(fake: FakeComfyUI, **kw) -> ComfyUIBackend:
 
 
 def ctx(job_id: str = "j_test1", **inputs) -> JobContext:
-    return JobContext(job_id=job_id, spec={"model": "sd15", "task": "txt2img",
-                                           "inputs": {"prompt": "a cat", "seed": 7, **inputs}})
+    """A txt2img job (the default graph), or a comfyui-workflow job when ``workflow`` is given; seed 7."""
+    if "workflow" in inputs:
+        return job_context(job_id, "sd15", "comfyui-workflow", **{"seed": 7, **inputs})
+    return job_context(job_id, "sd15", "txt2img", **{"prompt": "a cat", "seed": 7, **inputs})
 
 
 @pytest.mark.parametrize("use_websocket", [True, False], ids=["websocket", "history-polling"])
@@ -118,7 +121,7 @@ def test_preview_only_workflow_is_an_input_error(comfy):
 def test_user_workflow_gets_model_seed_and_uploaded_image(comfy, model_file):
     backend = backend_for(comfy)
     backend.load_model("sd15", model_file)
-    workflow = default_workflow({"prompt": "x"}, "other.safetensors", None)
+    workflow = default_workflow(job_spec(prompt="x").inputs, 1, "other.safetensors", None)
     workflow["10"] = {"class_type": "LoadImage", "inputs": {"image": "init"}}
     workflow["3"]["inputs"]["latent_image"] = ["11", 0]
     workflow["11"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}}
@@ -195,3 +198,36 @@ def test_readiness_wait_gives_up(tmp_path):
         backend.wait_ready(0.3)
     with pytest.raises(BackendUnavailable, match="process exited"):
         ComfyUIBackend(base_url="http://127.0.0.1:9", model_dir=str(tmp_path), is_alive=lambda: False).wait_ready(30)
+
+
+def test_default_graph_takes_the_typed_inputs_with_the_apis_defaults():
+    """The graph reads the job's typed fields: the API's defaults (30 steps, 1024 x 1024, cfg 7.0), not the
+    adapter's old ones (20 steps, 512 x 512); ComfyUI's KSampler needs a sampler: euler when none is named."""
+    graph = default_workflow(job_spec(prompt="a cat").inputs, 11, "m.safetensors", None)
+    sampler = graph["3"]["inputs"]
+    assert (sampler["steps"], sampler["cfg"], sampler["seed"], sampler["denoise"]) == (30, 7.0, 11, 1.0)
+    assert sampler["sampler_name"] == "euler"
+    assert graph["5"]["inputs"] == {"width": 1024, "height": 1024, "batch_size": 1}
+    named = default_workflow(job_spec(prompt="a cat", scheduler="dpmpp_2m", num_outputs=3, width=512,
+                                      height=768).inputs, 1, "m.safetensors", None)
+    assert named["3"]["inputs"]["sampler_name"] == "dpmpp_2m"
+    assert named["5"]["inputs"] == {"width": 512, "height": 768, "batch_size": 3}
+    img = default_workflow(job_spec(task="img2img").inputs, 1, "m.safetensors", "up.png")
+    assert img["3"]["inputs"]["denoise"] == 0.75  # the API's strength default (the adapter's was 1.0)
+    assert img["3"]["inputs"]["latent_image"] == ["11", 0] and img["10"]["inputs"]["image"] == "up.png"
+    assert "5" not in img  # the latent is the encoded input image: its size is the image's
+
+
+def test_a_workflow_without_seed_keeps_its_graphs_seeds_and_a_txt2img_null_seed_is_drawn(comfy, model_file):
+    backend = backend_for(comfy)
+    backend.load_model("sd15", model_file)
+    seeded = {**MODEL_FREE, "9": {"class_type": "KSampler", "inputs": {"seed": 5, "noise_seed": 6}}}
+    job = job_context("j_wf", "sd15", "comfyui-workflow", workflow=seeded)
+    assert job.job.with_seed() is job.job  # the agent's seed step leaves a workflow alone
+    graph = backend._workflow(job, job.backend_id, [])
+    assert graph["9"]["inputs"] == {"seed": 5, "noise_seed": 6}
+    assert graph["3"]["inputs"]["filename_prefix"] == f"t_{job.backend_id}"
+    assert job.job.inputs.workflow["3"].model_dump()["inputs"]["filename_prefix"] == "t"  # the spec is not edited
+    drawn = job_context("j_txt", "sd15", prompt="a cat")
+    graph = backend._workflow(drawn, drawn.backend_id, [])
+    assert graph["3"]["inputs"]["seed"] == drawn.job.inputs.seed is not None

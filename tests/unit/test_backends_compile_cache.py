@@ -99,6 +99,7 @@ _BACKEND_CHILD = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     from runtime.backends.base import JobContext
+    from runtime.jobs.schema import JobSpec
     from runtime.backends.diffusers import DiffusersBackend
     from runtime.backends.diffusers_options import DiffusersOptions
     from torch._dynamo.utils import counters
@@ -108,9 +109,9 @@ _BACKEND_CHILD = textwrap.dedent("""
                                compile_cache_stores=(str(store),), **extra)
     backend = DiffusersBackend(device="cpu", options=options)
     report = backend.warm_up("a", model)
-    job = {"inputs": {"prompt": "a cat", "steps": 2, "width": 64, "height": 64, "seed": 1}}
-    bucket = backend.run(JobContext("j1", job))
-    odd = backend.run(JobContext("j2", {"inputs": {**job["inputs"], "width": 72}}))
+    inputs = {"prompt": "a cat", "steps": 2, "width": 64, "height": 64, "seed": 1}
+    bucket = backend.run(JobContext("j1", JobSpec.parse({"model": "a", "inputs": inputs})))
+    odd = backend.run(JobContext("j2", JobSpec.parse({"model": "a", "inputs": {**inputs, "width": 72}})))
     inductor = counters["inductor"]
     print(json.dumps({**report, "bucket_compiled": bucket.metadata["compiled"],
                       "odd_compiled": odd.metadata["compiled"],

@@ -19,6 +19,7 @@ from bench.diffusers_single_file import write_single_file
 from runtime.backends.base import JobContext, JobInputError, JobInterrupted
 from runtime.backends.diffusers import DiffusersBackend
 from runtime.backends.diffusers_options import DiffusersOptions, OptionsError
+from tests.job_context import job_context, png
 
 CPU = DiffusersOptions(compile="off", buckets=((64, 64),))
 
@@ -29,9 +30,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"a": tiny_sd(root / "a@v1", seed=0), "b": tiny_sd(root / "b@v1", seed=1)}
 
 
-def _job(job_id: str, **inputs: Any) -> JobContext:
+def _job(job_id: str, task: str = "txt2img", images: dict[str, bytes] | None = None, **inputs: Any) -> JobContext:
     base = {"prompt": "a cat", "steps": 2, "width": 64, "height": 64, "seed": 3}
-    return JobContext(job_id, {"model": "a", "inputs": {**base, **inputs}})
+    return job_context(job_id, "a", task, images, **{**base, **inputs})
 
 
 def _pixels(data: bytes) -> np.ndarray:
@@ -61,14 +62,11 @@ def test_folder_model_txt2img_is_reproducible_per_seed(models):
 def test_img2img_uses_the_input_image_and_the_same_weights(models):
     backend = _backend()
     backend.load_model("a", models["a"])
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), (200, 30, 30)).save(buf, format="PNG")
-    ctx = _job("j1", strength=0.5, steps=4)
-    ctx.input_images = {"init": buf.getvalue()}
-    result = backend.run(ctx)
-    ctx2 = _job("j2", strength=0.5, steps=4)
-    ctx2.input_images = {"init": buf.getvalue()}
-    assert result.outputs[0].data == backend.run(ctx2).outputs[0].data
+    image = {"image": png(64, 64)}
+    result = backend.run(_job("j1", "img2img", image, strength=0.5, steps=4))
+    assert result.outputs[0].data == backend.run(_job("j2", "img2img", image, strength=0.5, steps=4)).outputs[0].data
+    with pytest.raises(JobInputError, match="no denoising step"):  # diffusers runs int(steps x strength) steps
+        backend.run(_job("j3", "img2img", image, strength=0.2, steps=4))
     img2img = backend.resident.by_task["img2img"]
     assert type(img2img).__name__ == "StableDiffusionImg2ImgPipeline"
     assert img2img.vae is backend.resident.pipe.vae  # from_pipe: no second copy of the weights
@@ -99,9 +97,9 @@ def test_batch_gives_each_job_its_own_images_and_fails_only_bad_inputs(models):
     backend = _backend()
     backend.load_model("a", models["a"])
     solo = [backend.run(_job("s1", seed=1, prompt="a cat")), backend.run(_job("s2", seed=2, prompt="ca t"))]
-    outcomes = backend.run_batch([_job("b1", seed=1, prompt="a cat"), _job("bad", width=65),
+    outcomes = backend.run_batch([_job("b1", seed=1, prompt="a cat"), _job("bad", "img2img", {"image": b"not a png"}),
                                   _job("b2", seed=2, prompt="ca t"), _job("b3", steps=3)])
-    assert isinstance(outcomes[1], JobInputError) and "multiples of 8" in str(outcomes[1])
+    assert isinstance(outcomes[1], JobInputError) and "inputs.image is not an image" in str(outcomes[1])
     assert [outcomes[i].metadata["batch_jobs"] for i in (0, 2, 3)] == [2, 2, 1]
     for batched, alone in zip((outcomes[0], outcomes[2]), solo, strict=True):
         # Same seed and prompt give the same image as the job alone, up to batched-kernel rounding.

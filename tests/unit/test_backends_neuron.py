@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from runtime.backends.base import BackendUnavailable, JobContext, JobInputError
+from runtime.backends.base import BackendUnavailable, JobInputError
 from runtime.backends.neuron import NeuronBackend
+from tests.job_context import job_context
 
 
 class Recorder:
@@ -35,8 +36,9 @@ def test_one_prompt_per_call_seed_set_globally_and_no_generator(tmp_path: Path):
     pipe = Recorder()
     backend = NeuronBackend(pipeline_factory=lambda p, t: pipe)
     backend.load_model("m", _compiled(tmp_path, width=64, height=64, num_images_per_prompt=2))
-    spec = {"inputs": {"prompt": "p", "negative_prompt": "n", "seed": 77, "num_outputs": 2, "steps": 4}}
-    result = backend.run(JobContext("j1", spec))
+    # 512 x 512 is the compiled shape: the API's default size (1024) would be refused by the compiled model
+    result = backend.run(job_context("j1", prompt="p", negative_prompt="n", seed=77, num_outputs=2, steps=4,
+                                     width=512, height=512))
     call = pipe.calls[0]
     assert "generator" not in call and call["torch_seed"] == 77
     assert call["prompt"] == "p" and call["negative_prompt"] == "n" and call["num_images_per_prompt"] == 2
@@ -48,9 +50,9 @@ def test_shapes_and_image_counts_other_than_compiled_are_input_errors(tmp_path: 
     backend.load_model("m", _compiled(tmp_path, width=128, height=128, num_images_per_prompt=1))
     assert backend.compiled_shape() == (1024, 1024)
     with pytest.raises(JobInputError, match="compiled for 1 image"):
-        backend.run(JobContext("j1", {"inputs": {"width": 1024, "height": 1024, "num_outputs": 2}}))
-    outcomes = backend.run_batch([JobContext("a", {"inputs": {"width": 1024, "height": 1024}}),
-                                  JobContext("b", {"inputs": {"width": 512, "height": 512}})])
+        backend.run(job_context("j1", width=1024, height=1024, num_outputs=2))
+    outcomes = backend.run_batch([job_context("a", width=1024, height=1024),
+                                  job_context("b", width=512, height=512)])
     assert outcomes[0].outputs and isinstance(outcomes[1], JobInputError)
 
 
@@ -59,7 +61,7 @@ def test_without_optimum_neuron_the_backend_says_so(tmp_path: Path, monkeypatch)
     backend = NeuronBackend()
     backend.load_model("m", tmp_path)
     with pytest.raises(BackendUnavailable, match="optimum-neuron"):
-        backend.run(JobContext("j", {"inputs": {}}))
+        backend.run(job_context("j"))
 
 
 def test_the_neuron_ami_installs_optimum_neuron_with_its_diffusers_pipelines():

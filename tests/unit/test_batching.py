@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runtime.agent_config import AgentConfigError, parse
-from runtime.backends.base import JobContext, JobInterrupted, backend_class
+from runtime.backends.base import JobInputError, JobInterrupted, backend_class
 from runtime.backends.diffusers import DiffusersBackend
 from runtime.backends.diffusers_batch import chunks
 from runtime.backends.diffusers_options import DiffusersOptions
@@ -18,14 +18,22 @@ from runtime.backends.test_pattern import TestPatternBackend
 from runtime.queues.base import QueueMessage, ReceivedJob
 from runtime.queues.memory import InMemoryQueue
 from runtime.worker.batching import batch_size_for, key_of
+from runtime.worker.inputs import read_job
 from runtime.worker.prefetch import Prefetcher, Prepared
+from tests.job_context import job_context
 
 WAIT = 10.0  # generous: a loaded 2-core machine
 
 
 def _prepared(job_id: str, inputs: dict[str, Any] | None = None, model: str = "m", error: Exception | None = None):
+    """A prefetched job as the prefetch leaves it: its spec read once (or the reason it does not parse)."""
     message = QueueMessage(job_id=job_id, job={"model": model, "task": "txt2img", "inputs": inputs or {}})
-    return Prepared(ReceivedJob(message, handle=job_id), inputs={}, input_error=error)
+    item = Prepared(ReceivedJob(message, handle=job_id), inputs={}, input_error=error)
+    try:
+        item.job = read_job(message.job)
+    except JobInputError as exc:
+        item.input_error = exc
+    return item
 
 
 def _prefetcher(jobs: list[tuple[str, dict[str, Any]]], capacity: int = 8) -> tuple[Prefetcher, InMemoryQueue]:
@@ -85,7 +93,7 @@ def test_diffusers_batch_key_groups_only_what_one_pipeline_call_can_serve():
     for change in ({"steps": 21}, {"width": 768}, {"scheduler": "euler"}, {"guidance": 5.0}):
         assert key_of(backend, _prepared("c", {**base, **change})) != key, change
     assert key_of(backend, _prepared("d", base, model="other")) != key
-    assert key_of(backend, _prepared("e", {**base, "steps": 0})) is None  # invalid input: runs alone, fails alone
+    assert key_of(backend, _prepared("e", {**base, "steps": 0})) is None  # invalid spec: runs alone, fails alone
     assert key_of(backend, _prepared("f", base, error=OSError("input fetch failed"))) is None
 
 
@@ -132,7 +140,7 @@ def test_config_keys_have_defaults_and_errors_name_the_key():
 
 def test_test_pattern_batch_costs_one_delay_and_a_canceled_member_ends_interrupted():
     backend = TestPatternBackend(delay_seconds=0.3)
-    ctxs = [JobContext(f"j{i}", {"inputs": {"prompt": "p", "seed": i, "width": 16, "height": 16}}) for i in range(3)]
+    ctxs = [job_context(f"j{i}", prompt="p", seed=i, width=64, height=64) for i in range(3)]
     ctxs[1].cancel.set()
     t = time.monotonic()
     results = backend.run_batch(ctxs)

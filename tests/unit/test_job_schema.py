@@ -111,7 +111,7 @@ def test_fingerprint_ignores_key_order_and_defaults():
 def test_jobspec_round_trip():
     spec = validate_job({"model": "m", "inputs": {"prompt": "x"}, "webhook": "https://e.example.com/h",
                          "webhook_events_filter": ["start"]})
-    typed = JobSpec.from_dict(spec)
+    typed = JobSpec.parse(spec)
     assert typed.to_dict() == spec and typed.wants("start") and not typed.wants("completed")
 
 

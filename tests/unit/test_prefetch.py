@@ -38,7 +38,7 @@ def test_holds_at_most_capacity_and_prepares_inputs_before_the_take():
     q = _queue(3)
     seen = []
     p = Prefetcher(q, capacity=1, wait_seconds=0.2, visibility_seconds=30,
-                   prepare_inputs=lambda spec: seen.append(spec["inputs"]["prompt"]) or {"image": b"x"}).start()
+                   prepare_inputs=lambda job: seen.append(job.inputs.prompt) or {"image": b"x"}).start()
     try:
         _eventually(lambda: p.held() == 1, "one job held")
         time.sleep(0.3)  # a few receive rounds: still one held, two left on the queue
@@ -129,3 +129,33 @@ def test_settler_runs_at_most_its_lanes_at_once():
     settler.wait()
     assert peak[0] == 2 and running[0] == 0 and not settler.busy()
     settler.close()
+
+
+def test_each_spec_is_read_once_into_the_typed_model_and_one_that_breaks_the_rules_is_an_input_error():
+    """The prefetch reads the message's spec with the API's rules (runtime.worker.inputs.read_job): the attempt
+    and the backend get the typed model with the API's defaults; a spec the API would refuse never reaches
+    the inputs or the model cache, and its error (permanent) names the field."""
+    from runtime.backends.base import JobInputError
+
+    q = InMemoryQueue(visibility_timeout=30)
+    q.send(QueueMessage(job_id="j_ok", job={"model": "m", "inputs": {"prompt": "a cat"}}))
+    q.send(QueueMessage(job_id="j_bad", job={"model": "m", "inputs": {"prompt": "a cat", "steps": 500}}))
+    reads, models = [], []
+
+    def read(data):
+        from runtime.worker.inputs import read_job
+
+        reads.append(data)
+        return read_job(data)
+
+    p = Prefetcher(q, capacity=2, wait_seconds=0.2, visibility_seconds=30, prepare_inputs=lambda job: {},
+                   prepare_model=models.append, read_job=read).start()
+    try:
+        ok, bad = p.take(WAIT), p.take(WAIT)
+        assert ok is not None and bad is not None
+        assert ok.job is not None and ok.job.inputs.steps == 30 and ok.job.inputs.width == 1024  # API defaults
+        assert bad.job is None and isinstance(bad.input_error, JobInputError)
+        assert "inputs.steps" in str(bad.input_error) and "[range]" in str(bad.input_error)
+        assert models == ["m"] and len(reads) == 2  # one read per message; the bad one loads no model
+    finally:
+        p.close(join_seconds=WAIT)

@@ -20,6 +20,7 @@ from runtime.backends.base import (
     OutputFile,
 )
 from runtime.jobs.attempts import Attempt
+from runtime.jobs.schema import JobSpec
 from runtime.queues.base import QueueDepth, QueueMessage, ReceivedJob
 from runtime.queues.memory import InMemoryQueue
 from runtime.worker.backend_supervisor import BackendSupervisor
@@ -72,9 +73,12 @@ class Fake(Backend):
         super().interrupt(ctx)
 
 
+SPEC = {"model": "m", "task": "txt2img", "inputs": {"prompt": "p", "seed": 1}}
+
+
 def _job(job_id: str, lease: int = 1) -> RunningJob:
-    message = QueueMessage(job_id=job_id, job={"model": "m", "task": "txt2img", "inputs": {"prompt": "p", "seed": 1}})
-    ctx = JobContext(job_id=job_id, spec=dict(message.job))
+    message = QueueMessage(job_id=job_id, job=SPEC)
+    ctx = JobContext(job_id=job_id, job=JobSpec.parse(SPEC))
     return RunningJob(ReceivedJob(message, handle=job_id), ctx, Attempt("started", {}, 1, lease))
 
 
@@ -211,8 +215,9 @@ def test_optional_hooks_have_declared_defaults():
 
     plain = Plain()
     assert plain.supports_batching is False and plain.batch_default_jobs() == 1
-    assert plain.batch_key(JobContext(job_id="a", spec={})) is None
-    out = plain.run_batch([JobContext(job_id="a", spec={}), JobContext(job_id="bad", spec={})])
+    spec = JobSpec.parse(SPEC)
+    assert plain.batch_key(JobContext(job_id="a", job=spec)) is None
+    out = plain.run_batch([JobContext(job_id="a", job=spec), JobContext(job_id="bad", job=spec)])
     assert isinstance(out[0], BackendResult) and isinstance(out[1], BackendError)
 
     queue = InMemoryQueue(visibility_timeout=30)
