@@ -52,10 +52,10 @@ def test_read_job_refuses_what_the_api_refuses_naming_each_field():
     message = str(info.value)
     assert "inputs.steps" in message and "inputs.width" in message and "inputs.delay" in message
     with pytest.raises(JobInputError, match=r"inputs\.image"):  # loopback images only where the agent allows them
-        read_job({"model": "m", "task": "img2img", "inputs": {"prompt": "p", "image": "http://127.0.0.1/a.png"}})
-    local = read_job({"model": "m", "task": "img2img", "inputs": {"prompt": "p", "image": "http://127.0.0.1/a.png"}},
+        read_job({"model": "m", "task": "img2img", "inputs": {"prompt": "p", "image": "https://127.0.0.1/a.png"}})
+    local = read_job({"model": "m", "task": "img2img", "inputs": {"prompt": "p", "image": "https://127.0.0.1/a.png"}},
                      allow_loopback=True)
-    assert image_refs(local) == {"image": "http://127.0.0.1/a.png"}
+    assert image_refs(local) == {"image": "https://127.0.0.1/a.png"}
 
 
 def test_image_refs_come_from_the_typed_inputs():
