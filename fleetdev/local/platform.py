@@ -2,7 +2,8 @@
 
 What ``LocalPlatform.start()`` brings up, in order (``stop()`` takes it down in reverse)::
 
-    moto server          subprocess  python -m moto.server (S3, SQS, DynamoDB, SSM); SIGSTOP-able
+    moto server          subprocess  python -m fleetdev.local.moto_server (S3, SQS, DynamoDB, SSM; every
+                                     DynamoDB request atomic, as AWS's are); SIGSTOP-able
     stack resources      bootstrap   outputs + models buckets, queue + DLQ (redrive), job table, webhook
                                      secret in SSM, checkpoints in the model store (``models``)
     Kafka (optional)     in-process  librdkafka mock cluster, held by this process
@@ -203,8 +204,8 @@ class LocalPlatform:
     def _start_moto(self) -> None:
         port = self.options.moto_port or free_port()
         self.moto_url = f"http://127.0.0.1:{port}"
-        self.moto = ManagedProcess("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                   self.run_dir / "moto.log", self._env, cwd=ROOT).start()
+        self.moto = ManagedProcess("moto", [sys.executable, "-m", "fleetdev.local.moto_server", "-H", "127.0.0.1",
+                                            "-p", str(port)], self.run_dir / "moto.log", self._env, cwd=ROOT).start()
         wait_for(lambda: httpx.get(f"{self.moto_url}/moto-api/", timeout=2).status_code == 200, 30, "moto server",
                  self.moto.alive)
 
