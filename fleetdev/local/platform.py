@@ -10,8 +10,9 @@ What ``LocalPlatform.start()`` brings up, in order (``stop()`` takes it down in 
     CDN stand-in         in-process  serves the outputs bucket over HTTP (fleetdev.local.cdn)
     fake IMDS per worker in-process  so a spot notice can target one worker (fleetdev.local.fake_imds)
     job API              subprocess  python -m fleetdev.local_server (the Lambda handler)
-    functions            subprocess  python -m fleetdev.local.functions: DLQ consumer, lease sweeper and
-                                     webhook dispatcher (the stack's Lambdas, same handler code)
+    functions            subprocess  python -m fleetdev.local.functions: DLQ consumer, lease sweeper,
+                                     webhook dispatcher and output-orphan sweeper (the stack's Lambdas,
+                                     same handler code)
     worker agents        subprocess  python -m runtime.worker run --config <run dir>/worker-N.json
 
 Every child runs in its own process group and is stopped with SIGTERM, then SIGKILL after a grace
@@ -266,7 +267,8 @@ class LocalPlatform:
             "webhook_queue_url": res.webhook_queue_url, "webhook_secret": self.webhook_secret,
             "api_url": self.api_url, "max_attempts": o.max_receive_count,
             "stale_lease_seconds": o.stale_lease_seconds, "sweep_every_seconds": 1.0,
-            "log_level": o.log_level, "webhook_timeout_s": o.webhook_timeout_seconds}, indent=2))
+            "log_level": o.log_level, "webhook_timeout_s": o.webhook_timeout_seconds,
+            "outputs_bucket": res.outputs_bucket, "outputs_prefix": "outputs"}, indent=2))
         self.functions = ManagedProcess("functions", [sys.executable, "-m", "fleetdev.local.functions", "--config",
                                                       str(path)], self.run_dir / "functions.log", self._env,
                                         cwd=ROOT).start()
