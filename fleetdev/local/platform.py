@@ -89,6 +89,7 @@ class LocalOptions:
     stop_grace_seconds: float = 10.0
     worker_overrides: dict[str, Any] = field(default_factory=dict)  # extra agent config keys (top level)
     api_env: dict[str, str] = field(default_factory=dict)  # extra GENAI_* variables for the API
+    worker_clock_offsets: dict[int, float] = field(default_factory=dict)  # worker index -> wall clock offset (s)
 
 
 @dataclass
@@ -323,11 +324,18 @@ class LocalPlatform:
                         group_name=f"{self.options.prefix}-workers").start()
         config_path = self.run_dir / f"worker-{index}.json"
         config_path.write_text(json.dumps(self.agent_config(index, imds.url, instance_id), indent=2) + "\n")
-        process = ManagedProcess(f"worker-{index}", [sys.executable, "-m", "runtime.worker", "run", "--config",
-                                                     str(config_path)],
+        process = ManagedProcess(f"worker-{index}", self._worker_argv(index, config_path),
                                  self.run_dir / f"worker-{index}.log", self._env, cwd=ROOT).start()
         return Worker(index, instance_id, imds, config_path,
                       self.run_dir / f"worker-{index}-autoscaling.jsonl", process)
+
+    def _worker_argv(self, index: int, config_path: Path) -> list[str]:
+        """The agent's command line; a worker with a clock offset runs under fleetdev.local.skewed_clock."""
+        agent = ["runtime.worker", "run", "--config", str(config_path)]
+        offset = self.options.worker_clock_offsets.get(index)
+        if offset:
+            return [sys.executable, "-m", "fleetdev.local.skewed_clock", str(offset), *agent]
+        return [sys.executable, "-m", *agent]
 
     def restart_worker(self, index: int) -> Worker:
         """Start worker ``index`` again on its config and fake IMDS, as systemd's Restart= would."""
@@ -337,8 +345,7 @@ class LocalPlatform:
         restarts = getattr(self, "_restarts", {})
         restarts[index] = restarts.get(index, 0) + 1
         self._restarts = restarts
-        process = ManagedProcess(f"worker-{index}", [sys.executable, "-m", "runtime.worker", "run", "--config",
-                                                     str(old.config_path)],
+        process = ManagedProcess(f"worker-{index}", self._worker_argv(index, old.config_path),
                                  self.run_dir / f"worker-{index}.restart-{restarts[index]}.log", self._env,
                                  cwd=ROOT).start()
         self.workers[index] = Worker(index, old.instance_id, old.imds, old.config_path, old.autoscaling_log, process)
