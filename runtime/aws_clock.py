@@ -29,8 +29,11 @@ WARN_OFFSET_S = 5.0  # log once when the measured offset first exceeds this
 
 
 class AwsClock:
-    def __init__(self, clock: Callable[[], float] = time.time, samples: int = SAMPLES) -> None:
-        self._clock = clock
+    def __init__(self, clock: Callable[[], float] = time.time, samples: int = SAMPLES,
+                 probe: Callable[[], object] | None = None) -> None:
+        """``probe``: one cheap call through an attached client, made by ``now()`` while no answer has been
+        seen yet, so that the first lease a worker writes is already in AWS's time."""
+        self._clock, self.probe = clock, probe
         self._samples: deque[float] = deque(maxlen=samples)
         self._lock = threading.Lock()
         self._offset = 0.0
@@ -42,6 +45,11 @@ class AwsClock:
         return self._offset
 
     def now(self) -> float:
+        if not self._samples and self.probe is not None:
+            try:
+                self.probe()
+            except Exception as exc:  # noqa: BLE001 - measured on a later answer; the caller's call goes on
+                log.debug("clock probe failed: %s", exc)
         return self._clock() + self._offset
 
     def attach(self, client: Any) -> Any:

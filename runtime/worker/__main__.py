@@ -174,10 +174,11 @@ def build(config: AgentConfig, clock: AwsClock | None = None) -> tuple[Any, Any]
     backend = create(config)
     if backend.ram_tier is not None:
         backend.ram_tier.observe = metrics.emit  # ModelRamHits / ModelRamMisses
+    store = JobStore(config.job_table, clock.attach(aws.client("dynamodb", config.region, config.endpoints)),
+                     clock=clock.now)
+    clock.probe = lambda: store.get("clock-probe")  # one GetItem before the first lease is written
     agent = Agent(
-        config, consumer=_consumer(config, worker_id, _warm_tiers(cache, backend)),
-        store=JobStore(config.job_table, clock.attach(aws.client("dynamodb", config.region, config.endpoints)),
-                       clock=clock.now),
+        config, consumer=_consumer(config, worker_id, _warm_tiers(cache, backend)), store=store,
         backend=backend, uploader=OutputUploader(aws.ObjectStore(s3, config.outputs.bucket),
                                                  config.outputs.cdn_base_url, config.outputs.prefix),
         metrics=metrics, lifecycle=lifecycle, worker_id=worker_id, model_cache=cache)

@@ -27,9 +27,10 @@ def test_a_worker_90s_behind_writes_leases_the_sweeper_does_not_expire(aws_clien
     behind = AwsClock(clock=lambda: time.time() - 90)
     worker = JobStore(job_table, behind.attach(aws_clients("dynamodb")), clock=behind.now)
     sweeper = JobStore(job_table, aws_clients("dynamodb"))  # the sweeper's clock is right
-    job = new_job(worker)  # an answer from the table: the worker has measured its offset
+    job = new_job(sweeper)
+    behind.probe = lambda: worker.get("clock-probe")
+    attempt = worker.start_attempt(job, "w-1", 3, lease_seconds=10)  # the first call: probed first
     assert 88 < behind.offset < 92
-    attempt = worker.start_attempt(job, "w-1", 3, lease_seconds=10)
     assert abs(float(attempt.record["lease_expires_at"]) - (time.time() + 10)) < 3
     report = sweep(sweeper, max_attempts=3, stale_after_s=6)
     assert report.expired == 0 and sweeper.get(job)["status"] == RUNNING
