@@ -1,8 +1,8 @@
 """Submit jobs to the local API, wait for them, and count what happened to each one.
 
 ``Ledger`` is the client side of the demo and the drills: it submits with an ``Idempotency-Key`` per
-job and retries transport errors, 5xx and 429 with backoff under the same key (so a retried submit
-never creates a second job), polls with bounded loops, then audits the jobs against the platform's
+job and retries transport errors, 5xx, 429 and 409 (a replay of a request still in flight) with backoff
+under the same key (so a retried submit never creates a second job), polls with bounded loops, then audits the jobs against the platform's
 own state (moto keeps it in memory, so it is queried, not inferred)::
 
     submitted   jobs the API accepted (distinct job ids)
@@ -36,7 +36,8 @@ from runtime.output_orphans import referenced_keys
 
 log = logging.getLogger(__name__)
 
-_RETRY_STATUS = {429, 500, 502, 503, 504}
+# 409 is only ever "the first request with this Idempotency-Key is still in flight; retry shortly".
+_RETRY_STATUS = {409, 429, 500, 502, 503, 504}
 
 
 @dataclass

@@ -17,6 +17,7 @@ point the agents' ``endpoints.dynamodb`` at ``url``, ``stop()`` at the end.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -75,12 +76,13 @@ class DynamoFaultProxy:
                 status, headers, answer = proxy._forward(self.command, self.path, dict(self.headers), body)
                 if fault == "500":
                     status, headers, answer = 500, {"Content-Type": "application/x-amz-json-1.0"}, _INTERNAL_ERROR
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                with contextlib.suppress(OSError):  # the sender may be gone (killed by the drill)
+                    self.send_response(status)
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -29,6 +29,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET_PARAMETER = "/genai-fleet/local/webhook-secret"  # noqa: S105 - a parameter name
 # Local mode renders with test-pattern or drives an HTTP backend (ComfyUI, A1111) at a URL you give it.
 BACKENDS = ("test-pattern", *instance_contract.HTTP_BACKENDS)
+_LEDGER_LOCK = threading.Lock()
 
 
 @dataclass
@@ -374,7 +376,8 @@ class LocalPlatform:
     @property
     def ledger(self) -> Ledger:
         """Submit jobs, poll them, and count what happened to each (fleetdev.local.audit)."""
-        if not hasattr(self, "_ledger"):
-            self._ledger = Ledger(self.api_url, self.api_key, self.aws("s3"), self.aws("dynamodb"),
-                                  self.aws("sqs"), self.resources)
+        with _LEDGER_LOCK:  # drills submit from threads: one ledger, or the others' submissions go uncounted
+            if not hasattr(self, "_ledger"):
+                self._ledger = Ledger(self.api_url, self.api_key, self.aws("s3"), self.aws("dynamodb"),
+                                      self.aws("sqs"), self.resources)
         return self._ledger
