@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_PACKAGES = ("runtime/api", "runtime/jobs", "runtime/queues", "runtime/model_store")
 RUNTIME_FILES = ("runtime/__init__.py", "runtime/queue_names.py", "runtime/model_ids.py", "runtime/aws_clients.py",
                  "runtime/net_safety.py", "runtime/webhooks.py", "runtime/webhook_events.py",
-                 "runtime/webhook_dispatch.py", "runtime/reconciler.py", "runtime/worker/__init__.py",
+                 "runtime/webhook_dispatch.py", "runtime/reconciler.py", "runtime/output_orphans.py",
+                 "runtime/worker/__init__.py",
                  "runtime/worker/aws.py")  # the job-events functions (components/job_events.py) share this code
 PUBLIC_ROUTES = ("GET /v1/health",)
 AUTH_ROUTES = ("POST /v1/jobs", "GET /v1/jobs/{id}", "POST /v1/jobs/{id}/cancel", "GET /v1/models",
@@ -256,8 +257,11 @@ def _policy_json(statements: list[dict[str, pulumi.Input]]) -> pulumi.Output[str
     def render(resolved: list[list[str]]) -> str:
         out = []
         for st, resources in zip(statements, resolved, strict=True):
-            out.append({"Sid": st["sid"], "Effect": "Allow", "Action": sorted(st["actions"]),
-                        "Resource": resources[0] if len(resources) == 1 else resources})
+            statement = {"Sid": st["sid"], "Effect": "Allow", "Action": sorted(st["actions"]),
+                         "Resource": resources[0] if len(resources) == 1 else resources}
+            if st.get("conditions"):  # plain values only (e.g. an s3:prefix a listing is limited to)
+                statement["Condition"] = st["conditions"]
+            out.append(statement)
         return json.dumps({"Version": "2012-10-17", "Statement": out})
 
     return pulumi.Output.all(*[pulumi.Output.all(*st["resources"]) for st in statements]).apply(render)
