@@ -15,8 +15,9 @@ caps the whole try, the receiver's answer included, and at most ``MAX_REPLY_BYTE
 read: runtime.webhooks), at most ``MAX_IN_FLIGHT_PER_HOST`` tries to one host run at once, and a host
 whose last try timed out, could not connect, or answered too slowly or too much is not tried again for
 a while (``EndpointBreaker``): its deliveries wait in the queue, so a misbehaving receiver holds at most
-that many senders for one capped try each and never delays another customer's webhooks or a job. Retries and backoff live in the queue (ChangeMessageVisibility),
-not in a sleeping process. Receivers deduplicate on ``Webhook-Id`` (delivery is at least once).
+that many senders for one capped try each and never delays another customer's webhooks or a job.
+Retries and backoff live in the queue (ChangeMessageVisibility), not in a sleeping process. Receivers
+deduplicate on ``Webhook-Id`` (delivery is at least once).
 
 Environment: GENAI_WEBHOOK_QUEUE_URL (deliveries queue), GENAI_API_URL (links in payloads),
 GENAI_WEBHOOK_SECRET_PARAMETER (SSM SecureString; GENAI_WEBHOOK_SECRET in local mode),

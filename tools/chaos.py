@@ -349,7 +349,7 @@ class BigSlowReceiver(Receiver):
             def log_message(self, *a: Any) -> None:
                 return None
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 outer.calls.append((time.time(), dict(self.headers)))
                 self.send_response(200)

@@ -2,8 +2,9 @@
 
 ``Ledger`` is the client side of the demo and the drills: it submits with an ``Idempotency-Key`` per
 job and retries transport errors, 5xx, 429 and 409 (a replay of a request still in flight) with backoff
-under the same key (so a retried submit never creates a second job), polls with bounded loops, then audits the jobs against the platform's
-own state (moto keeps it in memory, so it is queried, not inferred)::
+under the same key (so a retried submit never creates a second job), polls with bounded loops, then
+audits the jobs against the platform's own state (moto keeps it in memory, so it is queried, not
+inferred)::
 
     submitted   jobs the API accepted (distinct job ids)
     succeeded / failed / canceled   final status in the job table

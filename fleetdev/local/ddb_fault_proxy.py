@@ -11,8 +11,9 @@ decides what happens to it:
                        uploading its outputs and before its final write lands)
 
 ``faulted`` counts the final writes it touched; ``dropped`` the held ones whose sender died while held (they
-are not forwarded: a write still inside a killed process never reaches DynamoDB). Start with ``DynamoFaultProxy(upstream, mode).start()``,
-point the agents' ``endpoints.dynamodb`` at ``url``, ``stop()`` at the end.
+are not forwarded: a write still inside a killed process never reaches DynamoDB). Start with
+``DynamoFaultProxy(upstream, mode).start()``, point the agents' ``endpoints.dynamodb`` at ``url``,
+``stop()`` at the end.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class DynamoFaultProxy:
             def log_message(self, *a: Any) -> None:
                 return None
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 target = self.headers.get("X-Amz-Target", "")
                 fault = proxy._decide(target, body)

@@ -3,8 +3,8 @@
 What runs on AWS as Lambdas (components/job_events.py) runs here with the same handler code, fed the
 way the event sources feed them: the jobs DLQ consumer (runtime.reconciler), the lease sweeper on a
 timer, the webhook dispatcher (fleetdev.local.webhook_dispatcher) and the output-orphan sweeper
-(runtime.output_orphans, on its own reader of the table's stream, as its own event source mapping is). Being its own process, it keeps
-going when a worker is killed or frozen, like the real functions.
+(runtime.output_orphans, on its own reader of the table's stream, as its own event source mapping is).
+Being its own process, it keeps going when a worker is killed or frozen, like the real functions.
 
     python -m fleetdev.local.functions --config <run dir>/functions.json
 """

@@ -21,7 +21,7 @@ def _client(url: str) -> Any:
     import boto3
 
     return boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1", aws_access_key_id="local",
-                        aws_secret_access_key="local", config=Config(retries={"max_attempts": 1}))  # noqa: S106
+                        aws_secret_access_key="local", config=Config(retries={"max_attempts": 1}))
 
 
 def test_acknowledged_puts_survive_failing_transactions(tmp_path):
