@@ -10,6 +10,9 @@
 - ``webhook-sender``: deliveries queue -> ``runtime.functions.webhook_dispatch.sender_handler``: one short try per
   message, backoff through the queue, a DLQ after ``WEBHOOK_MAX_RECEIVES`` tries. Each delivery is its
   own message, so a hanging receiver costs one invocation's few seconds and delays nobody else.
+- ``output-sweeper``: the job table's stream, final transitions only ->
+  ``runtime.functions.output_orphans.stream_handler`` deletes the objects under ``outputs/<job>/`` that the
+  final record does not point at (attempts whose worker was killed after uploading). It may list only under ``outputs/`` and delete only there.
 
 The functions run outside the VPC (the sender must reach the internet; the others only call AWS APIs).
 """
@@ -33,6 +36,8 @@ STALE_LEASE_SECONDS = 300  # ten lease lengths: a live worker renews every 10 s
 WEBHOOK_MAX_RECEIVES = 8  # tries before the deliveries DLQ (backoff reaches 15 minutes)
 WEBHOOK_TIMEOUT_S = 30  # function timeout; one try is capped at 5 s inside it
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+OUTPUTS_PREFIX = "outputs"  # runtime/worker/outputs.py's default prefix; the agent config sets the same
+FINAL_STATUSES = ("succeeded", "failed", "canceled")
 
 
 @dataclass
@@ -61,6 +66,11 @@ class JobEventsArgs:
     """RequestQueue.endpoint: an SQS endpoint's DLQ feeds the dead-letter consumer (Kafka workers write
     poison jobs final themselves)."""
 
+    outputs_bucket_name: pulumi.Input[str]
+    outputs_bucket_arn: pulumi.Input[str]
+    """The outputs bucket (components/cdn_storage.py): the output sweeper lists and deletes under
+    ``outputs/`` there, and nowhere else."""
+
 
 class JobEvents(pulumi.ComponentResource):
     webhook_queue_url: pulumi.Output[str]
@@ -86,6 +96,7 @@ class JobEvents(pulumi.ComponentResource):
                                            function_name=fn.arn, batch_size=10,
                                            function_response_types=["ReportBatchItemFailures"], opts=self._opts())
         self._create_sweeper(table_rw, table_env)
+        self._create_output_sweeper()
         self.webhook_queue_url, self.webhook_dlq_url = self._create_webhooks()
         self.register_outputs({"webhook_queue_url": self.webhook_queue_url, "webhook_dlq_url": self.webhook_dlq_url})
 
@@ -102,6 +113,25 @@ class JobEvents(pulumi.ComponentResource):
         aws.cloudwatch.EventTarget(f"{self._name}-sweep-target", rule=rule.name, arn=fn.arn, opts=self._opts())
         aws.lambda_.Permission(f"{self._name}-sweep-invoke", action="lambda:InvokeFunction", function=fn.name,
                                principal="events.amazonaws.com", source_arn=rule.arn, opts=self._opts())
+
+    def _create_output_sweeper(self) -> None:
+        a = self._args
+        fn = self._function("output-sweeper", "runtime.functions.output_orphans.stream_handler", [
+            {"sid": "ReadStream", "actions": ["dynamodb:DescribeStream", "dynamodb:GetRecords",
+                                              "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
+             "resources": [a.job_table_stream_arn]},
+            {"sid": "ListOutputs", "actions": ["s3:ListBucket"], "resources": [a.outputs_bucket_arn],
+             "conditions": {"StringLike": {"s3:prefix": [f"{OUTPUTS_PREFIX}/*"]}}},
+            {"sid": "DeleteOutputs", "actions": ["s3:DeleteObject"],
+             "resources": [pulumi.Output.concat(a.outputs_bucket_arn, f"/{OUTPUTS_PREFIX}/*")]}],
+            {"GENAI_OUTPUTS_BUCKET": a.outputs_bucket_name, "GENAI_OUTPUTS_PREFIX": OUTPUTS_PREFIX})
+        aws.lambda_.EventSourceMapping(
+            f"{self._name}-output-sweeper-source", event_source_arn=a.job_table_stream_arn,
+            function_name=fn.arn, starting_position="LATEST", batch_size=100, maximum_retry_attempts=10,
+            bisect_batch_on_function_error=True,
+            filter_criteria={"filters": [{"pattern": json.dumps({
+                "eventName": ["MODIFY"], "dynamodb": {"NewImage": {"status": {"S": list(FINAL_STATUSES)}}}})}]},
+            opts=self._opts())
 
     def _create_webhooks(self) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
         a, prefix = self._args, self._stack.resource_prefix()

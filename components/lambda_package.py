@@ -33,7 +33,8 @@ RUNTIME_FILES = ("runtime/__init__.py", "runtime/queue_names.py", "runtime/model
                  "runtime/net_safety.py", "runtime/instance_contract.py",
                  "runtime/functions/__init__.py", "runtime/functions/environment.py",
                  "runtime/functions/webhooks.py", "runtime/functions/webhook_events.py",
-                 "runtime/functions/webhook_dispatch.py", "runtime/functions/reconciler.py")
+                 "runtime/functions/webhook_dispatch.py", "runtime/functions/reconciler.py",
+                 "runtime/functions/output_orphans.py")
 
 
 class LambdaDepsMissingError(RuntimeError):

@@ -48,6 +48,10 @@ AGENT_LOG_FILE = instance_contract.AGENT_LOG
 BACKEND_LOG_FILE = instance_contract.BACKEND_LOG
 SPOT_EVENT_TYPES = ("EC2 Spot Instance Interruption Warning", "EC2 Instance Rebalance Recommendation")
 JOB_ERROR_RATE_PERCENT = 5
+# A worker's clock this far from AWS's (runtime/aws_clock.py measures it): lease times are corrected by the
+# offset, but SigV4 refuses requests more than 5 minutes off and an uncorrected worker breaks leases at
+# STALE_LEASE_SECONDS - lease (270 s): alarm well inside both (docs/worker.md, "Clocks").
+CLOCK_OFFSET_ALARM_SECONDS = 30
 API_5XX_PER_5_MINUTES = 5
 DLQ_BACKED_UP_PERIODS = 3  # 5-minute periods in a row with a dead letter in the queue (it normally leaves in seconds)
 
@@ -135,6 +139,7 @@ class Monitoring(pulumi.ComponentResource):
         rule, events_log = self._create_spot_event_records()
         dashboard = self._create_dashboard(rule.name)
         topic = self._create_alarms() if args.monitoring.alarms_enabled else None
+        self._create_clock_alarm(topic)
 
         self.dashboard_name = dashboard.dashboard_name
         self.dashboard_url = dashboard.dashboard_name.apply(
@@ -251,6 +256,18 @@ class Monitoring(pulumi.ComponentResource):
                     metric_queries=pulumi.Output.all(a.queue.backlog_metric, a.spot_group_name, a.on_demand_group_name)
                     .apply(lambda r: _no_capacity_queries(r[0], [g for g in r[1:] if g])))
         return topic
+
+    def _create_clock_alarm(self, topic: aws.sns.Topic | None) -> aws.cloudwatch.MetricAlarm:
+        """On every stack, notifying only where alarms are enabled: a broken time sync shows in the console."""
+        actions = [topic.arn] if topic is not None else []
+        return aws.cloudwatch.MetricAlarm(
+            f"{self._name}-clock-offset", opts=self._opts(),
+            alarm_description=f"A worker's clock is more than {CLOCK_OFFSET_ALARM_SECONDS}s from AWS's (measured from "
+                              "response Date headers): time sync is broken on an instance (docs/worker.md, Clocks).",
+            namespace=metric_names.NAMESPACE, metric_name=metric_names.CLOCK_OFFSET,
+            dimensions=fleet_dimensions(self._args.stack, self._args.cluster), statistic="Maximum", period=300,
+            evaluation_periods=1, threshold=CLOCK_OFFSET_ALARM_SECONDS, comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching", alarm_actions=actions, ok_actions=actions)
 
     def _create_sqs_alarms(self, topic: aws.sns.Topic, sqs: SqsEndpoint) -> None:
         """Kafka has no per-queue CloudWatch metrics; its backlog alarm is the no-capacity one."""

@@ -8,14 +8,25 @@ every wait bounded; the whole run takes a few minutes on two cores.
 
     python tools/chaos.py              # every scenario
     python tools/chaos.py --only frozen-worker hanging-webhook
+    python tools/chaos.py --burners 2  # under load: two busy-loop processes for the whole run
     python tools/chaos.py --list
+
+Issue 28 added the audit's end-state checks (no succeeded record pointing at an object that is not
+live, no live output that no record references once the orphan sweeper ran) and six scenarios: a final
+write that lands and then errors, worker clocks 90 s behind, a receiver answering 10 MB slowly, two agents
+on one model cache folder, a burst of replayed submissions with workers killed, and workers killed between
+their upload and their final write.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import random
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -26,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetdev.local.audit import Report
+from fleetdev.local.ddb_fault_proxy import DynamoFaultProxy
 from fleetdev.local.platform import LocalOptions, LocalPlatform
 from runtime.jobs.store import JobStore
 
@@ -42,8 +54,7 @@ class Outcome:
 
     @property
     def passed(self) -> bool:
-        r = self.report
-        return not self.problems and r.lost == 0 and r.duplicated == 0 and not r.extra_jobs
+        return not self.problems and self.report.clean
 
     def line(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
@@ -103,6 +114,24 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Burners:
+    """N processes spinning a CPU each at normal priority while the run lasts (so "under load" is one thing)."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.procs = count, []
+
+    def __enter__(self) -> Burners:
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.count)]
+        if self.procs:
+            print(f"chaos: {self.count} burner process(es) running: pids {[b.pid for b in self.procs]}", flush=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait(10)
 
 
 def _store(p: LocalPlatform) -> JobStore:
@@ -267,6 +296,179 @@ def hanging_webhook(p: LocalPlatform, sup: Supervisor) -> list[str]:
         healthy.close()
 
 
+# -- issue 28's scenarios -------------------------------------------------------------------------------
+def _route_workers_dynamodb(p: LocalPlatform, url: str) -> None:
+    """Point every agent's DynamoDB endpoint at ``url`` and restart it on that config."""
+    for w in list(p.workers):
+        doc = json.loads(w.config_path.read_text())
+        doc["endpoints"]["dynamodb"] = url
+        w.config_path.write_text(json.dumps(doc, indent=2) + "\n")
+        p.restart_worker(w.index)
+    for w in p.workers:
+        _wait(lambda w=w: "backend ready" in w.process.log_path.read_text(errors="replace"), 40,
+              f"{w.name} to restart on the proxy")
+
+
+def final_write_applied_then_500(p: LocalPlatform, sup: Supervisor) -> list[str]:
+    """Every final write lands and is then answered 500 (botocore retries it): no output may be discarded."""
+    proxy = DynamoFaultProxy(p.moto_url, "applied-then-500").start()
+    try:
+        _route_workers_dynamodb(p, proxy.url)
+        ids = p.ledger.submit_batch(8, width=64, height=64)
+        views = p.ledger.wait_final(ids, timeout=90)
+    finally:
+        proxy.stop()
+    problems = [f"{i} ended {v['status']}" for i, v in views.items() if v["status"] != "succeeded"]
+    if proxy.faulted < len(ids):
+        problems.append(f"only {proxy.faulted} of {len(ids)} final writes were faulted")
+    return problems
+
+
+def clock_skew(p: LocalPlatform, sup: Supervisor) -> list[str]:
+    """Every worker's clock 90 s behind (the sweeper's is right): jobs finish on their first attempt."""
+    ids = p.ledger.submit_batch(6, width=64, height=64)
+    views = p.ledger.wait_final(ids, timeout=90)
+    store = _store(p)
+    problems = [f"{i} ended {v['status']}" for i, v in views.items() if v["status"] != "succeeded"]
+    swept = [i for i in ids if any(e.get("code") == "lease-expired" for e in store.get(i).get("attempt_errors") or [])]
+    if swept:
+        problems.append(f"{len(swept)} job(s) had a live lease swept as expired: {swept[:3]}")
+    if not any("behind AWS's" in w.process.log_path.read_text(errors="replace") for w in p.workers):
+        problems.append("no worker reported its clock offset")
+    return problems
+
+
+class BigSlowReceiver(Receiver):
+    """Answers 200 with a 10 MB body, 64 KiB every 50 ms (about 8 s for the whole body)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, dict[str, str]]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.calls.append((time.time(), dict(self.headers)))
+                self.send_response(200)
+                self.send_header("Content-Length", str(10 * 1024 * 1024))
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    for _ in range(160):
+                        self.wfile.write(b"x" * 65536)
+                        time.sleep(0.05)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+def slow_big_webhook(p: LocalPlatform, sup: Supervisor) -> list[str]:
+    """A receiver that answers 10 MB slowly must not delay another receiver's webhooks."""
+    slow, healthy = BigSlowReceiver(), Receiver()
+    try:
+        slow_ids = [p.ledger.submit(prompt=f"s{i}", width=64, height=64, webhook=slow.url,
+                                    webhook_events=["start", "completed"])["id"] for i in range(12)]
+        ok_ids = [p.ledger.submit(prompt=f"h{i}", width=64, height=64, webhook=healthy.url,
+                                  webhook_events=["completed"])["id"] for i in range(6)]
+        p.ledger.wait_final(slow_ids + ok_ids, timeout=90)
+        _wait(lambda: set(ok_ids) <= set(healthy.completed()), 30, "the healthy receiver's webhooks")
+        store, problems = _store(p), []
+        for job_id, at in healthy.completed().items():
+            lag = at - float(store.get(job_id)["completed_at"])
+            if lag > 5.0:
+                problems.append(f"{job_id}: 'completed' reached the healthy receiver {lag:.1f}s after the job ended")
+        if not slow.calls:
+            problems.append("the slow receiver was never called")
+        return problems
+    finally:
+        slow.close()
+        healthy.close()
+
+
+def shared_model_cache(p: LocalPlatform, sup: Supervisor) -> list[str]:
+    """A second agent started on the first one's model cache folder must refuse with a clear error."""
+    sup.hold.add(1)
+    first, second = p.workers
+    doc = json.loads(second.config_path.read_text())
+    doc["model_cache"]["cache_dir"] = json.loads(first.config_path.read_text())["model_cache"]["cache_dir"]
+    second.config_path.write_text(json.dumps(doc, indent=2) + "\n")
+    second = p.restart_worker(1)
+    _wait(lambda: not second.process.alive(), 40, "the second agent to refuse the shared folder")
+    problems = []
+    if "is in use by another agent" not in second.process.log_path.read_text(errors="replace"):
+        problems.append(f"the second agent did not say why it stopped: {second.process.tail(3)}")
+    ids = p.ledger.submit_batch(6, width=64, height=64)
+    views = p.ledger.wait_final(ids, timeout=60)
+    problems += [f"{i} ended {v['status']}" for i, v in views.items() if v["status"] != "succeeded"]
+    if ".part" in first.process.log_path.read_text(errors="replace"):
+        problems.append("the first agent lost a download to the second")
+    return problems
+
+
+def replayed_burst_with_kills(p: LocalPlatform, sup: Supervisor) -> list[str]:
+    """60 jobs, each submitted twice at once under one Idempotency-Key (failing transactions beside other
+    writes), a worker SIGKILLed every 3 s: every accepted job has a record and ends final once."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    def twice(i: int) -> set[str]:
+        key = uuid.uuid4().hex
+        with ThreadPoolExecutor(2) as pair:
+            views = list(pair.map(lambda _: p.ledger.submit(prompt=f"burst {i}", width=64, height=64, seed=i,
+                                                            idempotency_key=key), range(2)))
+        return {v["id"] for v in views}
+
+    stop = threading.Event()
+
+    def killer() -> None:
+        rng = random.Random(28)
+        while not stop.wait(3.0):
+            rng.choice(p.workers).process.kill()
+
+    threading.Thread(target=killer, daemon=True).start()
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            per_key = list(pool.map(twice, range(60)))
+    finally:
+        stop.set()
+    problems = [f"one Idempotency-Key answered {len(ids)} job ids" for ids in per_key if len(ids) != 1]
+    p.ledger.wait_final([i for ids in per_key for i in ids], timeout=150)
+    return problems
+
+
+def killed_after_upload(p: LocalPlatform, sup: Supervisor) -> list[str]:
+    """Final writes held 3 s; each job's first attempt is SIGKILLed once its outputs are uploaded: the job
+    succeeds on a later attempt and the killed attempt's objects are swept."""
+    proxy = DynamoFaultProxy(p.moto_url, "hold", hold_s=3.0).start()
+    s3, bucket = p.aws("s3"), p.resources.outputs_bucket
+    try:
+        _route_workers_dynamodb(p, proxy.url)
+        ids = p.ledger.submit_batch(4, width=64, height=64)
+        killed: set[str] = set()
+        deadline = time.monotonic() + 60
+        while len(killed) < len(ids) and time.monotonic() < deadline:
+            for job in set(ids) - killed:
+                rec = _store(p).get(job)
+                if rec["status"] != "running":
+                    continue
+                prefix = f"outputs/{job}/{int(rec['lease'])}/"
+                if s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount", 0):
+                    _worker(p, rec["worker_id"]).process.kill()
+                    killed.add(job)
+            time.sleep(0.1)
+        views = p.ledger.wait_final(ids, timeout=120)
+    finally:
+        proxy.stop()
+    problems = [f"{i} ended {v['status']}" for i, v in views.items() if v["status"] != "succeeded"]
+    if len(killed) < len(ids) or not proxy.dropped:
+        problems.append(f"killed {len(killed)} of {len(ids)} attempts after upload; {proxy.dropped} write(s) dropped")
+    return problems
+
+
 @dataclass(frozen=True)
 class Scenario:
     run: Callable[[LocalPlatform, Supervisor], list[str]]
@@ -284,19 +486,49 @@ SCENARIOS: dict[str, Scenario] = {
     "frozen-worker": Scenario(frozen_worker, {"test_pattern_delay_seconds": 2.0}),
     "outputs-bucket-missing": Scenario(outputs_bucket_missing, {"test_pattern_delay_seconds": 0.3}),
     "hanging-webhook": Scenario(hanging_webhook, {"test_pattern_delay_seconds": 0.2}),
+    "final-write-applied-then-500": Scenario(final_write_applied_then_500, {"test_pattern_delay_seconds": 0.3}),
+    "clock-skew": Scenario(clock_skew, {"test_pattern_delay_seconds": 2.0,
+                                        "worker_clock_offsets": {0: -90.0, 1: -90.0}}),
+    "slow-big-webhook": Scenario(slow_big_webhook, {"test_pattern_delay_seconds": 0.2}),
+    "shared-model-cache": Scenario(shared_model_cache, {"test_pattern_delay_seconds": 0.3, "models": "checkpoint",
+                                                        "worker_overrides": {"hot_models": ["sdxl-base-1.0"]}}),
+    "replayed-burst-with-kills": Scenario(replayed_burst_with_kills, {"test_pattern_delay_seconds": 0.5}),
+    "killed-after-upload": Scenario(killed_after_upload, {"test_pattern_delay_seconds": 0.5}),
 }
+ISSUE_28 = ("final-write-applied-then-500", "clock-skew", "slow-big-webhook", "shared-model-cache",
+            "replayed-burst-with-kills", "killed-after-upload")
+
+
+def _options(scenario: Scenario, run_dir: Path) -> dict[str, Any]:
+    options = {**FAST, **scenario.options}
+    if options.get("models") == "checkpoint":  # a small checkpoint in the model store (the real upload path)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = run_dir / "sdxl-base-1.0.safetensors"
+        checkpoint.write_bytes(b"not really weights" * 50_000)
+        options["models"] = {"sdxl-base-1.0": str(checkpoint)}
+    return options
+
+
+def _settled_report(platform: LocalPlatform, within_s: float = 15.0) -> Report:
+    """The audit once the orphan sweeper had its chance (it runs off the table's stream, a moment late)."""
+    deadline = time.monotonic() + within_s
+    report = platform.ledger.report()
+    while report.orphans and time.monotonic() < deadline:
+        time.sleep(1.0)
+        report = platform.ledger.report()
+    return report
 
 
 def run_scenario(name: str, run_dir: Path) -> Outcome:
     scenario = SCENARIOS[name]
     t0 = time.monotonic()
-    options = LocalOptions(run_dir=run_dir, **{**FAST, **scenario.options})
+    options = LocalOptions(run_dir=run_dir, **_options(scenario, run_dir))
     with LocalPlatform(options) as platform, Supervisor(platform) as sup:
         try:
             problems = scenario.run(platform, sup)
         except TimeoutError as exc:
             problems = [str(exc)]
-        report = platform.ledger.report()
+        report = _settled_report(platform)
     if report.failed != scenario.failed:
         problems.append(f"{report.failed} job(s) failed, the scenario expects {scenario.failed}")
     if report.succeeded + report.failed + report.canceled != report.submitted:
@@ -308,14 +540,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), help="run these scenarios only")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--issue-28", action="store_true", help="run the scenarios issue 28 added")
+    parser.add_argument("--burners", type=int, default=0, metavar="N",
+                        help="N busy-loop processes at normal priority for the whole run ('under load')")
     args = parser.parse_args(argv)
     if args.list:
         for name, sc in SCENARIOS.items():
-            print(f"{name:24} {sc.run.__doc__.splitlines()[0]}")
+            print(f"{name:30} {sc.run.__doc__.splitlines()[0]}")
         return 0
+    if args.burners < 0:
+        parser.error("--burners: give 0 or more busy-loop processes")
     outcomes = []
-    with tempfile.TemporaryDirectory(prefix="genai-chaos-") as tmp:
-        for name in args.only or list(SCENARIOS):
+    names = args.only or (list(ISSUE_28) if args.issue_28 else list(SCENARIOS))
+    with tempfile.TemporaryDirectory(prefix="genai-chaos-") as tmp, Burners(args.burners):
+        for name in names:
             outcome = run_scenario(name, Path(tmp) / name)
             outcomes.append(outcome)
             print(outcome.line(), flush=True)

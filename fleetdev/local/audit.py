@@ -1,9 +1,10 @@
 """Submit jobs to the local API, wait for them, and count what happened to each one.
 
 ``Ledger`` is the client side of the demo and the drills: it submits with an ``Idempotency-Key`` per
-job and retries transport errors, 5xx and 429 with backoff under the same key (so a retried submit
-never creates a second job), polls with bounded loops, then audits the jobs against the platform's
-own state (moto keeps it in memory, so it is queried, not inferred)::
+job and retries transport errors, 5xx, 429 and 409 (a replay of a request still in flight) with backoff
+under the same key (so a retried submit never creates a second job), polls with bounded loops, then
+audits the jobs against the platform's own state (moto keeps it in memory, so it is queried, not
+inferred)::
 
     submitted   jobs the API accepted (distinct job ids)
     succeeded / failed / canceled   final status in the job table
@@ -13,6 +14,10 @@ own state (moto keeps it in memory, so it is queried, not inferred)::
                 leaves a version), any output write under the job after it became final (a fenced-out
                 attempt must not write, and discards what it wrote before), a record changed after
                 it became final, or a second job record for one submission (``extra_jobs``)
+    missing     a succeeded record pointing at an object that is not live at the end (deleted, or never
+                written): the outputs of a final record never change (invariant 2)
+    orphans     live objects under a final job's ``outputs/<job>/`` that its record does not point at
+                (compared by object key): a killed attempt's upload the orphan sweeper should have deleted
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from runtime.jobs.store import FINAL, JobStore
+from runtime.jobs.store import FINAL, SUCCEEDED, JobStore
+from runtime.output_orphans import referenced_keys
 
 log = logging.getLogger(__name__)
 
-_RETRY_STATUS = {429, 500, 502, 503, 504}
+# 409 is only ever "the first request with this Idempotency-Key is still in flight; retry shortly".
+_RETRY_STATUS = {409, 429, 500, 502, 503, 504}
 
 
 @dataclass
@@ -46,16 +53,20 @@ class Report:
     dlq: int | None
     redelivered: int  # jobs with more than one attempt (expected after a kill or hand-back)
     problems: list[str] = field(default_factory=list)
+    missing: int = 0  # succeeded records whose outputs are not all live at the end
+    orphans: int = 0  # live objects of final jobs that no record points at
 
     def line(self, title: str = "") -> str:
         head = f"{title}: " if title else ""
         return (f"{head}jobs submitted {self.submitted} / succeeded {self.succeeded} / failed {self.failed} / "
                 f"duplicated {self.duplicated}  (lost {self.lost}, canceled {self.canceled}, redelivered "
-                f"{self.redelivered}, extra job records {self.extra_jobs}, DLQ {self.dlq})")
+                f"{self.redelivered}, extra job records {self.extra_jobs}, DLQ {self.dlq}, outputs missing "
+                f"{self.missing}, orphaned outputs {self.orphans})")
 
     @property
     def clean(self) -> bool:
-        return self.lost == 0 and self.duplicated == 0 and self.extra_jobs == 0
+        return (self.lost == 0 and self.duplicated == 0 and self.extra_jobs == 0 and self.missing == 0
+                and self.orphans == 0)
 
 
 class Ledger:
@@ -72,12 +83,14 @@ class Ledger:
     # -- submit and poll -------------------------------------------------------------------------------
     def submit(self, prompt: str = "a lighthouse at dusk", width: int = 512, height: int = 512, seed: int | None = None,
                wait: int | None = None, retry_for: float = 60.0, model: str = "sdxl-base-1.0",
-               webhook: str | None = None, webhook_events: list[str] | None = None) -> dict[str, Any]:
-        """POST /v1/jobs (``Prefer: wait=N`` when ``wait``); returns the job view. Retries for ``retry_for`` s."""
+               webhook: str | None = None, webhook_events: list[str] | None = None,
+               idempotency_key: str | None = None) -> dict[str, Any]:
+        """POST /v1/jobs (``Prefer: wait=N`` when ``wait``); returns the job view. Retries for ``retry_for`` s.
+        ``idempotency_key`` defaults to a fresh one (a drill replaying a submission passes its own)."""
         inputs: dict[str, Any] = {"prompt": prompt, "width": width, "height": height}
         if seed is not None:
             inputs["seed"] = seed
-        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         if wait:
             headers["Prefer"] = f"wait={wait}"
         body: dict[str, Any] = {"model": model, "task": "txt2img", "inputs": inputs}
@@ -168,9 +181,54 @@ class Ledger:
                 duplicated += 1
                 problems.append(f"{job_id}: {why}")
         extra = self._job_items() - len(set(ids))
+        missing, orphans = self._output_audit(store, ids, problems)
         return Report(submitted=len(set(ids)), succeeded=statuses["succeeded"], failed=statuses["failed"],
                       canceled=statuses["canceled"], lost=statuses["lost"], duplicated=duplicated,
-                      extra_jobs=max(0, extra), dlq=self._dlq_depth(), redelivered=redelivered, problems=problems)
+                      extra_jobs=max(0, extra), dlq=self._dlq_depth(), redelivered=redelivered, problems=problems,
+                      missing=missing, orphans=orphans)
+
+    # -- outputs at the end: referenced ones live, nothing else live (issue 28) ---------------------------
+    def _output_audit(self, store: JobStore, ids: list[str], problems: list[str]) -> tuple[int, int]:
+        """(succeeded records with a referenced object not live, live objects no final record references)."""
+        missing = orphans = 0
+        for job_id in ids:
+            record = store.get(job_id)
+            if record is None or record["status"] not in FINAL:
+                continue
+            live = set(self.live_output_keys(job_id))
+            gone = self.missing_outputs(record, live)
+            if gone:
+                missing += 1
+                problems.append(f"{job_id}: final record points at outputs that are not live: {gone[:3]}")
+            stray = self.orphan_outputs(record, live)
+            if stray:
+                orphans += len(stray)
+                problems.append(f"{job_id}: {len(stray)} live output(s) no record references: {stray[:3]}")
+        return missing, orphans
+
+    @staticmethod
+    def missing_outputs(record: dict[str, Any], live: set[str]) -> list[str]:
+        """Referenced keys of a succeeded record that are not live objects."""
+        if record.get("status") != SUCCEEDED:
+            return []
+        return sorted(referenced_keys(record) - live)
+
+    @staticmethod
+    def orphan_outputs(record: dict[str, Any], live: set[str]) -> list[str]:
+        """Live keys under a final job's folder that its record does not reference (by object key)."""
+        return sorted(live - referenced_keys(record))
+
+    def live_output_keys(self, job_id: str) -> list[str]:
+        """Keys of the live (current, not deleted) objects under ``outputs/<job_id>/``."""
+        keys: list[str] = []
+        kwargs = {"Bucket": self.resources.outputs_bucket, "Prefix": f"outputs/{job_id}/"}
+        for _ in range(100):  # bounded pagination
+            page = self.s3.list_objects_v2(**kwargs)
+            keys += [o["Key"] for o in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                break
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        return keys
 
     def output_versions(self, job_id: str) -> list[dict[str, Any]]:
         versions: list[dict[str, Any]] = []

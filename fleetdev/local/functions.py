@@ -2,8 +2,9 @@
 
 What runs on AWS as Lambdas (components/job_events.py) runs here with the same handler code, fed the
 way the event sources feed them: the jobs DLQ consumer (runtime.functions.reconciler), the lease sweeper on a
-timer, and the webhook dispatcher (fleetdev.local.webhook_dispatcher). Being its own process, it keeps
-going when a worker is killed or frozen, like the real functions.
+timer, the webhook dispatcher (fleetdev.local.webhook_dispatcher) and the output-orphan sweeper
+(runtime.functions.output_orphans, on its own reader of the table's stream, as its own event source mapping is).
+Being its own process, it keeps going when a worker is killed or frozen, like the real functions.
 
     python -m fleetdev.local.functions --config <run dir>/functions.json
 """
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from fleetdev.local.bootstrap import client
-from fleetdev.local.webhook_dispatcher import LocalWebhookDispatcher
+from fleetdev.local.webhook_dispatcher import LocalWebhookDispatcher, StreamPoller
+from runtime.functions.output_orphans import OrphanSweeper
 from runtime.functions.reconciler import reconcile_dead_letter, sweep
 from runtime.functions.webhooks import WebhookSender
 from runtime.jobs.store import JobStore
@@ -76,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
                                         table=cfg["job_table"], queue_url=cfg["webhook_queue_url"], sender=sender,
                                         base_url=cfg.get("api_url", ""), concurrency=int(cfg.get("senders", 16)))
     dispatcher.start()
+    orphans = None
+    if cfg.get("outputs_bucket"):
+        sweeper = OrphanSweeper(client("s3", endpoint, region), cfg["outputs_bucket"],
+                                cfg.get("outputs_prefix", "outputs"))
+        orphans = StreamPoller(ddb, client("dynamodbstreams", endpoint, region), cfg["job_table"], sweeper).start()
     threads = [threading.Thread(target=DeadLetterPoller(sqs, cfg["dlq_url"], store).run, args=(stop,), daemon=True),
                threading.Thread(target=run_sweeper, args=(store, int(cfg["max_attempts"]),
                                                           float(cfg["stale_lease_seconds"]),
@@ -86,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("functions ready")
     stop.wait()
     dispatcher.stop()
+    if orphans is not None:
+        orphans.stop()
     for t in threads:
         t.join(timeout=5)
     return 0

@@ -2,15 +2,17 @@
 
 What ``LocalPlatform.start()`` brings up, in order (``stop()`` takes it down in reverse)::
 
-    moto server          subprocess  python -m moto.server (S3, SQS, DynamoDB, SSM); SIGSTOP-able
+    moto server          subprocess  python -m fleetdev.local.moto_server (S3, SQS, DynamoDB, SSM; every
+                                     DynamoDB request atomic, as AWS's are); SIGSTOP-able
     stack resources      bootstrap   outputs + models buckets, queue + DLQ (redrive), job table, webhook
                                      secret in SSM, checkpoints in the model store (``models``)
     Kafka (optional)     in-process  librdkafka mock cluster, held by this process
     CDN stand-in         in-process  serves the outputs bucket over HTTP (fleetdev.local.cdn)
     fake IMDS per worker in-process  so a spot notice can target one worker (fleetdev.local.fake_imds)
     job API              subprocess  python -m fleetdev.local_server (the Lambda handler)
-    functions            subprocess  python -m fleetdev.local.functions: DLQ consumer, lease sweeper and
-                                     webhook dispatcher (the stack's Lambdas, same handler code)
+    functions            subprocess  python -m fleetdev.local.functions: DLQ consumer, lease sweeper,
+                                     webhook dispatcher and output-orphan sweeper (the stack's Lambdas,
+                                     same handler code)
     worker agents        subprocess  python -m runtime.worker run --config <run dir>/worker-N.json
 
 Every child runs in its own process group and is stopped with SIGTERM, then SIGKILL after a grace
@@ -27,6 +29,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET_PARAMETER = "/genai-fleet/local/webhook-secret"  # noqa: S105 - a parameter name
 # Local mode renders with test-pattern or drives an HTTP backend (ComfyUI, A1111) at a URL you give it.
 BACKENDS = ("test-pattern", *instance_contract.HTTP_BACKENDS)
+_LEDGER_LOCK = threading.Lock()
 
 
 @dataclass
@@ -87,6 +91,7 @@ class LocalOptions:
     stop_grace_seconds: float = 10.0
     worker_overrides: dict[str, Any] = field(default_factory=dict)  # extra agent config keys (top level)
     api_env: dict[str, str] = field(default_factory=dict)  # extra GENAI_* variables for the API
+    worker_clock_offsets: dict[int, float] = field(default_factory=dict)  # worker index -> wall clock offset (s)
 
 
 @dataclass
@@ -203,8 +208,8 @@ class LocalPlatform:
     def _start_moto(self) -> None:
         port = self.options.moto_port or free_port()
         self.moto_url = f"http://127.0.0.1:{port}"
-        self.moto = ManagedProcess("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                   self.run_dir / "moto.log", self._env, cwd=ROOT).start()
+        self.moto = ManagedProcess("moto", [sys.executable, "-m", "fleetdev.local.moto_server", "-H", "127.0.0.1",
+                                            "-p", str(port)], self.run_dir / "moto.log", self._env, cwd=ROOT).start()
         wait_for(lambda: httpx.get(f"{self.moto_url}/moto-api/", timeout=2).status_code == 200, 30, "moto server",
                  self.moto.alive)
 
@@ -265,7 +270,8 @@ class LocalPlatform:
             "webhook_queue_url": res.webhook_queue_url, "webhook_secret": self.webhook_secret,
             "api_url": self.api_url, "max_attempts": o.max_receive_count,
             "stale_lease_seconds": o.stale_lease_seconds, "sweep_every_seconds": 1.0,
-            "log_level": o.log_level, "webhook_timeout_s": o.webhook_timeout_seconds}, indent=2))
+            "log_level": o.log_level, "webhook_timeout_s": o.webhook_timeout_seconds,
+            "outputs_bucket": res.outputs_bucket, "outputs_prefix": "outputs"}, indent=2))
         self.functions = ManagedProcess("functions", [sys.executable, "-m", "fleetdev.local.functions", "--config",
                                                       str(path)], self.run_dir / "functions.log", self._env,
                                         cwd=ROOT).start()
@@ -320,11 +326,18 @@ class LocalPlatform:
                         group_name=f"{self.options.prefix}-workers").start()
         config_path = self.run_dir / f"worker-{index}.json"
         config_path.write_text(json.dumps(self.agent_config(index, imds.url, instance_id), indent=2) + "\n")
-        process = ManagedProcess(f"worker-{index}", [sys.executable, "-m", "runtime.worker", "run", "--config",
-                                                     str(config_path)],
+        process = ManagedProcess(f"worker-{index}", self._worker_argv(index, config_path),
                                  self.run_dir / f"worker-{index}.log", self._env, cwd=ROOT).start()
         return Worker(index, instance_id, imds, config_path,
                       self.run_dir / f"worker-{index}-autoscaling.jsonl", process)
+
+    def _worker_argv(self, index: int, config_path: Path) -> list[str]:
+        """The agent's command line; a worker with a clock offset runs under fleetdev.local.skewed_clock."""
+        agent = ["runtime.worker", "run", "--config", str(config_path)]
+        offset = self.options.worker_clock_offsets.get(index)
+        if offset:
+            return [sys.executable, "-m", "fleetdev.local.skewed_clock", str(offset), *agent]
+        return [sys.executable, "-m", *agent]
 
     def restart_worker(self, index: int) -> Worker:
         """Start worker ``index`` again on its config and fake IMDS, as systemd's Restart= would."""
@@ -334,8 +347,7 @@ class LocalPlatform:
         restarts = getattr(self, "_restarts", {})
         restarts[index] = restarts.get(index, 0) + 1
         self._restarts = restarts
-        process = ManagedProcess(f"worker-{index}", [sys.executable, "-m", "runtime.worker", "run", "--config",
-                                                     str(old.config_path)],
+        process = ManagedProcess(f"worker-{index}", self._worker_argv(index, old.config_path),
                                  self.run_dir / f"worker-{index}.restart-{restarts[index]}.log", self._env,
                                  cwd=ROOT).start()
         self.workers[index] = Worker(index, old.instance_id, old.imds, old.config_path, old.autoscaling_log, process)
@@ -364,7 +376,8 @@ class LocalPlatform:
     @property
     def ledger(self) -> Ledger:
         """Submit jobs, poll them, and count what happened to each (fleetdev.local.audit)."""
-        if not hasattr(self, "_ledger"):
-            self._ledger = Ledger(self.api_url, self.api_key, self.aws("s3"), self.aws("dynamodb"),
-                                  self.aws("sqs"), self.resources)
+        with _LEDGER_LOCK:  # drills submit from threads: one ledger, or the others' submissions go uncounted
+            if not hasattr(self, "_ledger"):
+                self._ledger = Ledger(self.api_url, self.api_key, self.aws("s3"), self.aws("dynamodb"),
+                                      self.aws("sqs"), self.resources)
         return self._ledger

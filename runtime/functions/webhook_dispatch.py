@@ -10,11 +10,14 @@
                                                  ▼ (after the queue's maxReceiveCount)
                                           deliveries DLQ (kept 14 days)
 
-Per-endpoint isolation: every delivery is its own message and its own short try (``SEND_TIMEOUT_S``),
-and a host whose last try timed out is not tried again for a while (``EndpointBreaker``): its
-deliveries wait in the queue, so a hanging receiver costs a sender one timeout and never delays
-another customer's webhooks or a job. Retries and backoff live in the queue (ChangeMessageVisibility),
-not in a sleeping process. Receivers deduplicate on ``Webhook-Id`` (delivery is at least once).
+Per-endpoint isolation: every delivery is its own message and its own short try (``SEND_TIMEOUT_S``
+caps the whole try, the receiver's answer included, and at most ``MAX_REPLY_BYTES`` of that answer is
+read: runtime.webhooks), at most ``MAX_IN_FLIGHT_PER_HOST`` tries to one host run at once, and a host
+whose last try timed out, could not connect, or answered too slowly or too much is not tried again for
+a while (``EndpointBreaker``): its deliveries wait in the queue, so a misbehaving receiver holds at most
+that many senders for one capped try each and never delays another customer's webhooks or a job.
+Retries and backoff live in the queue (ChangeMessageVisibility), not in a sleeping process. Receivers
+deduplicate on ``Webhook-Id`` (delivery is at least once).
 
 Environment: GENAI_WEBHOOK_QUEUE_URL (deliveries queue), GENAI_API_URL (links in payloads),
 GENAI_WEBHOOK_SECRET_PARAMETER (SSM SecureString; GENAI_WEBHOOK_SECRET in local mode),
@@ -38,6 +41,7 @@ from runtime.functions.webhooks import WebhookSender, load_secret_from_ssm
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 5.0
+MAX_IN_FLIGHT_PER_HOST = 2  # senders one receiver host may hold at once (per process)
 BACKOFF_S = (2, 10, 30, 60, 120, 300, 600, 900)  # by receive count; SQS caps visibility at 12 h
 
 
@@ -62,17 +66,39 @@ class StreamHandler:
 
 
 class EndpointBreaker:
-    """Per receiver host: after a try that timed out or could not connect, further deliveries to that host
-    wait (through the queue) instead of holding a sender for another timeout. Per process, so each Lambda
-    instance learns on its own; that bounds the damage of a hanging receiver to about one timeout each."""
+    """Per receiver host: after a try that timed out, could not connect, or got a reply over the time or size
+    cap, further deliveries to that host wait (through the queue) instead of holding a sender for another
+    capped try; and at most ``max_in_flight`` tries to one host run at once. Per process, so each Lambda
+    instance learns on its own; that bounds the damage of a misbehaving receiver to about one try each."""
 
-    def __init__(self, open_s: float = 30.0, clock: Any = time.monotonic) -> None:
+    def __init__(self, open_s: float = 30.0, clock: Any = time.monotonic,
+                 max_in_flight: int = MAX_IN_FLIGHT_PER_HOST) -> None:
         self.open_s, self._clock, self._open_until = open_s, clock, {}
+        self.max_in_flight, self._in_flight = max_in_flight, {}
         self._lock = threading.Lock()
 
     def allows(self, url: str) -> bool:
         with self._lock:
             return self._open_until.get(_host(url), 0.0) <= self._clock()
+
+    def acquire(self, url: str) -> bool:
+        """Take one of the host's try slots: False while its breaker is open or its slots are taken."""
+        host = _host(url)
+        with self._lock:
+            if self._open_until.get(host, 0.0) > self._clock() or self._in_flight.get(host, 0) >= self.max_in_flight:
+                return False
+            self._in_flight[host] = self._in_flight.get(host, 0) + 1
+            return True
+
+    def release(self, url: str) -> None:
+        """Give the host's try slot back (``record`` says how the try went)."""
+        host = _host(url)
+        with self._lock:
+            left = self._in_flight.get(host, 0) - 1
+            if left > 0:
+                self._in_flight[host] = left
+            else:
+                self._in_flight.pop(host, None)
 
     def record(self, url: str, transport_failure: bool) -> None:
         with self._lock:
@@ -107,12 +133,15 @@ class SenderHandler:
         except (ValueError, KeyError, TypeError) as exc:
             log.error("dropping a malformed delivery message %s: %s", record.get("messageId"), exc)
             return True
-        if self.breaker.allows(delivery.url):
-            result, retry = self.sender.try_once(delivery.url, delivery.event, delivery.job, delivery.webhook_id)
+        if self.breaker.acquire(delivery.url):
+            try:
+                result, retry = self.sender.try_once(delivery.url, delivery.event, delivery.job,
+                                                     delivery.webhook_id)
+            finally:
+                self.breaker.release(delivery.url)
+            self.breaker.record(delivery.url, transport_failure=result.trips_breaker)
             if result.delivered or not retry:
-                self.breaker.record(delivery.url, transport_failure=False)
                 return True
-            self.breaker.record(delivery.url, transport_failure=result.status_code is None)
         receives = int((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
         delay = BACKOFF_S[min(receives, len(BACKOFF_S)) - 1]
         try:

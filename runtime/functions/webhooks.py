@@ -21,6 +21,14 @@ Redirects are not followed. Before every try the URL goes through
 webhook reaches private, loopback, link-local (instance metadata) or other non-public addresses;
 ``allow_loopback`` exists for local mode only. A refused URL is a final failure, never retried.
 
+Each try is capped as a whole, not per read (httpx's timeouts apply to each read, so a receiver that
+trickles its answer could hold a sender for minutes): ``timeout_s`` bounds the try from connect to the
+last byte read, enforced by a watchdog that shuts the try's socket down (httpcore's ``trace`` extension
+hands it over) and by a deadline checked between body chunks. The reply body is streamed and at most
+``max_reply_bytes`` of it is read (only its status matters); a reply over the cap or over the time is
+``misbehaved`` in the result, which the dispatcher's breaker counts like a timeout. Connections are
+not kept alive (each try gets its own socket, so the watchdog can always reach it).
+
 Errors never escape ``send``: it returns a ``DeliveryResult``; webhook trouble must not fail a job.
 """
 
@@ -31,6 +39,8 @@ import hmac
 import json
 import logging
 import random
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,6 +57,7 @@ EVENTS = ("start", "output", "completed")
 SIGNATURE_HEADER = "Webhook-Signature"
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 USER_AGENT = "genai-fleet-webhooks/1"
+MAX_REPLY_BYTES = 64 * 1024  # of a receiver's answer read at most; the status is all a sender needs
 
 
 def sign(secret: bytes | str, timestamp: int, body: bytes) -> str:
@@ -83,6 +94,12 @@ class DeliveryResult:
     attempts: int
     status_code: int | None = None
     error: str | None = None
+    misbehaved: str | None = None  # the reply ran over the time or size cap (counted by the breaker)
+
+    @property
+    def trips_breaker(self) -> bool:
+        """No answer at all, or one that was too slow or too big: the endpoint should wait a while."""
+        return self.status_code is None or self.misbehaved is not None
 
 
 class WebhookSender:
@@ -92,7 +109,9 @@ class WebhookSender:
                  base_delay_s: float = 0.5, max_delay_s: float = 30.0, timeout_s: float = 5.0,
                  resolver: Resolver | None = None, transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] = random.random,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, max_reply_bytes: int = MAX_REPLY_BYTES,
+                 monotonic: Callable[[], float] = time.monotonic):
+        """``timeout_s`` caps one whole try (connect, send, answer); ``max_reply_bytes`` the answer read."""
         if not secret:
             raise ValueError("a webhook signing secret is required")
         self._secret = secret.encode() if isinstance(secret, str) else secret
@@ -100,7 +119,9 @@ class WebhookSender:
         self.max_attempts = max(1, max_attempts)
         self.base_delay_s, self.max_delay_s = base_delay_s, max_delay_s
         self._resolver, self._sleep, self._rng, self._clock = resolver, sleep, rng, clock
+        self.timeout_s, self.max_reply_bytes, self._monotonic = timeout_s, max_reply_bytes, monotonic
         self._client = httpx.Client(timeout=timeout_s, follow_redirects=False, transport=transport,
+                                    limits=httpx.Limits(max_keepalive_connections=0),
                                     headers={"User-Agent": USER_AGENT})
 
     def close(self) -> None:
@@ -162,15 +183,80 @@ class WebhookSender:
         headers = {"Content-Type": "application/json", "Webhook-Id": wid, "Webhook-Event": event,
                    "Webhook-Timestamp": str(timestamp), SIGNATURE_HEADER: sign(self._secret, timestamp, body),
                    **host_headers}
+        watchdog = _Watchdog(self.timeout_s)
         try:
-            resp = self._client.post(target, content=body, headers=headers, extensions=extensions)
+            status, retry_after, misbehaved = self._exchange(target, body, headers,
+                                                             {**extensions, "trace": watchdog.trace}, watchdog)
         except httpx.HTTPError as exc:
-            return DeliveryResult(False, attempt, error=f"{type(exc).__name__}: {exc}"), True, None
-        if 200 <= resp.status_code < 300:
-            return DeliveryResult(True, attempt, resp.status_code), False, None
-        retry = resp.status_code in RETRY_STATUSES
-        return (DeliveryResult(False, attempt, resp.status_code, error=f"HTTP {resp.status_code}"), retry,
-                _retry_after(resp.headers.get("Retry-After")))
+            cause = f"no answer within {self.timeout_s:g}s" if watchdog.fired else f"{type(exc).__name__}: {exc}"
+            return DeliveryResult(False, attempt, error=cause), True, None
+        finally:
+            watchdog.cancel()
+        if 200 <= status < 300:
+            return DeliveryResult(True, attempt, status, misbehaved=misbehaved), False, None
+        retry = status in RETRY_STATUSES
+        return (DeliveryResult(False, attempt, status, error=f"HTTP {status}", misbehaved=misbehaved), retry,
+                retry_after)
+
+    def _exchange(self, target: str, body: bytes, headers: dict[str, str], extensions: dict[str, Any],
+                  watchdog: _Watchdog) -> tuple[int, float | None, str | None]:
+        """(status, Retry-After, why the reply misbehaved): the answer streamed, read up to the size cap and
+        the deadline only, the connection then closed."""
+        deadline = self._monotonic() + self.timeout_s
+        watchdog.start()
+        with self._client.stream("POST", target, content=body, headers=headers, extensions=extensions) as resp:
+            status, retry_after = resp.status_code, _retry_after(resp.headers.get("Retry-After"))
+            read = 0
+            # raw bytes: a compressed body is not inflated (a small gzip reply can expand a thousandfold)
+            chunks = [resp.content] if resp.is_stream_consumed else resp.iter_raw()  # in-memory replies (tests)
+            for chunk in chunks:
+                read += len(chunk)
+                if read > self.max_reply_bytes:
+                    return status, retry_after, f"reply body over {self.max_reply_bytes} bytes"
+                if self._monotonic() > deadline:
+                    return status, retry_after, f"reply took over {self.timeout_s:g}s"
+            return status, retry_after, None
+
+
+class _Watchdog:
+    """Shuts a try's sockets down when its time is up, which ends any read blocked on them."""
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpcore's ``trace`` extension: keep the socket of each connection the try opens."""
+        if event.endswith((".connect_tcp.complete", ".start_tls.complete")):
+            stream = info.get("return_value")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                with self._lock:
+                    self._sockets.append(sock)
+                    if self.fired:
+                        _shut(sock)
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed, or a plain socket that TLS wrapped (its TLS socket is in the list)
+        log.debug("webhook socket already closed")
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -35,7 +35,9 @@ Transitions (conditions in brackets)::
     renew_lease     lease_expires_at = now + lease                 [lease = mine, running]
     release_attempt running -> queued, attempts-1 when not counted [lease = mine, running]
     fail_attempt    running -> queued, error appended              [lease = mine, running]
-    finish          running -> succeeded|failed|canceled           [not final (, lease = mine)]
+    finish          running -> succeeded|failed|canceled           [not final (, lease = mine)]; when the
+                    condition fails on a record already final with this lease and exactly these fields,
+                    the write was ours (applied, then an error and botocore's retry): True, as ``create``
     expire_lease    running -> queued or failed (sweeper)          [lease = seen, expired before cutoff]
 """
 
@@ -213,9 +215,25 @@ class AttemptTransitions:
         if lease is not None:
             condition += " AND lease = :lease"
             values[":lease"] = int(lease)
-        return self.table.update(job_id, {"status": status, "completed_at": now, "updated_at": now, **fields},
-                            condition=condition, values=values,
-                            remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS)) is not None
+        written = self.table.update(job_id, {"status": status, "completed_at": now, "updated_at": now, **fields},
+                                   condition=condition, values=values,
+                                   remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS)) is not None
+        if written or lease is None:
+            return written
+        # DynamoDB may answer 500 after applying a write; botocore then retries it, and the retry's condition
+        # fails on our own final record. That record is ours when it names our lease and holds what we wrote.
+        return self._finished_by(job_id, status, fields, int(lease))
+
+    def _finished_by(self, job_id: str, status: str, fields: dict[str, Any], lease: int) -> bool:
+        """True when the record is final with ``status``, ``lease`` and exactly ``fields``: our write landed."""
+        record = self.get(job_id)
+        if record is None or record.get("status") != status or int(record.get("lease") or 0) != lease:
+            return False
+        ours = all(record.get(key) == value for key, value in fields.items())
+        if ours:
+            log.warning("job %s: final write of lease %d applied before an error; botocore's retry found it "
+                        "made", job_id, lease)
+        return ours
 
     def expire_lease(self, record: dict[str, Any], cutoff: float, max_attempts: int) -> str | None:
         """Sweeper: a lease that ran out before ``cutoff`` belongs to a dead worker. Give the job back to

@@ -4,6 +4,7 @@ download.py (s3transfer) and ram_tier.py."""
 from runtime.model_cache.cache import (
     CachedModel,
     CacheFull,
+    CacheOwned,
     ModelCache,
     ModelCacheError,
     ModelNotFound,
@@ -14,5 +15,5 @@ from runtime.model_cache.cache import (
 )
 from runtime.model_cache.ram_tier import HostRamTier, pin_host_memory, size_of
 
-__all__ = ["CacheFull", "CachedModel", "HostRamTier", "ModelCache", "ModelCacheError", "ModelNotFound",
+__all__ = ["CacheFull", "CacheOwned", "CachedModel", "HostRamTier", "ModelCache", "ModelCacheError", "ModelNotFound",
            "ModelUnavailable", "RemoteFile", "RemoteModel", "manifest_resolver", "pin_host_memory", "size_of"]

@@ -5,7 +5,14 @@ Error hierarchy::
     ModelCacheError        any cache failure
     ├── ModelUnavailable   the manifest could not be read or a download failed (retried)
     │    └── ModelNotFound  the manifest has no such model (the job's input is wrong; not retried)
-    └── CacheFull          the model does not fit even after evicting everything evictable
+    ├── CacheFull          the model does not fit even after evicting everything evictable
+    └── CacheOwned         another process owns the cache folder (one agent per folder)
+
+One owner per folder: a cache takes an exclusive ``flock`` on the folder itself when it is made and holds
+it for its life (the kernel lets go when the process dies, however it dies; no file is added to the
+folder), and a second cache on the same folder, in another process or this one, raises ``CacheOwned``.
+Downloads, torn-entry clean-up and eviction assume that one owner (pins are in-process): two agents on one
+folder used to delete each other's downloads. One agent per GPU gives each agent a folder of its own.
 
 Layout: ``<cache_dir>/<model id with '/' as '--'>@<version>/<file paths from the manifest>`` plus a
 ``.complete`` marker written last (an entry without it is a torn download and is removed). The
@@ -25,6 +32,7 @@ seconds. The manifest comes from runtime.model_store (the model-store engineer's
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -58,6 +66,10 @@ class ModelNotFound(ModelUnavailable):
 
 class CacheFull(ModelCacheError):  # noqa: N818
     """The model does not fit in the cache even after evicting every unpinned entry."""
+
+
+class CacheOwned(ModelCacheError):  # noqa: N818
+    """Another process (or another cache in this one) owns the cache folder."""
 
 
 class Downloader(Protocol):
@@ -148,7 +160,14 @@ class ModelCache:
         self.hits = 0
         self.misses = 0
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._owner: _Owner | None = _Owner(self.cache_dir)
         self._remove_torn()
+
+    def close(self) -> None:
+        """Give up the folder (a process that exits gives it up anyway)."""
+        if self._owner is not None:
+            self._owner.close()
+            self._owner = None
 
     # -- public --------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -304,6 +323,28 @@ class ModelCache:
             tmp.unlink(missing_ok=True)
             raise ModelUnavailable(f"{f.key}: sha256 does not match the manifest")
         tmp.rename(target)
+
+
+class _Owner:
+    """An exclusive ``flock`` on the cache folder, held through an open descriptor of it."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.fd: int | None = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.close()
+            raise CacheOwned(f"model cache folder {cache_dir} is in use by another agent (it holds the folder's "
+                             "lock); give each agent its own model_cache.cache_dir (one agent per GPU: one folder "
+                             f"per GPU, e.g. {cache_dir}/gpu0 and {cache_dir}/gpu1)") from None
+        except OSError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the lock
+            self.fd = None
 
 
 @dataclass

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from runtime import instance_contract
 from runtime import metric_names as m
 from runtime.agent_config import AgentConfig, AgentConfigError, load
+from runtime.aws_clock import AwsClock
 from runtime.worker.health import Heartbeat, notify
 
 if TYPE_CHECKING:  # imported where the agent is built: self-check imports each module on its own
@@ -145,8 +146,9 @@ def _consumer(config: AgentConfig, worker_id: str, tiers: Any = None) -> Any:
                             idle_switch_seconds=q.affinity_idle_switch_seconds, tiers=tiers)
 
 
-def build(config: AgentConfig) -> tuple[Any, Any]:
-    """(agent, lifecycle watcher or None) wired from the config."""
+def build(config: AgentConfig, clock: AwsClock | None = None) -> tuple[Any, Any]:
+    """(agent, lifecycle watcher or None) wired from the config. Lease times are written in ``clock``'s
+    time: AWS's, measured from the job table's answers (runtime/aws_clock.py)."""
     from runtime.backends.base import create
     from runtime.jobs.store import JobStore
     from runtime.model_cache import ModelCache, manifest_resolver
@@ -168,12 +170,15 @@ def build(config: AgentConfig) -> tuple[Any, Any]:
         resolver = manifest_resolver(s3, mc.store_bucket, mc.manifest_key)
         cache = ModelCache(aws.ObjectStore(s3, mc.store_bucket), resolver, mc.cache_dir, mc.max_cache_bytes,
                            hot_models=config.hot_models, observe=metrics.emit)
+    clock = clock or AwsClock()
     backend = create(config)
     if backend.ram_tier is not None:
         backend.ram_tier.observe = metrics.emit  # ModelRamHits / ModelRamMisses
+    store = JobStore(config.job_table, clock.attach(aws.client("dynamodb", config.region, config.endpoints)),
+                     clock=clock.now)
+    clock.probe = lambda: store.get("clock-probe")  # one GetItem before the first lease is written
     agent = Agent(
-        config, consumer=_consumer(config, worker_id, _warm_tiers(cache, backend)),
-        store=JobStore(config.job_table, aws.client("dynamodb", config.region, config.endpoints)),
+        config, consumer=_consumer(config, worker_id, _warm_tiers(cache, backend)), store=store,
         backend=backend, uploader=OutputUploader(aws.ObjectStore(s3, config.outputs.bucket),
                                                  config.outputs.cdn_base_url, config.outputs.prefix),
         metrics=metrics, lifecycle=lifecycle, worker_id=worker_id, model_cache=cache)
@@ -246,13 +251,17 @@ def run(config_path: str) -> int:
     except AgentConfigError as exc:
         log.error("bad agent config: %s", exc)
         return 2
-    agent, watcher = build(config)
+    clock = AwsClock()
+    agent, watcher = build(config, clock)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     log.info("agent starting", extra={"worker_id": agent.worker_id, "backend": config.backend,
                                       "queue": config.queue.kind})
-    heartbeat = Heartbeat(agent.healthy, file=config.heartbeat_file,
-                          beat=lambda: agent.metrics.count(m.AGENT_HEARTBEAT, worker_id=agent.worker_id))
+    def beat() -> None:  # once a minute while healthy: alive, and how far this host's clock is from AWS's
+        agent.metrics.count(m.AGENT_HEARTBEAT, worker_id=agent.worker_id)
+        agent.metrics.emit({m.CLOCK_OFFSET: round(abs(clock.offset), 1)}, {"worker_id": agent.worker_id})
+
+    heartbeat = Heartbeat(agent.healthy, file=config.heartbeat_file, beat=beat)
     notify("READY=1")  # the process is up; from here on the watchdog judges it
     heartbeat.start()
     if watcher is not None:

@@ -230,4 +230,7 @@ def test_the_worker_entry_point_reads_tiers_from_the_disk_cache_and_the_backends
 
     Backend.ram_tier.put("flux-dev", b"x")
     assert _warm_tiers(Cache(), Backend())() == {"sd15": DISK, "flux-dev": RAM}
-    assert _warm_tiers(None, object())() == {}
+    class NoRamTier:
+        ram_tier = None  # the Backend interface's default
+
+    assert _warm_tiers(None, NoRamTier())() == {}

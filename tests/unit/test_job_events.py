@@ -15,13 +15,15 @@ SOURCE = "aws:lambda/eventSourceMapping:EventSourceMapping"
 TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/genai-dev-jobs"
 STREAM_ARN = TABLE_ARN + "/stream/2026-01-01T00:00:00.000"
 DLQ_ARN = "arn:aws:sqs:us-east-1:123456789012:genai-dev-jobs-dlq"
+OUTPUTS_ARN = "arn:aws:s3:::genai-dev-outputs-1a2b"
 
 
 def events(cfg, **kwargs):
     args = JobEventsArgs(stack=cfg.identity, storage=cfg.storage, max_attempts=cfg.queue.max_receive_count,
                          job_table_name="genai-dev-jobs", job_table_arn=TABLE_ARN,
                          job_table_stream_arn=STREAM_ARN, api_url="https://api.example.com",
-                         webhook_secret_parameter_name="/genai-fleet/dev/webhook-secret", **kwargs)
+                         webhook_secret_parameter_name="/genai-fleet/dev/webhook-secret",
+                         outputs_bucket_name="genai-dev-outputs-1a2b", outputs_bucket_arn=OUTPUTS_ARN, **kwargs)
     return build(lambda: JobEvents("events", args), "webhook_queue_url", "webhook_dlq_url")
 
 
@@ -40,7 +42,8 @@ def test_every_function_runs_the_runtime_handler(sqs):
     assert handlers == {"events-dead-letters-fn": "runtime.functions.reconciler.dead_letter_handler",
                         "events-sweeper-fn": "runtime.functions.reconciler.sweep_handler",
                         "events-webhook-stream-fn": "runtime.functions.webhook_dispatch.stream_handler",
-                        "events-webhook-sender-fn": "runtime.functions.webhook_dispatch.sender_handler"}
+                        "events-webhook-sender-fn": "runtime.functions.webhook_dispatch.sender_handler",
+                        "events-output-sweeper-fn": "runtime.functions.output_orphans.stream_handler"}
     sweeper = sqs.one(FN, "events-sweeper-fn").inputs["environment"]["variables"]
     assert sweeper["GENAI_MAX_ATTEMPTS"] == "3" and sweeper["GENAI_STALE_LEASE_SECONDS"] == str(STALE_LEASE_SECONDS)
 
@@ -76,3 +79,23 @@ def test_kafka_stacks_have_no_dlq_consumer():
     built = events(fleet(queueKind="kafka"), queue=kafka_endpoint())
     assert "events-dead-letters-fn" not in {r.name for r in built.of_type(FN)}
     assert {r.name for r in built.of_type(FN)} >= {"events-sweeper-fn", "events-webhook-sender-fn"}
+
+
+def test_output_sweeper_reads_final_transitions_and_touches_only_the_outputs_prefix(sqs):
+    """Issue 28: a killed attempt's outputs are deleted when its job turns final; list and delete rights
+    are scoped to ``outputs/`` of the outputs bucket."""
+    source = sqs.one(SOURCE, "events-output-sweeper-source").inputs
+    assert source["eventSourceArn"] == STREAM_ARN
+    pattern = json.loads(source["filterCriteria"]["filters"][0]["pattern"])
+    assert pattern == {"eventName": ["MODIFY"],
+                       "dynamodb": {"NewImage": {"status": {"S": ["succeeded", "failed", "canceled"]}}}}
+    policy = _policy(sqs, "output-sweeper")
+    assert policy["ListOutputs"] == {"Sid": "ListOutputs", "Effect": "Allow", "Action": ["s3:ListBucket"],
+                                     "Resource": OUTPUTS_ARN,
+                                     "Condition": {"StringLike": {"s3:prefix": ["outputs/*"]}}}
+    assert policy["DeleteOutputs"]["Action"] == ["s3:DeleteObject"]
+    assert policy["DeleteOutputs"]["Resource"] == OUTPUTS_ARN + "/outputs/*"
+    assert set(policy) == {"ReadStream", "ListOutputs", "DeleteOutputs", "Logs"}
+    env = sqs.one(FN, "events-output-sweeper-fn").inputs["environment"]["variables"]
+    assert env == {"GENAI_OUTPUTS_BUCKET": "genai-dev-outputs-1a2b", "GENAI_OUTPUTS_PREFIX": "outputs"}
+

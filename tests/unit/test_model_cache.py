@@ -164,11 +164,12 @@ def test_checksum_mismatch_and_torn_entries_are_removed(tmp_path: Path):
     with pytest.raises(ModelUnavailable, match="sha256"):
         cache.ensure("a")
     assert cache.entries() == [] and list(tmp_path.iterdir()) == []
-    (tmp_path / "torn@v1").mkdir()
-    ModelCache(store, resolver(models), tmp_path, 10_000)
-    assert not (tmp_path / "torn@v1").exists()
     with pytest.raises(ModelUnavailable):
         cache.ensure("missing")
+    (tmp_path / "torn@v1").mkdir()
+    cache.close()  # the agent exits
+    ModelCache(store, resolver(models), tmp_path, 10_000)
+    assert not (tmp_path / "torn@v1").exists()
 
 
 def test_preload_and_manifest_resolver_on_moto(moto_endpoint, tmp_path: Path):
@@ -198,6 +199,7 @@ def test_folders_that_are_not_entries_survive_the_torn_and_eviction_walks(tmp_pa
     (tmp_path / "lost+found").mkdir()
     cache = ModelCache(store, resolver(models), tmp_path, 900)
     name = link_model(cache.ensure("a").path, links)
+    cache.close()
     cache = ModelCache(store, resolver(models), tmp_path, 900)  # agent restart: torn walk
     cache.ensure("b")
     cache.ensure("c")  # evicts a

@@ -148,7 +148,7 @@ def test_alarms_and_encrypted_topic_when_enabled(alarmed):
     names = {a.name for a in alarmed.of_type(ALARM)}
     assert names == {f"monitoring-{s}" for s in
                      ("jobs-dead-lettered", "dlq-backed-up", "oldest-message", "job-error-rate", "api-5xx",
-                      "no-capacity")}
+                      "no-capacity", "clock-offset")}
     topic = alarmed.one("aws:sns/topic:Topic")
     key = alarmed.one("aws:kms/key:Key")
     assert topic.inputs["kmsMasterKeyId"] == key.outputs["arn"]
@@ -198,10 +198,28 @@ def test_capacity_and_api_alarms_watch_the_right_things(alarmed):
     assert (api["namespace"], api["metricName"], api["dimensions"]) == ("AWS/ApiGateway", "5xx", {"ApiId": "abc123"})
 
 
-def test_no_alarms_or_topic_when_disabled(quiet):
-    assert not quiet.of_type(ALARM)
+def test_no_notifying_alarms_or_topic_when_disabled(quiet):
+    """Only the clock alarm exists on such a stack (shown in the console, notifying nobody)."""
+    assert [a.name for a in quiet.of_type(ALARM)] == ["monitoring-clock-offset"]
+    assert quiet.one(ALARM).inputs.get("alarmActions", []) == []
     assert not quiet.of_type("aws:sns/topic:Topic")
     assert quiet.outputs["alarm_topic_arn"] is None
+
+
+@pytest.mark.parametrize("fixture", ["alarmed", "quiet"])
+def test_every_stack_alarms_on_worker_clock_offset_well_inside_the_lease_bound(fixture, request):
+    """Issue 28: leases are written in AWS's time (runtime/aws_clock.py) and the offset is a metric; the
+    alarm sits well inside the uncorrected bound (sweeper wait - lease = 270 s) and SigV4's 5 minutes."""
+    from components.job_events import STALE_LEASE_SECONDS
+    from components.monitoring import CLOCK_OFFSET_ALARM_SECONDS
+
+    built = request.getfixturevalue(fixture)
+    clock = built.one(ALARM, "monitoring-clock-offset").inputs
+    args = built.component._args
+    assert (clock["namespace"], clock["metricName"]) == (metric_names.NAMESPACE, metric_names.CLOCK_OFFSET)
+    assert clock["dimensions"] == fleet_dimensions(args.stack, args.cluster)
+    assert clock["statistic"] == "Maximum" and clock["threshold"] == CLOCK_OFFSET_ALARM_SECONDS
+    assert CLOCK_OFFSET_ALARM_SECONDS * 4 <= STALE_LEASE_SECONDS - 30
 
 
 # --- logs, agent config, spot events ----------------------------------------------------------------
