@@ -12,7 +12,8 @@
   own message, so a hanging receiver costs one invocation's few seconds and delays nobody else.
 - ``output-sweeper``: the job table's stream, final transitions only ->
   ``runtime.functions.output_orphans.stream_handler`` deletes the objects under ``outputs/<job>/`` that the
-  final record does not point at (attempts whose worker was killed after uploading). It may list only under ``outputs/`` and delete only there.
+  final record does not point at (attempts whose worker was killed after uploading). It may list only under
+  ``outputs/`` and delete only there.
 
 The functions run outside the VPC (the sender must reach the internet; the others only call AWS APIs).
 """
