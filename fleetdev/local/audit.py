@@ -32,8 +32,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from runtime.functions.output_orphans import referenced_keys
 from runtime.jobs.store import FINAL, SUCCEEDED, JobStore
-from runtime.output_orphans import referenced_keys
 
 log = logging.getLogger(__name__)
 

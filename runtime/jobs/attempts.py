@@ -226,7 +226,7 @@ class AttemptTransitions:
 
     def _finished_by(self, job_id: str, status: str, fields: dict[str, Any], lease: int) -> bool:
         """True when the record is final with ``status``, ``lease`` and exactly ``fields``: our write landed."""
-        record = self.get(job_id)
+        record = self.table.get(job_id)
         if record is None or record.get("status") != status or int(record.get("lease") or 0) != lease:
             return False
         ours = all(record.get(key) == value for key, value in fields.items())

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from runtime.aws_clock import AwsClock
+from runtime.functions.reconciler import sweep
 from runtime.jobs.store import RUNNING, JobStore
-from runtime.reconciler import sweep
 from tests.unit.job_store_fixtures import new_job
 
 
@@ -29,12 +29,12 @@ def test_a_worker_90s_behind_writes_leases_the_sweeper_does_not_expire(aws_clien
     sweeper = JobStore(job_table, aws_clients("dynamodb"))  # the sweeper's clock is right
     job = new_job(sweeper)
     behind.probe = lambda: worker.get("clock-probe")
-    attempt = worker.start_attempt(job, "w-1", 3, lease_seconds=10)  # the first call: probed first
+    attempt = worker.attempts.start_attempt(job, "w-1", 3, lease_seconds=10)  # the first call: probed first
     assert 88 < behind.offset < 92
     assert abs(float(attempt.record["lease_expires_at"]) - (time.time() + 10)) < 3
     report = sweep(sweeper, max_attempts=3, stale_after_s=6)
     assert report.expired == 0 and sweeper.get(job)["status"] == RUNNING
-    assert worker.renew_lease(job, attempt.lease, 10)
+    assert worker.attempts.renew_lease(job, attempt.lease, 10)
 
 
 def test_without_the_measured_offset_the_same_worker_is_swept_at_once(aws_clients, job_table):
@@ -42,5 +42,5 @@ def test_without_the_measured_offset_the_same_worker_is_swept_at_once(aws_client
     worker = JobStore(job_table, aws_clients("dynamodb"), clock=lambda: time.time() - 90)
     sweeper = JobStore(job_table, aws_clients("dynamodb"))
     job = new_job(worker)
-    worker.start_attempt(job, "w-1", 3, lease_seconds=10)
+    worker.attempts.start_attempt(job, "w-1", 3, lease_seconds=10)
     assert sweep(sweeper, max_attempts=3, stale_after_s=6).expired == 1

@@ -36,7 +36,7 @@ def _store(aws_clients, job_table, clock) -> tuple[JobStore, AppliedThenRetried]
 def test_success_that_landed_before_the_error_is_ours(aws_clients, job_table, clock):
     store, client = _store(aws_clients, job_table, clock)
     job = new_job(store)
-    attempt = store.start_attempt(job, "w-1", 3, 30)
+    attempt = store.attempts.start_attempt(job, "w-1", 3, 30)
     client.armed = True
     assert store.mark_succeeded(job, OUT, {"total_ms": 12.5}, lease=attempt.lease) is True
     final = store.get(job)
@@ -46,7 +46,7 @@ def test_success_that_landed_before_the_error_is_ours(aws_clients, job_table, cl
 def test_failure_that_landed_before_the_error_is_ours(aws_clients, job_table, clock):
     store, client = _store(aws_clients, job_table, clock)
     job = new_job(store)
-    attempt = store.start_attempt(job, "w-1", 3, 30)
+    attempt = store.attempts.start_attempt(job, "w-1", 3, 30)
     client.armed = True
     assert store.mark_failed(job, {"code": "bad-input", "message": "no"}, lease=attempt.lease) is True
 
@@ -55,7 +55,7 @@ def test_another_final_write_under_the_same_lease_is_not_ours(aws_clients, job_t
     """The sweeper fails an expired last attempt without taking its lease: same lease, other fields."""
     store, _ = _store(aws_clients, job_table, clock)
     job = new_job(store)
-    attempt = store.start_attempt(job, "w-1", 3, 30)
+    attempt = store.attempts.start_attempt(job, "w-1", 3, 30)
     assert store.mark_failed(job, {"code": "lease-expired", "message": "stopped renewing"}) is True
     assert store.mark_failed(job, {"code": "backend", "message": "boom"}, lease=attempt.lease) is False
     assert store.mark_succeeded(job, OUT, {}, lease=attempt.lease) is False
@@ -65,7 +65,7 @@ def test_another_final_write_under_the_same_lease_is_not_ours(aws_clients, job_t
 def test_a_later_lease_is_still_fenced_out(aws_clients, job_table, clock):
     store, _ = _store(aws_clients, job_table, clock)
     job = new_job(store)
-    stale = store.start_attempt(job, "w-1", 3, 30)
-    owner = store.start_attempt(job, "w-2", 3, 30)
+    stale = store.attempts.start_attempt(job, "w-1", 3, 30)
+    owner = store.attempts.start_attempt(job, "w-2", 3, 30)
     assert store.mark_succeeded(job, OUT, {}, lease=owner.lease) is True
     assert store.mark_succeeded(job, OUT, {}, lease=stale.lease) is False  # same outputs, not its lease

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import uuid
 
+from runtime.functions.output_orphans import OrphanSweeper, referenced_keys, unreferenced
 from runtime.jobs.store import serialize
-from runtime.output_orphans import OrphanSweeper, referenced_keys, unreferenced
 
 CDN = "https://d111.cloudfront.net"
 

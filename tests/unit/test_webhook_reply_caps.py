@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from runtime.webhook_dispatch import EndpointBreaker, SenderHandler
-from runtime.webhook_events import Delivery
-from runtime.webhooks import MAX_REPLY_BYTES, WebhookSender
+from runtime.functions.webhook_dispatch import EndpointBreaker, SenderHandler
+from runtime.functions.webhook_events import Delivery
+from runtime.functions.webhooks import MAX_REPLY_BYTES, WebhookSender
 
 JOB = {"id": "j", "status": "succeeded"}
 
