@@ -366,5 +366,5 @@ class LocalPlatform:
         """Submit jobs, poll them, and count what happened to each (fleetdev.local.audit)."""
         if not hasattr(self, "_ledger"):
             self._ledger = Ledger(self.api_url, self.api_key, self.aws("s3"), self.aws("dynamodb"),
-                                  self.aws("sqs"), self.resources)
+                                  self.aws("sqs"), self.resources, streams=self.aws("dynamodbstreams"))
         return self._ledger
