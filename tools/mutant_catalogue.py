@@ -11,7 +11,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Mutant:
     name: str
-    group: str  # leases | idempotency | ack-order | auth | size-limits | failure-table | lambda | cache | tests
+    group: str  # leases | idempotency | ack-order | auth | size-limits | failure-table | lambda | cache | audit | tests
     path: str  # file, relative to the repository root
     scope: str  # Class.method, function, or module-level name: where ``find`` must occur exactly once
     find: str
@@ -152,6 +152,18 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("ram-tier-hit-not-refreshed", "cache", "runtime/model_cache/ram_tier.py", "HostRamTier.get_or_load",
            "entry.used_at = self.clock()", "pass", (U + "test_cache_recency.py",),
            "a RAM-tier hit through get_or_load leaves the entry's LRU clock alone"),
+    # -- the chaos audit ----------------------------------------------------------------------------------------------
+    Mutant("audit-final-to-final-ignored", "audit", "fleetdev/local/audit.py", "_is_final_write",
+           "return any(old.get(k) != new.get(k) for k in _OUTCOME_FIELDS)", "return False",
+           (I + "test_chaos_audit.py",), "succeeded overwritten by failed passes the audit"),
+    Mutant("audit-deleted-strays-ignored", "audit", "fleetdev/local/audit.py", "recorded_attempt_writes",
+           'extra = sorted({v["Key"] for v in mine} - referenced)',
+           'extra = sorted({v["Key"] for v in mine if v.get("IsLatest")} - referenced)', (I + "test_chaos_audit.py",),
+           "an object written under the recorded attempt and deleted since passes the audit"),
+    Mutant("audit-deleted-late-writes-ignored", "audit", "fleetdev/local/audit.py", "late_writes_of_others",
+           'and not any(v["Key"].startswith(p) for p in prefixes)]',
+           'and not any(v["Key"].startswith(p) for p in prefixes) and v.get("IsLatest")]', (I + "test_chaos_audit.py",),
+           "a fenced-out attempt's late write that it deleted is not counted"),
     # -- the tests themselves ---------------------------------------------------------------------------------------
     Mutant("launch-template-token-renamed", "tests", "tests/unit/test_inference_cluster.py", "LT",
            '"aws:ec2/launchTemplate:LaunchTemplate"', '"aws:ec2/launchTemplate:LaunchTemplateV2"',

@@ -104,6 +104,11 @@ def test_a_write_under_the_recorded_attempt_after_the_final_write_is_caught():
     assert "after the final write" in recorded_attempt_writes(rewritten, RECORD)
 
 
+def test_a_stray_under_the_recorded_attempt_deleted_before_the_final_write_is_caught():
+    versions = [_version("outputs/j/2/a.png", FINAL_AT - 1), _version("outputs/j/2/b.png", FINAL_AT - 1, latest=False)]
+    assert "does not point at" in recorded_attempt_writes(versions, RECORD)
+
+
 def test_late_writes_of_fenced_out_attempts_count_even_when_deleted():
     versions = [_version("outputs/j/2/a.png", FINAL_AT - 1),
                 _version("outputs/j/1/a.png", FINAL_AT + 3, latest=False),  # deleted since: a delete marker is latest

@@ -39,5 +39,5 @@ def test_a_mutant_whose_text_moved_or_repeats_fails_loudly():
         mutate(source, Mutant("r", "g", "x.py", "A.f", "1", "2", (), ""))
     with pytest.raises(MutantNotFoundError, match="occurs 0 times"):
         mutate(source, Mutant("z", "g", "x.py", "A.f", "return 2", "return 3", (), ""))
-    with pytest.raises(MutantNotFoundError, match="no 'A.g'"):
+    with pytest.raises(MutantNotFoundError, match=r"no 'A\.g'"):
         mutate(source, Mutant("s", "g", "x.py", "A.g", "x", "y", (), ""))
