@@ -95,7 +95,7 @@ MUTANTS: tuple[Mutant, ...] = (
            'f"idem#{hashlib.sha256(key.encode()).hexdigest()}"', STORE_TESTS,
            "two API keys sharing an Idempotency-Key see each other's jobs"),
     Mutant("fingerprint-unsorted", "idempotency", "runtime/jobs/schema.py", "canonical_json",
-           "sort_keys=True", "sort_keys=False", (U + "test_job_schema.py",),
+           "sort_keys=True", "sort_keys=False", (U + "test_job_schema.py", U + "test_idempotency_fingerprint.py"),
            "the same body with keys in another order is an idempotency conflict"),
     # -- size limits --------------------------------------------------------------------------------------------
     Mutant("raw-body-limit-times-four", "size-limits", "runtime/api/app.py", "ApiApp.create_job",
