@@ -42,7 +42,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gib, "python": platform.python_version(),
-            "os": f"{platform.system()} {platform.release()}"}
+            "os": f"{platform.system()} {platform.release()}", "load_1m": round(os.getloadavg()[0], 1)}
 
 
 _BASELINE_WORDS = ("baseline", "bare", "base_")
@@ -121,7 +121,8 @@ def _label(bench: dict[str, Any]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     m = report["machine"]
-    lines = [f"Measured {report['date']} on {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB), "
+    load = f", load average {m['load_1m']} at the start" if m.get("load_1m") is not None else ""
+    lines = [f"Measured {report['date']} on {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB{load}), "
              f"Python {m['python']}, {m['os']}, with `make bench`. Each figure sits next to its baseline "
              f"measured in the same run on the same machine; ratio = value / baseline.", "",
              "| benchmark | figure | value | unit | same-run baseline | baseline value | ratio |",
