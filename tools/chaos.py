@@ -288,7 +288,7 @@ class Scenario:
     options: dict[str, Any]
     failed: int = 0  # jobs the scenario means to fail (a poison job); every other job must succeed
     fault: str = ""  # a key of FAULT_CLASSES
-    dead_lettered: int = 0  # jobs the scenario means the queue to dead-letter (each reconciled from the DLQ)
+    dead_lettered: int = 0  # jobs the queue must dead-letter (each reconciled from the DLQ); -1: any number
 
 
 SCENARIOS: dict[str, Scenario] = {
