@@ -16,7 +16,7 @@ WORKLOAD ?= sd15
 SCALEOUT = $(if $(wildcard planner/scaleout-$(STACK).json),--scaleout planner/scaleout-$(STACK).json)
 
 .PHONY: install test lint unit integration e2e static-check preview local demo bench ami docs help lambda-deps \
-	policy-config preview-aws up promote-ami webhook-secret api-key chaos fuzz plan plan-sweep measure-scaleout
+	policy-config preview-aws up promote-ami webhook-secret api-key chaos fuzz mutants plan plan-sweep measure-scaleout
 
 # Every test directory belongs to exactly one suite (tests/unit/test_make_targets.py checks it).
 UNIT_TESTS := tests/unit
@@ -24,7 +24,7 @@ INTEGRATION_TESTS := tests/integration tests/contract
 E2E_TESTS := tests/e2e tests/rehearsal
 
 help:
-	@echo "make demo | test | install | preview STACK=dev|prod | local | bench | chaos | fuzz | ami FLAVOR=cuda|neuron | docs"
+	@echo "make demo | test | install | preview STACK=dev|prod | local | bench | chaos | fuzz | mutants | ami FLAVOR=cuda|neuron | docs"
 	@echo "make test = static-check + unit + integration + e2e (each also on its own; PYTEST_ARGS=... passes through)"
 	@echo "deploy (README 'Deploying to AWS'): ami | promote-ami | webhook-secret | api-key | preview-aws | up"
 	@echo "make plan STACK=dev|prod TRACE=diurnal:peak=100,trough=20 WORKLOAD=sd15|sdxl|mix|FILE [PLAN_ARGS=...]"
@@ -82,6 +82,10 @@ demo: install
 
 chaos: install
 	$(BIN)/genai-chaos $(CHAOS_ARGS)
+
+# Planted one-line bugs in the invariant code, each against its tests (tools/mutant_catalogue.py); not in CI.
+mutants: install
+	$(PY) -m tools.mutants $(MUTANTS_ARGS)
 
 bench: install
 	$(BIN)/genai-bench $(BENCH_ARGS)

@@ -42,7 +42,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gib, "python": platform.python_version(),
-            "os": f"{platform.system()} {platform.release()}"}
+            "os": f"{platform.system()} {platform.release()}", "load_1m": round(os.getloadavg()[0], 1)}
 
 
 _BASELINE_WORDS = ("baseline", "bare", "base_")
@@ -72,7 +72,9 @@ def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
     - ``{"figures": [{"metric", "value", "unit", "baseline_metric", "baseline_value"}]}`` is used as is;
     - sections (nested objects of numbers) are paired: a section named like ``bare_*`` / ``baseline*``
       (or named by ``"baseline": "<section>"``) is the same-run baseline of every other section, figure
-      by figure (``api.p50_ms`` next to ``bare_sqs.p50_ms``);
+      by figure (``api.p50_ms`` next to ``bare_sqs.p50_ms``), except the sections listed in ``"unpaired"``,
+      which measure something the baseline has no counterpart of (a ratio of unrelated keys that share a
+      name says nothing);
     - remaining top-level numbers (ratios, fractions) are rows of their own; run settings are left out
       (they are shown with the benchmark's name).
     """
@@ -84,6 +86,7 @@ def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
         (k for k in sections if any(w in k.lower() for w in _BASELINE_WORDS)), None)
     rows: list[dict[str, Any]] = []
     base = sections.get(base_name or "", {})
+    unpaired = set(result.get("unpaired") or ())
     for name, section in sections.items():
         if name == base_name:
             continue
@@ -91,7 +94,7 @@ def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
             if not _is_number(value) or key in _SETTINGS:
                 continue
             row = {"metric": f"{name} {key}", "value": value, "unit": _unit(key) or _unit(name)}
-            if _is_number(base.get(key)):
+            if _is_number(base.get(key)) and name not in unpaired:
                 row.update(baseline_metric=f"{base_name} {key}", baseline_value=base[key])
             rows.append(row)
     if base_name and not rows:  # only a baseline section: show it plainly
@@ -118,7 +121,8 @@ def _label(bench: dict[str, Any]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     m = report["machine"]
-    lines = [f"Measured {report['date']} on {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB), "
+    load = f", load average {m['load_1m']} at the start" if m.get("load_1m") is not None else ""
+    lines = [f"Measured {report['date']} on {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB{load}), "
              f"Python {m['python']}, {m['os']}, with `make bench`. Each figure sits next to its baseline "
              f"measured in the same run on the same machine; ratio = value / baseline.", "",
              "| benchmark | figure | value | unit | same-run baseline | baseline value | ratio |",

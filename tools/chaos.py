@@ -2,8 +2,9 @@
 
 Each scenario starts local mode (moto, API, functions, workers with a supervisor that restarts any
 worker that dies, as systemd's ``Restart=`` does), injects its fault by PID, and ends with a ledger
-line and the audit of fleetdev.local.audit: every submitted job final exactly once, no output written
-after its job was final, no final record changed, plus the scenario's own checks. Loopback only,
+line and the audit of fleetdev.local.audit: every submitted job final exactly once (the table's stream
+counts final writes), no output written after its job was final, no final record changed, the DLQ drained
+with as many dead letters as the scenario means, plus the scenario's own checks. Loopback only,
 every wait bounded; the whole run takes a few minutes on two cores.
 
     python tools/chaos.py              # every scenario
@@ -227,8 +228,11 @@ def aws_freeze_past_lease(p: LocalPlatform, sup: Supervisor) -> list[str]:
     p.freeze_aws()
     time.sleep(3 * p.options.visibility_timeout_seconds + 1)
     p.thaw_aws()
-    p.ledger.wait_final(ids, timeout=120)
-    return []
+    views = p.ledger.wait_final(ids, timeout=120)
+    problems = [f"{i} ended {v['status']}" for i, v in views.items() if v["status"] != "succeeded"]
+    if sup.restarts:  # invariant 5: a failing dependency never ends the agent process
+        problems.append(f"an AWS outage restarted a worker {sup.restarts} time(s)")
+    return problems
 
 
 def frozen_worker(p: LocalPlatform, sup: Supervisor) -> list[str]:
@@ -467,6 +471,17 @@ def killed_after_upload(p: LocalPlatform, sup: Supervisor) -> list[str]:
     if len(killed) < len(ids) or not proxy.dropped:
         problems.append(f"killed {len(killed)} of {len(ids)} attempts after upload; {proxy.dropped} write(s) dropped")
     return problems
+# What a scenario breaks; `make test` runs one scenario of each (tests/e2e/test_chaos.py checks the cover).
+FAULT_CLASSES = {
+    "process-death": "a worker killed (SIGKILL, OOM) mid-job",
+    "spot-drain": "a spot notice: the worker drains and hands its job back",
+    "frozen-process": "a worker stopped (SIGSTOP) past its lease, then woken",
+    "aws-outage": "the local AWS frozen, failing after a write it applied, or a bucket gone while jobs run",
+    "slow-receiver": "a webhook receiver that hangs, or answers a huge body slowly",
+    "clock-skew": "the workers' clocks far behind AWS's",
+    "shared-cache": "two agents started on one model cache folder",
+}
+DLQ_DRAIN_S = 15.0  # the DLQ consumer polls every second: a dead letter is reconciled and deleted well within this
 
 
 @dataclass(frozen=True)
@@ -474,26 +489,35 @@ class Scenario:
     run: Callable[[LocalPlatform, Supervisor], list[str]]
     options: dict[str, Any]
     failed: int = 0  # jobs the scenario means to fail (a poison job); every other job must succeed
+    fault: str = ""  # a key of FAULT_CLASSES
+    dead_lettered: int = 0  # jobs the queue must dead-letter (each reconciled from the DLQ); -1: any number
 
 
 SCENARIOS: dict[str, Scenario] = {
-    "kill9": Scenario(kill9, {"test_pattern_delay_seconds": 1.0}),
-    "worker-killing-job": Scenario(worker_killing_job, {"test_pattern_delay_seconds": 0.5}, failed=1),
-    "spot-handbacks": Scenario(spot_handbacks, {"test_pattern_delay_seconds": 4.0}),
+    "kill9": Scenario(kill9, {"test_pattern_delay_seconds": 1.0}, fault="process-death"),
+    "worker-killing-job": Scenario(worker_killing_job, {"test_pattern_delay_seconds": 0.5}, failed=1,
+                                   fault="process-death", dead_lettered=-1),
+    "spot-handbacks": Scenario(spot_handbacks, {"test_pattern_delay_seconds": 4.0}, fault="spot-drain"),
     "spot-handbacks-to-dlq": Scenario(spot_handbacks_to_dlq, {"test_pattern_delay_seconds": 4.0,
-                                                              "handback_allowance": 0}, failed=1),
-    "aws-freeze-past-lease": Scenario(aws_freeze_past_lease, {"test_pattern_delay_seconds": 1.0}),
-    "frozen-worker": Scenario(frozen_worker, {"test_pattern_delay_seconds": 2.0}),
-    "outputs-bucket-missing": Scenario(outputs_bucket_missing, {"test_pattern_delay_seconds": 0.3}),
-    "hanging-webhook": Scenario(hanging_webhook, {"test_pattern_delay_seconds": 0.2}),
-    "final-write-applied-then-500": Scenario(final_write_applied_then_500, {"test_pattern_delay_seconds": 0.3}),
+                                                              "handback_allowance": 0}, failed=1,
+                                      fault="spot-drain", dead_lettered=1),
+    "aws-freeze-past-lease": Scenario(aws_freeze_past_lease, {"test_pattern_delay_seconds": 1.0}, fault="aws-outage"),
+    "frozen-worker": Scenario(frozen_worker, {"test_pattern_delay_seconds": 2.0}, fault="frozen-process"),
+    "outputs-bucket-missing": Scenario(outputs_bucket_missing, {"test_pattern_delay_seconds": 0.3},
+                                       fault="aws-outage"),
+    "hanging-webhook": Scenario(hanging_webhook, {"test_pattern_delay_seconds": 0.2}, fault="slow-receiver"),
+    "final-write-applied-then-500": Scenario(final_write_applied_then_500, {"test_pattern_delay_seconds": 0.3},
+                                             fault="aws-outage"),
     "clock-skew": Scenario(clock_skew, {"test_pattern_delay_seconds": 2.0,
-                                        "worker_clock_offsets": {0: -90.0, 1: -90.0}}),
-    "slow-big-webhook": Scenario(slow_big_webhook, {"test_pattern_delay_seconds": 0.2}),
+                                        "worker_clock_offsets": {0: -90.0, 1: -90.0}}, fault="clock-skew"),
+    "slow-big-webhook": Scenario(slow_big_webhook, {"test_pattern_delay_seconds": 0.2}, fault="slow-receiver"),
     "shared-model-cache": Scenario(shared_model_cache, {"test_pattern_delay_seconds": 0.3, "models": "checkpoint",
-                                                        "worker_overrides": {"hot_models": ["sdxl-base-1.0"]}}),
-    "replayed-burst-with-kills": Scenario(replayed_burst_with_kills, {"test_pattern_delay_seconds": 0.5}),
-    "killed-after-upload": Scenario(killed_after_upload, {"test_pattern_delay_seconds": 0.5}),
+                                                        "worker_overrides": {"hot_models": ["sdxl-base-1.0"]}},
+                                   fault="shared-cache"),
+    "replayed-burst-with-kills": Scenario(replayed_burst_with_kills, {"test_pattern_delay_seconds": 0.5},
+                                          fault="process-death"),
+    "killed-after-upload": Scenario(killed_after_upload, {"test_pattern_delay_seconds": 0.5},
+                                    fault="process-death"),
 }
 ISSUE_28 = ("final-write-applied-then-500", "clock-skew", "slow-big-webhook", "shared-model-cache",
             "replayed-burst-with-kills", "killed-after-upload")
@@ -528,12 +552,31 @@ def run_scenario(name: str, run_dir: Path) -> Outcome:
             problems = scenario.run(platform, sup)
         except TimeoutError as exc:
             problems = [str(exc)]
+        problems += judge_dead_letters(platform, scenario)
         report = _settled_report(platform)
     if report.failed != scenario.failed:
         problems.append(f"{report.failed} job(s) failed, the scenario expects {scenario.failed}")
     if report.succeeded + report.failed + report.canceled != report.submitted:
         problems.append("not every submitted job is final")
     return Outcome(name, report, problems + report.problems, time.monotonic() - t0)
+
+
+def judge_dead_letters(p: LocalPlatform, scenario: Scenario) -> list[str]:
+    """The DLQ per scenario: drained to zero within DLQ_DRAIN_S (every dead letter reconciled and deleted by
+    its consumer), and as many jobs failed ``dead-lettered`` as the scenario means (-1: any number)."""
+    depth = p.ledger.dlq_depth()
+    deadline = time.monotonic() + DLQ_DRAIN_S
+    while depth and time.monotonic() < deadline:
+        time.sleep(0.2)
+        depth = p.ledger.dlq_depth()
+    problems = [] if not depth else [f"the DLQ still holds {depth} message(s) {DLQ_DRAIN_S:.0f}s after the run"]
+    if scenario.dead_lettered >= 0:
+        store = _store(p)
+        records = [store.get(i) or {} for i in p.ledger.submitted]
+        lettered = sum((r.get("error") or {}).get("code") == "dead-lettered" for r in records)
+        if lettered != scenario.dead_lettered:
+            problems.append(f"{lettered} job(s) dead-lettered, the scenario expects {scenario.dead_lettered}")
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:

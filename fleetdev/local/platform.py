@@ -379,5 +379,6 @@ class LocalPlatform:
         with _LEDGER_LOCK:  # drills submit from threads: one ledger, or the others' submissions go uncounted
             if not hasattr(self, "_ledger"):
                 self._ledger = Ledger(self.api_url, self.api_key, self.aws("s3"), self.aws("dynamodb"),
-                                      self.aws("sqs"), self.resources)
+                                      self.aws("sqs"), self.resources,
+                                      streams=self.aws("dynamodbstreams"))
         return self._ledger

@@ -85,6 +85,15 @@ class Built:
         return self.recording.one(type_token, name)
 
 
+def each(source: Built | Recording, type_token: str) -> list[RecordedResource]:
+    """The resources of ``type_token`` to check one by one; fails when there are none, since a loop over nothing
+    asserts nothing (a renamed type token would leave every check inside it green). Tests loop over this, never
+    over ``of_type`` itself (tests/unit/test_test_hygiene.py)."""
+    found = source.of_type(type_token)
+    assert found, f"no {type_token} was declared: the checks on each of them ran on none"
+    return found
+
+
 def build(factory: Callable[[], pulumi.ComponentResource], *outputs: str, region: str = "us-east-1",
           stack: str = "dev") -> Built:
     recorder = RecordingMocks(region)

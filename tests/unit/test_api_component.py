@@ -9,7 +9,7 @@ import pytest
 
 from components.api import AUTH_ROUTES, Api, ApiArgs
 from genai_policies import security
-from tests.unit.component_harness import build, fleet, kafka_endpoint, sqs_endpoint
+from tests.unit.component_harness import build, each, fleet, kafka_endpoint, sqs_endpoint
 
 TOKEN = "genai:api:Api"
 FN = "aws:lambda/function:Function"
@@ -120,7 +120,7 @@ def test_handler_policy_is_least_privilege(keyed):
 
 
 def test_routes_satisfy_the_policy_pack_rule(keyed):
-    for route in keyed.of_type(ROUTE):
+    for route in each(keyed, ROUTE):
         assert route.inputs["routeKey"] in security.ROUTES_SCHEMA.properties["publicRoutes"]["default"] \
             or route.inputs["authorizationType"] != "NONE"
 

@@ -15,7 +15,7 @@ from components.inference_cluster import InferenceCluster, InferenceClusterArgs
 from components.scaling_plan import on_demand_percentage
 from fleetdev.pulumi_mocks import MOCK_AMI_ID
 from runtime import agent_config
-from tests.unit.component_harness import Built, build, fleet, kafka_endpoint, sqs_endpoint, stack_fleet
+from tests.unit.component_harness import Built, build, each, fleet, kafka_endpoint, sqs_endpoint, stack_fleet
 
 ACCT, REGION = "123456789012", "us-east-1"
 LT = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -85,7 +85,7 @@ def group(built: Built, suffix: str):
 @pytest.mark.parametrize("fixture", ["mixed", "spot_only", "neuron"])
 def test_imdsv2_required_everywhere(fixture, request):
     built = request.getfixturevalue(fixture)
-    for lt in built.of_type(LT):
+    for lt in each(built, LT):
         meta = lt.inputs["metadataOptions"]
         assert meta["httpTokens"] == "required", lt.name
         assert meta["httpEndpoint"] == "enabled"
@@ -93,7 +93,7 @@ def test_imdsv2_required_everywhere(fixture, request):
 
 
 def test_launch_template_hardening(mixed):
-    for lt in mixed.of_type(LT):
+    for lt in each(mixed, LT):
         root = lt.inputs["blockDeviceMappings"][0]
         assert root["ebs"]["volumeType"] == "gp3" and root["ebs"]["encrypted"] == "true"
         assert lt.inputs["monitoring"] == {"enabled": True}
@@ -166,13 +166,13 @@ def test_warm_pool_only_on_the_on_demand_group(mixed, spot_only):
     assert od["warmPool"]["minSize"] == 1
     assert od["warmPool"]["instanceReusePolicy"] == {"reuseOnScaleIn": True}
     assert [g.name for g in spot_only.of_type(ASG)] == ["cluster-spot"]
-    assert all("warmPool" not in g.inputs for g in spot_only.of_type(ASG))
+    assert all("warmPool" not in g.inputs for g in each(spot_only, ASG))
     assert spot_only.outputs["on_demand_group_name"] is None
 
 
 @pytest.mark.parametrize("fixture", ["mixed", "spot_only"])
 def test_groups_propagate_stack_tags_and_publish_metrics(fixture, request):
-    for g in request.getfixturevalue(fixture).of_type(ASG):
+    for g in each(request.getfixturevalue(fixture), ASG):
         tags = {t["key"]: t for t in g.inputs["tags"]}
         for key in ("Project", "Environment", "Owner", "CostCenter"):
             assert tags[key]["propagateAtLaunch"] is True
@@ -182,7 +182,7 @@ def test_groups_propagate_stack_tags_and_publish_metrics(fixture, request):
 
 
 def test_both_lifecycle_hooks_on_every_group(mixed):
-    for g in mixed.of_type(ASG):
+    for g in each(mixed, ASG):
         hooks = {h["lifecycleTransition"]: h for h in g.inputs["initialLifecycleHooks"]}
         launching = hooks["autoscaling:EC2_INSTANCE_LAUNCHING"]
         terminating = hooks["autoscaling:EC2_INSTANCE_TERMINATING"]

@@ -18,7 +18,7 @@ from components.monitoring import (
 )
 from components.monitoring_dashboard import fleet_dimensions
 from runtime import metric_names
-from tests.unit.component_harness import Built, build, fleet, kafka_endpoint, sqs_endpoint
+from tests.unit.component_harness import Built, build, each, fleet, kafka_endpoint, sqs_endpoint
 
 
 def slices(cfg) -> dict:
@@ -73,7 +73,7 @@ def dashboard_metrics(body: dict) -> list[tuple[str, str, dict]]:
 
 def alarm_metrics(built: Built) -> list[tuple[str, str, dict]]:
     found = []
-    for alarm in built.of_type(ALARM):
+    for alarm in each(built, ALARM):
         if alarm.inputs.get("metricName"):
             found.append((alarm.inputs["namespace"], alarm.inputs["metricName"], alarm.inputs.get("dimensions", {})))
         for query in alarm.inputs.get("metricQueries", []):
@@ -156,7 +156,7 @@ def test_alarms_and_encrypted_topic_when_enabled(alarmed):
     cw = [st for st in key_policy["Statement"] if st.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
     assert cw and {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(cw[0]["Action"])
     assert key.inputs["enableKeyRotation"] is True
-    for alarm in alarmed.of_type(ALARM):
+    for alarm in each(alarmed, ALARM):
         assert alarm.inputs["alarmActions"] == [topic.outputs["arn"]]
     sub = alarmed.one("aws:sns/topicSubscription:TopicSubscription")
     assert (sub.inputs["protocol"], sub.inputs["endpoint"]) == ("email", "oncall@example.com")
@@ -164,7 +164,7 @@ def test_alarms_and_encrypted_topic_when_enabled(alarmed):
 
 
 def test_alarm_queries_return_exactly_one_series(alarmed):
-    for alarm in alarmed.of_type(ALARM):
+    for alarm in each(alarmed, ALARM):
         queries = alarm.inputs.get("metricQueries")
         if queries:
             assert [q.get("returnData") for q in queries].count(True) == 1, alarm.name

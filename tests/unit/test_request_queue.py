@@ -17,7 +17,7 @@ from components.request_queue import (
     kafka_partitions,
 )
 from runtime import metric_names
-from tests.unit.component_harness import build, children, fleet, stack_fleet
+from tests.unit.component_harness import build, children, each, fleet, stack_fleet
 
 TOKEN = "genai:queue:RequestQueue"
 QUEUE = "aws:sqs/queue:Queue"
@@ -86,7 +86,7 @@ def test_visibility_is_a_short_lease_independent_of_the_job_time_limit(dev, prod
 
 
 def test_queues_are_encrypted_and_long_polled(dev):
-    for q in dev.of_type(QUEUE):
+    for q in each(dev, QUEUE):
         assert q.inputs.get("sqsManagedSseEnabled") is True or q.inputs.get("kmsMasterKeyId")
         assert q.inputs["receiveWaitTimeSeconds"] == 20
         assert not q.inputs.get("fifoQueue")
