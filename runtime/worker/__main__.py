@@ -251,8 +251,14 @@ def run(config_path: str) -> int:
     except AgentConfigError as exc:
         log.error("bad agent config: %s", exc)
         return 2
+    from runtime.model_cache import CacheOwned
+
     clock = AwsClock()
-    agent, watcher = build(config, clock)
+    try:
+        agent, watcher = build(config, clock)
+    except CacheOwned as exc:  # a second agent on one cache folder: say which setting to change, then stop
+        log.error("cannot start: %s", exc)
+        return 2
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     log.info("agent starting", extra={"worker_id": agent.worker_id, "backend": config.backend,
