@@ -25,7 +25,8 @@ inferred)::
                 counted and reported even when their attempt deleted them since
 
 S3 lists ``LastModified`` in whole seconds (moto as AWS), so "after the final write" means in a later
-second than ``completed_at``: a late write within the same second is seen only by the prefix rule.
+second than the final write (the stream record's creation time, the server's clock, else ``completed_at``): a
+late write within the same second is seen only by the prefix rule.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class Ledger:
                                  headers={"Authorization": f"Bearer {api_key}"})
         self.s3, self.dynamodb, self.sqs, self.resources = s3, dynamodb, sqs, resources
         self.streams = streams
+        self.final_at: dict[str, float] = {}  # job id -> its first final write, by the table's stream (server time)
         self.submitted: dict[str, dict[str, Any]] = {}  # job id -> {"inputs", "submitted_at", "response"}
 
     def close(self) -> None:
@@ -190,12 +192,13 @@ class Ledger:
             if int(record.get("attempts") or 0) > 1:
                 redelivered += 1
             versions = self.output_versions(job_id)
-            late = late_writes_of_others(versions, record)
+            final_at = self.final_at.get(job_id)
+            late = late_writes_of_others(versions, record, final_at)
             late_writes += len(late)
             if late:
                 problems.append(f"{job_id}: {len(late)} write(s) of fenced-out attempts after the job was final "
                                 f"(deleted since or not): {sorted(late)[:3]}")
-            why = (self._duplicate(job_id, record, versions) or recorded_attempt_writes(versions, record)
+            why = (self._duplicate(job_id, record, versions) or recorded_attempt_writes(versions, record, final_at)
                    or _second_final_write(final_writes, job_id))
             if why:
                 duplicated += 1
@@ -320,7 +323,11 @@ class Ledger:
             data = rec.get("dynamodb") or {}
             new, old = _plain_image(data.get("NewImage")), _plain_image(data.get("OldImage"))
             if _is_final_write(old, new):
-                counts[str(new.get("job_id") or "")] += 1
+                job_id = str(new.get("job_id") or "")
+                counts[job_id] += 1
+                made = data.get("ApproximateCreationDateTime")
+                if made is not None and job_id not in self.final_at:
+                    self.final_at[job_id] = made.timestamp() if hasattr(made, "timestamp") else float(made)
         return counts
 
 
@@ -365,18 +372,27 @@ def _second_final_write(final_writes: Counter[str] | None, job_id: str) -> str |
     return f"the record was written final {final_writes[job_id]} times (the table's stream)"
 
 
+def _final_time(record: dict[str, Any], final_at: float | None) -> float:
+    """When the job became final, by the local AWS's clock. ``completed_at`` is the worker's reading of AWS's
+    clock (runtime.aws_clock: within about a second), while S3's ``LastModified`` is the server's own: the
+    stream record's creation time is the server's time of the final write, so the two compare exactly."""
+    return final_at if final_at is not None else float(record.get("completed_at") or 0)
+
+
 def _referenced_prefix(record: dict[str, Any]) -> set[str]:
     """``outputs/<job>/<lease>/`` of the attempt whose outputs the final record points at."""
     keys = {urlsplit(o["url"]).path.lstrip("/") for o in record.get("outputs") or []}
     return {k.rsplit("/", 1)[0] + "/" for k in keys if "/" in k}
 
 
-def recorded_attempt_writes(versions: list[dict[str, Any]], record: dict[str, Any]) -> str | None:
+def recorded_attempt_writes(versions: list[dict[str, Any]], record: dict[str, Any],
+                            final_at: float | None = None) -> str | None:
     """The attempt the record points at wrote exactly what it points at, before its final write: any other
-    version under its prefix (another key, deleted since or not) or one written later breaks invariant 2."""
+    version under its prefix (another key, deleted since or not) or one written later breaks invariant 2.
+    ``final_at``: the final write's time by the table (its stream record); else the record's ``completed_at``."""
     prefixes = _referenced_prefix(record)
     referenced = {urlsplit(o["url"]).path.lstrip("/") for o in record.get("outputs") or []}
-    completed = float(record.get("completed_at") or 0)
+    completed = _final_time(record, final_at)
     mine = [v for v in versions if any(v["Key"].startswith(p) for p in prefixes)]
     after = sorted({v["Key"] for v in mine if v["LastModified"].timestamp() > completed})
     if after:
@@ -387,9 +403,10 @@ def recorded_attempt_writes(versions: list[dict[str, Any]], record: dict[str, An
     return None
 
 
-def late_writes_of_others(versions: list[dict[str, Any]], record: dict[str, Any]) -> list[str]:
+def late_writes_of_others(versions: list[dict[str, Any]], record: dict[str, Any],
+                          final_at: float | None = None) -> list[str]:
     """Keys of other attempts' versions written after the job became final, whether deleted since or not."""
     prefixes = _referenced_prefix(record)
-    completed = float(record.get("completed_at") or 0)
+    completed = _final_time(record, final_at)
     return [v["Key"] for v in versions if v["LastModified"].timestamp() > completed
             and not any(v["Key"].startswith(p) for p in prefixes)]

@@ -115,3 +115,17 @@ def test_late_writes_of_fenced_out_attempts_count_even_when_deleted():
                 _version("outputs/j/3/a.png", FINAL_AT + 1, latest=False),
                 _version("outputs/j/1/early.png", FINAL_AT - 5, latest=False)]  # before final: not late
     assert sorted(late_writes_of_others(versions, RECORD)) == ["outputs/j/1/a.png", "outputs/j/3/a.png"]
+
+
+def test_the_final_write_is_timed_by_the_table_not_by_the_workers_reading_of_its_clock():
+    """``completed_at`` is the worker's estimate of AWS's clock (runtime.aws_clock, within about a second): an
+    upload made just before the final write can carry a later second than it. The stream's time is the server's."""
+    early = {**RECORD, "completed_at": FINAL_AT - 0.9}  # the worker's clock estimate ran 0.9 s behind
+    upload = [_version("outputs/j/2/a.png", FINAL_AT - 0.3)]  # in the second after the early completed_at
+    assert "after the final write" in recorded_attempt_writes(upload, early)
+    assert recorded_attempt_writes(upload, early, final_at=FINAL_AT) is None
+    late = [*upload, _version("outputs/j/2/a.png", FINAL_AT + 2, latest=False)]
+    assert "after the final write" in recorded_attempt_writes(late, early, final_at=FINAL_AT)
+    other = [_version("outputs/j/1/a.png", FINAL_AT - 0.3, latest=False)]  # a fenced-out attempt, before final
+    assert late_writes_of_others(other, early) == ["outputs/j/1/a.png"]
+    assert late_writes_of_others(other, early, final_at=FINAL_AT) == []
