@@ -119,8 +119,10 @@ class JobEvents(pulumi.ComponentResource):
         a = self._args
         fn = self._function("output-sweeper", "runtime.functions.output_orphans.stream_handler", [
             {"sid": "ReadStream", "actions": ["dynamodb:DescribeStream", "dynamodb:GetRecords",
-                                              "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
+                                              "dynamodb:GetShardIterator"],
              "resources": [a.job_table_stream_arn]},
+            # The event source mapping needs ListStreams, which has no resource-level permissions (Resource "*").
+            {"sid": "ListStreams", "actions": ["dynamodb:ListStreams"], "resources": ["*"]},
             {"sid": "ListOutputs", "actions": ["s3:ListBucket"], "resources": [a.outputs_bucket_arn],
              "conditions": {"StringLike": {"s3:prefix": [f"{OUTPUTS_PREFIX}/*"]}}},
             {"sid": "DeleteOutputs", "actions": ["s3:DeleteObject"],

@@ -29,10 +29,10 @@ STORE_TESTS = (U + "test_job_store.py",)
 
 MUTANTS: tuple[Mutant, ...] = (
     # -- auth ---------------------------------------------------------------------------------------------------
-    Mutant("auth-secret-not-compared", "auth", "runtime/api/auth.py", "authenticate",
+    Mutant("auth-secret-not-compared", "auth", "runtime/api/auth.py", "_verified",
            " or not hmac.compare_digest(record.sha256, hash_key(presented))", "", AUTH_TESTS,
            "a real key id with any secret and a valid tag authenticates (issue 33, finding 1)"),
-    Mutant("auth-disabled-ignored", "auth", "runtime/api/auth.py", "authenticate",
+    Mutant("auth-disabled-ignored", "auth", "runtime/api/auth.py", "_verified",
            "record is None or record.disabled or", "record is None or", AUTH_TESTS,
            "a disabled (revoked) key still authenticates"),
     Mutant("auth-tag-not-checked", "auth", "runtime/api/auth.py", "authenticate",
@@ -42,8 +42,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("auth-tag-always-ok", "auth", "runtime/api/key_format.py", "parse",
            "ok = hmac.compare_digest(m.group(3), key_tag(m.group(1), tag_secret))", "ok = True", AUTH_TESTS,
            "any 8-character tag passes the offline check"),
-    Mutant("auth-failure-limit-bypassed", "auth", "runtime/api/auth.py", "_lookup",
-           "if wait <= 0:", "if True:", AUTH_TESTS,
+    Mutant("auth-failure-limit-bypassed", "auth", "runtime/api/auth.py", "authenticate",
+           "if wait > 0:", "if False:", AUTH_TESTS,
            "a source over its failed-authentication budget still gets key-store lookups"),
     # -- ack order ----------------------------------------------------------------------------------------------
     Mutant("ack-before-final-write", "ack-order", "runtime/worker/settlement.py", "Settlement._record_success",

@@ -206,7 +206,7 @@ def _hook_resources(built: Built, group) -> dict[str, dict]:
 def test_every_initial_hook_is_also_a_lifecycle_hook_resource_that_carries_changes(mixed):
     """The provider applies initial_lifecycle_hooks only when it creates a group: a same-named
     LifecycleHook resource per hook is what updates AWS when a heartbeat changes later."""
-    for g in mixed.of_type(ASG):
+    for g in each(mixed, ASG):
         declared = {h["name"]: {k: h[k] for k in HOOK_FIELDS} for h in g.inputs["initialLifecycleHooks"]}
         resources = {n: {k: h[k] for k in HOOK_FIELDS} for n, h in _hook_resources(mixed, g).items()}
         assert resources == declared and len(resources) == 2, g.name

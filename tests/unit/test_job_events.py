@@ -95,7 +95,8 @@ def test_output_sweeper_reads_final_transitions_and_touches_only_the_outputs_pre
                                      "Condition": {"StringLike": {"s3:prefix": ["outputs/*"]}}}
     assert policy["DeleteOutputs"]["Action"] == ["s3:DeleteObject"]
     assert policy["DeleteOutputs"]["Resource"] == OUTPUTS_ARN + "/outputs/*"
-    assert set(policy) == {"ReadStream", "ListOutputs", "DeleteOutputs", "Logs"}
+    assert policy["ListStreams"]["Resource"] == "*"  # no resource-level permissions (issue 32)
+    assert set(policy) == {"ReadStream", "ListStreams", "ListOutputs", "DeleteOutputs", "Logs"}
     env = sqs.one(FN, "events-output-sweeper-fn").inputs["environment"]["variables"]
     assert env == {"GENAI_OUTPUTS_BUCKET": "genai-dev-outputs-1a2b", "GENAI_OUTPUTS_PREFIX": "outputs"}
 

@@ -20,6 +20,7 @@ from runtime.api.environment import API_VARIABLES
 from runtime.instance_contract import INPUT_URL_PORTS, INPUT_URL_SCHEMES
 from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
 from tests.unit._policy_helpers import policy_resource, run_policy, stack_args
+from tests.unit.component_harness import each
 from tools import preview
 
 QUEUE = "aws:sqs/queue:Queue"
@@ -145,7 +146,7 @@ def test_vpc_endpoints_count_as_a_way_to_the_aws_apis():
 # --- finding 3: lifecycle hooks that apply --------------------------------------------------------
 def test_hooks_only_in_initial_lifecycle_hooks_are_caught():
     rec = _copy("prod")
-    for hook in rec.of_type(HOOK):
+    for hook in each(rec, HOOK):
         rec.resources.remove(hook)
     found = _found(rec, "lifecycle-hooks-apply", "prod")
     assert len(found) == 4  # two hooks on each of prod's two groups
@@ -244,7 +245,7 @@ def test_a_drain_longer_than_the_hook_s_global_timeout_is_caught():
     assert found and all("may wait at most 42000 s" in f and "scale-in would end jobs mid-run" in f  # dev: 420 s
                          for f in found)
     rec = _copy()
-    for hook in rec.of_type(HOOK):
+    for hook in each(rec, HOOK):
         if hook.inputs["name"] == "genai-terminating":
             _set(hook, "heartbeatTimeout", 60)
     found = _found(rec, "lifecycle-hook-timeouts",  # a 6,000 s video job + 120 s margin > 100 x 60 s

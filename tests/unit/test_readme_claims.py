@@ -7,6 +7,7 @@ import json
 import re
 
 from fleetdev.pulumi_mocks import ROOT, run_stack
+from tests.unit.component_harness import each
 
 README = (ROOT / "README.md").read_text()
 
@@ -23,7 +24,7 @@ def test_the_webhook_secret_is_read_by_whom_the_readme_says():
         rec = run_stack(stack)
         secret = f"parameter/genai-fleet/{stack}/webhook-secret"
         readers = set()
-        for policy in rec.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for policy in each(rec, "aws:iam/rolePolicy:RolePolicy"):
             for st in json.loads(policy.inputs["policy"])["Statement"]:
                 resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
                 if any(r.endswith(secret) for r in resources):

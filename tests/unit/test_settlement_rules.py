@@ -11,6 +11,7 @@ import pytest
 from runtime.backends.base import BackendError, BackendResult, JobContext, JobInputError, JobInterrupted, OutputFile
 from runtime.jobs.attempts import Attempt
 from runtime.jobs.errors import StoreUnavailableError
+from runtime.jobs.schema import JobSpec
 from runtime.queues.base import QueueError, QueueMessage, ReceivedJob
 from runtime.worker.aws import AWSCallError
 from runtime.worker.backoff import InfraBackoff
@@ -37,6 +38,7 @@ class Store:
     def __init__(self, journal: Journal, fail: tuple[str, ...] = ()) -> None:
         self.journal, self.fail = journal, fail
         self.record: dict[str, Any] = {"job_id": "j1", "status": "running", "attempts": 1, "lease": 1}
+        self.attempts = self  # the attempt transitions (JobStore.attempts) are recorded in the same journal
 
     def _call(self, name: str, *args: Any) -> bool:
         self.journal.append(name)
@@ -102,7 +104,7 @@ def _settlement(journal: Journal, store: Store, max_attempts: int = 3) -> Settle
 
 def _job(number: int = 1) -> RunningJob:
     message = QueueMessage(job_id="j1", job={"model": "m", "task": "txt2img", "inputs": {"prompt": "p"}})
-    job = RunningJob(ReceivedJob(message, handle="h1"), JobContext(job_id="j1", spec=dict(message.job)),
+    job = RunningJob(ReceivedJob(message, handle="h1"), JobContext(job_id="j1", job=JobSpec.parse(message.job)),
                      Attempt("started", {}, number, number))
     job.timings.update(queue_wait_ms=1.0, model_load_ms=1.0, inference_ms=1.0)
     return job
