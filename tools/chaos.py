@@ -87,9 +87,9 @@ class Supervisor:
 
 
 class Receiver:
-    """A loopback webhook receiver; ``delay`` makes it hang before answering."""
+    """A loopback webhook receiver; ``delay`` makes it hang before answering, ``reply`` writes its answer."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, reply: Callable[[BaseHTTPRequestHandler], None] | None = None) -> None:
         self.calls: list[tuple[float, dict[str, str]]] = []
         outer = self
 
@@ -101,6 +101,9 @@ class Receiver:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 outer.calls.append((time.time(), dict(self.headers)))
                 time.sleep(delay)
+                if reply is not None:
+                    reply(self)
+                    return
                 self.send_response(204)
                 self.end_headers()
 
@@ -342,37 +345,20 @@ def clock_skew(p: LocalPlatform, sup: Supervisor) -> list[str]:
     return problems
 
 
-class BigSlowReceiver(Receiver):
-    """Answers 200 with a 10 MB body, 64 KiB every 50 ms (about 8 s for the whole body)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[float, dict[str, str]]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a: Any) -> None:
-                return None
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.calls.append((time.time(), dict(self.headers)))
-                self.send_response(200)
-                self.send_header("Content-Length", str(10 * 1024 * 1024))
-                self.end_headers()
-                with contextlib.suppress(OSError):
-                    for _ in range(160):
-                        self.wfile.write(b"x" * 65536)
-                        time.sleep(0.05)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+def _trickle_ten_mb(handler: BaseHTTPRequestHandler) -> None:
+    """Answer 200 with a 10 MB body, 64 KiB every 50 ms (about 8 s for the whole body)."""
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(10 * 1024 * 1024))
+    handler.end_headers()
+    with contextlib.suppress(OSError):
+        for _ in range(160):
+            handler.wfile.write(b"x" * 65536)
+            time.sleep(0.05)
 
 
 def slow_big_webhook(p: LocalPlatform, sup: Supervisor) -> list[str]:
     """A receiver that answers 10 MB slowly must not delay another receiver's webhooks."""
-    slow, healthy = BigSlowReceiver(), Receiver()
+    slow, healthy = Receiver(reply=_trickle_ten_mb), Receiver()
     try:
         slow_ids = [p.ledger.submit(prompt=f"s{i}", width=64, height=64, webhook=slow.url,
                                     webhook_events=["start", "completed"])["id"] for i in range(12)]
