@@ -14,6 +14,8 @@ Fields this module owns on a ``job#`` item::
                       worker died before or after its backend run (see "run markers")
     run_pending       lease of an attempt claimed (ahead) whose backend run has not begun yet
     run_finished      lease of an attempt whose backend run finished (only its settle was left)
+    run_began_at      epoch seconds of the latest ``mark_run_began`` (a claimed-ahead attempt's run begins
+                      after its claim, ``last_started_at``; the write lags the run by the marker's latency)
 
 Run markers: a pipelined worker claims job N+1 before N's run ends and settles N while N+1 runs, so a
 worker that N+1 kills (OOM, poison) dies holding N, N+1 and N+2. Only N+1 died running. With ``track_run``
@@ -30,7 +32,7 @@ Transitions (conditions in brackets)::
     start_attempt   queued|running -> running, attempts+1, lease+1 [not final, no cancel, attempts < max]
                     running -> running, attempts+0, lease+1        [the previous attempt's worker died with
                                                                     its run pending or finished]
-    mark_run_began  REMOVE run_pending                             [lease = mine, running]
+    mark_run_began  REMOVE run_pending, run_began_at = now         [lease = mine, running]
     mark_run_finished run_finished = lease                         [lease = mine, running]
     renew_lease     lease_expires_at = now + lease                 [lease = mine, running]
     release_attempt running -> queued, attempts-1 when not counted [lease = mine, running]
@@ -170,8 +172,9 @@ class AttemptTransitions:
 
     def mark_run_began(self, job_id: str, lease: int) -> bool:
         """The attempt's backend run began: from now on its worker's death counts against it."""
-        return self.table.update(job_id, {}, remove=(RUN_PENDING,), condition="lease = :lease AND #s = :running",
-                            values={":lease": int(lease), ":running": "running"}) is not None
+        return self.table.update(job_id, {"run_began_at": self.clock()}, remove=(RUN_PENDING,),
+                                 condition="lease = :lease AND #s = :running",
+                                 values={":lease": int(lease), ":running": "running"}) is not None
 
     def mark_run_finished(self, job_id: str, lease: int) -> bool:
         """The attempt's backend run finished (only its settle is left): its worker's death does not count."""

@@ -37,21 +37,27 @@ def wait_until(probe: Callable[[], Any], timeout: float, what: str, interval: fl
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def run_began(rec: dict[str, Any]) -> float:
+    """When the record's current attempt's backend run began: at its claim (``last_started_at``), or for one
+    claimed ahead when the worker marked it (``run_began_at``, only ever later than its claim)."""
+    return max(float(rec.get("last_started_at") or rec.get("started_at") or 0), float(rec.get("run_began_at") or 0))
+
+
+def on_backend(rec: dict[str, Any] | None, instance_id: str) -> bool:
+    """The record's attempt is on that worker's backend now: running there, its run begun and not finished."""
+    if not rec or rec["status"] != "running" or rec.get("worker_id") != instance_id:
+        return False
+    return rec.get("lease") not in (rec.get(RUN_PENDING), rec.get(RUN_FINISHED))
+
+
 def running_on(platform: LocalPlatform, job_ids: list[str], instance_id: str,
                started_within: float | None = None) -> str | None:
     """A job id running on the worker with ``instance_id`` right now (and, with ``started_within``, one
-    that started at most that many seconds ago, so it is sure to be still running a moment later)."""
+    whose run began at most that many seconds ago, so it is sure to be still running a moment later)."""
     s = store(platform)
-    now = time.time()
     for job_id in job_ids:
         rec = s.get(job_id)
-        if not rec or rec["status"] != "running" or rec.get("worker_id") != instance_id:
-            continue
-        if rec.get("lease") in (rec.get(RUN_PENDING), rec.get(RUN_FINISHED)):
-            continue  # claimed ahead and not begun, or its run finished and it settles: not on the backend
-
-        started = rec.get("last_started_at") or rec.get("started_at") or 0
-        if started_within is None or now - float(started) <= started_within:
+        if on_backend(rec, instance_id) and (started_within is None or time.time() - run_began(rec) <= started_within):
             return job_id
     return None
 
@@ -59,24 +65,18 @@ def running_on(platform: LocalPlatform, job_ids: list[str], instance_id: str,
 def run_began_on(platform: LocalPlatform, job_ids: list[str], instance_id: str,
                  within: float) -> Callable[[], str | None]:
     """A probe for ``wait_until``: a job whose backend run began on that worker at most ``within`` seconds before
-    the look that found it. A job claimed when the backend was free began at its claim (``last_started_at``); one
-    claimed ahead is pending until its run begins, so it counts from the last look that saw it pending."""
+    the look that found it (``run_began``). Jobs seen final are not read again, so each look stays short."""
     s = store(platform)
-    seen_pending: dict[str, float] = {}
+    final: set[str] = set()
 
     def probe() -> str | None:
         for job_id in job_ids:
-            now = time.time()
+            if job_id in final:
+                continue
             rec = s.get(job_id)
-            if not rec or rec["status"] != "running" or rec.get("worker_id") != instance_id:
-                continue
-            if rec.get(RUN_PENDING) == rec.get("lease"):
-                seen_pending[job_id] = now
-                continue
-            if rec.get(RUN_FINISHED) == rec.get("lease"):
-                continue
-            began = seen_pending.get(job_id, float(rec.get("last_started_at") or 0))
-            if now - began <= within:
+            if rec and rec["status"] in ("succeeded", "failed", "canceled"):
+                final.add(job_id)
+            elif on_backend(rec, instance_id) and time.time() - run_began(rec) <= within:
                 return job_id
         return None
 

@@ -37,7 +37,7 @@ FREEZE_SECONDS = float(os.environ.get("GENAI_DRILL_FREEZE_SECONDS", "30"))
 
 @pytest.mark.parametrize("queue_kind", ["sqs", "kafka"])
 def test_sigkill_one_worker_during_a_batch(start_platform, queue_kind: str) -> None:
-    platform = start_platform(queue_kind=queue_kind, test_pattern_delay_seconds=1.0, visibility_timeout_seconds=4)
+    platform = start_platform(queue_kind=queue_kind, test_pattern_delay_seconds=1.5, visibility_timeout_seconds=4)
     w0, w1 = platform.workers
     ids = platform.ledger.submit_batch(10)
     victim_job = wait_until(run_began_on(platform, ids, w0.instance_id, within=0.5), 20,

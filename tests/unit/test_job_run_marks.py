@@ -17,8 +17,11 @@ def test_a_tracked_claim_is_pending_until_its_run_begins(store):
     assert store.get(job)[RUN_PENDING] == 1
     assert store.attempts.mark_run_began(job, 2) is False  # fenced: not this attempt's lease
     assert store.get(job)[RUN_PENDING] == 1
+    assert "run_began_at" not in store.get(job)
     assert store.attempts.mark_run_began(job, a.lease) is True
-    assert RUN_PENDING not in store.get(job)
+    record = store.get(job)
+    assert RUN_PENDING not in record
+    assert float(record["run_began_at"]) >= float(record["last_started_at"])  # when the run began, not the claim
 
 
 def test_claimed_ahead_never_began_then_the_worker_died_is_not_counted(store):
