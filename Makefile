@@ -11,12 +11,13 @@ PYTEST_ARGS ?=
 PULUMI ?= pulumi
 POLICY_CONFIG = .build/policy-config.$(STACK).json
 LAMBDA_STAMPS = .build/lambda/api/.complete .build/lambda/kafka-layer/.complete
-TRACE ?= diurnal:peak=100,trough=20,hours=24
+TRACE ?=
+RATE ?= 100
 WORKLOAD ?= sd15
 SCALEOUT = $(if $(wildcard planner/scaleout-$(STACK).json),--scaleout planner/scaleout-$(STACK).json)
 
 .PHONY: install test lint unit integration e2e static-check preview local demo bench ami docs help lambda-deps \
-	policy-config preview-aws up promote-ami webhook-secret api-key chaos fuzz mutants plan plan-sweep measure-scaleout
+	policy-config preview-aws up promote-ami webhook-secret api-key chaos fuzz mutants plan plan-size plan-sweep measure-scaleout
 
 # Every test directory belongs to exactly one suite (tests/unit/test_make_targets.py checks it).
 UNIT_TESTS := tests/unit
@@ -27,7 +28,8 @@ help:
 	@echo "make demo | test | install | preview STACK=dev|prod | local | bench | chaos | fuzz | mutants | ami FLAVOR=cuda|neuron | docs"
 	@echo "make test = static-check + unit + integration + e2e (each also on its own; PYTEST_ARGS=... passes through)"
 	@echo "deploy (README 'Deploying to AWS'): ami | promote-ami | webhook-secret | api-key | preview-aws | up"
-	@echo "make plan STACK=dev|prod TRACE=diurnal:peak=100,trough=20 WORKLOAD=sd15|sdxl|mix|FILE [PLAN_ARGS=...]"
+	@echo "make plan STACK=dev|prod [TRACE=diurnal:peak=100,trough=20] WORKLOAD=sd15|sdxl|mix|FILE [PLAN_ARGS=...]"
+	@echo "make plan-size STACK=prod RATE=100 WORKLOAD=sd15 [PLAN_ARGS='--p95-wait 10']"
 	@echo "make plan-sweep STACK=prod TRACE=... WORKLOAD=... PLAN_ARGS='--p95-wait 10 --targets 1,2,4'"
 	@echo "make measure-scaleout STACK=prod [MEASURE_ARGS='--runs 3']   (AWS credentials)"
 
@@ -128,6 +130,9 @@ api-key: install
 plan: install
 	$(BIN)/genai-plan run --stack $(STACK) --trace '$(TRACE)' --workload '$(WORKLOAD)' --plot plan-$(STACK).png \
 		$(SCALEOUT) $(PLAN_ARGS)
+
+plan-size: install
+	$(BIN)/genai-plan size --stack $(STACK) --rate $(RATE) --workload '$(WORKLOAD)' $(SCALEOUT) $(PLAN_ARGS)
 
 plan-sweep: install
 	$(BIN)/genai-plan sweep --stack $(STACK) --trace '$(TRACE)' --workload '$(WORKLOAD)' $(SCALEOUT) $(PLAN_ARGS)

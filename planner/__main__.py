@@ -3,6 +3,10 @@
     python -m planner run   --stack prod --trace diurnal:peak=100,trough=20 --workload sdxl [--set maxSize=1000]
     python -m planner sweep --stack prod --trace diurnal:peak=100,trough=20 --workload sd15 --p95-wait 10 \\
         --targets 1,2,4 --warm-pools 0,2 --bases 0,2
+    python -m planner size  --stack prod --rate 100 --workload sd15 --p95-wait 10
+
+Without ``--trace``, ``run`` and ``sweep`` use a day whose peak is the rate the stack is sized for
+(``stack_rate``: maxSize instances 80 % busy with the workload's mean service time), trough a fifth of it.
 
 Exit status: 0 done, 1 the sweep found no setting that meets the goal, 2 bad input (the message says
 what to change).
@@ -19,6 +23,7 @@ from pathlib import Path
 from components.config import ConfigError
 from planner import traces, workload
 from planner.report import render, summarise
+from planner.sizing import SizingError, render_sizing, size_for
 from planner.stack import StackError, load_stack, parse_overrides
 from planner.sweep import grid, recommend, render_table, simulate, sweep
 from planner.workload import WorkloadError
@@ -39,13 +44,14 @@ def _ints(text: str) -> list[int]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m planner", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("run", "sweep"):
+    for name in ("run", "sweep", "size"):
         s = sub.add_parser(name)
         s.add_argument("--stack", default="dev", help="reads Pulumi.<stack>.yaml")
         s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a stack setting")
-        s.add_argument("--trace", default="diurnal:peak=100,trough=20,hours=24",
+        s.add_argument("--trace", default=None,
                        help="constant:rate=R,hours=H | diurnal:peak=P,trough=T,hours=H | "
-                            "bursts:base=B,peak=P,every=S,length=S,hours=H | FILE.csv")
+                            "bursts:base=B,peak=P,every=S,length=S,hours=H | FILE.csv "
+                            "(default: a day peaking at the rate the stack is sized for; size: constant at --rate)")
         s.add_argument("--workload", default="sd15", help="sdxl | sd15 | mix | FILE.yaml")
         s.add_argument("--scaleout", help="launch phases measured by `make measure-scaleout` (JSON)")
         s.add_argument("--seed", type=int, default=1)
@@ -58,6 +64,10 @@ def parser() -> argparse.ArgumentParser:
                      help="PNG of load, backlog and instances ('' for none)")
     sw = sub.choices["sweep"]
     sw.add_argument("--p95-wait", type=float, default=10.0, help="latency goal: p95 queue wait (s)")
+    sz = sub.choices["size"]
+    sz.add_argument("--rate", type=float, required=True, help="steady arrival rate to size for (jobs/s)")
+    sz.add_argument("--hours", type=float, default=1.0, help="length of the constant trace each size is run on")
+    sz.add_argument("--p95-wait", type=float, default=10.0, help="latency goal: p95 queue wait (s)")
     sw.add_argument("--targets", type=_floats, default=[1.0, 2.0, 4.0], help="backlog per instance targets")
     sw.add_argument("--warm-pools", type=_ints, default=None, help="warm pool sizes (default: the stack's)")
     sw.add_argument("--bases", type=_ints, default=None, help="on-demand base sizes (default: the stack's)")
@@ -112,14 +122,45 @@ def _sweep(args, work, trace) -> int:
     return 0 if best is not None else 1
 
 
+def stack_rate(cfg, work) -> float:
+    """Jobs/s the stack is sized for: ``maxSize`` instances 80 % busy at the workload's mean service time."""
+    return round(cfg.cluster.max_size * 0.8 / work.mean_service, 2)
+
+
+def _default_trace(cfg, work) -> str:
+    peak = stack_rate(cfg, work)
+    print(f"trace: a day peaking at {peak:g} jobs/s, the rate stack {cfg.stack} is sized for (maxSize "
+          f"{cfg.cluster.max_size} x 80 % busy / {work.mean_service:.2f} s); --trace for another, "
+          f"`size --rate R` for the fleet a rate needs")
+    return f"diurnal:peak={peak:g},trough={round(peak / 5, 2):g},hours=24"
+
+
+def _size(args, work) -> int:
+    if args.rate <= 0 or args.hours <= 0:
+        raise ValueError("--rate and --hours must be above 0")
+    fixed = parse_overrides(args.set)
+    trace = traces.load(args.trace or f"constant:rate={args.rate:g},hours={args.hours:g}", seed=args.seed)
+    sizing = size_for(lambda o: load_stack(args.stack, {**fixed, **o}), work, trace, args.rate, args.p95_wait,
+                      args.seed, args.lag,
+                      progress=lambda t: print(f"  simulated maxSize={t.max_size}", file=sys.stderr))
+    print(render_sizing(sizing, f"stack {args.stack}, trace {trace.name}, workload {work.name}"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         work = workload.load(args.workload, args.scaleout)
-        trace = traces.load(args.trace, seed=args.seed)
+        if args.command == "size":
+            return _size(args, work)
+        spec = args.trace or _default_trace(load_stack(args.stack, parse_overrides(args.set)), work)
+        trace = traces.load(spec, seed=args.seed)
         if args.command == "sweep":
             return _sweep(args, work, trace)
         return _run(args, load_stack(args.stack, parse_overrides(args.set)), work, trace)
+    except SizingError as exc:
+        print(f"planner: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, StackError, WorkloadError, traces.TraceError, ValueError) as exc:
         print(f"planner: {exc}", file=sys.stderr)
         return 2

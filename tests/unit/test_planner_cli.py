@@ -7,9 +7,15 @@ import json
 import numpy as np
 import pytest
 
+from components import vcpu_quotas
+from components.scaling_plan import on_demand_percentage
 from genai_policies.pricing import load_prices
 from planner import traces, workload
-from planner.__main__ import main
+from planner.__main__ import main, stack_rate
+from planner.report import summarise
+from planner.sim import SaturatedError
+from planner.sizing import SizingError, vcpus_of
+from planner.stack import load_stack
 from planner.sweep import Candidate, recommend
 
 
@@ -122,3 +128,61 @@ def test_grid_sweeps_the_utilisation_target_and_can_turn_it_off():
     assert all(c["acceptableWaitSeconds"] == "3" and c["averageJobSeconds"] == "1.5" for c in cands)
     assert "gpuUtilizationTarget=off" in Candidate(cands[0], None).label()
     assert "gpuUtilizationTarget" not in grid(workload.BUILTIN["sd15"], [2.0], [0], [0])[0]
+
+
+@pytest.mark.parametrize("goal", [10, 1000])  # 1000: the wait allows a fleet busy all the time; the busy cap does not
+def test_size_finds_the_smallest_max_size_that_meets_the_goal(goal):
+    from planner.sizing import MAX_UTILISATION, size_for
+    from planner.sweep import simulate
+
+    work = workload.load("sd15")
+    trace = traces.load("constant:rate=4,hours=0.25", seed=1)
+    sizing = size_for(lambda o: load_stack("prod", o), work, trace, rate=4, p95_goal=goal)
+    best = sizing.best
+    assert best.meets and best.summary.wait[1] <= goal and best.summary.utilisation <= MAX_UTILISATION
+    assert best.max_size >= 4 * work.mean_service  # never below the size that is busy all the time
+    smaller = load_stack("prod", {"maxSize": str(best.max_size - 1)})
+    try:  # one instance fewer misses the goal (or cannot keep up at all)
+        s = summarise(simulate(smaller, work, trace, 1, 1, warm_start=True), smaller.region)
+        assert s.wait[1] > goal or s.utilisation > MAX_UTILISATION or s.lost
+    except SaturatedError:
+        pass
+    # the quota is the stack's own formula at that size (largest type x instances per market)
+    assert {n.quota.code: n.vcpus for n in sizing.needs} == {
+        n.quota.code: n.vcpus for n in vcpu_quotas.stack_needs(
+            smaller.cluster.instance_types, {t: vcpus_of(t) for t in smaller.cluster.instance_types},
+            best.max_size, smaller.cluster.on_demand_base, on_demand_percentage(smaller.cluster.spot_share))}
+
+
+def test_size_command_prints_max_size_quota_and_monthly_cost(capsys):
+    code = main(["size", "--stack", "dev", "--rate", "2", "--hours", "0.25", "--workload", "sd15", "--p95-wait", "60"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    line = next(x for x in out.splitlines() if x.startswith("  for 2 jobs/s"))
+    assert "maxSize" in line and "per month" in line and "per 1,000 images" in line
+    assert 'EC2 quota "All G and VT Spot Instance Requests" (L-3819A6DF)' in out and "vCPUs" in out
+
+
+def test_size_says_when_scaling_settings_not_max_size_miss_the_goal(capsys):
+    # dev scales out at 30 s waits: a 10 s goal is out of reach at any maxSize, and the planner says why
+    code = main(["size", "--stack", "dev", "--rate", "2", "--hours", "0.25", "--workload", "sd15", "--p95-wait", "10"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "acceptableWaitSeconds = 30" in err and "more instances are not what is missing" in err
+
+
+def test_size_refuses_a_rate_of_zero_and_types_of_unknown_size(capsys):
+    assert main(["size", "--stack", "dev", "--rate", "0"]) == 2
+    assert "--rate" in capsys.readouterr().err
+    assert [vcpus_of(t) for t in ("g6.xlarge", "g5.12xlarge", "inf2.48xlarge", "p5.48xlarge")] == [4, 48, 192, 192]
+    with pytest.raises(SizingError, match=r"g4dn\.metal"):
+        vcpus_of("g4dn.metal")
+
+
+def test_plan_without_a_trace_runs_the_rate_the_stack_is_sized_for(capsys):
+    code = main(["run", "--stack", "dev", "--plot", ""])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    cfg, work = load_stack("dev"), workload.load("sd15")
+    assert f"a day peaking at {stack_rate(cfg, work):g} jobs/s, the rate stack dev is sized for" in out
+    assert "jobs lost 0" in out
