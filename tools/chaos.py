@@ -500,7 +500,11 @@ SCENARIOS: dict[str, Scenario] = {
     "shared-model-cache": Scenario(shared_model_cache, {"test_pattern_delay_seconds": 0.3, "models": "checkpoint",
                                                         "worker_overrides": {"hot_models": ["sdxl-base-1.0"]}},
                                    fault="shared-cache"),
-    "replayed-burst-with-kills": Scenario(replayed_burst_with_kills, {"test_pattern_delay_seconds": 0.5},
+    # The scenario checks idempotency and one final write under kills, not the attempt limit: a job whose run
+    # three random kills land on fails attempts-exhausted, rightly (seen once in `make chaos` under load), so the
+    # limit is raised beyond what a kill every 3 s during the submissions can reach
+    "replayed-burst-with-kills": Scenario(replayed_burst_with_kills, {"test_pattern_delay_seconds": 0.5,
+                                                                      "max_receive_count": 10},
                                           fault="process-death"),
     "killed-after-upload": Scenario(killed_after_upload, {"test_pattern_delay_seconds": 0.5},
                                     fault="process-death"),
