@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.get("outputs_bucket"):
         sweeper = OrphanSweeper(client("s3", endpoint, region), cfg["outputs_bucket"],
                                 cfg.get("outputs_prefix", "outputs"))
-        orphans = StreamPoller(ddb, client("dynamodbstreams", endpoint, region), cfg["job_table"], sweeper).start()
+        # Once a second, not every 0.1 s as the webhook stream: the sweeper is on no client's path, and each poll
+        # is three or four calls to the local AWS, which shares the agents' cores (make bench: moto's CPU)
+        orphans = StreamPoller(ddb, client("dynamodbstreams", endpoint, region), cfg["job_table"], sweeper,
+                               poll_s=float(cfg.get("orphan_poll_seconds", 1.0))).start()
     threads = [threading.Thread(target=DeadLetterPoller(sqs, cfg["dlq_url"], store).run, args=(stop,), daemon=True),
                threading.Thread(target=run_sweeper, args=(store, int(cfg["max_attempts"]),
                                                           float(cfg["stale_lease_seconds"]),

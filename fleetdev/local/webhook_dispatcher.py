@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from runtime.functions.webhook_dispatch import SenderHandler, StreamHandler
 
 log = logging.getLogger(__name__)
+
+SHARDS_EVERY_S = 2.0  # how stale the poller's shard list may be (an empty one is described at every poll)
 
 
 class StreamPoller:
@@ -41,6 +44,10 @@ class StreamPoller:
         self.checkpoints: dict[str, tuple[str, str]] = {}  # shard id -> (sequence number, eventID) last handled
         self.handled: set[str] = set()  # eventIDs handled (local mode: bounded by the run's records)
         self.resyncs = 0  # shards found swapped under their checkpoint
+        # The shard list, described again at most every SHARDS_EVERY_S: a swap keeps its shard id (the resync
+        # below handles it), and describing it at every poll was a third of the local AWS's stream calls
+        self._shards: list[dict[str, Any]] = []
+        self._described_at = float("-inf")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="webhook-stream", daemon=True)
 
@@ -60,7 +67,7 @@ class StreamPoller:
     def poll_once(self) -> int:
         """Read every shard from its checkpoint until it has nothing new; the number of records handled."""
         handled = 0
-        for shard in self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]:
+        for shard in self._shard_list():
             shard_id = shard["ShardId"]
             checkpoint = self.checkpoints.get(shard_id)
             resp = self.streams.get_records(ShardIterator=self._iterator(shard_id, checkpoint and checkpoint[0]),
@@ -84,6 +91,13 @@ class StreamPoller:
                 resp = self.streams.get_records(ShardIterator=iterator, Limit=100)
                 records = resp["Records"]
         return handled
+
+    def _shard_list(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        if not self._shards or now - self._described_at >= SHARDS_EVERY_S:
+            self._shards = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
+            self._described_at = now
+        return self._shards
 
     def _handle(self, shard_id: str, records: list[dict[str, Any]]) -> int:
         fresh = [r for r in records if r["eventID"] not in self.handled]
