@@ -375,17 +375,19 @@ class LocalPlatform:
         config_path = self.run_dir / f"worker-{index}.json"
         config_path.write_text(json.dumps(self.agent_config(index, imds.url, instance_id), indent=2) + "\n")
         process = ManagedProcess(f"worker-{index}", self._worker_argv(index, config_path),
-                                 self.run_dir / f"worker-{index}.log", self._worker_env(), cwd=ROOT).start()
+                                 self.run_dir / f"worker-{index}.log", self.worker_env(), cwd=ROOT).start()
         return Worker(index, instance_id, imds, config_path,
                       self.run_dir / f"worker-{index}-autoscaling.jsonl", process)
 
-    def _worker_env(self) -> dict[str, str]:
+    def worker_env(self) -> dict[str, str]:
         """The agents' environment. With the diffusers backend, each agent's torch gets its share of the cores
-        (OMP_NUM_THREADS, unless set): torch starts a thread per core in every process, and several agents
-        (plus anything else busy) spinning that many threads on a few cores made a 64x64 job take 20 s."""
+        left after one for the rest of the platform (OMP_NUM_THREADS, unless set): torch starts a thread per core
+        in every process, and its threads spin while they wait, so on a busy machine more threads are slower.
+        On the 2-core machine this was written on, two agents with two threads each beside a CPU burner took
+        20 s for a 64x64 job; bench/bench_local_diffusers.py measured one thread against two, README)."""
         if self.options.backend != "diffusers" or "OMP_NUM_THREADS" in self._env:
             return self._env
-        share = max(1, (os.cpu_count() or 1) // max(1, self.options.workers))
+        share = max(1, ((os.cpu_count() or 1) - 1) // max(1, self.options.workers))
         return {**self._env, "OMP_NUM_THREADS": str(share)}
 
     def _worker_argv(self, index: int, config_path: Path) -> list[str]:
@@ -406,7 +408,7 @@ class LocalPlatform:
         self._restarts = restarts
         process = ManagedProcess(f"worker-{index}", self._worker_argv(index, old.config_path),
                                  self.run_dir / f"worker-{index}.restart-{restarts[index]}.log",
-                                 self._worker_env(), cwd=ROOT).start()
+                                 self.worker_env(), cwd=ROOT).start()
         self.workers[index] = Worker(index, old.instance_id, old.imds, old.config_path, old.autoscaling_log, process)
         return self.workers[index]
 

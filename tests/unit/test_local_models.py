@@ -118,10 +118,12 @@ def test_each_agent_gets_its_share_of_the_cores_for_torch(tmp_path, monkeypatch)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     platform = LocalPlatform(LocalOptions(backend="diffusers", workers=2, run_dir=tmp_path / "run"))
-    assert platform._worker_env()["OMP_NUM_THREADS"] == "4"
-    assert "OMP_NUM_THREADS" not in LocalPlatform(LocalOptions(run_dir=tmp_path / "r2"))._worker_env()
+    assert platform.worker_env()["OMP_NUM_THREADS"] == "3"  # (8 cores - 1 for moto, the API ...) // 2 agents
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert platform.worker_env()["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in LocalPlatform(LocalOptions(run_dir=tmp_path / "r2")).worker_env()
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's own setting wins
-    assert LocalPlatform(LocalOptions(backend="diffusers", run_dir=tmp_path / "r3"))._worker_env()["OMP_NUM_THREADS"] \
+    assert LocalPlatform(LocalOptions(backend="diffusers", run_dir=tmp_path / "r3")).worker_env()["OMP_NUM_THREADS"] \
         == "1"
 
 
