@@ -69,8 +69,8 @@ class DiffusersOptions:
         if unknown:
             raise OptionsError(f"diffusers: unknown key(s) {', '.join(sorted(unknown))}; "
                                f"known: {', '.join(sorted(cls.__dataclass_fields__))}")
-        for key, allowed in (("device", DEVICES), ("dtype", DTYPES), ("compile", COMPILE), ("compile_mode", COMPILE_MODES),
-                             ("cold_compile", COLD_COMPILE)):
+        for key, allowed in (("device", DEVICES), ("dtype", DTYPES), ("compile", COMPILE),
+                             ("compile_mode", COMPILE_MODES), ("cold_compile", COLD_COMPILE)):
             if key in raw and raw[key] not in allowed:
                 raise OptionsError(f"diffusers.{key}: {raw[key]!r} is not one of {', '.join(allowed)}")
         if "buckets" in raw:
