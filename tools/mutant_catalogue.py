@@ -175,7 +175,8 @@ MUTANTS: tuple[Mutant, ...] = (
            "first job, after everything started"),
     Mutant("local-missing-component-ignored", "local-input", "fleetdev/local/models.py", "diffusers_layout_problem",
            "if missing:", "if False:",
-           (U + "test_local_models.py::test_a_folder_that_is_not_a_diffusers_layout_is_refused_saying_what_was_expected",),
+           (U + "test_local_models.py::test_a_folder_that_is_not_a_diffusers_layout_is_refused_saying_what_was"
+            "_expected",),
            "a model_index.json naming a component folder that is not there passes the check"),
     Mutant("local-hidden-files-uploaded", "local-input", "fleetdev/local/models.py", "upload_source",
            'if any(part.startswith(".") for part in rel.parts):', "if False:",
