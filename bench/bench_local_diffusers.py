@@ -4,7 +4,7 @@ backend's own time, measured in the same run.
 The backend's own time is ``DiffusersBackend.run`` called directly in this process on the same tiny
 pipeline (bench/diffusers_models.py, the one local mode serves), same size, steps and seed, with as many
 torch threads as the agent gets; half of those runs before local mode starts and half after it stops, so
-a change of load during the run shows in both. The platform's time is a sync job (``Prefer: wait=30``)
+a change of load during the run shows in both. The platform's time is a sync job (``Prefer: wait=25``)
 submitted to local mode with one agent (API, SQS, agent, model cache, diffusers backend, S3, CDN URL),
 client-observed submit to final answer; the agent's own ``inference_ms`` and ``total_ms`` are read from
 each job's timings. Everything runs on loopback with moto standing in for AWS, so the overhead includes
@@ -80,13 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         with platform:
             ledger = platform.ledger
             inputs = {"steps": args.steps}
-            warm = ledger.submit(prompt="warm-up", width=args.size, height=args.size, seed=0, wait=30, model=MODEL,
-                                 inputs=inputs)
+            warm = ledger.submit(prompt="warm-up", width=args.size, height=args.size, seed=0, wait=25, model=MODEL,
+                                 inputs=inputs)  # the agent's first job imports torch and loads the pipeline
+            warm = ledger.wait_final([warm["id"]], timeout=120)[warm["id"]]
             if warm["status"] != "succeeded":
                 raise SystemExit(f"warm-up job ended {warm['status']}: {warm.get('error')}")
             for i in range(args.jobs):
                 t = time.perf_counter()
-                view = ledger.submit(prompt=f"bench {i}", width=args.size, height=args.size, seed=i, wait=30,
+                view = ledger.submit(prompt=f"bench {i}", width=args.size, height=args.size, seed=i, wait=25,
                                      model=MODEL, inputs=inputs)
                 latencies.append((time.perf_counter() - t) * 1000)
                 if view["status"] != "succeeded":

@@ -70,9 +70,12 @@ def curl_example(platform: LocalPlatform) -> str:
     inputs = {"prompt": "a lighthouse at dusk", "width": 512, "height": 512}
     if any(m.tiny for m in platform.models.values()):  # random weights: noise at any size, so a small one
         inputs.update(width=128, height=128, steps=8)
+    # An agent's first diffusers job imports torch and loads the pipeline (18 s for tiny-sdxl on a busy 2-core box);
+    # the API waits 25 s at most (API Gateway's limit), after which GET /v1/jobs/{id} tells the rest.
+    wait = 25 if platform.options.backend == "diffusers" else 20
     body = json.dumps({"model": model, "inputs": inputs})
     return (f"curl -s -X POST {platform.api_url}/v1/jobs -H 'Authorization: Bearer {platform.api_key}' "
-            f"-H 'Content-Type: application/json' -H 'Prefer: wait=20' -d '{body}'")
+            f"-H 'Content-Type: application/json' -H 'Prefer: wait={wait}' -d '{body}'")
 
 
 def describe(platform: LocalPlatform) -> str:

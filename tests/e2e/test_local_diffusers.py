@@ -71,6 +71,16 @@ def _direct(folder: Path, seed: int, prompt: str, image: bytes | None = None, st
     return _pixels(_png(out))
 
 
+def _submit(ledger: Any, model: str, seed: int, task: str = "txt2img", **inputs: Any) -> dict[str, Any]:
+    """Submit and return the final view: ``Prefer: wait`` (25 s at most) covers most jobs, a poll the rest (an
+    agent's first job imports torch and loads the pipeline, which can take longer on a loaded machine)."""
+    view = ledger.submit(prompt="a cat", width=SIZE, height=SIZE, seed=seed, wait=25, model=model, task=task,
+                         inputs={"steps": STEPS, "guidance": GUIDANCE, **inputs})
+    if view["status"] not in ("succeeded", "failed", "canceled"):
+        view = ledger.wait_final([view["id"]], timeout=120)[view["id"]]
+    return view
+
+
 def _output(view: dict[str, Any]) -> np.ndarray:
     assert view["status"] == "succeeded", view
     response = httpx.get(view["outputs"][0]["url"], timeout=10)  # from the CDN stand-in
@@ -89,11 +99,10 @@ def test_txt2img_and_img2img_equal_the_pipeline_called_directly_and_a_switch_bac
     assert {k: (v.kind, v.tiny) for k, v in platform.models.items()} == {
         "tiny-sd": ("diffusers", True), "tiny-sd-b": ("diffusers", True)}
     ledger = platform.ledger
-    params = {"steps": STEPS, "guidance": GUIDANCE}
     # The test's own copies of the two pipelines: same family and seed, built from the same configs.
     own = {model_id: tiny(family, tmp_path / "own" / model_id, seed=seed) for model_id, (family, seed) in TINY.items()}
 
-    first = ledger.submit(prompt="a cat", width=SIZE, height=SIZE, seed=5, wait=60, model="tiny-sd", inputs=params)
+    first = _submit(ledger, "tiny-sd", 5)
     got = _output(first)
     want = _direct(own["tiny-sd"], 5, "a cat")
     diffs = {"txt2img": int(np.abs(got - want).max())}
@@ -102,19 +111,18 @@ def test_txt2img_and_img2img_equal_the_pipeline_called_directly_and_a_switch_bac
 
     source = _input_image()
     data_uri = "data:image/png;base64," + base64.b64encode(source).decode()
-    edit = ledger.submit(prompt="a cat", width=SIZE, height=SIZE, seed=6, wait=60, model="tiny-sd", task="img2img",
-                         inputs={**params, "image": data_uri, "strength": 0.5})
+    edit = _submit(ledger, "tiny-sd", 6, "img2img", image=data_uri, strength=0.5)
     got_edit = _output(edit)
     diffs["img2img"] = int(np.abs(got_edit - _direct(own["tiny-sd"], 6, "a cat", source, 0.5)).max())
     assert diffs["img2img"] <= TOLERANCE
     assert np.abs(got_edit - _direct(own["tiny-sd"], 6, "a cat")).max() > 10 * TOLERANCE  # the input image counted
 
-    other = ledger.submit(prompt="a cat", width=SIZE, height=SIZE, seed=5, wait=60, model="tiny-sd-b", inputs=params)
+    other = _submit(ledger, "tiny-sd-b", 5)
     got_other = _output(other)
     diffs["other model"] = int(np.abs(got_other - _direct(own["tiny-sd-b"], 5, "a cat")).max())
     assert diffs["other model"] <= TOLERANCE
     assert np.abs(got_other - got).max() > 10 * TOLERANCE  # other weights, other picture
-    back = ledger.submit(prompt="a cat", width=SIZE, height=SIZE, seed=5, wait=60, model="tiny-sd", inputs=params)
+    back = _submit(ledger, "tiny-sd", 5)
     diffs["back from the RAM tier"] = int(np.abs(_output(back) - want).max())
     assert diffs["back from the RAM tier"] <= TOLERANCE  # tiny-sd's weights, restored from the RAM tier
     print(f"largest pixel difference from the direct call (tolerance {TOLERANCE}): {diffs}")
