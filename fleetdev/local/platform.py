@@ -5,7 +5,8 @@ What ``LocalPlatform.start()`` brings up, in order (``stop()`` takes it down in 
     moto server          subprocess  python -m fleetdev.local.moto_server (S3, SQS, DynamoDB, SSM; every
                                      DynamoDB request atomic, as AWS's are); SIGSTOP-able
     stack resources      bootstrap   outputs + models buckets, queue + DLQ (redrive), job table, webhook
-                                     secret in SSM, checkpoints in the model store (``models``)
+                                     secret in SSM, checkpoints in the model store (``models``; with the
+                                     diffusers backend, tiny pipelines or diffusers folders: local/models.py)
     Kafka (optional)     in-process  librdkafka mock cluster, held by this process
     CDN stand-in         in-process  serves the outputs bucket over HTTP (fleetdev.local.cdn)
     fake IMDS per worker in-process  so a spot notice can target one worker (fleetdev.local.fake_imds)
