@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None, stder
                 print(f"{job.id}: {job.status}{' (cancel requested)' if job.cancel_requested and not job.done else ''}",
                       file=out)
                 return EXIT_OK
-            return _run(client, args, out, err, scrub)
+            return _run(client, args, out, err)
     except UsageError as exc:
         print(scrub(f"genai-fleet: {exc}"), file=err)
         return EXIT_USAGE
@@ -164,7 +164,7 @@ def _list(client: Client, args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_OK
 
 
-def _run(client: Client, args: argparse.Namespace, out: IO[str], err: IO[str], scrub: _Scrub) -> int:
+def _run(client: Client, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     inputs = _inputs(args)
     try:
         job = client.submit(args.model, inputs, args.task, idempotency_key=args.idempotency_key)
@@ -177,23 +177,29 @@ def _run(client: Client, args: argparse.Namespace, out: IO[str], err: IO[str], s
         job = client.wait(job, timeout_s=args.timeout, on_update=progress.update)
     except KeyboardInterrupt:
         progress.close()
-        return _interrupted(client, job, args, err)
+        return _interrupted(client, job, args, out, err)
     finally:
         progress.close()
+    return _finish(client, job, args, out)
+
+
+def _finish(client: Client, job: Job, args: argparse.Namespace, out: IO[str]) -> int:
+    """Write the outputs of a succeeded job (their paths on stdout); a failed or canceled one is raised."""
     succeeded(job)
-    paths = client.download(job, args.output_dir)
-    for path in paths:
+    for path in client.download(job, args.output_dir):
         print(path, file=out)
     return EXIT_OK
 
 
-def _interrupted(client: Client, job: Job, args: argparse.Namespace, err: IO[str]) -> int:
+def _interrupted(client: Client, job: Job, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if not args.cancel_on_interrupt:
         print(f"genai-fleet: interrupted; job {job.id} keeps running (not canceled: pass --cancel-on-interrupt "
               f"to cancel on Ctrl-C, or run: genai-fleet cancel {job.id})", file=err)
         return EXIT_INTERRUPTED
     canceled = client.cancel(job.id)
-    state = "canceled" if canceled.status == "canceled" else (
-        f"{canceled.status}" if canceled.done else "cancel requested; the worker stops it between phases")
+    if canceled.done and canceled.status != "canceled":  # it ended before the cancel reached it
+        print(f"genai-fleet: interrupted; job {job.id} had already {canceled.status}", file=err)
+        return _finish(client, canceled, args, out)
+    state = "canceled" if canceled.status == "canceled" else "cancel requested; the worker stops it between phases"
     print(f"genai-fleet: interrupted; job {job.id} {state} (--cancel-on-interrupt)", file=err)
-    return EXIT_CANCELED if canceled.status == "canceled" or not canceled.done else EXIT_OK
+    return EXIT_CANCELED
