@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from runtime.jobs.ids import is_job_id
 from runtime.jobs.store import STATUSES
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+MAX_CURSOR_CHARS = 200  # a cursor this API writes is about 80
+LATEST_CREATED_AT = 1e11  # epoch seconds (year 5138): a cursor time beyond it is not one this API wrote
 KNOWN_PARAMETERS = ("limit", "status", "cursor")
 
 
@@ -37,6 +40,8 @@ def encode_cursor(after: tuple[float, str]) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[float, str]:
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise _bad("cursor", "cursor", "is not a cursor this API gave; pass the next_cursor of a page")
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         created, job_id = data["c"], data["j"]
@@ -44,6 +49,7 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
         raise _bad("cursor", "cursor", "is not a cursor this API gave; pass the next_cursor of a page, "
                                        "or leave it out to start from the newest job") from None
     if (not isinstance(created, int | float) or isinstance(created, bool) or not math.isfinite(created)
+            or not 0 <= created <= LATEST_CREATED_AT
             or not isinstance(job_id, str) or not is_job_id(job_id)):
         raise _bad("cursor", "cursor", "is not a cursor this API gave; pass the next_cursor of a page")
     return float(created), job_id
@@ -58,7 +64,7 @@ def parse_list_query(query: Mapping[str, str]) -> ListQuery:
     limit = DEFAULT_LIMIT
     if "limit" in query:
         text = query["limit"].strip()
-        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        if not re.fullmatch(r"[0-9]{1,3}", text) or not 1 <= int(text) <= MAX_LIMIT:
             raise _bad("limit", "range", f"must be a whole number from 1 to {MAX_LIMIT} (got {text[:20]!r})")
         limit = int(text)
     statuses: tuple[str, ...] = ()

@@ -109,6 +109,9 @@ def test_a_cursor_reads_only_the_callers_own_jobs(store):
     ({"limit": "0"}, "query.limit", "1 to 100"),
     ({"limit": "many"}, "query.limit", "1 to 100"),
     ({"limit": "101"}, "query.limit", "1 to 100"),
+    ({"limit": "\u00b2"}, "query.limit", "1 to 100"),  # a digit to str.isdigit, not to int()
+    ({"cursor": encode_cursor((1e300, "j_01M995CC5Z24ZTTWVA2Z3FXWTJ"))}, "query.cursor", "next_cursor"),
+    ({"cursor": "W" * 5000 + "0" * 5000}, "query.cursor", "next_cursor"),
     ({"status": "done"}, "query.status", "queued, running, succeeded, failed, canceled"),
     ({"cursor": "not-a-cursor"}, "query.cursor", "next_cursor"),
     ({"cursor": encode_cursor((1.0, "j_nope"))}, "query.cursor", "next_cursor"),
