@@ -140,6 +140,18 @@ def test_command_never_prints_the_key_or_the_url(platform, tmp_path):
     assert no_url.returncode == 2 and "GENAI_FLEET_API_URL" in no_url.stderr
 
 
+def test_command_lists_and_cancels(platform):
+    with Client(platform.api_key, platform.api_url) as client:
+        newest = client.run(MODEL, {"prompt": "to list", "width": 64, "height": 64})
+    listed = cli(platform, "list", "--limit", "2", "--status", "succeeded")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0].startswith(f"{newest.id}  succeeded")
+    canceled = cli(platform, "cancel", newest.id)  # a finished job comes back unchanged
+    assert canceled.returncode == 0 and canceled.stdout.strip() == f"{newest.id}: succeeded"
+    unknown = cli(platform, "cancel", "j_01M995CC5Z24ZTTWVA2Z3FXWTJ")
+    assert unknown.returncode == 3 and "404" in unknown.stderr
+
+
 class _StaleCdn(BaseHTTPRequestHandler):
     hits: list[str] = []
 
