@@ -54,7 +54,7 @@ def _request(method: str, path: str, headers: dict[str, str], body: bytes = b"")
 def test_trace_and_unknown_methods_get_json_405_with_allow(server):
     for method in ("TRACE", "CONNECT", "BREW"):
         [(status, headers, body)] = _exchange(server, _request(method, "/v1/jobs", {"Connection": "close"}))
-        assert status == 405 and headers["allow"] == "POST", method
+        assert status == 405 and headers["allow"] == "GET, POST", method  # GET lists jobs (issue 39)
         assert headers["content-type"] == "application/problem+json" and json.loads(body)["status"] == 405
 
 
