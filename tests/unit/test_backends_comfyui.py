@@ -75,7 +75,8 @@ def test_websocket_is_open_before_the_prompt_so_a_fast_prompt_is_seen_at_once(co
     comfy.requests.clear()
     started = time.monotonic()
     backend.run(ctx("j_cached"))  # everything but SaveImage is replayed from ComfyUI's cache
-    assert time.monotonic() - started < 1.5  # missing the events would wait for the 8 s websocket step
+    # missing the events waits out the websocket step (4 polls = 8 s): half of that tells them apart on a loaded machine
+    assert time.monotonic() - started < 4.0
     order = [r for r in comfy.requests if r in (("GET", "/ws"), ("POST", "/prompt"))]
     assert order == [("GET", "/ws"), ("POST", "/prompt")]
 
