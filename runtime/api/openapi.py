@@ -4,8 +4,9 @@ The job request schemas are generated from the pydantic models that validate req
 (``runtime.jobs.models``): ``JobRequest`` is a ``oneOf`` of one model per task, each with ``task`` as a const
 (optional in the txt2img variant: a body without ``task`` is txt2img), so any body matches at most one
 variant. Header patterns are the ones the app applies (``runtime.api.request_headers``); ``API_VERSION`` is
-the API's version, which the app's health route reports. ``createJob`` links to ``getJob`` and ``cancelJob`` through the returned
-``id``, which schema-driven tools follow for stateful tests (tests/integration/test_api_schemathesis.py).
+the API's version, which the app's health route reports. ``createJob`` links to ``getJob`` and
+``cancelJob`` through the returned ``id``, which schema-driven tools follow for stateful tests
+(tests/integration/test_api_schemathesis.py).
 ``python -m runtime.api.openapi`` prints it.
 """
 
