@@ -5,6 +5,7 @@ Error hierarchy (foreign exceptions are mapped at each adapter's boundary, chain
     BackendError                 any failure inside a backend adapter
     ├── BackendUnavailable       the backend is down, crashed or answered 5xx: retry (another attempt)
     ├── JobInputError            the job cannot succeed as given (bad workflow, unknown node): fail now
+    ├── OutputEncodingError      frames could not be encoded into the requested file (runtime.video): fail now
     └── JobInterrupted           the job was interrupted on request (cancel or drain)
 
 Backends are chosen by name through ``REGISTRY`` (name -> "module:Class"), imported lazily so that a
@@ -42,6 +43,11 @@ class JobInputError(BackendError):
     """The job can never succeed as given (bad workflow, unknown model, rejected input URL)."""
 
 
+class OutputEncodingError(BackendError):
+    """The backend's frames could not be encoded into the requested video file (runtime.video.encode): the
+    same frames would fail again, so the job fails now with this message (runtime.worker.failures)."""
+
+
 class JobInterrupted(BackendError):  # noqa: N818
     """The job was interrupted on request (cancellation or drain)."""
 
@@ -53,6 +59,7 @@ class OutputFile:
     name: str  # file name under outputs/<job_id>/
     data: bytes
     content_type: str
+    video: dict[str, Any] | None = None  # a video's format, frames, fps, duration_s, width, height, bytes
 
 
 @dataclass
@@ -196,7 +203,7 @@ CATALOG: dict[str, BackendEntry] = {
     "diffusers": BackendEntry("runtime.backends.diffusers:DiffusersBackend", ("cuda",), _IMAGE_TASKS),
     "neuron": BackendEntry("runtime.backends.neuron:NeuronBackend", ("neuron",), _IMAGE_TASKS),
     "test-pattern": BackendEntry("runtime.backends.test_pattern:TestPatternBackend", ("cuda", "neuron"),
-                                 (*_IMAGE_TASKS, "comfyui-workflow")),
+                                 (*_IMAGE_TASKS, "txt2video", "img2video", "comfyui-workflow")),
 }
 NAMES: tuple[str, ...] = tuple(CATALOG)
 REGISTRY: dict[str, str] = {name: entry.target for name, entry in CATALOG.items()}

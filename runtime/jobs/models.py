@@ -36,6 +36,8 @@ MAX_PROMPT = 4000
 MIN_SIDE, MAX_SIDE, MAX_PIXELS = 64, 2048, 2048 * 2048
 MAX_STEPS, MAX_GUIDANCE, MAX_SEED, MAX_OUTPUTS = 150, 30.0, 2**32 - 1, 4
 MAX_FRAMES, MAX_FPS = 240, 60
+MAX_VIDEO_PIXELS = 240 * 1024 * 576  # frames x width x height of one video job (bounds its time and memory)
+VIDEO_FORMATS = ("mp4", "webm", "webp", "gif")
 MAX_INLINE_IMAGE_CHARS = 150_000
 MAX_WORKFLOW_BYTES = 200_000
 MAX_WORKFLOW_IMAGES = 8
@@ -169,12 +171,30 @@ class Img2ImgInputs(Txt2ImgInputs):
     height: Side | None = Field(default=None, description="null: the input image's height")
 
 
+VideoFormat = Literal["mp4", "webm", "webp", "gif"]  # VIDEO_FORMATS; runtime.video.encode.FORMATS encodes each
+
+
 class Txt2VideoInputs(Txt2ImgInputs):
     width: Side = 512
     height: Side = 512
     num_outputs: Annotated[Int, Field(ge=1, le=1)] = 1
-    frames: Annotated[Int, Field(ge=1, le=MAX_FRAMES)] = 16
+    frames: Annotated[Int, Field(ge=1, le=MAX_FRAMES, description=(
+        f"frames x width x height must be at most {MAX_VIDEO_PIXELS} (240 frames of 1024x576)"))] = 16
     fps: Annotated[Int, Field(ge=1, le=MAX_FPS)] = 8
+    output_format: VideoFormat = Field(default="mp4", description=(
+        "mp4 (H.264, yuv420p, fast start), webm (VP9), webp (animated WebP) or gif (animated GIF); "
+        "a poster image (PNG, the first frame) comes with it"))
+
+    @field_validator("frames")
+    @classmethod
+    def _video_pixels(cls, frames: int, info: ValidationInfo) -> int:
+        width, height = info.data.get("width"), info.data.get("height")
+        if width and height and frames * width * height > MAX_VIDEO_PIXELS:
+            raise PydanticCustomError("max-video-pixels", (
+                f"frames x width x height must be at most {MAX_VIDEO_PIXELS} (240 frames of 1024x576); "
+                f"got {frames} x {width} x {height} = {frames * width * height}: ask for fewer frames or a "
+                "smaller size"))
+        return frames
 
 
 class Img2VideoInputs(Txt2VideoInputs):
