@@ -225,12 +225,15 @@ class ApiApp:
         headers = {"Location": f"/v1/jobs/{record['job_id']}"}
         if not created:
             headers["Idempotent-Replayed"] = "true"
-        if wait > 0 and record["status"] not in FINAL:
+        expected = self.pacer.expected(record)  # this job shape's learnt run time (None: not seen yet)
+        if wait > 0 and record["status"] not in FINAL and not (expected is not None and expected > wait):
             headers["Preference-Applied"] = f"wait={wait:g}"
             record = self._wait_for(record["job_id"], wait) or record
+        # A job expected to outlast the wait (a video that runs minutes) is answered 202 at once: waiting
+        # would hold the request (and a Lambda) for nothing.
         status = 200 if record["status"] in FINAL else 202
         if status == 202:
-            headers["Retry-After"] = str(max(1, round(self.options.average_job_seconds)))
+            headers["Retry-After"] = str(max(1, round(expected or self.options.average_job_seconds)))
         return Response(status, self._view(record, req), headers)
 
     def _check_message_size(self, message: QueueMessage) -> None:
