@@ -90,9 +90,18 @@ class TestPatternBackend(Backend):
         return None
 
     def run(self, ctx: JobContext) -> BackendResult:
-        if ctx.cancel.wait(max(0.0, self.delay_seconds)):
-            raise JobInterrupted(f"job {ctx.job_id} interrupted")
+        self._stand_in_for_inference(ctx)
         return self._render(ctx)
+
+    def _stand_in_for_inference(self, ctx: JobContext) -> None:
+        """Wait ``delay_seconds`` as a model would compute; a cancel interrupts it, and, as the HTTP backends
+        do, the job's time limit (``ctx.deadline``) ends it with a BackendError."""
+        delay = max(0.0, self.delay_seconds)
+        left = delay if ctx.deadline is None else max(0.0, min(delay, ctx.deadline - time.monotonic()))
+        if ctx.cancel.wait(left):
+            raise JobInterrupted(f"job {ctx.job_id} interrupted")
+        if left < delay:
+            raise BackendError(f"test-pattern job {ctx.job_id} ran past the job time limit")
 
     def batch_key(self, ctx: JobContext) -> tuple[Any, ...] | None:
         """Jobs of one size share a call (dynamic batching, runtime.worker.batching); a video runs alone."""
