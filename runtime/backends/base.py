@@ -200,7 +200,8 @@ _IMAGE_TASKS = ("txt2img", "img2img")
 CATALOG: dict[str, BackendEntry] = {
     "comfyui": BackendEntry("runtime.backends.comfyui:ComfyUIBackend", ("cuda",), (*_IMAGE_TASKS, "comfyui-workflow")),
     "a1111": BackendEntry("runtime.backends.a1111:A1111Backend", ("cuda",), _IMAGE_TASKS),
-    "diffusers": BackendEntry("runtime.backends.diffusers:DiffusersBackend", ("cuda",), _IMAGE_TASKS),
+    "diffusers": BackendEntry("runtime.backends.diffusers:DiffusersBackend", ("cuda",),
+                              (*_IMAGE_TASKS, "txt2video", "img2video")),
     "neuron": BackendEntry("runtime.backends.neuron:NeuronBackend", ("neuron",), _IMAGE_TASKS),
     "test-pattern": BackendEntry("runtime.backends.test_pattern:TestPatternBackend", ("cuda", "neuron"),
                                  (*_IMAGE_TASKS, "txt2video", "img2video", "comfyui-workflow")),
