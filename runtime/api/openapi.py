@@ -82,7 +82,12 @@ def _schemas() -> dict[str, Any]:
             "outputs": {"type": "array", "items": {"type": "object", "properties": {
                 "url": {"type": "string", "format": "uri"}, "content_type": {"type": "string"},
                 "generator": {"type": ["string", "null"],
-                              "description": "backend that made the file; test-pattern is not a model output"}}}},
+                              "description": "backend that made the file; test-pattern is not a model output"},
+                "video": {"type": "object", "description": "a video output's facts (txt2video, img2video)",
+                          "properties": {"format": {"type": "string", "enum": ["mp4", "webm", "webp", "gif"]},
+                                         "frames": {"type": "integer"}, "fps": {"type": "integer"},
+                                         "duration_s": {"type": "number"}, "width": {"type": "integer"},
+                                         "height": {"type": "integer"}, "bytes": {"type": "integer"}}}}}},
             "timings": {"type": "object", "properties": {k: {"type": "number"} for k in (
                 "queue_wait_ms", "model_load_ms", "inference_ms", "upload_ms", "total_ms")}},
             "error": {"type": ["object", "null"], "properties": {"code": {"type": "string"},

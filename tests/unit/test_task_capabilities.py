@@ -172,3 +172,13 @@ def test_every_documented_request_validates_against_the_schema_and_the_api(where
     errors = [e.message for e in _request_validator().iter_errors(body)]
     assert not errors, (where, body, errors)
     validate_job(body)
+
+
+def test_the_documented_video_outputs_validate_against_the_job_schema():
+    text = (ROOT / "docs" / "api.md").read_text()
+    section = text.split("### Video outputs, limits and formats", 1)[1]
+    example = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    doc = document()
+    outputs = doc["components"]["schemas"]["Job"]["properties"]["outputs"]
+    jsonschema.Draft202012Validator(outputs).validate(example["outputs"])
+    assert example["outputs"][0]["video"]["frames"] == 48
