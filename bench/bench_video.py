@@ -22,11 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from runtime.backends import test_pattern_video as pattern
+from runtime.video.encode import encode_video
 
-from runtime.backends import test_pattern_video as pattern  # noqa: E402
-from runtime.video.encode import encode_video  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SIZES = ((512, 512), (1024, 576))
 FPS = 24
