@@ -1,8 +1,11 @@
-"""``make demo``: start local mode, run a sync job and a batch of async jobs, check every image, stop.
+"""``make demo``: start local mode, run a sync job, a txt2video job and a batch of async jobs, check every output,
+stop.
 
 Prints a table of the jobs (status, attempts, per-phase timings, output URL), fetches every output from
-the CDN stand-in and checks it is a PNG of the requested size, prints the audit line (submitted /
-succeeded / failed / duplicated), and exits non-zero when anything failed.
+the CDN stand-in and checks it: a PNG of the requested size, or, for the video, an MP4 whose decoded frame
+count, fps and size are the request's (fetched in two HTTP Range requests, as a player seeks) plus its
+poster. Prints the audit line (submitted / succeeded / failed / duplicated), and exits non-zero when anything
+failed.
 """
 
 from __future__ import annotations
@@ -57,6 +60,36 @@ def check_output(http: httpx.Client, url: str, size: tuple[int, int]) -> str | N
     return None
 
 
+VIDEO = {"frames": 24, "fps": 12, "width": 512, "height": 512}  # the demo's txt2video: 2 s of a sweeping bar
+
+
+def check_video(http: httpx.Client, outputs: list[dict[str, Any]]) -> str | None:
+    """None when ``outputs`` are an MP4 of ``VIDEO``'s frames, fps and size (fetched by Range) and a PNG poster."""
+    import av
+
+    if len(outputs) != 2 or outputs[0].get("content_type") != "video/mp4":
+        return f"outputs {[o.get('content_type') for o in outputs]}, want video/mp4 and a poster"
+    try:
+        head = http.get(outputs[0]["url"], headers={"Range": "bytes=0-1023"})
+        rest = http.get(outputs[0]["url"], headers={"Range": "bytes=1024-"})
+    except httpx.HTTPError as exc:
+        return f"fetch failed: {exc}"
+    if head.status_code != 206 or rest.status_code not in (206, 416):
+        return f"Range answers HTTP {head.status_code} / {rest.status_code}, want 206"
+    data = head.content + (rest.content if rest.status_code == 206 else b"")
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            stream = container.streams.video[0]
+            frames = sum(1 for _ in container.decode(stream))
+            got = (frames, int(stream.average_rate), stream.codec_context.width, stream.codec_context.height)
+    except (av.FFmpegError, IndexError, ValueError) as exc:
+        return f"not a playable MP4: {exc}"
+    want = (VIDEO["frames"], VIDEO["fps"], VIDEO["width"], VIDEO["height"])
+    if got != want:
+        return f"frames/fps/size {got}, want {want}"
+    return check_output(http, outputs[1]["url"], (VIDEO["width"], VIDEO["height"]))
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = ["job", "mode", "size", "status", "att", "queue ms", "infer ms", "upload ms", "worker ms", "e2e ms",
             "image", "output URL"]
@@ -99,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         sizes[sync["id"]], modes[sync["id"]] = sync_size, "sync"
         print(f"sync job {sync['id']}: HTTP {ledger.submitted[sync['id']]['response']} status {sync['status']} "
               f"in {sync_s * 1000:.0f} ms (Prefer: wait=20)", flush=True)
+        video = ledger.submit(prompt="a wave rolling onto a beach", task="txt2video", seed=9, **VIDEO)
+        sizes[video["id"]], modes[video["id"]] = (VIDEO["width"], VIDEO["height"]), "video"
         t_batch = time.monotonic()
         for i in range(args.jobs):
             w, h = table_sizes[i % len(table_sizes)]
@@ -115,7 +150,10 @@ def run(args: argparse.Namespace) -> int:
             timings = view.get("timings") or {}
             created, completed = _ts(view.get("created_at")), _ts(view.get("completed_at"))
             url = view["outputs"][0]["url"] if view.get("outputs") else ""
-            problem = check_output(http, url, size) if url else "no output"
+            if modes[job_id] == "video":
+                problem = check_video(http, view.get("outputs") or [])
+            else:
+                problem = check_output(http, url, size) if url else "no output"
             if view.get("status") != "succeeded":
                 failures.append(f"{job_id}: status {view.get('status')} {view.get('error') or ''}")
             if problem:
@@ -125,15 +163,15 @@ def run(args: argparse.Namespace) -> int:
                          "queue": _ms(timings.get("queue_wait_ms")), "infer": _ms(timings.get("inference_ms")),
                          "upload": _ms(timings.get("upload_ms")), "total": _ms(timings.get("total_ms")),
                          "e2e": _ms((completed - created) * 1000 if created and completed else None),
-                         "check": problem or "ok PNG", "url": url})
+                         "check": problem or ("ok MP4" if modes[job_id] == "video" else "ok PNG"), "url": url})
         print()
         print(table(rows))
         print()
         report = ledger.report(list(sizes))
         print(report.line("audit"))
         print(f"batch of {args.jobs}: all final {batch_s:.1f}s after the first submit; "
-              f"{sum(1 for r in rows if r['check'] == 'ok PNG')}/{len(rows)} images fetched from the CDN stand-in "
-              f"and checked (PNG, requested size)")
+              f"{sum(1 for r in rows if r['check'] in ('ok PNG', 'ok MP4'))}/{len(rows)} outputs fetched from the CDN "
+              f"stand-in and checked (PNG of the requested size; the video: MP4 frames, fps, size, poster)")
         if not report.clean or report.failed:
             failures += report.problems or [report.line()]
         ledger.close()

@@ -99,11 +99,11 @@ class Ledger:
                wait: int | None = None, retry_for: float = 60.0, model: str = "sdxl-base-1.0",
                webhook: str | None = None, webhook_events: list[str] | None = None,
                idempotency_key: str | None = None, task: str = "txt2img",
-               inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+               inputs: dict[str, Any] | None = None, **extra_inputs: Any) -> dict[str, Any]:
         """POST /v1/jobs (``Prefer: wait=N`` when ``wait``); returns the job view. Retries for ``retry_for`` s.
-        ``idempotency_key`` defaults to a fresh one (a drill replaying a submission passes its own);
-        ``inputs``: more of the task's inputs (steps, guidance, an img2img image ...)."""
-        inputs = {"prompt": prompt, "width": width, "height": height, **(inputs or {})}
+        ``idempotency_key`` defaults to a fresh one (a drill replaying a submission passes its own); ``task``,
+        ``inputs`` and ``extra_inputs`` (steps, guidance, an img2img image, frames, fps ...) make other jobs."""
+        inputs = {"prompt": prompt, "width": width, "height": height, **(inputs or {}), **extra_inputs}
         if seed is not None:
             inputs["seed"] = seed
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}

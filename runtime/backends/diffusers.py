@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.backends import diffusers_loading as loading
+from runtime.backends import diffusers_video as video
 from runtime.backends.base import (
     Backend,
     BackendError,
@@ -35,7 +36,10 @@ from runtime.backends.diffusers_batch import JobArgs, call_arguments, chunks, jo
 from runtime.backends.diffusers_compile import CacheStore, CompileCache, CompileKey, DirectoryStore, S3Store
 from runtime.backends.diffusers_options import DiffusersOptions
 from runtime.backends.diffusers_ram import HostRamTier, NoRamTier, architecture, restore_into, snapshot
+from runtime.jobs.models import Img2VideoInputs, Txt2VideoInputs
+from runtime.video.encode import POSTER_CONTENT_TYPE, encode_video
 
+VIDEO_TASKS = ("txt2video", "img2video")
 log = logging.getLogger(__name__)
 
 
@@ -100,6 +104,8 @@ class DiffusersBackend(Backend):
         self._model = (model_id, path)
 
     def run(self, ctx: JobContext) -> BackendResult:
+        if ctx.task in VIDEO_TASKS:
+            return self._run_video(ctx)
         outcome = self._run_group([ctx], [self._job_args(ctx)])[0]
         if isinstance(outcome, Exception):
             raise outcome
@@ -114,6 +120,12 @@ class DiffusersBackend(Backend):
         outcomes: list[BackendResult | BackendError | None] = [None] * len(ctxs)
         groups: dict[tuple[Any, ...], list[tuple[int, JobArgs]]] = {}
         for i, ctx in enumerate(ctxs):
+            if ctx.task in VIDEO_TASKS:  # a video runs alone (batch_key None); here only when handed one
+                try:
+                    outcomes[i] = self._run_video(ctx)
+                except BackendError as exc:
+                    outcomes[i] = exc
+                continue
             try:
                 args = self._job_args(ctx)
             except JobInputError as exc:
@@ -129,9 +141,11 @@ class DiffusersBackend(Backend):
                     outcomes[i] = result
         return [o if o is not None else BackendError("job was not run") for o in outcomes]
 
-    def batch_key(self, ctx: JobContext) -> tuple[Any, ...]:
+    def batch_key(self, ctx: JobContext) -> tuple[Any, ...] | None:
         """Jobs with equal keys can share one pipeline call (the agent's dynamic batching): same model, task,
-        size, steps, guidance, strength and scheduler. An invalid input raises JobInputError."""
+        size, steps, guidance, strength and scheduler; a video runs alone. An invalid input raises JobInputError."""
+        if ctx.task in VIDEO_TASKS:
+            return None
         return (ctx.model, ctx.task, self._job_args(ctx).compat)
 
     def batch_default_jobs(self) -> int:
@@ -232,6 +246,55 @@ class DiffusersBackend(Backend):
                 "width": job.width, "height": job.height, "steps": job.steps, "batch_jobs": len(jobs),
                 "batch_images": images, "compiled": self._compiled_in_use(pipe), "pipeline_seconds": seconds})
 
+    # -- video ---------------------------------------------------------------------------------------
+    def _run_video(self, ctx: JobContext) -> BackendResult:
+        """txt2video / img2video (runtime.backends.diffusers_video): latents, then frames decoded in chunks and
+        streamed into the encoder (runtime.video.encode)."""
+        inputs = ctx.job.inputs
+        if not isinstance(inputs, Txt2VideoInputs):
+            raise JobInputError(f"a {ctx.task} job needs video inputs")
+        pipe = self._pipeline("txt2video", inputs.width, inputs.height, 0)
+        if not video.is_video(pipe):
+            raise JobInputError(f"model {ctx.model!r} is not a video model: {ctx.task} on the diffusers backend needs "
+                                f"a diffusers folder of an AnimateDiff pipeline (an SD 1.5 base with its motion "
+                                f"adapter; README \"The diffusers backend\")")
+        image = None
+        if isinstance(inputs, Img2VideoInputs):
+            try:
+                from PIL import Image
+
+                image = Image.open(io.BytesIO(ctx.input_images["image"]))
+                image.load()
+            except (KeyError, OSError, ValueError) as exc:
+                raise JobInputError(f"inputs.image is not an image: {exc}") from exc
+        ctx.check_before_submit()
+        if self.resident is not None and self._factory is None:
+            pipe.scheduler = loading.make_scheduler(self.resident.scheduler, inputs.scheduler)
+
+        def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            if ctx.cancel.is_set():
+                raise JobInterrupted(f"job {ctx.job_id} interrupted at step {step}")
+            return kwargs
+
+        started = time.monotonic()
+        seed = ctx.seed()
+        try:
+            frames = video.render(pipe, inputs, self._generator_factory(seed), on_step_end, image)
+            encoded = encode_video(frames, width=inputs.width, height=inputs.height, fps=inputs.fps,
+                                   output_format=inputs.output_format, expected_frames=inputs.frames)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            if "out of memory" in str(exc).lower():
+                raise BackendUnavailable(f"{self.name} ran out of device memory: {exc}") from exc
+            raise BackendError(f"{self.name} video pipeline failed: {exc}") from exc
+        return BackendResult(
+            outputs=[OutputFile(f"video-0.{encoded.extension}", encoded.data, encoded.content_type,
+                                video=encoded.info()),
+                     OutputFile("poster-0.png", encoded.poster, POSTER_CONTENT_TYPE)],
+            metadata={"backend": self.name, "model": self._model[0] if self._model else None, "seed": seed,
+                      "width": inputs.width, "height": inputs.height, "steps": inputs.steps,
+                      "frames": encoded.frames, "fps": encoded.fps,
+                      "pipeline_seconds": round(time.monotonic() - started, 3)})
+
     # -- pipelines -----------------------------------------------------------------------------------
     def _pipeline(self, task: str, width: int, height: int, images: int) -> Any:
         if self._model is None:
@@ -244,6 +307,8 @@ class DiffusersBackend(Backend):
         return self._pipe_for(self._ensure_resident(), task, width, height, images)
 
     def _pipe_for(self, resident: Resident, task: str, width: int, height: int, images: int) -> Any:
+        if video.is_video(resident.pipe):  # one pipeline serves both video tasks (diffusers_video.render)
+            return resident.pipe
         if task not in resident.by_task:
             import diffusers
 
@@ -275,7 +340,7 @@ class DiffusersBackend(Backend):
         self.loads["disk"] += 1
         resident = Resident(model_id, pipe, architecture(pipe), pipe.unet, scheduler=pipe.scheduler)
         resident.by_task["txt2img"] = pipe
-        if self.options.compiles(self.device):
+        if self.options.compiles(self.device) and not video.is_video(pipe):  # video runs its motion UNet eager
             self._compile(resident)
         self.resident = resident
         return resident

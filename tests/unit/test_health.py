@@ -63,7 +63,9 @@ def test_a_probe_that_raises_counts_as_unhealthy():
 
 
 def _agent(current=None, last_tick=None) -> SimpleNamespace:
-    config = SimpleNamespace(max_job_seconds=60, queue=SimpleNamespace(wait_time_seconds=20))
+    limits = {"txt2video": 1800}  # a task with a limit of its own (runtime.jobs.time_limits)
+    config = SimpleNamespace(max_job_seconds=60, time_limit=lambda task: limits.get(task, 60),
+                             queue=SimpleNamespace(wait_time_seconds=20))
     return SimpleNamespace(config=config, supervisor=SimpleNamespace(current=current), last_tick=last_tick)
 
 
@@ -72,10 +74,14 @@ def test_agent_health_probe():
     assert Agent.healthy(_agent())  # booting
     assert Agent.healthy(_agent(last_tick=now - 5))
     assert not Agent.healthy(_agent(last_tick=now - 600))  # the loop stopped going round
-    job = SimpleNamespace(started=now - 30)
+    job = SimpleNamespace(started=now - 30, ctx=SimpleNamespace(task="txt2img"))
     assert Agent.healthy(_agent(last_tick=now - 600, current=job))  # a job within its time limit
     job.started = now - 1000
     assert not Agent.healthy(_agent(last_tick=now - 600, current=job))  # a job stuck past it
+    video = SimpleNamespace(started=now - 1000, ctx=SimpleNamespace(task="txt2video"))
+    assert Agent.healthy(_agent(last_tick=now - 600, current=video))  # within its task's own limit (issue 36)
+    video.started = now - 2000
+    assert not Agent.healthy(_agent(last_tick=now - 600, current=video))
 
 
 def test_self_check_refuses_a_backend_the_image_lacks(tmp_path):
