@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
                        help="constant:rate=R,hours=H | diurnal:peak=P,trough=T,hours=H | "
                             "bursts:base=B,peak=P,every=S,length=S,hours=H | FILE.csv "
                             "(default: a day peaking at the rate the stack is sized for; size: constant at --rate)")
-        s.add_argument("--workload", default="sd15", help="sdxl | sd15 | mix | FILE.yaml")
+        s.add_argument("--workload", default="sd15", help="sdxl | sd15 | mix | video | FILE.yaml")
         s.add_argument("--scaleout", help="launch phases measured by `make measure-scaleout` (JSON)")
         s.add_argument("--seed", type=int, default=1)
         s.add_argument("--lag", type=int, default=1, help="minutes between a metric datapoint and its use")

@@ -98,6 +98,11 @@ SDXL_BASIS = ("SDXL 1024x1024, 30 steps, one image per job. Measured on an NVIDI
               "H200 eager figure; not measured.")
 SD15_BASIS = ("SD1.5 512x512, 25 steps, one image per job. ASSUMED 1.5 s on g6.xlarge / g5.xlarge (about a fifth "
               "of the SDXL 1024x1024 assumption: a quarter of the pixels, fewer steps, a smaller UNet); not measured.")
+VIDEO_BASIS = ("txt2video, AnimateDiff (a motion adapter on an SD1.5 base, the diffusers backend's video family), "
+               "16 frames of 512x512, 25 steps, encoded to MP4. ASSUMED 40 s on g6.xlarge / g5.xlarge: the UNet runs "
+               "on all 16 frames at once, about 16 SD1.5 images (24 s at the sd15 assumption) plus the motion "
+               "modules, the chunked VAE decode and the encode (bench/bench_video.py: 512x512 encodes at 150-270 "
+               "frames/s on 2 CPU cores, so the encode is under a tenth of a second); not measured on a GPU.")
 BUILTIN: dict[str, Workload] = {
     "sdxl": Workload("sdxl", (ModelLoad("sdxl", 1.0, Dist(8.0, 0.05)),), SDXL_BASIS),
     "sd15": Workload("sd15", (ModelLoad("sd15", 1.0, Dist(1.5, 0.1)),), SD15_BASIS),
@@ -105,6 +110,7 @@ BUILTIN: dict[str, Workload] = {
                             ModelLoad("sd15", 0.5, Dist(1.5, 0.1), switch_seconds=1.0)),
                     SDXL_BASIS + " " + SD15_BASIS + " Switch from host RAM ASSUMED 2 s (SDXL) / 1 s (SD1.5) over "
                     "PCIe Gen4; issue #19 measured 0.11 s pinned / 0.94 s pageable for 5.3 GB on an H200."),
+    "video": Workload("video", (ModelLoad("animatediff-sd15", 1.0, Dist(40.0, 0.15)),), VIDEO_BASIS),
 }
 
 

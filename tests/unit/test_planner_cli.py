@@ -186,3 +186,13 @@ def test_plan_without_a_trace_runs_the_rate_the_stack_is_sized_for(capsys):
     cfg, work = load_stack("dev"), workload.load("sd15")
     assert f"a day peaking at {stack_rate(cfg, work):g} jobs/s, the rate stack dev is sized for" in out
     assert "jobs lost 0" in out
+
+
+def test_the_video_workload_has_minutes_long_jobs(tmp_path):
+    out = tmp_path / "video.json"
+    code = main(["run", "--stack", "prod", "--workload", "video", "--trace", "constant:rate=0.2,hours=0.5",
+                 "--warm-start", "--plot", "", "--json", str(out)])
+    summary = json.loads(out.read_text())
+    assert code == 0 and summary["lost"] == 0
+    assert workload.load("video").mean_service == 40.0
+    assert summary["e2e"][0] >= 30.0  # a video job's end to end is its service time, not an image's
