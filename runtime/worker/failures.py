@@ -10,8 +10,8 @@ transient (counted)        BackendError, BackendUnavailable,      attempt error 
                            ModelUnavailable (download failed),    attempt fails the job
                            any unexpected exception
 infrastructure (not        AWSCallError (S3), StoreUnavailable,   job handed back (attempt not counted) after
-counted)                   QueueError, OSError (disk)             a backoff; the agent stays up and slows
-                                                                  its loop while the failures go on
+counted)                   QueueError, OSError (disk),            a backoff; the agent stays up and slows
+                           BackendBusy (its work never started)   its loop while the failures go on
 =========================  =====================================  ===========================================
 
 Nothing escapes the agent's loop: an exception not in the table is transient (and logged with its
@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from runtime.backends.base import BackendError, BackendUnavailable, JobInputError, JobInterrupted
+from runtime.backends.base import BackendBusy, BackendError, BackendUnavailable, JobInputError, JobInterrupted
 from runtime.jobs.errors import StoreUnavailableError
 from runtime.model_cache import ModelNotFound, ModelUnavailable
 from runtime.queues.base import MessageFormatError, QueueError
@@ -54,6 +54,7 @@ TABLE: tuple[tuple[type[BaseException], Disposition], ...] = (
     (ModelNotFound, Disposition(Cause.PERMANENT, "invalid-input")),
     (MessageFormatError, Disposition(Cause.PERMANENT, "invalid-message")),
     (JobInterrupted, Disposition(Cause.TRANSIENT, "interrupted")),
+    (BackendBusy, Disposition(Cause.INFRASTRUCTURE, "backend-busy")),
     (BackendUnavailable, Disposition(Cause.TRANSIENT, "backend-unavailable")),
     (BackendError, Disposition(Cause.TRANSIENT, "backend-error")),
     (ModelUnavailable, Disposition(Cause.TRANSIENT, "model-unavailable")),

@@ -102,6 +102,9 @@ class Run:
                 raise Stop("error", "RuntimeError", "[enforce fail at alloc_cpu.cpp:127] err == 0. "
                             f"DefaultCPUAllocator: can't allocate memory: you tried to allocate {size} bytes. "
                             "Error code 12 (Cannot allocate memory)\n")
+        if node["class_type"] == "GenaiFleetHang":  # ignores interrupts: only a crash (restart) ends it early
+            self._sleep(float(inputs["seconds"]))
+            return None
         steps = max(1, int(inputs.get("steps") or 1)) if spec.stepped else 1
         for step in range(steps):
             self._sleep(seconds / steps)

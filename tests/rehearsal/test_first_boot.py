@@ -289,6 +289,9 @@ def _attach_instance_store(root: Path, disk: str, mode: str) -> None:
 
 @pytest.mark.parametrize(("stack", "template", "instance_store"), CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
 def test_first_boot(ami, moto_endpoint, tmp_path, stack, template, instance_store):
+    # The container shares the host's loopback: a port the instance's backends use must be free, or the agent's
+    # jobs would reach another server (a ComfyUI already on 8188 answered "ckpt_name not in []").
+    machine.refuse_taken_ports([b.port for b in ic.HTTP_BACKENDS.values()])
     templates = _launch_templates(stack)
     assert template in templates, sorted(templates)
     script = templates[template]
@@ -407,6 +410,15 @@ def _check_first_boot(box, cloud: Cloud, config: agent_config.AgentConfig, stack
     assert box.check(f"systemctl is-active {ic.COMFYUI.unit}").strip() == "active"
     comfy_pid = box.check(f"systemctl show -p MainPID --value {ic.COMFYUI.unit}").strip()
     assert box.check(f"stat -c %U /proc/{comfy_pid}").strip() == ic.SERVICE_USER
+
+    # The job's files: ComfyUI's unit names the agent config's folders (one source: the instance contract), the
+    # stand-in wrote the job's image there as ComfyUI does, and the agent deleted everything of the job after it.
+    exec_start = box.check(f"systemctl show -p ExecStart --value {ic.COMFYUI.unit}")
+    folders = (config.backend_output_dir, config.backend_input_dir, config.backend_temp_dir)
+    for flag, folder in zip(("--output-directory", "--input-directory", "--temp-directory"), folders, strict=True):
+        assert folder and f"{flag} {folder} " in exec_start, (flag, folder, exec_start)
+    left = box.check(f"find {' '.join(folders)} -type f ! -name .written-by-comfyui").split()
+    assert not left, f"files of job {job_id} left behind: {left}"
 
     # Folders: owned by the service user, the model link where ComfyUI's extra-model-paths file points.
     owners = box.check(f"stat -c '%U %a %n' {config.model_cache.cache_dir} {config.backend_model_dir} "
