@@ -84,8 +84,8 @@ class JobContext:
     # from the claim: work queued inside the backend behind other work is not charged for the wait.
     time_limit_s: float | None = None
     deadline: float | None = None  # time.monotonic() value after which the backend should give up (set by executing)
-    # How long the work may wait inside the backend before it starts; past it the attempt goes back uncounted
-    # (BackendBusy). Set with the time limit at the claim.
+    # Until when the work may wait inside the backend before it starts (``submitted`` sets it one time limit after
+    # the submission); past it the attempt goes back uncounted (BackendBusy).
     start_deadline: float | None = None
     executing_since: float | None = None
     # One id per attempt (a JobContext is built per attempt): backends name their server-side work with
@@ -98,6 +98,11 @@ class JobContext:
     def backend_id(self) -> str:
         """The id of this attempt's work on the backend: ``<job_id>.<attempt_id>``."""
         return f"{self.job_id}.{self.attempt_id}"
+
+    def submitted(self) -> None:
+        """The backend accepted this attempt's work into its queue: it may wait there one time limit."""
+        if self.start_deadline is None and self.time_limit_s is not None:
+            self.start_deadline = time.monotonic() + self.time_limit_s
 
     def executing(self, now: float | None = None) -> None:
         """The backend started executing this attempt's work: the time limit starts counting (once)."""

@@ -156,6 +156,7 @@ class ComfyUIBackend(Backend):
             ws = self._open_ws() if self.use_websocket else None
             ctx.check_before_submit()
             self._submit(workflow, prompt_id)
+            ctx.submitted()
             entry = self._wait(ctx, prompt_id, ws)
             outputs = self._download(entry, prompt_id)
         finally:

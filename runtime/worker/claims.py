@@ -91,8 +91,7 @@ class Claimer:
         except JobInputError as exc:
             return self._refuse(received, attempt, exc)
         limit_s = self._max_job_s  # the job's time limit (one value; it counts from when the backend starts it)
-        ctx = JobContext(job_id=message.job_id, job=spec, time_limit_s=limit_s,
-                         start_deadline=time.monotonic() + limit_s)
+        ctx = JobContext(job_id=message.job_id, job=spec, time_limit_s=limit_s)
         job = RunningJob(received, ctx, attempt, picked=picked, timings=timings, prepared=prepared)
         job.guard = LeaseGuard(
             consumer=self._consumer, store=self._store, received=received, job_id=message.job_id,

@@ -46,6 +46,9 @@ class Run:
         slow = fake.slow_runs > 0
         if slow:
             fake.slow_runs -= 1
+        hang = fake.hang_runs > 0
+        if hang:
+            fake.hang_runs -= 1
         failing = None
         if fake.fail_executions > 0 and to_run:
             fake.fail_executions -= 1
@@ -63,6 +66,8 @@ class Run:
             if slow and spec.stepped:
                 seconds = fake.slow_seconds
             try:
+                if hang and spec.stepped:  # a stuck CUDA call: no step ends, nothing polls the interrupt flag
+                    self._sleep(fake.hang_seconds)
                 output = self._run_node(node_id, seconds, failing == node_id)
             except Stop as stop:
                 if stop.kind == "crashed":

@@ -32,7 +32,8 @@ defaults to the models folder's parent), or the folders given as ``output_dir`` 
 (main.py's ``--output-directory`` / ``--input-directory`` / ``--temp-directory``). Controls: ``delay``,
 ``node_seconds``, ``fail_prompts`` (next N POST /prompt answer 500), ``fail_executions`` (next N prompts fail in
 their sampler, or first node run), ``die_on_execute``, ``websocket`` (False: /ws refused), ``preview_frames``,
-``slow_runs`` / ``slow_seconds`` (the next N prompts' samplers take that long), ``upload_gate`` (uploads wait for
+``slow_runs`` / ``slow_seconds`` (the next N prompts' samplers take that long), ``hang_runs`` / ``hang_seconds``
+(the next N prompts' samplers first hang that long, deaf to interrupts), ``upload_gate`` (uploads wait for
 the event). An EmptyImage too large to
 allocate fails as torch does on CPU.
 """
@@ -77,6 +78,8 @@ class FakeComfyUI(FakeServer):
         self.preview_frames = True
         self.slow_runs = 0  # the next N prompts spend ``slow_seconds`` in their sampler (drills)
         self.slow_seconds = 30.0
+        self.hang_runs = 0  # the next N prompts' samplers hang ``hang_seconds`` ignoring interrupts (a stuck CUDA call)
+        self.hang_seconds = 3600.0
         self.upload_gate: threading.Event | None = None  # set: /upload/image waits for it (at most 60 s)
         self.prompts: list[dict[str, Any]] = []  # accepted POST /prompt bodies
         self.interrupts = 0
