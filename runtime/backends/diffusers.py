@@ -203,12 +203,17 @@ class DiffusersBackend(Backend):
         def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             if all(ctx.cancel.is_set() for ctx in ctxs):  # one cancelled member does not stop the others
                 raise JobInterrupted(f"job(s) {', '.join(c.job_id for c in ctxs)} interrupted at step {step}")
+            if any(ctx.deadline is not None and time.monotonic() > ctx.deadline for ctx in ctxs):  # one call: all
+                raise BackendError(f"{self.name} call of job(s) {', '.join(c.job_id for c in ctxs)} ran past the job "
+                                   f"time limit at step {step}")
             return kwargs
 
         started = time.monotonic()
+        for ctx in ctxs:
+            ctx.executing(started)  # in process: the call starts now, and so does each job's time limit
         try:
             result = pipe(**args, callback_on_step_end=on_step_end)
-        except JobInterrupted as exc:
+        except BackendError as exc:  # the step callback: a cancel (JobInterrupted) or the time limit
             for slot in slots:
                 outcomes[slot] = exc
             return
