@@ -201,6 +201,11 @@ class Backend(abc.ABC):
         """Ask the backend to stop the running job (called from another thread)."""
         ctx.cancel.set()
 
+    def sweep(self, older_than_s: float) -> int:
+        """Delete what attempts left on the backend (history entries, files) older than ``older_than_s``; returns how
+        many things went. Called between calls, so nothing of a running attempt is touched. Default: nothing kept."""
+        return 0
+
     def restart_needed(self) -> str | None:
         """Why the backend must be restarted before it runs more work, once (the reason is taken): work it was
         told to stop (a cancel or a time limit) did not stop within the adapter's grace period, so everything

@@ -117,6 +117,7 @@ class ComfyUIBackend(Backend):
         root = self.model_dir.parent.parent  # <root>/models/checkpoints, <root>/output
         self.output_dir = Path(output_dir or getattr(config, "backend_output_dir", None) or root / "output")
         self.input_dir = Path(input_dir or getattr(config, "backend_input_dir", None) or root / "input")
+        self.temp_dir = Path(getattr(config, "backend_temp_dir", None) or root / "temp")
         self.is_alive = is_alive
         self.poll_seconds = poll_seconds
         self.use_websocket = use_websocket
@@ -177,6 +178,27 @@ class ComfyUIBackend(Backend):
     def restart_needed(self) -> str | None:
         reason, self._restart_reason = self._restart_reason, None
         return reason
+
+    def sweep(self, older_than_s: float) -> int:
+        """Delete history entries and files in ComfyUI's output / input / temp folders older than ``older_than_s``:
+        what an attempt whose clean-up could not finish left (an agent killed mid-job, a prompt that ran on after
+        its attempt gave up). Entries exist only for prompts that ended, so no running prompt loses its entry."""
+        cutoff = time.time() - older_than_s
+        gone = 0
+        try:
+            response = _http.request(self._client, "GET", "/history")
+            entries = _json(response) if response.status_code == 200 else {}
+            old = [pid for pid, entry in entries.items() if isinstance(entry, dict) and _ended_before(entry, cutoff)]
+            if old:
+                _http.request(self._client, "POST", "/history", json={"delete": old})
+                gone += len(old)
+        except BackendError as exc:
+            log.info("ComfyUI history sweep skipped: %s", exc)
+        for folder in {self.output_dir, self.input_dir, self.temp_dir}:
+            gone += _delete_older(folder, cutoff)
+        if gone:
+            log.info("ComfyUI sweep deleted %d leftover(s) older than %.0f s", gone, older_than_s)
+        return gone
 
     def close(self) -> None:
         self._client.close()
@@ -426,6 +448,30 @@ def _delete_inside(folder: Path, relative: Path) -> None:
             target.unlink(missing_ok=True)
     except OSError as exc:
         log.warning("could not delete ComfyUI file %s/%s: %s", folder, relative, exc)
+
+
+def _ended_before(entry: dict[str, Any], cutoff: float) -> bool:
+    """The entry's last status message (ms timestamps, execution.py) is older than ``cutoff`` (epoch seconds)."""
+    stamps = [data.get("timestamp") for _, data in (entry.get("status") or {}).get("messages") or []
+              if isinstance(data, dict) and isinstance(data.get("timestamp"), int | float)]
+    return bool(stamps) and max(stamps) / 1000 < cutoff
+
+
+def _delete_older(folder: Path, cutoff: float) -> int:
+    """Files (not dot files) under ``folder`` last modified before ``cutoff``."""
+    gone = 0
+    try:
+        paths = [p for p in folder.rglob("*") if not p.name.startswith(".")]
+    except OSError:
+        return 0
+    for path in paths:
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                gone += 1
+        except OSError as exc:
+            log.warning("could not sweep ComfyUI file %s: %s", path, exc)
+    return gone
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

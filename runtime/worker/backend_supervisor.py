@@ -31,6 +31,11 @@ from runtime.worker.stop_signal import StopSignal
 
 log = logging.getLogger(__name__)
 
+SWEEP_EVERY_S = 300.0  # how often leftovers of attempts are swept off the backend (between calls)
+# A leftover this old belongs to no running attempt: an attempt's inputs are uploaded before its start wait and its
+# run (each at most the largest time limit, 3600 s).
+SWEEP_OLDER_THAN_S = 3 * 3600.0
+
 
 class BackendSupervisor:
     def __init__(self, backend: Backend, *, metrics: Metrics, worker_id: str, ready_timeout_s: float,
@@ -41,6 +46,7 @@ class BackendSupervisor:
         self._on_unrecoverable = on_unrecoverable
         self.unrecoverable: str | None = None  # why the backend could not be brought back (health reads it)
         self.restarts: list[float] = []  # seconds each restart took until the backend answered
+        self._swept = time.monotonic()  # the first sweep comes SWEEP_EVERY_S after the start
         self._metrics, self._worker_id = metrics, worker_id
         self._ready_timeout_s, self._stop = ready_timeout_s, stop
         self._on_model = on_model  # the consumer's model-affinity hook
@@ -96,11 +102,19 @@ class BackendSupervisor:
             log.error("backend still unavailable: %s", exc)
             self._stop.wait(5.0)
 
-    def recover_if_wedged(self) -> None:
-        """After a call: restart the backend when it holds work it was told to stop."""
+    def after_call(self) -> None:
+        """After a call, before the next: restart the backend when it holds work it was told to stop, and now and
+        then sweep what attempts left on it (``SWEEP_EVERY_S``; leftovers older than ``SWEEP_OLDER_THAN_S``)."""
         why = self.backend.restart_needed()
         if why is not None:
             self.restart(why)
+        now = time.monotonic()
+        if now - self._swept >= SWEEP_EVERY_S:
+            self._swept = now
+            try:
+                self.backend.sweep(SWEEP_OLDER_THAN_S)
+            except Exception:
+                log.exception("backend sweep failed")
 
     def restart(self, why: str) -> bool:
         """Restart the backend's service and wait until it answers; False (and unhealthy) when it cannot."""

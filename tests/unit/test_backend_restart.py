@@ -49,8 +49,8 @@ def supervisor(backend: Backend, restart=None, on_unrecoverable=None) -> Backend
 def test_a_wedged_backend_is_restarted_once_and_waited_for():
     backend, restarts = Wedged(), []
     sup = supervisor(backend, restart=lambda: restarts.append(1))
-    sup.recover_if_wedged()
-    sup.recover_if_wedged()  # the reason is taken once: no second restart
+    sup.after_call()
+    sup.after_call()  # the reason is taken once: no second restart
     assert restarts == [1] and len(backend.ready_calls) == 1 and 0 < backend.ready_calls[0] <= 30
     assert sup.unrecoverable is None and len(sup.restarts) == 1
 
@@ -65,9 +65,23 @@ def test_a_backend_that_cannot_be_brought_back_marks_the_instance_unhealthy(case
     restart = {"no-command": None, "command-fails": failing, "never-answers": lambda: None}[case]
     marked: list[str] = []
     sup = supervisor(backend, restart=restart, on_unrecoverable=marked.append)
-    sup.recover_if_wedged()
+    sup.after_call()
     assert sup.unrecoverable and marked == [sup.unrecoverable]
     assert "still running" in sup.unrecoverable
+
+
+def test_leftovers_are_swept_between_calls_now_and_then(monkeypatch):
+    from runtime.worker import backend_supervisor
+
+    backend, swept = Wedged(), []
+    backend.reason = None
+    backend.sweep = lambda older_than_s: swept.append(older_than_s) or 0  # type: ignore[method-assign]
+    sup = supervisor(backend)
+    sup.after_call()
+    assert swept == []  # not at once
+    monkeypatch.setattr(backend_supervisor, "SWEEP_EVERY_S", 0.0)
+    sup.after_call()
+    assert swept == [backend_supervisor.SWEEP_OLDER_THAN_S]
 
 
 def test_the_default_backend_never_asks_for_a_restart():

@@ -142,3 +142,33 @@ def test_a_prompt_never_started_by_its_start_limit_goes_back_uncounted(comfy):
         assert backend.restart_needed() is None  # not ours to stop
     finally:
         client.close()
+
+
+def test_the_sweep_deletes_leftover_history_entries_and_files_older_than_its_bound(comfy):
+    """Issue 34: what an attempt could not clean up (an agent killed mid-job, a prompt that ran on after its
+    attempt gave up) is deleted by the periodic sweep, so a leak cannot grow without limit."""
+    import os
+
+    from tests.contract.comfy_client import ComfyClient
+
+    client = ComfyClient(comfy.url)
+    try:
+        client.submit(MODEL_FREE, "left-behind")
+        client.wait_history("left-behind")
+    finally:
+        client.close()
+    upload = comfy.input_dir / "j_x.attempt-image.png"
+    upload.write_bytes(b"png")
+    marker = comfy.output_dir / ".written-by-comfyui"
+    marker.write_text("ok")
+    (file,) = [p for p in comfy.output_dir.iterdir() if p.name.startswith("t_")]
+    backend = backend_for(comfy)
+    assert backend.sweep(3600) == 0 and file.exists() and "left-behind" in comfy.history  # young: kept
+    hour_ago = time.time() - 7200
+    for path in (file, upload):
+        os.utime(path, (hour_ago, hour_ago))
+    for _, data in comfy.history["left-behind"]["status"]["messages"]:
+        data["timestamp"] = int(hour_ago * 1000)
+    assert backend.sweep(3600) == 3
+    assert not file.exists() and not upload.exists() and "left-behind" not in comfy.history
+    assert marker.exists()  # dot files are not job files
