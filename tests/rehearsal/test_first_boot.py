@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -320,6 +321,7 @@ def test_first_boot(ami, moto_endpoint, tmp_path, stack, template, instance_stor
             box.check("bash /var/lib/cloud-user-data", 120)  # cloud-final: root runs the user data
             job_id = _check_first_boot(box, cloud, config, stack)
             boot_to_image = time.monotonic() - started
+            _drill_backend_restart(box, config)
             _check_instance_store(box, config, disk.path, instance_store)
             _drill_crash_loop(box, cloud)
             _ledger(cloud, [job_id], f"rehearsal {stack} (first boot, drills: "
@@ -443,6 +445,21 @@ def _ledger(cloud: Cloud, job_ids: list[str], title: str) -> None:
                     redelivered=sum(1 for v in views if int(v.get("attempts") or 1) > 1))
     record(title, report)
     assert report.lost == 0 and report.succeeded == len(job_ids), report.line(title)
+
+
+def _drill_backend_restart(box, config: agent_config.AgentConfig) -> None:
+    """Issue 34: the agent's restart command, run in the agent unit's sandbox (its user, NoNewPrivileges, its
+    writable paths), restarts ComfyUI through the AMI's path unit and returns once the request is taken."""
+    before = box.check(f"systemctl show -p MainPID --value {ic.COMFYUI.unit}").strip()
+    sandbox = " ".join(f"-p {p}" for p in (f"User={ic.SERVICE_USER}", "NoNewPrivileges=yes", "ProtectSystem=full",
+                                          f"ReadWritePaths={' '.join(ic.AGENT_WRITABLE)}"))
+    command = " ".join(shlex.quote(part) for part in config.backend_restart_command)
+    box.check(f"systemd-run --wait --pipe --quiet {sandbox} {command}", 120)
+    after = box.check(f"systemctl show -p MainPID --value {ic.COMFYUI.unit}").strip()
+    assert after not in ("0", before), (before, after)
+    assert box.run(f"test -e {ic.BACKEND_RESTART_REQUEST}", 30).returncode != 0  # the request was taken
+    wait_for(lambda: box.run(f"curl -fsS {ic.COMFYUI.url}/system_stats", 30).returncode == 0, 60,
+             "ComfyUI to answer after its restart", lambda: box.proc.poll() is None)
 
 
 def _drill_crash_loop(box, cloud: Cloud) -> None:
