@@ -221,13 +221,13 @@ METRICS_SINKS = ("agent", "stdout", "memory", "off")
 
 
 def _command(data: dict[str, Any], key: str) -> tuple[str, ...]:
-    """A command line as a list of strings (no shell); absent: empty (no restart)."""
+    """A command line as a list of strings (no shell); absent or empty: no command."""
     value = data.get(key)
-    if value is None:
+    if value is None or (isinstance(value, list | tuple) and not value):
         return ()
-    if not isinstance(value, list | tuple) or not value or not all(isinstance(x, str) and x for x in value):
-        raise AgentConfigError(f"{key} = {value!r}: must be a non-empty list of strings, e.g. "
-                               '["systemctl", "restart", "comfyui.service"]')
+    if not isinstance(value, list | tuple) or not all(isinstance(x, str) and x for x in value):
+        raise AgentConfigError(f"{key} = {value!r}: must be a list of non-empty strings (the program and its "
+                               'arguments, no shell), e.g. ["/usr/local/bin/restart-backend", "comfyui"]')
     return tuple(value)
 
 

@@ -122,13 +122,14 @@ def test_the_restart_command_is_bounded_and_its_failure_named(tmp_path: Path):
         command_restarter([sys.executable, "-c", "import time; time.sleep(30)"], 0.5)()
 
 
-@pytest.mark.parametrize("value", ["systemctl restart comfyui.service", [], ["systemctl", ""], [1]])
+@pytest.mark.parametrize("value", ["systemctl restart comfyui.service", ["systemctl", ""], [1]])
 def test_a_bad_restart_command_in_the_agent_config_names_the_key(value):
     from runtime.agent_config import AgentConfigError, parse
 
     base = {"stack": "t", "region": "us-east-1", "job_table": "jobs", "backend": "test-pattern",
             "queue": {"kind": "sqs", "url": "https://sqs/q"}, "outputs": {"bucket": "b", "cdn_base_url": "https://c"}}
     assert parse(base).backend_restart_command == ()
+    assert parse({**base, "backend_restart_command": []}).backend_restart_command == ()  # what to_json writes
     with pytest.raises(AgentConfigError, match="backend_restart_command"):
         parse({**base, "backend_restart_command": value})
     with pytest.raises(AgentConfigError, match="backend_restart_timeout_seconds"):
