@@ -451,8 +451,9 @@ def _drill_backend_restart(box, config: agent_config.AgentConfig) -> None:
     """Issue 34: the agent's restart command, run in the agent unit's sandbox (its user, NoNewPrivileges, its
     writable paths), restarts ComfyUI through the AMI's path unit and returns once the request is taken."""
     before = box.check(f"systemctl show -p MainPID --value {ic.COMFYUI.unit}").strip()
-    sandbox = " ".join(f"-p {p}" for p in (f"User={ic.SERVICE_USER}", "NoNewPrivileges=yes", "ProtectSystem=full",
-                                          f"ReadWritePaths={' '.join(ic.AGENT_WRITABLE)}"))
+    sandbox = " ".join(f"-p {shlex.quote(p)}" for p in (
+        f"User={ic.SERVICE_USER}", "NoNewPrivileges=yes", "ProtectSystem=full",
+        f"ReadWritePaths={' '.join(ic.AGENT_WRITABLE)}"))
     command = " ".join(shlex.quote(part) for part in config.backend_restart_command)
     box.check(f"systemd-run --wait --pipe --quiet {sandbox} {command}", 120)
     after = box.check(f"systemctl show -p MainPID --value {ic.COMFYUI.unit}").strip()
