@@ -98,7 +98,8 @@ class Claimer:
             return self._refuse(received, attempt, JobInputError(
                 f"this fleet's backend does not serve {spec.task} jobs (it serves: {', '.join(self._served)}); "
                 f"the API refuses them when the stack tells it the fleet's tasks (GENAI_TASKS)"))
-        ctx = JobContext(job_id=message.job_id, job=spec, deadline=time.monotonic() + self.time_limit(spec.task))
+        # the task's time limit (runtime.jobs.time_limits); it counts from when the backend starts the work
+        ctx = JobContext(job_id=message.job_id, job=spec, time_limit_s=self.time_limit(spec.task))
         job = RunningJob(received, ctx, attempt, picked=picked, timings=timings, prepared=prepared)
         job.guard = LeaseGuard(
             consumer=self._consumer, store=self._store, received=received, job_id=message.job_id,

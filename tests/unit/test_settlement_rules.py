@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from runtime.backends.base import BackendError, BackendResult, JobContext, JobInputError, JobInterrupted, OutputFile
+from runtime.backends.base import (
+    BackendBusy,
+    BackendError,
+    BackendResult,
+    JobContext,
+    JobInputError,
+    JobInterrupted,
+    OutputFile,
+)
 from runtime.jobs.attempts import Attempt
 from runtime.jobs.errors import StoreUnavailableError
 from runtime.jobs.schema import JobSpec
@@ -25,7 +33,8 @@ from runtime.worker.settlement import Settlement
 from runtime.worker.stop_signal import StopSignal
 
 INFRASTRUCTURE = [AWSCallError("S3 PutObject: SlowDown"), StoreUnavailableError("DynamoDB throttled"),
-                  QueueError("SQS unreachable"), OSError(28, "No space left on device")]
+                  QueueError("SQS unreachable"), OSError(28, "No space left on device"),
+                  BackendBusy("ComfyUI had not started the prompt by its start limit")]  # issue 34: never ran
 
 
 class Journal(list):
@@ -146,7 +155,7 @@ def test_an_infrastructure_failure_hands_the_attempt_back_uncounted(exc, number)
 
 def test_the_table_names_every_infrastructure_class_once():
     infra = [kind for kind, disposition in TABLE if disposition.cause is Cause.INFRASTRUCTURE]
-    assert infra == [AWSCallError, StoreUnavailableError, QueueError, OSError]
+    assert infra == [BackendBusy, AWSCallError, StoreUnavailableError, QueueError, OSError]
 
 
 def test_a_permanent_failure_is_recorded_before_the_message_is_acknowledged():
