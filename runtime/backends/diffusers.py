@@ -269,12 +269,9 @@ class DiffusersBackend(Backend):
         if self.resident is not None and self._factory is None:
             pipe.scheduler = loading.make_scheduler(self.resident.scheduler, inputs.scheduler)
 
-        def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            if ctx.cancel.is_set():
-                raise JobInterrupted(f"job {ctx.job_id} interrupted at step {step}")
-            return kwargs
-
+        on_step_end = _step_check([ctx], self.name)  # a cancel, or the time limit (issue 34), at the next step
         started = time.monotonic()
+        ctx.executing(started)  # in process: the call starts now, and so does the job's time limit
         seed = ctx.seed()
         try:
             frames = video.render(pipe, inputs, self._generator_factory(seed), on_step_end, image)

@@ -16,7 +16,7 @@ from PIL import Image
 from bench.diffusers_models import tiny_sd
 from bench.diffusers_video_models import tiny_animatediff
 from runtime.backends import diffusers_video
-from runtime.backends.base import JobContext, JobInputError, JobInterrupted
+from runtime.backends.base import BackendError, JobContext, JobInputError, JobInterrupted
 from runtime.backends.diffusers import DiffusersBackend
 from runtime.backends.diffusers_options import DiffusersOptions
 from runtime.jobs.schema import JobSpec
@@ -91,6 +91,15 @@ def test_a_cancel_stops_the_video_between_steps(backend):
     ctx.cancel.set()
     with pytest.raises(JobInterrupted):
         backend.run(ctx)
+
+
+def test_a_video_past_its_time_limit_ends_at_the_next_step(backend):
+    """Issue 34's limit on issue 36's video path: it counts from the call's start and ends the call at a step."""
+    ctx = _job("txt2video", frames=4)
+    ctx.time_limit_s = 0.0  # already past once the call starts
+    with pytest.raises(BackendError, match="ran past the job time limit"):
+        backend.run(ctx)
+    assert ctx.executing_since is not None
 
 
 def test_an_image_model_refuses_video_naming_what_it_needs(models):
