@@ -2,7 +2,8 @@
 
 ``tiny_sd`` (SD 1.x layout, a few hundred KB) serves the CPU tests; ``sdxl`` builds the SDXL base
 architecture (same shapes as the real model, random weights) for bench/gpu_bench.py, or a tiny SDXL-shaped
-one with ``tiny=True``. The tokenizer is made from a byte-level vocabulary written here, the way CLIP's is
+one with ``tiny=True``; ``tiny(family, folder, seed)`` builds the tiny form of each family in
+``TINY_FAMILIES``. The tokenizer is made from a byte-level vocabulary written here, the way CLIP's is
 laid out (byte characters, the same with ``</w>``, start/end tokens), so no tokenizer files are fetched.
 Pipelines are saved in the layout the model store serves for kind ``diffusers`` (model_index.json plus
 component folders, safetensors weights).
@@ -11,6 +12,7 @@ component folders, safetensors weights).
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +74,31 @@ def tiny_sd(folder: Path, seed: int = 0) -> Path:
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
                         layers_per_block=1, norm_num_groups=4, sample_size=32,
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=_text_encoder(32, 2, 4, 37, None), tokenizer=_tokenizer(folder / ".tok"),
-        unet=unet, scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
-                                                    beta_end=0.012, steps_offset=1),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(str(folder), safe_serialization=True)
+    with tempfile.TemporaryDirectory(prefix="tiny-tokenizer-") as scratch:  # not in the model: a store path is
+        pipe = StableDiffusionPipeline(                                     # never hidden (model_store.layout)
+            vae=vae, text_encoder=_text_encoder(32, 2, 4, 37, None), tokenizer=_tokenizer(Path(scratch)),
+            unet=unet, scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
+                                                        beta_end=0.012, steps_offset=1),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipe.save_pretrained(str(folder), safe_serialization=True)
     return folder
+
+
+# The tiny form of every pipeline family the fleet serves, by family name: tests, local mode
+# (fleetdev/local/models.py) and the bench build them from here. Video and LoRA work add their families.
+TINY_FAMILIES: dict[str, str] = {
+    "sd15": "SD 1.x layout (StableDiffusionPipeline): UNet, VAE, one CLIP text encoder",
+    "sdxl": "SDXL layout (StableDiffusionXLPipeline): two text encoders, text-time conditioning",
+}
+
+
+def tiny(family: str, folder: Path, seed: int = 0) -> Path:
+    """The tiny random-weight pipeline of ``family`` (a TINY_FAMILIES key), seeded, saved at ``folder``."""
+    if family == "sd15":
+        return tiny_sd(folder, seed=seed)
+    if family == "sdxl":
+        return sdxl(folder, tiny=True, seed=seed)
+    raise ValueError(f"tiny pipeline family {family!r}: must be one of {', '.join(TINY_FAMILIES)}")
 
 
 def _sdxl_unet(tiny: bool) -> Any:
@@ -121,12 +141,13 @@ def sdxl(folder: Path, tiny: bool = False, seed: int = 0) -> Path:
         te1, te2 = _text_encoder(32, 2, 4, 37, None), _text_encoder(32, 2, 4, 37, 32, act="gelu")
     else:  # CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 text towers
         te1, te2 = _text_encoder(768, 12, 12, 3072, None), _text_encoder(1280, 32, 20, 5120, 1280, act="gelu")
-    pipe = StableDiffusionXLPipeline(
-        vae=_sdxl_vae(tiny), text_encoder=te1, text_encoder_2=te2, tokenizer=_tokenizer(folder / ".tok"),
-        tokenizer_2=_tokenizer(folder / ".tok2"), unet=_sdxl_unet(tiny),
-        scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                         timestep_spacing="leading", steps_offset=1))
-    if not tiny:
-        pipe = pipe.to(torch.float16)
-    pipe.save_pretrained(str(folder), safe_serialization=True)
+    with tempfile.TemporaryDirectory(prefix="tiny-tokenizer-") as scratch:
+        pipe = StableDiffusionXLPipeline(
+            vae=_sdxl_vae(tiny), text_encoder=te1, text_encoder_2=te2, tokenizer=_tokenizer(Path(scratch) / "1"),
+            tokenizer_2=_tokenizer(Path(scratch) / "2"), unet=_sdxl_unet(tiny),
+            scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                             timestep_spacing="leading", steps_offset=1))
+        if not tiny:
+            pipe = pipe.to(torch.float16)
+        pipe.save_pretrained(str(folder), safe_serialization=True)
     return folder

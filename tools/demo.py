@@ -24,6 +24,9 @@ from fleetdev.local.platform import LocalOptions, LocalPlatform
 ROOT = Path(__file__).resolve().parent.parent
 
 SIZES = [(512, 512), (768, 512), (512, 768), (640, 384), (384, 640), (256, 256), (1024, 576), (576, 1024)]
+# The diffusers backend on the CPU (tiny random-weight pipelines): small sizes and few steps, a second a job.
+DIFFUSERS_SIZES = [(64, 64), (96, 64), (64, 96), (128, 128), (128, 64), (64, 128), (96, 96), (80, 64)]
+DIFFUSERS_STEPS = 8
 
 
 def _ts(value: str | None) -> float | None:
@@ -67,27 +70,40 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
-    options = LocalOptions(queue_kind="kafka" if args.kafka else "sqs", workers=args.workers,
+    diffusers = args.backend == "diffusers"
+    options = LocalOptions(queue_kind="kafka" if args.kafka else "sqs", workers=args.workers, backend=args.backend,
                            test_pattern_delay_seconds=args.delay, keep_run_dir=args.keep_logs)
     failures: list[str] = []
-    with LocalPlatform(options) as platform, httpx.Client(timeout=10) as http:
+    table_sizes = DIFFUSERS_SIZES if diffusers else SIZES
+    try:
+        platform = LocalPlatform(options)
+    except ValueError as exc:  # bad input (an unknown backend ...), refused before anything starts
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    with platform, httpx.Client(timeout=10) as http:
         started = time.monotonic() - t0
-        print(f"local mode up in {started:.1f}s ({options.queue_kind}, {options.workers} workers, "
-              f"test-pattern {options.test_pattern_delay_seconds:g}s/image)"
+        backend = (f"diffusers on the CPU, tiny pipelines {', '.join(sorted(platform.models))}" if diffusers
+                   else f"test-pattern {options.test_pattern_delay_seconds:g}s/image")
+        print(f"local mode up in {started:.1f}s ({options.queue_kind}, {options.workers} workers, {backend})"
               + (f"; logs kept in {platform.run_dir}" if args.keep_logs else ""), flush=True)
         ledger = platform.ledger
+        models = sorted(platform.models) or ["sdxl-base-1.0"]
+        extra = {"steps": DIFFUSERS_STEPS} if diffusers else {}
         sizes: dict[str, tuple[int, int]] = {}
         modes: dict[str, str] = {}
         t_sync = time.monotonic()
-        sync = ledger.submit(prompt="a lighthouse at dusk, sync", width=512, height=512, seed=7, wait=20)
+        sync_size = table_sizes[0]
+        sync = ledger.submit(prompt="a lighthouse at dusk, sync", width=sync_size[0], height=sync_size[1], seed=7,
+                             wait=20, model=models[0], inputs=extra)
         sync_s = time.monotonic() - t_sync
-        sizes[sync["id"]], modes[sync["id"]] = (512, 512), "sync"
+        sizes[sync["id"]], modes[sync["id"]] = sync_size, "sync"
         print(f"sync job {sync['id']}: HTTP {ledger.submitted[sync['id']]['response']} status {sync['status']} "
               f"in {sync_s * 1000:.0f} ms (Prefer: wait=20)", flush=True)
         t_batch = time.monotonic()
         for i in range(args.jobs):
-            w, h = SIZES[i % len(SIZES)]
-            view = ledger.submit(prompt=f"async job {i}", width=w, height=h, seed=100 + i)
+            w, h = table_sizes[i % len(table_sizes)]
+            view = ledger.submit(prompt=f"async job {i}", width=w, height=h, seed=100 + i,
+                                 model=models[i % len(models)], inputs=extra)
             sizes[view["id"]], modes[view["id"]] = (w, h), "async"
         accept_s = time.monotonic() - t_batch
         print(f"{args.jobs} async jobs accepted in {accept_s * 1000:.0f} ms (202 each); polling ...", flush=True)
@@ -134,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--delay", type=float, default=0.5, help="test-pattern seconds per image (default 0.5)")
     parser.add_argument("--kafka", action="store_true", help="use the Kafka mock cluster instead of SQS")
+    parser.add_argument("--backend", default="test-pattern",
+                        help="test-pattern (default) or diffusers: tiny random-weight pipelines on the CPU, the jobs "
+                             "spread over the tiny models (model switches, RAM-tier hits)")
     parser.add_argument("--timeout", type=float, default=40.0, help="seconds to wait for the batch (default 40)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the run directory (logs, agent configs)")
     args = parser.parse_args(argv)

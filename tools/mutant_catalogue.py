@@ -164,6 +164,24 @@ MUTANTS: tuple[Mutant, ...] = (
            'and not any(v["Key"].startswith(p) for p in prefixes)]',
            'and not any(v["Key"].startswith(p) for p in prefixes) and v.get("IsLatest")]', (I + "test_chaos_audit.py",),
            "a fenced-out attempt's late write that it deleted is not counted"),
+    # -- local mode's input checks (issue 35): bad input fails before anything starts ------------------------------
+    Mutant("local-backend-unchecked", "local-input", "fleetdev/local/platform.py", "LocalPlatform.__init__",
+           "if self.options.backend not in BACKENDS:", "if False:",
+           (U + "test_local_models.py::test_the_platform_refuses_bad_input_before_it_starts_anything",),
+           "an unknown backend name gets past the orchestrator (and fails later, naming something else)"),
+    Mutant("local-diffusers-layout-unchecked", "local-input", "fleetdev/local/models.py", "check",
+           'problem = diffusers_layout_problem(path) if path.is_dir() else "it is a file"', "problem = None",
+           (U + "test_local_models.py",), "a folder that is not a diffusers layout is uploaded and fails at the "
+           "first job, after everything started"),
+    Mutant("local-missing-component-ignored", "local-input", "fleetdev/local/models.py", "diffusers_layout_problem",
+           "if missing:", "if False:",
+           (U + "test_local_models.py::test_a_folder_that_is_not_a_diffusers_layout_is_refused_saying_what_was"
+            "_expected",),
+           "a model_index.json naming a component folder that is not there passes the check"),
+    Mutant("local-hidden-files-uploaded", "local-input", "fleetdev/local/models.py", "upload_source",
+           'if any(part.startswith(".") for part in rel.parts):', "if False:",
+           (U + "test_local_models.py::test_hidden_files_of_a_downloaded_folder_stay_out_of_the_upload",),
+           "a download's .cache/ goes into the upload, which the model store refuses (hidden path)"),
     # -- the tests themselves ---------------------------------------------------------------------------------------
     Mutant("launch-template-token-renamed", "tests", "tests/unit/test_inference_cluster.py", "LT",
            '"aws:ec2/launchTemplate:LaunchTemplate"', '"aws:ec2/launchTemplate:LaunchTemplateV2"',

@@ -98,16 +98,18 @@ class Ledger:
     def submit(self, prompt: str = "a lighthouse at dusk", width: int = 512, height: int = 512, seed: int | None = None,
                wait: int | None = None, retry_for: float = 60.0, model: str = "sdxl-base-1.0",
                webhook: str | None = None, webhook_events: list[str] | None = None,
-               idempotency_key: str | None = None) -> dict[str, Any]:
+               idempotency_key: str | None = None, task: str = "txt2img",
+               inputs: dict[str, Any] | None = None) -> dict[str, Any]:
         """POST /v1/jobs (``Prefer: wait=N`` when ``wait``); returns the job view. Retries for ``retry_for`` s.
-        ``idempotency_key`` defaults to a fresh one (a drill replaying a submission passes its own)."""
-        inputs: dict[str, Any] = {"prompt": prompt, "width": width, "height": height}
+        ``idempotency_key`` defaults to a fresh one (a drill replaying a submission passes its own);
+        ``inputs``: more of the task's inputs (steps, guidance, an img2img image ...)."""
+        inputs = {"prompt": prompt, "width": width, "height": height, **(inputs or {})}
         if seed is not None:
             inputs["seed"] = seed
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         if wait:
             headers["Prefer"] = f"wait={wait}"
-        body: dict[str, Any] = {"model": model, "task": "txt2img", "inputs": inputs}
+        body: dict[str, Any] = {"model": model, "task": task, "inputs": inputs}
         if webhook:
             body["webhook"] = webhook
             if webhook_events:

@@ -41,10 +41,13 @@ from fleetdev.local import bootstrap
 from fleetdev.local.audit import Ledger
 from fleetdev.local.cdn import CdnServer
 from fleetdev.local.fake_imds import FakeIMDS
+from fleetdev.local.models import LocalModel, LocalModelError, build_tiny, upload_source
+from fleetdev.local.models import check as check_models
 from fleetdev.local.processes import ManagedProcess, free_port, stop_all, wait_for
 from runtime import instance_contract
 from runtime.api.auth import generate_key
 from runtime.api.environment import ApiConfig
+from runtime.backends import base as backend_names
 from runtime.model_store import upload
 from runtime.queue_names import KAFKA_TOPIC
 
@@ -52,8 +55,13 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET_PARAMETER = "/genai-fleet/local/webhook-secret"  # noqa: S105 - a parameter name
-# Local mode renders with test-pattern or drives an HTTP backend (ComfyUI, A1111) at a URL you give it.
-BACKENDS = ("test-pattern", *instance_contract.HTTP_BACKENDS)
+# Local mode renders with test-pattern, runs the diffusers backend in each agent (on the CPU: tiny pipelines
+# built from configs, or diffusers folders you name), or drives an HTTP backend (ComfyUI, A1111) at a URL.
+# In process: the CUDA flavour's backends that are not HTTP servers (torch runs them on a CPU too; Neuron's needs
+# an Inferentia device).
+IN_PROCESS_BACKENDS = tuple(name for name in backend_names.NAMES if name not in instance_contract.HTTP_BACKENDS
+                            and name in backend_names.flavor_backends("cuda"))
+BACKENDS = (*IN_PROCESS_BACKENDS, *instance_contract.HTTP_BACKENDS)
 _LEDGER_LOCK = threading.Lock()
 
 
@@ -63,10 +71,15 @@ class LocalOptions:
 
     queue_kind: str = "sqs"  # sqs | kafka
     workers: int = 2
-    backend: str = "test-pattern"  # test-pattern | comfyui | a1111
+    backend: str = "test-pattern"  # test-pattern | diffusers | comfyui | a1111
     backend_url: str | None = None  # ComfyUI / A1111 base URL (one for every worker, or see backend_urls)
     backend_urls: list[str] = field(default_factory=list)  # one per worker (drills: a fake backend each)
-    models: dict[str, str] = field(default_factory=dict)  # model id -> local checkpoint file for the model store
+    models: dict[str, str] = field(default_factory=dict)  # model id -> checkpoint file (diffusers: folder) to store
+    # diffusers backend without ``models``: model id -> (tiny family, seed) built from configs (models.TINY_MODELS)
+    tiny_models: dict[str, tuple[str, int]] | None = None
+    diffusers: dict[str, Any] = field(default_factory=dict)  # agent config diffusers block, over device cpu etc.
+    max_job_seconds: int = 60  # the agents' job time limit (a real checkpoint on a CPU needs minutes)
+    metrics_sink: str = "off"  # the agents' metrics: off | stdout (EMF lines in worker-N.log: agent_metrics)
     backend_model_dirs: list[str] = field(default_factory=list)  # per worker: where the backend loads checkpoints
     test_pattern_delay_seconds: float = 0.3  # stands in for inference time
     visibility_timeout_seconds: int = 30  # per receive; the agent's heartbeat extends it while a job runs
@@ -117,8 +130,19 @@ class LocalPlatform:
             raise ValueError(f"queue kind {self.options.queue_kind!r}: must be sqs or kafka")
         if self.options.backend not in BACKENDS:
             raise ValueError(f"backend {self.options.backend!r}: must be one of {', '.join(BACKENDS)}")
-        if self.options.backend != "test-pattern" and not (self.options.backend_url or self.options.backend_urls):
+        if self.options.backend not in IN_PROCESS_BACKENDS and not (self.options.backend_url or
+                                                                   self.options.backend_urls):
             raise ValueError(f"backend {self.options.backend} needs a backend URL")
+        # Every named model is checked now (a folder that is not a diffusers layout fails here, before anything
+        # starts); the diffusers backend's tiny defaults are built at start, into the run directory.
+        self.models: dict[str, LocalModel] = check_models(self.options.models, self.options.backend)
+        if self.options.diffusers:
+            from runtime.backends.diffusers_options import DiffusersOptions, OptionsError
+
+            try:
+                DiffusersOptions.from_mapping(self._diffusers_block())
+            except OptionsError as exc:
+                raise LocalModelError(str(exc)) from exc
         self._own_run_dir = self.options.run_dir is None
         self.run_dir = Path(self.options.run_dir or tempfile.mkdtemp(prefix="genai-local-"))
         self.moto: ManagedProcess | None = None
@@ -225,9 +249,12 @@ class LocalPlatform:
         if o.versioned_outputs:
             self.aws("s3").put_bucket_versioning(Bucket=self.resources.outputs_bucket,
                                                  VersioningConfiguration={"Status": "Enabled"})
-        for model_id, path in o.models.items():  # the real upload path: multipart, sha256, manifest entry
+        if o.backend == "diffusers" and not self.models:
+            self.models = build_tiny(self.run_dir / "tiny-models", o.tiny_models)
+        for model in self.models.values():  # the real upload path: multipart, sha256, manifest entry
+            source = upload_source(model, self.run_dir / "model-uploads")
             upload.upload(self.aws("s3"), self.resources.models_bucket,
-                          upload.plan(model_id, "checkpoint", [path]), source=f"local:{path}")
+                          upload.plan(model.model_id, model.kind, [source]), source=f"local:{model.path}")
         self.webhook_secret = os.urandom(24).hex()
         self.aws("ssm").put_parameter(Name=WEBHOOK_SECRET_PARAMETER, Value=self.webhook_secret, Type="SecureString")
 
@@ -254,7 +281,7 @@ class LocalPlatform:
             kafka_bootstrap=(self.kafka_bootstrap or "") if kafka else None, kafka_topic=KAFKA_TOPIC,
             kafka_iam=False, auth_mode="api-key", api_keys=(self.api_key,), endpoint_url=self.moto_url,
             allow_loopback=True, average_job_seconds=max(0.1, o.test_pattern_delay_seconds),
-            model_bucket=res.models_bucket if o.models else None)  # GET /v1/models lists the store's manifest
+            model_bucket=res.models_bucket if self.models else None)  # GET /v1/models lists the store's manifest
         env = {**self._env, **api.to_env()}
         env.update(o.api_env)
         self.api = ManagedProcess("api", [sys.executable, "-m", "fleetdev.local_server", "--host", "127.0.0.1",
@@ -292,16 +319,16 @@ class LocalPlatform:
         doc: dict[str, Any] = {
             "stack": "local", "region": o.region, "queue": queue, "job_table": res.job_table,
             "outputs": {"bucket": res.outputs_bucket, "cdn_base_url": self.cdn.base_url, "prefix": "outputs"},
-            "backend": o.backend, "backend_url": backend_url if o.backend != "test-pattern" else None,
+            "backend": o.backend, "backend_url": backend_url if o.backend not in IN_PROCESS_BACKENDS else None,
             "model_cache": {"cache_dir": str(self.run_dir / f"worker-{index}-models"),
-                            "max_cache_bytes": 2 * 1024**3,
-                            "store_bucket": res.models_bucket if o.models else None},
+                            "max_cache_bytes": max(2 * 1024**3, 2 * self._model_bytes()),
+                            "store_bucket": res.models_bucket if self.models else None},
             "backend_model_dir": o.backend_model_dirs[index] if index < len(o.backend_model_dirs) else None,
             "lifecycle": {"imds_url": imds_url, "poll_seconds": o.lifecycle_poll_seconds,
                           "drain_margin_seconds": o.drain_margin_seconds,
                           "auto_scaling_group": f"{o.prefix}-workers",
                           "launching_hook": f"{o.prefix}-launching", "terminating_hook": f"{o.prefix}-terminating"},
-            "max_job_seconds": 60, "metrics_sink": "off", "allow_loopback_urls": True,
+            "max_job_seconds": o.max_job_seconds, "metrics_sink": o.metrics_sink, "allow_loopback_urls": True,
             "endpoints": {"s3": self.moto_url, "sqs": self.moto_url, "dynamodb": self.moto_url,
                           "ssm": self.moto_url,
                           # moto answers CompleteLifecycleAction with a 500; the agent's recorder stands in
@@ -309,9 +336,30 @@ class LocalPlatform:
             "test_pattern_delay_seconds": o.test_pattern_delay_seconds,
             "retry_delay_seconds": o.retry_delay_seconds, "backend_ready_timeout_seconds": 30,
             "cancel_poll_seconds": 1.0,
+            "diffusers": self._diffusers_block() if o.backend == "diffusers" else None,
         }
         doc.update(o.worker_overrides)
         return {k: v for k, v in doc.items() if v is not None}
+
+    def _diffusers_block(self) -> dict[str, Any]:
+        """The agents' diffusers options: on the CPU, eager (an Inductor CPU compile costs more than it saves)."""
+        return {"device": "cpu", "compile": "off", **self.options.diffusers}
+
+    def _model_bytes(self) -> int:
+        return sum(f.stat().st_size for m in self.models.values()
+                   for f in ([m.path] if m.path.is_file() else m.path.rglob("*")) if f.is_file())
+
+    def agent_metrics(self, index: int) -> list[dict[str, Any]]:
+        """The EMF records worker ``index`` wrote (``metrics_sink="stdout"``), restarts' logs included."""
+        records = []
+        for log_path in sorted(self.run_dir.glob(f"worker-{index}.*log")):
+            for line in log_path.read_text(errors="replace").splitlines():
+                if line.startswith("{") and '"_aws"' in line:  # EMF: the record's metadata under _aws
+                    try:
+                        records.append(json.loads(line))
+                    except ValueError:
+                        continue  # a line cut short by a kill
+        return records
 
     def add_worker(self, timeout: float = 30.0) -> Worker:
         """Start one more agent (its own instance id and fake IMDS) and wait until it is ready (drills)."""
@@ -327,9 +375,20 @@ class LocalPlatform:
         config_path = self.run_dir / f"worker-{index}.json"
         config_path.write_text(json.dumps(self.agent_config(index, imds.url, instance_id), indent=2) + "\n")
         process = ManagedProcess(f"worker-{index}", self._worker_argv(index, config_path),
-                                 self.run_dir / f"worker-{index}.log", self._env, cwd=ROOT).start()
+                                 self.run_dir / f"worker-{index}.log", self.worker_env(), cwd=ROOT).start()
         return Worker(index, instance_id, imds, config_path,
                       self.run_dir / f"worker-{index}-autoscaling.jsonl", process)
+
+    def worker_env(self) -> dict[str, str]:
+        """The agents' environment. With the diffusers backend, each agent's torch gets its share of the cores
+        left after one for the rest of the platform (OMP_NUM_THREADS, unless set): torch starts a thread per core
+        in every process, and its threads spin while they wait, so on a busy machine more threads are slower.
+        On the 2-core machine this was written on, two agents with two threads each beside a CPU burner took
+        20 s for a 64x64 job; bench/bench_local_diffusers.py measured one thread against two, README)."""
+        if self.options.backend != "diffusers" or "OMP_NUM_THREADS" in self._env:
+            return self._env
+        share = max(1, ((os.cpu_count() or 1) - 1) // max(1, self.options.workers))
+        return {**self._env, "OMP_NUM_THREADS": str(share)}
 
     def _worker_argv(self, index: int, config_path: Path) -> list[str]:
         """The agent's command line; a worker with a clock offset runs under fleetdev.local.skewed_clock."""
@@ -348,8 +407,8 @@ class LocalPlatform:
         restarts[index] = restarts.get(index, 0) + 1
         self._restarts = restarts
         process = ManagedProcess(f"worker-{index}", self._worker_argv(index, old.config_path),
-                                 self.run_dir / f"worker-{index}.restart-{restarts[index]}.log", self._env,
-                                 cwd=ROOT).start()
+                                 self.run_dir / f"worker-{index}.restart-{restarts[index]}.log",
+                                 self.worker_env(), cwd=ROOT).start()
         self.workers[index] = Worker(index, old.instance_id, old.imds, old.config_path, old.autoscaling_log, process)
         return self.workers[index]
 

@@ -59,12 +59,12 @@ class DiffusersBackend(Backend):
     supports_batching = True
 
     def __init__(self, config: Any = None, *, pipeline_factory: Callable[[Path, str], Any] | None = None,
-                 generator_factory: Callable[[int], Any] | None = None, device: str = "cuda",
+                 generator_factory: Callable[[int], Any] | None = None, device: str | None = None,
                  options: DiffusersOptions | None = None, ram_tier: HostRamTier | None = None,
                  compile_cache: CompileCache | None = None, **_: Any) -> None:
-        self.device = device
         self._config = config
         self.options = options or DiffusersOptions.from_mapping(getattr(config, "diffusers", None))
+        self.device = device or self.options.device  # the agent config's diffusers.device unless a test names one
         self._factory = pipeline_factory
         self._generator_factory = generator_factory or self._torch_generator
         if ram_tier is None and self.options.host_ram_bytes() > 0:

@@ -21,6 +21,7 @@ DTYPES = ("auto", "float16", "bfloat16", "float32")
 COMPILE = ("auto", "on", "off")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 COLD_COMPILE = ("skip", "compile")
+DEVICES = ("cuda", "cpu")
 
 
 class OptionsError(BackendError):
@@ -42,6 +43,7 @@ def parse_bucket(text: str) -> tuple[int, int]:
 class DiffusersOptions:
     """How the backend loads and optimises pipelines (agent config ``diffusers`` block)."""
 
+    device: str = "cuda"  # cpu: local mode and CPU-only hosts (torch without CUDA)
     dtype: str = "auto"  # auto: float16 on CUDA, float32 on CPU (CPUs have no fast half-precision convs)
     compile: str = "auto"  # auto: torch.compile on CUDA only (an Inductor CPU compile costs more than it saves)
     compile_mode: str = "max-autotune"  # Inductor autotuning + CUDA graphs: the fastest steady state on H100/H200
@@ -67,8 +69,8 @@ class DiffusersOptions:
         if unknown:
             raise OptionsError(f"diffusers: unknown key(s) {', '.join(sorted(unknown))}; "
                                f"known: {', '.join(sorted(cls.__dataclass_fields__))}")
-        for key, allowed in (("dtype", DTYPES), ("compile", COMPILE), ("compile_mode", COMPILE_MODES),
-                             ("cold_compile", COLD_COMPILE)):
+        for key, allowed in (("device", DEVICES), ("dtype", DTYPES), ("compile", COMPILE),
+                             ("compile_mode", COMPILE_MODES), ("cold_compile", COLD_COMPILE)):
             if key in raw and raw[key] not in allowed:
                 raise OptionsError(f"diffusers.{key}: {raw[key]!r} is not one of {', '.join(allowed)}")
         if "buckets" in raw:

@@ -19,7 +19,8 @@ def test_the_agent_the_stack_and_local_mode_derive_their_lists():
     assert agent_config.BACKENDS == base.NAMES == tuple(base.REGISTRY)
     assert config_settings.FLAVOR_BACKENDS == {"cuda": ("comfyui", "a1111", "diffusers", "test-pattern"),
                                               "neuron": ("neuron", "test-pattern")}
-    assert set(platform.BACKENDS) == {"test-pattern", *instance_contract.HTTP_BACKENDS} <= set(base.NAMES)
+    assert set(platform.BACKENDS) == {"test-pattern", "diffusers", *instance_contract.HTTP_BACKENDS} <= set(base.NAMES)
+    assert platform.IN_PROCESS_BACKENDS == ("diffusers", "test-pattern")  # in process on this machine's CPU
     assert set(config_settings.DEFAULT_BACKEND) == set(config_settings.FLAVOR_FAMILIES)
     for flavor, backend in config_settings.DEFAULT_BACKEND.items():
         assert backend in base.flavor_backends(flavor)

@@ -264,6 +264,20 @@ def test_agent_config_diffusers_block_reaches_the_backend_and_typos_fail_at_boot
         agent_config.parse({**doc, "diffusers": {"compile_mode": "fast"}})
 
 
+def test_the_device_comes_from_the_agent_config_and_only_cuda_or_cpu_is_taken():
+    """Local mode runs the backend from an agent config on a CPU-only host: ``diffusers.device: cpu``."""
+    from runtime import agent_config
+
+    doc = {"stack": "local", "region": "us-east-1", "queue": {"kind": "sqs", "url": "http://q"}, "job_table": "jobs",
+           "outputs": {"bucket": "b", "cdn_base_url": "https://cdn"}, "backend": "diffusers"}
+    assert DiffusersBackend(agent_config.parse(doc)).device == "cuda"  # the fleets' default
+    backend = DiffusersBackend(agent_config.parse({**doc, "diffusers": {"device": "cpu"}}))
+    assert backend.device == "cpu" and backend.options.compiles("cpu") is False
+    assert DiffusersBackend(agent_config.parse(doc), device="cpu").device == "cpu"  # a test's own choice wins
+    with pytest.raises(agent_config.AgentConfigError, match=r"diffusers\.device: 'mps' is not one of cuda, cpu"):
+        agent_config.parse({**doc, "diffusers": {"device": "mps"}})
+
+
 def test_the_job_scheduler_is_a_fresh_one_per_call_and_unknown_names_are_input_errors(models):
     backend = _backend()
     backend.load_model("a", models["a"])
