@@ -74,6 +74,9 @@ class ApiArgs:
     model_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """``FleetConfig.queue.model_groups``: which group queue a job for a model goes to (SQS only)."""
 
+    tasks: tuple[str, ...] = ()
+    """The tasks the fleet's backend serves (``runtime.backends.base.served_tasks``); the API refuses others."""
+
     model_bucket_name: pulumi.Input[str] | None = None
     """Model store bucket: ``GET /v1/models`` reads its manifest; without it, the hot models are listed."""
 
@@ -138,7 +141,7 @@ class Api(pulumi.ComponentResource):
             auth_mode=settings.auth, api_keys_prefix=self.api_keys_prefix if settings.auth == "api-key" else None,
             quota_per_day=settings.key_quota_per_day or None, hot_models=tuple(a.hot_models),
             model_bucket=a.model_bucket_name, average_job_seconds=a.average_job_seconds,
-            max_wait_seconds=settings.max_wait_seconds, model_groups=a.model_groups,
+            max_wait_seconds=settings.max_wait_seconds, model_groups=a.model_groups, tasks=tuple(a.tasks),
         ).to_env()
 
     def _handler_statements(self) -> list[dict[str, pulumi.Input]]:

@@ -26,6 +26,7 @@ from components.config_settings import (
     SETTINGS_BY_KEY,
     ami_parameter_name,
 )
+from runtime.jobs.time_limits import longest_time_limit, parse_task_limits
 
 
 class ConfigError(ValueError):
@@ -93,6 +94,12 @@ class QueueSettings:
     max_receive_count: int
     max_job_seconds: int
     model_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, model ids): a queue per group
+    task_max_job_seconds: tuple[tuple[str, int], ...] = ()  # (task, seconds): tasks with a limit of their own
+
+    @property
+    def longest_job_seconds(self) -> int:
+        """The longest any job may run (maxJobSeconds or a task's own): what drain timeouts must outlast."""
+        return int(longest_time_limit(self.max_job_seconds, dict(self.task_max_job_seconds)))
 
     @property
     def visibility_timeout_seconds(self) -> int:
@@ -247,7 +254,9 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
             ami_channel=v["amiChannel"] or ("latest" if not environment.startswith("prod") else environment)),
         queue=QueueSettings(kind=v["queueKind"], max_receive_count=v["maxReceiveCount"],
                             max_job_seconds=v["maxJobSeconds"],
-                            model_groups=tuple((g, tuple(ms)) for g, ms in (v["modelGroups"] or {}).items())),
+                            model_groups=tuple((g, tuple(ms)) for g, ms in (v["modelGroups"] or {}).items()),
+                            task_max_job_seconds=tuple(sorted(parse_task_limits(
+                                v["taskMaxJobSeconds"], f"{NAMESPACE}:taskMaxJobSeconds").items()))),
         storage=StorageSettings(output_retention_days=v["outputRetentionDays"],
                                 log_retention_days=v["logRetentionDays"],
                                 point_in_time_recovery=v["pointInTimeRecovery"]),

@@ -23,6 +23,7 @@ from components.config_settings import (
     SETTINGS_BY_KEY,
     Setting,
 )
+from runtime.jobs.time_limits import parse_task_limits
 from runtime.model_ids import MODEL_ID
 
 
@@ -40,6 +41,8 @@ def allowed_values(setting: Setting) -> str:
         return "true or false"
     if setting.kind == "map":
         return 'an object of group name -> list of model ids, e.g. {"sdxl": ["sdxl-base", "sdxl-turbo"]}'
+    if setting.kind == "seconds":
+        return 'an object of task -> seconds (10-3600), e.g. {"txt2video": 1800}'
     return "a list"
 
 
@@ -89,8 +92,17 @@ def _parse_map(value: Any) -> dict[str, tuple[str, ...]]:
     return {k: _parse_list(v) for k, v in parsed.items()}
 
 
+def _parse_seconds(value: Any) -> dict[str, Any]:
+    """task -> seconds; the names and the numbers are checked by ``_check_task_limits``."""
+    parsed = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(parsed, Mapping) or not all(isinstance(k, str) for k in parsed):
+        raise ValueError
+    return dict(parsed)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {"str": _parse_str, "int": _parse_int, "float": _parse_float,
-                                             "bool": _parse_bool, "list": _parse_list, "map": _parse_map}
+                                             "bool": _parse_bool, "list": _parse_list, "map": _parse_map,
+                                             "seconds": _parse_seconds}
 
 
 def _coerce(setting: Setting, value: Any, problems: list[str]) -> Any:
@@ -191,6 +203,15 @@ def _check_job_times(v: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _check_task_limits(v: dict[str, Any]) -> list[str]:
+    """taskMaxJobSeconds: known tasks, whole seconds within the agent's bounds (runtime.jobs.time_limits)."""
+    try:
+        parse_task_limits(v["taskMaxJobSeconds"], f"{NAMESPACE}:taskMaxJobSeconds")
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
 def _check_egress(v: dict[str, Any]) -> list[str]:
     if v["natGateways"] == "none" and v["queueKind"] == "kafka" and not v["existingVpcId"]:
         return [f"{NAMESPACE}:natGateways = none does not work with {NAMESPACE}:queueKind = kafka: the API "
@@ -257,5 +278,6 @@ def _check_misc(v: dict[str, Any]) -> list[str]:
     return problems
 
 
+# The cross-setting rules, in message order.
 RULES: tuple[Rule, ...] = (_check_instance_types, _check_backends, _check_sizes, _check_job_times, _check_misc,
-                           _check_egress, _check_model_groups)  # the cross-setting rules, in message order
+                           _check_egress, _check_model_groups, _check_task_limits)

@@ -51,7 +51,7 @@ class Setting:
     """One config key: how to read it, its default and the rule its value must satisfy."""
 
     key: str
-    kind: str  # str | int | float | bool | list
+    kind: str  # str | int | float | bool | list | map (name -> list) | seconds (task -> seconds)
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
@@ -111,6 +111,9 @@ SETTINGS: tuple[Setting, ...] = (
        "at most 6 groups."),
     _s("maxJobSeconds", "int", 300, "Longest a job may run; drives visibility timeout and lifecycle heartbeats.",
        minimum=10, maximum=3600),
+    _s("taskMaxJobSeconds", "seconds", {}, "Time limits of their own for some tasks (task -> seconds, 10-3600), e.g. "
+       "{\"txt2video\": 1800}: a video may run minutes. Other tasks get maxJobSeconds; the lifecycle-hook and "
+       "drain timeouts follow the longest limit."),
     _s("averageJobSeconds", "float", 3.0, "Typical job duration, used for the backlog-per-instance target.",
        minimum=0.1, maximum=3600),
     _s("acceptableWaitSeconds", "float", 30.0, "Queue wait you accept; target backlog = this / averageJobSeconds.",

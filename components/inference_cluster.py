@@ -143,6 +143,7 @@ class InferenceCluster(pulumi.ComponentResource):
             stack=stack.stack, region=stack.region, queue_kind=settings.kind, backend=cluster.backend,
             launching_hook=LAUNCHING_HOOK, terminating_hook=TERMINATING_HOOK,
             cache_dir=cache_dir, max_cache_bytes=cache_bytes, max_job_seconds=settings.max_job_seconds,
+            task_max_job_seconds=settings.task_max_job_seconds,
             max_receive_count=settings.max_receive_count,
             visibility_timeout_seconds=settings.visibility_timeout_seconds, hot_models=cluster.hot_models,
             model_groups=settings.model_groups, **_kafka_names(a.queue), outputs_prefix=a.outputs_prefix,

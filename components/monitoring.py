@@ -85,7 +85,7 @@ def cloudwatch_agent_config(stack: StackIdentity, cluster: ClusterSettings) -> d
 def oldest_message_threshold(cluster: ClusterSettings, queue: QueueSettings) -> int:
     """Seconds: accepted wait + a scale-from-zero boot + the longest job (in-flight messages count)."""
     return int(cluster.acceptable_wait_seconds + scaling_plan.launching_heartbeat(cluster)
-               + queue.max_job_seconds)
+               + queue.longest_job_seconds)
 
 
 def no_capacity_minutes(cluster: ClusterSettings) -> int:

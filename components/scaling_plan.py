@@ -55,7 +55,7 @@ def launching_heartbeat(cluster: ClusterSettings) -> int:
 
 
 def terminating_heartbeat(queue: QueueSettings) -> int:
-    return min(MAX_HEARTBEAT_SECONDS, queue.max_job_seconds + DRAIN_MARGIN_SECONDS)
+    return min(MAX_HEARTBEAT_SECONDS, queue.longest_job_seconds + DRAIN_MARGIN_SECONDS)
 
 
 def on_demand_percentage(spot_share: float) -> int:

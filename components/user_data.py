@@ -59,6 +59,7 @@ class AgentSettings:
     max_receive_count: int
     visibility_timeout_seconds: int
     hot_models: tuple[str, ...] = ()
+    task_max_job_seconds: tuple[tuple[str, int], ...] = ()  # (task, seconds): runtime.jobs.time_limits
     queue_url: str | None = None
     model_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, model ids): model affinity
     group_queue_urls: Sequence[str] = ()  # the groups' SQS queue URLs, in model_groups' order
@@ -87,7 +88,7 @@ def agent_config_json(s: AgentSettings) -> str:
                                                   max_cache_bytes=s.max_cache_bytes),
         lifecycle=agent_config.LifecycleConfig(launching_hook=s.launching_hook, terminating_hook=s.terminating_hook),
         hot_models=tuple(s.hot_models), max_job_seconds=s.max_job_seconds,
-        metrics_namespace=metric_names.NAMESPACE,
+        task_max_job_seconds=dict(s.task_max_job_seconds), metrics_namespace=metric_names.NAMESPACE,
         metrics_log_group=s.metrics_log_group, backend_model_dir=BACKEND_MODEL_DIRS.get(s.backend),
         heartbeat_file=instance_contract.HEARTBEAT_FILE)
     text = config.to_json()

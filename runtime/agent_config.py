@@ -15,6 +15,7 @@ from typing import Any
 
 from runtime import instance_contract
 from runtime.backends.base import NAMES as BACKENDS
+from runtime.jobs.time_limits import job_time_limit, longest_time_limit, parse_task_limits
 from runtime.queue_names import KAFKA_GROUP, KAFKA_TOPIC
 
 DEFAULT_PATH = instance_contract.CONFIG_PATH
@@ -91,6 +92,7 @@ class AgentConfig:
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     hot_models: tuple[str, ...] = ()
     max_job_seconds: int = 300
+    task_max_job_seconds: dict[str, int] = field(default_factory=dict)  # task -> its own limit (time_limits)
     metrics_namespace: str = "GenAIFleet"
     allow_loopback_urls: bool = False  # local mode only; never on AWS
     endpoints: dict[str, str] = field(default_factory=dict)  # service name -> endpoint URL (moto, local)
@@ -110,6 +112,15 @@ class AgentConfig:
     metrics_log_group: str = "/genai-fleet/worker"  # log group the CloudWatch agent writes EMF records to
     worker_id: str | None = None  # default: the EC2 instance id from IMDS
     diffusers: dict[str, Any] = field(default_factory=dict)  # diffusers backend options (backends/diffusers_options)
+
+    def time_limit(self, task: str) -> float:
+        """Seconds a job of ``task`` may run (runtime.jobs.time_limits)."""
+        return job_time_limit(task, self.max_job_seconds, self.task_max_job_seconds)
+
+    @property
+    def longest_time_limit(self) -> float:
+        """The longest any job may run: what the drain and the health probe must outlast."""
+        return longest_time_limit(self.max_job_seconds, self.task_max_job_seconds)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -150,6 +161,10 @@ def parse(data: dict[str, Any]) -> AgentConfig:
         max_job = int(data.get("max_job_seconds", 300))
         if not 10 <= max_job <= 3600:
             raise AgentConfigError(f"max_job_seconds = {max_job}: must be from 10 to 3600")
+        try:
+            task_limits = parse_task_limits(data.get("task_max_job_seconds"), "task_max_job_seconds")
+        except ValueError as exc:
+            raise AgentConfigError(str(exc)) from exc
         return AgentConfig(
             stack=_require(data, "stack", ""),
             region=_require(data, "region", ""),
@@ -162,6 +177,7 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             lifecycle=LifecycleConfig(**data.get("lifecycle", {})),
             hot_models=tuple(data.get("hot_models", ())),
             max_job_seconds=max_job,
+            task_max_job_seconds=task_limits,
             metrics_namespace=data.get("metrics_namespace", "GenAIFleet"),
             allow_loopback_urls=bool(data.get("allow_loopback_urls", False)),
             endpoints=dict(data.get("endpoints", {})),

@@ -114,6 +114,7 @@ def stack_policy_config(stack: str, overrides: Mapping[str, Any] | None = None) 
         "spot-share-non-production": {"environment": cfg.environment},
         # What the runtime enforces, for the AWS rules that compare it with the declared resources.
         "lifecycle-hook-timeouts": {"maxJobSeconds": cfg.queue.max_job_seconds,
+                                    "longestJobSeconds": cfg.queue.longest_job_seconds,
                                     "drainMarginSeconds": DRAIN_MARGIN_SECONDS},
         "input-urls-within-egress": {"inputUrlSchemes": list(INPUT_URL_SCHEMES),
                                      "inputUrlPorts": list(INPUT_URL_PORTS)},

@@ -2,11 +2,18 @@
 
 GET /<key> reads the object from the local S3 endpoint and returns it with its content type; only
 GET and HEAD, only the one bucket, nothing cached.
+
+Range requests are answered as CloudFront answers them for an S3 origin (players seek in a video this way):
+every answer says ``Accept-Ranges: bytes``; one satisfiable byte range (``bytes=a-b``, ``bytes=a-``, the
+suffix ``bytes=-n``) gets ``206`` with ``Content-Range: bytes a-b/size`` and those bytes; a range that starts
+past the end gets ``416`` with ``Content-Range: bytes */size``; a header CloudFront does not honour (not
+``bytes=``, malformed, descending, or several ranges, which S3 does not serve) gets the whole object, ``200``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -40,6 +47,29 @@ class CdnServer:
         self._server.server_close()
 
 
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, tuple[int, int] | None]:
+    """(status, (first, last) inclusive or None) for a ``Range`` header on an object of ``size`` bytes."""
+    match = _RANGE.match((header or "").strip().replace(" ", ""))
+    if match is None or size == 0:  # no header, another unit, several ranges, malformed: the whole object
+        return 200, None
+    first, last = match.groups()
+    if not first and not last:
+        return 200, None
+    if not first:  # suffix: the last n bytes
+        n = int(last)
+        return (416, None) if n == 0 else (206, (max(0, size - n), size - 1))
+    start = int(first)
+    end = size - 1 if not last else min(int(last), size - 1)
+    if last and int(last) < start:  # descending: not a valid range, so not honoured
+        return 200, None
+    if start >= size:
+        return 416, None
+    return 206, (start, end)
+
+
 def _make_handler(s3_client: Any, bucket: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "genai-fleet-local-cdn"
@@ -62,10 +92,18 @@ def _make_handler(s3_client: Any, bucket: str) -> type[BaseHTTPRequestHandler]:
                 self.send_error(404 if code in ("NoSuchKey", "404") else 502)
                 return
             data = obj["Body"].read()
-            self.send_response(200)
+            status, span = byte_range(self.headers.get("Range"), len(data))
+            self.send_response(status)
             self.send_header("Content-Type", obj.get("ContentType") or "application/octet-stream")
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Accept-Ranges", "bytes")
             self.send_header("Cache-Control", "public, max-age=86400")
+            if status == 416:
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                data = b""
+            elif span is not None:
+                self.send_header("Content-Range", f"bytes {span[0]}-{span[1]}/{len(data)}")
+                data = data[span[0]:span[1] + 1]
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if body:
                 self.wfile.write(data)

@@ -48,6 +48,7 @@ from runtime import instance_contract
 from runtime.api.auth import generate_key
 from runtime.api.environment import ApiConfig
 from runtime.backends import base as backend_names
+from runtime.backends.base import served_tasks
 from runtime.model_store import upload
 from runtime.queue_names import KAFKA_TOPIC
 
@@ -281,7 +282,8 @@ class LocalPlatform:
             kafka_bootstrap=(self.kafka_bootstrap or "") if kafka else None, kafka_topic=KAFKA_TOPIC,
             kafka_iam=False, auth_mode="api-key", api_keys=(self.api_key,), endpoint_url=self.moto_url,
             allow_loopback=True, average_job_seconds=max(0.1, o.test_pattern_delay_seconds),
-            model_bucket=res.models_bucket if self.models else None)  # GET /v1/models lists the store's manifest
+            model_bucket=res.models_bucket if self.models else None,  # GET /v1/models lists the store's manifest
+            tasks=served_tasks(o.backend))  # as a stack does: other tasks are refused with 422
         env = {**self._env, **api.to_env()}
         env.update(o.api_env)
         self.api = ManagedProcess("api", [sys.executable, "-m", "fleetdev.local_server", "--host", "127.0.0.1",

@@ -9,7 +9,8 @@
   job message it admits (``jobMessageBytes``, the API's ``SQS_MAX_MESSAGE_BYTES``).
 - ``lifecycle-hook-timeouts``: a hook's heartbeat is 30..7,200 s; with heartbeats recorded, an instance
   may wait at most min(48 h, 100 x heartbeat) (the hook's global timeout). The terminating hook must let
-  the longest job (``maxJobSeconds``, from the stack) plus ``drainMarginSeconds`` finish within that.
+  the longest job (the larger of ``maxJobSeconds`` and ``longestJobSeconds``, from the stack) plus
+  ``drainMarginSeconds`` finish within that.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ MESSAGE_SCHEMA = PolicyConfigSchema(properties={
 })
 HOOK_SCHEMA = PolicyConfigSchema(properties={
     "maxJobSeconds": {"type": "integer", "description": "the stack's job time limit (maxJobSeconds; emitted)"},
+    "longestJobSeconds": {"type": "integer", "description": (
+        "the longest limit of any task (maxJobSeconds or taskMaxJobSeconds; emitted); used when given")},
     "drainMarginSeconds": {"type": "integer", "default": 120,
                            "description": "upload, record update and hand-back after the longest job"},
 })
@@ -136,7 +139,8 @@ def _hooks(args: StackValidationArgs) -> list[tuple[str, Any, str]]:
 
 def _validate_hook_timeouts(args: StackValidationArgs, report_violation: ReportViolation) -> None:
     config = settings(args, HOOK_SCHEMA)
-    longest = number(config.get("maxJobSeconds"))
+    given = [n for n in (number(config.get("maxJobSeconds")), number(config.get("longestJobSeconds"))) if n is not None]
+    longest = max(given) if given else None
     drain = (longest + config["drainMarginSeconds"]) if longest is not None else None
     for owner, hook, urn in _hooks(args):
         heartbeat = number(get(hook, "heartbeatTimeout"), HEARTBEAT_DEFAULT)
@@ -150,9 +154,9 @@ def _validate_hook_timeouts(args: StackValidationArgs, report_violation: ReportV
         if get(hook, "lifecycleTransition") == TERMINATING and drain is not None and drain > global_timeout(heartbeat):
             report_violation(
                 f"{owner}: a terminating instance may wait at most {global_timeout(heartbeat):g} s "
-                f"(min(48 h, 100 x heartbeat {heartbeat:g} s)), but the longest job (maxJobSeconds {longest:g} s) "
+                f"(min(48 h, 100 x heartbeat {heartbeat:g} s)), but the longest job ({longest:g} s) "
                 f"plus the drain margin needs {drain:g} s: scale-in would end jobs mid-run. Raise the heartbeat "
-                f"(at most {HEARTBEAT_MAX} s) or lower maxJobSeconds.", urn)
+                f"(at most {HEARTBEAT_MAX} s) or lower maxJobSeconds / taskMaxJobSeconds.", urn)
 
 
 api_integration_timeout = StackValidationPolicy(

@@ -96,6 +96,7 @@ class ApiOptions:
     read_burst: float | None = READ_BURST
     allow_loopback: bool = False
     enforce_known_models: bool = False
+    served_tasks: tuple[str, ...] = ()  # the tasks the fleet's backend serves; (): every task
     max_wait_seconds: float = MAX_WAIT_SECONDS
     poll_interval_seconds: float = 0.05  # first read of a sync wait; later reads: runtime.api.sync_wait
     average_job_seconds: float = 3.0
@@ -216,19 +217,23 @@ class ApiApp:
         known = None
         if self.options.enforce_known_models:
             known = {m["id"] for m in self.models.list_models()[1]} or None
-        spec = validate_job(body, allow_loopback=self.options.allow_loopback, known_models=known)
+        spec = validate_job(body, allow_loopback=self.options.allow_loopback, known_models=known,
+                            served_tasks=self.options.served_tasks or None)
         record = new_record(spec, owner=principal.id, now=self._clock())
         self._check_message_size(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=record["created_at"]))
         record, created = self._create(record, spec, principal, idem_key)
         headers = {"Location": f"/v1/jobs/{record['job_id']}"}
         if not created:
             headers["Idempotent-Replayed"] = "true"
-        if wait > 0 and record["status"] not in FINAL:
+        expected = self.pacer.expected(record)  # this job shape's learnt run time (None: not seen yet)
+        if wait > 0 and record["status"] not in FINAL and not (expected is not None and expected > wait):
             headers["Preference-Applied"] = f"wait={wait:g}"
             record = self._wait_for(record["job_id"], wait) or record
+        # A job expected to outlast the wait (a video that runs minutes) is answered 202 at once: waiting
+        # would hold the request (and a Lambda) for nothing.
         status = 200 if record["status"] in FINAL else 202
         if status == 202:
-            headers["Retry-After"] = str(max(1, round(self.options.average_job_seconds)))
+            headers["Retry-After"] = str(max(1, round(expected or self.options.average_job_seconds)))
         return Response(status, self._view(record, req), headers)
 
     def _check_message_size(self, message: QueueMessage) -> None:

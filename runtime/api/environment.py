@@ -21,6 +21,8 @@ GENAI_KEY_QUOTA_PER_DAY         jobs per key per day (unset: no quota)
 GENAI_KEY_RATE_LIMIT            requests/s per key per instance; GENAI_KEY_BURST
 GENAI_HOT_MODELS                JSON list of model ids; GENAI_MODEL_BUCKET: model store bucket
 GENAI_ENFORCE_KNOWN_MODELS      true: refuse models not listed by GET /v1/models
+GENAI_TASKS                     JSON list of the tasks the fleet's backend serves (the stack writes it from the
+                                backend catalog); others are refused with 422. Unset: every task
 GENAI_ALLOW_LOOPBACK_URLS       true only in local mode
 GENAI_AVERAGE_JOB_SECONDS       for wait estimates (default 3)
 GENAI_MAX_WAIT_SECONDS          cap of Prefer: wait (default 25)
@@ -37,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from runtime.jobs.models import TASKS
 from runtime.queue_names import KAFKA_TOPIC
 
 MAX_WAIT_CAP_SECONDS = 25.0  # the gateway stops waiting at 30 s
@@ -58,6 +61,20 @@ def _max_wait(value: str | None) -> float:
     if not 0 <= seconds < float("inf"):
         raise RuntimeError(f"GENAI_MAX_WAIT_SECONDS must be a number of seconds from 0 to 25 (got {value!r})")
     return min(MAX_WAIT_CAP_SECONDS, seconds)
+
+
+def _tasks(value: str | None) -> tuple[str, ...]:
+    """GENAI_TASKS: a JSON list of task names from ``runtime.jobs.models.TASKS``; unset or empty: every task."""
+    if not value:
+        return ()
+    try:
+        tasks = json.loads(value)
+    except ValueError:
+        tasks = None
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) and t in TASKS for t in tasks):
+        raise RuntimeError(f"GENAI_TASKS must be a non-empty JSON list of tasks from {', '.join(TASKS)} "
+                           f"(got {value[:200]!r})")
+    return tuple(tasks)
 
 
 def _text(value: Any) -> Any:
@@ -82,7 +99,7 @@ API_VARIABLES = {
     "model_bucket": "GENAI_MODEL_BUCKET", "enforce_known_models": "GENAI_ENFORCE_KNOWN_MODELS",
     "allow_loopback": "GENAI_ALLOW_LOOPBACK_URLS", "average_job_seconds": "GENAI_AVERAGE_JOB_SECONDS",
     "max_wait_seconds": "GENAI_MAX_WAIT_SECONDS", "endpoint_url": "GENAI_AWS_ENDPOINT_URL",
-    "model_groups": "GENAI_MODEL_GROUPS",
+    "model_groups": "GENAI_MODEL_GROUPS", "tasks": "GENAI_TASKS",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -115,6 +132,7 @@ class ApiConfig:
     region: str | None = None
     endpoint_url: str | None = None
     model_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, model ids): runtime.queues.routing
+    tasks: tuple[str, ...] = ()  # the tasks the fleet serves; (): every task (runtime.jobs.models.TASKS)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -140,7 +158,8 @@ class ApiConfig:
             max_wait_seconds=_max_wait(e.get("GENAI_MAX_WAIT_SECONDS")),
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION"),
             endpoint_url=e.get("GENAI_AWS_ENDPOINT_URL") or None,
-            model_groups=tuple((g, tuple(ms)) for g, ms in json.loads(e.get("GENAI_MODEL_GROUPS") or "[]")))
+            model_groups=tuple((g, tuple(ms)) for g, ms in json.loads(e.get("GENAI_MODEL_GROUPS") or "[]")),
+            tasks=_tasks(e.get("GENAI_TASKS")))
 
     def to_env(self) -> dict[str, Any]:
         """The variables ``from_env`` reads back into this config (region aside): set or non-default fields."""

@@ -1,11 +1,12 @@
 """The published OpenAPI 3.1 document (served at ``GET /v1/openapi.json``).
 
 The job request schemas are generated from the pydantic models that validate requests
-(``runtime.jobs.models``): ``JobRequest`` is a ``oneOf`` of one model per task with ``task`` as the
-discriminator, so a txt2img body matches exactly one variant. Header patterns are the ones the app
-applies (``runtime.api.request_headers``); ``API_VERSION`` is the API's version, which the app's health
-route reports. ``createJob`` links to ``getJob`` and ``cancelJob`` through the returned
-``id``, which schema-driven tools follow for stateful tests (tests/integration/test_api_schemathesis.py).
+(``runtime.jobs.models``): ``JobRequest`` is a ``oneOf`` of one model per task, each with ``task`` as a const
+(optional in the txt2img variant: a body without ``task`` is txt2img), so any body matches at most one
+variant. Header patterns are the ones the app applies (``runtime.api.request_headers``); ``API_VERSION`` is
+the API's version, which the app's health route reports. ``createJob`` links to ``getJob`` and
+``cancelJob`` through the returned ``id``, which schema-driven tools follow for stateful tests
+(tests/integration/test_api_schemathesis.py).
 ``python -m runtime.api.openapi`` prints it.
 """
 
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Annotated, Any, Union
+from typing import Any, Union
 
-from pydantic import Field, TypeAdapter
+from pydantic import TypeAdapter
 
 from runtime.api.request_headers import IDEMPOTENCY_KEY_PATTERN
 from runtime.jobs import models as m
@@ -29,13 +30,15 @@ _REF = "#/components/schemas/{model}"
 def _request_schemas() -> dict[str, Any]:
     """``JobRequest`` and every schema it refers to, generated from the validating models."""
     variants = m.job_request_models()
-    adapter = TypeAdapter(Annotated[Union[tuple(variants)], Field(discriminator="task")])  # noqa: UP007
+    adapter = TypeAdapter(Union[tuple(variants)])  # noqa: UP007
     schema = adapter.json_schema(ref_template=_REF)
     defs = schema.pop("$defs")
+    # oneOf, without an OpenAPI ``discriminator``: OpenAPI 3.1 requires the discriminating property in every
+    # payload, and a body without ``task`` is a txt2img job. Each variant's ``task`` is a const (the txt2img
+    # one optional), so any body matches at most one variant.
+    schema = {"oneOf": schema.pop("anyOf"), **schema}
     schema["description"] = ("A job. `task` selects the inputs (txt2img when left out); every bound here is "
                              "the validator's own.")
-    txt2img = defs["Txt2ImgJob"]
-    txt2img["properties"]["task"]["default"] = "txt2img"
     for name, model in defs.items():
         level = "envelope" if name.endswith("Job") else "inputs" if name.endswith("Inputs") else None
         if level:

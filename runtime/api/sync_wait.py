@@ -79,7 +79,7 @@ def _keys(record: dict[str, Any]) -> tuple[str, ...]:
     model = str(record.get("model") or "")
     spec = record.get("spec") if isinstance(record.get("spec"), dict) else {}
     inputs = spec.get("inputs") if isinstance(spec.get("inputs"), dict) else {}
-    shape = "|".join(str(inputs.get(k)) for k in ("steps", "width", "height", "num_outputs", "num_frames"))
+    shape = "|".join(str(inputs.get(k)) for k in ("steps", "width", "height", "num_outputs", "frames"))
     return (f"{model}|{spec.get('task')}|{shape}", model)
 
 

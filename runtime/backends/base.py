@@ -5,12 +5,14 @@ Error hierarchy (foreign exceptions are mapped at each adapter's boundary, chain
     BackendError                 any failure inside a backend adapter
     ├── BackendUnavailable       the backend is down, crashed or answered 5xx: retry (another attempt)
     ├── JobInputError            the job cannot succeed as given (bad workflow, unknown node): fail now
+    ├── OutputEncodingError      frames could not be encoded into the requested file (runtime.video): fail now
     └── JobInterrupted           the job was interrupted on request (cancel or drain)
 
 Backends are chosen by name through ``REGISTRY`` (name -> "module:Class"), imported lazily so that a
 GPU-only backend's heavy imports never happen on an instance that runs another backend. ``CATALOG`` is the
 one list of backend names: the agent config's check, the stack's per-flavour check (components/config_settings.py)
-and local mode derive theirs from it.
+and local mode derive theirs from it. It also says which tasks each backend serves (``served_tasks``): the stack
+passes them to the API (``GENAI_TASKS``), which refuses any other task with 422 before anything is written.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.jobs.models import Txt2ImgInputs
+from runtime.jobs.models import TASKS, Txt2ImgInputs
 from runtime.jobs.schema import JobSpec
 from runtime.model_cache.ram_tier import HostRamTier
 
@@ -41,6 +43,11 @@ class JobInputError(BackendError):
     """The job can never succeed as given (bad workflow, unknown model, rejected input URL)."""
 
 
+class OutputEncodingError(BackendError):
+    """The backend's frames could not be encoded into the requested video file (runtime.video.encode): the
+    same frames would fail again, so the job fails now with this message (runtime.worker.failures)."""
+
+
 class JobInterrupted(BackendError):  # noqa: N818
     """The job was interrupted on request (cancellation or drain)."""
 
@@ -52,6 +59,7 @@ class OutputFile:
     name: str  # file name under outputs/<job_id>/
     data: bytes
     content_type: str
+    video: dict[str, Any] | None = None  # a video's format, frames, fps, duration_s, width, height, bytes
 
 
 @dataclass
@@ -184,15 +192,18 @@ class BackendEntry:
 
     target: str  # "module:Class"; the class takes (config, **deps) where deps are keyword-only services
     flavors: tuple[str, ...]  # packer/: cuda (NVIDIA GPU) and neuron (Inferentia2 / Trainium)
+    tasks: tuple[str, ...]  # the job tasks it serves (runtime.jobs.models.TASKS): the API refuses the others
 
 
 # The only list of backend names (order: the per-flavour lists and error messages show them in this order).
+_IMAGE_TASKS = ("txt2img", "img2img")
 CATALOG: dict[str, BackendEntry] = {
-    "comfyui": BackendEntry("runtime.backends.comfyui:ComfyUIBackend", ("cuda",)),
-    "a1111": BackendEntry("runtime.backends.a1111:A1111Backend", ("cuda",)),
-    "diffusers": BackendEntry("runtime.backends.diffusers:DiffusersBackend", ("cuda",)),
-    "neuron": BackendEntry("runtime.backends.neuron:NeuronBackend", ("neuron",)),
-    "test-pattern": BackendEntry("runtime.backends.test_pattern:TestPatternBackend", ("cuda", "neuron")),
+    "comfyui": BackendEntry("runtime.backends.comfyui:ComfyUIBackend", ("cuda",), (*_IMAGE_TASKS, "comfyui-workflow")),
+    "a1111": BackendEntry("runtime.backends.a1111:A1111Backend", ("cuda",), _IMAGE_TASKS),
+    "diffusers": BackendEntry("runtime.backends.diffusers:DiffusersBackend", ("cuda",), _IMAGE_TASKS),
+    "neuron": BackendEntry("runtime.backends.neuron:NeuronBackend", ("neuron",), _IMAGE_TASKS),
+    "test-pattern": BackendEntry("runtime.backends.test_pattern:TestPatternBackend", ("cuda", "neuron"),
+                                 (*_IMAGE_TASKS, "txt2video", "img2video", "comfyui-workflow")),
 }
 NAMES: tuple[str, ...] = tuple(CATALOG)
 REGISTRY: dict[str, str] = {name: entry.target for name, entry in CATALOG.items()}
@@ -201,6 +212,15 @@ REGISTRY: dict[str, str] = {name: entry.target for name, entry in CATALOG.items(
 def flavor_backends(flavor: str) -> tuple[str, ...]:
     """The backends an AMI flavour can run, in catalog order (empty for an unknown flavour)."""
     return tuple(name for name, entry in CATALOG.items() if flavor in entry.flavors)
+
+
+def served_tasks(name: str) -> tuple[str, ...]:
+    """The tasks backend ``name`` serves, in ``runtime.jobs.models.TASKS`` order (what the stack tells the API)."""
+    try:
+        entry = CATALOG[name]
+    except KeyError as exc:
+        raise BackendError(f"unknown backend {name!r}; known: {', '.join(NAMES)}") from exc
+    return tuple(task for task in TASKS if task in entry.tasks)
 
 
 def backend_class(name: str) -> Callable[..., Backend]:

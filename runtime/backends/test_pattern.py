@@ -1,4 +1,4 @@
-"""test-pattern: a CPU backend that renders a deterministic PNG from the job's inputs.
+"""test-pattern: a CPU backend that renders a deterministic PNG (or, for a video task, a video) from the job's inputs.
 
 Local mode, the integration tests and the agent benchmark use it. The image depends only on the seed,
 the prompt's hash and the size, so the same job always gives the same bytes; its outputs metadata and
@@ -13,11 +13,13 @@ import hashlib
 import io
 import random
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
 
+from runtime.backends import test_pattern_video as video_frames
 from runtime.backends.base import (
     Backend,
     BackendError,
@@ -27,7 +29,8 @@ from runtime.backends.base import (
     JobInterrupted,
     OutputFile,
 )
-from runtime.jobs.models import WorkflowInputs
+from runtime.jobs.models import Img2VideoInputs, Txt2VideoInputs, WorkflowInputs
+from runtime.video.encode import POSTER_CONTENT_TYPE, encode_video
 
 LABEL = "test-pattern"
 WORKFLOW_SIZE = (512, 512)  # what it draws for a comfyui-workflow job (it does not run graphs)
@@ -87,12 +90,23 @@ class TestPatternBackend(Backend):
         return None
 
     def run(self, ctx: JobContext) -> BackendResult:
-        if ctx.cancel.wait(max(0.0, self.delay_seconds)):
-            raise JobInterrupted(f"job {ctx.job_id} interrupted")
+        self._stand_in_for_inference(ctx)
         return self._render(ctx)
 
-    def batch_key(self, ctx: JobContext) -> tuple[Any, ...]:
-        """Jobs of one size share a call (dynamic batching, runtime.worker.batching)."""
+    def _stand_in_for_inference(self, ctx: JobContext) -> None:
+        """Wait ``delay_seconds`` as a model would compute; a cancel interrupts it, and, as the HTTP backends
+        do, the job's time limit (``ctx.deadline``) ends it with a BackendError."""
+        delay = max(0.0, self.delay_seconds)
+        left = delay if ctx.deadline is None else max(0.0, min(delay, ctx.deadline - time.monotonic()))
+        if ctx.cancel.wait(left):
+            raise JobInterrupted(f"job {ctx.job_id} interrupted")
+        if left < delay:
+            raise BackendError(f"test-pattern job {ctx.job_id} ran past the job time limit")
+
+    def batch_key(self, ctx: JobContext) -> tuple[Any, ...] | None:
+        """Jobs of one size share a call (dynamic batching, runtime.worker.batching); a video runs alone."""
+        if isinstance(ctx.job.inputs, Txt2VideoInputs):
+            return None
         return (ctx.model, _size(ctx))
 
     def run_batch(self, ctxs: list[JobContext]) -> list[BackendResult | BackendError]:
@@ -113,6 +127,8 @@ class TestPatternBackend(Backend):
 
     def _render(self, ctx: JobContext) -> BackendResult:
         inputs = ctx.job.inputs
+        if isinstance(inputs, Txt2VideoInputs):
+            return self._render_video(ctx, inputs)
         width, height = _size(ctx)
         started = time.monotonic()
         if isinstance(inputs, WorkflowInputs):
@@ -126,3 +142,29 @@ class TestPatternBackend(Backend):
             metadata={"generator": LABEL, "seed": seed, "width": width, "height": height,
                       "render_ms": round((time.monotonic() - started) * 1000, 1)},
         )
+
+    def _render_video(self, ctx: JobContext, inputs: Txt2VideoInputs) -> BackendResult:
+        """txt2video / img2video: frames streamed into the encoder one at a time (runtime.video.encode)."""
+        started, seed = time.monotonic(), ctx.seed()
+        image = ctx.input_images.get("image") if isinstance(inputs, Img2VideoInputs) else None
+        try:
+            still = video_frames.background(inputs.prompt, seed, inputs.width, inputs.height, image)
+        except (OSError, ValueError) as exc:
+            raise JobInputError(f"inputs.image is not an image: {exc}") from exc
+        video = encode_video(self._interruptible(ctx, video_frames.frames(still, inputs.frames, seed)),
+                             width=inputs.width, height=inputs.height, fps=inputs.fps,
+                             output_format=inputs.output_format, expected_frames=inputs.frames)
+        return BackendResult(
+            outputs=[OutputFile(f"video-0.{video.extension}", video.data, video.content_type, video=video.info()),
+                     OutputFile("poster-0.png", video.poster, POSTER_CONTENT_TYPE)],
+            metadata={"generator": LABEL, "seed": seed, "width": inputs.width, "height": inputs.height,
+                      "frames": video.frames, "fps": video.fps,
+                      "render_ms": round((time.monotonic() - started) * 1000, 1)})
+
+    @staticmethod
+    def _interruptible(ctx: JobContext, frames: Iterator[Any]) -> Iterator[Any]:
+        """The frames, stopping with JobInterrupted as soon as the job is canceled (checked between frames)."""
+        for frame in frames:
+            if ctx.cancel.is_set():
+                raise JobInterrupted(f"job {ctx.job_id} interrupted while rendering its video")
+            yield frame

@@ -26,7 +26,7 @@ from runtime import model_ids
 from runtime.instance_contract import INPUT_URL_PORTS, INPUT_URL_SCHEMES
 from runtime.net_safety import UnsafeURLError, check_url_syntax
 
-TASKS = ("txt2img", "img2img", "txt2video", "comfyui-workflow")
+TASKS = ("txt2img", "img2img", "txt2video", "img2video", "comfyui-workflow")
 WEBHOOK_EVENTS = ("start", "output", "completed")
 DEFAULT_WEBHOOK_EVENTS = ("completed",)
 MODEL_ID = model_ids.MODEL_ID
@@ -36,6 +36,8 @@ MAX_PROMPT = 4000
 MIN_SIDE, MAX_SIDE, MAX_PIXELS = 64, 2048, 2048 * 2048
 MAX_STEPS, MAX_GUIDANCE, MAX_SEED, MAX_OUTPUTS = 150, 30.0, 2**32 - 1, 4
 MAX_FRAMES, MAX_FPS = 240, 60
+MAX_VIDEO_PIXELS = 240 * 1024 * 576  # frames x width x height of one video job (bounds its time and memory)
+VIDEO_FORMATS = ("mp4", "webm", "webp", "gif")
 MAX_INLINE_IMAGE_CHARS = 150_000
 MAX_WORKFLOW_BYTES = 200_000
 MAX_WORKFLOW_IMAGES = 8
@@ -169,12 +171,36 @@ class Img2ImgInputs(Txt2ImgInputs):
     height: Side | None = Field(default=None, description="null: the input image's height")
 
 
+VideoFormat = Literal["mp4", "webm", "webp", "gif"]  # VIDEO_FORMATS; runtime.video.encode.FORMATS encodes each
+
+
 class Txt2VideoInputs(Txt2ImgInputs):
     width: Side = 512
     height: Side = 512
     num_outputs: Annotated[Int, Field(ge=1, le=1)] = 1
-    frames: Annotated[Int, Field(ge=1, le=MAX_FRAMES)] = 16
+    frames: Annotated[Int, Field(ge=1, le=MAX_FRAMES, description=(
+        f"frames x width x height must be at most {MAX_VIDEO_PIXELS} (240 frames of 1024x576)"))] = 16
     fps: Annotated[Int, Field(ge=1, le=MAX_FPS)] = 8
+    output_format: VideoFormat = Field(default="mp4", description=(
+        "mp4 (H.264, yuv420p, fast start), webm (VP9), webp (animated WebP) or gif (animated GIF); "
+        "a poster image (PNG, the first frame) comes with it"))
+
+    @field_validator("frames")
+    @classmethod
+    def _video_pixels(cls, frames: int, info: ValidationInfo) -> int:
+        width, height = info.data.get("width"), info.data.get("height")
+        if width and height and frames * width * height > MAX_VIDEO_PIXELS:
+            raise PydanticCustomError("max-video-pixels", (
+                f"frames x width x height must be at most {MAX_VIDEO_PIXELS} (240 frames of 1024x576); "
+                f"got {frames} x {width} x {height} = {frames * width * height}: ask for fewer frames or a "
+                "smaller size"))
+        return frames
+
+
+class Img2VideoInputs(Txt2VideoInputs):
+    """A video that starts from ``image`` (image -> video); size, frames and fps as txt2video."""
+
+    image: ImageRef
 
 
 class WorkflowNode(BaseModel):
@@ -212,10 +238,11 @@ class WorkflowInputs(_Inputs):
 
 
 # The typed inputs of a job, one class per task: what the worker and the backends read (runtime.jobs.schema.JobSpec).
-JobInputs = Txt2ImgInputs | Img2ImgInputs | Txt2VideoInputs | WorkflowInputs
+JobInputs = Txt2ImgInputs | Img2ImgInputs | Txt2VideoInputs | Img2VideoInputs | WorkflowInputs
 TASK_INPUTS: dict[str, type[_Inputs]] = {"txt2img": Txt2ImgInputs, "img2img": Img2ImgInputs,
-                                         "txt2video": Txt2VideoInputs, "comfyui-workflow": WorkflowInputs}
-Task = Literal["txt2img", "img2img", "txt2video", "comfyui-workflow"]
+                                         "txt2video": Txt2VideoInputs, "img2video": Img2VideoInputs,
+                                         "comfyui-workflow": WorkflowInputs}
+Task = Literal["txt2img", "img2img", "txt2video", "img2video", "comfyui-workflow"]
 Event = Literal["start", "output", "completed"]
 
 
@@ -234,16 +261,19 @@ class JobEnvelope(BaseModel):
 
 def job_request_models() -> list[type[BaseModel]]:
     """One request model per task, ``task`` a required literal and ``inputs`` that task's model: the variants
-    of the published ``JobRequest`` (``oneOf`` with ``task`` as discriminator), built from the same classes."""
+    of the published ``JobRequest`` (a ``oneOf``: ``task`` tells them apart), built from the same classes."""
     from pydantic import create_model
 
     fields = {name: (info.annotation, info) for name, info in JobEnvelope.model_fields.items()
               if name not in ("task", "inputs")}
     variants: list[type[BaseModel]] = []
+    default = JobEnvelope.model_fields["task"].default
     for task, inputs_model in TASK_INPUTS.items():
         name = "".join(part.capitalize() for part in task.replace("2", " 2 ").replace("-", " ").split()) + "Job"
+        # The default task's variant does not require ``task``: a body without it is that task, as the
+        # validator reads it; every other variant requires its own name.
+        task_field = (Field(default=task, description=f"selects the inputs; defaults to {task} when left out")
+                      if task == default else Field(description="selects the inputs"))
         variants.append(create_model(name, __config__=ConfigDict(extra="forbid"),
-                                     task=(Literal[task], Field(description="selects the inputs" + (
-                                         "; defaults to txt2img when left out" if task == "txt2img" else ""))),
-                                     inputs=(inputs_model, ...), **fields))
+                                     task=(Literal[task], task_field), inputs=(inputs_model, ...), **fields))
     return variants

@@ -4,7 +4,8 @@ A request body (``POST /v1/jobs``) is a JSON object::
 
     {
       "model": "sdxl-base-1.0",               # required; lowercase 'name' or 'family/name'
-      "task": "txt2img",                      # txt2img (default) | img2img | txt2video | comfyui-workflow
+      "task": "txt2img",                      # txt2img (default) | img2img | txt2video | img2video
+                                              # | comfyui-workflow (the fleet's backend serves a subset)
       "inputs": {...},                        # required; fields per task, below
       "webhook": "https://example.com/hook",  # optional; public http(s) URL (see runtime.net_safety)
       "webhook_events_filter": ["completed"]  # optional; subset of start, output, completed
@@ -52,6 +53,7 @@ from runtime.jobs.errors import Problem, ValidationError
 from runtime.jobs.models import (
     DEFAULT_WEBHOOK_EVENTS,
     TASK_INPUTS,
+    TASKS,
     WEBHOOK_EVENTS,
     JobEnvelope,
     JobInputs,
@@ -138,12 +140,20 @@ def _known_model(model: str | None, known_models: Collection[str] | None) -> lis
     return [Problem("model", "unknown-model", "is not a model this fleet serves (see GET /v1/models)")]
 
 
-def validate_job(body: Any, allow_loopback: bool = False, known_models: Collection[str] | None = None
-                 ) -> dict[str, Any]:
+def _served_task(task: str | None, served_tasks: Collection[str] | None) -> list[Problem]:
+    if task is None or served_tasks is None or task in served_tasks:
+        return []
+    served = ", ".join(t for t in TASKS if t in served_tasks) or "none"
+    return [Problem("task", "unserved-task", f"{task} is not a task this fleet serves; it serves: {served}")]
+
+
+def validate_job(body: Any, allow_loopback: bool = False, known_models: Collection[str] | None = None,
+                 served_tasks: Collection[str] | None = None) -> dict[str, Any]:
     """Check a decoded request body; return the normalized spec or raise ``ValidationError``.
 
     The rules are the pydantic models of ``runtime.jobs.models`` (the OpenAPI document is generated from
-    them). ``known_models`` (optional) restricts ``model`` to the models the fleet serves.
+    them). ``known_models`` (optional) restricts ``model`` to the models the fleet serves, ``served_tasks``
+    (optional) ``task`` to the tasks its backend serves (``runtime.backends.base.CATALOG``).
     ``allow_loopback`` admits loopback webhook and image URLs (local mode only).
     """
     if not isinstance(body, dict):
@@ -173,6 +183,7 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
         except PydanticValidationError as exc:
             problems += _problems(exc, "inputs")
     problems += _known_model(envelope.model if envelope else None, known_models)
+    problems += _served_task(envelope.task if envelope else None, served_tasks)
     if problems or envelope is None:
         raise ValidationError(problems)
     events = [e for e in WEBHOOK_EVENTS if e in envelope.webhook_events_filter]

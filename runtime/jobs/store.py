@@ -140,6 +140,12 @@ def _is_condition_failure(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+
+def _video_facts(video: Mapping[str, Any]) -> dict[str, Any]:
+    """A video output's facts as the record keeps them (runtime.video.encode.EncodedVideo.info)."""
+    return {k: (str(video[k]) if k == "format" else video[k]) for k in
+            ("format", "frames", "fps", "duration_s", "width", "height", "bytes") if video.get(k) is not None}
+
 class JobStore:
     """Job records in one DynamoDB table (see the module docstring for the contract)."""
 
@@ -304,7 +310,8 @@ class JobStore:
     def mark_succeeded(self, job_id: str, outputs: Sequence[Mapping[str, Any]],
                        timings: Mapping[str, Any] | None = None, lease: int | None = None) -> bool:
         outs = [{"url": str(o["url"]), "content_type": str(o.get("content_type") or "application/octet-stream"),
-                 **({"generator": str(o["generator"])} if o.get("generator") else {})}
+                 **({"generator": str(o["generator"])} if o.get("generator") else {}),
+                 **({"video": _video_facts(o["video"])} if o.get("video") else {})}
                 for o in outputs]
         return self.attempts.finish(job_id, SUCCEEDED, {"outputs": outs, "timings": dict(timings or {})}, lease=lease)
 

@@ -89,7 +89,7 @@ class Agent:
             lease_seconds=queue_cfg.visibility_timeout_seconds, cancel_poll_seconds=config.cancel_poll_seconds,
             max_job_seconds=config.max_job_seconds, retry_delay_seconds=config.retry_delay_seconds,
             allow_loopback=config.allow_loopback_urls, interrupt=self.supervisor.interrupt,
-            on_beat=self._beat_lifecycle)
+            on_beat=self._beat_lifecycle, task_max_job_seconds=config.task_max_job_seconds)
         settlement = Settlement(
             store=store, messages=self.messages, uploader=uploader, metrics=metrics, backoff=self.backoff,
             checkpoint=checkpoint, worker_id=worker_id, generator=backend.name,
@@ -205,7 +205,7 @@ class Agent:
         now = time.monotonic()
         job = self.supervisor.current
         if job is not None:
-            return now - job.started < self.config.max_job_seconds + stall_seconds
+            return now - job.started < self.config.time_limit(job.ctx.task) + stall_seconds
         if self.last_tick is None:
             return True  # boot has its own timeouts (backend readiness) and fails loudly
         return now - self.last_tick < stall_seconds + self.config.queue.wait_time_seconds

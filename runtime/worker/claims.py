@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from runtime import metric_names as m
 from runtime.backends.base import JobContext, JobInputError
 from runtime.jobs.attempts import EXHAUSTED, MISSING, Attempt
 from runtime.jobs.errors import JobNotFoundError, StoreUnavailableError
 from runtime.jobs.store import JobStore
+from runtime.jobs.time_limits import job_time_limit
 from runtime.queues.base import JobQueueConsumer, ReceivedJob
 from runtime.worker.backoff import InfraBackoff
 from runtime.worker.failures import classify
@@ -37,13 +38,14 @@ class Claimer:
                  recorder: JobRecorder, backoff: InfraBackoff, worker_id: str, max_attempts: int, lease_seconds: float,
                  cancel_poll_seconds: float, max_job_seconds: float, retry_delay_seconds: float,
                  allow_loopback: bool, interrupt: Callable[[RunningJob, StopReason], None],
-                 on_beat: Callable[[], None]) -> None:
+                 on_beat: Callable[[], None], task_max_job_seconds: Mapping[str, float] | None = None) -> None:
         self._store, self._consumer, self._messages, self._metrics = store, consumer, messages, metrics
         self._backoff, self._worker_id, self._recorder = backoff, worker_id, recorder
         self._max_attempts, self._lease_s = max_attempts, lease_seconds
         self._poll_s, self._max_job_s = cancel_poll_seconds, max_job_seconds
         self._retry_delay_s, self._allow_loopback = retry_delay_seconds, allow_loopback
         self._interrupt, self._on_beat = interrupt, on_beat
+        self._task_limits = dict(task_max_job_seconds or {})
 
     def claim(self, received: ReceivedJob, prepared: Prepared | None, track_run: bool = False) -> RunningJob | Outcome:
         """``track_run``: the caller marks the run's beginning and end (runtime.worker.run_marks). Never raises;
@@ -90,7 +92,7 @@ class Claimer:
                 else read_job(message.job, allow_loopback=self._allow_loopback)
         except JobInputError as exc:
             return self._refuse(received, attempt, exc)
-        ctx = JobContext(job_id=message.job_id, job=spec, deadline=time.monotonic() + self._max_job_s)
+        ctx = JobContext(job_id=message.job_id, job=spec, deadline=time.monotonic() + self.time_limit(spec.task))
         job = RunningJob(received, ctx, attempt, picked=picked, timings=timings, prepared=prepared)
         job.guard = LeaseGuard(
             consumer=self._consumer, store=self._store, received=received, job_id=message.job_id,
@@ -98,6 +100,10 @@ class Claimer:
             on_cancel=lambda: self._interrupt(job, StopReason.CANCEL),
             on_lost=lambda why: self._lost(job, why), on_beat=self._on_beat).start()
         return job
+
+    def time_limit(self, task: str) -> float:
+        """Seconds a job of ``task`` may run: its task's limit, else max_job_seconds (runtime.jobs.time_limits)."""
+        return job_time_limit(task, self._max_job_s, self._task_limits)
 
     def _refuse(self, received: ReceivedJob, attempt: Attempt, exc: JobInputError) -> Outcome:
         """A spec that breaks the API's rules fails for good at its claim: nothing of it runs."""

@@ -4,7 +4,8 @@
 cause                      examples                               what happens
 =========================  =====================================  ===========================================
 permanent (input)          JobInputError, ModelNotFound,          job failed for good, message acknowledged,
-                           MessageFormatError                     no retry
+                           MessageFormatError,                    no retry
+                           OutputEncodingError (video encoder)
 transient (counted)        BackendError, BackendUnavailable,      attempt error recorded and counted; retried
                            an interruption nobody asked for,      after ``retry_delay_seconds``; the last
                            ModelUnavailable (download failed),    attempt fails the job
@@ -25,7 +26,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from runtime.backends.base import BackendError, BackendUnavailable, JobInputError, JobInterrupted
+from runtime.backends.base import (
+    BackendError,
+    BackendUnavailable,
+    JobInputError,
+    JobInterrupted,
+    OutputEncodingError,
+)
 from runtime.jobs.errors import StoreUnavailableError
 from runtime.model_cache import ModelNotFound, ModelUnavailable
 from runtime.queues.base import MessageFormatError, QueueError
@@ -53,6 +60,7 @@ TABLE: tuple[tuple[type[BaseException], Disposition], ...] = (
     (JobInputError, Disposition(Cause.PERMANENT, "invalid-input")),
     (ModelNotFound, Disposition(Cause.PERMANENT, "invalid-input")),
     (MessageFormatError, Disposition(Cause.PERMANENT, "invalid-message")),
+    (OutputEncodingError, Disposition(Cause.PERMANENT, "encode-failed")),
     (JobInterrupted, Disposition(Cause.TRANSIENT, "interrupted")),
     (BackendUnavailable, Disposition(Cause.TRANSIENT, "backend-unavailable")),
     (BackendError, Disposition(Cause.TRANSIENT, "backend-error")),

@@ -38,7 +38,8 @@ class OutputUploader:
 
     def upload(self, job_id: str, files: list[OutputFile], metadata: dict[str, Any] | None = None, *,
                attempt: int, on_key: Callable[[str], None] | None = None) -> list[dict]:
-        """Upload every file; return ``[{"url", "content_type", "key", "size"}]`` in input order.
+        """Upload every file; return ``[{"url", "content_type", "key", "size"}]`` (and a video's ``video``
+        facts) in input order.
         ``on_key`` hears every key before its PUT, so a failed or fenced-out attempt can discard them."""
         meta = {str(k): str(v)[:256] for k, v in (metadata or {}).items() if v is not None}
         meta["job-id"] = job_id
@@ -49,7 +50,8 @@ class OutputUploader:
             if on_key is not None:
                 on_key(key)
             self.store.put(key, f.data, f.content_type, metadata=meta, cache_control=CACHE_CONTROL)
-            return {"url": self.url(key), "content_type": f.content_type, "key": key, "size": len(f.data)}
+            uploaded = {"url": self.url(key), "content_type": f.content_type, "key": key, "size": len(f.data)}
+            return {**uploaded, "video": f.video} if f.video else uploaded
 
         if len(files) <= 1:
             return [put(f) for f in files]

@@ -82,8 +82,8 @@ class Settlement:
         timings, ctx = job.timings, job.ctx
         timings["total_ms"] = _ms(job.started)
         generator = result.metadata.get("generator") or self._generator
-        outputs = [{"url": o["url"], "content_type": o["content_type"], "generator": generator}
-                   for o in result.metadata["uploaded"]]
+        outputs = [{"url": o["url"], "content_type": o["content_type"], "generator": generator,
+                    **({"video": o["video"]} if o.get("video") else {})} for o in result.metadata["uploaded"]]
         t = time.monotonic()
         written = self._store.mark_succeeded(ctx.job_id, outputs, timings, lease=job.attempt.lease)
         timings["record_ms"] = _ms(t)

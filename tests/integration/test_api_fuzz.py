@@ -34,7 +34,7 @@ inputs = st.dictionaries(st.sampled_from(["prompt", "width", "height", "steps", 
                                           "scheduler", "negative_prompt"]), json_values, max_size=6)
 job_bodies = st.fixed_dictionaries({}, optional={
     "model": st.sampled_from(["sdxl-base-1.0", "", "A", "x/y/z"]) | json_values,
-    "task": st.sampled_from(["txt2img", "img2img", "txt2video", "comfyui-workflow"]) | json_values,
+    "task": st.sampled_from(["txt2img", "img2img", "txt2video", "img2video", "comfyui-workflow"]) | json_values,
     "inputs": inputs | json_values,
     "webhook": st.sampled_from(["https://hooks.example.com/h", "http://169.254.169.254/", "http://[::1]/",
                                 "ftp://x", "http://0x7f.1/"]) | json_values,

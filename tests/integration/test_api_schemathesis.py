@@ -125,7 +125,12 @@ def test_the_documentation_example_matches_exactly_one_request_variant():
     matches = [v["$ref"] for v in variants
                if jsonschema.Draft202012Validator({"components": doc["components"], **v}).is_valid(example)]
     assert matches == ["#/components/schemas/Txt2ImgJob"]
-    assert doc["components"]["schemas"]["JobRequest"]["discriminator"]["propertyName"] == "task"
+    # Issue 36: no OpenAPI discriminator (3.1 requires its property in every payload, and a body without
+    # ``task`` is txt2img); that body matches the txt2img variant alone.
+    assert "discriminator" not in doc["components"]["schemas"]["JobRequest"]
+    without_task = {k: v for k, v in example.items() if k != "task"}
+    assert [v["$ref"] for v in variants if jsonschema.Draft202012Validator(
+        {"components": doc["components"], **v}).is_valid(without_task)] == ["#/components/schemas/Txt2ImgJob"]
 
 
 def test_the_document_and_the_validator_agree_on_null_fields():
@@ -139,11 +144,13 @@ def test_the_document_and_the_validator_agree_on_null_fields():
     doc = document()
     schemas = doc["components"]["schemas"]
     minimal = {"txt2img": {"prompt": "p"}, "img2img": {"prompt": "p", "image": "https://example.com/a.png"},
-               "txt2video": {"prompt": "p"}, "comfyui-workflow": {"workflow": {"3": {"class_type": "K"}}}}
+               "txt2video": {"prompt": "p"}, "img2video": {"prompt": "p", "image": "https://example.com/a.png"},
+               "comfyui-workflow": {"workflow": {"3": {"class_type": "K"}}}}
     checked = 0
     for variant in schemas["JobRequest"]["oneOf"]:
         job = schemas[variant["$ref"].rsplit("/", 1)[1]]
-        task = job["properties"]["task"]["const"]
+        prop = job["properties"]["task"]  # txt2img's is optional: a const or null
+        task = next(p["const"] for p in [prop, *prop.get("anyOf", ())] if "const" in p)
         inputs_schema = schemas[job["properties"]["inputs"]["$ref"].rsplit("/", 1)[1]]
         base = {"model": "sdxl-base-1.0", "task": task, "inputs": minimal[task]}
         bodies = [{**base, field: None} for field in job["properties"] if field not in job["required"]]

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Worker:
-    def __init__(self, stack: Stack, tmp: Path, name: str, delay: float, visibility: int = 3) -> None:
+    def __init__(self, stack: Stack, tmp: Path, name: str, delay: float, visibility: int = 3,
+                 **extra: object) -> None:
         self.name = name
         self.imds = FakeIMDS(instance_id=f"i-{name}").start()
         self.calls = tmp / f"{name}-autoscaling.jsonl"
@@ -40,7 +41,7 @@ class Worker:
             "lifecycle": {"launching_hook": "launch-hook", "terminating_hook": "drain-hook",
                           "auto_scaling_group": "workers", "poll_seconds": 0.2, "drain_margin_seconds": 5},
             "metrics_sink": "stdout", "retry_delay_seconds": 0, "cancel_poll_seconds": 0.5,
-            "test_pattern_delay_seconds": delay, "backend_ready_timeout_seconds": 10,
+            "test_pattern_delay_seconds": delay, "backend_ready_timeout_seconds": 10, **extra,
         }
         path = tmp / f"{name}.json"
         path.write_text(json.dumps(config))

@@ -1,0 +1,148 @@
+"""Frames -> a video file and its poster image, with PyAV (FFmpeg's libraries, bundled in PyAV's wheel).
+
+``encode_video`` takes the frames as an iterable (PIL images or HxWx3 uint8 arrays) and encodes each one as
+it arrives, so a backend that streams its frames (the test pattern; diffusers decoding latents in chunks)
+never holds the whole video decoded: memory is one frame, the encoder's look-ahead, and the encoded file.
+The file is written to a temporary directory (MP4's fast start moves the index to the front, which needs a
+seekable file) that is removed whatever happens; the bytes come back in ``EncodedVideo``.
+
+=======  =================  ============  ==========  =================================================
+format   codec (PyAV name)  pixels        type        notes
+=======  =================  ============  ==========  =================================================
+mp4      libx264            yuv420p       video/mp4   H.264 High, ``movflags=+faststart`` (index first),
+                                                      plays in every browser and player
+webm     libvpx-vp9         yuv420p       video/webm  VP9, constant quality, realtime speed
+webp     libwebp_anim       yuv420p       image/webp  animated WebP, loops
+gif      gif                rgb8          image/gif   animated GIF (a fixed 256-colour palette), loops
+=======  =================  ============  ==========  =================================================
+
+Any failure inside the encoder (a codec error, a frame of the wrong size, fewer frames than announced)
+raises ``OutputEncodingError`` (runtime.backends.base): the attempt fails with that message, and its
+temporary files are gone.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from runtime.backends.base import BackendError, OutputEncodingError
+
+
+@dataclass(frozen=True)
+class VideoFormat:
+    container: str  # FFmpeg muxer
+    codec: str
+    pix_fmt: str
+    content_type: str
+    extension: str
+    codec_options: dict[str, str] = field(default_factory=dict)
+    container_options: dict[str, str] = field(default_factory=dict)
+
+
+FORMATS: dict[str, VideoFormat] = {
+    "mp4": VideoFormat("mp4", "libx264", "yuv420p", "video/mp4", "mp4",
+                       {"preset": "veryfast", "crf": "20", "profile": "high"}, {"movflags": "+faststart"}),
+    "webm": VideoFormat("webm", "libvpx-vp9", "yuv420p", "video/webm", "webm",
+                        {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "crf": "32", "b": "0"}),
+    "webp": VideoFormat("webp", "libwebp_anim", "yuv420p", "image/webp", "webp",
+                        {"quality": "80"}, {"loop": "0"}),
+    "gif": VideoFormat("gif", "gif", "rgb8", "image/gif", "gif", {}, {"loop": "0"}),
+}
+POSTER_CONTENT_TYPE = "image/png"
+
+
+@dataclass(frozen=True)
+class EncodedVideo:
+    data: bytes
+    poster: bytes  # the first frame, PNG
+    output_format: str
+    frames: int
+    fps: int
+    width: int
+    height: int
+
+    @property
+    def content_type(self) -> str:
+        return FORMATS[self.output_format].content_type
+
+    @property
+    def extension(self) -> str:
+        return FORMATS[self.output_format].extension
+
+    @property
+    def duration_s(self) -> float:
+        return round(self.frames / self.fps, 3)
+
+    def info(self) -> dict[str, Any]:
+        """What the job record says about the video (``outputs[].video``)."""
+        return {"format": self.output_format, "frames": self.frames, "fps": self.fps,
+                "duration_s": self.duration_s, "width": self.width, "height": self.height, "bytes": len(self.data)}
+
+
+def encode_video(frames: Iterable[Any], *, width: int, height: int, fps: int, output_format: str = "mp4",
+                 expected_frames: int | None = None, workdir: Path | None = None) -> EncodedVideo:
+    """Encode ``frames`` (each ``width`` x ``height``) at ``fps``; raise ``OutputEncodingError`` on any failure.
+    ``expected_frames`` (when given) must equal the number of frames the iterable yields."""
+    if output_format not in FORMATS:
+        raise OutputEncodingError(f"unknown output_format {output_format!r}; use one of {', '.join(FORMATS)}")
+    spec = FORMATS[output_format]
+    tmp = Path(tempfile.mkdtemp(prefix="genai-video-", dir=workdir))
+    try:
+        path = tmp / f"out.{spec.extension}"
+        count, poster = _encode(frames, path, spec, width, height, fps)
+        if count == 0:
+            raise OutputEncodingError("the backend produced no frames to encode")
+        if expected_frames is not None and count != expected_frames:
+            raise OutputEncodingError(f"the backend produced {count} frames; the job asks for {expected_frames}")
+        return EncodedVideo(path.read_bytes(), poster, output_format, count, fps, width, height)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _encode(frames: Iterable[Any], path: Path, spec: VideoFormat, width: int, height: int,
+            fps: int) -> tuple[int, bytes]:
+    import av  # imported on first use: only video jobs need FFmpeg
+
+    count, poster = 0, b""
+    try:
+        with av.open(str(path), mode="w", format=spec.container, options=spec.container_options) as container:
+            stream = container.add_stream(spec.codec, rate=fps, options=spec.codec_options)
+            stream.width, stream.height, stream.pix_fmt = width, height, spec.pix_fmt
+            stream.time_base = Fraction(1, fps)
+            for frame in frames:
+                image = _image(frame, width, height, count)
+                if count == 0:
+                    poster = _png(image)
+                video_frame = av.VideoFrame.from_image(image)
+                video_frame.pts, video_frame.time_base = count, Fraction(1, fps)
+                container.mux(stream.encode(video_frame.reformat(format=spec.pix_fmt)))
+                count += 1
+            container.mux(stream.encode(None))  # flush the encoder's delayed frames
+    except BackendError:  # the frames' own (JobInterrupted on cancel, JobInputError) and ours pass unchanged
+        raise
+    except Exception as exc:  # FFmpeg's errors (some are OSError) all mean "this encode failed"
+        raise OutputEncodingError(f"{spec.codec} encoding failed at frame {count}: {type(exc).__name__}: "
+                                  f"{str(exc)[:300]}") from exc
+    return count, poster
+
+
+def _image(frame: Any, width: int, height: int, index: int) -> Image.Image:
+    image = frame if isinstance(frame, Image.Image) else Image.fromarray(frame)
+    if image.size != (width, height):
+        raise OutputEncodingError(f"frame {index} is {image.size[0]}x{image.size[1]}; the video is {width}x{height}")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
