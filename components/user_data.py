@@ -33,9 +33,18 @@ AGENT_SERVICE = instance_contract.AGENT_UNIT
 CLOUDWATCH_AGENT_CTL = "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl"
 NVME_CACHE_DIR = instance_contract.MODEL_CACHE_DIR
 EBS_CACHE_DIR = instance_contract.EBS_MODEL_CACHE_DIR
-# Backends with their own HTTP server listen on loopback only (systemd units in the AMI).
-BACKEND_URLS = {name: b.url for name, b in instance_contract.HTTP_BACKENDS.items()}
-BACKEND_MODEL_DIRS = {name: b.model_dir for name, b in instance_contract.HTTP_BACKENDS.items()}
+
+
+
+def backend_settings(backend: str) -> dict[str, object]:
+    """The agent config's backend folders and restart command, from the instance contract (none for in-process
+    backends: the diffusers backend's wedged call ends the agent, and systemd restarts it)."""
+    b = instance_contract.HTTP_BACKENDS.get(backend)
+    if b is None:
+        return {}
+    return {"backend_url": b.url, "backend_model_dir": b.model_dir, "backend_output_dir": b.output_dir,
+            "backend_input_dir": b.input_dir, "backend_temp_dir": b.temp_dir,
+            "backend_restart_command": instance_contract.BACKEND_RESTART_COMMAND}
 _HEREDOC = "GENAI_FLEET_AGENT_JSON"
 
 
@@ -83,14 +92,14 @@ def agent_config_json(s: AgentSettings) -> str:
         stack=s.stack, region=s.region, queue=queue, job_table=s.job_table,
         outputs=agent_config.OutputsConfig(bucket=s.outputs_bucket, cdn_base_url=f"https://{s.cdn_domain}",
                                            prefix=s.outputs_prefix),
-        backend=s.backend, backend_url=BACKEND_URLS.get(s.backend),
+        backend=s.backend,
         model_cache=agent_config.ModelCacheConfig(store_bucket=s.model_store_bucket, cache_dir=s.cache_dir,
                                                   max_cache_bytes=s.max_cache_bytes),
         lifecycle=agent_config.LifecycleConfig(launching_hook=s.launching_hook, terminating_hook=s.terminating_hook),
         hot_models=tuple(s.hot_models), max_job_seconds=s.max_job_seconds,
         task_max_job_seconds=dict(s.task_max_job_seconds), metrics_namespace=metric_names.NAMESPACE,
-        metrics_log_group=s.metrics_log_group, backend_model_dir=BACKEND_MODEL_DIRS.get(s.backend),
-        heartbeat_file=instance_contract.HEARTBEAT_FILE)
+        metrics_log_group=s.metrics_log_group, heartbeat_file=instance_contract.HEARTBEAT_FILE,
+        **backend_settings(s.backend))  # type: ignore[arg-type]
     text = config.to_json()
     agent_config.parse(json.loads(text))  # the agent's own validation, at preview time
     return text

@@ -98,6 +98,15 @@ class AgentConfig:
     endpoints: dict[str, str] = field(default_factory=dict)  # service name -> endpoint URL (moto, local)
     test_pattern_delay_seconds: float = 0.5
     backend_model_dir: str | None = None  # where ComfyUI / A1111 load checkpoints from (cache links there)
+    # The folders the backend writes job files to (the instance contract's, as its unit passes them): the agent
+    # deletes each attempt's files there and sweeps what a lost attempt left.
+    backend_output_dir: str | None = None
+    backend_input_dir: str | None = None
+    backend_temp_dir: str | None = None
+    # How the agent restarts a backend that does not stop work it was told to stop (a hung node): on an
+    # instance ``systemctl restart <its unit>``, which the AMI's polkit rule allows for that unit only.
+    backend_restart_command: tuple[str, ...] = ()
+    backend_restart_timeout_seconds: int = 180  # restart + answering again; longer: the instance is unhealthy
     heartbeat_file: str | None = None  # touched while the agent is healthy (instance_contract.HEARTBEAT_FILE)
     backend_ready_timeout_seconds: int = 600  # readiness wait at boot and after a backend crash
     retry_delay_seconds: int = 5  # a failed attempt becomes visible again after this long
@@ -183,6 +192,7 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             endpoints=dict(data.get("endpoints", {})),
             test_pattern_delay_seconds=float(data.get("test_pattern_delay_seconds", 0.5)),
             diffusers=_diffusers_options(data),
+            backend_restart_command=_command(data, "backend_restart_command"),
             **_worker_options(data),
         )
     except TypeError as exc:  # unknown key in a nested section
@@ -217,11 +227,24 @@ def _groups(raw: Any, kind: str) -> tuple[GroupQueueConfig, ...]:
 
 _WORKER_OPTIONS: dict[str, Any] = {
     "backend_model_dir": None, "backend_ready_timeout_seconds": int, "retry_delay_seconds": int,
+    "backend_output_dir": None, "backend_input_dir": None, "backend_temp_dir": None,
+    "backend_restart_timeout_seconds": int,
     "cancel_poll_seconds": float, "metrics_sink": str, "worker_id": None, "metrics_log_group": str,
     "heartbeat_file": None, "prefetch_jobs": int, "claim_ahead": "bool",
     "overlap_settle": "bool", "batch_max_jobs": int, "batch_wait_ms": float,
 }
 METRICS_SINKS = ("agent", "stdout", "memory", "off")
+
+
+def _command(data: dict[str, Any], key: str) -> tuple[str, ...]:
+    """A command line as a list of strings (no shell); absent: empty (no restart)."""
+    value = data.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not value or not all(isinstance(x, str) and x for x in value):
+        raise AgentConfigError(f"{key} = {value!r}: must be a non-empty list of strings, e.g. "
+                               '["systemctl", "restart", "comfyui.service"]')
+    return tuple(value)
 
 
 def _flag(key: str, value: Any) -> bool:
@@ -240,6 +263,9 @@ def _worker_options(data: dict[str, Any]) -> dict[str, Any]:
                     else str(data[key])
             except (TypeError, ValueError) as exc:
                 raise AgentConfigError(f"{key} = {data[key]!r}: {exc}") from exc
+    if not 10 <= out.get("backend_restart_timeout_seconds", 180) <= 1800:
+        raise AgentConfigError(f"backend_restart_timeout_seconds = {out['backend_restart_timeout_seconds']}: must be "
+                               "from 10 to 1800")
     if not 0 <= out.get("prefetch_jobs", 1) <= 10:
         raise AgentConfigError(f"prefetch_jobs = {out['prefetch_jobs']}: must be from 0 (serial) to 10")
     if not 1 <= out.get("batch_max_jobs", 1) <= 64:

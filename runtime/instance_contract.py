@@ -57,6 +57,13 @@ AGENT_PATH_UNIT = "genai-worker.path"
 UNHEALTHY_UNIT = "genai-worker-unhealthy.service"  # OnFailure= of the agent: mark the instance unhealthy
 MODEL_CACHE_UNIT = "genai-fleet-model-cache.service"
 BOOT_TIMING_UNIT = "genai-fleet-boot-timing.service"
+# The agent's one way to restart its backend (a node that ignores interrupts wedges it): it creates
+# BACKEND_RESTART_REQUEST (in its own writable state folder); the root path unit then runs the restart unit,
+# which restarts the backend units (try-restart: only the running one) and removes the file. The agent runs
+# under NoNewPrivileges=yes, so sudo cannot work, and it gets no other right over systemd.
+BACKEND_RESTART_REQUEST = f"{STATE_DIR}/backend-restart.request"
+BACKEND_RESTART_UNIT = "genai-backend-restart.service"
+BACKEND_RESTART_PATH_UNIT = "genai-backend-restart.path"
 WATCHDOG_SECONDS = 120  # the agent pings systemd's watchdog; silence this long = hung agent
 
 # The workers' only way out (components/launch_template.py's security group): TCP 443 to anywhere. The
@@ -86,6 +93,20 @@ class BackendInstall:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    # The folders the backend writes job files to: the unit's command line, the agent config (the agent deletes
+    # each attempt's files there) and the periodic sweep all read these, never a folder derived elsewhere.
+    @property
+    def output_dir(self) -> str:
+        return f"{self.state_dir}/output"
+
+    @property
+    def input_dir(self) -> str:
+        return f"{self.state_dir}/input"
+
+    @property
+    def temp_dir(self) -> str:
+        return f"{self.state_dir}/temp"
+
     @property
     def python(self) -> str:
         return f"{self.install_dir}/venv/bin/python"
@@ -95,6 +116,11 @@ COMFYUI = BackendInstall("comfyui", "comfyui.service", "/opt/comfyui", f"{STATE_
 A1111 = BackendInstall("a1111", "a1111.service", "/opt/a1111", f"{STATE_DIR}/a1111", 7860, CHECKPOINTS_DIR)
 HTTP_BACKENDS = {b.name: b for b in (COMFYUI, A1111)}
 COMFYUI_EXTRA_MODEL_PATHS = f"{CONFIG_DIR}/comfyui-extra-model-paths.yaml"
+
+# What the agent config names as its restart command: request, then wait until the restart unit removed the
+# request (systemctl restart returns once the new process runs); the agent bounds the wait.
+BACKEND_RESTART_COMMAND = ("/bin/sh", "-c", f"touch {BACKEND_RESTART_REQUEST} && "
+                           f"while [ -e {BACKEND_RESTART_REQUEST} ]; do sleep 0.2; done")
 
 # Folders the agent may write (its unit's ReadWritePaths); everything else is read-only to it.
 AGENT_WRITABLE = (CACHE_ROOT, STATE_DIR, LOG_DIR)
@@ -113,13 +139,18 @@ def env() -> dict[str, str]:
         "DLAMI_MODEL_CACHE_DIR": DLAMI_MODEL_CACHE_DIR, "AGENT_UNIT": AGENT_UNIT,
         "AGENT_PATH_UNIT": AGENT_PATH_UNIT, "UNHEALTHY_UNIT": UNHEALTHY_UNIT, "MODEL_CACHE_UNIT": MODEL_CACHE_UNIT,
         "BOOT_TIMING_UNIT": BOOT_TIMING_UNIT, "WATCHDOG_SECONDS": str(WATCHDOG_SECONDS),
+        "BACKEND_RESTART_REQUEST": BACKEND_RESTART_REQUEST, "BACKEND_RESTART_UNIT": BACKEND_RESTART_UNIT,
+        "BACKEND_RESTART_PATH_UNIT": BACKEND_RESTART_PATH_UNIT,
+        "BACKEND_UNITS": " ".join(b.unit for b in HTTP_BACKENDS.values()),
         "AGENT_WRITABLE": " ".join(AGENT_WRITABLE), "COMFYUI_EXTRA_MODEL_PATHS": COMFYUI_EXTRA_MODEL_PATHS,
         "COMFYUI_MODEL_FOLDERS": " ".join(COMFYUI_MODEL_FOLDERS),
     }
     for b in HTTP_BACKENDS.values():
         key = b.name.upper()
         values.update({f"{key}_UNIT": b.unit, f"{key}_DIR": b.install_dir, f"{key}_STATE_DIR": b.state_dir,
-                       f"{key}_PORT": str(b.port), f"{key}_MODEL_DIR": b.model_dir})
+                       f"{key}_PORT": str(b.port), f"{key}_MODEL_DIR": b.model_dir,
+                       f"{key}_OUTPUT_DIR": b.output_dir, f"{key}_INPUT_DIR": b.input_dir,
+                       f"{key}_TEMP_DIR": b.temp_dir})
     return values
 
 
@@ -157,6 +188,9 @@ def table() -> str:
          "install-base.sh; agent links", "ComfyUI extra-model-paths, A1111 `--ckpt-dir`, agent `backend_model_dir`"),
         ("ComfyUI", f"`{COMFYUI.install_dir}`, state `{COMFYUI.state_dir}`, `{COMFYUI.url}`, "
          f"`{COMFYUI_EXTRA_MODEL_PATHS}`", "install-comfyui.sh", f"{COMFYUI.unit}, agent `backend_url`"),
+        ("ComfyUI job files", f"output `{COMFYUI.output_dir}`, input `{COMFYUI.input_dir}`, temp `{COMFYUI.temp_dir}`",
+         f"install-comfyui.sh; {COMFYUI.unit} (`--output-directory` ...)",
+         "agent `backend_output_dir` / `backend_input_dir` / `backend_temp_dir` (per-attempt clean-up, sweep)"),
         ("A1111 (install_a1111)", f"`{A1111.install_dir}`, state `{A1111.state_dir}`, `{A1111.url}`",
          "install-a1111.sh", f"{A1111.unit}, agent `backend_url`"),
         ("agent log", f"`{AGENT_LOG}`", f"{AGENT_UNIT}, {UNHEALTHY_UNIT} (StandardOutput=append:)",
@@ -165,6 +199,9 @@ def table() -> str:
          "CloudWatch agent"),
         ("heartbeat", f"`{HEARTBEAT_FILE}`, systemd watchdog {WATCHDOG_SECONDS} s", "agent (runtime/worker/health.py)",
          f"systemd; {UNHEALTHY_UNIT} on failure"),
+        ("backend restart (hung backend)", f"request `{BACKEND_RESTART_REQUEST}`", "agent "
+         "(`backend_restart_command`)", f"{BACKEND_RESTART_PATH_UNIT} -> {BACKEND_RESTART_UNIT} (root): "
+         f"try-restart {', '.join(b.unit for b in HTTP_BACKENDS.values())}"),
         ("agent's writable paths", ", ".join(f"`{p}`" for p in AGENT_WRITABLE), f"{AGENT_UNIT} ReadWritePaths=",
          "ProtectSystem=full keeps the rest read-only"),
     ]

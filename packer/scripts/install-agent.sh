@@ -48,7 +48,8 @@ readonly FLAVOR="${FLAVOR:-unknown}"
 readonly GIT_REVISION="${GIT_REVISION:-unknown}"
 readonly AMI_VERSION="${AMI_VERSION:-unknown}"
 
-readonly UNITS=("${AGENT_UNIT}" "${AGENT_PATH_UNIT}" "${UNHEALTHY_UNIT}" "${MODEL_CACHE_UNIT}" "${BOOT_TIMING_UNIT}")
+readonly UNITS=("${AGENT_UNIT}" "${AGENT_PATH_UNIT}" "${UNHEALTHY_UNIT}" "${MODEL_CACHE_UNIT}" "${BOOT_TIMING_UNIT}"
+  "${BACKEND_RESTART_PATH_UNIT}" "${BACKEND_RESTART_UNIT}")
 readonly BOOT_SCRIPTS=(setup-model-cache.sh record-boot-timing.sh)
 
 log() {
@@ -183,7 +184,7 @@ enable_units() {
   systemctl daemon-reload
   # Enabled, not started: the build instance has no agent config, and the path unit starts the
   # agent on a launched instance once user data has written it.
-  systemctl enable "${AGENT_PATH_UNIT}" "${MODEL_CACHE_UNIT}" "${BOOT_TIMING_UNIT}"
+  systemctl enable "${AGENT_PATH_UNIT}" "${MODEL_CACHE_UNIT}" "${BOOT_TIMING_UNIT}" "${BACKEND_RESTART_PATH_UNIT}"
 }
 
 main() {

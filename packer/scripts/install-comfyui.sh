@@ -47,7 +47,7 @@ fi
 
 # Writable state lives under the contract's state folder; the code tree stays root-owned.
 install -d -m 0755 -o "${SERVICE_USER}" -g "${SERVICE_GROUP}" "${COMFYUI_STATE_DIR}" \
-  "${COMFYUI_STATE_DIR}/output" "${COMFYUI_STATE_DIR}/input" "${COMFYUI_STATE_DIR}/temp" "${COMFYUI_STATE_DIR}/user"
+  "${COMFYUI_OUTPUT_DIR}" "${COMFYUI_INPUT_DIR}" "${COMFYUI_TEMP_DIR}" "${COMFYUI_STATE_DIR}/user"
 render_template "${FILES_DIR}/comfyui-extra-model-paths.yaml" "${COMFYUI_EXTRA_MODEL_PATHS}"
 render_template "${FILES_DIR}/comfyui.service" "/etc/systemd/system/${COMFYUI_UNIT}"
 if [[ "${SKIP_SYSTEMD}" != "1" ]]; then

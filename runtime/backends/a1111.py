@@ -10,7 +10,10 @@ The WebUI's interrupt is global and an interrupted generation still answers 200 
 images, so a side thread reads GET /sdapi/v1/progress (``current_task``, ``state.interrupted``) while the
 blocking call runs: it interrupts only while ``current_task`` is this attempt (on cancel or at the job
 time limit) or an earlier attempt of the same job (a restarted agent's leftover), and it notes when this
-attempt was interrupted by anyone, which then raises JobInterrupted instead of returning the images.
+attempt was interrupted by anyone, which then raises JobInterrupted instead of returning the images. The time
+limit counts from when ``current_task`` first names this attempt (it may wait for the WebUI's queue lock). A
+generation still current ``interrupt_grace_seconds`` after the interrupt gets POST /sdapi/v1/skip, and after
+twice that the adapter asks for a restart (``restart_needed``): both flags are only polled by the sampler.
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ class _Watch:
     requested: bool = False  # this attempt asked for the interrupt (cancel or time limit)
     interrupted: bool = False  # the WebUI said this attempt's generation was interrupted, not on our request
     timed_out: bool = False
+    requested_at: float = 0.0
+    skipped: bool = False  # POST /sdapi/v1/skip sent (the interrupt did not end it within the grace period)
     stopped: set[str] = field(default_factory=set)  # earlier attempts interrupted
 
 
@@ -97,7 +102,8 @@ class A1111Backend(Backend):
     name = "a1111"
 
     def __init__(self, config: Any = None, *, base_url: str | None = None, model_dir: str | None = None,
-                 is_alive: Any = None, progress_seconds: float = 1.0, **_: Any) -> None:
+                 is_alive: Any = None, progress_seconds: float = 1.0, interrupt_grace_seconds: float = 10.0,
+                 **_: Any) -> None:
         self.base_url = (base_url or getattr(config, "backend_url", None) or instance_contract.A1111.url).rstrip("/")
         self.model_dir = Path(model_dir or getattr(config, "backend_model_dir", None) or DEFAULT_MODEL_DIR)
         self.is_alive = is_alive
@@ -106,6 +112,11 @@ class A1111Backend(Backend):
         self._client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(max_job, connect=5.0))
         self._side = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(5.0))
         self.last_progress: float | None = None
+        # A generation told to stop that is still the current task this long after the interrupt gets a skip, and
+        # after twice as long the WebUI counts as wedged (restart_needed): both flags are only polled by the
+        # sampler, so a stuck call ignores them and the WebUI's queue lock holds every later request.
+        self.interrupt_grace_seconds = interrupt_grace_seconds
+        self._restart_reason: str | None = None
 
     def wait_ready(self, timeout: float) -> None:
         _http.wait_until(lambda: _http.request(self._side, "GET", "/sdapi/v1/options").status_code == 200,
@@ -166,6 +177,10 @@ class A1111Backend(Backend):
         if progress is not None and progress.get("current_task") == ctx.backend_id:
             self._post_interrupt(ctx.backend_id)
 
+    def restart_needed(self) -> str | None:
+        reason, self._restart_reason = self._restart_reason, None
+        return reason
+
     def close(self) -> None:
         self._client.close()
         self._side.close()
@@ -202,15 +217,33 @@ class A1111Backend(Backend):
         if mine and state.get("interrupted") and not watch.requested:
             watch.interrupted = True
         if current == ctx.backend_id:
-            if ctx.deadline is not None and time.monotonic() > ctx.deadline:
+            now = time.monotonic()
+            ctx.executing(now)  # the WebUI started this attempt's generation: its time limit counts from here
+            if ctx.deadline is not None and now > ctx.deadline:
                 watch.timed_out = True
             if (ctx.cancel.is_set() or watch.timed_out) and not watch.requested:
-                watch.requested = True
+                watch.requested, watch.requested_at = True, now
                 self._post_interrupt(current)
+            elif watch.requested and now - watch.requested_at > self.interrupt_grace_seconds:
+                self._escalate(watch, current, now)
         elif isinstance(current, str) and current.startswith(f"{ctx.job_id}.") and current not in watch.stopped:
             log.info("A1111: interrupting earlier attempt %s of job %s", current, ctx.job_id)
             watch.stopped.add(current)
             self._post_interrupt(current)
+
+    def _escalate(self, watch: _Watch, task: str, now: float) -> None:
+        """Still generating after the interrupt: skip, then ask for a restart."""
+        if not watch.skipped:
+            watch.skipped = True
+            log.warning("A1111 task %s ignored the interrupt; POST /sdapi/v1/skip", task)
+            try:
+                self._side.post("/sdapi/v1/skip")
+            except httpx.HTTPError as exc:
+                log.warning("A1111 skip of %s failed: %s", task, exc)
+        elif now - watch.requested_at > 2 * self.interrupt_grace_seconds and self._restart_reason is None:
+            self._restart_reason = (f"A1111 task {task} still generating {now - watch.requested_at:.0f} s after "
+                                    "POST /sdapi/v1/interrupt and /skip: a call ignores them")
+            log.error("%s; the WebUI must be restarted", self._restart_reason)
 
     def _result(self, response: httpx.Response) -> BackendResult:
         body = response.json()

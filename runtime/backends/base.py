@@ -4,6 +4,8 @@ Error hierarchy (foreign exceptions are mapped at each adapter's boundary, chain
 
     BackendError                 any failure inside a backend adapter
     ├── BackendUnavailable       the backend is down, crashed or answered 5xx: retry (another attempt)
+    ├── BackendBusy              the backend never started this attempt's work (other work held it): handed
+    │                            back uncounted
     ├── JobInputError            the job cannot succeed as given (bad workflow, unknown node): fail now
     ├── OutputEncodingError      frames could not be encoded into the requested file (runtime.video): fail now
     └── JobInterrupted           the job was interrupted on request (cancel or drain)
@@ -20,6 +22,7 @@ from __future__ import annotations
 import abc
 import importlib
 import threading
+import time
 import uuid
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +40,10 @@ class BackendError(Exception):
 
 class BackendUnavailable(BackendError):  # noqa: N818 - reads as a state, like ConnectionRefused
     """The backend is down, crashed or answered with a server error; the job may be retried."""
+
+
+class BackendBusy(BackendError):  # noqa: N818 - reads as a state
+    """The backend never started this attempt's work (it waited behind other work): handed back uncounted."""
 
 
 class JobInputError(BackendError):
@@ -81,7 +88,14 @@ class JobContext:
     model_path: Path | None = None  # local file (or directory) of the job's model, from the model cache
     input_images: dict[str, bytes] = field(default_factory=dict)  # name -> bytes, fetched and checked by the agent
     cancel: threading.Event = field(default_factory=threading.Event)
-    deadline: float | None = None  # time.monotonic() value after which the backend should give up
+    # The job's time limit counts from when the backend starts executing this attempt's work (``executing``), not
+    # from the claim: work queued inside the backend behind other work is not charged for the wait.
+    time_limit_s: float | None = None
+    deadline: float | None = None  # time.monotonic() value after which the backend should give up (set by executing)
+    # Until when the work may wait inside the backend before it starts (``submitted`` sets it one time limit after
+    # the submission); past it the attempt goes back uncounted (BackendBusy).
+    start_deadline: float | None = None
+    executing_since: float | None = None
     # One id per attempt (a JobContext is built per attempt): backends name their server-side work with
     # ``backend_id`` so that no attempt can read or stop another attempt's prompt, task or files.
     attempt_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -92,6 +106,19 @@ class JobContext:
     def backend_id(self) -> str:
         """The id of this attempt's work on the backend: ``<job_id>.<attempt_id>``."""
         return f"{self.job_id}.{self.attempt_id}"
+
+    def submitted(self) -> None:
+        """The backend accepted this attempt's work into its queue: it may wait there one time limit."""
+        if self.start_deadline is None and self.time_limit_s is not None:
+            self.start_deadline = time.monotonic() + self.time_limit_s
+
+    def executing(self, now: float | None = None) -> None:
+        """The backend started executing this attempt's work: the time limit starts counting (once)."""
+        if self.executing_since is not None:
+            return
+        self.executing_since = time.monotonic() if now is None else now
+        if self.time_limit_s is not None:
+            self.deadline = self.executing_since + self.time_limit_s
 
     def check_before_submit(self) -> None:
         """Backends call this last thing before submitting, so a cancel that came in meanwhile wins."""
@@ -181,6 +208,18 @@ class Backend(abc.ABC):
     def interrupt(self, ctx: JobContext) -> None:
         """Ask the backend to stop the running job (called from another thread)."""
         ctx.cancel.set()
+
+    def sweep(self, older_than_s: float) -> int:
+        """Delete what attempts left on the backend (history entries, files) older than ``older_than_s``; returns how
+        many things went. Called between calls, so nothing of a running attempt is touched. Default: nothing kept."""
+        return 0
+
+    def restart_needed(self) -> str | None:
+        """Why the backend must be restarted before it runs more work, once (the reason is taken): work it was
+        told to stop (a cancel or a time limit) did not stop within the adapter's grace period, so everything
+        sent to it after would wait behind that work. The agent restarts the backend's service and waits until it
+        answers (runtime.worker.backend_supervisor). Default: never (in-process backends end the agent instead)."""
+        return None
 
     def close(self) -> None:  # noqa: B027
         """Release clients and in-process models."""

@@ -38,6 +38,7 @@ from runtime.backends import _http
 from runtime.backends._websocket import WebSocketClient, WebSocketError
 from runtime.backends.base import (
     Backend,
+    BackendBusy,
     BackendError,
     BackendResult,
     BackendUnavailable,
@@ -107,18 +108,27 @@ class ComfyUIBackend(Backend):
 
     def __init__(self, config: Any = None, *, base_url: str | None = None, model_dir: str | None = None,
                  output_dir: str | None = None, input_dir: str | None = None, is_alive: Any = None,
-                 poll_seconds: float = 0.25, use_websocket: bool = True, **_: Any) -> None:
+                 poll_seconds: float = 0.25, use_websocket: bool = True, interrupt_grace_seconds: float = 10.0,
+                 **_: Any) -> None:
         self.base_url = (base_url or getattr(config, "backend_url", None) or instance_contract.COMFYUI.url).rstrip("/")
         self.model_dir = Path(model_dir or getattr(config, "backend_model_dir", None) or DEFAULT_MODEL_DIR)
-        root = self.model_dir.parent.parent  # ComfyUI's layout: <root>/models/checkpoints, <root>/output
+        # The folders ComfyUI writes to are the ones its command line names: the agent config carries the instance
+        # contract's (components/user_data.py). Without them (a hand-run agent), ComfyUI's own default layout.
+        root = self.model_dir.parent.parent  # <root>/models/checkpoints, <root>/output
         self.output_dir = Path(output_dir or getattr(config, "backend_output_dir", None) or root / "output")
-        self.input_dir = Path(input_dir or root / "input")
+        self.input_dir = Path(input_dir or getattr(config, "backend_input_dir", None) or root / "input")
+        self.temp_dir = Path(getattr(config, "backend_temp_dir", None) or root / "temp")
         self.is_alive = is_alive
         self.poll_seconds = poll_seconds
         self.use_websocket = use_websocket
         self.client_id = uuid.uuid4().hex
         self._client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(30.0, connect=5.0))
         self._ckpt_name: str | None = None
+        # How long a prompt told to stop (POST /interrupt) may stay in ``queue_running`` before the server counts
+        # as wedged: a node that ignores the interrupt flag (a sleeping custom node, a stuck CUDA call) never
+        # returns, and every prompt after it would wait behind it.
+        self.interrupt_grace_seconds = interrupt_grace_seconds
+        self._restart_reason: str | None = None
 
     # -- readiness and models ------------------------------------------------------------------------
     def wait_ready(self, timeout: float) -> None:
@@ -147,6 +157,7 @@ class ComfyUIBackend(Backend):
             ws = self._open_ws() if self.use_websocket else None
             ctx.check_before_submit()
             self._submit(workflow, prompt_id)
+            ctx.submitted()
             entry = self._wait(ctx, prompt_id, ws)
             outputs = self._download(entry, prompt_id)
         finally:
@@ -163,6 +174,31 @@ class ComfyUIBackend(Backend):
             except httpx.HTTPError as exc:
                 log.warning("ComfyUI %s failed for %s: %s", path, prompt_id, exc)
         ctx.cancel.set()  # after the requests, so the job thread sees the interrupt already sent
+
+    def restart_needed(self) -> str | None:
+        reason, self._restart_reason = self._restart_reason, None
+        return reason
+
+    def sweep(self, older_than_s: float) -> int:
+        """Delete history entries and files in ComfyUI's output / input / temp folders older than ``older_than_s``:
+        what an attempt whose clean-up could not finish left (an agent killed mid-job, a prompt that ran on after
+        its attempt gave up). Entries exist only for prompts that ended, so no running prompt loses its entry."""
+        cutoff = time.time() - older_than_s
+        gone = 0
+        try:
+            response = _http.request(self._client, "GET", "/history")
+            entries = _json(response) if response.status_code == 200 else {}
+            old = [pid for pid, entry in entries.items() if isinstance(entry, dict) and _ended_before(entry, cutoff)]
+            if old:
+                _http.request(self._client, "POST", "/history", json={"delete": old})
+                gone += len(old)
+        except BackendError as exc:
+            log.info("ComfyUI history sweep skipped: %s", exc)
+        for folder in {self.output_dir, self.input_dir, self.temp_dir}:
+            gone += _delete_older(folder, cutoff)
+        if gone:
+            log.info("ComfyUI sweep deleted %d leftover(s) older than %.0f s", gone, older_than_s)
+        return gone
 
     def close(self) -> None:
         self._client.close()
@@ -225,7 +261,9 @@ class ComfyUIBackend(Backend):
                 if where == "pending":
                     _http.request(self._client, "POST", "/queue", json={"delete": [other]})
                 else:
-                    _http.request(self._client, "POST", "/interrupt", json={"prompt_id": other})
+                    self._stop_prompt(other, f"an earlier attempt of job {job_id}")
+        if self._restart_reason is not None:  # this attempt would wait behind it: not sent, not counted
+            raise BackendBusy(f"ComfyUI is held by an earlier attempt of job {job_id} that ignores interrupts")
 
     def _submit(self, workflow: dict[str, Any], prompt_id: str) -> None:
         body = {"prompt": workflow, "prompt_id": prompt_id, "client_id": self.client_id}
@@ -247,12 +285,26 @@ class ComfyUIBackend(Backend):
         while True:
             self._check_stop(ctx)
             if ws is not None:
-                ws = self._ws_step(ws, prompt_id)
+                ws = self._ws_step(ws, prompt_id, ctx)
             else:
                 time.sleep(self.poll_seconds)
             entry = self._history(prompt_id)
             if entry is not None and _finished(entry):
+                ctx.executing()
                 return self._final(entry, ctx, prompt_id)
+            if ctx.executing_since is None and prompt_id in self._queue()[0]:
+                ctx.executing()  # the time limit counts from here (no websocket, or its event was missed)
+
+    def _queue(self) -> tuple[set[str], set[str]]:
+        """The prompt ids ComfyUI is running and holding pending (GET /queue)."""
+        response = _http.request(self._client, "GET", "/queue")
+        body = _json(response) if response.status_code == 200 else {}
+
+        def ids(where: str) -> set[str]:
+            return {item[1] for item in body.get(f"queue_{where}") or []
+                    if isinstance(item, list) and len(item) > 1 and isinstance(item[1], str)}
+
+        return ids("running"), ids("pending")
 
     def _open_ws(self) -> WebSocketClient | None:
         url = self.base_url.replace("http://", "ws://", 1) + f"/ws?clientId={self.client_id}"
@@ -262,7 +314,7 @@ class ComfyUIBackend(Backend):
             log.info("ComfyUI websocket unavailable, polling /history instead: %s", exc)
             return None
 
-    def _ws_step(self, ws: WebSocketClient, prompt_id: str) -> WebSocketClient | None:
+    def _ws_step(self, ws: WebSocketClient, prompt_id: str, ctx: JobContext) -> WebSocketClient | None:
         """Read events until our prompt ends or ~4 poll intervals pass; None when the socket broke."""
         deadline = time.monotonic() + self.poll_seconds * 4
         while (left := deadline - time.monotonic()) > 0:
@@ -278,19 +330,56 @@ class ComfyUIBackend(Backend):
                 event = json.loads(text)
             except ValueError:
                 continue
-            if isinstance(event, dict) and (event.get("data") or {}).get("prompt_id") == prompt_id \
-                    and _is_terminal_event(event):
+            if not isinstance(event, dict) or (event.get("data") or {}).get("prompt_id") != prompt_id:
+                continue
+            if event.get("type") == "execution_start":
+                ctx.executing()  # execution.py sends it when the prompt leaves the queue: the time limit starts
+            if _is_terminal_event(event):
                 break  # the history read that follows sees the end (or the next step does)
         return ws
 
     def _check_stop(self, ctx: JobContext) -> None:
+        prompt_id = ctx.backend_id
         if ctx.cancel.is_set():
+            self._stop_prompt(prompt_id, "canceled")
             raise JobInterrupted(f"job {ctx.job_id} interrupted")
         if self.is_alive is not None and not self.is_alive():
             raise BackendUnavailable("ComfyUI process exited mid-job")
-        if ctx.deadline is not None and time.monotonic() > ctx.deadline:
-            self.interrupt(ctx)
-            raise BackendError(f"ComfyUI prompt {ctx.backend_id} ran past the job time limit")
+        now = time.monotonic()
+        if ctx.deadline is not None and now > ctx.deadline:
+            self._stop_prompt(prompt_id, "past the job time limit")
+            limit = f" ({ctx.time_limit_s:g} s from when ComfyUI started it)" if ctx.time_limit_s else ""
+            raise BackendError(f"ComfyUI prompt {prompt_id} ran past the job time limit{limit}")
+        if ctx.executing_since is None and ctx.start_deadline is not None and now > ctx.start_deadline:
+            self._stop_prompt(prompt_id, "never started")
+            raise BackendBusy(f"ComfyUI had not started prompt {prompt_id} by its start limit: other work held "
+                              "the server; handed back uncounted")
+
+    def _stop_prompt(self, prompt_id: str, why: str) -> None:
+        """Delete the prompt if pending, interrupt it if running, and confirm that it left ``queue_running``
+        within the grace period (ComfyUI writes its history entry in the same step, PromptQueue.task_done).
+        A prompt still running then is held by a node that ignores interrupts: the server must be restarted
+        (``restart_needed``), or every prompt after it waits behind it."""
+        for path, body in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):
+            try:
+                self._client.post(path, json=body, timeout=5.0)
+            except httpx.HTTPError as exc:
+                log.warning("ComfyUI %s failed for %s: %s", path, prompt_id, exc)
+        end = time.monotonic() + self.interrupt_grace_seconds
+        while True:
+            try:
+                running, _ = self._queue()
+            except BackendError as exc:  # the server went away: nothing of ours runs there now
+                log.info("ComfyUI did not answer while stopping %s: %s", prompt_id, exc)
+                return
+            if prompt_id not in running:
+                return
+            if time.monotonic() >= end:
+                break
+            time.sleep(min(self.poll_seconds, max(0.0, end - time.monotonic())))
+        self._restart_reason = (f"ComfyUI prompt {prompt_id} ({why}) still running {self.interrupt_grace_seconds:g} s "
+                                "after POST /interrupt: a node ignores interrupts")
+        log.error("%s; the server must be restarted", self._restart_reason)
 
     def _final(self, entry: dict[str, Any], ctx: JobContext, prompt_id: str) -> dict[str, Any]:
         status = entry.get("status") or {}
@@ -328,11 +417,15 @@ class ComfyUIBackend(Backend):
         return outputs
 
     def _clean_up(self, prompt_id: str, entry: dict[str, Any] | None, uploaded: list[str]) -> None:
-        """Delete the attempt's files on this instance and its history entry; never raises."""
+        """Delete the attempt's files on this instance and its history entry; never raises.
+
+        A prompt that did not end for us (cancel, time limit, error) is stopped first and confirmed out of
+        ``queue_running`` (``_stop_prompt``), so its history entry, when it has one, is written before it is read
+        here: reading it earlier missed the entry of an interrupted prompt and left it and its files behind."""
         try:
-            if entry is None:  # it did not end for us (cancel, time limit, error): it must not run on for nobody
-                _http.request(self._client, "POST", "/queue", json={"delete": [prompt_id]})
-                _http.request(self._client, "POST", "/interrupt", json={"prompt_id": prompt_id})
+            if entry is None:  # it did not end for us: it must not run on for nobody
+                if self._restart_reason is None:
+                    self._stop_prompt(prompt_id, "abandoned")
                 entry = self._history(prompt_id)
             if entry is not None:
                 _http.request(self._client, "POST", "/history", json={"delete": [prompt_id]})
@@ -355,6 +448,30 @@ def _delete_inside(folder: Path, relative: Path) -> None:
             target.unlink(missing_ok=True)
     except OSError as exc:
         log.warning("could not delete ComfyUI file %s/%s: %s", folder, relative, exc)
+
+
+def _ended_before(entry: dict[str, Any], cutoff: float) -> bool:
+    """The entry's last status message (ms timestamps, execution.py) is older than ``cutoff`` (epoch seconds)."""
+    stamps = [data.get("timestamp") for _, data in (entry.get("status") or {}).get("messages") or []
+              if isinstance(data, dict) and isinstance(data.get("timestamp"), int | float)]
+    return bool(stamps) and max(stamps) / 1000 < cutoff
+
+
+def _delete_older(folder: Path, cutoff: float) -> int:
+    """Files (not dot files) under ``folder`` last modified before ``cutoff``."""
+    gone = 0
+    try:
+        paths = [p for p in folder.rglob("*") if not p.name.startswith(".")]
+    except OSError:
+        return 0
+    for path in paths:
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                gone += 1
+        except OSError as exc:
+            log.warning("could not sweep ComfyUI file %s: %s", path, exc)
+    return gone
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -200,15 +200,13 @@ class DiffusersBackend(Backend):
         if self.resident is not None and self._factory is None:
             pipe.scheduler = loading.make_scheduler(self.resident.scheduler, jobs[0].scheduler)
 
-        def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            if all(ctx.cancel.is_set() for ctx in ctxs):  # one cancelled member does not stop the others
-                raise JobInterrupted(f"job(s) {', '.join(c.job_id for c in ctxs)} interrupted at step {step}")
-            return kwargs
-
+        on_step_end = _step_check(ctxs, self.name)
         started = time.monotonic()
+        for ctx in ctxs:
+            ctx.executing(started)  # in process: the call starts now, and so does each job's time limit
         try:
             result = pipe(**args, callback_on_step_end=on_step_end)
-        except JobInterrupted as exc:
+        except BackendError as exc:  # the step callback: a cancel (JobInterrupted) or the time limit
             for slot in slots:
                 outcomes[slot] = exc
             return
@@ -346,3 +344,18 @@ def _png(index: int, image: Any) -> OutputFile:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return OutputFile(f"image-{index}.png", buf.getvalue(), "image/png")
+
+
+def _step_check(ctxs: list[JobContext], name: str) -> Any:
+    """The pipeline's ``callback_on_step_end``: stop at the next step on a cancel of every job of the call, or when
+    any job's time limit ran out (one call: its jobs end together)."""
+
+    def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if all(ctx.cancel.is_set() for ctx in ctxs):  # one cancelled member does not stop the others
+            raise JobInterrupted(f"job(s) {', '.join(c.job_id for c in ctxs)} interrupted at step {step}")
+        if any(ctx.deadline is not None and time.monotonic() > ctx.deadline for ctx in ctxs):
+            raise BackendError(f"{name} call of job(s) {', '.join(c.job_id for c in ctxs)} ran past the job time "
+                               f"limit at step {step}")
+        return kwargs
+
+    return on_step_end

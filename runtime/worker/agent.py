@@ -38,6 +38,7 @@ from runtime.backends.base import Backend
 from runtime.jobs.store import JobStore
 from runtime.model_cache import ModelCache
 from runtime.queues.base import JobQueueConsumer
+from runtime.worker.backend_restart import command_restarter
 from runtime.worker.backend_supervisor import BackendSupervisor
 from runtime.worker.backoff import InfraBackoff
 from runtime.worker.batching import Batcher, batch_size_for
@@ -74,9 +75,11 @@ class Agent:
         queue_cfg = config.queue
         self.signal = StopSignal()
         self.backoff = InfraBackoff(self.signal)
-        self.supervisor = BackendSupervisor(backend, metrics=metrics, worker_id=worker_id,
-                                            ready_timeout_s=config.backend_ready_timeout_seconds, stop=self.signal,
-                                            on_model=consumer.note_loaded)
+        self.supervisor = BackendSupervisor(
+            backend, metrics=metrics, worker_id=worker_id, ready_timeout_s=config.backend_ready_timeout_seconds,
+            stop=self.signal, on_model=consumer.note_loaded,
+            restart=command_restarter(config.backend_restart_command, config.backend_restart_timeout_seconds),
+            restart_timeout_s=config.backend_restart_timeout_seconds, on_unrecoverable=lifecycle.mark_unhealthy)
         self.drain = DrainPolicy(config.lifecycle.drain_margin_seconds, interrupt=self.supervisor.interrupt,
                                  current=lambda: self.supervisor.current)
         self.recorder = JobRecorder(metrics=metrics, worker_id=worker_id, backoff=self.backoff,
@@ -202,10 +205,14 @@ class Agent:
 
     def healthy(self, stall_seconds: float = 120.0) -> bool:
         """Health probe: booting, running a job within its time limit, or the loop went round recently."""
+        if self.supervisor.unrecoverable is not None:
+            return False  # the backend cannot be brought back: replace the instance
         now = time.monotonic()
         job = self.supervisor.current
-        if job is not None:
-            return now - job.started < self.config.time_limit(job.ctx.task) + stall_seconds
+        if job is not None:  # the time limit counts from when the backend started it; a restart may follow
+            ctx = job.ctx
+            limit = ctx.deadline or ctx.start_deadline or job.started + self.config.time_limit(ctx.task)
+            return now < limit + self.config.backend_restart_timeout_seconds + stall_seconds
         if self.last_tick is None:
             return True  # boot has its own timeouts (backend readiness) and fails loudly
         return now - self.last_tick < stall_seconds + self.config.queue.wait_time_seconds

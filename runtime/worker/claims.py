@@ -92,7 +92,8 @@ class Claimer:
                 else read_job(message.job, allow_loopback=self._allow_loopback)
         except JobInputError as exc:
             return self._refuse(received, attempt, exc)
-        ctx = JobContext(job_id=message.job_id, job=spec, deadline=time.monotonic() + self.time_limit(spec.task))
+        # the task's time limit (runtime.jobs.time_limits); it counts from when the backend starts the work
+        ctx = JobContext(job_id=message.job_id, job=spec, time_limit_s=self.time_limit(spec.task))
         job = RunningJob(received, ctx, attempt, picked=picked, timings=timings, prepared=prepared)
         job.guard = LeaseGuard(
             consumer=self._consumer, store=self._store, received=received, job_id=message.job_id,

@@ -173,6 +173,7 @@ class Executor:
             results = [exc] * len(jobs)
         if any(isinstance(r, BackendUnavailable) for r in results):
             self._supervisor.lost()
+        self._supervisor.after_call()  # before the next call is sent: nothing may queue behind a hung node
         return results
 
     # -- after the call --------------------------------------------------------------------------------

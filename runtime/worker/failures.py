@@ -11,8 +11,8 @@ transient (counted)        BackendError, BackendUnavailable,      attempt error 
                            ModelUnavailable (download failed),    attempt fails the job
                            any unexpected exception
 infrastructure (not        AWSCallError (S3), StoreUnavailable,   job handed back (attempt not counted) after
-counted)                   QueueError, OSError (disk)             a backoff; the agent stays up and slows
-                                                                  its loop while the failures go on
+counted)                   QueueError, OSError (disk),            a backoff; the agent stays up and slows
+                           BackendBusy (its work never started)   its loop while the failures go on
 =========================  =====================================  ===========================================
 
 Nothing escapes the agent's loop: an exception not in the table is transient (and logged with its
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from runtime.backends.base import (
+    BackendBusy,
     BackendError,
     BackendUnavailable,
     JobInputError,
@@ -62,6 +63,7 @@ TABLE: tuple[tuple[type[BaseException], Disposition], ...] = (
     (MessageFormatError, Disposition(Cause.PERMANENT, "invalid-message")),
     (OutputEncodingError, Disposition(Cause.PERMANENT, "encode-failed")),
     (JobInterrupted, Disposition(Cause.TRANSIENT, "interrupted")),
+    (BackendBusy, Disposition(Cause.INFRASTRUCTURE, "backend-busy")),
     (BackendUnavailable, Disposition(Cause.TRANSIENT, "backend-unavailable")),
     (BackendError, Disposition(Cause.TRANSIENT, "backend-error")),
     (ModelUnavailable, Disposition(Cause.TRANSIENT, "model-unavailable")),

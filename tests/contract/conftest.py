@@ -1,7 +1,8 @@
 """The ComfyUI contract suite's server: the fake (default, part of ``make test``) or a real ComfyUI.
 
 ``COMFYUI_URL=http://127.0.0.1:8188 pytest tests/contract`` runs the same tests against a real server
-(model-free workflows only: EmptyImage -> ImageInvert -> SaveImage). Against a real server a "slow"
+(model-free workflows only: EmptyImage -> ImageInvert -> SaveImage; the hang case also needs the custom node
+tests/contract/custom_nodes/genai_fleet_hang.py installed in that server). Against a real server a "slow"
 prompt is a big EmptyImage (``COMFYUI_SLOW_SIZE``, default 2048 px, ``COMFYUI_SLOW_BATCH``, default 8);
 against the fake it is a node that runs ``SLOW_SECONDS``.
 """
@@ -45,6 +46,15 @@ class Target:
             "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
             "3": {"class_type": output, "inputs": save},
         }
+
+    def hanging_workflow(self, seconds: float, prefix: str = "contract-hang") -> dict[str, Any]:
+        """EmptyImage -> GenaiFleetHang (sleeps ``seconds``, never polls the interrupt flag) -> SaveImage. A real
+        server needs tests/contract/custom_nodes/genai_fleet_hang.py in its custom_nodes folder (else: skipped)."""
+        if self.real and "GenaiFleetHang" not in self.client.http.get("/object_info").json():
+            pytest.skip("copy tests/contract/custom_nodes/genai_fleet_hang.py into ComfyUI's custom_nodes/ first")
+        workflow = self.workflow(prefix)
+        workflow["2"] = {"class_type": "GenaiFleetHang", "inputs": {"images": ["1", 0], "seconds": seconds}}
+        return workflow
 
     def slow_workflow(self, prefix: str = "contract-slow") -> dict[str, Any]:
         """A prompt that runs for seconds: its EmptyImage and ImageInvert take the time."""

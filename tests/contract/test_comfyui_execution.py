@@ -4,6 +4,7 @@ PromptQueue, server.py /interrupt /queue /history). Runs against the fake, or a 
 from __future__ import annotations
 
 import json
+import time
 
 from tests.contract.comfy_client import new_id, types
 
@@ -128,6 +129,27 @@ def test_interrupt_of_the_running_prompt(comfy):
     assert "execution_interrupted" in types(seen) and "execution_success" not in types(seen)
     entry = comfy.client.history(prompt_id)
     assert entry["status"]["messages"][-1][0] == "execution_interrupted" and "3" not in entry["outputs"]
+
+
+def test_a_node_that_ignores_interrupts_holds_the_server_until_it_returns(comfy):
+    """Issue 34, recorded on a real ComfyUI with a custom node that sleeps without polling the interrupt flag:
+    POST /interrupt answers 200 but the prompt stays in ``queue_running`` and a prompt sent after it stays
+    pending; when the node returns, the flag (still set) ends the prompt before its next node
+    (``execution_interrupted``, no output), and the pending prompt runs."""
+    hang_seconds = 8.0  # long beside the 1 s look, so a loaded machine still looks while it sleeps
+    stuck, behind = new_id("hung"), new_id("behind")
+    comfy.client.submit(comfy.hanging_workflow(hang_seconds), stuck)
+    comfy.client.wait_running(stuck)
+    comfy.client.submit(comfy.workflow(), behind)
+    assert comfy.client.http.post("/interrupt", json={"prompt_id": stuck}).status_code == 200
+    time.sleep(1.0)  # well within the node's sleep: the interrupt had every chance to act, and did not
+    queue = comfy.client.queue()
+    assert [i[1] for i in queue["queue_running"]] == [stuck]
+    assert behind in [i[1] for i in queue["queue_pending"]]
+    assert comfy.client.history(stuck) is None
+    entry = comfy.client.wait_history(stuck)
+    assert entry["status"]["messages"][-1][0] == "execution_interrupted" and "3" not in entry["outputs"]
+    assert comfy.client.wait_history(behind)["status"]["status_str"] == "success"
 
 
 def test_interrupt_naming_another_prompt_is_ignored(comfy):

@@ -49,6 +49,9 @@ NODES: dict[str, NodeSpec] = {
     "ImageInvert": NodeSpec(("image",)),
     "SaveImage": NodeSpec(("images", "filename_prefix"), output=True, saves="output"),
     "PreviewImage": NodeSpec(("images",), output=True, saves="temp"),
+    # A custom node that sleeps ``seconds`` without checking the interrupt flag (as third-party nodes and a stuck
+    # CUDA call do): tests/contract/custom_nodes/genai_fleet_hang.py is the same node for a real ComfyUI.
+    "GenaiFleetHang": NodeSpec(("images", "seconds")),
 }
 
 

@@ -46,6 +46,9 @@ class Run:
         slow = fake.slow_runs > 0
         if slow:
             fake.slow_runs -= 1
+        hang = fake.hang_runs > 0
+        if hang:
+            fake.hang_runs -= 1
         failing = None
         if fake.fail_executions > 0 and to_run:
             fake.fail_executions -= 1
@@ -63,6 +66,8 @@ class Run:
             if slow and spec.stepped:
                 seconds = fake.slow_seconds
             try:
+                if hang and spec.stepped:  # a stuck CUDA call: no step ends, nothing polls the interrupt flag
+                    self._sleep(fake.hang_seconds)
                 output = self._run_node(node_id, seconds, failing == node_id)
             except Stop as stop:
                 if stop.kind == "crashed":
@@ -102,6 +107,9 @@ class Run:
                 raise Stop("error", "RuntimeError", "[enforce fail at alloc_cpu.cpp:127] err == 0. "
                             f"DefaultCPUAllocator: can't allocate memory: you tried to allocate {size} bytes. "
                             "Error code 12 (Cannot allocate memory)\n")
+        if node["class_type"] == "GenaiFleetHang":  # ignores interrupts: only a crash (restart) ends it early
+            self._sleep(float(inputs["seconds"]))
+            return None
         steps = max(1, int(inputs.get("steps") or 1)) if spec.stepped else 1
         for step in range(steps):
             self._sleep(seconds / steps)

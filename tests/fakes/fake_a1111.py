@@ -13,8 +13,10 @@ modules/api/api.py, modules/progress.py, modules/shared_state.py), for the point
   ``active`` / ``queued`` / ``completed`` of one task.
 - GET/POST /sdapi/v1/options (``sd_model_checkpoint`` must be a listed title, else 500 as the real
   RuntimeError), GET /sdapi/v1/sd-models (files in ``models_dir``), POST /sdapi/v1/refresh-checkpoints.
+- POST /sdapi/v1/skip: flags the running generation as skipped (shared.state.skip()); polled like the interrupt.
 Controls: ``delay`` (seconds per generation, spread over its steps), ``fail_generations`` (next N answer
-500), ``switch_delay``.
+500), ``switch_delay``, ``hang_generations`` / ``hang_seconds`` (the next N generations block first, deaf to
+interrupt and skip: a stuck CUDA call).
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ class FakeA1111(FakeServer):
         self.switches: list[str] = []
         self.generations: list[dict[str, Any]] = []
         self.interrupts = 0
+        self.skips = 0
+        self.hang_generations = 0  # the next N generations first block ``hang_seconds``, polling no flag
+        self.hang_seconds = 3600.0
         self.queue_lock = threading.Lock()
         self.current_task: str | None = None
         self.pending_tasks: dict[str, float] = {}
@@ -67,6 +72,7 @@ class FakeA1111(FakeServer):
             ("GET", "/sdapi/v1/progress"): lambda: h.send_json(self._progress()),
             ("POST", "/internal/progress"): lambda: h.send_json(self._task_progress(h.json_body())),
             ("POST", "/sdapi/v1/interrupt"): lambda: (h.body(), self._interrupt(), h.send_json({})),
+            ("POST", "/sdapi/v1/skip"): lambda: (h.body(), self._skip(), h.send_json({})),
         }
         action = routes.get((method, h.route))
         if action is None:
@@ -85,6 +91,11 @@ class FakeA1111(FakeServer):
             self.switches.append(title)
         self.options.update(body)
         h.send_json(None)
+
+    def _skip(self) -> None:
+        self.skips += 1
+        if self.state["job_count"]:  # shared.state.skip(): a flag the sampler polls, as the interrupt's
+            self.state["skipped"] = True
 
     def _interrupt(self) -> None:
         self.interrupts += 1
@@ -131,11 +142,14 @@ class FakeA1111(FakeServer):
 
     def _sample(self, task_id: str, steps: int) -> bool:
         """state.begin(), start_task, the sampling steps (an interrupt ends them), finish_task, state.end()."""
-        self.state.update(interrupted=False, job="scripts_txt2img", job_count=1, sampling_step=0,
+        self.state.update(interrupted=False, skipped=False, job="scripts_txt2img", job_count=1, sampling_step=0,
                           sampling_steps=steps, job_timestamp=time.strftime("%Y%m%d%H%M%S"))
         self.current_task = task_id
+        if self.hang_generations > 0:  # a stuck CUDA call: neither interrupt nor skip is looked at meanwhile
+            self.hang_generations -= 1
+            time.sleep(self.hang_seconds)
         for step in range(steps):
-            if self.state["interrupted"]:
+            if self.state["interrupted"] or self.state["skipped"]:
                 break
             time.sleep(self.delay / steps)
             self.state["sampling_step"] = step + 1

@@ -15,7 +15,11 @@ execution.py, main.py ``prompt_worker``), for the points the adapter depends on.
   cache is not run again; the cache keeps only the signatures of the latest prompt (CLASSIC cache).
 - POST /interrupt: with ``prompt_id``, only when that prompt is the one running; without, the running
   prompt. It takes effect before the next node starts or at the next sampler step; the flag is cleared
-  when a prompt starts (an interrupt with nothing running does nothing).
+  when a prompt starts (an interrupt with nothing running does nothing). The flag is only polled
+  (comfy.model_management.throw_exception_if_processing_interrupted): a node that never polls it (the
+  ``GenaiFleetHang`` custom node: it sleeps ``seconds``) keeps its prompt in ``queue_running``, and every prompt
+  after it pending, until it returns; only a restart ends it sooner.
+- The history entry is written and the prompt leaves ``queue_running`` in one step (PromptQueue.task_done).
 - /history (GET all or one id, POST ``delete`` / ``clear``), /queue (GET, POST ``delete`` / ``clear``),
   /view (the file's content type from its name; 400 for ``..`` or absolute names, 403 outside the folder,
   404 when missing), /upload/image (into the input folder, `` (1)`` suffix unless ``overwrite``),
@@ -24,10 +28,13 @@ execution.py, main.py ``prompt_worker``), for the points the adapter depends on.
   history and cache, as a dead process does; ``start()`` is the restarted server.
 
 Files live on disk as ComfyUI keeps them: ``root/output``, ``root/input``, ``root/temp`` (``root``
-defaults to the models folder's parent). Controls: ``delay``, ``node_seconds``, ``fail_prompts`` (next N
-POST /prompt answer 500), ``fail_executions`` (next N prompts fail in their sampler, or first node run),
-``die_on_execute``, ``websocket`` (False: /ws refused), ``preview_frames``, ``slow_runs`` / ``slow_seconds``
-(the next N prompts' samplers take that long), ``upload_gate`` (uploads wait for the event). An EmptyImage too large to
+defaults to the models folder's parent), or the folders given as ``output_dir`` / ``input_dir`` / ``temp_dir``
+(main.py's ``--output-directory`` / ``--input-directory`` / ``--temp-directory``). Controls: ``delay``,
+``node_seconds``, ``fail_prompts`` (next N POST /prompt answer 500), ``fail_executions`` (next N prompts fail in
+their sampler, or first node run), ``die_on_execute``, ``websocket`` (False: /ws refused), ``preview_frames``,
+``slow_runs`` / ``slow_seconds`` (the next N prompts' samplers take that long), ``hang_runs`` / ``hang_seconds``
+(the next N prompts' samplers first hang that long, deaf to interrupts), ``upload_gate`` (uploads wait for
+the event). An EmptyImage too large to
 allocate fails as torch does on CPU.
 """
 
@@ -50,11 +57,16 @@ from tests.fakes.comfyui_run import Run, Stop
 
 class FakeComfyUI(FakeServer):
     def __init__(self, models_dir: str | Path, delay: float = 0.2, *, root: str | Path | None = None,
-                 node_seconds: dict[str, float] | None = None) -> None:
+                 node_seconds: dict[str, float] | None = None, output_dir: str | Path | None = None,
+                 input_dir: str | Path | None = None, temp_dir: str | Path | None = None) -> None:
         super().__init__()
         self.models_dir = Path(models_dir)
         root = Path(root) if root is not None else self.models_dir.parent
-        self.output_dir, self.input_dir, self.temp_dir = root / "output", root / "input", root / "temp"
+        # main.py's --output-directory / --input-directory / --temp-directory, else <root>/output ... as ComfyUI's
+        # folder_paths does
+        self.output_dir = Path(output_dir) if output_dir else root / "output"
+        self.input_dir = Path(input_dir) if input_dir else root / "input"
+        self.temp_dir = Path(temp_dir) if temp_dir else root / "temp"
         for folder in (self.models_dir, self.output_dir, self.input_dir, self.temp_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self.delay = delay
@@ -66,6 +78,8 @@ class FakeComfyUI(FakeServer):
         self.preview_frames = True
         self.slow_runs = 0  # the next N prompts spend ``slow_seconds`` in their sampler (drills)
         self.slow_seconds = 30.0
+        self.hang_runs = 0  # the next N prompts' samplers hang ``hang_seconds`` ignoring interrupts (a stuck CUDA call)
+        self.hang_seconds = 3600.0
         self.upload_gate: threading.Event | None = None  # set: /upload/image waits for it (at most 60 s)
         self.prompts: list[dict[str, Any]] = []  # accepted POST /prompt bodies
         self.interrupts = 0

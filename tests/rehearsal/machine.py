@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -58,6 +59,24 @@ def give_up(reason: str) -> None:
         pytest.fail(f"{reason} ({REQUIRED}=1: this run must rehearse the first boot; run it as root on a machine "
                     "with systemd-nspawn, debootstrap and loop devices)")
     pytest.skip(reason)
+
+
+class PortTaken(Exception):  # noqa: N818 - reads as a state
+    """A port the instance uses is taken on the host's loopback (the container shares it)."""
+
+
+def refuse_taken_ports(ports: list[int], host: str = "127.0.0.1") -> None:
+    """Raise PortTaken naming every port in ``ports`` that something on ``host`` already listens on."""
+    taken = []
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            if sock.connect_ex((host, port)) == 0:  # something accepts connections there
+                taken.append(port)
+    if taken:
+        raise PortTaken(f"{', '.join(f'{host}:{p}' for p in taken)} already in use on this host: the rehearsal's "
+                        "container shares the host's loopback, so the instance's backend could not listen there and "
+                        "its jobs would reach that other server; stop whatever listens there and run it again")
 
 
 class LoopDisk:

@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -289,6 +290,9 @@ def _attach_instance_store(root: Path, disk: str, mode: str) -> None:
 
 @pytest.mark.parametrize(("stack", "template", "instance_store"), CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
 def test_first_boot(ami, moto_endpoint, tmp_path, stack, template, instance_store):
+    # The container shares the host's loopback: a port the instance's backends use must be free, or the agent's
+    # jobs would reach another server (a ComfyUI already on 8188 answered "ckpt_name not in []").
+    machine.refuse_taken_ports([b.port for b in ic.HTTP_BACKENDS.values()])
     templates = _launch_templates(stack)
     assert template in templates, sorted(templates)
     script = templates[template]
@@ -317,6 +321,7 @@ def test_first_boot(ami, moto_endpoint, tmp_path, stack, template, instance_stor
             box.check("bash /var/lib/cloud-user-data", 120)  # cloud-final: root runs the user data
             job_id = _check_first_boot(box, cloud, config, stack)
             boot_to_image = time.monotonic() - started
+            _drill_backend_restart(box, config)
             _check_instance_store(box, config, disk.path, instance_store)
             _drill_crash_loop(box, cloud)
             _ledger(cloud, [job_id], f"rehearsal {stack} (first boot, drills: "
@@ -408,6 +413,15 @@ def _check_first_boot(box, cloud: Cloud, config: agent_config.AgentConfig, stack
     comfy_pid = box.check(f"systemctl show -p MainPID --value {ic.COMFYUI.unit}").strip()
     assert box.check(f"stat -c %U /proc/{comfy_pid}").strip() == ic.SERVICE_USER
 
+    # The job's files: ComfyUI's unit names the agent config's folders (one source: the instance contract), the
+    # stand-in wrote the job's image there as ComfyUI does, and the agent deleted everything of the job after it.
+    exec_start = box.check(f"systemctl show -p ExecStart --value {ic.COMFYUI.unit}")
+    folders = (config.backend_output_dir, config.backend_input_dir, config.backend_temp_dir)
+    for flag, folder in zip(("--output-directory", "--input-directory", "--temp-directory"), folders, strict=True):
+        assert folder and f"{flag} {folder} " in exec_start, (flag, folder, exec_start)
+    left = box.check(f"find {' '.join(folders)} -type f ! -name .written-by-comfyui").split()
+    assert not left, f"files of job {job_id} left behind: {left}"
+
     # Folders: owned by the service user, the model link where ComfyUI's extra-model-paths file points.
     owners = box.check(f"stat -c '%U %a %n' {config.model_cache.cache_dir} {config.backend_model_dir} "
                        f"{ic.LOG_DIR} {ic.COMFYUI.state_dir}/output").splitlines()
@@ -431,6 +445,21 @@ def _ledger(cloud: Cloud, job_ids: list[str], title: str) -> None:
                     redelivered=sum(1 for v in views if int(v.get("attempts") or 1) > 1))
     record(title, report)
     assert report.lost == 0 and report.succeeded == len(job_ids), report.line(title)
+
+
+def _drill_backend_restart(box, config: agent_config.AgentConfig) -> None:
+    """Issue 34: the agent's restart command, run in the agent unit's sandbox (its user, NoNewPrivileges, its
+    writable paths), restarts ComfyUI through the AMI's path unit and returns once the request is taken."""
+    before = box.check(f"systemctl show -p MainPID --value {ic.COMFYUI.unit}").strip()
+    sandbox = " ".join(f"-p {p}" for p in (f"User={ic.SERVICE_USER}", "NoNewPrivileges=yes", "ProtectSystem=full",
+                                          f"ReadWritePaths={' '.join(ic.AGENT_WRITABLE)}"))
+    command = " ".join(shlex.quote(part) for part in config.backend_restart_command)
+    box.check(f"systemd-run --wait --pipe --quiet {sandbox} {command}", 120)
+    after = box.check(f"systemctl show -p MainPID --value {ic.COMFYUI.unit}").strip()
+    assert after not in ("0", before), (before, after)
+    assert box.run(f"test -e {ic.BACKEND_RESTART_REQUEST}", 30).returncode != 0  # the request was taken
+    wait_for(lambda: box.run(f"curl -fsS {ic.COMFYUI.url}/system_stats", 30).returncode == 0, 60,
+             "ComfyUI to answer after its restart", lambda: box.proc.poll() is None)
 
 
 def _drill_crash_loop(box, cloud: Cloud) -> None:

@@ -165,3 +165,33 @@ def test_the_request_is_built_from_the_typed_inputs_with_the_apis_defaults(webui
     backend.run(drawn)
     assert webui.generations[1]["seed"] == drawn.job.inputs.seed is not None
     assert webui.generations[1]["sampler_name"] == "DPM++ 2M"
+
+
+def test_time_limit_counts_from_when_the_webui_starts_the_generation(webui):
+    """Issue 34: a request waiting for the WebUI's queue lock is not charged for the wait."""
+    backend = backend_for(webui)
+    webui.delay = 1.5
+    other = job_context("j_ahead", "m", prompt="another client's job", seed=1)  # not an attempt of the same job
+    ahead = threading.Thread(target=lambda: backend_for(webui).run(other), daemon=True)
+    ahead.start()
+    wait_for(lambda: webui.current_task is not None)
+    webui.delay = 0.2
+    waiting = job()
+    waiting.time_limit_s = 1.0  # it waits ~1.5 s for the lock, then generates in 0.2 s
+    assert backend.run(waiting).outputs
+    assert waiting.executing_since is not None and waiting.deadline == waiting.executing_since + 1.0
+    ahead.join(timeout=30)
+
+
+def test_a_generation_deaf_to_interrupt_and_skip_asks_for_a_restart(webui):
+    """Issue 34: interrupt at the time limit; still current after the grace period: POST /sdapi/v1/skip; still
+    current after twice the grace period: the adapter asks for the WebUI to be restarted."""
+    webui.hang_generations, webui.hang_seconds = 1, 2.0
+    backend = backend_for(webui, interrupt_grace_seconds=0.3)
+    ctx = job()
+    ctx.time_limit_s = 0.2
+    with pytest.raises(BackendError, match="time limit"):
+        backend.run(ctx)
+    assert webui.interrupts >= 1 and webui.skips == 1
+    reason = backend.restart_needed()
+    assert reason and ctx.backend_id in reason and backend.restart_needed() is None

@@ -16,7 +16,7 @@ from PIL import Image
 
 from bench.diffusers_models import tiny_sd
 from bench.diffusers_single_file import write_single_file
-from runtime.backends.base import JobContext, JobInputError, JobInterrupted
+from runtime.backends.base import BackendError, JobContext, JobInputError, JobInterrupted
 from runtime.backends.diffusers import DiffusersBackend
 from runtime.backends.diffusers_options import DiffusersOptions, OptionsError
 from tests.job_context import job_context, png
@@ -337,3 +337,26 @@ def test_batching_is_on_by_default_only_on_cuda_and_within_the_compiled_sizes():
     skipped = backend("cuda")
     skipped.resident = Resident("a", object(), "arch", object(), cold_compile_skipped=True)
     assert skipped.batch_default_jobs() == 4  # serving eager after skipping a cold compile: batches pay
+
+
+def test_the_time_limit_is_observed_between_steps_from_when_the_call_starts(models):
+    """Issue 34: the in-process backend ends a call past the job's time limit at the next step (a wedged CUDA call
+    that never reaches a step is the health probe's: the watchdog restarts the agent)."""
+    backend = _backend()
+    backend.load_model("a", models["a"])
+    backend.run(_job("warm"))
+    unet = backend.resident.eager_unet
+    ctx = _job("j1", steps=10)
+    ctx.time_limit_s = 3600.0
+    steps: list[int] = []
+    original = unet.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        steps.append(1)
+        ctx.deadline = 0.0  # the limit runs out while step 0 runs
+        return original(*args, **kwargs)
+
+    unet.forward = forward
+    with pytest.raises(BackendError, match="time limit at step 0"):
+        backend.run(ctx)
+    assert len(steps) == 1 and ctx.executing_since is not None

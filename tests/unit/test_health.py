@@ -62,9 +62,15 @@ def test_a_probe_that_raises_counts_as_unhealthy():
     assert health.Heartbeat(broken, interval=1).once() is False
 
 
-def _agent(current=None, last_tick=None) -> SimpleNamespace:
-    config = SimpleNamespace(max_job_seconds=60, queue=SimpleNamespace(wait_time_seconds=20))
-    return SimpleNamespace(config=config, supervisor=SimpleNamespace(current=current), last_tick=last_tick)
+def _agent(current=None, last_tick=None, unrecoverable=None) -> SimpleNamespace:
+    config = SimpleNamespace(max_job_seconds=60, queue=SimpleNamespace(wait_time_seconds=20),
+                             backend_restart_timeout_seconds=180)
+    return SimpleNamespace(config=config, supervisor=SimpleNamespace(current=current, unrecoverable=unrecoverable),
+                           last_tick=last_tick)
+
+
+def _job(started: float, deadline: float | None = None, start_deadline: float | None = None) -> SimpleNamespace:
+    return SimpleNamespace(started=started, ctx=SimpleNamespace(deadline=deadline, start_deadline=start_deadline))
 
 
 def test_agent_health_probe():
@@ -72,10 +78,26 @@ def test_agent_health_probe():
     assert Agent.healthy(_agent())  # booting
     assert Agent.healthy(_agent(last_tick=now - 5))
     assert not Agent.healthy(_agent(last_tick=now - 600))  # the loop stopped going round
-    job = SimpleNamespace(started=now - 30)
+    job = _job(started=now - 30)
     assert Agent.healthy(_agent(last_tick=now - 600, current=job))  # a job within its time limit
     job.started = now - 1000
     assert not Agent.healthy(_agent(last_tick=now - 600, current=job))  # a job stuck past it
+
+
+def test_health_counts_a_jobs_time_from_when_the_backend_started_it_and_the_restart_that_may_follow():
+    """Issue 34: the time limit starts when the backend starts the job (it may wait in the backend's queue first),
+    and a backend that ignores the stop is restarted (bounded by backend_restart_timeout_seconds)."""
+    now = time.monotonic()
+    waited = _job(started=now - 100, deadline=now + 30)  # queued 70 s, then started: 30 s of its limit left
+    assert Agent.healthy(_agent(last_tick=now - 600, current=waited))
+    restarting = _job(started=now - 400, deadline=now - 200)  # past its limit, its backend being restarted
+    assert Agent.healthy(_agent(last_tick=now - 600, current=restarting))
+    stuck = _job(started=now - 1000, deadline=now - 800)  # past the limit + restart + stall
+    assert not Agent.healthy(_agent(last_tick=now - 600, current=stuck))
+
+
+def test_a_backend_that_cannot_be_brought_back_makes_the_agent_unhealthy():
+    assert not Agent.healthy(_agent(last_tick=time.monotonic(), unrecoverable="restart failed"))
 
 
 def test_self_check_refuses_a_backend_the_image_lacks(tmp_path):

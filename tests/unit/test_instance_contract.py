@@ -148,3 +148,44 @@ def test_readme_shows_the_contract_table():
     readme = (FILES.parents[1] / "README.md").read_text()
     block = readme.split("<!-- instance-contract:begin -->\n", 1)[1].split("<!-- instance-contract:end -->", 1)[0]
     assert block == ic.table(), "run: python -m runtime.instance_contract --table and paste it into README.md"
+
+
+def test_the_agent_deletes_job_files_in_the_folders_the_backend_unit_writes_to(agent_configs):
+    """Issue 34: the adapter derived ComfyUI's folders from the model folder (/var/cache/genai-fleet/output)
+    while comfyui.service wrote under /var/lib/genai-fleet/comfyui: no job file was ever deleted."""
+    from runtime.backends.comfyui import ComfyUIBackend
+
+    command = one(rendered(ic.COMFYUI.unit), "ExecStart")
+    folders = {flag: _flag(command, flag) for flag in ("--output-directory", "--input-directory", "--temp-directory")}
+    assert folders == {"--output-directory": ic.COMFYUI.output_dir, "--input-directory": ic.COMFYUI.input_dir,
+                       "--temp-directory": ic.COMFYUI.temp_dir}
+    for config in agent_configs:
+        assert config.backend == "comfyui", config.backend  # the stacks' configs run ComfyUI
+        assert (config.backend_output_dir, config.backend_input_dir, config.backend_temp_dir) == \
+            (ic.COMFYUI.output_dir, ic.COMFYUI.input_dir, ic.COMFYUI.temp_dir)
+        backend = ComfyUIBackend(config)
+        try:
+            assert str(backend.output_dir) == folders["--output-directory"]
+            assert str(backend.input_dir) == folders["--input-directory"]
+        finally:
+            backend.close()
+        assert _under(config.backend_output_dir, one(rendered(ic.AGENT_UNIT), "ReadWritePaths").split())
+
+
+def test_the_agent_can_restart_exactly_its_backend_and_nothing_else(agent_configs):
+    """Issue 34: a hung backend is restarted by the agent, which runs under NoNewPrivileges (no sudo): its config's
+    command creates the request file in its own writable folder; a root path unit runs the restart unit, which
+    try-restarts the backend units only and removes the request (the command waits for that)."""
+    path_unit, restart_unit = rendered(ic.BACKEND_RESTART_PATH_UNIT), rendered(ic.BACKEND_RESTART_UNIT)
+    assert one(path_unit, "PathExists") == ic.BACKEND_RESTART_REQUEST
+    assert one(path_unit, "Unit") == ic.BACKEND_RESTART_UNIT
+    assert one(restart_unit, "Type") == "oneshot" and not directives(restart_unit, "User")  # root, nothing else runs
+    assert one(restart_unit, "ExecStart") == f"/bin/systemctl try-restart {ic.COMFYUI.unit} {ic.A1111.unit}"
+    assert one(restart_unit, "ExecStopPost") == f"/bin/rm -f {ic.BACKEND_RESTART_REQUEST}"
+    assert one(rendered(ic.AGENT_UNIT), "NoNewPrivileges") == "yes"
+    assert _under(ic.BACKEND_RESTART_REQUEST, one(rendered(ic.AGENT_UNIT), "ReadWritePaths").split())
+    install = (FILES.parent / "scripts" / "install-agent.sh").read_text()
+    assert "${BACKEND_RESTART_PATH_UNIT}" in install.split("systemctl enable", 1)[1].splitlines()[0]
+    for config in agent_configs:
+        assert config.backend_restart_command == ic.BACKEND_RESTART_COMMAND
+        assert f"touch {ic.BACKEND_RESTART_REQUEST}" in config.backend_restart_command[-1]

@@ -45,7 +45,10 @@ def main() -> int:
     models = checkpoints_folder(Path(args.extra_model_paths_config))
     if not models.is_dir():
         raise SystemExit(f"model folder {models} (from {args.extra_model_paths_config}) does not exist")
-    fake = FakeComfyUI(models, delay=0.2)
+    # Files go where the command line says, as ComfyUI's folder_paths.set_output_directory / set_input_directory /
+    # set_temp_directory make them: the rehearsal checks that the agent deletes a job's files there.
+    fake = FakeComfyUI(models, delay=0.2, output_dir=args.output_directory, input_dir=args.input_directory,
+                       temp_dir=args.temp_directory)
     fake.port = args.port
     fake.start()
     print(f"ComfyUI stand-in on {args.listen}:{args.port}, checkpoints from {models}", flush=True)
