@@ -32,10 +32,11 @@ from components.config import ApiSettings, StackIdentity, StorageSettings
 from components.function_policy import policy_json
 from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint
 from runtime.api.environment import ApiConfig, AuthorizerConfig
+from runtime.jobs.store import OWNER_INDEX
 from runtime.queue_names import KAFKA_TOPIC
 
 PUBLIC_ROUTES = ("GET /v1/health",)
-AUTH_ROUTES = ("POST /v1/jobs", "GET /v1/jobs/{id}", "POST /v1/jobs/{id}/cancel", "GET /v1/models",
+AUTH_ROUTES = ("POST /v1/jobs", "GET /v1/jobs", "GET /v1/jobs/{id}", "POST /v1/jobs/{id}/cancel", "GET /v1/models",
                "GET /v1/openapi.json", "$default")
 LAMBDA_TIMEOUT_S = 29  # API Gateway HTTP APIs stop waiting at 30 s; Prefer: wait is capped at 25 s
 AUTHORIZER_TIMEOUT_S = 5  # one SSM read; runtime/aws_clients.py's "authorizer" profile fits inside
@@ -149,7 +150,10 @@ class Api(pulumi.ComponentResource):
         statements: list[dict[str, pulumi.Input]] = [
             {"sid": "JobTable", "actions": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                                             "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"],
-             "resources": [a.job_table_arn]}]
+             "resources": [a.job_table_arn]},
+            # GET /v1/jobs: one Query on the owner index (the handler always keys it by the caller).
+            {"sid": "JobTableOwnerIndex", "actions": ["dynamodb:Query"],
+             "resources": [pulumi.Output.concat(a.job_table_arn, f"/index/{OWNER_INDEX}")]}]
         if isinstance(a.queue, SqsEndpoint):
             statements.append({"sid": "Queue", "actions": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
                                "resources": a.queue.queue_arns()})

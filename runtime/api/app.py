@@ -4,6 +4,7 @@ Routes (all JSON; errors are problem details, see ``problems``):
 
 ====  ===========================  ============================================================  =====
 POST  /v1/jobs                     create a job; ``Prefer: wait=N`` waits up to N s (max 25)     auth
+GET   /v1/jobs                     the caller's jobs, newest first (``limit``, ``status``, ``cursor``) auth
 GET   /v1/jobs/{id}                the job, with queue info while queued                         auth
 POST  /v1/jobs/{id}/cancel         cancel (queued: at once; running: the worker stops it)        auth
 GET   /v1/models                   models this fleet serves                                      auth
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.api.auth import FailureLimiter, KeyStore, Principal, TokenBucket, authenticate
+from runtime.api.job_list import ListQuery, encode_cursor, parse_list_query
 from runtime.api.models import ModelsSource, StaticModels
 from runtime.api.openapi import API_VERSION, document
 from runtime.api.problems import ApiError
@@ -122,7 +124,7 @@ class ApiApp:
             (re.compile(r"^/v1/health$"), {"GET": self.health}),
             (re.compile(r"^/v1/openapi\.json$"), {"GET": self.openapi}),
             (re.compile(r"^/v1/models$"), {"GET": self.list_models}),
-            (re.compile(r"^/v1/jobs$"), {"POST": self.create_job}),
+            (re.compile(r"^/v1/jobs$"), {"POST": self.create_job, "GET": self.list_jobs}),
             (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)$"), {"GET": self.get_job}),
             (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)/cancel$"), {"POST": self.cancel_job}),
         ]
@@ -354,6 +356,16 @@ class ApiApp:
         principal = self._principal(req)
         self._read_limit(principal)
         return Response(200, self._view(self._owned(principal, job_id), req))
+
+    def list_jobs(self, req: Request) -> Response:
+        """The caller's jobs, newest first: one page from the ``owner-by-created`` index (runtime.api.job_list)."""
+        principal = self._principal(req)
+        self._read_limit(principal)
+        query: ListQuery = parse_list_query(req.query)
+        records, after = self.store.list_owned(principal.id, query.limit, query.statuses, query.after)
+        jobs = [public_view(record, req.base_url) for record in records]
+        cursor = encode_cursor(after) if after is not None else None
+        return Response(200, {"jobs": jobs, "next_cursor": cursor})
 
     def cancel_job(self, req: Request, job_id: str) -> Response:
         principal = self._principal(req)

@@ -150,6 +150,22 @@ def _paths() -> dict[str, Any]:
                           "409": _problem("the first request with this Idempotency-Key is still in flight"),
                           "413": _problem("body, or the queue message it makes, too large"),
                           "415": _problem("not JSON"), "422": _problem("a rule is broken (field and rule named)"),
+                          **_AUTH_ERRORS}},
+            "get": {
+            "operationId": "listJobs", "summary": "The caller's jobs, newest first",
+            "parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100,
+                                                            "default": 20}},
+                {"name": "status", "in": "query", "schema": {"type": "string"}, "example": "queued,running",
+                 "description": "one status, or several separated by commas"},
+                {"name": "cursor", "in": "query", "schema": {"type": "string"},
+                 "description": "next_cursor of the previous page"}],
+            "responses": {"200": {"description": "a page of jobs", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["jobs", "next_cursor"], "properties": {
+                    "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                    "next_cursor": {"type": ["string", "null"],
+                                    "description": "null on the last page"}}}}}},
+                          "422": _problem("a query parameter is wrong (named in errors[].field)"),
                           **_AUTH_ERRORS}}},
         "/v1/jobs/{id}": {"get": {
             "operationId": "getJob", "summary": "Get a job", "parameters": [_JOB_ID],

@@ -35,6 +35,10 @@ max_attempts, lease_seconds) -> Attempt``              or say why not: final alr
                                                        conditional write made the change.
 ``request_cancel(job_id) -> record | None``            ``cancel`` without the ``changed`` flag.
 ``is_cancel_requested(job_id) -> bool``                the worker polls it between phases.
+``list_owned(owner, limit, statuses=(), after=None)    the owner's jobs, newest first, from the
+-> (records, next_after | None)``                      ``owner-by-created`` index (a Query, never a scan);
+                                                       ``after`` / ``next_after`` = ``(created_at, job_id)``
+                                                       of the last job of the previous page.
 =====================================================  =================================================
 
 Status transitions (final statuses never change)::
@@ -88,7 +92,13 @@ FINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
 JOB_TTL_SECONDS = 30 * 86400
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 MAX_ERROR_CHARS = 2000
-
+# The index GET /v1/jobs reads: job items by owner, newest first. Only job items carry ``owner``, so
+# idempotency and quota items stay out of it (a sparse index). It projects every attribute: a page of jobs
+# is one Query, with no GetItem per job.
+OWNER_INDEX = "owner-by-created"
+OWNER_INDEX_KEY, OWNER_INDEX_SORT = "owner", "created_at"
+# Query rounds one page may take when a status filter skips most items (each round reads up to a page).
+LIST_MAX_ROUNDS = 8
 
 
 def job_pk(job_id: str) -> str:
@@ -307,6 +317,39 @@ class JobStore:
                           Limit=limit)
         return [item["pk"]["S"].split("#", 1)[1] for item in resp.get("Items", [])]
 
+    def list_owned(self, owner: str, limit: int, statuses: Sequence[str] = (),
+                   after: tuple[float, str] | None = None) -> tuple[list[dict[str, Any]], tuple[float, str] | None]:
+        """Up to ``limit`` of ``owner``'s jobs, newest first, optionally only those in ``statuses``.
+
+        The status filter is applied by DynamoDB after the key condition (items it skips still cost reads),
+        so a page may take several rounds; after ``LIST_MAX_ROUNDS`` it ends short with a cursor. The
+        index is eventually consistent: a job created a moment ago may show up a moment later.
+        """
+        query: dict[str, Any] = {
+            "TableName": self.table_name, "IndexName": OWNER_INDEX, "ScanIndexForward": False,
+            "KeyConditionExpression": "#o = :o", "ExpressionAttributeNames": {"#o": OWNER_INDEX_KEY},
+            "ExpressionAttributeValues": {":o": {"S": owner}}}
+        if statuses:
+            names = [f":s{i}" for i in range(len(statuses))]
+            query["FilterExpression"] = f"#s IN ({', '.join(names)})"
+            query["ExpressionAttributeNames"]["#s"] = "status"
+            query["ExpressionAttributeValues"].update({n: {"S": v} for n, v in zip(names, statuses, strict=True)})
+        start = None if after is None else {
+            "pk": {"S": job_pk(after[1])}, OWNER_INDEX_KEY: {"S": owner},
+            OWNER_INDEX_SORT: serialize_value(float(after[0]))}
+        records: list[dict[str, Any]] = []
+        for _ in range(LIST_MAX_ROUNDS):
+            page = {**query, "Limit": limit - len(records), **({"ExclusiveStartKey": start} if start else {})}
+            resp = self._call("query", **page)
+            records.extend(_record_from_item(item) for item in resp.get("Items", []))
+            start = resp.get("LastEvaluatedKey")
+            if start is None or len(records) >= limit:
+                break
+        if start is None:
+            return records, None
+        last = deserialize(start)
+        return records, (float(last[OWNER_INDEX_SORT]), str(last["pk"]).split("#", 1)[1])
+
     def mark_succeeded(self, job_id: str, outputs: Sequence[Mapping[str, Any]],
                        timings: Mapping[str, Any] | None = None, lease: int | None = None) -> bool:
         outs = [{"url": str(o["url"]), "content_type": str(o.get("content_type") or "application/octet-stream"),
@@ -407,11 +450,16 @@ def create_table(client: Any, table_name: str) -> None:
         TableName=table_name, BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
                               {"AttributeName": RUNNING_INDEX_KEY, "AttributeType": "S"},
-                              {"AttributeName": LEASE_EXPIRES, "AttributeType": "N"}],
+                              {"AttributeName": LEASE_EXPIRES, "AttributeType": "N"},
+                              {"AttributeName": OWNER_INDEX_KEY, "AttributeType": "S"},
+                              {"AttributeName": OWNER_INDEX_SORT, "AttributeType": "N"}],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         GlobalSecondaryIndexes=[{"IndexName": RUNNING_INDEX, "Projection": {"ProjectionType": "KEYS_ONLY"},
                                  "KeySchema": [{"AttributeName": RUNNING_INDEX_KEY, "KeyType": "HASH"},
-                                               {"AttributeName": LEASE_EXPIRES, "KeyType": "RANGE"}]}],
+                                               {"AttributeName": LEASE_EXPIRES, "KeyType": "RANGE"}]},
+                                {"IndexName": OWNER_INDEX, "Projection": {"ProjectionType": "ALL"},
+                                 "KeySchema": [{"AttributeName": OWNER_INDEX_KEY, "KeyType": "HASH"},
+                                               {"AttributeName": OWNER_INDEX_SORT, "KeyType": "RANGE"}]}],
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
     try:
         client.update_time_to_live(TableName=table_name,

@@ -163,3 +163,13 @@ def test_both_functions_reserve_what_rate_burst_and_wait_need(keyed, iam):
     assert fn["reservedConcurrentExecutions"] == 900
     assert fn["environment"]["variables"]["GENAI_MAX_WAIT_SECONDS"] == "5"
     assert short.one(FN, "api-authorizer-fn").inputs["reservedConcurrentExecutions"] == 250
+
+
+def test_handler_may_query_only_the_owner_index(keyed):
+    """GET /v1/jobs (issue 39): one Query action, on the owner index only (never Scan, never the table)."""
+    doc = _policy(keyed, "api-handler-role")
+    by_sid = {s["Sid"]: s for s in doc["Statement"]}
+    assert by_sid["JobTableOwnerIndex"]["Resource"] == TABLE_ARN + "/index/owner-by-created"
+    assert by_sid["JobTableOwnerIndex"]["Action"] == ["dynamodb:Query"]
+    assert all("dynamodb:Query" not in s["Action"] for sid, s in by_sid.items() if sid != "JobTableOwnerIndex")
+    assert "GET /v1/jobs" in {r.inputs["routeKey"] for r in each(keyed, ROUTE)}
