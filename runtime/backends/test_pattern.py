@@ -96,6 +96,7 @@ class TestPatternBackend(Backend):
     def _stand_in_for_inference(self, ctx: JobContext) -> None:
         """Wait ``delay_seconds`` as a model would compute; a cancel interrupts it, and, as the HTTP backends
         do, the job's time limit (``ctx.deadline``) ends it with a BackendError."""
+        ctx.executing()  # the time limit counts from here (an in-process backend starts at once)
         delay = max(0.0, self.delay_seconds)
         left = delay if ctx.deadline is None else max(0.0, min(delay, ctx.deadline - time.monotonic()))
         if ctx.cancel.wait(left):
