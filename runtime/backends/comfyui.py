@@ -11,18 +11,28 @@ from GET /view. Cancel calls POST /queue delete and POST /interrupt for our prom
 Attempts cannot see each other: ComfyUI keeps one history entry per prompt id and replaces it only when
 a rerun finishes, so reusing the job id would let a retry read its previous attempt's entry. Before
 submitting, an earlier attempt of the same job still queued here is deleted and one still running is
-interrupted (a restarted agent, or a hand-back between two agents on one ComfyUI). Every SaveImage
-node's ``filename_prefix`` carries the attempt id: its files are the attempt's own (ComfyUI's cache would
-otherwise replay an identical earlier prompt's file names), and they are deleted with the attempt's
-uploaded inputs and history entry when the attempt ends, so ComfyUI's output folder does not grow.
+interrupted (a restarted agent, or a hand-back between two agents on one ComfyUI). Every file-writing
+node's ``filename_prefix`` (SaveImage, SaveAnimatedWEBP / PNG, SaveWEBM, SaveVideo, SaveAudio,
+VideoHelperSuite's VHS_VideoCombine: any node with that input) carries the attempt id: its files are the
+attempt's own (ComfyUI's cache would otherwise replay an identical earlier prompt's file names, deleted by
+then: /view 404 on every attempt), and they are deleted with the attempt's uploaded inputs and history entry
+when the attempt ends (also after an interrupt or the time limit), so ComfyUI's output folder does not grow.
 
-Validation errors (HTTP 400 with ``node_errors`` / ``error.details``) and workflows without a saved
-image (PreviewImage only) become JobInputError; 5xx, refused connections and a ComfyUI that dies mid-job
-become BackendUnavailable (retried); a node's execution error is a retryable BackendError.
+Outputs: every file a node lists under a key of ``FILE_KEYS`` (``images`` for images, animated images and the
+core video nodes, whose ``ui`` is ``{"images": [...], "animated": [true]}``; VideoHelperSuite's ``gifs``;
+``audio``), with the content type of its extension (``CONTENT_TYPES``: a server without /etc/mime.types
+answers application/octet-stream for .webm). A key the adapter does not know fails the job naming the node
+and the key: never a success without the file.
+
+Validation errors (HTTP 400 with ``node_errors`` / ``error.details``), a workflow with no file-writing node
+(its nodes are named) and one that saved nothing (PreviewImage only) become JobInputError; 5xx, refused
+connections and a ComfyUI that dies mid-job become BackendUnavailable (retried); a node's execution error is
+a retryable BackendError.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import mimetypes
@@ -53,6 +63,19 @@ log = logging.getLogger(__name__)
 
 # The folder the AMI points the backend at (instance contract); the agent config names it too.
 DEFAULT_MODEL_DIR = instance_contract.COMFYUI.model_dir
+
+# Keys of a node's ``ui`` output (history ``outputs[node]``) that list files ({filename, subfolder, type}), and keys
+# that carry no file. execution.py merges a node's ui dicts key by key into lists; comfy_api/latest/_ui.py:
+# SavedImages / PreviewVideo -> images (+ animated), PreviewAudio -> audio, PreviewText -> text; VideoHelperSuite's
+# VHS_VideoCombine -> gifs.
+FILE_KEYS = ("images", "gifs", "audio")
+NON_FILE_KEYS = frozenset({"animated", "text"})
+# The content type of each file a node writes, from its name (ComfyUI's /view guesses it with the host's mimetypes).
+CONTENT_TYPES = {
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".gif": "image/gif",
+    ".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
+    ".flac": "audio/flac", ".wav": "audio/wav", ".mp3": "audio/mpeg", ".opus": "audio/ogg", ".ogg": "audio/ogg",
+}
 
 
 def default_workflow(inputs: Txt2ImgInputs, seed: int, ckpt_name: str, image_name: str | None) -> dict[str, Any]:
@@ -210,6 +233,7 @@ class ComfyUIBackend(Backend):
         seed: int | None
         if isinstance(inputs, WorkflowInputs):
             workflow, seed = inputs.graph(), inputs.seed  # no seed: the graph keeps its own
+            _require_file_writer(workflow)
         else:
             if not self._ckpt_name:
                 raise JobInputError("no workflow given and no model loaded for the default workflow")
@@ -224,8 +248,8 @@ class ComfyUIBackend(Backend):
                 node_inputs["ckpt_name"] = self._ckpt_name
             elif kind == "LoadImage" and node_inputs.get("image") in uploaded:
                 node_inputs["image"] = uploaded[node_inputs["image"]]
-            elif kind == "SaveImage" and not isinstance(node_inputs.get("filename_prefix"), list):
-                node_inputs["filename_prefix"] = f"{node_inputs.get('filename_prefix') or 'genai'}_{prompt_id}"
+            if "filename_prefix" in node_inputs and not isinstance(node_inputs["filename_prefix"], list):
+                node_inputs["filename_prefix"] = f"{node_inputs['filename_prefix'] or 'genai'}_{prompt_id}"
             if seed is not None:
                 for key in ("seed", "noise_seed"):
                     if key in node_inputs and not isinstance(node_inputs[key], list):
@@ -399,21 +423,28 @@ class ComfyUIBackend(Backend):
     def _download(self, entry: dict[str, Any], prompt_id: str) -> list[OutputFile]:
         outputs, previews = [], 0
         for node_id, node_out in sorted((entry.get("outputs") or {}).items()):
-            for image in node_out.get("images", []) if isinstance(node_out, dict) else []:
-                if image.get("type", "output") != "output":
-                    previews += 1  # PreviewImage files (type temp) are not results
+            if not isinstance(node_out, dict):
+                continue
+            unknown = sorted(k for k in node_out if k not in FILE_KEYS and k not in NON_FILE_KEYS)
+            if unknown:
+                raise JobInputError(f"ComfyUI node {node_id} output {', '.join(map(repr, unknown))}, a kind of output "
+                                    f"this fleet does not collect (known: {', '.join(FILE_KEYS)}); save the result "
+                                    "with SaveImage, SaveAnimatedWEBP, SaveWEBM or SaveVideo")
+            for key, item in _files(node_out):
+                if item.get("type", "output") != "output":
+                    previews += 1  # PreviewImage / a preview-only video (type temp) are not results
                     continue
-                params = {"filename": image["filename"], "subfolder": image.get("subfolder", ""), "type": "output"}
+                filename = str(item["filename"])
+                params = {"filename": filename, "subfolder": item.get("subfolder", ""), "type": "output"}
                 response = _http.request(self._client, "GET", "/view", params=params)
                 if response.status_code != 200:
-                    raise BackendError(f"GET /view {image['filename']}: HTTP {response.status_code}")
-                ctype = response.headers.get("content-type", "").split(";")[0] or \
-                    (mimetypes.guess_type(image["filename"])[0] or "application/octet-stream")
-                name = Path(image["filename"]).name.replace(f"_{prompt_id}", "")
-                outputs.append(OutputFile(f"{node_id}-{name}", response.content, ctype))
+                    raise BackendError(f"GET /view {filename} (node {node_id} {key}): HTTP {response.status_code}")
+                name = Path(filename).name.replace(f"_{prompt_id}", "")
+                outputs.append(OutputFile(f"{node_id}-{name}", response.content, _content_type(filename, response)))
         if not outputs:
-            what = "only PreviewImage (temporary) images" if previews else "no images"
-            raise JobInputError(f"the workflow produced {what}; add a SaveImage node for the results")
+            what = "only previews (temporary files)" if previews else "no files"
+            raise JobInputError(f"the workflow produced {what}; add a SaveImage, SaveAnimatedWEBP, SaveWEBM or "
+                                "SaveVideo node for the results")
         return outputs
 
     def _clean_up(self, prompt_id: str, entry: dict[str, Any] | None, uploaded: list[str]) -> None:
@@ -433,11 +464,53 @@ class ComfyUIBackend(Backend):
             log.info("ComfyUI cleanup of %s incomplete: %s", prompt_id, exc)
         files = [(self.input_dir, "", name) for name in uploaded]
         for node_out in ((entry or {}).get("outputs") or {}).values():
-            for image in node_out.get("images", []) if isinstance(node_out, dict) else []:
-                if image.get("type") == "output" and prompt_id in str(image.get("filename", "")):
-                    files.append((self.output_dir, str(image.get("subfolder", "")), str(image["filename"])))
+            for _, item in _files(node_out, every_key=True):
+                if item.get("type") == "output" and prompt_id in str(item.get("filename", "")):
+                    files.append((self.output_dir, str(item.get("subfolder", "")), str(item["filename"])))
         for folder, subfolder, name in files:
             _delete_inside(folder, Path(subfolder) / Path(name).name)
+        for folder in (self.output_dir, self.temp_dir):  # what writers do not list (VHS's first-frame PNG, previews)
+            for path in _named_for(folder, prompt_id):
+                _delete_inside(folder, path.relative_to(folder))
+
+
+def _require_file_writer(workflow: dict[str, Any]) -> None:
+    """A graph whose results would be lost: no node writes a file (``filename_prefix``) to the output folder."""
+    if any(isinstance(node, dict) and isinstance(node.get("inputs"), dict) and "filename_prefix" in node["inputs"]
+           for node in workflow.values()):
+        return
+    nodes = ", ".join(f"{node_id} ({node.get('class_type', '?') if isinstance(node, dict) else '?'})"
+                      for node_id, node in workflow.items())
+    raise JobInputError(f"the workflow has no node that saves a file (its nodes: {nodes}); add a SaveImage, "
+                        "SaveAnimatedWEBP, SaveWEBM or SaveVideo node (one with a filename_prefix input)")
+
+
+def _files(node_out: Any, every_key: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """(key, file) for each file a node output lists: under ``FILE_KEYS``, or (for clean-up) under any key."""
+    if not isinstance(node_out, dict):
+        return []
+    keys = node_out if every_key else [k for k in FILE_KEYS if k in node_out]
+    return [(key, item) for key in keys for item in (node_out[key] if isinstance(node_out[key], list) else [])
+            if isinstance(item, dict) and isinstance(item.get("filename"), str)]
+
+
+def _content_type(filename: str, response: httpx.Response) -> str:
+    known = CONTENT_TYPES.get(Path(filename).suffix.lower())
+    if known:
+        return known
+    served = response.headers.get("content-type", "").split(";")[0]
+    if served and served != "application/octet-stream":
+        return served
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+def _named_for(folder: Path, prompt_id: str) -> list[Path]:
+    """Files under ``folder`` whose name carries the attempt's prefix (``<prefix>_<prompt_id>_<counter>...``)."""
+    try:
+        return [p for p in folder.rglob(f"*_{glob.escape(prompt_id)}*") if p.is_file() and not p.is_symlink()]
+    except OSError as exc:
+        log.warning("could not list ComfyUI folder %s: %s", folder, exc)
+        return []
 
 
 def _delete_inside(folder: Path, relative: Path) -> None:
