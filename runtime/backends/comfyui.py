@@ -57,7 +57,8 @@ from runtime.backends.base import (
     JobInterrupted,
     OutputFile,
 )
-from runtime.jobs.models import Img2ImgInputs, Txt2ImgInputs, WorkflowInputs
+from runtime.backends.comfyui_video import VideoModel, video_info, video_workflow
+from runtime.jobs.models import Img2ImgInputs, Txt2ImgInputs, Txt2VideoInputs, WorkflowInputs
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ class ComfyUIBackend(Backend):
         self.client_id = uuid.uuid4().hex
         self._client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(30.0, connect=5.0))
         self._ckpt_name: str | None = None
+        self._video: VideoModel | None = None  # a video model's linked parts (comfyui_video)
         # How long a prompt told to stop (POST /interrupt) may stay in ``queue_running`` before the server counts
         # as wedged: a node that ignores the interrupt flag (a sleeping custom node, a stuck CUDA call) never
         # returns, and every prompt after it would wait behind it.
@@ -165,6 +167,10 @@ class ComfyUIBackend(Backend):
     def load_model(self, model_id: str, path: Path | None) -> None:
         if path is None:
             return
+        if VideoModel.is_bundle(path):
+            self._video, self._ckpt_name = VideoModel.link(path, self.model_dir.parent), None
+            return
+        self._video = None
         target = path if path.is_file() else _single_checkpoint(path)
         self._ckpt_name = _http.link_model(target, self.model_dir)
 
@@ -183,6 +189,9 @@ class ComfyUIBackend(Backend):
             ctx.submitted()
             entry = self._wait(ctx, prompt_id, ws)
             outputs = self._download(entry, prompt_id)
+            if isinstance(ctx.job.inputs, Txt2VideoInputs):
+                outputs = [OutputFile(o.name, o.data, o.content_type, video_info(o.data, ctx.job.inputs))
+                           for o in outputs]
         finally:
             if ws is not None:
                 ws.close()
@@ -229,16 +238,7 @@ class ComfyUIBackend(Backend):
     # -- before submission ---------------------------------------------------------------------------
     def _workflow(self, ctx: JobContext, prompt_id: str, uploaded_files: list[str]) -> dict[str, Any]:
         uploaded = self._upload_inputs(ctx, prompt_id, uploaded_files)
-        inputs = ctx.job.inputs
-        seed: int | None
-        if isinstance(inputs, WorkflowInputs):
-            workflow, seed = inputs.graph(), inputs.seed  # no seed: the graph keeps its own
-            _require_file_writer(workflow)
-        else:
-            if not self._ckpt_name:
-                raise JobInputError("no workflow given and no model loaded for the default workflow")
-            seed = ctx.seed()
-            workflow = default_workflow(ctx.image_inputs(), seed, self._ckpt_name, uploaded.get("image"))
+        workflow, seed = self._graph(ctx, uploaded)
         for node in workflow.values():
             node_inputs = node.setdefault("inputs", {})
             if not isinstance(node_inputs, dict):
@@ -255,6 +255,24 @@ class ComfyUIBackend(Backend):
                     if key in node_inputs and not isinstance(node_inputs[key], list):
                         node_inputs[key] = seed
         return workflow
+
+    def _graph(self, ctx: JobContext, uploaded: dict[str, str]) -> tuple[dict[str, Any], int | None]:
+        """The job's graph and the seed to write into it (None: a workflow without seed keeps its graph's)."""
+        inputs = ctx.job.inputs
+        if isinstance(inputs, WorkflowInputs):
+            workflow = inputs.graph()
+            _require_file_writer(workflow)
+            return workflow, inputs.seed
+        if isinstance(inputs, Txt2VideoInputs):
+            if self._video is None:
+                raise JobInputError(f"model {ctx.job.model!r} is not a ComfyUI video model (a folder of "
+                                    "diffusion_models/, text_encoders/ and vae/): it cannot run a video task")
+            seed = ctx.seed()
+            return video_workflow(inputs, seed, self._video, uploaded.get("image")), seed
+        if not self._ckpt_name:
+            raise JobInputError("no workflow given and no model loaded for the default workflow")
+        seed = ctx.seed()
+        return default_workflow(ctx.image_inputs(), seed, self._ckpt_name, uploaded.get("image")), seed
 
     def _upload_inputs(self, ctx: JobContext, prompt_id: str, files: list[str]) -> dict[str, str]:
         """Upload the job's images; returns input name -> name ComfyUI stored it under."""

@@ -50,6 +50,14 @@ NODES: dict[str, NodeSpec] = {
     "ImageInvert": NodeSpec(("image",)),
     "SaveImage": NodeSpec(("images", "filename_prefix"), output=True, saves="output"),
     "PreviewImage": NodeSpec(("images",), output=True, saves="temp"),
+    # The default video graph's loaders and latent (runtime/backends/comfyui_video.py): Wan 2.2 makes 4k+1 frames
+    # of ``length`` (((length - 1) // 4) * 4 + 1), ImageFromBatch keeps ``length`` of them from ``batch_index``.
+    "UNETLoader": NodeSpec(("unet_name", "weight_dtype")),
+    "CLIPLoader": NodeSpec(("clip_name", "type")),
+    "VAELoader": NodeSpec(("vae_name",)),
+    "ModelSamplingSD3": NodeSpec(("model", "shift")),
+    "Wan22ImageToVideoLatent": NodeSpec(("vae", "width", "height", "length", "batch_size")),
+    "ImageFromBatch": NodeSpec(("image", "batch_index", "length")),
     # Animation and video writers (comfy_extras/nodes_images.py, nodes_video.py): one file per batch, ui
     # {"images": [file], "animated": [true]}; SaveVideo's default prefix is "video/ComfyUI" (a subfolder).
     "SaveAnimatedWEBP": NodeSpec(("images", "filename_prefix", "fps", "lossless", "quality", "method"), output=True,
@@ -74,6 +82,10 @@ NODES: dict[str, NodeSpec] = {
 # ``value_not_in_list``.
 COMBOS: dict[tuple[str, str], list[str]] = {
     ("SaveAnimatedWEBP", "method"): ["default", "fastest", "slowest"],
+    ("UNETLoader", "weight_dtype"): ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],
+    ("CLIPLoader", "type"): ["stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart",
+                             "cosmos", "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image",
+                             "hunyuan_image"],
     ("SaveWEBM", "codec"): ["vp9", "av1"],
     ("SaveVideo", "format"): ["auto", "mp4"],
     ("SaveVideo", "codec"): ["auto", "h264"],
@@ -209,6 +221,13 @@ def signatures(prompt: dict[str, Any]) -> dict[str, str]:
 def batch_size(prompt: dict[str, Any], node_id: str) -> int:
     """How many images reach ``node_id``: the batch_size of the nearest ancestor that sets one (else 1)."""
     inputs = prompt[node_id].get("inputs") or {}
+    kind = prompt[node_id].get("class_type")
+    if kind == "Wan22ImageToVideoLatent":
+        return ((int(inputs["length"]) - 1) // 4) * 4 + 1
+    if kind == "ImageFromBatch" and is_link(inputs.get("image")):
+        have = batch_size(prompt, inputs["image"][0])
+        start = min(have - 1, int(inputs["batch_index"]))
+        return min(have - start, int(inputs["length"]))
     if isinstance(inputs.get("batch_size"), int):
         return max(1, inputs["batch_size"])
     linked = [batch_size(prompt, v[0]) for v in inputs.values() if is_link(v) and v[0] in prompt]

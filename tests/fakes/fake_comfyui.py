@@ -135,11 +135,14 @@ class FakeComfyUI(FakeServer):
         h.send_json(info)
 
     def _choices(self, cls: str, name: str) -> list[str] | None:
-        folder = {("CheckpointLoaderSimple", "ckpt_name"): self.models_dir, ("LoadImage", "image"): self.input_dir}
+        models = self.models_dir.parent  # <root>/models/<kind>: folder_paths' model folders
+        folder = {("CheckpointLoaderSimple", "ckpt_name"): self.models_dir, ("LoadImage", "image"): self.input_dir,
+                  ("UNETLoader", "unet_name"): models / "diffusion_models",
+                  ("CLIPLoader", "clip_name"): models / "text_encoders", ("VAELoader", "vae_name"): models / "vae"}
         path = folder.get((cls, name))
         if path is None:
             return COMBOS.get((cls, name))
-        return sorted(p.name for p in path.iterdir() if p.is_file())
+        return sorted(p.name for p in path.iterdir() if p.is_file()) if path.is_dir() else []
 
     def _post_prompt(self, h: Handler, route: str) -> None:
         body = h.json_body()
