@@ -24,6 +24,10 @@ core video nodes, whose ``ui`` is ``{"images": [...], "animated": [true]}``; Vid
 answers application/octet-stream for .webm). A key the adapter does not know fails the job naming the node
 and the key: never a success without the file.
 
+txt2video / img2video jobs run the default Wan graph of comfyui_video.py on a video model folder (its three parts
+linked into ComfyUI's models folders by ``load_model``); the returned file is decoded and must hold the request's
+frames.
+
 Validation errors (HTTP 400 with ``node_errors`` / ``error.details``), a workflow with no file-writing node
 (its nodes are named) and one that saved nothing (PreviewImage only) become JobInputError; 5xx, refused
 connections and a ComfyUI that dies mid-job become BackendUnavailable (retried); a node's execution error is
