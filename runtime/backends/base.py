@@ -237,7 +237,9 @@ class BackendEntry:
 # The only list of backend names (order: the per-flavour lists and error messages show them in this order).
 _IMAGE_TASKS = ("txt2img", "img2img")
 CATALOG: dict[str, BackendEntry] = {
-    "comfyui": BackendEntry("runtime.backends.comfyui:ComfyUIBackend", ("cuda",), (*_IMAGE_TASKS, "comfyui-workflow")),
+    # ComfyUI's video tasks run its default Wan graph (runtime/backends/comfyui_video.py) on a video model folder.
+    "comfyui": BackendEntry("runtime.backends.comfyui:ComfyUIBackend", ("cuda",),
+                            (*_IMAGE_TASKS, "txt2video", "img2video", "comfyui-workflow")),
     "a1111": BackendEntry("runtime.backends.a1111:A1111Backend", ("cuda",), _IMAGE_TASKS),
     "diffusers": BackendEntry("runtime.backends.diffusers:DiffusersBackend", ("cuda",),
                               (*_IMAGE_TASKS, "txt2video", "img2video")),

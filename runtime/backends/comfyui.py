@@ -11,18 +11,32 @@ from GET /view. Cancel calls POST /queue delete and POST /interrupt for our prom
 Attempts cannot see each other: ComfyUI keeps one history entry per prompt id and replaces it only when
 a rerun finishes, so reusing the job id would let a retry read its previous attempt's entry. Before
 submitting, an earlier attempt of the same job still queued here is deleted and one still running is
-interrupted (a restarted agent, or a hand-back between two agents on one ComfyUI). Every SaveImage
-node's ``filename_prefix`` carries the attempt id: its files are the attempt's own (ComfyUI's cache would
-otherwise replay an identical earlier prompt's file names), and they are deleted with the attempt's
-uploaded inputs and history entry when the attempt ends, so ComfyUI's output folder does not grow.
+interrupted (a restarted agent, or a hand-back between two agents on one ComfyUI). Every file-writing
+node's ``filename_prefix`` (SaveImage, SaveAnimatedWEBP / PNG, SaveWEBM, SaveVideo, SaveAudio,
+VideoHelperSuite's VHS_VideoCombine: any node with that input) carries the attempt id: its files are the
+attempt's own (ComfyUI's cache would otherwise replay an identical earlier prompt's file names, deleted by
+then: /view 404 on every attempt), and they are deleted with the attempt's uploaded inputs and history entry
+when the attempt ends (also after an interrupt or the time limit), so ComfyUI's output folder does not grow.
 
-Validation errors (HTTP 400 with ``node_errors`` / ``error.details``) and workflows without a saved
-image (PreviewImage only) become JobInputError; 5xx, refused connections and a ComfyUI that dies mid-job
-become BackendUnavailable (retried); a node's execution error is a retryable BackendError.
+Outputs: every file a node lists under a key of ``FILE_KEYS`` (``images`` for images, animated images and the
+core video nodes, whose ``ui`` is ``{"images": [...], "animated": [true]}``; VideoHelperSuite's ``gifs``;
+``audio``), with the content type of its extension (``CONTENT_TYPES``: a server without /etc/mime.types
+answers application/octet-stream for .webm). A key the adapter does not know fails the job naming the node
+and the key: never a success without the file.
+
+txt2video / img2video jobs run the default Wan graph of comfyui_video.py on a video model folder (its three parts
+linked into ComfyUI's models folders by ``load_model``); the returned file is decoded and must hold the request's
+frames.
+
+Validation errors (HTTP 400 with ``node_errors`` / ``error.details``), a workflow with no file-writing node
+(its nodes are named) and one that saved nothing (PreviewImage only) become JobInputError; 5xx, refused
+connections and a ComfyUI that dies mid-job become BackendUnavailable (retried); a node's execution error is
+a retryable BackendError.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import mimetypes
@@ -47,12 +61,26 @@ from runtime.backends.base import (
     JobInterrupted,
     OutputFile,
 )
-from runtime.jobs.models import Img2ImgInputs, Txt2ImgInputs, WorkflowInputs
+from runtime.backends.comfyui_video import VideoModel, video_info, video_workflow
+from runtime.jobs.models import Img2ImgInputs, Txt2ImgInputs, Txt2VideoInputs, WorkflowInputs
 
 log = logging.getLogger(__name__)
 
 # The folder the AMI points the backend at (instance contract); the agent config names it too.
 DEFAULT_MODEL_DIR = instance_contract.COMFYUI.model_dir
+
+# Keys of a node's ``ui`` output (history ``outputs[node]``) that list files ({filename, subfolder, type}), and keys
+# that carry no file. execution.py merges a node's ui dicts key by key into lists; comfy_api/latest/_ui.py:
+# SavedImages / PreviewVideo -> images (+ animated), PreviewAudio -> audio, PreviewText -> text; VideoHelperSuite's
+# VHS_VideoCombine -> gifs.
+FILE_KEYS = ("images", "gifs", "audio")
+NON_FILE_KEYS = frozenset({"animated", "text"})
+# The content type of each file a node writes, from its name (ComfyUI's /view guesses it with the host's mimetypes).
+CONTENT_TYPES = {
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".gif": "image/gif",
+    ".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
+    ".flac": "audio/flac", ".wav": "audio/wav", ".mp3": "audio/mpeg", ".opus": "audio/ogg", ".ogg": "audio/ogg",
+}
 
 
 def default_workflow(inputs: Txt2ImgInputs, seed: int, ckpt_name: str, image_name: str | None) -> dict[str, Any]:
@@ -124,6 +152,7 @@ class ComfyUIBackend(Backend):
         self.client_id = uuid.uuid4().hex
         self._client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(30.0, connect=5.0))
         self._ckpt_name: str | None = None
+        self._video: VideoModel | None = None  # a video model's linked parts (comfyui_video)
         # How long a prompt told to stop (POST /interrupt) may stay in ``queue_running`` before the server counts
         # as wedged: a node that ignores the interrupt flag (a sleeping custom node, a stuck CUDA call) never
         # returns, and every prompt after it would wait behind it.
@@ -142,6 +171,10 @@ class ComfyUIBackend(Backend):
     def load_model(self, model_id: str, path: Path | None) -> None:
         if path is None:
             return
+        if VideoModel.is_bundle(path):
+            self._video, self._ckpt_name = VideoModel.link(path, self.model_dir.parent), None
+            return
+        self._video = None
         target = path if path.is_file() else _single_checkpoint(path)
         self._ckpt_name = _http.link_model(target, self.model_dir)
 
@@ -160,6 +193,9 @@ class ComfyUIBackend(Backend):
             ctx.submitted()
             entry = self._wait(ctx, prompt_id, ws)
             outputs = self._download(entry, prompt_id)
+            if isinstance(ctx.job.inputs, Txt2VideoInputs):
+                outputs = [OutputFile(o.name, o.data, o.content_type, video_info(o.data, ctx.job.inputs))
+                           for o in outputs]
         finally:
             if ws is not None:
                 ws.close()
@@ -206,15 +242,7 @@ class ComfyUIBackend(Backend):
     # -- before submission ---------------------------------------------------------------------------
     def _workflow(self, ctx: JobContext, prompt_id: str, uploaded_files: list[str]) -> dict[str, Any]:
         uploaded = self._upload_inputs(ctx, prompt_id, uploaded_files)
-        inputs = ctx.job.inputs
-        seed: int | None
-        if isinstance(inputs, WorkflowInputs):
-            workflow, seed = inputs.graph(), inputs.seed  # no seed: the graph keeps its own
-        else:
-            if not self._ckpt_name:
-                raise JobInputError("no workflow given and no model loaded for the default workflow")
-            seed = ctx.seed()
-            workflow = default_workflow(ctx.image_inputs(), seed, self._ckpt_name, uploaded.get("image"))
+        workflow, seed = self._graph(ctx, uploaded)
         for node in workflow.values():
             node_inputs = node.setdefault("inputs", {})
             if not isinstance(node_inputs, dict):
@@ -224,13 +252,31 @@ class ComfyUIBackend(Backend):
                 node_inputs["ckpt_name"] = self._ckpt_name
             elif kind == "LoadImage" and node_inputs.get("image") in uploaded:
                 node_inputs["image"] = uploaded[node_inputs["image"]]
-            elif kind == "SaveImage" and not isinstance(node_inputs.get("filename_prefix"), list):
-                node_inputs["filename_prefix"] = f"{node_inputs.get('filename_prefix') or 'genai'}_{prompt_id}"
+            if "filename_prefix" in node_inputs and not isinstance(node_inputs["filename_prefix"], list):
+                node_inputs["filename_prefix"] = f"{node_inputs['filename_prefix'] or 'genai'}_{prompt_id}"
             if seed is not None:
                 for key in ("seed", "noise_seed"):
                     if key in node_inputs and not isinstance(node_inputs[key], list):
                         node_inputs[key] = seed
         return workflow
+
+    def _graph(self, ctx: JobContext, uploaded: dict[str, str]) -> tuple[dict[str, Any], int | None]:
+        """The job's graph and the seed to write into it (None: a workflow without seed keeps its graph's)."""
+        inputs = ctx.job.inputs
+        if isinstance(inputs, WorkflowInputs):
+            workflow = inputs.graph()
+            _require_file_writer(workflow)
+            return workflow, inputs.seed
+        if isinstance(inputs, Txt2VideoInputs):
+            if self._video is None:
+                raise JobInputError(f"model {ctx.job.model!r} is not a ComfyUI video model (a folder of "
+                                    "diffusion_models/, text_encoders/ and vae/): it cannot run a video task")
+            seed = ctx.seed()
+            return video_workflow(inputs, seed, self._video, uploaded.get("image")), seed
+        if not self._ckpt_name:
+            raise JobInputError("no workflow given and no model loaded for the default workflow")
+        seed = ctx.seed()
+        return default_workflow(ctx.image_inputs(), seed, self._ckpt_name, uploaded.get("image")), seed
 
     def _upload_inputs(self, ctx: JobContext, prompt_id: str, files: list[str]) -> dict[str, str]:
         """Upload the job's images; returns input name -> name ComfyUI stored it under."""
@@ -399,21 +445,28 @@ class ComfyUIBackend(Backend):
     def _download(self, entry: dict[str, Any], prompt_id: str) -> list[OutputFile]:
         outputs, previews = [], 0
         for node_id, node_out in sorted((entry.get("outputs") or {}).items()):
-            for image in node_out.get("images", []) if isinstance(node_out, dict) else []:
-                if image.get("type", "output") != "output":
-                    previews += 1  # PreviewImage files (type temp) are not results
+            if not isinstance(node_out, dict):
+                continue
+            unknown = sorted(k for k in node_out if k not in FILE_KEYS and k not in NON_FILE_KEYS)
+            if unknown:
+                raise JobInputError(f"ComfyUI node {node_id} output {', '.join(map(repr, unknown))}, a kind of output "
+                                    f"this fleet does not collect (known: {', '.join(FILE_KEYS)}); save the result "
+                                    "with SaveImage, SaveAnimatedWEBP, SaveWEBM or SaveVideo")
+            for key, item in _files(node_out):
+                if item.get("type", "output") != "output":
+                    previews += 1  # PreviewImage / a preview-only video (type temp) are not results
                     continue
-                params = {"filename": image["filename"], "subfolder": image.get("subfolder", ""), "type": "output"}
+                filename = str(item["filename"])
+                params = {"filename": filename, "subfolder": item.get("subfolder", ""), "type": "output"}
                 response = _http.request(self._client, "GET", "/view", params=params)
                 if response.status_code != 200:
-                    raise BackendError(f"GET /view {image['filename']}: HTTP {response.status_code}")
-                ctype = response.headers.get("content-type", "").split(";")[0] or \
-                    (mimetypes.guess_type(image["filename"])[0] or "application/octet-stream")
-                name = Path(image["filename"]).name.replace(f"_{prompt_id}", "")
-                outputs.append(OutputFile(f"{node_id}-{name}", response.content, ctype))
+                    raise BackendError(f"GET /view {filename} (node {node_id} {key}): HTTP {response.status_code}")
+                name = Path(filename).name.replace(f"_{prompt_id}", "")
+                outputs.append(OutputFile(f"{node_id}-{name}", response.content, _content_type(filename, response)))
         if not outputs:
-            what = "only PreviewImage (temporary) images" if previews else "no images"
-            raise JobInputError(f"the workflow produced {what}; add a SaveImage node for the results")
+            what = "only previews (temporary files)" if previews else "no files"
+            raise JobInputError(f"the workflow produced {what}; add a SaveImage, SaveAnimatedWEBP, SaveWEBM or "
+                                "SaveVideo node for the results")
         return outputs
 
     def _clean_up(self, prompt_id: str, entry: dict[str, Any] | None, uploaded: list[str]) -> None:
@@ -433,11 +486,53 @@ class ComfyUIBackend(Backend):
             log.info("ComfyUI cleanup of %s incomplete: %s", prompt_id, exc)
         files = [(self.input_dir, "", name) for name in uploaded]
         for node_out in ((entry or {}).get("outputs") or {}).values():
-            for image in node_out.get("images", []) if isinstance(node_out, dict) else []:
-                if image.get("type") == "output" and prompt_id in str(image.get("filename", "")):
-                    files.append((self.output_dir, str(image.get("subfolder", "")), str(image["filename"])))
+            for _, item in _files(node_out, every_key=True):
+                if item.get("type") == "output" and prompt_id in str(item.get("filename", "")):
+                    files.append((self.output_dir, str(item.get("subfolder", "")), str(item["filename"])))
         for folder, subfolder, name in files:
             _delete_inside(folder, Path(subfolder) / Path(name).name)
+        for folder in (self.output_dir, self.temp_dir):  # what writers do not list (VHS's first-frame PNG, previews)
+            for path in _named_for(folder, prompt_id):
+                _delete_inside(folder, path.relative_to(folder))
+
+
+def _require_file_writer(workflow: dict[str, Any]) -> None:
+    """A graph whose results would be lost: no node writes a file (``filename_prefix``) to the output folder."""
+    if any(isinstance(node, dict) and isinstance(node.get("inputs"), dict) and "filename_prefix" in node["inputs"]
+           for node in workflow.values()):
+        return
+    nodes = ", ".join(f"{node_id} ({node.get('class_type', '?') if isinstance(node, dict) else '?'})"
+                      for node_id, node in workflow.items())
+    raise JobInputError(f"the workflow has no node that saves a file (its nodes: {nodes}); add a SaveImage, "
+                        "SaveAnimatedWEBP, SaveWEBM or SaveVideo node (one with a filename_prefix input)")
+
+
+def _files(node_out: Any, every_key: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """(key, file) for each file a node output lists: under ``FILE_KEYS``, or (for clean-up) under any key."""
+    if not isinstance(node_out, dict):
+        return []
+    keys = node_out if every_key else [k for k in FILE_KEYS if k in node_out]
+    return [(key, item) for key in keys for item in (node_out[key] if isinstance(node_out[key], list) else [])
+            if isinstance(item, dict) and isinstance(item.get("filename"), str)]
+
+
+def _content_type(filename: str, response: httpx.Response) -> str:
+    known = CONTENT_TYPES.get(Path(filename).suffix.lower())
+    if known:
+        return known
+    served = response.headers.get("content-type", "").split(";")[0]
+    if served and served != "application/octet-stream":
+        return served
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+def _named_for(folder: Path, prompt_id: str) -> list[Path]:
+    """Files under ``folder`` whose name carries the attempt's prefix (``<prefix>_<prompt_id>_<counter>...``)."""
+    try:
+        return [p for p in folder.rglob(f"*_{glob.escape(prompt_id)}*") if p.is_file() and not p.is_symlink()]
+    except OSError as exc:
+        log.warning("could not list ComfyUI folder %s: %s", folder, exc)
+        return []
 
 
 def _delete_inside(folder: Path, relative: Path) -> None:

@@ -34,6 +34,7 @@ class NodeSpec:
     output: bool = False  # OUTPUT_NODE: what a prompt executes (and its dependencies)
     stepped: bool = False  # checks for an interrupt every step (samplers); others only before they start
     saves: str | None = None  # folder type its images go to: "output" (SaveImage) or "temp" (PreviewImage)
+    writes: str | None = None  # an animation / video writer: the file format it writes (FakeComfyUI.save_media)
 
 
 NODES: dict[str, NodeSpec] = {
@@ -49,9 +50,45 @@ NODES: dict[str, NodeSpec] = {
     "ImageInvert": NodeSpec(("image",)),
     "SaveImage": NodeSpec(("images", "filename_prefix"), output=True, saves="output"),
     "PreviewImage": NodeSpec(("images",), output=True, saves="temp"),
+    # The default video graph's loaders and latent (runtime/backends/comfyui_video.py): Wan 2.2 makes 4k+1 frames
+    # of ``length`` (((length - 1) // 4) * 4 + 1), ImageFromBatch keeps ``length`` of them from ``batch_index``.
+    "UNETLoader": NodeSpec(("unet_name", "weight_dtype")),
+    "CLIPLoader": NodeSpec(("clip_name", "type")),
+    "VAELoader": NodeSpec(("vae_name",)),
+    "ModelSamplingSD3": NodeSpec(("model", "shift")),
+    "Wan22ImageToVideoLatent": NodeSpec(("vae", "width", "height", "length", "batch_size")),
+    "ImageFromBatch": NodeSpec(("image", "batch_index", "length")),
+    # Animation and video writers (comfy_extras/nodes_images.py, nodes_video.py): one file per batch, ui
+    # {"images": [file], "animated": [true]}; SaveVideo's default prefix is "video/ComfyUI" (a subfolder).
+    "SaveAnimatedWEBP": NodeSpec(("images", "filename_prefix", "fps", "lossless", "quality", "method"), output=True,
+                                 writes="webp"),
+    "SaveAnimatedPNG": NodeSpec(("images", "filename_prefix", "fps", "compress_level"), output=True, writes="apng"),
+    "SaveWEBM": NodeSpec(("images", "filename_prefix", "codec", "fps", "crf"), output=True, writes="webm"),
+    "CreateVideo": NodeSpec(("images", "fps")),
+    "SaveVideo": NodeSpec(("video", "filename_prefix", "format", "codec"), output=True, writes="mp4"),
+    # VideoHelperSuite (a custom node, not in a bare ComfyUI): ui {"gifs": [file + format, frame_rate]}, file name
+    # without the trailing underscore, plus a first-frame PNG it does not list.
+    "VHS_VideoCombine": NodeSpec(("images", "frame_rate", "loop_count", "filename_prefix", "format", "pingpong",
+                                  "save_output"), output=True, writes="vhs"),
+    # comfy_extras/nodes_hunyuan3d.py: one .glb per mesh, ui {"3d": [file]} (a kind of output the fleet does not
+    # collect). The fake does not check link types: any node may feed ``mesh``.
+    "SaveGLB": NodeSpec(("mesh", "filename_prefix"), output=True, writes="glb"),
     # A custom node that sleeps ``seconds`` without checking the interrupt flag (as third-party nodes and a stuck
     # CUDA call do): tests/contract/custom_nodes/genai_fleet_hang.py is the same node for a real ComfyUI.
     "GenaiFleetHang": NodeSpec(("images", "seconds")),
+}
+
+# Fixed option lists (io.Combo / list inputs) of the writers: a value outside them fails validation as
+# ``value_not_in_list``.
+COMBOS: dict[tuple[str, str], list[str]] = {
+    ("SaveAnimatedWEBP", "method"): ["default", "fastest", "slowest"],
+    ("UNETLoader", "weight_dtype"): ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],
+    ("CLIPLoader", "type"): ["stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart",
+                             "cosmos", "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image",
+                             "hunyuan_image"],
+    ("SaveWEBM", "codec"): ["vp9", "av1"],
+    ("SaveVideo", "format"): ["auto", "mp4"],
+    ("SaveVideo", "codec"): ["auto", "h264"],
 }
 
 
@@ -184,7 +221,27 @@ def signatures(prompt: dict[str, Any]) -> dict[str, str]:
 def batch_size(prompt: dict[str, Any], node_id: str) -> int:
     """How many images reach ``node_id``: the batch_size of the nearest ancestor that sets one (else 1)."""
     inputs = prompt[node_id].get("inputs") or {}
+    kind = prompt[node_id].get("class_type")
+    if kind == "Wan22ImageToVideoLatent":
+        return ((int(inputs["length"]) - 1) // 4) * 4 + 1
+    if kind == "ImageFromBatch" and is_link(inputs.get("image")):
+        have = batch_size(prompt, inputs["image"][0])
+        start = min(have - 1, int(inputs["batch_index"]))
+        return min(have - start, int(inputs["length"]))
     if isinstance(inputs.get("batch_size"), int):
         return max(1, inputs["batch_size"])
     linked = [batch_size(prompt, v[0]) for v in inputs.values() if is_link(v) and v[0] in prompt]
     return max(linked, default=1)
+
+
+def upstream(prompt: dict[str, Any], node_id: str, name: str, default: Any = None) -> Any:
+    """The constant input ``name`` of ``node_id`` or of the nearest ancestor that sets it."""
+    inputs = prompt[node_id].get("inputs") or {}
+    if name in inputs and not is_link(inputs[name]):
+        return inputs[name]
+    for value in inputs.values():
+        if is_link(value) and value[0] in prompt:
+            found = upstream(prompt, value[0], name)
+            if found is not None:
+                return found
+    return default

@@ -121,6 +121,8 @@ class Run:
                 self._event("progress", {"value": step + 1, "max": steps, "node": node_id})
                 if fake.preview_frames and self.sid is not None:
                     fake._send("preview", struct.pack(">II", 1, 1) + b"\xff\xd8fake-jpeg\xff\xd9", self.sid)
+        if spec.writes:
+            return fake.save_media(self.prompt, node_id, spec.writes)
         return fake.save_images(self.prompt, node_id, spec.saves) if spec.saves else None
 
     def _sleep(self, seconds: float) -> None:

@@ -41,6 +41,7 @@ allocate fails as torch does on CPU.
 from __future__ import annotations
 
 import email
+import io
 import mimetypes
 import os
 import threading
@@ -51,7 +52,7 @@ from typing import Any
 
 from tests.fakes._server import FakeServer, Handler, png
 from tests.fakes._ws import ServerSocket
-from tests.fakes.comfyui_graph import NODES, batch_size, execution_order, signatures, validate
+from tests.fakes.comfyui_graph import COMBOS, NODES, batch_size, execution_order, signatures, upstream, validate
 from tests.fakes.comfyui_run import Run, Stop
 
 
@@ -134,9 +135,14 @@ class FakeComfyUI(FakeServer):
         h.send_json(info)
 
     def _choices(self, cls: str, name: str) -> list[str] | None:
-        folder = {("CheckpointLoaderSimple", "ckpt_name"): self.models_dir, ("LoadImage", "image"): self.input_dir}
+        models = self.models_dir.parent  # <root>/models/<kind>: folder_paths' model folders
+        folder = {("CheckpointLoaderSimple", "ckpt_name"): self.models_dir, ("LoadImage", "image"): self.input_dir,
+                  ("UNETLoader", "unet_name"): models / "diffusion_models",
+                  ("CLIPLoader", "clip_name"): models / "text_encoders", ("VAELoader", "vae_name"): models / "vae"}
         path = folder.get((cls, name))
-        return sorted(p.name for p in path.iterdir() if p.is_file()) if path is not None else None
+        if path is None:
+            return COMBOS.get((cls, name))
+        return sorted(p.name for p in path.iterdir() if p.is_file()) if path.is_dir() else []
 
     def _post_prompt(self, h: Handler, route: str) -> None:
         body = h.json_body()
@@ -334,23 +340,71 @@ class FakeComfyUI(FakeServer):
         if sid is not None:
             self._send("executing", {"node": None, "prompt_id": prompt_id}, sid)
 
-    def save_images(self, prompt: dict[str, Any], node_id: str, kind: str) -> dict[str, Any]:
-        """SaveImage / PreviewImage: PNG files named ``<prefix>_<counter:05>_.png`` in the folder of ``kind``."""
-        if kind == "output":
-            prefix, folder = str(prompt[node_id]["inputs"]["filename_prefix"]), self.output_dir
-        else:
-            prefix, folder = f"ComfyUI_temp_{uuid.uuid4().hex[:5]}", self.temp_dir
+    def _save_path(self, prefix: str, folder: Path | None = None) -> tuple[Path, str, int, str]:
+        """folder_paths.get_save_image_path: (folder, file name base, next counter, subfolder) for ``prefix``."""
+        folder = folder or self.output_dir
         subfolder = os.path.dirname(os.path.normpath(prefix))
         base = os.path.basename(os.path.normpath(prefix))
         full = Path(os.path.abspath(folder / subfolder))
         if os.path.commonpath((full, os.path.abspath(folder))) != os.path.abspath(folder):
             raise Stop("error", "Exception", "**** ERROR: Saving image outside the output folder is not allowed.")
         full.mkdir(parents=True, exist_ok=True)
-        taken = [p.name[len(base) + 1:].split("_")[0] for p in full.glob(f"{base}_*_.png")]
+        taken = [p.name[len(base) + 1:].split("_")[0] for p in full.iterdir() if p.name.startswith(f"{base}_")]
         counter = max((int(t) for t in taken if t.isdigit()), default=0) + 1
+        return full, base, counter, subfolder
+
+    def save_images(self, prompt: dict[str, Any], node_id: str, kind: str) -> dict[str, Any]:
+        """SaveImage / PreviewImage: PNG files named ``<prefix>_<counter:05>_.png`` in the folder of ``kind``."""
+        if kind == "output":
+            full, base, counter, subfolder = self._save_path(str(prompt[node_id]["inputs"]["filename_prefix"]))
+        else:
+            full, base, counter, subfolder = self.temp_dir, f"ComfyUI_temp_{uuid.uuid4().hex[:5]}", 1, ""
         images = []
         for i in range(batch_size(prompt, node_id)):
             name = f"{base}_{counter + i:05}_.png"
-            (full / name).write_bytes(png(f"{node_id}-{prefix}-{counter + i}-{time.time_ns()}"))
+            (full / name).write_bytes(png(f"{node_id}-{base}-{counter + i}-{time.time_ns()}"))
             images.append({"filename": name, "subfolder": subfolder, "type": kind})
         return {"images": images}
+
+    def save_media(self, prompt: dict[str, Any], node_id: str, kind: str) -> dict[str, Any]:
+        """The animation / video writers: one real, playable file of the whole batch (one frame per image) at the
+        node's fps (SaveVideo: CreateVideo's), sized as the upstream EmptyImage / latent, named and reported as
+        the real node does (see comfyui_graph.NODES)."""
+        inputs = prompt[node_id]["inputs"]
+        saved = kind != "vhs" or bool(inputs.get("save_output", True))  # VHS: save_output false -> temp folder
+        full, base, counter, subfolder = self._save_path(str(inputs["filename_prefix"]),
+                                                         self.output_dir if saved else self.temp_dir)
+        frames = batch_size(prompt, node_id)
+        width, height = int(upstream(prompt, node_id, "width", 64)), int(upstream(prompt, node_id, "height", 64))
+        fps = float(inputs.get("fps") or inputs.get("frame_rate") or upstream(prompt, node_id, "fps", 24.0))
+        if kind == "vhs":
+            fmt = str(inputs["format"])
+            extension = {"video/h264-mp4": "mp4", "video/webm": "webm", "image/gif": "gif", "image/webp": "webp"}[fmt]
+            name = f"{base}_{counter:05}.{extension}"
+            (full / name).write_bytes(clip(frames, width, height, fps, extension))
+            (full / f"{base}_{counter:05}.png").write_bytes(png(f"{node_id}-{base}-{counter}"))  # first frame, unlisted
+            return {"gifs": [{"filename": name, "subfolder": subfolder, "type": "output" if saved else "temp",
+                              "format": fmt, "frame_rate": fps, "workflow": f"{base}_{counter:05}.png",
+                              "fullpath": str(full / name)}]}
+        if kind == "glb":
+            name = f"{base}_{counter:05}_.glb"
+            (full / name).write_bytes(b"glTF\x02\x00\x00\x00")
+            return {"3d": [{"filename": name, "subfolder": subfolder, "type": "output"}]}
+        extension = {"apng": "png", "mp4": "mp4", "webm": "webm", "webp": "webp"}[kind]
+        name = f"{base}_{counter:05}_.{extension}"
+        (full / name).write_bytes(clip(frames, width, height, fps, kind))
+        return {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": [True]}
+
+
+def clip(frames: int, width: int, height: int, fps: float, kind: str) -> bytes:
+    """A playable file of ``frames`` frames (each a different grey) at ``fps``."""
+    from PIL import Image
+
+    images = [Image.new("RGB", (width, height), (40 * i % 256,) * 3) for i in range(frames)]
+    if kind == "apng":
+        buffer = io.BytesIO()
+        images[0].save(buffer, format="PNG", save_all=True, append_images=images[1:], duration=int(1000 / fps))
+        return buffer.getvalue()
+    from runtime.video.encode import encode_video
+
+    return encode_video(images, width=width, height=height, fps=round(fps), output_format=kind).data
