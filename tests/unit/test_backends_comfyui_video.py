@@ -27,8 +27,10 @@ MODEL = VideoModel("wan2.2_ti2v_5B_fp16.safetensors", "umt5_xxl_fp8_e4m3fn_scale
 
 
 def check_against_object_info(graph: dict, info: dict) -> list[str]:
-    """What ComfyUI's validate_inputs would refuse: unknown class, missing / unknown input, a value outside its
-    list (file lists excepted: the server's folders), a number outside min..max or off its step, a broken link."""
+    """What ComfyUI's validate_inputs would refuse, read from a real /object_info: unknown class, missing / unknown
+    input, a link to a missing node or to an output of another type, a value outside its list (legacy lists and V3
+    ``["COMBO", {"options": [...]}]``; file lists excepted: the server's folders), a number outside min..max or off
+    its step."""
     problems = []
     for node_id, node in graph.items():
         spec = info.get(node["class_type"])
@@ -43,12 +45,19 @@ def check_against_object_info(graph: dict, info: dict) -> list[str]:
             if name not in declared:
                 problems.append(f"{node_id}: unknown input {name}")
                 continue
-            kind, options = declared[name]
+            kind, options = declared[name][0], (declared[name][1] if len(declared[name]) > 1 else {})
             if isinstance(value, list):
-                if value[0] not in graph:
+                source = graph.get(value[0])
+                if source is None:
                     problems.append(f"{node_id}: {name} links to missing node {value[0]}")
+                    continue
+                outputs = info.get(source["class_type"], {}).get("output") or []
+                received = outputs[value[1]] if value[1] < len(outputs) else None
+                if received != kind and "*" not in (received, kind):
+                    problems.append(f"{node_id}: {name} wants {kind}, gets {received} from node {value[0]}")
                 continue
-            if isinstance(kind, list) and kind and value not in kind:
+            allowed = options.get("options") if kind == "COMBO" else kind if isinstance(kind, list) else None
+            if allowed and value not in allowed:
                 problems.append(f"{node_id}: {name}={value!r} not in its list")
             if kind in ("INT", "FLOAT"):
                 if not options.get("min", value) <= value <= options.get("max", value):
@@ -82,10 +91,12 @@ def test_the_checker_sees_what_comfyui_refuses():
     graph["2"]["inputs"]["type"] = "wan2"
     graph["8"]["inputs"]["steps"] = 0
     graph["13"]["inputs"]["quality"] = 80
+    graph["9"]["inputs"]["vae"] = ["1", 0]  # the diffusion model where the VAE belongs
+    graph["13"]["inputs"]["codec"] = "h265"  # a V3 combo ({"options": [...]}) of the real server
     del graph["10"]["inputs"]["batch_index"]
     assert check_against_object_info(graph, OBJECT_INFO) == [
-        "2: type='wan2' not in its list", "8: steps=0 outside 1..10000", "10: batch_index missing",
-        "13: unknown input quality"]
+        "2: type='wan2' not in its list", "8: steps=0 outside 1..10000", "9: vae wants VAE, gets MODEL from node 1",
+        "10: batch_index missing", "13: codec='h265' not in its list", "13: unknown input quality"]
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
