@@ -42,5 +42,5 @@ def frames(still: Image.Image, count: int, seed: int) -> Iterator[Image.Image]:
         x = (width - bar) * i // max(1, count - 1)
         draw.rectangle([x, 0, x + bar - 1, height - 1], fill=(255, 255, 255))
         draw.rectangle([4, height - 22, 4 + 8 * 28, height - 4], fill=(0, 0, 0))
-        draw.text((8, height - 20), f"{LABEL} frame {i + 1}/{count} seed={seed}", fill=(255, 255, 255))
+        draw.text((8, height - 20), f"{LABEL}  frame {i + 1}/{count}  seed {seed}", fill=(255, 255, 255))
         yield frame
