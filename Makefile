@@ -23,6 +23,8 @@ SCALEOUT = $(if $(wildcard planner/scaleout-$(STACK).json),--scaleout planner/sc
 UNIT_TESTS := tests/unit
 INTEGRATION_TESTS := tests/integration tests/contract
 E2E_TESTS := tests/e2e tests/rehearsal
+# Unit tests are independent and CPU-bound: pytest-xdist runs them on two processes (UNIT_PARALLEL= for one).
+UNIT_PARALLEL ?= -n 2
 
 help:
 	@echo "make demo | test | install | preview STACK=dev|prod | local | bench | chaos | fuzz | mutants | ami FLAVOR=cuda|neuron | docs"
@@ -55,7 +57,7 @@ lint: static-check
 
 # pytest exits 5 when it collects no test, so an empty suite fails too.
 unit: install
-	$(PY) -m pytest $(UNIT_TESTS) $(PYTEST_ARGS)
+	$(PY) -m pytest $(UNIT_TESTS) $(UNIT_PARALLEL) $(PYTEST_ARGS)
 
 integration: install
 	$(PY) -m pytest $(INTEGRATION_TESTS) $(PYTEST_ARGS)
