@@ -61,8 +61,9 @@ from runtime.backends.base import (
     JobInterrupted,
     OutputFile,
 )
-from runtime.backends.comfyui_extra import lora_names, with_loras
+from runtime.backends.comfyui_extra import with_loras
 from runtime.backends.comfyui_video import VideoModel, video_info, video_workflow
+from runtime.backends.extra_files import lora_names
 from runtime.jobs.models import Img2ImgInputs, Txt2ImgInputs, Txt2VideoInputs, WorkflowInputs
 
 log = logging.getLogger(__name__)

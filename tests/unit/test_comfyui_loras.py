@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from runtime.backends.base import ExtraModel, JobInputError
-from runtime.backends.comfyui_extra import link_extra_model, with_loras
+from runtime.backends.comfyui_extra import with_loras
+from runtime.backends.extra_files import link_extra_model
 from tests.job_context import job_context
 from tests.unit.test_backends_comfyui import backend_for, comfy, model_file  # noqa: F401 - fixtures
 
