@@ -99,6 +99,7 @@ class ApiOptions:
     allow_loopback: bool = False
     enforce_known_models: bool = False
     served_tasks: tuple[str, ...] = ()  # the tasks the fleet's backend serves; (): every task
+    lora_tasks: tuple[str, ...] | None = None  # the tasks whose jobs may name LoRAs; None: every task (issue 40)
     max_wait_seconds: float = MAX_WAIT_SECONDS
     poll_interval_seconds: float = 0.05  # first read of a sync wait; later reads: runtime.api.sync_wait
     average_job_seconds: float = 3.0
@@ -228,7 +229,8 @@ class ApiApp:
         if self.options.enforce_known_models:
             known = {m["id"] for m in self.models.list_models()[1]} or None
         spec = validate_job(body, allow_loopback=self.options.allow_loopback, known_models=known,
-                            served_tasks=self.options.served_tasks or None, model_catalog=self._lora_catalog(body))
+                            served_tasks=self.options.served_tasks or None, model_catalog=self._lora_catalog(body),
+                            lora_tasks=self.options.lora_tasks)
         record = new_record(spec, owner=principal.id, now=self._clock())
         self._check_message_size(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=record["created_at"]))
         record, created = self._create(record, spec, principal, idem_key)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.jobs.models import TASKS, Txt2ImgInputs
+from runtime.jobs.models import TASK_INPUTS, TASKS, Txt2ImgInputs
 from runtime.jobs.schema import JobSpec
 from runtime.model_cache.ram_tier import HostRamTier
 
@@ -245,18 +245,23 @@ class BackendEntry:
     target: str  # "module:Class"; the class takes (config, **deps) where deps are keyword-only services
     flavors: tuple[str, ...]  # packer/: cuda (NVIDIA GPU) and neuron (Inferentia2 / Trainium)
     tasks: tuple[str, ...]  # the job tasks it serves (runtime.jobs.models.TASKS): the API refuses the others
+    # The tasks on which it applies inputs.loras (issue 40); None: every served task that has them. The API refuses
+    # LoRAs on the others with 422.
+    lora_tasks: tuple[str, ...] | None = None
 
 
 # The only list of backend names (order: the per-flavour lists and error messages show them in this order).
 _IMAGE_TASKS = ("txt2img", "img2img")
 CATALOG: dict[str, BackendEntry] = {
     # ComfyUI's video tasks run its default Wan graph (runtime/backends/comfyui_video.py) on a video model folder.
+    # LoRAs: LoraLoader nodes in its default image graph; its default video graph takes none yet.
     "comfyui": BackendEntry("runtime.backends.comfyui:ComfyUIBackend", ("cuda",),
-                            (*_IMAGE_TASKS, "txt2video", "img2video", "comfyui-workflow")),
+                            (*_IMAGE_TASKS, "txt2video", "img2video", "comfyui-workflow"), lora_tasks=_IMAGE_TASKS),
     "a1111": BackendEntry("runtime.backends.a1111:A1111Backend", ("cuda",), _IMAGE_TASKS),
     "diffusers": BackendEntry("runtime.backends.diffusers:DiffusersBackend", ("cuda",),
                               (*_IMAGE_TASKS, "txt2video", "img2video")),
-    "neuron": BackendEntry("runtime.backends.neuron:NeuronBackend", ("neuron",), _IMAGE_TASKS),
+    # Neuron runs graphs compiled ahead of time with their weights: no adapter can be added per job.
+    "neuron": BackendEntry("runtime.backends.neuron:NeuronBackend", ("neuron",), _IMAGE_TASKS, lora_tasks=()),
     "test-pattern": BackendEntry("runtime.backends.test_pattern:TestPatternBackend", ("cuda", "neuron"),
                                  (*_IMAGE_TASKS, "txt2video", "img2video", "comfyui-workflow")),
 }
@@ -276,6 +281,14 @@ def served_tasks(name: str) -> tuple[str, ...]:
     except KeyError as exc:
         raise BackendError(f"unknown backend {name!r}; known: {', '.join(NAMES)}") from exc
     return tuple(task for task in TASKS if task in entry.tasks)
+
+
+def lora_tasks(name: str) -> tuple[str, ...]:
+    """The served tasks on which backend ``name`` applies a job's LoRAs (what the stack tells the API as
+    ``GENAI_LORA_TASKS``): those whose inputs have ``loras``, or none where the backend cannot apply them."""
+    applied = CATALOG[name].lora_tasks
+    return tuple(t for t in served_tasks(name) if "loras" in TASK_INPUTS[t].model_fields
+                 and (applied is None or t in applied))
 
 
 def backend_class(name: str) -> Callable[..., Backend]:

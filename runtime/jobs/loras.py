@@ -12,12 +12,22 @@ in range, each once) are the typed spec's (runtime.jobs.models.LoraRef); these a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from runtime.jobs.errors import Problem
 
 LORA_KIND = "lora"
+
+
+def unserved_loras(task: str | None, loras: Sequence[Mapping[str, Any]],
+                   lora_tasks: Collection[str] | None) -> list[Problem]:
+    """LoRAs on a task the fleet's backend does not apply them to (``GENAI_LORA_TASKS``; Neuron: none)."""
+    if not loras or lora_tasks is None or task is None or task in lora_tasks:
+        return []
+    where = f"on {', '.join(lora_tasks)} jobs only" if lora_tasks else "on no job"
+    return [Problem("inputs.loras", "unserved-loras", f"this fleet's backend applies LoRAs {where}; send the "
+                                                      f"{task} job without inputs.loras, or to a fleet that does")]
 
 
 def model_family(model_id: str, entry: Mapping[str, Any] | None = None) -> str | None:

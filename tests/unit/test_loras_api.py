@@ -137,3 +137,59 @@ def test_the_upload_records_a_family_and_the_models_list_shows_it(moto_endpoint,
     with pytest.raises(SystemExit):
         model_upload.parse_args([str(tmp_path), "--bucket", "b", "--model-id", "g", "--kind", "lora",
                                  "--family", "SDXL!"])
+
+
+@pytest.mark.parametrize(("backend", "task", "refused"), [
+    ("neuron", "txt2img", True), ("comfyui", "txt2video", True), ("comfyui", "txt2img", False),
+    ("diffusers", "img2video", False), ("a1111", "img2img", False),
+])
+def test_a_fleet_whose_backend_cannot_apply_loras_refuses_them_at_the_api(backend, task, refused):
+    """The task-capability seam: the catalog says where each backend applies LoRAs (Neuron's compiled graphs: none;
+    ComfyUI's default video graph: none yet), the stack writes it (GENAI_LORA_TASKS), the API refuses the rest."""
+    from runtime.api.environment import ApiConfig
+    from runtime.backends.base import lora_tasks
+
+    env = ApiConfig(job_table="jobs", lora_tasks=lora_tasks(backend)).to_env()
+    options = ApiConfig.from_env(env).lora_tasks
+    assert options == lora_tasks(backend)
+    queue = InMemoryQueue()
+    app = ApiApp(store=NoWrites(), producer=queue, options=ApiOptions(auth_mode="api-key", lora_tasks=options),
+                 keys=StaticKeyStore({RECORD.key_id: RECORD}), models=Catalog())
+    body = _job([{"model": "sdxl/ink"}], task=task)
+    if refused:
+        resp = app.handle(Request("POST", "/v1/jobs", headers=HEADERS, body=json.dumps(body).encode()))
+        assert resp.status == 422 and len(queue) == 0
+        (error,) = resp.body["errors"]
+        assert (error["field"], error["rule"]) == ("inputs.loras", "unserved-loras"), error
+        assert ApiConfig.from_env({"GENAI_JOB_TABLE": "j"}).lora_tasks is None  # unset: every task
+    else:
+        assert validate_job(body, lora_tasks=options, model_catalog={m["id"]: m for m in CATALOG})
+
+
+def test_the_stack_writes_the_lora_tasks_of_its_backend():
+    from components import api as api_component
+    from runtime.backends.base import lora_tasks
+    from tests.unit.component_harness import build, fleet, sqs_endpoint
+
+    cfg = fleet()
+    built = build(lambda: api_component.Api("api", api_component.ApiArgs(
+        stack=cfg.identity, api=cfg.api, storage=cfg.storage, job_table_name="jobs",
+        job_table_arn="arn:aws:dynamodb:us-east-1:123456789012:table/jobs", queue=sqs_endpoint(),
+        average_job_seconds=3.0, tasks=("txt2img", "img2img"), lora_tasks=lora_tasks("neuron"))), "api_url")
+    env = built.one("aws:lambda/function:Function", "api-handler-fn").inputs["environment"]["variables"]
+    assert env["GENAI_LORA_TASKS"] == "[]"
+
+
+def test_model_affinity_routes_a_lora_job_by_its_base_model():
+    """Routing keys LoRA jobs by their base model: a LoRA never makes a job leave its base's warm workers."""
+    from runtime.queues.affinity import ModelGroups
+    from runtime.queues.base import QueueMessage
+    from runtime.queues.routing import RoutingProducer
+
+    groups = ModelGroups({"sdxl": ("sdxl/base-1.0",), "sd15": ("sd15/dreamshaper",)})
+    queues = {name: InMemoryQueue() for name in groups.names()}
+    producer = RoutingProducer(queues, groups)
+    spec = validate_job(_job([{"model": "sdxl/pixel-art", "weight": 0.8}]), model_catalog={m["id"]: m for m in CATALOG})
+    producer.send(QueueMessage(job_id="j1", job=spec))
+    assert [m.job_id for m in queues["sdxl"].sent] == ["j1"]
+    assert not queues["sd15"].sent and not queues["default"].sent
