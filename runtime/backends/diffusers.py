@@ -296,9 +296,15 @@ class DiffusersBackend(Backend):
                       "pipeline_seconds": round(time.monotonic() - started, 3)})
 
     def _apply_loras(self, pipe: Any, loras: LoraSet, ctxs: Sequence[JobContext]) -> None:
-        """The call's LoRAs on the resident base (runtime.backends.diffusers_lora): adapters on the eager UNet."""
+        """The call's LoRAs on the resident base (runtime.backends.diffusers_lora): one LoRA (or none) through the
+        compiled UNet's hotswap slot when it has one, else adapters on the eager UNet."""
         files = {model_id: extra for ctx in ctxs for model_id, extra in ctx.extra_models.items()}
         try:
+            if self._compiled_in_use(pipe) and self.adapters.hotswap_rank and len(loras) <= 1:
+                self.adapters.swap(pipe, loras, files)
+                return
+            if self._compiled_in_use(pipe) and loras:
+                pipe.unet = self.resident.eager_unet if self.resident else pipe.unet  # no adapter on a compiled graph
             self.adapters.apply(pipe, loras, files)
         except (OSError, RuntimeError, TypeError) as exc:
             raise BackendError(f"{self.name} could not apply LoRAs {[m for m, _ in loras]}: {exc}") from exc
@@ -389,6 +395,8 @@ class DiffusersBackend(Backend):
             log.warning("no compile cache for %s in any store: serving the eager UNet (diffusers.cold_compile=skip; "
                         "genai-compile-cache on this GPU type fills it)", key.slug)
             return
+        if self.options.lora_hotswap_rank:  # before compiling: the graph is traced with the LoRA slot in it
+            self.adapters.prepare_hotswap(resident.pipe, self.options.lora_hotswap_rank)
         resident.compiled_unet = loading.compile_unet(resident.pipe, self.options.compile_mode, self.device)
 
     def _cache_stores(self) -> list[CacheStore]:

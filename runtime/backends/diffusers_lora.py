@@ -11,9 +11,10 @@ RAM tier) every adapter is unloaded (``unload_lora_weights``): the base's module
 weights, and a snapshot of them, are the model's own.
 
 With a compiled UNet (``DiffusersOptions.lora_hotswap_rank`` > 0) the UNet gets one adapter slot before it is
-compiled (``enable_lora_hotswap`` and a zero LoRA); a call with one LoRA swaps that LoRA's weights into the slot
-(``hotswap=True``), which compiles nothing; a call without one swaps the zero LoRA back (the slot's weights
-are zero, so the images are the base's). A call with more LoRAs than the slot runs on the eager UNet.
+compiled (``enable_lora_hotswap`` and a zero LoRA on its attention projections); a call with one LoRA swaps that
+LoRA's weights into the slot (``load_lora_weights(..., hotswap=True)``), its weight folded into its up matrices,
+which compiles nothing (checked with dynamo's counters); a call without one swaps in zeros (the base's images).
+A call with several LoRAs, or on a fleet without the slot, runs on the eager UNet.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ class Adapters:
         self.active: LoraSet = ()
         self.loads = {"disk": 0, "ram": 0}  # LoRA weights read from the file / taken from the host-RAM tier
         self.hotswap_rank = 0  # > 0: the compiled UNet's slot exists (prepare_hotswap)
-        self.slot: str | None = None  # the store id whose weights are in the slot (None: the zero LoRA)
-        self._zero: dict[str, Any] | None = None
+        self.slot: tuple[str, float] | None = None  # (store id, weight) in the slot; None: zero
+        self._slot_state: Mapping[str, Any] | None = None  # that LoRA's tensors (zeroed for a call without one)
 
     # -- eager: adapters per LoRA ------------------------------------------------------------------------
     def apply(self, pipe: Any, loras: LoraSet, files: Mapping[str, ExtraModel]) -> None:
@@ -131,30 +132,49 @@ class Adapters:
         self._ram.put(key, state, sum(t.numel() * t.element_size() for t in state.values()))
         return state
 
-    # -- compiled: one hotswap slot ----------------------------------------------------------------------
-    def prepare_hotswap(self, pipe: Any, rank: int, template: Mapping[str, Any] | None = None) -> None:
-        """Before the UNet is compiled: make room for rank-``rank`` LoRAs and load the zero LoRA into the slot.
-        ``template`` is a LoRA state dict whose keys name the modules LoRAs adapt (its tensors are zeroed)."""
+    # -- compiled: one hotswap slot ------------------------------------------------------------------------
+    def prepare_hotswap(self, pipe: Any, rank: int) -> None:
+        """Before the UNet is compiled: room for LoRAs up to rank ``rank`` (``enable_lora_hotswap``) and the slot,
+        a zero LoRA on the UNet's attention projections (the modules LoRAs adapt), so the compiled graph has it."""
         import torch
 
+        zero = {}
+        for name, module in pipe.unet.named_modules():
+            if isinstance(module, torch.nn.Linear) and name.endswith(HOTSWAP_TARGETS):
+                zero[f"unet.{name}.lora_A.weight"] = torch.zeros(rank, module.in_features)
+                zero[f"unet.{name}.lora_B.weight"] = torch.zeros(module.out_features, rank)
         pipe.enable_lora_hotswap(target_rank=rank)
-        self._zero = {k: torch.zeros_like(v) for k, v in (template or {}).items()}
-        if not self._zero:
-            raise JobInputError("diffusers.lora_hotswap_rank needs a LoRA to take the adapted modules from")
-        pipe.load_lora_weights(dict(self._zero), adapter_name=SLOT)
-        self.hotswap_rank, self.slot = rank, None
+        pipe.load_lora_weights(zero, adapter_name=SLOT)
+        self.hotswap_rank, self.slot, self._slot_state = rank, None, None
 
     def swap(self, pipe: Any, loras: LoraSet, files: Mapping[str, ExtraModel]) -> None:
-        """Put the call's one LoRA (or the zero LoRA) into the compiled UNet's slot, at its weight."""
-        model_id, weight = loras[0] if loras else (None, 1.0)
-        if model_id != self.slot:
-            state = self._zero if model_id is None else self.state_dict(model_id, files)
-            try:
-                pipe.load_lora_weights(dict(state or {}), adapter_name=SLOT, hotswap=True)
-            except (ValueError, KeyError, RuntimeError) as exc:
-                raise JobInputError(f"LoRA {model_id} cannot be swapped into the compiled UNet's slot "
-                                    f"(rank above diffusers.lora_hotswap_rank {self.hotswap_rank}, or other "
-                                    f"modules): {str(exc)[:300]}") from exc
-            self.slot = model_id
-        pipe.set_adapters([SLOT], adapter_weights=[weight])
+        """Swap the call's one LoRA into the compiled UNet's slot, its weight folded into its up matrices (so the
+        adapter's scale, a guarded value, never changes); a call without one swaps in the last LoRA times zero."""
+        if loras:
+            model_id, weight = loras[0]
+            state = self.state_dict(model_id, files)
+            if (model_id, weight) == self.slot:
+                return
+            self._hotswap(pipe, _scaled(state, weight), model_id)
+            self.slot, self._slot_state = (model_id, weight), state
+        elif self.slot is not None and self._slot_state is not None:
+            self._hotswap(pipe, _scaled(self._slot_state, 0.0), "(none)")
+            self.slot = None
         self.active = loras
+
+    def _hotswap(self, pipe: Any, state: Mapping[str, Any], model_id: str) -> None:
+        try:
+            pipe.load_lora_weights(dict(state), adapter_name=SLOT, hotswap=True)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise JobInputError(f"LoRA {model_id} cannot be swapped into the compiled UNet's slot (rank above "
+                                f"diffusers.lora_hotswap_rank {self.hotswap_rank}, or modules other than the UNet's "
+                                f"attention projections): {str(exc)[:300]}") from exc
+
+
+HOTSWAP_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+_UP = ("lora_B", "lora.up", "lora_up")  # the up (B) matrices in peft, diffusers and kohya key formats
+
+
+def _scaled(state: Mapping[str, Any], weight: float) -> dict[str, Any]:
+    """A LoRA state dict with its up matrices times ``weight``: the same delta as scale ``weight``."""
+    return {k: v * weight if any(u in k for u in _UP) else v for k, v in state.items()}

@@ -161,3 +161,38 @@ def test_a_lora_without_its_file_or_of_another_kind_is_an_input_error(store):
     ctx.extra_models = {"sd15/pix": ExtraModel(store["sd15/pix"], "checkpoint")}
     with pytest.raises(JobInputError, match="not a LoRA"):
         backend.run(ctx)
+
+
+def test_with_a_compiled_unet_swapping_loras_compiles_nothing(store, tmp_path, monkeypatch):
+    """diffusers' LoRA hotswap, enabled before the UNet is compiled: one graph for the first call, none after for
+    other LoRAs, other weights and no LoRA (dynamo's counters; the tiny UNet compiled with dynamo's eager backend
+    on the CPU, the same tracing and guards as Inductor without its code generation)."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from runtime.backends import diffusers_loading
+
+    monkeypatch.setattr(diffusers_loading, "compile_unet",
+                        lambda pipe, mode, device: torch.compile(pipe.unet, backend="eager", fullgraph=True))
+    torch._dynamo.reset()
+    counters.clear()
+    options = DiffusersOptions(device="cpu", compile="on", cold_compile="compile", buckets=((64, 64),),
+                               batch_sizes=(1,), host_ram_gib=0, lora_hotswap_rank=8,
+                               compile_cache_dir=str(tmp_path / "cc"), compile_cache_stores=())
+    backend = _backend(store, options=options)
+    plain = backend.run(_job(store, "plain"))
+    assert plain.metadata["compiled"] is True
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1
+    pix = backend.run(_job(store, "pix", [{"model": "sd15/pix", "weight": 0.8}]))
+    ink = backend.run(_job(store, "ink", [{"model": "sd15/ink", "weight": 0.5}]))
+    again = backend.run(_job(store, "plain-again"))
+    assert counters["stats"]["unique_graphs"] == graphs  # no swap compiled anything
+    assert all(r.metadata["compiled"] for r in (pix, ink, again))
+    eager = _backend(store)  # the same LoRA jobs on the eager path (adapters), to compare images
+    assert _diff(pix.outputs[0].data, eager.run(_job(store, "e1", [{"model": "sd15/pix", "weight": 0.8}]))
+                 .outputs[0].data) <= TOLERANCE
+    assert _diff(ink.outputs[0].data, eager.run(_job(store, "e2", [{"model": "sd15/ink", "weight": 0.5}]))
+                 .outputs[0].data) <= TOLERANCE
+    assert _diff(again.outputs[0].data, plain.outputs[0].data) == 0 and _diff(pix.outputs[0].data,
+                                                                              plain.outputs[0].data) > 10
