@@ -42,7 +42,7 @@ from fleetdev.local import bootstrap
 from fleetdev.local.audit import Ledger
 from fleetdev.local.cdn import CdnServer
 from fleetdev.local.fake_imds import FakeIMDS
-from fleetdev.local.models import LocalModel, LocalModelError, build_tiny, upload_source
+from fleetdev.local.models import LocalModel, LocalModelError, build_tiny, build_tiny_loras, upload_source
 from fleetdev.local.models import check as check_models
 from fleetdev.local.processes import ManagedProcess, free_port, stop_all, wait_for
 from runtime import instance_contract
@@ -79,6 +79,8 @@ class LocalOptions:
     models: dict[str, str] = field(default_factory=dict)  # model id -> checkpoint file (diffusers: folder) to store
     # diffusers backend without ``models``: model id -> (tiny family, seed) built from configs (models.TINY_MODELS)
     tiny_models: dict[str, tuple[str, int]] | None = None
+    # diffusers backend: tiny LoRAs, LoRA id -> (base model id, seed) (models.build_tiny_loras; issue 40)
+    tiny_loras: dict[str, tuple[str, int]] | None = None
     diffusers: dict[str, Any] = field(default_factory=dict)  # agent config diffusers block, over device cpu etc.
     max_job_seconds: int = 60  # the agents' job time limit (a real checkpoint on a CPU needs minutes)
     metrics_sink: str = "off"  # the agents' metrics: off | stdout (EMF lines in worker-N.log: agent_metrics)
@@ -253,10 +255,13 @@ class LocalPlatform:
                                                  VersioningConfiguration={"Status": "Enabled"})
         if o.backend == "diffusers" and not self.models:
             self.models = build_tiny(self.run_dir / "tiny-models", o.tiny_models)
+            if o.tiny_loras:
+                self.models.update(build_tiny_loras(self.run_dir / "tiny-loras", o.tiny_loras, self.models))
         for model in self.models.values():  # the real upload path: multipart, sha256, manifest entry
             source = upload_source(model, self.run_dir / "model-uploads")
             upload.upload(self.aws("s3"), self.resources.models_bucket,
-                          upload.plan(model.model_id, model.kind, [source]), source=f"local:{model.path}")
+                          upload.plan(model.model_id, model.kind, [source]), source=f"local:{model.path}",
+                          family=model.family)
         self.webhook_secret = os.urandom(24).hex()
         self.aws("ssm").put_parameter(Name=WEBHOOK_SECRET_PARAMETER, Value=self.webhook_secret, Type="SecureString")
 

@@ -2,8 +2,10 @@
 
 The catalog is ``GET /v1/models``'s list as id -> entry (``kind``; ``family`` where the model store recorded
 one). A model's *family* is its recorded ``family``, else the part of its id before ``/`` (``sdxl/pixel-art``
--> ``sdxl``); a LoRA applies to models of its family only. The shape rules (at most ``MAX_LORAS``, weights
-in range, each once) are the typed spec's (runtime.jobs.models.LoraRef); these are the catalog's:
+-> ``sdxl``); a base model with neither is a family of its own, named by its id (a LoRA uploaded with
+``--family <that id>`` applies to it). A LoRA applies to models of its family only. The shape rules (at most
+``MAX_LORAS``, weights in range, each once) are the typed spec's (runtime.jobs.models.LoraRef); these are the
+catalog's:
 
 - ``inputs.loras.<i>.model`` must be in the catalog (``unknown-model``), be a LoRA (``not-a-lora``), have a
   family (``lora-family``) and share the job's model's (``family-mismatch``);
@@ -52,7 +54,7 @@ def lora_problems(model: str | None, loras: Sequence[Mapping[str, Any]],
             f"{model} is a LoRA; name its base model in model and the LoRA in inputs.loras "
             f"([{{\"model\": \"{model}\", \"weight\": 1.0}}])")))
         return problems
-    base_family = model_family(model, base)
+    base_family = model_family(model, base) or model  # a base of no family: its own
     for i, lora in enumerate(loras):
         lora_id, field = str(lora.get("model")), f"inputs.loras.{i}.model"
         entry = catalog.get(lora_id)
@@ -69,7 +71,6 @@ def lora_problems(model: str | None, loras: Sequence[Mapping[str, Any]],
                 "apply to, e.g. sdxl/pixel-art) or record it at upload (genai-model-upload --family)")))
         elif family != base_family:
             problems.append(Problem(field, "family-mismatch", (
-                f"{lora_id} is a LoRA for {family} models; the job's model {model} is "
-                + (f"a {base_family} model" if base_family else "of no family (name it '<family>/<name>')")
-                + f": use a {family} model or a LoRA made for {base_family or 'it'}")))
+                f"{lora_id} is a LoRA for {family} models; the job's model {model} is of family {base_family}: "
+                f"use a {family} model or a LoRA made for {base_family}")))
     return problems
