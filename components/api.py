@@ -77,6 +77,8 @@ class ApiArgs:
 
     tasks: tuple[str, ...] = ()
     """The tasks the fleet's backend serves (``runtime.backends.base.served_tasks``); the API refuses others."""
+    lora_tasks: tuple[str, ...] | None = None
+    """The tasks whose jobs may name LoRAs (``runtime.backends.base.lora_tasks``); None: every task."""
 
     model_bucket_name: pulumi.Input[str] | None = None
     """Model store bucket: ``GET /v1/models`` reads its manifest; without it, the hot models are listed."""
@@ -143,6 +145,7 @@ class Api(pulumi.ComponentResource):
             quota_per_day=settings.key_quota_per_day or None, hot_models=tuple(a.hot_models),
             model_bucket=a.model_bucket_name, average_job_seconds=a.average_job_seconds,
             max_wait_seconds=settings.max_wait_seconds, model_groups=a.model_groups, tasks=tuple(a.tasks),
+            lora_tasks=None if a.lora_tasks is None else tuple(a.lora_tasks),
         ).to_env()
 
     def _handler_statements(self) -> list[dict[str, pulumi.Input]]:

@@ -33,6 +33,7 @@ class LocalModel:
     path: Path
     kind: str  # model store kind: checkpoint | diffusers
     tiny: bool = False  # built here from configs (random weights)
+    family: str | None = None  # recorded in the manifest (a LoRA's base family; issue 40)
 
 
 def diffusers_layout_problem(folder: Path) -> str | None:
@@ -97,6 +98,21 @@ def upload_source(model: LocalModel, staging: Path) -> Path:
         (view / rel).parent.mkdir(parents=True, exist_ok=True)
         (view / rel).symlink_to(f.resolve())
     return view
+
+
+def build_tiny_loras(folder: Path, loras: dict[str, tuple[str, int]],
+                     models: dict[str, LocalModel]) -> dict[str, LocalModel]:
+    """Tiny LoRAs (bench.diffusers_loras), LoRA id -> (base model id, seed), each for its base's UNet and uploaded
+    with the base's id as its family (the tiny bases' ids have no family prefix: each is a family of its own)."""
+    from bench.diffusers_loras import tiny_lora
+
+    out = {}
+    for lora_id, (base, seed) in loras.items():
+        if base not in models:
+            raise LocalModelError(f"tiny LoRA {lora_id}: base {base} is not one of the models ({', '.join(models)})")
+        path = tiny_lora(models[base].path, folder / lora_id.replace("/", "--"), seed=seed)
+        out[lora_id] = LocalModel(lora_id, path, "lora", tiny=True, family=base)
+    return out
 
 
 def build_tiny(folder: Path, models: dict[str, tuple[str, int]] | None = None) -> dict[str, LocalModel]:

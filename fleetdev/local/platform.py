@@ -42,14 +42,14 @@ from fleetdev.local import bootstrap
 from fleetdev.local.audit import Ledger
 from fleetdev.local.cdn import CdnServer
 from fleetdev.local.fake_imds import FakeIMDS
-from fleetdev.local.models import LocalModel, LocalModelError, build_tiny, upload_source
+from fleetdev.local.models import LocalModel, LocalModelError, build_tiny, build_tiny_loras, upload_source
 from fleetdev.local.models import check as check_models
 from fleetdev.local.processes import ManagedProcess, free_port, stop_all, wait_for
 from runtime import instance_contract
 from runtime.api.auth import generate_key
 from runtime.api.environment import ApiConfig
 from runtime.backends import base as backend_names
-from runtime.backends.base import served_tasks
+from runtime.backends.base import lora_tasks, served_tasks
 from runtime.model_store import upload
 from runtime.queue_names import KAFKA_TOPIC
 
@@ -79,6 +79,8 @@ class LocalOptions:
     models: dict[str, str] = field(default_factory=dict)  # model id -> checkpoint file (diffusers: folder) to store
     # diffusers backend without ``models``: model id -> (tiny family, seed) built from configs (models.TINY_MODELS)
     tiny_models: dict[str, tuple[str, int]] | None = None
+    # diffusers backend: tiny LoRAs, LoRA id -> (base model id, seed) (models.build_tiny_loras; issue 40)
+    tiny_loras: dict[str, tuple[str, int]] | None = None
     diffusers: dict[str, Any] = field(default_factory=dict)  # agent config diffusers block, over device cpu etc.
     max_job_seconds: int = 60  # the agents' job time limit (a real checkpoint on a CPU needs minutes)
     metrics_sink: str = "off"  # the agents' metrics: off | stdout (EMF lines in worker-N.log: agent_metrics)
@@ -253,10 +255,13 @@ class LocalPlatform:
                                                  VersioningConfiguration={"Status": "Enabled"})
         if o.backend == "diffusers" and not self.models:
             self.models = build_tiny(self.run_dir / "tiny-models", o.tiny_models)
+            if o.tiny_loras:
+                self.models.update(build_tiny_loras(self.run_dir / "tiny-loras", o.tiny_loras, self.models))
         for model in self.models.values():  # the real upload path: multipart, sha256, manifest entry
             source = upload_source(model, self.run_dir / "model-uploads")
             upload.upload(self.aws("s3"), self.resources.models_bucket,
-                          upload.plan(model.model_id, model.kind, [source]), source=f"local:{model.path}")
+                          upload.plan(model.model_id, model.kind, [source]), source=f"local:{model.path}",
+                          family=model.family)
         self.webhook_secret = os.urandom(24).hex()
         self.aws("ssm").put_parameter(Name=WEBHOOK_SECRET_PARAMETER, Value=self.webhook_secret, Type="SecureString")
 
@@ -284,7 +289,8 @@ class LocalPlatform:
             kafka_iam=False, auth_mode="api-key", api_keys=(self.api_key,), endpoint_url=self.moto_url,
             allow_loopback=True, average_job_seconds=max(0.1, o.test_pattern_delay_seconds),
             model_bucket=res.models_bucket if self.models else None,  # GET /v1/models lists the store's manifest
-            tasks=served_tasks(o.backend))  # as a stack does: other tasks are refused with 422
+            tasks=served_tasks(o.backend),  # as a stack does: other tasks are refused with 422
+            lora_tasks=lora_tasks(o.backend))  # and LoRAs where the backend cannot apply them
         env = {**self._env, **api.to_env()}
         env.update(o.api_env)
         self.api = ManagedProcess("api", [sys.executable, "-m", "fleetdev.local_server", "--host", "127.0.0.1",

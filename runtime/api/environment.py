@@ -23,6 +23,8 @@ GENAI_HOT_MODELS                JSON list of model ids; GENAI_MODEL_BUCKET: mode
 GENAI_ENFORCE_KNOWN_MODELS      true: refuse models not listed by GET /v1/models
 GENAI_TASKS                     JSON list of the tasks the fleet's backend serves (the stack writes it from the
                                 backend catalog); others are refused with 422. Unset: every task
+GENAI_LORA_TASKS                JSON list of the tasks whose jobs may name LoRAs on this fleet (the stack writes
+                                it from the backend catalog; [] on Neuron); LoRAs on others are a 422. Unset: all
 GENAI_ALLOW_LOOPBACK_URLS       true only in local mode
 GENAI_AVERAGE_JOB_SECONDS       for wait estimates (default 3)
 GENAI_MAX_WAIT_SECONDS          cap of Prefer: wait (default 25)
@@ -77,6 +79,20 @@ def _tasks(value: str | None) -> tuple[str, ...]:
     return tuple(tasks)
 
 
+def _lora_tasks(value: str | None) -> tuple[str, ...] | None:
+    """GENAI_LORA_TASKS: a JSON list (possibly empty) of task names; unset: None (every task takes LoRAs)."""
+    if value is None or value == "":
+        return None
+    try:
+        tasks = json.loads(value)
+    except ValueError:
+        tasks = None
+    if not isinstance(tasks, list) or not all(isinstance(t, str) and t in TASKS for t in tasks):
+        raise RuntimeError(f"GENAI_LORA_TASKS must be a JSON list of tasks from {', '.join(TASKS)} "
+                           f"(got {value[:200]!r})")
+    return tuple(tasks)
+
+
 def _text(value: Any) -> Any:
     """An environment value: booleans as true/false, lists as JSON, strings and Pulumi outputs unchanged."""
     if isinstance(value, bool):
@@ -100,6 +116,7 @@ API_VARIABLES = {
     "allow_loopback": "GENAI_ALLOW_LOOPBACK_URLS", "average_job_seconds": "GENAI_AVERAGE_JOB_SECONDS",
     "max_wait_seconds": "GENAI_MAX_WAIT_SECONDS", "endpoint_url": "GENAI_AWS_ENDPOINT_URL",
     "model_groups": "GENAI_MODEL_GROUPS", "tasks": "GENAI_TASKS",
+    "lora_tasks": "GENAI_LORA_TASKS",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -133,6 +150,7 @@ class ApiConfig:
     endpoint_url: str | None = None
     model_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, model ids): runtime.queues.routing
     tasks: tuple[str, ...] = ()  # the tasks the fleet serves; (): every task (runtime.jobs.models.TASKS)
+    lora_tasks: tuple[str, ...] | None = None  # tasks whose jobs may name LoRAs; None: every task (issue 40)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -159,7 +177,7 @@ class ApiConfig:
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION"),
             endpoint_url=e.get("GENAI_AWS_ENDPOINT_URL") or None,
             model_groups=tuple((g, tuple(ms)) for g, ms in json.loads(e.get("GENAI_MODEL_GROUPS") or "[]")),
-            tasks=_tasks(e.get("GENAI_TASKS")))
+            tasks=_tasks(e.get("GENAI_TASKS")), lora_tasks=_lora_tasks(e.get("GENAI_LORA_TASKS")))
 
     def to_env(self) -> dict[str, Any]:
         """The variables ``from_env`` reads back into this config (region aside): set or non-default fields."""

@@ -25,6 +25,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import httpx
 
 from runtime import instance_contract
 from runtime.backends import _http
+from runtime.backends.a1111_loras import lora_name, strip_extra_networks, with_lora_tags
 from runtime.backends.base import (
     Backend,
     BackendError,
@@ -43,6 +45,7 @@ from runtime.backends.base import (
     JobInterrupted,
     OutputFile,
 )
+from runtime.backends.extra_files import lora_names
 from runtime.jobs.models import Img2ImgInputs
 
 log = logging.getLogger(__name__)
@@ -51,10 +54,12 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_DIR = instance_contract.A1111.model_dir
 
 
-def payload(ctx: JobContext) -> tuple[str, dict[str, Any]]:
-    """The WebUI request for a job: (endpoint path, JSON body), every value from the job's typed inputs."""
+def payload(ctx: JobContext, loras: Sequence[tuple[str, float]] = ()) -> tuple[str, dict[str, Any]]:
+    """The WebUI request for a job: (endpoint path, JSON body), every value from the job's typed inputs. Extra-network
+    tags typed into the prompts are stripped; ``loras`` ((A1111 name, weight), linked) become ``<lora:...>`` tags."""
     inputs = ctx.image_inputs()
-    body: dict[str, Any] = {"prompt": inputs.prompt, "negative_prompt": inputs.negative_prompt, "seed": ctx.seed(),
+    body: dict[str, Any] = {"prompt": with_lora_tags(inputs.prompt, loras),
+                            "negative_prompt": strip_extra_networks(inputs.negative_prompt), "seed": ctx.seed(),
                             "steps": inputs.steps, "cfg_scale": inputs.guidance, "batch_size": inputs.num_outputs,
                             "send_images": True, "save_images": False}
     if inputs.scheduler:
@@ -145,7 +150,7 @@ class A1111Backend(Backend):
             raise BackendUnavailable(f"A1111 model switch to {match['title']}: HTTP {response.status_code}")
 
     def run(self, ctx: JobContext) -> BackendResult:
-        path, body = payload(ctx)
+        path, body = payload(ctx, self._link_loras(ctx))
         body["force_task_id"] = ctx.backend_id
         watch = _Watch(ctx)
         watcher = threading.Thread(target=self._watch, args=(watch,), name="a1111-progress", daemon=True)
@@ -169,6 +174,20 @@ class A1111Backend(Backend):
         if response.status_code != 200:
             raise BackendError(f"{path}: HTTP {response.status_code}")
         return self._result(response)
+
+    def _link_loras(self, ctx: JobContext) -> list[tuple[str, float]]:
+        """The job's LoRAs linked into A1111's LoRA folder, refreshed and checked listed: (name, weight) each."""
+        loras = getattr(ctx.job.inputs, "loras", ())
+        if not loras:
+            return []
+        linked = [(lora_name(Path(name)), weight) for name, weight in lora_names(ctx, self.model_dir.parent)]
+        _http.request(self._client, "POST", "/sdapi/v1/refresh-loras")
+        listed = {entry.get("name") for entry in _http.request(self._client, "GET", "/sdapi/v1/loras").json()}
+        missing = [name for name, _ in linked if name not in listed]
+        if missing:
+            raise JobInputError(f"A1111 does not list LoRA(s) {', '.join(missing)} after refreshing them: its "
+                                f"--lora-dir must be {self.model_dir.parent / 'loras'}")
+        return linked
 
     def interrupt(self, ctx: JobContext) -> None:
         """Interrupt now if this attempt is the one generating; else the watcher does when it starts."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.jobs.models import TASKS, Txt2ImgInputs
+from runtime.jobs.models import TASK_INPUTS, TASKS, Txt2ImgInputs
 from runtime.jobs.schema import JobSpec
 from runtime.model_cache.ram_tier import HostRamTier
 
@@ -75,6 +75,16 @@ class BackendResult:
     metadata: dict[str, Any] = field(default_factory=dict)  # merged into the job record's outputs metadata
 
 
+@dataclass(frozen=True)
+class ExtraModel:
+    """A model file a job needs beyond its model (a LoRA, a file a workflow's loader node names), made local by
+    the agent from the model cache and pinned for the run (runtime.jobs.extra_models, runtime.worker.extra_models).
+    """
+
+    path: Path  # the local weights file (or folder) in the model cache
+    kind: str  # the model store's kind: lora, checkpoint, vae, controlnet... (runtime.model_store.layout)
+
+
 @dataclass
 class JobContext:
     """What a backend needs to run one job.
@@ -86,6 +96,9 @@ class JobContext:
     job_id: str
     job: JobSpec  # model, task, inputs (the task's model from runtime.jobs.models), webhook
     model_path: Path | None = None  # local file (or directory) of the job's model, from the model cache
+    # store id -> ExtraModel for every id of runtime.jobs.extra_models.extra_model_ids(job), from the model cache
+    # (pinned until the run ends); empty where the agent has no model cache or the backend uses no model files
+    extra_models: dict[str, ExtraModel] = field(default_factory=dict)
     input_images: dict[str, bytes] = field(default_factory=dict)  # name -> bytes, fetched and checked by the agent
     cancel: threading.Event = field(default_factory=threading.Event)
     # The job's time limit counts from when the backend starts executing this attempt's work (``executing``), not
@@ -232,18 +245,23 @@ class BackendEntry:
     target: str  # "module:Class"; the class takes (config, **deps) where deps are keyword-only services
     flavors: tuple[str, ...]  # packer/: cuda (NVIDIA GPU) and neuron (Inferentia2 / Trainium)
     tasks: tuple[str, ...]  # the job tasks it serves (runtime.jobs.models.TASKS): the API refuses the others
+    # The tasks on which it applies inputs.loras (issue 40); None: every served task that has them. The API refuses
+    # LoRAs on the others with 422.
+    lora_tasks: tuple[str, ...] | None = None
 
 
 # The only list of backend names (order: the per-flavour lists and error messages show them in this order).
 _IMAGE_TASKS = ("txt2img", "img2img")
 CATALOG: dict[str, BackendEntry] = {
     # ComfyUI's video tasks run its default Wan graph (runtime/backends/comfyui_video.py) on a video model folder.
+    # LoRAs: LoraLoader nodes in its default image graph; its default video graph takes none yet.
     "comfyui": BackendEntry("runtime.backends.comfyui:ComfyUIBackend", ("cuda",),
-                            (*_IMAGE_TASKS, "txt2video", "img2video", "comfyui-workflow")),
+                            (*_IMAGE_TASKS, "txt2video", "img2video", "comfyui-workflow"), lora_tasks=_IMAGE_TASKS),
     "a1111": BackendEntry("runtime.backends.a1111:A1111Backend", ("cuda",), _IMAGE_TASKS),
     "diffusers": BackendEntry("runtime.backends.diffusers:DiffusersBackend", ("cuda",),
                               (*_IMAGE_TASKS, "txt2video", "img2video")),
-    "neuron": BackendEntry("runtime.backends.neuron:NeuronBackend", ("neuron",), _IMAGE_TASKS),
+    # Neuron runs graphs compiled ahead of time with their weights: no adapter can be added per job.
+    "neuron": BackendEntry("runtime.backends.neuron:NeuronBackend", ("neuron",), _IMAGE_TASKS, lora_tasks=()),
     "test-pattern": BackendEntry("runtime.backends.test_pattern:TestPatternBackend", ("cuda", "neuron"),
                                  (*_IMAGE_TASKS, "txt2video", "img2video", "comfyui-workflow")),
 }
@@ -263,6 +281,14 @@ def served_tasks(name: str) -> tuple[str, ...]:
     except KeyError as exc:
         raise BackendError(f"unknown backend {name!r}; known: {', '.join(NAMES)}") from exc
     return tuple(task for task in TASKS if task in entry.tasks)
+
+
+def lora_tasks(name: str) -> tuple[str, ...]:
+    """The served tasks on which backend ``name`` applies a job's LoRAs (what the stack tells the API as
+    ``GENAI_LORA_TASKS``): those whose inputs have ``loras``, or none where the backend cannot apply them."""
+    applied = CATALOG[name].lora_tasks
+    return tuple(t for t in served_tasks(name) if "loras" in TASK_INPUTS[t].model_fields
+                 and (applied is None or t in applied))
 
 
 def backend_class(name: str) -> Callable[..., Backend]:

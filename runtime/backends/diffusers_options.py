@@ -61,6 +61,9 @@ class DiffusersOptions:
     # Host-RAM model tier (runtime.model_cache.ram_tier): models switched away from stay in (pinned) host
     # memory up to this bound, so switching back is a host-to-GPU copy. None: 40% of the host's memory; 0: off.
     host_ram_gib: float | None = None
+    # LoRAs with a compiled UNet (issue 40): the highest LoRA rank the compiled UNet's hotswap slot takes; jobs with
+    # one LoRA up to it swap it in without a recompile. 0: no slot (LoRA jobs run on the eager UNet).
+    lora_hotswap_rank: int = 0
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any] | None) -> DiffusersOptions:
@@ -85,6 +88,9 @@ class DiffusersOptions:
         if options.host_ram_gib is not None and not 0 <= options.host_ram_gib <= 4096:
             raise OptionsError(f"diffusers.host_ram_gib ({options.host_ram_gib}) must be from 0 (off) to 4096 GiB; "
                                "leave it out for 40% of the host's memory")
+        if not 0 <= options.lora_hotswap_rank <= 1024:
+            raise OptionsError(f"diffusers.lora_hotswap_rank ({options.lora_hotswap_rank}) must be from 0 (no "
+                               "hotswap slot) to 1024")
         return options
 
     def host_ram_bytes(self) -> int:

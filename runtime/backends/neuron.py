@@ -58,6 +58,9 @@ class NeuronBackend(DiffusersBackend):
 
     def _job_args(self, ctx: JobContext) -> JobArgs:
         job = super()._job_args(ctx)
+        if job.loras:  # the API refuses them on Neuron fleets (runtime.backends.base CATALOG lora_tasks)
+            raise JobInputError("inputs.loras: the Neuron backend runs graphs compiled with their weights and cannot "
+                                "add a LoRA per job")
         shape = self.compiled_shape()
         if shape and job.image is None and (job.width, job.height) != shape:
             raise JobInputError(f"model compiled for {shape[0]}x{shape[1]}, job asks {job.width}x{job.height}")

@@ -13,6 +13,8 @@ modules/api/api.py, modules/progress.py, modules/shared_state.py), for the point
   ``active`` / ``queued`` / ``completed`` of one task.
 - GET/POST /sdapi/v1/options (``sd_model_checkpoint`` must be a listed title, else 500 as the real
   RuntimeError), GET /sdapi/v1/sd-models (files in ``models_dir``), POST /sdapi/v1/refresh-checkpoints.
+- POST /sdapi/v1/refresh-loras, GET /sdapi/v1/loras (the Lora extension's api: ``name`` is the file's stem, from
+  ``lora_dir``, default ``<models_dir>/../loras``, the folder ``--lora-dir`` names on the AMI).
 - POST /sdapi/v1/skip: flags the running generation as skipped (shared.state.skip()); polled like the interrupt.
 Controls: ``delay`` (seconds per generation, spread over its steps), ``fail_generations`` (next N answer
 500), ``switch_delay``, ``hang_generations`` / ``hang_seconds`` (the next N generations block first, deaf to
@@ -39,6 +41,7 @@ class FakeA1111(FakeServer):
         super().__init__()
         self.models_dir = Path(models_dir)
         self.models_dir.mkdir(parents=True, exist_ok=True)
+        self.lora_dir = self.models_dir.parent / "loras"
         self.delay = delay
         self.switch_delay = 0.0
         self.fail_generations = 0
@@ -60,6 +63,11 @@ class FakeA1111(FakeServer):
         return [{"title": f"{p.name} [abc123]", "model_name": p.stem, "hash": "abc123", "filename": str(p)}
                 for p in sorted(self.models_dir.iterdir())]
 
+    def _loras(self) -> list[dict[str, Any]]:
+        files = sorted(self.lora_dir.iterdir()) if self.lora_dir.is_dir() else []
+        return [{"name": p.stem, "alias": p.stem, "path": str(p), "metadata": {}} for p in files
+                if p.suffix in (".safetensors", ".ckpt", ".pt")]
+
     def dispatch(self, h: Handler, method: str) -> None:
         self.requests.append((method, h.route))
         routes = {
@@ -67,6 +75,8 @@ class FakeA1111(FakeServer):
             ("POST", "/sdapi/v1/options"): lambda: self._set_options(h),
             ("GET", "/sdapi/v1/sd-models"): lambda: h.send_json(self._models()),
             ("POST", "/sdapi/v1/refresh-checkpoints"): lambda: (h.body(), h.send_json(None)),
+            ("POST", "/sdapi/v1/refresh-loras"): lambda: (h.body(), h.send_json(None)),
+            ("GET", "/sdapi/v1/loras"): lambda: h.send_json(self._loras()),
             ("POST", "/sdapi/v1/txt2img"): lambda: self._generate(h, "txt2img"),
             ("POST", "/sdapi/v1/img2img"): lambda: self._generate(h, "img2img"),
             ("GET", "/sdapi/v1/progress"): lambda: h.send_json(self._progress()),

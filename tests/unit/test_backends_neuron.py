@@ -76,3 +76,13 @@ def test_the_neuron_ami_installs_optimum_neuron_with_its_diffusers_pipelines():
     pins = [p for p in packages if p.startswith("optimum-neuron[")]
     assert len(pins) == 1 and re.fullmatch(r"optimum-neuron\[([a-z,]+)\]==[0-9.]+", pins[0])
     assert {"neuronx", "diffusers"} <= set(pins[0].split("[")[1].split("]")[0].split(","))
+
+
+def test_a_lora_job_that_reached_a_neuron_worker_fails_as_input_not_as_base_images(tmp_path: Path):
+    """The API refuses LoRAs on Neuron fleets (GENAI_LORA_TASKS is []); a job queued anyway never runs without them."""
+    pipe = Recorder()
+    backend = NeuronBackend(pipeline_factory=lambda p, t: pipe)
+    backend.load_model("m", _compiled(tmp_path, width=64, height=64, num_images_per_prompt=1))
+    with pytest.raises(JobInputError, match="cannot add a LoRA"):
+        backend.run(job_context("j1", width=512, height=512, loras=[{"model": "sd15/pix"}]))
+    assert pipe.calls == []
