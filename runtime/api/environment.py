@@ -23,6 +23,9 @@ GENAI_HOT_MODELS                JSON list of model ids; GENAI_MODEL_BUCKET: mode
 GENAI_ENFORCE_KNOWN_MODELS      true: refuse models not listed by GET /v1/models
 GENAI_TASKS                     JSON list of the tasks the fleet's backend serves (the stack writes it from the
                                 backend catalog); others are refused with 422. Unset: every task
+GENAI_NODE_CATALOG              s3://bucket/key of the node catalog of the ComfyUI image the fleet runs (the stack
+                                writes it from the AMI it deploys, docs/amis.md); comfyui-workflow jobs are checked
+                                against it at submit. Unset or not published: accepted with a Warning header
 GENAI_ALLOW_LOOPBACK_URLS       true only in local mode
 GENAI_AVERAGE_JOB_SECONDS       for wait estimates (default 3)
 GENAI_MAX_WAIT_SECONDS          cap of Prefer: wait (default 25)
@@ -100,6 +103,7 @@ API_VARIABLES = {
     "allow_loopback": "GENAI_ALLOW_LOOPBACK_URLS", "average_job_seconds": "GENAI_AVERAGE_JOB_SECONDS",
     "max_wait_seconds": "GENAI_MAX_WAIT_SECONDS", "endpoint_url": "GENAI_AWS_ENDPOINT_URL",
     "model_groups": "GENAI_MODEL_GROUPS", "tasks": "GENAI_TASKS",
+    "node_catalog": "GENAI_NODE_CATALOG",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -133,6 +137,7 @@ class ApiConfig:
     endpoint_url: str | None = None
     model_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, model ids): runtime.queues.routing
     tasks: tuple[str, ...] = ()  # the tasks the fleet serves; (): every task (runtime.jobs.models.TASKS)
+    node_catalog: str | None = None  # s3://bucket/key of the fleet image's ComfyUI node catalog (issue 41)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -159,7 +164,7 @@ class ApiConfig:
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION"),
             endpoint_url=e.get("GENAI_AWS_ENDPOINT_URL") or None,
             model_groups=tuple((g, tuple(ms)) for g, ms in json.loads(e.get("GENAI_MODEL_GROUPS") or "[]")),
-            tasks=_tasks(e.get("GENAI_TASKS")))
+            tasks=_tasks(e.get("GENAI_TASKS")), node_catalog=_node_catalog(e.get("GENAI_NODE_CATALOG")))
 
     def to_env(self) -> dict[str, Any]:
         """The variables ``from_env`` reads back into this config (region aside): set or non-default fields."""
@@ -174,6 +179,16 @@ class ApiConfig:
                 continue
             env[API_VARIABLES[f.name]] = ",".join(value) if f.name == "api_keys" else _text(value)
         return env
+
+
+def _node_catalog(value: str | None) -> str | None:
+    """GENAI_NODE_CATALOG: s3://bucket/key, checked here so a bad value fails the first request naming it."""
+    if not value:
+        return None
+    from runtime.api.workflow_check import parse_s3_uri
+
+    parse_s3_uri(value)
+    return value
 
 
 @dataclass(frozen=True)
