@@ -113,6 +113,17 @@ build {
     only            = ["amazon-ebs.cuda"]
   }
 
+  // Custom node packs (pinned) and the node catalog recorded from ComfyUI's /object_info (docs/amis.md).
+  provisioner "shell" {
+    script = "${path.root}/scripts/install-comfyui-nodes.sh"
+    environment_vars = [
+      "COMFYUI_CUSTOM_NODES=${jsonencode(var.comfyui_custom_nodes)}",
+      "FILES_DIR=${local.stage_dir}/files",
+    ]
+    execute_command = local.sudo_execute
+    only            = ["amazon-ebs.cuda"]
+  }
+
   provisioner "shell" {
     script = "${path.root}/scripts/install-a1111.sh"
     environment_vars = [
