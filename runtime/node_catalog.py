@@ -35,12 +35,24 @@ MODEL_FOLDERS = ("checkpoints", "loras", "vae", "text_encoders", "diffusion_mode
 FOLDER_KINDS: dict[str, str] = {"checkpoints": "checkpoint", "loras": "lora", "vae": "vae", "controlnet": "controlnet",
                                 "embeddings": "embedding", "upscale_models": "upscaler", "text_encoders": "clip"}
 
+# Where catalogs live (docs/amis.md "Node catalog"): one bucket per account and region, made by ``make ami`` (which
+# runs before any stack exists), one object per image. The stack derives its API's GENAI_NODE_CATALOG from the AMI
+# it deploys, so a promoted image's catalog is found by the same key: promotion needs no copy.
+CATALOG_BUCKET = "genai-fleet-amis-{account}-{region}"
+CATALOG_KEY = "node-catalogs/{flavor}/{ami_id}.json"
+
 _PROBE = "genai-fleet-probe--{}.safetensors"
 _PROBE_RE = re.compile(r"^genai-fleet-probe--([a-z0-9_]+)\.safetensors$")
 
 
 class CatalogError(ValueError):
     """A catalog document that is not schema 1 as written here (names the field)."""
+
+
+def catalog_location(account: str, region: str, flavor: str, ami_id: str) -> tuple[str, str]:
+    """(bucket, key) of the node catalog of image ``ami_id``."""
+    return (CATALOG_BUCKET.format(account=account, region=region),
+            CATALOG_KEY.format(flavor=flavor, ami_id=ami_id))
 
 
 def probe_name(folder: str) -> str:

@@ -13,6 +13,7 @@
 #    it and leaves its nodes out of /object_info) stops the build naming the pack and the error.
 #
 # Environment: COMFYUI_CUSTOM_NODES ([] installs none, the catalog is still recorded), FILES_DIR (Packer), and
+# CATALOG_COPY (a second copy for Packer's file download to fetch) [none], and
 # for tests: DESTDIR (a staging root) [none], CATALOG_PYTHON (interpreter with the runtime package)
 # [the agent's venv], COMFYUI_PYTHON (ComfyUI's interpreter) [its venv].
 set -Eeuo pipefail
@@ -28,6 +29,7 @@ readonly NODES_DIR="${DIR}/custom_nodes"
 readonly COMFY_PY="${COMFYUI_PYTHON:-${DIR}/venv/bin/python}"
 readonly CATALOG_PY="${CATALOG_PYTHON:-${DESTDIR}${AGENT_PREFIX}/bin/python}"
 readonly CATALOG_OUT="${DESTDIR}${COMFYUI_NODE_CATALOG}"
+readonly CATALOG_COPY="${CATALOG_COPY:-}"
 
 log() {
   printf '%s install-comfyui-nodes: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2
@@ -84,6 +86,9 @@ main() {
   "${CATALOG_PY}" -m runtime.node_catalog_record --comfyui-dir "${DIR}" --python "${COMFY_PY}" \
     --packs "${COMFYUI_CUSTOM_NODES}" --out "${CATALOG_OUT}" || fail "recording the node catalog failed (above)"
   chmod 0644 "${CATALOG_OUT}"
+  if [[ -n "${CATALOG_COPY}" ]]; then
+    install -m 0644 "${CATALOG_OUT}" "${CATALOG_COPY}"
+  fi
   log "node catalog written to ${CATALOG_OUT}"
 }
 
