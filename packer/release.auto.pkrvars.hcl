@@ -27,7 +27,7 @@ torch_index_url = "https://download.pytorch.org/whl/cu124"
 // The agent's diffusers backend (its own venv; pyproject's `diffusers` group, which needs torch >= 2.6, so
 // not ComfyUI's torch above). torch 2.11 is what the H100 benchmark in the README ran (cu130 there; cu128
 // wheels run on the DLAMI's 570+ drivers). tests/unit/test_packer.py keeps these equal to the group's pins.
-cuda_agent_pip_packages  = ["torch==2.11.0", "diffusers==0.42.1", "transformers==5.23.0", "accelerate==1.15.0", "safetensors==0.8.0"]
+cuda_agent_pip_packages  = ["torch==2.11.0", "diffusers==0.42.1", "transformers==5.23.0", "accelerate==1.15.0", "safetensors==0.8.0", "peft==0.21.2"]
 cuda_agent_pip_index_url = "https://download.pytorch.org/whl/cu128"
 
 // Neuron flavour: the agent's diffusers / optimum-neuron backend. The diffusers extra brings the Stable

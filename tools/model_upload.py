@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from runtime.model_store import KINDS, MANIFEST_KEY, LayoutError, ModelStoreError
 from runtime.model_store import upload as uploader
+from runtime.model_store.manifest import FAMILY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,6 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kind", required=True, choices=sorted(KINDS), help="what the model is; picks its folder")
     p.add_argument("--version", help="version label; default: first 16 hex digits of the content sha256")
     p.add_argument("--source", help="where the model came from (URL), recorded in the manifest")
+    p.add_argument("--family", help="the base family a LoRA applies to (e.g. sdxl), recorded in the manifest; "
+                                    "default: the model id's 'family/' prefix")
     p.add_argument("--manifest-key", default=MANIFEST_KEY, help=f"manifest object key (default {MANIFEST_KEY})")
     p.add_argument("--part-size-mib", type=int, default=64, help="multipart part size in MiB (min 5; default 64)")
     p.add_argument("--concurrency", type=int, default=8, help="parts uploaded at once (default 8)")
@@ -99,6 +102,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--part-size-mib must be at least 5 (S3's smallest part)")
     if not 1 <= args.concurrency <= 64:
         p.error("--concurrency must be from 1 to 64")
+    if args.family is not None and not FAMILY.match(args.family):
+        p.error(f"--family {args.family!r}: must be like a model id's first part (lowercase letters, digits, "
+                "'.', '_', '-'; e.g. sdxl)")
     return args
 
 
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         entry = uploader.upload(client, args.bucket, plan, part_size=args.part_size_mib * MiB,
                                 concurrency=args.concurrency, progress=progress, manifest_key=args.manifest_key,
-                                source=args.source)
+                                source=args.source, family=args.family)
     except ModelStoreError as exc:
         print(f"model_upload: {exc}", file=sys.stderr)
         return 1

@@ -209,6 +209,14 @@ class ApiApp:
         source, models = self.models.list_models()
         return Response(200, {"source": source, "models": models})
 
+    def _lora_catalog(self, body: Any) -> dict[str, dict[str, Any]] | None:
+        """The model catalog (id -> GET /v1/models entry) the job's LoRAs are checked against (issue 40): read when
+        the job names LoRAs or the fleet enforces known models (then ``model`` must not be a LoRA)."""
+        inputs = body.get("inputs") if isinstance(body, dict) else None
+        if not (self.options.enforce_known_models or (isinstance(inputs, dict) and inputs.get("loras"))):
+            return None
+        return {m["id"]: m for m in self.models.list_models()[1]}
+
     def create_job(self, req: Request) -> Response:
         principal = self._principal(req)
         self._rate_limit(principal)
@@ -222,7 +230,7 @@ class ApiApp:
         if self.options.enforce_known_models:
             known = {m["id"] for m in self.models.list_models()[1]} or None
         spec = validate_job(body, allow_loopback=self.options.allow_loopback, known_models=known,
-                            served_tasks=self.options.served_tasks or None)
+                            served_tasks=self.options.served_tasks or None, model_catalog=self._lora_catalog(body))
         warning = self._check_workflow(spec)
         record = new_record(spec, owner=principal.id, now=self._clock())
         self._check_message_size(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=record["created_at"]))

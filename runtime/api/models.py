@@ -48,7 +48,8 @@ class ManifestModels:
             log.warning("model manifest unavailable, listing configured hot models: %s", exc)
             return StaticModels(sorted(self.hot)).list_models()
         models = [{"id": mid, "kind": entry.kind, "version": entry.version, "size_bytes": entry.total_size,
-                   "hot": mid in self.hot} for mid, entry in sorted(manifest.models.items())]
+                   "hot": mid in self.hot, **({"family": entry.family} if entry.family else {})}
+                  for mid, entry in sorted(manifest.models.items())]
         with self._lock:
             self._cached = (time.monotonic(), models)
         return "manifest", models

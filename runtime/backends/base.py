@@ -75,6 +75,16 @@ class BackendResult:
     metadata: dict[str, Any] = field(default_factory=dict)  # merged into the job record's outputs metadata
 
 
+@dataclass(frozen=True)
+class ExtraModel:
+    """A model file a job needs beyond its model (a LoRA, a file a workflow's loader node names), made local by
+    the agent from the model cache and pinned for the run (runtime.jobs.extra_models, runtime.worker.extra_models).
+    """
+
+    path: Path  # the local weights file (or folder) in the model cache
+    kind: str  # the model store's kind: lora, checkpoint, vae, controlnet... (runtime.model_store.layout)
+
+
 @dataclass
 class JobContext:
     """What a backend needs to run one job.
@@ -86,6 +96,9 @@ class JobContext:
     job_id: str
     job: JobSpec  # model, task, inputs (the task's model from runtime.jobs.models), webhook
     model_path: Path | None = None  # local file (or directory) of the job's model, from the model cache
+    # store id -> ExtraModel for every id of runtime.jobs.extra_models.extra_model_ids(job), from the model cache
+    # (pinned until the run ends); empty where the agent has no model cache or the backend uses no model files
+    extra_models: dict[str, ExtraModel] = field(default_factory=dict)
     input_images: dict[str, bytes] = field(default_factory=dict)  # name -> bytes, fetched and checked by the agent
     cancel: threading.Event = field(default_factory=threading.Event)
     # The job's time limit counts from when the backend starts executing this attempt's work (``executing``), not

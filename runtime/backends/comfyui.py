@@ -61,6 +61,7 @@ from runtime.backends.base import (
     JobInterrupted,
     OutputFile,
 )
+from runtime.backends.comfyui_extra import lora_names, with_loras
 from runtime.backends.comfyui_video import VideoModel, video_info, video_workflow
 from runtime.jobs.models import Img2ImgInputs, Txt2ImgInputs, Txt2VideoInputs, WorkflowInputs
 
@@ -268,6 +269,9 @@ class ComfyUIBackend(Backend):
             _require_file_writer(workflow)
             return workflow, inputs.seed
         if isinstance(inputs, Txt2VideoInputs):
+            if inputs.loras:
+                raise JobInputError("LoRAs on ComfyUI's default video graph are not supported yet: send the job "
+                                    "without inputs.loras, or as a comfyui-workflow with its own LoRA nodes")
             if self._video is None:
                 raise JobInputError(f"model {ctx.job.model!r} is not a ComfyUI video model (a folder of "
                                     "diffusion_models/, text_encoders/ and vae/): it cannot run a video task")
@@ -276,7 +280,8 @@ class ComfyUIBackend(Backend):
         if not self._ckpt_name:
             raise JobInputError("no workflow given and no model loaded for the default workflow")
         seed = ctx.seed()
-        return default_workflow(ctx.image_inputs(), seed, self._ckpt_name, uploaded.get("image")), seed
+        workflow = default_workflow(ctx.image_inputs(), seed, self._ckpt_name, uploaded.get("image"))
+        return with_loras(workflow, lora_names(ctx, self.model_dir.parent)), seed  # issue 40: LoraLoader nodes
 
     def _upload_inputs(self, ctx: JobContext, prompt_id: str, files: list[str]) -> dict[str, str]:
         """Upload the job's images; returns input name -> name ComfyUI stored it under."""

@@ -34,6 +34,7 @@ from runtime.backends.base import (
 )
 from runtime.backends.diffusers_batch import JobArgs, call_arguments, chunks, job_args, split
 from runtime.backends.diffusers_compile import CacheStore, CompileCache, CompileKey, DirectoryStore, S3Store
+from runtime.backends.diffusers_lora import Adapters, LoraSet, lora_set
 from runtime.backends.diffusers_options import DiffusersOptions
 from runtime.backends.diffusers_ram import HostRamTier, NoRamTier, architecture, restore_into, snapshot
 from runtime.jobs.models import Img2VideoInputs, Txt2VideoInputs
@@ -82,6 +83,7 @@ class DiffusersBackend(Backend):
         self._model: tuple[str, Path] | None = None
         self.resident: Resident | None = None
         self.loads = {"disk": 0, "ram": 0}
+        self.adapters = Adapters(self._ram)  # the LoRAs on the resident pipeline (runtime.backends.diffusers_lora)
 
     def _torch_generator(self, seed: int) -> Any:
         import torch
@@ -143,7 +145,8 @@ class DiffusersBackend(Backend):
 
     def batch_key(self, ctx: JobContext) -> tuple[Any, ...] | None:
         """Jobs with equal keys can share one pipeline call (the agent's dynamic batching): same model, task,
-        size, steps, guidance, strength and scheduler; a video runs alone. An invalid input raises JobInputError."""
+        size, steps, guidance, strength, scheduler and LoRAs with their weights; a video runs alone. An invalid
+        input raises JobInputError."""
         if ctx.task in VIDEO_TASKS:
             return None
         return (ctx.model, ctx.task, self._job_args(ctx).compat)
@@ -213,6 +216,7 @@ class DiffusersBackend(Backend):
         args = self._call_arguments(jobs)
         if self.resident is not None and self._factory is None:
             pipe.scheduler = loading.make_scheduler(self.resident.scheduler, jobs[0].scheduler)
+            self._apply_loras(pipe, jobs[0].loras, ctxs)
 
         on_step_end = _step_check(ctxs, self.name)
         started = time.monotonic()
@@ -268,6 +272,7 @@ class DiffusersBackend(Backend):
         ctx.check_before_submit()
         if self.resident is not None and self._factory is None:
             pipe.scheduler = loading.make_scheduler(self.resident.scheduler, inputs.scheduler)
+            self._apply_loras(pipe, lora_set(inputs.loras), [ctx])
 
         on_step_end = _step_check([ctx], self.name)  # a cancel, or the time limit (issue 34), at the next step
         started = time.monotonic()
@@ -289,6 +294,14 @@ class DiffusersBackend(Backend):
                       "width": inputs.width, "height": inputs.height, "steps": inputs.steps,
                       "frames": encoded.frames, "fps": encoded.fps,
                       "pipeline_seconds": round(time.monotonic() - started, 3)})
+
+    def _apply_loras(self, pipe: Any, loras: LoraSet, ctxs: Sequence[JobContext]) -> None:
+        """The call's LoRAs on the resident base (runtime.backends.diffusers_lora): adapters on the eager UNet."""
+        files = {model_id: extra for ctx in ctxs for model_id, extra in ctx.extra_models.items()}
+        try:
+            self.adapters.apply(pipe, loras, files)
+        except (OSError, RuntimeError, TypeError) as exc:
+            raise BackendError(f"{self.name} could not apply LoRAs {[m for m, _ in loras]}: {exc}") from exc
 
     # -- pipelines -----------------------------------------------------------------------------------
     def _pipeline(self, task: str, width: int, height: int, images: int) -> Any:
@@ -327,6 +340,8 @@ class DiffusersBackend(Backend):
         current = self.resident
         if current is not None and current.model_id == model_id:
             return current
+        if current is not None:
+            self.adapters.unload(current.pipe)  # the base's own modules back before its weights move
         if current is not None and self._switch_through_ram(current, model_id):
             return current
         self.resident = None

@@ -1,9 +1,11 @@
 """Job inputs -> diffusers call arguments, for one job or several compatible jobs run as one batch.
 
-Jobs are compatible when one pipeline call can serve them all: same task, size, steps, guidance and
-(img2img) strength. Each job keeps its own prompt, negative prompt, seed and outputs: image ``i`` of a job
-is always drawn from its own generator seeded ``seed + i``, alone or in a batch, so a job's images do not
-depend on what it was batched with (up to floating-point differences of batched kernels).
+Jobs are compatible when one pipeline call can serve them all: same task, size, steps, guidance,
+(img2img) strength and LoRA set with its weights (a call applies one set of adapters to every image, so
+one job's LoRA never reaches another job's images). Each job keeps its own prompt, negative prompt, seed
+and outputs: image ``i`` of a job is always drawn from its own generator seeded ``seed + i``, alone or in a
+batch, so a job's images do not depend on what it was batched with (up to floating-point differences of
+batched kernels).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.backends.base import JobContext, JobInputError
+from runtime.backends.diffusers_lora import LoraSet, lora_set
 from runtime.jobs.models import Img2ImgInputs
 
 
@@ -30,12 +33,13 @@ class JobArgs:
     strength: float | None  # img2img only
     image: Any = None  # PIL image for img2img
     scheduler: str | None = None  # the job's sampler name (diffusers_loading.SCHEDULERS); None: the model's own
+    loras: LoraSet = ()  # the job's LoRAs, (store id, weight) sorted (runtime.backends.diffusers_lora)
 
     @property
     def compat(self) -> tuple[Any, ...]:
         """Jobs with equal keys can share one pipeline call."""
         return (self.image is not None, self.width, self.height, self.steps, self.guidance, self.strength,
-                self.scheduler)
+                self.scheduler, self.loras)
 
 
 def job_args(ctx: JobContext) -> JobArgs:
@@ -61,14 +65,16 @@ def job_args(ctx: JobContext) -> JobArgs:
                                 "step for the diffusers img2img pipeline; raise either")
     return JobArgs(prompt=inputs.prompt, negative_prompt=inputs.negative_prompt, seed=ctx.seed(),
                    count=inputs.num_outputs, width=width, height=height, steps=inputs.steps,
-                   guidance=inputs.guidance, strength=strength, image=image, scheduler=inputs.scheduler)
+                   guidance=inputs.guidance, strength=strength, image=image, scheduler=inputs.scheduler,
+                   loras=lora_set(inputs.loras))
 
 
 def call_arguments(jobs: Sequence[JobArgs], generator: Callable[[int], Any]) -> dict[str, Any]:
     """One pipeline call for compatible ``jobs``: prompts, negatives and generators flattened per image."""
     first = jobs[0]
     if any(job.compat != first.compat for job in jobs):
-        raise JobInputError("jobs of one batch must share task, size, steps, guidance, strength and scheduler")
+        raise JobInputError("jobs of one batch must share task, size, steps, guidance, strength, scheduler and "
+                            "LoRAs")
     args: dict[str, Any] = {
         "prompt": [job.prompt for job in jobs for _ in range(job.count)],
         "negative_prompt": [job.negative_prompt for job in jobs for _ in range(job.count)],

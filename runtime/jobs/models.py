@@ -42,6 +42,8 @@ MAX_INLINE_IMAGE_CHARS = 150_000
 MAX_WORKFLOW_BYTES = 200_000
 MAX_WORKFLOW_IMAGES = 8
 MAX_URL_CHARS = 2048
+MAX_LORAS = 4  # LoRAs of one job (issue 40): each is a file the worker fetches and an adapter on the base
+MIN_LORA_WEIGHT, MAX_LORA_WEIGHT = -2.0, 2.0
 _DATA_URI = re.compile(r"^data:image/(png|jpeg|webp);base64,([A-Za-z0-9+/=\r\n]*)$")
 
 
@@ -134,7 +136,36 @@ class _Inputs(BaseModel):
         for optional in ("scheduler", "mask", "images"):
             if out.get(optional) is None:
                 out.pop(optional, None)
+        if "loras" in out:  # no LoRA: left out, so a job without one reads (and fingerprints) as before
+            out["loras"] = list(out["loras"])
+            if not out["loras"]:
+                del out["loras"]
         return out
+
+
+class LoraRef(BaseModel):
+    """One LoRA of a job (issue 40): a model-store id of kind ``lora`` and the weight it is applied with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Annotated[str, Field(strict=True, pattern=MODEL_ID.pattern, description=(
+        "model-store id of a LoRA whose base family is the job's model's (see GET /v1/models)"))]
+    weight: Annotated[Number, Field(ge=MIN_LORA_WEIGHT, le=MAX_LORA_WEIGHT, description=(
+        "scale the adapter is applied with; 1.0 is its full strength"))] = 1.0
+
+
+def _distinct_loras(loras: tuple[LoraRef, ...]) -> tuple[LoraRef, ...]:
+    seen: set[str] = set()
+    for lora in loras:
+        if lora.model in seen:
+            raise PydanticCustomError("duplicate", f"names LoRA {lora.model!r} twice; give each LoRA once, with "
+                                                   "the sum of its weights")
+        seen.add(lora.model)
+    return loras
+
+
+Loras = Annotated[tuple[LoraRef, ...], Field(max_length=MAX_LORAS, description=(
+    f"LoRAs applied to the job's model, at most {MAX_LORAS}, each once")), AfterValidator(_distinct_loras)]
 
 
 class Txt2ImgInputs(_Inputs):
@@ -147,6 +178,7 @@ class Txt2ImgInputs(_Inputs):
     seed: Seed = None
     num_outputs: Annotated[Int, Field(ge=1, le=MAX_OUTPUTS)] = 1
     scheduler: Annotated[str, Field(strict=True, pattern=SCHEDULER.pattern)] | None = None
+    loras: Loras = ()
 
     def with_seed(self, rng: random.Random | None = None) -> Self:
         """These inputs with a null ``seed`` drawn at random ("null: random"); unchanged when it is set."""

@@ -50,6 +50,7 @@ from typing import Any
 from pydantic import ValidationError as PydanticValidationError
 
 from runtime.jobs.errors import Problem, ValidationError
+from runtime.jobs.loras import lora_problems
 from runtime.jobs.models import (
     DEFAULT_WEBHOOK_EVENTS,
     TASK_INPUTS,
@@ -148,12 +149,15 @@ def _served_task(task: str | None, served_tasks: Collection[str] | None) -> list
 
 
 def validate_job(body: Any, allow_loopback: bool = False, known_models: Collection[str] | None = None,
-                 served_tasks: Collection[str] | None = None) -> dict[str, Any]:
+                 served_tasks: Collection[str] | None = None,
+                 model_catalog: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Check a decoded request body; return the normalized spec or raise ``ValidationError``.
 
     The rules are the pydantic models of ``runtime.jobs.models`` (the OpenAPI document is generated from
     them). ``known_models`` (optional) restricts ``model`` to the models the fleet serves, ``served_tasks``
-    (optional) ``task`` to the tasks its backend serves (``runtime.backends.base.CATALOG``).
+    (optional) ``task`` to the tasks its backend serves (``runtime.backends.base.CATALOG``). ``model_catalog``
+    (optional, id -> ``GET /v1/models`` entry) checks the job's LoRAs and that ``model`` is not one
+    (runtime.jobs.loras).
     ``allow_loopback`` admits loopback webhook and image URLs (local mode only).
     """
     if not isinstance(body, dict):
@@ -184,6 +188,7 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
             problems += _problems(exc, "inputs")
     problems += _known_model(envelope.model if envelope else None, known_models)
     problems += _served_task(envelope.task if envelope else None, served_tasks)
+    problems += lora_problems(envelope.model if envelope else None, normalized.get("loras", []), model_catalog)
     if problems or envelope is None:
         raise ValidationError(problems)
     events = [e for e in WEBHOOK_EVENTS if e in envelope.webhook_events_filter]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from runtime.model_store.layout import (
 )
 
 log = logging.getLogger(__name__)
+FAMILY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")  # a model id's first part (runtime.model_ids)
 _SHA256_HEX = frozenset("0123456789abcdef")
 _RACE_ERRORS = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 
@@ -79,9 +81,13 @@ class ModelEntry:
     files: tuple[ModelFile, ...]
     uploaded_at: str
     source: str | None = None
+    family: str | None = None  # the base family a LoRA applies to (or a model belongs to); None: its id's prefix
 
     def __post_init__(self) -> None:
         validate_model_id(self.model_id)
+        if self.family is not None and not FAMILY.match(self.family):
+            raise ManifestError(f"model {self.model_id}: family {self.family!r} must be like a model id's first "
+                                "part (lowercase letters, digits, '.', '_', '-'; e.g. sdxl)")
         validate_kind(self.kind)
         validate_version(self.version)
         if not self.files:
@@ -102,6 +108,8 @@ class ModelEntry:
                                "uploaded_at": self.uploaded_at}
         if self.source:
             out["source"] = self.source
+        if self.family:
+            out["family"] = self.family
         return out
 
     @classmethod
@@ -115,7 +123,8 @@ class ModelEntry:
         try:
             return cls(model_id=model_id, kind=data.get("kind"), version=data.get("version"),
                        files=tuple(ModelFile.from_dict(f, f"{where}.files[{i}]") for i, f in enumerate(files)),
-                       uploaded_at=str(data.get("uploaded_at", "")), source=data.get("source"))
+                       uploaded_at=str(data.get("uploaded_at", "")), source=data.get("source"),
+                       family=data.get("family"))
         except ValueError as exc:
             if isinstance(exc, ManifestError):
                 raise

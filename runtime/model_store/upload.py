@@ -123,13 +123,14 @@ def transfer_config(size: int, part_size: int, concurrency: int) -> TransferConf
 
 def upload(s3_client: Any, bucket: str, upload_plan: UploadPlan, *, part_size: int = 64 * MiB,
            concurrency: int = 8, progress: Progress | None = None, manifest_key: str | None = None,
-           source: str | None = None) -> ModelEntry:
+           source: str | None = None, family: str | None = None) -> ModelEntry:
     """Upload every planned file (skipping identical ones already there) and register the model."""
     progress = progress or _Silent()
     for planned in upload_plan.files:
         _upload_one(s3_client, bucket, planned, part_size, concurrency, progress)
     entry = ModelEntry(model_id=upload_plan.model_id, kind=upload_plan.kind, version=upload_plan.version,
-                       files=tuple(p.file for p in upload_plan.files), uploaded_at=utc_now(), source=source)
+                       files=tuple(p.file for p in upload_plan.files), uploaded_at=utc_now(), source=source,
+                       family=family)
     store = ManifestStore(s3_client, bucket, **({"key": manifest_key} if manifest_key else {}))
     store.register(entry)
     log.info("registered %s version %s (%d files, %d bytes)", entry.model_id, entry.version, len(entry.files),

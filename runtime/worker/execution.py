@@ -5,7 +5,8 @@ to the same path. Per call, in order::
 
     stop check      claimed ahead of a stop or a notice: every job is interrupted (handed back, uncounted)
     model switch    the backend's model noted (affinity hook, switch metric); scale-in protection on
-    per job         seed, checkpoint, inputs (prefetched or fetched), model from the local cache
+    per job         seed, checkpoint, inputs (prefetched or fetched), model and extra model files (LoRAs...)
+                    from the local cache, pinned until the call ends (runtime.worker.extra_models)
     model           backend.load_model once for the call; a checkpoint per job (canceled ones drop out)
     call            on_run (run markers, claim-ahead); backend.run (one job) or backend.run_batch (several);
                     a job whose batch call failed as a whole runs again alone, once; on_ran per job
@@ -29,6 +30,7 @@ from runtime.backends.base import BackendError, BackendResult, BackendUnavailabl
 from runtime.model_cache import ModelCache
 from runtime.worker.backend_supervisor import BackendSupervisor
 from runtime.worker.checkpoint import FRESH_S, Checkpoint
+from runtime.worker.extra_models import pin_extra_models
 from runtime.worker.inputs import ImageFetcher
 from runtime.worker.lifecycle import Lifecycle
 from runtime.worker.metrics import Metrics
@@ -133,6 +135,7 @@ class Executor:
             load_ms = cached.load_ms + (prepared.model_ms if prepared is not None else 0.0)
             self._metrics.count(m.MODEL_CACHE_HITS if job.cache_hit else m.MODEL_CACHE_MISSES, model=ctx.model,
                                 job_id=ctx.job_id, load_ms=load_ms)
+        ctx.extra_models = pin_extra_models(self._cache, ctx.job, models)
         job.timings["model_load_ms"] = _ms(t)
 
     # -- the call --------------------------------------------------------------------------------------

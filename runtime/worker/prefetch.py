@@ -2,9 +2,10 @@
 
 A thread keeps up to ``capacity`` received messages ready; dynamic batching (runtime.worker.batching) takes
 several compatible ones at once with ``take_matching``. For each it fetches the input images and makes the
-model local (model cache) ahead of time. What it holds is only *received*: the job's attempt is not
-started in the record until the agent is about to run it (runtime.worker.claims), so a prefetched
-job counts no attempt and shows "queued" to its client.
+model and the job's extra model files (LoRAs: runtime.worker.extra_models) local (model cache) ahead of
+time. What it holds is only *received*: the job's attempt is not started in the record until the agent is
+about to run it (runtime.worker.claims), so a prefetched job counts no attempt and shows "queued" to its
+client.
 
 Guarantees kept for held messages:
 
@@ -34,6 +35,7 @@ from typing import Any
 
 from runtime.jobs.schema import JobSpec
 from runtime.queues.base import JobQueueConsumer, QueueError, ReceivedJob
+from runtime.worker.extra_models import fetch_extra_models
 from runtime.worker.inputs import read_job
 
 log = logging.getLogger(__name__)
@@ -197,6 +199,8 @@ class Prefetcher:
             t = time.monotonic()
             try:
                 item.model_hit = getattr(self.prepare_model(str(model)), "hit", None)
+                if item.job is not None:
+                    fetch_extra_models(self.prepare_model, item.job)  # LoRAs...: local before the run too
             except Exception as exc:  # noqa: BLE001 - the attempt loads it again and settles a failure
                 log.info("prefetch of model %s failed (the job loads it itself): %s", model, exc)
             item.model_ms = round((time.monotonic() - t) * 1000, 1)

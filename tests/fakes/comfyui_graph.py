@@ -46,6 +46,7 @@ NODES: dict[str, NodeSpec] = {
     "VAEDecode": NodeSpec(("samples", "vae")),
     "VAEEncode": NodeSpec(("pixels", "vae")),
     "LoadImage": NodeSpec(("image",)),
+    "LoraLoader": NodeSpec(("model", "clip", "lora_name", "strength_model", "strength_clip")),  # nodes.py
     "EmptyImage": NodeSpec(("width", "height", "batch_size", "color")),
     "ImageInvert": NodeSpec(("image",)),
     "SaveImage": NodeSpec(("images", "filename_prefix"), output=True, saves="output"),

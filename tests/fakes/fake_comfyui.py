@@ -168,7 +168,8 @@ class FakeComfyUI(FakeServer):
         models = self.models_dir.parent  # <root>/models/<kind>: folder_paths' model folders
         folder = {("CheckpointLoaderSimple", "ckpt_name"): self.models_dir, ("LoadImage", "image"): self.input_dir,
                   ("UNETLoader", "unet_name"): models / "diffusion_models",
-                  ("CLIPLoader", "clip_name"): models / "text_encoders", ("VAELoader", "vae_name"): models / "vae"}
+                  ("CLIPLoader", "clip_name"): models / "text_encoders", ("VAELoader", "vae_name"): models / "vae",
+                  ("LoraLoader", "lora_name"): models / "loras"}
         path = folder.get((cls, name))
         if path is None:
             return COMBOS.get((cls, name))

@@ -1,0 +1,75 @@
+"""A job's extra model files in ComfyUI (issue 40): linked into ComfyUI's model folder for their kind, and the
+default graph's LoraLoader nodes.
+
+``link_extra_model`` places a file the agent fetched (``JobContext.extra_models``: the model cache keeps it
+pinned for the run) in ``<models>/<folder of its kind>/`` as a symlink named after its store id
+(``sd15/pix`` -> ``sd15--pix.safetensors``), the name a loader node's list offers. ``with_loras`` chains one
+``LoraLoader`` per LoRA between the checkpoint loader and its users (ComfyUI nodes.py ``LoraLoader``: inputs
+``model``, ``clip``, ``lora_name``, ``strength_model``, ``strength_clip``; outputs MODEL, CLIP; read at ComfyUI
+0.3.64): the sampler's model and the text encoders' clip come from the last one. A LoRA's weight is both its
+strengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runtime.backends import _http
+from runtime.backends.base import ExtraModel, JobContext, JobInputError
+
+# Model-store kind -> ComfyUI's models folder (folder_paths; runtime.instance_contract.COMFYUI_MODEL_FOLDERS).
+KIND_FOLDERS = {"checkpoint": "checkpoints", "lora": "loras", "vae": "vae", "clip": "clip",
+                "controlnet": "controlnet", "upscaler": "upscale_models", "embedding": "embeddings"}
+
+
+def link_extra_model(models_root: Path, model_id: str, extra: ExtraModel) -> str:
+    """Link the fetched file of ``model_id`` into ``models_root/<its kind's folder>``; return the name loader nodes
+    use. A folder entry must hold one weights file."""
+    folder = KIND_FOLDERS.get(extra.kind)
+    if folder is None:
+        raise JobInputError(f"{model_id} is a {extra.kind}: ComfyUI has no model folder for that kind")
+    source = extra.path
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.suffix in (".safetensors", ".ckpt", ".pt", ".pth", ".bin"))
+        if len(files) != 1:
+            raise JobInputError(f"{model_id}: its cache entry holds {len(files)} weights files; upload one")
+        source = files[0]
+    return _http.link_model(source, models_root / folder, model_id.replace("/", "--") + source.suffix)
+
+
+def lora_names(ctx: JobContext, models_root: Path) -> list[tuple[str, float]]:
+    """(file name in ``loras/``, weight) of each of the job's LoRAs, linked; in the job's order."""
+    out = []
+    for lora in getattr(ctx.job.inputs, "loras", ()):
+        extra = ctx.extra_models.get(lora.model)
+        if extra is None:
+            raise JobInputError(f"LoRA {lora.model} has no local file on this worker (the agent fetches LoRAs "
+                                "through its model cache: the agent config needs model_cache.store_bucket)")
+        if extra.kind != "lora":
+            raise JobInputError(f"inputs.loras: {lora.model} is a {extra.kind} in the model store, not a LoRA")
+        out.append((link_extra_model(models_root, lora.model, extra), float(lora.weight)))
+    return out
+
+
+def with_loras(workflow: dict[str, Any], loras: Sequence[tuple[str, float]], loader: str = "4") -> dict[str, Any]:
+    """``workflow`` with a LoraLoader chain after the checkpoint loader node ``loader``: every link to its MODEL
+    (output 0) or CLIP (output 1) now comes from the last LoraLoader."""
+    if not loras:
+        return workflow
+    model, clip = [loader, 0], [loader, 1]
+    for i, (name, weight) in enumerate(loras):
+        node_id = f"lora{i}"
+        workflow[node_id] = {"class_type": "LoraLoader", "inputs": {
+            "model": model, "clip": clip, "lora_name": name, "strength_model": weight, "strength_clip": weight}}
+        model, clip = [node_id, 0], [node_id, 1]
+    for node_id, node in workflow.items():
+        if node_id.startswith("lora"):
+            continue
+        for key, value in node["inputs"].items():
+            if value == [loader, 0]:
+                node["inputs"][key] = model
+            elif value == [loader, 1]:
+                node["inputs"][key] = clip
+    return workflow
