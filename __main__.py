@@ -46,18 +46,20 @@ queue = RequestQueue("queue", RequestQueueArgs(
     stack=stack, queue=cfg.queue, storage=cfg.storage, max_workers=cfg.cluster.max_size,
     vpc_id=network.vpc_id, subnet_ids=network.private_subnet_ids,
 ), opts=opts)
-api = Api("api", ApiArgs(
-    stack=stack, api=cfg.api, storage=cfg.storage, job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
-    queue=queue.endpoint, average_job_seconds=cfg.cluster.average_job_seconds, hot_models=cfg.cluster.hot_models,
-    model_groups=cfg.queue.model_groups, model_bucket_name=models.bucket_name, model_bucket_arn=models.bucket_arn,
-    tasks=served_tasks(cfg.cluster.backend), lora_tasks=lora_tasks(cfg.cluster.backend),
-), opts=opts)
 cluster = InferenceCluster("cluster", InferenceClusterArgs(
     stack=stack, cluster=cfg.cluster, queue_settings=cfg.queue, tags=cfg.tags,
     vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids, queue=queue.endpoint,
     model_store_bucket_name=models.bucket_name, model_store_bucket_arn=models.bucket_arn,
     outputs_bucket_name=outputs.bucket_name, outputs_bucket_arn=outputs.bucket_arn, cdn_domain=outputs.cdn_domain,
     job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
+), opts=opts)
+api = Api("api", ApiArgs(
+    stack=stack, api=cfg.api, storage=cfg.storage, job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
+    queue=queue.endpoint, average_job_seconds=cfg.cluster.average_job_seconds, hot_models=cfg.cluster.hot_models,
+    model_groups=cfg.queue.model_groups, model_bucket_name=models.bucket_name, model_bucket_arn=models.bucket_arn,
+    tasks=served_tasks(cfg.cluster.backend), lora_tasks=lora_tasks(cfg.cluster.backend),
+    # the node catalog of the fleet's image (issue 41): the cluster's own AMI lookup
+    comfyui_image=(cfg.cluster.flavor, cluster.ami_id) if cfg.cluster.backend == "comfyui" else None,
 ), opts=opts)
 # Dead letters and dead workers end final; webhooks come from the table's stream, never from a worker.
 # The webhook secret is a SecureString the operator creates once per environment (README: "Webhook signing secret").

@@ -33,6 +33,7 @@ from components.function_policy import policy_json
 from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint
 from runtime.api.environment import ApiConfig, AuthorizerConfig
 from runtime.jobs.store import OWNER_INDEX
+from runtime.node_catalog import catalog_location
 from runtime.queue_names import KAFKA_TOPIC
 
 PUBLIC_ROUTES = ("GET /v1/health",)
@@ -86,6 +87,12 @@ class ApiArgs:
     model_bucket_arn: pulumi.Input[str] | None = None
     """Model store bucket ARN (read access to the manifest only)."""
 
+    comfyui_image: tuple[str, pulumi.Input[str]] | None = None
+    """(flavour, image id) of the fleet's AMI when its backend is ComfyUI (``InferenceCluster.ami_id``: the one
+    lookup the launch templates use): the API checks comfyui-workflow jobs against that image's node catalog, stored
+    by ``make ami`` at ``runtime.node_catalog.catalog_location`` (docs/amis.md "Node catalog"), and may read that one
+    object. None: no catalog (workflows are accepted with a Warning header)."""
+
     kafka_layer_dir: str | None = None
     """Pre-built layer directory (``python/...``) for Kafka; default: ``.build/lambda/kafka-layer``."""
 
@@ -105,6 +112,7 @@ class Api(pulumi.ComponentResource):
         self._account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
         self._param_arn = self._account.apply(
             lambda acct: f"arn:aws:ssm:{stack.region}:{acct}:parameter{self.api_keys_prefix}/*")
+        self._node_catalog = self._node_catalog_location()
         code = lambda_package.api_code_archive()
         handler_fn, handler_log = self._create_function(
             "handler", "runtime.api.handler.lambda_handler", code, self._handler_statements(), 512,
@@ -146,7 +154,17 @@ class Api(pulumi.ComponentResource):
             model_bucket=a.model_bucket_name, average_job_seconds=a.average_job_seconds,
             max_wait_seconds=settings.max_wait_seconds, model_groups=a.model_groups, tasks=tuple(a.tasks),
             lora_tasks=None if a.lora_tasks is None else tuple(a.lora_tasks),
+            node_catalog=self._node_catalog and self._node_catalog.apply(lambda loc: f"s3://{loc[0]}/{loc[1]}"),
         ).to_env()
+
+    def _node_catalog_location(self) -> pulumi.Output[tuple[str, str]] | None:
+        """(bucket, key) of the node catalog of the image the fleet runs (issue 41); None without ComfyUI."""
+        if self._args.comfyui_image is None:
+            return None
+        flavor, image_id = self._args.comfyui_image
+        region = self._args.stack.region
+        return pulumi.Output.all(self._account, image_id).apply(
+            lambda v: catalog_location(v[0], region, flavor, v[1]))
 
     def _handler_statements(self) -> list[dict[str, pulumi.Input]]:
         a = self._args
@@ -174,6 +192,9 @@ class Api(pulumi.ComponentResource):
         if a.model_bucket_arn is not None:
             statements.append({"sid": "ModelManifest", "actions": ["s3:GetObject"],
                                "resources": [pulumi.Output.concat(a.model_bucket_arn, "/manifest.json")]})
+        if self._node_catalog is not None:  # the one catalog object of the fleet's image, nothing else there
+            statements.append({"sid": "NodeCatalog", "actions": ["s3:GetObject"], "resources": [
+                self._node_catalog.apply(lambda loc: f"arn:aws:s3:::{loc[0]}/{loc[1]}")]})
         return statements
 
     # --- functions -------------------------------------------------------------------------------

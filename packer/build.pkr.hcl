@@ -113,6 +113,26 @@ build {
     only            = ["amazon-ebs.cuda"]
   }
 
+  // Custom node packs (pinned) and the node catalog recorded from ComfyUI's /object_info (docs/amis.md).
+  provisioner "shell" {
+    script = "${path.root}/scripts/install-comfyui-nodes.sh"
+    environment_vars = [
+      "COMFYUI_CUSTOM_NODES=${jsonencode(var.comfyui_custom_nodes)}",
+      "FILES_DIR=${local.stage_dir}/files",
+      "CATALOG_COPY=${local.stage_dir}/node-catalog.json",
+    ]
+    execute_command = local.sudo_execute
+    only            = ["amazon-ebs.cuda"]
+  }
+
+  // The catalog comes back to the machine running the build: genai-ami publishes it beside the AMI id.
+  provisioner "file" {
+    direction   = "download"
+    source      = "${local.stage_dir}/node-catalog.json"
+    destination = "${path.root}/node-catalog-cuda.json"
+    only        = ["amazon-ebs.cuda"]
+  }
+
   provisioner "shell" {
     script = "${path.root}/scripts/install-a1111.sh"
     environment_vars = [

@@ -118,6 +118,32 @@ variable "comfyui_version" {
   }
 }
 
+variable "comfyui_custom_nodes" {
+  type = list(object({
+    name       = string
+    repository = string
+    commit     = string
+  }))
+  description = "Custom node packs installed into ComfyUI on the CUDA AMI: custom_nodes/<name> from a git repository at a full commit id."
+  default     = []
+  validation {
+    condition     = alltrue([for p in var.comfyui_custom_nodes : can(regex("^[0-9a-f]{40}$", p.commit))])
+    error_message = "Each comfyui_custom_nodes entry's commit must be a full 40-hex-digit commit id (a tag or branch can move)."
+  }
+  validation {
+    condition     = alltrue([for p in var.comfyui_custom_nodes : can(regex("^[A-Za-z0-9][A-Za-z0-9_.-]*$", p.name))])
+    error_message = "Each comfyui_custom_nodes entry's name must be a folder name: letters, digits, '.', '_', '-'."
+  }
+  validation {
+    condition     = alltrue([for p in var.comfyui_custom_nodes : can(regex("^(https://|file://|/)", p.repository))])
+    error_message = "Each comfyui_custom_nodes entry's repository must be an https:// URL (or a local path / file:// URL for tests)."
+  }
+  validation {
+    condition     = length(distinct([for p in var.comfyui_custom_nodes : p.name])) == length(var.comfyui_custom_nodes)
+    error_message = "The comfyui_custom_nodes names must be unique: each is a folder under custom_nodes/."
+  }
+}
+
 variable "install_a1111" {
   type        = bool
   description = "Also install the AUTOMATIC1111 WebUI (API only, 127.0.0.1:7860) on the CUDA AMI."

@@ -116,6 +116,8 @@ COMFYUI = BackendInstall("comfyui", "comfyui.service", "/opt/comfyui", f"{STATE_
 A1111 = BackendInstall("a1111", "a1111.service", "/opt/a1111", f"{STATE_DIR}/a1111", 7860, CHECKPOINTS_DIR)
 HTTP_BACKENDS = {b.name: b for b in (COMFYUI, A1111)}
 COMFYUI_EXTRA_MODEL_PATHS = f"{CONFIG_DIR}/comfyui-extra-model-paths.yaml"
+# The image's ComfyUI node catalog (runtime/node_catalog.py), recorded by install-comfyui-nodes.sh at AMI build
+COMFYUI_NODE_CATALOG = f"{CONFIG_DIR}/comfyui-node-catalog.json"
 
 # What the agent config names as its restart command: request, then wait until the restart unit removed the
 # request (systemctl restart returns once the new process runs); the agent bounds the wait.
@@ -143,7 +145,7 @@ def env() -> dict[str, str]:
         "BACKEND_RESTART_PATH_UNIT": BACKEND_RESTART_PATH_UNIT,
         "BACKEND_UNITS": " ".join(b.unit for b in HTTP_BACKENDS.values()),
         "AGENT_WRITABLE": " ".join(AGENT_WRITABLE), "COMFYUI_EXTRA_MODEL_PATHS": COMFYUI_EXTRA_MODEL_PATHS,
-        "COMFYUI_MODEL_FOLDERS": " ".join(COMFYUI_MODEL_FOLDERS),
+        "COMFYUI_MODEL_FOLDERS": " ".join(COMFYUI_MODEL_FOLDERS), "COMFYUI_NODE_CATALOG": COMFYUI_NODE_CATALOG,
     }
     for b in HTTP_BACKENDS.values():
         key = b.name.upper()
@@ -188,6 +190,8 @@ def table() -> str:
          "install-base.sh; agent links", "ComfyUI extra-model-paths, A1111 `--ckpt-dir`, agent `backend_model_dir`"),
         ("ComfyUI", f"`{COMFYUI.install_dir}`, state `{COMFYUI.state_dir}`, `{COMFYUI.url}`, "
          f"`{COMFYUI_EXTRA_MODEL_PATHS}`", "install-comfyui.sh", f"{COMFYUI.unit}, agent `backend_url`"),
+        ("ComfyUI node catalog", f"`{COMFYUI_NODE_CATALOG}`", "install-comfyui-nodes.sh (AMI build)",
+         "genai-ami (published beside the AMI id), agent (workflow loader files)"),
         ("ComfyUI job files", f"output `{COMFYUI.output_dir}`, input `{COMFYUI.input_dir}`, temp `{COMFYUI.temp_dir}`",
          f"install-comfyui.sh; {COMFYUI.unit} (`--output-directory` ...)",
          "agent `backend_output_dir` / `backend_input_dir` / `backend_temp_dir` (per-attempt clean-up, sweep)"),

@@ -12,8 +12,11 @@
 3. runs ``packer init`` and ``packer build -machine-readable -only=amazon-ebs.<flavor>`` in ``packer/``,
    streaming Packer's messages to stderr and reading the artifact lines;
 4. reads the manifest post-processor's ``packer/manifest.json`` and checks it names the same AMI;
-5. checks the AMI's tags, encryption and IMDSv2 setting (``DescribeImages``), then publishes its id to
-   the SSM parameter ``/genai-fleet/ami/<flavor>/latest`` (``DataType=aws:ec2:image``).
+5. checks the AMI's tags, encryption and IMDSv2 setting (``DescribeImages``); for the CUDA image uploads the
+   ComfyUI node catalog the build recorded (``packer/node-catalog-cuda.json``) beside the AMI id in S3
+   (tools/node_catalog_publish.py); then publishes its id to the SSM parameter
+   ``/genai-fleet/ami/<flavor>/latest`` (``DataType=aws:ec2:image``), so ``latest`` never names an image whose
+   catalog is not there.
 
 The last line on stdout is a JSON summary. Errors raise :class:`AmiBuildError` (exit status 1) with a
 message that says what to do; nothing is published unless every check passed.
@@ -50,6 +53,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKER_DIR = REPO_ROOT / "packer"
 AGENT_DIST_DIR = REPO_ROOT / "build" / "agent"
 MANIFEST_PATH = PACKER_DIR / "manifest.json"
+NODE_CATALOG_PATH = PACKER_DIR / "node-catalog-{flavor}.json"  # packer/build.pkr.hcl's file download
+CATALOG_FLAVORS = ("cuda",)  # the flavours whose image runs ComfyUI
 FLAVORS = ("cuda", "neuron")
 SSM_PARAMETER = "/genai-fleet/ami/{flavor}/latest"
 MIN_PACKER = (1, 10, 0)
@@ -308,6 +313,9 @@ def dry_run(args: argparse.Namespace) -> dict[str, Any]:
             f"(cd {PACKER_DIR} && {' '.join(cmd)})",
             f"read {MANIFEST_PATH}",
             "ec2 describe-images: tags " + ", ".join(REQUIRED_TAGS) + ", encryption, ImdsSupport v2.0",
+            *([f"s3 put-object {NODE_CATALOG_PATH.name.format(flavor=args.flavor)} -> "
+               "s3://genai-fleet-amis-<account>-<region>/node-catalogs/" + args.flavor + "/<ami-id>.json"]
+              if args.flavor in CATALOG_FLAVORS else []),
             f"ssm put-parameter {SSM_PARAMETER.format(flavor=args.flavor)}",
         ],
     }
@@ -347,9 +355,16 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         raise AmiBuildError(f"the build made no AMI in {region}: {manifest.ami_ids}")
     expected = {"Project": "genai-fleet", "Flavor": args.flavor, "GitRevision": revision}
     tags = check_image(session.client("ec2"), ami_id, expected)
+    catalog = None
+    if args.flavor in CATALOG_FLAVORS:
+        from tools.node_catalog_publish import publish_node_catalog
+
+        account = session.client("sts").get_caller_identity()["Account"]
+        catalog = publish_node_catalog(session.client("s3"), account, region, args.flavor, ami_id,
+                                       Path(str(NODE_CATALOG_PATH).format(flavor=args.flavor)), revision)
     parameter = publish_ami(session.client("ssm"), args.flavor, ami_id, tags)
     return {"flavor": args.flavor, "region": region, "ami_id": ami_id, "ssm_parameter": parameter,
-            "version": tags.get("Version"), "git_revision": revision, **checked}
+            "node_catalog": catalog, "version": tags.get("Version"), "git_revision": revision, **checked}
 
 
 def main(argv: list[str] | None = None) -> int:

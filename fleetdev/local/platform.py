@@ -108,6 +108,9 @@ class LocalOptions:
     stop_grace_seconds: float = 10.0
     worker_overrides: dict[str, Any] = field(default_factory=dict)  # extra agent config keys (top level)
     api_env: dict[str, str] = field(default_factory=dict)  # extra GENAI_* variables for the API
+    # A ComfyUI node catalog JSON (runtime/node_catalog.py): stored where make ami puts it, named to the API by
+    # GENAI_NODE_CATALOG, so comfyui-workflow jobs are checked at submit as on a stack (issue 41)
+    node_catalog: str | None = None
     worker_clock_offsets: dict[int, float] = field(default_factory=dict)  # worker index -> wall clock offset (s)
 
 
@@ -158,6 +161,7 @@ class LocalPlatform:
         self.cdn: CdnServer | None = None
         self.resources: bootstrap.LocalResources | None = None
         self.kafka_bootstrap: str | None = None
+        self.node_catalog_uri: str | None = None  # s3:// URI of options.node_catalog once published
         self._kafka_holder: Any = None
         self.workers: list[Worker] = []
         self._env = self._child_env()
@@ -262,8 +266,22 @@ class LocalPlatform:
             upload.upload(self.aws("s3"), self.resources.models_bucket,
                           upload.plan(model.model_id, model.kind, [source]), source=f"local:{model.path}",
                           family=model.family)
+        if o.node_catalog:
+            self._publish_node_catalog(Path(o.node_catalog))
         self.webhook_secret = os.urandom(24).hex()
         self.aws("ssm").put_parameter(Name=WEBHOOK_SECRET_PARAMETER, Value=self.webhook_secret, Type="SecureString")
+
+    def _publish_node_catalog(self, path: Path) -> None:
+        """The catalog at the key make ami gives it (local account and image ids); the bucket is plain here: moto
+        would enforce the real bucket's TLS-only policy against its HTTP endpoint."""
+        from runtime.node_catalog import NodeCatalog, catalog_location
+
+        text = path.read_text()
+        NodeCatalog.from_json(text)  # a bad file fails the start, naming it
+        bucket, key = catalog_location("000000000000", self.options.region, "cuda", "ami-local")
+        self.aws("s3").create_bucket(Bucket=bucket)
+        self.aws("s3").put_object(Bucket=bucket, Key=key, Body=text.encode())
+        self.node_catalog_uri = f"s3://{bucket}/{key}"
 
     def _start_kafka(self) -> None:
         from confluent_kafka import Producer
@@ -290,7 +308,8 @@ class LocalPlatform:
             allow_loopback=True, average_job_seconds=max(0.1, o.test_pattern_delay_seconds),
             model_bucket=res.models_bucket if self.models else None,  # GET /v1/models lists the store's manifest
             tasks=served_tasks(o.backend),  # as a stack does: other tasks are refused with 422
-            lora_tasks=lora_tasks(o.backend))  # and LoRAs where the backend cannot apply them
+            lora_tasks=lora_tasks(o.backend),  # and LoRAs where the backend cannot apply them
+            node_catalog=self.node_catalog_uri)
         env = {**self._env, **api.to_env()}
         env.update(o.api_env)
         self.api = ManagedProcess("api", [sys.executable, "-m", "fleetdev.local_server", "--host", "127.0.0.1",

@@ -46,6 +46,7 @@ from runtime.api.openapi import API_VERSION, document
 from runtime.api.problems import ApiError
 from runtime.api.request_headers import check_content_type, idempotency_key, prefer_wait
 from runtime.api.sync_wait import WaitPacer
+from runtime.api.workflow_check import WorkflowChecker
 from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavailableError, ValidationError
 from runtime.jobs.ids import is_job_id
 from runtime.jobs.schema import MAX_BODY_BYTES, fingerprint, parse_json_body, validate_job
@@ -111,12 +112,13 @@ class ApiApp:
     def __init__(self, store: JobStore, producer: JobQueueProducer, options: ApiOptions | None = None,
                  keys: KeyStore | None = None, models: ModelsSource | None = None,
                  openapi: Callable[[], dict[str, Any]] | None = None, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, workflow_checker: WorkflowChecker | None = None):
         self.store, self.producer = store, producer
         self.options = options or ApiOptions()
         self.keys, self.models = keys, models or StaticModels(())
         self._openapi = openapi
         self._clock, self._sleep = clock, sleep
+        self.workflow_checker = workflow_checker  # None: comfyui-workflow graphs are not checked at submit
         self.pacer = WaitPacer()
         # One bucket per key in each: a key's rate and burst are its own and never bind another key.
         self.write_limits, self.read_limits = TokenBucket(), TokenBucket()
@@ -231,10 +233,13 @@ class ApiApp:
         spec = validate_job(body, allow_loopback=self.options.allow_loopback, known_models=known,
                             served_tasks=self.options.served_tasks or None, model_catalog=self._lora_catalog(body),
                             lora_tasks=self.options.lora_tasks)
+        warning = self._check_workflow(spec)
         record = new_record(spec, owner=principal.id, now=self._clock())
         self._check_message_size(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=record["created_at"]))
         record, created = self._create(record, spec, principal, idem_key)
         headers = {"Location": f"/v1/jobs/{record['job_id']}"}
+        if warning:
+            headers["Warning"] = warning
         if not created:
             headers["Idempotent-Replayed"] = "true"
         expected = self.pacer.expected(record)  # this job shape's learnt run time (None: not seen yet)
@@ -247,6 +252,19 @@ class ApiApp:
         if status == 202:
             headers["Retry-After"] = str(max(1, round(expected or self.options.average_job_seconds)))
         return Response(status, self._view(record, req), headers)
+
+    def _check_workflow(self, spec: dict[str, Any]) -> str | None:
+        """A comfyui-workflow graph against the fleet image's node catalog and the model store (issue 41): 422 naming
+        each node and its missing class or file; the ``Warning`` header value when it could not be judged."""
+        if self.workflow_checker is None or spec.get("task") != "comfyui-workflow":
+            return None
+        verdict = self.workflow_checker.check(spec["inputs"]["workflow"])
+        if verdict.problems:
+            nodes = ", ".join(sorted({p.node for p in verdict.problems}))
+            raise ApiError(422, "workflow-not-runnable", "Unprocessable Content",
+                           f"this fleet cannot run the workflow: node(s) {nodes} need a node class or model file it "
+                           "lacks (see errors)", errors=[p.error() for p in verdict.problems])
+        return verdict.header()
 
     def _check_message_size(self, message: QueueMessage) -> None:
         """413 when the queue message (as the producer sends it) would exceed the queue's limit.

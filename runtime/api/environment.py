@@ -25,6 +25,9 @@ GENAI_TASKS                     JSON list of the tasks the fleet's backend serve
                                 backend catalog); others are refused with 422. Unset: every task
 GENAI_LORA_TASKS                JSON list of the tasks whose jobs may name LoRAs on this fleet (the stack writes
                                 it from the backend catalog; [] on Neuron); LoRAs on others are a 422. Unset: all
+GENAI_NODE_CATALOG              s3://bucket/key of the node catalog of the ComfyUI image the fleet runs (the stack
+                                writes it from the AMI it deploys, docs/amis.md); comfyui-workflow jobs are checked
+                                against it at submit. Unset or not published: accepted with a Warning header
 GENAI_ALLOW_LOOPBACK_URLS       true only in local mode
 GENAI_AVERAGE_JOB_SECONDS       for wait estimates (default 3)
 GENAI_MAX_WAIT_SECONDS          cap of Prefer: wait (default 25)
@@ -117,6 +120,7 @@ API_VARIABLES = {
     "max_wait_seconds": "GENAI_MAX_WAIT_SECONDS", "endpoint_url": "GENAI_AWS_ENDPOINT_URL",
     "model_groups": "GENAI_MODEL_GROUPS", "tasks": "GENAI_TASKS",
     "lora_tasks": "GENAI_LORA_TASKS",
+    "node_catalog": "GENAI_NODE_CATALOG",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -151,6 +155,7 @@ class ApiConfig:
     model_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, model ids): runtime.queues.routing
     tasks: tuple[str, ...] = ()  # the tasks the fleet serves; (): every task (runtime.jobs.models.TASKS)
     lora_tasks: tuple[str, ...] | None = None  # tasks whose jobs may name LoRAs; None: every task (issue 40)
+    node_catalog: str | None = None  # s3://bucket/key of the fleet image's ComfyUI node catalog (issue 41)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -177,7 +182,8 @@ class ApiConfig:
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION"),
             endpoint_url=e.get("GENAI_AWS_ENDPOINT_URL") or None,
             model_groups=tuple((g, tuple(ms)) for g, ms in json.loads(e.get("GENAI_MODEL_GROUPS") or "[]")),
-            tasks=_tasks(e.get("GENAI_TASKS")), lora_tasks=_lora_tasks(e.get("GENAI_LORA_TASKS")))
+            tasks=_tasks(e.get("GENAI_TASKS")), lora_tasks=_lora_tasks(e.get("GENAI_LORA_TASKS")),
+            node_catalog=_node_catalog(e.get("GENAI_NODE_CATALOG")))
 
     def to_env(self) -> dict[str, Any]:
         """The variables ``from_env`` reads back into this config (region aside): set or non-default fields."""
@@ -192,6 +198,16 @@ class ApiConfig:
                 continue
             env[API_VARIABLES[f.name]] = ",".join(value) if f.name == "api_keys" else _text(value)
         return env
+
+
+def _node_catalog(value: str | None) -> str | None:
+    """GENAI_NODE_CATALOG: s3://bucket/key, checked here so a bad value fails the first request naming it."""
+    if not value:
+        return None
+    from runtime.api.workflow_check import parse_s3_uri
+
+    parse_s3_uri(value)
+    return value
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,16 @@ def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiAp
                          lora_tasks=cfg.lora_tasks)
     models = (ManifestModels(client("s3"), cfg.model_bucket, cfg.hot_models) if cfg.model_bucket
               else StaticModels(cfg.hot_models))
-    return ApiApp(store, _producer(cfg, client), options, keys=_keys(cfg, client), models=models)
+    return ApiApp(store, _producer(cfg, client), options, keys=_keys(cfg, client), models=models,
+                  workflow_checker=_workflow_checker(cfg, client))
+
+
+def _workflow_checker(cfg: ApiConfig, client: Any) -> Any:
+    """comfyui-workflow jobs checked at submit against the image's node catalog and the model store (issue 41)."""
+    from runtime.api.workflow_check import WorkflowChecker, s3_catalog, s3_manifest_files
+
+    return WorkflowChecker(s3_catalog(client("s3"), cfg.node_catalog) if cfg.node_catalog else None,
+                           s3_manifest_files(client("s3"), cfg.model_bucket) if cfg.model_bucket else None)
 
 
 def _producer(cfg: ApiConfig, client: Any) -> Any:

@@ -63,7 +63,7 @@ from runtime.backends.base import (
 )
 from runtime.backends.comfyui_extra import with_loras
 from runtime.backends.comfyui_video import VideoModel, video_info, video_workflow
-from runtime.backends.extra_files import lora_names
+from runtime.backends.extra_files import link_workflow_files, lora_names
 from runtime.jobs.models import Img2ImgInputs, Txt2ImgInputs, Txt2VideoInputs, WorkflowInputs
 
 log = logging.getLogger(__name__)
@@ -268,6 +268,7 @@ class ComfyUIBackend(Backend):
         if isinstance(inputs, WorkflowInputs):
             workflow = inputs.graph()
             _require_file_writer(workflow)
+            link_workflow_files(ctx, self.model_dir.parent)  # issue 41: the files its loader nodes name
             return workflow, inputs.seed
         if isinstance(inputs, Txt2VideoInputs):
             if inputs.loras:

@@ -34,6 +34,21 @@ def link_extra_model(models_root: Path, model_id: str, extra: ExtraModel) -> str
     return _http.link_model(source, models_root / folder, model_id.replace("/", "--") + source.suffix)
 
 
+def link_workflow_files(ctx: JobContext, models_root: Path) -> list[str]:
+    """comfyui-workflow jobs (issue 41): each extra model file the agent fetched for the graph's loader nodes
+    (runtime/worker/workflow_models.py) linked into its kind's folder under its own file name, which is the name the
+    graph gives (the manifest file path the API checked it against). Returns the linked names."""
+    names = []
+    for model_id, extra in ctx.extra_models.items():
+        folder = KIND_FOLDERS.get(extra.kind)
+        if folder is None:
+            raise JobInputError(f"{model_id} is a {extra.kind}: ComfyUI has no model folder for that kind")
+        if not extra.path.is_file():
+            raise JobInputError(f"{model_id}: a workflow loader names one file; its cache entry is a folder")
+        names.append(_http.link_model(extra.path, models_root / folder))
+    return names
+
+
 def lora_names(ctx: JobContext, models_root: Path) -> list[tuple[str, float]]:
     """(file name in ``loras/``, weight) of each of the job's LoRAs, linked; in the job's order."""
     out = []

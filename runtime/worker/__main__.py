@@ -181,9 +181,23 @@ def build(config: AgentConfig, clock: AwsClock | None = None) -> tuple[Any, Any]
         config, consumer=_consumer(config, worker_id, _warm_tiers(cache, backend)), store=store,
         backend=backend, uploader=OutputUploader(aws.ObjectStore(s3, config.outputs.bucket),
                                                  config.outputs.cdn_base_url, config.outputs.prefix),
-        metrics=metrics, lifecycle=lifecycle, worker_id=worker_id, model_cache=cache)
+        metrics=metrics, lifecycle=lifecycle, worker_id=worker_id, model_cache=cache,
+        workflow_models=_workflow_models(config, s3))
     watcher = LifecycleWatcher(imds, agent.on_notice, config.lifecycle.poll_seconds) if imds else None
     return agent, watcher
+
+
+def _workflow_models(config: AgentConfig, s3: Any) -> Any:
+    """comfyui-workflow loader files -> store ids from this image's node catalog (issue 41); None elsewhere."""
+    if config.backend != "comfyui" or not config.model_cache.store_bucket:
+        return None
+    from pathlib import Path
+
+    from runtime import instance_contract
+    from runtime.worker.workflow_models import load_workflow_models
+
+    return load_workflow_models(Path(instance_contract.COMFYUI_NODE_CATALOG), s3, config.model_cache.store_bucket,
+                                config.model_cache.manifest_key)
 
 
 def _warm_tiers(cache: ModelCache | None, backend: Backend) -> Callable[[], dict[str, int]]:

@@ -35,6 +35,7 @@ import time
 from runtime import metric_names as m
 from runtime.agent_config import AgentConfig
 from runtime.backends.base import CATALOG, Backend
+from runtime.jobs.extra_models import WorkflowModels
 from runtime.jobs.store import JobStore
 from runtime.model_cache import ModelCache
 from runtime.queues.base import JobQueueConsumer
@@ -67,8 +68,10 @@ log = logging.getLogger(__name__)
 class Agent:
     def __init__(self, config: AgentConfig, *, consumer: JobQueueConsumer, store: JobStore, backend: Backend,
                  uploader: OutputUploader, metrics: Metrics, lifecycle: Lifecycle, worker_id: str,
-                 model_cache: ModelCache | None = None, fetcher: ImageFetcher | None = None) -> None:
+                 model_cache: ModelCache | None = None, fetcher: ImageFetcher | None = None,
+                 workflow_models: WorkflowModels | None = None) -> None:
         self.config = config
+        self.workflow_models = workflow_models  # comfyui-workflow loader files -> store ids (issue 41)
         self.consumer, self.store, self.backend, self.uploader = consumer, store, backend, uploader
         self.metrics, self.lifecycle, self.worker_id, self.model_cache = metrics, lifecycle, worker_id, model_cache
         self.fetcher = fetcher or ImageFetcher(allow_loopback=config.allow_loopback_urls)
@@ -100,7 +103,8 @@ class Agent:
             max_attempts=queue_cfg.max_receive_count, retry_delay_seconds=config.retry_delay_seconds)
         self.executor = Executor(supervisor=self.supervisor, settlement=settlement, recorder=self.recorder,
                                  checkpoint=checkpoint, lifecycle=lifecycle, metrics=metrics, worker_id=worker_id,
-                                 stop=self.signal, fetcher=self.fetcher, model_cache=model_cache)
+                                 stop=self.signal, fetcher=self.fetcher, model_cache=model_cache,
+                                 workflow_models=workflow_models)
         self.notice: Notice | None = None
         self.rebalance: Notice | None = None  # a replacement is on its way; keep working until told to drain
         self.last_tick: float | None = None  # main loop progress (health probe); None until the loop runs
@@ -190,6 +194,7 @@ class Agent:
                                 visibility_seconds=cfg.queue.visibility_timeout_seconds,
                                 prepare_inputs=self.fetcher.fetch_all,
                                 prepare_model=cache.ensure if cache is not None else None, budget=budget,
+                                workflow_models=self.workflow_models,
                                 read_job=lambda data: read_job(data, cfg.allow_loopback_urls))
         settings = PipelineSettings(claim_ahead=cfg.claim_ahead, overlap_settle=cfg.overlap_settle,
                                     wait_seconds=cfg.queue.wait_time_seconds)

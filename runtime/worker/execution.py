@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from runtime import metric_names as m
 from runtime.backends.base import BackendError, BackendResult, BackendUnavailable, JobInputError, JobInterrupted
+from runtime.jobs.extra_models import WorkflowModels
 from runtime.model_cache import ModelCache
 from runtime.worker.backend_supervisor import BackendSupervisor
 from runtime.worker.checkpoint import FRESH_S, Checkpoint
@@ -49,11 +50,13 @@ Answer = BackendResult | Exception  # what the backend call left for one job
 class Executor:
     def __init__(self, *, supervisor: BackendSupervisor, settlement: Settlement, recorder: JobRecorder,
                  checkpoint: Checkpoint, lifecycle: Lifecycle, metrics: Metrics, worker_id: str, stop: StopSignal,
-                 fetcher: ImageFetcher, model_cache: ModelCache | None) -> None:
+                 fetcher: ImageFetcher, model_cache: ModelCache | None,
+                 workflow_models: WorkflowModels | None = None) -> None:
         self._supervisor, self._settlement, self._recorder = supervisor, settlement, recorder
         self._checkpoint, self._lifecycle, self._metrics = checkpoint, lifecycle, metrics
         self._worker_id, self._stop, self._fetcher = worker_id, stop, fetcher
         self._cache = model_cache if supervisor.backend.uses_model_files else None
+        self._workflow_models = workflow_models
 
     def execute(self, jobs: Sequence[RunningJob], settler: Settler | None = None,
                 on_run: Callable[[], None] | None = None,
@@ -135,7 +138,7 @@ class Executor:
             load_ms = cached.load_ms + (prepared.model_ms if prepared is not None else 0.0)
             self._metrics.count(m.MODEL_CACHE_HITS if job.cache_hit else m.MODEL_CACHE_MISSES, model=ctx.model,
                                 job_id=ctx.job_id, load_ms=load_ms)
-        ctx.extra_models = pin_extra_models(self._cache, ctx.job, models)
+        ctx.extra_models = pin_extra_models(self._cache, ctx.job, models, self._workflow_models)
         job.timings["model_load_ms"] = _ms(t)
 
     # -- the call --------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.jobs.extra_models import WorkflowModels
 from runtime.jobs.schema import JobSpec
 from runtime.queues.base import JobQueueConsumer, QueueError, ReceivedJob
 from runtime.worker.extra_models import fetch_extra_models
@@ -61,8 +62,10 @@ class Prefetcher:
     def __init__(self, consumer: JobQueueConsumer, *, capacity: int, wait_seconds: float, visibility_seconds: float,
                  prepare_inputs: Callable[[JobSpec], dict[str, bytes]],
                  prepare_model: Callable[[str], Any] | None = None, budget: int | None = None,
-                 read_job: Callable[[Mapping[str, Any]], JobSpec] = read_job) -> None:
+                 read_job: Callable[[Mapping[str, Any]], JobSpec] = read_job,
+                 workflow_models: WorkflowModels | None = None) -> None:
         self.consumer, self.capacity, self.wait_seconds = consumer, max(1, capacity), wait_seconds
+        self.workflow_models = workflow_models  # comfyui-workflow loader files -> store ids (issue 41)
         self.visibility_seconds = visibility_seconds
         self.beat_seconds = max(0.5, visibility_seconds / 3)
         self.prepare_inputs, self.prepare_model = prepare_inputs, prepare_model
@@ -200,7 +203,7 @@ class Prefetcher:
             try:
                 item.model_hit = getattr(self.prepare_model(str(model)), "hit", None)
                 if item.job is not None:
-                    fetch_extra_models(self.prepare_model, item.job)  # LoRAs...: local before the run too
+                    fetch_extra_models(self.prepare_model, item.job, self.workflow_models)  # LoRAs, workflow files
             except Exception as exc:  # noqa: BLE001 - the attempt loads it again and settles a failure
                 log.info("prefetch of model %s failed (the job loads it itself): %s", model, exc)
             item.model_ms = round((time.monotonic() - t) * 1000, 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from tests.contract.comfy_client import ComfyClient
 
 SLOW_SECONDS = 3.0
+NODE_PACK = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui" / "node_packs" / "genai_fleet_nodes"
 
 
 class Target:
@@ -75,6 +77,8 @@ def comfy(tmp_path: Path) -> Iterator[Target]:
         return
     from tests.fakes.fake_comfyui import FakeComfyUI
 
+    # The fixture custom node pack, where a ComfyUI folder keeps packs (test_comfyui_custom_nodes.py)
+    shutil.copytree(NODE_PACK, tmp_path / "custom_nodes" / NODE_PACK.name)
     fake = FakeComfyUI(tmp_path / "models" / "checkpoints", delay=0.05, root=tmp_path).start()
     target = Target(fake.url, fake)
     try:

@@ -109,8 +109,11 @@ class Validation:
     node_errors: dict[str, Any]
 
 
-def validate(prompt: Any, choices: Callable[[str, str], list[str] | None]) -> Validation:
-    """ComfyUI's answer to a prompt; ``choices(class_type, input)`` lists the allowed values of an input."""
+def validate(prompt: Any, choices: Callable[[str, str], list[str] | None],
+             nodes: dict[str, NodeSpec] | None = None) -> Validation:
+    """ComfyUI's answer to a prompt; ``choices(class_type, input)`` lists the allowed values of an input;
+    ``nodes``: the classes the server loaded (default: the core ``NODES``)."""
+    nodes = NODES if nodes is None else nodes
     if not isinstance(prompt, dict):
         return Validation(False, _error("invalid_prompt", "Invalid prompt", "prompt must be an object"), [], {})
     outputs = []
@@ -118,7 +121,7 @@ def validate(prompt: Any, choices: Callable[[str, str], list[str] | None]) -> Va
         if not isinstance(node, dict) or "class_type" not in node:
             return Validation(False, _error("invalid_prompt", "Cannot execute because a node is missing the "
                                             "class_type property.", f"Node ID '#{node_id}'"), [], {})
-        spec = NODES.get(node["class_type"])
+        spec = nodes.get(node["class_type"])
         if spec is None:
             return Validation(False, _error("invalid_prompt", f"Cannot execute because node {node['class_type']} "
                                             "does not exist.", f"Node ID '#{node_id}'"), [], {})
@@ -129,7 +132,7 @@ def validate(prompt: Any, choices: Callable[[str, str], list[str] | None]) -> Va
     validated: dict[str, tuple[bool, list[dict[str, Any]]]] = {}
     good, failed, node_errors = [], [], {}
     for out in sorted(outputs):
-        ok, reasons = _validate_node(prompt, out, validated, choices)
+        ok, reasons = _validate_node(prompt, out, validated, choices, nodes)
         if ok:
             good.append(out)
             continue
@@ -147,7 +150,8 @@ def validate(prompt: Any, choices: Callable[[str, str], list[str] | None]) -> Va
 
 
 def _validate_node(prompt: dict[str, Any], node_id: str, validated: dict[str, tuple[bool, list[dict[str, Any]]]],
-                   choices: Callable[[str, str], list[str] | None]) -> tuple[bool, list[dict[str, Any]]]:
+                   choices: Callable[[str, str], list[str] | None],
+                   nodes: dict[str, NodeSpec]) -> tuple[bool, list[dict[str, Any]]]:
     if node_id in validated:
         return validated[node_id]
     validated[node_id] = (True, [])  # cycles are not this fake's concern; stop recursion
@@ -155,7 +159,7 @@ def _validate_node(prompt: dict[str, Any], node_id: str, validated: dict[str, tu
     inputs = node.get("inputs") or {}
     errors: list[dict[str, Any]] = []
     valid = True
-    for name in NODES[node["class_type"]].required:
+    for name in nodes[node["class_type"]].required:
         if name not in inputs:
             errors.append(_error("required_input_missing", "Required input is missing", name, input_name=name))
             continue
@@ -164,7 +168,7 @@ def _validate_node(prompt: dict[str, Any], node_id: str, validated: dict[str, tu
             if value[0] not in prompt:
                 errors.append(_error("exception_during_inner_validation", "Exception when validating inner node",
                                      f"'{value[0]}'", input_name=name))
-            elif not _validate_node(prompt, value[0], validated, choices)[0]:
+            elif not _validate_node(prompt, value[0], validated, choices, nodes)[0]:
                 valid = False  # upstream errors are reported on the upstream node only
             continue
         allowed = choices(node["class_type"], name)

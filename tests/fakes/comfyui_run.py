@@ -7,8 +7,6 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
-from tests.fakes.comfyui_graph import NODES
-
 if TYPE_CHECKING:
     from tests.fakes.fake_comfyui import FakeComfyUI
 
@@ -52,9 +50,9 @@ class Run:
         failing = None
         if fake.fail_executions > 0 and to_run:
             fake.fail_executions -= 1
-            failing = next((n for n in to_run if NODES[self.prompt[n]["class_type"]].stepped), to_run[0])
+            failing = next((n for n in to_run if fake.nodes[self.prompt[n]["class_type"]].stepped), to_run[0])
         for node_id in order:
-            spec = NODES[self.prompt[node_id]["class_type"]]
+            spec = fake.nodes[self.prompt[node_id]["class_type"]]
             if keys[node_id] in fake._cache:
                 if spec.output:  # staged although cached: its earlier UI output is replayed
                     self.ui[node_id] = fake._cache[keys[node_id]]
@@ -98,7 +96,7 @@ class Run:
 
     def _run_node(self, node_id: str, seconds: float, fail: bool) -> dict[str, Any] | None:
         fake, node = self.fake, self.prompt[node_id]
-        spec, inputs = NODES[node["class_type"]], node.get("inputs") or {}
+        spec, inputs = fake.nodes[node["class_type"]], node.get("inputs") or {}
         if fake._interrupt.is_set():
             raise Stop("interrupted")
         if node["class_type"] == "EmptyImage":

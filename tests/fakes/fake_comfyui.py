@@ -23,7 +23,11 @@ execution.py, main.py ``prompt_worker``), for the points the adapter depends on.
 - /history (GET all or one id, POST ``delete`` / ``clear``), /queue (GET, POST ``delete`` / ``clear``),
   /view (the file's content type from its name; 400 for ``..`` or absolute names, 403 outside the folder,
   404 when missing), /upload/image (into the input folder, `` (1)`` suffix unless ``overwrite``),
-  /system_stats, /object_info, /ws.
+  /system_stats, /object_info (and /object_info/{class}), /ws.
+- Custom nodes: the packs in ``custom_nodes_dir`` (default ``root/custom_nodes``) are loaded at start as nodes.py's
+  ``init_external_custom_nodes`` loads them (tests/fakes/comfyui_custom_nodes.py): their NODE_CLASS_MAPPINGS are
+  listed by /object_info as server.py ``node_info`` writes them and run as pass-through nodes; a pack whose import
+  fails is logged ("IMPORT FAILED") and its nodes are missing.
 - A crash (``crash()`` / ``stop()``, or ``die_on_execute``) resets every connection and forgets the queue,
   history and cache, as a dead process does; ``start()`` is the restarted server.
 
@@ -52,14 +56,25 @@ from typing import Any
 
 from tests.fakes._server import FakeServer, Handler, png
 from tests.fakes._ws import ServerSocket
-from tests.fakes.comfyui_graph import COMBOS, NODES, batch_size, execution_order, signatures, upstream, validate
+from tests.fakes.comfyui_custom_nodes import load_custom_nodes, node_info
+from tests.fakes.comfyui_graph import (
+    COMBOS,
+    NODES,
+    NodeSpec,
+    batch_size,
+    execution_order,
+    signatures,
+    upstream,
+    validate,
+)
 from tests.fakes.comfyui_run import Run, Stop
 
 
 class FakeComfyUI(FakeServer):
     def __init__(self, models_dir: str | Path, delay: float = 0.2, *, root: str | Path | None = None,
                  node_seconds: dict[str, float] | None = None, output_dir: str | Path | None = None,
-                 input_dir: str | Path | None = None, temp_dir: str | Path | None = None) -> None:
+                 input_dir: str | Path | None = None, temp_dir: str | Path | None = None,
+                 custom_nodes_dir: str | Path | None = None) -> None:
         super().__init__()
         self.models_dir = Path(models_dir)
         root = Path(root) if root is not None else self.models_dir.parent
@@ -70,6 +85,13 @@ class FakeComfyUI(FakeServer):
         self.temp_dir = Path(temp_dir) if temp_dir else root / "temp"
         for folder in (self.models_dir, self.output_dir, self.input_dir, self.temp_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        # <ComfyUI folder>/custom_nodes (folder_paths' "custom_nodes"), loaded once at start as main.py does
+        self.custom_nodes_dir = Path(custom_nodes_dir) if custom_nodes_dir else root / "custom_nodes"
+        self.custom_nodes = load_custom_nodes(self.custom_nodes_dir, set(NODES))
+        self.nodes: dict[str, NodeSpec] = dict(NODES)
+        for name, cls in self.custom_nodes.classes.items():
+            required = tuple((cls.INPUT_TYPES().get("required") or {}).keys())
+            self.nodes[name] = NodeSpec(required, output=getattr(cls, "OUTPUT_NODE", False) is True)
         self.delay = delay
         self.node_seconds = dict(node_seconds or {})
         self.fail_prompts = 0
@@ -132,9 +154,17 @@ class FakeComfyUI(FakeServer):
         for cls, spec in NODES.items():
             required = {name: [self._choices(cls, name) or "*", {}] for name in spec.required}
             info[cls] = {"input": {"required": required}, "output_node": spec.output, "name": cls}
+        for cls, node_cls in self.custom_nodes.classes.items():
+            info[cls] = node_info(cls, node_cls, self.custom_nodes)
+        parts = route.strip("/").split("/")
+        if len(parts) > 1:  # /object_info/{node_class}: that class only, {} when not loaded
+            info = {parts[1]: info[parts[1]]} if parts[1] in info else {}
         h.send_json(info)
 
     def _choices(self, cls: str, name: str) -> list[str] | None:
+        if cls in self.custom_nodes.classes:  # a list-typed input (COMBO) of a custom node: its options
+            spec = (self.custom_nodes.classes[cls].INPUT_TYPES().get("required") or {}).get(name)
+            return list(spec[0]) if spec and isinstance(spec[0], (list, tuple)) else None
         models = self.models_dir.parent  # <root>/models/<kind>: folder_paths' model folders
         folder = {("CheckpointLoaderSimple", "ckpt_name"): self.models_dir, ("LoadImage", "image"): self.input_dir,
                   ("UNETLoader", "unet_name"): models / "diffusion_models",
@@ -160,7 +190,7 @@ class FakeComfyUI(FakeServer):
                                           "details": "No prompt provided", "extra_info": {}}, "node_errors": {}}, 400)
         prompt = body["prompt"]
         prompt_id = str(body.get("prompt_id") or uuid.uuid4())
-        checked = validate(prompt, self._choices)
+        checked = validate(prompt, self._choices, self.nodes)
         if not checked.ok:
             return h.send_json({"error": checked.error, "node_errors": checked.node_errors}, 400)
         extra = dict(body.get("extra_data") or {})

@@ -3,7 +3,9 @@
 1. Build: a Debian root with the AMI's ``install-base.sh`` (cached, machine.py), then - in a booted
    container, as Packer's shell provisioner would - ``install-agent.sh`` (the agent wheel built from
    this checkout), ``install-comfyui.sh`` with a ComfyUI stand-in as COMFYUI_SOURCE and SKIP_TORCH=1
-   (no GPU, no internet), ``install-a1111.sh`` as configured (install_a1111 = false). Not run here:
+   (no GPU, no internet), ``install-comfyui-nodes.sh`` with one small pinned custom node pack from a local
+   fixture git repository (the stand-in loads custom_nodes/* as ComfyUI does, and the build records the node
+   catalog from its /object_info), ``install-a1111.sh`` as configured (install_a1111 = false). Not run here:
    check-imdsv2 / verify-cuda (need EC2 and a GPU), install-cloudwatch-agent (a download from AWS),
    cleanup.sh (cloud-init is not in the root).
 2. Launch, per stack (dev: the spot template; prod: the on-demand template): a fresh layer over the
@@ -110,6 +112,20 @@ def _standin(out: Path) -> Path:
     return out
 
 
+NODE_PACK = REPO / "tests" / "fixtures" / "comfyui" / "node_packs" / "genai_fleet_nodes"
+
+
+def _node_pack_repo(out: Path) -> list[dict[str, str]]:
+    """The fixture custom node pack as a local git repository (builds here cannot reach GitHub), declared as
+    packer's ``comfyui_custom_nodes`` declares packs: its path inside the build container and its commit."""
+    shutil.copytree(NODE_PACK, out)
+    git = ["git", "-C", str(out), "-c", "user.name=rehearsal", "-c", "user.email=rehearsal@example.com"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "genai_fleet_nodes"]):
+        subprocess.run([*git, *args], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    return [{"name": "genai_fleet_nodes", "repository": "/mnt/nodepack", "commit": commit}]
+
+
 @pytest.fixture(scope="module")
 def ami(tmp_path_factory):
     """The AMI: base root + the provisioning scripts, run in a booted container. Yields its layers."""
@@ -126,11 +142,13 @@ def ami(tmp_path_factory):
     wheels = _wheelhouse(log)
     agent = _agent_wheel(work / "agent")
     standin = _standin(work / "standin")
+    packs = _node_pack_repo(work / "nodepack")
     root = machine.InstanceRoot([base], work / "layer")
     release = _release_vars()
     box = machine.Container(root.path, log, binds={
         str(machine.PACKER): "/mnt/packer", str(wheels): "/mnt/wheels", str(agent.parent): "/mnt/agent",
-        str(standin): "/mnt/standin", str(REPO / "runtime-requirements.txt"): "/mnt/constraints.txt"})
+        str(standin): "/mnt/standin", str(REPO / "runtime-requirements.txt"): "/mnt/constraints.txt",
+        str(work / "nodepack"): "/mnt/nodepack"})
     try:
         box.wait_booted()
         common = {"FILES_DIR": "/mnt/packer/files", "AGENT_PYTHON": "python3.11", "PIP_NO_INDEX": "1",
@@ -143,6 +161,8 @@ def ami(tmp_path_factory):
         box.check("bash /mnt/packer/scripts/install-comfyui.sh", 900, env={
             **common, "COMFYUI_VERSION": release["comfyui_version"], "COMFYUI_SOURCE": "/mnt/standin",
             "SKIP_TORCH": "1"})
+        box.check("bash /mnt/packer/scripts/install-comfyui-nodes.sh", 600, env={
+            **common, "COMFYUI_CUSTOM_NODES": json.dumps(packs)})
         box.check("bash /mnt/packer/scripts/install-a1111.sh", 300, env={
             **common, "INSTALL_A1111": "false", "A1111_VERSION": release["a1111_version"]})
     finally:
@@ -392,6 +412,15 @@ def _check_first_boot(box, cloud: Cloud, config: agent_config.AgentConfig, stack
     assert any(r.get("message") == "agent starting" for r in lines)
     assert any(r.get("message") == f"job {job_id} succeeded" for r in lines)
     assert "ComfyUI stand-in on 127.0.0.1:8188" in box.check(f"cat {ic.BACKEND_LOG}")
+
+    # Custom nodes (issue 41): the pinned fixture pack the build installed is in the image's node catalog, and the
+    # ComfyUI unit loaded it from custom_nodes/ at boot.
+    catalog = json.loads(box.check(f"cat {ic.COMFYUI_NODE_CATALOG}"))
+    assert {"GenaiFleetSolarize", "GenaiFleetStamp"} <= set(catalog["nodes"]), sorted(catalog["nodes"])[:20]
+    assert [p["name"] for p in catalog["packs"]] == ["genai_fleet_nodes"]
+    assert catalog["nodes"]["CheckpointLoaderSimple"] == {"ckpt_name": "checkpoints"}
+    served = json.loads(box.check(f"curl -fsS {ic.COMFYUI.url}/object_info/GenaiFleetSolarize"))
+    assert served["GenaiFleetSolarize"]["python_module"] == "custom_nodes.genai_fleet_nodes"
     messages = " | ".join(r.get("message", "") for r in lines)
     assert not [k for k in json.loads(box.check(f"cat {ic.CONFIG_PATH}")) if "webhook" in k]  # no webhook secret
     if stack == "prod":  # drill: a hot model not uploaded

@@ -264,6 +264,8 @@ def test_only_the_region_needs_choosing(parsed):
 def _referenced_paths(build: dict[str, Any]) -> list[str]:
     paths: list[str] = []
     for _, body in _provisioners(build):
+        if _unq(body.get("direction", "upload")) == "download":
+            continue  # its source is on the build instance (the node catalog), its destination made by the build
         for key in ("script", "source"):
             if key in body:
                 paths.append(_unq(body[key]))

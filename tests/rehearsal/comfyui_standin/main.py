@@ -3,12 +3,14 @@ with COMFYUI_SOURCE). It takes ComfyUI's own command line (the AMI's comfyui.ser
 only through the extra-model-paths file it is given (``base_path`` + ``checkpoints``, as ComfyUI's
 utils/extra_config.py joins them) and serves the documented HTTP API with tests/fakes/fake_comfyui.py,
 which the rehearsal copies beside this file: ``python main.py`` puts this folder first on ``sys.path``, the
-way ComfyUI's own main.py finds its packages.
+way ComfyUI's own main.py finds its packages. Custom node packs in ``custom_nodes/`` beside this file are loaded as
+ComfyUI loads them (tests/fakes/comfyui_custom_nodes.py) and import failures logged the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import threading
 from pathlib import Path
@@ -47,8 +49,11 @@ def main() -> int:
         raise SystemExit(f"model folder {models} (from {args.extra_model_paths_config}) does not exist")
     # Files go where the command line says, as ComfyUI's folder_paths.set_output_directory / set_input_directory /
     # set_temp_directory make them: the rehearsal checks that the agent deletes a job's files there.
+    # ComfyUI logs to stderr with the bare message (app/logger.py): custom node import failures read as the real ones
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # custom_nodes/ beside main.py, as folder_paths' base_path: the packs install-comfyui-nodes.sh put there
     fake = FakeComfyUI(models, delay=0.2, output_dir=args.output_directory, input_dir=args.input_directory,
-                       temp_dir=args.temp_directory)
+                       temp_dir=args.temp_directory, custom_nodes_dir=Path(__file__).resolve().parent / "custom_nodes")
     fake.port = args.port
     fake.start()
     print(f"ComfyUI stand-in on {args.listen}:{args.port}, checkpoints from {models}", flush=True)
