@@ -1,6 +1,6 @@
 """A tiny AnimateDiff pipeline (SD 1.x layout + a motion adapter) built from configs with random weights: what the
 diffusers backend's video tests run on the CPU (nothing is downloaded). Saved in the layout the model store serves
-for kind ``diffusers``: model_index.json (``AnimateDiffPipeline``) plus component folders, the motion adapter
+for kind ``video``: model_index.json (``AnimateDiffPipeline``) plus component folders, the motion adapter
 among them (runtime/backends/diffusers_video.py)."""
 
 from __future__ import annotations
