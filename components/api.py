@@ -78,6 +78,12 @@ class ApiArgs:
     tasks: tuple[str, ...] = ()
     """The tasks the fleet's backend serves (``runtime.backends.base.served_tasks``); the API refuses others."""
 
+    video_formats: tuple[str, ...] = ()
+    """The video output formats the backend writes (``runtime.backends.base.video_capabilities``); (): all."""
+
+    video_model_kinds: tuple[str, ...] = ()
+    """The model store kinds the backend makes a video from (``video_capabilities``); (): any model."""
+
     model_bucket_name: pulumi.Input[str] | None = None
     """Model store bucket: ``GET /v1/models`` reads its manifest; without it, the hot models are listed."""
 
@@ -143,6 +149,7 @@ class Api(pulumi.ComponentResource):
             quota_per_day=settings.key_quota_per_day or None, hot_models=tuple(a.hot_models),
             model_bucket=a.model_bucket_name, average_job_seconds=a.average_job_seconds,
             max_wait_seconds=settings.max_wait_seconds, model_groups=a.model_groups, tasks=tuple(a.tasks),
+            video_formats=tuple(a.video_formats), video_model_kinds=tuple(a.video_model_kinds),
         ).to_env()
 
     def _handler_statements(self) -> list[dict[str, pulumi.Input]]:

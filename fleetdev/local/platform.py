@@ -49,7 +49,7 @@ from runtime import instance_contract
 from runtime.api.auth import generate_key
 from runtime.api.environment import ApiConfig
 from runtime.backends import base as backend_names
-from runtime.backends.base import served_tasks
+from runtime.backends.base import served_tasks, video_capabilities
 from runtime.model_store import upload
 from runtime.queue_names import KAFKA_TOPIC
 
@@ -284,7 +284,8 @@ class LocalPlatform:
             kafka_iam=False, auth_mode="api-key", api_keys=(self.api_key,), endpoint_url=self.moto_url,
             allow_loopback=True, average_job_seconds=max(0.1, o.test_pattern_delay_seconds),
             model_bucket=res.models_bucket if self.models else None,  # GET /v1/models lists the store's manifest
-            tasks=served_tasks(o.backend))  # as a stack does: other tasks are refused with 422
+            tasks=served_tasks(o.backend),  # as a stack does: other tasks are refused with 422
+            video_formats=video_capabilities(o.backend)[0], video_model_kinds=video_capabilities(o.backend)[1])
         env = {**self._env, **api.to_env()}
         env.update(o.api_env)
         self.api = ManagedProcess("api", [sys.executable, "-m", "fleetdev.local_server", "--host", "127.0.0.1",

@@ -46,6 +46,7 @@ from runtime.api.openapi import API_VERSION, document
 from runtime.api.problems import ApiError
 from runtime.api.request_headers import check_content_type, idempotency_key, prefer_wait
 from runtime.api.sync_wait import WaitPacer
+from runtime.api.video_capabilities import refuse_unserved_video
 from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavailableError, ValidationError
 from runtime.jobs.ids import is_job_id
 from runtime.jobs.schema import MAX_BODY_BYTES, fingerprint, parse_json_body, validate_job
@@ -99,6 +100,8 @@ class ApiOptions:
     allow_loopback: bool = False
     enforce_known_models: bool = False
     served_tasks: tuple[str, ...] = ()  # the tasks the fleet's backend serves; (): every task
+    video_formats: tuple[str, ...] = ()  # the video output formats it writes; (): every one
+    video_model_kinds: tuple[str, ...] = ()  # the model store kinds it makes a video from; (): any model
     max_wait_seconds: float = MAX_WAIT_SECONDS
     poll_interval_seconds: float = 0.05  # first read of a sync wait; later reads: runtime.api.sync_wait
     average_job_seconds: float = 3.0
@@ -221,6 +224,7 @@ class ApiApp:
             known = {m["id"] for m in self.models.list_models()[1]} or None
         spec = validate_job(body, allow_loopback=self.options.allow_loopback, known_models=known,
                             served_tasks=self.options.served_tasks or None)
+        refuse_unserved_video(spec, self.options.video_formats, self.options.video_model_kinds, self.models)
         record = new_record(spec, owner=principal.id, now=self._clock())
         self._check_message_size(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=record["created_at"]))
         record, created = self._create(record, spec, principal, idem_key)
