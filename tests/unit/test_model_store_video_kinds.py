@@ -107,7 +107,7 @@ def test_an_animatediff_folder_missing_a_component_is_refused(tmp_path: Path):
     for f in (folder / "motion_adapter").iterdir():
         f.unlink()
     (folder / "motion_adapter").rmdir()
-    with pytest.raises(LayoutError, match="component folder.*motion_adapter"):
+    with pytest.raises(LayoutError, match=r"component folder.*motion_adapter"):
         plan("family/ad", "video", [folder])
 
 
