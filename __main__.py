@@ -18,7 +18,7 @@ from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.prerequisites import require as require_prerequisites
 from components.request_queue import RequestQueue, RequestQueueArgs
-from runtime.backends.base import lora_tasks, served_tasks
+from runtime.backends.base import lora_tasks, served_tasks, video_capabilities
 
 # Fails with every bad key listed before any resource is declared.
 cfg = fleet_config.from_pulumi()
@@ -58,6 +58,8 @@ api = Api("api", ApiArgs(
     queue=queue.endpoint, average_job_seconds=cfg.cluster.average_job_seconds, hot_models=cfg.cluster.hot_models,
     model_groups=cfg.queue.model_groups, model_bucket_name=models.bucket_name, model_bucket_arn=models.bucket_arn,
     tasks=served_tasks(cfg.cluster.backend), lora_tasks=lora_tasks(cfg.cluster.backend),
+    video_formats=video_capabilities(cfg.cluster.backend)[0],
+    video_model_kinds=video_capabilities(cfg.cluster.backend)[1],
     # the node catalog of the fleet's image (issue 41): the cluster's own AMI lookup
     comfyui_image=(cfg.cluster.flavor, cluster.ami_id) if cfg.cluster.backend == "comfyui" else None,
 ), opts=opts)

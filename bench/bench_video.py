@@ -9,13 +9,22 @@ time and memory to render the same frames without encoding.
    RSS before it (imports done, Linux's peak reset through /proc/self/clear_refs): render only (the baseline),
    render streamed into the encoder (what a job does), and render all frames into a list first, then encode
    (what holding every decoded frame costs). Goal: the job adds <= 2 GB.
+3. Encoder CPU cost: the CPU seconds (every thread of the process: x264's and swscale's included) that encoding
+   adds to rendering, as frames per CPU-second. Wall-clock throughput on a shared machine depends on what else
+   runs; the CPU cost does not, so it is the figure to compare across runs (on an idle machine the wall figure
+   is at least this, since x264 encodes on several threads). The load average is recorded with the figures.
+4. ``--baseline-encoder FILE``: another version of runtime/video/encode.py (e.g. ``git show REV:runtime/video/
+   encode.py > /tmp/old.py``) encodes the same pre-rendered frames in alternating rounds with this one, and
+   the ratio is reported: before/after in one run, under the same load.
 Figures are printed, never asserted; the best of ``--rounds`` is kept for throughput (the machine is shared).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -35,17 +44,50 @@ def _frames(width: int, height: int, count: int):
     return pattern.frames(pattern.background("bench", 1, width, height), count, 1)
 
 
-def _render_only(width: int, height: int, count: int) -> float:
-    started = time.perf_counter()
+def _render_only(width: int, height: int, count: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) to render ``count`` frames."""
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in _frames(width, height, count):
         pass
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
-def _render_and_encode(width: int, height: int, count: int) -> float:
-    started = time.perf_counter()
+def _render_and_encode(width: int, height: int, count: int) -> tuple[float, float]:
+    started, cpu = time.perf_counter(), time.process_time()
     encode_video(_frames(width, height, count), width=width, height=height, fps=FPS, expected_frames=count)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def _load_encoder(path: Path):
+    spec = importlib.util.spec_from_file_location("baseline_encode", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.encode_video
+
+
+def _versus(baseline: Path, width: int, height: int, count: int, rounds: int) -> list[dict]:
+    """This encoder and ``baseline``'s on the same pre-rendered frames, alternating, best round of each."""
+    frames = list(_frames(width, height, count))
+    encoders = {"this": encode_video, "baseline": _load_encoder(baseline)}
+    best = {name: float("inf") for name in encoders}
+    cpu = {name: float("inf") for name in encoders}
+    for r in range(max(2, rounds) * 2):
+        for name in (("this", "baseline") if r % 2 else ("baseline", "this")):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            encoders[name](iter(frames), width=width, height=height, fps=FPS, expected_frames=count)
+            best[name] = min(best[name], time.perf_counter() - started)
+            cpu[name] = min(cpu[name], time.process_time() - cpu_started)
+    size = f"{width}x{height}"
+    return [{"metric": f"encode {size} frames/s, this encoder (pre-rendered frames)",
+             "value": round(count / best["this"], 1), "unit": "1/s",
+             "baseline_metric": f"encoder of {baseline.name}", "baseline_value": round(count / best["baseline"], 1),
+             "ratio": round(best["baseline"] / best["this"], 2)},
+            {"metric": f"encode {size} frames per CPU-second, this encoder (pre-rendered frames)",
+             "value": round(count / max(1e-6, cpu["this"]), 1), "unit": "1/s",
+             "baseline_metric": f"encoder of {baseline.name}",
+             "baseline_value": round(count / max(1e-6, cpu["baseline"]), 1),
+             "ratio": round(cpu["baseline"] / max(1e-6, cpu["this"]), 2)}]
 
 
 def _status_mib(field: str) -> float:
@@ -84,30 +126,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=240)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--child", nargs=4, metavar=("MODE", "W", "H", "N"))
+    parser.add_argument("--baseline-encoder", type=Path, help="another runtime/video/encode.py to compare with")
     args = parser.parse_args(argv)
     if args.child:
         mode, w, h, n = args.child
         child(mode, int(w), int(h), int(n))
         return 0
     figures = []
+    load_before = os.getloadavg()[0]
     for width, height in SIZES:
-        render = min(_render_only(width, height, args.frames) for _ in range(args.rounds))
-        total = min(_render_and_encode(width, height, args.frames) for _ in range(args.rounds))
+        renders = [_render_only(width, height, args.frames) for _ in range(args.rounds)]
+        totals = [_render_and_encode(width, height, args.frames) for _ in range(args.rounds)]
+        render, total = min(w for w, _ in renders), min(w for w, _ in totals)
         encode = max(1e-6, total - render)
+        encode_cpu = max(1e-6, min(c for _, c in totals) - min(c for _, c in renders))
         size = f"{width}x{height}"
         figures.append({"metric": f"encode {size} H.264 frames/s", "value": round(args.frames / encode, 1),
                         "unit": "1/s", "baseline_metric": f"render only {size} frames/s",
                         "baseline_value": round(args.frames / render, 1)})
         figures.append({"metric": f"encode {size} x real time at {FPS} fps", "value": round(args.frames / encode / FPS,
                                                                                               1), "unit": "x"})
-    width, height = SIZES[1]
+        figures.append({"metric": f"encode {size} H.264 frames per CPU-second", "value": round(
+            args.frames / encode_cpu, 1), "unit": "1/s", "baseline_metric": f"render only {size} frames per CPU-second",
+            "baseline_value": round(args.frames / max(1e-6, min(c for _, c in renders)), 1)})
+        if args.baseline_encoder:
+            figures += _versus(args.baseline_encoder, width, height, args.frames, args.rounds)
+    width, height = SIZES[-1]
     render_peak = _peak_mib("render", width, height, 240)
     for mode, label in (("stream", "job (streamed)"), ("held", "all frames held, then encoded")):
         peak = _peak_mib(mode, width, height, 240)
         figures.append({"metric": f"peak RSS added, 240 frames 1024x576, {label}", "value": round(peak, 1),
                         "unit": "MiB", "baseline_metric": "peak RSS added, render only",
                         "baseline_value": round(render_peak, 1)})
-    result = {"name": "video", "frames": args.frames, "figures": figures}
+    result = {"name": "video", "frames": args.frames, "cpus": os.cpu_count(),
+              "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)], "figures": figures}
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text + "\n")

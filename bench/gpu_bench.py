@@ -3,16 +3,19 @@
 Prints a markdown table (and writes JSON with ``--out``) of: eager vs optimised latency per image
 (1024x1024, 30 steps, classifier-free guidance), time from process start to the first image with a cold
 and with a warm compile cache, images per second at batch 1, 2, 4 and 8 (``run_batch``), and the model
-switch time host RAM -> GPU against local disk -> GPU. Everything goes through DiffusersBackend, the code
-the worker runs. ``--tiny`` runs a tiny SDXL-shaped model on the CPU in well under a minute (the test suite
-does); its figures say nothing about a GPU.
+switch time host RAM -> GPU against local disk -> GPU; and a video phase (issue 36): frames per second of
+txt2video generation on AnimateDiff (SD 1.5 + its motion adapter, random weights, the real shapes; 512x512,
+16 frames, ``--video-steps`` steps, CFG), a clip's time from prompt to encoded MP4 and the GPU's peak memory.
+Everything goes through DiffusersBackend, the code the worker runs. ``--tiny`` runs tiny SDXL- and
+AnimateDiff-shaped models on the CPU in about a minute (the test suite does); its figures say nothing about a GPU.
 
 The compile is paid once: the cold first image (a fresh process, empty caches) fills the compile cache; the
 warm one (a fresh process with only the stored archive, as on a new instance) then measures the optimised
-latency itself. Eager, batch and switch figures come first, and the JSON is rewritten after every phase, so a
+latency itself. Eager, batch, switch and video figures come first, and the JSON is rewritten after every phase, so a
 run cut short by a time limit still leaves what it measured.
 
     .venv/bin/python bench/gpu_bench.py [--tiny] [--work /tmp/gpu-bench] [--out bench/results/gpu.json]
+    .venv/bin/python bench/gpu_bench.py --phases video [--tiny]   # the video phase alone
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 START = time.monotonic()
-PHASES = ("eager", "batch", "switch", "cold", "warm")
+PHASES = ("eager", "batch", "switch", "video", "cold", "warm")
+VIDEO_FRAMES, VIDEO_FPS = 16, 8
 
 
 def _backend(args: argparse.Namespace, compiled: bool, ram_gib: float = 0, **kwargs: Any) -> Any:
@@ -111,6 +115,51 @@ def _switch(args: argparse.Namespace, models: dict[str, Path], ram: bool) -> tup
     return times[0], times[1]
 
 
+def _video_job(args: argparse.Namespace, job_id: str, seed: int) -> Any:
+    from runtime.backends.base import JobContext
+    from runtime.jobs.schema import JobSpec
+
+    return JobContext(job_id, JobSpec.parse({"model": "video", "task": "txt2video", "inputs": {
+        "prompt": "a wave rolling onto a beach", "steps": args.video_steps, "width": args.video_size,
+        "height": args.video_size, "frames": VIDEO_FRAMES, "fps": VIDEO_FPS, "guidance": 7.5, "seed": seed}}))
+
+
+def _video(args: argparse.Namespace, model: Path) -> dict[str, float]:
+    """txt2video through the backend (eager: the motion UNet is not compiled): the median of ``--runs`` clips
+    after a warm-up one. Frames per second counts the whole job: denoising, the chunked VAE decode and the
+    H.264 encode (each clip's MP4 is checked to hold the frames asked for)."""
+    from runtime.backends.diffusers import DiffusersBackend
+    from runtime.backends.diffusers_options import DiffusersOptions
+
+    options = DiffusersOptions(compile="off", buckets=((args.video_size, args.video_size),))
+    backend = DiffusersBackend(device=args.device, options=options)
+    try:
+        backend.load_model("video", model)
+        backend.run(_video_job(args, "video-warm", 0))
+        if args.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for i in range(args.runs):
+            _sync(args)
+            started = time.perf_counter()
+            result = backend.run(_video_job(args, f"video{i}", i + 1))
+            _sync(args)
+            times.append(time.perf_counter() - started)
+            if result.outputs[0].video["frames"] != VIDEO_FRAMES:
+                raise SystemExit(f"video phase: the clip holds {result.outputs[0].video['frames']} frames")
+        out = {"video_clip_s": statistics.median(times), "video_frames_per_s": VIDEO_FRAMES / statistics.median(times)}
+        if args.device.startswith("cuda"):
+            import torch
+
+            out["video_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        return out
+    finally:
+        backend.close()
+        _empty_cache(args.device)
+
+
 def _first_image(args: argparse.Namespace) -> tuple[float, float, bool]:
     """A fresh process: start -> backend warm-up (compile, from the cache when warm) -> first image; then the
     process's median latency of ``--runs`` more images (the optimised latency, compiled UNet)."""
@@ -172,6 +221,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         result["switch_ram_first_s"], result["switch_ram_s"] = _switch(args, models, ram=True)
         result["switch_disk_s"], _ = _switch(args, models, ram=False)
         _phase(args, result, "switches")
+    if "video" in args.phases:
+        _video_phase(args, result)
     if "cold" in args.phases:
         for folder in (args.work / "compile-work", args.work / "compile-store"):
             shutil.rmtree(folder, ignore_errors=True)
@@ -182,6 +233,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         result["first_image_warm_s"], result["optimised_s"], result["warm_cache_was_warm"] = _first_image(args)
         _phase(args, result, "first image, warm cache + optimised latency")
     return result
+
+
+def _video_phase(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    from bench.diffusers_video_models import animatediff
+
+    video_model = args.work / "video-model"
+    if not (video_model / "model_index.json").is_file():
+        animatediff(video_model, tiny=args.tiny, seed=0)
+    result.update(_video(args, video_model), video_size=args.video_size, video_steps=args.video_steps,
+                  video_frames=VIDEO_FRAMES)
+    _phase(args, result, "video")
 
 
 @contextlib.contextmanager
@@ -236,6 +298,13 @@ def table(r: dict[str, Any]) -> str:
         ("switch_ram_first_s", "first switch back (outgoing model copied to host RAM on the way)"),
         ("switch_disk_s", "model switch local disk -> device"))
         if key in r]
+    if "video_frames_per_s" in r:
+        clip = f"AnimateDiff{' (tiny)' if r['tiny'] else ''}, {r['video_size']}x{r['video_size']}, " \
+               f"{r['video_frames']} frames, {r['video_steps']} steps, CFG"
+        lines += [f"| video: frames/s of txt2video generation ({clip}) | {r['video_frames_per_s']:.2f} |",
+                  f"| video: one clip, prompt to encoded MP4 | {r['video_clip_s']:.2f} s |"]
+        if "video_peak_gib" in r:
+            lines += [f"| video: peak GPU memory | {r['video_peak_gib']:.1f} GiB |"]
     return "\n".join(lines)
 
 
@@ -253,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile-cpu", action="store_true", help="with --tiny: compile on the CPU as well")
     parser.add_argument("--phases", type=lambda s: set(s.split(",")), default=set(PHASES),
                         help=f"comma-separated subset of {','.join(PHASES)} (to split a run across time limits)")
+    parser.add_argument("--video-size", type=int, default=None, help="video phase: width and height (512)")
+    parser.add_argument("--video-steps", type=int, default=None, help="video phase: denoising steps (25)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child-first-image", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -265,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     args.size = args.size or (64 if args.tiny else 1024)
     args.steps = args.steps or (2 if args.tiny else 30)
     args.batches = args.batches or ([1, 2] if args.tiny else [1, 2, 4, 8])
+    args.video_size = args.video_size or (64 if args.tiny else 512)
+    args.video_steps = args.video_steps or (2 if args.tiny else 25)
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.child_first_image:

@@ -81,6 +81,12 @@ class ApiArgs:
     lora_tasks: tuple[str, ...] | None = None
     """The tasks whose jobs may name LoRAs (``runtime.backends.base.lora_tasks``); None: every task."""
 
+    video_formats: tuple[str, ...] = ()
+    """The video output formats the backend writes (``runtime.backends.base.video_capabilities``); (): all."""
+
+    video_model_kinds: tuple[str, ...] = ()
+    """The model store kinds the backend makes a video from (``video_capabilities``); (): any model."""
+
     model_bucket_name: pulumi.Input[str] | None = None
     """Model store bucket: ``GET /v1/models`` reads its manifest; without it, the hot models are listed."""
 
@@ -155,6 +161,7 @@ class Api(pulumi.ComponentResource):
             max_wait_seconds=settings.max_wait_seconds, model_groups=a.model_groups, tasks=tuple(a.tasks),
             lora_tasks=None if a.lora_tasks is None else tuple(a.lora_tasks),
             node_catalog=self._node_catalog and self._node_catalog.apply(lambda loc: f"s3://{loc[0]}/{loc[1]}"),
+            video_formats=tuple(a.video_formats), video_model_kinds=tuple(a.video_model_kinds),
         ).to_env()
 
     def _node_catalog_location(self) -> pulumi.Output[tuple[str, str]] | None:

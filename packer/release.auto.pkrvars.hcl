@@ -9,8 +9,10 @@ cuda_source_ami_name = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.
 // and torch-neuronx do not match. Move both together.
 neuron_source_ami_name = "Deep Learning AMI Neuron (Ubuntu 22.04) 20241027"
 
-// CUDA flavour backends.
-comfyui_version = "v0.3.76"
+// CUDA flavour backends. ComfyUI is pinned to the release the adapter was checked against: the recorded
+// /object_info fixture (tests/fixtures/comfyui/object_info_video.json) and the by-hand contract run are from
+// 0.3.64. Move it only with new evidence: docs/amis.md "Moving the ComfyUI pin".
+comfyui_version = "v0.3.64"
 a1111_version   = "v1.10.1"
 // What A1111's launch.py clones at build time, pinned here and passed to it as its own variables. v1.10.1
 // clones github.com/Stability-AI/stablediffusion, which no longer exists (A1111 issues #17204, #17205): its

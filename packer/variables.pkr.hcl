@@ -114,7 +114,7 @@ variable "comfyui_version" {
   description = "ComfyUI release tag installed on the CUDA AMI."
   validation {
     condition     = can(regex("^v[0-9]+\\.[0-9]+\\.[0-9]+$", var.comfyui_version))
-    error_message = "The comfyui_version must be a release tag such as v0.3.76."
+    error_message = "The comfyui_version must be a release tag such as v0.3.64."
   }
 }
 

@@ -1,12 +1,13 @@
 """What local mode puts in its model store, checked before anything starts.
 
 ``--model ID=PATH`` names a model to upload with the real upload code (runtime/model_store). For the
-ComfyUI and A1111 backends PATH is a checkpoint file (kind ``checkpoint``). For the diffusers backend it
-is a diffusers folder, the layout ``save_pretrained`` writes (model_index.json plus one folder per
-component), uploaded as kind ``diffusers``; without any ``--model`` the diffusers backend gets the tiny
-random-weight pipelines of ``TINY_MODELS``, built from configs (bench/diffusers_models.py, seeded) into the
-run directory, so the agents' model cache, the diffusers backend's host-RAM tier and model switching run
-on real files with no download.
+ComfyUI and A1111 backends PATH is a checkpoint file (kind ``checkpoint``), or for ComfyUI a video bundle folder
+(diffusion_models/, text_encoders/, vae/: kind ``video``). For the diffusers backend it is a diffusers folder, the
+layout ``save_pretrained`` writes (model_index.json plus one folder per component), uploaded as kind
+``diffusers`` (``video`` when its pipeline is a video one: AnimateDiff); without any ``--model`` the diffusers
+backend gets the tiny random-weight pipelines of ``TINY_MODELS``, built from configs (bench/diffusers_models.py,
+seeded) into the run directory, so the agents' model cache, the diffusers backend's host-RAM tier and model
+switching run on real files with no download.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.model_store.layout import LayoutError, validate_model_id
+from runtime.model_store.video_kinds import COMFYUI_VIDEO_PARTS, VIDEO_PIPELINES
 
 # model id -> (tiny family of bench.diffusers_models.TINY_FAMILIES, seed). Two SD 1.x models of one
 # architecture (different weights): switching between them goes through the RAM tier; the SDXL one does not.
@@ -31,7 +33,7 @@ class LocalModelError(ValueError):
 class LocalModel:
     model_id: str
     path: Path
-    kind: str  # model store kind: checkpoint | diffusers
+    kind: str  # model store kind: checkpoint | diffusers | video
     tiny: bool = False  # built here from configs (random weights)
     family: str | None = None  # recorded in the manifest (a LoRA's base family; issue 40)
 
@@ -57,6 +59,12 @@ def diffusers_layout_problem(folder: Path) -> str | None:
     return None
 
 
+def store_kind(folder: Path) -> str:
+    """The model store kind of a diffusers folder: ``video`` when its pipeline is a video one (AnimateDiff)."""
+    name = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    return "video" if name in VIDEO_PIPELINES else "diffusers"
+
+
 def check(models: dict[str, str], backend: str) -> dict[str, LocalModel]:
     """The models as the chosen backend will serve them, or a LocalModelError naming the bad one."""
     out: dict[str, LocalModel] = {}
@@ -75,9 +83,10 @@ def check(models: dict[str, str], backend: str) -> dict[str, LocalModel]:
                     f"--model {model_id}={raw} is not a diffusers folder: {problem}. The diffusers backend takes "
                     "the layout save_pretrained writes: model_index.json plus one folder per component "
                     "(unet/, vae/, text_encoder/, tokenizer/, scheduler/ ...)")
-            out[model_id] = LocalModel(model_id, path, "diffusers")
+            out[model_id] = LocalModel(model_id, path, store_kind(path))
         else:
-            out[model_id] = LocalModel(model_id, path, "checkpoint")
+            bundle = path.is_dir() and any((path / part).is_dir() for part in COMFYUI_VIDEO_PARTS)
+            out[model_id] = LocalModel(model_id, path, "video" if bundle else "checkpoint")
     return out
 
 

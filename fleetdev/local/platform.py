@@ -49,7 +49,7 @@ from runtime import instance_contract
 from runtime.api.auth import generate_key
 from runtime.api.environment import ApiConfig
 from runtime.backends import base as backend_names
-from runtime.backends.base import lora_tasks, served_tasks
+from runtime.backends.base import lora_tasks, served_tasks, video_capabilities
 from runtime.model_store import upload
 from runtime.queue_names import KAFKA_TOPIC
 
@@ -309,6 +309,7 @@ class LocalPlatform:
             model_bucket=res.models_bucket if self.models else None,  # GET /v1/models lists the store's manifest
             tasks=served_tasks(o.backend),  # as a stack does: other tasks are refused with 422
             lora_tasks=lora_tasks(o.backend),  # and LoRAs where the backend cannot apply them
+            video_formats=video_capabilities(o.backend)[0], video_model_kinds=video_capabilities(o.backend)[1],
             node_catalog=self.node_catalog_uri)
         env = {**self._env, **api.to_env()}
         env.update(o.api_env)

@@ -46,6 +46,7 @@ from runtime.api.openapi import API_VERSION, document
 from runtime.api.problems import ApiError
 from runtime.api.request_headers import check_content_type, idempotency_key, prefer_wait
 from runtime.api.sync_wait import WaitPacer
+from runtime.api.video_capabilities import refuse_unserved_video
 from runtime.api.workflow_check import WorkflowChecker
 from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavailableError, ValidationError
 from runtime.jobs.ids import is_job_id
@@ -101,6 +102,8 @@ class ApiOptions:
     enforce_known_models: bool = False
     served_tasks: tuple[str, ...] = ()  # the tasks the fleet's backend serves; (): every task
     lora_tasks: tuple[str, ...] | None = None  # the tasks whose jobs may name LoRAs; None: every task (issue 40)
+    video_formats: tuple[str, ...] = ()  # the video output formats it writes; (): every one
+    video_model_kinds: tuple[str, ...] = ()  # the model store kinds it makes a video from; (): any model
     max_wait_seconds: float = MAX_WAIT_SECONDS
     poll_interval_seconds: float = 0.05  # first read of a sync wait; later reads: runtime.api.sync_wait
     average_job_seconds: float = 3.0
@@ -233,6 +236,7 @@ class ApiApp:
         spec = validate_job(body, allow_loopback=self.options.allow_loopback, known_models=known,
                             served_tasks=self.options.served_tasks or None, model_catalog=self._lora_catalog(body),
                             lora_tasks=self.options.lora_tasks)
+        refuse_unserved_video(spec, self.options.video_formats, self.options.video_model_kinds, self.models)
         warning = self._check_workflow(spec)
         record = new_record(spec, owner=principal.id, now=self._clock())
         self._check_message_size(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=record["created_at"]))

@@ -28,6 +28,10 @@ GENAI_LORA_TASKS                JSON list of the tasks whose jobs may name LoRAs
 GENAI_NODE_CATALOG              s3://bucket/key of the node catalog of the ComfyUI image the fleet runs (the stack
                                 writes it from the AMI it deploys, docs/amis.md); comfyui-workflow jobs are checked
                                 against it at submit. Unset or not published: accepted with a Warning header
+GENAI_VIDEO_FORMATS             JSON list of the video output_format values the fleet's backend writes; others are
+                                refused with 422. Unset: every format (runtime.jobs.models.VIDEO_FORMATS)
+GENAI_VIDEO_MODEL_KINDS         JSON list of the model store kinds the backend makes a video from: a video task on
+                                a manifest model of another kind is refused with 422. Unset: any model
 GENAI_ALLOW_LOOPBACK_URLS       true only in local mode
 GENAI_AVERAGE_JOB_SECONDS       for wait estimates (default 3)
 GENAI_MAX_WAIT_SECONDS          cap of Prefer: wait (default 25)
@@ -44,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from runtime.jobs.models import TASKS
+from runtime.jobs.models import TASKS, VIDEO_FORMATS
 from runtime.queue_names import KAFKA_TOPIC
 
 MAX_WAIT_CAP_SECONDS = 25.0  # the gateway stops waiting at 30 s
@@ -94,6 +98,19 @@ def _lora_tasks(value: str | None) -> tuple[str, ...] | None:
         raise RuntimeError(f"GENAI_LORA_TASKS must be a JSON list of tasks from {', '.join(TASKS)} "
                            f"(got {value[:200]!r})")
     return tuple(tasks)
+def _names(variable: str, value: str | None, allowed: tuple[str, ...] | None) -> tuple[str, ...]:
+    """A JSON list of names (from ``allowed`` when given); unset or empty: ()."""
+    if not value:
+        return ()
+    try:
+        names = json.loads(value)
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not names or not all(
+            isinstance(n, str) and n and (allowed is None or n in allowed) for n in names):
+        what = f"from {', '.join(allowed)}" if allowed else "(non-empty strings)"
+        raise RuntimeError(f"{variable} must be a non-empty JSON list of names {what} (got {value[:200]!r})")
+    return tuple(names)
 
 
 def _text(value: Any) -> Any:
@@ -121,6 +138,7 @@ API_VARIABLES = {
     "model_groups": "GENAI_MODEL_GROUPS", "tasks": "GENAI_TASKS",
     "lora_tasks": "GENAI_LORA_TASKS",
     "node_catalog": "GENAI_NODE_CATALOG",
+    "video_formats": "GENAI_VIDEO_FORMATS", "video_model_kinds": "GENAI_VIDEO_MODEL_KINDS",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -156,6 +174,8 @@ class ApiConfig:
     tasks: tuple[str, ...] = ()  # the tasks the fleet serves; (): every task (runtime.jobs.models.TASKS)
     lora_tasks: tuple[str, ...] | None = None  # tasks whose jobs may name LoRAs; None: every task (issue 40)
     node_catalog: str | None = None  # s3://bucket/key of the fleet image's ComfyUI node catalog (issue 41)
+    video_formats: tuple[str, ...] = ()  # the video output formats the fleet writes; (): every one
+    video_model_kinds: tuple[str, ...] = ()  # model store kinds a video is made from; (): any model
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -183,7 +203,9 @@ class ApiConfig:
             endpoint_url=e.get("GENAI_AWS_ENDPOINT_URL") or None,
             model_groups=tuple((g, tuple(ms)) for g, ms in json.loads(e.get("GENAI_MODEL_GROUPS") or "[]")),
             tasks=_tasks(e.get("GENAI_TASKS")), lora_tasks=_lora_tasks(e.get("GENAI_LORA_TASKS")),
-            node_catalog=_node_catalog(e.get("GENAI_NODE_CATALOG")))
+            node_catalog=_node_catalog(e.get("GENAI_NODE_CATALOG")),
+            video_formats=_names("GENAI_VIDEO_FORMATS", e.get("GENAI_VIDEO_FORMATS"), VIDEO_FORMATS),
+            video_model_kinds=_names("GENAI_VIDEO_MODEL_KINDS", e.get("GENAI_VIDEO_MODEL_KINDS"), None))
 
     def to_env(self) -> dict[str, Any]:
         """The variables ``from_env`` reads back into this config (region aside): set or non-default fields."""

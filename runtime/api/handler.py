@@ -46,7 +46,8 @@ def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiAp
                          rate_per_second=cfg.rate_per_second, burst=cfg.burst, allow_loopback=cfg.allow_loopback,
                          enforce_known_models=cfg.enforce_known_models, max_wait_seconds=cfg.max_wait_seconds,
                          average_job_seconds=cfg.average_job_seconds, served_tasks=cfg.tasks,
-                         lora_tasks=cfg.lora_tasks)
+                         lora_tasks=cfg.lora_tasks,
+                         video_formats=cfg.video_formats, video_model_kinds=cfg.video_model_kinds)
     models = (ManifestModels(client("s3"), cfg.model_bucket, cfg.hot_models) if cfg.model_bucket
               else StaticModels(cfg.hot_models))
     return ApiApp(store, _producer(cfg, client), options, keys=_keys(cfg, client), models=models,

@@ -15,6 +15,9 @@ GPU-only backend's heavy imports never happen on an instance that runs another b
 one list of backend names: the agent config's check, the stack's per-flavour check (components/config_settings.py)
 and local mode derive theirs from it. It also says which tasks each backend serves (``served_tasks``): the stack
 passes them to the API (``GENAI_TASKS``), which refuses any other task with 422 before anything is written.
+For the video tasks it also says which ``output_format`` values the backend writes and which model store kinds
+it makes a video from (``video_capabilities``): the stack passes them on too (``GENAI_VIDEO_FORMATS``,
+``GENAI_VIDEO_MODEL_KINDS``), and the API refuses a format or a model the fleet cannot make a video with.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.jobs.models import TASK_INPUTS, TASKS, Txt2ImgInputs
+from runtime.jobs.models import TASK_INPUTS, TASKS, VIDEO_FORMATS, Txt2ImgInputs
 from runtime.jobs.schema import JobSpec
 from runtime.model_cache.ram_tier import HostRamTier
 
@@ -248,6 +251,10 @@ class BackendEntry:
     # The tasks on which it applies inputs.loras (issue 40); None: every served task that has them. The API refuses
     # LoRAs on the others with 422.
     lora_tasks: tuple[str, ...] | None = None
+    # For its video tasks: the output formats it writes, and the model store kinds a video is made from ((): any
+    # model: the test pattern draws its frames). The API refuses the others (runtime/api/video_capabilities.py).
+    video_formats: tuple[str, ...] = VIDEO_FORMATS
+    video_model_kinds: tuple[str, ...] = ()
 
 
 # The only list of backend names (order: the per-flavour lists and error messages show them in this order).
@@ -255,11 +262,13 @@ _IMAGE_TASKS = ("txt2img", "img2img")
 CATALOG: dict[str, BackendEntry] = {
     # ComfyUI's video tasks run its default Wan graph (runtime/backends/comfyui_video.py) on a video model folder.
     # LoRAs: LoraLoader nodes in its default image graph; its default video graph takes none yet.
+    # No core ComfyUI node writes GIF (comfyui_video.WRITERS); its video graph loads a kind 'video' bundle.
     "comfyui": BackendEntry("runtime.backends.comfyui:ComfyUIBackend", ("cuda",),
-                            (*_IMAGE_TASKS, "txt2video", "img2video", "comfyui-workflow"), lora_tasks=_IMAGE_TASKS),
+                            (*_IMAGE_TASKS, "txt2video", "img2video", "comfyui-workflow"), lora_tasks=_IMAGE_TASKS,
+                            video_formats=("mp4", "webm", "webp"), video_model_kinds=("video",)),
     "a1111": BackendEntry("runtime.backends.a1111:A1111Backend", ("cuda",), _IMAGE_TASKS),
     "diffusers": BackendEntry("runtime.backends.diffusers:DiffusersBackend", ("cuda",),
-                              (*_IMAGE_TASKS, "txt2video", "img2video")),
+                              (*_IMAGE_TASKS, "txt2video", "img2video"), video_model_kinds=("video",)),
     # Neuron runs graphs compiled ahead of time with their weights: no adapter can be added per job.
     "neuron": BackendEntry("runtime.backends.neuron:NeuronBackend", ("neuron",), _IMAGE_TASKS, lora_tasks=()),
     "test-pattern": BackendEntry("runtime.backends.test_pattern:TestPatternBackend", ("cuda", "neuron"),
@@ -289,6 +298,17 @@ def lora_tasks(name: str) -> tuple[str, ...]:
     applied = CATALOG[name].lora_tasks
     return tuple(t for t in served_tasks(name) if "loras" in TASK_INPUTS[t].model_fields
                  and (applied is None or t in applied))
+
+
+def video_capabilities(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(output formats, model store kinds) of backend ``name``'s video tasks; () when it serves no video task.
+    Kinds () mean any model."""
+    entry = CATALOG.get(name)
+    if entry is None:
+        raise BackendError(f"unknown backend {name!r}; known: {', '.join(NAMES)}")
+    if not {"txt2video", "img2video"} & set(entry.tasks):
+        return (), ()
+    return tuple(f for f in VIDEO_FORMATS if f in entry.video_formats), entry.video_model_kinds
 
 
 def backend_class(name: str) -> Callable[..., Backend]:

@@ -29,9 +29,10 @@ from typing import Any
 from runtime.backends import _http
 from runtime.backends.base import JobInputError, OutputEncodingError
 from runtime.jobs.models import Img2VideoInputs, Txt2VideoInputs
+from runtime.model_store.video_kinds import COMFYUI_VIDEO_PARTS
 
-# ComfyUI models/ subfolder -> the loader input that names a file in it
-KINDS = ("diffusion_models", "text_encoders", "vae")
+# ComfyUI models/ subfolders of a video model's parts (model store kind ``video``, checked at upload)
+KINDS = COMFYUI_VIDEO_PARTS
 WRITERS = {"mp4": "SaveVideo", "webm": "SaveWEBM", "webp": "SaveAnimatedWEBP"}
 SIZE_STEP = 32  # Wan22ImageToVideoLatent: width / height step 32 (the latent is 1/16, the VAE patch 2)
 MODEL_SHIFT = 8.0

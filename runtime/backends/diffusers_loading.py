@@ -17,7 +17,7 @@ from typing import Any
 
 from runtime.backends.base import BackendUnavailable, JobInputError
 from runtime.backends.diffusers_options import DiffusersOptions
-from runtime.backends.diffusers_video import VIDEO_PIPELINES
+from runtime.model_store.video_kinds import VIDEO_PIPELINES
 
 log = logging.getLogger(__name__)
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt")
@@ -61,14 +61,15 @@ def family(pipe: Any) -> str:
 
 def load(path: Path, options: DiffusersOptions, device: str) -> Any:
     """The text-to-image pipeline of the model at ``path`` (folder or single file), optimised for ``device``;
-    a diffusers folder of a video pipeline (``diffusers_video.VIDEO_PIPELINES``) loads as that pipeline."""
+    a diffusers folder of a video pipeline (``model_store.video_kinds.VIDEO_PIPELINES``) loads as that pipeline."""
     diffusers, _ = _libraries()
     dtype = options.torch_dtype(device)
     try:
         if path.is_dir():
             if not (path / "model_index.json").is_file():
                 raise JobInputError(f"{path} is not a diffusers folder (no model_index.json); upload the model "
-                                    f"as kind 'diffusers' or as one .safetensors checkpoint")
+                                    f"as kind 'diffusers' (a video pipeline: 'video') or as one .safetensors "
+                                    f"checkpoint")
             class_name = json.loads((path / "model_index.json").read_text()).get("_class_name")
             # A video pipeline (AnimateDiff: base + motion adapter) loads as itself; AutoPipeline maps images only.
             auto = diffusers.DiffusionPipeline if class_name in VIDEO_PIPELINES else \

@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-VIDEO_PIPELINES = ("AnimateDiffPipeline", "AnimateDiffVideoToVideoPipeline")  # model_index.json _class_name
+from runtime.model_store.video_kinds import VIDEO_PIPELINES  # model_index.json _class_name of kind 'video'
+
 DECODE_CHUNK_FRAMES = 8  # frames decoded by the VAE at once: bounds the decoded frames held in memory
 IMG2VIDEO_STRENGTH = 0.8
 

@@ -28,6 +28,11 @@ KINDS: dict[str, str] = {
     "clip": "text encoder weights",
     "neuron": "a model compiled for AWS Inferentia2 / Trainium (optimum-neuron output directory)",
     "workflow": "ComfyUI workflow (API format JSON)",
+    # Video (issue 36): what runtime/model_store/video_kinds.py checks at upload, and the backends load.
+    "video": "a video model: a diffusers folder of a video pipeline (model_index.json naming AnimateDiffPipeline), "
+             "or a ComfyUI video bundle (diffusion_models/, text_encoders/, vae/: one file each)",
+    "motion_adapter": "an AnimateDiff motion adapter: a diffusers MotionAdapter folder (config.json + weights) or "
+                      "one motion-module weights file",
 }
 
 # Same rule as components.config's hotModels: lowercase 'name' or 'family/name'.

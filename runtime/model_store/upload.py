@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from runtime.model_store.errors import LayoutError, StorageError
 from runtime.model_store.layout import artifact_key, validate_kind, validate_model_id, validate_version
 from runtime.model_store.manifest import ManifestStore, ModelEntry, ModelFile, utc_now
+from runtime.model_store.video_kinds import check_contents
 
 log = logging.getLogger(__name__)
 MiB = 1024 * 1024
@@ -102,7 +103,9 @@ def plan(model_id: str, kind: str, paths: Iterable[str | os.PathLike[str]], vers
     """Hash the inputs and decide the version (content hash unless given) and every key."""
     validate_model_id(model_id)
     validate_kind(kind)
-    hashed = [(local, rel, *sha256_file(local)) for local, rel in _collect(paths)]
+    collected = _collect(paths)
+    check_contents(kind, collected)  # a video model or motion adapter of the wrong shape is refused before hashing
+    hashed = [(local, rel, *sha256_file(local)) for local, rel in collected]
     if version is None:
         combined = hashlib.sha256("".join(f"{rel}\0{sha}\n" for _, rel, _, sha in sorted(
             hashed, key=lambda h: h[1])).encode())

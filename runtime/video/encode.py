@@ -10,7 +10,8 @@ seekable file) that is removed whatever happens; the bytes come back in ``Encode
 format   codec (PyAV name)  pixels        type        notes
 =======  =================  ============  ==========  =================================================
 mp4      libx264            yuv420p       video/mp4   H.264 High, CRF 20, preset superfast (bench/bench_video.py:
-                                                      ~1.2x veryfast's speed for ~1.3x its size),
+                                                      ~1.2x veryfast's speed for ~1.3x its size; docs/worker.md
+                                                      "Video encoding speed"),
                                                       ``movflags=+faststart`` (index first), plays everywhere
 webm     libvpx-vp9         yuv420p       video/webm  VP9, constant quality, realtime speed
 webp     libwebp_anim       yuv420p       image/webp  animated WebP, loops
@@ -112,20 +113,26 @@ def encode_video(frames: Iterable[Any], *, width: int, height: int, fps: int, ou
 def _encode(frames: Iterable[Any], path: Path, spec: VideoFormat, width: int, height: int,
             fps: int) -> tuple[int, bytes]:
     import av  # imported on first use: only video jobs need FFmpeg
+    from av.video.reformatter import VideoReformatter
 
     count, poster = 0, b""
+    # One reformatter for the whole video: it keeps its swscale context (and its threads) from frame to frame.
+    # ``VideoFrame.reformat`` builds a new one per call, which cost more than the colour conversion itself
+    # (bench/bench_video.py; docs/worker.md "Video encoding speed"). Same conversion, same pixels.
+    reformatter = VideoReformatter()
     try:
         with av.open(str(path), mode="w", format=spec.container, options=spec.container_options) as container:
             stream = container.add_stream(spec.codec, rate=fps, options=spec.codec_options)
             stream.width, stream.height, stream.pix_fmt = width, height, spec.pix_fmt
             stream.time_base = Fraction(1, fps)
             for frame in frames:
-                image = _image(frame, width, height, count)
+                rgb = _rgb(frame, width, height, count)
                 if count == 0:
-                    poster = _png(image)
-                video_frame = av.VideoFrame.from_image(image)
+                    poster = _png(rgb)
+                video_frame = reformatter.reformat(av.VideoFrame.from_numpy_buffer(rgb, format="rgb24"),
+                                                   format=spec.pix_fmt)
                 video_frame.pts, video_frame.time_base = count, Fraction(1, fps)
-                container.mux(stream.encode(video_frame.reformat(format=spec.pix_fmt)))
+                container.mux(stream.encode(video_frame))
                 count += 1
             container.mux(stream.encode(None))  # flush the encoder's delayed frames
     except BackendError:  # the frames' own (JobInterrupted on cancel, JobInputError) and ours pass unchanged
@@ -136,14 +143,27 @@ def _encode(frames: Iterable[Any], path: Path, spec: VideoFormat, width: int, he
     return count, poster
 
 
-def _image(frame: Any, width: int, height: int, index: int) -> Image.Image:
-    image = frame if isinstance(frame, Image.Image) else Image.fromarray(frame)
-    if image.size != (width, height):
-        raise OutputEncodingError(f"frame {index} is {image.size[0]}x{image.size[1]}; the video is {width}x{height}")
-    return image.convert("RGB") if image.mode != "RGB" else image
+def _rgb(frame: Any, width: int, height: int, index: int) -> Any:
+    """The frame as an HxWx3 uint8 array (no copy when it already is one)."""
+    import numpy as np
+
+    if isinstance(frame, Image.Image):
+        frame = np.asarray(frame if frame.mode == "RGB" else frame.convert("RGB"))
+    else:
+        frame = np.asarray(frame)
+        if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] != 3):  # grey or RGBA: through PIL as before
+            frame = np.asarray(Image.fromarray(frame).convert("RGB"))
+    if frame.ndim != 3 or frame.shape[:2] != (height, width):
+        shown = f"{frame.shape[1]}x{frame.shape[0]}" if frame.ndim >= 2 else f"of shape {frame.shape}"
+        raise OutputEncodingError(f"frame {index} is {shown}; the video is {width}x{height}")
+    if frame.dtype != np.uint8:
+        raise OutputEncodingError(f"frame {index} has pixels of type {frame.dtype}; frames are uint8 RGB")
+    return np.ascontiguousarray(frame)
 
 
-def _png(image: Image.Image) -> bytes:
+def _png(rgb: Any) -> bytes:
+    """The poster: the first frame as PNG at zlib level 1 (lossless like any level; ~15x faster to write than the
+    default 6 for a slightly larger file: it is fetched once per video)."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()

@@ -22,7 +22,7 @@ import httpx
 from runtime.backends.base import BackendUnavailable, JobInputError
 from runtime.instance_contract import INPUT_URL_PORTS, INPUT_URL_SCHEMES
 from runtime.jobs.errors import ValidationError
-from runtime.jobs.models import Img2ImgInputs, WorkflowInputs
+from runtime.jobs.models import Img2ImgInputs, Img2VideoInputs, WorkflowInputs
 from runtime.jobs.schema import JobSpec
 from runtime.net_safety import UnsafeURLError, pinned_request, resolve_and_check
 
@@ -44,6 +44,8 @@ def image_refs(job: JobSpec) -> dict[str, str]:
     inputs = job.inputs
     if isinstance(inputs, Img2ImgInputs):
         return {"image": inputs.image, **({"mask": inputs.mask} if inputs.mask else {})}
+    if isinstance(inputs, Img2VideoInputs):  # the image the video starts from
+        return {"image": inputs.image}
     if isinstance(inputs, WorkflowInputs):
         return dict(inputs.images or {})
     return {}

@@ -22,7 +22,8 @@ EVERY_FIELD_SET = ApiConfig(
     average_job_seconds=4.5, max_wait_seconds=12.0, endpoint_url="http://127.0.0.1:5000",
     model_groups=(("sdxl", ("sdxl-base", "org/sdxl-turbo")),), tasks=("txt2img", "txt2video"),
     lora_tasks=("txt2img",),
-    node_catalog="s3://amis/node-catalogs/cuda/ami-0abc.json")
+    node_catalog="s3://amis/node-catalogs/cuda/ami-0abc.json",
+    video_formats=("mp4", "webm"), video_model_kinds=("video",))
 
 
 @pytest.mark.parametrize("cfg", [

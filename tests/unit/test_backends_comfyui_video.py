@@ -147,3 +147,16 @@ def test_a_video_task_on_a_checkpoint_model_is_an_input_error(comfy, tmp_path):
     backend.load_model("sd15", checkpoint)
     with pytest.raises(JobInputError, match="not a ComfyUI video model"):
         backend.run(job_context("j_video", "sd15", "txt2video", prompt="a boat"))
+
+
+def test_the_pinned_comfyui_is_the_version_the_object_info_was_recorded_from():
+    """The pin and the evidence agree (issue 37): the AMI installs the ComfyUI release the fixture (and the by-hand
+    contract run) came from; moving the pin means recording /object_info again (docs/amis.md)."""
+    import re
+
+    import hcl2
+
+    with (Path(__file__).resolve().parents[2] / "packer" / "release.auto.pkrvars.hcl").open() as fh:
+        pinned = hcl2.load(fh)["comfyui_version"].strip('"')  # python-hcl2 keeps the quotes
+    recorded = re.search(r"running ComfyUI (\d+\.\d+\.\d+) ", OBJECT_INFO["_provenance"])
+    assert recorded and pinned == f"v{recorded.group(1)}", (pinned, OBJECT_INFO["_provenance"][:80])

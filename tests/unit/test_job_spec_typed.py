@@ -66,6 +66,15 @@ def test_image_refs_come_from_the_typed_inputs():
     assert image_refs(job_spec(task="comfyui-workflow", workflow=graph, images={"cat": mask})) == {"cat": mask}
 
 
+def test_an_img2video_jobs_start_image_is_fetched_for_the_backend():
+    """Issue 36: the worker fetches img2video's ``image`` like img2img's (before, no backend got it in a real
+    agent: the diffusers backend failed the job, the test pattern drew its own background)."""
+    start = data_uri(png(8, 8, (200, 90, 40)))
+    spec = JobSpec.parse({"model": "m", "task": "img2video", "inputs": {"prompt": "p", "image": start}})
+    assert image_refs(spec) == {"image": start}
+    assert image_refs(JobSpec.parse({"model": "m", "task": "txt2video", "inputs": {"prompt": "p"}})) == {}
+
+
 def test_a_field_added_to_the_model_reaches_the_backend_with_its_default_and_bound(monkeypatch):
     """Adding an input is one edit: the task's model. The worker's read and the backend's context follow."""
 

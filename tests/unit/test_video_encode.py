@@ -125,3 +125,28 @@ def test_a_cancel_from_the_frames_passes_through_unchanged(tmp_path):
     with pytest.raises(JobInterrupted):
         encode_video(canceled(), width=64, height=48, fps=8, workdir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_kind_of_frame_encodes_to_the_same_video():
+    """The encoder's input path (one reformatter per video, numpy buffers wrapped without a copy: docs/worker.md
+    "Video encoding speed") gives the same H.264 stream for PIL frames, HxWx3 arrays, non-contiguous views (a
+    diffusers chunk), and grey or RGBA frames the way PIL converts them; a frame of another dtype is refused."""
+    import numpy as np
+
+    images = list(_frames(6))
+    arrays = [np.asarray(i) for i in images]
+    views = [np.asarray(a.transpose(2, 0, 1).copy()).transpose(1, 2, 0) for a in arrays]  # CHW memory, HWC view
+    assert not views[0].flags.c_contiguous
+
+    def mp4(frames):
+        return encode_video(frames, width=64, height=48, fps=8, expected_frames=6)
+
+    reference = mp4(iter(images))
+    assert mp4(iter(arrays)).data == reference.data == mp4(iter(views)).data
+    assert mp4(iter(arrays)).poster == reference.poster
+    grey = [i.convert("L") for i in images]
+    assert mp4(iter(np.asarray(g) for g in grey)).data == mp4(iter(g.convert("RGB") for g in grey)).data
+    rgba = [np.dstack([a, np.full(a.shape[:2], 255, np.uint8)]) for a in arrays]
+    assert mp4(iter(rgba)).data == reference.data
+    with pytest.raises(OutputEncodingError, match="frame 0 has pixels of type float32"):
+        mp4(iter(a.astype(np.float32) for a in arrays))
