@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +135,15 @@ class JobContext:
             sink(Progress(stage=stage, **fields))
         except Exception:  # progress must never fail a job
             logging.getLogger(__name__).debug("progress report dropped", exc_info=True)
+
+    def report_frames(self, frames: Iterable[Any], total: int) -> Iterator[Any]:
+        """``frames``, each one the encoder takes reported as progress (stage ``encoding``)."""
+        done = 0
+        for frame in frames:
+            self.report("encoding", frames_done=done, frames=total)
+            yield frame
+            done += 1
+        self.report("encoding", frames_done=done, frames=total)
 
     def check_before_submit(self) -> None:
         """Backends call this last thing before submitting, so a cancel that came in meanwhile wins."""

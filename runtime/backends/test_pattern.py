@@ -158,7 +158,7 @@ class TestPatternBackend(Backend):
         except (OSError, ValueError) as exc:
             raise JobInputError(f"inputs.image is not an image: {exc}") from exc
         frames = self._interruptible(ctx, video_frames.frames(still, inputs.frames, seed))
-        video = encode_video(_reported(ctx, frames, inputs.frames),
+        video = encode_video(ctx.report_frames(frames, inputs.frames),
                              width=inputs.width, height=inputs.height, fps=inputs.fps,
                              output_format=inputs.output_format, expected_frames=inputs.frames)
         return BackendResult(
@@ -176,12 +176,3 @@ class TestPatternBackend(Backend):
                 raise JobInterrupted(f"job {ctx.job_id} interrupted while rendering its video")
             yield frame
 
-
-def _reported(ctx: JobContext, frames: Iterator[Any], total: int) -> Iterator[Any]:
-    """The frames, each one the encoder took reported as progress (stage ``encoding``, issue 38)."""
-    done = 0
-    for frame in frames:
-        ctx.report("encoding", frames_done=done, frames=total)
-        yield frame
-        done += 1
-    ctx.report("encoding", frames_done=done, frames=total)
