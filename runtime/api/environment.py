@@ -27,6 +27,7 @@ GENAI_ALLOW_LOOPBACK_URLS       true only in local mode
 GENAI_AVERAGE_JOB_SECONDS       for wait estimates (default 3)
 GENAI_MAX_WAIT_SECONDS          cap of Prefer: wait (default 25)
 GENAI_AWS_ENDPOINT_URL          one endpoint for every AWS client (moto / local mode)
+GENAI_EVENT_TABLE               the job event log table (GET /v1/jobs/{id}/events, progress in job views)
 AWS_REGION                      set by Lambda itself; never written by ``to_env``
 ==============================  ===========================================================
 """
@@ -100,6 +101,7 @@ API_VARIABLES = {
     "allow_loopback": "GENAI_ALLOW_LOOPBACK_URLS", "average_job_seconds": "GENAI_AVERAGE_JOB_SECONDS",
     "max_wait_seconds": "GENAI_MAX_WAIT_SECONDS", "endpoint_url": "GENAI_AWS_ENDPOINT_URL",
     "model_groups": "GENAI_MODEL_GROUPS", "tasks": "GENAI_TASKS",
+    "event_table": "GENAI_EVENT_TABLE",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -133,6 +135,7 @@ class ApiConfig:
     endpoint_url: str | None = None
     model_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, model ids): runtime.queues.routing
     tasks: tuple[str, ...] = ()  # the tasks the fleet serves; (): every task (runtime.jobs.models.TASKS)
+    event_table: str | None = None  # the job event log (issue 38; runtime/jobs/events.py); None: no events route
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -159,7 +162,7 @@ class ApiConfig:
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION"),
             endpoint_url=e.get("GENAI_AWS_ENDPOINT_URL") or None,
             model_groups=tuple((g, tuple(ms)) for g, ms in json.loads(e.get("GENAI_MODEL_GROUPS") or "[]")),
-            tasks=_tasks(e.get("GENAI_TASKS")))
+            tasks=_tasks(e.get("GENAI_TASKS")), event_table=e.get("GENAI_EVENT_TABLE") or None)
 
     def to_env(self) -> dict[str, Any]:
         """The variables ``from_env`` reads back into this config (region aside): set or non-default fields."""

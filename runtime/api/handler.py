@@ -48,7 +48,17 @@ def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiAp
                          average_job_seconds=cfg.average_job_seconds, served_tasks=cfg.tasks)
     models = (ManifestModels(client("s3"), cfg.model_bucket, cfg.hot_models) if cfg.model_bucket
               else StaticModels(cfg.hot_models))
-    return ApiApp(store, _producer(cfg, client), options, keys=_keys(cfg, client), models=models)
+    events = _event_log(cfg, client)
+    return ApiApp(store, _producer(cfg, client), options, keys=_keys(cfg, client), models=models, events=events)
+
+
+def _event_log(cfg: ApiConfig, client: Any) -> Any:
+    """The job event log (issue 38) when the stack has one."""
+    if not cfg.event_table:
+        return None
+    from runtime.jobs.events import EventLog
+
+    return EventLog(cfg.event_table, client("dynamodb"))
 
 
 def _producer(cfg: ApiConfig, client: Any) -> Any:
