@@ -11,6 +11,7 @@ from components import naming, teardown
 from components.api import Api, ApiArgs
 from components.cdn_storage import CdnStorage, CdnStorageArgs
 from components.inference_cluster import InferenceCluster, InferenceClusterArgs
+from components.job_event_log import JobEventLog, JobEventLogArgs
 from components.job_events import JobEvents, JobEventsArgs
 from components.job_store import JobStore, JobStoreArgs
 from components.model_store import ModelStore, ModelStoreArgs
@@ -42,6 +43,7 @@ network = Network("network", NetworkArgs(network=cfg.network, region=cfg.region)
 models = ModelStore("models", ModelStoreArgs(stack=stack), opts=opts)
 outputs = CdnStorage("outputs", CdnStorageArgs(stack=stack, storage=cfg.storage), opts=opts)
 jobs = JobStore("jobs", JobStoreArgs(stack=stack, storage=cfg.storage), opts=opts)
+job_events = JobEventLog("job-events", JobEventLogArgs(stack=stack), opts=opts)  # progress events (issue 38)
 queue = RequestQueue("queue", RequestQueueArgs(
     stack=stack, queue=cfg.queue, storage=cfg.storage, max_workers=cfg.cluster.max_size,
     vpc_id=network.vpc_id, subnet_ids=network.private_subnet_ids,
@@ -51,6 +53,7 @@ api = Api("api", ApiArgs(
     queue=queue.endpoint, average_job_seconds=cfg.cluster.average_job_seconds, hot_models=cfg.cluster.hot_models,
     model_groups=cfg.queue.model_groups, model_bucket_name=models.bucket_name, model_bucket_arn=models.bucket_arn,
     tasks=served_tasks(cfg.cluster.backend),
+    event_table_name=job_events.table_name, event_table_arn=job_events.table_arn,
 ), opts=opts)
 cluster = InferenceCluster("cluster", InferenceClusterArgs(
     stack=stack, cluster=cfg.cluster, queue_settings=cfg.queue, tags=cfg.tags,
@@ -58,6 +61,7 @@ cluster = InferenceCluster("cluster", InferenceClusterArgs(
     model_store_bucket_name=models.bucket_name, model_store_bucket_arn=models.bucket_arn,
     outputs_bucket_name=outputs.bucket_name, outputs_bucket_arn=outputs.bucket_arn, cdn_domain=outputs.cdn_domain,
     job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
+    event_table_name=job_events.table_name, event_table_arn=job_events.table_arn,
 ), opts=opts)
 # Dead letters and dead workers end final; webhooks come from the table's stream, never from a worker.
 # The webhook secret is a SecureString the operator creates once per environment (README: "Webhook signing secret").

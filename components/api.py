@@ -87,6 +87,12 @@ class ApiArgs:
     kafka_layer_dir: str | None = None
     """Pre-built layer directory (``python/...``) for Kafka; default: ``.build/lambda/kafka-layer``."""
 
+    event_table_name: pulumi.Input[str] | None = None
+    """The job event log (components/job_event_log.py): GET /v1/jobs/{id}/events; None: no events route."""
+
+    event_table_arn: pulumi.Input[str] | None = None
+    """Its ARN (Query only)."""
+
 
 class Api(pulumi.ComponentResource):
     api_url: pulumi.Output[str]
@@ -143,6 +149,7 @@ class Api(pulumi.ComponentResource):
             quota_per_day=settings.key_quota_per_day or None, hot_models=tuple(a.hot_models),
             model_bucket=a.model_bucket_name, average_job_seconds=a.average_job_seconds,
             max_wait_seconds=settings.max_wait_seconds, model_groups=a.model_groups, tasks=tuple(a.tasks),
+            event_table=a.event_table_name,
         ).to_env()
 
     def _handler_statements(self) -> list[dict[str, pulumi.Input]]:
@@ -154,6 +161,8 @@ class Api(pulumi.ComponentResource):
             # GET /v1/jobs: one Query on the owner index (the handler always keys it by the caller).
             {"sid": "JobTableOwnerIndex", "actions": ["dynamodb:Query"],
              "resources": [pulumi.Output.concat(a.job_table_arn, f"/index/{OWNER_INDEX}")]}]
+        if a.event_table_arn is not None:  # GET /v1/jobs/{id}/events and a running job's progress: Query only
+            statements.append({"sid": "JobEventLog", "actions": ["dynamodb:Query"], "resources": [a.event_table_arn]})
         if isinstance(a.queue, SqsEndpoint):
             statements.append({"sid": "Queue", "actions": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
                                "resources": a.queue.queue_arns()})

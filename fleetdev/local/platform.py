@@ -284,7 +284,8 @@ class LocalPlatform:
             kafka_iam=False, auth_mode="api-key", api_keys=(self.api_key,), endpoint_url=self.moto_url,
             allow_loopback=True, average_job_seconds=max(0.1, o.test_pattern_delay_seconds),
             model_bucket=res.models_bucket if self.models else None,  # GET /v1/models lists the store's manifest
-            tasks=served_tasks(o.backend))  # as a stack does: other tasks are refused with 422
+            tasks=served_tasks(o.backend),  # as a stack does: other tasks are refused with 422
+            event_table=res.event_table)  # GET /v1/jobs/{id}/events (issue 38)
         env = {**self._env, **api.to_env()}
         env.update(o.api_env)
         self.api = ManagedProcess("api", [sys.executable, "-m", "fleetdev.local_server", "--host", "127.0.0.1",
@@ -321,6 +322,7 @@ class LocalPlatform:
         backend_url = o.backend_urls[index] if index < len(o.backend_urls) else o.backend_url
         doc: dict[str, Any] = {
             "stack": "local", "region": o.region, "queue": queue, "job_table": res.job_table,
+            "event_table": res.event_table,
             "outputs": {"bucket": res.outputs_bucket, "cdn_base_url": self.cdn.base_url, "prefix": "outputs"},
             "backend": o.backend, "backend_url": backend_url if o.backend not in IN_PROCESS_BACKENDS else None,
             "model_cache": {"cache_dir": str(self.run_dir / f"worker-{index}-models"),

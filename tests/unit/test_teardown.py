@@ -39,11 +39,11 @@ def test_dev_deletes_cleanly():
     dev, prod = run_stack("dev"), run_stack("prod")
     assert not [r.name for r in dev.resources if r.protect or r.retain_on_delete]
     assert {b.inputs["forceDestroy"] for b in dev.of_type(BUCKET)} == {True}
-    assert dev.one(TABLE).inputs["deletionProtectionEnabled"] is False
+    assert {t.inputs["deletionProtectionEnabled"] for t in dev.of_type(TABLE)} == {False}  # jobs and job events
     assert {(g.inputs["forceDelete"], g.inputs["forceDeleteWarmPool"]) for g in dev.of_type(GROUP)} == {(True, True)}
     # production refuses all three, on top of protect
     assert {b.inputs["forceDestroy"] for b in prod.of_type(BUCKET)} == {False}
-    assert prod.one(TABLE).inputs["deletionProtectionEnabled"] is True
+    assert {t.inputs["deletionProtectionEnabled"] for t in prod.of_type(TABLE)} == {True}
     assert {g.inputs["forceDelete"] for g in prod.of_type(GROUP)} == {False}
 
 
