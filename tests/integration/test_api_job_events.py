@@ -98,3 +98,43 @@ def test_a_waiting_request_answers_when_the_event_arrives(api):
     page = client.get(f"/v1/jobs/{job_id}/events", params={"after": first["next_cursor"], "wait": "20"}).json()
     timer.join()
     assert [e.get("status") for e in page["events"]] == ["running"]
+
+
+def _sse(client: httpx.Client, job_id: str, **headers: str) -> list[dict]:
+    """The events of a text/event-stream answer, each frame's id checked against its data's cursor."""
+    import json
+
+    events = []
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream", **headers}) as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+        fields: dict[str, str] = {}
+        for line in r.iter_lines():
+            if line.startswith(":"):
+                continue
+            if not line:
+                if fields:
+                    event = json.loads(fields["data"])
+                    assert fields["id"] == event["cursor"] and fields["event"] == event["kind"]
+                    events.append(event)
+                fields = {}
+                continue
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    return events
+
+
+def test_server_sent_events_in_local_mode_resume_from_last_event_id_and_end_after_final(api):
+    client, app, reporter = api
+    job_id = client.post("/v1/jobs", json=JOB).json()["id"]
+    attempt = _attempt(app, reporter, job_id, steps=range(1, 31))
+    timer = threading.Timer(0.5, lambda: (reporter.close(job_id, attempt.lease), app.store.mark_succeeded(
+        job_id, [{"url": "https://cdn/x.png", "content_type": "image/png"}], {}, lease=attempt.lease)))
+    timer.start()
+    everything = _sse(client, job_id)  # streams until the final status, then the server ends it
+    timer.join()
+    assert everything[0]["status"] == "queued" and everything[-1]["status"] == "succeeded"
+    middle = everything[len(everything) // 2]["cursor"]
+    assert _sse(client, job_id, **{"Last-Event-ID": middle}) == [e for e in everything if e["cursor"] > middle]
+    refused = client.get(f"/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream",
+                                                               "Authorization": f"Bearer {OTHER}"})
+    assert refused.status_code == 404 and refused.headers["content-type"] == "application/problem+json"
