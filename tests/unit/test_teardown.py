@@ -93,7 +93,7 @@ def test_preview_of_prod_is_clean_and_a_seeded_unprotected_table_fails():
     recording = copy.deepcopy(run_stack("prod"))
     config = preview.merge_policy_config(preview.stack_policy_config("prod"))
     assert not preview.evaluate(recording, config).by_policy("production-data-protected")
-    table = recording.one(TABLE)
+    table = recording.one(TABLE, "jobs-table")
     table.protect = False  # the seeded violation: what a program without the transformation would register
     found = preview.evaluate(recording, config).by_policy("production-data-protected")
     assert [(v.resource, v.level.value) for v in found] == [(f"{TABLE} jobs-table", "mandatory")]
