@@ -80,3 +80,22 @@ def test_a_retry_follows_the_first_attempt_in_cursor_order_each_event_with_its_a
     first = [e["percent"] for e in events if e["kind"] == "progress" and e["attempt"] == 1 and "percent" in e]
     second = [e["percent"] for e in events if e["kind"] == "progress" and e["attempt"] == 2 and e["stage"] == "running"]
     assert first[-1] == 50.0 and second[-1] == 100.0
+
+
+def test_every_event_of_the_attempt_is_stored_before_its_final_write(stack):
+    """A reader that sees the final status must have seen every event before it: the settlement closes the attempt
+    (writing what is left) before ``mark_succeeded``. The flush thread is too slow here to do it by chance."""
+    reporter = ProgressReporter(stack.events, interval_s=60)
+    agent = make_agent(stack, stack.config(), progress=reporter)
+    job_id = stack.submit(prompt="a cat", width=64, height=64, seed=1, steps=30)
+    at_final: list[list[str]] = []
+    final_write = stack.store.mark_succeeded
+
+    def watched(*args, **kwargs):
+        at_final.append([e.get("stage") or e.get("status") for e in stack.events.after(job_id, None)])
+        return final_write(*args, **kwargs)
+
+    stack.store.mark_succeeded = watched
+    agent.run(max_jobs=1)
+    assert stack.store.get(job_id)["status"] == "succeeded"
+    assert at_final and at_final[0][0] == "running" and at_final[0][-1] == "uploading", at_final
