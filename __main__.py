@@ -11,6 +11,7 @@ from components import naming, teardown
 from components.api import Api, ApiArgs
 from components.cdn_storage import CdnStorage, CdnStorageArgs
 from components.inference_cluster import InferenceCluster, InferenceClusterArgs
+from components.job_event_log import JobEventLog, JobEventLogArgs
 from components.job_events import JobEvents, JobEventsArgs
 from components.job_store import JobStore, JobStoreArgs
 from components.model_store import ModelStore, ModelStoreArgs
@@ -42,6 +43,7 @@ network = Network("network", NetworkArgs(network=cfg.network, region=cfg.region)
 models = ModelStore("models", ModelStoreArgs(stack=stack), opts=opts)
 outputs = CdnStorage("outputs", CdnStorageArgs(stack=stack, storage=cfg.storage), opts=opts)
 jobs = JobStore("jobs", JobStoreArgs(stack=stack, storage=cfg.storage), opts=opts)
+job_events = JobEventLog("job-events", JobEventLogArgs(stack=stack), opts=opts)  # progress events (issue 38)
 queue = RequestQueue("queue", RequestQueueArgs(
     stack=stack, queue=cfg.queue, storage=cfg.storage, max_workers=cfg.cluster.max_size,
     vpc_id=network.vpc_id, subnet_ids=network.private_subnet_ids,
@@ -52,6 +54,7 @@ cluster = InferenceCluster("cluster", InferenceClusterArgs(
     model_store_bucket_name=models.bucket_name, model_store_bucket_arn=models.bucket_arn,
     outputs_bucket_name=outputs.bucket_name, outputs_bucket_arn=outputs.bucket_arn, cdn_domain=outputs.cdn_domain,
     job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
+    event_table_name=job_events.table_name, event_table_arn=job_events.table_arn,
 ), opts=opts)
 api = Api("api", ApiArgs(
     stack=stack, api=cfg.api, storage=cfg.storage, job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
@@ -60,6 +63,7 @@ api = Api("api", ApiArgs(
     tasks=served_tasks(cfg.cluster.backend), lora_tasks=lora_tasks(cfg.cluster.backend),
     video_formats=video_capabilities(cfg.cluster.backend)[0],
     video_model_kinds=video_capabilities(cfg.cluster.backend)[1],
+    event_table_name=job_events.table_name, event_table_arn=job_events.table_arn,
     # the node catalog of the fleet's image (issue 41): the cluster's own AMI lookup
     comfyui_image=(cfg.cluster.flavor, cluster.ami_id) if cfg.cluster.backend == "comfyui" else None,
 ), opts=opts)

@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.backends.base import JobContext
     from runtime.backends.test_pattern import TestPatternBackend
     from runtime.jobs.schema import JobSpec
+    from runtime.worker.progress_reporter import ProgressReporter
 
     port = _free_port()
     # moto in its own process, as AWS is outside the agent's: in-process it would compete for the agent's GIL
@@ -116,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         bare_rate = len(bare) / (time.monotonic() - bare_started)
         job_ids = [stack.submit() for _ in range(args.jobs)]
         done, wall = _run(make_agent(stack, config, backend=backend), args)
+        # The same with progress on (issue 38): every job's steps reported, its events written to the event log by
+        # the reporter's flush thread; the busy fraction must not drop against the run above
+        [stack.submit() for _ in range(args.jobs)]
+        reporter = ProgressReporter(stack.events, interval_s=config.progress_interval_seconds)
+        on_done, on_wall = _run(make_agent(stack, config, backend=backend, progress=reporter), args)
+        reporter.stop()
         # The same again with claim_ahead and overlap_settle off (the defaults before the run markers): the claim
         # and the settle back on the backend's path, for comparison
         [stack.submit() for _ in range(args.jobs)]
@@ -141,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             "bare_backend_jobs_per_s": round(bare_rate, 2),
             "throughput_ratio_vs_bare_backend": round(throughput / bare_rate, 3) if bare_rate else None,
             "phase_p50_ms": phases,
+            "progress_on_backend_busy_fraction": _busy(on_done),
+            "progress_on_throughput_ratio_vs_bare_backend": round(len(on_done) / on_wall / bare_rate, 3)
+            if bare_rate and on_wall else None,
+            "progress_on_event_batches_written": reporter.writes,
             "claim_and_settle_on_path_backend_busy_fraction": _busy(off_done),
             "claim_and_settle_on_path_throughput_ratio_vs_bare_backend": round(len(off_done) / off_wall / bare_rate, 3)
             if bare_rate and off_wall else None,

@@ -8,10 +8,11 @@ twice: through its Lambda entry point (``handle_event`` with API Gateway's paylo
 runs on AWS, where the HTTP side is API Gateway's) and through the local HTTP server (Python HTTP server and
 client on top). All phases run in this process against one moto server (its own process) on loopback, with
 the same concurrency, so a ratio shows what the API adds per job (auth, validation, building the record,
-HTTP) over its AWS calls. Every phase starts from an empty queue (a new one): moto's SQS calls slow down
-as the queue grows, which favoured whichever phase ran first. Figures are printed and written as JSON
-(``--out``); nothing is asserted. Bounded: each phase stops after ``--seconds`` (default 8), well under a
-minute.
+HTTP) over its AWS calls. A third phase ("progress on", issue 38) runs the Lambda entry of an app built with the
+job event log (GET /v1/jobs/{id}/events, progress in job views): its create must cost what the other's does.
+Every phase starts from an empty queue (a new one): moto's SQS calls slow down as the queue grows, which
+favoured whichever phase ran first. Figures are printed and written as JSON (``--out``); nothing is asserted.
+Bounded: each phase stops after ``--seconds`` (default 8), well under a minute.
 
     .venv/bin/python -m bench.bench_api --seconds 8 --concurrency 8 --out bench/results/api.json
 """
@@ -19,6 +20,7 @@ minute.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -89,7 +91,8 @@ def _print(result: dict[str, Any], same_calls: bool, concurrency: int, seconds: 
         print(f"{label}: {r['throughput_rps']} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms"
               f"  ({r['requests']} ok, {r['errors']} errors)")
     print(f"calls per request: {result['calls_per_request']}")
-    print(f"throughput vs bare: Lambda entry {result['api_lambda_entry_vs_bare_throughput_ratio']}, local HTTP "
+    print(f"throughput vs bare: Lambda entry {result['api_lambda_entry_vs_bare_throughput_ratio']} (progress on: "
+          f"{result['api_lambda_entry_progress_on_vs_bare_throughput_ratio']}), local HTTP "
           f"{result['api_local_http_vs_bare_throughput_ratio']} (concurrency {concurrency}, {seconds:g}s per phase)")
 
 
@@ -160,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     from fleetdev.local_server import LocalApiServer
     from runtime.api.auth import generate_key
     from runtime.api.handler import ApiConfig, build_app, handle_event
+    from runtime.jobs.events import create_events_table
     from runtime.jobs.schema import validate_job
     from runtime.jobs.store import create_table, job_pk, new_record, serialize
     from runtime.queues.base import QueueMessage
@@ -177,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         api_clients = {"dynamodb": client("dynamodb"), "sqs": client("sqs")}
         app = build_app(ApiConfig(job_table=table, queue_url=queue_url, api_keys=(key,), endpoint_url=endpoint,
                                   region="us-east-1"), clients=api_clients)
+        events_table = f"bench-events-{uuid.uuid4().hex[:6]}"
+        create_events_table(client("dynamodb"), events_table)
+        app_on = build_app(ApiConfig(job_table=table, queue_url=queue_url, api_keys=(key,), endpoint_url=endpoint,
+                                     region="us-east-1", event_table=events_table), clients=api_clients)
+        app_on.producer = app.producer  # one producer: _fresh_queue points both apps at each phase's new queue
         body = json.dumps(JOB)
         spec = validate_job(dict(JOB))
         api_calls: list[str] = []
@@ -217,27 +226,31 @@ def main(argv: list[str] | None = None) -> int:
                     return http.post("/v1/jobs", content=body).status_code == 202
                 return op
 
-            def lambda_worker() -> Callable[[], bool]:
+            def lambda_worker(target: Any = app) -> Callable[[], bool]:
                 """The Lambda entry point with API Gateway's payload 2.0 event: the code that runs on AWS."""
                 def op() -> bool:
-                    return handle_event(_gateway_event(body, key), app)["statusCode"] == 202
+                    return handle_event(_gateway_event(body, key), target)["statusCode"] == 202
                 return op
+
+            lambda_progress_worker = functools.partial(lambda_worker, app_on)  # the event log configured
 
             api_worker()()  # warm up every path once; the API's create is recorded to check the baseline
             calls_of_create = list(api_calls)
             lambda_worker()()
+            lambda_progress_worker()()
             bare_worker()()
             api_calls.clear()
             # Every half starts from an empty queue (a new one): moto's SQS calls slow down as the queue
             # grows (about 10 ms per call after 800 messages here) and throughput is convex in that latency,
             # so with one growing queue even alternating halves favoured the first and last phase (bare; most
             # of the earlier "0.71"). The order still alternates (bare, Lambda, HTTP, HTTP, Lambda, bare).
-            order = (bare_worker, lambda_worker, api_worker, api_worker, lambda_worker, bare_worker)
+            order = (bare_worker, lambda_worker, lambda_progress_worker, api_worker, api_worker,
+                     lambda_progress_worker, lambda_worker, bare_worker)
             halves, calls = _alternate(order, seconds / 2, args.concurrency, {bare_worker: bare_calls}, api_calls,
                                        lambda: _fresh_queue(sqs, queue, app.producer))
-            bare, lam, api = (_merge(halves[i], halves[5 - i]) for i in range(3))
-            api_calls[:] = calls[2] + calls[3]
-            bare_calls[:] = calls[0] + calls[5]
+            bare, lam, lam_on, api = (_merge(halves[i], halves[7 - i]) for i in range(4))
+            api_calls[:] = calls[3] + calls[4]
+            bare_calls[:] = calls[0] + calls[7]
 
     same_calls = calls_of_create == BARE_CALLS
 
@@ -247,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
               "bare_aws_calls": bare, "api_lambda_entry": lam, "api_local_http": api,
               "baseline_calls": "+".join(BARE_CALLS), "api_create_calls": "+".join(calls_of_create),
               "api_lambda_entry_vs_bare_throughput_ratio": _ratio(lam, bare, same_calls),
+              "api_lambda_entry_progress_on": lam_on,
+              "api_lambda_entry_progress_on_vs_bare_throughput_ratio": _ratio(lam_on, bare, same_calls),
               "api_local_http_vs_bare_throughput_ratio": ratio,
               "calls_per_request": {"api_local_http": _per_request(api_calls, api["requests"]),
                                     "bare": _per_request(bare_calls, bare["requests"])},

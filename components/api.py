@@ -102,6 +102,12 @@ class ApiArgs:
     kafka_layer_dir: str | None = None
     """Pre-built layer directory (``python/...``) for Kafka; default: ``.build/lambda/kafka-layer``."""
 
+    event_table_name: pulumi.Input[str] | None = None
+    """The job event log (components/job_event_log.py): GET /v1/jobs/{id}/events; None: no events route."""
+
+    event_table_arn: pulumi.Input[str] | None = None
+    """Its ARN (Query only)."""
+
 
 class Api(pulumi.ComponentResource):
     api_url: pulumi.Output[str]
@@ -162,6 +168,7 @@ class Api(pulumi.ComponentResource):
             lora_tasks=None if a.lora_tasks is None else tuple(a.lora_tasks),
             node_catalog=self._node_catalog and self._node_catalog.apply(lambda loc: f"s3://{loc[0]}/{loc[1]}"),
             video_formats=tuple(a.video_formats), video_model_kinds=tuple(a.video_model_kinds),
+            event_table=a.event_table_name,
         ).to_env()
 
     def _node_catalog_location(self) -> pulumi.Output[tuple[str, str]] | None:
@@ -182,6 +189,8 @@ class Api(pulumi.ComponentResource):
             # GET /v1/jobs: one Query on the owner index (the handler always keys it by the caller).
             {"sid": "JobTableOwnerIndex", "actions": ["dynamodb:Query"],
              "resources": [pulumi.Output.concat(a.job_table_arn, f"/index/{OWNER_INDEX}")]}]
+        if a.event_table_arn is not None:  # GET /v1/jobs/{id}/events and a running job's progress: Query only
+            statements.append({"sid": "JobEventLog", "actions": ["dynamodb:Query"], "resources": [a.event_table_arn]})
         if isinstance(a.queue, SqsEndpoint):
             statements.append({"sid": "Queue", "actions": ["sqs:SendMessage", "sqs:GetQueueAttributes"],
                                "resources": a.queue.queue_arns()})

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -66,6 +67,7 @@ class PolicyScope:
     kafka_group: str = queue_names.KAFKA_GROUP
     outputs_prefix: str = "outputs"
     metric_namespaces: tuple[str, ...] = field(default=(metric_names.NAMESPACE, CLOUDWATCH_AGENT_NAMESPACE))
+    event_table_arn: str | None = None  # the job event log: the agent only appends to it (issue 38)
 
     def arn(self, service: str, resource: str, region: bool = True) -> str:
         return f"arn:{self.partition}:{service}:{self.region if region else ''}:{self.account_id}:{resource}"
@@ -118,6 +120,7 @@ def instance_policy_document(s: PolicyScope) -> dict:
          "Resource": f"{s.outputs_bucket_arn}/{prefix}/*"},
         {"Sid": "UpdateJobRecords", "Effect": "Allow",
          "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], "Resource": s.job_table_arn},
+        *_event_log_statements(s),
         {"Sid": "PutFleetMetrics", "Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*",
          "Condition": {"StringEquals": {"cloudwatch:namespace": list(s.metric_namespaces)}}},
         {"Sid": "ResolveGroupDimension", "Effect": "Allow", "Action": ["ec2:DescribeTags"], "Resource": "*"},
@@ -152,6 +155,15 @@ def attach_instance_policy(name: str, role: aws.iam.Role, document: pulumi.Input
                            parent: pulumi.Resource) -> aws.iam.RolePolicy:
     return aws.iam.RolePolicy(f"{name}-access", role=role.id, policy=document,
                               opts=pulumi.ResourceOptions(parent=parent))
+
+
+def _event_log_statements(s: PolicyScope) -> list[dict[str, Any]]:
+    """Progress events (runtime/worker/progress_reporter.py): BatchWriteItem of new items into the event table only;
+    the agent never reads, updates or deletes events (TTL removes them)."""
+    if not s.event_table_arn:
+        return []
+    return [{"Sid": "AppendJobEvents", "Effect": "Allow", "Action": ["dynamodb:BatchWriteItem"],
+             "Resource": s.event_table_arn}]
 
 
 def scope_output(*, cfg_region: str, queue_kind: str, values: dict[str, pulumi.Input],

@@ -71,6 +71,10 @@ class InferenceClusterArgs:
     """Its ARN (GetItem, PutItem, UpdateItem)."""
     outputs_prefix: str = "outputs"
     """Key prefix of outputs in the outputs bucket; the only place workers may write."""
+    event_table_name: pulumi.Input[str] | None = None
+    """The job event log (components/job_event_log.py): the agent writes progress events there; None: none."""
+    event_table_arn: pulumi.Input[str] | None = None
+    """Its ARN (BatchWriteItem only)."""
 
 
 class InferenceCluster(pulumi.ComponentResource):
@@ -137,7 +141,7 @@ class InferenceCluster(pulumi.ComponentResource):
         values = pulumi.Output.all(
             queue_url=sqs and sqs.queue_url, bootstrap_servers=kafka and kafka.bootstrap_brokers,
             group_queue_urls=pulumi.Output.all(*(g.queue_url for g in (sqs.groups if sqs else ()))),
-            job_table=a.job_table_name,
+            job_table=a.job_table_name, event_table=a.event_table_name,
             outputs_bucket=a.outputs_bucket_name, cdn_domain=a.cdn_domain, model_store_bucket=a.model_store_bucket_name)
         agent = values.apply(lambda v: user_data.AgentSettings(
             stack=stack.stack, region=stack.region, queue_kind=settings.kind, backend=cluster.backend,
@@ -238,7 +242,7 @@ class InferenceCluster(pulumi.ComponentResource):
         sqs, kafka = _variants(a.queue)
         values: dict[str, pulumi.Input] = {
             "model_store_bucket_arn": a.model_store_bucket_arn, "outputs_bucket_arn": a.outputs_bucket_arn,
-            "job_table_arn": a.job_table_arn, "queue_arn": sqs and sqs.queue_arn,
+            "job_table_arn": a.job_table_arn, "queue_arn": sqs and sqs.queue_arn, "event_table_arn": a.event_table_arn,
             "group_queue_arns": pulumi.Output.all(*(g.queue_arn for g in (sqs.groups if sqs else ()))),
             "kafka_cluster_arn": kafka and kafka.cluster_arn}
         params = [naming.agent_parameter_name(stack)]

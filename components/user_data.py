@@ -77,6 +77,7 @@ class AgentSettings:
     kafka_group: str = queue_names.KAFKA_GROUP
     outputs_prefix: str = "outputs"
     metrics_log_group: str = "/genai-fleet/worker"
+    event_table: str | None = None  # the job event log (components/job_event_log.py); None: no progress events
 
 
 def agent_config_json(s: AgentSettings) -> str:
@@ -99,6 +100,7 @@ def agent_config_json(s: AgentSettings) -> str:
         hot_models=tuple(s.hot_models), max_job_seconds=s.max_job_seconds,
         task_max_job_seconds=dict(s.task_max_job_seconds), metrics_namespace=metric_names.NAMESPACE,
         metrics_log_group=s.metrics_log_group, heartbeat_file=instance_contract.HEARTBEAT_FILE,
+        event_table=s.event_table,
         **backend_settings(s.backend))  # type: ignore[arg-type]
     text = config.to_json()
     agent_config.parse(json.loads(text))  # the agent's own validation, at preview time

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from fleetdev.local import sse
 from runtime.api.app import ApiApp
 from runtime.api.handler import ApiConfig, build_app, handle_event
 from runtime.worker.logs import configure
@@ -126,8 +127,33 @@ class _Handler(BaseHTTPRequestHandler):
         headers["x-forwarded-proto"] = "http"
         for name in ("x-forwarded-host", "x-forwarded-for", "forwarded", "transfer-encoding"):
             headers.pop(name, None)
+        if sse.wants_stream(self.command, self.path, headers):
+            self._stream(headers)
+            return
         self._reply(handle_event(_event(self.command, self.path, headers, body, self.public_host), self.app),
                     close=close)
+
+    def _stream(self, headers: dict[str, str]) -> None:
+        """``Accept: text/event-stream`` on a job's events: Server-Sent Events (fleetdev/local/sse.py)."""
+        def start(status: int, extra: dict[str, str]) -> None:
+            self.send_response(status)
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self.send_header("Connection", "close")  # no length: the stream ends with the connection
+            self.close_connection = True
+            self.end_headers()
+
+        def write(data: bytes) -> None:
+            self.wfile.write(data)
+            self.wfile.flush()
+
+        try:
+            sse.stream(self.path, headers,
+                       lambda target: handle_event(_event("GET", target, headers, b"", self.public_host), self.app),
+                       start, write, lambda result: self._reply(result))
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("event stream client went away")
+        self.close_connection = True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors (bad request line, header too long) as problem JSON, not HTML."""

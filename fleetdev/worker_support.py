@@ -19,6 +19,7 @@ from runtime.agent_config import AgentConfig, parse
 from runtime.backends.base import Backend
 from runtime.backends.test_pattern import TestPatternBackend
 from runtime.functions.webhooks import WebhookSender
+from runtime.jobs.events import EventLog, create_events_table
 from runtime.jobs.schema import validate_job
 from runtime.jobs.store import JobStore, create_table, new_record
 from runtime.model_cache import ModelCache, manifest_resolver
@@ -30,6 +31,7 @@ from runtime.worker.inputs import ImageFetcher
 from runtime.worker.lifecycle import Lifecycle
 from runtime.worker.metrics import Metrics
 from runtime.worker.outputs import OutputUploader
+from runtime.worker.progress_reporter import ProgressReporter
 
 REGION = "us-east-1"
 CDN = "https://cdn.example.test"
@@ -49,6 +51,9 @@ class Stack:
         self.table = f"jobs-{suffix}"
         create_table(self.ddb, self.table)
         self.store = JobStore(self.table, self.ddb)
+        self.events_table = f"events-{suffix}"  # the per-job event log (issue 38)
+        create_events_table(self.ddb, self.events_table)
+        self.events = EventLog(self.events_table, self.ddb)
         self.bucket, self.models_bucket = f"outputs-{suffix}", f"models-{suffix}"
         self.s3.create_bucket(Bucket=self.bucket)
         self.s3.create_bucket(Bucket=self.models_bucket)
@@ -127,7 +132,7 @@ class Stack:
 def make_agent(stack: Stack, config: AgentConfig, backend: Backend | None = None,
                recorder: RecordingAutoScaling | None = None, cache_dir: Path | None = None,
                consumer: JobQueueConsumer | None = None, uploader: OutputUploader | None = None,
-               fetcher: ImageFetcher | None = None) -> Agent:
+               fetcher: ImageFetcher | None = None, progress: ProgressReporter | None = None) -> Agent:
     """An agent on the stack's moto resources; ``consumer`` replaces the stack's SQS queue (Kafka, affinity),
     ``uploader`` the stack's outputs bucket (``stack.uploader()`` wrapped by a test)."""
     s3 = stack.s3
@@ -142,7 +147,7 @@ def make_agent(stack: Stack, config: AgentConfig, backend: Backend | None = None
         uploader=uploader or stack.uploader(), metrics=Metrics(sink="memory"),
         lifecycle=Lifecycle(recorder, config.worker_id or "i-test", "workers", config.lifecycle.launching_hook,
                             config.lifecycle.terminating_hook),
-        worker_id=config.worker_id or "i-test", model_cache=cache, fetcher=fetcher)
+        worker_id=config.worker_id or "i-test", model_cache=cache, fetcher=fetcher, progress=progress)
 
 
 def run_in_thread(agent: Agent, **kwargs: Any) -> threading.Thread:

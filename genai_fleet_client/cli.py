@@ -36,7 +36,7 @@ from genai_fleet_client.errors import (
     UnavailableError,
     WaitTimeoutError,
 )
-from genai_fleet_client.progress import JobProgress
+from genai_fleet_client.progress import JobProgress, describe_event
 from genai_fleet_client.types import Job
 
 EXIT_OK, EXIT_USAGE, EXIT_REFUSED, EXIT_FAILED, EXIT_CANCELED, EXIT_NETWORK = 0, 2, 3, 4, 5, 6
@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("--limit", type=int, default=20)
     cancel = sub.add_parser("cancel", parents=[common], help="cancel a job")
     cancel.add_argument("job_id")
+    events = sub.add_parser("events", parents=[common], help="follow a job's events until it ends, one line each")
+    events.add_argument("job_id")
+    events.add_argument("--after", metavar="CURSOR", help="resume after this cursor (the first column of a line)")
     return parser
 
 
@@ -129,6 +132,10 @@ def main(argv: Sequence[str] | None = None, stdout: IO[str] | None = None, stder
         with client:
             if args.command == "list":
                 return _list(client, args, out)
+            if args.command == "events":
+                for event in client.follow(args.job_id, after=args.after):
+                    print(describe_event(event), file=out, flush=True)
+                return EXIT_OK
             if args.command == "cancel":
                 job = client.cancel(args.job_id)
                 print(f"{job.id}: {job.status}{' (cancel requested)' if job.cancel_requested and not job.done else ''}",

@@ -86,6 +86,24 @@ class Client:
         """One page of the caller's jobs, newest first (``GET /v1/jobs``)."""
         return JobPage.from_api(self._request("GET", "/v1/jobs", params=p.list_params(status, limit, cursor)))
 
+    def events(self, job_id: str, *, after: str | None = None, wait_s: float = 10.0) -> dict[str, Any]:
+        """One page of the job's events after the cursor ``after`` (``GET /v1/jobs/{id}/events``), the API waiting
+        up to ``wait_s`` (at most 20) for one: ``{"events", "next_cursor", "final"}``."""
+        params = {"wait": f"{min(max(wait_s, 0.0), 20.0):g}", **({"after": after} if after else {})}
+        return self._request("GET", f"/v1/jobs/{job_id}/events", params=params,
+                             read_timeout_s=self.settings.timeout_s + wait_s)
+
+    def follow(self, job_id: str, *, after: str | None = None, wait_s: float = 10.0) -> Iterator[dict[str, Any]]:
+        """Every event of the job after ``after``, oldest first, until its final status: each page resumes from the
+        last cursor, so a retry, a worker kill or a dropped connection neither loses nor repeats an event."""
+        cursor = after
+        while True:
+            page = self.events(job_id, after=cursor, wait_s=wait_s)
+            yield from page["events"]
+            cursor = page["next_cursor"]
+            if page["final"]:
+                return
+
     def iter_jobs(self, *, status: str | list[str] | None = None, page_size: int | None = None) -> Iterator[Job]:
         cursor = None
         while True:

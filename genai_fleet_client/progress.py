@@ -62,3 +62,25 @@ def _postfix(job: Job) -> str:
     if job.cancel_requested and not job.done:
         parts.append("cancel requested")
     return ", ".join(parts)
+
+
+def describe_event(event: dict[str, Any]) -> str:
+    """One line for an event of ``GET /v1/jobs/{id}/events``: its cursor (to resume with ``--after``), attempt, what."""
+    head = f"{event.get('cursor')}  attempt {event.get('attempt') or '-'}  "
+    if event.get("kind") == "status":
+        tail = event.get("status", "?")
+        if event.get("error"):
+            tail += f"  {event['error'].get('code')}: {event['error'].get('message')}"
+        elif event.get("outputs"):
+            tail += "  " + " ".join(event["outputs"])
+        return head + tail
+    parts = [str(event.get("stage", "progress"))]
+    if event.get("steps"):
+        parts.append(f"step {event.get('step')}/{event['steps']}")
+    if event.get("frames"):
+        parts.append(f"frame {event.get('frames_done')}/{event['frames']}")
+    if event.get("percent") is not None:
+        parts.append(f"{event['percent']:g} %")
+    if event.get("eta_s") is not None:
+        parts.append(f"eta {event['eta_s']:g} s")
+    return head + "  ".join(parts)

@@ -121,6 +121,10 @@ class AgentConfig:
     metrics_log_group: str = "/genai-fleet/worker"  # log group the CloudWatch agent writes EMF records to
     worker_id: str | None = None  # default: the EC2 instance id from IMDS
     diffusers: dict[str, Any] = field(default_factory=dict)  # diffusers backend options (backends/diffusers_options)
+    # Progress events (issue 38): the stack's event table (runtime/jobs/events.py; None: no events are written)
+    # and the most often one attempt's events are written (runtime/worker/progress_reporter.py).
+    event_table: str | None = None
+    progress_interval_seconds: float = 0.5
 
     def time_limit(self, task: str) -> float:
         """Seconds a job of ``task`` may run (runtime.jobs.time_limits)."""
@@ -232,6 +236,7 @@ _WORKER_OPTIONS: dict[str, Any] = {
     "cancel_poll_seconds": float, "metrics_sink": str, "worker_id": None, "metrics_log_group": str,
     "heartbeat_file": None, "prefetch_jobs": int, "claim_ahead": "bool",
     "overlap_settle": "bool", "batch_max_jobs": int, "batch_wait_ms": float,
+    "event_table": None, "progress_interval_seconds": float,
 }
 METRICS_SINKS = ("agent", "stdout", "memory", "off")
 
@@ -266,6 +271,9 @@ def _worker_options(data: dict[str, Any]) -> dict[str, Any]:
     if not 10 <= out.get("backend_restart_timeout_seconds", 180) <= 1800:
         raise AgentConfigError(f"backend_restart_timeout_seconds = {out['backend_restart_timeout_seconds']}: must be "
                                "from 10 to 1800")
+    if not 0.05 <= out.get("progress_interval_seconds", 0.5) <= 60:
+        raise AgentConfigError(f"progress_interval_seconds = {out['progress_interval_seconds']}: must be from 0.05 "
+                               "to 60")
     if not 0 <= out.get("prefetch_jobs", 1) <= 10:
         raise AgentConfigError(f"prefetch_jobs = {out['prefetch_jobs']}: must be from 0 (serial) to 10")
     if not 1 <= out.get("batch_max_jobs", 1) <= 64:

@@ -1,6 +1,9 @@
 """``make demo``: start local mode, run a sync job, a txt2video job and a batch of async jobs, check every output,
 stop.
 
+While the batch runs it prints a live progress line for its longest job (the video), from the job's events
+(GET /v1/jobs/{id}/events, issue 38).
+
 Prints a table of the jobs (status, attempts, per-phase timings, output URL), fetches every output from
 the CDN stand-in and checks it: a PNG of the requested size, or, for the video, an MP4 whose decoded frame
 count, fps and size are the request's (fetched in two HTTP Range requests, as a player seeks) plus its
@@ -15,6 +18,7 @@ import datetime as dt
 import io
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,8 @@ import httpx
 from PIL import Image
 
 from fleetdev.local.platform import LocalOptions, LocalPlatform
+from genai_fleet_client import Client, GenaiFleetError
+from genai_fleet_client.progress import describe_event
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,6 +107,28 @@ def table(rows: list[dict[str, Any]]) -> str:
                                                                                     for b in body])
 
 
+def follow_progress(platform: LocalPlatform, job_id: str, out: Any) -> threading.Thread:
+    """Follow one job's events (GET /v1/jobs/{id}/events, the client's ``follow``) on a thread, drawing them as one
+    line that is rewritten in place on a terminal (a line per event elsewhere) until the job's final status."""
+    tty = out.isatty()
+
+    def draw() -> None:
+        line = ""
+        try:
+            with Client(platform.api_key, platform.api_url) as client:
+                for event in client.follow(job_id, wait_s=5):
+                    line = f"progress of {job_id} (video, longest): {describe_event(event)}"
+                    print(("\r\033[K" + line) if tty else line, end="" if tty else "\n", file=out, flush=True)
+        except GenaiFleetError as exc:
+            print(f"\nprogress of {job_id}: {exc}", file=out, flush=True)
+        if tty and line:
+            print(file=out, flush=True)
+
+    thread = threading.Thread(target=draw, name="demo-progress", daemon=True)
+    thread.start()
+    return thread
+
+
 def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     diffusers = args.backend == "diffusers"
@@ -142,7 +170,9 @@ def run(args: argparse.Namespace) -> int:
             sizes[view["id"]], modes[view["id"]] = (w, h), "async"
         accept_s = time.monotonic() - t_batch
         print(f"{args.jobs} async jobs accepted in {accept_s * 1000:.0f} ms (202 each); polling ...", flush=True)
+        live = follow_progress(platform, video["id"], sys.stdout)  # the longest job's events, as a live line
         views = ledger.wait_final(list(sizes), timeout=args.timeout)
+        live.join(10)
         batch_s = time.monotonic() - t_batch
         rows = []
         for job_id, size in sizes.items():

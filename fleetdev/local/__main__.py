@@ -78,6 +78,15 @@ def curl_example(platform: LocalPlatform) -> str:
             f"-H 'Content-Type: application/json' -H 'Prefer: wait={wait}' -d '{body}'")
 
 
+def follow_example(platform: LocalPlatform) -> str:
+    """The command that follows a job's events until it ends (issue 38): the client CLI long-polls the events route
+    with its cursor; the curl line streams them as Server-Sent Events (local mode only)."""
+    env = f"GENAI_FLEET_API_URL={platform.api_url} GENAI_FLEET_API_KEY={platform.api_key}"
+    return (f"{env} genai-fleet events <job id>\n"
+            f"  or: curl -sN {platform.api_url}/v1/jobs/<job id>/events -H 'Accept: text/event-stream' "
+            f"-H 'Authorization: Bearer {platform.api_key}'")
+
+
 def describe(platform: LocalPlatform) -> str:
     """Where everything is, for the terminal."""
     o, res = platform.options, platform.resources
@@ -100,6 +109,8 @@ def describe(platform: LocalPlatform) -> str:
         lines.append(f"  {w.name}     pid {w.process.pid}, {w.instance_id}, {backend}, IMDS {w.imds.url}")
     kept = "kept on exit" if o.keep_run_dir else "removed on exit unless --keep-logs"
     lines += [f"  logs         {platform.run_dir}/*.log ({kept})", "", "Try it:", "  " + curl_example(platform), "",
+              "Follow a job's progress and status events (its id is in the answer above):",
+              "  " + follow_example(platform), "",
               "Spot notice to worker-0:  curl -s -X POST " + (platform.workers[0].imds.url if platform.workers else "")
               + "/_control -d '{\"spot_in_seconds\": 120}'", "", "Ctrl-C stops everything."]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 
+from runtime.jobs.events import create_events_table
 from runtime.jobs.store import create_table
 from runtime.queues.base import SQS_MAX_MESSAGE_BYTES
 
@@ -26,6 +27,7 @@ class LocalResources:
     job_table: str
     webhook_queue_url: str
     webhook_dlq_url: str
+    event_table: str | None = None  # the job event log (issue 38)
 
 
 def client(service: str, endpoint: str, region: str = "us-east-1") -> Any:
@@ -57,6 +59,7 @@ def create(endpoint: str, prefix: str = "genai-local", max_receive_count: int = 
     })["QueueUrl"]
     table = f"{prefix}-jobs"
     create_table(ddb, table)
+    create_events_table(ddb, f"{prefix}-job-events")  # progress events (issue 38; components/job_event_log.py)
     hook_dlq_url = sqs.create_queue(QueueName=f"{prefix}-webhooks-dlq")["QueueUrl"]
     hook_dlq_arn = sqs.get_queue_attributes(QueueUrl=hook_dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"]
@@ -66,4 +69,4 @@ def create(endpoint: str, prefix: str = "genai-local", max_receive_count: int = 
     })["QueueUrl"]
     return LocalResources(outputs_bucket=outputs_bucket, models_bucket=models_bucket, queue_url=queue_url,
                           dlq_url=dlq_url, job_table=table, webhook_queue_url=hook_queue_url,
-                          webhook_dlq_url=hook_dlq_url)
+                          webhook_dlq_url=hook_dlq_url, event_table=f"{prefix}-job-events")

@@ -310,7 +310,8 @@ class LocalPlatform:
             tasks=served_tasks(o.backend),  # as a stack does: other tasks are refused with 422
             lora_tasks=lora_tasks(o.backend),  # and LoRAs where the backend cannot apply them
             video_formats=video_capabilities(o.backend)[0], video_model_kinds=video_capabilities(o.backend)[1],
-            node_catalog=self.node_catalog_uri)
+            node_catalog=self.node_catalog_uri,
+            event_table=res.event_table)  # GET /v1/jobs/{id}/events (issue 38)
         env = {**self._env, **api.to_env()}
         env.update(o.api_env)
         self.api = ManagedProcess("api", [sys.executable, "-m", "fleetdev.local_server", "--host", "127.0.0.1",
@@ -347,6 +348,7 @@ class LocalPlatform:
         backend_url = o.backend_urls[index] if index < len(o.backend_urls) else o.backend_url
         doc: dict[str, Any] = {
             "stack": "local", "region": o.region, "queue": queue, "job_table": res.job_table,
+            "event_table": res.event_table,
             "outputs": {"bucket": res.outputs_bucket, "cdn_base_url": self.cdn.base_url, "prefix": "outputs"},
             "backend": o.backend, "backend_url": backend_url if o.backend not in IN_PROCESS_BACKENDS else None,
             "model_cache": {"cache_dir": str(self.run_dir / f"worker-{index}-models"),

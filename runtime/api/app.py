@@ -6,6 +6,7 @@ Routes (all JSON; errors are problem details, see ``problems``):
 POST  /v1/jobs                     create a job; ``Prefer: wait=N`` waits up to N s (max 25)     auth
 GET   /v1/jobs                     the caller's jobs, newest first (``limit``, ``status``, ``cursor``) auth
 GET   /v1/jobs/{id}                the job, with queue info while queued                         auth
+GET   /v1/jobs/{id}/events         its events after a cursor, long-polled (``after``, ``wait``)    auth
 POST  /v1/jobs/{id}/cancel         cancel (queued: at once; running: the worker stops it)        auth
 GET   /v1/models                   models this fleet serves                                      auth
 GET   /v1/health                   liveness (no dependency calls)                                none
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.api.auth import FailureLimiter, KeyStore, Principal, TokenBucket, authenticate
+from runtime.api.job_events_feed import EventFeed, parse_events_query
 from runtime.api.job_list import ListQuery, encode_cursor, parse_list_query
 from runtime.api.models import ModelsSource, StaticModels
 from runtime.api.openapi import API_VERSION, document
@@ -49,9 +51,10 @@ from runtime.api.sync_wait import WaitPacer
 from runtime.api.video_capabilities import refuse_unserved_video
 from runtime.api.workflow_check import WorkflowChecker
 from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavailableError, ValidationError
+from runtime.jobs.events import EventLog
 from runtime.jobs.ids import is_job_id
 from runtime.jobs.schema import MAX_BODY_BYTES, fingerprint, parse_json_body, validate_job
-from runtime.jobs.store import CANCELED, FINAL, QUEUED, JobStore, new_record
+from runtime.jobs.store import CANCELED, FINAL, QUEUED, RUNNING, JobStore, new_record
 from runtime.jobs.views import public_view
 from runtime.queues.base import SQS_MAX_MESSAGE_BYTES, JobQueueProducer, QueueError, QueueMessage
 
@@ -115,7 +118,8 @@ class ApiApp:
     def __init__(self, store: JobStore, producer: JobQueueProducer, options: ApiOptions | None = None,
                  keys: KeyStore | None = None, models: ModelsSource | None = None,
                  openapi: Callable[[], dict[str, Any]] | None = None, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep, workflow_checker: WorkflowChecker | None = None):
+                 sleep: Callable[[float], None] = time.sleep, workflow_checker: WorkflowChecker | None = None,
+                 events: EventLog | None = None):
         self.store, self.producer = store, producer
         self.options = options or ApiOptions()
         self.keys, self.models = keys, models or StaticModels(())
@@ -126,6 +130,8 @@ class ApiApp:
         # One bucket per key in each: a key's rate and burst are its own and never bind another key.
         self.write_limits, self.read_limits = TokenBucket(), TokenBucket()
         self.auth_failures = FailureLimiter()
+        self.events = events  # the job event log (issue 38); None: no events route, no progress in views
+        self._feed = EventFeed(events, store.get, sleep=sleep) if events is not None else None
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
             (re.compile(r"^/v1/health$"), {"GET": self.health}),
             (re.compile(r"^/v1/openapi\.json$"), {"GET": self.openapi}),
@@ -133,6 +139,7 @@ class ApiApp:
             (re.compile(r"^/v1/jobs$"), {"POST": self.create_job, "GET": self.list_jobs}),
             (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)$"), {"GET": self.get_job}),
             (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)/cancel$"), {"POST": self.cancel_job}),
+            (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)/events$"), {"GET": self.job_events}),
         ]
 
     # --- dispatch ------------------------------------------------------------------------------------
@@ -412,12 +419,31 @@ class ApiApp:
         updated = updated or record
         return Response(200, self._view(updated, req))
 
+    def job_events(self, req: Request, job_id: str) -> Response:
+        """The job's events after ``after``, long-polled up to ``wait`` s (runtime.api.job_events_feed)."""
+        principal = self._principal(req)
+        self._read_limit(principal)
+        if self._feed is None:
+            raise ApiError(404, "not-found", "Not Found", "this deployment keeps no job events")
+        record = self._owned(principal, job_id)  # another key's job: 404 before anything about the query
+        query = parse_events_query(req.query, record)
+        return Response(200, self._feed.read(job_id, query, record))
+
     # --- views ---------------------------------------------------------------------------------------
     def _view(self, record: Mapping[str, Any], req: Request) -> dict[str, Any]:
         view = public_view(record, req.base_url)
         if record["status"] == QUEUED:
             view["queue"] = self._queue_info(record)
+        if record["status"] == RUNNING and self.events is not None:
+            view["progress"] = self._progress(record["job_id"])
         return view
+
+    def _progress(self, job_id: str) -> dict[str, Any] | None:
+        """The running job's latest progress event (issue 38); None when none was written (or the log is down)."""
+        try:
+            return self.events.latest_progress(job_id) if self.events is not None else None
+        except StoreUnavailableError:
+            return None
 
     def _queue_info(self, record: Mapping[str, Any]) -> dict[str, Any]:
         info: dict[str, Any] = {"waiting_seconds": round(max(0.0, self._clock() - float(record["created_at"])), 3)}

@@ -36,6 +36,7 @@ GENAI_ALLOW_LOOPBACK_URLS       true only in local mode
 GENAI_AVERAGE_JOB_SECONDS       for wait estimates (default 3)
 GENAI_MAX_WAIT_SECONDS          cap of Prefer: wait (default 25)
 GENAI_AWS_ENDPOINT_URL          one endpoint for every AWS client (moto / local mode)
+GENAI_EVENT_TABLE               the job event log table (GET /v1/jobs/{id}/events, progress in job views)
 AWS_REGION                      set by Lambda itself; never written by ``to_env``
 ==============================  ===========================================================
 """
@@ -139,6 +140,7 @@ API_VARIABLES = {
     "lora_tasks": "GENAI_LORA_TASKS",
     "node_catalog": "GENAI_NODE_CATALOG",
     "video_formats": "GENAI_VIDEO_FORMATS", "video_model_kinds": "GENAI_VIDEO_MODEL_KINDS",
+    "event_table": "GENAI_EVENT_TABLE",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -176,6 +178,7 @@ class ApiConfig:
     node_catalog: str | None = None  # s3://bucket/key of the fleet image's ComfyUI node catalog (issue 41)
     video_formats: tuple[str, ...] = ()  # the video output formats the fleet writes; (): every one
     video_model_kinds: tuple[str, ...] = ()  # model store kinds a video is made from; (): any model
+    event_table: str | None = None  # the job event log (issue 38; runtime/jobs/events.py); None: no events route
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -205,7 +208,8 @@ class ApiConfig:
             tasks=_tasks(e.get("GENAI_TASKS")), lora_tasks=_lora_tasks(e.get("GENAI_LORA_TASKS")),
             node_catalog=_node_catalog(e.get("GENAI_NODE_CATALOG")),
             video_formats=_names("GENAI_VIDEO_FORMATS", e.get("GENAI_VIDEO_FORMATS"), VIDEO_FORMATS),
-            video_model_kinds=_names("GENAI_VIDEO_MODEL_KINDS", e.get("GENAI_VIDEO_MODEL_KINDS"), None))
+            video_model_kinds=_names("GENAI_VIDEO_MODEL_KINDS", e.get("GENAI_VIDEO_MODEL_KINDS"), None),
+            event_table=e.get("GENAI_EVENT_TABLE") or None)
 
     def to_env(self) -> dict[str, Any]:
         """The variables ``from_env`` reads back into this config (region aside): set or non-default fields."""

@@ -50,8 +50,9 @@ def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiAp
                          video_formats=cfg.video_formats, video_model_kinds=cfg.video_model_kinds)
     models = (ManifestModels(client("s3"), cfg.model_bucket, cfg.hot_models) if cfg.model_bucket
               else StaticModels(cfg.hot_models))
+    events = _event_log(cfg, client)
     return ApiApp(store, _producer(cfg, client), options, keys=_keys(cfg, client), models=models,
-                  workflow_checker=_workflow_checker(cfg, client))
+                  workflow_checker=_workflow_checker(cfg, client), events=events)
 
 
 def _workflow_checker(cfg: ApiConfig, client: Any) -> Any:
@@ -60,6 +61,15 @@ def _workflow_checker(cfg: ApiConfig, client: Any) -> Any:
 
     return WorkflowChecker(s3_catalog(client("s3"), cfg.node_catalog) if cfg.node_catalog else None,
                            s3_manifest_files(client("s3"), cfg.model_bucket) if cfg.model_bucket else None)
+
+
+def _event_log(cfg: ApiConfig, client: Any) -> Any:
+    """The job event log (issue 38) when the stack has one."""
+    if not cfg.event_table:
+        return None
+    from runtime.jobs.events import EventLog
+
+    return EventLog(cfg.event_table, client("dynamodb"))
 
 
 def _producer(cfg: ApiConfig, client: Any) -> Any:

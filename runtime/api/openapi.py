@@ -96,6 +96,8 @@ def _schemas() -> dict[str, Any]:
                 "waiting_seconds": {"type": "number"}, "queue_depth": {"type": "integer"},
                 "in_progress": {"type": ["integer", "null"]}, "estimated_wait_seconds": {"type": "number"}}},
             "webhook": {"type": ["string", "null"]}, "webhook_events_filter": {"type": "array"},
+            "progress": {"type": ["object", "null"], "description": "only while running: its latest progress "
+                         "event (GET /v1/jobs/{id}/events)"},
             "urls": {"type": "object", "properties": {"get": {"type": "string"}, "cancel": {"type": "string"}}}}},
         "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
             "type": {"type": "string", "format": "uri"}, "title": {"type": "string"}, "status": {"type": "integer"},
@@ -179,6 +181,7 @@ def _paths() -> dict[str, Any]:
             "operationId": "cancelJob", "summary": "Cancel a job", "parameters": [_JOB_ID],
             "responses": {"200": _job("queued jobs are canceled at once; running ones get cancel_requested"),
                           "404": _problem("no such job for this key"), **_AUTH_ERRORS}}},
+        "/v1/jobs/{id}/events": _events_path(),
         "/v1/models": {"get": {
             "operationId": "listModels", "summary": "Models this fleet serves",
             "responses": {"200": {"description": "models", "content": {"application/json": {
@@ -189,6 +192,33 @@ def _paths() -> dict[str, Any]:
                                      "responses": {"200": {"description": "OpenAPI 3.1 document",
                                                            "content": _JSON_OBJECT}}}},
     }
+
+
+def _events_path() -> dict[str, Any]:
+    """GET /v1/jobs/{id}/events (issue 38; runtime/api/job_events_feed.py, docs/api.md "Job events")."""
+    event = {"type": "object", "required": ["cursor", "kind"], "properties": {
+        "cursor": {"type": "string"}, "kind": {"type": "string", "enum": ["status", "progress"]},
+        "attempt": {"type": ["integer", "null"]}, "at": {"type": ["number", "null"]},
+        "status": {"type": "string"}, "stage": {"type": "string"}, "step": {"type": "integer"},
+        "steps": {"type": "integer"}, "frames_done": {"type": "integer"}, "frames": {"type": "integer"},
+        "percent": {"type": "number"}, "eta_s": {"type": "number"}}}
+    return {"get": {
+        "operationId": "jobEvents", "summary": "A job's events after a cursor, long-polled",
+        "parameters": [_JOB_ID,
+                       {"name": "after", "in": "query", "schema": {"type": "string", "pattern": r"^\d{6}\.\d{6}$"},
+                        "description": "next_cursor of the previous answer; absent: from the first event"},
+                       {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 20,
+                                                                  "default": 10},
+                        "description": "seconds to wait when nothing is new after the cursor"}],
+        "responses": {"200": {"description": "the events after the cursor, oldest first (none after the final "
+                                             "status)", "content": {"application/json": {"schema": {
+                                                 "type": "object", "required": ["events", "next_cursor", "final"],
+                                                 "properties": {"job_id": {"type": "string"},
+                                                                "events": {"type": "array", "items": event},
+                                                                "next_cursor": {"type": ["string", "null"]},
+                                                                "final": {"type": "boolean"}}}}}},
+                      "400": _problem("after is not a cursor of this job, or wait is out of range"),
+                      "404": _problem("no such job for this key"), **_AUTH_ERRORS}}}
 
 
 def document() -> dict[str, Any]:

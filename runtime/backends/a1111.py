@@ -238,6 +238,7 @@ class A1111Backend(Backend):
         if current == ctx.backend_id:
             now = time.monotonic()
             ctx.executing(now)  # the WebUI started this attempt's generation: its time limit counts from here
+            _report_progress(ctx, progress, state)
             if ctx.deadline is not None and now > ctx.deadline:
                 watch.timed_out = True
             if (ctx.cancel.is_set() or watch.timed_out) and not watch.requested:
@@ -282,3 +283,14 @@ class A1111Backend(Backend):
             info = {}
         meta = {"backend": self.name, "seed": info.get("seed"), "model": info.get("sd_model_name")}
         return BackendResult(outputs=outputs, metadata={k: v for k, v in meta.items() if v is not None})
+
+
+def _report_progress(ctx: JobContext, progress: dict[str, Any], state: dict[str, Any]) -> None:
+    """GET /sdapi/v1/progress as the job's progress (modules/api/api.py ``progressapi``): ``progress`` (0..1, the
+    WebUI's own figure), ``eta_relative`` (seconds) and ``state.sampling_step`` / ``sampling_steps``."""
+    fraction, eta = progress.get("progress"), progress.get("eta_relative")
+    step, steps = state.get("sampling_step"), state.get("sampling_steps")
+    ctx.report(percent=float(fraction) * 100 if isinstance(fraction, int | float) else None,
+               step=int(step) if isinstance(step, int) else None,
+               steps=int(steps) if isinstance(steps, int) and steps > 0 else None,
+               eta_s=float(eta) if isinstance(eta, int | float) and eta > 0 else None)

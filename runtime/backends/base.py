@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import abc
 import importlib
+import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runtime.jobs.models import TASK_INPUTS, TASKS, VIDEO_FORMATS, Txt2ImgInputs
+from runtime.jobs.progress import Progress
 from runtime.jobs.schema import JobSpec
 from runtime.model_cache.ram_tier import HostRamTier
 
@@ -117,6 +119,9 @@ class JobContext:
     attempt_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     # Called right before a backend submits work (the agent's cancel check); raises JobInterrupted to stop.
     before_submit: Callable[[], None] | None = None
+    # Where this attempt's progress goes (the worker's ProgressReporter, runtime/worker/progress_reporter.py);
+    # None: nobody follows it. Backends call ``report``, never this directly.
+    progress: Callable[[Progress], None] | None = None
 
     @property
     def backend_id(self) -> str:
@@ -135,6 +140,26 @@ class JobContext:
         self.executing_since = time.monotonic() if now is None else now
         if self.time_limit_s is not None:
             self.deadline = self.executing_since + self.time_limit_s
+
+    def report(self, stage: str = "running", **fields: Any) -> None:
+        """The backend's progress (runtime.jobs.progress.Progress fields: step, steps, frames_done, frames, percent):
+        as often as it likes (per step, per frame); cheap, and it never raises into the backend."""
+        sink = self.progress
+        if sink is None:
+            return
+        try:
+            sink(Progress(stage=stage, **fields))
+        except Exception:  # progress must never fail a job
+            logging.getLogger(__name__).debug("progress report dropped", exc_info=True)
+
+    def report_frames(self, frames: Iterable[Any], total: int) -> Iterator[Any]:
+        """``frames``, each one the encoder takes reported as progress (stage ``encoding``)."""
+        done = 0
+        for frame in frames:
+            self.report("encoding", frames_done=done, frames=total)
+            yield frame
+            done += 1
+        self.report("encoding", frames_done=done, frames=total)
 
     def check_before_submit(self) -> None:
         """Backends call this last thing before submitting, so a cancel that came in meanwhile wins."""

@@ -387,6 +387,8 @@ class ComfyUIBackend(Backend):
                 continue
             if event.get("type") == "execution_start":
                 ctx.executing()  # execution.py sends it when the prompt leaves the queue: the time limit starts
+            elif event.get("type") == "progress":
+                _report_progress(ctx, event["data"])
             if _is_terminal_event(event):
                 break  # the history read that follows sees the end (or the next step does)
         return ws
@@ -592,6 +594,14 @@ def _finished(entry: dict[str, Any]) -> bool:
 def _succeeded(entry: dict[str, Any]) -> bool:
     status = entry.get("status") or {}
     return status.get("status_str") == "success" or (bool(status.get("completed")) and "status_str" not in status)
+
+
+def _report_progress(ctx: JobContext, data: dict[str, Any]) -> None:
+    """ComfyUI's ``progress`` message (main.py ``hijack_progress``: ``{"value", "max", "prompt_id", "node"}``, one per
+    step of a stepped node such as KSampler) as the job's progress: the running node's step of its steps."""
+    value, total = data.get("value"), data.get("max")
+    if isinstance(value, int | float) and isinstance(total, int | float) and total > 0:
+        ctx.report(step=int(value), steps=int(total))
 
 
 def _is_terminal_event(event: dict[str, Any]) -> bool:

@@ -280,7 +280,8 @@ class DiffusersBackend(Backend):
         seed = ctx.seed()
         try:
             frames = video.render(pipe, inputs, self._generator_factory(seed), on_step_end, image)
-            encoded = encode_video(frames, width=inputs.width, height=inputs.height, fps=inputs.fps,
+            encoded = encode_video(ctx.report_frames(frames, inputs.frames), width=inputs.width,
+                                   height=inputs.height, fps=inputs.fps,
                                    output_format=inputs.output_format, expected_frames=inputs.frames)
         except (RuntimeError, ValueError, TypeError) as exc:
             if "out of memory" in str(exc).lower():
@@ -433,9 +434,15 @@ def _png(index: int, image: Any) -> OutputFile:
 
 def _step_check(ctxs: list[JobContext], name: str) -> Any:
     """The pipeline's ``callback_on_step_end``: stop at the next step on a cancel of every job of the call, or when
-    any job's time limit ran out (one call: its jobs end together)."""
+    any job's time limit ran out (one call: its jobs end together). Each step is reported as every job's progress
+    (``step`` is the index of the step just done; ``num_timesteps`` the steps the pipeline runs: fewer than
+    ``steps`` for img2img below strength 1)."""
 
     def on_step_end(pipeline: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        total = getattr(pipeline, "num_timesteps", None)
+        for ctx in ctxs:
+            steps = total if isinstance(total, int) and total > 0 else getattr(ctx.job.inputs, "steps", None)
+            ctx.report(step=min(step + 1, steps) if steps else step + 1, steps=steps)
         if all(ctx.cancel.is_set() for ctx in ctxs):  # one cancelled member does not stop the others
             raise JobInterrupted(f"job(s) {', '.join(c.job_id for c in ctxs)} interrupted at step {step}")
         if any(ctx.deadline is not None and time.monotonic() > ctx.deadline for ctx in ctxs):

@@ -99,8 +99,13 @@ class TestPatternBackend(Backend):
         ctx.executing()  # the time limit counts from here (an in-process backend starts at once)
         delay = max(0.0, self.delay_seconds)
         left = delay if ctx.deadline is None else max(0.0, min(delay, ctx.deadline - time.monotonic()))
-        if ctx.cancel.wait(left):
-            raise JobInterrupted(f"job {ctx.job_id} interrupted")
+        # The wait is cut into the job's sampler steps, each reported as a model's step would be (issue 38).
+        steps = max(1, int(getattr(ctx.job.inputs, "steps", None) or 1))
+        end = time.monotonic() + left
+        for step in range(1, steps + 1):
+            if ctx.cancel.wait(max(0.0, end - time.monotonic()) / (steps - step + 1)):
+                raise JobInterrupted(f"job {ctx.job_id} interrupted")
+            ctx.report(step=step, steps=steps)
         if left < delay:
             raise BackendError(f"test-pattern job {ctx.job_id} ran past the job time limit")
 
@@ -152,7 +157,8 @@ class TestPatternBackend(Backend):
             still = video_frames.background(inputs.prompt, seed, inputs.width, inputs.height, image)
         except (OSError, ValueError) as exc:
             raise JobInputError(f"inputs.image is not an image: {exc}") from exc
-        video = encode_video(self._interruptible(ctx, video_frames.frames(still, inputs.frames, seed)),
+        frames = self._interruptible(ctx, video_frames.frames(still, inputs.frames, seed))
+        video = encode_video(ctx.report_frames(frames, inputs.frames),
                              width=inputs.width, height=inputs.height, fps=inputs.fps,
                              output_format=inputs.output_format, expected_frames=inputs.frames)
         return BackendResult(
@@ -169,3 +175,4 @@ class TestPatternBackend(Backend):
             if ctx.cancel.is_set():
                 raise JobInterrupted(f"job {ctx.job_id} interrupted while rendering its video")
             yield frame
+

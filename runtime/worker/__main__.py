@@ -177,12 +177,13 @@ def build(config: AgentConfig, clock: AwsClock | None = None) -> tuple[Any, Any]
     store = JobStore(config.job_table, clock.attach(aws.client("dynamodb", config.region, config.endpoints)),
                      clock=clock.now)
     clock.probe = lambda: store.get("clock-probe")  # one GetItem before the first lease is written
+    progress = _progress_reporter(config, aws.client("dynamodb", config.region, config.endpoints), clock.now)
     agent = Agent(
         config, consumer=_consumer(config, worker_id, _warm_tiers(cache, backend)), store=store,
         backend=backend, uploader=OutputUploader(aws.ObjectStore(s3, config.outputs.bucket),
                                                  config.outputs.cdn_base_url, config.outputs.prefix),
         metrics=metrics, lifecycle=lifecycle, worker_id=worker_id, model_cache=cache,
-        workflow_models=_workflow_models(config, s3))
+        workflow_models=_workflow_models(config, s3), progress=progress)
     watcher = LifecycleWatcher(imds, agent.on_notice, config.lifecycle.poll_seconds) if imds else None
     return agent, watcher
 
@@ -198,6 +199,17 @@ def _workflow_models(config: AgentConfig, s3: Any) -> Any:
 
     return load_workflow_models(Path(instance_contract.COMFYUI_NODE_CATALOG), s3, config.model_cache.store_bucket,
                                 config.model_cache.manifest_key)
+
+
+def _progress_reporter(config: AgentConfig, ddb: Any, now: Callable[[], float]) -> Any:
+    """The progress reporter over the stack's event table, or None when the config names none."""
+    if not config.event_table:
+        return None
+    from runtime.jobs.events import EventLog
+    from runtime.worker.progress_reporter import ProgressReporter
+
+    return ProgressReporter(EventLog(config.event_table, ddb, clock=now), interval_s=config.progress_interval_seconds,
+                            clock=now)
 
 
 def _warm_tiers(cache: ModelCache | None, backend: Backend) -> Callable[[], dict[str, int]]:

@@ -56,6 +56,7 @@ from runtime.worker.outcomes import StopReason
 from runtime.worker.outputs import OutputUploader
 from runtime.worker.pipeline import Pipeline, PipelineSettings
 from runtime.worker.prefetch import Prefetcher
+from runtime.worker.progress_reporter import ProgressReporter
 from runtime.worker.recorder import JobRecorder, JobStat
 from runtime.worker.running_job import RunningJob
 from runtime.worker.serial_loop import SerialLoop
@@ -69,7 +70,8 @@ class Agent:
     def __init__(self, config: AgentConfig, *, consumer: JobQueueConsumer, store: JobStore, backend: Backend,
                  uploader: OutputUploader, metrics: Metrics, lifecycle: Lifecycle, worker_id: str,
                  model_cache: ModelCache | None = None, fetcher: ImageFetcher | None = None,
-                 workflow_models: WorkflowModels | None = None) -> None:
+                 workflow_models: WorkflowModels | None = None,
+                 progress: ProgressReporter | None = None) -> None:
         self.config = config
         self.workflow_models = workflow_models  # comfyui-workflow loader files -> store ids (issue 41)
         self.consumer, self.store, self.backend, self.uploader = consumer, store, backend, uploader
@@ -100,11 +102,14 @@ class Agent:
         settlement = Settlement(
             store=store, messages=self.messages, uploader=uploader, metrics=metrics, backoff=self.backoff,
             checkpoint=checkpoint, worker_id=worker_id, generator=backend.name,
-            max_attempts=queue_cfg.max_receive_count, retry_delay_seconds=config.retry_delay_seconds)
+            max_attempts=queue_cfg.max_receive_count, retry_delay_seconds=config.retry_delay_seconds,
+            progress=progress)
+        self.progress = progress
         self.executor = Executor(supervisor=self.supervisor, settlement=settlement, recorder=self.recorder,
                                  checkpoint=checkpoint, lifecycle=lifecycle, metrics=metrics, worker_id=worker_id,
                                  stop=self.signal, fetcher=self.fetcher, model_cache=model_cache,
-                                 workflow_models=workflow_models)
+                                 workflow_models=workflow_models,
+                                 progress=progress)
         self.notice: Notice | None = None
         self.rebalance: Notice | None = None  # a replacement is on its way; keep working until told to drain
         self.last_tick: float | None = None  # main loop progress (health probe); None until the loop runs
@@ -208,6 +213,8 @@ class Agent:
         if self.notice is not None:
             self.lifecycle.complete_terminating()
         self.recorder.emit_busy(force=True)
+        if self.progress is not None:
+            self.progress.stop()
 
     def healthy(self, stall_seconds: float = 120.0) -> bool:
         """Health probe: booting, running a job within its time limit, or the loop went round recently."""

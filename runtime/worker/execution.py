@@ -36,6 +36,7 @@ from runtime.worker.inputs import ImageFetcher
 from runtime.worker.lifecycle import Lifecycle
 from runtime.worker.metrics import Metrics
 from runtime.worker.outcomes import Outcome
+from runtime.worker.progress_reporter import ProgressReporter
 from runtime.worker.recorder import JobRecorder
 from runtime.worker.running_job import RunningJob
 from runtime.worker.settlement import Settlement
@@ -51,7 +52,9 @@ class Executor:
     def __init__(self, *, supervisor: BackendSupervisor, settlement: Settlement, recorder: JobRecorder,
                  checkpoint: Checkpoint, lifecycle: Lifecycle, metrics: Metrics, worker_id: str, stop: StopSignal,
                  fetcher: ImageFetcher, model_cache: ModelCache | None,
-                 workflow_models: WorkflowModels | None = None) -> None:
+                 workflow_models: WorkflowModels | None = None,
+                 progress: ProgressReporter | None = None) -> None:
+        self._progress = progress  # per-attempt progress sinks (issue 38); None: no events
         self._supervisor, self._settlement, self._recorder = supervisor, settlement, recorder
         self._checkpoint, self._lifecycle, self._metrics = checkpoint, lifecycle, metrics
         self._worker_id, self._stop, self._fetcher = worker_id, stop, fetcher
@@ -98,6 +101,8 @@ class Executor:
         if not ready:
             return ready
         first = ready[0][1].ctx
+        for _, job in ready:
+            job.ctx.report("loading-model")
         t = time.monotonic()
         try:
             self._supervisor.backend.load_model(first.model or "", first.model_path)
@@ -122,6 +127,8 @@ class Executor:
         ctx.job = ctx.job.with_seed()
         self._checkpoint(job, FRESH_S)
         ctx.before_submit = lambda: self._checkpoint(job)  # the backend's last check before it submits: always read
+        if self._progress is not None and ctx.progress is None:
+            ctx.progress = self._progress.begin(job.job_id, job.attempt.lease, job.attempt.number)
         t = time.monotonic()
         if prepared is not None and prepared.input_error is not None:
             raise prepared.input_error

@@ -23,6 +23,7 @@ from runtime import metric_names as m
 from runtime.backends.base import BackendResult, JobInterrupted
 from runtime.jobs.attempts import attempt_history
 from runtime.jobs.errors import StoreUnavailableError
+from runtime.jobs.progress import Progress
 from runtime.jobs.store import JobStore
 from runtime.queues.base import QueueError
 from runtime.worker.backoff import InfraBackoff
@@ -32,6 +33,7 @@ from runtime.worker.messages import MessageActions
 from runtime.worker.metrics import Metrics
 from runtime.worker.outcomes import Outcome, StopReason
 from runtime.worker.outputs import OutputUploader
+from runtime.worker.progress_reporter import ProgressReporter
 from runtime.worker.running_job import RunningJob
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,8 @@ FINAL = ("succeeded", "failed", "canceled")
 class Settlement:
     def __init__(self, *, store: JobStore, messages: MessageActions, uploader: OutputUploader, metrics: Metrics,
                  backoff: InfraBackoff, checkpoint: Checkpoint, worker_id: str, generator: str, max_attempts: int,
-                 retry_delay_seconds: float) -> None:
+                 retry_delay_seconds: float, progress: ProgressReporter | None = None) -> None:
+        self._progress = progress  # the attempt's events are written before its final write (issue 38)
         self._store, self._messages, self._uploader, self._metrics = store, messages, uploader, metrics
         self._backoff, self._checkpoint, self._worker_id, self._generator = backoff, checkpoint, worker_id, generator
         self._max_attempts, self._retry_delay_s = max_attempts, retry_delay_seconds
@@ -52,7 +55,10 @@ class Settlement:
         never raises: what cannot be settled is left to the lease (it runs out and the job is retried)."""
         try:
             if isinstance(outcome, BackendResult):
+                if self._progress is not None:
+                    self._progress.report(job.job_id, job.attempt.lease, Progress("uploading"))
                 return self._succeed(job, outcome)
+            self._close_progress(job)
             return self._settle_exception(job, outcome)
         except Exception:  # last line of defence
             log.exception("job %s: settling failed", job.job_id)
@@ -84,6 +90,7 @@ class Settlement:
         generator = result.metadata.get("generator") or self._generator
         outputs = [{"url": o["url"], "content_type": o["content_type"], "generator": generator,
                     **({"video": o["video"]} if o.get("video") else {})} for o in result.metadata["uploaded"]]
+        self._close_progress(job)
         t = time.monotonic()
         written = self._store.mark_succeeded(ctx.job_id, outputs, timings, lease=job.attempt.lease)
         timings["record_ms"] = _ms(t)
@@ -99,9 +106,15 @@ class Settlement:
                                     "attempt": job.attempt.number, "model_cache_hit": job.cache_hit})
         return Outcome.SUCCEEDED
 
+    def _close_progress(self, job: RunningJob) -> None:
+        """No events of this attempt after this point; what it reported is written before its outcome is."""
+        if self._progress is not None:
+            self._progress.close(job.job_id, job.attempt.lease)
+
     # -- failures --------------------------------------------------------------------------------------
     def _settle_exception(self, job: RunningJob, exc: Exception) -> Outcome:
         """Store or queue trouble while settling is logged and left to the lease, never raised."""
+        self._close_progress(job)
         try:
             return self._by_cause(job, exc)
         except (StoreUnavailableError, QueueError) as settle_exc:

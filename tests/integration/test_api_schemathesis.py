@@ -27,6 +27,7 @@ from fleetdev.local_server import LocalApiServer
 from runtime.api.auth import generate_key
 from runtime.api.handler import ApiConfig, build_app
 from runtime.api.openapi import document
+from runtime.jobs.events import create_events_table
 
 pytestmark = pytest.mark.integration
 KEY, _ = generate_key("schemathesis")
@@ -35,9 +36,11 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture
-def served_schema(moto_endpoint, job_table, sqs_queue):
+def served_schema(moto_endpoint, job_table, sqs_queue, aws_clients):
+    events = f"events-{uuid.uuid4().hex[:8]}"  # the job event log: GET /v1/jobs/{id}/events runs for real
+    create_events_table(aws_clients("dynamodb"), events)
     cfg = ApiConfig(job_table=job_table, queue_url=sqs_queue, api_keys=(KEY,), endpoint_url=moto_endpoint,
-                    region="us-east-1", max_wait_seconds=0.0)
+                    region="us-east-1", max_wait_seconds=0.0, event_table=events)
     app = build_app(cfg)
     app.options.read_rate_per_second = None  # one key reads fast here; the read limit has its own tests (abuse)
     with LocalApiServer(app) as server:
@@ -105,7 +108,7 @@ def test_every_operation_answers_generated_requests_within_the_document(served_s
     for result in schema.get_all_operations():
         _exercise(result.ok(), seen)
     assert set(seen) == {"POST /v1/jobs", "GET /v1/jobs", "GET /v1/jobs/{id}", "POST /v1/jobs/{id}/cancel",
-                         "GET /v1/models", "GET /v1/health", "GET /v1/openapi.json"}
+                         "GET /v1/models", "GET /v1/health", "GET /v1/openapi.json", "GET /v1/jobs/{id}/events"}
     assert seen["GET /v1/health"] == {200} and seen["GET /v1/models"] == {200}
     assert 200 in seen["GET /v1/jobs"] and seen["GET /v1/jobs"] <= {200, 422}
 

@@ -23,7 +23,8 @@ EVERY_FIELD_SET = ApiConfig(
     model_groups=(("sdxl", ("sdxl-base", "org/sdxl-turbo")),), tasks=("txt2img", "txt2video"),
     lora_tasks=("txt2img",),
     node_catalog="s3://amis/node-catalogs/cuda/ami-0abc.json",
-    video_formats=("mp4", "webm"), video_model_kinds=("video",))
+    video_formats=("mp4", "webm"), video_model_kinds=("video",),
+    event_table="events")
 
 
 @pytest.mark.parametrize("cfg", [

@@ -39,11 +39,11 @@ def test_dev_deletes_cleanly():
     dev, prod = run_stack("dev"), run_stack("prod")
     assert not [r.name for r in dev.resources if r.protect or r.retain_on_delete]
     assert {b.inputs["forceDestroy"] for b in dev.of_type(BUCKET)} == {True}
-    assert dev.one(TABLE).inputs["deletionProtectionEnabled"] is False
+    assert {t.inputs["deletionProtectionEnabled"] for t in dev.of_type(TABLE)} == {False}  # jobs and job events
     assert {(g.inputs["forceDelete"], g.inputs["forceDeleteWarmPool"]) for g in dev.of_type(GROUP)} == {(True, True)}
     # production refuses all three, on top of protect
     assert {b.inputs["forceDestroy"] for b in prod.of_type(BUCKET)} == {False}
-    assert prod.one(TABLE).inputs["deletionProtectionEnabled"] is True
+    assert {t.inputs["deletionProtectionEnabled"] for t in prod.of_type(TABLE)} == {True}
     assert {g.inputs["forceDelete"] for g in prod.of_type(GROUP)} == {False}
 
 
@@ -93,7 +93,7 @@ def test_preview_of_prod_is_clean_and_a_seeded_unprotected_table_fails():
     recording = copy.deepcopy(run_stack("prod"))
     config = preview.merge_policy_config(preview.stack_policy_config("prod"))
     assert not preview.evaluate(recording, config).by_policy("production-data-protected")
-    table = recording.one(TABLE)
+    table = recording.one(TABLE, "jobs-table")
     table.protect = False  # the seeded violation: what a program without the transformation would register
     found = preview.evaluate(recording, config).by_policy("production-data-protected")
     assert [(v.resource, v.level.value) for v in found] == [(f"{TABLE} jobs-table", "mandatory")]
