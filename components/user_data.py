@@ -25,6 +25,7 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from runtime import agent_config, instance_contract, metric_names, queue_names
 
@@ -77,6 +78,7 @@ class AgentSettings:
     kafka_group: str = queue_names.KAFKA_GROUP
     outputs_prefix: str = "outputs"
     metrics_log_group: str = "/genai-fleet/worker"
+    pricing: dict[str, Any] | None = None  # components.worker_prices.published_prices: a job's dollars
 
 
 def agent_config_json(s: AgentSettings) -> str:
@@ -99,6 +101,7 @@ def agent_config_json(s: AgentSettings) -> str:
         hot_models=tuple(s.hot_models), max_job_seconds=s.max_job_seconds,
         task_max_job_seconds=dict(s.task_max_job_seconds), metrics_namespace=metric_names.NAMESPACE,
         metrics_log_group=s.metrics_log_group, heartbeat_file=instance_contract.HEARTBEAT_FILE,
+        pricing=agent_config.PricingConfig(**(s.pricing or {})),
         **backend_settings(s.backend))  # type: ignore[arg-type]
     text = config.to_json()
     agent_config.parse(json.loads(text))  # the agent's own validation, at preview time

@@ -90,6 +90,11 @@ def _schemas() -> dict[str, Any]:
                                          "height": {"type": "integer"}, "bytes": {"type": "integer"}}}}}},
             "timings": {"type": "object", "properties": {k: {"type": "number"} for k in (
                 "queue_wait_ms", "model_load_ms", "inference_ms", "upload_ms", "total_ms")}},
+            "cost": {"type": "object", "description": "GPU-seconds and USD of every settled attempt (failed and "
+                     "handed-back ones too); prices from the stack's table or the spot price (docs/api.md)",
+                     "properties": {"gpu_seconds": {"type": "number"}, "usd": {"type": "number"},
+                                    "breakdown": {"type": "object", "properties": {
+                                        "phases": {"type": "object"}, "attempts": {"type": "array"}}}}},
             "error": {"type": ["object", "null"], "properties": {"code": {"type": "string"},
                                                                   "message": {"type": "string"}}},
             "queue": {"type": "object", "description": "only while queued; approximate", "properties": {

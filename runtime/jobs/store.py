@@ -351,22 +351,24 @@ class JobStore:
         return records, (float(last[OWNER_INDEX_SORT]), str(last["pk"]).split("#", 1)[1])
 
     def mark_succeeded(self, job_id: str, outputs: Sequence[Mapping[str, Any]],
-                       timings: Mapping[str, Any] | None = None, lease: int | None = None) -> bool:
+                       timings: Mapping[str, Any] | None = None, lease: int | None = None,
+                       cost: Mapping[str, Any] | None = None) -> bool:
         outs = [{"url": str(o["url"]), "content_type": str(o.get("content_type") or "application/octet-stream"),
                  **({"generator": str(o["generator"])} if o.get("generator") else {}),
                  **({"video": _video_facts(o["video"])} if o.get("video") else {})}
                 for o in outputs]
-        return self.attempts.finish(job_id, SUCCEEDED, {"outputs": outs, "timings": dict(timings or {})}, lease=lease)
+        return self.attempts.finish(job_id, SUCCEEDED, {"outputs": outs, "timings": dict(timings or {})}, lease=lease,
+                                    cost=cost)
 
     def mark_failed(self, job_id: str, error: Any, timings: Mapping[str, Any] | None = None,
-                    lease: int | None = None) -> bool:
+                    lease: int | None = None, cost: Mapping[str, Any] | None = None) -> bool:
         fields: dict[str, Any] = {"error": normalize_error(error)}
         if timings:
             fields["timings"] = dict(timings)
-        return self.attempts.finish(job_id, FAILED, fields, lease=lease)
+        return self.attempts.finish(job_id, FAILED, fields, lease=lease, cost=cost)
 
-    def mark_canceled(self, job_id: str, lease: int | None = None) -> bool:
-        return self.attempts.finish(job_id, CANCELED, {"cancel_requested": True}, lease=lease)
+    def mark_canceled(self, job_id: str, lease: int | None = None, cost: Mapping[str, Any] | None = None) -> bool:
+        return self.attempts.finish(job_id, CANCELED, {"cancel_requested": True}, lease=lease, cost=cost)
 
     def record_attempt_error(self, job_id: str, attempt: int, error: Any) -> None:
         now = self._clock()

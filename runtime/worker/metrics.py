@@ -32,7 +32,7 @@ UNITS = {
     m.INFERENCE_TIME: "Milliseconds", m.UPLOAD_TIME: "Milliseconds", m.BOOT_TO_READY: "Milliseconds",
     m.BACKEND_BUSY: "Percent", m.KAFKA_BACKLOG: "Count",
     m.MODEL_DOWNLOAD_BYTES: "Bytes", m.MODEL_DOWNLOAD_TIME: "Milliseconds", m.MODEL_SWITCH_TIME: "Milliseconds",
-    m.CLOCK_OFFSET: "Seconds",
+    m.CLOCK_OFFSET: "Seconds", m.OVERHEAD_SECONDS: "Seconds", m.OVERHEAD_COST: "None",
 }
 
 

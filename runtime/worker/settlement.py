@@ -25,6 +25,7 @@ from runtime.jobs.attempts import attempt_history
 from runtime.jobs.errors import StoreUnavailableError
 from runtime.jobs.store import JobStore
 from runtime.queues.base import QueueError
+from runtime.worker.attempt_cost import AttemptCoster
 from runtime.worker.backoff import InfraBackoff
 from runtime.worker.checkpoint import FRESH_S, Checkpoint
 from runtime.worker.failures import Cause, Disposition, classify
@@ -42,10 +43,14 @@ FINAL = ("succeeded", "failed", "canceled")
 class Settlement:
     def __init__(self, *, store: JobStore, messages: MessageActions, uploader: OutputUploader, metrics: Metrics,
                  backoff: InfraBackoff, checkpoint: Checkpoint, worker_id: str, generator: str, max_attempts: int,
-                 retry_delay_seconds: float) -> None:
+                 retry_delay_seconds: float, coster: AttemptCoster | None = None) -> None:
         self._store, self._messages, self._uploader, self._metrics = store, messages, uploader, metrics
         self._backoff, self._checkpoint, self._worker_id, self._generator = backoff, checkpoint, worker_id, generator
         self._max_attempts, self._retry_delay_s = max_attempts, retry_delay_seconds
+        self._coster = coster  # each settling write appends its attempt's cost (runtime.worker.attempt_cost)
+
+    def _cost(self, job: RunningJob, outcome: Outcome) -> dict | None:
+        return self._coster.entry(job, str(outcome)) if self._coster is not None else None
 
     def settle(self, job: RunningJob, outcome: BackendResult | Exception) -> Outcome:
         """Settle the backend's answer for this job (a result, or the exception its attempt ended with);
@@ -76,6 +81,8 @@ class Settlement:
         uploaded = self._uploader.upload(job.job_id, result.outputs, result.metadata, attempt=job.attempt.lease,
                                          on_key=job.uploaded_keys.append)
         job.timings["upload_ms"] = _ms(t)
+        if result.metadata.get("encode_ms") is not None:  # a video backend's encoder time (part of the run)
+            job.timings["encode_ms"] = float(result.metadata["encode_ms"])
         result.metadata["uploaded"] = uploaded
 
     def _record_success(self, job: RunningJob, result: BackendResult) -> Outcome:
@@ -85,7 +92,8 @@ class Settlement:
         outputs = [{"url": o["url"], "content_type": o["content_type"], "generator": generator,
                     **({"video": o["video"]} if o.get("video") else {})} for o in result.metadata["uploaded"]]
         t = time.monotonic()
-        written = self._store.mark_succeeded(ctx.job_id, outputs, timings, lease=job.attempt.lease)
+        written = self._store.mark_succeeded(ctx.job_id, outputs, timings, lease=job.attempt.lease,
+                                             cost=self._cost(job, Outcome.SUCCEEDED))
         timings["record_ms"] = _ms(t)
         if not written:
             return self._fenced_out(job)
@@ -126,7 +134,7 @@ class Settlement:
         if disposition.cause is Cause.PERMANENT:
             return self._give_up(job, disposition.code, str(exc))
         if disposition.cause is Cause.INFRASTRUCTURE:
-            self._store.attempts.release_attempt(ctx.job_id, lease)
+            self._store.attempts.release_attempt(ctx.job_id, lease, cost=self._cost(job, Outcome.DEFERRED))
             self._messages.release(job.received, self._backoff.failed(), "infrastructure")
             return Outcome.DEFERRED
         return self._retry_or_fail(job, disposition, error)
@@ -135,13 +143,13 @@ class Settlement:
         ctx, lease = job.ctx, job.attempt.lease
         if reason is StopReason.CANCEL:
             self._discard(job)
-            self._store.mark_canceled(ctx.job_id, lease=lease)
+            self._store.mark_canceled(ctx.job_id, lease=lease, cost=self._cost(job, Outcome.CANCELED))
             self._messages.ack(job.received)
             return Outcome.CANCELED
         if reason is StopReason.LOST_LEASE:
             return self._fenced_out(job)
         self._discard(job)  # drain or stop: another worker redoes the whole job
-        self._store.attempts.release_attempt(ctx.job_id, lease)
+        self._store.attempts.release_attempt(ctx.job_id, lease, cost=self._cost(job, Outcome.HANDED_BACK))
         self._messages.release(job.received, 0, str(reason))
         self._metrics.count(m.JOBS_HANDED_BACK, job_id=ctx.job_id, reason=str(reason))
         return Outcome.HANDED_BACK
@@ -153,7 +161,8 @@ class Settlement:
             self._store.record_attempt_error(ctx.job_id, job.attempt.number, entry)
             record = self._store.get(ctx.job_id) or {}
             return self._give_up(job, "attempts-exhausted", f"{error} ({attempt_history(record)})")
-        if not self._store.attempts.fail_attempt(ctx.job_id, job.attempt.lease, job.attempt.number, entry):
+        if not self._store.attempts.fail_attempt(ctx.job_id, job.attempt.lease, job.attempt.number, entry,
+                                                 cost=self._cost(job, Outcome.RETRYING)):
             return self._fenced_out(job)
         self._messages.release(job.received, self._retry_delay_s, "retry")
         return Outcome.RETRYING
@@ -163,7 +172,7 @@ class Settlement:
         ctx = job.ctx
         job.timings["total_ms"] = _ms(job.started)
         written = self._store.mark_failed(ctx.job_id, {"code": code, "message": message[:2000]}, job.timings,
-                                          lease=job.attempt.lease)
+                                          lease=job.attempt.lease, cost=self._cost(job, Outcome.FAILED))
         if not written:
             return self._fenced_out(job)
         if code == "attempts-exhausted":
