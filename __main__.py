@@ -50,7 +50,7 @@ api = Api("api", ApiArgs(
     stack=stack, api=cfg.api, storage=cfg.storage, job_table_name=jobs.table_name, job_table_arn=jobs.table_arn,
     queue=queue.endpoint, average_job_seconds=cfg.cluster.average_job_seconds, hot_models=cfg.cluster.hot_models,
     model_groups=cfg.queue.model_groups, model_bucket_name=models.bucket_name, model_bucket_arn=models.bucket_arn,
-    tasks=served_tasks(cfg.cluster.backend),
+    tasks=served_tasks(cfg.cluster.backend), instance_type=cfg.cluster.instance_types[0],
 ), opts=opts)
 cluster = InferenceCluster("cluster", InferenceClusterArgs(
     stack=stack, cluster=cfg.cluster, queue_settings=cfg.queue, tags=cfg.tags,

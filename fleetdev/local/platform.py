@@ -286,7 +286,9 @@ class LocalPlatform:
             kafka_iam=False, auth_mode="api-key", api_keys=(self.api_key,), endpoint_url=self.moto_url,
             allow_loopback=True, average_job_seconds=max(0.1, o.test_pattern_delay_seconds),
             model_bucket=res.models_bucket if self.models else None,  # GET /v1/models lists the store's manifest
-            tasks=served_tasks(o.backend))  # as a stack does: other tasks are refused with 422
+            tasks=served_tasks(o.backend),  # as a stack does: other tasks are refused with 422
+            # as a stack does: the workers' instance type priced from policies/prices.json (budgets, quotes)
+            hourly_usd=published_prices(o.region, [LOCAL_INSTANCE_TYPE])["on_demand_hourly"][LOCAL_INSTANCE_TYPE])
         env = {**self._env, **api.to_env()}
         env.update(o.api_env)
         self.api = ManagedProcess("api", [sys.executable, "-m", "fleetdev.local_server", "--host", "127.0.0.1",

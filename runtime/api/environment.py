@@ -25,6 +25,8 @@ GENAI_TASKS                     JSON list of the tasks the fleet's backend serve
                                 backend catalog); others are refused with 422. Unset: every task
 GENAI_ALLOW_LOOPBACK_URLS       true only in local mode
 GENAI_AVERAGE_JOB_SECONDS       for wait estimates (default 3)
+GENAI_TENANT_BUDGET_USD_PER_DAY daily budget per tenant (a key until tenants exist), USD (unset: none)
+GENAI_FLEET_HOURLY_USD          the fleet's instance price (the stack's table): a job's expected cost
 GENAI_MAX_WAIT_SECONDS          cap of Prefer: wait (default 25)
 GENAI_AWS_ENDPOINT_URL          one endpoint for every AWS client (moto / local mode)
 AWS_REGION                      set by Lambda itself; never written by ``to_env``
@@ -100,6 +102,7 @@ API_VARIABLES = {
     "allow_loopback": "GENAI_ALLOW_LOOPBACK_URLS", "average_job_seconds": "GENAI_AVERAGE_JOB_SECONDS",
     "max_wait_seconds": "GENAI_MAX_WAIT_SECONDS", "endpoint_url": "GENAI_AWS_ENDPOINT_URL",
     "model_groups": "GENAI_MODEL_GROUPS", "tasks": "GENAI_TASKS",
+    "budget_usd_per_day": "GENAI_TENANT_BUDGET_USD_PER_DAY", "hourly_usd": "GENAI_FLEET_HOURLY_USD",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -133,6 +136,8 @@ class ApiConfig:
     endpoint_url: str | None = None
     model_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, model ids): runtime.queues.routing
     tasks: tuple[str, ...] = ()  # the tasks the fleet serves; (): every task (runtime.jobs.models.TASKS)
+    budget_usd_per_day: float | None = None  # per tenant (runtime.jobs.spend); None: no budget
+    hourly_usd: float | None = None  # the fleet's instance price: a job's expected cost (budget, quotes)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -159,7 +164,9 @@ class ApiConfig:
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION"),
             endpoint_url=e.get("GENAI_AWS_ENDPOINT_URL") or None,
             model_groups=tuple((g, tuple(ms)) for g, ms in json.loads(e.get("GENAI_MODEL_GROUPS") or "[]")),
-            tasks=_tasks(e.get("GENAI_TASKS")))
+            tasks=_tasks(e.get("GENAI_TASKS")),
+            budget_usd_per_day=_num(e.get("GENAI_TENANT_BUDGET_USD_PER_DAY")),
+            hourly_usd=_num(e.get("GENAI_FLEET_HOURLY_USD")))
 
     def to_env(self) -> dict[str, Any]:
         """The variables ``from_env`` reads back into this config (region aside): set or non-default fields."""

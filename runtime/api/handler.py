@@ -45,7 +45,8 @@ def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiAp
     options = ApiOptions(auth_mode=cfg.auth_mode, quota_per_day=cfg.quota_per_day,
                          rate_per_second=cfg.rate_per_second, burst=cfg.burst, allow_loopback=cfg.allow_loopback,
                          enforce_known_models=cfg.enforce_known_models, max_wait_seconds=cfg.max_wait_seconds,
-                         average_job_seconds=cfg.average_job_seconds, served_tasks=cfg.tasks)
+                         average_job_seconds=cfg.average_job_seconds, served_tasks=cfg.tasks,
+                         budget_usd_per_day=cfg.budget_usd_per_day, hourly_usd=cfg.hourly_usd)
     models = (ManifestModels(client("s3"), cfg.model_bucket, cfg.hot_models) if cfg.model_bucket
               else StaticModels(cfg.hot_models))
     return ApiApp(store, _producer(cfg, client), options, keys=_keys(cfg, client), models=models)

@@ -317,6 +317,21 @@ class JobStore:
                           Limit=limit)
         return [item["pk"]["S"].split("#", 1)[1] for item in resp.get("Items", [])]
 
+    def count_running(self, limit: int = 10_000) -> int:
+        """How many jobs are running now (the sparse ``running-by-lease`` index, counted, at most ``limit``)."""
+        total, start = 0, None
+        while total < limit:
+            page = {"TableName": self.table_name, "IndexName": RUNNING_INDEX, "Select": "COUNT",
+                    "KeyConditionExpression": "running_index = :r",
+                    "ExpressionAttributeValues": {":r": {"S": RUNNING_INDEX_VALUE}},
+                    **({"ExclusiveStartKey": start} if start else {})}
+            resp = self._call("query", **page)
+            total += int(resp.get("Count", 0))
+            start = resp.get("LastEvaluatedKey")
+            if not start:
+                break
+        return total
+
     def list_owned(self, owner: str, limit: int, statuses: Sequence[str] = (),
                    after: tuple[float, str] | None = None) -> tuple[list[dict[str, Any]], tuple[float, str] | None]:
         """Up to ``limit`` of ``owner``'s jobs, newest first, optionally only those in ``statuses``.

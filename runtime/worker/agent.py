@@ -35,6 +35,7 @@ import time
 from runtime import metric_names as m
 from runtime.agent_config import AgentConfig
 from runtime.backends.base import CATALOG, Backend
+from runtime.jobs.spend import TenantSpend
 from runtime.jobs.store import JobStore
 from runtime.model_cache import ModelCache
 from runtime.queues.base import JobQueueConsumer
@@ -105,7 +106,7 @@ class Agent:
             store=store, messages=self.messages, uploader=uploader, metrics=metrics, backoff=self.backoff,
             checkpoint=checkpoint, worker_id=worker_id, generator=backend.name,
             max_attempts=queue_cfg.max_receive_count, retry_delay_seconds=config.retry_delay_seconds,
-            coster=AttemptCoster(self.prices))
+            coster=AttemptCoster(self.prices), spend=TenantSpend(store.table_name, store.client))
         self.executor = Executor(supervisor=self.supervisor, settlement=settlement, recorder=self.recorder,
                                  checkpoint=checkpoint, lifecycle=lifecycle, metrics=metrics, worker_id=worker_id,
                                  stop=self.signal, fetcher=self.fetcher, model_cache=model_cache)

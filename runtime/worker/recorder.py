@@ -90,9 +90,9 @@ class JobRecorder:
     def emit_overhead(self, kind: str, seconds: float) -> None:
         """Instance time outside any attempt (``idle``, ``boot``) and its dollars, as fleet overhead."""
         values = {m.OVERHEAD_SECONDS: round(seconds, 3)}
-        properties: dict[str, object] = {"worker_id": self._worker_id, "kind": kind}
+        properties: dict[str, object] = {"worker_id": self._worker_id}
         if self._price is not None:
             price = self._price()
             values[m.OVERHEAD_COST] = round(seconds * price.hourly_usd / 3600.0, 6)
             properties.update(instance_type=price.instance_type, purchase_option=price.purchase_option)
-        self._metrics.emit(values, properties)
+        self._metrics.emit(values, properties, dimensions={m.DIM_KIND: kind})

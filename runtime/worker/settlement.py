@@ -10,6 +10,9 @@
                                   on the last attempt: record failed, message dead-lettered
     infrastructure error          attempt given back (not counted), message retried after a backoff
 
+Each settling write carries the attempt's cost (runtime.worker.attempt_cost); once written, the tenant's daily
+spend is charged (runtime.jobs.spend: best effort, after the record) and its ``TenantSpend`` metric emitted.
+
 Webhooks are not sent here: the webhook dispatcher derives them from the job table's stream, so a
 worker never waits on a receiver (invariant 4).
 """
@@ -23,6 +26,7 @@ from runtime import metric_names as m
 from runtime.backends.base import BackendResult, JobInterrupted
 from runtime.jobs.attempts import attempt_history
 from runtime.jobs.errors import StoreUnavailableError
+from runtime.jobs.spend import TenantSpend, utc_day
 from runtime.jobs.store import JobStore
 from runtime.queues.base import QueueError
 from runtime.worker.attempt_cost import AttemptCoster
@@ -43,22 +47,44 @@ FINAL = ("succeeded", "failed", "canceled")
 class Settlement:
     def __init__(self, *, store: JobStore, messages: MessageActions, uploader: OutputUploader, metrics: Metrics,
                  backoff: InfraBackoff, checkpoint: Checkpoint, worker_id: str, generator: str, max_attempts: int,
-                 retry_delay_seconds: float, coster: AttemptCoster | None = None) -> None:
+                 retry_delay_seconds: float, coster: AttemptCoster | None = None,
+                 spend: TenantSpend | None = None) -> None:
         self._store, self._messages, self._uploader, self._metrics = store, messages, uploader, metrics
         self._backoff, self._checkpoint, self._worker_id, self._generator = backoff, checkpoint, worker_id, generator
         self._max_attempts, self._retry_delay_s = max_attempts, retry_delay_seconds
         self._coster = coster  # each settling write appends its attempt's cost (runtime.worker.attempt_cost)
+        self._spend = spend  # the tenant's daily spend (runtime.jobs.spend)
 
     def _cost(self, job: RunningJob, outcome: Outcome) -> dict | None:
-        return self._coster.entry(job, str(outcome)) if self._coster is not None else None
+        job.cost = self._coster.entry(job, str(outcome)) if self._coster is not None else None
+        return job.cost
+
+    def _charge(self, job: RunningJob, outcome: Outcome) -> None:
+        """The tenant's spend, after the write that carried the attempt's cost (never raises)."""
+        entry, record = job.cost, job.attempt.record or {}
+        tenant = record.get("owner")
+        if entry is None or not tenant or outcome in (Outcome.LOST_LEASE, Outcome.UNSETTLED):
+            return
+        final = outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELED)
+        day = str(record.get("budget_day") or utc_day(float(record.get("created_at") or time.time())))
+        self._metrics.emit({m.TENANT_SPEND: entry["usd"], m.TENANT_GPU_SECONDS: entry["gpu_seconds"]},
+                           {"job_id": job.job_id, "outcome": str(outcome)}, dimensions={m.DIM_TENANT: tenant})
+        if self._spend is None:
+            return
+        try:
+            self._spend.charge(tenant, day, entry["usd"], entry["gpu_seconds"],
+                               reserved_usd=float(record.get("budget_reserved_usd") or 0.0) if final else 0.0)
+        except Exception as exc:  # noqa: BLE001 - the record has the cost; only the counter misses it
+            log.warning("job %s: tenant spend not counted (%s); the job record has its cost", job.job_id, exc)
 
     def settle(self, job: RunningJob, outcome: BackendResult | Exception) -> Outcome:
         """Settle the backend's answer for this job (a result, or the exception its attempt ended with);
         never raises: what cannot be settled is left to the lease (it runs out and the job is retried)."""
         try:
-            if isinstance(outcome, BackendResult):
-                return self._succeed(job, outcome)
-            return self._settle_exception(job, outcome)
+            settled = self._succeed(job, outcome) if isinstance(outcome, BackendResult) \
+                else self._settle_exception(job, outcome)
+            self._charge(job, settled)
+            return settled
         except Exception:  # last line of defence
             log.exception("job %s: settling failed", job.job_id)
             return Outcome.UNSETTLED

@@ -83,5 +83,5 @@ def test_idle_time_is_reported_as_fleet_overhead_not_in_jobs(stack):
     agent = make_agent(stack, stack.config(pricing=PRICING))
     agent.recorder.emit_busy(force=True)
     records = [r for r in agent.metrics.records if m.OVERHEAD_SECONDS in r]
-    assert records and records[-1]["kind"] == "idle" and records[-1]["instance_type"] == "g5.xlarge"
+    assert records and records[-1][m.DIM_KIND] == "idle" and records[-1]["instance_type"] == "g5.xlarge"
     assert records[-1][m.OVERHEAD_COST] == pytest.approx(records[-1][m.OVERHEAD_SECONDS] * HOURLY / 3600, abs=1e-6)

@@ -20,7 +20,8 @@ EVERY_FIELD_SET = ApiConfig(
     api_keys=("k1", "k2"), accept_untagged_keys=True, quota_per_day=7, rate_per_second=2.5, burst=4.0,
     hot_models=("sd15", "org/sdxl"), model_bucket="models", enforce_known_models=True, allow_loopback=True,
     average_job_seconds=4.5, max_wait_seconds=12.0, endpoint_url="http://127.0.0.1:5000",
-    model_groups=(("sdxl", ("sdxl-base", "org/sdxl-turbo")),), tasks=("txt2img", "txt2video"))
+    model_groups=(("sdxl", ("sdxl-base", "org/sdxl-turbo")),), tasks=("txt2img", "txt2video"),
+    budget_usd_per_day=25.5, hourly_usd=1.006)
 
 
 @pytest.mark.parametrize("cfg", [
