@@ -292,12 +292,7 @@ class ApiApp:
                 if existing is not None:
                     return self._replayed(existing, spec, principal, idem_key), False
                 record["send_lease_until"] = self._clock() + SEND_LEASE_SECONDS
-            if quota:
-                if not self.store.consume_daily_quota(principal.id, quota):
-                    raise ApiError(429, "quota-exceeded", "Too Many Requests", f"daily quota of {quota} jobs used up",
-                                   headers={"Retry-After": str(_seconds_to_utc_midnight(self._clock()))})
-                charged = True
-            self._reserve_budget(principal, record)  # 429 when the job would exceed the tenant's daily budget
+            charged = self._admit(principal, record, quota)
             ours = record
             record, created = self.store.create(record, idempotency_key=idem_key, fingerprint=fp)
         except IdempotencyConflictError as exc:
@@ -330,6 +325,23 @@ class ApiApp:
                 self.store.refund_daily_quota(principal.id)
         except Exception:  # the error that brought us here is the one the client gets
             log.exception("could not undo job %s after its send failed", record["job_id"])
+
+    def _admit(self, principal: Principal, record: dict[str, Any], quota: int | None) -> bool:
+        """Charge the daily quota, then reserve the job in its tenant's budget; 429 when either is used up (a
+        refusal by the budget gives the quota unit back). True when a quota unit was charged."""
+        charged = False
+        if quota:
+            if not self.store.consume_daily_quota(principal.id, quota):
+                raise ApiError(429, "quota-exceeded", "Too Many Requests", f"daily quota of {quota} jobs used up",
+                               headers={"Retry-After": str(_seconds_to_utc_midnight(self._clock()))})
+            charged = True
+        try:
+            self._reserve_budget(principal, record)
+        except ApiError:
+            if charged:
+                self.store.refund_daily_quota(principal.id)
+            raise
+        return charged
 
     # -- daily budget per tenant (runtime.jobs.spend) ------------------------------------------------------
     def expected_job_usd(self) -> float:

@@ -27,13 +27,14 @@ def stack(moto_endpoint):
     return Stack(moto_endpoint)
 
 
-def _api(stack: Stack, budget: float | None) -> ApiConfig:
+def _api(stack: Stack, budget: float | None, quota: int | None = None) -> ApiConfig:
     return ApiConfig(job_table=stack.table, queue_url=stack.queue_url, api_keys=(KEY,), endpoint_url=stack.endpoint,
-                     region="us-east-1", average_job_seconds=AVERAGE_S, hourly_usd=HOURLY, budget_usd_per_day=budget)
+                     region="us-east-1", average_job_seconds=AVERAGE_S, hourly_usd=HOURLY, budget_usd_per_day=budget,
+                     quota_per_day=quota)
 
 
 def test_the_job_that_would_exceed_the_budget_is_refused_and_spend_frees_it(stack):
-    app = build_app(_api(stack, budget=0.01))
+    app = build_app(_api(stack, budget=0.01, quota=3))  # a refusal by the budget gives its quota unit back
     with LocalApiServer(app) as server, httpx.Client(base_url=server.url, timeout=30,
                                                     headers={"x-api-key": KEY}) as client:
         first = [client.post("/v1/jobs", json=JOB) for _ in range(2)]
