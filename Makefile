@@ -17,7 +17,8 @@ WORKLOAD ?= sd15
 SCALEOUT = $(if $(wildcard planner/scaleout-$(STACK).json),--scaleout planner/scaleout-$(STACK).json)
 
 .PHONY: install test lint unit integration e2e static-check preview local demo bench ami docs help lambda-deps \
-	policy-config preview-aws up promote-ami webhook-secret api-key chaos fuzz mutants plan plan-size plan-sweep measure-scaleout
+	policy-config preview-aws up promote-ami webhook-secret api-key chaos fuzz mutants plan plan-size plan-sweep measure-scaleout \
+	cost
 
 # Every test directory belongs to exactly one suite (tests/unit/test_make_targets.py checks it).
 UNIT_TESTS := tests/unit
@@ -127,6 +128,11 @@ webhook-secret: install
 
 api-key: install
 	$(BIN)/genai-stack api-key --stack $(STACK) --name "$(NAME)" $(if $(QUOTA),--quota-per-day $(QUOTA))
+
+# (AWS credentials) cost per 1,000 images per model and task, idle and boot share (tools/cost_report.py).
+SINCE ?= 7d
+cost: install
+	$(BIN)/genai-stack cost --stack $(STACK) --since $(SINCE)
 
 # Capacity planner (docs/planner.md): simulate the stack's fleet against a trace; PNG in plan-<stack>.png.
 plan: install

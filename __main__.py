@@ -64,6 +64,7 @@ api = Api("api", ApiArgs(
     video_formats=video_capabilities(cfg.cluster.backend)[0],
     video_model_kinds=video_capabilities(cfg.cluster.backend)[1],
     event_table_name=job_events.table_name, event_table_arn=job_events.table_arn,
+    instance_type=cfg.cluster.instance_types[0],
     # the node catalog of the fleet's image (issue 41): the cluster's own AMI lookup
     comfyui_image=(cfg.cluster.flavor, cluster.ami_id) if cfg.cluster.backend == "comfyui" else None,
 ), opts=opts)

@@ -27,18 +27,19 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components import lambda_package, naming
+from components import lambda_package, naming, worker_prices
 from components.config import ApiSettings, StackIdentity, StorageSettings
 from components.function_policy import policy_json
 from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint
 from runtime.api.environment import ApiConfig, AuthorizerConfig
+from runtime.jobs.attempts import RUNNING_INDEX
 from runtime.jobs.store import OWNER_INDEX
 from runtime.node_catalog import catalog_location
 from runtime.queue_names import KAFKA_TOPIC
 
 PUBLIC_ROUTES = ("GET /v1/health",)
 AUTH_ROUTES = ("POST /v1/jobs", "GET /v1/jobs", "GET /v1/jobs/{id}", "POST /v1/jobs/{id}/cancel", "GET /v1/models",
-               "GET /v1/openapi.json", "$default")
+               "GET /v1/openapi.json", "POST /v1/quotes", "$default")
 LAMBDA_TIMEOUT_S = 29  # API Gateway HTTP APIs stop waiting at 30 s; Prefer: wait is capped at 25 s
 AUTHORIZER_TIMEOUT_S = 5  # one SSM read; runtime/aws_clients.py's "authorizer" profile fits inside
 ACCESS_LOG_FORMAT = json.dumps({k: f"$context.{v}" for k, v in {
@@ -86,6 +87,10 @@ class ApiArgs:
 
     video_model_kinds: tuple[str, ...] = ()
     """The model store kinds the backend makes a video from (``video_capabilities``); (): any model."""
+
+    instance_type: str | None = None
+    """The fleet's preferred instance type: its on-demand price (``policies/prices.json``) prices a job's expected
+    cost (tenant budgets, quotes)."""
 
     model_bucket_name: pulumi.Input[str] | None = None
     """Model store bucket: ``GET /v1/models`` reads its manifest; without it, the hot models are listed."""
@@ -169,6 +174,7 @@ class Api(pulumi.ComponentResource):
             node_catalog=self._node_catalog and self._node_catalog.apply(lambda loc: f"s3://{loc[0]}/{loc[1]}"),
             video_formats=tuple(a.video_formats), video_model_kinds=tuple(a.video_model_kinds),
             event_table=a.event_table_name,
+            budget_usd_per_day=settings.tenant_budget_usd_per_day, hourly_usd=self._hourly_usd(),
         ).to_env()
 
     def _node_catalog_location(self) -> pulumi.Output[tuple[str, str]] | None:
@@ -180,6 +186,12 @@ class Api(pulumi.ComponentResource):
         return pulumi.Output.all(self._account, image_id).apply(
             lambda v: catalog_location(v[0], region, flavor, v[1]))
 
+    def _hourly_usd(self) -> float | None:
+        itype = self._args.instance_type
+        if itype is None:
+            return None
+        return worker_prices.published_prices(self._args.stack.region, [itype])["on_demand_hourly"][itype]
+
     def _handler_statements(self) -> list[dict[str, pulumi.Input]]:
         a = self._args
         statements: list[dict[str, pulumi.Input]] = [
@@ -188,7 +200,10 @@ class Api(pulumi.ComponentResource):
              "resources": [a.job_table_arn]},
             # GET /v1/jobs: one Query on the owner index (the handler always keys it by the caller).
             {"sid": "JobTableOwnerIndex", "actions": ["dynamodb:Query"],
-             "resources": [pulumi.Output.concat(a.job_table_arn, f"/index/{OWNER_INDEX}")]}]
+             "resources": [pulumi.Output.concat(a.job_table_arn, f"/index/{OWNER_INDEX}")]},
+            # POST /v1/quotes: the running jobs, counted on the sparse running-by-lease index.
+            {"sid": "JobTableRunningIndex", "actions": ["dynamodb:Query"],
+             "resources": [pulumi.Output.concat(a.job_table_arn, f"/index/{RUNNING_INDEX}")]}]
         if a.event_table_arn is not None:  # GET /v1/jobs/{id}/events and a running job's progress: Query only
             statements.append({"sid": "JobEventLog", "actions": ["dynamodb:Query"], "resources": [a.event_table_arn]})
         if isinstance(a.queue, SqsEndpoint):

@@ -12,7 +12,9 @@ their actions:
 - Session Manager (``SESSION_MANAGER_ACTIONS``): the minimal instance policy of AWS's "Create a custom
   IAM role for Session Manager" page: registering the instance and opening the session channels.
 - ``autoscaling:DescribeAutoScalingInstances``, the agent's fallback for finding its group when
-  instance metadata tags are off.
+  instance metadata tags are off;
+- ``ec2:DescribeSpotPriceHistory``, a spot worker's price for a job's cost (runtime.worker.prices): a
+  read of public prices, without resource-level permissions.
 
 No AWS managed policy is attached. ``AmazonSSMManagedInstanceCore`` used to give Session Manager, but it
 also grants ``ssm:GetParameter``/``GetParameters``/``GetParametersByPath`` on every parameter of the
@@ -38,7 +40,7 @@ SESSION_MANAGER_ACTIONS = ("ssm:UpdateInstanceInformation", "ssmmessages:CreateC
                            "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
                            "ssmmessages:OpenDataChannel")
 STAR_ACTIONS = frozenset({"cloudwatch:PutMetricData", "ec2:DescribeTags", "autoscaling:DescribeAutoScalingInstances",
-                          *SESSION_MANAGER_ACTIONS})
+                          "ec2:DescribeSpotPriceHistory", *SESSION_MANAGER_ACTIONS})
 """Actions without resource-level permissions: the only ones that may use ``Resource: "*"``."""
 
 _ASSUME_EC2 = json.dumps({"Version": "2012-10-17", "Statement": [{
@@ -124,6 +126,7 @@ def instance_policy_document(s: PolicyScope) -> dict:
         {"Sid": "PutFleetMetrics", "Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*",
          "Condition": {"StringEquals": {"cloudwatch:namespace": list(s.metric_namespaces)}}},
         {"Sid": "ResolveGroupDimension", "Effect": "Allow", "Action": ["ec2:DescribeTags"], "Resource": "*"},
+        {"Sid": "ReadSpotPrice", "Effect": "Allow", "Action": ["ec2:DescribeSpotPriceHistory"], "Resource": "*"},
         {"Sid": "SessionManager", "Effect": "Allow", "Action": list(SESSION_MANAGER_ACTIONS), "Resource": "*"},
         {"Sid": "ShipLogs", "Effect": "Allow",
          "Action": ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],

@@ -129,6 +129,7 @@ class ApiSettings:
     burst_limit: int
     key_quota_per_day: int | None
     max_wait_seconds: int = 20
+    tenant_budget_usd_per_day: float | None = None  # runtime.jobs.spend
     handler_concurrency: int | None = None
     authorizer_concurrency: int | None = None
 
@@ -262,6 +263,7 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
                                 point_in_time_recovery=v["pointInTimeRecovery"]),
         api=ApiSettings(auth=v["apiAuth"], rate_limit=v["apiRateLimit"], burst_limit=v["apiBurstLimit"],
                         key_quota_per_day=v["apiKeyQuotaPerDay"], max_wait_seconds=v["apiMaxWaitSeconds"],
+                        tenant_budget_usd_per_day=v["apiTenantBudgetUsdPerDay"],
                         handler_concurrency=v["apiHandlerConcurrency"],
                         authorizer_concurrency=v["apiAuthorizerConcurrency"]),
         network=NetworkSettings(nat_gateways=v["natGateways"], vpc_cidr=v["vpcCidr"],

@@ -132,6 +132,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("apiBurstLimit", "int", 200, "Burst of requests the API accepts above the rate limit.",
        minimum=1, maximum=20000),
     _s("apiKeyQuotaPerDay", "int", None, "Optional jobs per API key per day.", minimum=1, maximum=10_000_000),
+    _s("apiTenantBudgetUsdPerDay", "float", None, "Optional daily budget per tenant (an API key until tenants exist), "
+       "USD: a job whose expected cost would exceed it is refused with 429.", minimum=0.01, maximum=1_000_000),
     _s("apiMaxWaitSeconds", "int", 20, "Longest `Prefer: wait` the API honours (0 turns sync waits off); a waiting "
        "request holds one Lambda execution.", minimum=0, maximum=25),
     _s("apiHandlerConcurrency", "int", None, "Reserved concurrency of the API function; defaults to what the rate "

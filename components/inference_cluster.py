@@ -27,7 +27,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components import cluster_iam, cluster_scaling, launch_template, naming, user_data
+from components import cluster_iam, cluster_scaling, launch_template, naming, user_data, worker_prices
 from components.config import ClusterSettings, QueueSettings, StackIdentity, Tags
 from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint
 from components.scaling_plan import LAUNCHING_HOOK, TERMINATING_HOOK, GroupPlan, fleet_plan
@@ -151,7 +151,10 @@ class InferenceCluster(pulumi.ComponentResource):
             max_receive_count=settings.max_receive_count,
             visibility_timeout_seconds=settings.visibility_timeout_seconds, hot_models=cluster.hot_models,
             model_groups=settings.model_groups, **_kafka_names(a.queue), outputs_prefix=a.outputs_prefix,
-            metrics_log_group=naming.log_group_names(stack)["metrics"], **v))
+            metrics_log_group=naming.log_group_names(stack)["metrics"],
+            pricing=worker_prices.published_prices(stack.region,
+                                                   [t for g in self._plan.groups for t in g.instance_types]),
+            **v))
         parameter = naming.agent_parameter_name(stack)
         return agent.apply(lambda s: user_data.encode(
             user_data.user_data_script(user_data.agent_config_json(s), parameter)))

@@ -25,6 +25,7 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from runtime import agent_config, instance_contract, metric_names, queue_names
 
@@ -78,6 +79,7 @@ class AgentSettings:
     outputs_prefix: str = "outputs"
     metrics_log_group: str = "/genai-fleet/worker"
     event_table: str | None = None  # the job event log (components/job_event_log.py); None: no progress events
+    pricing: dict[str, Any] | None = None  # components.worker_prices.published_prices: a job's dollars
 
 
 def agent_config_json(s: AgentSettings) -> str:
@@ -101,6 +103,7 @@ def agent_config_json(s: AgentSettings) -> str:
         task_max_job_seconds=dict(s.task_max_job_seconds), metrics_namespace=metric_names.NAMESPACE,
         metrics_log_group=s.metrics_log_group, heartbeat_file=instance_contract.HEARTBEAT_FILE,
         event_table=s.event_table,
+        pricing=agent_config.PricingConfig(**(s.pricing or {})),
         **backend_settings(s.backend))  # type: ignore[arg-type]
     text = config.to_json()
     agent_config.parse(json.loads(text))  # the agent's own validation, at preview time

@@ -80,6 +80,19 @@ class LifecycleConfig:
 
 
 @dataclass(frozen=True)
+class PricingConfig:
+    """Where a job's dollars come from (runtime.worker.prices): the stack publishes the preview's on-demand table
+    (``policies/prices.json``) for the fleet's instance types in its region; spot prices are read from EC2."""
+
+    on_demand_hourly: dict[str, float] = field(default_factory=dict)  # instance type -> USD per hour
+    spot_discount: dict[str, float] = field(default_factory=dict)  # family -> typical saving (estimate fallback)
+    source: str = "no price table"  # e.g. "policies/prices.json retrieved 2025-06-01, us-east-1"
+    spot_refresh_seconds: int = 3600  # how often a spot instance re-reads its spot price
+    instance_type: str | None = None  # else IMDS instance-type (local mode without IMDS sets it)
+    purchase_option: str | None = None  # spot | on-demand; else IMDS instance-life-cycle
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     stack: str
     region: str
@@ -125,6 +138,7 @@ class AgentConfig:
     # and the most often one attempt's events are written (runtime/worker/progress_reporter.py).
     event_table: str | None = None
     progress_interval_seconds: float = 0.5
+    pricing: PricingConfig = field(default_factory=PricingConfig)  # a job's cost (runtime.worker.prices)
 
     def time_limit(self, task: str) -> float:
         """Seconds a job of ``task`` may run (runtime.jobs.time_limits)."""
@@ -197,6 +211,7 @@ def parse(data: dict[str, Any]) -> AgentConfig:
             test_pattern_delay_seconds=float(data.get("test_pattern_delay_seconds", 0.5)),
             diffusers=_diffusers_options(data),
             backend_restart_command=_command(data, "backend_restart_command"),
+            pricing=_pricing(data.get("pricing")),
             **_worker_options(data),
         )
     except TypeError as exc:  # unknown key in a nested section
@@ -239,6 +254,32 @@ _WORKER_OPTIONS: dict[str, Any] = {
     "event_table": None, "progress_interval_seconds": float,
 }
 METRICS_SINKS = ("agent", "stdout", "memory", "off")
+
+
+def _pricing(raw: Any) -> PricingConfig:
+    """The ``pricing`` block: prices are non-negative numbers, the refresh from 60 to 86400 seconds."""
+    if raw is None:
+        return PricingConfig()
+    if not isinstance(raw, dict):
+        raise AgentConfigError("pricing must be an object {on_demand_hourly, spot_discount, source, ...}")
+    for key in ("on_demand_hourly", "spot_discount"):
+        table = raw.get(key, {})
+        if not isinstance(table, dict) or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+                                                  for v in table.values()):
+            raise AgentConfigError(f"pricing.{key} must map names to numbers >= 0, e.g. {{\"g5.xlarge\": 1.006}}")
+    refresh = raw.get("spot_refresh_seconds", 3600)
+    if not isinstance(refresh, int) or isinstance(refresh, bool) or not 60 <= refresh <= 86400:
+        raise AgentConfigError(f"pricing.spot_refresh_seconds = {refresh!r}: must be whole seconds from 60 to 86400")
+    option = raw.get("purchase_option")
+    if option not in (None, "spot", "on-demand"):
+        raise AgentConfigError(f"pricing.purchase_option = {option!r}: must be spot or on-demand (or left out: IMDS)")
+    try:
+        return PricingConfig(**{**raw, "on_demand_hourly": {str(k): float(v) for k, v in
+                                                              raw.get("on_demand_hourly", {}).items()},
+                                "spot_discount": {str(k): float(v) for k, v in raw.get("spot_discount", {}).items()}})
+    except TypeError as exc:
+        raise AgentConfigError(f"pricing has an unknown key (allowed: on_demand_hourly, spot_discount, source, "
+                               f"spot_refresh_seconds, instance_type, purchase_option): {exc}") from exc
 
 
 def _command(data: dict[str, Any], key: str) -> tuple[str, ...]:

@@ -8,6 +8,8 @@ NAMESPACE = "GenAIFleet"
 DIM_STACK = "Stack"
 DIM_GROUP = "AutoScalingGroupName"
 DIM_BACKEND = "Backend"
+DIM_TENANT = "Tenant"  # per-tenant spend (issue 42): {Stack, Tenant}
+DIM_KIND = "Kind"  # fleet overhead (issue 42): {Stack, Kind} with Kind idle | boot
 
 # Worker agent (per job)
 JOB_LATENCY = "JobLatency"              # ms, enqueue -> final record
@@ -39,6 +41,11 @@ AGENT_HEARTBEAT = "AgentHeartbeat"      # count, one a minute while the agent is
 BOOT_WARNINGS = "BootWarnings"          # count, an optional prerequisite missing at boot (property: what)
 BOOT_FAILURES = "BootFailures"          # count, a fatal boot error (instance abandoned / marked unhealthy)
 CLOCK_OFFSET = "ClockOffset"            # seconds, |AWS's clock - the worker's| from response Date headers
+# Fleet overhead (issue 42): instance time outside any attempt, never spread over jobs (property kind: idle | boot)
+OVERHEAD_SECONDS = "OverheadSeconds"    # seconds, idle (per window of the busy metric) or boot (once, at ready)
+OVERHEAD_COST = "OverheadCost"          # USD, those seconds at the instance's price (runtime.worker.prices)
+TENANT_SPEND = "TenantSpend"            # USD of one settled attempt, dimension Tenant (the job's owner)
+TENANT_GPU_SECONDS = "TenantGpuSeconds"  # seconds of one settled attempt, dimension Tenant
 
 # Queue backlog published for Kafka (SQS publishes ApproximateNumberOfMessagesVisible itself).
 KAFKA_BACKLOG = "KafkaBacklog"          # messages, consumer-group lag summed over partitions
@@ -47,4 +54,5 @@ ALL = (JOB_LATENCY, QUEUE_WAIT, MODEL_LOAD_TIME, INFERENCE_TIME, UPLOAD_TIME, JO
        JOB_ERRORS, JOBS_HANDED_BACK, LEASES_LOST, DEAD_LETTERS_RECONCILED, LEASES_EXPIRED, MODEL_CACHE_HITS,
        MODEL_CACHE_MISSES, SPOT_INTERRUPTIONS, REBALANCE_RECOMMENDATIONS, BOOT_TO_READY, BACKEND_BUSY, KAFKA_BACKLOG,
        AGENT_HEARTBEAT, BOOT_WARNINGS, BOOT_FAILURES, MODEL_RAM_HITS, MODEL_RAM_MISSES, MODEL_DOWNLOAD_BYTES,
-       MODEL_DOWNLOAD_TIME, MODEL_SWITCHES, MODEL_SWITCH_TIME, CLOCK_OFFSET)
+       MODEL_DOWNLOAD_TIME, MODEL_SWITCHES, MODEL_SWITCH_TIME, CLOCK_OFFSET, OVERHEAD_SECONDS, OVERHEAD_COST,
+       TENANT_SPEND, TENANT_GPU_SECONDS)

@@ -6,6 +6,7 @@
     python tools/stack_setup.py promote-ami --flavor cuda --channel prod [--ami ami-... | --rollback]
                                                                        (make promote-ami FLAVOR=cuda)
     python tools/stack_setup.py prune-amis --flavor cuda [--keep 3] [--dry-run]
+    python tools/stack_setup.py cost --stack dev [--since 7d] [--json]   (make cost STACK=dev SINCE=7d)
 
 Environment and region come from ``Pulumi.<stack>.yaml`` (the ``environment`` setting, else the stack name).
 
@@ -19,6 +20,9 @@ Environment and region come from ``Pulumi.<stack>.yaml`` (the ``environment`` se
   every version). The stack picks the change up at its next ``make up`` (instance refresh).
 - ``prune-amis`` deregisters the flavour's images that no channel names (now or as its rollback target)
   beyond the ``--keep`` newest, and deletes their snapshots (``tools/ami_prune.py``).
+
+- ``cost`` prints cost per 1,000 images per model and task and the idle and boot share of instance time, from
+  the stack's job table and the workers' overhead metrics (``tools/cost_report.py``).
 
 ``--endpoint-url`` points the AWS clients elsewhere (tests use moto). Errors exit 1 with what to do.
 """
@@ -175,7 +179,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     prune.add_argument("--keep", type=int, default=DEFAULT_KEEP, help=f"newest images kept (default {DEFAULT_KEEP})")
     prune.add_argument("--dry-run", action="store_true", help="list what would go, change nothing")
     prune.add_argument("--region", help="AWS region (default: AWS_REGION)")
+    cost = sub.add_parser("cost", help="cost per 1,000 images per model and task, idle and boot share")
+    cost.add_argument("--stack", required=True)
+    cost.add_argument("--since", default="7d", help="jobs created in the last N days or hours: 7d, 12h (default 7d)")
+    cost.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser.parse_args(argv)
+
+
+def cost_report(cfg: fleet_config.FleetConfig, since: str, endpoint_url: str | None, as_json: bool) -> str:
+    """``genai-stack cost``: the report of tools/cost_report.py for this stack's job table and metrics."""
+    import time
+
+    import boto3
+
+    from tools import cost_report as report
+
+    now = time.time()
+    start = now - report.parse_since(since)
+    session = boto3.session.Session(region_name=cfg.region)
+    table = f"{cfg.identity.resource_prefix()}-jobs"
+    result = report.aggregate(report.scan_jobs(session.client("dynamodb", endpoint_url=endpoint_url), table, start),
+                              start)
+    result.overhead_seconds, result.overhead_usd = report.read_overhead(
+        session.client("cloudwatch", endpoint_url=endpoint_url), cfg.identity.stack, start, now)
+    return json.dumps(result.as_dict(), indent=2, sort_keys=True) if as_json else report.render(result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "prune-amis":
             ssm, ec2 = _clients(args.region, args.endpoint_url)
             result = prune_amis(ssm, ec2, args.flavor, args.keep, args.dry_run)
+        elif args.command == "cost":
+            print(cost_report(stack_settings(args.stack), args.since, args.endpoint_url, args.json))
+            return 0
         else:
             cfg = stack_settings(args.stack)
             ssm, _ = _clients(cfg.region, args.endpoint_url)

@@ -3,7 +3,9 @@
 Local mode, the worker's tests and the end-to-end drills run one per simulated instance. It speaks
 the parts of IMDSv2 the worker agent uses: ``PUT /latest/api/token`` (session token with TTL; every
 GET needs the ``X-aws-ec2-metadata-token`` header or gets 401), ``meta-data/instance-id``,
-``instance-type``, ``placement/region``, ``spot/instance-action`` (404 until a notice is set),
+``instance-type``, ``instance-life-cycle`` ("on-demand" or "spot", as EC2 answers for those purchase options),
+``placement/region``, ``placement/availability-zone`` (region + "a"),
+``spot/instance-action`` (404 until a notice is set),
 ``events/recommendations/rebalance`` (404 until set), ``autoscaling/target-lifecycle-state`` and
 ``tags/instance/aws:autoscaling:groupName``.
 
@@ -38,10 +40,11 @@ class FakeIMDS:
 
     def __init__(self, instance_id: str = "i-0fake00000000000a", region: str = "us-east-1",
                  instance_type: str = "g5.xlarge", group_name: str | None = "genai-workers",
-                 port: int = 0) -> None:
+                 port: int = 0, life_cycle: str = "on-demand") -> None:
         self.instance_id = instance_id
         self.region = region
         self.instance_type = instance_type
+        self.life_cycle = life_cycle
         self.group_name = group_name
         self._lock = threading.Lock()
         self._tokens: dict[str, float] = {}
@@ -111,6 +114,8 @@ class FakeIMDS:
             values: dict[str, str | None] = {
                 "instance-id": self.instance_id,
                 "instance-type": self.instance_type,
+                "instance-life-cycle": self.life_cycle,
+                "placement/availability-zone": f"{self.region}a",
                 "placement/region": self.region,
                 "spot/instance-action": json.dumps(self.spot_action) if self.spot_action else None,
                 "events/recommendations/rebalance": json.dumps(self.rebalance) if self.rebalance else None,

@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from components.worker_prices import published_prices
 from fleetdev.local import bootstrap
 from fleetdev.local.audit import Ledger
 from fleetdev.local.cdn import CdnServer
@@ -65,6 +66,7 @@ IN_PROCESS_BACKENDS = tuple(name for name in backend_names.NAMES if name not in 
                             and name in backend_names.flavor_backends("cuda"))
 BACKENDS = (*IN_PROCESS_BACKENDS, *instance_contract.HTTP_BACKENDS)
 _LEDGER_LOCK = threading.Lock()
+LOCAL_INSTANCE_TYPE = "g5.xlarge"  # what each worker's fake IMDS says it is (its price: policies/prices.json)
 
 
 @dataclass
@@ -311,7 +313,9 @@ class LocalPlatform:
             lora_tasks=lora_tasks(o.backend),  # and LoRAs where the backend cannot apply them
             video_formats=video_capabilities(o.backend)[0], video_model_kinds=video_capabilities(o.backend)[1],
             node_catalog=self.node_catalog_uri,
-            event_table=res.event_table)  # GET /v1/jobs/{id}/events (issue 38)
+            event_table=res.event_table,  # GET /v1/jobs/{id}/events (issue 38)
+            # as a stack does: the workers' instance type priced from policies/prices.json (budgets, quotes)
+            hourly_usd=published_prices(o.region, [LOCAL_INSTANCE_TYPE])["on_demand_hourly"][LOCAL_INSTANCE_TYPE])
         env = {**self._env, **api.to_env()}
         env.update(o.api_env)
         self.api = ManagedProcess("api", [sys.executable, "-m", "fleetdev.local_server", "--host", "127.0.0.1",
@@ -367,6 +371,8 @@ class LocalPlatform:
             "test_pattern_delay_seconds": o.test_pattern_delay_seconds,
             "retry_delay_seconds": o.retry_delay_seconds, "backend_ready_timeout_seconds": 30,
             "cancel_poll_seconds": 1.0,
+            # the stack's published prices for the fake IMDS's instance type (components.worker_prices)
+            "pricing": published_prices(o.region, [LOCAL_INSTANCE_TYPE]),
             "diffusers": self._diffusers_block() if o.backend == "diffusers" else None,
         }
         doc.update(o.worker_overrides)
@@ -401,7 +407,7 @@ class LocalPlatform:
 
     def _start_worker(self, index: int) -> Worker:
         instance_id = f"i-0local{index:010d}"
-        imds = FakeIMDS(instance_id=instance_id, region=self.options.region,
+        imds = FakeIMDS(instance_id=instance_id, region=self.options.region, instance_type=LOCAL_INSTANCE_TYPE,
                         group_name=f"{self.options.prefix}-workers").start()
         config_path = self.run_dir / f"worker-{index}.json"
         config_path.write_text(json.dumps(self.agent_config(index, imds.url, instance_id), indent=2) + "\n")

@@ -8,6 +8,7 @@ GET   /v1/jobs                     the caller's jobs, newest first (``limit``, `
 GET   /v1/jobs/{id}                the job, with queue info while queued                         auth
 GET   /v1/jobs/{id}/events         its events after a cursor, long-polled (``after``, ``wait``)    auth
 POST  /v1/jobs/{id}/cancel         cancel (queued: at once; running: the worker stops it)        auth
+POST  /v1/quotes                   expected wait and cost of a job body now; creates nothing     auth
 GET   /v1/models                   models this fleet serves                                      auth
 GET   /v1/health                   liveness (no dependency calls)                                none
 GET   /v1/openapi.json             the OpenAPI 3.1 document                                      none
@@ -46,6 +47,7 @@ from runtime.api.job_list import ListQuery, encode_cursor, parse_list_query
 from runtime.api.models import ModelsSource, StaticModels
 from runtime.api.openapi import API_VERSION, document
 from runtime.api.problems import ApiError
+from runtime.api.quotes import FleetState, quote
 from runtime.api.request_headers import check_content_type, idempotency_key, prefer_wait
 from runtime.api.sync_wait import WaitPacer
 from runtime.api.video_capabilities import refuse_unserved_video
@@ -54,6 +56,7 @@ from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavail
 from runtime.jobs.events import EventLog
 from runtime.jobs.ids import is_job_id
 from runtime.jobs.schema import MAX_BODY_BYTES, fingerprint, parse_json_body, validate_job
+from runtime.jobs.spend import TenantSpend, utc_day
 from runtime.jobs.store import CANCELED, FINAL, QUEUED, RUNNING, JobStore, new_record
 from runtime.jobs.views import public_view
 from runtime.queues.base import SQS_MAX_MESSAGE_BYTES, JobQueueProducer, QueueError, QueueMessage
@@ -110,6 +113,8 @@ class ApiOptions:
     max_wait_seconds: float = MAX_WAIT_SECONDS
     poll_interval_seconds: float = 0.05  # first read of a sync wait; later reads: runtime.api.sync_wait
     average_job_seconds: float = 3.0
+    budget_usd_per_day: float | None = None  # per tenant (a key, until tenants exist); None: no budget
+    hourly_usd: float | None = None  # the fleet's instance price (the stack's table): a job's expected cost
 
 
 class ApiApp:
@@ -140,6 +145,7 @@ class ApiApp:
             (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)$"), {"GET": self.get_job}),
             (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)/cancel$"), {"POST": self.cancel_job}),
             (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)/events$"), {"GET": self.job_events}),
+            (re.compile(r"^/v1/quotes$"), {"POST": self.create_quote}),
         ]
 
     # --- dispatch ------------------------------------------------------------------------------------
@@ -277,6 +283,28 @@ class ApiApp:
                            "lacks (see errors)", errors=[p.error() for p in verdict.problems])
         return verdict.header()
 
+    def create_quote(self, req: Request) -> Response:
+        """``POST /v1/quotes``: the job body's expected wait and cost on the fleet now (runtime.api.quotes); the
+        body is validated as a create would (422 alike), and nothing is written."""
+        principal = self._principal(req)
+        self._rate_limit(principal)
+        check_content_type(req.headers)
+        if len(req.body) > MAX_BODY_BYTES:
+            raise ApiError(413, "too-large", "Payload Too Large", f"the body must be at most {MAX_BODY_BYTES} bytes")
+        spec = validate_job(parse_json_body(req.body), allow_loopback=self.options.allow_loopback,
+                            served_tasks=self.options.served_tasks or None)
+        measured = self.pacer.expected(new_record(spec, owner=principal.id, now=self._clock()))
+        service_s, source = (measured, "measured (recent jobs of this model and shape)") if measured is not None \
+            else (self.options.average_job_seconds, "averageJobSeconds (stack config)")
+        try:
+            depth = self.producer.approximate_depth()
+        except QueueError:
+            depth = None
+        state = FleetState(waiting=depth.waiting if depth else None, in_flight=depth.in_flight if depth else None,
+                           running=self.store.count_running())
+        return Response(200, {"model": spec["model"], "task": spec["task"],
+                              **quote(state, service_s, source, self.options.hourly_usd)})
+
     def _check_message_size(self, message: QueueMessage) -> None:
         """413 when the queue message (as the producer sends it) would exceed the queue's limit.
 
@@ -303,19 +331,18 @@ class ApiApp:
                 if existing is not None:
                     return self._replayed(existing, spec, principal, idem_key), False
                 record["send_lease_until"] = self._clock() + SEND_LEASE_SECONDS
-            if quota:
-                if not self.store.consume_daily_quota(principal.id, quota):
-                    raise ApiError(429, "quota-exceeded", "Too Many Requests", f"daily quota of {quota} jobs used up",
-                                   headers={"Retry-After": str(_seconds_to_utc_midnight(self._clock()))})
-                charged = True
+            charged = self._admit(principal, record, quota)
+            ours = record
             record, created = self.store.create(record, idempotency_key=idem_key, fingerprint=fp)
         except IdempotencyConflictError as exc:
+            self._release_budget(principal, record)
             if charged:  # lost a race to a request with the same key and a different body
                 self.store.refund_daily_quota(principal.id)
             raise ApiError(422, "idempotency-key-reused", "Unprocessable Content",
                            "this Idempotency-Key was already used with a different request body",
                            extra={"job_id": exc.job_id}) from exc
         if not created:  # another request with this key won the write between our lookup and ours
+            self._release_budget(principal, ours)
             if charged:
                 self.store.refund_daily_quota(principal.id)
             return self._replayed(record, spec, principal, idem_key), False
@@ -332,10 +359,58 @@ class ApiApp:
         """Delete a job that was written but not sent, free its Idempotency-Key and give its quota unit back."""
         try:
             self.store.abandon(record, idempotency_key=idem_key)
+            self._release_budget(principal, record)
             if charged:
                 self.store.refund_daily_quota(principal.id)
         except Exception:  # the error that brought us here is the one the client gets
             log.exception("could not undo job %s after its send failed", record["job_id"])
+
+    def _admit(self, principal: Principal, record: dict[str, Any], quota: int | None) -> bool:
+        """Charge the daily quota, then reserve the job in its tenant's budget; 429 when either is used up (a
+        refusal by the budget gives the quota unit back). True when a quota unit was charged."""
+        charged = False
+        if quota:
+            if not self.store.consume_daily_quota(principal.id, quota):
+                raise ApiError(429, "quota-exceeded", "Too Many Requests", f"daily quota of {quota} jobs used up",
+                               headers={"Retry-After": str(_seconds_to_utc_midnight(self._clock()))})
+            charged = True
+        try:
+            self._reserve_budget(principal, record)
+        except ApiError:
+            if charged:
+                self.store.refund_daily_quota(principal.id)
+            raise
+        return charged
+
+    # -- daily budget per tenant (runtime.jobs.spend) ------------------------------------------------------
+    def expected_job_usd(self) -> float:
+        """What one job is expected to cost: the average job time at the fleet's price."""
+        return round(self.options.average_job_seconds * (self.options.hourly_usd or 0.0) / 3600.0, 6)
+
+    def _reserve_budget(self, principal: Principal, record: dict[str, Any]) -> None:
+        """Reserve the job's expected cost in its tenant's budget for today, or refuse it (429) with the budget
+        and the spend; the record keeps what was reserved, for the worker that makes it final."""
+        budget = self.options.budget_usd_per_day
+        if budget is None:
+            return
+        spend = TenantSpend(self.store.table_name, self.store.client)
+        day, expected = utc_day(self._clock()), self.expected_job_usd()
+        if not spend.reserve(principal.id, day, expected, budget):
+            used = spend.read(principal.id, day)
+            raise ApiError(429, "budget-exceeded", "Too Many Requests",
+                           f"this job (expected {expected:.6f} USD) would exceed the daily budget of {budget:g} USD: "
+                           f"{used['usd']:.6f} USD spent today and {used['committed'] - used['usd']:.6f} USD "
+                           "reserved by jobs not finished yet",
+                           headers={"Retry-After": str(_seconds_to_utc_midnight(self._clock()))},
+                           extra={"budget_usd": budget, "spend_usd": round(used["usd"], 6),
+                                  "committed_usd": round(used["committed"], 6), "expected_usd": expected})
+        record.update(budget_day=day, budget_reserved_usd=expected)
+
+    def _release_budget(self, principal: Principal, record: dict[str, Any]) -> None:
+        if record.get("budget_reserved_usd") is None or self.options.budget_usd_per_day is None:
+            return
+        TenantSpend(self.store.table_name, self.store.client).release(
+            principal.id, str(record["budget_day"]), float(record["budget_reserved_usd"]))
 
     def _charged(self, principal: Principal) -> int | None:
         """The daily quota that applies to ``principal`` (None: unlimited)."""

@@ -34,6 +34,8 @@ GENAI_VIDEO_MODEL_KINDS         JSON list of the model store kinds the backend m
                                 a manifest model of another kind is refused with 422. Unset: any model
 GENAI_ALLOW_LOOPBACK_URLS       true only in local mode
 GENAI_AVERAGE_JOB_SECONDS       for wait estimates (default 3)
+GENAI_TENANT_BUDGET_USD_PER_DAY daily budget per tenant (a key until tenants exist), USD (unset: none)
+GENAI_FLEET_HOURLY_USD          the fleet's instance price (the stack's table): a job's expected cost
 GENAI_MAX_WAIT_SECONDS          cap of Prefer: wait (default 25)
 GENAI_AWS_ENDPOINT_URL          one endpoint for every AWS client (moto / local mode)
 GENAI_EVENT_TABLE               the job event log table (GET /v1/jobs/{id}/events, progress in job views)
@@ -141,6 +143,7 @@ API_VARIABLES = {
     "node_catalog": "GENAI_NODE_CATALOG",
     "video_formats": "GENAI_VIDEO_FORMATS", "video_model_kinds": "GENAI_VIDEO_MODEL_KINDS",
     "event_table": "GENAI_EVENT_TABLE",
+    "budget_usd_per_day": "GENAI_TENANT_BUDGET_USD_PER_DAY", "hourly_usd": "GENAI_FLEET_HOURLY_USD",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -179,6 +182,8 @@ class ApiConfig:
     video_formats: tuple[str, ...] = ()  # the video output formats the fleet writes; (): every one
     video_model_kinds: tuple[str, ...] = ()  # model store kinds a video is made from; (): any model
     event_table: str | None = None  # the job event log (issue 38; runtime/jobs/events.py); None: no events route
+    budget_usd_per_day: float | None = None  # per tenant (runtime.jobs.spend); None: no budget
+    hourly_usd: float | None = None  # the fleet's instance price: a job's expected cost (budget, quotes)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -209,7 +214,9 @@ class ApiConfig:
             node_catalog=_node_catalog(e.get("GENAI_NODE_CATALOG")),
             video_formats=_names("GENAI_VIDEO_FORMATS", e.get("GENAI_VIDEO_FORMATS"), VIDEO_FORMATS),
             video_model_kinds=_names("GENAI_VIDEO_MODEL_KINDS", e.get("GENAI_VIDEO_MODEL_KINDS"), None),
-            event_table=e.get("GENAI_EVENT_TABLE") or None)
+            event_table=e.get("GENAI_EVENT_TABLE") or None,
+            budget_usd_per_day=_num(e.get("GENAI_TENANT_BUDGET_USD_PER_DAY")),
+            hourly_usd=_num(e.get("GENAI_FLEET_HOURLY_USD")))
 
     def to_env(self) -> dict[str, Any]:
         """The variables ``from_env`` reads back into this config (region aside): set or non-default fields."""

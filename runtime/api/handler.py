@@ -47,7 +47,8 @@ def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiAp
                          enforce_known_models=cfg.enforce_known_models, max_wait_seconds=cfg.max_wait_seconds,
                          average_job_seconds=cfg.average_job_seconds, served_tasks=cfg.tasks,
                          lora_tasks=cfg.lora_tasks,
-                         video_formats=cfg.video_formats, video_model_kinds=cfg.video_model_kinds)
+                         video_formats=cfg.video_formats, video_model_kinds=cfg.video_model_kinds,
+                         budget_usd_per_day=cfg.budget_usd_per_day, hourly_usd=cfg.hourly_usd)
     models = (ManifestModels(client("s3"), cfg.model_bucket, cfg.hot_models) if cfg.model_bucket
               else StaticModels(cfg.hot_models))
     events = _event_log(cfg, client)

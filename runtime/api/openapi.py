@@ -90,6 +90,11 @@ def _schemas() -> dict[str, Any]:
                                          "height": {"type": "integer"}, "bytes": {"type": "integer"}}}}}},
             "timings": {"type": "object", "properties": {k: {"type": "number"} for k in (
                 "queue_wait_ms", "model_load_ms", "inference_ms", "upload_ms", "total_ms")}},
+            "cost": {"type": "object", "description": "GPU-seconds and USD of every settled attempt (failed and "
+                     "handed-back ones too); prices from the stack's table or the spot price (docs/api.md)",
+                     "properties": {"gpu_seconds": {"type": "number"}, "usd": {"type": "number"},
+                                    "breakdown": {"type": "object", "properties": {
+                                        "phases": {"type": "object"}, "attempts": {"type": "array"}}}}},
             "error": {"type": ["object", "null"], "properties": {"code": {"type": "string"},
                                                                   "message": {"type": "string"}}},
             "queue": {"type": "object", "description": "only while queued; approximate", "properties": {
@@ -131,7 +136,8 @@ def _job(description: str, links: bool = False) -> dict[str, Any]:
 
 
 _AUTH_ERRORS = {"401": _problem("no credentials"), "403": _problem("credentials not valid"),
-                "429": _problem("rate limit, daily quota, or too many failed authentications (see Retry-After)"),
+                "429": _problem("rate limit, daily quota or budget, or too many failed authentications "
+                                "(see Retry-After)"),
                 "503": _problem("a dependency is unavailable; retry after Retry-After")}
 _JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
@@ -182,6 +188,17 @@ def _paths() -> dict[str, Any]:
             "responses": {"200": _job("queued jobs are canceled at once; running ones get cancel_requested"),
                           "404": _problem("no such job for this key"), **_AUTH_ERRORS}}},
         "/v1/jobs/{id}/events": _events_path(),
+        "/v1/quotes": {"post": {
+            "operationId": "createQuote",
+            "summary": "Expected wait and cost of a job body on the fleet now (nothing is created)",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/JobRequest"}}}},
+            "responses": {"200": {"description": "the quote", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {k: {"type": "object"} for k in (
+                    "wait_seconds", "gpu_seconds", "cost_usd", "fleet", "basis")}}}}},
+                          "400": _problem("malformed JSON"), "413": _problem("body too large"),
+                          "415": _problem("not JSON"), "422": _problem("a rule broken, as for a create"),
+                          **_AUTH_ERRORS}}},
         "/v1/models": {"get": {
             "operationId": "listModels", "summary": "Models this fleet serves",
             "responses": {"200": {"description": "models", "content": {"application/json": {

@@ -293,7 +293,7 @@ class DiffusersBackend(Backend):
                      OutputFile("poster-0.png", encoded.poster, POSTER_CONTENT_TYPE)],
             metadata={"backend": self.name, "model": self._model[0] if self._model else None, "seed": seed,
                       "width": inputs.width, "height": inputs.height, "steps": inputs.steps,
-                      "frames": encoded.frames, "fps": encoded.fps,
+                      "frames": encoded.frames, "fps": encoded.fps, "encode_ms": encoded.encode_ms,
                       "pipeline_seconds": round(time.monotonic() - started, 3)})
 
     def _apply_loras(self, pipe: Any, loras: LoraSet, ctxs: Sequence[JobContext]) -> None:

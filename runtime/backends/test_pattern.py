@@ -165,7 +165,7 @@ class TestPatternBackend(Backend):
             outputs=[OutputFile(f"video-0.{video.extension}", video.data, video.content_type, video=video.info()),
                      OutputFile("poster-0.png", video.poster, POSTER_CONTENT_TYPE)],
             metadata={"generator": LABEL, "seed": seed, "width": inputs.width, "height": inputs.height,
-                      "frames": video.frames, "fps": video.fps,
+                      "frames": video.frames, "fps": video.fps, "encode_ms": video.encode_ms,
                       "render_ms": round((time.monotonic() - started) * 1000, 1)})
 
     @staticmethod

@@ -16,6 +16,8 @@ Fields this module owns on a ``job#`` item::
     run_finished      lease of an attempt whose backend run finished (only its settle was left)
     run_began_at      epoch seconds of the latest ``mark_run_began`` (a claimed-ahead attempt's run begins
                       after its claim, ``last_started_at``; the write lags the run by the marker's latency)
+    attempt_costs     one entry per settled attempt (runtime.jobs.cost), appended by the write that settles it
+                      (``cost=`` of release_attempt, fail_attempt and finish)
 
 Run markers: a pipelined worker claims job N+1 before N's run ends and settles N while N+1 runs, so a
 worker that N+1 kills (OOM, poison) dies holding N, N+1 and N+2. Only N+1 died running. With ``track_run``
@@ -50,6 +52,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from runtime.jobs.cost import ATTEMPT_COSTS
 from runtime.jobs.errors import JobNotFoundError
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,15 @@ _GIVE_BACK = "attempts = attempts - :one, handbacks = if_not_exists(handbacks, :
 # Condition and values of "the record is not final yet": a final record never changes (invariant 2).
 NOT_FINAL = "#s IN (:queued, :running)"
 NOT_FINAL_VALUES = {":queued": "queued", ":running": "running"}
+
+
+def _with_cost(cost: Mapping[str, Any] | None, values: dict[str, Any], extra_set: str = "") -> str:
+    """``extra_set`` plus the append of ``cost`` to ``attempt_costs`` (values gain ``:cost``/``:nocost``)."""
+    if cost is None:
+        return extra_set
+    values[":cost"], values[":nocost"] = [dict(cost)], []
+    append = f"{ATTEMPT_COSTS} = list_append(if_not_exists({ATTEMPT_COSTS}, :nocost), :cost)"
+    return f"{extra_set}, {append}" if extra_set else append
 
 
 def did_not_die_running(record: dict[str, Any]) -> bool:
@@ -188,38 +200,42 @@ class AttemptTransitions:
                             condition="lease = :lease AND #s = :running",
                             values={":lease": int(lease), ":running": "running"}) is not None
 
-    def release_attempt(self, job_id: str, lease: int, counted: bool = False) -> bool:
-        """Hand the job back to the queue (drain, stop, infrastructure trouble)."""
+    def release_attempt(self, job_id: str, lease: int, counted: bool = False,
+                        cost: Mapping[str, Any] | None = None) -> bool:
+        """Hand the job back to the queue (drain, stop, infrastructure trouble); ``cost``: its attempt's entry."""
         now = self.clock()
         extra = "handbacks = if_not_exists(handbacks, :zero) + :one"
         if not counted:
             extra += ", attempts = attempts - :one"
+        values = {":lease": int(lease), ":running": "running", ":zero": 0, ":one": 1}
         return self.table.update(job_id, {"status": "queued", "updated_at": now},
                             remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS),
                             condition="lease = :lease AND #s = :running",
-                            values={":lease": int(lease), ":running": "running", ":zero": 0, ":one": 1},
-                            extra_set=extra) is not None
+                            values=values, extra_set=_with_cost(cost, values, extra)) is not None
 
-    def fail_attempt(self, job_id: str, lease: int, attempt: int, error: dict[str, str]) -> bool:
+    def fail_attempt(self, job_id: str, lease: int, attempt: int, error: dict[str, str],
+                     cost: Mapping[str, Any] | None = None) -> bool:
         """A counted attempt failed and will be retried: note why and give the job back to the queue."""
         now = self.clock()
         entry = {"attempt": int(attempt), "at": now, **error}
+        values = {":lease": int(lease), ":running": "running", ":e": [entry], ":empty": []}
+        extra = _with_cost(cost, values, "attempt_errors = list_append(if_not_exists(attempt_errors, :empty), :e)")
         return self.table.update(job_id, {"status": "queued", "updated_at": now},
                             remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS),
                             condition="lease = :lease AND #s = :running",
-                            values={":lease": int(lease), ":running": "running", ":e": [entry], ":empty": []},
-                            extra_set="attempt_errors = list_append(if_not_exists(attempt_errors, :empty), :e)"
-                            ) is not None
+                            values=values, extra_set=extra) is not None
 
-    def finish(self, job_id: str, status: str, fields: dict[str, Any], lease: int | None = None) -> bool:
-        """Make the job final; with ``lease`` only when that attempt still owns it. True when this call did."""
+    def finish(self, job_id: str, status: str, fields: dict[str, Any], lease: int | None = None,
+               cost: Mapping[str, Any] | None = None) -> bool:
+        """Make the job final; with ``lease`` only when that attempt still owns it. True when this call did.
+        ``cost``: the settling attempt's entry, appended to ``attempt_costs`` by the same write."""
         now = self.clock()
         condition, values = NOT_FINAL, dict(NOT_FINAL_VALUES)
         if lease is not None:
             condition += " AND lease = :lease"
             values[":lease"] = int(lease)
         written = self.table.update(job_id, {"status": status, "completed_at": now, "updated_at": now, **fields},
-                                   condition=condition, values=values,
+                                   condition=condition, values=values, extra_set=_with_cost(cost, values),
                                    remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS)) is not None
         if written or lease is None:
             return written

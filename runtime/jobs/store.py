@@ -317,6 +317,21 @@ class JobStore:
                           Limit=limit)
         return [item["pk"]["S"].split("#", 1)[1] for item in resp.get("Items", [])]
 
+    def count_running(self, limit: int = 10_000) -> int:
+        """How many jobs are running now (the sparse ``running-by-lease`` index, counted, at most ``limit``)."""
+        total, start = 0, None
+        while total < limit:
+            page = {"TableName": self.table_name, "IndexName": RUNNING_INDEX, "Select": "COUNT",
+                    "KeyConditionExpression": "running_index = :r",
+                    "ExpressionAttributeValues": {":r": {"S": RUNNING_INDEX_VALUE}},
+                    **({"ExclusiveStartKey": start} if start else {})}
+            resp = self._call("query", **page)
+            total += int(resp.get("Count", 0))
+            start = resp.get("LastEvaluatedKey")
+            if not start:
+                break
+        return total
+
     def list_owned(self, owner: str, limit: int, statuses: Sequence[str] = (),
                    after: tuple[float, str] | None = None) -> tuple[list[dict[str, Any]], tuple[float, str] | None]:
         """Up to ``limit`` of ``owner``'s jobs, newest first, optionally only those in ``statuses``.
@@ -351,22 +366,24 @@ class JobStore:
         return records, (float(last[OWNER_INDEX_SORT]), str(last["pk"]).split("#", 1)[1])
 
     def mark_succeeded(self, job_id: str, outputs: Sequence[Mapping[str, Any]],
-                       timings: Mapping[str, Any] | None = None, lease: int | None = None) -> bool:
+                       timings: Mapping[str, Any] | None = None, lease: int | None = None,
+                       cost: Mapping[str, Any] | None = None) -> bool:
         outs = [{"url": str(o["url"]), "content_type": str(o.get("content_type") or "application/octet-stream"),
                  **({"generator": str(o["generator"])} if o.get("generator") else {}),
                  **({"video": _video_facts(o["video"])} if o.get("video") else {})}
                 for o in outputs]
-        return self.attempts.finish(job_id, SUCCEEDED, {"outputs": outs, "timings": dict(timings or {})}, lease=lease)
+        return self.attempts.finish(job_id, SUCCEEDED, {"outputs": outs, "timings": dict(timings or {})}, lease=lease,
+                                    cost=cost)
 
     def mark_failed(self, job_id: str, error: Any, timings: Mapping[str, Any] | None = None,
-                    lease: int | None = None) -> bool:
+                    lease: int | None = None, cost: Mapping[str, Any] | None = None) -> bool:
         fields: dict[str, Any] = {"error": normalize_error(error)}
         if timings:
             fields["timings"] = dict(timings)
-        return self.attempts.finish(job_id, FAILED, fields, lease=lease)
+        return self.attempts.finish(job_id, FAILED, fields, lease=lease, cost=cost)
 
-    def mark_canceled(self, job_id: str, lease: int | None = None) -> bool:
-        return self.attempts.finish(job_id, CANCELED, {"cancel_requested": True}, lease=lease)
+    def mark_canceled(self, job_id: str, lease: int | None = None, cost: Mapping[str, Any] | None = None) -> bool:
+        return self.attempts.finish(job_id, CANCELED, {"cancel_requested": True}, lease=lease, cost=cost)
 
     def record_attempt_error(self, job_id: str, attempt: int, error: Any) -> None:
         now = self._clock()

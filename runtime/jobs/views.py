@@ -10,6 +10,8 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from runtime.jobs.cost import ATTEMPT_COSTS, job_cost
+
 
 def iso(ts: float | None) -> str | None:
     if ts is None:
@@ -36,6 +38,8 @@ def public_view(record: Mapping[str, Any], base_url: str = "") -> dict[str, Any]
         "outputs": [{"url": o["url"], "content_type": o.get("content_type"), "generator": o.get("generator")}
                     for o in record.get("outputs") or []],
         "timings": dict(record.get("timings") or {}),
+        # GPU-seconds and dollars of every attempt settled so far, failed and handed-back ones included
+        "cost": job_cost(record.get(ATTEMPT_COSTS)),
         "error": record.get("error"),
         "webhook": spec.get("webhook"),
         "webhook_events_filter": spec.get("webhook_events_filter", []),

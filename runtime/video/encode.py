@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -71,6 +72,7 @@ class EncodedVideo:
     fps: int
     width: int
     height: int
+    encode_ms: float = 0.0  # time inside the encoder (not waiting for frames): the job cost's encode phase
 
     @property
     def content_type(self) -> str:
@@ -100,22 +102,22 @@ def encode_video(frames: Iterable[Any], *, width: int, height: int, fps: int, ou
     tmp = Path(tempfile.mkdtemp(prefix="genai-video-", dir=workdir))
     try:
         path = tmp / f"out.{spec.extension}"
-        count, poster = _encode(frames, path, spec, width, height, fps)
+        count, poster, encode_ms = _encode(frames, path, spec, width, height, fps)
         if count == 0:
             raise OutputEncodingError("the backend produced no frames to encode")
         if expected_frames is not None and count != expected_frames:
             raise OutputEncodingError(f"the backend produced {count} frames; the job asks for {expected_frames}")
-        return EncodedVideo(path.read_bytes(), poster, output_format, count, fps, width, height)
+        return EncodedVideo(path.read_bytes(), poster, output_format, count, fps, width, height, encode_ms)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _encode(frames: Iterable[Any], path: Path, spec: VideoFormat, width: int, height: int,
-            fps: int) -> tuple[int, bytes]:
+            fps: int) -> tuple[int, bytes, float]:
     import av  # imported on first use: only video jobs need FFmpeg
     from av.video.reformatter import VideoReformatter
 
-    count, poster = 0, b""
+    count, poster, spent = 0, b"", 0.0
     # One reformatter for the whole video: it keeps its swscale context (and its threads) from frame to frame.
     # ``VideoFrame.reformat`` builds a new one per call, which cost more than the colour conversion itself
     # (bench/bench_video.py; docs/worker.md "Video encoding speed"). Same conversion, same pixels.
@@ -126,6 +128,7 @@ def _encode(frames: Iterable[Any], path: Path, spec: VideoFormat, width: int, he
             stream.width, stream.height, stream.pix_fmt = width, height, spec.pix_fmt
             stream.time_base = Fraction(1, fps)
             for frame in frames:
+                t = time.monotonic()  # from here to the next frame: the encoder's share of the run
                 rgb = _rgb(frame, width, height, count)
                 if count == 0:
                     poster = _png(rgb)
@@ -134,13 +137,16 @@ def _encode(frames: Iterable[Any], path: Path, spec: VideoFormat, width: int, he
                 video_frame.pts, video_frame.time_base = count, Fraction(1, fps)
                 container.mux(stream.encode(video_frame))
                 count += 1
+                spent += time.monotonic() - t
+            t = time.monotonic()
             container.mux(stream.encode(None))  # flush the encoder's delayed frames
+        spent += time.monotonic() - t
     except BackendError:  # the frames' own (JobInterrupted on cancel, JobInputError) and ours pass unchanged
         raise
     except Exception as exc:  # FFmpeg's errors (some are OSError) all mean "this encode failed"
         raise OutputEncodingError(f"{spec.codec} encoding failed at frame {count}: {type(exc).__name__}: "
                                   f"{str(exc)[:300]}") from exc
-    return count, poster
+    return count, poster, round(spent * 1000, 1)
 
 
 def _rgb(frame: Any, width: int, height: int, index: int) -> Any:

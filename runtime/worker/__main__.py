@@ -183,7 +183,8 @@ def build(config: AgentConfig, clock: AwsClock | None = None) -> tuple[Any, Any]
         backend=backend, uploader=OutputUploader(aws.ObjectStore(s3, config.outputs.bucket),
                                                  config.outputs.cdn_base_url, config.outputs.prefix),
         metrics=metrics, lifecycle=lifecycle, worker_id=worker_id, model_cache=cache,
-        workflow_models=_workflow_models(config, s3), progress=progress)
+        workflow_models=_workflow_models(config, s3), progress=progress,
+        prices=_prices(config, imds))
     watcher = LifecycleWatcher(imds, agent.on_notice, config.lifecycle.poll_seconds) if imds else None
     return agent, watcher
 
@@ -210,6 +211,24 @@ def _progress_reporter(config: AgentConfig, ddb: Any, now: Callable[[], float]) 
 
     return ProgressReporter(EventLog(config.event_table, ddb, clock=now), interval_s=config.progress_interval_seconds,
                             clock=now)
+
+
+def _prices(config: AgentConfig, imds: Any) -> Any:
+    """This instance's price (runtime.worker.prices): type and purchase option from IMDS, the on-demand table
+    from the config, a spot instance's spot price read now and refreshed on its own thread."""
+    from runtime.worker import aws
+    from runtime.worker.prices import PriceSource, SpotPriceRefresher, instance_facts
+
+    p = config.pricing
+    facts = instance_facts(imds, p.instance_type, p.purchase_option)
+    ec2 = aws.client("ec2", config.region, config.endpoints) if facts.purchase_option == "spot" else None
+    source = PriceSource(facts, on_demand_hourly=p.on_demand_hourly, table_source=p.source,
+                         spot_discount=p.spot_discount, ec2=ec2)
+    price = source.refresh()
+    log.info("instance price: %s %s at %.4f USD/h (%s)", price.instance_type, price.purchase_option,
+             price.hourly_usd, price.source)
+    SpotPriceRefresher(source, p.spot_refresh_seconds).start()
+    return source
 
 
 def _warm_tiers(cache: ModelCache | None, backend: Backend) -> Callable[[], dict[str, int]]:

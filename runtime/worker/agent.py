@@ -36,14 +36,16 @@ from runtime import metric_names as m
 from runtime.agent_config import AgentConfig
 from runtime.backends.base import CATALOG, Backend
 from runtime.jobs.extra_models import WorkflowModels
+from runtime.jobs.spend import TenantSpend
 from runtime.jobs.store import JobStore
 from runtime.model_cache import ModelCache
 from runtime.queues.base import JobQueueConsumer
+from runtime.worker.attempt_cost import AttemptCoster
 from runtime.worker.backend_restart import command_restarter
 from runtime.worker.backend_supervisor import BackendSupervisor
 from runtime.worker.backoff import InfraBackoff
 from runtime.worker.batching import Batcher, batch_size_for
-from runtime.worker.boot import boot
+from runtime.worker.boot import boot, uptime_ms
 from runtime.worker.checkpoint import Checkpoint
 from runtime.worker.claims import Claimer
 from runtime.worker.drain import DrainPolicy
@@ -56,6 +58,7 @@ from runtime.worker.outcomes import StopReason
 from runtime.worker.outputs import OutputUploader
 from runtime.worker.pipeline import Pipeline, PipelineSettings
 from runtime.worker.prefetch import Prefetcher
+from runtime.worker.prices import PriceSource, instance_facts
 from runtime.worker.progress_reporter import ProgressReporter
 from runtime.worker.recorder import JobRecorder, JobStat
 from runtime.worker.running_job import RunningJob
@@ -71,7 +74,8 @@ class Agent:
                  uploader: OutputUploader, metrics: Metrics, lifecycle: Lifecycle, worker_id: str,
                  model_cache: ModelCache | None = None, fetcher: ImageFetcher | None = None,
                  workflow_models: WorkflowModels | None = None,
-                 progress: ProgressReporter | None = None) -> None:
+                 progress: ProgressReporter | None = None,
+                 prices: PriceSource | None = None) -> None:
         self.config = config
         self.workflow_models = workflow_models  # comfyui-workflow loader files -> store ids (issue 41)
         self.consumer, self.store, self.backend, self.uploader = consumer, store, backend, uploader
@@ -87,8 +91,12 @@ class Agent:
             restart_timeout_s=config.backend_restart_timeout_seconds, on_unrecoverable=lifecycle.mark_unhealthy)
         self.drain = DrainPolicy(config.lifecycle.drain_margin_seconds, interrupt=self.supervisor.interrupt,
                                  current=lambda: self.supervisor.current)
+        p = config.pricing  # without a source (tests): the config's facts and table, no IMDS, no EC2
+        self.prices = prices or PriceSource(instance_facts(None, p.instance_type, p.purchase_option),
+                                            on_demand_hourly=p.on_demand_hourly, table_source=p.source,
+                                            spot_discount=p.spot_discount)
         self.recorder = JobRecorder(metrics=metrics, worker_id=worker_id, backoff=self.backoff,
-                                    on_success=self.drain.observe)
+                                    on_success=self.drain.observe, price=self.prices.current)
         self.messages = MessageActions(consumer)
         checkpoint = Checkpoint(store)
         self.claimer = Claimer(
@@ -103,7 +111,8 @@ class Agent:
             store=store, messages=self.messages, uploader=uploader, metrics=metrics, backoff=self.backoff,
             checkpoint=checkpoint, worker_id=worker_id, generator=backend.name,
             max_attempts=queue_cfg.max_receive_count, retry_delay_seconds=config.retry_delay_seconds,
-            progress=progress)
+            progress=progress,
+            coster=AttemptCoster(self.prices), spend=TenantSpend(store.table_name, store.client))
         self.progress = progress
         self.executor = Executor(supervisor=self.supervisor, settlement=settlement, recorder=self.recorder,
                                  checkpoint=checkpoint, lifecycle=lifecycle, metrics=metrics, worker_id=worker_id,
@@ -172,6 +181,7 @@ class Agent:
         boot(hot_models=self.config.hot_models, ready_timeout_s=self.config.backend_ready_timeout_seconds,
              model_cache=self.model_cache, backend=self.backend, lifecycle=self.lifecycle, metrics=self.metrics,
              worker_id=self.worker_id)
+        self.recorder.emit_overhead("boot", uptime_ms() / 1000)  # instance start to ready: fleet overhead
 
     # -- main loop -------------------------------------------------------------------------------------
     def run(self, max_jobs: int | None = None, idle_exit_seconds: float | None = None) -> int:

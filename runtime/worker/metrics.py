@@ -32,7 +32,8 @@ UNITS = {
     m.INFERENCE_TIME: "Milliseconds", m.UPLOAD_TIME: "Milliseconds", m.BOOT_TO_READY: "Milliseconds",
     m.BACKEND_BUSY: "Percent", m.KAFKA_BACKLOG: "Count",
     m.MODEL_DOWNLOAD_BYTES: "Bytes", m.MODEL_DOWNLOAD_TIME: "Milliseconds", m.MODEL_SWITCH_TIME: "Milliseconds",
-    m.CLOCK_OFFSET: "Seconds",
+    m.CLOCK_OFFSET: "Seconds", m.OVERHEAD_SECONDS: "Seconds", m.OVERHEAD_COST: "None",
+    m.TENANT_SPEND: "None", m.TENANT_GPU_SECONDS: "Seconds",
 }
 
 
@@ -90,16 +91,19 @@ class Metrics:
     def set_group(self, group: str) -> None:
         self.dimensions[m.DIM_GROUP] = group
 
-    def emit(self, values: dict[str, float], properties: dict[str, Any] | None = None) -> None:
-        """One EMF record with ``values`` (metric name -> value; unit from UNITS, else Count)."""
+    def emit(self, values: dict[str, float], properties: dict[str, Any] | None = None,
+             dimensions: dict[str, str] | None = None) -> None:
+        """One EMF record with ``values`` (metric name -> value; unit from UNITS, else Count); ``dimensions`` adds
+        one more set, {Stack, **dimensions} (per-tenant spend)."""
         if not values:
             return
         context = MetricsContext(namespace=self.namespace)
         dims = self.dimensions
-        context.set_dimensions([
-            {m.DIM_STACK: dims[m.DIM_STACK], m.DIM_GROUP: dims[m.DIM_GROUP]},
-            {m.DIM_STACK: dims[m.DIM_STACK], m.DIM_BACKEND: dims[m.DIM_BACKEND]},
-        ])
+        sets = [{m.DIM_STACK: dims[m.DIM_STACK], m.DIM_GROUP: dims[m.DIM_GROUP]},
+                {m.DIM_STACK: dims[m.DIM_STACK], m.DIM_BACKEND: dims[m.DIM_BACKEND]}]
+        if dimensions:
+            sets.append({m.DIM_STACK: dims[m.DIM_STACK], **dimensions})
+        context.set_dimensions(sets)
         for key, value in (properties or {}).items():
             context.set_property(key, value)
         for name, value in values.items():

@@ -1,5 +1,9 @@
 """What the agent keeps of each settled pick-up: stats, the busy fraction, the switch metric, one log line.
 
+Once a minute (``emit_busy``) it also reports the fleet overhead of that window: the instance's seconds spent
+outside any attempt (idle), and what they cost at the instance's price (``OverheadSeconds`` / ``OverheadCost``,
+kind ``idle``); an attempt's own time is in its job's cost (runtime.jobs.cost), never in the overhead.
+
 Every path of a job ends in ``record`` exactly once (on the loop's thread or a settle lane), so the drain
 estimate, the infrastructure backoff and the ``BackendBusy`` metric see every job.
 """
@@ -16,6 +20,7 @@ from runtime import metric_names as m
 from runtime.worker.backoff import InfraBackoff
 from runtime.worker.metrics import Metrics
 from runtime.worker.outcomes import Outcome
+from runtime.worker.prices import Price
 from runtime.worker.running_job import RunningJob
 
 log = logging.getLogger(__name__)
@@ -35,12 +40,14 @@ class JobStat:
 
 class JobRecorder:
     def __init__(self, *, metrics: Metrics, worker_id: str, backoff: InfraBackoff,
-                 on_success: Callable[[float], None]) -> None:
+                 on_success: Callable[[float], None], price: Callable[[], Price] | None = None) -> None:
         self._metrics, self._worker_id, self._backoff = metrics, worker_id, backoff
         self._on_success = on_success  # the drain policy's job-time estimate
+        self._price = price  # the instance's price now (runtime.worker.prices): the overhead's dollars
         self._lock = threading.Lock()
         self.stats: list[JobStat] = []
         self._busy_s = 0.0
+        self._attempt_s = 0.0  # claimed attempts' pick-up to settled, this window
         self._busy_since = time.monotonic()
 
     def record(self, job_id: str, outcome: Outcome, picked: float, backend_s: float, timings: dict[str, float],
@@ -54,6 +61,8 @@ class JobRecorder:
             self._backoff.recovered()
         with self._lock:
             self._busy_s += backend_s
+            if job is not None:
+                self._attempt_s += elapsed
             self.stats.append(JobStat(job_id, outcome, elapsed, backend_s, dict(timings),
                                       job.run_span if job is not None else None))
         if job is None:
@@ -73,5 +82,17 @@ class JobRecorder:
             if window < BUSY_WINDOW_S and not force:
                 return
             busy, self._busy_s, self._busy_since = self._busy_s, 0.0, time.monotonic()
+            attempts, self._attempt_s = self._attempt_s, 0.0
         if window > 0:
             self._metrics.emit({m.BACKEND_BUSY: min(100.0, 100.0 * busy / window)}, {"worker_id": self._worker_id})
+            self.emit_overhead("idle", max(0.0, window - attempts))
+
+    def emit_overhead(self, kind: str, seconds: float) -> None:
+        """Instance time outside any attempt (``idle``, ``boot``) and its dollars, as fleet overhead."""
+        values = {m.OVERHEAD_SECONDS: round(seconds, 3)}
+        properties: dict[str, object] = {"worker_id": self._worker_id}
+        if self._price is not None:
+            price = self._price()
+            values[m.OVERHEAD_COST] = round(seconds * price.hourly_usd / 3600.0, 6)
+            properties.update(instance_type=price.instance_type, purchase_option=price.purchase_option)
+        self._metrics.emit(values, properties, dimensions={m.DIM_KIND: kind})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runtime.backends.base import JobContext
 from runtime.jobs.attempts import Attempt
@@ -32,6 +32,7 @@ class RunningJob:
     run_span: tuple[float, float] | None = None  # monotonic start and end of the backend call
     switched: bool = False  # the backend changed model for this job (model affinity metrics)
     cache_hit: bool | None = None  # the model was in the local cache (None: no cache used)
+    cost: dict[str, Any] | None = None  # the attempt's cost entry, once its settling write carries it
 
     @property
     def job_id(self) -> str:

@@ -10,6 +10,9 @@
                                   on the last attempt: record failed, message dead-lettered
     infrastructure error          attempt given back (not counted), message retried after a backoff
 
+Each settling write carries the attempt's cost (runtime.worker.attempt_cost); once written, the tenant's daily
+spend is charged (runtime.jobs.spend: best effort, after the record) and its ``TenantSpend`` metric emitted.
+
 Webhooks are not sent here: the webhook dispatcher derives them from the job table's stream, so a
 worker never waits on a receiver (invariant 4).
 """
@@ -24,8 +27,10 @@ from runtime.backends.base import BackendResult, JobInterrupted
 from runtime.jobs.attempts import attempt_history
 from runtime.jobs.errors import StoreUnavailableError
 from runtime.jobs.progress import Progress
+from runtime.jobs.spend import TenantSpend, utc_day
 from runtime.jobs.store import JobStore
 from runtime.queues.base import QueueError
+from runtime.worker.attempt_cost import AttemptCoster
 from runtime.worker.backoff import InfraBackoff
 from runtime.worker.checkpoint import FRESH_S, Checkpoint
 from runtime.worker.failures import Cause, Disposition, classify
@@ -44,11 +49,36 @@ FINAL = ("succeeded", "failed", "canceled")
 class Settlement:
     def __init__(self, *, store: JobStore, messages: MessageActions, uploader: OutputUploader, metrics: Metrics,
                  backoff: InfraBackoff, checkpoint: Checkpoint, worker_id: str, generator: str, max_attempts: int,
-                 retry_delay_seconds: float, progress: ProgressReporter | None = None) -> None:
+                 retry_delay_seconds: float, coster: AttemptCoster | None = None,
+                 spend: TenantSpend | None = None, progress: ProgressReporter | None = None) -> None:
         self._progress = progress  # the attempt's events are written before its final write (issue 38)
         self._store, self._messages, self._uploader, self._metrics = store, messages, uploader, metrics
         self._backoff, self._checkpoint, self._worker_id, self._generator = backoff, checkpoint, worker_id, generator
         self._max_attempts, self._retry_delay_s = max_attempts, retry_delay_seconds
+        self._coster = coster  # each settling write appends its attempt's cost (runtime.worker.attempt_cost)
+        self._spend = spend  # the tenant's daily spend (runtime.jobs.spend)
+
+    def _cost(self, job: RunningJob, outcome: Outcome) -> dict | None:
+        job.cost = self._coster.entry(job, str(outcome)) if self._coster is not None else None
+        return job.cost
+
+    def _charge(self, job: RunningJob, outcome: Outcome) -> None:
+        """The tenant's spend, after the write that carried the attempt's cost (never raises)."""
+        entry, record = job.cost, job.attempt.record or {}
+        tenant = record.get("owner")
+        if entry is None or not tenant or outcome in (Outcome.LOST_LEASE, Outcome.UNSETTLED):
+            return
+        final = outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELED)
+        day = str(record.get("budget_day") or utc_day(float(record.get("created_at") or time.time())))
+        self._metrics.emit({m.TENANT_SPEND: entry["usd"], m.TENANT_GPU_SECONDS: entry["gpu_seconds"]},
+                           {"job_id": job.job_id, "outcome": str(outcome)}, dimensions={m.DIM_TENANT: tenant})
+        if self._spend is None:
+            return
+        try:
+            self._spend.charge(tenant, day, entry["usd"], entry["gpu_seconds"],
+                               reserved_usd=float(record.get("budget_reserved_usd") or 0.0) if final else 0.0)
+        except Exception as exc:  # noqa: BLE001 - the record has the cost; only the counter misses it
+            log.warning("job %s: tenant spend not counted (%s); the job record has its cost", job.job_id, exc)
 
     def settle(self, job: RunningJob, outcome: BackendResult | Exception) -> Outcome:
         """Settle the backend's answer for this job (a result, or the exception its attempt ended with);
@@ -57,9 +87,12 @@ class Settlement:
             if isinstance(outcome, BackendResult):
                 if self._progress is not None:
                     self._progress.report(job.job_id, job.attempt.lease, Progress("uploading"))
-                return self._succeed(job, outcome)
-            self._close_progress(job)
-            return self._settle_exception(job, outcome)
+                settled = self._succeed(job, outcome)
+            else:
+                self._close_progress(job)
+                settled = self._settle_exception(job, outcome)
+            self._charge(job, settled)
+            return settled
         except Exception:  # last line of defence
             log.exception("job %s: settling failed", job.job_id)
             return Outcome.UNSETTLED
@@ -82,6 +115,8 @@ class Settlement:
         uploaded = self._uploader.upload(job.job_id, result.outputs, result.metadata, attempt=job.attempt.lease,
                                          on_key=job.uploaded_keys.append)
         job.timings["upload_ms"] = _ms(t)
+        if result.metadata.get("encode_ms") is not None:  # a video backend's encoder time (part of the run)
+            job.timings["encode_ms"] = float(result.metadata["encode_ms"])
         result.metadata["uploaded"] = uploaded
 
     def _record_success(self, job: RunningJob, result: BackendResult) -> Outcome:
@@ -92,7 +127,8 @@ class Settlement:
                     **({"video": o["video"]} if o.get("video") else {})} for o in result.metadata["uploaded"]]
         self._close_progress(job)
         t = time.monotonic()
-        written = self._store.mark_succeeded(ctx.job_id, outputs, timings, lease=job.attempt.lease)
+        written = self._store.mark_succeeded(ctx.job_id, outputs, timings, lease=job.attempt.lease,
+                                             cost=self._cost(job, Outcome.SUCCEEDED))
         timings["record_ms"] = _ms(t)
         if not written:
             return self._fenced_out(job)
@@ -139,7 +175,7 @@ class Settlement:
         if disposition.cause is Cause.PERMANENT:
             return self._give_up(job, disposition.code, str(exc))
         if disposition.cause is Cause.INFRASTRUCTURE:
-            self._store.attempts.release_attempt(ctx.job_id, lease)
+            self._store.attempts.release_attempt(ctx.job_id, lease, cost=self._cost(job, Outcome.DEFERRED))
             self._messages.release(job.received, self._backoff.failed(), "infrastructure")
             return Outcome.DEFERRED
         return self._retry_or_fail(job, disposition, error)
@@ -148,13 +184,13 @@ class Settlement:
         ctx, lease = job.ctx, job.attempt.lease
         if reason is StopReason.CANCEL:
             self._discard(job)
-            self._store.mark_canceled(ctx.job_id, lease=lease)
+            self._store.mark_canceled(ctx.job_id, lease=lease, cost=self._cost(job, Outcome.CANCELED))
             self._messages.ack(job.received)
             return Outcome.CANCELED
         if reason is StopReason.LOST_LEASE:
             return self._fenced_out(job)
         self._discard(job)  # drain or stop: another worker redoes the whole job
-        self._store.attempts.release_attempt(ctx.job_id, lease)
+        self._store.attempts.release_attempt(ctx.job_id, lease, cost=self._cost(job, Outcome.HANDED_BACK))
         self._messages.release(job.received, 0, str(reason))
         self._metrics.count(m.JOBS_HANDED_BACK, job_id=ctx.job_id, reason=str(reason))
         return Outcome.HANDED_BACK
@@ -166,7 +202,8 @@ class Settlement:
             self._store.record_attempt_error(ctx.job_id, job.attempt.number, entry)
             record = self._store.get(ctx.job_id) or {}
             return self._give_up(job, "attempts-exhausted", f"{error} ({attempt_history(record)})")
-        if not self._store.attempts.fail_attempt(ctx.job_id, job.attempt.lease, job.attempt.number, entry):
+        if not self._store.attempts.fail_attempt(ctx.job_id, job.attempt.lease, job.attempt.number, entry,
+                                                 cost=self._cost(job, Outcome.RETRYING)):
             return self._fenced_out(job)
         self._messages.release(job.received, self._retry_delay_s, "retry")
         return Outcome.RETRYING
@@ -176,7 +213,7 @@ class Settlement:
         ctx = job.ctx
         job.timings["total_ms"] = _ms(job.started)
         written = self._store.mark_failed(ctx.job_id, {"code": code, "message": message[:2000]}, job.timings,
-                                          lease=job.attempt.lease)
+                                          lease=job.attempt.lease, cost=self._cost(job, Outcome.FAILED))
         if not written:
             return self._fenced_out(job)
         if code == "attempts-exhausted":

@@ -80,10 +80,11 @@ def test_every_call_the_agent_makes_is_in_the_worker_policy(moto_endpoint, recor
     stack = Stack(moto_endpoint)
     stack.put_model("sd15", b"weights" * 100)
     recorded.clear()
-    with FakeIMDS(instance_id="i-0iam0000000000001", group_name=None) as imds:
+    # a spot instance: it reads its spot price at boot (issue 42)
+    with FakeIMDS(instance_id="i-0iam0000000000001", group_name=None, life_cycle="spot") as imds:
         base = stack.config()
         data = {**_config_dict(base), "hot_models": ["sd15"],
-                "endpoints": {s: moto_endpoint for s in ("s3", "sqs", "dynamodb", "ssm", "autoscaling")},
+                "endpoints": {s: moto_endpoint for s in ("s3", "sqs", "dynamodb", "ssm", "autoscaling", "ec2")},
                 "lifecycle": {"launching_hook": "launch-hook", "terminating_hook": "drain-hook",
                               "imds_url": imds.url, "imds_enabled": True}, "worker_id": None}
         config = parse(data)
@@ -115,7 +116,7 @@ def test_every_call_the_agent_makes_is_in_the_worker_policy(moto_endpoint, recor
     allowed = _allowed(_policy(stack))
     expected_somewhere = {"autoscaling:DescribeAutoScalingInstances", "autoscaling:SetInstanceHealth",
                           "autoscaling:CompleteLifecycleAction", "sqs:ReceiveMessage",
-                          "s3:PutObject", "dynamodb:UpdateItem"}
+                          "s3:PutObject", "dynamodb:UpdateItem", "ec2:DescribeSpotPriceHistory"}
     assert expected_somewhere <= recorded, f"the run did not exercise {expected_somewhere - recorded}"
     missing = sorted(recorded - allowed)
     assert not missing, f"the worker role does not allow {missing} (components/cluster_iam.py)"

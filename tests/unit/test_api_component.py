@@ -171,5 +171,11 @@ def test_handler_may_query_only_the_owner_index(keyed):
     by_sid = {s["Sid"]: s for s in doc["Statement"]}
     assert by_sid["JobTableOwnerIndex"]["Resource"] == TABLE_ARN + "/index/owner-by-created"
     assert by_sid["JobTableOwnerIndex"]["Action"] == ["dynamodb:Query"]
-    assert all("dynamodb:Query" not in s["Action"] for sid, s in by_sid.items() if sid != "JobTableOwnerIndex")
-    assert "GET /v1/jobs" in {r.inputs["routeKey"] for r in each(keyed, ROUTE)}
+    # POST /v1/quotes (issue 42) counts the running jobs on the sparse running-by-lease index: Query there too,
+    # never on the table, never Scan
+    assert by_sid["JobTableRunningIndex"]["Resource"] == TABLE_ARN + "/index/running-by-lease"
+    assert by_sid["JobTableRunningIndex"]["Action"] == ["dynamodb:Query"]
+    assert all("dynamodb:Query" not in s["Action"] for sid, s in by_sid.items()
+               if sid not in ("JobTableOwnerIndex", "JobTableRunningIndex"))
+    assert all("dynamodb:Scan" not in s["Action"] for s in by_sid.values())
+    assert {"GET /v1/jobs", "POST /v1/quotes"} <= {r.inputs["routeKey"] for r in each(keyed, ROUTE)}

@@ -24,7 +24,8 @@ EVERY_FIELD_SET = ApiConfig(
     lora_tasks=("txt2img",),
     node_catalog="s3://amis/node-catalogs/cuda/ami-0abc.json",
     video_formats=("mp4", "webm"), video_model_kinds=("video",),
-    event_table="events")
+    event_table="events",
+    budget_usd_per_day=25.5, hourly_usd=1.006)
 
 
 @pytest.mark.parametrize("cfg", [

@@ -55,19 +55,19 @@ class Store:
             raise StoreUnavailableError(f"{name}: throttled")
         return True
 
-    def mark_succeeded(self, job_id, outputs, timings, lease):
+    def mark_succeeded(self, job_id, outputs, timings, lease, cost=None):
         return self._call("mark_succeeded")
 
-    def mark_failed(self, job_id, error, timings=None, lease=None):
+    def mark_failed(self, job_id, error, timings=None, lease=None, cost=None):
         return self._call("mark_failed")
 
-    def mark_canceled(self, job_id, lease):
+    def mark_canceled(self, job_id, lease, cost=None):
         return self._call("mark_canceled")
 
-    def release_attempt(self, job_id, lease):
+    def release_attempt(self, job_id, lease, cost=None):
         return self._call("release_attempt")
 
-    def fail_attempt(self, job_id, lease, number, entry):
+    def fail_attempt(self, job_id, lease, number, entry, cost=None):
         return self._call("fail_attempt")
 
     def record_attempt_error(self, job_id, number, entry):

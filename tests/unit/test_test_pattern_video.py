@@ -136,7 +136,7 @@ def test_settlement_writes_the_video_facts_and_content_types_into_the_record():
     from tests.unit.test_settlement_rules import Journal, Store, _job, _settlement
 
     class Recording(Store):
-        def mark_succeeded(self, job_id, outputs, timings, lease):
+        def mark_succeeded(self, job_id, outputs, timings, lease, cost=None):
             self.outputs = outputs
             return super().mark_succeeded(job_id, outputs, timings, lease)
 
