@@ -10,7 +10,7 @@ import pytest
 from components.job_event_log import JobEventLog, JobEventLogArgs
 from fleetdev.pulumi_mocks import run_stack
 from runtime.jobs.events import create_events_table
-from tests.unit.component_harness import build, fleet
+from tests.unit.component_harness import build, each, fleet
 
 TABLE = "aws:dynamodb/table:Table"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
@@ -42,7 +42,7 @@ def test_local_mode_makes_the_declared_keys(declared, aws_clients):
 def _statements(rec, arn: str) -> dict[str, list[dict]]:
     """Per role policy name: the statements that name ``arn``."""
     out: dict[str, list[dict]] = {}
-    for policy in rec.of_type(ROLE_POLICY):
+    for policy in each(rec, ROLE_POLICY):
         doc = policy.inputs["policy"]
         doc = json.loads(doc) if isinstance(doc, str) else doc
         hits = [s for s in doc["Statement"] if arn in json.dumps(s.get("Resource"))]
@@ -60,4 +60,4 @@ def test_the_worker_may_only_append_and_the_api_only_query(stack):
                                                        else [s["Action"]])) for name, stmts in grants.items()}
     assert sorted(actions.values()) == [["dynamodb:BatchWriteItem"], ["dynamodb:Query"]], actions
     # the webhook and output-sweeper mappings read the job table's stream, never this table
-    assert all(table.outputs["arn"] not in json.dumps(m.inputs) for m in rec.of_type(MAPPING))
+    assert all(table.outputs["arn"] not in json.dumps(m.inputs) for m in each(rec, MAPPING))
