@@ -30,7 +30,7 @@ STAMP = ".complete"
 # The runtime code of the job API's archive, which the job-events functions (components/job_events.py) share.
 RUNTIME_PACKAGES = ("runtime/api", "runtime/jobs", "runtime/queues", "runtime/model_store")
 RUNTIME_FILES = ("runtime/__init__.py", "runtime/queue_names.py", "runtime/model_ids.py", "runtime/aws_clients.py",
-                 "runtime/net_safety.py", "runtime/instance_contract.py",
+                 "runtime/net_safety.py", "runtime/instance_contract.py", "runtime/queueing.py",
                  "runtime/functions/__init__.py", "runtime/functions/environment.py",
                  "runtime/functions/webhooks.py", "runtime/functions/webhook_events.py",
                  "runtime/functions/webhook_dispatch.py", "runtime/functions/reconciler.py",
