@@ -31,6 +31,7 @@ STAMP = ".complete"
 RUNTIME_PACKAGES = ("runtime/api", "runtime/jobs", "runtime/queues", "runtime/model_store")
 RUNTIME_FILES = ("runtime/__init__.py", "runtime/queue_names.py", "runtime/model_ids.py", "runtime/aws_clients.py",
                  "runtime/net_safety.py", "runtime/instance_contract.py", "runtime/node_catalog.py",
+                 "runtime/queueing.py",
                  "runtime/workflow_files.py",
                  "runtime/functions/__init__.py", "runtime/functions/environment.py",
                  "runtime/functions/webhooks.py", "runtime/functions/webhook_events.py",

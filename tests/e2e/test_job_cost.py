@@ -4,7 +4,9 @@ seconds times the instance type's price from the stated source (the stack's publ
 
 The test's own measure is the job table's stream: the server's time of the write that started each attempt
 (status running, a new lease) and of the write that ended it (that lease moved off running: handed back,
-retried, or final). The workers' figure comes from their monotonic clocks; the two share no code.
+retried, or final). The workers' figure comes from their monotonic clocks (runtime/worker/attempt_cost.py); the
+two share no code. The record's own stamps were tried too: they are the worker's estimate of AWS's clock
+(runtime/aws_clock.py), which moved by up to 0.7 s within one job, so they measure less well than the server.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ _DE = TypeDeserializer()
 
 
 def _stream_images(platform: Any) -> list[tuple[float, dict[str, Any]]]:
-    """(server time, new image) of every write to the job table, in order."""
+    """(server time, new image) of every write to the job table, in order (the time orders them only)."""
     ddb, streams = platform.aws("dynamodb"), platform.aws("dynamodbstreams")
     arn = ddb.describe_table(TableName=platform.resources.job_table)["Table"]["LatestStreamArn"]
     out = []
@@ -62,9 +64,9 @@ def _claim_to_settle(images: list[tuple[float, dict[str, Any]]]) -> dict[str, li
 
 
 def test_job_cost_matches_claim_to_settle_over_a_run_with_a_retried_job(start_platform) -> None:
-    # Attempts of seconds: 5 % of them is well above the latency of one write to the local AWS on a loaded machine
-    # (both ends of the test's measure are server times of writes; the workers' ends are just before them).
-    platform = start_platform(test_pattern_delay_seconds=4.0, visibility_timeout_seconds=10,
+    # Jobs of 8 s: the server times include each write's latency to the local AWS (up to 0.4 s seen on a loaded
+    # machine); 5 % of a job stays above it.
+    platform = start_platform(test_pattern_delay_seconds=8.0, visibility_timeout_seconds=12,
                               worker_overrides={"batch_max_jobs": 1})
     w0, _ = platform.workers
     ids = platform.ledger.submit_batch(4, width=64, height=64)
