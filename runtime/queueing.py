@@ -8,13 +8,11 @@ formulas live here and the planner may import them.
   (half a service time expected, since the job began at a random moment of its run), ``ahead`` jobs wait
   before ours. Each free worker takes the next job: the new job starts when the ``ahead + 1``-th free slot
   opens (a list of free times, the earliest taken each time).
-- ``erlang_c_wait``: the M/M/c mean wait (Erlang C) for a steady arrival rate, for the planner's sizing.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 
 
 def next_start_seconds(*, ahead: int, busy: int, servers: int, service_s: float,
@@ -28,16 +26,3 @@ def next_start_seconds(*, ahead: int, busy: int, servers: int, service_s: float,
         heapq.heappush(free, heapq.heappop(free) + service_s)
     return round(free[0], 3)
 
-
-def erlang_c_wait(arrival_rate: float, service_s: float, servers: int) -> float:
-    """Mean queue wait of M/M/c; ``math.inf`` when the servers cannot keep up (load >= servers)."""
-    load = arrival_rate * service_s
-    if servers <= 0 or load >= servers:
-        return math.inf
-    term, total = 1.0, 1.0
-    for k in range(1, servers):
-        term *= load / k
-        total += term
-    last = term * load / servers / (1 - load / servers)
-    p_wait = last / (total + last)
-    return p_wait * service_s / (servers - load)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import math
-
-import pytest
-
-from runtime.queueing import erlang_c_wait, next_start_seconds
+from runtime.queueing import next_start_seconds
 
 
 def test_a_free_worker_starts_the_job_at_once():
@@ -24,9 +20,3 @@ def test_jobs_ahead_wait_for_the_busy_workers_in_turn():
 def test_never_fewer_servers_than_busy_workers():
     assert next_start_seconds(ahead=0, busy=3, servers=1, service_s=2.0) == 1.0
 
-
-def test_erlang_c_matches_mm1_and_says_when_the_fleet_cannot_keep_up():
-    # M/M/1: Wq = rho / (mu - lambda) with rho = lambda / mu
-    assert erlang_c_wait(0.5, 1.0, 1) == pytest.approx(0.5 / (1.0 - 0.5))
-    assert erlang_c_wait(2.0, 1.0, 2) == math.inf
-    assert erlang_c_wait(1.0, 1.0, 4) < erlang_c_wait(1.0, 1.0, 2)
