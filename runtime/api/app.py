@@ -242,15 +242,7 @@ class ApiApp:
             raise ApiError(413, "too-large", "Payload Too Large", f"the body must be at most {MAX_BODY_BYTES} bytes")
         idem_key = idempotency_key(req.headers)
         wait = prefer_wait(req.headers, self.options.max_wait_seconds)
-        body = parse_json_body(req.body)
-        known = None
-        if self.options.enforce_known_models:
-            known = {m["id"] for m in self.models.list_models()[1]} or None
-        spec = validate_job(body, allow_loopback=self.options.allow_loopback, known_models=known,
-                            served_tasks=self.options.served_tasks or None, model_catalog=self._lora_catalog(body),
-                            lora_tasks=self.options.lora_tasks)
-        refuse_unserved_video(spec, self.options.video_formats, self.options.video_model_kinds, self.models)
-        warning = self._check_workflow(spec)
+        spec, warning = self._checked_spec(parse_json_body(req.body))
         record = new_record(spec, owner=principal.id, now=self._clock())
         self._check_message_size(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=record["created_at"]))
         record, created = self._create(record, spec, principal, idem_key)
@@ -269,6 +261,22 @@ class ApiApp:
         if status == 202:
             headers["Retry-After"] = str(max(1, round(expected or self.options.average_job_seconds)))
         return Response(status, self._view(record, req), headers)
+
+    def _checked_spec(self, body: Any) -> tuple[dict[str, Any], str | None]:
+        """The job spec of a create (or a quote) body after every rule of this fleet (422s), and the ``Warning``
+        header value when a workflow could not be judged."""
+        known = None
+        if self.options.enforce_known_models:
+            known = {m["id"] for m in self.models.list_models()[1]} or None
+        spec = validate_job(body, allow_loopback=self.options.allow_loopback, known_models=known,
+                            served_tasks=self.options.served_tasks or None, model_catalog=self._lora_catalog(body),
+                            lora_tasks=self.options.lora_tasks)
+        refuse_unserved_video(spec, self.options.video_formats, self.options.video_model_kinds, self.models)
+        return spec, self._check_workflow(spec)
+
+    def _is_hot(self, model: str) -> bool:
+        """Every worker loads ``model`` at boot (the stack's hot models, as ``GET /v1/models`` lists them)."""
+        return any(m["id"] == model and m.get("hot") for m in self.models.list_models()[1])
 
     def _check_workflow(self, spec: dict[str, Any]) -> str | None:
         """A comfyui-workflow graph against the fleet image's node catalog and the model store (issue 41): 422 naming
@@ -291,8 +299,7 @@ class ApiApp:
         check_content_type(req.headers)
         if len(req.body) > MAX_BODY_BYTES:
             raise ApiError(413, "too-large", "Payload Too Large", f"the body must be at most {MAX_BODY_BYTES} bytes")
-        spec = validate_job(parse_json_body(req.body), allow_loopback=self.options.allow_loopback,
-                            served_tasks=self.options.served_tasks or None)
+        spec, warning = self._checked_spec(parse_json_body(req.body))
         measured = self.pacer.expected(new_record(spec, owner=principal.id, now=self._clock()))
         service_s, source = (measured, "measured (recent jobs of this model and shape)") if measured is not None \
             else (self.options.average_job_seconds, "averageJobSeconds (stack config)")
@@ -303,7 +310,9 @@ class ApiApp:
         state = FleetState(waiting=depth.waiting if depth else None, in_flight=depth.in_flight if depth else None,
                            running=self.store.count_running())
         return Response(200, {"model": spec["model"], "task": spec["task"],
-                              **quote(state, service_s, source, self.options.hourly_usd)})
+                              **quote(state, service_s, source, self.options.hourly_usd,
+                                      model_hot=self._is_hot(spec["model"]))},
+                        {"Warning": warning} if warning else {})
 
     def _check_message_size(self, message: QueueMessage) -> None:
         """413 when the queue message (as the producer sends it) would exceed the queue's limit.
