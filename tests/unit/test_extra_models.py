@@ -9,7 +9,6 @@ import hashlib
 import os
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -19,16 +18,11 @@ from runtime.jobs.extra_models import extra_model_ids
 from runtime.jobs.schema import JobSpec
 from runtime.model_cache import CacheFull, ModelCache, ModelNotFound, RemoteFile, RemoteModel
 from runtime.queues.base import QueueMessage, ReceivedJob
-from runtime.worker.backend_supervisor import BackendSupervisor
-from runtime.worker.backoff import InfraBackoff
 from runtime.worker.execution import Executor
 from runtime.worker.extra_models import fetch_extra_models, pin_extra_models
-from runtime.worker.metrics import Metrics
-from runtime.worker.recorder import JobRecorder
 from runtime.worker.running_job import RunningJob
-from runtime.worker.stop_signal import StopSignal
 from tests.unit.test_model_cache import FakeStore
-from tests.unit.test_worker_parts import Settled
+from tests.unit.test_worker_parts import Settled, build_executor
 
 
 def _spec(loras=(), model="sdxl/base", task="txt2img", **inputs) -> JobSpec:
@@ -97,16 +91,7 @@ class Recording(Backend):
 
 
 def _executor(backend: Backend, cache: ModelCache | None) -> tuple[Executor, Settled]:
-    stop = StopSignal()
-    metrics = Metrics(sink="memory")
-    supervisor = BackendSupervisor(backend, metrics=metrics, worker_id="w", ready_timeout_s=1, stop=stop,
-                                   on_model=lambda model: None)
-    recorder = JobRecorder(metrics=metrics, worker_id="w", backoff=InfraBackoff(stop), on_success=lambda s: None)
-    settled = Settled()
-    executor = Executor(supervisor=supervisor, settlement=settled, recorder=recorder,
-                        checkpoint=lambda job, fresh_s=0.0: None, metrics=metrics, worker_id="w",
-                        lifecycle=SimpleNamespace(protect=lambda on: None), stop=stop,
-                        fetcher=SimpleNamespace(fetch_all=lambda spec: {}), model_cache=cache)
+    executor, settled, _ = build_executor(backend, model_cache=cache)
     return executor, settled
 
 

@@ -95,7 +95,10 @@ class Settled:
         return Outcome.SUCCEEDED if isinstance(answer, BackendResult) else Outcome.RETRYING
 
 
-def _executor(backend: Fake, stop: StopSignal | None = None) -> tuple[Executor, Settled, BackendSupervisor]:
+def build_executor(backend: Any, stop: StopSignal | None = None, checkpoint: Any = None,
+                   model_cache: Any = None) -> tuple[Executor, Settled, BackendSupervisor]:
+    """An executor over ``backend`` with stand-in settlement, lifecycle and fetcher (also used by
+    test_extra_models); ``checkpoint`` defaults to one that passes."""
     stop = stop or StopSignal()
     metrics = Metrics(sink="memory")
     supervisor = BackendSupervisor(backend, metrics=metrics, worker_id="w", ready_timeout_s=1, stop=stop,
@@ -103,10 +106,14 @@ def _executor(backend: Fake, stop: StopSignal | None = None) -> tuple[Executor, 
     recorder = JobRecorder(metrics=metrics, worker_id="w", backoff=InfraBackoff(stop), on_success=lambda s: None)
     settled = Settled()
     executor = Executor(supervisor=supervisor, settlement=settled, recorder=recorder,
-                        checkpoint=lambda job, fresh_s=0.0: _raise_if_stopped(job), metrics=metrics, worker_id="w",
+                        checkpoint=checkpoint or (lambda job, fresh_s=0.0: None), metrics=metrics, worker_id="w",
                         lifecycle=SimpleNamespace(protect=lambda on: None), stop=stop,
-                        fetcher=SimpleNamespace(fetch_all=lambda spec: {}), model_cache=None)
+                        fetcher=SimpleNamespace(fetch_all=lambda spec: {}), model_cache=model_cache)
     return executor, settled, supervisor
+
+
+def _executor(backend: Fake, stop: StopSignal | None = None) -> tuple[Executor, Settled, BackendSupervisor]:
+    return build_executor(backend, stop, checkpoint=lambda job, fresh_s=0.0: _raise_if_stopped(job))
 
 
 def _raise_if_stopped(job: RunningJob) -> None:
