@@ -124,7 +124,7 @@ promote-ami: install
 		$(if $(ROLLBACK),--rollback) $(if $(REGION),--region $(REGION))
 
 webhook-secret: install
-	$(BIN)/genai-stack webhook-secret --stack $(STACK)
+	$(BIN)/genai-stack webhook-secret --stack $(STACK) $(if $(ROTATE),--rotate) $(if $(FINISH),--finish-rotation)
 
 api-key: install
 	$(BIN)/genai-stack api-key --stack $(STACK) --name "$(NAME)" $(if $(QUOTA),--quota-per-day $(QUOTA)) \

@@ -13,7 +13,8 @@
 Environment and region come from ``Pulumi.<stack>.yaml`` (the ``environment`` setting, else the stack name).
 
 - ``webhook-secret`` creates ``/genai-fleet/<env>/webhook-secret`` (SecureString, 256 random bits) unless it
-  exists; ``--rotate`` replaces it.
+  exists; ``--rotate`` puts a new secret beside it (``new,old``: each delivery is signed with both) and
+  ``--finish-rotation`` keeps only the new one (docs/api.md "Rotating the webhook secret").
 - ``api-key`` mints a key (``runtime.api.auth.generate_key``), stores only its sha256 under
   ``/genai-fleet/<env>/api-keys/<key id>`` and prints the key once; ``api-key list | revoke | rotate`` manage
   the stack's keys (tools/api_keys.py; an unknown key id exits 2).
@@ -74,18 +75,38 @@ def _missing(exc: Exception) -> bool:
     return getattr(exc, "response", {}).get("Error", {}).get("Code") == "ParameterNotFound"
 
 
-def ensure_webhook_secret(ssm: Any, cfg: fleet_config.FleetConfig, rotate: bool = False) -> dict[str, Any]:
+def ensure_webhook_secret(ssm: Any, cfg: fleet_config.FleetConfig, rotate: bool = False,
+                          finish_rotation: bool = False) -> dict[str, Any]:
+    """Create the secret; ``rotate``: add a new secret beside the current one (``new,old``: deliveries carry a
+    signature for each); ``finish_rotation``: drop the old one once every receiver holds the new (issue 43)."""
     name = webhook_secret_parameter(cfg.identity)
     try:
-        ssm.get_parameter(Name=name, WithDecryption=False)
-        exists = True
+        current = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
     except ssm.exceptions.ParameterNotFound:
-        exists = False
-    if exists and not rotate:
-        return {"parameter": name, "created": False, "note": "exists; pass --rotate to replace it"}
-    ssm.put_parameter(Name=name, Value=secrets.token_hex(32), Type="SecureString", Overwrite=exists,
-                      Description=f"genai-fleet {cfg.environment}: webhook signing secret")
-    return {"parameter": name, "created": not exists, "rotated": exists}
+        current = None
+    active = [part for part in (current or "").split(",") if part]
+    if finish_rotation:
+        if len(active) < 2:
+            raise SetupError(f"{name} holds one secret: no rotation to finish (start one with --rotate)")
+        _put_webhook_secret(ssm, cfg, name, active[0], overwrite=True)
+        return {"parameter": name, "rotation": "finished", "active_secrets": 1}
+    if current is not None and not rotate:
+        return {"parameter": name, "created": False, "note": "exists; pass --rotate to start a rotation"}
+    if current is None:
+        _put_webhook_secret(ssm, cfg, name, secrets.token_hex(32), overwrite=False)
+        return {"parameter": name, "created": True, "rotated": False}
+    if len(active) > 1:
+        raise SetupError(f"{name} is mid-rotation (two secrets are active): give every receiver the new secret, then "
+                         "finish it with `genai-stack webhook-secret --finish-rotation` before starting another")
+    _put_webhook_secret(ssm, cfg, name, f"{secrets.token_hex(32)},{active[0]}", overwrite=True)
+    return {"parameter": name, "created": False, "rotated": True, "active_secrets": 2,
+            "next": "give receivers the new secret (the first of the two), then `genai-stack webhook-secret "
+                    "--finish-rotation`"}
+
+
+def _put_webhook_secret(ssm: Any, cfg: fleet_config.FleetConfig, name: str, value: str, overwrite: bool) -> None:
+    ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=overwrite,
+                      Description=f"genai-fleet {cfg.environment}: webhook signing secret(s), new first")
 
 
 def mint_api_key(ssm: Any, cfg: fleet_config.FleetConfig, name: str,
@@ -189,7 +210,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     secret = sub.add_parser("webhook-secret", help="create the environment's webhook signing secret")
     secret.add_argument("--stack", required=True)
-    secret.add_argument("--rotate", action="store_true", help="replace an existing secret")
+    rotation = secret.add_mutually_exclusive_group()
+    rotation.add_argument("--rotate", action="store_true",
+                          help="start a rotation: a new secret beside the current one, both sign every delivery")
+    rotation.add_argument("--finish-rotation", action="store_true",
+                          help="end a rotation: keep only the new secret (once every receiver holds it)")
     key = sub.add_parser("api-key", help="mint (printed once), list, revoke or rotate API keys")
     key.add_argument("action", nargs="?", default="create", choices=("create", "list", "revoke", "rotate"))
     key.add_argument("--stack", required=True)
@@ -254,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = stack_settings(args.stack)
             ssm, _ = _clients(cfg.region, args.endpoint_url)
-            result = ensure_webhook_secret(ssm, cfg, args.rotate)
+            result = ensure_webhook_secret(ssm, cfg, args.rotate, args.finish_rotation)
     except api_keys.UnknownKeyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
