@@ -6,11 +6,12 @@ Clients send ``Authorization: Bearer <key>`` or ``x-api-key: <key>``.
 
 Storage: one SSM SecureString parameter per key, ``/genai-fleet/<env>/api-keys/<key_id>``, whose value
 is JSON ``{"sha256": "<hex of sha256(key)>", "name": "...", "disabled": false, "quota_per_day": null,
-"rate_per_second": null}``; the tag secret sits beside them in ``.../api-keys/tag-secret``. Only the hash is
-stored: a 256-bit random secret needs no slow KDF, and verification stays sub-millisecond. Lookups go
+"rate_per_second": null, "tenant": "...", "scope": "tenant", "created": "...", "revoked": null}`` (issue 43: a
+record without a tenant is its own tenant); the tag secret sits beside them in ``.../api-keys/tag-secret``. Only
+the hash is stored: a 256-bit random secret needs no slow KDF, and verification stays sub-millisecond. Lookups go
 straight to one parameter by key id (no scan) and are cached per Lambda instance in a bounded LRU, found and
-not-found alike, for 60 s, so revoking a key (delete the parameter or set ``disabled``) takes effect within
-a minute and a repeated unknown key costs one GetParameter a minute. Local mode reads the same records from
+not-found alike, for 60 s, so a key revoked with ``genai-stack api-key revoke`` (tools/api_keys.py) is refused
+everywhere within 60 s and a repeated unknown key costs one GetParameter a minute. Local mode reads the same records from
 a JSON file (``{"<key_id>": {...}}``) or from ``GENAI_API_KEYS`` (``key,key``).
 
 Answers: no credentials -> 401; unknown, wrong, badly tagged or disabled key -> 403, the same status and body
