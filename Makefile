@@ -17,7 +17,7 @@ WORKLOAD ?= sd15
 SCALEOUT = $(if $(wildcard planner/scaleout-$(STACK).json),--scaleout planner/scaleout-$(STACK).json)
 
 .PHONY: install test lint unit integration e2e static-check preview local demo bench ami docs help lambda-deps \
-	policy-config preview-aws up promote-ami webhook-secret api-key chaos fuzz mutants plan plan-size plan-sweep measure-scaleout \
+	policy-config preview-aws up promote-ami webhook-secret api-key api-key-list api-key-revoke api-key-rotate chaos fuzz mutants plan plan-size plan-sweep measure-scaleout \
 	cost
 
 # Every test directory belongs to exactly one suite (tests/unit/test_make_targets.py checks it).
@@ -124,10 +124,21 @@ promote-ami: install
 		$(if $(ROLLBACK),--rollback) $(if $(REGION),--region $(REGION))
 
 webhook-secret: install
-	$(BIN)/genai-stack webhook-secret --stack $(STACK)
+	$(BIN)/genai-stack webhook-secret --stack $(STACK) $(if $(ROTATE),--rotate) $(if $(FINISH),--finish-rotation)
 
 api-key: install
-	$(BIN)/genai-stack api-key --stack $(STACK) --name "$(NAME)" $(if $(QUOTA),--quota-per-day $(QUOTA))
+	$(BIN)/genai-stack api-key --stack $(STACK) --name "$(NAME)" $(if $(QUOTA),--quota-per-day $(QUOTA)) \
+		$(if $(SCOPE),--scope $(SCOPE))
+
+# (AWS credentials) issue 43: list the stack's keys (never a secret), revoke one, rotate one (tools/api_keys.py).
+api-key-list: install
+	$(BIN)/genai-stack api-key list --stack $(STACK)
+
+api-key-revoke: install
+	$(BIN)/genai-stack api-key revoke --stack $(STACK) --key-id "$(KEY_ID)"
+
+api-key-rotate: install
+	$(BIN)/genai-stack api-key rotate --stack $(STACK) --key-id "$(KEY_ID)" $(if $(NAME),--name "$(NAME)")
 
 # (AWS credentials) cost per 1,000 images per model and task, idle and boot share (tools/cost_report.py).
 SINCE ?= 7d

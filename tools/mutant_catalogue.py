@@ -45,6 +45,18 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("auth-failure-limit-bypassed", "auth", "runtime/api/auth.py", "authenticate",
            "if wait > 0:", "if False:", AUTH_TESTS,
            "a source over its failed-authentication budget still gets key-store lookups"),
+    Mutant("auth-operator-scope-ignored", "auth", "runtime/api/fleet.py", "require_operator",
+           "if principal.scope != OPERATOR_SCOPE:", "if False:",
+           (U + "test_fleet_view.py", I + "test_api_key_tenancy.py"),
+           "a tenant key reads the operator route GET /v1/fleet (issue 43, item 5)"),
+    Mutant("auth-jobs-owned-by-key-not-tenant", "auth", "runtime/api/app.py", "ApiApp._owned",
+           'record.get("owner") != principal.tenant', 'record.get("owner") != principal.id',
+           (I + "test_api_key_tenancy.py",),
+           "a rotated key cannot see its tenant's jobs, so a rotation is an outage (issue 43, item 3)"),
+    Mutant("auth-webhook-signed-with-one-secret", "auth", "runtime/functions/webhooks.py", "sign",
+           "for key in parse_secrets(secret)]", "for key in parse_secrets(secret)[:1]]",
+           (U + "test_webhook_secret_rotation.py",),
+           "mid-rotation deliveries carry only the new secret's signature: receivers on the old one break (issue 43)"),
     # -- ack order ----------------------------------------------------------------------------------------------
     Mutant("ack-before-final-write", "ack-order", "runtime/worker/settlement.py", "Settlement._record_success",
            "written = self._store.mark_succeeded(", "self._messages.ack(job.received)\n        "

@@ -3,6 +3,8 @@
 
     python tools/stack_setup.py webhook-secret --stack dev            (make webhook-secret STACK=dev)
     python tools/stack_setup.py api-key --stack dev --name alice      (make api-key STACK=dev NAME=alice)
+    python tools/stack_setup.py api-key list|revoke|rotate --stack dev [--key-id ID]
+                             (make api-key-list | api-key-revoke KEY_ID=.. | api-key-rotate KEY_ID=..)
     python tools/stack_setup.py promote-ami --flavor cuda --channel prod [--ami ami-... | --rollback]
                                                                        (make promote-ami FLAVOR=cuda)
     python tools/stack_setup.py prune-amis --flavor cuda [--keep 3] [--dry-run]
@@ -11,9 +13,11 @@
 Environment and region come from ``Pulumi.<stack>.yaml`` (the ``environment`` setting, else the stack name).
 
 - ``webhook-secret`` creates ``/genai-fleet/<env>/webhook-secret`` (SecureString, 256 random bits) unless it
-  exists; ``--rotate`` replaces it.
+  exists; ``--rotate`` puts a new secret beside it (``new,old``: each delivery is signed with both) and
+  ``--finish-rotation`` keeps only the new one (docs/api.md "Rotating the webhook secret").
 - ``api-key`` mints a key (``runtime.api.auth.generate_key``), stores only its sha256 under
-  ``/genai-fleet/<env>/api-keys/<key id>`` and prints the key once.
+  ``/genai-fleet/<env>/api-keys/<key id>`` and prints the key once; ``api-key list | revoke | rotate`` manage
+  the stack's keys (tools/api_keys.py; an unknown key id exits 2).
 - ``promote-ami`` copies a checked image to ``/genai-fleet/ami/<flavour>/<channel>``: the image at ``latest``
   (what ``make ami`` published after its checks) or ``--ami``, after the same checks (tags, encryption,
   IMDSv2). ``--rollback`` sets the channel back to the image it named before its current one (SSM keeps
@@ -39,6 +43,7 @@ from typing import Any
 from components import config as fleet_config
 from components.config_settings import NAMESPACE, ami_parameter_name
 from components.naming import api_keys_prefix, webhook_secret_parameter
+from tools import api_keys
 from tools.ami_build import FLAVORS, check_image
 from tools.ami_prune import DEFAULT_KEEP, prune_amis
 from tools.packer_output import AmiBuildError
@@ -70,29 +75,65 @@ def _missing(exc: Exception) -> bool:
     return getattr(exc, "response", {}).get("Error", {}).get("Code") == "ParameterNotFound"
 
 
-def ensure_webhook_secret(ssm: Any, cfg: fleet_config.FleetConfig, rotate: bool = False) -> dict[str, Any]:
+def ensure_webhook_secret(ssm: Any, cfg: fleet_config.FleetConfig, rotate: bool = False,
+                          finish_rotation: bool = False) -> dict[str, Any]:
+    """Create the secret; ``rotate``: add a new secret beside the current one (``new,old``: deliveries carry a
+    signature for each); ``finish_rotation``: drop the old one once every receiver holds the new (issue 43)."""
     name = webhook_secret_parameter(cfg.identity)
     try:
-        ssm.get_parameter(Name=name, WithDecryption=False)
-        exists = True
+        current = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
     except ssm.exceptions.ParameterNotFound:
-        exists = False
-    if exists and not rotate:
-        return {"parameter": name, "created": False, "note": "exists; pass --rotate to replace it"}
-    ssm.put_parameter(Name=name, Value=secrets.token_hex(32), Type="SecureString", Overwrite=exists,
-                      Description=f"genai-fleet {cfg.environment}: webhook signing secret")
-    return {"parameter": name, "created": not exists, "rotated": exists}
+        current = None
+    active = [part for part in (current or "").split(",") if part]
+    if finish_rotation:
+        if len(active) < 2:
+            raise SetupError(f"{name} holds one secret: no rotation to finish (start one with --rotate)")
+        _put_webhook_secret(ssm, cfg, name, active[0], overwrite=True)
+        return {"parameter": name, "rotation": "finished", "active_secrets": 1}
+    if current is not None and not rotate:
+        return {"parameter": name, "created": False, "note": "exists; pass --rotate to start a rotation"}
+    if current is None:
+        _put_webhook_secret(ssm, cfg, name, secrets.token_hex(32), overwrite=False)
+        return {"parameter": name, "created": True, "rotated": False}
+    if len(active) > 1:
+        raise SetupError(f"{name} is mid-rotation (two secrets are active): give every receiver the new secret, then "
+                         "finish it with `genai-stack webhook-secret --finish-rotation` before starting another")
+    _put_webhook_secret(ssm, cfg, name, f"{secrets.token_hex(32)},{active[0]}", overwrite=True)
+    return {"parameter": name, "created": False, "rotated": True, "active_secrets": 2,
+            "next": "give receivers the new secret (the first of the two), then `genai-stack webhook-secret "
+                    "--finish-rotation`"}
+
+
+def _put_webhook_secret(ssm: Any, cfg: fleet_config.FleetConfig, name: str, value: str, overwrite: bool) -> None:
+    ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=overwrite,
+                      Description=f"genai-fleet {cfg.environment}: webhook signing secret(s), new first")
 
 
 def mint_api_key(ssm: Any, cfg: fleet_config.FleetConfig, name: str,
-                 quota_per_day: int | None = None) -> dict[str, Any]:
-    from runtime.api.auth import SsmKeyStore, generate_key
+                 quota_per_day: int | None = None, scope: str = "tenant") -> dict[str, Any]:
+    from runtime.api.auth import SsmKeyStore
 
-    if not name.strip():
-        raise SetupError("an API key needs a name saying who holds it: pass --name (make api-key NAME=alice)")
-    key, record = generate_key(name.strip(), quota_per_day=quota_per_day)
-    parameter = SsmKeyStore(ssm, api_keys_prefix(cfg.identity)).put(record)
-    return {"parameter": parameter, "key_id": record.key_id, "key": key}
+    try:
+        return api_keys.create(SsmKeyStore(ssm, api_keys_prefix(cfg.identity)), name, quota_per_day, scope)
+    except api_keys.KeyLifecycleError as exc:
+        raise SetupError(str(exc)) from exc
+
+
+def api_key_command(args: argparse.Namespace, cfg: fleet_config.FleetConfig, ssm: Any, ddb: Any) -> dict[str, Any]:
+    """``api-key [create] | list | revoke | rotate`` (issue 43; tools/api_keys.py)."""
+    from runtime.api.auth import SsmKeyStore
+    from runtime.jobs.key_use import KeyUse
+
+    store = SsmKeyStore(ssm, api_keys_prefix(cfg.identity))
+    if args.action == "create":
+        return mint_api_key(ssm, cfg, args.name or "", args.quota_per_day, args.scope)
+    if args.action == "list":
+        return api_keys.list_keys(ssm, store.prefix, KeyUse(f"{cfg.identity.resource_prefix()}-jobs", ddb))
+    if not args.key_id:
+        raise SetupError(f"api-key {args.action} needs --key-id (`genai-stack api-key list` shows them)")
+    if args.action == "revoke":
+        return api_keys.revoke(store, args.key_id)
+    return api_keys.rotate(store, args.key_id, args.name)
 
 
 def _channel_parameter(flavor: str, channel: str) -> str:
@@ -157,17 +198,31 @@ def _clients(region: str | None, endpoint_url: str | None) -> tuple[Any, Any]:
     return (session.client("ssm", endpoint_url=endpoint_url), session.client("ec2", endpoint_url=endpoint_url))
 
 
+def _dynamodb(region: str | None, endpoint_url: str | None) -> Any:
+    import boto3
+
+    return boto3.session.Session(region_name=region).client("dynamodb", endpoint_url=endpoint_url)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint-url", help="AWS endpoint (tests: a moto server)")
     sub = parser.add_subparsers(dest="command", required=True)
     secret = sub.add_parser("webhook-secret", help="create the environment's webhook signing secret")
     secret.add_argument("--stack", required=True)
-    secret.add_argument("--rotate", action="store_true", help="replace an existing secret")
-    key = sub.add_parser("api-key", help="mint an API key (printed once)")
+    rotation = secret.add_mutually_exclusive_group()
+    rotation.add_argument("--rotate", action="store_true",
+                          help="start a rotation: a new secret beside the current one, both sign every delivery")
+    rotation.add_argument("--finish-rotation", action="store_true",
+                          help="end a rotation: keep only the new secret (once every receiver holds it)")
+    key = sub.add_parser("api-key", help="mint (printed once), list, revoke or rotate API keys")
+    key.add_argument("action", nargs="?", default="create", choices=("create", "list", "revoke", "rotate"))
     key.add_argument("--stack", required=True)
-    key.add_argument("--name", required=True, help="who holds the key")
+    key.add_argument("--name", help="who holds the key (create; rotate: default the old key's name)")
     key.add_argument("--quota-per-day", type=int)
+    key.add_argument("--scope", default="tenant", choices=("tenant", "operator"),
+                     help="operator keys may also call the operator routes (GET /v1/fleet); default tenant")
+    key.add_argument("--key-id", help="the key to revoke or rotate")
     promote = sub.add_parser("promote-ami", help="point an AMI channel at a checked image")
     promote.add_argument("--flavor", required=True, choices=FLAVORS)
     promote.add_argument("--channel", default="prod", help="channel to set (default prod)")
@@ -217,12 +272,18 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "cost":
             print(cost_report(stack_settings(args.stack), args.since, args.endpoint_url, args.json))
             return 0
+        elif args.command == "api-key":
+            cfg = stack_settings(args.stack)
+            ssm, _ = _clients(cfg.region, args.endpoint_url)
+            result = api_key_command(args, cfg, ssm, _dynamodb(cfg.region, args.endpoint_url))
         else:
             cfg = stack_settings(args.stack)
             ssm, _ = _clients(cfg.region, args.endpoint_url)
-            result = (ensure_webhook_secret(ssm, cfg, args.rotate) if args.command == "webhook-secret"
-                      else mint_api_key(ssm, cfg, args.name, args.quota_per_day))
-    except (SetupError, fleet_config.ConfigError, ValueError) as exc:
+            result = ensure_webhook_secret(ssm, cfg, args.rotate, args.finish_rotation)
+    except api_keys.UnknownKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (SetupError, api_keys.KeyLifecycleError, fleet_config.ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, sort_keys=True))

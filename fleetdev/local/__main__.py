@@ -95,6 +95,7 @@ def describe(platform: LocalPlatform) -> str:
     lines = [
         "genai-fleet local mode is up",
         f"  job API      {platform.api_url}   (API key: {platform.api_key})",
+        f"  operator key {platform.operator_key}   (GET {platform.api_url}/v1/fleet)",
         f"  AWS (moto)   {platform.moto_url}   buckets {res.outputs_bucket}, {res.models_bucket}; "
         f"table {res.job_table}",
         f"  queue        {queue}",

@@ -160,6 +160,7 @@ class LocalPlatform:
         self.functions: ManagedProcess | None = None
         self.api_url = ""
         self.api_key = ""
+        self.operator_key = ""  # issue 43: a key of scope operator (GET /v1/fleet)
         self.cdn: CdnServer | None = None
         self.resources: bootstrap.LocalResources | None = None
         self.kafka_bootstrap: str | None = None
@@ -307,6 +308,7 @@ class LocalPlatform:
             job_table=res.job_table, queue_kind=o.queue_kind, queue_url=None if kafka else res.queue_url,
             kafka_bootstrap=(self.kafka_bootstrap or "") if kafka else None, kafka_topic=KAFKA_TOPIC,
             kafka_iam=False, auth_mode="api-key", api_keys=(self.api_key,), endpoint_url=self.moto_url,
+            api_keys_file=self._operator_key_file(),  # issue 43: an operator key too (GET /v1/fleet)
             allow_loopback=True, average_job_seconds=max(0.1, o.test_pattern_delay_seconds),
             model_bucket=res.models_bucket if self.models else None,  # GET /v1/models lists the store's manifest
             tasks=served_tasks(o.backend),  # as a stack does: other tasks are refused with 422
@@ -323,6 +325,13 @@ class LocalPlatform:
                                           "--port", str(port)], self.run_dir / "api.log", env, cwd=ROOT).start()
         wait_for(lambda: httpx.get(f"{self.api_url}/v1/health", timeout=2).status_code == 200, 30, "job API",
                  self.api.alive)
+
+    def _operator_key_file(self) -> str:
+        """Issue 43: local mode's operator key (``self.operator_key``), as a key-records file beside the run."""
+        self.operator_key, record = generate_key("local operator", scope="operator")
+        path = self.run_dir / "api-keys.json"
+        path.write_text(json.dumps({record.key_id: json.loads(record.to_json())}))
+        return str(path)
 
     def _start_functions(self) -> None:
         o, res = self.options, self.resources

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.api.auth import FailureLimiter, KeyStore, Principal, TokenBucket, authenticate
+from runtime.api.fleet import fleet_view, require_operator
 from runtime.api.job_events_feed import EventFeed, parse_events_query
 from runtime.api.job_list import ListQuery, encode_cursor, parse_list_query
 from runtime.api.models import ModelsSource, StaticModels
@@ -55,6 +56,7 @@ from runtime.api.workflow_check import WorkflowChecker
 from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavailableError, ValidationError
 from runtime.jobs.events import EventLog
 from runtime.jobs.ids import is_job_id
+from runtime.jobs.key_use import KeyUse
 from runtime.jobs.output_links import OutputLinks
 from runtime.jobs.schema import MAX_BODY_BYTES, fingerprint, parse_json_body, validate_job
 from runtime.jobs.spend import TenantSpend, utc_day
@@ -114,7 +116,7 @@ class ApiOptions:
     max_wait_seconds: float = MAX_WAIT_SECONDS
     poll_interval_seconds: float = 0.05  # first read of a sync wait; later reads: runtime.api.sync_wait
     average_job_seconds: float = 3.0
-    budget_usd_per_day: float | None = None  # per tenant (a key, until tenants exist); None: no budget
+    budget_usd_per_day: float | None = None  # per tenant (the key record's tenant, issue 43); None: no budget
     hourly_usd: float | None = None  # the fleet's instance price (the stack's table): a job's expected cost
 
 
@@ -125,7 +127,8 @@ class ApiApp:
                  keys: KeyStore | None = None, models: ModelsSource | None = None,
                  openapi: Callable[[], dict[str, Any]] | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, workflow_checker: WorkflowChecker | None = None,
-                 events: EventLog | None = None, links: OutputLinks | None = None):
+                 events: EventLog | None = None, links: OutputLinks | None = None,
+                 key_use: KeyUse | None = None):
         self.store, self.producer = store, producer
         self.options = options or ApiOptions()
         self.keys, self.models = keys, models or StaticModels(())
@@ -140,6 +143,7 @@ class ApiApp:
         # Output URLs are made here when handed out (issue 43); none given: public links under no CDN (tests)
         self.links = links or OutputLinks("")
         self._feed = EventFeed(events, store.get, self.links, sleep=sleep) if events is not None else None
+        self.key_use = key_use if key_use is not None else _key_use_for(store, clock)  # issue 43: last used
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
             (re.compile(r"^/v1/health$"), {"GET": self.health}),
             (re.compile(r"^/v1/openapi\.json$"), {"GET": self.openapi}),
@@ -149,6 +153,7 @@ class ApiApp:
             (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)/cancel$"), {"POST": self.cancel_job}),
             (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)/events$"), {"GET": self.job_events}),
             (re.compile(r"^/v1/quotes$"), {"POST": self.create_quote}),
+            (re.compile(r"^/v1/fleet$"), {"GET": self.fleet}),  # issue 43: operator keys only
         ]
 
     # --- dispatch ------------------------------------------------------------------------------------
@@ -186,6 +191,12 @@ class ApiApp:
 
     # --- auth and limits -----------------------------------------------------------------------------
     def _principal(self, req: Request) -> Principal:
+        principal = self._caller(req)
+        if principal.kind == "api-key" and self.key_use is not None:
+            self.key_use.note(principal.id)  # at most one conditional write per key per day (runtime.jobs.key_use)
+        return principal
+
+    def _caller(self, req: Request) -> Principal:
         mode = self.options.auth_mode
         if req.principal is not None:
             return req.principal
@@ -246,7 +257,7 @@ class ApiApp:
         idem_key = idempotency_key(req.headers)
         wait = prefer_wait(req.headers, self.options.max_wait_seconds)
         spec, warning = self._checked_spec(parse_json_body(req.body))
-        record = new_record(spec, owner=principal.id, now=self._clock())
+        record = new_record(spec, owner=principal.tenant, now=self._clock())
         self._check_message_size(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=record["created_at"]))
         record, created = self._create(record, spec, principal, idem_key)
         headers = {"Location": f"/v1/jobs/{record['job_id']}"}
@@ -303,7 +314,7 @@ class ApiApp:
         if len(req.body) > MAX_BODY_BYTES:
             raise ApiError(413, "too-large", "Payload Too Large", f"the body must be at most {MAX_BODY_BYTES} bytes")
         spec, warning = self._checked_spec(parse_json_body(req.body))
-        measured = self.pacer.expected(new_record(spec, owner=principal.id, now=self._clock()))
+        measured = self.pacer.expected(new_record(spec, owner=principal.tenant, now=self._clock()))
         service_s, source = (measured, "measured (recent jobs of this model and shape)") if measured is not None \
             else (self.options.average_job_seconds, "averageJobSeconds (stack config)")
         try:
@@ -339,7 +350,7 @@ class ApiApp:
         charged = False
         try:
             if idem_key is not None:  # a replay is answered before any quota is charged
-                existing = self.store.find_idempotent(principal.id, idem_key, fp)
+                existing = self.store.find_idempotent(principal.tenant, idem_key, fp)
                 if existing is not None:
                     return self._replayed(existing, spec, principal, idem_key), False
                 record["send_lease_until"] = self._clock() + SEND_LEASE_SECONDS
@@ -349,14 +360,14 @@ class ApiApp:
         except IdempotencyConflictError as exc:
             self._release_budget(principal, record)
             if charged:  # lost a race to a request with the same key and a different body
-                self.store.refund_daily_quota(principal.id)
+                self.store.refund_daily_quota(principal.tenant)
             raise ApiError(422, "idempotency-key-reused", "Unprocessable Content",
                            "this Idempotency-Key was already used with a different request body",
                            extra={"job_id": exc.job_id}) from exc
         if not created:  # another request with this key won the write between our lookup and ours
             self._release_budget(principal, ours)
             if charged:
-                self.store.refund_daily_quota(principal.id)
+                self.store.refund_daily_quota(principal.tenant)
             return self._replayed(record, spec, principal, idem_key), False
         try:
             self.producer.send(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=self._clock()))
@@ -373,7 +384,7 @@ class ApiApp:
             self.store.abandon(record, idempotency_key=idem_key)
             self._release_budget(principal, record)
             if charged:
-                self.store.refund_daily_quota(principal.id)
+                self.store.refund_daily_quota(principal.tenant)
         except Exception:  # the error that brought us here is the one the client gets
             log.exception("could not undo job %s after its send failed", record["job_id"])
 
@@ -382,7 +393,7 @@ class ApiApp:
         refusal by the budget gives the quota unit back). True when a quota unit was charged."""
         charged = False
         if quota:
-            if not self.store.consume_daily_quota(principal.id, quota):
+            if not self.store.consume_daily_quota(principal.tenant, quota):
                 raise ApiError(429, "quota-exceeded", "Too Many Requests", f"daily quota of {quota} jobs used up",
                                headers={"Retry-After": str(_seconds_to_utc_midnight(self._clock()))})
             charged = True
@@ -390,7 +401,7 @@ class ApiApp:
             self._reserve_budget(principal, record)
         except ApiError:
             if charged:
-                self.store.refund_daily_quota(principal.id)
+                self.store.refund_daily_quota(principal.tenant)
             raise
         return charged
 
@@ -407,8 +418,8 @@ class ApiApp:
             return
         spend = TenantSpend(self.store.table_name, self.store.client)
         day, expected = utc_day(self._clock()), self.expected_job_usd()
-        if not spend.reserve(principal.id, day, expected, budget):
-            used = spend.read(principal.id, day)
+        if not spend.reserve(principal.tenant, day, expected, budget):
+            used = spend.read(principal.tenant, day)
             raise ApiError(429, "budget-exceeded", "Too Many Requests",
                            f"this job (expected {expected:.6f} USD) would exceed the daily budget of {budget:g} USD: "
                            f"{used['usd']:.6f} USD spent today and {used['committed'] - used['usd']:.6f} USD "
@@ -422,7 +433,7 @@ class ApiApp:
         if record.get("budget_reserved_usd") is None or self.options.budget_usd_per_day is None:
             return
         TenantSpend(self.store.table_name, self.store.client).release(
-            principal.id, str(record["budget_day"]), float(record["budget_reserved_usd"]))
+            principal.tenant, str(record["budget_day"]), float(record["budget_reserved_usd"]))
 
     def _charged(self, principal: Principal) -> int | None:
         """The daily quota that applies to ``principal`` (None: unlimited)."""
@@ -474,7 +485,7 @@ class ApiApp:
 
     def _owned(self, principal: Principal, job_id: str) -> dict[str, Any]:
         record = self.store.get(job_id) if is_job_id(job_id) else None
-        if record is None or record.get("owner") != principal.id:
+        if record is None or record.get("owner") != principal.tenant:
             raise ApiError(404, "job-not-found", "Not Found", f"no job {job_id[:40]!r}")
         return record
 
@@ -488,7 +499,7 @@ class ApiApp:
         principal = self._principal(req)
         self._read_limit(principal)
         query: ListQuery = parse_list_query(req.query)
-        records, after = self.store.list_owned(principal.id, query.limit, query.statuses, query.after)
+        records, after = self.store.list_owned(principal.tenant, query.limit, query.statuses, query.after)
         jobs = [public_view(record, req.base_url, self.links) for record in records]
         cursor = encode_cursor(after) if after is not None else None
         return Response(200, {"jobs": jobs, "next_cursor": cursor})
@@ -515,6 +526,12 @@ class ApiApp:
         record = self._owned(principal, job_id)  # another key's job: 404 before anything about the query
         query = parse_events_query(req.query, record)
         return Response(200, self._feed.read(job_id, query, record))
+
+    # --- operator routes (issue 43, item 5) ----------------------------------------------------------
+    def fleet(self, req: Request) -> Response:
+        principal = require_operator(self._principal(req))
+        self._read_limit(principal)
+        return Response(200, fleet_view(self.producer, self._clock()))
 
     # --- views ---------------------------------------------------------------------------------------
     def _view(self, record: Mapping[str, Any], req: Request) -> dict[str, Any]:
@@ -548,6 +565,12 @@ class ApiApp:
 
 
 # --- helpers -------------------------------------------------------------------------------------------
+def _key_use_for(store: Any, clock: Callable[[], float]) -> KeyUse | None:
+    """Where key use is recorded: the job table of a DynamoDB job store (other stores: nowhere)."""
+    table, client = getattr(store, "table_name", None), getattr(store, "client", None)
+    return KeyUse(table, client, clock=clock) if isinstance(table, str) and client is not None else None
+
+
 def _problem(exc: ApiError) -> Response:
     return Response(exc.status, exc.body(), dict(exc.headers), content_type="application/problem+json")
 

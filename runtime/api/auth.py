@@ -6,11 +6,12 @@ Clients send ``Authorization: Bearer <key>`` or ``x-api-key: <key>``.
 
 Storage: one SSM SecureString parameter per key, ``/genai-fleet/<env>/api-keys/<key_id>``, whose value
 is JSON ``{"sha256": "<hex of sha256(key)>", "name": "...", "disabled": false, "quota_per_day": null,
-"rate_per_second": null}``; the tag secret sits beside them in ``.../api-keys/tag-secret``. Only the hash is
-stored: a 256-bit random secret needs no slow KDF, and verification stays sub-millisecond. Lookups go
+"rate_per_second": null, "tenant": "...", "scope": "tenant", "created": "...", "revoked": null}`` (issue 43: a
+record without a tenant is its own tenant); the tag secret sits beside them in ``.../api-keys/tag-secret``. Only
+the hash is stored: a 256-bit random secret needs no slow KDF, and verification stays sub-millisecond. Lookups go
 straight to one parameter by key id (no scan) and are cached per Lambda instance in a bounded LRU, found and
-not-found alike, for 60 s, so revoking a key (delete the parameter or set ``disabled``) takes effect within
-a minute and a repeated unknown key costs one GetParameter a minute. Local mode reads the same records from
+not-found alike, for 60 s, so a key revoked with ``genai-stack api-key revoke`` (tools/api_keys.py) is refused
+everywhere within 60 s and a repeated unknown key costs one GetParameter a minute. Local mode reads the same records from
 a JSON file (``{"<key_id>": {...}}``) or from ``GENAI_API_KEYS`` (``key,key``).
 
 Answers: no credentials -> 401; unknown, wrong, badly tagged or disabled key -> 403, the same status and body
@@ -45,35 +46,72 @@ from runtime.api.problems import ApiError
 log = logging.getLogger(__name__)
 
 
+#: A key's scope (issue 43): ``tenant`` keys reach their own tenant's jobs; ``operator`` keys may also call the
+#: operator routes (``GET /v1/fleet``). Records without one are tenant keys.
+SCOPES = ("tenant", "operator")
+TENANT_SCOPE, OPERATOR_SCOPE = SCOPES
+
+#: The optional settings of a key record: ``genai-stack api-key list`` shows each and ``api-key rotate`` copies
+#: each to the new key. A new optional field is one name here (and one field below, read with a default).
+OPTIONAL_FIELDS = ("quota_per_day", "rate_per_second")
+
+
 @dataclass(frozen=True)
 class KeyRecord:
+    """One key. ``tenant`` owns the key's jobs, idempotency keys, quota and spend (issue 43): keys minted before
+    tenants existed have none stored and own what they always owned (tenant = key id); ``rotate`` gives the new
+    key its old key's tenant. ``created`` is an ISO 8601 UTC time (None on records older than issue 43)."""
+
     key_id: str
     sha256: str
     name: str = ""
     disabled: bool = False
     quota_per_day: int | None = None
     rate_per_second: float | None = None
+    tenant: str = ""  # "": the key id (set in __post_init__)
+    scope: str = TENANT_SCOPE
+    created: str | None = None
+    revoked: str | None = None  # when ``genai-stack api-key revoke`` set ``disabled`` (ISO 8601 UTC)
+
+    def __post_init__(self) -> None:
+        if not self.tenant:
+            object.__setattr__(self, "tenant", self.key_id)
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {self.scope!r}")
+
+    def optional_fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in OPTIONAL_FIELDS}
 
     def to_json(self) -> str:
         return json.dumps({"sha256": self.sha256, "name": self.name, "disabled": self.disabled,
-                           "quota_per_day": self.quota_per_day, "rate_per_second": self.rate_per_second})
+                           **self.optional_fields(), "tenant": self.tenant, "scope": self.scope,
+                           "created": self.created, "revoked": self.revoked})
 
     @classmethod
     def from_json(cls, key_id: str, text: str | Mapping[str, Any]) -> KeyRecord:
         data = json.loads(text) if isinstance(text, str) else dict(text)
         return cls(key_id=key_id, sha256=str(data["sha256"]), name=str(data.get("name") or ""),
-                   disabled=bool(data.get("disabled", False)), quota_per_day=data.get("quota_per_day"),
-                   rate_per_second=data.get("rate_per_second"))
+                   disabled=bool(data.get("disabled", False)),
+                   **{name: data.get(name) for name in OPTIONAL_FIELDS},
+                   tenant=str(data.get("tenant") or key_id), scope=str(data.get("scope") or TENANT_SCOPE),
+                   created=data.get("created"), revoked=data.get("revoked"))
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: ``id`` scopes jobs and idempotency keys (API key id, or IAM user ARN)."""
+    """Who is calling: ``id`` is the key id (or IAM user ARN) and keys the rate limits; ``tenant`` owns jobs,
+    idempotency keys, quota and spend (issue 43; default: ``id``); ``scope`` says whether operator routes answer."""
 
     id: str
     kind: str  # api-key | iam | anonymous
     quota_per_day: int | None = None
     rate_per_second: float | None = None
+    tenant: str = ""  # "": the same as id (set in __post_init__)
+    scope: str = TENANT_SCOPE
+
+    def __post_init__(self) -> None:
+        if not self.tenant:
+            object.__setattr__(self, "tenant", self.id)
 
 
 def hash_key(key: str) -> str:
@@ -81,14 +119,15 @@ def hash_key(key: str) -> str:
 
 
 def generate_key(name: str = "", quota_per_day: int | None = None,
-                 tag_secret: bytes | None = None) -> tuple[str, KeyRecord]:
+                 tag_secret: bytes | None = None, **fields: Any) -> tuple[str, KeyRecord]:
     """A new key and the record to store (the key itself is shown once and never stored).
 
     ``tag_secret`` is the deployment's tag secret (``SsmKeyStore.mint`` passes it); without one the tag is
-    the public checksum, which only a store with no tag secret accepts.
+    the public checksum, which only a store with no tag secret accepts. ``fields``: the record's other fields
+    (``tenant``, ``scope``, ``created``, the optional fields).
     """
     key, key_id = key_format.new_key(tag_secret)
-    return key, KeyRecord(key_id=key_id, sha256=hash_key(key), name=name, quota_per_day=quota_per_day)
+    return key, KeyRecord(key_id=key_id, sha256=hash_key(key), name=name, quota_per_day=quota_per_day, **fields)
 
 
 def parse_key(key: str) -> str | None:
@@ -218,7 +257,7 @@ class SsmKeyStore:
         self.ssm.put_parameter(Name=name, Value=record.to_json(), Type="SecureString", Overwrite=True)
         return name
 
-    def mint(self, name: str = "", quota_per_day: int | None = None) -> str:
+    def mint(self, name: str = "", quota_per_day: int | None = None, **fields: Any) -> str:
         """Make, store and return a new key, creating the stack's tag secret on first use."""
         secret = self._get(self.parameter_name(key_format.TAG_SECRET_NAME))
         if secret is None:
@@ -231,7 +270,7 @@ class SsmKeyStore:
             secret = self._get(self.parameter_name(key_format.TAG_SECRET_NAME))
         with self._lock:
             self._tag = None
-        key, record = generate_key(name, quota_per_day, tag_secret=secret.encode() if secret else None)
+        key, record = generate_key(name, quota_per_day, tag_secret=secret.encode() if secret else None, **fields)
         self.put(record)
         return key
 
@@ -328,7 +367,7 @@ def authenticate(headers: Mapping[str, str], keys: KeyStore, source: str | None 
                 failures.record_failure(source)
             raise _forbidden()
     return Principal(id=record.key_id, kind="api-key", quota_per_day=record.quota_per_day,
-                     rate_per_second=record.rate_per_second)
+                     rate_per_second=record.rate_per_second, tenant=record.tenant, scope=record.scope)
 
 
 def _verified(record: KeyRecord | None, presented: str) -> KeyRecord | None:

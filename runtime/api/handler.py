@@ -19,7 +19,7 @@ from typing import Any
 
 from runtime import aws_clients
 from runtime.api.app import ApiApp, ApiOptions, Request, Response
-from runtime.api.auth import Principal, SsmKeyStore, StaticKeyStore
+from runtime.api.auth import SCOPES, TENANT_SCOPE, Principal, SsmKeyStore, StaticKeyStore
 from runtime.api.environment import ApiConfig
 from runtime.api.problems import ApiError
 
@@ -132,7 +132,14 @@ def _authorizer_principal(event: Mapping[str, Any]) -> tuple[bool, Principal | N
     quota = ctx.get("quota_per_day")
     rate = ctx.get("rate_per_second")
     return True, Principal(id=str(key_id), kind="api-key", quota_per_day=int(quota) if quota else None,
-                           rate_per_second=float(rate) if rate else None)
+                           rate_per_second=float(rate) if rate else None, **_key_ownership(ctx))
+
+
+def _key_ownership(ctx: Mapping[str, Any]) -> dict[str, str]:
+    """Issue 43: the tenant and scope the authorizer vouched for (a context without them: tenant = key id, and
+    the tenant scope, never more)."""
+    scope = str(ctx.get("scope") or "")
+    return {"tenant": str(ctx.get("tenant") or ""), "scope": scope if scope in SCOPES else TENANT_SCOPE}
 
 
 def to_request(event: Mapping[str, Any]) -> tuple[Request, bool]:

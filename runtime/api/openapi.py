@@ -188,6 +188,7 @@ def _paths() -> dict[str, Any]:
             "responses": {"200": _job("queued jobs are canceled at once; running ones get cancel_requested"),
                           "404": _problem("no such job for this key"), **_AUTH_ERRORS}}},
         "/v1/jobs/{id}/events": _events_path(),
+        "/v1/fleet": _fleet_path(),
         "/v1/quotes": {"post": {
             "operationId": "createQuote",
             "summary": "Expected wait and cost of a job body on the fleet now (nothing is created)",
@@ -209,6 +210,21 @@ def _paths() -> dict[str, Any]:
                                      "responses": {"200": {"description": "OpenAPI 3.1 document",
                                                            "content": _JSON_OBJECT}}}},
     }
+
+
+def _fleet_path() -> dict[str, Any]:
+    """GET /v1/fleet (issue 43; runtime/api/fleet.py, docs/api.md "Key scopes"): operator keys only."""
+    nullable_number = {"type": ["number", "null"]}
+    queue = {"type": "object", "required": ["name", "depth", "in_flight", "oldest_age_seconds"], "properties": {
+        "name": {"type": "string"}, "depth": {"type": ["integer", "null"]}, "in_flight": {"type": ["integer", "null"]},
+        "oldest_age_seconds": nullable_number}}
+    return {"get": {
+        "operationId": "getFleet", "summary": "The fleet's queues: depth and oldest age (operator keys only)",
+        "responses": {"200": {"description": "one entry per queue", "content": {"application/json": {"schema": {
+            "type": "object", "required": ["time", "queues"], "properties": {
+                "time": {"type": "number"}, "queues": {"type": "array", "items": queue}}}}}},
+                      **_AUTH_ERRORS,
+                      "403": _problem("the key is not valid, or its scope is not operator (forbidden-scope)")}}}
 
 
 def _events_path() -> dict[str, Any]:

@@ -43,6 +43,7 @@ from runtime.jobs.output_links import DEFAULT_TTL_SECONDS, OutputLinks
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 5.0
+SECRET_REFRESH_S = 300.0  # a warm sender re-reads the webhook secret(s) this often (issue 43: rotation steps)
 MAX_IN_FLIGHT_PER_HOST = 2  # senders one receiver host may hold at once (per process)
 BACKOFF_S = (2, 10, 30, 60, 120, 300, 600, 900)  # by receive count; SQS caps visibility at 12 h
 
@@ -173,15 +174,26 @@ def stream_handler(event: Mapping[str, Any], _context: Any = None) -> dict[str, 
     return {"queued": _cached["stream"].handle(event)}
 
 
-def sender_handler(event: Mapping[str, Any], _context: Any = None) -> dict[str, Any]:
-    """Lambda entry: deliveries queue -> receivers (ReportBatchItemFailures)."""
+def _webhook_secret() -> str:
+    """The active secret(s): ``GENAI_WEBHOOK_SECRET`` (local mode) or the SSM parameter (``new,old`` mid-rotation)."""
+    secret = os.environ.get("GENAI_WEBHOOK_SECRET")
+    if not secret:
+        secret = load_secret_from_ssm(environment.client("ssm"), os.environ["GENAI_WEBHOOK_SECRET_PARAMETER"]).decode()
+    return secret
+
+
+def sender_handler(event: Mapping[str, Any], _context: Any = None, clock: Any = time.monotonic) -> dict[str, Any]:
+    """Lambda entry: deliveries queue -> receivers (ReportBatchItemFailures). The secret is re-read every
+    ``SECRET_REFRESH_S`` (issue 43), so each step of a webhook secret rotation reaches warm senders within it."""
+    now = clock()
     if "sender" not in _cached:
-        secret = os.environ.get("GENAI_WEBHOOK_SECRET")
-        if not secret:
-            secret = load_secret_from_ssm(environment.client("ssm"),
-                                          os.environ["GENAI_WEBHOOK_SECRET_PARAMETER"]).decode()
         allow_loopback = os.environ.get("GENAI_ALLOW_LOOPBACK_URLS", "").lower() == "true"
-        sender = WebhookSender(secret, allow_loopback=allow_loopback, max_attempts=1, timeout_s=SEND_TIMEOUT_S)
+        sender = WebhookSender(_webhook_secret(), allow_loopback=allow_loopback, max_attempts=1,
+                               timeout_s=SEND_TIMEOUT_S)
         _cached["sender"] = SenderHandler(sender, environment.client("sqs"), os.environ["GENAI_WEBHOOK_QUEUE_URL"],
                                           output_links(os.environ))
+        _cached["secret_read_at"] = now
+    elif now - _cached.get("secret_read_at", now) >= SECRET_REFRESH_S:
+        _cached["sender"].sender.use_secret(_webhook_secret())
+        _cached["secret_read_at"] = now
     return _cached["sender"].handle(event)

@@ -14,6 +14,11 @@ Wire format (documented for receivers in docs/api.md)::
 Receivers recompute the HMAC over ``f"{t}.{body}"`` with the shared secret, compare in constant time
 and reject timestamps older than a few minutes (``verify_signature`` does all three).
 
+Secret rotation (issue 43, item 4): up to two secrets are active at once; the stored value is one secret, or
+two separated by a comma during a rotation (``parse_secrets``), and every delivery then carries one ``v1=``
+per secret (``t=<t>,v1=<new>,v1=<old>``). A receiver holding either secret verifies (any ``v1`` may match), so
+receivers move to the new secret one by one; the sequence is in docs/api.md "Rotating the webhook secret".
+
 Delivery: at most ``max_attempts`` tries with exponential backoff and jitter (``Retry-After`` honoured
 up to ``max_delay_s``), retrying on network errors, 408, 425, 429 and 5xx; other answers are final.
 Redirects are not followed. Before every try the URL goes through
@@ -42,7 +47,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,11 +66,31 @@ USER_AGENT = "genai-fleet-webhooks/1"
 MAX_REPLY_BYTES = 64 * 1024  # of a receiver's answer read at most; the status is all a sender needs
 
 
-def sign(secret: bytes | str, timestamp: int, body: bytes) -> str:
-    """The ``Webhook-Signature`` header value for ``body`` sent at ``timestamp``."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    digest = hmac.new(key, str(int(timestamp)).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"t={int(timestamp)},v1={digest}"
+MAX_ACTIVE_SECRETS = 2  # the current secret and, during a rotation, the one it replaces
+
+
+def parse_secrets(value: bytes | str | Sequence[bytes | str]) -> tuple[bytes, ...]:
+    """The active secrets of a stored value: one secret, or ``new,old`` during a rotation (a sequence: as given)."""
+    items: Sequence[bytes | str]
+    if isinstance(value, bytes | str):
+        text = value.decode() if isinstance(value, bytes) else value
+        items = [part.strip() for part in text.split(",")]
+    else:
+        items = list(value)
+    secrets = tuple(item.encode() if isinstance(item, str) else item for item in items)
+    if not secrets or any(not item for item in secrets):
+        raise ValueError("a webhook signing secret is required (an empty secret, or an empty one beside a comma)")
+    if len(secrets) > MAX_ACTIVE_SECRETS:
+        raise ValueError(f"at most {MAX_ACTIVE_SECRETS} webhook secrets may be active (the new one, then the old "
+                         f"one, separated by a comma), not {len(secrets)}")
+    return secrets
+
+
+def sign(secret: bytes | str | Sequence[bytes | str], timestamp: int, body: bytes) -> str:
+    """The ``Webhook-Signature`` header value for ``body`` sent at ``timestamp``: one ``v1`` per active secret."""
+    signed = str(int(timestamp)).encode() + b"." + body
+    digests = [hmac.new(key, signed, hashlib.sha256).hexdigest() for key in parse_secrets(secret)]
+    return ",".join([f"t={int(timestamp)}", *(f"v1={digest}" for digest in digests)])
 
 
 def verify_signature(secret: bytes | str, header: str, body: bytes, tolerance_s: float = 300.0,
@@ -78,13 +103,14 @@ def verify_signature(secret: bytes | str, header: str, body: bytes, tolerance_s:
         return False
     if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
         return False
-    expected = sign(secret, timestamp, body).split("v1=", 1)[1]
+    key = secret.encode() if isinstance(secret, str) else secret
+    expected = hmac.new(key, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
     return any(hmac.compare_digest(expected, value) for key, value in
                (item.split("=", 1) for item in header.split(",")) if key == "v1")
 
 
 def load_secret_from_ssm(ssm_client: Any, parameter_name: str) -> bytes:
-    """Read the signing secret from an SSM SecureString parameter."""
+    """Read the signing secret(s) from an SSM SecureString parameter (``new,old`` during a rotation)."""
     resp = ssm_client.get_parameter(Name=parameter_name, WithDecryption=True)
     return resp["Parameter"]["Value"].encode()
 
@@ -106,16 +132,14 @@ class DeliveryResult:
 class WebhookSender:
     """Sends signed webhook events with retries; safe to share between threads."""
 
-    def __init__(self, secret: bytes | str, allow_loopback: bool = False, max_attempts: int = 5,
+    def __init__(self, secret: bytes | str | Sequence[bytes | str], allow_loopback: bool = False, max_attempts: int = 5,
                  base_delay_s: float = 0.5, max_delay_s: float = 30.0, timeout_s: float = 5.0,
                  resolver: Resolver | None = None, transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] = random.random,
                  clock: Callable[[], float] = time.time, max_reply_bytes: int = MAX_REPLY_BYTES,
                  monotonic: Callable[[], float] = time.monotonic):
         """``timeout_s`` caps one whole try (connect, send, answer); ``max_reply_bytes`` the answer read."""
-        if not secret:
-            raise ValueError("a webhook signing secret is required")
-        self._secret = secret.encode() if isinstance(secret, str) else secret
+        self._secret = parse_secrets(secret)  # one secret, or two during a rotation: a v1 signature each
         self.allow_loopback = allow_loopback
         self.max_attempts = max(1, max_attempts)
         self.base_delay_s, self.max_delay_s = base_delay_s, max_delay_s
@@ -124,6 +148,14 @@ class WebhookSender:
         self._client = httpx.Client(timeout=timeout_s, follow_redirects=False, transport=transport,
                                     limits=httpx.Limits(max_keepalive_connections=0),
                                     headers={"User-Agent": USER_AGENT})
+
+    def use_secret(self, secret: bytes | str | Sequence[bytes | str]) -> None:
+        """Sign from now on with ``secret`` (re-read by the sender function: a rotation's steps reach it)."""
+        self._secret = parse_secrets(secret)
+
+    def signature(self, timestamp: int, body: bytes) -> str:
+        """The ``Webhook-Signature`` this sender puts on ``body`` at ``timestamp`` (a ``v1`` per active secret)."""
+        return sign(self._secret, timestamp, body)
 
     def close(self) -> None:
         self._client.close()
@@ -184,7 +216,7 @@ class WebhookSender:
         target, host_headers, extensions = pinned_request(checked)
         timestamp = int(self._clock())
         headers = {"Content-Type": "application/json", "Webhook-Id": wid, "Webhook-Event": event,
-                   "Webhook-Timestamp": str(timestamp), SIGNATURE_HEADER: sign(self._secret, timestamp, body),
+                   "Webhook-Timestamp": str(timestamp), SIGNATURE_HEADER: self.signature(timestamp, body),
                    **host_headers}
         watchdog = _Watchdog(self.timeout_s)
         try:

@@ -78,6 +78,7 @@ class QueueDepth:
 
     waiting: int  # messages not yet picked up
     in_flight: int | None = None  # messages being worked on (SQS: not visible)
+    oldest_enqueued_at: float | None = None  # epoch seconds of the oldest waiting message (None: not known cheaply)
 
 
 @dataclass
@@ -109,6 +110,10 @@ class JobQueueProducer(ABC):
     def approximate_depth(self) -> QueueDepth | None:
         """Approximate backlog, or None when the queue kind cannot tell cheaply (default)."""
         return None
+
+    def queue_depths(self) -> dict[str, QueueDepth | None]:
+        """Each queue's backlog by name, for ``GET /v1/fleet`` (issue 43; default: this one queue, ``jobs``)."""
+        return {"jobs": self.approximate_depth()}
 
     def close(self) -> None:
         """Flush and release connections (default: nothing to do)."""

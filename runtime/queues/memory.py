@@ -59,8 +59,10 @@ class InMemoryQueue(JobQueueProducer, JobQueueConsumer):
     def approximate_depth(self) -> QueueDepth:
         with self._cond:
             now = self._clock()
-            waiting = sum(1 for e in self._entries if e.visible_at <= now)
-            return QueueDepth(waiting=waiting, in_flight=len(self._entries) - waiting)
+            visible = [e for e in self._entries if e.visible_at <= now]
+            return QueueDepth(waiting=len(visible), in_flight=len(self._entries) - len(visible),
+                              oldest_enqueued_at=min((QueueMessage.from_json(e.body).enqueued_at for e in visible),
+                                                     default=None))
 
     # --- consumer ------------------------------------------------------------------------------------
     def _take(self, max_messages: int) -> list[ReceivedJob]:

@@ -49,6 +49,10 @@ class RoutingProducer(JobQueueProducer):
         in_flight = [d.in_flight for d in known if d.in_flight is not None]
         return QueueDepth(waiting=sum(d.waiting for d in known), in_flight=sum(in_flight) if in_flight else None)
 
+    def queue_depths(self) -> dict[str, QueueDepth | None]:
+        """One entry per model group's queue (issue 43, ``GET /v1/fleet``)."""
+        return {group: producer.approximate_depth() for group, producer in self.producers.items()}
+
     def close(self) -> None:
         for producer in self.producers.values():
             producer.close()
