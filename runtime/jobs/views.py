@@ -35,7 +35,9 @@ def public_view(record: Mapping[str, Any], base_url: str = "") -> dict[str, Any]
         "attempts": int(record.get("attempts") or 0),
         "cancel_requested": bool(record.get("cancel_requested")),
         # ``generator`` names what made the file (the backend; ``test-pattern`` outputs are not model outputs).
-        "outputs": [{"url": o["url"], "content_type": o.get("content_type"), "generator": o.get("generator")}
+        # ``seed`` (issue 44): the seed that made the output (null: a workflow's own seeds, or a job from before)
+        "outputs": [{"url": o["url"], "content_type": o.get("content_type"), "generator": o.get("generator"),
+                     "seed": _seed(o.get("seed"))}
                     for o in record.get("outputs") or []],
         "timings": dict(record.get("timings") or {}),
         # GPU-seconds and dollars of every attempt settled so far, failed and handed-back ones included
@@ -46,3 +48,7 @@ def public_view(record: Mapping[str, Any], base_url: str = "") -> dict[str, Any]
         "urls": {"get": f"{base_url}/v1/jobs/{job_id}", "cancel": f"{base_url}/v1/jobs/{job_id}/cancel"},
     }
     return view
+
+
+def _seed(value: Any) -> int | None:
+    return None if value is None else int(value)  # DynamoDB hands numbers back as Decimal
