@@ -42,6 +42,7 @@ stack = cfg.identity
 network = Network("network", NetworkArgs(network=cfg.network, region=cfg.region), opts=opts)
 models = ModelStore("models", ModelStoreArgs(stack=stack), opts=opts)
 outputs = CdnStorage("outputs", CdnStorageArgs(stack=stack, storage=cfg.storage), opts=opts)
+outputs_base_url = pulumi.Output.concat("https://", outputs.cdn_domain)  # output links (issue 43)
 jobs = JobStore("jobs", JobStoreArgs(stack=stack, storage=cfg.storage), opts=opts)
 job_events = JobEventLog("job-events", JobEventLogArgs(stack=stack), opts=opts)  # progress events (issue 38)
 queue = RequestQueue("queue", RequestQueueArgs(
@@ -67,6 +68,7 @@ api = Api("api", ApiArgs(
     instance_type=cfg.cluster.instance_types[0],
     # the node catalog of the fleet's image (issue 41): the cluster's own AMI lookup
     comfyui_image=(cfg.cluster.flavor, cluster.ami_id) if cfg.cluster.backend == "comfyui" else None,
+    outputs_base_url=outputs_base_url,  # output links made when handed out (issue 43)
 ), opts=opts)
 # Dead letters and dead workers end final; webhooks come from the table's stream, never from a worker.
 # The webhook secret is a SecureString the operator creates once per environment (README: "Webhook signing secret").
@@ -75,6 +77,7 @@ events = JobEvents("events", JobEventsArgs(
     job_table_name=jobs.table_name, job_table_arn=jobs.table_arn, job_table_stream_arn=jobs.stream_arn,
     webhook_secret_parameter_name=naming.webhook_secret_parameter(stack), api_url=api.api_url, queue=queue.endpoint,
     outputs_bucket_name=outputs.bucket_name, outputs_bucket_arn=outputs.bucket_arn,
+    outputs_base_url=outputs_base_url,  # the sender makes output links at send time (issue 43)
 ), opts=opts)
 monitoring = Monitoring("monitoring", MonitoringArgs(
     stack=stack, monitoring=cfg.monitoring, storage=cfg.storage, cluster=cfg.cluster, queue_settings=cfg.queue,

@@ -113,6 +113,11 @@ class ApiArgs:
     event_table_arn: pulumi.Input[str] | None = None
     """Its ARN (Query only)."""
 
+    # issue 43: output links
+    outputs_base_url: pulumi.Input[str] = ""
+    """The CDN serving the outputs (``https://<cdn_domain>``): output URLs are made from it when handed out
+    (runtime/jobs/output_links.py); the job record stores object keys."""
+
 
 class Api(pulumi.ComponentResource):
     api_url: pulumi.Output[str]
@@ -175,6 +180,7 @@ class Api(pulumi.ComponentResource):
             video_formats=tuple(a.video_formats), video_model_kinds=tuple(a.video_model_kinds),
             event_table=a.event_table_name,
             budget_usd_per_day=settings.tenant_budget_usd_per_day, hourly_usd=self._hourly_usd(),
+            outputs_base_url=a.outputs_base_url,
         ).to_env()
 
     def _node_catalog_location(self) -> pulumi.Output[tuple[str, str]] | None:

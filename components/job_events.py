@@ -72,6 +72,10 @@ class JobEventsArgs:
     """The outputs bucket (components/cdn_storage.py): the output sweeper lists and deletes under
     ``outputs/`` there, and nowhere else."""
 
+    # issue 43: output links
+    outputs_base_url: pulumi.Input[str] = ""
+    """The CDN serving the outputs (``https://<cdn_domain>``): the webhook sender makes output URLs from it."""
+
 
 class JobEvents(pulumi.ComponentResource):
     webhook_queue_url: pulumi.Output[str]
@@ -165,11 +169,16 @@ class JobEvents(pulumi.ComponentResource):
                                               "sqs:ChangeMessageVisibility"], "resources": [queue.arn]},
             {"sid": "WebhookSecret", "actions": ["ssm:GetParameter"], "resources": [self._secret_arn]}],
             {"GENAI_WEBHOOK_QUEUE_URL": queue.url,
-             "GENAI_WEBHOOK_SECRET_PARAMETER": a.webhook_secret_parameter_name}, timeout=WEBHOOK_TIMEOUT_S)
+             "GENAI_WEBHOOK_SECRET_PARAMETER": a.webhook_secret_parameter_name,
+             **self._output_links_env()}, timeout=WEBHOOK_TIMEOUT_S)
         aws.lambda_.EventSourceMapping(f"{self._name}-webhook-sender-source", event_source_arn=queue.arn,
                                        function_name=sender_fn.arn, batch_size=1,
                                        function_response_types=["ReportBatchItemFailures"], opts=self._opts())
         return queue.url, dlq.url
+
+    def _output_links_env(self) -> dict[str, pulumi.Input[str]]:
+        """Issue 43: the sender makes the output links of a payload at send time (runtime/jobs/output_links.py)."""
+        return {"GENAI_OUTPUTS_BASE_URL": self._args.outputs_base_url}
 
     def _function(self, suffix: str, handler: str, statements: list[dict], env: dict[str, pulumi.Input[str]],
                   timeout: int = 60) -> aws.lambda_.Function:

@@ -315,7 +315,8 @@ class LocalPlatform:
             node_catalog=self.node_catalog_uri,
             event_table=res.event_table,  # GET /v1/jobs/{id}/events (issue 38)
             # as a stack does: the workers' instance type priced from policies/prices.json (budgets, quotes)
-            hourly_usd=published_prices(o.region, [LOCAL_INSTANCE_TYPE])["on_demand_hourly"][LOCAL_INSTANCE_TYPE])
+            hourly_usd=published_prices(o.region, [LOCAL_INSTANCE_TYPE])["on_demand_hourly"][LOCAL_INSTANCE_TYPE],
+            **self._output_links_config())
         env = {**self._env, **api.to_env()}
         env.update(o.api_env)
         self.api = ManagedProcess("api", [sys.executable, "-m", "fleetdev.local_server", "--host", "127.0.0.1",
@@ -332,12 +333,17 @@ class LocalPlatform:
             "api_url": self.api_url, "max_attempts": o.max_receive_count,
             "stale_lease_seconds": o.stale_lease_seconds, "sweep_every_seconds": 1.0,
             "log_level": o.log_level, "webhook_timeout_s": o.webhook_timeout_seconds,
-            "outputs_bucket": res.outputs_bucket, "outputs_prefix": "outputs"}, indent=2))
+            "outputs_bucket": res.outputs_bucket, "outputs_prefix": "outputs",
+            **self._output_links_config()}, indent=2))
         self.functions = ManagedProcess("functions", [sys.executable, "-m", "fleetdev.local.functions", "--config",
                                                       str(path)], self.run_dir / "functions.log", self._env,
                                         cwd=ROOT).start()
         wait_for(lambda: "functions ready" in (self.run_dir / "functions.log").read_text(errors="replace"), 30,
                  "functions", self.functions.alive)
+
+    def _output_links_config(self) -> dict[str, Any]:
+        """How the API and the webhook sender make output links (issue 43): the CDN stand-in's URL."""
+        return {"outputs_base_url": self.cdn.base_url}
 
     def agent_config(self, index: int, imds_url: str, instance_id: str) -> dict[str, Any]:
         """The agent config document of worker ``index`` (runtime.agent_config's schema)."""

@@ -53,7 +53,14 @@ def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiAp
               else StaticModels(cfg.hot_models))
     events = _event_log(cfg, client)
     return ApiApp(store, _producer(cfg, client), options, keys=_keys(cfg, client), models=models,
-                  workflow_checker=_workflow_checker(cfg, client), events=events)
+                  workflow_checker=_workflow_checker(cfg, client), events=events, links=_output_links(cfg))
+
+
+def _output_links(cfg: ApiConfig) -> Any:
+    """Output URLs made when handed out (issue 43): the CDN's base URL, the links' lifetime."""
+    from runtime.jobs.output_links import OutputLinks
+
+    return OutputLinks(cfg.outputs_base_url, ttl_s=cfg.output_url_ttl_seconds)
 
 
 def _workflow_checker(cfg: ApiConfig, client: Any) -> Any:

@@ -31,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.jobs.errors import StoreUnavailableError
 from runtime.jobs.items import deserialize, serialize
+from runtime.jobs.output_links import OutputLinks
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +117,11 @@ def _event(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def events_after(record: Mapping[str, Any], stored: Sequence[Mapping[str, Any]], cursor: str | None,
-                 limit: int = PAGE_LIMIT) -> list[dict[str, Any]]:
+                 links: OutputLinks, limit: int = PAGE_LIMIT) -> list[dict[str, Any]]:
     """What a client after ``cursor`` sees: ``queued`` (from the record), the stored events, and the final status
-    (from the record) once the record is final. Stored events are read before the record, so a final record
-    means every event its attempts wrote is already in ``stored`` (the worker flushes before its final write)."""
+    (from the record, its output links made now by ``links``) once the record is final. Stored events are read
+    before the record, so a final record means every event its attempts wrote is already in ``stored`` (the
+    worker flushes before its final write)."""
     out: list[dict[str, Any]] = []
     if cursor is None:
         out.append({"cursor": QUEUED_CURSOR, "kind": "status", "status": "queued", "attempt": 0,
@@ -130,7 +132,7 @@ def events_after(record: Mapping[str, Any], stored: Sequence[Mapping[str, Any]],
         final: dict[str, Any] = {"cursor": FINAL_CURSOR, "kind": "status", "status": record["status"],
                                  "attempt": record.get("attempts"), "at": record.get("completed_at")}
         if record.get("outputs"):
-            final["outputs"] = [o.get("url") for o in record["outputs"] if isinstance(o, Mapping)]
+            final["outputs"] = [links.link(o) for o in record["outputs"] if isinstance(o, Mapping)]
         if record.get("error"):
             final["error"] = record["error"]
         out.append(final)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from runtime.jobs.cost import ATTEMPT_COSTS, job_cost
+from runtime.jobs.output_links import OutputLinks, output_key
 
 
 def iso(ts: float | None) -> str | None:
@@ -19,8 +20,10 @@ def iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(float(ts), tz=dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def public_view(record: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
-    """The job as clients see it. ``base_url`` (e.g. ``https://api.example.com``) prefixes the links."""
+def public_view(record: Mapping[str, Any], base_url: str, links: OutputLinks | None) -> dict[str, Any]:
+    """The job as clients see it. ``base_url`` (e.g. ``https://api.example.com``) prefixes the API links;
+    ``links`` makes each output's URL now (runtime.jobs.output_links). ``links`` None leaves each output's
+    object ``key`` in place of its URL, for a payload whose links are made later (a webhook, by its sender)."""
     job_id = record["job_id"]
     spec = record.get("spec") or {}
     view: dict[str, Any] = {
@@ -34,11 +37,7 @@ def public_view(record: Mapping[str, Any], base_url: str = "") -> dict[str, Any]
         "completed_at": iso(record.get("completed_at")),
         "attempts": int(record.get("attempts") or 0),
         "cancel_requested": bool(record.get("cancel_requested")),
-        # ``generator`` names what made the file (the backend; ``test-pattern`` outputs are not model outputs).
-        # ``seed`` (issue 44): the seed that made the output (null: a workflow's own seeds, or a job from before)
-        "outputs": [{"url": o["url"], "content_type": o.get("content_type"), "generator": o.get("generator"),
-                     "seed": _seed(o.get("seed"))}
-                    for o in record.get("outputs") or []],
+        "outputs": [_output(o, links) for o in record.get("outputs") or []],
         "timings": dict(record.get("timings") or {}),
         # GPU-seconds and dollars of every attempt settled so far, failed and handed-back ones included
         "cost": job_cost(record.get(ATTEMPT_COSTS)),
@@ -50,5 +49,10 @@ def public_view(record: Mapping[str, Any], base_url: str = "") -> dict[str, Any]
     return view
 
 
-def _seed(value: Any) -> int | None:
-    return None if value is None else int(value)  # DynamoDB hands numbers back as Decimal
+def _output(output: Mapping[str, Any], links: OutputLinks | None) -> dict[str, Any]:
+    # ``generator`` names what made the file (the backend; ``test-pattern`` outputs are not model outputs).
+    link = {"url": links.link(output)} if links is not None else {"key": output_key(output)}
+    # ``seed`` (issue 44): the seed that made the output, where one is known (not a workflow's own seeds, nor on a
+    # job settled before); DynamoDB hands numbers back as Decimal
+    seed = {"seed": int(output["seed"])} if output.get("seed") is not None else {}
+    return {**link, "content_type": output.get("content_type"), "generator": output.get("generator"), **seed}

@@ -181,7 +181,7 @@ def build(config: AgentConfig, clock: AwsClock | None = None) -> tuple[Any, Any]
     agent = Agent(
         config, consumer=_consumer(config, worker_id, _warm_tiers(cache, backend)), store=store,
         backend=backend, uploader=OutputUploader(aws.ObjectStore(s3, config.outputs.bucket),
-                                                 config.outputs.cdn_base_url, config.outputs.prefix),
+                                                 config.outputs.prefix),
         metrics=metrics, lifecycle=lifecycle, worker_id=worker_id, model_cache=cache,
         workflow_models=_workflow_models(config, s3), progress=progress,
         prices=_prices(config, imds))

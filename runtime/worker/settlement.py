@@ -129,7 +129,7 @@ class Settlement:
         timings["total_ms"] = _ms(job.started)
         generator = result.metadata.get("generator") or self._generator
         seeds = result.metadata.get("output_seeds") or []  # issue 44: per output, from the backend's hook
-        outputs = [{"url": o["url"], "content_type": o["content_type"], "generator": generator,
+        outputs = [{"key": o["key"], "content_type": o["content_type"], "generator": generator,
                     **({"video": o["video"]} if o.get("video") else {}),
                     **({"seed": seeds[n]} if n < len(seeds) and seeds[n] is not None else {})}
                    for n, o in enumerate(result.metadata["uploaded"])]

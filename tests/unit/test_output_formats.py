@@ -27,6 +27,7 @@ from runtime.backends.test_pattern import TestPatternBackend
 from runtime.jobs.attempts import Attempt
 from runtime.jobs.errors import ValidationError
 from runtime.jobs.models import IMAGE_FORMATS, OUTPUT_FORMATS, VIDEO_FORMATS
+from runtime.jobs.output_links import OutputLinks
 from runtime.jobs.schema import JobSpec, fingerprint, validate_job
 from runtime.jobs.views import public_view
 from runtime.queues.base import QueueMessage, ReceivedJob
@@ -164,7 +165,7 @@ def test_webp_and_jpeg_decode_as_asked_and_are_smaller_than_the_png_of_the_same_
     ctx = job_context("job", "a", output_format=fmt, **base)
     outputs, objects, timings = _settle(ctx, diffusers.run(ctx))
     assert [o["content_type"] for o in outputs] == [content_type] * 2
-    assert [o["url"].rsplit("/", 1)[1] for o in outputs] == [f"image-0.{ext}", f"image-1.{ext}"]
+    assert [o["key"].rsplit("/", 1)[1] for o in outputs] == [f"image-0.{ext}", f"image-1.{ext}"]
     pngs = sorted(png_objects.put_calls.items())
     for (key, (data, stored_type)), (_, (png_data, png_type)) in zip(sorted(objects.put_calls.items()), pngs,
                                                                       strict=True):
@@ -256,9 +257,11 @@ def test_the_seeds_are_written_on_the_record_and_shown_per_output():
     outputs, _, _ = _settle(ctx, result)
     assert [o["seed"] for o in outputs] == [41, 42]
     record = {"job_id": "j", "status": "succeeded", "outputs": [{**o, "seed": Decimal(o["seed"])} for o in outputs]}
-    assert [o["seed"] for o in public_view(record)["outputs"]] == [41, 42]
-    old = {"job_id": "k", "status": "succeeded", "outputs": [{"url": "u", "content_type": "image/png"}]}
-    assert public_view(old)["outputs"][0]["seed"] is None  # a record from before issue 44
+    view = public_view(record, "", OutputLinks("https://cdn.example.com"))
+    assert [o["seed"] for o in view["outputs"]] == [41, 42] and all(type(o["seed"]) is int for o in view["outputs"])
+    old = {"job_id": "k", "status": "succeeded", "outputs": [{"key": "outputs/k/1/image-0.png",
+                                                                "content_type": "image/png"}]}
+    assert "seed" not in public_view(old, "", None)["outputs"][0]  # a record from before issue 44
 
 
 def test_backends_that_draw_a_batch_from_one_seed_say_so():
@@ -278,9 +281,9 @@ def test_the_job_store_keeps_each_outputs_seed(store):
     record, _ = store.create(new_record({"model": "m", "task": "txt2img", "inputs": {"prompt": "x"}, "webhook": None,
                                          "webhook_events_filter": ["completed"]}, owner="k1"))
     attempt = store.attempts.start_attempt(record["job_id"], "w-1", 3, 30)
-    outputs = [{"url": "https://cdn.example.com/o/0.webp", "content_type": "image/webp", "seed": 4294967295},
-               {"url": "https://cdn.example.com/o/1.webp", "content_type": "image/webp", "seed": None}]
+    outputs = [{"key": "outputs/j/1/image-0.webp", "content_type": "image/webp", "seed": 4294967295},
+               {"key": "outputs/j/1/image-1.webp", "content_type": "image/webp", "seed": None}]
     assert store.mark_succeeded(record["job_id"], outputs, {}, lease=attempt.lease)
-    view = public_view(store.get(record["job_id"]))
-    assert [(o["seed"], o["content_type"]) for o in view["outputs"]] == [(4294967295, "image/webp"),
-                                                                          (None, "image/webp")]
+    view = public_view(store.get(record["job_id"]), "", None)
+    assert [(o.get("seed"), o["content_type"]) for o in view["outputs"]] == [(4294967295, "image/webp"),
+                                                                              (None, "image/webp")]

@@ -48,3 +48,12 @@ def test_components_are_wired_to_each_other():
     assert alarm.inputs["dimensions"] == {"QueueName": dlq.outputs["name"]}
     assert rec.exports["deadLetterQueueUrl"] == dlq.outputs["url"]
     assert rec.exports["apiUrl"].startswith("https://") and rec.exports["onDemandGroupName"]
+
+
+def test_the_api_and_the_webhook_sender_make_output_links_on_the_stacks_cdn():
+    """Issue 43: records hold keys; the API and the sender make links from the CDN's domain when they hand out."""
+    rec = run_stack("prod")
+    cdn = f"https://{rec.exports['cdnDomain']}"
+    for name in ("api-handler-fn", "events-webhook-sender-fn"):
+        fn = rec.one("aws:lambda/function:Function", name)
+        assert fn.inputs["environment"]["variables"]["GENAI_OUTPUTS_BASE_URL"] == cdn, name
