@@ -242,6 +242,23 @@ class Backend(abc.ABC):
                 outcomes.append(exc)
         return outcomes
 
+    # Issue 44: how this backend seeds the images of one job. True: image i is drawn from its own generator seeded
+    # seed + i, so a job of one output with that seed makes it again; False: one seed draws the whole batch.
+    seeds_each_image = True
+
+    def output_seeds(self, ctx: JobContext, result: BackendResult) -> list[int | None]:
+        """The seed used for each of ``result``'s outputs, written on the job (issue 44): the seed that, in the same
+        request, makes that output again. Image i: seed + i where ``seeds_each_image`` (a request with that seed and
+        num_outputs 1 reproduces it), else the job's seed (the same request with the same num_outputs reproduces
+        the set). A video and its poster: the job's seed. A workflow: its seed, None where the graph kept its own."""
+        seed = getattr(ctx.job.inputs, "seed", None)
+        files = result.outputs
+        if seed is None:
+            return [None] * len(files)
+        if ctx.task in ("txt2img", "img2img") and self.seeds_each_image:
+            return [int(seed) + i for i in range(len(files))]
+        return [int(seed)] * len(files)
+
     def batch_default_jobs(self) -> int:
         """The most jobs per call when the agent config does not say (1: no batching)."""
         return 1

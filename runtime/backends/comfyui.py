@@ -135,6 +135,8 @@ def describe_node_errors(body: dict[str, Any]) -> str:
 
 class ComfyUIBackend(Backend):
     name = "comfyui"
+    # Issue 44: KSampler draws the noise of a whole EmptyLatentImage batch from one seed (comfy.sample.prepare_noise)
+    seeds_each_image = False
 
     def __init__(self, config: Any = None, *, base_url: str | None = None, model_dir: str | None = None,
                  output_dir: str | None = None, input_dir: str | None = None, is_alive: Any = None,

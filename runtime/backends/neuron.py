@@ -82,6 +82,8 @@ class NeuronBackend(DiffusersBackend):
         _seed(job.seed)
         return args
 
+    # Issue 44: torch.manual_seed(seed) once, then the compiled batch: one seed draws every image of the job.
+    seeds_each_image = False
     # A compiled Neuron model has a fixed batch size: never batched by the agent, one call per job.
     supports_batching = False
     batch_key = Backend.batch_key

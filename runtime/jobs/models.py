@@ -17,7 +17,7 @@ import binascii
 import json
 import random
 import re
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -47,7 +47,7 @@ MIN_LORA_WEIGHT, MAX_LORA_WEIGHT = -2.0, 2.0
 _DATA_URI = re.compile(r"^data:image/(png|jpeg|webp);base64,([A-Za-z0-9+/=\r\n]*)$")
 
 
-_INT_FIELDS = frozenset({"width", "height", "steps", "seed", "num_outputs", "frames", "fps"})
+_INT_FIELDS = frozenset({"width", "height", "steps", "seed", "num_outputs", "frames", "fps", "output_quality"})
 
 
 def _not_blank(value: str) -> str:
@@ -117,6 +117,33 @@ ImageRef = Annotated[str, Field(strict=True, min_length=1, json_schema_extra=_IM
     "public https URL on port 443 (what the workers can reach), or data:image/png|jpeg|webp;base64,... "
     f"(at most {MAX_INLINE_IMAGE_CHARS} characters)")), AfterValidator(_image_ref)]
 
+# -- Output formats (issue 44, lane F) ------------------------------------------------------------------------------
+# A still image is written as the backend makes it (PNG) and converted by the worker (runtime/worker/output_encoding.py)
+# when the job asks for another format; a video's format is its encoder's (VideoFormat below, webp: animated WebP).
+# The allowed values per task are the ``output_format`` field of the task's inputs model: OUTPUT_FORMATS reads them.
+ImageFormat = Literal["png", "jpeg", "webp"]
+IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)
+DEFAULT_IMAGE_FORMAT = "png"  # lossless and what every client got before issue 44: a format change is opted into
+LOSSY_IMAGE_FORMATS = ("jpeg", "webp")
+MIN_QUALITY, MAX_QUALITY = 1, 100
+OutputQuality = Annotated[Int | None, Field(ge=MIN_QUALITY, le=MAX_QUALITY, description=(
+    "1-100, for jpeg and webp images (null: 85 for jpeg, 80 for webp); png is lossless and takes none"))]
+ImageFormatField = Field(default=DEFAULT_IMAGE_FORMAT, description=(
+    "png (lossless, the default), jpeg or webp: the format of every output image"))
+
+
+def _quality_problem(quality: int | None, info: ValidationInfo, formats: tuple[str, ...]) -> int | None:
+    """``output_quality`` only where the format has one (a lossy image format; ``formats``)."""
+    fmt = info.data.get("output_format")
+    if quality is None or fmt is None or fmt in formats:
+        return quality
+    if not formats:
+        raise PydanticCustomError("quality-format", (
+            "video outputs take no output_quality (each video format's quality is its encoder's); leave it out"))
+    raise PydanticCustomError("quality-format", (
+        f"applies to {' and '.join(formats)} outputs, not {fmt}; leave output_quality out or ask for "
+        f"output_format {' or '.join(formats)}"))
+
 
 class _Inputs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)  # read-only once validated: the worker shares it
@@ -136,11 +163,20 @@ class _Inputs(BaseModel):
         for optional in ("scheduler", "mask", "images"):
             if out.get(optional) is None:
                 out.pop(optional, None)
+        _drop_format_defaults(out)  # issue 44
         if "loras" in out:  # no LoRA: left out, so a job without one reads (and fingerprints) as before
             out["loras"] = list(out["loras"])
             if not out["loras"]:
                 del out["loras"]
         return out
+
+
+def _drop_format_defaults(out: dict[str, Any]) -> None:
+    """Issue 44: a job that asks for no output format or quality reads (and fingerprints) as before."""
+    if out.get("output_format") == DEFAULT_IMAGE_FORMAT:
+        del out["output_format"]
+    if "output_quality" in out and out["output_quality"] is None:
+        del out["output_quality"]
 
 
 class LoraRef(BaseModel):
@@ -179,12 +215,22 @@ class Txt2ImgInputs(_Inputs):
     num_outputs: Annotated[Int, Field(ge=1, le=MAX_OUTPUTS)] = 1
     scheduler: Annotated[str, Field(strict=True, pattern=SCHEDULER.pattern)] | None = None
     loras: Loras = ()
+    # issue 44: output format and quality (video tasks narrow output_format to VideoFormat and take no quality)
+    output_format: ImageFormat = ImageFormatField
+    output_quality: OutputQuality = None
+    quality_formats: ClassVar[tuple[str, ...]] = LOSSY_IMAGE_FORMATS
+
+    @field_validator("output_quality")
+    @classmethod
+    def _quality(cls, quality: int | None, info: ValidationInfo) -> int | None:
+        return _quality_problem(quality, info, cls.quality_formats)
 
     def with_seed(self, rng: random.Random | None = None) -> Self:
         """These inputs with a null ``seed`` drawn at random ("null: random"); unchanged when it is set."""
         if self.seed is not None:
             return self
-        return self.model_copy(update={"seed": (rng or random).randrange(MAX_SEED + 1)})
+        # issue 44: drawn so that every output's seed (seed + i, runtime.backends.base.output_seeds) can be sent back
+        return self.model_copy(update={"seed": (rng or random).randrange(MAX_SEED + 2 - self.num_outputs)})
 
     @field_validator("height")
     @classmethod
@@ -216,6 +262,7 @@ class Txt2VideoInputs(Txt2ImgInputs):
     output_format: VideoFormat = Field(default="mp4", description=(
         "mp4 (H.264, yuv420p, fast start), webm (VP9), webp (animated WebP) or gif (animated GIF); "
         "a poster image (PNG, the first frame) comes with it"))
+    quality_formats: ClassVar[tuple[str, ...]] = ()  # issue 44: each video format's quality is its encoder's
 
     @field_validator("frames")
     @classmethod
@@ -256,9 +303,20 @@ class WorkflowInputs(_Inputs):
                           "pattern": IMAGE_NAME}})] | None = None
     seed: Annotated[Int | None, Field(ge=0, le=MAX_SEED, description=(
         "written into every seed / noise_seed input of the graph; null: the graph's own seeds"))] = None
+    # issue 44: the graph's still images are converted by the worker like every backend's
+    output_format: ImageFormat = ImageFormatField
+    output_quality: OutputQuality = None
+    quality_formats: ClassVar[tuple[str, ...]] = LOSSY_IMAGE_FORMATS
+
+    @field_validator("output_quality")
+    @classmethod
+    def _quality(cls, quality: int | None, info: ValidationInfo) -> int | None:
+        return _quality_problem(quality, info, cls.quality_formats)
 
     def normalized(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}  # nulls inside the graph stay
+        out = {k: v for k, v in self.model_dump().items() if v is not None}  # nulls inside the graph stay
+        _drop_format_defaults(out)  # issue 44
+        return out
 
     def with_seed(self, rng: random.Random | None = None) -> Self:
         """Unchanged: a workflow without a seed keeps the seeds its graph holds."""
@@ -274,6 +332,9 @@ JobInputs = Txt2ImgInputs | Img2ImgInputs | Txt2VideoInputs | Img2VideoInputs | 
 TASK_INPUTS: dict[str, type[_Inputs]] = {"txt2img": Txt2ImgInputs, "img2img": Img2ImgInputs,
                                          "txt2video": Txt2VideoInputs, "img2video": Img2VideoInputs,
                                          "comfyui-workflow": WorkflowInputs}
+# issue 44: the output formats of each task, read from its inputs model (the one definition of them)
+OUTPUT_FORMATS: dict[str, tuple[str, ...]] = {
+    task: get_args(model.model_fields["output_format"].annotation) for task, model in TASK_INPUTS.items()}
 Task = Literal["txt2img", "img2img", "txt2video", "img2video", "comfyui-workflow"]
 Event = Literal["start", "output", "completed"]
 

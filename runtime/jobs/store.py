@@ -370,7 +370,8 @@ class JobStore:
                        cost: Mapping[str, Any] | None = None) -> bool:
         outs = [{"key": str(o["key"]), "content_type": str(o.get("content_type") or "application/octet-stream"),
                  **({"generator": str(o["generator"])} if o.get("generator") else {}),
-                 **({"video": _video_facts(o["video"])} if o.get("video") else {})}
+                 **({"video": _video_facts(o["video"])} if o.get("video") else {}),
+                 **({"seed": int(o["seed"])} if o.get("seed") is not None else {})}  # issue 44: the seed used
                 for o in outputs]
         return self.attempts.finish(job_id, SUCCEEDED, {"outputs": outs, "timings": dict(timings or {})}, lease=lease,
                                     cost=cost)

@@ -52,4 +52,7 @@ def public_view(record: Mapping[str, Any], base_url: str, links: OutputLinks | N
 def _output(output: Mapping[str, Any], links: OutputLinks | None) -> dict[str, Any]:
     # ``generator`` names what made the file (the backend; ``test-pattern`` outputs are not model outputs).
     link = {"url": links.link(output)} if links is not None else {"key": output_key(output)}
-    return {**link, "content_type": output.get("content_type"), "generator": output.get("generator")}
+    # ``seed`` (issue 44): the seed that made the output, where one is known (not a workflow's own seeds, nor on a
+    # job settled before); DynamoDB hands numbers back as Decimal
+    seed = {"seed": int(output["seed"])} if output.get("seed") is not None else {}
+    return {**link, "content_type": output.get("content_type"), "generator": output.get("generator"), **seed}

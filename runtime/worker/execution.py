@@ -165,6 +165,8 @@ class Executor:
         end = time.monotonic()
         for (i, job), result in zip(ready, results, strict=True):
             answers[i] = result
+            if isinstance(result, BackendResult):  # issue 44: the seed of each output, written on the job
+                result.metadata["output_seeds"] = self._supervisor.backend.output_seeds(job.ctx, result)
             job.run_span = (t, end)
             job.timings["inference_ms"] = round((end - t) * 1000, 1)
             if batched:

@@ -37,6 +37,7 @@ from runtime.worker.failures import Cause, Disposition, classify
 from runtime.worker.messages import MessageActions
 from runtime.worker.metrics import Metrics
 from runtime.worker.outcomes import Outcome, StopReason
+from runtime.worker.output_encoding import encode_outputs
 from runtime.worker.outputs import OutputUploader
 from runtime.worker.progress_reporter import ProgressReporter
 from runtime.worker.running_job import RunningJob
@@ -112,7 +113,11 @@ class Settlement:
         # monotonic clock runs on) and reads; within FRESH_S of a claim no other attempt can own the job.
         self._checkpoint(job, FRESH_S)
         t = time.monotonic()
-        uploaded = self._uploader.upload(job.job_id, result.outputs, result.metadata, attempt=job.attempt.lease,
+        files = encode_outputs(result.outputs, job.ctx.job)  # issue 44: the job's output_format
+        if files is not result.outputs:
+            job.timings["output_encode_ms"] = _ms(t)
+            t = time.monotonic()
+        uploaded = self._uploader.upload(job.job_id, files, result.metadata, attempt=job.attempt.lease,
                                          on_key=job.uploaded_keys.append)
         job.timings["upload_ms"] = _ms(t)
         if result.metadata.get("encode_ms") is not None:  # a video backend's encoder time (part of the run)
@@ -123,8 +128,11 @@ class Settlement:
         timings, ctx = job.timings, job.ctx
         timings["total_ms"] = _ms(job.started)
         generator = result.metadata.get("generator") or self._generator
+        seeds = result.metadata.get("output_seeds") or []  # issue 44: per output, from the backend's hook
         outputs = [{"key": o["key"], "content_type": o["content_type"], "generator": generator,
-                    **({"video": o["video"]} if o.get("video") else {})} for o in result.metadata["uploaded"]]
+                    **({"video": o["video"]} if o.get("video") else {}),
+                    **({"seed": seeds[n]} if n < len(seeds) and seeds[n] is not None else {})}
+                   for n, o in enumerate(result.metadata["uploaded"])]
         self._close_progress(job)
         t = time.monotonic()
         written = self._store.mark_succeeded(ctx.job_id, outputs, timings, lease=job.attempt.lease,
