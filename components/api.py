@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -181,7 +182,15 @@ class Api(pulumi.ComponentResource):
             event_table=a.event_table_name,
             budget_usd_per_day=settings.tenant_budget_usd_per_day, hourly_usd=self._hourly_usd(),
             outputs_base_url=a.outputs_base_url,
+            **self._deadline_env(settings),
         ).to_env()
+
+    @staticmethod
+    def _deadline_env(settings: ApiSettings) -> dict[str, Any]:
+        """Issue 44 (lane D): the default deadlines and the admission bound the API applies."""
+        return {"deadline_sync_seconds": settings.deadline_sync_seconds,
+                "deadline_async_seconds": settings.deadline_async_seconds,
+                "admission_max_wait_seconds": settings.admission_max_wait_seconds}
 
     def _node_catalog_location(self) -> pulumi.Output[tuple[str, str]] | None:
         """(bucket, key) of the node catalog of the image the fleet runs (issue 41); None without ComfyUI."""

@@ -130,6 +130,10 @@ class ApiSettings:
     key_quota_per_day: int | None
     max_wait_seconds: int = 20
     tenant_budget_usd_per_day: float | None = None  # runtime.jobs.spend
+    # issue 44 (lane D): default deadlines (sync, async) and the admission bound, seconds; None: off
+    deadline_sync_seconds: int | None = None
+    deadline_async_seconds: int | None = None
+    admission_max_wait_seconds: int | None = None
     handler_concurrency: int | None = None
     authorizer_concurrency: int | None = None
 
@@ -264,6 +268,9 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
         api=ApiSettings(auth=v["apiAuth"], rate_limit=v["apiRateLimit"], burst_limit=v["apiBurstLimit"],
                         key_quota_per_day=v["apiKeyQuotaPerDay"], max_wait_seconds=v["apiMaxWaitSeconds"],
                         tenant_budget_usd_per_day=v["apiTenantBudgetUsdPerDay"],
+                        deadline_sync_seconds=v["apiDeadlineSyncSeconds"],
+                        deadline_async_seconds=v["apiDeadlineAsyncSeconds"],
+                        admission_max_wait_seconds=v["apiAdmissionMaxWaitSeconds"],
                         handler_concurrency=v["apiHandlerConcurrency"],
                         authorizer_concurrency=v["apiAuthorizerConcurrency"]),
         network=NetworkSettings(nat_gateways=v["natGateways"], vpc_cidr=v["vpcCidr"],

@@ -134,6 +134,15 @@ SETTINGS: tuple[Setting, ...] = (
     _s("apiKeyQuotaPerDay", "int", None, "Optional jobs per API key per day.", minimum=1, maximum=10_000_000),
     _s("apiTenantBudgetUsdPerDay", "float", None, "Optional daily budget per tenant (an API key until tenants exist), "
        "USD: a job whose expected cost would exceed it is refused with 429.", minimum=0.01, maximum=1_000_000),
+    # issue 44 (lane D): deadlines and admission control (runtime/jobs/deadlines.py, runtime/api/admission.py)
+    _s("apiDeadlineSyncSeconds", "int", None, "Optional default deadline of a job sent with `Prefer: wait` and no "
+       "deadline_seconds: not started within it, the job ends canceled (reason deadline), not run, not charged.",
+       minimum=1, maximum=86_400),
+    _s("apiDeadlineAsyncSeconds", "int", None, "Optional default deadline of any other job without "
+       "deadline_seconds (same rule as apiDeadlineSyncSeconds).", minimum=1, maximum=86_400),
+    _s("apiAdmissionMaxWaitSeconds", "int", None, "Optional bound on a job's expected wait (the quote's estimate): "
+       "a create expected to wait longer is refused with 429 and Retry-After before anything is written.",
+       minimum=1, maximum=86_400),
     _s("apiMaxWaitSeconds", "int", 20, "Longest `Prefer: wait` the API honours (0 turns sync waits off); a waiting "
        "request holds one Lambda execution.", minimum=0, maximum=25),
     _s("apiHandlerConcurrency", "int", None, "Reserved concurrency of the API function; defaults to what the rate "

@@ -5,7 +5,9 @@ One table, partition key ``pk`` (string), no sort key: ``job#<job_id>`` items ar
 transaction. The sparse index ``running-by-lease`` (``running_index``, ``lease_expires_at``) holds only
 jobs whose lease a worker holds, so the lease sweeper finds dead workers' jobs without a scan; the
 index ``owner-by-created`` (``owner``, ``created_at``; all attributes projected) holds job items only
-and serves ``GET /v1/jobs`` (a caller's jobs, newest first) with one Query per page; the
+and serves ``GET /v1/jobs`` (a caller's jobs, newest first) with one Query per page; the sparse index
+``queued-by-deadline`` (``deadline_index``, ``deadline_at``) holds only never-started queued jobs with a
+deadline, so the sweeper cancels expired ones without a scan (issue 44, runtime/jobs/deadlines.py); the
 stream (new and old images) feeds the webhook dispatcher (components/job_events.py). Items carry
 ``expires_at`` (epoch seconds) and DynamoDB's TTL removes them after that.
 """
@@ -19,6 +21,7 @@ import pulumi_aws as aws
 
 from components.config import StackIdentity, StorageSettings
 from runtime.jobs.attempts import LEASE_EXPIRES, RUNNING_INDEX, RUNNING_INDEX_KEY
+from runtime.jobs.deadlines import DEADLINE_AT, DEADLINE_INDEX, DEADLINE_INDEX_KEY
 from runtime.jobs.store import OWNER_INDEX, OWNER_INDEX_KEY, OWNER_INDEX_SORT
 
 PARTITION_KEY = "pk"
@@ -58,11 +61,15 @@ class JobStore(pulumi.ComponentResource):
             hash_key=PARTITION_KEY,
             attributes=[{"name": PARTITION_KEY, "type": "S"}, {"name": RUNNING_INDEX_KEY, "type": "S"},
                         {"name": LEASE_EXPIRES, "type": "N"}, {"name": OWNER_INDEX_KEY, "type": "S"},
-                        {"name": OWNER_INDEX_SORT, "type": "N"}],
+                        {"name": OWNER_INDEX_SORT, "type": "N"},
+                        {"name": DEADLINE_INDEX_KEY, "type": "S"}, {"name": DEADLINE_AT, "type": "N"}],
             global_secondary_indexes=[{"name": RUNNING_INDEX, "hash_key": RUNNING_INDEX_KEY,
                                        "range_key": LEASE_EXPIRES, "projection_type": "KEYS_ONLY"},
                                       {"name": OWNER_INDEX, "hash_key": OWNER_INDEX_KEY,
-                                       "range_key": OWNER_INDEX_SORT, "projection_type": "ALL"}],
+                                       "range_key": OWNER_INDEX_SORT, "projection_type": "ALL"},
+                                      # issue 44: never-started queued jobs by deadline (runtime.jobs.deadlines)
+                                      {"name": DEADLINE_INDEX, "hash_key": DEADLINE_INDEX_KEY,
+                                       "range_key": DEADLINE_AT, "projection_type": "KEYS_ONLY"}],
             stream_enabled=True, stream_view_type="NEW_AND_OLD_IMAGES",
             ttl={"attribute_name": TTL_ATTRIBUTE, "enabled": True},
             point_in_time_recovery={"enabled": args.storage.point_in_time_recovery},

@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.api.admission import admission_verdict, refuse
 from runtime.api.auth import FailureLimiter, KeyStore, Principal, TokenBucket, authenticate
 from runtime.api.fleet import fleet_view, require_operator
 from runtime.api.job_events_feed import EventFeed, parse_events_query
@@ -53,6 +54,7 @@ from runtime.api.request_headers import check_content_type, idempotency_key, pre
 from runtime.api.sync_wait import WaitPacer
 from runtime.api.video_capabilities import refuse_unserved_video
 from runtime.api.workflow_check import WorkflowChecker
+from runtime.jobs.deadlines import DEADLINE_AT, deadline_fields
 from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavailableError, ValidationError
 from runtime.jobs.events import EventLog
 from runtime.jobs.ids import is_job_id
@@ -118,6 +120,10 @@ class ApiOptions:
     average_job_seconds: float = 3.0
     budget_usd_per_day: float | None = None  # per tenant (the key record's tenant, issue 43); None: no budget
     hourly_usd: float | None = None  # the fleet's instance price (the stack's table): a job's expected cost
+    # issue 44 (lane D): deadlines and admission control (runtime.jobs.deadlines, runtime.api.admission)
+    default_deadline_sync_seconds: float | None = None  # a job sent with Prefer: wait and no deadline_seconds
+    default_deadline_async_seconds: float | None = None  # any other job without deadline_seconds
+    admission_max_wait_seconds: float | None = None  # refuse (429) a job expected to wait longer; None: no bound
 
 
 class ApiApp:
@@ -258,6 +264,7 @@ class ApiApp:
         wait = prefer_wait(req.headers, self.options.max_wait_seconds)
         spec, warning = self._checked_spec(parse_json_body(req.body))
         record = new_record(spec, owner=principal.tenant, now=self._clock())
+        record.update(deadline_fields(record["created_at"], self._deadline_seconds(spec, wait)))
         self._check_message_size(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=record["created_at"]))
         record, created = self._create(record, spec, principal, idem_key)
         headers = {"Location": f"/v1/jobs/{record['job_id']}"}
@@ -314,6 +321,12 @@ class ApiApp:
         if len(req.body) > MAX_BODY_BYTES:
             raise ApiError(413, "too-large", "Payload Too Large", f"the body must be at most {MAX_BODY_BYTES} bytes")
         spec, warning = self._checked_spec(parse_json_body(req.body))
+        return Response(200, {"model": spec["model"], "task": spec["task"], **self._quote(spec, principal)},
+                        {"Warning": warning} if warning else {})
+
+    def _quote(self, spec: dict[str, Any], principal: Principal) -> dict[str, Any]:
+        """The quote document of ``spec`` on the fleet now (runtime.api.quotes): ``POST /v1/quotes`` and the
+        admission control of a create (issue 44) read the same estimate."""
         measured = self.pacer.expected(new_record(spec, owner=principal.tenant, now=self._clock()))
         service_s, source = (measured, "measured (recent jobs of this model and shape)") if measured is not None \
             else (self.options.average_job_seconds, "averageJobSeconds (stack config)")
@@ -323,10 +336,26 @@ class ApiApp:
             depth = None
         state = FleetState(waiting=depth.waiting if depth else None, in_flight=depth.in_flight if depth else None,
                            running=self.store.count_running())
-        return Response(200, {"model": spec["model"], "task": spec["task"],
-                              **quote(state, service_s, source, self.options.hourly_usd,
-                                      model_hot=self._is_hot(spec["model"]))},
-                        {"Warning": warning} if warning else {})
+        return quote(state, service_s, source, self.options.hourly_usd, model_hot=self._is_hot(spec["model"]))
+
+    # -- deadlines and admission control (issue 44, lane D) ------------------------------------------------
+    def _deadline_seconds(self, spec: Mapping[str, Any], wait: float) -> float | None:
+        """The job's deadline: its own ``deadline_seconds``, else the stack's default for a sync (``Prefer:
+        wait``) or an async create; None: no deadline."""
+        if spec.get("deadline_seconds") is not None:
+            return float(spec["deadline_seconds"])
+        o = self.options
+        return o.default_deadline_sync_seconds if wait > 0 else o.default_deadline_async_seconds
+
+    def _admission(self, record: Mapping[str, Any], spec: dict[str, Any], principal: Principal) -> None:
+        """429 ``overloaded`` (runtime.api.admission) when the job is expected to wait longer than its deadline or
+        the stack's bound; asked before anything is written. Free when neither applies (no queue read)."""
+        deadline = float(record[DEADLINE_AT]) - float(record["created_at"]) if DEADLINE_AT in record else None
+        if deadline is None and self.options.admission_max_wait_seconds is None:
+            return
+        verdict = admission_verdict(self._quote(spec, principal), deadline, self.options.admission_max_wait_seconds)
+        if not verdict.admitted:
+            raise refuse(verdict)
 
     def _check_message_size(self, message: QueueMessage) -> None:
         """413 when the queue message (as the producer sends it) would exceed the queue's limit.
@@ -354,6 +383,7 @@ class ApiApp:
                 if existing is not None:
                     return self._replayed(existing, spec, principal, idem_key), False
                 record["send_lease_until"] = self._clock() + SEND_LEASE_SECONDS
+            self._admission(record, spec, principal)  # issue 44: before any quota, budget or write
             charged = self._admit(principal, record, quota)
             ours = record
             record, created = self.store.create(record, idempotency_key=idem_key, fingerprint=fp)

@@ -36,6 +36,9 @@ GENAI_ALLOW_LOOPBACK_URLS       true only in local mode
 GENAI_AVERAGE_JOB_SECONDS       for wait estimates (default 3)
 GENAI_TENANT_BUDGET_USD_PER_DAY daily budget per tenant (a key until tenants exist), USD (unset: none)
 GENAI_FLEET_HOURLY_USD          the fleet's instance price (the stack's table): a job's expected cost
+GENAI_DEADLINE_SYNC_SECONDS     default deadline of a job sent with Prefer: wait (unset: none; issue 44)
+GENAI_DEADLINE_ASYNC_SECONDS    default deadline of any other job (unset: none)
+GENAI_ADMISSION_MAX_WAIT_SECONDS refuse (429) a create whose expected wait exceeds it (unset: only deadlines bound)
 GENAI_MAX_WAIT_SECONDS          cap of Prefer: wait (default 25)
 GENAI_AWS_ENDPOINT_URL          one endpoint for every AWS client (moto / local mode)
 GENAI_EVENT_TABLE               the job event log table (GET /v1/jobs/{id}/events, progress in job views)
@@ -147,6 +150,9 @@ API_VARIABLES = {
     "budget_usd_per_day": "GENAI_TENANT_BUDGET_USD_PER_DAY", "hourly_usd": "GENAI_FLEET_HOURLY_USD",
     # issue 43: output links (runtime/jobs/output_links.py)
     "outputs_base_url": "GENAI_OUTPUTS_BASE_URL", "output_url_ttl_seconds": "GENAI_OUTPUT_URL_TTL_SECONDS",
+    # issue 44 (lane D)
+    "deadline_sync_seconds": "GENAI_DEADLINE_SYNC_SECONDS", "deadline_async_seconds": "GENAI_DEADLINE_ASYNC_SECONDS",
+    "admission_max_wait_seconds": "GENAI_ADMISSION_MAX_WAIT_SECONDS",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -190,6 +196,10 @@ class ApiConfig:
     # issue 43: output links are made when handed out (runtime/jobs/output_links.py)
     outputs_base_url: str = ""  # the CDN serving the outputs bucket, e.g. https://d111.cloudfront.net
     output_url_ttl_seconds: int = DEFAULT_TTL_SECONDS  # outputUrlTtlSeconds: a signed link's lifetime
+    # issue 44 (lane D): default deadlines and the admission bound, seconds; None: off
+    deadline_sync_seconds: float | None = None
+    deadline_async_seconds: float | None = None
+    admission_max_wait_seconds: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -224,7 +234,8 @@ class ApiConfig:
             budget_usd_per_day=_num(e.get("GENAI_TENANT_BUDGET_USD_PER_DAY")),
             hourly_usd=_num(e.get("GENAI_FLEET_HOURLY_USD")),
             outputs_base_url=e.get("GENAI_OUTPUTS_BASE_URL") or "",
-            output_url_ttl_seconds=int(e.get("GENAI_OUTPUT_URL_TTL_SECONDS") or DEFAULT_TTL_SECONDS))
+            output_url_ttl_seconds=int(e.get("GENAI_OUTPUT_URL_TTL_SECONDS") or DEFAULT_TTL_SECONDS),
+            **_deadline_settings(e))
 
     def to_env(self) -> dict[str, Any]:
         """The variables ``from_env`` reads back into this config (region aside): set or non-default fields."""
@@ -239,6 +250,19 @@ class ApiConfig:
                 continue
             env[API_VARIABLES[f.name]] = ",".join(value) if f.name == "api_keys" else _text(value)
         return env
+
+
+def _deadline_settings(e: Mapping[str, str]) -> dict[str, float | None]:
+    """Issue 44 (lane D): the default deadlines and the admission bound; each a positive number of seconds."""
+    out: dict[str, float | None] = {}
+    for name, var in (("deadline_sync_seconds", "GENAI_DEADLINE_SYNC_SECONDS"),
+                      ("deadline_async_seconds", "GENAI_DEADLINE_ASYNC_SECONDS"),
+                      ("admission_max_wait_seconds", "GENAI_ADMISSION_MAX_WAIT_SECONDS")):
+        value = _num(e.get(var))
+        if value is not None and not value > 0:
+            raise RuntimeError(f"{var} must be a positive number of seconds (or unset), not {e.get(var)!r}")
+        out[name] = value
+    return out
 
 
 def _node_catalog(value: str | None) -> str | None:

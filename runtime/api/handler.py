@@ -48,7 +48,10 @@ def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiAp
                          average_job_seconds=cfg.average_job_seconds, served_tasks=cfg.tasks,
                          lora_tasks=cfg.lora_tasks,
                          video_formats=cfg.video_formats, video_model_kinds=cfg.video_model_kinds,
-                         budget_usd_per_day=cfg.budget_usd_per_day, hourly_usd=cfg.hourly_usd)
+                         budget_usd_per_day=cfg.budget_usd_per_day, hourly_usd=cfg.hourly_usd,
+                         default_deadline_sync_seconds=cfg.deadline_sync_seconds,  # issue 44 (lane D)
+                         default_deadline_async_seconds=cfg.deadline_async_seconds,
+                         admission_max_wait_seconds=cfg.admission_max_wait_seconds)
     models = (ManifestModels(client("s3"), cfg.model_bucket, cfg.hot_models) if cfg.model_bucket
               else StaticModels(cfg.hot_models))
     events = _event_log(cfg, client)

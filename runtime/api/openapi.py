@@ -103,7 +103,13 @@ def _schemas() -> dict[str, Any]:
             "webhook": {"type": ["string", "null"]}, "webhook_events_filter": {"type": "array"},
             "progress": {"type": ["object", "null"], "description": "only while running: its latest progress "
                          "event (GET /v1/jobs/{id}/events)"},
-            "urls": {"type": "object", "properties": {"get": {"type": "string"}, "cancel": {"type": "string"}}}}},
+            "urls": {"type": "object", "properties": {"get": {"type": "string"}, "cancel": {"type": "string"}}},
+            # issue 44 (lane D): deadlines
+            "deadline_at": {"type": ["string", "null"], "format": "date-time",
+                            "description": "the job must start by then, else it ends canceled (reason deadline)"},
+            "cancel_reason": {"type": ["string", "null"], "enum": ["client", "deadline", None],
+                              "description": "why a canceled job was canceled: client (a cancel request) or "
+                                             "deadline (not started in time; not run, not charged)"}}},
         "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
             "type": {"type": "string", "format": "uri"}, "title": {"type": "string"}, "status": {"type": "integer"},
             "detail": {"type": "string"}, "errors": {"type": "array", "items": {
@@ -136,8 +142,9 @@ def _job(description: str, links: bool = False) -> dict[str, Any]:
 
 
 _AUTH_ERRORS = {"401": _problem("no credentials"), "403": _problem("credentials not valid"),
-                "429": _problem("rate limit, daily quota or budget, or too many failed authentications "
-                                "(see Retry-After)"),
+                "429": _problem("rate limit, daily quota or budget, too many failed authentications, or (POST "
+                                "/v1/jobs) overloaded: the expected wait exceeds the job's deadline or the stack's "
+                                "bound, nothing created, estimate in the body (see Retry-After)"),
                 "503": _problem("a dependency is unavailable; retry after Retry-After")}
 _JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}

@@ -9,6 +9,9 @@ receive; a worker killed mid-job leaves its record "running". Two Lambda handler
 - ``sweep_handler`` (scheduled): records whose lease ran out more than ``GENAI_STALE_LEASE_SECONDS``
   ago belong to a dead worker: the job goes back to ``queued`` with an attempt error (its message is
   redelivered by the queue), or ``failed`` when it had no attempt left. Fenced on the lease it read.
+  The same run cancels the never-started queued jobs whose deadline passed (issue 44): the sparse
+  ``queued-by-deadline`` index, each job ``canceled`` with ``cancel_reason: deadline`` (the stream sends its
+  ``completed`` webhook); its queue message stays until a worker receives it and drops it (one read).
 
 Environment: GENAI_JOB_TABLE, GENAI_MAX_ATTEMPTS (the stack's maxReceiveCount),
 GENAI_STALE_LEASE_SECONDS (default 300), GENAI_AWS_ENDPOINT_URL (moto / local mode).
@@ -37,6 +40,7 @@ class SweepReport:
     expired: int
     requeued: int
     failed: int
+    deadline_canceled: int = 0
 
 
 def reconcile_dead_letter(store: JobStore, body: str, receive_count: int | None = None) -> str:
@@ -69,7 +73,18 @@ def sweep(store: JobStore, max_attempts: int, stale_after_s: float, now: float |
         failed += outcome == "failed"
         if outcome:
             log.warning("job %s: lease of %s expired; %s", record["job_id"], record.get("worker_id"), outcome)
-    return SweepReport(len(records), requeued, failed)
+    return SweepReport(len(records), requeued, failed, cancel_expired_deadlines(store, now))
+
+
+def cancel_expired_deadlines(store: JobStore, now: float | None = None, limit: int = 100) -> int:
+    """Cancel the queued jobs not started by their deadline (issue 44); how many this call canceled."""
+    now = store.attempts.clock() if now is None else now
+    canceled = 0
+    for job_id in store.deadline_passed_ids(now, limit):
+        if store.attempts.cancel_expired(job_id, now):
+            canceled += 1
+            log.info("job %s: not started before its deadline; canceled", job_id)
+    return canceled
 
 
 def _store() -> JobStore:
@@ -98,4 +113,5 @@ def sweep_handler(_event: Mapping[str, Any] | None = None, _context: Any = None)
     store = _cached.setdefault("store", _store())
     report = sweep(store, int(os.environ.get("GENAI_MAX_ATTEMPTS", "3")),
                    float(os.environ.get("GENAI_STALE_LEASE_SECONDS", DEFAULT_STALE_LEASE_SECONDS)))
-    return {"expired": report.expired, "requeued": report.requeued, "failed": report.failed}
+    return {"expired": report.expired, "requeued": report.requeued, "failed": report.failed,
+            "deadline_canceled": report.deadline_canceled}

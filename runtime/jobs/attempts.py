@@ -43,6 +43,12 @@ Transitions (conditions in brackets)::
                     condition fails on a record already final with this lease and exactly these fields,
                     the write was ours (applied, then an error and botocore's retry): True, as ``create``
     expire_lease    running -> queued or failed (sweeper)          [lease = seen, expired before cutoff]
+    cancel_expired  queued -> canceled, cancel_reason "deadline"   [queued, deadline_index set, deadline_at
+                                                                    <= now] (claim and sweeper; issue 44)
+
+A job with a deadline (runtime.jobs.deadlines) is not started once it passed: ``start_attempt``'s condition
+includes ``DEADLINE_NOT_PASSED`` and removes ``deadline_index`` (its first start ends the deadline); every
+final write removes it too, so the sparse ``queued-by-deadline`` index holds only jobs still able to expire.
 """
 
 from __future__ import annotations
@@ -53,6 +59,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from runtime.jobs.cost import ATTEMPT_COSTS
+from runtime.jobs.deadlines import (
+    DEADLINE_AT,
+    DEADLINE_INDEX_KEY,
+    DEADLINE_INDEX_VALUE,
+    DEADLINE_NOT_PASSED,
+    canceled_by_deadline_fields,
+    deadline_passed,
+)
 from runtime.jobs.errors import JobNotFoundError
 
 log = logging.getLogger(__name__)
@@ -64,6 +78,7 @@ LEASE_EXPIRES = "lease_expires_at"
 
 # Pick-up outcomes
 STARTED, FINAL_ALREADY, CANCELED_NOW, EXHAUSTED, MISSING = "started", "final", "canceled", "exhausted", "missing"
+DEADLINE_PASSED = "deadline"  # not started before its deadline: canceled now (issue 44)
 RUN_PENDING, RUN_FINISHED = "run_pending", "run_finished"
 RUN_MARKERS = (RUN_PENDING, RUN_FINISHED)
 # The attempt holding the record did not die running: its run had not begun, or had finished.
@@ -155,8 +170,9 @@ class AttemptTransitions:
             lease_set += f", {RUN_PENDING} = if_not_exists(lease, :zero) + :one"
         record = self.table.update(
             job_id, sets, values=values,
-            condition=f"{base} AND (attribute_not_exists(attempts) OR attempts < :max) AND NOT {_DID_NOT_DIE_RUNNING}",
-            extra_set=f"{lease_set}, attempts = if_not_exists(attempts, :zero) + :one")
+            condition=f"{base} AND {DEADLINE_NOT_PASSED} AND (attribute_not_exists(attempts) OR attempts < :max) "
+                      f"AND NOT {_DID_NOT_DIE_RUNNING}",
+            extra_set=f"{lease_set}, attempts = if_not_exists(attempts, :zero) + :one", remove=(DEADLINE_INDEX_KEY,))
         if record is None:  # the attempt before died outside its run: it is not counted, this one is
             record = self.table.update(job_id, sets, values=values,
                                   condition=f"{base} AND attempts <= :max AND {_DID_NOT_DIE_RUNNING}",
@@ -177,6 +193,9 @@ class AttemptTransitions:
         if current.get("cancel_requested"):
             self.finish(job_id, "canceled", {"cancel_requested": True})
             return Attempt(CANCELED_NOW, self.table.get(job_id))
+        if deadline_passed(current, self.clock()):
+            self.cancel_expired(job_id)
+            return Attempt(DEADLINE_PASSED, self.table.get(job_id))
         message = f"attempt limit {max_attempts} reached ({attempt_history(current)})"
         self.finish(job_id, "failed", {"error": {"code": "attempts-exhausted", "message": message[:2000]}})
         log.warning("job %s: %s", job_id, message)
@@ -236,7 +255,8 @@ class AttemptTransitions:
             values[":lease"] = int(lease)
         written = self.table.update(job_id, {"status": status, "completed_at": now, "updated_at": now, **fields},
                                    condition=condition, values=values, extra_set=_with_cost(cost, values),
-                                   remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, *RUN_MARKERS)) is not None
+                                   remove=(LEASE_EXPIRES, RUNNING_INDEX_KEY, DEADLINE_INDEX_KEY,
+                                           *RUN_MARKERS)) is not None
         if written or lease is None:
             return written
         # DynamoDB may answer 500 after applying a write; botocore then retries it, and the retry's condition
@@ -283,6 +303,17 @@ class AttemptTransitions:
                             values={**values, ":e": [entry], ":empty": []},
                             extra_set="attempt_errors = list_append(if_not_exists(attempt_errors, :empty), :e)")
         return "queued" if done is not None else None
+
+    def cancel_expired(self, job_id: str, now: float | None = None) -> bool:
+        """Cancel a queued job whose deadline passed before it ever started (reason ``deadline``): it never runs
+        and costs nothing. Fenced: only while it is queued, never started (index set) and past its deadline, so
+        a worker that started it in time wins. True when this call made it final."""
+        now = self.clock() if now is None else now
+        return self.table.update(
+            job_id, {"status": "canceled", "completed_at": now, "updated_at": now, **canceled_by_deadline_fields()},
+            condition=f"#s = :queued AND {DEADLINE_INDEX_KEY} = :q AND {DEADLINE_AT} <= :now",
+            values={":queued": "queued", ":q": DEADLINE_INDEX_VALUE, ":now": now},
+            remove=(DEADLINE_INDEX_KEY,)) is not None
 
     def expired_leases(self, cutoff: float, limit: int = 100) -> list[dict[str, Any]]:
         """Records whose lease ran out before ``cutoff`` (sparse index query; only running jobs are in it)."""

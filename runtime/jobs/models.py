@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError
 
 from runtime import model_ids
 from runtime.instance_contract import INPUT_URL_PORTS, INPUT_URL_SCHEMES
+from runtime.jobs.deadlines import MAX_DEADLINE_SECONDS, MIN_DEADLINE_SECONDS
 from runtime.net_safety import UnsafeURLError, check_url_syntax
 
 TASKS = ("txt2img", "img2img", "txt2video", "img2video", "comfyui-workflow")
@@ -350,6 +351,10 @@ class JobEnvelope(BaseModel):
     inputs: Annotated[dict[str, Any], Field(strict=True)]
     webhook: Url | None = None
     webhook_events_filter: list[Event] = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS))
+    # issue 44 (lane D): the seconds the job may wait for its start (runtime.jobs.deadlines)
+    deadline_seconds: Annotated[Int, Field(ge=MIN_DEADLINE_SECONDS, le=MAX_DEADLINE_SECONDS, description=(
+        "seconds after creation by which a worker must start the job; not started by then it ends canceled "
+        "(cancel_reason: deadline), not run and not charged. Default: the stack's (sync or async)"))] | None = None
 
 
 def job_request_models() -> list[type[BaseModel]]:

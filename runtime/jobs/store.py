@@ -80,6 +80,14 @@ from runtime.jobs.attempts import (
     RUNNING_INDEX_VALUE,
     AttemptTransitions,
 )
+from runtime.jobs.deadlines import (
+    CANCEL_REASON,
+    DEADLINE_AT,
+    DEADLINE_INDEX,
+    DEADLINE_INDEX_KEY,
+    DEADLINE_INDEX_VALUE,
+    REASON_CLIENT,
+)
 from runtime.jobs.errors import IdempotencyConflictError, JobNotFoundError, StoreUnavailableError
 from runtime.jobs.ids import new_job_id
 from runtime.jobs.items import deserialize, serialize, serialize_value
@@ -317,6 +325,16 @@ class JobStore:
                           Limit=limit)
         return [item["pk"]["S"].split("#", 1)[1] for item in resp.get("Items", [])]
 
+    def deadline_passed_ids(self, now: float, limit: int) -> list[str]:
+        """Ids of the never-started queued jobs whose deadline is over at ``now`` (the sparse ``queued-by-deadline``
+        index, issue 44); the sweeper cancels each with ``attempts.cancel_expired``."""
+        resp = self._call("query", TableName=self.table_name, IndexName=DEADLINE_INDEX,
+                          KeyConditionExpression=f"{DEADLINE_INDEX_KEY} = :q AND {DEADLINE_AT} <= :now",
+                          ExpressionAttributeValues={":q": {"S": DEADLINE_INDEX_VALUE},
+                                                     ":now": {"N": repr(float(now))}},
+                          Limit=limit)
+        return [item["pk"]["S"].split("#", 1)[1] for item in resp.get("Items", [])]
+
     def count_running(self, limit: int = 10_000) -> int:
         """How many jobs are running now (the sparse ``running-by-lease`` index, counted, at most ``limit``)."""
         total, start = 0, None
@@ -412,8 +430,9 @@ class JobStore:
             now = self._clock()
             if current["status"] == QUEUED:
                 done = self.update(job_id, {"status": CANCELED, "cancel_requested": True, "completed_at": now,
-                                             "updated_at": now}, condition="#s = :queued",
-                                    values={":queued": QUEUED})
+                                             "updated_at": now, CANCEL_REASON: REASON_CLIENT},
+                                    condition="#s = :queued", values={":queued": QUEUED},
+                                    remove=(DEADLINE_INDEX_KEY,))
             else:
                 done = self.update(job_id, {"cancel_requested": True, "updated_at": now},
                                     condition="#s = :running AND (attribute_not_exists(cancel_requested) "
@@ -470,14 +489,19 @@ def create_table(client: Any, table_name: str) -> None:
                               {"AttributeName": RUNNING_INDEX_KEY, "AttributeType": "S"},
                               {"AttributeName": LEASE_EXPIRES, "AttributeType": "N"},
                               {"AttributeName": OWNER_INDEX_KEY, "AttributeType": "S"},
-                              {"AttributeName": OWNER_INDEX_SORT, "AttributeType": "N"}],
+                              {"AttributeName": OWNER_INDEX_SORT, "AttributeType": "N"},
+                              {"AttributeName": DEADLINE_INDEX_KEY, "AttributeType": "S"},
+                              {"AttributeName": DEADLINE_AT, "AttributeType": "N"}],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         GlobalSecondaryIndexes=[{"IndexName": RUNNING_INDEX, "Projection": {"ProjectionType": "KEYS_ONLY"},
                                  "KeySchema": [{"AttributeName": RUNNING_INDEX_KEY, "KeyType": "HASH"},
                                                {"AttributeName": LEASE_EXPIRES, "KeyType": "RANGE"}]},
                                 {"IndexName": OWNER_INDEX, "Projection": {"ProjectionType": "ALL"},
                                  "KeySchema": [{"AttributeName": OWNER_INDEX_KEY, "KeyType": "HASH"},
-                                               {"AttributeName": OWNER_INDEX_SORT, "KeyType": "RANGE"}]}],
+                                               {"AttributeName": OWNER_INDEX_SORT, "KeyType": "RANGE"}]},
+                                {"IndexName": DEADLINE_INDEX, "Projection": {"ProjectionType": "KEYS_ONLY"},
+                                 "KeySchema": [{"AttributeName": DEADLINE_INDEX_KEY, "KeyType": "HASH"},
+                                               {"AttributeName": DEADLINE_AT, "KeyType": "RANGE"}]}],
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
     try:
         client.update_time_to_live(TableName=table_name,

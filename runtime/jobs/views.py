@@ -12,6 +12,7 @@ from typing import Any
 
 from runtime.jobs.cost import ATTEMPT_COSTS, job_cost
 from runtime.jobs.output_links import OutputLinks, output_key
+from runtime.jobs.deadlines import CANCEL_REASON, DEADLINE_AT
 
 
 def iso(ts: float | None) -> str | None:
@@ -46,6 +47,9 @@ def public_view(record: Mapping[str, Any], base_url: str, links: OutputLinks | N
         "webhook_events_filter": spec.get("webhook_events_filter", []),
         "urls": {"get": f"{base_url}/v1/jobs/{job_id}", "cancel": f"{base_url}/v1/jobs/{job_id}/cancel"},
     }
+    # issue 44 (lane D): when the job had to start by, and why a canceled job was canceled (client | deadline)
+    view["deadline_at"] = iso(record.get(DEADLINE_AT))
+    view["cancel_reason"] = record.get(CANCEL_REASON) or ("client" if record["status"] == "canceled" else None)
     return view
 
 

@@ -1,7 +1,10 @@
 """SQS producer: one SendMessage per job on the standard queue (redrive to the DLQ is the queue's job).
 
 ``approximate_depth`` reads ApproximateNumberOfMessages (waiting) and ...NotVisible (in flight) and
-caches them for ``depth_cache_seconds`` so a burst of status polls costs one GetQueueAttributes.
+caches them for ``depth_cache_seconds`` so a burst of status polls costs one GetQueueAttributes. A cached
+depth adds the messages this producer sent since it was read (issue 44: admission control reads the depth at
+every create, and a burst must see itself, not a 5 s old queue); other API instances' sends show at the next
+read.
 
 ``SQS_MAX_MESSAGE_BYTES`` is the queue's ``MaximumMessageSize`` (declared by components/request_queue.py;
 moto defaults to 1 MiB, so local mode and tests set it explicitly). SQS counts the body's UTF-8 bytes
@@ -37,6 +40,7 @@ class SqsJobProducer(JobQueueProducer):
         self._depth: tuple[float, QueueDepth] | None = None
         self._lock = threading.Lock()
         self._refreshing = False
+        self._sent_since_read = 0  # messages this producer sent since ``_depth`` was read
 
     max_message_bytes = SQS_MAX_MESSAGE_BYTES
 
@@ -58,12 +62,15 @@ class SqsJobProducer(JobQueueProducer):
                                             MessageAttributes=attributes)
         except (ClientError, BotoCoreError) as exc:
             raise QueueUnavailableError(f"SQS SendMessage failed for {message.job_id}: {exc}") from exc
+        with self._lock:
+            self._sent_since_read += 1
         return resp["MessageId"]
 
     def approximate_depth(self) -> QueueDepth | None:
         with self._lock:
             if self._depth and (time.monotonic() - self._depth[0] < self.depth_cache_seconds or self._refreshing):
-                return self._depth[1]  # fresh, or another request is refreshing it: one call, not a stampede
+                cached = self._depth[1]  # fresh, or another request is refreshing it: one call, not a stampede
+                return QueueDepth(waiting=cached.waiting + self._sent_since_read, in_flight=cached.in_flight)
             self._refreshing = True
         try:
             return self._read_depth()
@@ -84,4 +91,5 @@ class SqsJobProducer(JobQueueProducer):
                            in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)))
         with self._lock:
             self._depth = (time.monotonic(), depth)
+            self._sent_since_read = 0
         return depth

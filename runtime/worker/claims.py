@@ -1,7 +1,8 @@
 """The claim: start a received job's attempt in the record, right before it runs, and guard its lease.
 
 ``claim`` answers a ``RunningJob`` (its lease guard renewing the message and the record) or the ``Outcome``
-of a job that must not run: final already or canceled while queued (``skipped``), out of attempts
+of a job that must not run: final already or canceled while queued (``skipped``), not started before its
+deadline (``skipped``, canceled with reason ``deadline`` by ``start_attempt``: issue 44), out of attempts
 (``skipped``, failed by ``start_attempt``), no record (``orphaned``), or the store unreachable (``deferred``:
 handed back after the infrastructure backoff). Attempts are counted here, in the record (invariant 3).
 """
@@ -14,7 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 
 from runtime import metric_names as m
 from runtime.backends.base import JobContext, JobInputError
-from runtime.jobs.attempts import EXHAUSTED, MISSING, Attempt
+from runtime.jobs.attempts import DEADLINE_PASSED, EXHAUSTED, MISSING, Attempt
 from runtime.jobs.errors import JobNotFoundError, StoreUnavailableError
 from runtime.jobs.store import JobStore
 from runtime.jobs.time_limits import job_time_limit
@@ -88,6 +89,8 @@ class Claimer:
             if attempt.outcome == EXHAUSTED:
                 self._metrics.emit({m.JOBS_FAILED: 1}, {"job_id": message.job_id, "worker_id": self._worker_id,
                                                         "code": "attempts-exhausted"})
+            if attempt.outcome == DEADLINE_PASSED:  # not run, not charged: its message is dropped here
+                log.info("job %s: not started before its deadline; canceled without running", message.job_id)
             return Outcome.SKIPPED if attempt.outcome != MISSING else Outcome.ORPHANED
         try:  # the prefetch read the spec already; the serial loop reads it here
             spec = prepared.job if prepared is not None and prepared.job is not None \

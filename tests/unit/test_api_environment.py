@@ -26,7 +26,8 @@ EVERY_FIELD_SET = ApiConfig(
     video_formats=("mp4", "webm"), video_model_kinds=("video",),
     event_table="events",
     budget_usd_per_day=25.5, hourly_usd=1.006,
-    outputs_base_url="https://d111.cloudfront.net", output_url_ttl_seconds=900)  # issue 43
+    outputs_base_url="https://d111.cloudfront.net", output_url_ttl_seconds=900,  # issue 43
+    deadline_sync_seconds=20.0, deadline_async_seconds=600.0, admission_max_wait_seconds=30.0)  # issue 44
 
 
 @pytest.mark.parametrize("cfg", [
@@ -115,3 +116,11 @@ def test_the_agent_keeps_its_clients_long_reads_and_retries():
     assert (config.connect_timeout, config.read_timeout, config.max_pool_connections) == (5, 30, 32)
     assert config.retries == {"mode": "standard", "total_max_attempts": 5}
     assert aws.client("s3", "us-east-1", read_timeout=120).meta.config.read_timeout == 120
+
+
+@pytest.mark.parametrize("var", ["GENAI_DEADLINE_SYNC_SECONDS", "GENAI_DEADLINE_ASYNC_SECONDS",
+                                 "GENAI_ADMISSION_MAX_WAIT_SECONDS"])
+def test_a_deadline_setting_that_is_not_positive_names_its_variable(var):
+    """Issue 44: the default deadlines and the admission bound are positive seconds; 0 would refuse every job."""
+    with pytest.raises(RuntimeError, match=var):
+        ApiConfig.from_env({"GENAI_JOB_TABLE": "jobs", var: "0"})

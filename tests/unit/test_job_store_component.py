@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from components.job_store import JobStore, JobStoreArgs
+from runtime.jobs.deadlines import DEADLINE_AT, DEADLINE_INDEX, DEADLINE_INDEX_KEY
 from runtime.jobs.store import OWNER_INDEX, create_table
 from tests.unit.component_harness import build, fleet
 
@@ -35,3 +36,12 @@ def test_local_mode_table_has_the_declared_indexes(declared, aws_clients):
     declared_indexes = {i["name"]: ({"HASH": i["hashKey"], "RANGE": i["rangeKey"]}, i["projectionType"])
                         for i in declared["globalSecondaryIndexes"]}
     assert local_indexes == declared_indexes
+
+
+def test_queued_by_deadline_index_is_declared_sparse_by_deadline(declared):
+    """Issue 44: the sweeper's index of never-started queued jobs by deadline (keys only: it reads ids)."""
+    index = {i["name"]: i for i in declared["globalSecondaryIndexes"]}[DEADLINE_INDEX]
+    assert (index["hashKey"], index["rangeKey"], index["projectionType"]) == (DEADLINE_INDEX_KEY, DEADLINE_AT,
+                                                                              "KEYS_ONLY")
+    types = {a["name"]: a["type"] for a in declared["attributes"]}
+    assert types[DEADLINE_INDEX_KEY] == "S" and types[DEADLINE_AT] == "N"
