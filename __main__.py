@@ -75,6 +75,7 @@ events = JobEvents("events", JobEventsArgs(
     job_table_name=jobs.table_name, job_table_arn=jobs.table_arn, job_table_stream_arn=jobs.stream_arn,
     webhook_secret_parameter_name=naming.webhook_secret_parameter(stack), api_url=api.api_url, queue=queue.endpoint,
     outputs_bucket_name=outputs.bucket_name, outputs_bucket_arn=outputs.bucket_arn,
+    event_table_stream_arn=job_events.stream_arn,  # opt-in progress webhooks (issue 38)
 ), opts=opts)
 monitoring = Monitoring("monitoring", MonitoringArgs(
     stack=stack, monitoring=cfg.monitoring, storage=cfg.storage, cluster=cfg.cluster, queue_settings=cfg.queue,

@@ -27,7 +27,7 @@ from runtime.instance_contract import INPUT_URL_PORTS, INPUT_URL_SCHEMES
 from runtime.net_safety import UnsafeURLError, check_url_syntax
 
 TASKS = ("txt2img", "img2img", "txt2video", "img2video", "comfyui-workflow")
-WEBHOOK_EVENTS = ("start", "output", "completed")
+WEBHOOK_EVENTS = ("start", "output", "completed", "progress")  # progress: opt-in, rate-limited (issue 38)
 DEFAULT_WEBHOOK_EVENTS = ("completed",)
 MODEL_ID = model_ids.MODEL_ID
 SCHEDULER = re.compile(r"^[A-Za-z0-9_+. -]{1,64}$")
@@ -275,7 +275,7 @@ TASK_INPUTS: dict[str, type[_Inputs]] = {"txt2img": Txt2ImgInputs, "img2img": Im
                                          "txt2video": Txt2VideoInputs, "img2video": Img2VideoInputs,
                                          "comfyui-workflow": WorkflowInputs}
 Task = Literal["txt2img", "img2img", "txt2video", "img2video", "comfyui-workflow"]
-Event = Literal["start", "output", "completed"]
+Event = Literal["start", "output", "completed", "progress"]
 
 
 class JobEnvelope(BaseModel):
