@@ -78,6 +78,7 @@ events = JobEvents("events", JobEventsArgs(
     webhook_secret_parameter_name=naming.webhook_secret_parameter(stack), api_url=api.api_url, queue=queue.endpoint,
     outputs_bucket_name=outputs.bucket_name, outputs_bucket_arn=outputs.bucket_arn,
     outputs_base_url=outputs_base_url,  # the sender makes output links at send time (issue 43)
+    event_table_stream_arn=job_events.stream_arn,  # opt-in progress webhooks (issue 38)
 ), opts=opts)
 monitoring = Monitoring("monitoring", MonitoringArgs(
     stack=stack, monitoring=cfg.monitoring, storage=cfg.storage, cluster=cfg.cluster, queue_settings=cfg.queue,

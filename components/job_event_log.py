@@ -2,9 +2,11 @@
 
 A table of its own, not items in the job table: the job table's stream drives the webhook and output-sweeper
 functions (components/job_events.py, whose mappings filter on ``eventName`` only), and a progress write there
-would invoke them. This table has no stream. Key: ``job_id`` (hash) and ``cursor`` (range, ``<lease>.<seq>``);
-items expire through TTL on ``expires_at`` (``EVENT_TTL_SECONDS`` after the write, docs/api.md "Job events").
-The worker role may BatchWriteItem into it, the API role Query it (components/cluster_iam.py, components/api.py).
+would invoke them. Its own stream (new images) feeds only the opt-in ``progress`` webhook function, whose
+mapping passes only the items the worker marked ``notify`` (components/job_events.py). Key: ``job_id`` (hash)
+and ``cursor`` (range, ``<lease>.<seq>``); items expire through TTL on ``expires_at`` (``EVENT_TTL_SECONDS``
+after the write, docs/api.md "Job events"). The worker role may BatchWriteItem into it, the API role Query it
+(components/cluster_iam.py, components/api.py), the progress webhook function read its stream.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ class JobEventLogArgs:
 
 
 class JobEventLog(pulumi.ComponentResource):
-    """On-demand DynamoDB table with TTL and encryption at rest; no stream, no index."""
+    """On-demand DynamoDB table with TTL and encryption at rest; a new-image stream (progress webhooks); no index."""
 
     table_name: pulumi.Output[str]
     table_arn: pulumi.Output[str]
+    stream_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: JobEventLogArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("genai:storage:JobEventLog", name, None, opts)
@@ -43,9 +46,12 @@ class JobEventLog(pulumi.ComponentResource):
             attributes=[{"name": HASH_KEY, "type": "S"}, {"name": RANGE_KEY, "type": "S"}],
             ttl={"attribute_name": TTL_ATTRIBUTE, "enabled": True},
             server_side_encryption={"enabled": True},
+            stream_enabled=True, stream_view_type="NEW_IMAGE",  # the opt-in progress webhook (issue 38)
             deletion_protection_enabled=stack.is_production,
             tags={"Name": f"{stack.resource_prefix()}-job-events"},
             opts=pulumi.ResourceOptions(parent=self))
         self.table_name = table.name
         self.table_arn = table.arn
-        self.register_outputs({"table_name": self.table_name, "table_arn": self.table_arn})
+        self.stream_arn = table.stream_arn
+        self.register_outputs({"table_name": self.table_name, "table_arn": self.table_arn,
+                               "stream_arn": self.stream_arn})

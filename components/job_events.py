@@ -10,6 +10,9 @@
 - ``webhook-sender``: deliveries queue -> ``runtime.functions.webhook_dispatch.sender_handler``: one short try per
   message, backoff through the queue, a DLQ after ``WEBHOOK_MAX_RECEIVES`` tries. Each delivery is its
   own message, so a hanging receiver costs one invocation's few seconds and delays nobody else.
+- ``webhook-progress`` (when ``event_table_stream_arn`` is given): the job event log's stream, only the event items
+  the worker marked ``notify = "progress"`` (a mapping filter: unmarked ones invoke nothing) ->
+  ``runtime.functions.webhook_dispatch.progress_stream_handler``: one GetItem of the job, one delivery message.
 - ``output-sweeper``: the job table's stream, final transitions only ->
   ``runtime.functions.output_orphans.stream_handler`` deletes the objects under ``outputs/<job>/`` that the
   final record does not point at (attempts whose worker was killed after uploading). It may list only under
@@ -31,6 +34,7 @@ from components.config import StackIdentity, StorageSettings
 from components.function_policy import policy_json
 from components.queue_endpoint import QueueEndpoint, SqsEndpoint
 from components.request_queue import DLQ_CONSUMER_TIMEOUT_SECONDS
+from runtime.jobs.events import NOTIFY_ATTRIBUTE, NOTIFY_PROGRESS
 
 SWEEP_MINUTES = 5
 STALE_LEASE_SECONDS = 300  # ten lease lengths: a live worker renews every 10 s
@@ -75,6 +79,10 @@ class JobEventsArgs:
     # issue 43: output links
     outputs_base_url: pulumi.Input[str] = ""
     """The CDN serving the outputs (``https://<cdn_domain>``): the webhook sender makes output URLs from it."""
+    # issue 38: the opt-in progress webhook
+    event_table_stream_arn: pulumi.Input[str] | None = None
+    """The job event log's stream (components/job_event_log.py): marked progress events become ``progress``
+    webhooks; None: no progress webhooks."""
 
 
 class JobEvents(pulumi.ComponentResource):
@@ -174,11 +182,33 @@ class JobEvents(pulumi.ComponentResource):
         aws.lambda_.EventSourceMapping(f"{self._name}-webhook-sender-source", event_source_arn=queue.arn,
                                        function_name=sender_fn.arn, batch_size=1,
                                        function_response_types=["ReportBatchItemFailures"], opts=self._opts())
+        if a.event_table_stream_arn is not None:
+            self._create_progress_webhooks(queue)
         return queue.url, dlq.url
 
     def _output_links_env(self) -> dict[str, pulumi.Input[str]]:
         """Issue 43: the sender makes the output links of a payload at send time (runtime/jobs/output_links.py)."""
         return {"GENAI_OUTPUTS_BASE_URL": self._args.outputs_base_url}
+
+    def _create_progress_webhooks(self, queue: aws.sqs.Queue) -> None:
+        """The opt-in ``progress`` webhook (issue 38): the event log's stream, marked items only, -> deliveries."""
+        a = self._args
+        fn = self._function("webhook-progress", "runtime.functions.webhook_dispatch.progress_stream_handler", [
+            {"sid": "ReadStream", "actions": ["dynamodb:DescribeStream", "dynamodb:GetRecords",
+                                              "dynamodb:GetShardIterator"],
+             "resources": [a.event_table_stream_arn]},
+            # The event source mapping needs ListStreams, which has no resource-level permissions (Resource "*").
+            {"sid": "ListStreams", "actions": ["dynamodb:ListStreams"], "resources": ["*"]},
+            {"sid": "ReadJob", "actions": ["dynamodb:GetItem"], "resources": [a.job_table_arn]},
+            {"sid": "QueueDeliveries", "actions": ["sqs:SendMessage"], "resources": [queue.arn]}],
+            {"GENAI_WEBHOOK_QUEUE_URL": queue.url, "GENAI_API_URL": a.api_url, "GENAI_JOB_TABLE": a.job_table_name})
+        aws.lambda_.EventSourceMapping(
+            f"{self._name}-webhook-progress-source", event_source_arn=a.event_table_stream_arn,
+            function_name=fn.arn, starting_position="LATEST", batch_size=100, maximum_retry_attempts=10,
+            bisect_batch_on_function_error=True,
+            filter_criteria={"filters": [{"pattern": json.dumps({
+                "eventName": ["INSERT"], "dynamodb": {"NewImage": {NOTIFY_ATTRIBUTE: {"S": [NOTIFY_PROGRESS]}}}})}]},
+            opts=self._opts())
 
     def _function(self, suffix: str, handler: str, statements: list[dict], env: dict[str, pulumi.Input[str]],
                   timeout: int = 60) -> aws.lambda_.Function:

@@ -81,11 +81,12 @@ class Stack:
                 **overrides}
         return parse(data)
 
-    def submit(self, model: str = "sd15", task: str = "txt2img", webhook: str | None = None, **inputs: Any) -> str:
+    def submit(self, model: str = "sd15", task: str = "txt2img", webhook: str | None = None,
+               webhook_events: list[str] | None = None, **inputs: Any) -> str:
         body: dict[str, Any] = {"model": model, "task": task,
                                 "inputs": inputs or {"prompt": "a cat", "width": 64, "height": 64, "seed": 1}}
         if webhook:
-            body.update(webhook=webhook, webhook_events_filter=["start", "completed"])
+            body.update(webhook=webhook, webhook_events_filter=webhook_events or ["start", "completed"])
         spec = validate_job(body, allow_loopback=True)
         record = new_record(spec, owner="tests")
         self.store.create(record)

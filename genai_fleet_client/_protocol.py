@@ -208,3 +208,11 @@ def partial_file(path: Path) -> Iterator[Any]:
         part.replace(path)
     finally:
         part.unlink(missing_ok=True)
+
+
+MAX_EVENTS_WAIT_S = 20.0  # the API's longest long-poll of GET /v1/jobs/{id}/events
+
+
+def events_params(after: str | None, wait_s: float) -> dict[str, str]:
+    """The query of ``GET /v1/jobs/{id}/events``: the cursor (absent: from the first event) and the wait (0-20 s)."""
+    return {"wait": f"{min(max(wait_s, 0.0), MAX_EVENTS_WAIT_S):g}", **({"after": after} if after else {})}

@@ -74,6 +74,25 @@ class AsyncClient:
                    cursor: str | None = None) -> JobPage:
         return JobPage.from_api(await self._request("GET", "/v1/jobs", params=p.list_params(status, limit, cursor)))
 
+    async def events(self, job_id: str, *, after: str | None = None, wait_s: float = 10.0) -> dict[str, Any]:
+        """One page of the job's events after the cursor ``after``, as ``Client.events``:
+        ``{"events", "next_cursor", "final"}``, the API waiting up to ``wait_s`` (at most 20) for one."""
+        return await self._request("GET", f"/v1/jobs/{job_id}/events", params=p.events_params(after, wait_s),
+                                   read_timeout_s=self.settings.timeout_s + wait_s)
+
+    async def follow(self, job_id: str, *, after: str | None = None,
+                     wait_s: float = 10.0) -> AsyncIterator[dict[str, Any]]:
+        """Every event of the job after ``after``, oldest first, until its final status (as ``Client.follow``):
+        each page resumes from the last cursor, so nothing is lost or repeated across retries and kills."""
+        cursor = after
+        while True:
+            page = await self.events(job_id, after=cursor, wait_s=wait_s)
+            for event in page["events"]:
+                yield event
+            cursor = page["next_cursor"]
+            if page["final"]:
+                return
+
     async def iter_jobs(self, *, status: str | list[str] | None = None,
                         page_size: int | None = None) -> AsyncIterator[Job]:
         cursor = None

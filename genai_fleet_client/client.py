@@ -89,8 +89,7 @@ class Client:
     def events(self, job_id: str, *, after: str | None = None, wait_s: float = 10.0) -> dict[str, Any]:
         """One page of the job's events after the cursor ``after`` (``GET /v1/jobs/{id}/events``), the API waiting
         up to ``wait_s`` (at most 20) for one: ``{"events", "next_cursor", "final"}``."""
-        params = {"wait": f"{min(max(wait_s, 0.0), 20.0):g}", **({"after": after} if after else {})}
-        return self._request("GET", f"/v1/jobs/{job_id}/events", params=params,
+        return self._request("GET", f"/v1/jobs/{job_id}/events", params=p.events_params(after, wait_s),
                              read_timeout_s=self.settings.timeout_s + wait_s)
 
     def follow(self, job_id: str, *, after: str | None = None, wait_s: float = 10.0) -> Iterator[dict[str, Any]]:

@@ -23,6 +23,7 @@ from fleetdev.local.bootstrap import client
 from fleetdev.local.webhook_dispatcher import LocalWebhookDispatcher, StreamPoller
 from runtime.functions.output_orphans import OrphanSweeper
 from runtime.functions.reconciler import reconcile_dead_letter, sweep
+from runtime.functions.webhook_dispatch import ProgressStreamHandler
 from runtime.functions.webhooks import WebhookSender
 from runtime.jobs.output_links import DEFAULT_TTL_SECONDS, OutputLinks
 from runtime.jobs.store import JobStore
@@ -68,6 +69,16 @@ def output_links(cfg: dict[str, Any]) -> OutputLinks:
                        ttl_s=int(cfg.get("output_url_ttl_seconds") or DEFAULT_TTL_SECONDS))
 
 
+def _start_progress_webhooks(cfg: dict[str, Any], ddb: Any, sqs: Any, store: JobStore) -> StreamPoller | None:
+    """The opt-in progress webhook (issue 38): the event table's stream -> the deliveries queue, as the stack's
+    ``webhook-progress`` function. The mapping's filter (marked items only) is applied by the handler here."""
+    if not cfg.get("event_table"):
+        return None
+    handler = ProgressStreamHandler(sqs, cfg["webhook_queue_url"], store, cfg.get("api_url", ""))
+    return StreamPoller(ddb, client("dynamodbstreams", cfg["endpoint"], cfg.get("region", "us-east-1")),
+                        cfg["event_table"], handler, poll_s=float(cfg.get("progress_poll_seconds", 0.5))).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True)
@@ -94,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         # is three or four calls to the local AWS, which shares the agents' cores (make bench: moto's CPU)
         orphans = StreamPoller(ddb, client("dynamodbstreams", endpoint, region), cfg["job_table"], sweeper,
                                poll_s=float(cfg.get("orphan_poll_seconds", 1.0))).start()
+    progress_hooks = _start_progress_webhooks(cfg, ddb, sqs, store)
     threads = [threading.Thread(target=DeadLetterPoller(sqs, cfg["dlq_url"], store).run, args=(stop,), daemon=True),
                threading.Thread(target=run_sweeper, args=(store, int(cfg["max_attempts"]),
                                                           float(cfg["stale_lease_seconds"]),
@@ -106,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     dispatcher.stop()
     if orphans is not None:
         orphans.stop()
+    if progress_hooks is not None:
+        progress_hooks.stop()
     for t in threads:
         t.join(timeout=5)
     return 0

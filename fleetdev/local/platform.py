@@ -343,7 +343,8 @@ class LocalPlatform:
             "stale_lease_seconds": o.stale_lease_seconds, "sweep_every_seconds": 1.0,
             "log_level": o.log_level, "webhook_timeout_s": o.webhook_timeout_seconds,
             "outputs_bucket": res.outputs_bucket, "outputs_prefix": "outputs",
-            **self._output_links_config()}, indent=2))
+            **self._output_links_config(),
+            "event_table": res.event_table}, indent=2))  # progress webhooks (issue 38)
         self.functions = ManagedProcess("functions", [sys.executable, "-m", "fleetdev.local.functions", "--config",
                                                       str(path)], self.run_dir / "functions.log", self._env,
                                         cwd=ROOT).start()

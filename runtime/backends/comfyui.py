@@ -349,6 +349,10 @@ class ComfyUIBackend(Backend):
                 return self._final(entry, ctx, prompt_id)
             if ctx.executing_since is None and prompt_id in self._queue()[0]:
                 ctx.executing()  # the time limit counts from here (no websocket, or its event was missed)
+                if ws is None:
+                    # Without the websocket ComfyUI's REST says only queued (/queue pending), running (/queue
+                    # running) or done (/history, written at the end): the stage, honestly, and no step counts
+                    ctx.report("running")
 
     def _queue(self) -> tuple[set[str], set[str]]:
         """The prompt ids ComfyUI is running and holding pending (GET /queue)."""

@@ -19,7 +19,11 @@ that many senders for one capped try each and never delays another customer's we
 Retries and backoff live in the queue (ChangeMessageVisibility), not in a sleeping process. Receivers
 deduplicate on ``Webhook-Id`` (delivery is at least once).
 
-Environment: GENAI_WEBHOOK_QUEUE_URL (deliveries queue), GENAI_API_URL (links in payloads),
+The opt-in ``progress`` webhook has its own stream half (``ProgressStreamHandler``: the event table's stream,
+marked events only) feeding the same queue and senders.
+
+Environment: GENAI_WEBHOOK_QUEUE_URL (deliveries queue), GENAI_API_URL (links in payloads), GENAI_JOB_TABLE
+(the progress half reads the job),
 GENAI_WEBHOOK_SECRET_PARAMETER (SSM SecureString; GENAI_WEBHOOK_SECRET in local mode),
 GENAI_AWS_ENDPOINT_URL (moto / local mode), GENAI_ALLOW_LOOPBACK_URLS (local mode only),
 GENAI_OUTPUTS_BASE_URL and GENAI_OUTPUT_URL_TTL_SECONDS (the output links the sender makes at send time, issue 43).
@@ -36,9 +40,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from runtime.functions import environment
-from runtime.functions.webhook_events import Delivery, deliveries
+from runtime.functions.webhook_events import Delivery, deliveries, progress_delivery
 from runtime.functions.webhooks import WebhookSender, load_secret_from_ssm
 from runtime.jobs.output_links import DEFAULT_TTL_SECONDS, OutputLinks
+from runtime.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +64,39 @@ class StreamHandler:
         for record in event.get("Records", []):
             change = record.get("dynamodb") or {}
             batch.extend(deliveries(change.get("OldImage"), change.get("NewImage"), self.base_url))
-        for start in range(0, len(batch), 10):
-            chunk = batch[start:start + 10]
-            resp = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=[
-                {"Id": str(i), "MessageBody": d.to_json()} for i, d in enumerate(chunk)])
-            if resp.get("Failed"):  # raise: the stream batch is retried (deliveries deduplicate on Webhook-Id)
-                raise RuntimeError(f"could not queue {len(resp['Failed'])} webhook deliveries: {resp['Failed']}")
-        return len(batch)
+        return _queue(self.sqs, self.queue_url, batch)
+
+
+def _queue(sqs: Any, queue_url: str, batch: list[Delivery]) -> int:
+    """Send deliveries to the queue, 10 per SendMessageBatch; raise when any failed (the stream batch is retried,
+    and receivers deduplicate on Webhook-Id)."""
+    for start in range(0, len(batch), 10):
+        chunk = batch[start:start + 10]
+        resp = sqs.send_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(i), "MessageBody": d.to_json()} for i, d in enumerate(chunk)])
+        if resp.get("Failed"):
+            raise RuntimeError(f"could not queue {len(resp['Failed'])} webhook deliveries: {resp['Failed']}")
+    return len(batch)
+
+
+class ProgressStreamHandler:
+    """The event table's stream (marked progress events only, by the mapping's filter) -> deliveries queue.
+    One GetItem of the job per marked event: its webhook, its filter, and whether it already ended."""
+
+    def __init__(self, sqs: Any, queue_url: str, jobs: Any, base_url: str = "") -> None:
+        self.sqs, self.queue_url, self.jobs, self.base_url = sqs, queue_url, jobs, base_url
+
+    def handle(self, event: Mapping[str, Any]) -> int:
+        batch: list[Delivery] = []
+        for record in event.get("Records", []):
+            new = (record.get("dynamodb") or {}).get("NewImage")
+            job_id = ((new or {}).get("job_id") or {}).get("S")
+            if not job_id:
+                continue
+            delivery = progress_delivery(new, self.jobs.get(job_id), self.base_url)
+            if delivery is not None:
+                batch.append(delivery)
+        return _queue(self.sqs, self.queue_url, batch)
 
 
 class EndpointBreaker:
@@ -172,6 +203,15 @@ def stream_handler(event: Mapping[str, Any], _context: Any = None) -> dict[str, 
         _cached["stream"] = StreamHandler(environment.client("sqs"), os.environ["GENAI_WEBHOOK_QUEUE_URL"],
                                           os.environ.get("GENAI_API_URL", "").rstrip("/"))
     return {"queued": _cached["stream"].handle(event)}
+
+
+def progress_stream_handler(event: Mapping[str, Any], _context: Any = None) -> dict[str, Any]:
+    """Lambda entry: the event table's stream (marked progress events) -> deliveries queue (issue 38)."""
+    if "progress" not in _cached:
+        jobs = JobStore(os.environ["GENAI_JOB_TABLE"], environment.client("dynamodb"))
+        _cached["progress"] = ProgressStreamHandler(environment.client("sqs"), os.environ["GENAI_WEBHOOK_QUEUE_URL"],
+                                                    jobs, os.environ.get("GENAI_API_URL", "").rstrip("/"))
+    return {"queued": _cached["progress"].handle(event)}
 
 
 def _webhook_secret() -> str:

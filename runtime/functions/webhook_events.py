@@ -15,6 +15,12 @@ event          transition (old image -> new image)                         Webho
 =============  ==========================================================  ======================
 
 Only events in the job's ``webhook_events_filter`` are delivered, and only when it has a ``webhook``.
+
+``progress`` (opt-in, issue 38) comes from another stream: the event table's (components/job_event_log.py),
+whose mapping passes only the event items the worker marked ``notify`` (at most one per job attempt every
+``PROGRESS_WEBHOOK_INTERVAL_S``). ``progress_delivery`` makes one from such an item and the job record read
+then: none when the job no longer wants it or is already final (no progress after ``completed`` is queued).
+Its Webhook-Id is ``<job_id>.progress.<cursor>``; the payload is the job as GET shows it, ``progress`` that event.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from runtime.jobs.events import NOTIFY_ATTRIBUTE, NOTIFY_PROGRESS, event_view
 from runtime.jobs.store import FINAL, deserialize
 from runtime.jobs.views import public_view
 
@@ -90,3 +97,22 @@ def deliveries(old_image: Mapping[str, Any] | None, new_image: Mapping[str, Any]
     at = float(new.get("updated_at") or 0.0)
     return [Delivery(url=url, event=event, webhook_id=f"{new['job_id']}.{event}", job=view, at=at)
             for event in transitions(record_from_image(old_image), new) if event in wanted]
+
+
+def progress_delivery(new_image: Mapping[str, Any] | None, record: Mapping[str, Any] | None,
+                      base_url: str = "") -> Delivery | None:
+    """The ``progress`` webhook one event-table stream record asks for, given the job ``record`` read now (its
+    public view, as GET shows it); None for an unmarked event, a job gone, final, or not subscribed."""
+    if not new_image or record is None:
+        return None
+    item = deserialize(new_image)
+    if item.get(NOTIFY_ATTRIBUTE) != NOTIFY_PROGRESS or item.get("kind") != "progress":
+        return None
+    spec = record.get("spec") or {}
+    url = spec.get("webhook")
+    if not url or "progress" not in (spec.get("webhook_events_filter") or ()) or record.get("status") in FINAL:
+        return None
+    event = event_view(item)
+    view = {**public_view(record, base_url), "progress": event}
+    return Delivery(url=url, event="progress", webhook_id=f"{record['job_id']}.progress.{event['cursor']}",
+                    job=view, at=float(event.get("at") or 0.0))

@@ -5,7 +5,7 @@ Wire format (documented for receivers in docs/api.md)::
     POST <webhook URL>
     Content-Type: application/json
     Webhook-Id: <job_id>.<event>          stable across retries: receivers deduplicate on it
-    Webhook-Event: start | output | completed
+    Webhook-Event: start | output | completed | progress
     Webhook-Timestamp: <unix seconds>
     Webhook-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>
 
@@ -59,7 +59,7 @@ from runtime.net_safety import Resolver, UnsafeURLError, pinned_request, resolve
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("start", "output", "completed")
+EVENTS = ("start", "output", "completed", "progress")  # progress: opt-in (runtime.functions.webhook_events)
 SIGNATURE_HEADER = "Webhook-Signature"
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 USER_AGENT = "genai-fleet-webhooks/1"

@@ -10,7 +10,9 @@ Table (components/job_events_table.py declares it; ``create_events_table`` makes
 
 A table of its own, not items in the job table: the job table's stream drives the webhooks
 (components/job_events.py filters on ``eventName`` only), and progress writes must not invoke that Lambda.
-This table has no stream.
+This table's own stream (new images) feeds only the opt-in ``progress`` webhook: its mapping passes only the
+items the worker marked ``notify = "progress"`` (``NOTIFY_ATTRIBUTE``; at most one per job every
+``PROGRESS_WEBHOOK_INTERVAL_S``, runtime/worker/progress_reporter.py), so the rest invoke nothing.
 
 Only the worker that holds an attempt writes that attempt's events, from one thread in order
 (runtime/worker/progress_reporter.py), so within an attempt the log only grows at its end. Two events the
@@ -41,6 +43,8 @@ QUEUED_CURSOR = "000000.000000"
 FINAL_CURSOR = "999999.999999"
 FINAL_STATUSES = ("succeeded", "failed", "canceled")
 PAGE_LIMIT = 100
+NOTIFY_ATTRIBUTE, NOTIFY_PROGRESS = "notify", "progress"  # an event item the progress webhook sends (issue 38)
+PROGRESS_WEBHOOK_INTERVAL_S = 5.0  # at most one progress webhook per job attempt this often (docs/api.md)
 _BATCH = 25  # BatchWriteItem's most items per call
 
 
@@ -91,7 +95,7 @@ class EventLog:
                           ExpressionAttributeNames={"#c": "cursor"},
                           ExpressionAttributeValues={":j": {"S": job_id}, ":c": {"S": cursor or QUEUED_CURSOR}},
                           ConsistentRead=True, Limit=limit)
-        return [_event(deserialize(item)) for item in resp.get("Items", [])]
+        return [event_view(deserialize(item)) for item in resp.get("Items", [])]
 
     def latest_progress(self, job_id: str) -> dict[str, Any] | None:
         """The newest progress event of the job (one Query of up to a few items, newest first)."""
@@ -99,7 +103,7 @@ class EventLog:
                           ExpressionAttributeValues={":j": {"S": job_id}}, ScanIndexForward=False, Limit=4,
                           ConsistentRead=True)
         for item in resp.get("Items", []):
-            event = _event(deserialize(item))
+            event = event_view(deserialize(item))
             if event["kind"] == "progress":
                 return event
         return None
@@ -111,7 +115,8 @@ class EventLog:
             raise StoreUnavailableError(f"event log {method} failed: {exc}") from exc
 
 
-def _event(item: Mapping[str, Any]) -> dict[str, Any]:
+def event_view(item: Mapping[str, Any]) -> dict[str, Any]:
+    """An event as clients see it, from its stored item (deserialized)."""
     return {"cursor": item["cursor"], "kind": item.get("kind"), "attempt": item.get("attempt"),
             "at": item.get("at"), **(item.get("data") or {})}
 
@@ -145,7 +150,8 @@ def create_events_table(client: Any, table_name: str) -> None:
         TableName=table_name, BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"},
                               {"AttributeName": "cursor", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}, {"AttributeName": "cursor", "KeyType": "RANGE"}])
+        KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}, {"AttributeName": "cursor", "KeyType": "RANGE"}],
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"})  # the progress webhook
     try:
         client.update_time_to_live(TableName=table_name,
                                    TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})

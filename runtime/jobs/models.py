@@ -28,7 +28,7 @@ from runtime.jobs.deadlines import MAX_DEADLINE_SECONDS, MIN_DEADLINE_SECONDS
 from runtime.net_safety import UnsafeURLError, check_url_syntax
 
 TASKS = ("txt2img", "img2img", "txt2video", "img2video", "comfyui-workflow")
-WEBHOOK_EVENTS = ("start", "output", "completed")
+WEBHOOK_EVENTS = ("start", "output", "completed", "progress")  # progress: opt-in, rate-limited (issue 38)
 DEFAULT_WEBHOOK_EVENTS = ("completed",)
 MODEL_ID = model_ids.MODEL_ID
 SCHEDULER = re.compile(r"^[A-Za-z0-9_+. -]{1,64}$")
@@ -337,7 +337,7 @@ TASK_INPUTS: dict[str, type[_Inputs]] = {"txt2img": Txt2ImgInputs, "img2img": Im
 OUTPUT_FORMATS: dict[str, tuple[str, ...]] = {
     task: get_args(model.model_fields["output_format"].annotation) for task, model in TASK_INPUTS.items()}
 Task = Literal["txt2img", "img2img", "txt2video", "img2video", "comfyui-workflow"]
-Event = Literal["start", "output", "completed"]
+Event = Literal["start", "output", "completed", "progress"]
 
 
 class JobEnvelope(BaseModel):

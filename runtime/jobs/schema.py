@@ -8,7 +8,7 @@ A request body (``POST /v1/jobs``) is a JSON object::
                                               # | comfyui-workflow (the fleet's backend serves a subset)
       "inputs": {...},                        # required; fields per task, below
       "webhook": "https://example.com/hook",  # optional; public http(s) URL (see runtime.net_safety)
-      "webhook_events_filter": ["completed"]  # optional; subset of start, output, completed
+      "webhook_events_filter": ["completed"]  # optional; subset of start, output, completed, progress
     }
 
 Inputs per task (defaults filled in by ``validate_job``; any other key is refused):
@@ -347,5 +347,5 @@ class JobSpec:
         return self if inputs is self.inputs else replace(self, inputs=inputs)
 
     def wants(self, event: str) -> bool:
-        """Whether this job's webhook subscribes to ``event`` (start, output, completed)."""
+        """Whether this job's webhook subscribes to ``event`` (start, output, completed, progress)."""
         return bool(self.webhook) and event in self.webhook_events_filter

@@ -128,7 +128,8 @@ class Executor:
         self._checkpoint(job, FRESH_S)
         ctx.before_submit = lambda: self._checkpoint(job)  # the backend's last check before it submits: always read
         if self._progress is not None and ctx.progress is None:
-            ctx.progress = self._progress.begin(job.job_id, job.attempt.lease, job.attempt.number)
+            ctx.progress = self._progress.begin(job.job_id, job.attempt.lease, job.attempt.number,
+                                                notify_progress=ctx.job.wants("progress"))
         t = time.monotonic()
         if prepared is not None and prepared.input_error is not None:
             raise prepared.input_error

@@ -8,6 +8,11 @@ coalesced into the latest figure (``latest``). One flush thread writes each atte
 BatchWriteItem at most every ``interval_s``, in cursor order; a write that fails is logged and tried again
 at the next flush, never raised into a job.
 
+A job whose webhook subscribes to ``progress`` (``begin(notify_progress=True)``) gets some of its progress events
+marked ``notify`` (runtime.jobs.events.NOTIFY_ATTRIBUTE): the first, then none sooner than
+``PROGRESS_WEBHOOK_INTERVAL_S`` after the last marked one. The event table's stream passes only marked items
+to the webhook function (components/job_events.py), so the rate bound is kept here, where the events are made.
+
 ``begin`` opens an attempt (its first event is the ``running`` status, cursor ``<lease>.000000``);
 ``close`` (the settlement, before the final write) stops its reports and writes what is left, so every event
 of an attempt is stored before the record says it ended: the API shows the final status after them.
@@ -22,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from runtime.jobs.events import EventLog, make_cursor
+from runtime.jobs.events import NOTIFY_ATTRIBUTE, NOTIFY_PROGRESS, PROGRESS_WEBHOOK_INTERVAL_S, EventLog, make_cursor
 from runtime.jobs.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,8 @@ class _Attempt:
     stage_since: float = 0.0
     latest: Progress | None = None
     closed: bool = False
+    notify: bool = False  # the job's webhook wants ``progress`` events
+    notified_at: float = float("-inf")  # when the last one was marked (monotonic)
     pending: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)  # state
     writing: threading.Lock = field(default_factory=threading.Lock)  # one write at a time, in order
@@ -60,9 +67,11 @@ class ProgressReporter:
         self.writes = 0  # BatchWriteItem calls made (tests, bench)
 
     # -- the agent's side -----------------------------------------------------------------------------
-    def begin(self, job_id: str, lease: int, attempt: int) -> Callable[[Progress], None]:
-        """Open an attempt: its ``running`` status event, and the sink its backend reports to."""
-        att = _Attempt(job_id, lease, attempt, began=self._monotonic())
+    def begin(self, job_id: str, lease: int, attempt: int,
+              notify_progress: bool = False) -> Callable[[Progress], None]:
+        """Open an attempt: its ``running`` status event, and the sink its backend reports to.
+        ``notify_progress``: the job's webhook subscribes to ``progress`` (marked events, rate-limited)."""
+        att = _Attempt(job_id, lease, attempt, began=self._monotonic(), notify=notify_progress)
         with self._lock:
             self._attempts[(job_id, lease)] = att
             self._start()
@@ -111,6 +120,9 @@ class ProgressReporter:
                 return  # coalesced: the next kept event carries the figure
             att.bucket = bucket
             self._append(att, "progress", progress.as_dict())
+            if att.notify and now - att.notified_at >= PROGRESS_WEBHOOK_INTERVAL_S:
+                att.notified_at = now
+                att.pending[-1][NOTIFY_ATTRIBUTE] = NOTIFY_PROGRESS
 
     def _keep(self, att: _Attempt, kind: str, data: dict[str, Any]) -> None:
         with att.lock:

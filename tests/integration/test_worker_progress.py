@@ -100,3 +100,22 @@ def test_every_event_of_the_attempt_is_stored_before_its_final_write(stack):
     agent.run(max_jobs=1)
     assert stack.store.get(job_id)["status"] == "succeeded"
     assert at_final and at_final[0][0] == "running" and at_final[0][-1] == "uploading", at_final
+
+
+def _marked(stack: Stack, job_id: str) -> list[dict]:
+    """The job's stored event items the worker marked for the progress webhook (issue 38)."""
+    resp = stack.events.client.query(TableName=stack.events.table_name, KeyConditionExpression="job_id = :j",
+                                     ExpressionAttributeValues={":j": {"S": job_id}}, ConsistentRead=True)
+    return [item for item in resp["Items"] if item.get("notify", {}).get("S") == "progress"]
+
+
+def test_only_a_job_whose_webhook_subscribes_to_progress_gets_marked_events(stack):
+    reporter = ProgressReporter(stack.events, interval_s=0.05)
+    agent = make_agent(stack, stack.config(test_pattern_delay_seconds=0.3), progress=reporter)
+    wants = stack.submit(webhook="http://127.0.0.1:9/h", webhook_events=["progress", "completed"],
+                         prompt="a cat", width=64, height=64, seed=1, steps=30)
+    plain = stack.submit(webhook="http://127.0.0.1:9/h", prompt="a cat", width=64, height=64, seed=1, steps=30)
+    agent.run(max_jobs=2)
+    marked = _marked(stack, wants)
+    assert marked and all(item["kind"]["S"] == "progress" for item in marked)
+    assert _marked(stack, plain) == []

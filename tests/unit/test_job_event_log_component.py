@@ -1,5 +1,6 @@
-"""Issue 38: the job event log as the stack declares it (a table of its own, TTL, encrypted, no stream), as local
-mode makes it, and the least-privilege grants on it: the worker appends (BatchWriteItem), the API queries."""
+"""Issue 38: the job event log as the stack declares it (a table of its own, TTL, encrypted, a stream of new images
+that only the opt-in progress webhook reads, marked items only), as local mode makes it, and the least-privilege
+grants on it: the worker appends (BatchWriteItem), the API queries, the progress webhook reads the stream."""
 
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ def declared():
     return built.one(TABLE).inputs
 
 
-def test_the_event_table_has_ttl_encryption_and_no_stream(declared):
+def test_the_event_table_has_ttl_encryption_and_a_new_image_stream(declared):
     assert (declared["hashKey"], declared["rangeKey"]) == ("job_id", "cursor")
     assert declared["ttl"] == {"attributeName": "expires_at", "enabled": True}
     assert declared["serverSideEncryption"]["enabled"] is True
-    assert not declared.get("streamEnabled")  # nothing may fire on a progress write
+    # the opt-in progress webhook reads it; its mapping's filter passes marked items only (test below)
+    assert declared["streamEnabled"] is True and declared["streamViewType"] == "NEW_IMAGE"
 
 
 def test_local_mode_makes_the_declared_keys(declared, aws_clients):
@@ -58,6 +60,13 @@ def test_the_worker_may_only_append_and_the_api_only_query(stack):
     grants = _statements(rec, table.outputs["arn"])
     actions = {name: sorted(a for s in stmts for a in (s["Action"] if isinstance(s["Action"], list)
                                                        else [s["Action"]])) for name, stmts in grants.items()}
-    assert sorted(actions.values()) == [["dynamodb:BatchWriteItem"], ["dynamodb:Query"]], actions
-    # the webhook and output-sweeper mappings read the job table's stream, never this table
-    assert all(table.outputs["arn"] not in json.dumps(m.inputs) for m in each(rec, MAPPING))
+    assert sorted(actions.values()) == [
+        ["dynamodb:BatchWriteItem"],
+        ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],  # the progress webhook
+        ["dynamodb:Query"]], actions
+    # one mapping reads this table's stream: the progress webhook's, and only the items the worker marked
+    # (so a progress write invokes nothing unless its job asked for progress webhooks, at a bounded rate)
+    mappings = [m for m in each(rec, MAPPING) if table.outputs["arn"] in json.dumps(m.inputs)]
+    assert [m.name for m in mappings] == ["events-webhook-progress-source"]
+    pattern = json.loads(mappings[0].inputs["filterCriteria"]["filters"][0]["pattern"])
+    assert pattern == {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"notify": {"S": ["progress"]}}}}

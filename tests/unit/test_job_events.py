@@ -100,3 +100,26 @@ def test_output_sweeper_reads_final_transitions_and_touches_only_the_outputs_pre
     env = sqs.one(FN, "events-output-sweeper-fn").inputs["environment"]["variables"]
     assert env == {"GENAI_OUTPUTS_BUCKET": "genai-dev-outputs-1a2b", "GENAI_OUTPUTS_PREFIX": "outputs"}
 
+
+
+EVENTS_STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/genai-dev-job-events/stream/2026-01-01T00:00:00.000"
+
+
+def test_progress_webhooks_read_marked_events_only_with_least_privilege():
+    """Issue 38: the opt-in progress webhook: the event log's stream, filtered to the items the worker marked,
+    may read that stream, get a job, and queue deliveries; nothing else. Without the stream: no function."""
+    built = events(fleet(), queue=sqs_endpoint(dlq_arn=DLQ_ARN), event_table_stream_arn=EVENTS_STREAM_ARN)
+    fn = built.one(FN, "events-webhook-progress-fn").inputs
+    assert fn["handler"] == "runtime.functions.webhook_dispatch.progress_stream_handler"
+    assert fn["environment"]["variables"]["GENAI_JOB_TABLE"] == "genai-dev-jobs"
+    source = built.one(SOURCE, "events-webhook-progress-source").inputs
+    assert source["eventSourceArn"] == EVENTS_STREAM_ARN
+    pattern = json.loads(source["filterCriteria"]["filters"][0]["pattern"])
+    assert pattern == {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"notify": {"S": ["progress"]}}}}
+    policy = _policy(built, "webhook-progress")
+    assert set(policy) == {"ReadStream", "ListStreams", "ReadJob", "QueueDeliveries", "Logs"}
+    assert policy["ReadStream"]["Resource"] == EVENTS_STREAM_ARN
+    assert policy["ReadJob"]["Action"] == ["dynamodb:GetItem"] and policy["ReadJob"]["Resource"] == TABLE_ARN
+    assert policy["QueueDeliveries"]["Action"] == ["sqs:SendMessage"]
+    assert "events-webhook-progress-fn" not in {r.name for r in events(
+        fleet(), queue=sqs_endpoint(dlq_arn=DLQ_ARN)).of_type(FN)}

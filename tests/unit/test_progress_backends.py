@@ -95,3 +95,27 @@ def test_a1111_reports_what_its_progress_endpoint_says_while_the_generation_runs
     steps = [p.step for p in seen]
     assert len(seen) >= 3 and steps == sorted(steps) and {p.steps for p in seen} == {30}
     assert all(p.percent is not None for p in seen)
+
+
+def test_comfyui_without_its_websocket_reports_the_stage_only(tmp_path: Path):
+    """Issue 38 (4): when the websocket cannot be opened the adapter polls /queue and /history, which say
+    queued, running or done and nothing finer: one ``running`` stage report, no invented step counts."""
+    from runtime.backends.comfyui import ComfyUIBackend
+    from tests.fakes.fake_comfyui import FakeComfyUI
+
+    fake = FakeComfyUI(tmp_path / "comfy" / "models" / "checkpoints", delay=0.3, root=tmp_path / "comfy").start()
+    try:
+        model = tmp_path / "cache" / "sd15@v1" / "sd15.safetensors"
+        model.parent.mkdir(parents=True)
+        model.write_bytes(b"weights")
+        backend = ComfyUIBackend(base_url=fake.url, model_dir=str(fake.models_dir), poll_seconds=0.05,
+                                 use_websocket=False)
+        backend.wait_ready(5)
+        backend.load_model("sd15", model)
+        ctx = job_context("j1", "sd15", "txt2img", None, prompt="a cat", seed=7, steps=30)
+        seen = _collect(ctx)
+        backend.run(ctx)
+        backend.close()
+    finally:
+        fake.stop()
+    assert [p.as_dict() for p in seen] == [{"stage": "running"}]
