@@ -37,3 +37,11 @@ def webhook_secret_parameter(stack: StackIdentity) -> str:
 def api_keys_prefix(stack: StackIdentity) -> str:
     """SSM path under which each API key is one SecureString (``make api-key``)."""
     return f"/{NAMESPACE}/{stack.environment}/api-keys"
+
+
+# issue 43: the outputs' signing key pairs (genai-stack rotate-signing-key makes them)
+def output_signing_key_parameter(stack: StackIdentity, key: str, half: str) -> str:
+    """SSM parameter of one half (``public``: String, ``private``: SecureString) of signing key pair ``key``."""
+    if half not in ("public", "private"):
+        raise ValueError(f"half must be public or private, not {half!r}")
+    return f"/{NAMESPACE}/{stack.environment}/output-signing-keys/{key}/{half}"
