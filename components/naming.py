@@ -40,8 +40,9 @@ def api_keys_prefix(stack: StackIdentity) -> str:
 
 
 # issue 43: the outputs' signing key pairs (genai-stack rotate-signing-key makes them)
-def output_signing_key_parameter(stack: StackIdentity, key: str, half: str) -> str:
-    """SSM parameter of one half (``public``: String, ``private``: SecureString) of signing key pair ``key``."""
-    if half not in ("public", "private"):
-        raise ValueError(f"half must be public or private, not {half!r}")
-    return f"/{NAMESPACE}/{stack.environment}/output-signing-keys/{key}/{half}"
+def output_signing_key_parameter(stack: StackIdentity, key: str, part: str) -> str:
+    """SSM parameter of one part of signing key pair ``key``: ``public`` (String, PEM), ``private``
+    (SecureString, PEM) or ``retired-at`` (when signing moved off it, tools/signing_keys.py)."""
+    if part not in ("public", "private", "retired-at"):
+        raise ValueError(f"part must be public, private or retired-at, not {part!r}")
+    return f"/{NAMESPACE}/{stack.environment}/output-signing-keys/{key}/{part}"

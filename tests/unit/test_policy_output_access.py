@@ -20,7 +20,8 @@ def test_the_prod_preview_shows_the_key_group_on_the_outputs_behaviour_and_passe
     recording = run_stack("prod")
     dist = recording.one(DIST, "outputs-cdn").inputs
     group = recording.one("aws:cloudfront/keyGroup:KeyGroup", "outputs-key-group")
-    behaviours = {"default": dist["defaultCacheBehavior"], **{b["pathPattern"]: b for b in dist["orderedCacheBehaviors"]}}
+    behaviours = {"default": dist["defaultCacheBehavior"],
+                  **{b["pathPattern"]: b for b in dist["orderedCacheBehaviors"]}}
     assert behaviours["outputs/*"]["trustedKeyGroups"] == [group.outputs["id"]]
     assert all(b["trustedKeyGroups"] == [group.outputs["id"]] for b in behaviours.values())  # no public read
     assert _found("prod") == []
