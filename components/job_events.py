@@ -32,6 +32,7 @@ import pulumi_aws as aws
 from components import lambda_package
 from components.config import StackIdentity, StorageSettings
 from components.function_policy import policy_json
+from components.output_link_access import OutputLinkAccess
 from components.queue_endpoint import QueueEndpoint, SqsEndpoint
 from components.request_queue import DLQ_CONSUMER_TIMEOUT_SECONDS
 from runtime.jobs.events import NOTIFY_ATTRIBUTE, NOTIFY_PROGRESS
@@ -77,8 +78,8 @@ class JobEventsArgs:
     ``outputs/`` there, and nowhere else."""
 
     # issue 43: output links
-    outputs_base_url: pulumi.Input[str] = ""
-    """The CDN serving the outputs (``https://<cdn_domain>``): the webhook sender makes output URLs from it."""
+    output_links: OutputLinkAccess | None = None
+    """The CDN serving the outputs and the signing key: the webhook sender makes output URLs at send time."""
     # issue 38: the opt-in progress webhook
     event_table_stream_arn: pulumi.Input[str] | None = None
     """The job event log's stream (components/job_event_log.py): marked progress events become ``progress``
@@ -94,6 +95,7 @@ class JobEvents(pulumi.ComponentResource):
         self._name, self._args, self._stack = name, args, args.stack
         self._code = lambda_package.api_code_archive()
         account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
+        self._account = account
         self._secret_arn = account.apply(lambda acct: (
             f"arn:aws:ssm:{self._stack.region}:{acct}:parameter/{args.webhook_secret_parameter_name.lstrip('/')}"))
         table_env = {"GENAI_JOB_TABLE": args.job_table_name,
@@ -175,7 +177,8 @@ class JobEvents(pulumi.ComponentResource):
         sender_fn = self._function("webhook-sender", "runtime.functions.webhook_dispatch.sender_handler", [
             {"sid": "Deliveries", "actions": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                                               "sqs:ChangeMessageVisibility"], "resources": [queue.arn]},
-            {"sid": "WebhookSecret", "actions": ["ssm:GetParameter"], "resources": [self._secret_arn]}],
+            {"sid": "WebhookSecret", "actions": ["ssm:GetParameter"], "resources": [self._secret_arn]},
+            *self._output_links_statements()],
             {"GENAI_WEBHOOK_QUEUE_URL": queue.url,
              "GENAI_WEBHOOK_SECRET_PARAMETER": a.webhook_secret_parameter_name,
              **self._output_links_env()}, timeout=WEBHOOK_TIMEOUT_S)
@@ -187,8 +190,13 @@ class JobEvents(pulumi.ComponentResource):
         return queue.url, dlq.url
 
     def _output_links_env(self) -> dict[str, pulumi.Input[str]]:
-        """Issue 43: the sender makes the output links of a payload at send time (runtime/jobs/output_links.py)."""
-        return {"GENAI_OUTPUTS_BASE_URL": self._args.outputs_base_url}
+        """Issue 43: the sender makes (and signs) the output links of a payload at send time."""
+        links = self._args.output_links
+        return links.environment() if links is not None else {}
+
+    def _output_links_statements(self) -> list[dict]:
+        links = self._args.output_links
+        return links.statements(self._stack.region, self._account) if links is not None else []
 
     def _create_progress_webhooks(self, queue: aws.sqs.Queue) -> None:
         """The opt-in ``progress`` webhook (issue 38): the event log's stream, marked items only, -> deliveries."""

@@ -11,7 +11,10 @@ is missing, instead of letting an instance find out an hour later:
    after its checks; ``make promote-ami`` sets a production channel), unless ``amiId`` pins one;
 3. the webhook signing secret ``/genai-fleet/<env>/webhook-secret`` (``make webhook-secret``);
 4. with ``apiAuth: api-key``, at least one key under ``/genai-fleet/<env>/api-keys`` (``make api-key``);
-5. a Lambda "Concurrent executions" quota that covers the API's reserved concurrency (components/capacity.py).
+5. a Lambda "Concurrent executions" quota that covers the API's reserved concurrency (components/capacity.py);
+6. with ``outputAccess: signed`` (issue 43), the public half of each key in ``outputSigningKeys``,
+   ``/genai-fleet/<env>/output-signing-keys/<name>/public`` (``make rotate-signing-key``; checked after the
+   webhook secret, as the README orders them).
 
 ``missing`` is pure (facts in, messages out) so tests cover every case; ``read_facts`` asks AWS through the
 stack's provider with read-only calls (no parameter value is decrypted).
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 
 from components import capacity, vcpu_quotas
 from components.config import FleetConfig
-from components.naming import api_keys_prefix, webhook_secret_parameter
+from components.naming import api_keys_prefix, output_signing_key_parameter, webhook_secret_parameter
 from components.scaling_plan import on_demand_percentage
 
 
@@ -47,6 +50,7 @@ class AccountFacts:
     lambda_concurrency_quota: float | None  # None: could not be read (the check is skipped with a warning)
     instance_vcpus: Mapping[str, int] = field(default_factory=dict)  # DescribeInstanceTypes' DefaultVCpus
     vcpu_quota_values: Mapping[str, float | None] = field(default_factory=dict)  # code -> applied; None: unread
+    missing_signing_keys: tuple[str, ...] = ()  # issue 43: outputSigningKeys with no public half in SSM
 
 
 def _ami_command(cfg: FleetConfig) -> str:
@@ -76,6 +80,10 @@ def missing(cfg: FleetConfig, facts: AccountFacts) -> list[str]:
     if not facts.webhook_secret_exists:
         problems.append(f"no webhook signing secret: the SSM parameter {secret} does not "
                         f"exist: run `make webhook-secret STACK={stack}`")
+    for key in facts.missing_signing_keys:  # issue 43
+        problems.append(f"no output signing key {key}: the SSM parameter "
+                        f"{output_signing_key_parameter(cfg.identity, key, 'public')} does not exist: run "
+                        f"`make rotate-signing-key STACK={stack}` (or set outputAccess: public)")
     if cfg.api.auth == "api-key" and facts.api_key_count == 0:
         problems.append(f"no API key under {api_keys_prefix(cfg.identity)}/ (apiAuth: api-key): run "
                         f"`make api-key STACK={stack} NAME=<who>` (prints the key once)")
@@ -121,7 +129,9 @@ def read_facts(cfg: FleetConfig, provider) -> AccountFacts:
                         f"{cfg.api.account_concurrency_needed} executions: check the quota yourself")
         quota = None
     vcpus, vcpu_values = _read_vcpu_quotas(cfg, aws, opts)
-    return AccountFacts(ami, secret, keys, quota, vcpus, vcpu_values)
+    signing = tuple(k for k in cfg.outputs.signing_keys if cfg.outputs.signed and not _parameter_exists(
+        aws, output_signing_key_parameter(cfg.identity, k, "public"), opts))  # issue 43
+    return AccountFacts(ami, secret, keys, quota, vcpus, vcpu_values, missing_signing_keys=signing)
 
 
 def _read_vcpu_quotas(cfg: FleetConfig, aws, opts) -> tuple[dict[str, int], dict[str, float | None]]:

@@ -99,7 +99,8 @@ def describe(platform: LocalPlatform) -> str:
         f"  AWS (moto)   {platform.moto_url}   buckets {res.outputs_bucket}, {res.models_bucket}; "
         f"table {res.job_table}",
         f"  queue        {queue}",
-        f"  CDN          {platform.cdn.base_url}/outputs/<job id>/<attempt>/image-0.png",
+        f"  CDN          {platform.cdn.base_url}/outputs/<job id>/<attempt>/image-0.png"
+        + ("   (signed links from the job API; 403 otherwise)" if platform.options.output_access == "signed" else ""),
     ]
     if platform.models:
         lines.append(f"  model store  s3://{res.models_bucket}: " + ", ".join(

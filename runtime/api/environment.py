@@ -153,6 +153,8 @@ API_VARIABLES = {
     # issue 44 (lane D)
     "deadline_sync_seconds": "GENAI_DEADLINE_SYNC_SECONDS", "deadline_async_seconds": "GENAI_DEADLINE_ASYNC_SECONDS",
     "admission_max_wait_seconds": "GENAI_ADMISSION_MAX_WAIT_SECONDS",
+    "output_signing_key_id": "GENAI_OUTPUT_SIGNING_KEY_ID",
+    "output_signing_key_parameter": "GENAI_OUTPUT_SIGNING_KEY_PARAMETER",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -200,6 +202,8 @@ class ApiConfig:
     deadline_sync_seconds: float | None = None
     deadline_async_seconds: float | None = None
     admission_max_wait_seconds: float | None = None
+    output_signing_key_id: str | None = None  # the CloudFront public key id; None: public links
+    output_signing_key_parameter: str | None = None  # the SecureString holding its private half
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -235,6 +239,8 @@ class ApiConfig:
             hourly_usd=_num(e.get("GENAI_FLEET_HOURLY_USD")),
             outputs_base_url=e.get("GENAI_OUTPUTS_BASE_URL") or "",
             output_url_ttl_seconds=int(e.get("GENAI_OUTPUT_URL_TTL_SECONDS") or DEFAULT_TTL_SECONDS),
+            output_signing_key_id=e.get("GENAI_OUTPUT_SIGNING_KEY_ID") or None,
+            output_signing_key_parameter=e.get("GENAI_OUTPUT_SIGNING_KEY_PARAMETER") or None,
             **_deadline_settings(e))
 
     def to_env(self) -> dict[str, Any]:

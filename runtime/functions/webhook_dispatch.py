@@ -26,7 +26,8 @@ Environment: GENAI_WEBHOOK_QUEUE_URL (deliveries queue), GENAI_API_URL (links in
 (the progress half reads the job),
 GENAI_WEBHOOK_SECRET_PARAMETER (SSM SecureString; GENAI_WEBHOOK_SECRET in local mode),
 GENAI_AWS_ENDPOINT_URL (moto / local mode), GENAI_ALLOW_LOOPBACK_URLS (local mode only),
-GENAI_OUTPUTS_BASE_URL and GENAI_OUTPUT_URL_TTL_SECONDS (the output links the sender makes at send time, issue 43).
+GENAI_OUTPUTS_BASE_URL, GENAI_OUTPUT_URL_TTL_SECONDS, GENAI_OUTPUT_SIGNING_KEY_ID and
+GENAI_OUTPUT_SIGNING_KEY_PARAMETER (the output links the sender makes and signs at send time, issue 43).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from urllib.parse import urlsplit
 from runtime.functions import environment
 from runtime.functions.webhook_events import Delivery, deliveries, progress_delivery
 from runtime.functions.webhooks import WebhookSender, load_secret_from_ssm
+from runtime.jobs.cdn_signing import KEY_ID_VARIABLE, KEY_PARAMETER_VARIABLE
+from runtime.jobs.cdn_signing import output_links as cdn_output_links
 from runtime.jobs.output_links import DEFAULT_TTL_SECONDS, OutputLinks
 from runtime.jobs.store import JobStore
 
@@ -192,9 +195,11 @@ _cached: dict[str, Any] = {}
 
 
 def output_links(env: Mapping[str, str]) -> OutputLinks:
-    """The sender's output links: the CDN's base URL and the links' lifetime, from its environment."""
-    return OutputLinks(env.get("GENAI_OUTPUTS_BASE_URL", ""),
-                       ttl_s=int(env.get("GENAI_OUTPUT_URL_TTL_SECONDS") or DEFAULT_TTL_SECONDS))
+    """The sender's output links: the CDN's base URL, the links' lifetime and the signing key, from its
+    environment (runtime/jobs/cdn_signing.py)."""
+    return cdn_output_links(env.get("GENAI_OUTPUTS_BASE_URL", ""), env.get(KEY_ID_VARIABLE),
+                            env.get(KEY_PARAMETER_VARIABLE), lambda: environment.client("ssm"),
+                            int(env.get("GENAI_OUTPUT_URL_TTL_SECONDS") or DEFAULT_TTL_SECONDS))
 
 
 def stream_handler(event: Mapping[str, Any], _context: Any = None) -> dict[str, Any]:

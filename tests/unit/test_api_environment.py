@@ -27,7 +27,9 @@ EVERY_FIELD_SET = ApiConfig(
     event_table="events",
     budget_usd_per_day=25.5, hourly_usd=1.006,
     outputs_base_url="https://d111.cloudfront.net", output_url_ttl_seconds=900,  # issue 43
-    deadline_sync_seconds=20.0, deadline_async_seconds=600.0, admission_max_wait_seconds=30.0)  # issue 44
+    deadline_sync_seconds=20.0, deadline_async_seconds=600.0, admission_max_wait_seconds=30.0,  # issue 44
+    output_signing_key_id="K2JCJMDEHXQW5F",
+    output_signing_key_parameter="/genai-fleet/dev/output-signing-keys/k1/private")
 
 
 @pytest.mark.parametrize("cfg", [

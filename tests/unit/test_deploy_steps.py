@@ -28,7 +28,7 @@ from moto import mock_aws
 
 from fleetdev.pulumi_mocks import ROOT, MockAccount, ProgramError, stack_config
 from tests.unit.test_ami_build import GOOD_TAGS, _as_aws_reports, _register_ami
-from tools import ami_build, ami_preflight, preview, stack_setup
+from tools import ami_build, ami_preflight, preview, signing_keys, stack_setup
 
 STEP = re.compile(r"^(\d+)\. \*\*(.+?)\*\*")
 COMMAND = re.compile(r"`((?:make|pulumi|aws|python) [^`]+)`")
@@ -102,6 +102,12 @@ def _webhook_secret(account: Account, m: re.Match, stack: str) -> None:
     stack_setup.ensure_webhook_secret(account.session.client("ssm"), stack_setup.stack_settings(m[1]))
 
 
+def _signing_key(account: Account, m: re.Match, stack: str) -> None:  # issue 43: the first step makes k1
+    out = signing_keys.rotate_signing_key(account.session.client("ssm"), stack_setup.stack_settings(m[1]),
+                                          ROOT / f"Pulumi.{m[1]}.yaml")
+    assert out["step"] == "init", out  # an empty account: the stack file is not edited
+
+
 def _api_key(account: Account, m: re.Match, stack: str) -> None:
     out = stack_setup.mint_api_key(account.session.client("ssm"), stack_setup.stack_settings(m[1]), m[2])
     assert out["key"].startswith("gf_")
@@ -140,6 +146,7 @@ HANDLERS: list[tuple[re.Pattern, Handler, bool]] = [  # (command, handler, acts 
     (re.compile(r"^make ami FLAVOR=(\w+)$"), _make_ami, False),
     (re.compile(r"^make promote-ami FLAVOR=(\w+) CHANNEL=([\w-]+)$"), _promote, False),
     (re.compile(r"^make webhook-secret STACK=(\w+)$"), _webhook_secret, False),
+    (re.compile(r"^make rotate-signing-key STACK=(\w+)$"), _signing_key, False),
     (re.compile(r"^make api-key STACK=(\w+) NAME=(\w+)$"), _api_key, False),
     (re.compile(r"^aws service-quotas request-service-quota-increase .*--quota-code L-B99A9384 "
                 r"--desired-value (\d+)$"), _quota, False),
@@ -177,7 +184,8 @@ G_SPOT = ("aws service-quotas request-service-quota-increase --service-code ec2 
 PREREQUISITES = {
     "dev": [G_ON_DEMAND, G_SPOT,
             "make ami FLAVOR=cuda", "make promote-ami FLAVOR=cuda CHANNEL=prod", "make webhook-secret STACK=dev",
-            "make api-key STACK=dev NAME=alice", "aws service-quotas request-service-quota-increase --service-code "
+            "make rotate-signing-key STACK=dev", "make api-key STACK=dev NAME=alice",
+            "aws service-quotas request-service-quota-increase --service-code "
             "lambda --quota-code L-B99A9384 --desired-value 2500"],
 }
 
@@ -212,7 +220,8 @@ def test_an_empty_account_stops_at_the_preview_naming_every_missing_step_in_orde
     message = str(info.value)
     assert "not ready for stack dev" in message
     positions = [message.index(c) for c in ("--quota-code L-3819A6DF --desired-value 12", "make ami FLAVOR=cuda",
-                                            "make webhook-secret STACK=dev", "make api-key STACK=dev")]
+                                            "make webhook-secret STACK=dev", "make rotate-signing-key STACK=dev",
+                                            "make api-key STACK=dev")]
     assert positions == sorted(positions)
 
 
@@ -229,6 +238,7 @@ AMI_STEP = next(n for n, _, commands in readme_steps() if "make ami FLAVOR=cuda"
     ("dev", "make ami FLAVOR=cuda", PREVIEW_STEP, "run `make ami FLAVOR=cuda`"),
     ("dev", "make webhook-secret STACK=dev", PREVIEW_STEP, "run `make webhook-secret STACK=dev`"),
     ("dev", "make api-key STACK=dev NAME=alice", PREVIEW_STEP, "run `make api-key STACK=dev NAME=<who>`"),
+    ("dev", "make rotate-signing-key STACK=dev", PREVIEW_STEP, "run `make rotate-signing-key STACK=dev`"),
     ("prod", "make ami FLAVOR=cuda", AMI_STEP, "build and check an image first (`make ami FLAVOR=cuda`)"),
     ("prod", "make promote-ami FLAVOR=cuda CHANNEL=prod", PREVIEW_STEP, "`make promote-ami FLAVOR=cuda CHANNEL=prod`"),
     ("prod", "make webhook-secret STACK=prod", PREVIEW_STEP, "run `make webhook-secret STACK=prod`"),

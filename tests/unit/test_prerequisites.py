@@ -67,7 +67,9 @@ def test_the_program_stops_before_declaring_anything_in_an_empty_account():
 def test_the_launch_template_uses_the_image_the_channel_names():
     image = "ami-0fedcba9876543210"
     account = MockAccount(parameters={"/genai-fleet/ami/cuda/prod": image, "/genai-fleet/prod/webhook-secret": "x",
-                                      "/genai-fleet/prod/api-keys/k1": "{}"}, lambda_concurrency_quota=2500)
+                                      "/genai-fleet/prod/api-keys/k1": "{}",
+                                      "/genai-fleet/prod/output-signing-keys/k1/public": "pem"},  # issue 43
+                           lambda_concurrency_quota=2500)
     recording = run_stack("prod", account=account)
     templates = recording.of_type("aws:ec2/launchTemplate:LaunchTemplate")
     assert templates and {t.inputs["imageId"] for t in templates} == {image}

@@ -86,7 +86,8 @@ def test_enough_or_unreadable_quotas_pass():
 def _ready_account(**quotas: float) -> MockAccount:
     return MockAccount(parameters={"/genai-fleet/ami/cuda/latest": "ami-0123456789abcdef0",
                                    "/genai-fleet/ami/neuron/latest": "ami-0123456789abcdef0",
-                                   "/genai-fleet/dev/webhook-secret": "x", "/genai-fleet/dev/api-keys/k1": "{}"},
+                                   "/genai-fleet/dev/webhook-secret": "x", "/genai-fleet/dev/api-keys/k1": "{}",
+                                   "/genai-fleet/dev/output-signing-keys/k1/public": "pem"},  # issue 43
                        lambda_concurrency_quota=1000.0, ec2_vcpu_quotas=dict(quotas))
 
 
