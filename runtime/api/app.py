@@ -91,6 +91,7 @@ class Request:
     base_url: str = ""
     request_id: str = ""
     source_ip: str = ""  # the client address the gateway saw (per-source limit on failed authentications)
+    caller: Principal | None = None  # issue 43: who the app found calling (its last-used day is recorded on success)
 
 
 @dataclass
@@ -178,6 +179,7 @@ class ApiApp:
         except Exception:  # last line: log the bug, answer 500 without internals
             log.exception("unhandled error in %s %s", req.method, req.path)
             resp = _problem(ApiError(500, "internal", "Internal Server Error", "an unexpected error occurred"))
+        self._note_key_use(req, resp)
         log.info("request", extra={"request_id": req.request_id, "method": req.method, "path": req.path,
                                    "status": resp.status, "ms": round((time.monotonic() - started) * 1000, 1)})
         return resp
@@ -197,10 +199,14 @@ class ApiApp:
 
     # --- auth and limits -----------------------------------------------------------------------------
     def _principal(self, req: Request) -> Principal:
-        principal = self._caller(req)
-        if principal.kind == "api-key" and self.key_use is not None:
-            self.key_use.note(principal.id)  # at most one conditional write per key per day (runtime.jobs.key_use)
-        return principal
+        req.caller = self._caller(req)
+        return req.caller
+
+    def _note_key_use(self, req: Request, resp: Response) -> None:
+        """Issue 43: a key's day of use, recorded for requests it made that succeeded (a refused request writes
+        nothing); at most one conditional write per key per instance per day (runtime.jobs.key_use)."""
+        if req.caller is not None and req.caller.kind == "api-key" and self.key_use is not None and resp.status < 400:
+            self.key_use.note(req.caller.id)
 
     def _caller(self, req: Request) -> Principal:
         mode = self.options.auth_mode

@@ -11,8 +11,8 @@ record without a tenant is its own tenant); the tag secret sits beside them in `
 the hash is stored: a 256-bit random secret needs no slow KDF, and verification stays sub-millisecond. Lookups go
 straight to one parameter by key id (no scan) and are cached per Lambda instance in a bounded LRU, found and
 not-found alike, for 60 s, so a key revoked with ``genai-stack api-key revoke`` (tools/api_keys.py) is refused
-everywhere within 60 s and a repeated unknown key costs one GetParameter a minute. Local mode reads the same records from
-a JSON file (``{"<key_id>": {...}}``) or from ``GENAI_API_KEYS`` (``key,key``).
+everywhere within 60 s and a repeated unknown key costs one GetParameter a minute. Local mode reads the same
+records from a JSON file (``{"<key_id>": {...}}``) or from ``GENAI_API_KEYS`` (``key,key``).
 
 Answers: no credentials -> 401; unknown, wrong, badly tagged or disabled key -> 403, the same status and body
 for each; a source (client IP) with too many failed lookups -> 429 for keys made without the tag secret that
@@ -92,7 +92,7 @@ class KeyRecord:
         data = json.loads(text) if isinstance(text, str) else dict(text)
         return cls(key_id=key_id, sha256=str(data["sha256"]), name=str(data.get("name") or ""),
                    disabled=bool(data.get("disabled", False)),
-                   **{name: data.get(name) for name in OPTIONAL_FIELDS},
+                   **{name: data[name] for name in OPTIONAL_FIELDS if data.get(name) is not None},  # else: default
                    tenant=str(data.get("tenant") or key_id), scope=str(data.get("scope") or TENANT_SCOPE),
                    created=data.get("created"), revoked=data.get("revoked"))
 

@@ -1,11 +1,11 @@
 """When each API key was last used, to the day, beside the quota counters in the job table (issue 43, item 3).
 
 One item per key, ``keyuse#<key id>``, attribute ``day`` (``YYYY-MM-DD``, UTC). The API writes it without a
-write per request: each API instance remembers the day it last recorded per key (a bounded memo), and the first
-request of a key on a new day in that instance makes one conditional update (``day`` absent or older), so at most
-one write per key per instance per day is tried and at most one per key per day succeeds. The record is best
-effort: a failed write is logged and never fails the request. ``genai-stack api-key list`` reads the items.
-Key records in SSM are never written by the API (it may only read them).
+write per request: each API instance remembers the day it last recorded per key (a bounded memo), and the
+first successful request of a key on a new day in that instance makes one conditional update (``day`` absent
+or older), so at most one write per key per instance per day is tried and at most one per key per day
+succeeds. The record is best effort: a failed write is logged and never fails the request. ``genai-stack
+api-key list`` reads the items. Key records in SSM are never written by the API (it may only read them).
 """
 
 from __future__ import annotations

@@ -82,11 +82,13 @@ def test_the_api_records_each_keys_last_use_day(aws_clients, job_table):
     ssm, now = aws_clients("ssm"), [1_767_225_600.0]
     prefix = f"/genai-fleet/t{uuid.uuid4().hex[:8]}/api-keys"
     minted = api_keys.create(SsmKeyStore(ssm, prefix), "carol")
+    refused_only = api_keys.create(SsmKeyStore(ssm, prefix), "dave")
     app = _app(aws_clients, job_table, SsmKeyStore(ssm, prefix, accept_untagged=True), now=now)
     for _ in range(3):
         assert _call(app, "GET", "/v1/jobs", minted["key"])[0] == 200
+    assert _call(app, "POST", "/v1/jobs", refused_only["key"], {"model": 7})[0] == 422  # refused: writes nothing
     listed = api_keys.list_keys(ssm, prefix, app.key_use)
-    assert [(k["key_id"], k["last_used"]) for k in listed["keys"]] == [(minted["key_id"], "2026-01-01")]
+    assert sorted((k["name"], k["last_used"]) for k in listed["keys"]) == [("carol", "2026-01-01"), ("dave", None)]
 
 
 def test_operator_routes_refuse_tenant_keys_with_403(aws_clients, job_table):
