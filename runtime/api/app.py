@@ -488,7 +488,8 @@ class ApiApp:
         principal = self._principal(req)
         self._read_limit(principal)
         query: ListQuery = parse_list_query(req.query)
-        records, after = self.store.list_owned(principal.id, query.limit, query.statuses, query.after)
+        records, after = self.store.list_owned(principal.id, query.limit, query.statuses, query.after,
+                                               metadata=dict(query.metadata))  # issue 44: label filters
         jobs = [public_view(record, req.base_url, self.links) for record in records]
         cursor = encode_cursor(after) if after is not None else None
         return Response(200, {"jobs": jobs, "next_cursor": cursor})

@@ -339,6 +339,20 @@ Task = Literal["txt2img", "img2img", "txt2video", "img2video", "comfyui-workflow
 Event = Literal["start", "output", "completed"]
 
 
+# -- Labels (issue 44, lane F) -------------------------------------------------------------------------------------
+# ``metadata``: the app's own labels on a job (an end-user id, tags), returned on the job and in webhooks and usable
+# as a filter of GET /v1/jobs. Bounded so that a record and a queue message stay small (16 x (64 + 256) < 6 KB).
+MAX_METADATA_KEYS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 256
+METADATA_KEY = rf"^[A-Za-z0-9_.:-]{{1,{MAX_METADATA_KEY}}}$"
+MetadataValue = Annotated[str, Field(strict=True, max_length=MAX_METADATA_VALUE, json_schema_extra=_NO_NUL),
+                          AfterValidator(_no_nul)]
+Metadata = Annotated[dict[Annotated[str, Field(pattern=METADATA_KEY)], MetadataValue], Field(
+    max_length=MAX_METADATA_KEYS, json_schema_extra={"propertyNames": {"pattern": METADATA_KEY}}, description=(
+        f"your own labels: at most {MAX_METADATA_KEYS} keys of 1-{MAX_METADATA_KEY} characters (letters, digits, "
+        f"_ . : -), each a string of at most {MAX_METADATA_VALUE} characters; returned on the job and in webhooks, "
+        "and a filter of GET /v1/jobs (metadata.<key>=<value>)"))]
+
+
 class JobEnvelope(BaseModel):
     """The fields every job has; ``inputs`` is checked against ``TASK_INPUTS[task]`` (see ``job_request_models``)."""
 
@@ -350,6 +364,7 @@ class JobEnvelope(BaseModel):
     inputs: Annotated[dict[str, Any], Field(strict=True)]
     webhook: Url | None = None
     webhook_events_filter: list[Event] = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS))
+    metadata: Metadata = Field(default_factory=dict)  # issue 44: labels
 
 
 def job_request_models() -> list[type[BaseModel]]:

@@ -8,7 +8,8 @@ A request body (``POST /v1/jobs``) is a JSON object::
                                               # | comfyui-workflow (the fleet's backend serves a subset)
       "inputs": {...},                        # required; fields per task, below
       "webhook": "https://example.com/hook",  # optional; public http(s) URL (see runtime.net_safety)
-      "webhook_events_filter": ["completed"]  # optional; subset of start, output, completed
+      "webhook_events_filter": ["completed"], # optional; subset of start, output, completed
+      "metadata": {"user": "u-42"}            # optional; labels (issue 44: 16 keys, key 64, value 256 chars)
     }
 
 Inputs per task (defaults filled in by ``validate_job``; any other key is refused):
@@ -196,6 +197,8 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
     events = [e for e in WEBHOOK_EVENTS if e in envelope.webhook_events_filter]
     spec = {"model": envelope.model, "task": task, "inputs": normalized, "webhook": envelope.webhook,
             "webhook_events_filter": events}
+    if envelope.metadata:  # issue 44: labels; a job without any reads (and fingerprints) as before
+        spec["metadata"] = dict(envelope.metadata)
     if len(canonical_json(spec)) > MAX_BODY_BYTES:
         raise ValidationError([Problem("(body)", "max-size", f"the job must be at most {MAX_BODY_BYTES} bytes")])
     return spec

@@ -44,6 +44,7 @@ def public_view(record: Mapping[str, Any], base_url: str, links: OutputLinks | N
         "error": record.get("error"),
         "webhook": spec.get("webhook"),
         "webhook_events_filter": spec.get("webhook_events_filter", []),
+        "metadata": dict(spec.get("metadata") or {}),  # issue 44: the job's labels, as sent
         "urls": {"get": f"{base_url}/v1/jobs/{job_id}", "cancel": f"{base_url}/v1/jobs/{job_id}/cancel"},
     }
     return view
