@@ -52,6 +52,7 @@ from runtime.api.request_headers import check_content_type, idempotency_key, pre
 from runtime.api.sync_wait import WaitPacer
 from runtime.api.video_capabilities import refuse_unserved_video
 from runtime.api.workflow_check import WorkflowChecker
+from runtime.jobs.deletion import JobDeleter, JobNotFinalError
 from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavailableError, ValidationError
 from runtime.jobs.events import EventLog
 from runtime.jobs.ids import is_job_id
@@ -125,7 +126,8 @@ class ApiApp:
                  keys: KeyStore | None = None, models: ModelsSource | None = None,
                  openapi: Callable[[], dict[str, Any]] | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, workflow_checker: WorkflowChecker | None = None,
-                 events: EventLog | None = None, links: OutputLinks | None = None):
+                 events: EventLog | None = None, links: OutputLinks | None = None,
+                 deleter: JobDeleter | None = None):
         self.store, self.producer = store, producer
         self.options = options or ApiOptions()
         self.keys, self.models = keys, models or StaticModels(())
@@ -140,12 +142,13 @@ class ApiApp:
         # Output URLs are made here when handed out (issue 43); none given: public links under no CDN (tests)
         self.links = links or OutputLinks("")
         self._feed = EventFeed(events, store.get, self.links, sleep=sleep) if events is not None else None
+        self.deleter = deleter  # issue 44: DELETE /v1/jobs/{id} (runtime/jobs/deletion.py); None: not offered
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
             (re.compile(r"^/v1/health$"), {"GET": self.health}),
             (re.compile(r"^/v1/openapi\.json$"), {"GET": self.openapi}),
             (re.compile(r"^/v1/models$"), {"GET": self.list_models}),
             (re.compile(r"^/v1/jobs$"), {"POST": self.create_job, "GET": self.list_jobs}),
-            (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)$"), {"GET": self.get_job}),
+            (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)$"), {"GET": self.get_job, "DELETE": self.delete_job}),
             (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)/cancel$"), {"POST": self.cancel_job}),
             (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)/events$"), {"GET": self.job_events}),
             (re.compile(r"^/v1/quotes$"), {"POST": self.create_quote}),
@@ -506,6 +509,20 @@ class ApiApp:
             log.info("job %s: cancel %s", job_id, "applied" if updated["status"] == CANCELED else "requested")
         updated = updated or record
         return Response(200, self._view(updated, req))
+
+    def delete_job(self, req: Request, job_id: str) -> Response:
+        """Issue 44: a final job's outputs, inputs and prompt deleted, a tombstone kept (runtime/jobs/deletion.py).
+        Another key's job: 404; a job not final: 409; deleted already: the same answer as the first time."""
+        principal = self._principal(req)
+        self._rate_limit(principal)
+        record = self._owned(principal, job_id)
+        if self.deleter is None:
+            raise ApiError(404, "not-found", "Not Found", "this deployment does not delete jobs")
+        try:
+            tombstone = self.deleter.delete(record)
+        except JobNotFinalError as exc:
+            raise ApiError(409, "job-not-final", "Conflict", str(exc)) from None
+        return Response(200, self._view(tombstone, req))
 
     def job_events(self, req: Request, job_id: str) -> Response:
         """The job's events after ``after``, long-polled up to ``wait`` s (runtime.api.job_events_feed)."""

@@ -39,6 +39,8 @@ GENAI_FLEET_HOURLY_USD          the fleet's instance price (the stack's table): 
 GENAI_MAX_WAIT_SECONDS          cap of Prefer: wait (default 25)
 GENAI_AWS_ENDPOINT_URL          one endpoint for every AWS client (moto / local mode)
 GENAI_EVENT_TABLE               the job event log table (GET /v1/jobs/{id}/events, progress in job views)
+GENAI_OUTPUTS_BUCKET            the outputs bucket: DELETE /v1/jobs/{id} removes the job's objects under
+                                outputs/<job_id>/ (issue 44). Unset: no DELETE (404)
 AWS_REGION                      set by Lambda itself; never written by ``to_env``
 ==============================  ===========================================================
 """
@@ -147,6 +149,8 @@ API_VARIABLES = {
     "budget_usd_per_day": "GENAI_TENANT_BUDGET_USD_PER_DAY", "hourly_usd": "GENAI_FLEET_HOURLY_USD",
     # issue 43: output links (runtime/jobs/output_links.py)
     "outputs_base_url": "GENAI_OUTPUTS_BASE_URL", "output_url_ttl_seconds": "GENAI_OUTPUT_URL_TTL_SECONDS",
+    # issue 44: DELETE /v1/jobs/{id} removes the job's objects (runtime/jobs/deletion.py)
+    "outputs_bucket": "GENAI_OUTPUTS_BUCKET",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -190,6 +194,9 @@ class ApiConfig:
     # issue 43: output links are made when handed out (runtime/jobs/output_links.py)
     outputs_base_url: str = ""  # the CDN serving the outputs bucket, e.g. https://d111.cloudfront.net
     output_url_ttl_seconds: int = DEFAULT_TTL_SECONDS  # outputUrlTtlSeconds: a signed link's lifetime
+    # issue 44: the outputs bucket, whose objects under outputs/<job_id>/ DELETE /v1/jobs/{id} removes; None: no
+    # DELETE route (404)
+    outputs_bucket: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -224,7 +231,8 @@ class ApiConfig:
             budget_usd_per_day=_num(e.get("GENAI_TENANT_BUDGET_USD_PER_DAY")),
             hourly_usd=_num(e.get("GENAI_FLEET_HOURLY_USD")),
             outputs_base_url=e.get("GENAI_OUTPUTS_BASE_URL") or "",
-            output_url_ttl_seconds=int(e.get("GENAI_OUTPUT_URL_TTL_SECONDS") or DEFAULT_TTL_SECONDS))
+            output_url_ttl_seconds=int(e.get("GENAI_OUTPUT_URL_TTL_SECONDS") or DEFAULT_TTL_SECONDS),
+            outputs_bucket=e.get("GENAI_OUTPUTS_BUCKET") or None)
 
     def to_env(self) -> dict[str, Any]:
         """The variables ``from_env`` reads back into this config (region aside): set or non-default fields."""

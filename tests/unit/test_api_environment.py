@@ -26,7 +26,8 @@ EVERY_FIELD_SET = ApiConfig(
     video_formats=("mp4", "webm"), video_model_kinds=("video",),
     event_table="events",
     budget_usd_per_day=25.5, hourly_usd=1.006,
-    outputs_base_url="https://d111.cloudfront.net", output_url_ttl_seconds=900)  # issue 43
+    outputs_base_url="https://d111.cloudfront.net", output_url_ttl_seconds=900,  # issue 43
+    outputs_bucket="genai-dev-outputs")  # issue 44
 
 
 @pytest.mark.parametrize("cfg", [
