@@ -57,6 +57,7 @@ from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavail
 from runtime.jobs.events import EventLog
 from runtime.jobs.ids import is_job_id
 from runtime.jobs.output_links import OutputLinks
+from runtime.jobs.retention import expired
 from runtime.jobs.schema import MAX_BODY_BYTES, fingerprint, parse_json_body, validate_job
 from runtime.jobs.spend import TenantSpend, utc_day
 from runtime.jobs.store import CANCELED, FINAL, QUEUED, RUNNING, JobStore, new_record
@@ -477,6 +478,8 @@ class ApiApp:
 
     def _owned(self, principal: Principal, job_id: str) -> dict[str, Any]:
         record = self.store.get(job_id) if is_job_id(job_id) else None
+        if record is not None and expired(record, self._clock()):  # issue 44: retention ran out, TTL not yet
+            record = None
         if record is None or record.get("owner") != principal.id:
             raise ApiError(404, "job-not-found", "Not Found", f"no job {job_id[:40]!r}")
         return record

@@ -353,6 +353,13 @@ Metadata = Annotated[dict[Annotated[str, Field(pattern=METADATA_KEY)], MetadataV
         "and a filter of GET /v1/jobs (metadata.<key>=<value>)"))]
 
 
+# -- Retention (issue 44, lane F) -----------------------------------------------------------------------------------
+# ``retention_seconds``: how long the job's record and outputs are kept, shorter than the stack's (the record's 30
+# days; the outputs bucket's outputRetentionDays bounds the outputs anyway). ``store_inputs: false``: the record never
+# holds the prompt or the input images (runtime/jobs/retention.py).
+MIN_RETENTION_SECONDS, MAX_RETENTION_SECONDS = 3600, 30 * 86400
+
+
 class JobEnvelope(BaseModel):
     """The fields every job has; ``inputs`` is checked against ``TASK_INPUTS[task]`` (see ``job_request_models``)."""
 
@@ -365,6 +372,13 @@ class JobEnvelope(BaseModel):
     webhook: Url | None = None
     webhook_events_filter: list[Event] = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS))
     metadata: Metadata = Field(default_factory=dict)  # issue 44: labels
+    # issue 44: retention
+    retention_seconds: Annotated[Int, Field(ge=MIN_RETENTION_SECONDS, le=MAX_RETENTION_SECONDS, description=(
+        "delete the job's record and outputs this long after it was created (1 hour to 30 days; shorter than "
+        "the stack's retention, which applies without it)"))] | None = None
+    store_inputs: Annotated[bool, Field(strict=True, description=(
+        "false: the job record never holds the prompt, negative prompt, input images or workflow (the worker "
+        "reads them from the queue message); GET and webhooks show the other inputs"))] = True
 
 
 def job_request_models() -> list[type[BaseModel]]:

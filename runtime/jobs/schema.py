@@ -199,6 +199,10 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
             "webhook_events_filter": events}
     if envelope.metadata:  # issue 44: labels; a job without any reads (and fingerprints) as before
         spec["metadata"] = dict(envelope.metadata)
+    if envelope.retention_seconds is not None:  # issue 44: retention (runtime/jobs/retention.py)
+        spec["retention_seconds"] = envelope.retention_seconds
+    if not envelope.store_inputs:
+        spec["store_inputs"] = False
     if len(canonical_json(spec)) > MAX_BODY_BYTES:
         raise ValidationError([Problem("(body)", "max-size", f"the job must be at most {MAX_BODY_BYTES} bytes")])
     return spec

@@ -83,13 +83,13 @@ from runtime.jobs.attempts import (
 from runtime.jobs.errors import IdempotencyConflictError, JobNotFoundError, StoreUnavailableError
 from runtime.jobs.ids import new_job_id
 from runtime.jobs.items import deserialize, serialize, serialize_value
+from runtime.jobs.retention import JOB_TTL_SECONDS, record_ttl_seconds, stored_spec
 
 log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
 FINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
-JOB_TTL_SECONDS = 30 * 86400
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 MAX_ERROR_CHARS = 2000
 # The index GET /v1/jobs reads: job items by owner, newest first. Only job items carry ``owner``, so
@@ -122,10 +122,12 @@ def normalize_error(error: Any) -> dict[str, str]:
 
 def new_record(spec: Mapping[str, Any], owner: str, now: float | None = None, job_id: str | None = None,
                ttl_seconds: int = JOB_TTL_SECONDS) -> dict[str, Any]:
-    """A fresh ``queued`` record for a normalized spec."""
+    """A fresh ``queued`` record for a normalized spec (issue 44: its ``store_inputs`` and ``retention_seconds``
+    applied, runtime/jobs/retention.py)."""
     now = time.time() if now is None else now
+    ttl_seconds = record_ttl_seconds(spec, ttl_seconds)
     return {"job_id": job_id or new_job_id(now), "status": QUEUED, "model": spec["model"], "task": spec["task"],
-            "spec": dict(spec), "owner": owner, "created_at": now, "updated_at": now, "started_at": None,
+            "spec": stored_spec(spec), "owner": owner, "created_at": now, "updated_at": now, "started_at": None,
             "completed_at": None, "attempts": 0, "worker_id": None, "outputs": [], "timings": {}, "error": None,
             "attempt_errors": [], "cancel_requested": False, "enqueued": False,
             "expires_at": int(now + ttl_seconds),
