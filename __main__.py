@@ -73,6 +73,7 @@ api = Api("api", ApiArgs(
     # the node catalog of the fleet's image (issue 41): the cluster's own AMI lookup
     comfyui_image=(cfg.cluster.flavor, cluster.ami_id) if cfg.cluster.backend == "comfyui" else None,
     output_links=output_links,  # output links made when handed out (issue 43)
+    outputs_bucket_name=outputs.bucket_name, outputs_bucket_arn=outputs.bucket_arn,  # DELETE /v1/jobs/{id} (issue 44)
 ), opts=opts)
 # Dead letters and dead workers end final; webhooks come from the table's stream, never from a worker.
 # The webhook secret is a SecureString the operator creates once per environment (README: "Webhook signing secret").

@@ -29,6 +29,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import lambda_package, naming, worker_prices
+from components.cdn_storage import OUTPUTS_PREFIX
 from components.config import ApiSettings, StackIdentity, StorageSettings
 from components.function_policy import policy_json
 from components.output_link_access import OutputLinkAccess
@@ -120,6 +121,15 @@ class ApiArgs:
     """The CDN serving the outputs and the key links are signed with: output URLs are made when handed out
     (runtime/jobs/output_links.py); the job record stores object keys. None: links without a CDN (tests)."""
 
+    # issue 44: DELETE /v1/jobs/{id}
+    outputs_bucket_name: pulumi.Input[str] | None = None
+    """The outputs bucket: DELETE /v1/jobs/{id} removes every version of the job's objects under
+    ``outputs/<job_id>/`` (runtime/jobs/deletion.py). None: no DELETE route answers (404)."""
+
+    outputs_bucket_arn: pulumi.Input[str] | None = None
+    """Its ARN: the handler may list object versions under ``outputs/`` and delete objects and versions there,
+    nothing else of the bucket (no read, no write)."""
+
 
 class Api(pulumi.ComponentResource):
     api_url: pulumi.Output[str]
@@ -184,6 +194,7 @@ class Api(pulumi.ComponentResource):
             budget_usd_per_day=settings.tenant_budget_usd_per_day, hourly_usd=self._hourly_usd(),
             **self._output_links_config(),
             **self._deadline_env(settings),
+            outputs_bucket=a.outputs_bucket_name,  # issue 44
         ).to_env()
 
     @staticmethod
@@ -247,12 +258,24 @@ class Api(pulumi.ComponentResource):
         if a.model_bucket_arn is not None:
             statements.append({"sid": "ModelManifest", "actions": ["s3:GetObject"],
                                "resources": [pulumi.Output.concat(a.model_bucket_arn, "/manifest.json")]})
+        statements += self._deletion_statements()  # issue 44
         if self._node_catalog is not None:  # the one catalog object of the fleet's image, nothing else there
             statements.append({"sid": "NodeCatalog", "actions": ["s3:GetObject"], "resources": [
                 self._node_catalog.apply(lambda loc: f"arn:aws:s3:::{loc[0]}/{loc[1]}")]})
         if a.output_links is not None:  # issue 43: the signing key's private half, nothing else
             statements.extend(a.output_links.statements(a.stack.region, self._account))
         return statements
+
+    def _deletion_statements(self) -> list[dict[str, pulumi.Input]]:
+        """Issue 44, DELETE /v1/jobs/{id}: list the versions under ``outputs/`` (ListBucketVersions, limited by an
+        ``s3:prefix`` condition) and delete objects and versions there; no other object of the bucket."""
+        arn = self._args.outputs_bucket_arn
+        if arn is None or self._args.outputs_bucket_name is None:
+            return []
+        return [{"sid": "OutputVersionsList", "actions": ["s3:ListBucketVersions"], "resources": [arn],
+                 "conditions": {"StringLike": {"s3:prefix": [f"{OUTPUTS_PREFIX}/*"]}}},
+                {"sid": "OutputDelete", "actions": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                 "resources": [pulumi.Output.concat(arn, f"/{OUTPUTS_PREFIX}/*")]}]
 
     # --- functions -------------------------------------------------------------------------------
     def _create_function(self, suffix: str, handler: str, code: pulumi.Archive,

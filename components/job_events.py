@@ -86,6 +86,11 @@ class JobEventsArgs:
     webhooks; None: no progress webhooks."""
 
 
+# issue 44: DynamoDB's TTL deletions on the stream (a REMOVE made by the service, not by a caller)
+TTL_REMOVE_PATTERN = {"eventName": ["REMOVE"],
+                      "userIdentity": {"type": ["Service"], "principalId": ["dynamodb.amazonaws.com"]}}
+
+
 class JobEvents(pulumi.ComponentResource):
     webhook_queue_url: pulumi.Output[str]
     webhook_dlq_url: pulumi.Output[str]
@@ -147,7 +152,9 @@ class JobEvents(pulumi.ComponentResource):
             function_name=fn.arn, starting_position="LATEST", batch_size=100, maximum_retry_attempts=10,
             bisect_batch_on_function_error=True,
             filter_criteria={"filters": [{"pattern": json.dumps({
-                "eventName": ["MODIFY"], "dynamodb": {"NewImage": {"status": {"S": list(FINAL_STATUSES)}}}})}]},
+                "eventName": ["MODIFY"], "dynamodb": {"NewImage": {"status": {"S": list(FINAL_STATUSES)}}}})},
+                # issue 44: a record removed by the table's TTL (its retention ran out): all its outputs go
+                {"pattern": json.dumps(TTL_REMOVE_PATTERN)}]},
             opts=self._opts())
 
     def _create_webhooks(self) -> tuple[pulumi.Output[str], pulumi.Output[str]]:

@@ -172,8 +172,10 @@ def output_name(job_id: str, index: int, url: str, content_type: str | None) -> 
     return f"{job_id}-{index}{ext}"
 
 
-def list_params(status: str | list[str] | None, limit: int | None, cursor: str | None) -> dict[str, str]:
-    params: dict[str, str] = {}
+def list_params(status: str | list[str] | None, limit: int | None, cursor: str | None,
+                metadata: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The query of GET /v1/jobs; ``metadata`` (issue 44): only jobs with each label, ``metadata.<key>=<value>``."""
+    params: dict[str, str] = {f"metadata.{k}": v for k, v in (metadata or {}).items()}
     if status:
         params["status"] = status if isinstance(status, str) else ",".join(status)
     if limit is not None:

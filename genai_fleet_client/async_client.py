@@ -71,8 +71,13 @@ class AsyncClient:
         return Job.from_api(await self._request("POST", f"/v1/jobs/{job_id}/cancel"))
 
     async def list(self, *, status: str | list[str] | None = None, limit: int | None = None,
-                   cursor: str | None = None) -> JobPage:
-        return JobPage.from_api(await self._request("GET", "/v1/jobs", params=p.list_params(status, limit, cursor)))
+                   cursor: str | None = None, metadata: Mapping[str, str] | None = None) -> JobPage:
+        return JobPage.from_api(await self._request("GET", "/v1/jobs",
+                                                    params=p.list_params(status, limit, cursor, metadata)))
+
+    async def delete(self, job_id: str) -> Job:
+        """Delete a final job's outputs, inputs and prompt (issue 44); its tombstone, the same on a second call."""
+        return Job.from_api(await self._request("DELETE", f"/v1/jobs/{job_id}"))
 
     async def events(self, job_id: str, *, after: str | None = None, wait_s: float = 10.0) -> dict[str, Any]:
         """One page of the job's events after the cursor ``after``, as ``Client.events``:

@@ -82,9 +82,14 @@ class Client:
         return Job.from_api(self._request("POST", f"/v1/jobs/{job_id}/cancel"))
 
     def list(self, *, status: str | list[str] | None = None, limit: int | None = None,
-             cursor: str | None = None) -> JobPage:
-        """One page of the caller's jobs, newest first (``GET /v1/jobs``)."""
-        return JobPage.from_api(self._request("GET", "/v1/jobs", params=p.list_params(status, limit, cursor)))
+             cursor: str | None = None, metadata: Mapping[str, str] | None = None) -> JobPage:
+        """One page of the caller's jobs, newest first (``GET /v1/jobs``); ``metadata``: only those with each label."""
+        return JobPage.from_api(self._request("GET", "/v1/jobs",
+                                              params=p.list_params(status, limit, cursor, metadata)))
+
+    def delete(self, job_id: str) -> Job:
+        """Delete a final job's outputs, inputs and prompt (issue 44); its tombstone, the same on a second call."""
+        return Job.from_api(self._request("DELETE", f"/v1/jobs/{job_id}"))
 
     def events(self, job_id: str, *, after: str | None = None, wait_s: float = 10.0) -> dict[str, Any]:
         """One page of the job's events after the cursor ``after`` (``GET /v1/jobs/{id}/events``), the API waiting

@@ -120,7 +120,7 @@ def _make_handler(s3_client: Any, bucket: str, verifier: SignedUrlVerifier | Non
             self.send_response(status)
             self.send_header("Content-Type", obj.get("ContentType") or "application/octet-stream")
             self.send_header("Accept-Ranges", "bytes")
-            self.send_header("Cache-Control", "public, max-age=86400")
+            self.send_header("Cache-Control", obj.get("CacheControl") or "public, max-age=86400")  # S3's, as CloudFront
             if status == 416:
                 self.send_header("Content-Range", f"bytes */{len(data)}")
                 data = b""

@@ -325,6 +325,7 @@ class LocalPlatform:
             event_table=res.event_table,  # GET /v1/jobs/{id}/events (issue 38)
             # as a stack does: the workers' instance type priced from policies/prices.json (budgets, quotes)
             hourly_usd=published_prices(o.region, [LOCAL_INSTANCE_TYPE])["on_demand_hourly"][LOCAL_INSTANCE_TYPE],
+            outputs_bucket=res.outputs_bucket,  # DELETE /v1/jobs/{id} (issue 44), as a stack does
             **self._output_links_config())
         env = {**self._env, **api.to_env()}
         env.update(o.api_env)

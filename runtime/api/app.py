@@ -55,11 +55,13 @@ from runtime.api.sync_wait import WaitPacer
 from runtime.api.video_capabilities import refuse_unserved_video
 from runtime.api.workflow_check import WorkflowChecker
 from runtime.jobs.deadlines import DEADLINE_AT, deadline_fields
+from runtime.jobs.deletion import JobDeleter, JobNotFinalError
 from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavailableError, ValidationError
 from runtime.jobs.events import EventLog
 from runtime.jobs.ids import is_job_id
 from runtime.jobs.key_use import KeyUse
 from runtime.jobs.output_links import OutputLinks
+from runtime.jobs.retention import expired
 from runtime.jobs.schema import MAX_BODY_BYTES, fingerprint, parse_json_body, validate_job
 from runtime.jobs.spend import TenantSpend, utc_day
 from runtime.jobs.store import CANCELED, FINAL, QUEUED, RUNNING, JobStore, new_record
@@ -135,7 +137,7 @@ class ApiApp:
                  openapi: Callable[[], dict[str, Any]] | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, workflow_checker: WorkflowChecker | None = None,
                  events: EventLog | None = None, links: OutputLinks | None = None,
-                 key_use: KeyUse | None = None):
+                 key_use: KeyUse | None = None, deleter: JobDeleter | None = None):
         self.store, self.producer = store, producer
         self.options = options or ApiOptions()
         self.keys, self.models = keys, models or StaticModels(())
@@ -151,12 +153,13 @@ class ApiApp:
         self.links = links or OutputLinks("")
         self._feed = EventFeed(events, store.get, self.links, sleep=sleep) if events is not None else None
         self.key_use = key_use if key_use is not None else _key_use_for(store, clock)  # issue 43: last used
+        self.deleter = deleter  # issue 44: DELETE /v1/jobs/{id} (runtime/jobs/deletion.py); None: not offered
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
             (re.compile(r"^/v1/health$"), {"GET": self.health}),
             (re.compile(r"^/v1/openapi\.json$"), {"GET": self.openapi}),
             (re.compile(r"^/v1/models$"), {"GET": self.list_models}),
             (re.compile(r"^/v1/jobs$"), {"POST": self.create_job, "GET": self.list_jobs}),
-            (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)$"), {"GET": self.get_job}),
+            (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)$"), {"GET": self.get_job, "DELETE": self.delete_job}),
             (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)/cancel$"), {"POST": self.cancel_job}),
             (re.compile(r"^/v1/jobs/(?P<job_id>[^/]+)/events$"), {"GET": self.job_events}),
             (re.compile(r"^/v1/quotes$"), {"POST": self.create_quote}),
@@ -521,6 +524,8 @@ class ApiApp:
 
     def _owned(self, principal: Principal, job_id: str) -> dict[str, Any]:
         record = self.store.get(job_id) if is_job_id(job_id) else None
+        if record is not None and expired(record, self._clock()):  # issue 44: retention ran out, TTL not yet
+            record = None
         if record is None or record.get("owner") != principal.tenant:
             raise ApiError(404, "job-not-found", "Not Found", f"no job {job_id[:40]!r}")
         return record
@@ -535,7 +540,8 @@ class ApiApp:
         principal = self._principal(req)
         self._read_limit(principal)
         query: ListQuery = parse_list_query(req.query)
-        records, after = self.store.list_owned(principal.tenant, query.limit, query.statuses, query.after)
+        records, after = self.store.list_owned(principal.tenant, query.limit, query.statuses, query.after,
+                                               metadata=dict(query.metadata))  # issue 44: label filters
         jobs = [public_view(record, req.base_url, self.links) for record in records]
         cursor = encode_cursor(after) if after is not None else None
         return Response(200, {"jobs": jobs, "next_cursor": cursor})
@@ -552,6 +558,20 @@ class ApiApp:
             log.info("job %s: cancel %s", job_id, "applied" if updated["status"] == CANCELED else "requested")
         updated = updated or record
         return Response(200, self._view(updated, req))
+
+    def delete_job(self, req: Request, job_id: str) -> Response:
+        """Issue 44: a final job's outputs, inputs and prompt deleted, a tombstone kept (runtime/jobs/deletion.py).
+        Another key's job: 404; a job not final: 409; deleted already: the same answer as the first time."""
+        principal = self._principal(req)
+        self._rate_limit(principal)
+        record = self._owned(principal, job_id)
+        if self.deleter is None:
+            raise ApiError(404, "not-found", "Not Found", "this deployment does not delete jobs")
+        try:
+            tombstone = self.deleter.delete(record)
+        except JobNotFinalError as exc:
+            raise ApiError(409, "job-not-final", "Conflict", str(exc)) from None
+        return Response(200, self._view(tombstone, req))
 
     def job_events(self, req: Request, job_id: str) -> Response:
         """The job's events after ``after``, long-polled up to ``wait`` s (runtime.api.job_events_feed)."""

@@ -42,6 +42,8 @@ GENAI_ADMISSION_MAX_WAIT_SECONDS refuse (429) a create whose expected wait excee
 GENAI_MAX_WAIT_SECONDS          cap of Prefer: wait (default 25)
 GENAI_AWS_ENDPOINT_URL          one endpoint for every AWS client (moto / local mode)
 GENAI_EVENT_TABLE               the job event log table (GET /v1/jobs/{id}/events, progress in job views)
+GENAI_OUTPUTS_BUCKET            the outputs bucket: DELETE /v1/jobs/{id} removes the job's objects under
+                                outputs/<job_id>/ (issue 44). Unset: no DELETE (404)
 AWS_REGION                      set by Lambda itself; never written by ``to_env``
 ==============================  ===========================================================
 """
@@ -155,6 +157,8 @@ API_VARIABLES = {
     "admission_max_wait_seconds": "GENAI_ADMISSION_MAX_WAIT_SECONDS",
     "output_signing_key_id": "GENAI_OUTPUT_SIGNING_KEY_ID",
     "output_signing_key_parameter": "GENAI_OUTPUT_SIGNING_KEY_PARAMETER",
+    # issue 44: DELETE /v1/jobs/{id} removes the job's objects (runtime/jobs/deletion.py)
+    "outputs_bucket": "GENAI_OUTPUTS_BUCKET",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -204,6 +208,9 @@ class ApiConfig:
     admission_max_wait_seconds: float | None = None
     output_signing_key_id: str | None = None  # the CloudFront public key id; None: public links
     output_signing_key_parameter: str | None = None  # the SecureString holding its private half
+    # issue 44: the outputs bucket, whose objects under outputs/<job_id>/ DELETE /v1/jobs/{id} removes; None: no
+    # DELETE route (404)
+    outputs_bucket: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -241,6 +248,7 @@ class ApiConfig:
             output_url_ttl_seconds=int(e.get("GENAI_OUTPUT_URL_TTL_SECONDS") or DEFAULT_TTL_SECONDS),
             output_signing_key_id=e.get("GENAI_OUTPUT_SIGNING_KEY_ID") or None,
             output_signing_key_parameter=e.get("GENAI_OUTPUT_SIGNING_KEY_PARAMETER") or None,
+            outputs_bucket=e.get("GENAI_OUTPUTS_BUCKET") or None,
             **_deadline_settings(e))
 
     def to_env(self) -> dict[str, Any]:

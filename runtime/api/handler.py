@@ -56,7 +56,16 @@ def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiAp
               else StaticModels(cfg.hot_models))
     events = _event_log(cfg, client)
     return ApiApp(store, _producer(cfg, client), options, keys=_keys(cfg, client), models=models,
-                  workflow_checker=_workflow_checker(cfg, client), events=events, links=_output_links(cfg, client))
+                  workflow_checker=_workflow_checker(cfg, client), events=events, links=_output_links(cfg, client),
+                  deleter=_deleter(cfg, client, store))
+
+
+
+def _deleter(cfg: ApiConfig, client: Any, store: Any) -> Any:
+    """DELETE /v1/jobs/{id} (issue 44) when the stack names its outputs bucket."""
+    from runtime.jobs.deletion import JobDeleter, S3JobObjects
+
+    return JobDeleter(store, S3JobObjects(client("s3"), cfg.outputs_bucket)) if cfg.outputs_bucket else None
 
 
 def _output_links(cfg: ApiConfig, client: Any) -> Any:

@@ -1,7 +1,8 @@
 """The query of ``GET /v1/jobs``: ``limit``, ``status`` and the opaque ``cursor`` (read and written here).
 
 ``limit`` is 1..100 (default 20); ``status`` is one status or several separated by commas
-(``queued,running``); ``cursor`` is the ``next_cursor`` of the previous page. The cursor is the
+(``queued,running``); ``metadata.<key>=<value>`` (issue 44, any number up to the label limit) keeps the jobs whose
+label ``<key>`` has that value; ``cursor`` is the ``next_cursor`` of the previous page. The cursor is the
 position (creation time and job id) of the previous page's last job, base64url-encoded JSON. It names no
 owner: the owner is always the caller, so a cursor copied from another key reads the caller's own jobs
 from that position and nothing else. Anything else in it is refused with 422 naming ``cursor``.
@@ -19,12 +20,16 @@ from dataclasses import dataclass
 
 from runtime.api.problems import ApiError
 from runtime.jobs.ids import is_job_id
+from runtime.jobs.models import MAX_METADATA_KEY, MAX_METADATA_KEYS, MAX_METADATA_VALUE, METADATA_KEY
 from runtime.jobs.store import STATUSES
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 MAX_CURSOR_CHARS = 200  # a cursor this API writes is about 80
 LATEST_CREATED_AT = 1e11  # epoch seconds (year 5138): a cursor time beyond it is not one this API wrote
 KNOWN_PARAMETERS = ("limit", "status", "cursor")
+METADATA_PREFIX = "metadata."  # issue 44: metadata.<key>=<value>, one per label, all must match
+
+
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class ListQuery:
     limit: int = DEFAULT_LIMIT
     statuses: tuple[str, ...] = ()
     after: tuple[float, str] | None = None
+    metadata: tuple[tuple[str, str], ...] = ()  # issue 44: (key, value) labels every listed job carries
 
 
 def encode_cursor(after: tuple[float, str]) -> str:
@@ -57,10 +63,10 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
 
 def parse_list_query(query: Mapping[str, str]) -> ListQuery:
     """The query string of ``GET /v1/jobs``, or 422 naming the parameter and what it takes."""
-    unknown = sorted(set(query) - set(KNOWN_PARAMETERS))
+    unknown = sorted(set(query) - set(KNOWN_PARAMETERS) - {k for k in query if k.startswith(METADATA_PREFIX)})
     if unknown:
         raise _bad(unknown[0], "unknown-parameter", f"is not a parameter of GET /v1/jobs; use "
-                                                    f"{', '.join(KNOWN_PARAMETERS)}")
+                                                    f"{', '.join(KNOWN_PARAMETERS)} or metadata.<key>")
     limit = DEFAULT_LIMIT
     if "limit" in query:
         text = query["limit"].strip()
@@ -75,7 +81,23 @@ def parse_list_query(query: Mapping[str, str]) -> ListQuery:
             raise _bad("status", "enum", f"{wrong[0][:20]!r} is not a status; use one or more of "
                                          f"{', '.join(STATUSES)}, separated by commas")
     after = _decode_cursor(query["cursor"]) if query.get("cursor") else None
-    return ListQuery(limit=limit, statuses=statuses, after=after)
+    return ListQuery(limit=limit, statuses=statuses, after=after, metadata=_metadata(query))
+
+
+def _metadata(query: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """Issue 44: the ``metadata.<key>=<value>`` filters, checked with the labels' own bounds."""
+    labels = []
+    for name in sorted(k for k in query if k.startswith(METADATA_PREFIX)):
+        key, value = name[len(METADATA_PREFIX):], query[name]
+        if not re.fullmatch(METADATA_KEY, key):
+            raise _bad(name[:80], "pattern", f"names a label key of 1-{MAX_METADATA_KEY} letters, digits or _ . : - "
+                                             f"after 'metadata.' (got {key[:80]!r})")
+        if len(value) > MAX_METADATA_VALUE or "\x00" in value:
+            raise _bad(name, "max-length", f"a label value is at most {MAX_METADATA_VALUE} characters, without NUL")
+        labels.append((key, value))
+    if len(labels) > MAX_METADATA_KEYS:
+        raise _bad("metadata", "max-items", f"at most {MAX_METADATA_KEYS} metadata.<key> filters")
+    return tuple(labels)
 
 
 def _bad(name: str, rule: str, message: str) -> ApiError:

@@ -79,10 +79,16 @@ def _schemas() -> dict[str, Any]:
             "started_at": {"type": ["string", "null"], "format": "date-time"},
             "completed_at": {"type": ["string", "null"], "format": "date-time"},
             "attempts": {"type": "integer"}, "cancel_requested": {"type": "boolean"},
+            # issue 44: labels as sent, and when a DELETE removed the job's data (a tombstone)
+            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+            "deleted_at": {"type": "string", "format": "date-time"},
             "outputs": {"type": "array", "items": {"type": "object", "properties": {
                 "url": {"type": "string", "format": "uri"}, "content_type": {"type": "string"},
                 "generator": {"type": ["string", "null"],
                               "description": "backend that made the file; test-pattern is not a model output"},
+                "seed": {"type": "integer", "description": (  # issue 44
+                    "the seed that made this output, where one is known (docs/api.md 'Output formats and the seed "
+                    "used')")},
                 "video": {"type": "object", "description": "a video output's facts (txt2video, img2video)",
                           "properties": {"format": {"type": "string", "enum": ["mp4", "webm", "webp", "gif"]},
                                          "frames": {"type": "integer"}, "fps": {"type": "integer"},
@@ -179,7 +185,8 @@ def _paths() -> dict[str, Any]:
                 {"name": "status", "in": "query", "schema": {"type": "string"}, "example": "queued,running",
                  "description": "one status, or several separated by commas"},
                 {"name": "cursor", "in": "query", "schema": {"type": "string"},
-                 "description": "next_cursor of the previous page"}],
+                 "description": "next_cursor of the previous page"},
+                _METADATA_FILTER],  # issue 44
             "responses": {"200": {"description": "a page of jobs", "content": {"application/json": {"schema": {
                 "type": "object", "required": ["jobs", "next_cursor"], "properties": {
                     "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
@@ -189,7 +196,8 @@ def _paths() -> dict[str, Any]:
                           **_AUTH_ERRORS}}},
         "/v1/jobs/{id}": {"get": {
             "operationId": "getJob", "summary": "Get a job", "parameters": [_JOB_ID],
-            "responses": {"200": _job("the job"), "404": _problem("no such job for this key"), **_AUTH_ERRORS}}},
+            "responses": {"200": _job("the job"), "404": _problem("no such job for this key"), **_AUTH_ERRORS}},
+            **_delete_job()},  # issue 44
         "/v1/jobs/{id}/cancel": {"post": {
             "operationId": "cancelJob", "summary": "Cancel a job", "parameters": [_JOB_ID],
             "responses": {"200": _job("queued jobs are canceled at once; running ones get cancel_requested"),
@@ -282,3 +290,22 @@ def document() -> dict[str, Any]:
 
 if __name__ == "__main__":
     print(json.dumps(document(), indent=2))
+
+
+# -- issue 44 (lane F): label filter and deletion ----------------------------------------------------------------------
+_METADATA_FILTER = {
+    "name": "metadata", "in": "query", "style": "deepObject", "explode": True,
+    "schema": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 256}},
+    "description": "metadata.<key>=<value>: only jobs whose label <key> has that value (each given must match); "
+                   "a filter over the caller's jobs, not an index (docs/api.md 'Labels')"}
+
+
+def _delete_job() -> dict[str, Any]:
+    return {"delete": {
+        "operationId": "deleteJob", "summary": "Delete a final job's outputs, inputs and prompt; keep a tombstone",
+        "parameters": [_JOB_ID],
+        "responses": {"200": _job("the tombstone: id, status, times, cost and deleted_at; the same on a second call"),
+                      "404": _problem("no such job for this key"),
+                      "409": _problem("the job is not final yet: cancel it, then delete it"),
+                      "503": _problem("the objects could not be deleted now; nothing was removed from the record"),
+                      **_AUTH_ERRORS}}}

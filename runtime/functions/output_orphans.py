@@ -9,6 +9,9 @@ the job's folder is swept: every object under ``<prefix>/<job_id>/`` that the re
 is deleted, compared by object key. For a success, anything under the final attempt's folder is kept
 too (belt and braces: never delete what the record might name); a failed or canceled job keeps nothing.
 
+Issue 44: when the table's TTL removes a job record (its ``retention_seconds`` ran out, runtime/jobs/retention.py),
+every object under the job's folder is deleted (``sweep_all``).
+
 ``OrphanSweeper.handle(event)`` takes the job table's stream records (the same images the webhook
 dispatcher reads); ``stream_handler`` is its Lambda entry (components/job_events.py: ListBucket only
 under the outputs prefix, DeleteObject only on it). Environment: GENAI_OUTPUTS_BUCKET,
@@ -74,16 +77,29 @@ class OrphanSweeper:
         return orphans
 
     def handle(self, event: Mapping[str, Any]) -> int:
-        """Stream records: sweep each job that turned final in this change. Raises on AWS errors, so the
+        """Stream records: sweep each job that turned final in this change, and (issue 44) delete every object
+        of a job whose record the table's TTL removed (its retention ran out). Raises on AWS errors, so the
         stream batch is retried (deleting twice is harmless)."""
         deleted = 0
         for change in event.get("Records", []):
             images = change.get("dynamodb") or {}
             old, new = record_from_image(images.get("OldImage")), record_from_image(images.get("NewImage"))
+            if old is not None and new is None and removed_by_ttl(change):
+                deleted += len(self.sweep_all(old))
+                continue
             if new is None or new.get("status") not in FINAL or (old or {}).get("status") in FINAL:
                 continue
             deleted += len(self.sweep(new))
         return deleted
+
+    def sweep_all(self, record: Mapping[str, Any]) -> list[str]:
+        """Issue 44: every object under the job's folder (its record expired); the keys deleted."""
+        keys = self._keys(_join(self.prefix, str(record["job_id"])) + "/")
+        for key in keys:
+            self.s3.delete_object(Bucket=self.bucket, Key=key)
+        if keys:
+            log.info("job %s: its retention ran out; deleted its %d output object(s)", record["job_id"], len(keys))
+        return keys
 
     def _keys(self, folder: str) -> list[str]:
         keys: list[str] = []
@@ -95,6 +111,13 @@ class OrphanSweeper:
                 break
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
         return keys
+
+
+def removed_by_ttl(change: Mapping[str, Any]) -> bool:
+    """A stream REMOVE made by DynamoDB's TTL (``userIdentity`` names the service), not by a caller's DeleteItem."""
+    identity = change.get("userIdentity") or {}
+    return (change.get("eventName") == "REMOVE" and identity.get("type") == "Service"
+            and identity.get("principalId") == "dynamodb.amazonaws.com")
 
 
 def _join(prefix: str, name: str) -> str:

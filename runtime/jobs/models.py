@@ -340,6 +340,27 @@ Task = Literal["txt2img", "img2img", "txt2video", "img2video", "comfyui-workflow
 Event = Literal["start", "output", "completed", "progress"]
 
 
+# -- Labels (issue 44, lane F) -------------------------------------------------------------------------------------
+# ``metadata``: the app's own labels on a job (an end-user id, tags), returned on the job and in webhooks and usable
+# as a filter of GET /v1/jobs. Bounded so that a record and a queue message stay small (16 x (64 + 256) < 6 KB).
+MAX_METADATA_KEYS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 256
+METADATA_KEY = rf"^[A-Za-z0-9_.:-]{{1,{MAX_METADATA_KEY}}}$"
+MetadataValue = Annotated[str, Field(strict=True, max_length=MAX_METADATA_VALUE, json_schema_extra=_NO_NUL),
+                          AfterValidator(_no_nul)]
+Metadata = Annotated[dict[Annotated[str, Field(pattern=METADATA_KEY)], MetadataValue], Field(
+    max_length=MAX_METADATA_KEYS, json_schema_extra={"propertyNames": {"pattern": METADATA_KEY}}, description=(
+        f"your own labels: at most {MAX_METADATA_KEYS} keys of 1-{MAX_METADATA_KEY} characters (letters, digits, "
+        f"_ . : -), each a string of at most {MAX_METADATA_VALUE} characters; returned on the job and in webhooks, "
+        "and a filter of GET /v1/jobs (metadata.<key>=<value>)"))]
+
+
+# -- Retention (issue 44, lane F) -----------------------------------------------------------------------------------
+# ``retention_seconds``: how long the job's record and outputs are kept, shorter than the stack's (the record's 30
+# days; the outputs bucket's outputRetentionDays bounds the outputs anyway). ``store_inputs: false``: the record never
+# holds the prompt or the input images (runtime/jobs/retention.py).
+MIN_RETENTION_SECONDS, MAX_RETENTION_SECONDS = 3600, 30 * 86400
+
+
 class JobEnvelope(BaseModel):
     """The fields every job has; ``inputs`` is checked against ``TASK_INPUTS[task]`` (see ``job_request_models``)."""
 
@@ -355,6 +376,14 @@ class JobEnvelope(BaseModel):
     deadline_seconds: Annotated[Int, Field(ge=MIN_DEADLINE_SECONDS, le=MAX_DEADLINE_SECONDS, description=(
         "seconds after creation by which a worker must start the job; not started by then it ends canceled "
         "(cancel_reason: deadline), not run and not charged. Default: the stack's (sync or async)"))] | None = None
+    metadata: Metadata = Field(default_factory=dict)  # issue 44: labels
+    # issue 44: retention
+    retention_seconds: Annotated[Int, Field(ge=MIN_RETENTION_SECONDS, le=MAX_RETENTION_SECONDS, description=(
+        "delete the job's record and outputs this long after it was created (1 hour to 30 days; shorter than "
+        "the stack's retention, which applies without it)"))] | None = None
+    store_inputs: Annotated[bool, Field(strict=True, description=(
+        "false: the job record never holds the prompt, negative prompt, input images or workflow (the worker "
+        "reads them from the queue message); GET and webhooks show the other inputs"))] = True
 
 
 def job_request_models() -> list[type[BaseModel]]:

@@ -8,7 +8,8 @@ A request body (``POST /v1/jobs``) is a JSON object::
                                               # | comfyui-workflow (the fleet's backend serves a subset)
       "inputs": {...},                        # required; fields per task, below
       "webhook": "https://example.com/hook",  # optional; public http(s) URL (see runtime.net_safety)
-      "webhook_events_filter": ["completed"]  # optional; subset of start, output, completed, progress
+      "webhook_events_filter": ["completed"], # optional; subset of start, output, completed, progress
+      "metadata": {"user": "u-42"}            # optional; labels (issue 44: 16 keys, key 64, value 256 chars)
     }
 
 Inputs per task (defaults filled in by ``validate_job``; any other key is refused):
@@ -199,6 +200,12 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
     # issue 44 (lane D): only when given, so specs without them (and their fingerprints) stay as they were
     if envelope.deadline_seconds is not None:
         spec["deadline_seconds"] = envelope.deadline_seconds
+    if envelope.metadata:  # issue 44: labels; a job without any reads (and fingerprints) as before
+        spec["metadata"] = dict(envelope.metadata)
+    if envelope.retention_seconds is not None:  # issue 44: retention (runtime/jobs/retention.py)
+        spec["retention_seconds"] = envelope.retention_seconds
+    if not envelope.store_inputs:
+        spec["store_inputs"] = False
     if len(canonical_json(spec)) > MAX_BODY_BYTES:
         raise ValidationError([Problem("(body)", "max-size", f"the job must be at most {MAX_BODY_BYTES} bytes")])
     return spec

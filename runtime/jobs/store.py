@@ -91,13 +91,13 @@ from runtime.jobs.deadlines import (
 from runtime.jobs.errors import IdempotencyConflictError, JobNotFoundError, StoreUnavailableError
 from runtime.jobs.ids import new_job_id
 from runtime.jobs.items import deserialize, serialize, serialize_value
+from runtime.jobs.retention import JOB_TTL_SECONDS, record_ttl_seconds, stored_spec
 
 log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
 FINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
-JOB_TTL_SECONDS = 30 * 86400
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 MAX_ERROR_CHARS = 2000
 # The index GET /v1/jobs reads: job items by owner, newest first. Only job items carry ``owner``, so
@@ -130,13 +130,31 @@ def normalize_error(error: Any) -> dict[str, str]:
 
 def new_record(spec: Mapping[str, Any], owner: str, now: float | None = None, job_id: str | None = None,
                ttl_seconds: int = JOB_TTL_SECONDS) -> dict[str, Any]:
-    """A fresh ``queued`` record for a normalized spec."""
+    """A fresh ``queued`` record for a normalized spec (issue 44: its ``store_inputs`` and ``retention_seconds``
+    applied, runtime/jobs/retention.py)."""
     now = time.time() if now is None else now
+    ttl_seconds = record_ttl_seconds(spec, ttl_seconds)
     return {"job_id": job_id or new_job_id(now), "status": QUEUED, "model": spec["model"], "task": spec["task"],
-            "spec": dict(spec), "owner": owner, "created_at": now, "updated_at": now, "started_at": None,
+            "spec": stored_spec(spec), "owner": owner, "created_at": now, "updated_at": now, "started_at": None,
             "completed_at": None, "attempts": 0, "worker_id": None, "outputs": [], "timings": {}, "error": None,
             "attempt_errors": [], "cancel_requested": False, "enqueued": False,
-            "expires_at": int(now + ttl_seconds)}
+            "expires_at": int(now + ttl_seconds),
+            # issue 44: the labels as an attribute of their own (the spec is stored as JSON text), so that
+            # GET /v1/jobs can filter on them; left out when there are none
+            **({"metadata": dict(spec["metadata"])} if spec.get("metadata") else {})}
+
+
+def _metadata_filter(query: dict[str, Any], metadata: Mapping[str, str]) -> None:
+    """Issue 44: ``metadata.<key> = <value>`` for each label asked, ANDed to the query's filter."""
+    if not metadata:
+        return
+    parts = []
+    for i, (key, value) in enumerate(sorted(metadata.items())):
+        query["ExpressionAttributeNames"].update({"#md": "metadata", f"#mk{i}": key})
+        query["ExpressionAttributeValues"][f":mv{i}"] = {"S": value}
+        parts.append(f"#md.#mk{i} = :mv{i}")
+    existing = query.get("FilterExpression")
+    query["FilterExpression"] = " AND ".join(([f"({existing})"] if existing else []) + parts)
 
 
 def _record_from_item(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -351,8 +369,10 @@ class JobStore:
         return total
 
     def list_owned(self, owner: str, limit: int, statuses: Sequence[str] = (),
-                   after: tuple[float, str] | None = None) -> tuple[list[dict[str, Any]], tuple[float, str] | None]:
-        """Up to ``limit`` of ``owner``'s jobs, newest first, optionally only those in ``statuses``.
+                   after: tuple[float, str] | None = None, metadata: Mapping[str, str] | None = None,
+                   ) -> tuple[list[dict[str, Any]], tuple[float, str] | None]:
+        """Up to ``limit`` of ``owner``'s jobs, newest first, optionally only those in ``statuses`` and only those
+        whose ``metadata`` label has each given value (issue 44; a filter like the status's, not an index).
 
         The status filter is applied by DynamoDB after the key condition (items it skips still cost reads),
         so a page may take several rounds; after ``LIST_MAX_ROUNDS`` it ends short with a cursor. The
@@ -367,6 +387,7 @@ class JobStore:
             query["FilterExpression"] = f"#s IN ({', '.join(names)})"
             query["ExpressionAttributeNames"]["#s"] = "status"
             query["ExpressionAttributeValues"].update({n: {"S": v} for n, v in zip(names, statuses, strict=True)})
+        _metadata_filter(query, metadata or {})
         start = None if after is None else {
             "pk": {"S": job_pk(after[1])}, OWNER_INDEX_KEY: {"S": owner},
             OWNER_INDEX_SORT: serialize_value(float(after[0]))}

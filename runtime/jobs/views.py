@@ -45,11 +45,18 @@ def public_view(record: Mapping[str, Any], base_url: str, links: OutputLinks | N
         "error": record.get("error"),
         "webhook": spec.get("webhook"),
         "webhook_events_filter": spec.get("webhook_events_filter", []),
+        "metadata": dict(spec.get("metadata") or {}),  # issue 44: the job's labels, as sent
         "urls": {"get": f"{base_url}/v1/jobs/{job_id}", "cancel": f"{base_url}/v1/jobs/{job_id}/cancel"},
     }
     # issue 44 (lane D): when the job had to start by, and why a canceled job was canceled (client | deadline)
     view["deadline_at"] = iso(record.get(DEADLINE_AT))
     view["cancel_reason"] = record.get(CANCEL_REASON) or ("client" if record["status"] == "canceled" else None)
+    if spec.get("store_inputs") is False:  # issue 44: the prompt and input images were never stored
+        view["store_inputs"] = False
+    if spec.get("retention_seconds") is not None:
+        view["retention_seconds"] = int(spec["retention_seconds"])
+    if record.get("deleted_at") is not None:  # issue 44: a tombstone (runtime/jobs/deletion.py)
+        view["deleted_at"] = iso(record["deleted_at"])
     return view
 
 

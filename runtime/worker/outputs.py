@@ -4,9 +4,16 @@ The record stores the keys; links to them are made when they are handed out (run
 
 Keys are scoped by the attempt's lease (its fencing token, runtime.jobs.attempts), so two attempts of
 one job never write the same object: the record points at the winner's, and an attempt that lost its
-lease deletes its own (``discard``). An object is never replaced once a final record points at it, which
-is what lets CloudFront serve it as immutable. Each object gets its content type, a long immutable
-cache policy and metadata naming the job, the attempt and the generator (``test-pattern`` is labelled).
+lease deletes its own (``discard``). An object is never replaced once a final record points at it. Each object
+gets its content type, a cache policy (``CACHE_CONTROL``) and metadata naming the job, the attempt and the generator
+(``test-pattern`` is labelled).
+
+Issue 44: a job's outputs can be deleted (``DELETE /v1/jobs/{id}``, runtime/jobs/deletion.py), so they are no longer
+cached as immutable for a year. ``private`` keeps them out of shared caches: CloudFront's CachingOptimized policy has
+a minimum TTL of 1 s, and with ``private`` from the origin CloudFront keeps an object no longer than that minimum
+(Amazon CloudFront API reference, CachePolicyConfig), so a deleted output stops being served by the CDN within a
+second or two; a browser that fetched it may show its own copy for ``max-age`` (5 minutes), well within an output
+link's lifetime (``outputUrlTtlSeconds``, 3600 s by default).
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from runtime.worker.aws import AWSCallError, ObjectStore
 
 log = logging.getLogger(__name__)
 
-CACHE_CONTROL = "public, max-age=31536000, immutable"
+OUTPUT_MAX_AGE_SECONDS = 300  # issue 44: how long a browser may keep a copy of an output, deleted or not
+CACHE_CONTROL = f"private, max-age={OUTPUT_MAX_AGE_SECONDS}"
 
 
 class OutputUploader:

@@ -179,3 +179,23 @@ def test_handler_may_query_only_the_owner_index(keyed):
                if sid not in ("JobTableOwnerIndex", "JobTableRunningIndex"))
     assert all("dynamodb:Scan" not in s["Action"] for s in by_sid.values())
     assert {"GET /v1/jobs", "POST /v1/quotes"} <= {r.inputs["routeKey"] for r in each(keyed, ROUTE)}
+
+
+def test_handler_may_delete_only_its_stacks_output_objects(tmp_path):
+    """DELETE /v1/jobs/{id} (issue 44): versions listed under outputs/ only, objects and versions deleted there
+    only; no read or write of the outputs bucket, and no statement at all without the bucket."""
+    cfg = fleet()
+    built = api(cfg, outputs_bucket_name="genai-dev-outputs", outputs_bucket_arn="arn:aws:s3:::genai-dev-outputs")
+    by_sid = {s["Sid"]: s for s in _policy(built, "api-handler-role")["Statement"]}
+    assert by_sid["OutputVersionsList"] == {
+        "Sid": "OutputVersionsList", "Effect": "Allow", "Action": ["s3:ListBucketVersions"],
+        "Resource": "arn:aws:s3:::genai-dev-outputs", "Condition": {"StringLike": {"s3:prefix": ["outputs/*"]}}}
+    assert by_sid["OutputDelete"]["Action"] == ["s3:DeleteObject", "s3:DeleteObjectVersion"]
+    assert by_sid["OutputDelete"]["Resource"] == "arn:aws:s3:::genai-dev-outputs/outputs/*"
+    touching = [s for s in by_sid.values() if "genai-dev-outputs" in json.dumps(s["Resource"])]
+    assert {a for s in touching for a in s["Action"]} == {"s3:ListBucketVersions", "s3:DeleteObject",
+                                                          "s3:DeleteObjectVersion"}
+    fn = built.one(FN, "api-handler-fn")
+    assert fn.inputs["environment"]["variables"]["GENAI_OUTPUTS_BUCKET"] == "genai-dev-outputs"
+    bare = {s["Sid"] for s in _policy(api(cfg), "api-handler-role")["Statement"]}
+    assert not bare & {"OutputVersionsList", "OutputDelete"}

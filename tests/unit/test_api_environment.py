@@ -29,7 +29,8 @@ EVERY_FIELD_SET = ApiConfig(
     outputs_base_url="https://d111.cloudfront.net", output_url_ttl_seconds=900,  # issue 43
     deadline_sync_seconds=20.0, deadline_async_seconds=600.0, admission_max_wait_seconds=30.0,  # issue 44
     output_signing_key_id="K2JCJMDEHXQW5F",
-    output_signing_key_parameter="/genai-fleet/dev/output-signing-keys/k1/private")
+    output_signing_key_parameter="/genai-fleet/dev/output-signing-keys/k1/private",
+    outputs_bucket="genai-dev-outputs")  # issue 44
 
 
 @pytest.mark.parametrize("cfg", [

@@ -89,6 +89,10 @@ def test_output_sweeper_reads_final_transitions_and_touches_only_the_outputs_pre
     pattern = json.loads(source["filterCriteria"]["filters"][0]["pattern"])
     assert pattern == {"eventName": ["MODIFY"],
                        "dynamodb": {"NewImage": {"status": {"S": ["succeeded", "failed", "canceled"]}}}}
+    # issue 44: and the records the table's TTL removes (a job's retention ran out), not a caller's deletes
+    assert json.loads(source["filterCriteria"]["filters"][1]["pattern"]) == {
+        "eventName": ["REMOVE"], "userIdentity": {"type": ["Service"], "principalId": ["dynamodb.amazonaws.com"]}}
+    assert len(source["filterCriteria"]["filters"]) == 2
     policy = _policy(sqs, "output-sweeper")
     assert policy["ListOutputs"] == {"Sid": "ListOutputs", "Effect": "Allow", "Action": ["s3:ListBucket"],
                                      "Resource": OUTPUTS_ARN,
