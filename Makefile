@@ -127,7 +127,7 @@ webhook-secret: install
 	$(BIN)/genai-stack webhook-secret --stack $(STACK)
 
 api-key: install
-	$(BIN)/genai-stack api-key --stack $(STACK) --name "$(NAME)" $(if $(QUOTA),--quota-per-day $(QUOTA))
+	$(BIN)/genai-stack api-key --stack $(STACK) --name "$(NAME)" $(if $(QUOTA),--quota-per-day $(QUOTA)) $(if $(MAX_PRIORITY),--max-priority $(MAX_PRIORITY))
 
 # (AWS credentials) cost per 1,000 images per model and task, idle and boot share (tools/cost_report.py).
 SINCE ?= 7d

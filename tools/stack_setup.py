@@ -39,6 +39,7 @@ from typing import Any
 from components import config as fleet_config
 from components.config_settings import NAMESPACE, ami_parameter_name
 from components.naming import api_keys_prefix, webhook_secret_parameter
+from runtime.jobs.priorities import PRIORITIES
 from tools.ami_build import FLAVORS, check_image
 from tools.ami_prune import DEFAULT_KEEP, prune_amis
 from tools.packer_output import AmiBuildError
@@ -85,12 +86,12 @@ def ensure_webhook_secret(ssm: Any, cfg: fleet_config.FleetConfig, rotate: bool 
 
 
 def mint_api_key(ssm: Any, cfg: fleet_config.FleetConfig, name: str,
-                 quota_per_day: int | None = None) -> dict[str, Any]:
+                 quota_per_day: int | None = None, max_priority: str | None = None) -> dict[str, Any]:
     from runtime.api.auth import SsmKeyStore, generate_key
 
     if not name.strip():
         raise SetupError("an API key needs a name saying who holds it: pass --name (make api-key NAME=alice)")
-    key, record = generate_key(name.strip(), quota_per_day=quota_per_day)
+    key, record = generate_key(name.strip(), quota_per_day=quota_per_day, max_priority=max_priority)
     parameter = SsmKeyStore(ssm, api_keys_prefix(cfg.identity)).put(record)
     return {"parameter": parameter, "key_id": record.key_id, "key": key}
 
@@ -168,6 +169,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     key.add_argument("--stack", required=True)
     key.add_argument("--name", required=True, help="who holds the key")
     key.add_argument("--quota-per-day", type=int)
+    key.add_argument("--max-priority", choices=PRIORITIES,  # issue 44 (lane D): runtime.jobs.priorities
+                     help="highest job priority the key may use (default: normal)")
     promote = sub.add_parser("promote-ami", help="point an AMI channel at a checked image")
     promote.add_argument("--flavor", required=True, choices=FLAVORS)
     promote.add_argument("--channel", default="prod", help="channel to set (default prod)")
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = stack_settings(args.stack)
             ssm, _ = _clients(cfg.region, args.endpoint_url)
             result = (ensure_webhook_secret(ssm, cfg, args.rotate) if args.command == "webhook-secret"
-                      else mint_api_key(ssm, cfg, args.name, args.quota_per_day))
+                      else mint_api_key(ssm, cfg, args.name, args.quota_per_day, args.max_priority))
     except (SetupError, fleet_config.ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -41,6 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.api import key_format
 from runtime.api.problems import ApiError
+from runtime.jobs.priorities import DEFAULT_CEILING, ceiling_of
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +54,22 @@ class KeyRecord:
     disabled: bool = False
     quota_per_day: int | None = None
     rate_per_second: float | None = None
+    max_priority: str | None = None  # issue 44 (lane D): the highest job priority; None: normal
 
     def to_json(self) -> str:
-        return json.dumps({"sha256": self.sha256, "name": self.name, "disabled": self.disabled,
-                           "quota_per_day": self.quota_per_day, "rate_per_second": self.rate_per_second})
+        data = {"sha256": self.sha256, "name": self.name, "disabled": self.disabled,
+                "quota_per_day": self.quota_per_day, "rate_per_second": self.rate_per_second}
+        if self.max_priority is not None:  # optional fields are written only when set
+            data["max_priority"] = self.max_priority
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, key_id: str, text: str | Mapping[str, Any]) -> KeyRecord:
         data = json.loads(text) if isinstance(text, str) else dict(text)
         return cls(key_id=key_id, sha256=str(data["sha256"]), name=str(data.get("name") or ""),
                    disabled=bool(data.get("disabled", False)), quota_per_day=data.get("quota_per_day"),
-                   rate_per_second=data.get("rate_per_second"))
+                   rate_per_second=data.get("rate_per_second"),
+                   max_priority=ceiling_of(data["max_priority"]) if data.get("max_priority") else None)
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class Principal:
     kind: str  # api-key | iam | anonymous
     quota_per_day: int | None = None
     rate_per_second: float | None = None
+    max_priority: str = DEFAULT_CEILING  # issue 44 (lane D): runtime.jobs.priorities
 
 
 def hash_key(key: str) -> str:
@@ -81,14 +88,15 @@ def hash_key(key: str) -> str:
 
 
 def generate_key(name: str = "", quota_per_day: int | None = None,
-                 tag_secret: bytes | None = None) -> tuple[str, KeyRecord]:
+                 tag_secret: bytes | None = None, max_priority: str | None = None) -> tuple[str, KeyRecord]:
     """A new key and the record to store (the key itself is shown once and never stored).
 
     ``tag_secret`` is the deployment's tag secret (``SsmKeyStore.mint`` passes it); without one the tag is
     the public checksum, which only a store with no tag secret accepts.
     """
     key, key_id = key_format.new_key(tag_secret)
-    return key, KeyRecord(key_id=key_id, sha256=hash_key(key), name=name, quota_per_day=quota_per_day)
+    return key, KeyRecord(key_id=key_id, sha256=hash_key(key), name=name, quota_per_day=quota_per_day,
+                          max_priority=max_priority)
 
 
 def parse_key(key: str) -> str | None:
@@ -328,7 +336,7 @@ def authenticate(headers: Mapping[str, str], keys: KeyStore, source: str | None 
                 failures.record_failure(source)
             raise _forbidden()
     return Principal(id=record.key_id, kind="api-key", quota_per_day=record.quota_per_day,
-                     rate_per_second=record.rate_per_second)
+                     rate_per_second=record.rate_per_second, max_priority=ceiling_of(record.max_priority))
 
 
 def _verified(record: KeyRecord | None, presented: str) -> KeyRecord | None:

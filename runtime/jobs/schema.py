@@ -199,6 +199,8 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
     # issue 44 (lane D): only when given, so specs without them (and their fingerprints) stay as they were
     if envelope.deadline_seconds is not None:
         spec["deadline_seconds"] = envelope.deadline_seconds
+    if envelope.priority is not None:
+        spec["priority"] = envelope.priority
     if len(canonical_json(spec)) > MAX_BODY_BYTES:
         raise ValidationError([Problem("(body)", "max-size", f"the job must be at most {MAX_BODY_BYTES} bytes")])
     return spec
@@ -322,6 +324,7 @@ class JobSpec:
     webhook: str | None = None
     webhook_events_filter: tuple[str, ...] = field(default=DEFAULT_WEBHOOK_EVENTS)
     deadline_seconds: int | None = None  # issue 44 (lane D)
+    priority: str | None = None  # issue 44 (lane D): None is normal
 
     @classmethod
     def parse(cls, data: Any, allow_loopback: bool = False) -> JobSpec:
@@ -330,7 +333,7 @@ class JobSpec:
         inputs = TASK_INPUTS[spec["task"]].model_validate(spec["inputs"], context={"allow_loopback": allow_loopback})
         return cls(model=spec["model"], task=spec["task"], inputs=inputs,
                    webhook=spec["webhook"], webhook_events_filter=tuple(spec["webhook_events_filter"]),
-                   deadline_seconds=spec.get("deadline_seconds"))
+                   deadline_seconds=spec.get("deadline_seconds"), priority=spec.get("priority"))
 
     def to_dict(self) -> dict[str, Any]:
         """The normalized spec (``validate_job``'s result, as the queue message carries it)."""
@@ -338,6 +341,8 @@ class JobSpec:
                "webhook_events_filter": list(self.webhook_events_filter)}
         if self.deadline_seconds is not None:  # issue 44 (lane D)
             out["deadline_seconds"] = self.deadline_seconds
+        if self.priority is not None:
+            out["priority"] = self.priority
         return out
 
     def with_seed(self, rng: random.Random | None = None) -> JobSpec:

@@ -12,6 +12,7 @@ from typing import Any
 
 from runtime.jobs.cost import ATTEMPT_COSTS, job_cost
 from runtime.jobs.deadlines import CANCEL_REASON, DEADLINE_AT
+from runtime.jobs.priorities import DEFAULT_PRIORITY
 
 
 def iso(ts: float | None) -> str | None:
@@ -49,4 +50,5 @@ def public_view(record: Mapping[str, Any], base_url: str = "") -> dict[str, Any]
     # issue 44 (lane D): when the job had to start by, and why a canceled job was canceled (client | deadline)
     view["deadline_at"] = iso(record.get(DEADLINE_AT))
     view["cancel_reason"] = record.get(CANCEL_REASON) or ("client" if record["status"] == "canceled" else None)
+    view["priority"] = spec.get("priority") or DEFAULT_PRIORITY
     return view
