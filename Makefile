@@ -128,7 +128,8 @@ webhook-secret: install
 
 api-key: install
 	$(BIN)/genai-stack api-key --stack $(STACK) --name "$(NAME)" $(if $(QUOTA),--quota-per-day $(QUOTA)) \
-		$(if $(SCOPE),--scope $(SCOPE))
+		$(if $(SCOPE),--scope $(SCOPE)) \
+		$(if $(MAX_PRIORITY),--max-priority $(MAX_PRIORITY))
 
 # (AWS credentials) issue 43: list the stack's keys (never a secret), revoke one, rotate one (tools/api_keys.py).
 api-key-list: install

@@ -4,6 +4,8 @@
     python -m planner sweep --stack prod --trace diurnal:peak=100,trough=20 --workload sd15 --p95-wait 10 \\
         --targets 1,2,4 --warm-pools 0,2 --bases 0,2
     python -m planner size  --stack prod --rate 100 --workload sd15 --p95-wait 10
+    python -m planner classes --servers 10 --service 2 --overload 1.5 --shares high=0.2,normal=0.5,low=0.3 \
+        [--deadlines high=10,normal=30,low=120] [--admission 20]      (issue 44: planner/classes.py)
 
 Without ``--trace``, ``run`` and ``sweep`` use a day whose peak is the rate the stack is sized for
 (``stack_rate``: maxSize instances 80 % busy with the workload's mean service time), trough a fifth of it.
@@ -73,7 +75,45 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--bases", type=_ints, default=None, help="on-demand base sizes (default: the stack's)")
     sw.add_argument("--utilisations", type=_utilisations, default=(),
                     help="GPU utilisation targets, 'off' for none (default: the stack's)")
+    _classes_parser(sub)
     return p
+
+
+def _per_class(text: str) -> dict[str, float]:
+    """``high=0.2,normal=0.5`` -> {"high": 0.2, "normal": 0.5}; the names are checked by planner/classes.py."""
+    out: dict[str, float] = {}
+    for part in (p for p in text.split(",") if p.strip()):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{part!r}: write CLASS=NUMBER, e.g. high=0.2")
+        out[name.strip()] = float(value)
+    return out
+
+
+def _classes_parser(sub) -> None:
+    """Issue 44: deadlines, admission control and priority classes under overload (planner/classes.py)."""
+    c = sub.add_parser("classes", help="p95 wait per priority class under overload, with deadlines and admission")
+    c.add_argument("--servers", type=int, default=10, help="workers, one job at a time")
+    c.add_argument("--service", type=float, default=2.0, help="mean service time (s)")
+    c.add_argument("--overload", type=float, default=1.5, help="arrival rate / the fleet's throughput")
+    c.add_argument("--shares", type=_per_class, default={"high": 0.2, "normal": 0.5, "low": 0.3},
+                   help="share of arrivals per class, e.g. high=0.2,normal=0.5,low=0.3")
+    c.add_argument("--deadlines", type=_per_class, default={}, help="deadline_seconds per class, e.g. high=10")
+    c.add_argument("--admission", type=float, default=None, help="apiAdmissionMaxWaitSeconds (s)")
+    c.add_argument("--seconds", type=float, default=600.0, help="length of the overload (s)")
+    c.add_argument("--seed", type=int, default=1)
+
+
+def _classes(args) -> int:
+    from planner.classes import render_classes, run_classes
+
+    result = run_classes(servers=args.servers, service_s=args.service, overload=args.overload, shares=args.shares,
+                         seconds=args.seconds, deadlines=args.deadlines or None, admission_s=args.admission,
+                         seed=args.seed)
+    print(render_classes(result, f"{args.servers} workers x {args.service:g} s, {args.overload:g}x overload for "
+                                 f"{args.seconds:g} s; shares {args.shares}; deadlines {args.deadlines or 'none'}; "
+                                 f"admission bound {args.admission or 'none'}"))
+    return 0
 
 
 def _run(args, cfg, work, trace) -> int:
@@ -150,6 +190,8 @@ def _size(args, work) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.command == "classes":
+            return _classes(args)
         work = workload.load(args.workload, args.scaleout)
         if args.command == "size":
             return _size(args, work)

@@ -45,14 +45,15 @@ def _now_iso(now: float) -> str:
 
 
 def create(store: SsmKeyStore, name: str, quota_per_day: int | None = None, scope: str = TENANT_SCOPE,
-           now: float | None = None) -> dict[str, Any]:
-    """Mint a key for a new tenant (tenant = its key id); the key is in the answer, once."""
+           now: float | None = None, **optional: Any) -> dict[str, Any]:
+    """Mint a key for a new tenant (tenant = its key id); the key is in the answer, once. ``optional``: the
+    record's optional fields (``OPTIONAL_FIELDS``, e.g. ``max_priority``)."""
     if not (name or "").strip():
         raise KeyLifecycleError("an API key needs a name saying who holds it: pass --name (make api-key NAME=alice)")
     if scope not in SCOPES:
         raise KeyLifecycleError(f"--scope must be one of {', '.join(SCOPES)}, not {scope!r}")
     key, record = generate_key(name.strip(), quota_per_day=quota_per_day, scope=scope,
-                               created=_now_iso(time.time() if now is None else now))
+                               created=_now_iso(time.time() if now is None else now), **optional)
     return {"parameter": store.put(record), "key_id": record.key_id, "tenant": record.tenant, "scope": scope,
             "key": key}
 

@@ -47,6 +47,7 @@ from typing import Any
 from components import config as fleet_config
 from components.config_settings import NAMESPACE, ami_parameter_name
 from components.naming import api_keys_prefix, webhook_secret_parameter
+from runtime.jobs.priorities import PRIORITIES
 from tools import api_keys
 from tools.ami_build import FLAVORS, check_image
 from tools.ami_prune import DEFAULT_KEEP, prune_amis
@@ -115,11 +116,13 @@ def _put_webhook_secret(ssm: Any, cfg: fleet_config.FleetConfig, name: str, valu
 
 
 def mint_api_key(ssm: Any, cfg: fleet_config.FleetConfig, name: str,
-                 quota_per_day: int | None = None, scope: str = "tenant") -> dict[str, Any]:
+                 quota_per_day: int | None = None, scope: str = "tenant",
+                 max_priority: str | None = None) -> dict[str, Any]:
     from runtime.api.auth import SsmKeyStore
 
     try:
-        return api_keys.create(SsmKeyStore(ssm, api_keys_prefix(cfg.identity)), name, quota_per_day, scope)
+        return api_keys.create(SsmKeyStore(ssm, api_keys_prefix(cfg.identity)), name, quota_per_day, scope,
+                               max_priority=max_priority)
     except api_keys.KeyLifecycleError as exc:
         raise SetupError(str(exc)) from exc
 
@@ -131,7 +134,7 @@ def api_key_command(args: argparse.Namespace, cfg: fleet_config.FleetConfig, ssm
 
     store = SsmKeyStore(ssm, api_keys_prefix(cfg.identity))
     if args.action == "create":
-        return mint_api_key(ssm, cfg, args.name or "", args.quota_per_day, args.scope)
+        return mint_api_key(ssm, cfg, args.name or "", args.quota_per_day, args.scope, args.max_priority)
     if args.action == "list":
         return api_keys.list_keys(ssm, store.prefix, KeyUse(f"{cfg.identity.resource_prefix()}-jobs", ddb))
     if not args.key_id:
@@ -228,6 +231,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     key.add_argument("--scope", default="tenant", choices=("tenant", "operator"),
                      help="operator keys may also call the operator routes (GET /v1/fleet); default tenant")
     key.add_argument("--key-id", help="the key to revoke or rotate")
+    key.add_argument("--max-priority", choices=PRIORITIES,  # issue 44 (lane D): runtime.jobs.priorities
+                     help="highest job priority the key may use (default: normal)")
     promote = sub.add_parser("promote-ami", help="point an AMI channel at a checked image")
     promote.add_argument("--flavor", required=True, choices=FLAVORS)
     promote.add_argument("--channel", default="prod", help="channel to set (default prod)")

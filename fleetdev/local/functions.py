@@ -58,7 +58,7 @@ def run_sweeper(store: JobStore, max_attempts: int, stale_after_s: float, every_
     while not stop.wait(every_s):
         try:
             report = sweep(store, max_attempts, stale_after_s)
-            if report.expired:
+            if report.expired or report.deadline_canceled:  # leases, and deadlines (issue 44)
                 log.info("sweeper: %s", report)
         except Exception as exc:  # noqa: BLE001 - the next run retries
             log.warning("sweep failed (retrying): %s", exc)

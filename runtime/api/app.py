@@ -62,6 +62,7 @@ from runtime.jobs.ids import is_job_id
 from runtime.jobs.key_use import KeyUse
 from runtime.jobs.output_links import OutputLinks
 from runtime.jobs.retention import expired
+from runtime.jobs.priorities import DEFAULT_PRIORITY, within
 from runtime.jobs.schema import MAX_BODY_BYTES, fingerprint, parse_json_body, validate_job
 from runtime.jobs.spend import TenantSpend, utc_day
 from runtime.jobs.store import CANCELED, FINAL, QUEUED, RUNNING, JobStore, new_record
@@ -272,6 +273,7 @@ class ApiApp:
         idem_key = idempotency_key(req.headers)
         wait = prefer_wait(req.headers, self.options.max_wait_seconds)
         spec, warning = self._checked_spec(parse_json_body(req.body))
+        self._check_priority(spec, principal)
         record = new_record(spec, owner=principal.tenant, now=self._clock())
         record.update(deadline_fields(record["created_at"], self._deadline_seconds(spec, wait)))
         self._check_message_size(QueueMessage(job_id=record["job_id"], job=spec, enqueued_at=record["created_at"]))
@@ -355,6 +357,17 @@ class ApiApp:
             return float(spec["deadline_seconds"])
         o = self.options
         return o.default_deadline_sync_seconds if wait > 0 else o.default_deadline_async_seconds
+
+    @staticmethod
+    def _check_priority(spec: Mapping[str, Any], principal: Principal) -> None:
+        """403 naming the caller's ceiling when the job's priority is above it (runtime.jobs.priorities)."""
+        priority = spec.get("priority") or DEFAULT_PRIORITY
+        if not within(priority, principal.max_priority):
+            raise ApiError(403, "priority-above-ceiling", "Forbidden",
+                           f"priority {priority} is above this key's ceiling max_priority={principal.max_priority}; "
+                           f"send {principal.max_priority} or lower, or have the key's max_priority raised "
+                           "(genai-stack api-key --max-priority)",
+                           extra={"max_priority": principal.max_priority, "priority": priority})
 
     def _admission(self, record: Mapping[str, Any], spec: dict[str, Any], principal: Principal) -> None:
         """429 ``overloaded`` (runtime.api.admission) when the job is expected to wait longer than its deadline or

@@ -42,6 +42,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.api import key_format
 from runtime.api.problems import ApiError
+from runtime.jobs.priorities import DEFAULT_CEILING, ceiling_of
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ TENANT_SCOPE, OPERATOR_SCOPE = SCOPES
 
 #: The optional settings of a key record: ``genai-stack api-key list`` shows each and ``api-key rotate`` copies
 #: each to the new key. A new optional field is one name here (and one field below, read with a default).
-OPTIONAL_FIELDS = ("quota_per_day", "rate_per_second")
+OPTIONAL_FIELDS = ("quota_per_day", "rate_per_second", "max_priority")  # max_priority: issue 44
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class KeyRecord:
     tenant: str = ""  # "": the key id (set in __post_init__)
     scope: str = TENANT_SCOPE
     created: str | None = None
+    max_priority: str | None = None  # issue 44 (lane D): the highest job priority; None: normal
     revoked: str | None = None  # when ``genai-stack api-key revoke`` set ``disabled`` (ISO 8601 UTC)
 
     def __post_init__(self) -> None:
@@ -108,6 +110,7 @@ class Principal:
     rate_per_second: float | None = None
     tenant: str = ""  # "": the same as id (set in __post_init__)
     scope: str = TENANT_SCOPE
+    max_priority: str = DEFAULT_CEILING  # issue 44 (lane D): runtime.jobs.priorities
 
     def __post_init__(self) -> None:
         if not self.tenant:
@@ -367,7 +370,8 @@ def authenticate(headers: Mapping[str, str], keys: KeyStore, source: str | None 
                 failures.record_failure(source)
             raise _forbidden()
     return Principal(id=record.key_id, kind="api-key", quota_per_day=record.quota_per_day,
-                     rate_per_second=record.rate_per_second, tenant=record.tenant, scope=record.scope)
+                     rate_per_second=record.rate_per_second, tenant=record.tenant, scope=record.scope,
+                     max_priority=ceiling_of(record.max_priority))
 
 
 def _verified(record: KeyRecord | None, presented: str) -> KeyRecord | None:

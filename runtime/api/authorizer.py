@@ -50,7 +50,8 @@ def authorize(event: Mapping[str, Any], keys: KeyStore, failures: FailureLimiter
     return {"isAuthorized": True, "context": {"key_id": principal.id,
                                               "quota_per_day": principal.quota_per_day or 0,
                                               "rate_per_second": principal.rate_per_second or 0,
-                                              "tenant": principal.tenant, "scope": principal.scope}}
+                                              "tenant": principal.tenant, "scope": principal.scope,
+                                              "max_priority": principal.max_priority}}
 
 
 def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:

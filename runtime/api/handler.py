@@ -22,6 +22,7 @@ from runtime.api.app import ApiApp, ApiOptions, Request, Response
 from runtime.api.auth import SCOPES, TENANT_SCOPE, Principal, SsmKeyStore, StaticKeyStore
 from runtime.api.environment import ApiConfig
 from runtime.api.problems import ApiError
+from runtime.jobs.priorities import ceiling_of
 
 __all__ = ["ApiConfig", "build_app", "handle_event", "lambda_handler"]
 
@@ -145,7 +146,8 @@ def _authorizer_principal(event: Mapping[str, Any]) -> tuple[bool, Principal | N
     quota = ctx.get("quota_per_day")
     rate = ctx.get("rate_per_second")
     return True, Principal(id=str(key_id), kind="api-key", quota_per_day=int(quota) if quota else None,
-                           rate_per_second=float(rate) if rate else None, **_key_ownership(ctx))
+                           rate_per_second=float(rate) if rate else None, **_key_ownership(ctx),
+                           max_priority=ceiling_of(ctx.get("max_priority")))  # issue 44 (lane D)
 
 
 def _key_ownership(ctx: Mapping[str, Any]) -> dict[str, str]:

@@ -115,7 +115,9 @@ def _schemas() -> dict[str, Any]:
                             "description": "the job must start by then, else it ends canceled (reason deadline)"},
             "cancel_reason": {"type": ["string", "null"], "enum": ["client", "deadline", None],
                               "description": "why a canceled job was canceled: client (a cancel request) or "
-                                             "deadline (not started in time; not run, not charged)"}}},
+                                             "deadline (not started in time; not run, not charged)"},
+            "priority": {"type": "string", "enum": ["high", "normal", "low"],
+                         "description": "the job's class; within the key's max_priority"}}},
         "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
             "type": {"type": "string", "format": "uri"}, "title": {"type": "string"}, "status": {"type": "integer"},
             "detail": {"type": "string"}, "errors": {"type": "array", "items": {
@@ -147,7 +149,8 @@ def _job(description: str, links: bool = False) -> dict[str, Any]:
     return out
 
 
-_AUTH_ERRORS = {"401": _problem("no credentials"), "403": _problem("credentials not valid"),
+_AUTH_ERRORS = {"401": _problem("no credentials"),
+                "403": _problem("credentials not valid, or (POST /v1/jobs) a priority above the key's max_priority"),
                 "429": _problem("rate limit, daily quota or budget, too many failed authentications, or (POST "
                                 "/v1/jobs) overloaded: the expected wait exceeds the job's deadline or the stack's "
                                 "bound, nothing created, estimate in the body (see Retry-After)"),

@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 from runtime import model_ids
 from runtime.instance_contract import INPUT_URL_PORTS, INPUT_URL_SCHEMES
 from runtime.jobs.deadlines import MAX_DEADLINE_SECONDS, MIN_DEADLINE_SECONDS
+from runtime.jobs.priorities import DEFAULT_PRIORITY
 from runtime.net_safety import UnsafeURLError, check_url_syntax
 
 TASKS = ("txt2img", "img2img", "txt2video", "img2video", "comfyui-workflow")
@@ -384,6 +385,9 @@ class JobEnvelope(BaseModel):
     store_inputs: Annotated[bool, Field(strict=True, description=(
         "false: the job record never holds the prompt, negative prompt, input images or workflow (the worker "
         "reads them from the queue message); GET and webhooks show the other inputs"))] = True
+    priority: Annotated[Literal["high", "normal", "low"], Field(description=(
+        f"the job's class (runtime.jobs.priorities); within the key's ceiling (max_priority), else 403. "
+        f"Default: {DEFAULT_PRIORITY}"))] | None = None
 
 
 def job_request_models() -> list[type[BaseModel]]:

@@ -206,6 +206,8 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
         spec["retention_seconds"] = envelope.retention_seconds
     if not envelope.store_inputs:
         spec["store_inputs"] = False
+    if envelope.priority is not None:
+        spec["priority"] = envelope.priority
     if len(canonical_json(spec)) > MAX_BODY_BYTES:
         raise ValidationError([Problem("(body)", "max-size", f"the job must be at most {MAX_BODY_BYTES} bytes")])
     return spec
@@ -329,6 +331,7 @@ class JobSpec:
     webhook: str | None = None
     webhook_events_filter: tuple[str, ...] = field(default=DEFAULT_WEBHOOK_EVENTS)
     deadline_seconds: int | None = None  # issue 44 (lane D)
+    priority: str | None = None  # issue 44 (lane D): None is normal
 
     @classmethod
     def parse(cls, data: Any, allow_loopback: bool = False) -> JobSpec:
@@ -337,7 +340,7 @@ class JobSpec:
         inputs = TASK_INPUTS[spec["task"]].model_validate(spec["inputs"], context={"allow_loopback": allow_loopback})
         return cls(model=spec["model"], task=spec["task"], inputs=inputs,
                    webhook=spec["webhook"], webhook_events_filter=tuple(spec["webhook_events_filter"]),
-                   deadline_seconds=spec.get("deadline_seconds"))
+                   deadline_seconds=spec.get("deadline_seconds"), priority=spec.get("priority"))
 
     def to_dict(self) -> dict[str, Any]:
         """The normalized spec (``validate_job``'s result, as the queue message carries it)."""
@@ -345,6 +348,8 @@ class JobSpec:
                "webhook_events_filter": list(self.webhook_events_filter)}
         if self.deadline_seconds is not None:  # issue 44 (lane D)
             out["deadline_seconds"] = self.deadline_seconds
+        if self.priority is not None:
+            out["priority"] = self.priority
         return out
 
     def with_seed(self, rng: random.Random | None = None) -> JobSpec:

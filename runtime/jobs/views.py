@@ -13,6 +13,7 @@ from typing import Any
 from runtime.jobs.cost import ATTEMPT_COSTS, job_cost
 from runtime.jobs.output_links import OutputLinks, output_key
 from runtime.jobs.deadlines import CANCEL_REASON, DEADLINE_AT
+from runtime.jobs.priorities import DEFAULT_PRIORITY
 
 
 def iso(ts: float | None) -> str | None:
@@ -51,6 +52,7 @@ def public_view(record: Mapping[str, Any], base_url: str, links: OutputLinks | N
     # issue 44 (lane D): when the job had to start by, and why a canceled job was canceled (client | deadline)
     view["deadline_at"] = iso(record.get(DEADLINE_AT))
     view["cancel_reason"] = record.get(CANCEL_REASON) or ("client" if record["status"] == "canceled" else None)
+    view["priority"] = spec.get("priority") or DEFAULT_PRIORITY
     if spec.get("store_inputs") is False:  # issue 44: the prompt and input images were never stored
         view["store_inputs"] = False
     if spec.get("retention_seconds") is not None:
