@@ -289,6 +289,9 @@ class JobEnvelope(BaseModel):
     inputs: Annotated[dict[str, Any], Field(strict=True)]
     webhook: Url | None = None
     webhook_events_filter: list[Event] = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS))
+    # issue 38 (lane P): previews of the running job, linked from its events; off by default
+    preview: Annotated[bool, Field(strict=True, description="low-resolution previews while the job runs, linked "
+                                   "from GET /v1/jobs/{id}/events (kind preview); kept a day")] = False
 
 
 def job_request_models() -> list[type[BaseModel]]:

@@ -196,6 +196,9 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
     events = [e for e in WEBHOOK_EVENTS if e in envelope.webhook_events_filter]
     spec = {"model": envelope.model, "task": task, "inputs": normalized, "webhook": envelope.webhook,
             "webhook_events_filter": events}
+    # issue 38 (lane P): only when asked, so the specs (and Idempotency-Key fingerprints) of other jobs stay the same
+    if envelope.preview:
+        spec["preview"] = True
     if len(canonical_json(spec)) > MAX_BODY_BYTES:
         raise ValidationError([Problem("(body)", "max-size", f"the job must be at most {MAX_BODY_BYTES} bytes")])
     return spec
@@ -318,6 +321,7 @@ class JobSpec:
     inputs: JobInputs
     webhook: str | None = None
     webhook_events_filter: tuple[str, ...] = field(default=DEFAULT_WEBHOOK_EVENTS)
+    preview: bool = False  # issue 38 (lane P): previews while it runs
 
     @classmethod
     def parse(cls, data: Any, allow_loopback: bool = False) -> JobSpec:
@@ -325,12 +329,16 @@ class JobSpec:
         spec = validate_job(data, allow_loopback=allow_loopback)
         inputs = TASK_INPUTS[spec["task"]].model_validate(spec["inputs"], context={"allow_loopback": allow_loopback})
         return cls(model=spec["model"], task=spec["task"], inputs=inputs,
-                   webhook=spec["webhook"], webhook_events_filter=tuple(spec["webhook_events_filter"]))
+                   webhook=spec["webhook"], webhook_events_filter=tuple(spec["webhook_events_filter"]),
+                   preview=bool(spec.get("preview", False)))
 
     def to_dict(self) -> dict[str, Any]:
         """The normalized spec (``validate_job``'s result, as the queue message carries it)."""
-        return {"model": self.model, "task": self.task, "inputs": self.inputs.normalized(), "webhook": self.webhook,
+        spec = {"model": self.model, "task": self.task, "inputs": self.inputs.normalized(), "webhook": self.webhook,
                 "webhook_events_filter": list(self.webhook_events_filter)}
+        if self.preview:  # issue 38 (lane P)
+            spec["preview"] = True
+        return spec
 
     def with_seed(self, rng: random.Random | None = None) -> JobSpec:
         """This spec with its seed resolved: a null seed of an image or video job becomes a random one (the
