@@ -18,7 +18,7 @@ SCALEOUT = $(if $(wildcard planner/scaleout-$(STACK).json),--scaleout planner/sc
 
 .PHONY: install test lint unit integration e2e static-check preview local demo bench ami docs help lambda-deps \
 	policy-config preview-aws up promote-ami webhook-secret api-key chaos fuzz mutants plan plan-size plan-sweep measure-scaleout \
-	cost
+	cost rotate-signing-key
 
 # Every test directory belongs to exactly one suite (tests/unit/test_make_targets.py checks it).
 UNIT_TESTS := tests/unit
@@ -128,6 +128,10 @@ webhook-secret: install
 
 api-key: install
 	$(BIN)/genai-stack api-key --stack $(STACK) --name "$(NAME)" $(if $(QUOTA),--quota-per-day $(QUOTA))
+
+# (AWS credentials, issue 43) the next step of creating or rotating the output URL signing key; make up after each.
+rotate-signing-key: install
+	$(BIN)/genai-stack rotate-signing-key --stack $(STACK)
 
 # (AWS credentials) cost per 1,000 images per model and task, idle and boot share (tools/cost_report.py).
 SINCE ?= 7d

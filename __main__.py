@@ -17,6 +17,7 @@ from components.job_store import JobStore, JobStoreArgs
 from components.model_store import ModelStore, ModelStoreArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
+from components.output_link_access import OutputLinkAccess
 from components.prerequisites import require as require_prerequisites
 from components.request_queue import RequestQueue, RequestQueueArgs
 from runtime.backends.base import lora_tasks, served_tasks, video_capabilities
@@ -41,7 +42,11 @@ require_prerequisites(cfg, provider)
 stack = cfg.identity
 network = Network("network", NetworkArgs(network=cfg.network, region=cfg.region), opts=opts)
 models = ModelStore("models", ModelStoreArgs(stack=stack), opts=opts)
-outputs = CdnStorage("outputs", CdnStorageArgs(stack=stack, storage=cfg.storage), opts=opts)
+outputs = CdnStorage("outputs", CdnStorageArgs(stack=stack, storage=cfg.storage, access=cfg.outputs), opts=opts)
+# output links (issue 43): made on the CDN when handed out, signed with the stack's key unless outputs are public
+output_links = OutputLinkAccess(base_url=pulumi.Output.concat("https://", outputs.cdn_domain),
+                                ttl_seconds=cfg.outputs.url_ttl_seconds, key_id=outputs.signing_key_id,
+                                key_parameter=outputs.signing_key_parameter)
 jobs = JobStore("jobs", JobStoreArgs(stack=stack, storage=cfg.storage), opts=opts)
 job_events = JobEventLog("job-events", JobEventLogArgs(stack=stack), opts=opts)  # progress events (issue 38)
 queue = RequestQueue("queue", RequestQueueArgs(
@@ -67,6 +72,7 @@ api = Api("api", ApiArgs(
     instance_type=cfg.cluster.instance_types[0],
     # the node catalog of the fleet's image (issue 41): the cluster's own AMI lookup
     comfyui_image=(cfg.cluster.flavor, cluster.ami_id) if cfg.cluster.backend == "comfyui" else None,
+    output_links=output_links,  # output links made when handed out (issue 43)
 ), opts=opts)
 # Dead letters and dead workers end final; webhooks come from the table's stream, never from a worker.
 # The webhook secret is a SecureString the operator creates once per environment (README: "Webhook signing secret").
@@ -76,6 +82,7 @@ events = JobEvents("events", JobEventsArgs(
     webhook_secret_parameter_name=naming.webhook_secret_parameter(stack), api_url=api.api_url, queue=queue.endpoint,
     outputs_bucket_name=outputs.bucket_name, outputs_bucket_arn=outputs.bucket_arn,
     event_table_stream_arn=job_events.stream_arn,  # opt-in progress webhooks (issue 38)
+    output_links=output_links,  # the sender makes output links at send time (issue 43)
 ), opts=opts)
 monitoring = Monitoring("monitoring", MonitoringArgs(
     stack=stack, monitoring=cfg.monitoring, storage=cfg.storage, cluster=cfg.cluster, queue_settings=cfg.queue,

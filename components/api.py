@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -30,6 +31,7 @@ import pulumi_aws as aws
 from components import lambda_package, naming, worker_prices
 from components.config import ApiSettings, StackIdentity, StorageSettings
 from components.function_policy import policy_json
+from components.output_link_access import OutputLinkAccess
 from components.queue_endpoint import KafkaEndpoint, QueueEndpoint, SqsEndpoint
 from runtime.api.environment import ApiConfig, AuthorizerConfig
 from runtime.jobs.attempts import RUNNING_INDEX
@@ -113,6 +115,11 @@ class ApiArgs:
     event_table_arn: pulumi.Input[str] | None = None
     """Its ARN (Query only)."""
 
+    # issue 43: output links
+    output_links: OutputLinkAccess | None = None
+    """The CDN serving the outputs and the key links are signed with: output URLs are made when handed out
+    (runtime/jobs/output_links.py); the job record stores object keys. None: links without a CDN (tests)."""
+
 
 class Api(pulumi.ComponentResource):
     api_url: pulumi.Output[str]
@@ -175,7 +182,16 @@ class Api(pulumi.ComponentResource):
             video_formats=tuple(a.video_formats), video_model_kinds=tuple(a.video_model_kinds),
             event_table=a.event_table_name,
             budget_usd_per_day=settings.tenant_budget_usd_per_day, hourly_usd=self._hourly_usd(),
+            **self._output_links_config(),
         ).to_env()
+
+    def _output_links_config(self) -> dict[str, Any]:
+        """Issue 43: the ApiConfig fields of the output links (CDN, lifetime, signing key)."""
+        links = self._args.output_links
+        if links is None:
+            return {}
+        return {"outputs_base_url": links.base_url, "output_url_ttl_seconds": links.ttl_seconds,
+                "output_signing_key_id": links.key_id, "output_signing_key_parameter": links.key_parameter}
 
     def _node_catalog_location(self) -> pulumi.Output[tuple[str, str]] | None:
         """(bucket, key) of the node catalog of the image the fleet runs (issue 41); None without ComfyUI."""
@@ -226,6 +242,8 @@ class Api(pulumi.ComponentResource):
         if self._node_catalog is not None:  # the one catalog object of the fleet's image, nothing else there
             statements.append({"sid": "NodeCatalog", "actions": ["s3:GetObject"], "resources": [
                 self._node_catalog.apply(lambda loc: f"arn:aws:s3:::{loc[0]}/{loc[1]}")]})
+        if a.output_links is not None:  # issue 43: the signing key's private half, nothing else
+            statements.extend(a.output_links.statements(a.stack.region, self._account))
         return statements
 
     # --- functions -------------------------------------------------------------------------------

@@ -1,28 +1,36 @@
 """CDN storage: the outputs bucket, reachable only through a CloudFront distribution.
 
-Workers write generated files under ``outputs/`` (``OUTPUTS_PREFIX``) and hand back
-``https://<cdn_domain>/outputs/<key>``. The bucket stays private: CloudFront signs its origin requests
-with an origin access control (SigV4, always) and the bucket policy admits the CloudFront service
-principal only for this distribution's ARN. Outputs expire after ``outputRetentionDays``; job previews (issue 38)
-live under ``previews/`` and expire after a day. Output URLs
-are unguessable (job id and attempt in the key) but not signed: the former ``privateOutputs`` option
-(a key group on the behaviour) was removed because nothing signed the URLs the API and workers return.
+Workers write generated files under ``outputs/`` (``OUTPUTS_PREFIX``); the job record keeps their keys and
+the API and the webhook sender hand out ``https://<cdn_domain>/outputs/<key>`` links (runtime/jobs/output_links.py).
+The bucket stays private: CloudFront signs its origin requests with an origin access control (SigV4,
+always) and the bucket policy admits the CloudFront service principal only for this distribution's ARN.
+Outputs expire after ``outputRetentionDays``; job previews (issue 38) live under ``previews/`` and
+expire after a day.
+
+``outputAccess: signed`` (the default, issue 43): every behaviour (the default one, ``outputs/*`` and
+``previews/*``) trusts one key group and serves only CloudFront-signed URLs (403 otherwise). The key group
+holds the public key of each key pair in ``outputSigningKeys`` (two during a rotation), read from the SSM
+String ``/genai-fleet/<env>/output-signing-keys/<name>/public`` that ``genai-stack rotate-signing-key``
+writes beside the private half (a SecureString only the API and the webhook sender may read).
+``outputAccess: public``: no key group; links work for the whole retention.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
+from components import naming
 from components._s3 import create_private_bucket, deny_insecure_transport, policy_json
-from components.config import StackIdentity, StorageSettings
+from components.config import OutputAccessSettings, StackIdentity, StorageSettings
 from runtime.worker.preview_uploader import PREVIEW_PREFIX
 
 OUTPUTS_PREFIX = "outputs"
 PREVIEWS_PREFIX = PREVIEW_PREFIX  # issue 38: previews of running jobs (runtime/worker/preview_uploader.py)
 PREVIEW_RETENTION_DAYS = 1  # S3 lifecycle: expired a day after the upload (deleted within a day or so after)
+SIGNED_PREFIXES = (OUTPUTS_PREFIX, PREVIEWS_PREFIX)  # behaviours of their own, each trusting the key group (issue 43)
 # AWS managed cache policy "Managed-CachingOptimized": long TTLs, gzip/brotli, no cookies or query strings.
 CACHING_OPTIMIZED_POLICY_ID = "658327ea-f89d-4fab-a63d-7e88639e58f6"
 _ORIGIN_ID = "outputs-bucket"
@@ -38,6 +46,10 @@ class CdnStorageArgs:
     price_class: str = "PriceClass_100"
     """CloudFront price class (edge locations served); PriceClass_All for worldwide low latency."""
 
+    # issue 43: signed outputs
+    access: OutputAccessSettings = field(default_factory=OutputAccessSettings)
+    """``FleetConfig.outputs``: signed (a key group of ``signing_keys`` on every behaviour) or public."""
+
 
 class CdnStorage(pulumi.ComponentResource):
     """Private, encrypted outputs bucket behind CloudFront with OAC, HTTPS only, expiring outputs."""
@@ -46,6 +58,9 @@ class CdnStorage(pulumi.ComponentResource):
     bucket_arn: pulumi.Output[str]
     cdn_domain: pulumi.Output[str]
     distribution_arn: pulumi.Output[str]
+    key_group_id: pulumi.Output[str] | None  # None: public outputs
+    signing_key_id: pulumi.Output[str] | None  # the CloudFront public key id links are signed with
+    signing_key_parameter: str | None  # the SecureString holding its private half
 
     def __init__(self, name: str, args: CdnStorageArgs, opts: pulumi.ResourceOptions | None = None):
         stack = args.stack
@@ -55,6 +70,7 @@ class CdnStorage(pulumi.ComponentResource):
                                         versioned=False, force_destroy=not stack.is_production)
         bucket = private.bucket
         self._create_lifecycle(bucket, args.storage.output_retention_days)
+        self._create_key_group(stack, args.access)
         distribution = self._create_distribution(bucket, args.price_class, stack.resource_prefix())
         self._create_policy(bucket, distribution, private.public_access_block)
         self.bucket_name = bucket.bucket
@@ -62,7 +78,8 @@ class CdnStorage(pulumi.ComponentResource):
         self.cdn_domain = distribution.domain_name
         self.distribution_arn = distribution.arn
         self.register_outputs({"bucket_name": self.bucket_name, "bucket_arn": self.bucket_arn,
-                               "cdn_domain": self.cdn_domain, "distribution_arn": self.distribution_arn})
+                               "cdn_domain": self.cdn_domain, "distribution_arn": self.distribution_arn,
+                               "key_group_id": self.key_group_id, "signing_key_id": self.signing_key_id})
 
     def _opts(self, **kwargs) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, **kwargs)
@@ -81,6 +98,26 @@ class CdnStorage(pulumi.ComponentResource):
             ],
             opts=self._opts())
 
+    def _create_key_group(self, stack: StackIdentity, access: OutputAccessSettings) -> None:
+        """Issue 43: one CloudFront public key per signing key pair, all in one key group (two during a rotation)."""
+        self.key_group_id = self.signing_key_id = self.signing_key_parameter = None
+        if not access.signed:
+            return
+        prefix = stack.resource_prefix()
+        keys = {}
+        for key in access.signing_keys:
+            public = aws.ssm.get_parameter_output(name=naming.output_signing_key_parameter(stack, key, "public"),
+                                                  opts=pulumi.InvokeOutputOptions(parent=self))
+            keys[key] = aws.cloudfront.PublicKey(
+                f"{self._name}-signing-key-{key}", name=f"{prefix}-outputs-{key}", encoded_key=public.value,
+                comment=f"{prefix} output URL signing key {key}", opts=self._opts())
+        group = aws.cloudfront.KeyGroup(f"{self._name}-key-group", name=f"{prefix}-outputs",
+                                        items=[k.id for k in keys.values()],
+                                        comment=f"{prefix}: signers of output URLs", opts=self._opts())
+        self.key_group_id = group.id
+        self.signing_key_id = keys[access.signing_key].id
+        self.signing_key_parameter = naming.output_signing_key_parameter(stack, access.signing_key, "private")
+
     def _create_distribution(self, bucket: aws.s3.Bucket, price_class: str,
                              prefix: str) -> aws.cloudfront.Distribution:
         oac = aws.cloudfront.OriginAccessControl(
@@ -95,6 +132,9 @@ class CdnStorage(pulumi.ComponentResource):
             "cache_policy_id": CACHING_OPTIMIZED_POLICY_ID,
             "compress": True,
         }
+        if self.key_group_id is not None:  # signed outputs (issue 43): no behaviour serves an unsigned URL
+            behavior["trusted_key_groups"] = [self.key_group_id]
+        ordered = [{**behavior, "path_pattern": f"{p}/*"} for p in SIGNED_PREFIXES]
         return aws.cloudfront.Distribution(
             f"{self._name}-cdn",
             enabled=True,
@@ -105,6 +145,7 @@ class CdnStorage(pulumi.ComponentResource):
             origins=[{"origin_id": _ORIGIN_ID, "domain_name": bucket.bucket_regional_domain_name,
                       "origin_access_control_id": oac.id}],
             default_cache_behavior=behavior,
+            ordered_cache_behaviors=ordered,
             restrictions={"geo_restriction": {"restriction_type": "none"}},
             viewer_certificate={"cloudfront_default_certificate": True},
             tags={"Name": f"{self._name}-cdn"},

@@ -123,6 +123,21 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class OutputAccessSettings:
+    """Issue 43: how outputs are served (``outputAccess``) and signed."""
+
+    access: str = "signed"  # signed | public
+    url_ttl_seconds: int = 3600
+    signing_keys: tuple[str, ...] = ("k1",)  # the key group (two during a rotation)
+    signing_key: str = "k1"  # the one the API and the webhook sender sign with
+    public_reason: str | None = None
+
+    @property
+    def signed(self) -> bool:
+        return self.access == "signed"
+
+
+@dataclass(frozen=True)
 class ApiSettings:
     auth: str
     rate_limit: int
@@ -199,6 +214,7 @@ class FleetConfig:
     monitoring: MonitoringSettings
     monthly_budget_usd: float
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    outputs: OutputAccessSettings = OutputAccessSettings()  # issue 43
 
     @property
     def environment(self) -> str:
@@ -273,7 +289,16 @@ def load(values: Mapping[str, Any], stack: str, region: str | None = None) -> Fl
         monitoring=MonitoringSettings(alarms_enabled=v["alarmsEnabled"], alarm_email=v["alarmEmail"]),
         monthly_budget_usd=v["monthlyBudgetUsd"],
         raw=dict(values),
+        outputs=_output_access(v),
     )
+
+
+def _output_access(v: Mapping[str, Any]) -> OutputAccessSettings:
+    """Issue 43: the validated output access settings (the active key defaults to the newest)."""
+    keys = tuple(v["outputSigningKeys"])
+    return OutputAccessSettings(access=v["outputAccess"], url_ttl_seconds=v["outputUrlTtlSeconds"],
+                                signing_keys=keys, signing_key=v["outputSigningKey"] or keys[-1],
+                                public_reason=v["outputPublicReason"])
 
 
 def from_pulumi() -> FleetConfig:

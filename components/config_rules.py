@@ -21,6 +21,7 @@ from components.config_settings import (
     REPLACED,
     SETTINGS,
     SETTINGS_BY_KEY,
+    SIGNING_KEY_NAME,
     Setting,
 )
 from runtime.jobs.time_limits import parse_task_limits
@@ -278,6 +279,22 @@ def _check_misc(v: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _check_output_access(v: dict[str, Any]) -> list[str]:
+    """Issue 43: the signing keys of the outputs' key group, and the one signing now."""
+    keys = tuple(v.get("outputSigningKeys") or ())
+    problems = [f"{NAMESPACE}:outputSigningKeys contains {k!r}: key names are 1-32 lowercase letters, digits "
+                f"and '-'" for k in keys if not SIGNING_KEY_NAME.match(k)]
+    if not 1 <= len(keys) <= 2 or len(set(keys)) != len(keys):
+        problems.append(f"{NAMESPACE}:outputSigningKeys = {list(keys)}: list one key name, or two different ones "
+                        f"during a rotation (genai-stack rotate-signing-key)")
+    active = v.get("outputSigningKey")
+    if active is not None and active not in keys:
+        problems.append(f"{NAMESPACE}:outputSigningKey = {active!r} is not in outputSigningKeys {list(keys)}: "
+                        f"sign with a key of the key group")
+    return problems
+
+
 # The cross-setting rules, in message order.
 RULES: tuple[Rule, ...] = (_check_instance_types, _check_backends, _check_sizes, _check_job_times, _check_misc,
-                           _check_egress, _check_model_groups, _check_task_limits)
+                           _check_egress, _check_model_groups, _check_task_limits,
+                           _check_output_access)  # issue 43

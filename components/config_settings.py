@@ -29,14 +29,16 @@ DEFAULT_INSTANCE_TYPES: dict[str, tuple[str, ...]] = {
 FLAVOR_BACKENDS: dict[str, tuple[str, ...]] = {flavor: flavor_backends(flavor) for flavor in FLAVOR_FAMILIES}
 DEFAULT_BACKEND: dict[str, str] = {"cuda": "comfyui", "neuron": "neuron"}
 # Settings that were removed; setting one fails with the message saying why.
-REMOVED = {
-    "privateOutputs": "signed output URLs are not implemented (nothing signs the URLs the API and workers return), "
-                      "so the option was removed: remove it from the stack file",
-    "outputsSigningPublicKey": "it belonged to privateOutputs, which was removed: remove it from the stack file",
-}
+REMOVED: dict[str, str] = {}
 # Settings that were replaced; setting one fails with the message naming the new key.
 REPLACED = {"backends": "backend: each instance runs exactly one backend (the AMI installs it), so set one, "
-                        "e.g. genai-fleet:backend: comfyui"}
+                        "e.g. genai-fleet:backend: comfyui",
+            # issue 43: outputs are signed by default now
+            "privateOutputs": "outputAccess: signed (the default) serves outputs through expiring signed URLs; "
+                              "outputAccess: public hands out plain links",
+            "outputsSigningPublicKey": "outputSigningKeys: the names of the key pairs `genai-stack "
+                                       "rotate-signing-key` creates (their public halves are read from SSM)"}
+SIGNING_KEY_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")  # outputSigningKeys entries (issue 43)
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
                       2557, 2922, 3288, 3653)
@@ -122,6 +124,21 @@ SETTINGS: tuple[Setting, ...] = (
        minimum=10, maximum=100),
     _s("outputRetentionDays", "int", 7, "Days generated outputs are kept in the outputs bucket.",
        minimum=1, maximum=3650),
+    # issue 43: signed output URLs
+    _s("outputAccess", "str", "signed", "How outputs are served: CloudFront signed URLs that expire (signed) or "
+       "plain links anyone holding them may read for the whole retention (public; prod needs outputPublicReason).",
+       choices=("public", "signed")),
+    _s("outputUrlTtlSeconds", "int", 3600, "Lifetime of a signed output URL, counted from when it is handed out "
+       "(GET, the sync answer, events, each webhook delivery).", minimum=60, maximum=7 * 86400),
+    _s("outputSigningKeys", "list", ["k1"], "Names of the signing key pairs in the outputs' CloudFront key group "
+       "(two during a rotation): public halves at /genai-fleet/<env>/output-signing-keys/<name>/public, private "
+       "halves (SecureString) at .../<name>/private, made by `genai-stack rotate-signing-key`."),
+    _s("outputSigningKey", "str", None, "The key pair the API and the webhook sender sign with; defaults to the "
+       "last of outputSigningKeys.", pattern=SIGNING_KEY_NAME,
+       pattern_help="1-32 characters: lowercase letters, digits, '-'"),
+    _s("outputPublicReason", "str", None, "Why this stack serves outputs publicly (outputAccess: public); the "
+       "policy pack refuses public outputs in production without it.", pattern=re.compile(r"^\S.{9,499}$"),
+       pattern_help="10-500 characters"),
     _s("logRetentionDays", "int", 14, "Days CloudWatch keeps agent, backend and API logs.", choices=LOG_RETENTION_DAYS),
     _s("monthlyBudgetUsd", "float", 1000.0, "Budget the policy pack checks the cost at maximum capacity against.",
        minimum=1, maximum=10_000_000),

@@ -32,6 +32,7 @@ import pulumi_aws as aws
 from components import lambda_package
 from components.config import StackIdentity, StorageSettings
 from components.function_policy import policy_json
+from components.output_link_access import OutputLinkAccess
 from components.queue_endpoint import QueueEndpoint, SqsEndpoint
 from components.request_queue import DLQ_CONSUMER_TIMEOUT_SECONDS
 from runtime.jobs.events import NOTIFY_ATTRIBUTE, NOTIFY_PROGRESS
@@ -80,6 +81,9 @@ class JobEventsArgs:
     event_table_stream_arn: pulumi.Input[str] | None = None
     """The job event log's stream (components/job_event_log.py): marked progress events become ``progress``
     webhooks; None: no progress webhooks."""
+    # issue 43: output links
+    output_links: OutputLinkAccess | None = None
+    """The CDN serving the outputs and the signing key: the webhook sender makes output URLs at send time."""
 
 
 class JobEvents(pulumi.ComponentResource):
@@ -91,6 +95,7 @@ class JobEvents(pulumi.ComponentResource):
         self._name, self._args, self._stack = name, args, args.stack
         self._code = lambda_package.api_code_archive()
         account = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self)).account_id
+        self._account = account
         self._secret_arn = account.apply(lambda acct: (
             f"arn:aws:ssm:{self._stack.region}:{acct}:parameter/{args.webhook_secret_parameter_name.lstrip('/')}"))
         table_env = {"GENAI_JOB_TABLE": args.job_table_name,
@@ -172,9 +177,11 @@ class JobEvents(pulumi.ComponentResource):
         sender_fn = self._function("webhook-sender", "runtime.functions.webhook_dispatch.sender_handler", [
             {"sid": "Deliveries", "actions": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                                               "sqs:ChangeMessageVisibility"], "resources": [queue.arn]},
-            {"sid": "WebhookSecret", "actions": ["ssm:GetParameter"], "resources": [self._secret_arn]}],
+            {"sid": "WebhookSecret", "actions": ["ssm:GetParameter"], "resources": [self._secret_arn]},
+            *self._output_links_statements()],
             {"GENAI_WEBHOOK_QUEUE_URL": queue.url,
-             "GENAI_WEBHOOK_SECRET_PARAMETER": a.webhook_secret_parameter_name}, timeout=WEBHOOK_TIMEOUT_S)
+             "GENAI_WEBHOOK_SECRET_PARAMETER": a.webhook_secret_parameter_name,
+             **self._output_links_env()}, timeout=WEBHOOK_TIMEOUT_S)
         aws.lambda_.EventSourceMapping(f"{self._name}-webhook-sender-source", event_source_arn=queue.arn,
                                        function_name=sender_fn.arn, batch_size=1,
                                        function_response_types=["ReportBatchItemFailures"], opts=self._opts())
@@ -201,6 +208,15 @@ class JobEvents(pulumi.ComponentResource):
             filter_criteria={"filters": [{"pattern": json.dumps({
                 "eventName": ["INSERT"], "dynamodb": {"NewImage": {NOTIFY_ATTRIBUTE: {"S": [NOTIFY_PROGRESS]}}}})}]},
             opts=self._opts())
+
+    def _output_links_env(self) -> dict[str, pulumi.Input[str]]:
+        """Issue 43: the sender makes (and signs) the output links of a payload at send time."""
+        links = self._args.output_links
+        return links.environment() if links is not None else {}
+
+    def _output_links_statements(self) -> list[dict]:
+        links = self._args.output_links
+        return links.statements(self._stack.region, self._account) if links is not None else []
 
     def _function(self, suffix: str, handler: str, statements: list[dict], env: dict[str, pulumi.Input[str]],
                   timeout: int = 60) -> aws.lambda_.Function:

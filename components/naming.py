@@ -37,3 +37,12 @@ def webhook_secret_parameter(stack: StackIdentity) -> str:
 def api_keys_prefix(stack: StackIdentity) -> str:
     """SSM path under which each API key is one SecureString (``make api-key``)."""
     return f"/{NAMESPACE}/{stack.environment}/api-keys"
+
+
+# issue 43: the outputs' signing key pairs (genai-stack rotate-signing-key makes them)
+def output_signing_key_parameter(stack: StackIdentity, key: str, part: str) -> str:
+    """SSM parameter of one part of signing key pair ``key``: ``public`` (String, PEM), ``private``
+    (SecureString, PEM) or ``retired-at`` (when signing moved off it, tools/signing_keys.py)."""
+    if part not in ("public", "private", "retired-at"):
+        raise ValueError(f"part must be public, private or retired-at, not {part!r}")
+    return f"/{NAMESPACE}/{stack.environment}/output-signing-keys/{key}/{part}"

@@ -20,6 +20,7 @@ from runtime.backends.base import Backend
 from runtime.backends.test_pattern import TestPatternBackend
 from runtime.functions.webhooks import WebhookSender
 from runtime.jobs.events import EventLog, create_events_table
+from runtime.jobs.output_links import OutputLinks
 from runtime.jobs.schema import validate_job
 from runtime.jobs.store import JobStore, create_table, new_record
 from runtime.model_cache import ModelCache, manifest_resolver
@@ -95,14 +96,15 @@ class Stack:
 
     def uploader(self) -> OutputUploader:
         """The outputs bucket behind the test CDN."""
-        return OutputUploader(ObjectStore(self.s3, self.bucket), CDN)
+        return OutputUploader(ObjectStore(self.s3, self.bucket))
 
     def webhook_dispatcher(self, secret: str) -> LocalWebhookDispatcher:
         """The local stand-in of the webhook Lambdas on this stack's table stream (started)."""
         queue_url = self.sqs.create_queue(QueueName=f"hooks-{uuid.uuid4().hex[:8]}")["QueueUrl"]
         sender = WebhookSender(secret, allow_loopback=True, max_attempts=1, timeout_s=2.0)
         return LocalWebhookDispatcher(dynamodb=self.ddb, streams=client(self.endpoint, "dynamodbstreams"),
-                                      sqs=self.sqs, table=self.table, queue_url=queue_url, sender=sender).start()
+                                      sqs=self.sqs, table=self.table, queue_url=queue_url, sender=sender,
+                                      links=OutputLinks(CDN)).start()
 
     def put_model(self, model_id: str, data: bytes, filename: str = "model.safetensors") -> None:
         from runtime.model_store.layout import artifact_key

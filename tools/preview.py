@@ -120,6 +120,9 @@ def stack_policy_config(stack: str, overrides: Mapping[str, Any] | None = None) 
                                      "inputUrlPorts": list(INPUT_URL_PORTS)},
         "sqs-message-size": {"jobMessageBytes": SQS_MAX_MESSAGE_BYTES},
         "production-data-protected": {"environment": cfg.environment},
+        # issue 43: public outputs in production need the stack's reason
+        "signed-outputs-in-production": {"environment": cfg.environment,
+                                         "outputPublicReason": cfg.outputs.public_reason or ""},
     }
 
 

@@ -7,6 +7,7 @@
                                                                        (make promote-ami FLAVOR=cuda)
     python tools/stack_setup.py prune-amis --flavor cuda [--keep 3] [--dry-run]
     python tools/stack_setup.py cost --stack dev [--since 7d] [--json]   (make cost STACK=dev SINCE=7d)
+    python tools/stack_setup.py rotate-signing-key --stack dev       (make rotate-signing-key STACK=dev)
 
 Environment and region come from ``Pulumi.<stack>.yaml`` (the ``environment`` setting, else the stack name).
 
@@ -23,6 +24,9 @@ Environment and region come from ``Pulumi.<stack>.yaml`` (the ``environment`` se
 
 - ``cost`` prints cost per 1,000 images per model and task and the idle and boot share of instance time, from
   the stack's job table and the workers' overhead metrics (``tools/cost_report.py``).
+
+- ``rotate-signing-key`` runs the next step of creating or rotating the key pair that signs output URLs
+  (issue 43; ``tools/signing_keys.py`` says the steps): init, add, switch, remove, ``make up`` after each.
 
 ``--endpoint-url`` points the AWS clients elsewhere (tests use moto). Errors exit 1 with what to do.
 """
@@ -42,6 +46,7 @@ from components.naming import api_keys_prefix, webhook_secret_parameter
 from tools.ami_build import FLAVORS, check_image
 from tools.ami_prune import DEFAULT_KEEP, prune_amis
 from tools.packer_output import AmiBuildError
+from tools.signing_keys import SigningKeyError, rotate_signing_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -183,6 +188,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cost.add_argument("--stack", required=True)
     cost.add_argument("--since", default="7d", help="jobs created in the last N days or hours: 7d, 12h (default 7d)")
     cost.add_argument("--json", action="store_true", help="print the report as JSON")
+    # issue 43: output URL signing keys
+    rotate = sub.add_parser("rotate-signing-key", help="next step of creating or rotating the output signing key")
+    rotate.add_argument("--stack", required=True)
     return parser.parse_args(argv)
 
 
@@ -217,12 +225,16 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "cost":
             print(cost_report(stack_settings(args.stack), args.since, args.endpoint_url, args.json))
             return 0
+        elif args.command == "rotate-signing-key":  # issue 43
+            cfg = stack_settings(args.stack)
+            ssm, _ = _clients(cfg.region, args.endpoint_url)
+            result = rotate_signing_key(ssm, cfg, ROOT / f"Pulumi.{args.stack}.yaml")
         else:
             cfg = stack_settings(args.stack)
             ssm, _ = _clients(cfg.region, args.endpoint_url)
             result = (ensure_webhook_secret(ssm, cfg, args.rotate) if args.command == "webhook-secret"
                       else mint_api_key(ssm, cfg, args.name, args.quota_per_day))
-    except (SetupError, fleet_config.ConfigError, ValueError) as exc:
+    except (SetupError, SigningKeyError, fleet_config.ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, sort_keys=True))

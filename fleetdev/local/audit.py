@@ -37,12 +37,12 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from boto3.dynamodb.types import TypeDeserializer
 
 from runtime.functions.output_orphans import referenced_keys
+from runtime.jobs.output_links import output_key
 from runtime.jobs.store import FINAL, SUCCEEDED, JobStore
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class Ledger:
         completed = float(record.get("completed_at") or 0)
         if float(record.get("updated_at") or 0) > completed + 1e-6:
             return "the record changed after it became final"
-        referenced = {urlsplit(o["url"]).path.lstrip("/") for o in record.get("outputs") or []}
+        referenced = {k for o in record.get("outputs") or [] if (k := output_key(o))}
         per_key = Counter(v["Key"] for v in versions)
         replaced = {k: n for k, n in per_key.items() if k in referenced and n > 1}
         if replaced:
@@ -383,7 +383,7 @@ def _final_time(record: dict[str, Any], final_at: float | None) -> float:
 
 def _referenced_prefix(record: dict[str, Any]) -> set[str]:
     """``outputs/<job>/<lease>/`` of the attempt whose outputs the final record points at."""
-    keys = {urlsplit(o["url"]).path.lstrip("/") for o in record.get("outputs") or []}
+    keys = {k for o in record.get("outputs") or [] if (k := output_key(o))}
     return {k.rsplit("/", 1)[0] + "/" for k in keys if "/" in k}
 
 
@@ -393,7 +393,7 @@ def recorded_attempt_writes(versions: list[dict[str, Any]], record: dict[str, An
     version under its prefix (another key, deleted since or not) or one written later breaks invariant 2.
     ``final_at``: the final write's time by the table (its stream record); else the record's ``completed_at``."""
     prefixes = _referenced_prefix(record)
-    referenced = {urlsplit(o["url"]).path.lstrip("/") for o in record.get("outputs") or []}
+    referenced = {k for o in record.get("outputs") or [] if (k := output_key(o))}
     completed = _final_time(record, final_at)
     mine = [v for v in versions if any(v["Key"].startswith(p) for p in prefixes)]
     after = sorted({v["Key"] for v in mine if v["LastModified"].timestamp() > completed})

@@ -8,6 +8,11 @@ every answer says ``Accept-Ranges: bytes``; one satisfiable byte range (``bytes=
 suffix ``bytes=-n``) gets ``206`` with ``Content-Range: bytes a-b/size`` and those bytes; a range that starts
 past the end gets ``416`` with ``Content-Range: bytes */size``; a header CloudFront does not honour (not
 ``bytes=``, malformed, descending, or several ranges, which S3 does not serve) gets the whole object, ``200``.
+
+Signed URLs (issue 43): given a ``SignedUrlVerifier`` (the key group's public keys), every request must carry
+a valid, unexpired signature for the very URL requested, as CloudFront checks them
+(fleetdev/local/cdn_signatures.py); otherwise 403, before the bucket is read. None: public, as
+``outputAccess: public``.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from botocore.exceptions import ClientError
+
+from fleetdev.local.cdn_signatures import SIGNING_PARAMETERS, SignedUrlVerifier
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +34,9 @@ log = logging.getLogger(__name__)
 class CdnServer:
     """Threaded HTTP server in front of one bucket; ``base_url`` is what the agents put in job records."""
 
-    def __init__(self, s3_client: Any, bucket: str, host: str = "127.0.0.1", port: int = 0):
-        handler = _make_handler(s3_client, bucket)
+    def __init__(self, s3_client: Any, bucket: str, host: str = "127.0.0.1", port: int = 0,
+                 verifier: SignedUrlVerifier | None = None):
+        handler = _make_handler(s3_client, bucket, verifier)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="cdn", daemon=True)
@@ -70,7 +78,16 @@ def byte_range(header: str | None, size: int) -> tuple[int, tuple[int, int] | No
     return 206, (start, end)
 
 
-def _make_handler(s3_client: Any, bucket: str) -> type[BaseHTTPRequestHandler]:
+def _resource(host: str, path: str) -> tuple[str, dict[str, str]]:
+    """(the URL a signature must cover: the request's without the signing parameters, its signing parameters)."""
+    parts = urlsplit(path)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    signing = {k: v for k, v in pairs if k in SIGNING_PARAMETERS}
+    rest = urlencode([(k, v) for k, v in pairs if k not in SIGNING_PARAMETERS])
+    return f"http://{host}{parts.path}" + (f"?{rest}" if rest else ""), signing
+
+
+def _make_handler(s3_client: Any, bucket: str, verifier: SignedUrlVerifier | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "genai-fleet-local-cdn"
 
@@ -85,6 +102,13 @@ def _make_handler(s3_client: Any, bucket: str) -> type[BaseHTTPRequestHandler]:
             if not key or ".." in key.split("/"):
                 self.send_error(404)
                 return
+            if verifier is not None:
+                resource, signing = _resource(self.headers.get("Host") or "", self.path)
+                refusal = verifier.refusal(resource, signing)
+                if refusal is not None:
+                    log.info("cdn: 403 for %s: %s", urlsplit(self.path).path, refusal)
+                    self.send_error(403, "Access Denied")
+                    return
             try:
                 obj = s3_client.get_object(Bucket=bucket, Key=key)
             except ClientError as exc:

@@ -25,6 +25,8 @@ from runtime.functions.output_orphans import OrphanSweeper
 from runtime.functions.reconciler import reconcile_dead_letter, sweep
 from runtime.functions.webhook_dispatch import ProgressStreamHandler
 from runtime.functions.webhooks import WebhookSender
+from runtime.jobs.cdn_signing import output_links as cdn_output_links
+from runtime.jobs.output_links import DEFAULT_TTL_SECONDS, OutputLinks
 from runtime.jobs.store import JobStore
 from runtime.worker.logs import configure
 
@@ -72,6 +74,13 @@ def _start_progress_webhooks(cfg: dict[str, Any], ddb: Any, sqs: Any, store: Job
                         cfg["event_table"], handler, poll_s=float(cfg.get("progress_poll_seconds", 0.5))).start()
 
 
+def output_links(cfg: dict[str, Any], ssm: Any) -> OutputLinks:
+    """The webhook sender's output links (issue 43), as the platform configured them (signed: its key from SSM)."""
+    return cdn_output_links(cfg.get("outputs_base_url", ""), cfg.get("output_signing_key_id"),
+                            cfg.get("output_signing_key_parameter"), lambda: ssm,
+                            int(cfg.get("output_url_ttl_seconds") or DEFAULT_TTL_SECONDS))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True)
@@ -87,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                            timeout_s=float(cfg.get("webhook_timeout_s", 5.0)))
     dispatcher = LocalWebhookDispatcher(dynamodb=ddb, streams=client("dynamodbstreams", endpoint, region), sqs=sqs,
                                         table=cfg["job_table"], queue_url=cfg["webhook_queue_url"], sender=sender,
+                                        links=output_links(cfg, client("ssm", endpoint, region)),
                                         base_url=cfg.get("api_url", ""), concurrency=int(cfg.get("senders", 16)))
     dispatcher.start()
     orphans = None

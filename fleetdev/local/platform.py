@@ -42,6 +42,7 @@ from components.worker_prices import published_prices
 from fleetdev.local import bootstrap
 from fleetdev.local.audit import Ledger
 from fleetdev.local.cdn import CdnServer
+from fleetdev.local.cdn_signatures import SignedUrlVerifier
 from fleetdev.local.fake_imds import FakeIMDS
 from fleetdev.local.models import LocalModel, LocalModelError, build_tiny, build_tiny_loras, upload_source
 from fleetdev.local.models import check as check_models
@@ -51,6 +52,7 @@ from runtime.api.auth import generate_key
 from runtime.api.environment import ApiConfig
 from runtime.backends import base as backend_names
 from runtime.backends.base import lora_tasks, served_tasks, video_capabilities
+from runtime.jobs.cdn_signing import new_key_pair
 from runtime.model_store import upload
 from runtime.queue_names import KAFKA_TOPIC
 
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET_PARAMETER = "/genai-fleet/local/webhook-secret"  # noqa: S105 - a parameter name
+SIGNING_KEY_PARAMETER = "/genai-fleet/local/output-signing-keys/k1/private"  # issue 43: a SecureString, as a stack's
+SIGNING_KEY_ID = "KLOCALOUTPUTS1"  # the local key group's one public key id (CloudFront ids look like this)
 # Local mode renders with test-pattern, runs the diffusers backend in each agent (on the CPU: tiny pipelines
 # built from configs, or diffusers folders you name), or drives an HTTP backend (ComfyUI, A1111) at a URL.
 # In process: the CUDA flavour's backends that are not HTTP servers (torch runs them on a CPU too; Neuron's needs
@@ -114,6 +118,9 @@ class LocalOptions:
     # GENAI_NODE_CATALOG, so comfyui-workflow jobs are checked at submit as on a stack (issue 41)
     node_catalog: str | None = None
     worker_clock_offsets: dict[int, float] = field(default_factory=dict)  # worker index -> wall clock offset (s)
+    # issue 43: outputs served as a stack serves them: signed URLs the CDN stand-in checks (public: plain links)
+    output_access: str = "signed"
+    output_url_ttl_seconds: int = 3600
 
 
 @dataclass
@@ -185,7 +192,7 @@ class LocalPlatform:
         self.start_aws()
         if self.options.queue_kind == "kafka":
             self._start_kafka()
-        self.cdn = CdnServer(self.aws("s3"), self.resources.outputs_bucket, port=self.options.cdn_port).start()
+        self.cdn = self._start_cdn()
         self._start_api()
         self._start_functions()
         for i in range(self.options.workers):
@@ -315,7 +322,8 @@ class LocalPlatform:
             node_catalog=self.node_catalog_uri,
             event_table=res.event_table,  # GET /v1/jobs/{id}/events (issue 38)
             # as a stack does: the workers' instance type priced from policies/prices.json (budgets, quotes)
-            hourly_usd=published_prices(o.region, [LOCAL_INSTANCE_TYPE])["on_demand_hourly"][LOCAL_INSTANCE_TYPE])
+            hourly_usd=published_prices(o.region, [LOCAL_INSTANCE_TYPE])["on_demand_hourly"][LOCAL_INSTANCE_TYPE],
+            **self._output_links_config())
         env = {**self._env, **api.to_env()}
         env.update(o.api_env)
         self.api = ManagedProcess("api", [sys.executable, "-m", "fleetdev.local_server", "--host", "127.0.0.1",
@@ -333,12 +341,33 @@ class LocalPlatform:
             "stale_lease_seconds": o.stale_lease_seconds, "sweep_every_seconds": 1.0,
             "log_level": o.log_level, "webhook_timeout_s": o.webhook_timeout_seconds,
             "outputs_bucket": res.outputs_bucket, "outputs_prefix": "outputs",
+            **self._output_links_config(),
             "event_table": res.event_table}, indent=2))  # progress webhooks (issue 38)
         self.functions = ManagedProcess("functions", [sys.executable, "-m", "fleetdev.local.functions", "--config",
                                                       str(path)], self.run_dir / "functions.log", self._env,
                                         cwd=ROOT).start()
         wait_for(lambda: "functions ready" in (self.run_dir / "functions.log").read_text(errors="replace"), 30,
                  "functions", self.functions.alive)
+
+    def _start_cdn(self) -> CdnServer:
+        """The CDN stand-in (issue 43): with signed outputs, a new key pair, its private half a SecureString in the
+        local account as on a stack, its public half the stand-in's key group."""
+        verifier = None
+        if self.options.output_access == "signed":
+            private, public = new_key_pair()
+            self.aws("ssm").put_parameter(Name=SIGNING_KEY_PARAMETER, Value=private, Type="SecureString",
+                                          Overwrite=True)
+            verifier = SignedUrlVerifier({SIGNING_KEY_ID: public})
+        return CdnServer(self.aws("s3"), self.resources.outputs_bucket, port=self.options.cdn_port,
+                         verifier=verifier).start()
+
+    def _output_links_config(self) -> dict[str, Any]:
+        """How the API and the webhook sender make output links (issue 43): the CDN stand-in's URL, signed with
+        the local key pair unless outputs are public."""
+        signed = self.options.output_access == "signed"
+        return {"outputs_base_url": self.cdn.base_url, "output_url_ttl_seconds": self.options.output_url_ttl_seconds,
+                "output_signing_key_id": SIGNING_KEY_ID if signed else None,
+                "output_signing_key_parameter": SIGNING_KEY_PARAMETER if signed else None}
 
     def agent_config(self, index: int, imds_url: str, instance_id: str) -> dict[str, Any]:
         """The agent config document of worker ``index`` (runtime.agent_config's schema)."""

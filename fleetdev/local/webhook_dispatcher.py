@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from runtime.functions.webhook_dispatch import SenderHandler, StreamHandler
+from runtime.jobs.output_links import OutputLinks
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +155,9 @@ class LocalWebhookDispatcher:
     """Both halves, wired to the local endpoint; ``start()`` / ``stop()``."""
 
     def __init__(self, *, dynamodb: Any, streams: Any, sqs: Any, table: str, queue_url: str, sender: Any,
-                 base_url: str = "", concurrency: int = 16) -> None:
+                 links: OutputLinks, base_url: str = "", concurrency: int = 16) -> None:
         self.poller = StreamPoller(dynamodb, streams, table, StreamHandler(sqs, queue_url, base_url))
-        self.pool = SenderPool(sqs, queue_url, SenderHandler(sender, sqs, queue_url), concurrency)
+        self.pool = SenderPool(sqs, queue_url, SenderHandler(sender, sqs, queue_url, links), concurrency)
 
     def start(self) -> LocalWebhookDispatcher:
         self.poller.start()

@@ -11,12 +11,13 @@ HTTPS, ingress, IAM, API auth), ``teardown`` (production data protected from ``p
 
 from pulumi_policy import Policy
 
-from . import cost, limits, security, tagging, teardown, wiring
+from . import cost, limits, output_access, security, tagging, teardown, wiring
 
 PACK_NAME = "genai-fleet"
 POLICIES: list[Policy] = [*tagging.POLICIES, *cost.POLICIES, *security.POLICIES, *teardown.POLICIES,
-                          *wiring.POLICIES, *limits.POLICIES]
+                          *wiring.POLICIES, *limits.POLICIES,
+                          *output_access.POLICIES]  # issue 43: signed outputs in production
 POLICIES_BY_NAME: dict[str, Policy] = {p.name: p for p in POLICIES}
 
-__all__ = ["PACK_NAME", "POLICIES", "POLICIES_BY_NAME", "cost", "limits", "security", "tagging", "teardown",
-           "wiring"]
+__all__ = ["PACK_NAME", "POLICIES", "POLICIES_BY_NAME", "cost", "limits", "output_access", "security", "tagging",
+           "teardown", "wiring"]

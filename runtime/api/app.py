@@ -55,6 +55,7 @@ from runtime.api.workflow_check import WorkflowChecker
 from runtime.jobs.errors import IdempotencyConflictError, JobError, StoreUnavailableError, ValidationError
 from runtime.jobs.events import EventLog
 from runtime.jobs.ids import is_job_id
+from runtime.jobs.output_links import OutputLinks
 from runtime.jobs.schema import MAX_BODY_BYTES, fingerprint, parse_json_body, validate_job
 from runtime.jobs.spend import TenantSpend, utc_day
 from runtime.jobs.store import CANCELED, FINAL, QUEUED, RUNNING, JobStore, new_record
@@ -124,7 +125,7 @@ class ApiApp:
                  keys: KeyStore | None = None, models: ModelsSource | None = None,
                  openapi: Callable[[], dict[str, Any]] | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, workflow_checker: WorkflowChecker | None = None,
-                 events: EventLog | None = None):
+                 events: EventLog | None = None, links: OutputLinks | None = None):
         self.store, self.producer = store, producer
         self.options = options or ApiOptions()
         self.keys, self.models = keys, models or StaticModels(())
@@ -136,7 +137,9 @@ class ApiApp:
         self.write_limits, self.read_limits = TokenBucket(), TokenBucket()
         self.auth_failures = FailureLimiter()
         self.events = events  # the job event log (issue 38); None: no events route, no progress in views
-        self._feed = EventFeed(events, store.get, sleep=sleep) if events is not None else None
+        # Output URLs are made here when handed out (issue 43); none given: public links under no CDN (tests)
+        self.links = links or OutputLinks("")
+        self._feed = EventFeed(events, store.get, self.links, sleep=sleep) if events is not None else None
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
             (re.compile(r"^/v1/health$"), {"GET": self.health}),
             (re.compile(r"^/v1/openapi\.json$"), {"GET": self.openapi}),
@@ -486,7 +489,7 @@ class ApiApp:
         self._read_limit(principal)
         query: ListQuery = parse_list_query(req.query)
         records, after = self.store.list_owned(principal.id, query.limit, query.statuses, query.after)
-        jobs = [public_view(record, req.base_url) for record in records]
+        jobs = [public_view(record, req.base_url, self.links) for record in records]
         cursor = encode_cursor(after) if after is not None else None
         return Response(200, {"jobs": jobs, "next_cursor": cursor})
 
@@ -515,7 +518,7 @@ class ApiApp:
 
     # --- views ---------------------------------------------------------------------------------------
     def _view(self, record: Mapping[str, Any], req: Request) -> dict[str, Any]:
-        view = public_view(record, req.base_url)
+        view = public_view(record, req.base_url, self.links)
         if record["status"] == QUEUED:
             view["queue"] = self._queue_info(record)
         if record["status"] == RUNNING and self.events is not None:

@@ -52,6 +52,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from runtime.jobs.models import TASKS, VIDEO_FORMATS
+from runtime.jobs.output_links import DEFAULT_TTL_SECONDS
 from runtime.queue_names import KAFKA_TOPIC
 
 MAX_WAIT_CAP_SECONDS = 25.0  # the gateway stops waiting at 30 s
@@ -144,6 +145,10 @@ API_VARIABLES = {
     "video_formats": "GENAI_VIDEO_FORMATS", "video_model_kinds": "GENAI_VIDEO_MODEL_KINDS",
     "event_table": "GENAI_EVENT_TABLE",
     "budget_usd_per_day": "GENAI_TENANT_BUDGET_USD_PER_DAY", "hourly_usd": "GENAI_FLEET_HOURLY_USD",
+    # issue 43: output links (runtime/jobs/output_links.py)
+    "outputs_base_url": "GENAI_OUTPUTS_BASE_URL", "output_url_ttl_seconds": "GENAI_OUTPUT_URL_TTL_SECONDS",
+    "output_signing_key_id": "GENAI_OUTPUT_SIGNING_KEY_ID",
+    "output_signing_key_parameter": "GENAI_OUTPUT_SIGNING_KEY_PARAMETER",
 }
 # Written even when they hold the default, so the function's configuration reads on its own.
 _API_ALWAYS = ("job_table", "queue_kind", "auth_mode", "hot_models", "average_job_seconds", "max_wait_seconds")
@@ -184,6 +189,11 @@ class ApiConfig:
     event_table: str | None = None  # the job event log (issue 38; runtime/jobs/events.py); None: no events route
     budget_usd_per_day: float | None = None  # per tenant (runtime.jobs.spend); None: no budget
     hourly_usd: float | None = None  # the fleet's instance price: a job's expected cost (budget, quotes)
+    # issue 43: output links are made when handed out (runtime/jobs/output_links.py)
+    outputs_base_url: str = ""  # the CDN serving the outputs bucket, e.g. https://d111.cloudfront.net
+    output_url_ttl_seconds: int = DEFAULT_TTL_SECONDS  # outputUrlTtlSeconds: a signed link's lifetime
+    output_signing_key_id: str | None = None  # the CloudFront public key id; None: public links
+    output_signing_key_parameter: str | None = None  # the SecureString holding its private half
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -216,7 +226,11 @@ class ApiConfig:
             video_model_kinds=_names("GENAI_VIDEO_MODEL_KINDS", e.get("GENAI_VIDEO_MODEL_KINDS"), None),
             event_table=e.get("GENAI_EVENT_TABLE") or None,
             budget_usd_per_day=_num(e.get("GENAI_TENANT_BUDGET_USD_PER_DAY")),
-            hourly_usd=_num(e.get("GENAI_FLEET_HOURLY_USD")))
+            hourly_usd=_num(e.get("GENAI_FLEET_HOURLY_USD")),
+            outputs_base_url=e.get("GENAI_OUTPUTS_BASE_URL") or "",
+            output_url_ttl_seconds=int(e.get("GENAI_OUTPUT_URL_TTL_SECONDS") or DEFAULT_TTL_SECONDS),
+            output_signing_key_id=e.get("GENAI_OUTPUT_SIGNING_KEY_ID") or None,
+            output_signing_key_parameter=e.get("GENAI_OUTPUT_SIGNING_KEY_PARAMETER") or None)
 
     def to_env(self) -> dict[str, Any]:
         """The variables ``from_env`` reads back into this config (region aside): set or non-default fields."""

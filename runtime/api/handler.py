@@ -53,7 +53,15 @@ def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiAp
               else StaticModels(cfg.hot_models))
     events = _event_log(cfg, client)
     return ApiApp(store, _producer(cfg, client), options, keys=_keys(cfg, client), models=models,
-                  workflow_checker=_workflow_checker(cfg, client), events=events)
+                  workflow_checker=_workflow_checker(cfg, client), events=events, links=_output_links(cfg, client))
+
+
+def _output_links(cfg: ApiConfig, client: Any) -> Any:
+    """Output URLs made when handed out (issue 43): on the CDN, signed to expire when the stack signs them."""
+    from runtime.jobs.cdn_signing import output_links
+
+    return output_links(cfg.outputs_base_url, cfg.output_signing_key_id, cfg.output_signing_key_parameter,
+                        lambda: client("ssm"), cfg.output_url_ttl_seconds)
 
 
 def _workflow_checker(cfg: ApiConfig, client: Any) -> Any:

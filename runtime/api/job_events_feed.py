@@ -22,6 +22,7 @@ from typing import Any
 
 from runtime.api.problems import ApiError
 from runtime.jobs.events import FINAL_CURSOR, PAGE_LIMIT, CursorError, EventLog, events_after, parse_cursor
+from runtime.jobs.output_links import OutputLinks
 
 DEFAULT_WAIT_S = 10.0
 MAX_WAIT_S = 20.0
@@ -57,9 +58,9 @@ def parse_events_query(query: Mapping[str, str], record: Mapping[str, Any]) -> E
 
 
 class EventFeed:
-    def __init__(self, events: EventLog, get_record: Callable[[str], dict[str, Any] | None],
+    def __init__(self, events: EventLog, get_record: Callable[[str], dict[str, Any] | None], links: OutputLinks,
                  sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic):
-        self._events, self._get = events, get_record
+        self._events, self._get, self._links = events, get_record, links
         self._sleep, self._monotonic = sleep, monotonic
 
     def read(self, job_id: str, query: EventsQuery, record: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +74,7 @@ class EventFeed:
             if not first:
                 record = self._get(job_id) or record
             first = False
-            page = events_after(record, stored, query.after, PAGE_LIMIT)
+            page = events_after(record, stored, query.after, self._links, PAGE_LIMIT)
             left = deadline - self._monotonic()
             if page or left <= 0:
                 break

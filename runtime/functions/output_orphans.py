@@ -21,10 +21,10 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from runtime.functions import environment
 from runtime.functions.webhook_events import record_from_image
+from runtime.jobs.output_links import output_key
 from runtime.jobs.store import FINAL, SUCCEEDED
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def referenced_keys(record: Mapping[str, Any]) -> set[str]:
     """Object keys a record points at (an output's ``key``, or its URL's path)."""
     keys = set()
     for output in record.get("outputs") or []:
-        key = output.get("key") or urlsplit(str(output.get("url") or "")).path.lstrip("/")
+        key = output_key(output)
         if key:
             keys.add(key)
     return keys

@@ -25,7 +25,9 @@ marked events only) feeding the same queue and senders.
 Environment: GENAI_WEBHOOK_QUEUE_URL (deliveries queue), GENAI_API_URL (links in payloads), GENAI_JOB_TABLE
 (the progress half reads the job),
 GENAI_WEBHOOK_SECRET_PARAMETER (SSM SecureString; GENAI_WEBHOOK_SECRET in local mode),
-GENAI_AWS_ENDPOINT_URL (moto / local mode), GENAI_ALLOW_LOOPBACK_URLS (local mode only).
+GENAI_AWS_ENDPOINT_URL (moto / local mode), GENAI_ALLOW_LOOPBACK_URLS (local mode only),
+GENAI_OUTPUTS_BASE_URL, GENAI_OUTPUT_URL_TTL_SECONDS, GENAI_OUTPUT_SIGNING_KEY_ID and
+GENAI_OUTPUT_SIGNING_KEY_PARAMETER (the output links the sender makes and signs at send time, issue 43).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from urllib.parse import urlsplit
 from runtime.functions import environment
 from runtime.functions.webhook_events import Delivery, deliveries, progress_delivery
 from runtime.functions.webhooks import WebhookSender, load_secret_from_ssm
+from runtime.jobs.cdn_signing import KEY_ID_VARIABLE, KEY_PARAMETER_VARIABLE
+from runtime.jobs.cdn_signing import output_links as cdn_output_links
+from runtime.jobs.output_links import DEFAULT_TTL_SECONDS, OutputLinks
 from runtime.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -146,8 +151,9 @@ def _host(url: str) -> str:
 class SenderHandler:
     """Sends one try per delivery message; reports the retryable failures back to the queue."""
 
-    def __init__(self, sender: WebhookSender, sqs: Any, queue_url: str, breaker: EndpointBreaker | None = None) -> None:
-        self.sender, self.sqs, self.queue_url = sender, sqs, queue_url
+    def __init__(self, sender: WebhookSender, sqs: Any, queue_url: str, links: OutputLinks,
+                 breaker: EndpointBreaker | None = None) -> None:
+        self.sender, self.sqs, self.queue_url, self.links = sender, sqs, queue_url, links
         self.breaker = breaker or EndpointBreaker()
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
@@ -166,7 +172,8 @@ class SenderHandler:
             return True
         if self.breaker.acquire(delivery.url):
             try:
-                result, retry = self.sender.try_once(delivery.url, delivery.event, delivery.job,
+                # output links made (signed) now, at each try, not when the stream captured the change
+                result, retry = self.sender.try_once(delivery.url, delivery.event, self.links.resolve(delivery.job),
                                                      delivery.webhook_id)
             finally:
                 self.breaker.release(delivery.url)
@@ -184,6 +191,14 @@ class SenderHandler:
 
 
 _cached: dict[str, Any] = {}
+
+
+def output_links(env: Mapping[str, str]) -> OutputLinks:
+    """The sender's output links: the CDN's base URL, the links' lifetime and the signing key, from its
+    environment (runtime/jobs/cdn_signing.py)."""
+    return cdn_output_links(env.get("GENAI_OUTPUTS_BASE_URL", ""), env.get(KEY_ID_VARIABLE),
+                            env.get(KEY_PARAMETER_VARIABLE), lambda: environment.client("ssm"),
+                            int(env.get("GENAI_OUTPUT_URL_TTL_SECONDS") or DEFAULT_TTL_SECONDS))
 
 
 def stream_handler(event: Mapping[str, Any], _context: Any = None) -> dict[str, Any]:
@@ -212,5 +227,6 @@ def sender_handler(event: Mapping[str, Any], _context: Any = None) -> dict[str, 
                                           os.environ["GENAI_WEBHOOK_SECRET_PARAMETER"]).decode()
         allow_loopback = os.environ.get("GENAI_ALLOW_LOOPBACK_URLS", "").lower() == "true"
         sender = WebhookSender(secret, allow_loopback=allow_loopback, max_attempts=1, timeout_s=SEND_TIMEOUT_S)
-        _cached["sender"] = SenderHandler(sender, environment.client("sqs"), os.environ["GENAI_WEBHOOK_QUEUE_URL"])
+        _cached["sender"] = SenderHandler(sender, environment.client("sqs"), os.environ["GENAI_WEBHOOK_QUEUE_URL"],
+                                          output_links(os.environ))
     return _cached["sender"].handle(event)

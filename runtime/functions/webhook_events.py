@@ -42,7 +42,7 @@ class Delivery:
     url: str
     event: str
     webhook_id: str
-    job: dict[str, Any]  # public view of the job right after the change
+    job: dict[str, Any]  # public view of the job right after the change, output keys in place of URLs
     at: float  # when the change was written (the record's updated_at)
 
     def to_json(self) -> str:
@@ -93,7 +93,7 @@ def deliveries(old_image: Mapping[str, Any] | None, new_image: Mapping[str, Any]
     wanted = set(spec.get("webhook_events_filter") or ())
     if not url:
         return []
-    view = public_view(new, base_url)
+    view = public_view(new, base_url, None)  # output links are made by the sender at send time (issue 43)
     at = float(new.get("updated_at") or 0.0)
     return [Delivery(url=url, event=event, webhook_id=f"{new['job_id']}.{event}", job=view, at=at)
             for event in transitions(record_from_image(old_image), new) if event in wanted]
@@ -113,6 +113,6 @@ def progress_delivery(new_image: Mapping[str, Any] | None, record: Mapping[str, 
     if not url or "progress" not in (spec.get("webhook_events_filter") or ()) or record.get("status") in FINAL:
         return None
     event = event_view(item)
-    view = {**public_view(record, base_url), "progress": event}
+    view = {**public_view(record, base_url, None), "progress": event}  # links made by the sender (issue 43)
     return Delivery(url=url, event="progress", webhook_id=f"{record['job_id']}.progress.{event['cursor']}",
                     job=view, at=float(event.get("at") or 0.0))

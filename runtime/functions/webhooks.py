@@ -48,6 +48,7 @@ from typing import Any
 
 import httpx
 
+from runtime.jobs.output_links import OutputLinks
 from runtime.jobs.views import public_view
 from runtime.net_safety import Resolver, UnsafeURLError, pinned_request, resolve_and_check
 
@@ -134,13 +135,15 @@ class WebhookSender:
         ceiling = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt - 1)))
         return ceiling / 2 + self._rng() * ceiling / 2
 
-    def notify(self, record: Mapping[str, Any], event: str, base_url: str = "") -> DeliveryResult | None:
-        """Send ``event`` for a job record when its spec asks for it; None when nothing was to send."""
+    def notify(self, record: Mapping[str, Any], event: str, links: OutputLinks,
+               base_url: str = "") -> DeliveryResult | None:
+        """Send ``event`` for a job record when its spec asks for it (output links made now by ``links``);
+        None when nothing was to send."""
         spec = record.get("spec") or {}
         url = spec.get("webhook")
         if not url or event not in (spec.get("webhook_events_filter") or ()):
             return None
-        return self.send(url, event, public_view(record, base_url), webhook_id=f"{record['job_id']}.{event}")
+        return self.send(url, event, public_view(record, base_url, links), webhook_id=f"{record['job_id']}.{event}")
 
     def send(self, url: str, event: str, job: Mapping[str, Any], webhook_id: str | None = None) -> DeliveryResult:
         if event not in EVENTS:

@@ -33,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.jobs.errors import StoreUnavailableError
 from runtime.jobs.items import deserialize, serialize
+from runtime.jobs.output_links import OutputLinks
 
 log = logging.getLogger(__name__)
 
@@ -121,24 +122,33 @@ def event_view(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def events_after(record: Mapping[str, Any], stored: Sequence[Mapping[str, Any]], cursor: str | None,
-                 limit: int = PAGE_LIMIT) -> list[dict[str, Any]]:
+                 links: OutputLinks, limit: int = PAGE_LIMIT) -> list[dict[str, Any]]:
     """What a client after ``cursor`` sees: ``queued`` (from the record), the stored events, and the final status
-    (from the record) once the record is final. Stored events are read before the record, so a final record
-    means every event its attempts wrote is already in ``stored`` (the worker flushes before its final write)."""
+    (from the record, its output links made now by ``links``) once the record is final. Stored events are read
+    before the record, so a final record means every event its attempts wrote is already in ``stored`` (the
+    worker flushes before its final write)."""
     out: list[dict[str, Any]] = []
     if cursor is None:
         out.append({"cursor": QUEUED_CURSOR, "kind": "status", "status": "queued", "attempt": 0,
                     "at": record.get("created_at")})
-    out.extend(dict(event) for event in stored if (cursor or "") < event["cursor"] < FINAL_CURSOR)
+    out.extend(_linked(event, links) for event in stored if (cursor or "") < event["cursor"] < FINAL_CURSOR)
     out = out[:limit]
     if record.get("status") in FINAL_STATUSES and len(out) < limit and (cursor or "") < FINAL_CURSOR:
         final: dict[str, Any] = {"cursor": FINAL_CURSOR, "kind": "status", "status": record["status"],
                                  "attempt": record.get("attempts"), "at": record.get("completed_at")}
         if record.get("outputs"):
-            final["outputs"] = [o.get("url") for o in record["outputs"] if isinstance(o, Mapping)]
+            final["outputs"] = [links.link(o) for o in record["outputs"] if isinstance(o, Mapping)]
         if record.get("error"):
             final["error"] = record["error"]
         out.append(final)
+    return out
+
+
+def _linked(event: Mapping[str, Any], links: OutputLinks) -> dict[str, Any]:
+    """A stored event as handed out: a preview's ``url`` made now from its stored ``key`` (issue 38), like outputs."""
+    out = dict(event)
+    if out.get("kind") == "preview" and out.get("key"):
+        out["url"] = links.url(str(out["key"]))
     return out
 
 

@@ -368,7 +368,7 @@ class JobStore:
     def mark_succeeded(self, job_id: str, outputs: Sequence[Mapping[str, Any]],
                        timings: Mapping[str, Any] | None = None, lease: int | None = None,
                        cost: Mapping[str, Any] | None = None) -> bool:
-        outs = [{"url": str(o["url"]), "content_type": str(o.get("content_type") or "application/octet-stream"),
+        outs = [{"key": str(o["key"]), "content_type": str(o.get("content_type") or "application/octet-stream"),
                  **({"generator": str(o["generator"])} if o.get("generator") else {}),
                  **({"video": _video_facts(o["video"])} if o.get("video") else {})}
                 for o in outputs]

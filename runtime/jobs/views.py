@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from runtime.jobs.cost import ATTEMPT_COSTS, job_cost
+from runtime.jobs.output_links import OutputLinks, output_key
 
 
 def iso(ts: float | None) -> str | None:
@@ -19,8 +20,10 @@ def iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(float(ts), tz=dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def public_view(record: Mapping[str, Any], base_url: str = "") -> dict[str, Any]:
-    """The job as clients see it. ``base_url`` (e.g. ``https://api.example.com``) prefixes the links."""
+def public_view(record: Mapping[str, Any], base_url: str, links: OutputLinks | None) -> dict[str, Any]:
+    """The job as clients see it. ``base_url`` (e.g. ``https://api.example.com``) prefixes the API links;
+    ``links`` makes each output's URL now (runtime.jobs.output_links). ``links`` None leaves each output's
+    object ``key`` in place of its URL, for a payload whose links are made later (a webhook, by its sender)."""
     job_id = record["job_id"]
     spec = record.get("spec") or {}
     view: dict[str, Any] = {
@@ -34,9 +37,7 @@ def public_view(record: Mapping[str, Any], base_url: str = "") -> dict[str, Any]
         "completed_at": iso(record.get("completed_at")),
         "attempts": int(record.get("attempts") or 0),
         "cancel_requested": bool(record.get("cancel_requested")),
-        # ``generator`` names what made the file (the backend; ``test-pattern`` outputs are not model outputs).
-        "outputs": [{"url": o["url"], "content_type": o.get("content_type"), "generator": o.get("generator")}
-                    for o in record.get("outputs") or []],
+        "outputs": [_output(o, links) for o in record.get("outputs") or []],
         "timings": dict(record.get("timings") or {}),
         # GPU-seconds and dollars of every attempt settled so far, failed and handed-back ones included
         "cost": job_cost(record.get(ATTEMPT_COSTS)),
@@ -46,3 +47,9 @@ def public_view(record: Mapping[str, Any], base_url: str = "") -> dict[str, Any]
         "urls": {"get": f"{base_url}/v1/jobs/{job_id}", "cancel": f"{base_url}/v1/jobs/{job_id}/cancel"},
     }
     return view
+
+
+def _output(output: Mapping[str, Any], links: OutputLinks | None) -> dict[str, Any]:
+    # ``generator`` names what made the file (the backend; ``test-pattern`` outputs are not model outputs).
+    link = {"url": links.link(output)} if links is not None else {"key": output_key(output)}
+    return {**link, "content_type": output.get("content_type"), "generator": output.get("generator")}

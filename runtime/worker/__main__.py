@@ -177,10 +177,9 @@ def build(config: AgentConfig, clock: AwsClock | None = None) -> tuple[Any, Any]
     store = JobStore(config.job_table, clock.attach(aws.client("dynamodb", config.region, config.endpoints)),
                      clock=clock.now)
     clock.probe = lambda: store.get("clock-probe")  # one GetItem before the first lease is written
-    uploader = OutputUploader(aws.ObjectStore(s3, config.outputs.bucket), config.outputs.cdn_base_url,
-                              config.outputs.prefix)
+    uploader = OutputUploader(aws.ObjectStore(s3, config.outputs.bucket), config.outputs.prefix)
     progress = _progress_reporter(config, aws.client("dynamodb", config.region, config.endpoints), clock.now,
-                                  _previews(uploader))
+                                  _previews(uploader.store))
     agent = Agent(
         config, consumer=_consumer(config, worker_id, _warm_tiers(cache, backend)), store=store,
         backend=backend, uploader=uploader,
@@ -215,11 +214,11 @@ def _progress_reporter(config: AgentConfig, ddb: Any, now: Callable[[], float], 
                             clock=now, previews=previews)
 
 
-def _previews(outputs: Any) -> Any:
-    """Previews (issue 38) in the outputs bucket under ``previews/``, linked the way outputs are (an OutputUploader)."""
+def _previews(store: Any) -> Any:
+    """Previews (issue 38) in the outputs bucket (``store``) under ``previews/``; linked at hand-out, as outputs."""
     from runtime.worker.preview_uploader import PreviewUploader
 
-    return PreviewUploader(outputs.store, outputs.url)
+    return PreviewUploader(store)
 
 
 def _prices(config: AgentConfig, imds: Any) -> Any:

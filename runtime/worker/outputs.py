@@ -1,4 +1,6 @@
-"""Outputs: upload a job's files to the outputs bucket under ``<prefix>/<job_id>/<attempt>/`` and return CDN URLs.
+"""Outputs: upload a job's files to the outputs bucket under ``<prefix>/<job_id>/<attempt>/`` and return their keys.
+
+The record stores the keys; links to them are made when they are handed out (runtime/jobs/output_links.py).
 
 Keys are scoped by the attempt's lease (its fencing token, runtime.jobs.attempts), so two attempts of
 one job never write the same object: the record points at the winner's, and an attempt that lost its
@@ -23,9 +25,8 @@ CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
 class OutputUploader:
-    def __init__(self, store: ObjectStore, cdn_base_url: str, prefix: str = "outputs", concurrency: int = 4) -> None:
+    def __init__(self, store: ObjectStore, prefix: str = "outputs", concurrency: int = 4) -> None:
         self.store = store
-        self.cdn_base_url = cdn_base_url.rstrip("/")
         self.prefix = prefix.strip("/")
         self.concurrency = concurrency
 
@@ -33,12 +34,9 @@ class OutputUploader:
         key = f"{job_id}/{attempt}/{name}"
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def url(self, key: str) -> str:
-        return f"{self.cdn_base_url}/{key}"
-
     def upload(self, job_id: str, files: list[OutputFile], metadata: dict[str, Any] | None = None, *,
                attempt: int, on_key: Callable[[str], None] | None = None) -> list[dict]:
-        """Upload every file; return ``[{"url", "content_type", "key", "size"}]`` (and a video's ``video``
+        """Upload every file; return ``[{"key", "content_type", "size"}]`` (and a video's ``video``
         facts) in input order.
         ``on_key`` hears every key before its PUT, so a failed or fenced-out attempt can discard them."""
         meta = {str(k): str(v)[:256] for k, v in (metadata or {}).items() if v is not None}
@@ -50,7 +48,7 @@ class OutputUploader:
             if on_key is not None:
                 on_key(key)
             self.store.put(key, f.data, f.content_type, metadata=meta, cache_control=CACHE_CONTROL)
-            uploaded = {"url": self.url(key), "content_type": f.content_type, "key": key, "size": len(f.data)}
+            uploaded = {"key": key, "content_type": f.content_type, "size": len(f.data)}
             return {**uploaded, "video": f.video} if f.video else uploaded
 
         if len(files) <= 1:

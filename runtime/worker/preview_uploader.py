@@ -10,8 +10,10 @@ This part's thread encodes the frame, asks the ``PreviewGate`` (``allow_all`` by
 issue 45 will plug its check in here: a gate that answers False drops the preview, so while checking is on,
 nothing unchecked is sent), uploads it to ``<prefix>/<job_id>/<lease>/<n>.<ext>`` (``previews/``, not
 ``outputs/``: no output audit or sweeper covers it, and the bucket's lifecycle rule deletes it after a day,
-components/cdn_storage.py), and adds a ``preview`` event with the object's ``key`` and ``url`` to the attempt's
-events (runtime/worker/progress_reporter.py). Nothing here ever raises into a job: a failed encode, gate or
+components/cdn_storage.py), and adds a ``preview`` event with the object's ``key`` to the attempt's events
+(runtime/worker/progress_reporter.py). The event stores the key, never a URL: the events feed makes the link
+when it hands the event out, through the one output-links function (runtime/jobs/output_links.py, issue 43:
+signed where outputs are). Nothing here ever raises into a job: a failed encode, gate or
 upload is logged and that preview is lost.
 """
 
@@ -22,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +71,10 @@ class _Slot:
 class PreviewUploader:
     """Per-attempt preview sinks and the thread that encodes, gates and uploads their frames."""
 
-    def __init__(self, store: object, url_of: Callable[[str], str], *, prefix: str = PREVIEW_PREFIX,
+    def __init__(self, store: Any, *, prefix: str = PREVIEW_PREFIX,
                  interval_s: float = PREVIEW_INTERVAL_S, gate: PreviewGate = allow_all,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._store, self._url_of, self._prefix = store, url_of, prefix.strip("/")
+        self._store, self._prefix = store, prefix.strip("/")
         self._interval_s, self.gate, self._monotonic = interval_s, gate, monotonic
         self._note: Note | None = None
         self._slots: dict[tuple[str, int], _Slot] = {}
@@ -140,5 +143,4 @@ class PreviewUploader:
                         cache_control=PREVIEW_CACHE_CONTROL)
         self.uploaded += 1
         if self._note is not None:
-            self._note(slot.job_id, slot.lease, "preview", {"key": key, "url": self._url_of(key),
-                                                            "content_type": content_type})
+            self._note(slot.job_id, slot.lease, "preview", {"key": key, "content_type": content_type})

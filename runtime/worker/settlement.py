@@ -123,7 +123,7 @@ class Settlement:
         timings, ctx = job.timings, job.ctx
         timings["total_ms"] = _ms(job.started)
         generator = result.metadata.get("generator") or self._generator
-        outputs = [{"url": o["url"], "content_type": o["content_type"], "generator": generator,
+        outputs = [{"key": o["key"], "content_type": o["content_type"], "generator": generator,
                     **({"video": o["video"]} if o.get("video") else {})} for o in result.metadata["uploaded"]]
         self._close_progress(job)
         t = time.monotonic()

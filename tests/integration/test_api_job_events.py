@@ -28,7 +28,8 @@ def api(moto_endpoint, job_table, sqs_queue, aws_clients):
     events = f"events-{uuid.uuid4().hex[:8]}"
     create_events_table(ddb, events)
     cfg = ApiConfig(job_table=job_table, queue_url=sqs_queue, api_keys=(KEY, OTHER), hot_models=("sdxl-base-1.0",),
-                    endpoint_url=moto_endpoint, region="us-east-1", event_table=events)
+                    endpoint_url=moto_endpoint, region="us-east-1", event_table=events,
+                    outputs_base_url="https://cdn")
     app = build_app(cfg, clients={"dynamodb": ddb})
     with LocalApiServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {KEY}"
@@ -56,7 +57,7 @@ def test_events_resume_from_a_cursor_without_loss_or_repeat_and_end_with_the_fin
     reporter.close(job_id, attempt.lease)
     view = client.get(f"/v1/jobs/{job_id}").json()
     assert view["status"] == "running" and view["progress"]["percent"] == 50.0 and view["progress"]["attempt"] == 1
-    app.store.mark_succeeded(job_id, [{"url": "https://cdn/x.png", "content_type": "image/png"}], {},
+    app.store.mark_succeeded(job_id, [{"key": "outputs/x.png", "content_type": "image/png"}], {},
                              lease=attempt.lease)
     seen = first["events"] + second["events"]
     cursor = second["next_cursor"]
@@ -68,7 +69,7 @@ def test_events_resume_from_a_cursor_without_loss_or_repeat_and_end_with_the_fin
             break
     cursors = [e["cursor"] for e in seen]
     assert cursors == sorted(cursors) and len(cursors) == len(set(cursors))
-    assert seen[-1] == {**seen[-1], "cursor": FINAL_CURSOR, "status": "succeeded", "outputs": ["https://cdn/x.png"]}
+    assert seen[-1] == {**seen[-1], "cursor": FINAL_CURSOR, "status": "succeeded", "outputs": ["https://cdn/outputs/x.png"]}
     percents = [e["percent"] for e in seen if e["kind"] == "progress"]
     assert len(percents) >= 5 and percents == sorted(percents)
     after_final = client.get(f"/v1/jobs/{job_id}/events", params={"after": FINAL_CURSOR, "wait": "1"}).json()
@@ -128,7 +129,7 @@ def test_server_sent_events_in_local_mode_resume_from_last_event_id_and_end_afte
     job_id = client.post("/v1/jobs", json=JOB).json()["id"]
     attempt = _attempt(app, reporter, job_id, steps=range(1, 31))
     timer = threading.Timer(0.5, lambda: (reporter.close(job_id, attempt.lease), app.store.mark_succeeded(
-        job_id, [{"url": "https://cdn/x.png", "content_type": "image/png"}], {}, lease=attempt.lease)))
+        job_id, [{"key": "outputs/x.png", "content_type": "image/png"}], {}, lease=attempt.lease)))
     timer.start()
     everything = _sse(client, job_id)  # streams until the final status, then the server ends it
     timer.join()

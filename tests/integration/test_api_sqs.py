@@ -15,6 +15,7 @@ from fleetdev.local_server import LocalApiServer
 from runtime.api.auth import generate_key
 from runtime.api.handler import ApiConfig, build_app
 from runtime.functions.webhooks import WebhookSender, verify_signature
+from runtime.jobs.output_links import OutputLinks
 from runtime.jobs.store import JobStore
 from runtime.queues import QueueMessage
 from tests.atomic_ddb import AtomicCalls
@@ -30,7 +31,7 @@ JOB = {"model": "sdxl-base-1.0", "inputs": {"prompt": "a lighthouse at dawn", "w
 def api(moto_endpoint, job_table, sqs_queue, aws_clients):
     cfg = ApiConfig(job_table=job_table, queue_url=sqs_queue, api_keys=(KEY, OTHER), allow_loopback=True,
                     hot_models=("sdxl-base-1.0",), endpoint_url=moto_endpoint,
-                    region="us-east-1", quota_per_day=50)
+                    region="us-east-1", quota_per_day=50, outputs_base_url="https://cdn.example.com")
     app = build_app(cfg, clients={"dynamodb": AtomicCalls(aws_clients("dynamodb"))})  # atomic per call, as on AWS
     with LocalApiServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {KEY}"
@@ -69,7 +70,7 @@ def _fake_worker(app, aws_clients, queue_url, stop, delay=0.2):
             msg = QueueMessage.from_json(m["Body"])
             store.attempts.start_attempt(msg.job_id, "w-test", 3, 30)
             time.sleep(delay)
-            store.mark_succeeded(msg.job_id, [{"url": "https://cdn.example.com/o.png", "content_type": "image/png"}],
+            store.mark_succeeded(msg.job_id, [{"key": "outputs/o.png", "content_type": "image/png"}],
                                  {"queue_wait_ms": 5, "inference_ms": 100, "total_ms": 120})
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
             return
@@ -179,7 +180,7 @@ def test_cancel_sends_one_signed_webhook_from_the_table_stream(api, hook_receive
     dispatcher = LocalWebhookDispatcher(
         dynamodb=aws_clients("dynamodb"), streams=aws_clients("dynamodbstreams"), sqs=sqs,
         table=app.store.table_name, queue_url=deliveries, base_url=moto_endpoint,
-        sender=WebhookSender(SECRET, allow_loopback=True, max_attempts=1)).start()
+        sender=WebhookSender(SECRET, allow_loopback=True, max_attempts=1), links=OutputLinks("https://cdn.example.com")).start()
     try:
         job = client.post("/v1/jobs", json={**JOB, "webhook": url}).json()
         statuses: list[int] = []

@@ -39,7 +39,7 @@ def _succeed(world, name: str = "a.png") -> tuple[str, int, str]:
     attempt = world.store.attempts.start_attempt(job_id, "w1", max_attempts=3, lease_seconds=30)
     key = f"outputs/{job_id}/{attempt.lease}/{name}"
     world.s3.put_object(Bucket=world.bucket, Key=key, Body=b"png")
-    assert world.store.mark_succeeded(job_id, [{"url": f"https://cdn.example.com/{key}", "content_type": "image/png"}],
+    assert world.store.mark_succeeded(job_id, [{"key": key, "content_type": "image/png"}],
                                       lease=attempt.lease)
     return job_id, attempt.lease, key
 

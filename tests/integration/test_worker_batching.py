@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from bench.diffusers_models import tiny_sd
-from fleetdev.worker_support import CDN, Stack, eventually, make_agent, run_in_thread
+from fleetdev.worker_support import Stack, eventually, make_agent, run_in_thread
 from runtime import metric_names as m
 from runtime.backends.base import BackendError, JobContext
 from runtime.backends.diffusers import DiffusersBackend
@@ -59,7 +59,7 @@ def _submit(stack: Stack, prompts: list[str], size: int = 64) -> dict[str, str]:
 
 
 def _output(stack: Stack, record: dict[str, Any]) -> bytes:
-    key = record["outputs"][0]["url"].removeprefix(CDN + "/")
+    key = record["outputs"][0]["key"]
     return stack.s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read()
 
 
@@ -78,7 +78,7 @@ def test_compatible_jobs_run_as_one_call_and_each_keeps_its_own_attempt_outputs_
     for n, prompt in enumerate(["a", "b", "c", "d"]):
         record = stack.store.get(ids[prompt])
         assert record["status"] == "succeeded" and record["attempts"] == 1
-        assert f"/{ids[prompt]}/" in record["outputs"][0]["url"]  # under its own job's attempt-scoped keys
+        assert f"/{ids[prompt]}/" in record["outputs"][0]["key"]  # under its own job's attempt-scoped keys
         assert _output(stack, record) == render(prompt, n + 10, 64, 64)  # its own prompt and seed
     sizes = [r["BatchSize"] for r in agent.metrics.records if "BatchSize" in r]
     assert max(sizes) > 1 and sum(sizes) == 4  # one record per batch; the lone job is not a batch

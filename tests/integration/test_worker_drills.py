@@ -90,7 +90,7 @@ def test_sigkill_mid_job_loses_nothing(stack, workers, tmp_path):
     record = stack.wait_status(job_id, ("succeeded", "failed"), timeout=40)
     assert record["status"] == "succeeded", b.log.read_text()[-2000:]
     assert record["worker_id"] == "i-b" and record["attempts"] == 2
-    assert record["outputs"][0]["url"].endswith(f"/outputs/{job_id}/2/image-0.png")  # the second lease's objects
+    assert record["outputs"][0]["key"] == f"outputs/{job_id}/2/image-0.png"  # the second lease's objects
     eventually(lambda: stack.counts() == (0, 0), timeout=10, what="message deleted")
     launched = [c for c in b.calls_made() if c["op"] == "complete_lifecycle_action"]
     assert launched[0]["hook"] == "launch-hook" and launched[0]["instance_id"] == "i-b"

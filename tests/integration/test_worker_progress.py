@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from fleetdev.worker_support import Stack, make_agent
+from fleetdev.worker_support import CDN, Stack, make_agent
 from runtime.backends.base import JobInterrupted
 from runtime.backends.test_pattern import TestPatternBackend
 from runtime.jobs.events import FINAL_CURSOR, events_after
+from runtime.jobs.output_links import OutputLinks
 from runtime.worker.progress_reporter import ProgressReporter
 
 pytestmark = pytest.mark.integration
@@ -25,7 +26,7 @@ def _follow(stack: Stack, job_id: str) -> list[dict]:
     cursor = None
     while cursor != FINAL_CURSOR:
         stored = stack.events.after(job_id, cursor, limit=3)  # small pages: the cursor is used for real
-        page = events_after(stack.store.get(job_id), stored, cursor, limit=3)
+        page = events_after(stack.store.get(job_id), stored, cursor, OutputLinks(CDN), limit=3)
         if not page:
             break
         seen.extend(page)

@@ -37,9 +37,9 @@ def test_job_goes_from_queue_to_cdn_url(stack):
         assert agent.run(max_jobs=1) == 1
         record = stack.store.get(job_id)
         assert record["status"] == "succeeded" and record["attempts"] == 1 and record["worker_id"] == "i-test"
-        url = record["outputs"][0]["url"]
-        # attempt-scoped key: lease 1 made it
-        assert url == f"{CDN}/outputs/{job_id}/1/image-0.png" and record["outputs"][0]["content_type"] == "image/png"
+        # attempt-scoped key: lease 1 made it; the record holds the key, never a URL (issue 43)
+        assert record["outputs"][0]["key"] == f"outputs/{job_id}/1/image-0.png" and "url" not in record["outputs"][0]
+        assert record["outputs"][0]["content_type"] == "image/png"
         assert record["outputs"][0]["generator"] == "test-pattern"  # labelled in the record, not only on S3
         head = stack.s3.head_object(Bucket=stack.bucket, Key=f"outputs/{job_id}/1/image-0.png")
         assert head["ContentType"] == "image/png" and head["Metadata"]["generator"] == "test-pattern"
@@ -48,6 +48,8 @@ def test_job_goes_from_queue_to_cdn_url(stack):
         eventually(lambda: sorted(hooks.events()) == ["completed", "start"], what="webhooks")
         by_event = {body["event"]: (headers, body) for headers, body in hooks.received}
         assert by_event["completed"][1]["job"]["status"] == "succeeded"
+        # the sender made the link from the record's key when it sent the delivery (issue 43)
+        assert by_event["completed"][1]["job"]["outputs"][0]["url"] == f"{CDN}/outputs/{job_id}/1/image-0.png"
         assert by_event["start"][1]["job"]["status"] == "running"  # captured when it happened, not when sent
         assert by_event["completed"][0]["Webhook-Id"] == f"{job_id}.completed"
         assert "Webhook-Signature" in by_event["completed"][0]

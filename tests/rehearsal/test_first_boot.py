@@ -204,6 +204,7 @@ class Cloud:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GENAI_")}
         env.update({"GENAI_JOB_TABLE": config.job_table, "GENAI_QUEUE_URL": self._moto_queue_url(),
                     "GENAI_API_KEYS": self.api_key, "GENAI_AWS_ENDPOINT_URL": endpoint,
+                    "GENAI_OUTPUTS_BASE_URL": config.outputs.cdn_base_url,  # the stack's CDN (issue 43)
                     "PYTHONPATH": str(REPO)})
         self.api = ManagedProcess("api", [sys.executable, "-m", "fleetdev.local_server", "--host", "127.0.0.1",
                                           "--port", str(port)], work / "api.log", env, cwd=REPO).start()

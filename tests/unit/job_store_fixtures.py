@@ -7,7 +7,7 @@ from runtime.jobs.store import JobStore, new_record
 
 SPEC = {"model": "m", "task": "txt2img", "inputs": {"prompt": "x"}, "webhook": None,
         "webhook_events_filter": ["completed"]}
-OUT = [{"url": "https://cdn.example.com/o/1.png", "content_type": "image/png"}]
+OUT = [{"key": "outputs/o/1.png", "content_type": "image/png"}]
 
 
 class Clock:

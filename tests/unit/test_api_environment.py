@@ -25,7 +25,10 @@ EVERY_FIELD_SET = ApiConfig(
     node_catalog="s3://amis/node-catalogs/cuda/ami-0abc.json",
     video_formats=("mp4", "webm"), video_model_kinds=("video",),
     event_table="events",
-    budget_usd_per_day=25.5, hourly_usd=1.006)
+    budget_usd_per_day=25.5, hourly_usd=1.006,
+    outputs_base_url="https://d111.cloudfront.net", output_url_ttl_seconds=900,  # issue 43
+    output_signing_key_id="K2JCJMDEHXQW5F",
+    output_signing_key_parameter="/genai-fleet/dev/output-signing-keys/k1/private")
 
 
 @pytest.mark.parametrize("cfg", [

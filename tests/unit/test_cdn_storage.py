@@ -11,11 +11,12 @@ from tests.unit.component_harness import build, children, stack_fleet
 
 TOKEN = "genai:storage:CdnStorage"
 DIST = "aws:cloudfront/distribution:Distribution"
-OUTPUTS = ("bucket_name", "bucket_arn", "cdn_domain", "distribution_arn")
+OUTPUTS = ("bucket_name", "bucket_arn", "cdn_domain", "distribution_arn", "key_group_id", "signing_key_id")
 
 
 def cdn(cfg):
-    return build(lambda: CdnStorage("outputs", CdnStorageArgs(stack=cfg.identity, storage=cfg.storage)), *OUTPUTS)
+    return build(lambda: CdnStorage("outputs", CdnStorageArgs(stack=cfg.identity, storage=cfg.storage,
+                                                              access=cfg.outputs)), *OUTPUTS)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,6 @@ def test_distribution_uses_oac_https_and_a_cache_policy(dev):
     assert behavior["viewerProtocolPolicy"] in ("https-only", "redirect-to-https")
     assert behavior["cachePolicyId"] == CACHING_OPTIMIZED_POLICY_ID
     assert set(behavior["allowedMethods"]) <= {"GET", "HEAD", "OPTIONS"}
-    assert not behavior.get("trustedKeyGroups")
 
 
 def test_lifecycle_expires_outputs_after_the_configured_days(dev, prod):
@@ -82,10 +82,39 @@ def test_lifecycle_expires_outputs_after_the_configured_days(dev, prod):
                                             "filter": {"prefix": "previews/"}, "expiration": {"days": 1}}
 
 
-def test_outputs_have_no_key_group(dev):
-    # privateOutputs was removed (nothing signed the URLs): the behaviour must not require signed URLs.
-    assert not dev.of_type("aws:cloudfront/keyGroup:KeyGroup")
-    assert "trustedKeyGroups" not in dev.one(DIST).inputs["defaultCacheBehavior"]
+def _behaviours(built) -> dict[str, dict]:
+    dist = built.one(DIST).inputs
+    return {"default": dist["defaultCacheBehavior"], **{b["pathPattern"]: b for b in dist["orderedCacheBehaviors"]}}
+
+
+def test_signed_by_default_every_behaviour_trusts_the_key_group_of_the_stacks_signing_keys(prod):
+    """Issue 43: the prod preview shows the key group on the outputs (and previews) behaviour, no public read."""
+    group = prod.one("aws:cloudfront/keyGroup:KeyGroup")
+    keys = prod.of_type("aws:cloudfront/publicKey:PublicKey")
+    assert [k.name for k in keys] == ["outputs-signing-key-k1"] and group.inputs["items"] == [f"{keys[0].name}-id"]
+    # the public half is read from the SSM String genai-stack rotate-signing-key writes
+    assert keys[0].inputs["encodedKey"] == "mock-value"
+    behaviours = _behaviours(prod)
+    assert set(behaviours) == {"default", "outputs/*", "previews/*"}
+    for pattern, behaviour in behaviours.items():
+        assert behaviour["trustedKeyGroups"] == ["outputs-key-group-id"], pattern
+        assert behaviour["viewerProtocolPolicy"] == "https-only"
+    assert prod.outputs["key_group_id"] == "outputs-key-group-id"
+
+
+def test_a_rotation_puts_both_keys_in_the_group_and_signs_with_the_one_named():
+    built = build(lambda: CdnStorage("outputs", CdnStorageArgs(
+        stack=stack_fleet("prod").identity, storage=stack_fleet("prod").storage,
+        access=stack_fleet("prod", outputSigningKeys='["k1", "k2"]', outputSigningKey="k2").outputs)), *OUTPUTS)
+    assert built.one("aws:cloudfront/keyGroup:KeyGroup").inputs["items"] == [
+        "outputs-signing-key-k1-id", "outputs-signing-key-k2-id"]
+    assert built.outputs["signing_key_id"] == "outputs-signing-key-k2-id"
+
+
+def test_public_outputs_have_no_key_group():
+    built = cdn(stack_fleet("dev", outputAccess="public"))
+    assert not built.of_type("aws:cloudfront/keyGroup:KeyGroup")
+    assert all("trustedKeyGroups" not in b for b in _behaviours(built).values())
 
 
 

@@ -145,12 +145,22 @@ def test_backlog_target_is_acceptable_wait_over_job_time():
          "alarmEmail"),
         ({"alarmEmail": "not-an-address", "alarmsEnabled": True},
          "genai-fleet:alarmEmail = not-an-address: must be an e-mail address"),
+        # issue 43: the old private-outputs settings name what replaced them
         ({"privateOutputs": True},
-         "genai-fleet:privateOutputs is no longer a setting: signed output URLs are not implemented (nothing signs "
-         "the URLs the API and workers return), so the option was removed: remove it from the stack file"),
+         "genai-fleet:privateOutputs is no longer a setting; use genai-fleet:outputAccess: signed (the default) "
+         "serves outputs through expiring signed URLs; outputAccess: public hands out plain links"),
         ({"outputsSigningPublicKey": "-----BEGIN PUBLIC KEY-----"},
-         "genai-fleet:outputsSigningPublicKey is no longer a setting: it belonged to privateOutputs, which was "
-         "removed: remove it from the stack file"),
+         "genai-fleet:outputsSigningPublicKey is no longer a setting; use genai-fleet:outputSigningKeys: the names "
+         "of the key pairs `genai-stack rotate-signing-key` creates (their public halves are read from SSM)"),
+        ({"outputAccess": "private"}, "genai-fleet:outputAccess = private: must be one of public, signed"),
+        ({"outputUrlTtlSeconds": 30}, "genai-fleet:outputUrlTtlSeconds = 30: must be an integer from 60 to 604800"),
+        ({"outputSigningKeys": ["k1", "k2", "k3"]},
+         "genai-fleet:outputSigningKeys = ['k1', 'k2', 'k3']: list one key name, or two different ones during a "
+         "rotation (genai-stack rotate-signing-key)"),
+        ({"outputSigningKeys": ["K 1"]},
+         "genai-fleet:outputSigningKeys contains 'K 1': key names are 1-32 lowercase letters, digits and '-'"),
+        ({"outputSigningKey": "k2"},
+         "genai-fleet:outputSigningKey = 'k2' is not in outputSigningKeys ['k1']: sign with a key of the key group"),
         ({"gpuUtilizationTarget": 5}, "genai-fleet:gpuUtilizationTarget = 5: must be an integer from 10 to 100"),
         ({"availabilityZoneCount": 1}, "genai-fleet:availabilityZoneCount = 1: must be an integer from 2 to 6"),
         ({"maxReceiveCount": 0}, "genai-fleet:maxReceiveCount = 0: must be an integer from 1 to 20"),

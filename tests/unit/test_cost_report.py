@@ -26,7 +26,7 @@ def _record(job_id: str, model: str, status: str, entries: list[dict], outputs: 
             "created_at": created, "attempt_costs": entries, "outputs": outputs, "owner": "k"}
 
 
-PNG = {"url": "https://cdn/x.png", "content_type": "image/png"}
+PNG = {"key": "outputs/x.png", "content_type": "image/png"}
 
 
 def test_since_is_days_or_hours():
@@ -36,7 +36,7 @@ def test_since_is_days_or_hours():
 
 
 def test_a_video_job_counts_its_video_not_its_poster():
-    video = {"url": "https://cdn/v.mp4", "content_type": "video/mp4", "video": {"frames": 16}}
+    video = {"key": "outputs/v.mp4", "content_type": "video/mp4", "video": {"frames": 16}}
     assert images_of({"outputs": [video, PNG]}) == 1 and images_of({"outputs": [PNG, PNG]}) == 2
 
 

@@ -25,7 +25,7 @@ def test_create_get_and_run_to_success(store):
     running = attempt.record
     assert attempt.started and attempt.number == 1 and attempt.lease == 1
     assert running["status"] == RUNNING and running["attempts"] == 1 and running["started_at"]
-    outputs = [{"url": "https://cdn.example.com/o/1.png", "content_type": "image/png"}]
+    outputs = [{"key": "outputs/o/1.png", "content_type": "image/png"}]
     timings = {"queue_wait_ms": 12, "inference_ms": 1500.5, "total_ms": 1600}
     assert store.mark_succeeded(record["job_id"], outputs, timings) is True
     assert store.mark_succeeded(record["job_id"], outputs, timings) is False  # redelivery: recorded once

@@ -18,6 +18,8 @@ from bench.diffusers_models import tiny_sd
 from runtime.backends.comfyui_previews import preview_image
 from runtime.backends.test_pattern import TestPatternBackend
 from runtime.jobs.errors import ValidationError
+from runtime.jobs.events import events_after
+from runtime.jobs.output_links import OutputLinks
 from runtime.jobs.progress import Progress
 from runtime.jobs.schema import JobSpec, fingerprint, validate_job
 from runtime.worker.preview_uploader import PREVIEW_INTERVAL_S, PreviewUploader
@@ -53,7 +55,7 @@ class Events:
 def _uploader(gate: Any = None) -> tuple[PreviewUploader, Store, Clock]:
     store, clock = Store(), Clock()
     kwargs = {"gate": gate} if gate is not None else {}
-    return PreviewUploader(store, lambda key: f"https://cdn.example.com/{key}", monotonic=clock, **kwargs), store, clock
+    return PreviewUploader(store, monotonic=clock, **kwargs), store, clock
 
 
 def _jpeg(data: bytes = b"jpeg") -> Any:
@@ -116,10 +118,27 @@ def test_previews_become_events_of_the_attempt_and_none_after_it_ended():
     uploader.drain()
     reporter.stop()
     previews = [e for e in events.events if e["kind"] == "preview"]
-    assert [e["data"] for e in previews] == [{"key": "previews/j_1/3/0001.jpg", "content_type": "image/jpeg",
-                                              "url": "https://cdn.example.com/previews/j_1/3/0001.jpg"}]
+    # the key, never a URL: the events feed makes the link when it hands the event out (next test)
+    assert [e["data"] for e in previews] == [{"key": "previews/j_1/3/0001.jpg", "content_type": "image/jpeg"}]
     assert previews[0]["attempt"] == 1 and len(store.objects) == 1
     assert not reporter.note("j_1", 3, "preview", {})  # the attempt is closed: nothing more
+
+
+def test_the_events_feed_links_a_preview_through_the_output_links_when_it_hands_it_out():
+    class Signer:
+        def sign(self, url: str, expires_at: int) -> str:
+            return f"{url}?Expires={expires_at}&Signature=s"
+
+    stored = [{"cursor": "000003.000002", "kind": "preview", "attempt": 1, "at": 5.0,
+               "key": "previews/j_1/3/0001.jpg", "content_type": "image/jpeg"},
+              {"cursor": "000003.000003", "kind": "progress", "attempt": 1, "at": 6.0, "stage": "running"}]
+    record = {"status": "running", "created_at": 1.0}
+    public = events_after(record, stored, "000003.000001", OutputLinks("https://cdn.example.com"))
+    assert public[0]["url"] == "https://cdn.example.com/previews/j_1/3/0001.jpg" and "url" not in public[1]
+    signed = events_after(record, stored, "000003.000001", OutputLinks("https://cdn.example.com", Signer(), 60,
+                                                                       clock=lambda: 100.0))
+    assert signed[0]["url"] == "https://cdn.example.com/previews/j_1/3/0001.jpg?Expires=160&Signature=s"
+    assert "url" not in stored[0]  # the stored event is not changed
 
 
 def test_a_job_without_previews_gets_no_sink_and_the_context_never_raises():

@@ -48,3 +48,36 @@ def test_components_are_wired_to_each_other():
     assert alarm.inputs["dimensions"] == {"QueueName": dlq.outputs["name"]}
     assert rec.exports["deadLetterQueueUrl"] == dlq.outputs["url"]
     assert rec.exports["apiUrl"].startswith("https://") and rec.exports["onDemandGroupName"]
+
+
+def test_the_api_and_the_webhook_sender_make_output_links_on_the_stacks_cdn():
+    """Issue 43: records hold keys; the API and the sender make links from the CDN's domain when they hand out."""
+    rec = run_stack("prod")
+    cdn = f"https://{rec.exports['cdnDomain']}"
+    for name in ("api-handler-fn", "events-webhook-sender-fn"):
+        fn = rec.one("aws:lambda/function:Function", name)
+        assert fn.inputs["environment"]["variables"]["GENAI_OUTPUTS_BASE_URL"] == cdn, name
+
+
+def test_only_the_api_and_the_webhook_sender_may_read_the_signing_key_and_they_sign_with_it():
+    """Issue 43: the private half is a SecureString two functions may read (that parameter only); both are told
+    which CloudFront key id and parameter to sign with."""
+    import json
+
+    rec = run_stack("prod")
+    private = "/genai-fleet/prod/output-signing-keys/k1/private"
+    readers = {}
+    for policy in rec.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for st in json.loads(policy.inputs["policy"])["Statement"]:
+            resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            if any("output-signing-keys" in r for r in resources):
+                readers[policy.name] = (st["Sid"], st["Action"], resources)
+    assert set(readers) == {"api-handler-policy", "events-webhook-sender-policy"}, readers
+    for sid, actions, resources in readers.values():
+        assert sid == "OutputSigningKey" and actions in ("ssm:GetParameter", ["ssm:GetParameter"])
+        assert [r.split(":parameter")[1] for r in resources] == [private]
+    for name in ("api-handler-fn", "events-webhook-sender-fn"):
+        env = rec.one("aws:lambda/function:Function", name).inputs["environment"]["variables"]
+        assert env["GENAI_OUTPUT_SIGNING_KEY_ID"] == "outputs-signing-key-k1-id", name
+        assert env["GENAI_OUTPUT_SIGNING_KEY_PARAMETER"] == private
+        assert env.get("GENAI_OUTPUT_URL_TTL_SECONDS", "3600") == "3600"  # the default, 1 h (the API omits defaults)

@@ -19,8 +19,11 @@ from runtime.jobs.events import (
     make_cursor,
     parse_cursor,
 )
+from runtime.jobs.output_links import OutputLinks
 from runtime.jobs.progress import Progress
 from runtime.worker.progress_reporter import ProgressReporter
+
+LINKS = OutputLinks("https://cdn")
 
 
 class MemoryLog:
@@ -137,12 +140,12 @@ def test_cursors_sort_by_lease_then_sequence_and_bad_ones_are_refused():
 def test_the_view_adds_queued_first_and_the_final_status_last_then_nothing():
     stored = [{"cursor": make_cursor(1, 0), "kind": "status", "status": "running", "attempt": 1}]
     running = {"status": "running", "created_at": 1.0, "attempts": 1}
-    assert [e["cursor"] for e in events_after(running, stored, None)] == [QUEUED_CURSOR, "000001.000000"]
-    final = {**running, "status": "succeeded", "outputs": [{"url": "https://cdn/x.png"}]}
-    seen = events_after(final, stored, "000001.000000")
+    assert [e["cursor"] for e in events_after(running, stored, None, LINKS)] == [QUEUED_CURSOR, "000001.000000"]
+    final = {**running, "status": "succeeded", "outputs": [{"url": "https://cdn/x.png"}]}  # from before issue 43
+    seen = events_after(final, stored, "000001.000000", LINKS)
     assert seen == [{"cursor": FINAL_CURSOR, "kind": "status", "status": "succeeded", "attempt": 1, "at": None,
                      "outputs": ["https://cdn/x.png"]}]
-    assert events_after(final, stored, FINAL_CURSOR) == []
+    assert events_after(final, stored, FINAL_CURSOR, LINKS) == []
 
 
 # -- the real table (moto) --------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ class Objects:
 
 def _settlement(journal: Journal, store: Store, max_attempts: int = 3) -> Settlement:
     return Settlement(store=store, messages=MessageActions(Consumer(journal)),
-                      uploader=OutputUploader(Objects(journal), "https://cdn.example.com"),
+                      uploader=OutputUploader(Objects(journal)),
                       metrics=Metrics(sink="memory"), backoff=InfraBackoff(StopSignal()),
                       checkpoint=lambda job, fresh_s=0.0: None, worker_id="w", generator="fake",
                       max_attempts=max_attempts, retry_delay_seconds=7)

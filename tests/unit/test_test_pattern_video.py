@@ -125,8 +125,8 @@ def test_the_record_carries_the_videos_frames_fps_duration_and_size(store):
     record, _ = store.create(new_record(spec, owner="k1"))
     store.attempts.start_attempt(record["job_id"], "w-1", 3, 30)
     facts = {"format": "mp4", "frames": 48, "fps": 12, "duration_s": 4.0, "width": 512, "height": 512, "bytes": 9}
-    outputs = [{"url": "https://cdn.example.com/v.mp4", "content_type": "video/mp4", "video": facts},
-               {"url": "https://cdn.example.com/p.png", "content_type": "image/png"}]
+    outputs = [{"key": "outputs/v.mp4", "content_type": "video/mp4", "video": facts},
+               {"key": "outputs/p.png", "content_type": "image/png"}]
     assert store.mark_succeeded(record["job_id"], outputs, {}) is True
     assert store.get(record["job_id"])["outputs"] == outputs
 

@@ -10,7 +10,10 @@ import httpx
 from runtime.functions.webhook_dispatch import BACKOFF_S, EndpointBreaker, SenderHandler, StreamHandler
 from runtime.functions.webhook_events import Delivery, deliveries, transitions
 from runtime.functions.webhooks import WebhookSender
+from runtime.jobs.output_links import OutputLinks
 from runtime.jobs.store import new_record, serialize
+
+LINKS = OutputLinks("https://cdn.example.com")  # public links (issue 43: made at send time)
 
 SPEC = {"model": "m", "task": "txt2img", "inputs": {"prompt": "x"}, "webhook": "https://hooks.example.com/h",
         "webhook_events_filter": ["start", "output", "completed"]}
@@ -26,7 +29,7 @@ def image(**fields):
 def test_each_transition_yields_its_events_once():
     queued, running = image(), image(status="running", started_at=1001.0, attempts=1)
     done = image(status="succeeded", started_at=1001.0, completed_at=1003.0, updated_at=1003.0,
-                 outputs=[{"url": "https://cdn/x.png", "content_type": "image/png"}])
+                 outputs=[{"key": "outputs/x.png", "content_type": "image/png"}])
     assert [d.event for d in deliveries(None, queued)] == []
     assert [d.event for d in deliveries(queued, running)] == ["start"]
     assert [d.event for d in deliveries(running, running)] == []  # a lease renewal is no event
@@ -86,7 +89,7 @@ def _record(path: str, receives: int = 1, mid: str = "m1"):
 
 def test_sender_retries_through_the_queue_with_backoff_and_isolates_endpoints():
     sqs = FakeSQS()
-    handler = SenderHandler(_sender({"/down": 503, "/gone": 410}), sqs, "q")
+    handler = SenderHandler(_sender({"/down": 503, "/gone": 410}), sqs, "q", LINKS)
     result = handler.handle({"Records": [_record("/ok", mid="a"), _record("/down", receives=3, mid="b"),
                                          _record("/gone", mid="c")]})
     assert result == {"batchItemFailures": [{"itemIdentifier": "b"}]}  # only the retryable one comes back
@@ -95,7 +98,7 @@ def test_sender_retries_through_the_queue_with_backoff_and_isolates_endpoints():
 
 def test_sender_refuses_private_addresses_for_good():
     sqs = FakeSQS()
-    handler = SenderHandler(_sender({}, resolver=lambda host, port: ["169.254.169.254"]), sqs, "q")
+    handler = SenderHandler(_sender({}, resolver=lambda host, port: ["169.254.169.254"]), sqs, "q", LINKS)
     assert handler.handle({"Records": [_record("/x")]}) == {"batchItemFailures": []}  # final refusal, no retry
     assert sqs.visibility == []
 
@@ -112,7 +115,7 @@ def test_a_host_that_timed_out_is_not_tried_again_while_its_breaker_is_open():
     now = [0.0]
     sender = WebhookSender("secret", max_attempts=1, transport=httpx.MockTransport(handler),
                            resolver=lambda host, port: ["93.184.216.34"])
-    handler_ = SenderHandler(sender, FakeSQS(), "q", breaker=EndpointBreaker(open_s=30, clock=lambda: now[0]))
+    handler_ = SenderHandler(sender, FakeSQS(), "q", LINKS, breaker=EndpointBreaker(open_s=30, clock=lambda: now[0]))
     first = handler_.handle({"Records": [_record("/hang", mid="a"), _record("/hang", mid="b")]})
     assert first["batchItemFailures"] == [{"itemIdentifier": "a"}, {"itemIdentifier": "b"}]
     assert tries == ["/hang"]  # the second delivery to the hanging host waited instead of timing out too

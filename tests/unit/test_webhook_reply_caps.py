@@ -16,6 +16,9 @@ import pytest
 from runtime.functions.webhook_dispatch import EndpointBreaker, SenderHandler
 from runtime.functions.webhook_events import Delivery
 from runtime.functions.webhooks import MAX_REPLY_BYTES, WebhookSender
+from runtime.jobs.output_links import OutputLinks
+
+LINKS = OutputLinks("https://cdn.example.com")  # public links (issue 43: made at send time)
 
 JOB = {"id": "j", "status": "succeeded"}
 
@@ -126,7 +129,7 @@ def test_an_oversized_reply_opens_the_breaker():
         return httpx.Response(200, content=b"x" * (MAX_REPLY_BYTES + 1))
 
     sender = WebhookSender("s", max_attempts=1, resolver=_public, transport=httpx.MockTransport(handler))
-    handler_ = SenderHandler(sender, _SQS(), "q", breaker=EndpointBreaker(open_s=30, clock=lambda: 0.0))
+    handler_ = SenderHandler(sender, _SQS(), "q", LINKS, breaker=EndpointBreaker(open_s=30, clock=lambda: 0.0))
     first = handler_.handle({"Records": [_record("https://big.example.com/h", "a")]})
     assert first["batchItemFailures"] == []  # delivered: the receiver answered 200
     second = handler_.handle({"Records": [_record("https://big.example.com/h", "b")]})
@@ -144,7 +147,7 @@ def test_one_host_holds_at_most_its_share_of_the_senders():
 
     sender = WebhookSender("s", max_attempts=1, resolver=_public, transport=httpx.MockTransport(handler))
     sqs = _SQS()
-    handler_ = SenderHandler(sender, sqs, "q", breaker=EndpointBreaker(max_in_flight=2))
+    handler_ = SenderHandler(sender, sqs, "q", LINKS, breaker=EndpointBreaker(max_in_flight=2))
     threads = [threading.Thread(target=handler_.handle, args=({"Records": [_record("https://slow.example.com/h",
                                                                                      f"s{i}")]},))
                for i in range(2)]

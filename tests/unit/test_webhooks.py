@@ -8,7 +8,10 @@ import httpx
 import pytest
 
 from runtime.functions.webhooks import WebhookSender, sign, verify_signature
+from runtime.jobs.output_links import OutputLinks
 from runtime.jobs.store import new_record
+
+LINKS = OutputLinks("https://cdn.example.com")  # public links (issue 43: made at send time)
 
 SECRET = b"s3cret"
 PUBLIC = {"hooks.example.com": ["93.184.216.34"]}
@@ -104,11 +107,11 @@ def test_notify_respects_event_filter():
     spec = {"model": "m", "task": "txt2img", "inputs": {}, "webhook": "https://hooks.example.com/h",
             "webhook_events_filter": ["completed"]}
     record = new_record(spec, owner="k1", now=1_700_000_000)
-    assert sender.notify(record, "start") is None
-    assert sender.notify(record, "completed").delivered
+    assert sender.notify(record, "start", LINKS) is None
+    assert sender.notify(record, "completed", LINKS).delivered
     assert json.loads(calls[0].content)["job"]["id"] == record["job_id"]
     no_hook = new_record({**spec, "webhook": None}, owner="k1")
-    assert sender.notify(no_hook, "completed") is None
+    assert sender.notify(no_hook, "completed", LINKS) is None
 
 
 def test_secret_required():
