@@ -4,7 +4,8 @@ Workers write generated files under ``outputs/`` (``OUTPUTS_PREFIX``); the job r
 the API and the webhook sender hand out ``https://<cdn_domain>/outputs/<key>`` links (runtime/jobs/output_links.py).
 The bucket stays private: CloudFront signs its origin requests with an origin access control (SigV4,
 always) and the bucket policy admits the CloudFront service principal only for this distribution's ARN.
-Outputs expire after ``outputRetentionDays``.
+Outputs expire after ``outputRetentionDays``; job previews (issue 38) live under ``previews/`` and
+expire after a day.
 
 ``outputAccess: signed`` (the default, issue 43): every behaviour (the default one, ``outputs/*`` and
 ``previews/*``) trusts one key group and serves only CloudFront-signed URLs (403 otherwise). The key group
@@ -24,9 +25,12 @@ import pulumi_aws as aws
 from components import naming
 from components._s3 import create_private_bucket, deny_insecure_transport, policy_json
 from components.config import OutputAccessSettings, StackIdentity, StorageSettings
+from runtime.worker.preview_uploader import PREVIEW_PREFIX
 
 OUTPUTS_PREFIX = "outputs"
-SIGNED_PREFIXES = (OUTPUTS_PREFIX, "previews")  # behaviours of their own, each trusting the key group (issue 43)
+PREVIEWS_PREFIX = PREVIEW_PREFIX  # issue 38: previews of running jobs (runtime/worker/preview_uploader.py)
+PREVIEW_RETENTION_DAYS = 1  # S3 lifecycle: expired a day after the upload (deleted within a day or so after)
+SIGNED_PREFIXES = (OUTPUTS_PREFIX, PREVIEWS_PREFIX)  # behaviours of their own, each trusting the key group (issue 43)
 # AWS managed cache policy "Managed-CachingOptimized": long TTLs, gzip/brotli, no cookies or query strings.
 CACHING_OPTIMIZED_POLICY_ID = "658327ea-f89d-4fab-a63d-7e88639e58f6"
 _ORIGIN_ID = "outputs-bucket"
@@ -86,6 +90,9 @@ class CdnStorage(pulumi.ComponentResource):
             rules=[
                 {"id": "expire-outputs", "status": "Enabled", "filter": {"prefix": f"{OUTPUTS_PREFIX}/"},
                  "expiration": {"days": retention_days}},
+                # issue 38: job previews are short-lived (runtime/worker/preview_uploader.py)
+                {"id": "expire-previews", "status": "Enabled", "filter": {"prefix": f"{PREVIEWS_PREFIX}/"},
+                 "expiration": {"days": PREVIEW_RETENTION_DAYS}},
                 {"id": "abort-incomplete-uploads", "status": "Enabled", "filter": {},
                  "abort_incomplete_multipart_upload": {"days_after_initiation": 1}},
             ],
@@ -146,13 +153,13 @@ class CdnStorage(pulumi.ComponentResource):
 
     def _create_policy(self, bucket: aws.s3.Bucket, distribution: aws.cloudfront.Distribution,
                        pab: aws.s3.BucketPublicAccessBlock) -> None:
-        """Only this distribution (through OAC) may read, and only the outputs prefix."""
+        """Only this distribution (through OAC) may read, and only the outputs and previews prefixes."""
 
         def render(arns: list[str]) -> str:
             bucket_arn, distribution_arn = arns
             allow = {"Sid": "AllowCloudFrontOutputsRead", "Effect": "Allow",
                      "Principal": {"Service": "cloudfront.amazonaws.com"}, "Action": "s3:GetObject",
-                     "Resource": f"{bucket_arn}/{OUTPUTS_PREFIX}/*",
+                     "Resource": [f"{bucket_arn}/{OUTPUTS_PREFIX}/*", f"{bucket_arn}/{PREVIEWS_PREFIX}/*"],
                      "Condition": {"StringEquals": {"AWS:SourceArn": distribution_arn}}}
             return policy_json(allow, deny_insecure_transport(bucket_arn))
 

@@ -34,6 +34,7 @@ import pulumi
 import pulumi_aws as aws
 
 from runtime import metric_names, queue_names
+from runtime.worker.preview_uploader import PREVIEW_PREFIX
 
 CLOUDWATCH_AGENT_NAMESPACE = "CWAgent"
 SESSION_MANAGER_ACTIONS = ("ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel",
@@ -120,6 +121,8 @@ def instance_policy_document(s: PolicyScope) -> dict:
         {"Sid": "WriteOutputs", "Effect": "Allow",  # DeleteObject: a fenced-out attempt discards its own outputs
          "Action": ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:PutObject"],
          "Resource": f"{s.outputs_bucket_arn}/{prefix}/*"},
+        {"Sid": "WritePreviews", "Effect": "Allow", "Action": ["s3:PutObject"],  # issue 38: previews, write-only
+         "Resource": f"{s.outputs_bucket_arn}/{PREVIEW_PREFIX}/*"},
         {"Sid": "UpdateJobRecords", "Effect": "Allow",
          "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], "Resource": s.job_table_arn},
         *_event_log_statements(s),

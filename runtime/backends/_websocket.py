@@ -1,14 +1,15 @@
 """ComfyUI's ``/ws`` event stream read through the ``websockets`` library (sync client).
 
-A small adapter keeps the interface the backend was written against: ``connect()``, ``recv_text(timeout)``
-(the next text message, None when the time runs out) and ``close()``. Binary messages (ComfyUI's preview
-images) are dropped; pings from the server are answered by the library. No keepalive pings of our own
-(ComfyUI runs on the same instance, and the backend also polls ``/history``), no proxy, no compression.
+A small adapter keeps the interface the backend was written against: ``connect()``, ``recv_text(timeout)`` (the
+next text message, None when the time runs out; binary messages, ComfyUI's preview images, go to an ``on_binary``
+callback or are dropped) and ``close()``; pings from the server are answered by the library. No keepalive pings of
+our own (ComfyUI runs on the same instance, and the backend also polls ``/history``), no proxy, no compression.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,8 +42,9 @@ class WebSocketClient:
             raise WebSocketError(f"cannot open {self._url}: {exc}") from exc
         return self
 
-    def recv_text(self, timeout: float) -> str | None:
-        """The next text message, or None when ``timeout`` passes first. Raises WebSocketError on close."""
+    def recv_text(self, timeout: float, on_binary: Callable[[bytes], None] | None = None) -> str | None:
+        """The next text message, or None when ``timeout`` passes first. Raises WebSocketError on close.
+        Binary messages on the way (ComfyUI's previews) go to ``on_binary``, or are dropped without one."""
         if self._conn is None:
             raise WebSocketError("websocket is not connected")
         deadline = time.monotonic() + timeout
@@ -51,7 +53,9 @@ class WebSocketClient:
                 message = self._conn.recv(timeout=max(0.0, deadline - time.monotonic()))
                 if isinstance(message, str):
                     return message
-                # binary frames (previews) are dropped; wait on for text within what is left of the timeout
+                if on_binary is not None:
+                    on_binary(message)
+                # then wait on for text within what is left of the timeout
         except TimeoutError:
             return None
         except ConnectionClosed as exc:

@@ -204,9 +204,10 @@ class A1111Backend(Backend):
         self._client.close()
         self._side.close()
 
-    def _progress(self) -> dict[str, Any] | None:
+    def _progress(self, with_image: bool = False) -> dict[str, Any] | None:
         try:
-            body = self._side.get("/sdapi/v1/progress", params={"skip_current_image": "true"}).json()
+            body = self._side.get("/sdapi/v1/progress",
+                                  params={"skip_current_image": "false" if with_image else "true"}).json()
         except (httpx.HTTPError, ValueError):
             return None
         return body if isinstance(body, dict) else None
@@ -219,7 +220,7 @@ class A1111Backend(Backend):
 
     def _watch(self, watch: _Watch) -> None:
         while not watch.done.wait(self.progress_seconds):
-            progress = self._progress()
+            progress = self._progress(with_image=watch.ctx.preview_due())  # the live image only when one is due
             if progress is None:
                 continue
             self._observe(watch, progress)
@@ -239,6 +240,7 @@ class A1111Backend(Backend):
             now = time.monotonic()
             ctx.executing(now)  # the WebUI started this attempt's generation: its time limit counts from here
             _report_progress(ctx, progress, state)
+            _offer_preview(ctx, progress.get("current_image"))
             if ctx.deadline is not None and now > ctx.deadline:
                 watch.timed_out = True
             if (ctx.cancel.is_set() or watch.timed_out) and not watch.requested:
@@ -283,6 +285,30 @@ class A1111Backend(Backend):
             info = {}
         meta = {"backend": self.name, "seed": info.get("seed"), "model": info.get("sd_model_name")}
         return BackendResult(outputs=outputs, metadata={k: v for k, v in meta.items() if v is not None})
+
+
+def _offer_preview(ctx: JobContext, image: Any) -> None:
+    """Issue 38: ``current_image`` of /sdapi/v1/progress (asked for only when a preview is due) is the WebUI's live
+    preview, base64 in its samples format (``encode_pil_to_base64``: PNG by default, JPEG or WebP by setting)."""
+    if not isinstance(image, str) or not image:
+        return
+    try:
+        data = base64.b64decode(image.split(",", 1)[-1], validate=True)
+    except ValueError:
+        return
+    kind = _image_type(data)
+    if kind is not None:
+        ctx.offer_preview(lambda: (data, kind))
+
+
+def _image_type(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
 
 
 def _report_progress(ctx: JobContext, progress: dict[str, Any], state: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from runtime.jobs.models import TASK_INPUTS, TASKS, VIDEO_FORMATS, Txt2ImgInputs
 from runtime.jobs.progress import Progress
@@ -90,6 +90,14 @@ class ExtraModel:
     kind: str  # the model store's kind: lora, checkpoint, vae, controlnet... (runtime.model_store.layout)
 
 
+class PreviewSink(Protocol):
+    """Where a job's previews go (runtime/worker/preview_uploader.py): ``due`` before making one, ``offer`` it."""
+
+    def due(self) -> bool: ...
+
+    def offer(self, frame: Callable[[], tuple[bytes, str]]) -> bool: ...
+
+
 @dataclass
 class JobContext:
     """What a backend needs to run one job.
@@ -122,6 +130,9 @@ class JobContext:
     # Where this attempt's progress goes (the worker's ProgressReporter, runtime/worker/progress_reporter.py);
     # None: nobody follows it. Backends call ``report``, never this directly.
     progress: Callable[[Progress], None] | None = None
+    # This attempt's preview sink when the job asked for previews (runtime/worker/preview_uploader.py); None: no
+    # previews. Backends call ``preview_due`` / ``offer_preview``, never this directly (issue 38).
+    previews: PreviewSink | None = None
 
     @property
     def backend_id(self) -> str:
@@ -151,6 +162,26 @@ class JobContext:
             sink(Progress(stage=stage, **fields))
         except Exception:  # progress must never fail a job
             logging.getLogger(__name__).debug("progress report dropped", exc_info=True)
+
+    def preview_due(self) -> bool:
+        """Whether a preview offered now would be taken (the job asked for previews and its rate allows one): ask
+        before making a frame, so a backend spends nothing on previews nobody takes. Cheap, never raises."""
+        sink = self.previews
+        try:
+            return sink is not None and sink.due()
+        except Exception:  # noqa: BLE001 - previews must never fail a job
+            return False
+
+    def offer_preview(self, frame: Callable[[], tuple[bytes, str]]) -> None:
+        """Offer a preview: ``frame()`` returns ``(image bytes, content type)`` and runs on the uploader's thread,
+        off the backend's path (encode there). Dropped when not due; never raises."""
+        sink = self.previews
+        if sink is None:
+            return
+        try:
+            sink.offer(frame)
+        except Exception:  # previews must never fail a job
+            logging.getLogger(__name__).debug("preview dropped", exc_info=True)
 
     def report_frames(self, frames: Iterable[Any], total: int) -> Iterator[Any]:
         """``frames``, each one the encoder takes reported as progress (stage ``encoding``)."""

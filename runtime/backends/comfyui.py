@@ -42,6 +42,7 @@ import logging
 import mimetypes
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ from runtime.backends.base import (
     OutputFile,
 )
 from runtime.backends.comfyui_extra import with_loras
+from runtime.backends.comfyui_previews import preview_image
 from runtime.backends.comfyui_video import VideoModel, video_info, video_workflow
 from runtime.backends.extra_files import link_workflow_files, lora_names
 from runtime.jobs.models import Img2ImgInputs, Txt2ImgInputs, Txt2VideoInputs, WorkflowInputs
@@ -378,7 +380,7 @@ class ComfyUIBackend(Backend):
         deadline = time.monotonic() + self.poll_seconds * 4
         while (left := deadline - time.monotonic()) > 0:
             try:
-                text = ws.recv_text(timeout=left)
+                text = ws.recv_text(timeout=left, on_binary=_previews_of(ctx, prompt_id))
             except WebSocketError as exc:
                 log.info("ComfyUI websocket dropped, polling /history instead: %s", exc)
                 ws.close()
@@ -608,6 +610,22 @@ def _report_progress(ctx: JobContext, data: dict[str, Any]) -> None:
     value, total = data.get("value"), data.get("max")
     if isinstance(value, int | float) and isinstance(total, int | float) and total > 0:
         ctx.report(step=int(value), steps=int(total))
+
+
+def _previews_of(ctx: JobContext, prompt_id: str) -> Callable[[bytes], None] | None:
+    """Where this job's binary websocket messages go: its preview sink (issue 38) while its prompt runs (ComfyUI
+    sends a prompt's previews to that prompt's client id: ours, one prompt at a time); None: dropped."""
+    if ctx.previews is None:
+        return None
+
+    def offer(message: bytes) -> None:
+        if ctx.executing_since is None or not ctx.preview_due():
+            return
+        image = preview_image(message, prompt_id)
+        if image is not None:
+            ctx.offer_preview(lambda: image)  # already encoded by ComfyUI
+
+    return offer
 
 
 def _is_terminal_event(event: dict[str, Any]) -> bool:

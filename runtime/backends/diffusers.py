@@ -37,6 +37,7 @@ from runtime.backends.diffusers_compile import CacheStore, CompileCache, Compile
 from runtime.backends.diffusers_lora import Adapters, LoraSet, lora_set
 from runtime.backends.diffusers_options import DiffusersOptions
 from runtime.backends.diffusers_ram import HostRamTier, NoRamTier, architecture, restore_into, snapshot
+from runtime.backends.latent_preview import PREVIEW_EVERY_STEPS, jpeg_frame, latent_rgb
 from runtime.jobs.models import Img2VideoInputs, Txt2VideoInputs
 from runtime.video.encode import POSTER_CONTENT_TYPE, encode_video
 
@@ -218,7 +219,7 @@ class DiffusersBackend(Backend):
             pipe.scheduler = loading.make_scheduler(self.resident.scheduler, jobs[0].scheduler)
             self._apply_loras(pipe, jobs[0].loras, ctxs)
 
-        on_step_end = _step_check(ctxs, self.name)
+        on_step_end = _step_check(ctxs, self.name, [job.count for job in jobs])
         started = time.monotonic()
         for ctx in ctxs:
             ctx.executing(started)  # in process: the call starts now, and so does each job's time limit
@@ -432,7 +433,22 @@ def _png(index: int, image: Any) -> OutputFile:
     return OutputFile(f"image-{index}.png", buf.getvalue(), "image/png")
 
 
-def _step_check(ctxs: list[JobContext], name: str) -> Any:
+def _offer_previews(ctxs: list[JobContext], counts: list[int] | None, pipeline: Any, latents: Any) -> None:
+    """Issue 38: each job that wants a preview now gets its first image's latent as a rough RGB image
+    (runtime.backends.latent_preview); the JPEG is encoded off this thread. A job's images follow the previous
+    jobs' in the batch (``counts``)."""
+    if latents is None:
+        return
+    first = 0
+    for i, ctx in enumerate(ctxs):
+        if ctx.preview_due() and first < len(latents):
+            rgb = latent_rgb(latents[first], xl="XL" in type(pipeline).__name__)
+            if rgb is not None:
+                ctx.offer_preview(jpeg_frame(rgb))
+        first += counts[i] if counts else 1
+
+
+def _step_check(ctxs: list[JobContext], name: str, counts: list[int] | None = None) -> Any:
     """The pipeline's ``callback_on_step_end``: stop at the next step on a cancel of every job of the call, or when
     any job's time limit ran out (one call: its jobs end together). Each step is reported as every job's progress
     (``step`` is the index of the step just done; ``num_timesteps`` the steps the pipeline runs: fewer than
@@ -443,6 +459,8 @@ def _step_check(ctxs: list[JobContext], name: str) -> Any:
         for ctx in ctxs:
             steps = total if isinstance(total, int) and total > 0 else getattr(ctx.job.inputs, "steps", None)
             ctx.report(step=min(step + 1, steps) if steps else step + 1, steps=steps)
+        if (step + 1) % PREVIEW_EVERY_STEPS == 0:
+            _offer_previews(ctxs, counts, pipeline, kwargs.get("latents"))
         if all(ctx.cancel.is_set() for ctx in ctxs):  # one cancelled member does not stop the others
             raise JobInterrupted(f"job(s) {', '.join(c.job_id for c in ctxs)} interrupted at step {step}")
         if any(ctx.deadline is not None and time.monotonic() > ctx.deadline for ctx in ctxs):

@@ -57,6 +57,17 @@ def render(prompt: str, seed: int, width: int, height: int) -> bytes:
     return buf.getvalue()
 
 
+def _preview_frame(step: int, steps: int) -> Any:
+    """A 64x64 JPEG whose grey level is the share of steps done (the test pattern has no latents to show)."""
+
+    def encode() -> tuple[bytes, str]:
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 64), (int(255 * step / steps),) * 3).save(buf, format="JPEG", quality=70)
+        return buf.getvalue(), "image/jpeg"
+
+    return encode
+
+
 def _size(ctx: JobContext) -> tuple[int, int]:
     """The job's size (the API's limits and defaults); img2img without one: the input image's size."""
     inputs = ctx.job.inputs
@@ -106,6 +117,8 @@ class TestPatternBackend(Backend):
             if ctx.cancel.wait(max(0.0, end - time.monotonic()) / (steps - step + 1)):
                 raise JobInterrupted(f"job {ctx.job_id} interrupted")
             ctx.report(step=step, steps=steps)
+            if ctx.preview_due():  # issue 38: a stand-in preview, brighter as the steps go (encoded off this thread)
+                ctx.offer_preview(_preview_frame(step, steps))
         if left < delay:
             raise BackendError(f"test-pattern job {ctx.job_id} ran past the job time limit")
 

@@ -113,6 +113,6 @@ def progress_delivery(new_image: Mapping[str, Any] | None, record: Mapping[str, 
     if not url or "progress" not in (spec.get("webhook_events_filter") or ()) or record.get("status") in FINAL:
         return None
     event = event_view(item)
-    view = {**public_view(record, base_url), "progress": event}
+    view = {**public_view(record, base_url, None), "progress": event}  # links made by the sender (issue 43)
     return Delivery(url=url, event="progress", webhook_id=f"{record['job_id']}.progress.{event['cursor']}",
                     job=view, at=float(event.get("at") or 0.0))

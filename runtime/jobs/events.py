@@ -131,7 +131,7 @@ def events_after(record: Mapping[str, Any], stored: Sequence[Mapping[str, Any]],
     if cursor is None:
         out.append({"cursor": QUEUED_CURSOR, "kind": "status", "status": "queued", "attempt": 0,
                     "at": record.get("created_at")})
-    out.extend(dict(event) for event in stored if (cursor or "") < event["cursor"] < FINAL_CURSOR)
+    out.extend(_linked(event, links) for event in stored if (cursor or "") < event["cursor"] < FINAL_CURSOR)
     out = out[:limit]
     if record.get("status") in FINAL_STATUSES and len(out) < limit and (cursor or "") < FINAL_CURSOR:
         final: dict[str, Any] = {"cursor": FINAL_CURSOR, "kind": "status", "status": record["status"],
@@ -141,6 +141,14 @@ def events_after(record: Mapping[str, Any], stored: Sequence[Mapping[str, Any]],
         if record.get("error"):
             final["error"] = record["error"]
         out.append(final)
+    return out
+
+
+def _linked(event: Mapping[str, Any], links: OutputLinks) -> dict[str, Any]:
+    """A stored event as handed out: a preview's ``url`` made now from its stored ``key`` (issue 38), like outputs."""
+    out = dict(event)
+    if out.get("kind") == "preview" and out.get("key"):
+        out["url"] = links.url(str(out["key"]))
     return out
 
 

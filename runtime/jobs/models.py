@@ -388,6 +388,9 @@ class JobEnvelope(BaseModel):
     priority: Annotated[Literal["high", "normal", "low"], Field(description=(
         f"the job's class (runtime.jobs.priorities); within the key's ceiling (max_priority), else 403. "
         f"Default: {DEFAULT_PRIORITY}"))] | None = None
+    # issue 38 (lane P): previews of the running job, linked from its events; off by default
+    preview: Annotated[bool, Field(strict=True, description="low-resolution previews while the job runs, linked "
+                                   "from GET /v1/jobs/{id}/events (kind preview); kept a day")] = False
 
 
 def job_request_models() -> list[type[BaseModel]]:

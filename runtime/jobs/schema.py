@@ -208,6 +208,9 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
         spec["store_inputs"] = False
     if envelope.priority is not None:
         spec["priority"] = envelope.priority
+    # issue 38 (lane P): only when asked, so the specs (and Idempotency-Key fingerprints) of other jobs stay the same
+    if envelope.preview:
+        spec["preview"] = True
     if len(canonical_json(spec)) > MAX_BODY_BYTES:
         raise ValidationError([Problem("(body)", "max-size", f"the job must be at most {MAX_BODY_BYTES} bytes")])
     return spec
@@ -332,6 +335,7 @@ class JobSpec:
     webhook_events_filter: tuple[str, ...] = field(default=DEFAULT_WEBHOOK_EVENTS)
     deadline_seconds: int | None = None  # issue 44 (lane D)
     priority: str | None = None  # issue 44 (lane D): None is normal
+    preview: bool = False  # issue 38 (lane P): previews while it runs
 
     @classmethod
     def parse(cls, data: Any, allow_loopback: bool = False) -> JobSpec:
@@ -340,7 +344,8 @@ class JobSpec:
         inputs = TASK_INPUTS[spec["task"]].model_validate(spec["inputs"], context={"allow_loopback": allow_loopback})
         return cls(model=spec["model"], task=spec["task"], inputs=inputs,
                    webhook=spec["webhook"], webhook_events_filter=tuple(spec["webhook_events_filter"]),
-                   deadline_seconds=spec.get("deadline_seconds"), priority=spec.get("priority"))
+                   deadline_seconds=spec.get("deadline_seconds"), priority=spec.get("priority"),
+                   preview=bool(spec.get("preview", False)))
 
     def to_dict(self) -> dict[str, Any]:
         """The normalized spec (``validate_job``'s result, as the queue message carries it)."""
@@ -350,6 +355,8 @@ class JobSpec:
             out["deadline_seconds"] = self.deadline_seconds
         if self.priority is not None:
             out["priority"] = self.priority
+        if self.preview:  # issue 38 (lane P)
+            out["preview"] = True
         return out
 
     def with_seed(self, rng: random.Random | None = None) -> JobSpec:

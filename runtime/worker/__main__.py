@@ -177,11 +177,12 @@ def build(config: AgentConfig, clock: AwsClock | None = None) -> tuple[Any, Any]
     store = JobStore(config.job_table, clock.attach(aws.client("dynamodb", config.region, config.endpoints)),
                      clock=clock.now)
     clock.probe = lambda: store.get("clock-probe")  # one GetItem before the first lease is written
-    progress = _progress_reporter(config, aws.client("dynamodb", config.region, config.endpoints), clock.now)
+    uploader = OutputUploader(aws.ObjectStore(s3, config.outputs.bucket), config.outputs.prefix)
+    progress = _progress_reporter(config, aws.client("dynamodb", config.region, config.endpoints), clock.now,
+                                  _previews(uploader.store))
     agent = Agent(
         config, consumer=_consumer(config, worker_id, _warm_tiers(cache, backend)), store=store,
-        backend=backend, uploader=OutputUploader(aws.ObjectStore(s3, config.outputs.bucket),
-                                                 config.outputs.prefix),
+        backend=backend, uploader=uploader,
         metrics=metrics, lifecycle=lifecycle, worker_id=worker_id, model_cache=cache,
         workflow_models=_workflow_models(config, s3), progress=progress,
         prices=_prices(config, imds))
@@ -202,7 +203,7 @@ def _workflow_models(config: AgentConfig, s3: Any) -> Any:
                                 config.model_cache.manifest_key)
 
 
-def _progress_reporter(config: AgentConfig, ddb: Any, now: Callable[[], float]) -> Any:
+def _progress_reporter(config: AgentConfig, ddb: Any, now: Callable[[], float], previews: Any = None) -> Any:
     """The progress reporter over the stack's event table, or None when the config names none."""
     if not config.event_table:
         return None
@@ -210,7 +211,14 @@ def _progress_reporter(config: AgentConfig, ddb: Any, now: Callable[[], float]) 
     from runtime.worker.progress_reporter import ProgressReporter
 
     return ProgressReporter(EventLog(config.event_table, ddb, clock=now), interval_s=config.progress_interval_seconds,
-                            clock=now)
+                            clock=now, previews=previews)
+
+
+def _previews(store: Any) -> Any:
+    """Previews (issue 38) in the outputs bucket (``store``) under ``previews/``; linked at hand-out, as outputs."""
+    from runtime.worker.preview_uploader import PreviewUploader
+
+    return PreviewUploader(store)
 
 
 def _prices(config: AgentConfig, imds: Any) -> Any:

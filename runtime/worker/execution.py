@@ -130,6 +130,8 @@ class Executor:
         if self._progress is not None and ctx.progress is None:
             ctx.progress = self._progress.begin(job.job_id, job.attempt.lease, job.attempt.number,
                                                 notify_progress=ctx.job.wants("progress"))
+            if ctx.job.preview and ctx.previews is None:  # issue 38: previews, when the job asked for them
+                ctx.previews = self._progress.preview_sink(job.job_id, job.attempt.lease)
         t = time.monotonic()
         if prepared is not None and prepared.input_error is not None:
             raise prepared.input_error

@@ -29,6 +29,7 @@ from typing import Any
 
 from runtime.jobs.events import NOTIFY_ATTRIBUTE, NOTIFY_PROGRESS, PROGRESS_WEBHOOK_INTERVAL_S, EventLog, make_cursor
 from runtime.jobs.progress import Progress
+from runtime.worker.preview_uploader import PreviewUploader
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,11 @@ class _Attempt:
 
 class ProgressReporter:
     def __init__(self, events: EventLog, *, interval_s: float = 0.5, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, previews: PreviewUploader | None = None) -> None:
         self._events, self._interval_s = events, interval_s
+        self.previews = previews  # jobs with "preview": true (runtime/worker/preview_uploader.py); None: none
+        if previews is not None:
+            previews.attach(self.note)
         self._clock, self._monotonic = clock, monotonic
         self._attempts: dict[tuple[str, int], _Attempt] = {}
         self._lock = threading.Lock()
@@ -84,8 +88,26 @@ class ProgressReporter:
         if att is not None:
             self._report(att, progress)
 
+    def preview_sink(self, job_id: str, lease: int) -> Any:
+        """The attempt's preview sink (a job with ``"preview": true``), or None where previews are not set up."""
+        return None if self.previews is None else self.previews.begin(job_id, lease)
+
+    def note(self, job_id: str, lease: int, kind: str, data: dict[str, Any]) -> bool:
+        """An event of another part (a ``preview``) for an open attempt; False when the attempt has ended."""
+        att = self._attempts.get((job_id, lease))
+        if att is None:
+            return False
+        with att.lock:
+            if att.closed:
+                return False
+            self._append(att, kind, data)
+        self._wake.set()
+        return True
+
     def close(self, job_id: str, lease: int, timeout_s: float = 5.0) -> bool:
         """No more events for this attempt; write what is left (on the caller's thread). False: some could not."""
+        if self.previews is not None:
+            self.previews.end(job_id, lease)
         with self._lock:
             att = self._attempts.pop((job_id, lease), None)
         if att is None:
@@ -101,6 +123,8 @@ class ProgressReporter:
     def stop(self) -> None:
         self._stopped.set()
         self._wake.set()
+        if self.previews is not None:
+            self.previews.stop()
 
     # -- the backend's side: cheap, never raises --------------------------------------------------------
     def _report(self, att: _Attempt, progress: Progress) -> None:

@@ -79,7 +79,8 @@ class FakeA1111(FakeServer):
             ("GET", "/sdapi/v1/loras"): lambda: h.send_json(self._loras()),
             ("POST", "/sdapi/v1/txt2img"): lambda: self._generate(h, "txt2img"),
             ("POST", "/sdapi/v1/img2img"): lambda: self._generate(h, "img2img"),
-            ("GET", "/sdapi/v1/progress"): lambda: h.send_json(self._progress()),
+            ("GET", "/sdapi/v1/progress"): lambda: h.send_json(
+                self._progress(with_image=h.query.get("skip_current_image", "false") != "true")),
             ("POST", "/internal/progress"): lambda: h.send_json(self._task_progress(h.json_body())),
             ("POST", "/sdapi/v1/interrupt"): lambda: (h.body(), self._interrupt(), h.send_json({})),
             ("POST", "/sdapi/v1/skip"): lambda: (h.body(), self._skip(), h.send_json({})),
@@ -112,12 +113,16 @@ class FakeA1111(FakeServer):
         if self.state["job_count"]:  # shared.state.interrupt(): only a running generation notices
             self.state["interrupted"] = True
 
-    def _progress(self) -> dict[str, Any]:
+    def _progress(self, with_image: bool = False) -> dict[str, Any]:
         state = dict(self.state)
         steps = state["sampling_steps"] or 1
         progress = 0.0 if not state["job_count"] else min(1.0, 0.01 + state["sampling_step"] / steps)
+        # progressapi: current_image is encode_pil_to_base64(shared.state.current_image) (the samples format,
+        # PNG by default, plain base64) unless skip_current_image, and only while a generation runs
+        image = base64.b64encode(png(f"live-{state['sampling_step']}")).decode() \
+            if with_image and state["job_count"] else None
         return {"progress": progress, "eta_relative": 0.0 if not progress else self.delay * (1 - progress),
-                "state": state, "current_image": None, "textinfo": None, "current_task": self.current_task}
+                "state": state, "current_image": image, "textinfo": None, "current_task": self.current_task}
 
     def _task_progress(self, body: dict[str, Any]) -> dict[str, Any]:
         task = body.get("id_task")

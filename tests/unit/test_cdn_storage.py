@@ -36,7 +36,8 @@ def test_bucket_policy_allows_only_this_distribution(dev):
     allow = allows[0]
     assert allow["Principal"] == {"Service": "cloudfront.amazonaws.com"}
     assert allow["Action"] == "s3:GetObject"
-    assert allow["Resource"] == f"{dev.outputs['bucket_arn']}/outputs/*"
+    # outputs, and the previews of running jobs (issue 38): nothing else of the bucket
+    assert allow["Resource"] == [f"{dev.outputs['bucket_arn']}/outputs/*", f"{dev.outputs['bucket_arn']}/previews/*"]
     assert allow["Condition"] == {"StringEquals": {"AWS:SourceArn": dev.outputs["distribution_arn"]}}
     denies = [s for s in doc["Statement"] if s["Effect"] == "Deny"]
     assert denies and denies[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
@@ -76,6 +77,9 @@ def test_lifecycle_expires_outputs_after_the_configured_days(dev, prod):
         assert rules["expire-outputs"]["expiration"]["days"] == days
         assert rules["expire-outputs"]["filter"]["prefix"] == "outputs/"
         assert rules["expire-outputs"]["status"] == "Enabled"
+        # issue 38: previews are short-lived whatever the outputs' retention
+        assert rules["expire-previews"] == {"id": "expire-previews", "status": "Enabled",
+                                            "filter": {"prefix": "previews/"}, "expiration": {"days": 1}}
 
 
 def _behaviours(built) -> dict[str, dict]:

@@ -31,7 +31,8 @@ def scope(**overrides) -> PolicyScope:
 
 def stack_prefixes(s: PolicyScope) -> tuple[str, ...]:
     """Every ARN this stack owns (or the resources the workers are handed); nothing else may appear."""
-    prefixes = [s.model_store_bucket_arn, f"{s.outputs_bucket_arn}/outputs/", s.job_table_arn]
+    prefixes = [s.model_store_bucket_arn, f"{s.outputs_bucket_arn}/outputs/", s.job_table_arn,
+                f"{s.outputs_bucket_arn}/previews/"]  # issue 38: job previews, put only (test below)
     prefixes += [s.arn("logs", f"log-group:{n}:") for n in s.log_group_names]
     prefixes += [s.arn("autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{g}") for g in s.group_names]
     prefixes += [s.arn("ssm", f"parameter/{p.lstrip('/')}") for p in s.parameter_names]
@@ -104,6 +105,9 @@ def test_queue_permissions_follow_the_queue_kind():
 def test_outputs_writable_only_under_the_prefix():
     (st,) = [st for st in instance_policy_document(scope())["Statement"] if st["Sid"] == "WriteOutputs"]
     assert st["Resource"] == "arn:aws:s3:::genai-dev-outputs-x1/outputs/*"
+    # issue 38: previews are written only (never read, listed or deleted by the worker), under their own prefix
+    (pv,) = [st for st in instance_policy_document(scope())["Statement"] if st["Sid"] == "WritePreviews"]
+    assert pv["Action"] == ["s3:PutObject"] and pv["Resource"] == "arn:aws:s3:::genai-dev-outputs-x1/previews/*"
 
 
 def test_missing_queue_arn_is_an_error():
