@@ -61,8 +61,8 @@ from runtime.jobs.events import EventLog
 from runtime.jobs.ids import is_job_id
 from runtime.jobs.key_use import KeyUse
 from runtime.jobs.output_links import OutputLinks
-from runtime.jobs.retention import expired
 from runtime.jobs.priorities import DEFAULT_PRIORITY, within
+from runtime.jobs.retention import expired
 from runtime.jobs.schema import MAX_BODY_BYTES, fingerprint, parse_json_body, validate_job
 from runtime.jobs.spend import TenantSpend, utc_day
 from runtime.jobs.store import CANCELED, FINAL, QUEUED, RUNNING, JobStore, new_record

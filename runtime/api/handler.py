@@ -61,7 +61,6 @@ def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiAp
                   deleter=_deleter(cfg, client, store))
 
 
-
 def _deleter(cfg: ApiConfig, client: Any, store: Any) -> Any:
     """DELETE /v1/jobs/{id} (issue 44) when the stack names its outputs bucket."""
     from runtime.jobs.deletion import JobDeleter, S3JobObjects

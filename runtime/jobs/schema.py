@@ -197,23 +197,30 @@ def validate_job(body: Any, allow_loopback: bool = False, known_models: Collecti
     events = [e for e in WEBHOOK_EVENTS if e in envelope.webhook_events_filter]
     spec = {"model": envelope.model, "task": task, "inputs": normalized, "webhook": envelope.webhook,
             "webhook_events_filter": events}
-    # issue 44 (lane D): only when given, so specs without them (and their fingerprints) stay as they were
-    if envelope.deadline_seconds is not None:
-        spec["deadline_seconds"] = envelope.deadline_seconds
-    if envelope.metadata:  # issue 44: labels; a job without any reads (and fingerprints) as before
-        spec["metadata"] = dict(envelope.metadata)
-    if envelope.retention_seconds is not None:  # issue 44: retention (runtime/jobs/retention.py)
-        spec["retention_seconds"] = envelope.retention_seconds
-    if not envelope.store_inputs:
-        spec["store_inputs"] = False
-    if envelope.priority is not None:
-        spec["priority"] = envelope.priority
-    # issue 38 (lane P): only when asked, so the specs (and Idempotency-Key fingerprints) of other jobs stay the same
-    if envelope.preview:
-        spec["preview"] = True
+    spec.update(_asked_job_options(envelope))
     if len(canonical_json(spec)) > MAX_BODY_BYTES:
         raise ValidationError([Problem("(body)", "max-size", f"the job must be at most {MAX_BODY_BYTES} bytes")])
     return spec
+
+
+def _asked_job_options(envelope: JobEnvelope) -> dict[str, Any]:
+    """The job-level options a request gave, and only those: a job that asks for none has the spec (and the
+    Idempotency-Key fingerprint) it had before they existed."""
+    options: dict[str, Any] = {}
+    # issue 44: deadline and priority (lane D), labels, retention and store_inputs (lane F)
+    if envelope.deadline_seconds is not None:
+        options["deadline_seconds"] = envelope.deadline_seconds
+    if envelope.metadata:
+        options["metadata"] = dict(envelope.metadata)
+    if envelope.retention_seconds is not None:  # runtime/jobs/retention.py
+        options["retention_seconds"] = envelope.retention_seconds
+    if not envelope.store_inputs:
+        options["store_inputs"] = False
+    if envelope.priority is not None:
+        options["priority"] = envelope.priority
+    if envelope.preview:  # issue 38 (lane P)
+        options["preview"] = True
+    return options
 
 
 def json_shape_problems(body: Any) -> list[Problem]:

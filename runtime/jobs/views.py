@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from runtime.jobs.cost import ATTEMPT_COSTS, job_cost
-from runtime.jobs.output_links import OutputLinks, output_key
 from runtime.jobs.deadlines import CANCEL_REASON, DEADLINE_AT
+from runtime.jobs.output_links import OutputLinks, output_key
 from runtime.jobs.priorities import DEFAULT_PRIORITY
 
 
