@@ -58,7 +58,10 @@ def test_a_priority_above_the_keys_ceiling_is_a_403_naming_it_and_nothing_is_wri
 
 
 def test_the_key_record_keeps_the_ceiling_as_one_optional_field():
-    assert "max_priority" not in json.loads(PLAIN.to_json())  # a record without it reads as before
+    plain = json.loads(PLAIN.to_json())
+    assert plain.get("max_priority") is None  # written as null, as every optional field unset (issue 43's records)
+    before = {k: v for k, v in plain.items() if k != "max_priority"}  # a record from before the field
+    assert KeyRecord.from_json("k", json.dumps(before)).max_priority is None  # reads as before: no ceiling
     assert KeyRecord.from_json("k", HIGH.to_json()).max_priority == "high"
     assert KeyRecord.from_json("k", PLAIN.to_json()).max_priority is None
 

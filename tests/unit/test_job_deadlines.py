@@ -50,7 +50,7 @@ def test_a_claim_after_the_deadline_cancels_the_job_without_running_or_charging_
     assert record["status"] == CANCELED and record["cancel_reason"] == "deadline"
     assert record["attempts"] == 0 and not record.get("attempt_costs") and record["error"]["code"] == "deadline"
     assert DEADLINE_INDEX_KEY not in record  # out of the sparse index
-    view = public_view(record)
+    view = public_view(record, "", None)
     assert view["cancel_reason"] == "deadline" and view["cost"]["usd"] == 0 and view["deadline_at"]
 
 
