@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from fleetdev.worker_support import Stack, eventually, make_agent, run_in_thread
+from fleetdev.worker_support import CDN, Stack, eventually, make_agent, run_in_thread
 from runtime import metric_names as m
 from runtime.backends.base import BackendError
 from runtime.backends.test_pattern import TestPatternBackend
+from runtime.jobs.output_links import OutputLinks
 from runtime.jobs.views import public_view
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,7 @@ def test_a_retried_job_costs_both_attempts_at_the_configured_price(stack):
         assert e["usd"] == pytest.approx(e["gpu_seconds"] * HOURLY / 3600, abs=1e-6)
         assert "test table" in e["price_source"]
     assert entries[1]["phases"]["upload"] > 0 and entries[0]["phases"]["upload"] == 0
-    cost = public_view(record, "", None)["cost"]
+    cost = public_view(record, "", OutputLinks(CDN))["cost"]
     assert cost["gpu_seconds"] == pytest.approx(sum(e["gpu_seconds"] for e in entries), abs=1e-3)
     assert cost["usd"] == pytest.approx(cost["gpu_seconds"] * HOURLY / 3600, abs=2e-6)
     assert [a["outcome"] for a in cost["breakdown"]["attempts"]] == ["retrying", "succeeded"]
@@ -76,7 +77,7 @@ def test_a_handed_back_attempt_counts(stack):
     thread.join(timeout=20)
     record = stack.store.get(job_id)
     assert record["status"] == "queued" and [e["outcome"] for e in record["attempt_costs"]] == ["handed-back"]
-    assert public_view(record, "", None)["cost"]["usd"] > 0
+    assert public_view(record, "", OutputLinks(CDN))["cost"]["usd"] > 0
 
 
 def test_idle_time_is_reported_as_fleet_overhead_not_in_jobs(stack):

@@ -55,9 +55,20 @@ def test_the_code_archive_is_runtime_files_plus_the_built_folder():
     for key, path in sources.items():
         assert path.is_relative_to(ROOT / "runtime") or path.is_relative_to(API_DEPS.directory), key
         assert "__pycache__" not in key and not key.endswith(".pyc") and not key.startswith("bin/")
-        if key.endswith(".so"):  # only pydantic-core's compiled half, and only the Lambda's build of it
-            assert key.startswith("pydantic_core/") and "cpython-312-aarch64-linux-gnu" in key, key
+        if key.endswith(".so"):  # compiled halves: pydantic-core's, and (issue 43) cryptography's and cffi's
+            assert key.split("/")[0] in COMPILED, key
+            assert _elf_machine(path) == AARCH64, f"{key} is not the Lambda's (arm64) build"
     assert lambda_package.STAMP not in sources
+
+
+COMPILED = ("pydantic_core", "cryptography", "_cffi_backend.cpython-312-aarch64-linux-gnu.so")
+AARCH64 = 0xB7  # ELF e_machine of arm64
+
+
+def _elf_machine(path: Path) -> int:
+    header = path.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF", path
+    return int.from_bytes(header[18:20], "little")
 
 
 def _copy(tmp_path: Path, target: DepsTarget) -> DepsTarget:
@@ -112,6 +123,13 @@ def test_the_unpacked_archive_imports_the_handler_with_only_what_lambda_provides
     shipped[0].unlink()
     host_core = next(Path(pydantic_core.__file__).parent.glob("_pydantic_core.*.so"))
     shutil.copy(host_core, code / "pydantic_core" / host_core.name)
+    # issue 43: the same swap for the signing key's RSA (cryptography's Rust half) and cffi's backend
+    import _cffi_backend
+    import cryptography.hazmat.bindings._rust as rust
+
+    shutil.copy(rust.__file__, code / "cryptography" / "hazmat" / "bindings" / Path(rust.__file__).name)
+    (code / "_cffi_backend.cpython-312-aarch64-linux-gnu.so").unlink()
+    shutil.copy(_cffi_backend.__file__, code / Path(_cffi_backend.__file__).name)
     provided = tmp_path / "provided"
     provided.mkdir()
     for name in ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six"):
