@@ -140,7 +140,7 @@ class ApiApp:
         self.auth_failures = FailureLimiter()
         self.events = events  # the job event log (issue 38); None: no events route, no progress in views
         self._feed = EventFeed(events, store.get, sleep=sleep) if events is not None else None
-        self.key_use = key_use if key_use is not None else _key_use_for(store, clock)  # issue 43: last used
+        self.key_use = key_use  # issue 43: where keys' last-used days are recorded (None: nowhere)
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
             (re.compile(r"^/v1/health$"), {"GET": self.health}),
             (re.compile(r"^/v1/openapi\.json$"), {"GET": self.openapi}),
@@ -567,12 +567,6 @@ class ApiApp:
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-def _key_use_for(store: Any, clock: Callable[[], float]) -> KeyUse | None:
-    """Where key use is recorded: the job table of a DynamoDB job store (other stores: nowhere)."""
-    table, client = getattr(store, "table_name", None), getattr(store, "client", None)
-    return KeyUse(table, client, clock=clock) if isinstance(table, str) and client is not None else None
-
-
 def _problem(exc: ApiError) -> Response:
     return Response(exc.status, exc.body(), dict(exc.headers), content_type="application/problem+json")
 
