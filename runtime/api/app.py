@@ -153,7 +153,7 @@ class ApiApp:
         # Output URLs are made here when handed out (issue 43); none given: public links under no CDN (tests)
         self.links = links or OutputLinks("")
         self._feed = EventFeed(events, store.get, self.links, sleep=sleep) if events is not None else None
-        self.key_use = key_use if key_use is not None else _key_use_for(store, clock)  # issue 43: last used
+        self.key_use = key_use  # issue 43: where keys' last-used days are recorded (None: nowhere)
         self.deleter = deleter  # issue 44: DELETE /v1/jobs/{id} (runtime/jobs/deletion.py); None: not offered
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
             (re.compile(r"^/v1/health$"), {"GET": self.health}),
@@ -634,12 +634,6 @@ class ApiApp:
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-def _key_use_for(store: Any, clock: Callable[[], float]) -> KeyUse | None:
-    """Where key use is recorded: the job table of a DynamoDB job store (other stores: nowhere)."""
-    table, client = getattr(store, "table_name", None), getattr(store, "client", None)
-    return KeyUse(table, client, clock=clock) if isinstance(table, str) and client is not None else None
-
-
 def _problem(exc: ApiError) -> Response:
     return Response(exc.status, exc.body(), dict(exc.headers), content_type="application/problem+json")
 

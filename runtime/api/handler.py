@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiApp:
     """Wire the app from config; ``clients`` (service -> boto3 client) replaces the default clients."""
     from runtime.api.models import ManifestModels, StaticModels
+    from runtime.jobs.key_use import KeyUse
     from runtime.jobs.store import JobStore
 
     made: dict[str, Any] = dict(clients or {})
@@ -58,7 +59,8 @@ def build_app(cfg: ApiConfig, clients: Mapping[str, Any] | None = None) -> ApiAp
     events = _event_log(cfg, client)
     return ApiApp(store, _producer(cfg, client), options, keys=_keys(cfg, client), models=models,
                   workflow_checker=_workflow_checker(cfg, client), events=events, links=_output_links(cfg, client),
-                  deleter=_deleter(cfg, client, store))
+                  deleter=_deleter(cfg, client, store),
+                  key_use=KeyUse(cfg.job_table, client("dynamodb")))  # issue 43: keys' last-used day
 
 
 def _deleter(cfg: ApiConfig, client: Any, store: Any) -> Any:

@@ -14,6 +14,7 @@ import pytest
 from runtime.api.app import ApiApp, ApiOptions
 from runtime.api.auth import SsmKeyStore, StaticKeyStore, generate_key
 from runtime.api.handler import handle_event
+from runtime.jobs.key_use import KeyUse
 from runtime.jobs.store import JobStore
 from runtime.queues.memory import InMemoryQueue
 from tools import api_keys
@@ -23,9 +24,12 @@ JOB = {"model": "sdxl-base-1.0", "inputs": {"prompt": "a lighthouse", "width": 5
 
 
 def _app(aws_clients, job_table, keys, now=None, **options) -> ApiApp:
+    """The app as runtime.api.handler.build_app wires it (key use recorded in the job table)."""
     opts = {"auth_mode": "api-key", "max_wait_seconds": 0.0, **options}
-    return ApiApp(JobStore(job_table, aws_clients("dynamodb")), InMemoryQueue(), ApiOptions(**opts), keys=keys,
-                  **({"clock": lambda: now[0]} if now is not None else {}))
+    clock = {"clock": lambda: now[0]} if now is not None else {}
+    ddb = aws_clients("dynamodb")
+    return ApiApp(JobStore(job_table, ddb), InMemoryQueue(), ApiOptions(**opts), keys=keys,
+                  key_use=KeyUse(job_table, ddb, **clock), **clock)
 
 
 def _call(app, method, path, key, body=None, headers=None):
