@@ -19,12 +19,15 @@ Status codes: 200, 202 (accepted / still running after the wait), 400 (malformed
 ``Allow``), 409 (the first request with this Idempotency-Key is still being processed, with
 ``Retry-After``), 413 (body too large, or the queue message it makes would be), 415 (not JSON), 422 (a
 rule broken, or an Idempotency-Key reused with another body), 429 (write or read rate of the key, daily
-quota, or failed authentications of the address, with ``Retry-After``), 503 (store or queue down, with
+quota, failed authentications of the address, or ``overloaded``: the job's expected wait exceeds its deadline
+or the stack's bound, with ``Retry-After``), 503 (store or queue down, with
 ``Retry-After``). A 500 means a bug: client input never causes one (tests/integration/test_api_fuzz.py,
 test_api_abuse.py, the schemathesis run and ``make fuzz``).
 
-Create, in order: validate; build the queue message and refuse it (413) when it would not fit the
+Create, in order: validate; refuse a priority above the key's ceiling (403); build the queue message and
+refuse it (413) when it would not fit the
 queue, before anything is written; look the Idempotency-Key up (a replay is never charged quota);
+admission control (issue 44: 429 when the expected wait exceeds the job's deadline or the stack's bound);
 charge the daily quota; write the job (and key) in one transaction; send. When the send fails, for any
 reason, the job, its Idempotency-Key and its quota unit are undone before the error is answered. The
 request that writes a job holds a short send lease in the record; a replay sends a job only after

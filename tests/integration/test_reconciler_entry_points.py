@@ -90,7 +90,23 @@ def test_sweep_entry_point_requeues_or_fails_expired_leases(moto_endpoint, job_t
     assert store.attempts.fail_attempt(last, first.lease, first.number, {"code": "backend-error", "message": "x"})
     assert store.attempts.start_attempt(last, "w-dead", max_attempts=2, lease_seconds=30).number == 2
     env = _env(moto_endpoint, job_table, GENAI_MAX_ATTEMPTS="2", GENAI_STALE_LEASE_SECONDS="300")
-    assert _invoke(SWEEPER, {}, env) == {"expired": 2, "requeued": 1, "failed": 1}
+    assert _invoke(SWEEPER, {}, env) == {"expired": 2, "requeued": 1, "failed": 1, "deadline_canceled": 0}
     assert store.get(retry)["status"] == "queued"
     assert store.get(last)["status"] == "failed"
-    assert _invoke(SWEEPER, {}, env) == {"expired": 0, "requeued": 0, "failed": 0}
+    assert _invoke(SWEEPER, {}, env) == {"expired": 0, "requeued": 0, "failed": 0, "deadline_canceled": 0}
+
+
+def test_sweep_entry_point_cancels_queued_jobs_past_their_deadline(moto_endpoint, job_table, aws_clients):
+    """Issue 44: the scheduled sweep also cancels never-started queued jobs whose deadline passed (reason deadline)."""
+    from runtime.jobs.deadlines import deadline_fields
+
+    store = JobStore(job_table, aws_clients("dynamodb"))
+    now = time.time()
+    late, fresh = (new_record(SPEC, owner="k1", now=now - 120), new_record(SPEC, owner="k1", now=now))
+    late.update(deadline_fields(now - 120, 60))
+    fresh.update(deadline_fields(now, 600))
+    late_id, fresh_id = store.create(late)[0]["job_id"], store.create(fresh)[0]["job_id"]
+    env = _env(moto_endpoint, job_table)
+    assert _invoke(SWEEPER, {}, env)["deadline_canceled"] == 1
+    assert store.get(late_id)["status"] == "canceled" and store.get(late_id)["cancel_reason"] == "deadline"
+    assert store.get(fresh_id)["status"] == "queued"
