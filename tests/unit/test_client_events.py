@@ -62,7 +62,11 @@ def _async() -> tuple[list[dict[str, Any]], Api]:
             assert [e["status"] for e in first["events"]] == ["queued", "running"]
             return [event async for event in client.follow("j_1", wait_s=5)]
 
-    return asyncio.run(follow()), api
+    loop = asyncio.new_event_loop()  # its own loop: asyncio.run would leave the thread without one (Pulumi mocks)
+    try:
+        return loop.run_until_complete(follow()), api
+    finally:
+        loop.close()
 
 
 def test_the_async_client_follows_events_like_the_sync_one():
