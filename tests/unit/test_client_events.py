@@ -62,9 +62,7 @@ def _async() -> tuple[list[dict[str, Any]], Api]:
             assert [e["status"] for e in first["events"]] == ["queued", "running"]
             return [event async for event in client.follow("j_1", wait_s=5)]
 
-    # A loop of its own, never installed as the thread's: asyncio.run() would leave the thread with no current
-    # loop, and the Pulumi tests that run after this one in the same process build Outputs on the current loop
-    loop = asyncio.new_event_loop()
+    loop = asyncio.new_event_loop()  # its own loop: asyncio.run would leave the thread without one (Pulumi mocks)
     try:
         return loop.run_until_complete(follow()), api
     finally:
