@@ -13,6 +13,7 @@ Names are a contract with other test files (the worker's tests reuse them); keep
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -29,6 +30,17 @@ _DUMMY_AWS_ENV = {
     "AWS_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
 }
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Every test starts with a current event loop on its thread, before any fixture (module-scoped ones too):
+    Pulumi builds Outputs on it, and a test that ran ``asyncio.run`` earlier in the same process (xdist puts
+    tests of many files in one) leaves the thread with none."""
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def _free_port() -> int:

@@ -36,7 +36,7 @@ def test_the_tools_have_scripts_and_make_install_puts_them_in_the_venv():
     assert not missing, f"not installed in {BIN}: {missing}; run `make install`"
 
 
-@pytest.mark.parametrize(("name", "shows"), [("genai-preview", "--stack"), ("genai-plan", "{run,sweep,size}")])
+@pytest.mark.parametrize(("name", "shows"), [("genai-preview", "--stack"), ("genai-plan", "{run,sweep,size,classes}")])
 def test_an_installed_script_runs(name, shows):
     proc = subprocess.run([str(BIN / name), "--help"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

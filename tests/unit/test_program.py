@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fleetdev.pulumi_mocks import ProgramError, run_stack
+from tests.unit.component_harness import each
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -67,7 +68,7 @@ def test_only_the_api_and_the_webhook_sender_may_read_the_signing_key_and_they_s
     rec = run_stack("prod")
     private = "/genai-fleet/prod/output-signing-keys/k1/private"
     readers = {}
-    for policy in rec.of_type("aws:iam/rolePolicy:RolePolicy"):
+    for policy in each(rec, "aws:iam/rolePolicy:RolePolicy"):
         for st in json.loads(policy.inputs["policy"])["Statement"]:
             resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
             if any("output-signing-keys" in r for r in resources):
