@@ -28,9 +28,8 @@ from components.config import OutputAccessSettings, StackIdentity, StorageSettin
 from runtime.worker.preview_uploader import PREVIEW_PREFIX
 
 OUTPUTS_PREFIX = "outputs"
-PREVIEWS_PREFIX = PREVIEW_PREFIX  # issue 38: previews of running jobs (runtime/worker/preview_uploader.py)
 PREVIEW_RETENTION_DAYS = 1  # S3 lifecycle: expired a day after the upload (deleted within a day or so after)
-SIGNED_PREFIXES = (OUTPUTS_PREFIX, PREVIEWS_PREFIX)  # behaviours of their own, each trusting the key group (issue 43)
+SIGNED_PREFIXES = (OUTPUTS_PREFIX, PREVIEW_PREFIX)  # behaviours of their own, each trusting the key group (issue 43)
 # AWS managed cache policy "Managed-CachingOptimized": long TTLs, gzip/brotli, no cookies or query strings.
 CACHING_OPTIMIZED_POLICY_ID = "658327ea-f89d-4fab-a63d-7e88639e58f6"
 _ORIGIN_ID = "outputs-bucket"
@@ -91,7 +90,7 @@ class CdnStorage(pulumi.ComponentResource):
                 {"id": "expire-outputs", "status": "Enabled", "filter": {"prefix": f"{OUTPUTS_PREFIX}/"},
                  "expiration": {"days": retention_days}},
                 # issue 38: job previews are short-lived (runtime/worker/preview_uploader.py)
-                {"id": "expire-previews", "status": "Enabled", "filter": {"prefix": f"{PREVIEWS_PREFIX}/"},
+                {"id": "expire-previews", "status": "Enabled", "filter": {"prefix": f"{PREVIEW_PREFIX}/"},
                  "expiration": {"days": PREVIEW_RETENTION_DAYS}},
                 {"id": "abort-incomplete-uploads", "status": "Enabled", "filter": {},
                  "abort_incomplete_multipart_upload": {"days_after_initiation": 1}},
@@ -159,7 +158,7 @@ class CdnStorage(pulumi.ComponentResource):
             bucket_arn, distribution_arn = arns
             allow = {"Sid": "AllowCloudFrontOutputsRead", "Effect": "Allow",
                      "Principal": {"Service": "cloudfront.amazonaws.com"}, "Action": "s3:GetObject",
-                     "Resource": [f"{bucket_arn}/{OUTPUTS_PREFIX}/*", f"{bucket_arn}/{PREVIEWS_PREFIX}/*"],
+                     "Resource": [f"{bucket_arn}/{OUTPUTS_PREFIX}/*", f"{bucket_arn}/{PREVIEW_PREFIX}/*"],
                      "Condition": {"StringEquals": {"AWS:SourceArn": distribution_arn}}}
             return policy_json(allow, deny_insecure_transport(bucket_arn))
 
