@@ -105,11 +105,16 @@ def test_interrupt_by_someone_else_is_not_a_result(webui):
     """A1111 answers 200 with unfinished images after any interrupt; the adapter must not deliver them."""
     webui.delay = 3
     ctx = job()
-    timer = threading.Timer(0.4, lambda: httpx.post(f"{webui.url}/sdapi/v1/interrupt"))
-    timer.start()
+
+    def interrupt_once_generating() -> None:  # not on a timer: on a loaded machine 0.4 s came before the submit
+        wait_for(lambda: webui.current_task == ctx.backend_id)
+        httpx.post(f"{webui.url}/sdapi/v1/interrupt")
+
+    someone_else = threading.Thread(target=interrupt_once_generating)
+    someone_else.start()
     with pytest.raises(JobInterrupted, match="not by this attempt"):
         backend_for(webui).run(ctx)
-    timer.join()
+    someone_else.join()
     assert not ctx.cancel.is_set()  # the agent counts it as a failed attempt
 
 
