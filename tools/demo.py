@@ -96,11 +96,17 @@ def check_video(http: httpx.Client, outputs: list[dict[str, Any]]) -> str | None
     return check_output(http, outputs[1]["url"], (VIDEO["width"], VIDEO["height"]))
 
 
+def shown_url(url: str) -> str:
+    """An output URL for the table: a signed one (issue 43) without its query of several hundred characters."""
+    base, _, query = url.partition("?")
+    return f"{base} (signed)" if "Signature=" in query else url
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = ["job", "mode", "size", "status", "att", "queue ms", "infer ms", "upload ms", "worker ms", "e2e ms",
             "image", "output URL"]
     body = [[r["id"], r["mode"], r["size"], r["status"], r["attempts"], r["queue"], r["infer"], r["upload"],
-             r["total"], r["e2e"], r["check"], r["url"]] for r in rows]
+             r["total"], r["e2e"], r["check"], shown_url(r["url"])] for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=False)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*map(str, b))
